@@ -1,0 +1,355 @@
+/*  sn_frontend: decode, validate and route every request that enters the node.
+
+    Messages from clients are [identity, (empty delimiter,) payload]. Everything before
+    the payload is the envelope: it travels with the request to the actor that serves
+    it and comes back in front of the reply, so this actor keeps no per-request state.
+*/
+#include "sn_frontend.h"
+#include "sn_msg.h"
+
+//  Largest request frame answered with an error rather than a disconnect; above
+//  it libzmq drops the connection (ZMQ_MAXMSGSIZE) before we read anything.
+#define SN_FRONTEND_HARD_MAX (64 * 1024 * 1024)
+
+//  Envelope frames accepted in front of a payload (identities and a delimiter).
+#define SN_FRONTEND_MAX_FRAMES 8
+
+//  How many requests may wait for an actor before new ones are refused with 503.
+#define SN_FRONTEND_BACKLOG 50000
+
+typedef struct {
+    zsock_t *pipe;               //  our end of the actor pipe
+    zpoller_t *poller;           //  pipe, router and store
+    zsock_t *router;             //  clients: external endpoint and inproc
+    zsock_t *store;              //  DEALER to the store actor
+    sn_schema_t *schema;         //  borrowed, read-only
+    sn_pack_t *pack;             //  scratch buffer for error replies
+    sn_frontend_config_t config; //  endpoints, borrowed from the caller until START
+    bool verbose;                //  log every request
+    bool terminated;             //  $TERM received
+} self_t;
+
+static self_t *
+s_self_new (zsock_t *pipe, const sn_frontend_config_t *config)
+{
+    self_t *self = (self_t *) zmalloc (sizeof (self_t));
+    self->pipe = pipe;
+    self->config = *config;
+    self->schema = config->schema;
+    self->verbose = config->verbose;
+    self->pack = sn_pack_new ();
+    return self;
+}
+
+static void
+s_self_destroy (self_t **self_p)
+{
+    self_t *self = *self_p;
+    if (self) {
+        zpoller_destroy (&self->poller);
+        zsock_destroy (&self->router);
+        zsock_destroy (&self->store);
+        sn_pack_destroy (&self->pack);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  Bind and connect everything. Returns NULL, or the reason it failed.
+static char *
+s_self_start (self_t *self)
+{
+    self->router = zsock_new (ZMQ_ROUTER);
+    zsock_set_maxmsgsize (self->router, SN_FRONTEND_HARD_MAX);
+    zsock_set_linger (self->router, 0);
+    if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
+        return zsys_sprintf ("cannot bind clients endpoint %s: %s", self->config.endpoint,
+                             zmq_strerror (zmq_errno ()));
+    if (zsock_bind (self->router, "%s", self->config.inproc) == -1)
+        return zsys_sprintf ("cannot bind %s: %s", self->config.inproc,
+                             zmq_strerror (zmq_errno ()));
+    self->store = zsock_new (ZMQ_DEALER);
+    zsock_set_sndhwm (self->store, SN_FRONTEND_BACKLOG);
+    zsock_set_rcvhwm (self->store, SN_FRONTEND_BACKLOG);
+    zsock_set_sndtimeo (self->store, 0);
+    zsock_set_linger (self->store, 0);
+    if (zsock_connect (self->store, "%s", self->config.store) == -1)
+        return zsys_sprintf ("cannot connect to the store at %s", self->config.store);
+    self->poller = zpoller_new (self->pipe, self->router, self->store, NULL);
+    return NULL;
+}
+
+//  Answer a request here, with its envelope, without passing it on.
+static void
+s_answer (self_t *self, zmsg_t **request_p, uint64_t rid, int code, const char *error)
+{
+    zmsg_t *request = *request_p;
+    zframe_t *payload = zmsg_last (request);
+    zmsg_remove (request, payload);
+    zframe_destroy (&payload);
+    sn_pack_error (self->pack, rid, code, "%s", error);
+    zframe_t *answer = sn_pack_frame (self->pack);
+    zmsg_append (request, &answer);
+    zmsg_send (request_p, self->router);
+    zmsg_destroy (request_p);
+}
+
+//  One request from a client: check it completely, then hand it to its actor.
+static void
+s_handle_client (self_t *self)
+{
+    zmsg_t *request = zmsg_recv (self->router);
+    if (!request)
+        return;
+    size_t frames = zmsg_size (request);
+    if (frames < 2) {
+        zmsg_destroy (&request);
+        return;
+    }
+    if (frames > SN_FRONTEND_MAX_FRAMES + 1) {
+        s_answer (self, &request, 0, 400, "expected one frame holding one msgpack map");
+        return;
+    }
+    zframe_t *payload = zmsg_last (request);
+    if (zframe_size (payload) > SN_MSG_MAX_SIZE) {
+        char error[96];
+        snprintf (error, sizeof error, "request of %zu bytes is larger than %d",
+                  zframe_size (payload), SN_MSG_MAX_SIZE);
+        s_answer (self, &request, 0, 413, error);
+        return;
+    }
+    const char *reason = NULL;
+    sn_msg_t *msg = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, &reason);
+    if (!msg) {
+        char error[96];
+        snprintf (error, sizeof error, "invalid msgpack: %s", reason);
+        s_answer (self, &request, 0, 400, error);
+        return;
+    }
+    const sn_value_t *root = sn_msg_root (msg);
+    uint64_t rid = 0;
+    sn_value_uint (sn_value_get (root, "rid"), &rid);
+    char error[256];
+    int code =
+        sn_schema_check_request (self->schema, root, zframe_size (payload), error, sizeof error);
+    if (self->verbose) {
+        size_t op_len = 0;
+        const char *op = sn_value_str (sn_value_get (root, "op"), &op_len);
+        zsys_info ("frontend: %.*s rid=%" PRIu64 " %s", op ? (int) op_len : 1, op ? op : "?", rid,
+                   code ? error : "valid");
+    }
+    sn_msg_destroy (&msg);
+    if (code) {
+        s_answer (self, &request, rid, code, error);
+        return;
+    }
+    //  Every op of this node is served by the store for now; the routing decision
+    //  lives here so that new actors take their ops without the edges changing.
+    if (zmsg_send (&request, self->store) == -1)
+        s_answer (self, &request, rid, 503, "node is busy: too many requests in flight");
+}
+
+//  A reply from an actor: the envelope says which client it is for.
+static void
+s_handle_reply (self_t *self, zsock_t *from)
+{
+    zmsg_t *reply = zmsg_recv (from);
+    if (reply)
+        zmsg_send (&reply, self->router);
+    zmsg_destroy (&reply);
+}
+
+static void
+s_handle_pipe (self_t *self)
+{
+    char *command = zstr_recv (self->pipe);
+    if (!command) {
+        self->terminated = true;
+        return;
+    }
+    if (streq (command, "START")) {
+        char *error = s_self_start (self);
+        zstr_send (self->pipe, error ? error : "OK");
+        free (error);
+    }
+    else if (streq (command, "$TERM"))
+        self->terminated = true;
+    else
+        zsys_error ("frontend: invalid command '%s'", command);
+    free (command);
+}
+
+void
+sn_frontend_actor (zsock_t *pipe, void *args)
+{
+    self_t *self = s_self_new (pipe, (const sn_frontend_config_t *) args);
+    zsock_signal (pipe, 0);
+    while (!self->terminated) {
+        if (!self->poller) {
+            s_handle_pipe (self);
+            continue;
+        }
+        zsock_t *which = (zsock_t *) zpoller_wait (self->poller, -1);
+        if (which == self->pipe)
+            s_handle_pipe (self);
+        else if (which == self->router)
+            s_handle_client (self);
+        else if (which == self->store)
+            s_handle_reply (self, self->store);
+        else if (zpoller_terminated (self->poller))
+            break;
+    }
+    s_self_destroy (&self);
+}
+
+zactor_t *
+sn_frontend_new (const sn_frontend_config_t *config, char *error, size_t size)
+{
+    zactor_t *actor = zactor_new (sn_frontend_actor, (void *) config);
+    zstr_send (actor, "START");
+    char *status = zstr_recv (actor);
+    if (status && streq (status, "OK")) {
+        free (status);
+        return actor;
+    }
+    snprintf (error, size, "%s", status ? status : "frontend did not start");
+    free (status);
+    zactor_destroy (&actor);
+    return NULL;
+}
+
+//  Selftest: a frontend in front of a stand-in store that echoes {rid, code: 200}.
+static void
+s_echo_store (zsock_t *pipe, void *args)
+{
+    zsock_t *router = zsock_new_router ((const char *) args);
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, router, NULL);
+    sn_pack_t *pack = sn_pack_new ();
+    while (true) {
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
+        if (which != router)
+            break;
+        zmsg_t *msg = zmsg_recv (router);
+        zframe_t *payload = zmsg_last (msg);
+        sn_msg_t *request = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+        uint64_t rid = 0;
+        sn_value_uint (sn_value_get (sn_msg_root (request), "rid"), &rid);
+        sn_msg_destroy (&request);
+        zmsg_remove (msg, payload);
+        zframe_destroy (&payload);
+        sn_pack_reset (pack);
+        sn_pack_map (pack, 2);
+        sn_pack_kv_uint (pack, "rid", rid);
+        sn_pack_kv_uint (pack, "code", 200);
+        zframe_t *answer = sn_pack_frame (pack);
+        zmsg_append (msg, &answer);
+        zmsg_send (&msg, router);
+    }
+    sn_pack_destroy (&pack);
+    zpoller_destroy (&poller);
+    zsock_destroy (&router);
+}
+
+//  Send one frame and return the reply's code and rid.
+static int
+s_roundtrip (zsock_t *client, const void *data, size_t size, uint64_t *rid_p)
+{
+    zframe_t *frame = zframe_new (data, size);
+    zframe_send (&frame, client, 0);
+    zpoller_t *poller = zpoller_new (client, NULL);
+    int code = -1;
+    if (zpoller_wait (poller, 5000) == client) {
+        frame = zframe_recv (client);
+        sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+        assert (reply);
+        int64_t value;
+        if (sn_value_int (sn_value_get (sn_msg_root (reply), "code"), &value))
+            code = (int) value;
+        if (rid_p)
+            sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), rid_p);
+        sn_msg_destroy (&reply);
+        zframe_destroy (&frame);
+    }
+    zpoller_destroy (&poller);
+    return code;
+}
+
+void
+sn_frontend_test (bool verbose)
+{
+    char store_endpoint[64], inproc[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-frontend-test-store-%d",
+              getpid ());
+    snprintf (inproc, sizeof inproc, "inproc://sn-frontend-test-%d", getpid ());
+    zactor_t *store = zactor_new (s_echo_store, store_endpoint);
+    sn_schema_t *schema = sn_schema_new ();
+    assert (schema);
+    sn_frontend_config_t config = {"tcp://127.0.0.1:*", inproc, store_endpoint, schema, verbose};
+    zactor_t *frontend = sn_frontend_new (&config, error, sizeof error);
+    assert (frontend);
+
+    //  An endpoint that cannot be bound is reported, not fatal
+    sn_frontend_config_t clash = {"tcp://256.0.0.1:1", "inproc://sn-frontend-test-clash",
+                                  store_endpoint, schema, verbose};
+    assert (sn_frontend_new (&clash, error, sizeof error) == NULL);
+    assert (strstr (error, "cannot bind clients endpoint"));
+
+    zsock_t *client = zsock_new_dealer (inproc);
+    sn_pack_t *pack = sn_pack_new ();
+
+    //  A valid request reaches the store and its reply comes back
+    sn_pack_map (pack, 2);
+    sn_pack_kv_str (pack, "op", "health");
+    sn_pack_kv_uint (pack, "rid", 7);
+    uint64_t rid = 0;
+    assert (s_roundtrip (client, sn_pack_data (pack), sn_pack_size (pack), &rid) == 200);
+    assert (rid == 7);
+
+    //  Invalid ones are answered here, with the rid when there is one
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 2);
+    sn_pack_kv_str (pack, "op", "launch");
+    sn_pack_kv_uint (pack, "rid", 8);
+    assert (s_roundtrip (client, sn_pack_data (pack), sn_pack_size (pack), &rid) == 400);
+    assert (rid == 8);
+    assert (s_roundtrip (client, "not msgpack", 11, &rid) == 400);
+    assert (s_roundtrip (client, "\x93\x01\x02\x03", 4, NULL) == 400);
+    assert (s_roundtrip (client, "\xdd\xff\xff\xff\xff", 5, NULL) == 400);
+
+    //  Oversized frames are refused before decoding
+    size_t big = SN_MSG_MAX_SIZE + 1;
+    byte *huge = (byte *) zmalloc (big);
+    assert (s_roundtrip (client, huge, big, NULL) == 413);
+    free (huge);
+
+    //  Pipelined requests are all answered
+    for (uint64_t i = 1; i <= 500; i++) {
+        sn_pack_reset (pack);
+        sn_pack_map (pack, 2);
+        sn_pack_kv_str (pack, "op", "health");
+        sn_pack_kv_uint (pack, "rid", i);
+        zframe_t *frame = sn_pack_frame (pack);
+        zframe_send (&frame, client, 0);
+    }
+    zpoller_t *poller = zpoller_new (client, NULL);
+    uint64_t sum = 0;
+    for (int i = 0; i < 500; i++) {
+        assert (zpoller_wait (poller, 5000) == client);
+        zframe_t *frame = zframe_recv (client);
+        sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+        uint64_t value;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &value));
+        sum += value;
+        sn_msg_destroy (&reply);
+        zframe_destroy (&frame);
+    }
+    assert (sum == 500 * 501 / 2);
+    zpoller_destroy (&poller);
+
+    sn_pack_destroy (&pack);
+    zsock_destroy (&client);
+    zactor_destroy (&frontend);
+    zactor_destroy (&store);
+    sn_schema_destroy (&schema);
+}

@@ -1,0 +1,40 @@
+/*  sn_frontend: the door of the node for every request.
+
+    One ROUTER bound to the client endpoint (tcp, for direct ZeroMQ clients) and to an
+    inproc endpoint (for the gateway's civetweb threads). Each request frame is decoded
+    and validated against its op's schema before any actor sees it; a bad one is
+    answered here with a 4xx. Good ones are routed to the actor that owns the op, and
+    the replies are routed back by envelope. Clients may pipeline: replies carry rid.
+
+    Pipe commands: "START" (replies "OK" or the error text), "$TERM".
+*/
+#ifndef SN_FRONTEND_H_INCLUDED
+#define SN_FRONTEND_H_INCLUDED
+
+#include <czmq.h>
+#include "sn_schema.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *endpoint; //  external endpoint for direct clients, e.g. tcp://127.0.0.1:7500
+    const char *inproc;   //  internal endpoint the gateway threads connect to
+    const char *store;    //  the store actor's endpoint
+    sn_schema_t *schema;  //  borrowed, read-only
+    bool verbose;         //  log every request
+} sn_frontend_config_t;
+
+//  Start the frontend. Returns NULL with the reason in error when an endpoint cannot
+//  be bound.
+zactor_t *sn_frontend_new (const sn_frontend_config_t *config, char *error, size_t size);
+void sn_frontend_actor (zsock_t *pipe, void *args);
+
+void sn_frontend_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,1849 @@
+/*  sn_store: the store actor. Owns the node's LMDB environment.
+
+    Layout of the environment, four named databases:
+
+      events   key -> record, a msgpack map {type, ts, p, body} written in that order
+      byp      2-byte big-endian p + key -> empty: the events of one partition, in key
+               order, for replaying a partition
+      digest   2-byte big-endian p + 8-byte big-endian bucket start (ms) -> 16 bytes:
+               count (uint64) then XOR of sn_hash (key) (uint64), both in host order
+      meta     "partitions" -> uint32 P; "keygen" -> int64 ms + uint32 sequence of the
+               last key this node made; both in host order
+
+    Keys of byp and digest are big-endian so that LMDB's byte order is time order.
+    Values are in host order: an LMDB environment is not portable between byte
+    orders anyway.
+
+    The actor does everything in batches. When its ROUTER is readable it drains what
+    is waiting (up to S_BATCH_MAX requests), runs the batch in one transaction and
+    only then sends the replies. A batch with any write runs in one write
+    transaction: one commit, one fsync for all of it; a 201 is never sent for
+    anything that is not on disk, so when the commit fails every request of the
+    batch gets the error instead.
+*/
+#include "sn_store.h"
+#include "sn_key.h"
+#include "sn_msg.h"
+#include <lmdb.h>
+#include <stdarg.h>
+
+//  Most requests run in one batch: enough to amortise the fsync under load, small
+//  enough that the first reply of a batch is not held back for long.
+#define S_BATCH_MAX 4096
+
+//  Stop draining once a batch holds this many payload bytes, so that a stream of
+//  large bulks cannot build one transaction bigger than LMDB's dirty-page limit.
+#define S_BATCH_BYTES (64 * 1024 * 1024)
+
+//  Replies queued to one peer before ZeroMQ drops them. The peers are in-process
+//  actors that read their replies; the queue must hold several full batches, and
+//  stays bounded so a peer that stops reading cannot exhaust memory.
+#define S_REPLY_HWM (8 * S_BATCH_MAX)
+
+#define S_RANGE_LIMIT     100  //  range's default page
+#define S_RANGE_LIMIT_MAX 1000 //  and its largest
+#define S_TYPE_MAX        64   //  longest event type name
+#define S_PKEY_MAX        256  //  longest partition key
+#define S_ERROR_MAX       256  //  longest error text built here
+
+//  One request of the batch being run.
+typedef struct {
+    zmsg_t *envelope;  //  the frames before the payload, echoed with the reply
+    sn_msg_t *msg;     //  the decoded payload, NULL when it did not decode
+    const char *error; //  why it did not decode (static text)
+    zframe_t *reply;   //  the reply, once built
+} s_request_t;
+
+typedef struct {
+    zsock_t *pipe;           //  actor command pipe
+    zpoller_t *poller;       //  the pipe, and the ROUTER once started
+    zsock_t *router;         //  requests in, replies out; NULL until started
+    char *data_dir;          //  directory of the LMDB environment
+    char *name;              //  node name, for keys and health
+    char *endpoint;          //  where the ROUTER binds
+    uint32_t partitions;     //  P
+    size_t map_size;         //  LMDB map size, 0 for LMDB's default
+    bool verbose;            //  log every request
+    bool terminated;         //  $TERM received
+    MDB_env *env;            //  the environment, NULL until started
+    MDB_dbi events;          //  key -> record
+    MDB_dbi byp;             //  partition index
+    MDB_dbi digest;          //  per partition and time bucket count and XOR
+    MDB_dbi meta;            //  partitions, key generator state
+    sn_keygen_t *keygen;     //  makes this node's keys
+    bool keygen_dirty;       //  a key was made in the running batch
+    s_request_t *batch;      //  S_BATCH_MAX slots, reused batch after batch
+    sn_pack_t *reply;        //  the reply being built
+    sn_pack_t *record;       //  the record being stored
+    sn_pack_t *items;        //  range and digest items, counted before their array
+    byte user_prefix[16];    //  how every user event record starts
+    size_t user_prefix_size; //  bytes in user_prefix
+    int code;                //  code of the reply just built, for the log
+} self_t;
+
+static self_t *
+s_self_new (zsock_t *pipe, const sn_store_config_t *config)
+{
+    self_t *self = (self_t *) zmalloc (sizeof (self_t));
+    self->pipe = pipe;
+    self->poller = zpoller_new (pipe, NULL);
+    self->data_dir = strdup (config->data_dir ? config->data_dir : "");
+    self->name = strdup (config->name ? config->name : "");
+    self->endpoint = strdup (config->endpoint ? config->endpoint : "");
+    self->partitions = config->partitions;
+    self->map_size = config->map_size;
+    self->verbose = config->verbose;
+    self->batch = (s_request_t *) zmalloc (S_BATCH_MAX * sizeof (s_request_t));
+    self->reply = sn_pack_new ();
+    self->record = sn_pack_new ();
+    self->items = sn_pack_new ();
+
+    //  Records are always written type first, so a user event is recognised by its
+    //  first bytes without decoding it: range scans may pass many internal events.
+    sn_pack_t *prefix = sn_pack_new ();
+    sn_pack_map (prefix, 4);
+    sn_pack_kv_str (prefix, "type", "event");
+    assert (sn_pack_size (prefix) <= sizeof self->user_prefix);
+    memcpy (self->user_prefix, sn_pack_data (prefix), sn_pack_size (prefix));
+    self->user_prefix_size = sn_pack_size (prefix);
+    sn_pack_destroy (&prefix);
+    return self;
+}
+
+static void
+s_self_destroy (self_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        self_t *self = *self_p;
+        zpoller_destroy (&self->poller);
+        zsock_destroy (&self->router);
+        if (self->env)
+            mdb_env_close (self->env);
+        sn_keygen_destroy (&self->keygen);
+        sn_pack_destroy (&self->reply);
+        sn_pack_destroy (&self->record);
+        sn_pack_destroy (&self->items);
+        free (self->batch);
+        free (self->data_dir);
+        free (self->name);
+        free (self->endpoint);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Byte order helpers for database keys
+
+static void
+s_put_be16 (byte *out, uint32_t value)
+{
+    out[0] = (byte) (value >> 8);
+    out[1] = (byte) value;
+}
+
+static void
+s_put_be64 (byte *out, uint64_t value)
+{
+    for (int i = 7; i >= 0; i--) {
+        out[i] = (byte) value;
+        value >>= 8;
+    }
+}
+
+static uint64_t
+s_get_be64 (const byte *in)
+{
+    uint64_t value = 0;
+    for (int i = 0; i < 8; i++)
+        value = (value << 8) | in[i];
+    return value;
+}
+
+//  --------------------------------------------------------------------------
+//  Opening the environment
+
+//  The meta value that keeps the key generator's place.
+typedef struct {
+    int64_t last_ms;   //  time of the last key made
+    uint32_t last_seq; //  its sequence
+} s_keygen_state_t;
+
+static int
+s_meta_get (MDB_txn *txn, MDB_dbi meta, const char *name, void *value, size_t size, bool *found)
+{
+    MDB_val key = {strlen (name), (void *) name}, data;
+    int rc = mdb_get (txn, meta, &key, &data);
+    *found = rc == 0;
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc == 0 && data.mv_size != size)
+        return MDB_CORRUPTED;
+    if (rc == 0)
+        memcpy (value, data.mv_data, size);
+    return rc;
+}
+
+static int
+s_meta_put (MDB_txn *txn, MDB_dbi meta, const char *name, const void *value, size_t size)
+{
+    MDB_val key = {strlen (name), (void *) name}, data = {size, (void *) value};
+    return mdb_put (txn, meta, &key, &data, 0);
+}
+
+//  Persist the key generator's place in the batch's own transaction, so that the
+//  stored place is never behind a committed key: after a restart the generator
+//  resumes strictly after the last key, even if the clock went back meanwhile.
+static int
+s_keygen_save (self_t *self, MDB_txn *txn)
+{
+    s_keygen_state_t state = {0};
+    state.last_ms = sn_keygen_last_ms (self->keygen);
+    state.last_seq = sn_keygen_last_seq (self->keygen);
+    return s_meta_put (txn, self->meta, "keygen", &state, sizeof state);
+}
+
+//  Open the four databases, check P against the one the store was created with
+//  (or record it in a new store) and resume the key generator where it stopped.
+//  Returns 0, or -1 with the reason in error.
+static int
+s_store_prepare (self_t *self, char *error, size_t size)
+{
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin (self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open (txn, "events", MDB_CREATE, &self->events);
+    if (rc == 0)
+        rc = mdb_dbi_open (txn, "byp", MDB_CREATE, &self->byp);
+    if (rc == 0)
+        rc = mdb_dbi_open (txn, "digest", MDB_CREATE, &self->digest);
+    if (rc == 0)
+        rc = mdb_dbi_open (txn, "meta", MDB_CREATE, &self->meta);
+
+    uint32_t partitions = self->partitions;
+    bool found = false;
+    if (rc == 0)
+        rc = s_meta_get (txn, self->meta, "partitions", &partitions, sizeof partitions, &found);
+    if (rc == 0 && !found)
+        rc = s_meta_put (txn, self->meta, "partitions", &partitions, sizeof partitions);
+    s_keygen_state_t state = {0};
+    if (rc == 0)
+        rc = s_meta_get (txn, self->meta, "keygen", &state, sizeof state, &found);
+    if (rc == 0 && found)
+        sn_keygen_resume (self->keygen, state.last_ms, state.last_seq);
+
+    if (rc == 0 && partitions != self->partitions) {
+        mdb_txn_abort (txn);
+        snprintf (error, size, "store was created with P=%u partitions, not %u", partitions,
+                  self->partitions);
+        return -1;
+    }
+    if (rc == 0)
+        rc = mdb_txn_commit (txn);
+    else if (txn)
+        mdb_txn_abort (txn);
+    if (rc) {
+        snprintf (error, size, "cannot open store in %s: %s", self->data_dir, mdb_strerror (rc));
+        return -1;
+    }
+    return 0;
+}
+
+//  Create or open the LMDB environment. Returns 0, or -1 with the reason in error.
+static int
+s_store_open (self_t *self, char *error, size_t size)
+{
+    if (zsys_dir_create ("%s", self->data_dir)) {
+        snprintf (error, size, "cannot open store in %s: %s", self->data_dir, strerror (errno));
+        return -1;
+    }
+    int rc = mdb_env_create (&self->env);
+    if (rc == 0 && self->map_size)
+        rc = mdb_env_set_mapsize (self->env, self->map_size);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs (self->env, 4);
+    //  MDB_NOTLS: read transactions belong to this actor, not to an OS thread.
+    //  Commits stay synchronous: the group commit is what makes them cheap.
+    if (rc == 0)
+        rc = mdb_env_open (self->env, self->data_dir, MDB_NOTLS, 0644);
+    if (rc == 0) {
+        //  Readers left behind by a process that died would pin old pages forever.
+        int dead;
+        mdb_reader_check (self->env, &dead);
+    }
+    if (rc)
+        snprintf (error, size, "cannot open store in %s: %s", self->data_dir, mdb_strerror (rc));
+    if (rc == 0 && s_store_prepare (self, error, size) == 0)
+        return 0;
+    if (self->env)
+        mdb_env_close (self->env);
+    self->env = NULL;
+    return -1;
+}
+
+//  START: open the environment and bind the ROUTER. Returns 0, or -1 with the
+//  reason in error.
+static int
+s_store_start (self_t *self, char *error, size_t size)
+{
+    if (self->env) {
+        snprintf (error, size, "store already started");
+        return -1;
+    }
+    if (self->partitions == 0 || self->partitions > 65536) {
+        snprintf (error, size, "partitions must be 1 to 65536, not %u", self->partitions);
+        return -1;
+    }
+    if (!sn_name_valid (self->name)) {
+        snprintf (error, size, "'%s' is not a valid node name", self->name);
+        return -1;
+    }
+    if (!self->keygen)
+        self->keygen = sn_keygen_new (self->name);
+    if (s_store_open (self, error, size))
+        return -1;
+
+    self->router = zsock_new (ZMQ_ROUTER);
+    assert (self->router);
+    zsock_set_sndhwm (self->router, S_REPLY_HWM);
+    if (zsock_bind (self->router, "%s", self->endpoint) == -1) {
+        snprintf (error, size, "cannot bind store to %s: %s", self->endpoint,
+                  zmq_strerror (zmq_errno ()));
+        zsock_destroy (&self->router);
+        mdb_env_close (self->env);
+        self->env = NULL;
+        return -1;
+    }
+    zpoller_add (self->poller, self->router);
+    if (self->verbose)
+        zsys_info ("sn_store: opened %s (P=%u) on %s", self->data_dir, self->partitions,
+                   self->endpoint);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Replies: built into self->reply, one map per request
+
+//  Start a reply map of rid, code and extra more entries.
+static void
+s_reply_start (self_t *self, uint64_t rid, int code, uint32_t extra)
+{
+    sn_pack_map (self->reply, 2 + extra);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", (uint64_t) code);
+    self->code = code;
+}
+
+static void s_reply_error (self_t *self, uint64_t rid, int code, const char *format, ...)
+    __attribute__ ((format (printf, 4, 5)));
+
+static void
+s_reply_error (self_t *self, uint64_t rid, int code, const char *format, ...)
+{
+    char text[S_ERROR_MAX];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (text, sizeof text, format, args);
+    va_end (args);
+    sn_pack_error (self->reply, rid, code, "%s", text);
+    self->code = code;
+}
+
+//  --------------------------------------------------------------------------
+//  Writing events
+
+//  The outcome of storing one event, for put and for each item of bulk.
+typedef struct {
+    int code;                 //  201, or a 4xx
+    char key[SN_KEY_MAX + 1]; //  the event's key, when there is one
+    char error[S_ERROR_MAX];  //  why not, when code is not 201
+} s_outcome_t;
+
+static int
+s_refuse (s_outcome_t *outcome, int code, const char *error)
+{
+    outcome->code = code;
+    snprintf (outcome->error, sizeof outcome->error, "%s", error);
+    return 0;
+}
+
+//  Count the event in its partition's digest bucket.
+static int
+s_digest_add (self_t *self, MDB_txn *txn, uint32_t p, int64_t ts, const char *key, size_t key_len)
+{
+    byte name[10];
+    s_put_be16 (name, p);
+    s_put_be64 (name + 2, (uint64_t) (ts - ts % SN_STORE_BUCKET_MS));
+    MDB_val dkey = {sizeof name, name}, data;
+    uint64_t bucket[2] = {0, 0}; //  count, XOR
+    int rc = mdb_get (txn, self->digest, &dkey, &data);
+    if (rc == 0 && data.mv_size == sizeof bucket)
+        memcpy (bucket, data.mv_data, sizeof bucket);
+    else if (rc == 0)
+        return MDB_CORRUPTED;
+    else if (rc != MDB_NOTFOUND)
+        return rc;
+    bucket[0]++;
+    bucket[1] ^= sn_hash (key, key_len);
+    data.mv_size = sizeof bucket;
+    data.mv_data = bucket;
+    return mdb_put (txn, self->digest, &dkey, &data, 0);
+}
+
+//  Store one event described by item {event, key?, type?, pkey?}. Refusals (4xx) go
+//  into outcome and return 0; only an LMDB failure returns non-zero, and then the
+//  whole transaction is lost.
+static int
+s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, s_outcome_t *outcome)
+{
+    outcome->key[0] = 0;
+    const sn_value_t *event = sn_value_get (item, "event");
+    if (!sn_value_is (event, SN_TYPE_MAP))
+        return s_refuse (outcome, 400, "event: must be an object");
+
+    const char *type = "event";
+    size_t type_len = strlen (type);
+    const sn_value_t *type_value = sn_value_get (item, "type");
+    if (type_value) {
+        type = sn_value_str (type_value, &type_len);
+        if (!type || type_len == 0 || type_len > S_TYPE_MAX)
+            return s_refuse (outcome, 400, "type: must be a string of 1 to 64 bytes");
+    }
+
+    const char *pkey = NULL;
+    size_t pkey_len = 0;
+    const sn_value_t *pkey_value = sn_value_get (item, "pkey");
+    if (pkey_value) {
+        pkey = sn_value_str (pkey_value, &pkey_len);
+        if (!pkey || pkey_len == 0 || pkey_len > S_PKEY_MAX)
+            return s_refuse (outcome, 400, "pkey: must be a string of 1 to 256 bytes");
+    }
+
+    size_t key_len;
+    int64_t ts;
+    const sn_value_t *key_value = sn_value_get (item, "key");
+    if (key_value) {
+        const char *given = sn_value_str (key_value, &key_len);
+        ts = sn_key_time (given, given ? key_len : 0);
+        if (ts < 0)
+            return s_refuse (outcome, 400, "key: not a supernode key");
+        memcpy (outcome->key, given, key_len);
+        outcome->key[key_len] = 0;
+    }
+    else {
+        sn_keygen_next (self->keygen, zclock_time (), outcome->key);
+        self->keygen_dirty = true;
+        key_len = strlen (outcome->key);
+        ts = sn_key_time (outcome->key, key_len);
+        assert (ts >= 0);
+    }
+
+    if (!pkey) {
+        pkey = outcome->key;
+        pkey_len = key_len;
+    }
+    uint32_t p = sn_partition (pkey, pkey_len, self->partitions);
+
+    sn_pack_reset (self->record);
+    sn_pack_map (self->record, 4);
+    sn_pack_str (self->record, "type");
+    sn_pack_strn (self->record, type, type_len);
+    sn_pack_str (self->record, "ts");
+    sn_pack_int (self->record, ts);
+    sn_pack_kv_uint (self->record, "p", p);
+    sn_pack_kv_value (self->record, "body", event);
+
+    MDB_val key = {key_len, outcome->key};
+    MDB_val data = {sn_pack_size (self->record), (void *) sn_pack_data (self->record)};
+    int rc = mdb_put (txn, self->events, &key, &data, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) {
+        //  Events are immutable: the same event again is a harmless repeat (a retry,
+        //  or a replica catching up); different content under its key is a conflict.
+        if (data.mv_size == sn_pack_size (self->record) &&
+            memcmp (data.mv_data, sn_pack_data (self->record), data.mv_size) == 0) {
+            outcome->code = 201;
+            return 0;
+        }
+        outcome->code = 409;
+        snprintf (outcome->error, sizeof outcome->error, "key %s already holds a different event",
+                  outcome->key);
+        return 0;
+    }
+    if (rc)
+        return rc;
+
+    byte index[2 + SN_KEY_MAX];
+    s_put_be16 (index, p);
+    memcpy (index + 2, outcome->key, key_len);
+    MDB_val index_key = {2 + key_len, index}, empty = {0, NULL};
+    rc = mdb_put (txn, self->byp, &index_key, &empty, 0);
+    if (rc == 0)
+        rc = s_digest_add (self, txn, p, ts, outcome->key, key_len);
+    if (rc == 0)
+        outcome->code = 201;
+    return rc;
+}
+
+//  put {event, key?, type?, pkey?} -> 201 {key}
+static int
+s_op_put (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
+{
+    s_outcome_t outcome;
+    int rc = s_store_event (self, txn, request, &outcome);
+    if (rc)
+        return rc;
+    if (outcome.code == 201) {
+        s_reply_start (self, rid, 201, 1);
+        sn_pack_kv_str (self->reply, "key", outcome.key);
+    }
+    else
+        s_reply_error (self, rid, outcome.code, "%s", outcome.error);
+    return 0;
+}
+
+//  bulk {puts: [{event, key?, type?, pkey?}...]} -> 200 {results: [{code, key | error}]}
+//  Each item succeeds or fails on its own; all of them commit with the batch.
+static int
+s_op_bulk (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
+{
+    const sn_value_t *puts = sn_value_get (request, "puts");
+    if (!sn_value_is (puts, SN_TYPE_ARRAY)) {
+        s_reply_error (self, rid, 400, "puts: must be an array");
+        return 0;
+    }
+    size_t count = sn_value_size (puts);
+    s_reply_start (self, rid, 200, 1);
+    sn_pack_str (self->reply, "results");
+    sn_pack_array (self->reply, (uint32_t) count);
+    for (size_t index = 0; index < count; index++) {
+        s_outcome_t outcome;
+        int rc = s_store_event (self, txn, sn_value_at (puts, index), &outcome);
+        if (rc)
+            return rc;
+        sn_pack_map (self->reply, 2);
+        sn_pack_kv_uint (self->reply, "code", (uint64_t) outcome.code);
+        if (outcome.code == 201)
+            sn_pack_kv_str (self->reply, "key", outcome.key);
+        else
+            sn_pack_kv_str (self->reply, "error", outcome.error);
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Reading
+
+//  A key given by a client for a lookup: LMDB refuses empty and oversized keys with
+//  an error that would fail the whole batch, so they are refused here first.
+static bool
+s_lookup_key (const sn_value_t *value, MDB_val *key)
+{
+    size_t len;
+    const char *text = sn_value_str (value, &len);
+    if (!text || len == 0 || len > SN_KEY_MAX)
+        return false;
+    key->mv_size = len;
+    key->mv_data = (void *) text;
+    return true;
+}
+
+//  get {key} -> 200 {key, type, ts, p, event} | 404
+static int
+s_op_get (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
+{
+    MDB_val key, data;
+    if (!s_lookup_key (sn_value_get (request, "key"), &key)) {
+        s_reply_error (self, rid, 400, "key: must be a string of 1 to %d bytes", SN_KEY_MAX);
+        return 0;
+    }
+    int rc = mdb_get (txn, self->events, &key, &data);
+    if (rc == MDB_NOTFOUND) {
+        s_reply_error (self, rid, 404, "key %.*s not found", (int) key.mv_size,
+                       (char *) key.mv_data);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    sn_msg_t *record = sn_msg_decode (data.mv_data, data.mv_size, data.mv_size, NULL);
+    const sn_value_t *root = record ? sn_msg_root (record) : NULL;
+    const sn_value_t *type = sn_value_get (root, "type");
+    const sn_value_t *ts = sn_value_get (root, "ts");
+    const sn_value_t *p = sn_value_get (root, "p");
+    const sn_value_t *body = sn_value_get (root, "body");
+    if (sn_value_is (type, SN_TYPE_STRING) && sn_value_is (ts, SN_TYPE_INT) &&
+        sn_value_is (p, SN_TYPE_INT) && body) {
+        s_reply_start (self, rid, 200, 5);
+        sn_pack_str (self->reply, "key");
+        sn_pack_strn (self->reply, (char *) key.mv_data, key.mv_size);
+        sn_pack_kv_value (self->reply, "type", type);
+        sn_pack_kv_value (self->reply, "ts", ts);
+        sn_pack_kv_value (self->reply, "p", p);
+        sn_pack_kv_value (self->reply, "event", body);
+    }
+    else
+        s_reply_error (self, rid, 500, "key %.*s: stored record is damaged", (int) key.mv_size,
+                       (char *) key.mv_data);
+    sn_msg_destroy (&record);
+    return 0;
+}
+
+//  Append {key, event} for one user event record to self->items. False when the
+//  record does not decode, which only damage can cause.
+static bool
+s_range_item (self_t *self, const MDB_val *key, const MDB_val *data)
+{
+    sn_msg_t *record = sn_msg_decode (data->mv_data, data->mv_size, data->mv_size, NULL);
+    const sn_value_t *body = record ? sn_value_get (sn_msg_root (record), "body") : NULL;
+    if (body) {
+        sn_pack_map (self->items, 2);
+        sn_pack_str (self->items, "key");
+        sn_pack_strn (self->items, (char *) key->mv_data, key->mv_size);
+        sn_pack_kv_value (self->items, "event", body);
+    }
+    sn_msg_destroy (&record);
+    return body != NULL;
+}
+
+//  One optional bound of a range; an empty string means no bound.
+static bool
+s_range_bound (const sn_value_t *request, const char *name, MDB_val *bound)
+{
+    const sn_value_t *value = sn_value_get (request, name);
+    bound->mv_size = 0;
+    bound->mv_data = NULL;
+    if (!value)
+        return true;
+    size_t len;
+    const char *text = sn_value_str (value, &len);
+    if (!text || len > SN_KEY_MAX)
+        return false;
+    bound->mv_size = len;
+    bound->mv_data = (void *) text;
+    return true;
+}
+
+static int
+s_key_compare (const MDB_val *a, const MDB_val *b)
+{
+    size_t len = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+    int order = memcmp (a->mv_data, b->mv_data, len);
+    if (order)
+        return order;
+    return a->mv_size < b->mv_size ? -1 : a->mv_size > b->mv_size;
+}
+
+//  range {from?, to?, limit?} -> 200 {events: [{key, event}], next}
+//  Scans at most 10 * limit + 100 records, so that a stretch of internal events
+//  cannot make one request unbounded: the page may then be short, or empty, with
+//  next set to where the scan stopped.
+static int
+s_op_range (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
+{
+    MDB_val from, to;
+    if (!s_range_bound (request, "from", &from) || !s_range_bound (request, "to", &to)) {
+        s_reply_error (self, rid, 400, "from, to: must be strings of at most %d bytes", SN_KEY_MAX);
+        return 0;
+    }
+    uint64_t limit = S_RANGE_LIMIT;
+    const sn_value_t *limit_value = sn_value_get (request, "limit");
+    if (limit_value && (!sn_value_uint (limit_value, &limit) || limit == 0)) {
+        s_reply_error (self, rid, 400, "limit: must be a positive integer");
+        return 0;
+    }
+    if (limit > S_RANGE_LIMIT_MAX)
+        limit = S_RANGE_LIMIT_MAX;
+    uint64_t scan_max = 10 * limit + 100;
+
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open (txn, self->events, &cursor);
+    if (rc)
+        return rc;
+    MDB_val key = from, data, next = {0, NULL};
+    rc = mdb_cursor_get (cursor, &key, &data, from.mv_size ? MDB_SET_RANGE : MDB_FIRST);
+    sn_pack_reset (self->items);
+    uint32_t count = 0;
+    uint64_t scanned = 0;
+    for (; rc == 0; rc = mdb_cursor_get (cursor, &key, &data, MDB_NEXT)) {
+        if (to.mv_size && s_key_compare (&key, &to) >= 0)
+            break;
+        if (count == limit || scanned == scan_max) {
+            next = key;
+            break;
+        }
+        scanned++;
+        if (data.mv_size >= self->user_prefix_size &&
+            memcmp (data.mv_data, self->user_prefix, self->user_prefix_size) == 0 &&
+            s_range_item (self, &key, &data))
+            count++;
+    }
+    mdb_cursor_close (cursor);
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+
+    s_reply_start (self, rid, 200, 2);
+    sn_pack_str (self->reply, "events");
+    sn_pack_array (self->reply, count);
+    sn_pack_raw (self->reply, sn_pack_data (self->items), sn_pack_size (self->items));
+    sn_pack_str (self->reply, "next");
+    if (next.mv_size)
+        sn_pack_strn (self->reply, (char *) next.mv_data, next.mv_size);
+    else
+        sn_pack_nil (self->reply);
+    return 0;
+}
+
+//  digest {p} -> 200 {p, buckets: [{t, count, xor}]}, buckets in time order
+static int
+s_op_digest (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
+{
+    uint64_t p;
+    if (!sn_value_uint (sn_value_get (request, "p"), &p) || p >= self->partitions) {
+        s_reply_error (self, rid, 400, "p: must be a partition, 0 to %u", self->partitions - 1);
+        return 0;
+    }
+    byte start[10] = {0};
+    s_put_be16 (start, (uint32_t) p);
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open (txn, self->digest, &cursor);
+    if (rc)
+        return rc;
+    MDB_val key = {sizeof start, start}, data;
+    sn_pack_reset (self->items);
+    uint32_t count = 0;
+    for (rc = mdb_cursor_get (cursor, &key, &data, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get (cursor, &key, &data, MDB_NEXT)) {
+        if (key.mv_size != sizeof start || memcmp (key.mv_data, start, 2) != 0)
+            break;
+        if (data.mv_size != 2 * sizeof (uint64_t)) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        uint64_t bucket[2];
+        memcpy (bucket, data.mv_data, sizeof bucket);
+        sn_pack_map (self->items, 3);
+        sn_pack_kv_uint (self->items, "t", s_get_be64 ((byte *) key.mv_data + 2));
+        sn_pack_kv_uint (self->items, "count", bucket[0]);
+        sn_pack_kv_uint (self->items, "xor", bucket[1]);
+        count++;
+    }
+    mdb_cursor_close (cursor);
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    s_reply_start (self, rid, 200, 2);
+    sn_pack_kv_uint (self->reply, "p", p);
+    sn_pack_str (self->reply, "buckets");
+    sn_pack_array (self->reply, count);
+    sn_pack_raw (self->reply, sn_pack_data (self->items), sn_pack_size (self->items));
+    return 0;
+}
+
+//  health {} -> 200 {name, events}
+static int
+s_op_health (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
+{
+    MDB_stat stat;
+    int rc = mdb_stat (txn, self->events, &stat);
+    if (rc)
+        return rc;
+    s_reply_start (self, rid, 200, 2);
+    sn_pack_kv_str (self->reply, "name", self->name);
+    sn_pack_kv_uint (self->reply, "events", stat.ms_entries);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Batches
+
+//  The rid of a request, or 0 when it has none we can read.
+static uint64_t
+s_request_rid (const s_request_t *request)
+{
+    uint64_t rid = 0;
+    if (request->msg)
+        sn_value_uint (sn_value_get (sn_msg_root (request->msg), "rid"), &rid);
+    return rid;
+}
+
+static bool
+s_request_writes (const s_request_t *request)
+{
+    if (!request->msg)
+        return false;
+    const sn_value_t *op = sn_value_get (sn_msg_root (request->msg), "op");
+    return sn_value_streq (op, "put") || sn_value_streq (op, "bulk");
+}
+
+//  Run one request and leave its reply in request->reply. Returns non-zero only
+//  for an LMDB failure, which fails the whole batch.
+static int
+s_request_run (self_t *self, MDB_txn *txn, s_request_t *request)
+{
+    sn_pack_reset (self->reply);
+    const sn_value_t *root = request->msg ? sn_msg_root (request->msg) : NULL;
+    const sn_value_t *op = sn_value_get (root, "op");
+    uint64_t rid = 0;
+    int rc = 0;
+    if (!request->msg)
+        s_reply_error (self, 0, 400, "%s", request->error);
+    else if (!sn_value_is (root, SN_TYPE_MAP))
+        s_reply_error (self, 0, 400, "request must be a map");
+    else if (!sn_value_uint (sn_value_get (root, "rid"), &rid))
+        s_reply_error (self, 0, 400, "rid: must be a non-negative integer");
+    else if (!sn_value_is (op, SN_TYPE_STRING))
+        s_reply_error (self, rid, 400, "op: must be a string");
+    else if (sn_value_streq (op, "put"))
+        rc = s_op_put (self, txn, root, rid);
+    else if (sn_value_streq (op, "get"))
+        rc = s_op_get (self, txn, root, rid);
+    else if (sn_value_streq (op, "range"))
+        rc = s_op_range (self, txn, root, rid);
+    else if (sn_value_streq (op, "bulk"))
+        rc = s_op_bulk (self, txn, root, rid);
+    else if (sn_value_streq (op, "digest"))
+        rc = s_op_digest (self, txn, root, rid);
+    else if (sn_value_streq (op, "health"))
+        rc = s_op_health (self, txn, root, rid);
+    else {
+        size_t len;
+        const char *name = sn_value_str (op, &len);
+        s_reply_error (self, rid, 400, "op: unknown operation '%.*s'", (int) (len > 64 ? 64 : len),
+                       name);
+    }
+    if (rc)
+        return rc;
+    request->reply = sn_pack_frame (self->reply);
+    if (self->verbose) {
+        size_t len = 0;
+        const char *name = sn_value_str (op, &len);
+        zsys_info ("sn_store: %.*s rid=%" PRIu64 " -> %d", (int) (len > 64 ? 64 : len),
+                   name ? name : "?", rid, self->code);
+    }
+    return 0;
+}
+
+//  Run the batch in one transaction. Replies are sent only after the commit has
+//  succeeded; when any LMDB call or the commit fails nothing of the batch is on
+//  disk, so every request gets the error, reads included.
+static void
+s_batch_run (self_t *self, size_t count, bool writes)
+{
+    MDB_txn *txn = NULL;
+    self->keygen_dirty = false;
+    int rc = mdb_txn_begin (self->env, NULL, writes ? 0 : MDB_RDONLY, &txn);
+    for (size_t index = 0; rc == 0 && index < count; index++)
+        rc = s_request_run (self, txn, &self->batch[index]);
+    if (rc == 0 && writes) {
+        if (self->keygen_dirty)
+            rc = s_keygen_save (self, txn);
+        if (rc == 0) {
+            rc = mdb_txn_commit (txn); //  the fsync; frees txn even when it fails
+            txn = NULL;
+        }
+    }
+    if (txn)
+        mdb_txn_abort (txn);
+
+    if (rc) {
+        zsys_error ("sn_store: batch of %zu failed: %s", count, mdb_strerror (rc));
+        for (size_t index = 0; index < count; index++) {
+            s_request_t *request = &self->batch[index];
+            zframe_destroy (&request->reply);
+            if (rc == MDB_MAP_FULL)
+                s_reply_error (self, s_request_rid (request), 507, "store is full");
+            else
+                s_reply_error (self, s_request_rid (request), 500, "store error: %s",
+                               mdb_strerror (rc));
+            request->reply = sn_pack_frame (self->reply);
+        }
+    }
+    for (size_t index = 0; index < count; index++) {
+        s_request_t *request = &self->batch[index];
+        zmsg_append (request->envelope, &request->reply);
+        //  A ROUTER drops what it cannot deliver; zmsg_send keeps the message only
+        //  when the send itself failed, and then it is dropped here.
+        zmsg_send (&request->envelope, self->router);
+        zmsg_destroy (&request->envelope);
+        sn_msg_destroy (&request->msg);
+    }
+}
+
+//  Drain what waits on the ROUTER into one batch and run it. Each message is
+//  [envelope..., payload]; the envelope is kept to address the reply.
+static void
+s_router_drain (self_t *self)
+{
+    size_t count = 0, bytes = 0;
+    bool writes = false;
+    while (count < S_BATCH_MAX && bytes < S_BATCH_BYTES &&
+           (zsock_events (self->router) & ZMQ_POLLIN)) {
+        zmsg_t *msg = zmsg_recv (self->router);
+        if (!msg)
+            break; //  interrupted
+        if (zmsg_size (msg) < 2) {
+            zmsg_destroy (&msg); //  nothing to address a reply to
+            continue;
+        }
+        zframe_t *payload = zmsg_last (msg);
+        zmsg_remove (msg, payload);
+        s_request_t *request = &self->batch[count++];
+        request->envelope = msg;
+        request->reply = NULL;
+        request->error = NULL;
+        request->msg =
+            sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, &request->error);
+        bytes += zframe_size (payload);
+        zframe_destroy (&payload);
+        writes = writes || s_request_writes (request);
+    }
+    if (count) {
+        if (self->verbose)
+            zsys_info ("sn_store: batch of %zu (%s)", count, writes ? "write" : "read");
+        s_batch_run (self, count, writes);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  The actor
+
+static void
+s_pipe_command (self_t *self)
+{
+    char *command = zstr_recv (self->pipe);
+    if (!command)
+        self->terminated = true; //  interrupted
+    else if (streq (command, "START")) {
+        char error[S_ERROR_MAX];
+        zstr_send (self->pipe, s_store_start (self, error, sizeof error) ? error : "OK");
+    }
+    else if (streq (command, "$TERM"))
+        self->terminated = true;
+    else
+        zsys_error ("sn_store: invalid command '%s'", command);
+    zstr_free (&command);
+}
+
+void
+sn_store_actor (zsock_t *pipe, void *args)
+{
+    self_t *self = s_self_new (pipe, (const sn_store_config_t *) args);
+    zsock_signal (pipe, 0);
+    //  No timers: the store only answers, so it waits for as long as it takes.
+    while (!self->terminated) {
+        zsock_t *which = (zsock_t *) zpoller_wait (self->poller, -1);
+        if (which == self->pipe)
+            s_pipe_command (self);
+        else if (which && which == self->router)
+            s_router_drain (self);
+        else if (zpoller_terminated (self->poller))
+            break;
+    }
+    s_self_destroy (&self);
+}
+
+zactor_t *
+sn_store_new (const sn_store_config_t *config, char *error, size_t size)
+{
+    assert (config);
+    zactor_t *actor = zactor_new (sn_store_actor, (void *) config);
+    assert (actor);
+    zstr_send (actor, "START");
+    char *reply = zstr_recv (actor);
+    if (reply && streq (reply, "OK")) {
+        zstr_free (&reply);
+        return actor;
+    }
+    snprintf (error, size, "%s", reply ? reply : "store did not start");
+    zstr_free (&reply);
+    zactor_destroy (&actor);
+    return NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest
+
+//  The selftest checks real behaviour through its asserts in every build.
+//  A store under test and a client of it.
+typedef struct {
+    zactor_t *store;     //  the actor
+    zsock_t *dealer;     //  connected to its ROUTER
+    sn_pack_t *request;  //  the request being built
+    uint64_t rid;        //  last rid used
+    zhashx_t *stored;    //  key -> s_test_event_t: everything the store should hold
+    char *dir;           //  its data directory
+    uint32_t partitions; //  its P
+    bool verbose;        //  print the put rate; the store itself stays quiet
+} s_test_t;
+
+//  What the test knows about one stored event.
+typedef struct {
+    int64_t n;  //  the "n" of its body
+    uint32_t p; //  its partition
+} s_test_event_t;
+
+static void
+s_test_event_free (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
+}
+
+static void
+s_test_remember (s_test_t *test, const char *key, int64_t n, const char *pkey)
+{
+    s_test_event_t *event = (s_test_event_t *) zmalloc (sizeof (s_test_event_t));
+    event->n = n;
+    pkey = pkey ? pkey : key;
+    event->p = sn_partition (pkey, strlen (pkey), test->partitions);
+    zhashx_update (test->stored, key, event);
+}
+
+static zactor_t *
+s_test_open (const char *dir, uint32_t partitions, size_t map_size, char *endpoint, char *error,
+             bool verbose)
+{
+    static int instance = 0;
+    sprintf (endpoint, "inproc://sn-store-test-%d-%d", getpid (), ++instance);
+    sn_store_config_t config = {0};
+    config.data_dir = dir;
+    config.name = "n1";
+    config.partitions = partitions;
+    config.map_size = map_size;
+    config.endpoint = endpoint;
+    config.verbose = verbose;
+    return sn_store_new (&config, error, S_ERROR_MAX);
+}
+
+//  Start (or restart) the store of test and connect a fresh client.
+static void
+s_test_start (s_test_t *test)
+{
+    char endpoint[128], error[S_ERROR_MAX];
+    test->store =
+        s_test_open (test->dir, test->partitions, 64 * 1024 * 1024, endpoint, error, false);
+    assert (test->store);
+    test->dealer = zsock_new_dealer (endpoint);
+    assert (test->dealer);
+    zsock_set_rcvtimeo (test->dealer, 10000); //  the deadline of every wait
+}
+
+static void
+s_test_stop (s_test_t *test)
+{
+    zsock_destroy (&test->dealer);
+    zactor_destroy (&test->store);
+}
+
+//  Start a request {op, rid, ...} that has entries more entries to follow.
+static uint64_t
+s_test_begin (s_test_t *test, const char *op, uint32_t entries)
+{
+    sn_pack_reset (test->request);
+    sn_pack_map (test->request, 2 + entries);
+    sn_pack_kv_str (test->request, "op", op);
+    sn_pack_kv_uint (test->request, "rid", ++test->rid);
+    return test->rid;
+}
+
+//  The test event body {n, text}.
+static void
+s_test_body (sn_pack_t *pack, int64_t n, const char *text)
+{
+    sn_pack_map (pack, 2);
+    sn_pack_str (pack, "n");
+    sn_pack_int (pack, n);
+    sn_pack_kv_str (pack, "text", text);
+}
+
+static void
+s_test_send (s_test_t *test)
+{
+    zframe_t *frame = sn_pack_frame (test->request);
+    int rc = zframe_send (&frame, test->dealer, 0);
+    assert (rc == 0);
+}
+
+//  The next reply, decoded; asserts it came within the deadline and carries rid.
+static sn_msg_t *
+s_test_recv (s_test_t *test, uint64_t rid)
+{
+    zframe_t *frame = zframe_recv (test->dealer);
+    assert (frame);
+    sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+    assert (reply);
+    zframe_destroy (&frame);
+    uint64_t got;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &got));
+    assert (got == rid);
+    return reply;
+}
+
+static sn_msg_t *
+s_test_call (s_test_t *test, uint64_t rid)
+{
+    s_test_send (test);
+    return s_test_recv (test, rid);
+}
+
+static uint64_t
+s_test_code (sn_msg_t *reply)
+{
+    uint64_t code = 0;
+    sn_value_uint (sn_value_get (sn_msg_root (reply), "code"), &code);
+    return code;
+}
+
+//  put {event {n, text}, key?, type?, pkey?}: returns the code; the key goes to key_out.
+static uint64_t
+s_test_put (s_test_t *test, const char *key, const char *type, const char *pkey, int64_t n,
+            const char *text, char *key_out)
+{
+    uint64_t rid = s_test_begin (test, "put", 1 + !!key + !!type + !!pkey);
+    sn_pack_str (test->request, "event");
+    s_test_body (test->request, n, text);
+    if (key)
+        sn_pack_kv_str (test->request, "key", key);
+    if (type)
+        sn_pack_kv_str (test->request, "type", type);
+    if (pkey)
+        sn_pack_kv_str (test->request, "pkey", pkey);
+    sn_msg_t *reply = s_test_call (test, rid);
+    uint64_t code = s_test_code (reply);
+    if (code == 201) {
+        const sn_value_t *given = sn_value_get (sn_msg_root (reply), "key");
+        assert (sn_value_is (given, SN_TYPE_STRING));
+        if (key)
+            assert (sn_value_streq (given, key));
+        if (key_out) {
+            char *copy = sn_value_strdup (given);
+            strcpy (key_out, copy);
+            free (copy);
+        }
+    }
+    else
+        assert (sn_value_is (sn_value_get (sn_msg_root (reply), "error"), SN_TYPE_STRING));
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+//  get {key}: the reply, after checking its code.
+static sn_msg_t *
+s_test_get (s_test_t *test, const char *key, uint64_t expect)
+{
+    uint64_t rid = s_test_begin (test, "get", 1);
+    sn_pack_kv_str (test->request, "key", key);
+    sn_msg_t *reply = s_test_call (test, rid);
+    assert (s_test_code (reply) == expect);
+    return reply;
+}
+
+static void
+s_test_check_error (sn_msg_t *reply, uint64_t code, const char *fragment)
+{
+    assert (s_test_code (reply) == code);
+    char *error = sn_value_get_strdup (sn_msg_root (reply), "error");
+    assert (error);
+    assert (strstr (error, fragment));
+    free (error);
+}
+
+//  The key another node ("t1") makes first at time ms.
+static void
+s_test_key (int64_t ms, char *key)
+{
+    sn_keygen_t *keygen = sn_keygen_new ("t1");
+    sn_keygen_next (keygen, ms, key);
+    sn_keygen_destroy (&keygen);
+}
+
+//  Check that the digests of every partition match what the test stored.
+static void
+s_test_check_digests (s_test_t *test)
+{
+    size_t total = 0;
+    for (uint32_t p = 0; p < test->partitions; p++) {
+        uint64_t rid = s_test_begin (test, "digest", 1);
+        sn_pack_kv_uint (test->request, "p", p);
+        sn_msg_t *reply = s_test_call (test, rid);
+        assert (s_test_code (reply) == 200);
+        const sn_value_t *buckets = sn_value_get (sn_msg_root (reply), "buckets");
+        assert (sn_value_is (buckets, SN_TYPE_ARRAY));
+        uint64_t previous = 0;
+        for (size_t index = 0; index < sn_value_size (buckets); index++) {
+            const sn_value_t *bucket = sn_value_at (buckets, index);
+            uint64_t t, count, hashes;
+            assert (sn_value_uint (sn_value_get (bucket, "t"), &t));
+            assert (sn_value_uint (sn_value_get (bucket, "count"), &count));
+            assert (sn_value_uint (sn_value_get (bucket, "xor"), &hashes));
+            assert (index == 0 || t > previous);
+            assert (t % SN_STORE_BUCKET_MS == 0);
+            previous = t;
+            uint64_t expect_count = 0, expect_xor = 0;
+            for (s_test_event_t *event = (s_test_event_t *) zhashx_first (test->stored); event;
+                 event = (s_test_event_t *) zhashx_next (test->stored)) {
+                const char *key = (const char *) zhashx_cursor (test->stored);
+                int64_t ts = sn_key_time (key, strlen (key));
+                if (event->p == p && (uint64_t) (ts - ts % SN_STORE_BUCKET_MS) == t) {
+                    expect_count++;
+                    expect_xor ^= sn_hash (key, strlen (key));
+                }
+            }
+            assert (count == expect_count);
+            assert (hashes == expect_xor);
+            total += count;
+        }
+        sn_msg_destroy (&reply);
+    }
+    assert (total == zhashx_size (test->stored));
+
+    uint64_t rid = s_test_begin (test, "digest", 1);
+    sn_pack_kv_uint (test->request, "p", test->partitions);
+    sn_msg_t *reply = s_test_call (test, rid);
+    s_test_check_error (reply, 400, "p:");
+    sn_msg_destroy (&reply);
+}
+
+//  Check that every stored event is there with its body, and health counts them.
+static void
+s_test_check_stored (s_test_t *test)
+{
+    //  Pipelined: send every get, then read every reply in order
+    uint64_t first = test->rid + 1;
+    zlistx_t *keys = zhashx_keys (test->stored);
+    for (const char *key = (const char *) zlistx_first (keys); key;
+         key = (const char *) zlistx_next (keys)) {
+        s_test_begin (test, "get", 1);
+        sn_pack_kv_str (test->request, "key", key);
+        s_test_send (test);
+    }
+    uint64_t rid = first;
+    for (const char *key = (const char *) zlistx_first (keys); key;
+         key = (const char *) zlistx_next (keys), rid++) {
+        sn_msg_t *reply = s_test_recv (test, rid);
+        assert (s_test_code (reply) == 200);
+        const sn_value_t *root = sn_msg_root (reply);
+        s_test_event_t *event = (s_test_event_t *) zhashx_lookup (test->stored, key);
+        int64_t n, ts;
+        uint64_t p;
+        assert (sn_value_streq (sn_value_get (root, "key"), key));
+        assert (sn_value_int (sn_value_get (sn_value_get (root, "event"), "n"), &n));
+        assert (n == event->n);
+        assert (sn_value_uint (sn_value_get (root, "p"), &p));
+        assert (p == event->p);
+        assert (sn_value_int (sn_value_get (root, "ts"), &ts));
+        assert (ts == sn_key_time (key, strlen (key)));
+        sn_msg_destroy (&reply);
+    }
+    zlistx_destroy (&keys);
+
+    rid = s_test_begin (test, "health", 0);
+    sn_msg_t *reply = s_test_call (test, rid);
+    uint64_t events;
+    assert (s_test_code (reply) == 200);
+    assert (sn_value_streq (sn_value_get (sn_msg_root (reply), "name"), "n1"));
+    assert (sn_value_uint (sn_value_get (sn_msg_root (reply), "events"), &events));
+    assert (events == zhashx_size (test->stored));
+    sn_msg_destroy (&reply);
+}
+
+//  The largest key this node ("n1") made among those stored.
+static void
+s_test_last_own_key (s_test_t *test, char *last)
+{
+    last[0] = 0;
+    zlistx_t *keys = zhashx_keys (test->stored);
+    for (const char *key = (const char *) zlistx_first (keys); key;
+         key = (const char *) zlistx_next (keys)) {
+        size_t len = strlen (key);
+        if (len > 3 && streq (key + len - 3, "-n1") && strcmp (key, last) > 0)
+            strcpy (last, key);
+    }
+    zlistx_destroy (&keys);
+}
+
+//  Read or overwrite the key generator's place in a store that is not running.
+static void
+s_test_keygen_state (const char *dir, s_keygen_state_t *state, bool write)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    bool found;
+    int rc = mdb_env_create (&env);
+    assert (rc == 0);
+    mdb_env_set_maxdbs (env, 4);
+    rc = mdb_env_open (env, dir, MDB_NOTLS, 0644);
+    assert (rc == 0);
+    rc = mdb_txn_begin (env, NULL, 0, &txn);
+    assert (rc == 0);
+    rc = mdb_dbi_open (txn, "meta", 0, &meta);
+    assert (rc == 0);
+    if (write)
+        rc = s_meta_put (txn, meta, "keygen", state, sizeof *state);
+    else {
+        rc = s_meta_get (txn, meta, "keygen", state, sizeof *state, &found);
+        assert (found);
+    }
+    assert (rc == 0);
+    rc = mdb_txn_commit (txn);
+    assert (rc == 0);
+    mdb_env_close (env);
+}
+
+static void
+s_test_remove_store (const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf (path, sizeof path, "%s/data.mdb", dir);
+    zsys_file_delete (path);
+    snprintf (path, sizeof path, "%s/lock.mdb", dir);
+    zsys_file_delete (path);
+    zsys_dir_delete ("%s", dir);
+}
+
+static void
+s_test_basics (s_test_t *test)
+{
+    //  put without key: a new key of this node
+    char key[SN_KEY_MAX + 1], given[SN_KEY_MAX + 1];
+    assert (s_test_put (test, NULL, NULL, NULL, 1, "first", key) == 201);
+    assert (strlen (key) == SN_KEY_TIME_LEN + 3);
+    assert (streq (key + SN_KEY_TIME_LEN, "-n1"));
+    int64_t ts = sn_key_time (key, strlen (key));
+    assert (ts >= 0 && llabs (ts - zclock_time ()) < 60000);
+    s_test_remember (test, key, 1, NULL);
+
+    //  get returns the same body, type, time and partition
+    sn_msg_t *reply = s_test_get (test, key, 200);
+    const sn_value_t *root = sn_msg_root (reply);
+    int64_t got_ts;
+    uint64_t got_p;
+    assert (sn_value_streq (sn_value_get (root, "key"), key));
+    assert (sn_value_streq (sn_value_get (root, "type"), "event"));
+    assert (sn_value_int (sn_value_get (root, "ts"), &got_ts) && got_ts == ts);
+    assert (sn_value_uint (sn_value_get (root, "p"), &got_p));
+    assert (got_p == sn_partition (key, strlen (key), test->partitions));
+    sn_pack_t *body = sn_pack_new ();
+    s_test_body (body, 1, "first");
+    sn_msg_t *expect = sn_msg_decode (sn_pack_data (body), sn_pack_size (body), 0, NULL);
+    assert (sn_value_equal (sn_value_get (root, "event"), sn_msg_root (expect)));
+    sn_msg_destroy (&expect);
+    sn_pack_destroy (&body);
+    sn_msg_destroy (&reply);
+
+    //  put with key: written once; the same again is fine, different content is not
+    s_test_key (1893456000000LL, given); //  2030-01-01
+    assert (s_test_put (test, given, NULL, NULL, 2, "given", NULL) == 201);
+    assert (s_test_put (test, given, NULL, NULL, 2, "given", NULL) == 201);
+    assert (s_test_put (test, given, NULL, NULL, 2, "changed", NULL) == 409);
+    assert (s_test_put (test, given, "job.created", NULL, 2, "given", NULL) == 409);
+    s_test_remember (test, given, 2, NULL);
+    reply = s_test_get (test, given, 200);
+    assert (sn_value_streq (sn_value_get (sn_value_get (sn_msg_root (reply), "event"), "text"),
+                            "given"));
+    sn_msg_destroy (&reply);
+
+    uint64_t rid = s_test_begin (test, "put", 2);
+    sn_pack_str (test->request, "event");
+    s_test_body (test->request, 3, "conflict");
+    sn_pack_kv_str (test->request, "key", given);
+    reply = s_test_call (test, rid);
+    s_test_check_error (reply, 409, "already holds a different event");
+    sn_msg_destroy (&reply);
+
+    //  Keys a client gives must be supernode keys
+    const char *bad_keys[] = {"bad", "20300101T000000000000000000-", "20301301T000000000000000000",
+                              "20300101T000000000000000000-a b", ""};
+    for (size_t index = 0; index < sizeof bad_keys / sizeof *bad_keys; index++) {
+        rid = s_test_begin (test, "put", 2);
+        sn_pack_str (test->request, "event");
+        s_test_body (test->request, 4, "bad key");
+        sn_pack_kv_str (test->request, "key", bad_keys[index]);
+        reply = s_test_call (test, rid);
+        s_test_check_error (reply, 400, "key: not a supernode key");
+        sn_msg_destroy (&reply);
+    }
+    rid = s_test_begin (test, "put", 2);
+    sn_pack_str (test->request, "event");
+    s_test_body (test->request, 4, "key not a string");
+    sn_pack_kv_uint (test->request, "key", 42);
+    reply = s_test_call (test, rid);
+    s_test_check_error (reply, 400, "key: not a supernode key");
+    sn_msg_destroy (&reply);
+
+    //  The event must be an object; type and pkey must be sensible strings
+    rid = s_test_begin (test, "put", 1);
+    sn_pack_kv_str (test->request, "event", "not an object");
+    reply = s_test_call (test, rid);
+    s_test_check_error (reply, 400, "event:");
+    sn_msg_destroy (&reply);
+    assert (s_test_put (test, NULL, "", NULL, 5, "empty type", NULL) == 400);
+    assert (s_test_put (test, NULL, NULL, "", 5, "empty pkey", NULL) == 400);
+
+    //  An internal event is partitioned by its pkey and keeps its type
+    s_test_key (1893456001000LL, given);
+    assert (s_test_put (test, given, "job.created", "job-1", 6, "job", NULL) == 201);
+    s_test_remember (test, given, 6, "job-1");
+    reply = s_test_get (test, given, 200);
+    assert (sn_value_streq (sn_value_get (sn_msg_root (reply), "type"), "job.created"));
+    assert (sn_value_uint (sn_value_get (sn_msg_root (reply), "p"), &got_p));
+    assert (got_p == sn_partition ("job-1", 5, test->partitions));
+    sn_msg_destroy (&reply);
+
+    //  get of what is not there, and of what cannot be a key
+    reply = s_test_get (test, "20300101T000000000000000099-n9", 404);
+    s_test_check_error (reply, 404, "not found");
+    sn_msg_destroy (&reply);
+    reply = s_test_get (test, "", 400);
+    sn_msg_destroy (&reply);
+    rid = s_test_begin (test, "get", 1);
+    sn_pack_kv_uint (test->request, "key", 7);
+    reply = s_test_call (test, rid);
+    s_test_check_error (reply, 400, "key:");
+    sn_msg_destroy (&reply);
+}
+
+//  One page of range: checks its events against expected keys starting at *index,
+//  advances *index and copies next (empty when nil).
+static void
+s_test_range_page (s_test_t *test, const char *from, const char *to, uint64_t limit,
+                   char keys[][SN_KEY_MAX + 1], size_t *index, char *next)
+{
+    uint64_t rid = s_test_begin (test, "range", 1 + !!from + !!limit);
+    sn_pack_kv_str (test->request, "to", to);
+    if (from)
+        sn_pack_kv_str (test->request, "from", from);
+    if (limit)
+        sn_pack_kv_uint (test->request, "limit", limit);
+    sn_msg_t *reply = s_test_call (test, rid);
+    assert (s_test_code (reply) == 200);
+    const sn_value_t *events = sn_value_get (sn_msg_root (reply), "events");
+    assert (sn_value_is (events, SN_TYPE_ARRAY));
+    assert (!limit || sn_value_size (events) <= limit);
+    for (size_t item = 0; item < sn_value_size (events); item++) {
+        const sn_value_t *event = sn_value_at (events, item);
+        assert (sn_value_streq (sn_value_get (event, "key"), keys[*index]));
+        int64_t n;
+        assert (sn_value_int (sn_value_get (sn_value_get (event, "event"), "n"), &n));
+        assert (n == (int64_t) (1000 + *index));
+        (*index)++;
+    }
+    const sn_value_t *next_value = sn_value_get (sn_msg_root (reply), "next");
+    next[0] = 0;
+    if (!sn_value_is (next_value, SN_TYPE_NIL)) {
+        char *copy = sn_value_strdup (next_value);
+        assert (copy);
+        strcpy (next, copy);
+        free (copy);
+    }
+    sn_msg_destroy (&reply);
+}
+
+static void
+s_test_range (s_test_t *test)
+{
+    //  25 user events in 2031, with internal events between them
+    char keys[25][SN_KEY_MAX + 1], key[SN_KEY_MAX + 1], from[SN_KEY_MAX + 1], to[SN_KEY_MAX + 1],
+        next[SN_KEY_MAX + 1];
+    int64_t base = 1924992000000LL; //  2031-01-01
+    s_test_key (base - 1, from);
+    for (size_t index = 0; index < 25; index++) {
+        s_test_key (base + (int64_t) index * 1000, keys[index]);
+        assert (s_test_put (test, keys[index], NULL, NULL, (int64_t) (1000 + index), "ranged",
+                            NULL) == 201);
+        s_test_remember (test, keys[index], (int64_t) (1000 + index), NULL);
+        s_test_key (base + (int64_t) index * 1000 + 500, key);
+        assert (s_test_put (test, key, "task.updated", "job-2", 0, "internal", NULL) == 201);
+        s_test_remember (test, key, 0, "job-2");
+    }
+    s_test_key (base + 25 * 1000, to);
+
+    //  Pages of 10, 10 and 5; the last one ends at to with next nil
+    size_t index = 0, pages = 0;
+    strcpy (next, from);
+    do {
+        char page_from[SN_KEY_MAX + 1];
+        strcpy (page_from, next);
+        s_test_range_page (test, page_from, to, 10, keys, &index, next);
+        pages++;
+        assert (pages <= 5);
+    } while (*next);
+    assert (index == 25);
+    assert (pages == 3);
+
+    //  A limit above the largest is capped, not refused
+    index = 0;
+    s_test_range_page (test, keys[0], to, 5000, keys, &index, next);
+    assert (index == 25 && !*next);
+
+    //  An empty window
+    index = 0;
+    s_test_range_page (test, to, from, 10, keys, &index, next);
+    assert (index == 0 && !*next);
+
+    //  Without bounds: from the first key on, in key order
+    uint64_t rid = s_test_begin (test, "range", 1);
+    sn_pack_kv_uint (test->request, "limit", 2);
+    sn_msg_t *reply = s_test_call (test, rid);
+    const sn_value_t *events = sn_value_get (sn_msg_root (reply), "events");
+    size_t first_len, second_len;
+    const char *first = sn_value_str (sn_value_get (sn_value_at (events, 0), "key"), &first_len);
+    const char *second = sn_value_str (sn_value_get (sn_value_at (events, 1), "key"), &second_len);
+    assert (sn_value_size (events) == 2 && first && second);
+    assert (memcmp (first, second, first_len) < 0);
+    assert (sn_value_is (sn_value_get (sn_msg_root (reply), "next"), SN_TYPE_STRING));
+    sn_msg_destroy (&reply);
+
+    //  Bad limits and bounds
+    rid = s_test_begin (test, "range", 1);
+    sn_pack_kv_uint (test->request, "limit", 0);
+    reply = s_test_call (test, rid);
+    s_test_check_error (reply, 400, "limit:");
+    sn_msg_destroy (&reply);
+    rid = s_test_begin (test, "range", 1);
+    sn_pack_kv_str (test->request, "from", "x");
+    reply = s_test_call (test, rid);
+    assert (s_test_code (reply) == 200); //  any string is a valid bound
+    sn_msg_destroy (&reply);
+    rid = s_test_begin (test, "range", 1);
+    sn_pack_kv_uint (test->request, "to", 3);
+    reply = s_test_call (test, rid);
+    s_test_check_error (reply, 400, "to:");
+    sn_msg_destroy (&reply);
+
+    //  150 internal events, then one user event: a range with limit 1 scans at most
+    //  110 records per page, so it pages over them with empty pages and next set
+    int64_t later = 1956528000000LL; //  2032-01-01
+    char start[SN_KEY_MAX + 1], end[SN_KEY_MAX + 1], last[1][SN_KEY_MAX + 1];
+    s_test_key (later - 1, start);
+    rid = s_test_begin (test, "bulk", 1);
+    sn_pack_str (test->request, "puts");
+    sn_pack_array (test->request, 150);
+    for (int item = 0; item < 150; item++) {
+        s_test_key (later + item, key);
+        sn_pack_map (test->request, 4);
+        sn_pack_str (test->request, "event");
+        s_test_body (test->request, 0, "internal");
+        sn_pack_kv_str (test->request, "key", key);
+        sn_pack_kv_str (test->request, "type", "invocation.done");
+        sn_pack_kv_str (test->request, "pkey", "bucket-1");
+        s_test_remember (test, key, 0, "bucket-1");
+    }
+    reply = s_test_call (test, rid);
+    assert (s_test_code (reply) == 200);
+    sn_msg_destroy (&reply);
+    s_test_key (later + 150, last[0]);
+    assert (s_test_put (test, last[0], NULL, NULL, 1000, "after", NULL) == 201);
+    s_test_remember (test, last[0], 1000, NULL);
+    s_test_key (later + 151, end);
+
+    index = 0;
+    s_test_range_page (test, start, end, 1, last, &index, next);
+    assert (index == 0 && *next);
+    s_test_key (later + 110, key); //  the first record not scanned
+    assert (streq (next, key));
+    pages = 1;
+    while (*next) {
+        char page_from[SN_KEY_MAX + 1];
+        strcpy (page_from, next);
+        s_test_range_page (test, page_from, end, 1, last, &index, next);
+        pages++;
+        assert (pages <= 3);
+    }
+    assert (index == 1);
+}
+
+static void
+s_test_bulk (s_test_t *test)
+{
+    char fresh[SN_KEY_MAX + 1];
+    s_test_key (1893456002000LL, fresh);
+    uint64_t rid = s_test_begin (test, "bulk", 1);
+    sn_pack_str (test->request, "puts");
+    sn_pack_array (test->request, 7);
+    //  0: new with key; 1: new without key; 2: conflicts with 0; 3: repeats 0;
+    //  4: event not an object; 5: bad key; 6: not even a map
+    sn_pack_map (test->request, 2);
+    sn_pack_str (test->request, "event");
+    s_test_body (test->request, 10, "bulk");
+    sn_pack_kv_str (test->request, "key", fresh);
+    sn_pack_map (test->request, 1);
+    sn_pack_str (test->request, "event");
+    s_test_body (test->request, 11, "bulk");
+    sn_pack_map (test->request, 2);
+    sn_pack_str (test->request, "event");
+    s_test_body (test->request, 12, "bulk");
+    sn_pack_kv_str (test->request, "key", fresh);
+    sn_pack_map (test->request, 2);
+    sn_pack_str (test->request, "event");
+    s_test_body (test->request, 10, "bulk");
+    sn_pack_kv_str (test->request, "key", fresh);
+    sn_pack_map (test->request, 1);
+    sn_pack_kv_uint (test->request, "event", 13);
+    sn_pack_map (test->request, 2);
+    sn_pack_str (test->request, "event");
+    s_test_body (test->request, 14, "bulk");
+    sn_pack_kv_str (test->request, "key", "19991301T000000000000000000");
+    sn_pack_uint (test->request, 15);
+    sn_msg_t *reply = s_test_call (test, rid);
+    assert (s_test_code (reply) == 200);
+    const sn_value_t *results = sn_value_get (sn_msg_root (reply), "results");
+    assert (sn_value_size (results) == 7);
+    const uint64_t codes[] = {201, 201, 409, 201, 400, 400, 400};
+    for (size_t index = 0; index < 7; index++) {
+        const sn_value_t *result = sn_value_at (results, index);
+        uint64_t code;
+        assert (sn_value_uint (sn_value_get (result, "code"), &code));
+        assert (code == codes[index]);
+        if (code == 201)
+            assert (sn_value_is (sn_value_get (result, "key"), SN_TYPE_STRING));
+        else
+            assert (sn_value_is (sn_value_get (result, "error"), SN_TYPE_STRING));
+    }
+    assert (sn_value_streq (sn_value_get (sn_value_at (results, 0), "key"), fresh));
+    char *made = sn_value_get_strdup (sn_value_at (results, 1), "key");
+    assert (sn_key_time (made, strlen (made)) >= 0);
+    s_test_remember (test, fresh, 10, NULL);
+    s_test_remember (test, made, 11, NULL);
+    free (made);
+    sn_msg_destroy (&reply);
+
+    //  puts must be an array
+    rid = s_test_begin (test, "bulk", 1);
+    sn_pack_kv_str (test->request, "puts", "many");
+    reply = s_test_call (test, rid);
+    s_test_check_error (reply, 400, "puts:");
+    sn_msg_destroy (&reply);
+}
+
+//  Payloads that are not requests get a 400, and the store serves on.
+static void
+s_test_garbage (s_test_t *test)
+{
+    struct {
+        const char *data;
+        size_t size;
+        uint64_t rid;
+        const char *error;
+    } cases[] = {
+#define S_CASE(bytes, rid, error) {bytes, sizeof (bytes) - 1, rid, error}
+        S_CASE ("\xc1garbage", 0, ""),           //  not msgpack
+        S_CASE ("\x92\x01\x02", 0, "map"),       //  an array
+        S_CASE ("\x81\xa3rid\x07", 7, "op:"),    //  no op
+        S_CASE ("\x81\xa2op\xa3get", 0, "rid:"), //  no rid
+        S_CASE ("\x82\xa2op\xa4nope\xa3rid\x08", 8, "unknown operation 'nope'"),
+        S_CASE ("\x82\xa2op\x05\xa3rid\x09", 9, "op:"),
+        S_CASE ("\x82\xa2op\xa3get\xa3rid\xff", 0, "rid:"), //  a negative rid
+        S_CASE ("", 0, ""),                                 //  an empty frame
+#undef S_CASE
+    };
+    for (size_t index = 0; index < sizeof cases / sizeof *cases; index++) {
+        zframe_t *frame = zframe_new (cases[index].data, cases[index].size);
+        int rc = zframe_send (&frame, test->dealer, 0);
+        assert (rc == 0);
+        sn_msg_t *reply = s_test_recv (test, cases[index].rid);
+        s_test_check_error (reply, 400, cases[index].error);
+        sn_msg_destroy (&reply);
+    }
+    //  A request with an envelope of its own (an empty delimiter, as REQ sends) gets
+    //  that envelope back
+    uint64_t rid = s_test_begin (test, "health", 0);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, NULL, 0);
+    zframe_t *payload = sn_pack_frame (test->request);
+    zmsg_append (msg, &payload);
+    int rc = zmsg_send (&msg, test->dealer);
+    assert (rc == 0);
+    msg = zmsg_recv (test->dealer);
+    assert (msg && zmsg_size (msg) == 2);
+    zframe_t *delimiter = zmsg_pop (msg);
+    assert (zframe_size (delimiter) == 0);
+    zframe_destroy (&delimiter);
+    zframe_t *frame = zmsg_pop (msg);
+    sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+    uint64_t got;
+    assert (reply && sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &got));
+    assert (got == rid && s_test_code (reply) == 200);
+    sn_msg_destroy (&reply);
+    zframe_destroy (&frame);
+    zmsg_destroy (&msg);
+}
+
+//  1000 puts sent back to back, then 1000 replies: each rid answered exactly once.
+static void
+s_test_pipelined (s_test_t *test)
+{
+    const size_t count = 1000;
+    uint64_t first = test->rid + 1;
+    int64_t started = zclock_usecs ();
+    for (size_t index = 0; index < count; index++) {
+        s_test_begin (test, "put", 1);
+        sn_pack_str (test->request, "event");
+        s_test_body (test->request, (int64_t) (2000 + index), "pipelined");
+        s_test_send (test);
+    }
+    byte *answered = (byte *) zmalloc (count);
+    char previous[SN_KEY_MAX + 1] = "";
+    for (size_t index = 0; index < count; index++) {
+        zframe_t *frame = zframe_recv (test->dealer);
+        assert (frame);
+        sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+        assert (reply);
+        zframe_destroy (&frame);
+        uint64_t rid;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid));
+        assert (rid >= first && rid < first + count);
+        assert (!answered[rid - first]);
+        answered[rid - first] = 1;
+        assert (s_test_code (reply) == 201);
+        char *key = sn_value_get_strdup (sn_msg_root (reply), "key");
+        assert (key && strcmp (key, previous) > 0); //  made in order
+        strcpy (previous, key);
+        s_test_remember (test, key, (int64_t) (2000 + rid - first), NULL);
+        free (key);
+        sn_msg_destroy (&reply);
+    }
+    int64_t elapsed = zclock_usecs () - started;
+    free (answered);
+    if (test->verbose)
+        zsys_info ("sn_store: %zu pipelined puts in %.1f ms: %.0f puts/s", count, elapsed / 1000.0,
+                   count * 1e6 / (elapsed ? elapsed : 1));
+}
+
+//  A store too small for what is put into it answers 507 and keeps serving.
+static void
+s_test_full (const char *base, bool verbose)
+{
+    s_test_t test = {0};
+    test.dir = zsys_sprintf ("%s/full", base);
+    test.partitions = 4;
+    test.request = sn_pack_new ();
+    char endpoint[128], error[S_ERROR_MAX];
+    test.store = s_test_open (test.dir, 4, 1024 * 1024, endpoint, error, verbose);
+    assert (test.store);
+    test.dealer = zsock_new_dealer (endpoint);
+    zsock_set_rcvtimeo (test.dealer, 10000);
+
+    char *text = (char *) zmalloc (400 * 1024);
+    memset (text, 'x', 400 * 1024 - 1);
+    char key[SN_KEY_MAX + 1] = "";
+    uint64_t code = 201;
+    int puts;
+    for (puts = 0; puts < 10 && code == 201; puts++)
+        code = s_test_put (&test, NULL, NULL, NULL, puts, text, puts ? NULL : key);
+    assert (code == 507);
+    assert (puts > 1);
+    free (text);
+
+    uint64_t rid = s_test_begin (&test, "put", 1);
+    sn_pack_str (test.request, "event");
+    sn_pack_map (test.request, 1);
+    sn_pack_kv_str (test.request, "big", "not so big");
+    sn_msg_t *reply = s_test_call (&test, rid);
+    assert (s_test_code (reply) == 201 || s_test_code (reply) == 507);
+    sn_msg_destroy (&reply);
+    reply = s_test_get (&test, key, 200);
+    sn_msg_destroy (&reply);
+
+    zsock_destroy (&test.dealer);
+    zactor_destroy (&test.store);
+    sn_pack_destroy (&test.request);
+    s_test_remove_store (test.dir);
+    zstr_free (&test.dir);
+}
+
+void
+sn_store_test (bool verbose)
+{
+    char base[] = "/tmp/sn-store-test-XXXXXX";
+    char *created = mkdtemp (base);
+    assert (created);
+
+    s_test_t test = {0};
+    test.dir = zsys_sprintf ("%s/nested/store", base); //  made as needed
+    test.partitions = 16;
+    test.request = sn_pack_new ();
+    test.stored = zhashx_new ();
+    zhashx_set_destructor (test.stored, s_test_event_free);
+    test.verbose = verbose;
+    s_test_start (&test);
+
+    s_test_basics (&test);
+    s_test_range (&test);
+    s_test_bulk (&test);
+    s_test_garbage (&test);
+    s_test_pipelined (&test);
+    s_test_check_digests (&test);
+    s_test_check_stored (&test);
+
+    //  After a restart everything is still there, and new keys sort after old ones
+    char last[SN_KEY_MAX + 1], key[SN_KEY_MAX + 1];
+    s_test_last_own_key (&test, last);
+    s_test_stop (&test);
+    s_keygen_state_t state;
+    s_test_keygen_state (test.dir, &state, false);
+    assert (state.last_ms == sn_key_time (last, strlen (last)));
+    assert (state.last_seq == (uint32_t) atoi (last + 18));
+    s_test_start (&test);
+    s_test_check_stored (&test);
+    s_test_check_digests (&test);
+    assert (s_test_put (&test, NULL, NULL, NULL, 3000, "after restart", key) == 201);
+    assert (strcmp (key, last) > 0);
+    s_test_remember (&test, key, 3000, NULL);
+    s_test_stop (&test);
+
+    //  Keys resume after the last one stored even when the clock is behind it
+    state.last_ms = zclock_time () + 24 * 3600 * 1000;
+    state.last_seq = 5;
+    s_test_keygen_state (test.dir, &state, true);
+    s_test_start (&test);
+    assert (s_test_put (&test, NULL, NULL, NULL, 3001, "clock behind", key) == 201);
+    assert (sn_key_time (key, strlen (key)) == state.last_ms);
+    assert (atoi (key + 18) == 6);
+    s_test_remember (&test, key, 3001, NULL);
+    s_test_check_stored (&test);
+    s_test_stop (&test);
+
+    //  A store keeps the P it was created with
+    char endpoint[128], error[S_ERROR_MAX];
+    zactor_t *refused = s_test_open (test.dir, 64, 0, endpoint, error, verbose);
+    assert (refused == NULL);
+    assert (streq (error, "store was created with P=16 partitions, not 64"));
+
+    //  Where the store cannot live, or cannot listen
+    char *blocked = zsys_sprintf ("%s/file", base);
+    FILE *file = fopen (blocked, "w");
+    assert (file);
+    fclose (file);
+    char *impossible = zsys_sprintf ("%s/store", blocked);
+    refused = s_test_open (impossible, 16, 0, endpoint, error, verbose);
+    assert (refused == NULL);
+    assert (strncmp (error, "cannot open store in ", 21) == 0);
+    zsys_file_delete (blocked);
+    zstr_free (&impossible);
+    zstr_free (&blocked);
+
+    sn_store_config_t config = {0};
+    config.data_dir = test.dir;
+    config.name = "n1";
+    config.partitions = 16;
+    config.endpoint = "nonsense://nowhere";
+    refused = sn_store_new (&config, error, sizeof error);
+    assert (refused == NULL);
+    assert (strncmp (error, "cannot bind store to nonsense://nowhere", 39) == 0);
+    config.endpoint = "inproc://sn-store-test-unused";
+    config.partitions = 0;
+    assert (sn_store_new (&config, error, sizeof error) == NULL);
+    config.partitions = 16;
+    config.name = "not a name";
+    assert (sn_store_new (&config, error, sizeof error) == NULL);
+
+    s_test_full (base, verbose);
+
+    s_test_remove_store (test.dir);
+    zsys_dir_delete ("%s/nested", base);
+    zsys_dir_delete ("%s", base);
+    zstr_free (&test.dir);
+    zhashx_destroy (&test.stored);
+    sn_pack_destroy (&test.request);
+}

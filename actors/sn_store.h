@@ -1,0 +1,66 @@
+/*  sn_store: the store actor. Owns the node's LMDB environment.
+
+    Every durable thing a node knows is an immutable event in this store. The actor
+    binds a ROUTER on an inproc endpoint; each request is [envelope frames..., payload]
+    where the payload is one msgpack map {op, rid, ...}; the reply is the same envelope
+    and one map {rid, code, ...}, with "error" added when code is not 2xx. Requests have
+    been validated against schemas/ before they get here, but the store still checks
+    what it reads and never asserts on it.
+
+    Writes are group-committed: the actor drains every request waiting on its socket,
+    applies them all in one LMDB transaction, commits (one fsync) and only then sends
+    every reply. A 201 therefore means the event is on disk.
+
+    Ops:
+      put     {event: map, key?, type?: "event", pkey?}  -> 201 {key}
+              Without key, a new time key is made. With key (AllData's _put), the event
+              is written once: the same event again is accepted (201), a different one
+              under an existing key is refused (409). pkey is the partition key
+              (defaults to the key). The stored record is {type, ts, p, body}.
+      get     {key}                                   -> 200 {key, type, ts, p, event} | 404
+      range   {from?, to?, limit?}                    -> 200 {events: [{key, event}], next}
+              User events (type "event") with from <= key < to, in key order, at most
+              limit (default 100); next is the key to pass as from to continue, or nil.
+      bulk    {puts: [{event, key?}...]}              -> 200 {results: [{code, key | error}]}
+      digest  {p}                                     -> 200 {p, buckets: [{t, count, xor}]}
+              Per time bucket (SN_STORE_BUCKET_MS) of partition p: how many events and
+              the XOR of their sn_hash (key); for anti-entropy between replicas.
+      health  {}                                      -> 200 {name, events}
+
+    Pipe commands: "START" (replies "OK" or the error text), "$TERM".
+*/
+#ifndef SN_STORE_H_INCLUDED
+#define SN_STORE_H_INCLUDED
+
+#include <czmq.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+//  Width of the time buckets that digests summarise: one hour of key time.
+#define SN_STORE_BUCKET_MS (3600 * 1000)
+
+typedef struct {
+    const char *data_dir; //  directory of the LMDB environment; created if absent
+    const char *name;     //  node name: the suffix of the keys this node makes
+    uint32_t partitions;  //  P; fixed when the store is created
+    size_t map_size;      //  LMDB map size in bytes (the largest the store may grow)
+    const char *endpoint; //  inproc endpoint the actor binds its ROUTER to
+    bool verbose;         //  log every request
+} sn_store_config_t;
+
+//  Start a store actor and open its environment. Returns NULL with the reason in
+//  error when the environment cannot be opened or the endpoint cannot be bound.
+zactor_t *sn_store_new (const sn_store_config_t *config, char *error, size_t size);
+
+//  The actor function, for zactor_new; args is an sn_store_config_t, copied.
+void sn_store_actor (zsock_t *pipe, void *args);
+
+void sn_store_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,494 @@
+/*  sn_client: the supernode client library for producers and tools.
+ */
+#include "sn_client.h"
+#include "sn_json.h"
+#include "sn_msg.h"
+
+struct _sn_client_t {
+    zsock_t *dealer;   //  connected to the node's client endpoint
+    zpoller_t *poller; //  on dealer, for replies with a deadline
+    sn_pack_t *pack;   //  request being built
+    uint64_t next_rid; //  rid of the next request
+    int timeout;       //  ms to wait for a reply
+    char error[512];   //  why the last call failed
+};
+
+sn_client_t *
+sn_client_new (const char *endpoint)
+{
+    if (!endpoint)
+        return NULL;
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    zsock_set_linger (dealer, 0);
+    zsock_set_sndhwm (dealer, 100000);
+    zsock_set_rcvhwm (dealer, 100000);
+    if (zsock_connect (dealer, "%s", endpoint) == -1) {
+        zsock_destroy (&dealer);
+        return NULL;
+    }
+    sn_client_t *self = (sn_client_t *) zmalloc (sizeof (sn_client_t));
+    self->dealer = dealer;
+    self->poller = zpoller_new (dealer, NULL);
+    self->pack = sn_pack_new ();
+    self->next_rid = 1;
+    self->timeout = 10000;
+    return self;
+}
+
+void
+sn_client_destroy (sn_client_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        sn_client_t *self = *self_p;
+        zpoller_destroy (&self->poller);
+        zsock_destroy (&self->dealer);
+        sn_pack_destroy (&self->pack);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+void
+sn_client_set_timeout (sn_client_t *self, int msecs)
+{
+    assert (self);
+    self->timeout = msecs;
+}
+
+const char *
+sn_client_error (sn_client_t *self)
+{
+    assert (self);
+    return self->error;
+}
+
+//  Send what is in self->pack as one frame. Returns 0, or -1 with the reason.
+static int
+s_send_pack (sn_client_t *self)
+{
+    zframe_t *frame = sn_pack_frame (self->pack);
+    if (zframe_send (&frame, self->dealer, 0) == -1) {
+        zframe_destroy (&frame);
+        snprintf (self->error, sizeof self->error, "cannot send: %s", zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    return 0;
+}
+
+//  Receive one reply within the timeout. Returns the decoded reply, or NULL with
+//  the reason in self->error.
+static sn_msg_t *
+s_recv_reply (sn_client_t *self, int timeout)
+{
+    if (zpoller_wait (self->poller, timeout) != self->dealer) {
+        snprintf (self->error, sizeof self->error, "no reply from the node within %d ms", timeout);
+        return NULL;
+    }
+    zframe_t *frame = zframe_recv (self->dealer);
+    if (!frame) {
+        snprintf (self->error, sizeof self->error, "interrupted");
+        return NULL;
+    }
+    const char *reason = NULL;
+    sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, &reason);
+    zframe_destroy (&frame);
+    if (!reply)
+        snprintf (self->error, sizeof self->error, "invalid reply: %s", reason);
+    return reply;
+}
+
+//  The reply's code; sets self->error from the reply when it is not 2xx.
+static int
+s_reply_code (sn_client_t *self, sn_msg_t *reply)
+{
+    const sn_value_t *root = sn_msg_root (reply);
+    int64_t code = -1;
+    if (!sn_value_int (sn_value_get (root, "code"), &code) || code < 0 || code > 999) {
+        snprintf (self->error, sizeof self->error, "invalid reply: no code");
+        return -1;
+    }
+    size_t len = 0;
+    const char *error = sn_value_str (sn_value_get (root, "error"), &len);
+    if (code >= 300)
+        snprintf (self->error, sizeof self->error, "%.*s", error ? (int) len : 0,
+                  error ? error : "");
+    else
+        self->error[0] = 0;
+    return (int) code;
+}
+
+//  Wait for the reply to rid, dropping stale replies to earlier requests.
+static sn_msg_t *
+s_wait_for (sn_client_t *self, uint64_t rid)
+{
+    int64_t deadline = zclock_mono () + self->timeout;
+    while (true) {
+        int64_t left = deadline - zclock_mono ();
+        sn_msg_t *reply = s_recv_reply (self, left > 0 ? (int) left : 0);
+        if (!reply)
+            return NULL;
+        uint64_t reply_rid = 0;
+        sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &reply_rid);
+        //  Rid 0 answers a request the node could not read at all: ours, since
+        //  this connection sends one request at a time in the simple calls.
+        if (reply_rid == rid || reply_rid == 0)
+            return reply;
+        sn_msg_destroy (&reply);
+    }
+}
+
+//  Pack a JSON object as a request map with rid added. Returns 0, or -1.
+static int
+s_pack_request (sn_client_t *self, const char *request_json, uint64_t rid)
+{
+    char error[256];
+    json_t *request = sn_json_parse (request_json, strlen (request_json), error, sizeof error);
+    if (!request || !json_is_object (request)) {
+        snprintf (self->error, sizeof self->error, "request: %s",
+                  request ? "must be a JSON object" : error);
+        json_decref (request);
+        return -1;
+    }
+    json_object_del (request, "rid");
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, (uint32_t) json_object_size (request) + 1);
+    sn_pack_kv_uint (self->pack, "rid", rid);
+    const char *key;
+    json_t *value;
+    int rc = 0;
+    json_object_foreach (request, key, value)
+    {
+        sn_pack_str (self->pack, key);
+        if (sn_json_pack (value, self->pack, error, sizeof error)) {
+            snprintf (self->error, sizeof self->error, "request: %s", error);
+            rc = -1;
+            break;
+        }
+    }
+    json_decref (request);
+    return rc;
+}
+
+//  Send the request in self->pack, which carries rid, and wait for its reply.
+static sn_msg_t *
+s_call (sn_client_t *self, uint64_t rid, int *code_p)
+{
+    *code_p = -1;
+    if (s_send_pack (self))
+        return NULL;
+    sn_msg_t *reply = s_wait_for (self, rid);
+    if (reply)
+        *code_p = s_reply_code (self, reply);
+    return reply;
+}
+
+//  Start a request map of entries + 2 (op, rid) and return its rid.
+static uint64_t
+s_begin (sn_client_t *self, const char *op, uint32_t entries)
+{
+    uint64_t rid = self->next_rid++;
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, entries + 2);
+    sn_pack_kv_str (self->pack, "op", op);
+    sn_pack_kv_uint (self->pack, "rid", rid);
+    return rid;
+}
+
+//  Append the value of a JSON object text. Returns 0, or -1 with the reason.
+static int
+s_pack_event (sn_client_t *self, const char *event_json)
+{
+    char error[256];
+    json_t *event = sn_json_parse (event_json, strlen (event_json), error, sizeof error);
+    if (!event || !json_is_object (event)) {
+        snprintf (self->error, sizeof self->error, "event: %s",
+                  event ? "must be a JSON object" : error);
+        json_decref (event);
+        return -1;
+    }
+    int rc = sn_json_pack (event, self->pack, error, sizeof error);
+    if (rc)
+        snprintf (self->error, sizeof self->error, "event: %s", error);
+    json_decref (event);
+    return rc;
+}
+
+int
+sn_client_put (sn_client_t *self, const char *event_json, char **key_p)
+{
+    assert (self);
+    if (key_p)
+        *key_p = NULL;
+    uint64_t rid = s_begin (self, "put", 1);
+    sn_pack_str (self->pack, "event");
+    if (!event_json || s_pack_event (self, event_json))
+        return -1;
+    int code;
+    sn_msg_t *reply = s_call (self, rid, &code);
+    if (key_p)
+        *key_p = code == 201 ? sn_value_get_strdup (sn_msg_root (reply), "key") : NULL;
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+int
+sn_client_put_key (sn_client_t *self, const char *key, const char *event_json)
+{
+    assert (self);
+    if (!key || !event_json) {
+        snprintf (self->error, sizeof self->error, "key and event are required");
+        return -1;
+    }
+    uint64_t rid = s_begin (self, "put", 2);
+    sn_pack_kv_str (self->pack, "key", key);
+    sn_pack_str (self->pack, "event");
+    if (s_pack_event (self, event_json))
+        return -1;
+    int code;
+    sn_msg_t *reply = s_call (self, rid, &code);
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+int
+sn_client_get (sn_client_t *self, const char *key, char **event_json_p)
+{
+    assert (self);
+    if (event_json_p)
+        *event_json_p = NULL;
+    if (!key) {
+        snprintf (self->error, sizeof self->error, "key is required");
+        return -1;
+    }
+    uint64_t rid = s_begin (self, "get", 1);
+    sn_pack_kv_str (self->pack, "key", key);
+    int code;
+    sn_msg_t *reply = s_call (self, rid, &code);
+    if (code == 200 && event_json_p)
+        *event_json_p = sn_json_text (sn_value_get (sn_msg_root (reply), "event"));
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+//  The reply without its rid and code, as JSON text. Caller frees.
+static char *
+s_reply_body (sn_msg_t *reply)
+{
+    json_t *body = sn_json_from_value (sn_msg_root (reply));
+    if (!body)
+        return NULL;
+    json_object_del (body, "rid");
+    json_object_del (body, "code");
+    char *text = json_dumps (body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref (body);
+    return text;
+}
+
+int
+sn_client_range (sn_client_t *self, const char *from, const char *to, uint32_t limit,
+                 char **result_json_p)
+{
+    assert (self);
+    if (result_json_p)
+        *result_json_p = NULL;
+    uint64_t rid = s_begin (self, "range", (from != NULL) + (to != NULL) + (limit > 0));
+    if (from)
+        sn_pack_kv_str (self->pack, "from", from);
+    if (to)
+        sn_pack_kv_str (self->pack, "to", to);
+    if (limit)
+        sn_pack_kv_uint (self->pack, "limit", limit);
+    int code;
+    sn_msg_t *reply = s_call (self, rid, &code);
+    if (code == 200 && result_json_p)
+        *result_json_p = s_reply_body (reply);
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+int
+sn_client_request (sn_client_t *self, const char *request_json, char **reply_json_p)
+{
+    assert (self);
+    if (reply_json_p)
+        *reply_json_p = NULL;
+    uint64_t rid = self->next_rid++;
+    if (!request_json || s_pack_request (self, request_json, rid))
+        return -1;
+    int code;
+    sn_msg_t *reply = s_call (self, rid, &code);
+    if (reply && reply_json_p)
+        *reply_json_p = sn_json_text (sn_msg_root (reply));
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+uint64_t
+sn_client_send (sn_client_t *self, const char *request_json)
+{
+    assert (self);
+    uint64_t rid = self->next_rid++;
+    if (!request_json || s_pack_request (self, request_json, rid) || s_send_pack (self))
+        return 0;
+    return rid;
+}
+
+int
+sn_client_send_raw (sn_client_t *self, const void *data, size_t size)
+{
+    assert (self);
+    zframe_t *frame = zframe_new (data, size);
+    if (zframe_send (&frame, self->dealer, 0) == -1) {
+        zframe_destroy (&frame);
+        snprintf (self->error, sizeof self->error, "cannot send");
+        return -1;
+    }
+    return 0;
+}
+
+int
+sn_client_recv (sn_client_t *self, uint64_t *rid_p, char **reply_json_p)
+{
+    assert (self);
+    if (reply_json_p)
+        *reply_json_p = NULL;
+    sn_msg_t *reply = s_recv_reply (self, self->timeout);
+    if (!reply)
+        return -1;
+    if (rid_p) {
+        *rid_p = 0;
+        sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), rid_p);
+    }
+    int code = s_reply_code (self, reply);
+    if (reply_json_p)
+        *reply_json_p = sn_json_text (sn_msg_root (reply));
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+//  Selftest: against a stand-in node that answers every op from a small script.
+static void
+s_fake_node (zsock_t *pipe, void *args)
+{
+    zsock_t *router = zsock_new_router ((const char *) args);
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, router, NULL);
+    sn_pack_t *pack = sn_pack_new ();
+    while (zpoller_wait (poller, -1) == router) {
+        zmsg_t *msg = zmsg_recv (router);
+        zframe_t *payload = zmsg_last (msg);
+        sn_msg_t *request = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+        const sn_value_t *root = sn_msg_root (request);
+        uint64_t rid = 0;
+        sn_value_uint (sn_value_get (root, "rid"), &rid);
+        sn_pack_reset (pack);
+        if (sn_value_streq (sn_value_get (root, "op"), "put")) {
+            sn_pack_map (pack, 3);
+            sn_pack_kv_uint (pack, "rid", rid);
+            sn_pack_kv_uint (pack, "code", 201);
+            sn_pack_kv_str (pack, "key", "20261122T121314123000000042-n1");
+        }
+        else if (sn_value_streq (sn_value_get (root, "op"), "get") &&
+                 sn_value_streq (sn_value_get (root, "key"), "k1")) {
+            sn_pack_map (pack, 3);
+            sn_pack_kv_uint (pack, "rid", rid);
+            sn_pack_kv_uint (pack, "code", 200);
+            sn_pack_str (pack, "event");
+            sn_pack_map (pack, 1);
+            sn_pack_kv_str (pack, "a", "b");
+        }
+        else if (sn_value_streq (sn_value_get (root, "op"), "range")) {
+            sn_pack_map (pack, 4);
+            sn_pack_kv_uint (pack, "rid", rid);
+            sn_pack_kv_uint (pack, "code", 200);
+            sn_pack_str (pack, "events");
+            sn_pack_array (pack, 0);
+            sn_pack_str (pack, "next");
+            sn_pack_nil (pack);
+        }
+        else if (sn_value_streq (sn_value_get (root, "op"), "silent"))
+            sn_pack_reset (pack);
+        else
+            sn_pack_error (pack, rid, 404, "no such thing");
+        if (sn_pack_size (pack)) {
+            zmsg_remove (msg, payload);
+            zframe_destroy (&payload);
+            zframe_t *answer = sn_pack_frame (pack);
+            zmsg_append (msg, &answer);
+            zmsg_send (&msg, router);
+        }
+        zmsg_destroy (&msg);
+        sn_msg_destroy (&request);
+    }
+    sn_pack_destroy (&pack);
+    zpoller_destroy (&poller);
+    zsock_destroy (&router);
+}
+
+void
+sn_client_test (bool verbose)
+{
+    char endpoint[64];
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-client-test-%d", getpid ());
+    zactor_t *node = zactor_new (s_fake_node, endpoint);
+    assert (sn_client_new ("nonsense") == NULL);
+    sn_client_t *client = sn_client_new (endpoint);
+    assert (client);
+
+    char *key = NULL;
+    assert (sn_client_put (client, "{\"hello\": \"world\"}", &key) == 201);
+    assert (streq (key, "20261122T121314123000000042-n1"));
+    free (key);
+    assert (sn_client_put (client, "[1, 2]", &key) == -1);
+    assert (key == NULL);
+    assert (strstr (sn_client_error (client), "must be a JSON object"));
+    assert (sn_client_put (client, "{bad", NULL) == -1);
+    assert (strstr (sn_client_error (client), "invalid JSON"));
+    assert (sn_client_put_key (client, "k1", "{}") == 201);
+
+    char *event = NULL;
+    assert (sn_client_get (client, "k1", &event) == 200);
+    assert (streq (event, "{\"a\":\"b\"}"));
+    free (event);
+    assert (sn_client_get (client, "k2", &event) == 404);
+    assert (event == NULL);
+    assert (streq (sn_client_error (client), "no such thing"));
+
+    char *result = NULL;
+    assert (sn_client_range (client, "a", NULL, 10, &result) == 200);
+    assert (streq (result, "{\"events\":[],\"next\":null}"));
+    free (result);
+
+    char *reply = NULL;
+    assert (sn_client_request (client, "{\"op\": \"get\", \"key\": \"k1\"}", &reply) == 200);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+
+    //  A node that does not answer makes a call fail in time, not hang
+    sn_client_set_timeout (client, 200);
+    assert (sn_client_request (client, "{\"op\": \"silent\"}", NULL) == -1);
+    assert (strstr (sn_client_error (client), "no reply"));
+
+    //  Pipelining: send many, then collect every rid once
+    sn_client_set_timeout (client, 5000);
+    uint64_t first = 0, last = 0;
+    for (int i = 0; i < 100; i++) {
+        uint64_t rid = sn_client_send (client, "{\"op\": \"put\", \"event\": {}}");
+        assert (rid);
+        first = first ? first : rid;
+        last = rid;
+    }
+    uint64_t sum = 0;
+    for (int i = 0; i < 100; i++) {
+        uint64_t rid;
+        assert (sn_client_recv (client, &rid, NULL) == 201);
+        sum += rid;
+    }
+    assert (sum == (first + last) * 100 / 2);
+    if (verbose)
+        zsys_info ("sn_client: pipelined rids %" PRIu64 "..%" PRIu64, first, last);
+    sn_client_destroy (&client);
+    sn_client_destroy (&client);
+    zactor_destroy (&node);
+}

@@ -1,0 +1,81 @@
+/*  sn_client: the supernode client library for producers and tools.
+
+    A client holds one DEALER connected to a node's client endpoint. Requests and
+    replies are msgpack maps ({op, rid, ...} -> {rid, code, ...}); this API takes and
+    gives JSON text so callers need no msgpack of their own.
+
+    Simple calls send one request and wait for its reply. They return the reply's
+    HTTP-like code (201, 200, 404, 409, ...), or -1 when no reply came in time or the
+    request could not be sent; sn_client_error () then says why.
+
+        sn_client_t *client = sn_client_new ("tcp://127.0.0.1:7500");
+        char *key;
+        if (sn_client_put (client, "{\"hello\": \"world\"}", &key) == 201) {
+            char *event;
+            sn_client_get (client, key, &event);
+            ...
+        }
+        sn_client_destroy (&client);
+
+    For throughput, pipeline: sn_client_send () many requests, then sn_client_recv ()
+    their replies, which carry the rid that sn_client_send () returned.
+*/
+#ifndef SN_CLIENT_H_INCLUDED
+#define SN_CLIENT_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct _sn_client_t sn_client_t;
+
+//  Connect to a node's client endpoint. Returns NULL if the endpoint is malformed.
+sn_client_t *sn_client_new (const char *endpoint);
+void sn_client_destroy (sn_client_t **self_p);
+
+//  How long simple calls and sn_client_recv wait for a reply, in ms (default 10000).
+void sn_client_set_timeout (sn_client_t *self, int msecs);
+
+//  Why the last call failed: the node's "error" text or a local reason. Borrowed.
+const char *sn_client_error (sn_client_t *self);
+
+//  Store an event (a JSON object). On 201, *key_p is the new key (caller frees).
+int sn_client_put (sn_client_t *self, const char *event_json, char **key_p);
+
+//  Store an event under a given key (AllData's _put): write-once, idempotent.
+int sn_client_put_key (sn_client_t *self, const char *key, const char *event_json);
+
+//  Read an event. On 200, *event_json_p is the event (caller frees).
+int sn_client_get (sn_client_t *self, const char *key, char **event_json_p);
+
+//  Read events with from <= key < to (either may be NULL), at most limit (0 for the
+//  node's default). On 200, *result_json_p is {"events": [...], "next": ...}.
+int sn_client_range (sn_client_t *self, const char *from, const char *to, uint32_t limit,
+                     char **result_json_p);
+
+//  Send any request, given as a JSON object without rid, and wait for its reply.
+//  On a reply, *reply_json_p holds the whole reply as JSON (caller frees).
+int sn_client_request (sn_client_t *self, const char *request_json, char **reply_json_p);
+
+//  Pipelining: send a request (JSON object without rid) and return its rid, or 0 when
+//  it could not be sent.
+uint64_t sn_client_send (sn_client_t *self, const char *request_json);
+
+//  Pipelining: send a request already encoded as msgpack whose rid the caller set.
+int sn_client_send_raw (sn_client_t *self, const void *data, size_t size);
+
+//  Pipelining: wait for the next reply. Returns its code and sets *rid_p, and
+//  *reply_json_p when not NULL (caller frees); -1 on timeout.
+int sn_client_recv (sn_client_t *self, uint64_t *rid_p, char **reply_json_p);
+
+void sn_client_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,282 @@
+/*  sn_config: every option of a node, with embedded defaults, a ZPL file and flags.
+ */
+#include "sn_config.h"
+#include "sn_key.h"
+
+//  Replace a string field with a copy of value.
+static void
+s_set (char **field, const char *value)
+{
+    free (*field);
+    *field = strdup (value);
+}
+
+//  Parse a whole decimal number within [min, max]. Returns 0, or -1.
+static int
+s_number (const char *text, uint64_t min, uint64_t max, uint64_t *result)
+{
+    if (!text || *text < '0' || *text > '9')
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long value = strtoull (text, &end, 10);
+    if (errno || *end || value < min || value > max)
+        return -1;
+    *result = value;
+    return 0;
+}
+
+//  The host name, cut down to what a node name may hold.
+static void
+s_default_name (sn_config_t *self)
+{
+    char host[256] = "";
+    gethostname (host, sizeof host - 1);
+    char name[SN_NAME_MAX + 1];
+    size_t len = 0;
+    for (const char *c = host; *c && *c != '.' && len < SN_NAME_MAX; c++)
+        if (isalnum ((unsigned char) *c) || *c == '_' || *c == '-')
+            name[len++] = *c;
+    name[len] = 0;
+    s_set (&self->name, sn_name_valid (name) ? name : "node");
+}
+
+sn_config_t *
+sn_config_new (void)
+{
+    sn_config_t *self = (sn_config_t *) zmalloc (sizeof (sn_config_t));
+    s_default_name (self);
+    s_set (&self->data_dir, "./supernode-data");
+    s_set (&self->http, "127.0.0.1:8080");
+    s_set (&self->clients, "tcp://127.0.0.1:7500");
+    s_set (&self->peers, "tcp://127.0.0.1:7501");
+    self->join = zlist_new ();
+    zlist_autofree (self->join);
+    self->rf = 3;
+    self->partitions = 64;
+    self->map_size = (size_t) 64 << 30;
+    self->max_body = 1 << 20;
+    self->http_threads = 8;
+    return self;
+}
+
+void
+sn_config_destroy (sn_config_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        sn_config_t *self = *self_p;
+        free (self->name);
+        free (self->data_dir);
+        free (self->http);
+        free (self->clients);
+        free (self->peers);
+        zlist_destroy (&self->join);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  Set one option by its name (the long flag without "--", or the ZPL key under
+//  "node"). Returns 0, or -1 with the reason in error.
+static int
+s_apply (sn_config_t *self, const char *option, const char *value, char *error, size_t size)
+{
+    uint64_t number;
+    if (streq (option, "name"))
+        s_set (&self->name, value);
+    else if (streq (option, "data"))
+        s_set (&self->data_dir, value);
+    else if (streq (option, "http"))
+        s_set (&self->http, value);
+    else if (streq (option, "clients"))
+        s_set (&self->clients, value);
+    else if (streq (option, "peers"))
+        s_set (&self->peers, value);
+    else if (streq (option, "join"))
+        zlist_append (self->join, (void *) value);
+    else if (streq (option, "rf")) {
+        if (s_number (value, 1, 16, &number))
+            goto bad_number;
+        self->rf = (uint32_t) number;
+    }
+    else if (streq (option, "partitions")) {
+        if (s_number (value, 1, 65536, &number))
+            goto bad_number;
+        self->partitions = (uint32_t) number;
+    }
+    else if (streq (option, "map_size_mb") || streq (option, "map-size-mb")) {
+        if (s_number (value, 1, (uint64_t) 1 << 24, &number))
+            goto bad_number;
+        self->map_size = (size_t) number << 20;
+    }
+    else if (streq (option, "max_body_kb") || streq (option, "max-body-kb")) {
+        if (s_number (value, 1, 1 << 20, &number))
+            goto bad_number;
+        self->max_body = (size_t) number << 10;
+    }
+    else if (streq (option, "http_threads") || streq (option, "http-threads")) {
+        if (s_number (value, 1, 256, &number))
+            goto bad_number;
+        self->http_threads = (int) number;
+    }
+    else if (streq (option, "verbose"))
+        self->verbose = streq (value, "1") || streq (value, "true");
+    else {
+        snprintf (error, size, "unknown option '%s'", option);
+        return -1;
+    }
+    return 0;
+bad_number:
+    snprintf (error, size, "%s: '%s' is not a number in range", option, value);
+    return -1;
+}
+
+int
+sn_config_load (sn_config_t *self, const char *path, char *error, size_t size)
+{
+    assert (self);
+    if (!zsys_file_exists (path)) {
+        snprintf (error, size, "config file %s does not exist", path);
+        return -1;
+    }
+    zconfig_t *root = zconfig_load (path);
+    if (!root) {
+        snprintf (error, size, "config file %s is not valid ZPL", path);
+        return -1;
+    }
+    int rc = 0;
+    zconfig_t *node = zconfig_locate (root, "node");
+    for (zconfig_t *item = node ? zconfig_child (node) : NULL; item && rc == 0;
+         item = zconfig_next (item)) {
+        const char *value = zconfig_value (item);
+        rc = s_apply (self, zconfig_name (item), value ? value : "", error, size);
+    }
+    zconfig_destroy (&root);
+    return rc;
+}
+
+int
+sn_config_parse_args (sn_config_t *self, int argc, char **argv, char *error, size_t size)
+{
+    assert (self);
+    //  The file goes first so that every flag overrides it.
+    for (int arg = 0; arg < argc - 1; arg++)
+        if (streq (argv[arg], "--config") && sn_config_load (self, argv[arg + 1], error, size))
+            return -1;
+    for (int arg = 0; arg < argc; arg++) {
+        const char *flag = argv[arg];
+        if (streq (flag, "-v") || streq (flag, "--verbose")) {
+            self->verbose = true;
+            continue;
+        }
+        if (strncmp (flag, "--", 2) != 0) {
+            snprintf (error, size, "unexpected argument '%s'", flag);
+            return -1;
+        }
+        char option[64];
+        const char *value;
+        const char *equals = strchr (flag, '=');
+        if (equals) {
+            snprintf (option, sizeof option, "%.*s", (int) (equals - flag - 2), flag + 2);
+            value = equals + 1;
+        }
+        else {
+            snprintf (option, sizeof option, "%s", flag + 2);
+            if (arg + 1 >= argc) {
+                snprintf (error, size, "%s needs a value", flag);
+                return -1;
+            }
+            value = argv[++arg];
+        }
+        if (streq (option, "config"))
+            continue;
+        if (s_apply (self, option, value, error, size))
+            return -1;
+    }
+    return 0;
+}
+
+int
+sn_config_check (sn_config_t *self, char *error, size_t size)
+{
+    assert (self);
+    if (!sn_name_valid (self->name)) {
+        snprintf (error, size,
+                  "name '%s' is not valid: use 1 to %d of A-Z a-z 0-9 _ . - (not first -)",
+                  self->name, SN_NAME_MAX);
+        return -1;
+    }
+    const char *colon = strrchr (self->http, ':');
+    uint64_t port;
+    if (!colon || s_number (colon + 1, 1, 65535, &port)) {
+        snprintf (error, size, "http '%s' must be HOST:PORT", self->http);
+        return -1;
+    }
+    if (strncmp (self->clients, "tcp://", 6) && strncmp (self->clients, "ipc://", 6)) {
+        snprintf (error, size, "clients '%s' must be a tcp:// or ipc:// endpoint", self->clients);
+        return -1;
+    }
+    if (!*self->data_dir) {
+        snprintf (error, size, "data directory must not be empty");
+        return -1;
+    }
+    return 0;
+}
+
+void
+sn_config_test (bool verbose)
+{
+    char error[256];
+    sn_config_t *config = sn_config_new ();
+    assert (sn_name_valid (config->name));
+    assert (streq (config->http, "127.0.0.1:8080"));
+    assert (streq (config->clients, "tcp://127.0.0.1:7500"));
+    assert (config->partitions == 64 && config->rf == 3);
+    assert (sn_config_check (config, error, sizeof error) == 0);
+
+    //  A file, then flags on top of it
+    char path[] = "/tmp/sn_config_test_XXXXXX";
+    int fd = mkstemp (path);
+    assert (fd >= 0);
+    const char *text = "node\n    name = from-file\n    partitions = 16\n    http = "
+                       "127.0.0.1:9000\n";
+    assert (write (fd, text, strlen (text)) == (ssize_t) strlen (text));
+    close (fd);
+    char *argv[] = {"--http",    "127.0.0.1:9001",   "--config", path,    "--join",
+                    "tcp://a:1", "--join=tcp://b:2", "-v",       "--rf=2"};
+    assert (sn_config_parse_args (config, 9, argv, error, sizeof error) == 0);
+    assert (streq (config->name, "from-file"));
+    assert (config->partitions == 16);
+    assert (streq (config->http, "127.0.0.1:9001"));
+    assert (zlist_size (config->join) == 2);
+    assert (streq ((char *) zlist_first (config->join), "tcp://a:1"));
+    assert (config->verbose && config->rf == 2);
+    assert (sn_config_check (config, error, sizeof error) == 0);
+    unlink (path);
+
+    //  Every kind of mistake is named
+    char *bad_number[] = {"--partitions", "0"};
+    assert (sn_config_parse_args (config, 2, bad_number, error, sizeof error) == -1);
+    assert (strstr (error, "partitions"));
+    char *unknown[] = {"--colour", "red"};
+    assert (sn_config_parse_args (config, 2, unknown, error, sizeof error) == -1);
+    assert (strstr (error, "unknown option 'colour'"));
+    char *missing[] = {"--name"};
+    assert (sn_config_parse_args (config, 1, missing, error, sizeof error) == -1);
+    char *stray[] = {"run"};
+    assert (sn_config_parse_args (config, 1, stray, error, sizeof error) == -1);
+    char *no_file[] = {"--config", "/nonexistent/sn.cfg"};
+    assert (sn_config_parse_args (config, 2, no_file, error, sizeof error) == -1);
+    assert (strstr (error, "does not exist"));
+    char *bad_name[] = {"--name", "a/b"};
+    assert (sn_config_parse_args (config, 2, bad_name, error, sizeof error) == 0);
+    assert (sn_config_check (config, error, sizeof error) == -1);
+    char *bad_http[] = {"--name", "n1", "--http", "localhost"};
+    assert (sn_config_parse_args (config, 4, bad_http, error, sizeof error) == 0);
+    assert (sn_config_check (config, error, sizeof error) == -1);
+    if (verbose)
+        zsys_info ("sn_config: last error: %s", error);
+    sn_config_destroy (&config);
+    sn_config_destroy (&config);
+}

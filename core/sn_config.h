@@ -1,0 +1,63 @@
+/*  sn_config: every option of a node, with embedded defaults, a ZPL config file and
+    command-line flags on top (flags win).
+
+    Config file (CZMQ's ZPL), every key optional:
+
+        node
+            name = n1
+            data = ./supernode-data
+            http = 127.0.0.1:8080
+            clients = tcp://127.0.0.1:7500
+            peers = tcp://127.0.0.1:7501
+            rf = 3
+            partitions = 64
+            map_size_mb = 65536
+            max_body_kb = 1024
+            verbose = 0
+*/
+#ifndef SN_CONFIG_H_INCLUDED
+#define SN_CONFIG_H_INCLUDED
+
+#include <czmq.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    char *name;          //  node name; defaults to the host name
+    char *data_dir;      //  data directory
+    char *http;          //  HOST:PORT of the gateway
+    char *clients;       //  endpoint for direct ZeroMQ clients
+    char *peers;         //  endpoint for other nodes
+    zlist_t *join;       //  peer endpoints to join through (char *)
+    uint32_t rf;         //  replication factor
+    uint32_t partitions; //  P
+    size_t map_size;     //  LMDB map size in bytes
+    size_t max_body;     //  largest HTTP body in bytes
+    int http_threads;    //  civetweb worker threads
+    bool verbose;
+} sn_config_t;
+
+//  A config holding the embedded defaults.
+sn_config_t *sn_config_new (void);
+void sn_config_destroy (sn_config_t **self_p);
+
+//  Read a ZPL file over the current values. Returns 0, or -1 with the reason in error.
+int sn_config_load (sn_config_t *self, const char *path, char *error, size_t size);
+
+//  Parse the options of "supernode run" (argv after "run") over the current values.
+//  --config is read first wherever it stands, so that flags override the file.
+//  Returns 0, or -1 with the reason in error.
+int sn_config_parse_args (sn_config_t *self, int argc, char **argv, char *error, size_t size);
+
+//  Check the values together. Returns 0, or -1 with the reason in error.
+int sn_config_check (sn_config_t *self, char *error, size_t size);
+
+void sn_config_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

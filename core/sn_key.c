@@ -1,0 +1,259 @@
+/*  sn_key: event keys, names, hashes and partitions.
+ */
+#include "sn_key.h"
+#include <time.h>
+
+#define SN_KEY_SEQ_MAX 999999999u //  the 9-digit sequence
+
+struct _sn_keygen_t {
+    char name[SN_NAME_MAX + 1]; //  node name, the suffix of every key
+    int64_t last_ms;            //  time of the last key made
+    uint32_t last_seq;          //  its sequence within that millisecond
+    bool started;               //  false until the first key or resume
+};
+
+sn_keygen_t *
+sn_keygen_new (const char *name)
+{
+    assert (sn_name_valid (name));
+    sn_keygen_t *self = (sn_keygen_t *) zmalloc (sizeof (sn_keygen_t));
+    snprintf (self->name, sizeof self->name, "%s", name);
+    return self;
+}
+
+void
+sn_keygen_destroy (sn_keygen_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        free (*self_p);
+        *self_p = NULL;
+    }
+}
+
+void
+sn_keygen_next (sn_keygen_t *self, int64_t now_ms, char *key)
+{
+    assert (self);
+    //  Time only moves forward: a clock that steps back keeps the last millisecond
+    //  and counts on in the sequence, so keys stay unique and ordered.
+    if (!self->started || now_ms > self->last_ms) {
+        self->last_ms = now_ms;
+        self->last_seq = 0;
+        self->started = true;
+    }
+    else if (self->last_seq < SN_KEY_SEQ_MAX)
+        self->last_seq++;
+    else {
+        self->last_ms++;
+        self->last_seq = 0;
+    }
+    time_t seconds = (time_t) (self->last_ms / 1000);
+    struct tm utc;
+    gmtime_r (&seconds, &utc);
+    char text[128];
+    size_t len = strftime (text, 16, "%Y%m%dT%H%M%S", &utc);
+    snprintf (text + len, sizeof text - len, "%03u%09u-%s", (unsigned) (self->last_ms % 1000),
+              self->last_seq, self->name);
+    assert (strlen (text) <= SN_KEY_MAX);
+    memcpy (key, text, strlen (text) + 1);
+}
+
+void
+sn_keygen_resume (sn_keygen_t *self, int64_t last_ms, uint32_t last_seq)
+{
+    assert (self);
+    if (!self->started || last_ms > self->last_ms ||
+        (last_ms == self->last_ms && last_seq > self->last_seq)) {
+        self->last_ms = last_ms;
+        self->last_seq = last_seq > SN_KEY_SEQ_MAX ? SN_KEY_SEQ_MAX : last_seq;
+        self->started = true;
+    }
+}
+
+int64_t
+sn_keygen_last_ms (sn_keygen_t *self)
+{
+    assert (self);
+    return self->last_ms;
+}
+
+uint32_t
+sn_keygen_last_seq (sn_keygen_t *self)
+{
+    assert (self);
+    return self->last_seq;
+}
+
+//  Parse width decimal digits; -1 if any is not a digit.
+static int
+s_digits (const char *text, int width)
+{
+    int value = 0;
+    for (int i = 0; i < width; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return -1;
+        value = value * 10 + (text[i] - '0');
+    }
+    return value;
+}
+
+static bool
+s_name_char (char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
+}
+
+//  True when the len bytes at name form a valid node name.
+static bool
+s_name_valid (const char *name, size_t len)
+{
+    if (len == 0 || len > SN_NAME_MAX || name[0] == '-')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!s_name_char (name[i]))
+            return false;
+    return true;
+}
+
+bool
+sn_name_valid (const char *name)
+{
+    return name && s_name_valid (name, strlen (name));
+}
+
+int64_t
+sn_key_time (const char *key, size_t len)
+{
+    if (!key || len < SN_KEY_TIME_LEN || len > SN_KEY_MAX)
+        return -1;
+    if (len > SN_KEY_TIME_LEN &&
+        (key[SN_KEY_TIME_LEN] != '-' ||
+         !s_name_valid (key + SN_KEY_TIME_LEN + 1, len - SN_KEY_TIME_LEN - 1)))
+        return -1;
+    if (key[8] != 'T' || s_digits (key + 18, 9) < 0)
+        return -1;
+    int year = s_digits (key, 4), month = s_digits (key + 4, 2), day = s_digits (key + 6, 2);
+    int hour = s_digits (key + 9, 2), minute = s_digits (key + 11, 2);
+    int second = s_digits (key + 13, 2), msec = s_digits (key + 15, 3);
+    if (year < 1970 || month < 1 || month > 12 || day < 1 || day > 31 || hour < 0 || hour > 23 ||
+        minute < 0 || minute > 59 || second < 0 || second > 59 || msec < 0)
+        return -1;
+    struct tm utc = {0};
+    utc.tm_year = year - 1900;
+    utc.tm_mon = month - 1;
+    utc.tm_mday = day;
+    utc.tm_hour = hour;
+    utc.tm_min = minute;
+    utc.tm_sec = second;
+    time_t seconds = timegm (&utc);
+    //  timegm normalises 31 February into March: such a key is not a real time
+    struct tm check;
+    gmtime_r (&seconds, &check);
+    if (check.tm_mday != day || check.tm_mon != month - 1)
+        return -1;
+    return (int64_t) seconds * 1000 + msec;
+}
+
+//  FNV-1a over the bytes, then a 64-bit finaliser so that nearby keys spread over
+//  every bit: rendezvous hashing and partitioning both need well-mixed low bits.
+uint64_t
+sn_hash (const void *data, size_t size)
+{
+    const byte *p = (const byte *) data;
+    uint64_t hash = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < size; i++) {
+        hash ^= p[i];
+        hash *= 0x100000001b3ULL;
+    }
+    hash ^= hash >> 33;
+    hash *= 0xff51afd7ed558ccdULL;
+    hash ^= hash >> 33;
+    hash *= 0xc4ceb9fe1a85ec53ULL;
+    hash ^= hash >> 33;
+    return hash;
+}
+
+uint32_t
+sn_partition (const void *pkey, size_t size, uint32_t partitions)
+{
+    assert (partitions > 0);
+    return (uint32_t) (sn_hash (pkey, size) % partitions);
+}
+
+void
+sn_key_test (bool verbose)
+{
+    sn_keygen_t *keygen = sn_keygen_new ("n1");
+    char key[SN_KEY_MAX + 1], previous[SN_KEY_MAX + 1];
+    //  2026-11-22 12:13:14.123 UTC
+    int64_t now = 1795349594123LL;
+    sn_keygen_next (keygen, now, key);
+    assert (streq (key, "20261122T121314123000000000-n1"));
+    assert (strlen (key) == SN_KEY_TIME_LEN + 3);
+    assert (sn_key_time (key, strlen (key)) == now);
+    assert (sn_key_time (key, SN_KEY_TIME_LEN) == now);
+
+    //  Same millisecond, then a clock that steps back: still strictly increasing
+    strcpy (previous, key);
+    sn_keygen_next (keygen, now, key);
+    assert (streq (key, "20261122T121314123000000001-n1"));
+    assert (strcmp (previous, key) < 0);
+    strcpy (previous, key);
+    sn_keygen_next (keygen, now - 5000, key);
+    assert (strcmp (previous, key) < 0);
+    strcpy (previous, key);
+    sn_keygen_next (keygen, now + 1, key);
+    assert (streq (key, "20261122T121314124000000000-n1"));
+    assert (strcmp (previous, key) < 0);
+
+    //  Resuming after a restart never goes back
+    sn_keygen_t *restarted = sn_keygen_new ("n1");
+    sn_keygen_resume (restarted, sn_keygen_last_ms (keygen), sn_keygen_last_seq (keygen));
+    sn_keygen_next (restarted, now - 60000, previous);
+    assert (strcmp (key, previous) < 0);
+    sn_keygen_destroy (&restarted);
+    sn_keygen_destroy (&restarted);
+
+    //  Sequence overflow moves to the next millisecond
+    sn_keygen_resume (keygen, now + 10, SN_KEY_SEQ_MAX);
+    sn_keygen_next (keygen, now, key);
+    assert (sn_key_time (key, strlen (key)) == now + 11);
+
+    //  What is and is not a key
+    assert (sn_key_time ("20131016T000000000000000000", 27) == 1381881600000LL);
+    assert (sn_key_time ("20131016T000000000000000000-", 28) == -1);
+    assert (sn_key_time ("20131016T000000000000000000-n 1", 31) == -1);
+    assert (sn_key_time ("20131016X000000000000000000", 27) == -1);
+    assert (sn_key_time ("20130231T000000000000000000", 27) == -1);
+    assert (sn_key_time ("20131016T250000000000000000", 27) == -1);
+    assert (sn_key_time ("2013101", 7) == -1);
+    assert (sn_key_time ("20131016T00000000000000000a", 27) == -1);
+    assert (sn_key_time (NULL, 0) == -1);
+
+    assert (sn_name_valid ("node-1.example_x"));
+    assert (!sn_name_valid (""));
+    assert (!sn_name_valid ("-n"));
+    assert (!sn_name_valid ("a/b"));
+    char longname[SN_NAME_MAX + 2];
+    memset (longname, 'a', sizeof longname - 1);
+    longname[SN_NAME_MAX + 1] = 0;
+    assert (!sn_name_valid (longname));
+    longname[SN_NAME_MAX] = 0;
+    assert (sn_name_valid (longname));
+
+    //  Hashes are stable across builds and spread keys over partitions
+    assert (sn_hash ("", 0) == sn_hash ("", 0));
+    assert (sn_hash ("a", 1) != sn_hash ("b", 1));
+    uint32_t counts[16] = {0};
+    for (int i = 0; i < 16000; i++) {
+        sn_keygen_next (keygen, now + i / 7, key);
+        counts[sn_partition (key, strlen (key), 16)]++;
+    }
+    for (int p = 0; p < 16; p++)
+        assert (counts[p] > 800 && counts[p] < 1200);
+    if (verbose)
+        zsys_info ("sn_key: hash(\"supernode\")=%016" PRIx64, sn_hash ("supernode", 9));
+    sn_keygen_destroy (&keygen);
+}

@@ -1,0 +1,115 @@
+/*  sn_node: one running supernode, its actors wired together.
+ */
+#include "sn_node.h"
+#include "sn_frontend.h"
+#include "sn_gateway.h"
+#include "sn_schema.h"
+#include "sn_store.h"
+#include "sn_client.h"
+
+struct _sn_node_t {
+    sn_schema_t *schema;   //  every op's schema, shared read-only
+    zactor_t *store;       //  the LMDB store
+    zactor_t *frontend;    //  decodes, validates and routes every request
+    sn_gateway_t *gateway; //  HTTP and WebSocket
+};
+
+sn_node_t *
+sn_node_new (const sn_config_t *config, char *error, size_t size)
+{
+    sn_node_t *self = (sn_node_t *) zmalloc (sizeof (sn_node_t));
+    //  inproc names are per process: the node's address keeps two nodes in one
+    //  process (the selftests) apart.
+    char store_endpoint[64], front_endpoint[64];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-store-%p", (void *) self);
+    snprintf (front_endpoint, sizeof front_endpoint, "inproc://sn-front-%p", (void *) self);
+
+    self->schema = sn_schema_new ();
+    if (!self->schema) {
+        snprintf (error, size, "embedded schemas do not parse");
+        goto failed;
+    }
+    sn_store_config_t store = {config->data_dir, config->name,   config->partitions,
+                               config->map_size, store_endpoint, config->verbose};
+    self->store = sn_store_new (&store, error, size);
+    if (!self->store)
+        goto failed;
+    sn_frontend_config_t frontend = {config->clients, front_endpoint, store_endpoint, self->schema,
+                                     config->verbose};
+    self->frontend = sn_frontend_new (&frontend, error, size);
+    if (!self->frontend)
+        goto failed;
+    sn_gateway_config_t gateway = {config->http, front_endpoint,       config->max_body,
+                                   10000,        config->http_threads, config->verbose};
+    self->gateway = sn_gateway_new (&gateway, error, size);
+    if (!self->gateway)
+        goto failed;
+    return self;
+failed:
+    sn_node_destroy (&self);
+    return NULL;
+}
+
+void
+sn_node_destroy (sn_node_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        sn_node_t *self = *self_p;
+        sn_gateway_destroy (&self->gateway);
+        zactor_destroy (&self->frontend);
+        zactor_destroy (&self->store);
+        sn_schema_destroy (&self->schema);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+void
+sn_node_test (bool verbose)
+{
+    char dir[] = "/tmp/sn_node_test_XXXXXX";
+    assert (mkdtemp (dir));
+    char error[256];
+    sn_config_t *config = sn_config_new ();
+    free (config->data_dir);
+    config->data_dir = strdup (dir);
+    //  A free port for the client endpoint: bind any, note it, let it go
+    zsock_t *probe = zsock_new (ZMQ_ROUTER);
+    int port = zsock_bind (probe, "tcp://127.0.0.1:*");
+    assert (port > 0);
+    zsock_destroy (&probe);
+    free (config->clients);
+    config->clients = zsys_sprintf ("tcp://127.0.0.1:%d", port);
+    free (config->http);
+    config->http = strdup ("127.0.0.1:0");
+    config->map_size = 64 << 20;
+    config->verbose = verbose;
+
+    sn_node_t *node = sn_node_new (config, error, sizeof error);
+    assert (node);
+    sn_client_t *client = sn_client_new (config->clients);
+    char *key = NULL, *event = NULL;
+    assert (sn_client_put (client, "{\"node\": \"test\"}", &key) == 201);
+    assert (sn_client_get (client, key, &event) == 200);
+    assert (streq (event, "{\"node\":\"test\"}"));
+    free (event);
+    free (key);
+
+    //  A second node on the same client endpoint fails to start, cleanly
+    char other[] = "/tmp/sn_node_test_XXXXXX";
+    assert (mkdtemp (other));
+    free (config->data_dir);
+    config->data_dir = strdup (other);
+    sn_node_t *clash = sn_node_new (config, error, sizeof error);
+    assert (clash == NULL);
+    assert (strstr (error, "cannot bind"));
+
+    sn_client_destroy (&client);
+    sn_node_destroy (&node);
+    sn_node_destroy (&node);
+    sn_config_destroy (&config);
+    char *command = zsys_sprintf ("rm -rf '%s' '%s'", dir, other);
+    assert (system (command) == 0);
+    free (command);
+}

@@ -1,0 +1,1157 @@
+/*  sn_gateway: HTTP through civetweb, JSON at the edge.
+
+    Routes (all bodies JSON, all errors {"error": "..."}):
+
+        POST /events          the body is the event       -> 201 {key}
+                              commit level by ?commit= or the X-Commit-Level header
+        POST /_put            {key, event} (AllData peers) -> 201 {key}; 409 when the key
+                                                             holds a different event
+        GET  /events/:key     -> 200 the stored event itself | 404
+        GET  /events?from=&to=&limit=
+                              -> 200 {events: [{key, event}], next: key | null}
+        GET  /health          -> 200 {status: "ok", name, events}
+
+    An unknown path is 404; a known path with another method is 405 with Allow. A
+    body over max_body is 413; invalid JSON is 400 with the parser's reason. When the
+    node does not answer within the timeout the answer is 503.
+
+    Every civetweb worker thread owns one DEALER to the node, made when the thread
+    starts and destroyed when it ends, so handlers share nothing mutable. A handler
+    sends one msgpack request with a fresh rid, waits for the reply with that rid
+    until its deadline, and drops any other reply: those are late answers to requests
+    that already timed out on this thread.
+*/
+#include "sn_gateway.h"
+#include "sn_msg.h"
+#include "sn_json.h"
+#include <civetweb.h>
+#include <jansson.h>
+#include <pthread.h>
+
+//  civetweb's thread_type for the threads that serve connections.
+#define S_WORKER_THREAD 1
+
+//  A client that sends nothing for this long is given up on, so a stalled client
+//  cannot keep a worker thread forever.
+#define S_IO_TIMEOUT_MS "10000"
+
+//  Longest value of a query parameter or header we pass on; keys are far shorter.
+#define S_PARAM_MAX 256
+
+struct _sn_gateway_t {
+    struct mg_context *ctx; //  the civetweb server, NULL when it did not start
+    char *node;             //  endpoint every worker thread connects its DEALER to
+    size_t max_body;        //  largest request body accepted, in bytes
+    int timeout;            //  ms a handler waits for the node's reply
+    bool verbose;           //  log every request
+    pthread_t starter;      //  thread in mg_start2: its log lines explain a failed start
+    char start_error[256];  //  first thing civetweb complained about while starting
+};
+
+//  What one worker thread owns.
+typedef struct {
+    zsock_t *dealer;   //  this thread's own link to the node
+    zpoller_t *poller; //  waits on dealer until a request's deadline
+    sn_pack_t *pack;   //  request buffer, reused from request to request
+    uint64_t rid;      //  last request id used on this thread
+} s_thread_t;
+
+//  One HTTP request being answered.
+typedef struct {
+    sn_gateway_t *gateway;              //  read-only configuration
+    s_thread_t *thread;                 //  the calling worker thread's state
+    struct mg_connection *conn;         //  civetweb's connection
+    const struct mg_request_info *info; //  method, path, query, headers
+    char *body;                         //  request body, NUL-terminated, or NULL
+    size_t body_size;                   //  bytes in body
+    int status;                         //  HTTP status of the answer
+    char *answer;                       //  JSON text of the answer
+    const char *allow;                  //  methods for a 405's Allow header
+    bool close;                         //  body not read to its end: close the connection
+} s_request_t;
+
+//  --------------------------------------------------------------------------
+//  Answers. Every route sets exactly one answer; s_send writes it.
+
+//  Sets the answer to json, taking ownership of it.
+static void
+s_set_json (s_request_t *request, int status, json_t *json)
+{
+    free (request->answer);
+    request->answer = json ? json_dumps (json, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    request->status = request->answer ? status : 500;
+    json_decref (json);
+}
+
+//  Sets an error answer. Returns -1 so that validators can fail in one line.
+static int s_fail (s_request_t *request, int status, const char *format, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+static int
+s_fail (s_request_t *request, int status, const char *format, ...)
+{
+    char text[512];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (text, sizeof (text), format, args);
+    va_end (args);
+    //  Text may quote the request (its path), which need not be UTF-8
+    json_t *error = json_string (text);
+    if (!error)
+        error = json_string ("request is not valid UTF-8");
+    json_t *json = json_object ();
+    json_object_set_new (json, "error", error);
+    s_set_json (request, status, json);
+    return -1;
+}
+
+static void
+s_not_allowed (s_request_t *request, const char *allow)
+{
+    request->allow = allow;
+    s_fail (request, 405, "%s takes %s", request->info->local_uri, allow);
+}
+
+//  The one exit point: status, JSON headers, body.
+static void
+s_send (s_request_t *request)
+{
+    const char *answer = request->answer ? request->answer : "{\"error\":\"out of memory\"}";
+    size_t size = strlen (answer);
+    //  Otherwise civetweb would read the rest of the body to keep the connection,
+    //  however large the client said it was and however slowly it comes
+    if (request->close)
+        mg_disable_connection_keep_alive (request->conn);
+    if (request->status == 200)
+        mg_send_http_ok (request->conn, "application/json", (long long) size);
+    else {
+        char length[32];
+        snprintf (length, sizeof (length), "%zu", size);
+        mg_response_header_start (request->conn, request->status);
+        mg_response_header_add (request->conn, "Content-Type", "application/json", -1);
+        mg_response_header_add (request->conn, "Content-Length", length, -1);
+        if (request->allow)
+            mg_response_header_add (request->conn, "Allow", request->allow, -1);
+        mg_response_header_send (request->conn);
+    }
+    if (!streq (request->info->request_method, "HEAD"))
+        mg_write (request->conn, answer, size);
+}
+
+//  --------------------------------------------------------------------------
+//  Reading the request.
+
+//  Reads the body. A declared length over max_body is refused before reading a
+//  byte; a body of unknown length (chunked) is read up to max_body + 1 bytes, just
+//  enough to know it is too large. Returns 0, or -1 with the answer set.
+static int
+s_read_body (s_request_t *request)
+{
+    size_t max_body = request->gateway->max_body;
+    long long declared = request->info->content_length;
+    if (declared > (long long) max_body) {
+        return s_fail (request, 413, "body larger than %zu bytes", max_body);
+    }
+    size_t limit = declared >= 0 ? (size_t) declared : max_body + 1;
+    size_t capacity = limit < 4096 ? limit : 4096;
+    char *body = (char *) malloc (capacity + 1);
+    size_t size = 0;
+    int bytes = 1;
+    while (body && size < limit && bytes > 0) {
+        if (size == capacity) {
+            capacity = capacity * 2 < limit ? capacity * 2 : limit;
+            char *grown = (char *) realloc (body, capacity + 1);
+            if (!grown)
+                free (body);
+            body = grown;
+        }
+        if (body) {
+            bytes = mg_read (request->conn, body + size, capacity - size);
+            if (bytes > 0)
+                size += (size_t) bytes;
+        }
+    }
+    if (!body)
+        return s_fail (request, 500, "out of memory reading the body");
+    request->body = body;
+    request->body[size] = 0;
+    request->body_size = size;
+    if (size > max_body) {
+        return s_fail (request, 413, "body larger than %zu bytes", max_body);
+    }
+    if (bytes < 0 || (declared >= 0 && size < (size_t) declared))
+        return s_fail (request, 400, "body incomplete or badly chunked");
+    request->close = false;
+    return 0;
+}
+
+//  Strings from the URL or a header go into msgpack as they are, and the node refuses
+//  a frame that is not UTF-8 without being able to say which request it was.
+static bool
+s_is_utf8 (const char *text)
+{
+    json_t *string = json_string (text);
+    json_decref (string);
+    return string != NULL;
+}
+
+//  Copies query parameter name into value. Returns 1 when present and not empty, 0
+//  when absent or empty, -1 with the answer set when it is too long.
+static int
+s_query_param (s_request_t *request, const char *name, char *value, size_t size)
+{
+    const char *query = request->info->query_string;
+    if (!query)
+        return 0;
+    int length = mg_get_var (query, strlen (query), name, value, size);
+    if (length == -2)
+        return s_fail (request, 400, "%s: longer than %zu bytes", name, size - 1);
+    if (length > 0 && !s_is_utf8 (value))
+        return s_fail (request, 400, "%s: not valid UTF-8", name);
+    return length > 0 ? 1 : 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Talking to the node.
+
+//  Starts the next request in the thread's buffer: a map of entries members whose
+//  first two are op and a fresh rid.
+static void
+s_begin (s_request_t *request, const char *op, uint32_t entries)
+{
+    sn_pack_t *pack = request->thread->pack;
+    sn_pack_reset (pack);
+    sn_pack_map (pack, entries);
+    sn_pack_kv_str (pack, "op", op);
+    sn_pack_kv_uint (pack, "rid", ++request->thread->rid);
+}
+
+//  Sends the request in the thread's buffer and waits for the reply carrying its rid
+//  until the deadline. Returns the reply when the node answered 2xx, with the answer's
+//  status set to that code; otherwise NULL with the answer set: the node's own error,
+//  502 for a reply we cannot read, 503 when the node did not answer in time.
+static sn_msg_t *
+s_ask_node (s_request_t *request)
+{
+    s_thread_t *thread = request->thread;
+    int timeout = request->gateway->timeout;
+    zframe_t *frame = sn_pack_frame (thread->pack);
+    if (zframe_send (&frame, thread->dealer, ZFRAME_DONTWAIT)) {
+        zframe_destroy (&frame);
+        s_fail (request, 503, "node is not accepting requests");
+        return NULL;
+    }
+    int64_t deadline = zclock_mono () + timeout;
+    sn_msg_t *reply = NULL;
+    while (!reply) {
+        int64_t remaining = deadline - zclock_mono ();
+        if (remaining <= 0 || !zpoller_wait (thread->poller, (int) remaining)) {
+            s_fail (request, 503, "node did not answer within %d ms", timeout);
+            return NULL;
+        }
+        zmsg_t *msg = zmsg_recv (thread->dealer);
+        zframe_t *payload = msg && zmsg_size (msg) == 1 ? zmsg_first (msg) : NULL;
+        const char *reason = "empty reply";
+        if (payload)
+            reply = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, &reason);
+        zmsg_destroy (&msg);
+        if (!reply) {
+            s_fail (request, 502, "node sent an unreadable reply: %s", reason);
+            return NULL;
+        }
+        uint64_t rid;
+        if (!sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid) || rid != thread->rid)
+            sn_msg_destroy (&reply);
+    }
+    const sn_value_t *root = sn_msg_root (reply);
+    uint64_t code;
+    if (!sn_value_uint (sn_value_get (root, "code"), &code) || code < 200 || code > 599 ||
+        (code >= 300 && code < 400)) {
+        sn_msg_destroy (&reply);
+        s_fail (request, 502, "node sent a reply without a valid code");
+        return NULL;
+    }
+    if (code >= 400) {
+        char *error = sn_value_get_strdup (root, "error");
+        s_fail (request, (int) code, "%s", error ? error : "node refused the request");
+        free (error);
+        sn_msg_destroy (&reply);
+        return NULL;
+    }
+    request->status = (int) code;
+    return reply;
+}
+
+//  What a caller sees of a 2xx reply: every member but rid and code.
+static json_t *
+s_reply_members (sn_msg_t *reply)
+{
+    json_t *json = sn_json_from_value (sn_msg_root (reply));
+    if (json_is_object (json)) {
+        json_object_del (json, "rid");
+        json_object_del (json, "code");
+        return json;
+    }
+    json_decref (json);
+    return NULL;
+}
+
+//  Answers with the reply's members, or 502 when the node sent something odd.
+static void
+s_answer_reply (s_request_t *request, sn_msg_t *reply)
+{
+    json_t *json = s_reply_members (reply);
+    if (json)
+        s_set_json (request, request->status, json);
+    else
+        s_fail (request, 502, "node sent a reply with no JSON form");
+}
+
+//  --------------------------------------------------------------------------
+//  Routes.
+
+//  POST /events: the body is the event; the node makes its key.
+static void
+s_post_event (s_request_t *request)
+{
+    if (s_read_body (request))
+        return;
+    char reason[256];
+    json_t *event = sn_json_parse (request->body, request->body_size, reason, sizeof (reason));
+    if (!event) {
+        s_fail (request, 400, "%s", reason);
+        return;
+    }
+    char commit[S_PARAM_MAX] = "";
+    int has_commit = s_query_param (request, "commit", commit, sizeof (commit));
+    if (has_commit == 0) {
+        const char *header = mg_get_header (request->conn, "X-Commit-Level");
+        if (header && strlen (header) >= sizeof (commit))
+            has_commit =
+                s_fail (request, 400, "X-Commit-Level: longer than %zu bytes", sizeof (commit) - 1);
+        else if (header && !s_is_utf8 (header))
+            has_commit = s_fail (request, 400, "X-Commit-Level: not valid UTF-8");
+        else if (header && *header) {
+            strcpy (commit, header);
+            has_commit = 1;
+        }
+    }
+    if (!json_is_object (event))
+        s_fail (request, 400, "event must be a JSON object");
+    else if (has_commit >= 0) {
+        s_begin (request, "put", has_commit ? 4 : 3);
+        sn_pack_str (request->thread->pack, "event");
+        if (sn_json_pack (event, request->thread->pack, reason, sizeof (reason)))
+            s_fail (request, 400, "event: %s", reason);
+        else {
+            if (has_commit)
+                sn_pack_kv_str (request->thread->pack, "commit", commit);
+            sn_msg_t *reply = s_ask_node (request);
+            if (reply)
+                s_answer_reply (request, reply);
+            sn_msg_destroy (&reply);
+        }
+    }
+    json_decref (event);
+}
+
+//  POST /_put: AllData's peer interface, {key, event} written under that key.
+static void
+s_post_keyed (s_request_t *request)
+{
+    if (s_read_body (request))
+        return;
+    char reason[256];
+    json_t *body = sn_json_parse (request->body, request->body_size, reason, sizeof (reason));
+    if (!body) {
+        s_fail (request, 400, "%s", reason);
+        return;
+    }
+    json_t *key = json_object_get (body, "key");
+    json_t *event = json_object_get (body, "event");
+    if (!json_is_object (body))
+        s_fail (request, 400, "_put takes a JSON object {key, event}");
+    else if (json_object_size (body) != (size_t) (!!key + !!event))
+        s_fail (request, 400, "_put takes only key and event");
+    else if (!json_is_string (key))
+        s_fail (request, 400, "key: must be a string");
+    else if (!json_is_object (event))
+        s_fail (request, 400, "event must be a JSON object");
+    else {
+        s_begin (request, "put", 4);
+        sn_pack_kv_str (request->thread->pack, "key", json_string_value (key));
+        sn_pack_str (request->thread->pack, "event");
+        if (sn_json_pack (event, request->thread->pack, reason, sizeof (reason)))
+            s_fail (request, 400, "event: %s", reason);
+        else {
+            sn_msg_t *reply = s_ask_node (request);
+            if (reply)
+                s_answer_reply (request, reply);
+            sn_msg_destroy (&reply);
+        }
+    }
+    json_decref (body);
+}
+
+//  GET /events/:key: the stored event itself.
+static void
+s_get_event (s_request_t *request, const char *encoded)
+{
+    size_t size = strlen (encoded);
+    char *key = (char *) zmalloc (size + 1);
+    int length = mg_url_decode (encoded, (int) size, key, (int) size + 1, 0);
+    if (length < 0 || strlen (key) != (size_t) length || !s_is_utf8 (key))
+        s_fail (request, 400, "key: not a valid URL-encoded UTF-8 string");
+    else {
+        s_begin (request, "get", 3);
+        sn_pack_kv_str (request->thread->pack, "key", key);
+        sn_msg_t *reply = s_ask_node (request);
+        if (reply) {
+            json_t *event = sn_json_from_value (sn_value_get (sn_msg_root (reply), "event"));
+            if (event)
+                s_set_json (request, request->status, event);
+            else
+                s_fail (request, 502, "node sent a reply without the event");
+        }
+        sn_msg_destroy (&reply);
+    }
+    free (key);
+}
+
+//  GET /events?from=&to=&limit=: a page of user events in key order.
+static void
+s_get_range (s_request_t *request)
+{
+    char from[S_PARAM_MAX], to[S_PARAM_MAX], limit_text[S_PARAM_MAX];
+    int has_from = s_query_param (request, "from", from, sizeof (from));
+    int has_to = has_from < 0 ? -1 : s_query_param (request, "to", to, sizeof (to));
+    int has_limit = has_to < 0 ? -1 : s_query_param (request, "limit", limit_text, S_PARAM_MAX);
+    if (has_limit < 0)
+        return;
+    long limit = 0;
+    if (has_limit) {
+        char *end = NULL;
+        errno = 0;
+        limit = strtol (limit_text, &end, 10);
+        if (!isdigit ((unsigned char) limit_text[0]) || *end || errno || limit < 1 ||
+            limit > 1000) {
+            s_fail (request, 400, "limit: must be an integer from 1 to 1000");
+            return;
+        }
+    }
+    s_begin (request, "range", 2 + has_from + has_to + has_limit);
+    if (has_from)
+        sn_pack_kv_str (request->thread->pack, "from", from);
+    if (has_to)
+        sn_pack_kv_str (request->thread->pack, "to", to);
+    if (has_limit)
+        sn_pack_kv_uint (request->thread->pack, "limit", (uint64_t) limit);
+    sn_msg_t *reply = s_ask_node (request);
+    if (reply) {
+        json_t *page = s_reply_members (reply);
+        if (page && !json_object_get (page, "next"))
+            json_object_set_new (page, "next", json_null ());
+        if (page && json_is_array (json_object_get (page, "events")))
+            s_set_json (request, request->status, page);
+        else {
+            json_decref (page);
+            s_fail (request, 502, "node sent a range reply without events");
+        }
+    }
+    sn_msg_destroy (&reply);
+}
+
+//  GET /health: the node answers, so it is up.
+static void
+s_get_health (s_request_t *request)
+{
+    s_begin (request, "health", 2);
+    sn_msg_t *reply = s_ask_node (request);
+    if (reply) {
+        json_t *health = json_object ();
+        json_object_set_new (health, "status", json_string ("ok"));
+        json_t *members = s_reply_members (reply);
+        if (members)
+            json_object_update_missing (health, members);
+        json_decref (members);
+        s_set_json (request, request->status, health);
+    }
+    sn_msg_destroy (&reply);
+}
+
+//  Splits the path and dispatches on the method. Sets the answer, always.
+static void
+s_route (s_request_t *request)
+{
+    const char *path = request->info->local_uri;
+    const char *method = request->info->request_method;
+    const char *key = strncmp (path, "/events/", 8) == 0 ? path + 8 : NULL;
+    if (streq (path, "/events")) {
+        if (streq (method, "POST"))
+            s_post_event (request);
+        else if (streq (method, "GET"))
+            s_get_range (request);
+        else
+            s_not_allowed (request, "GET, POST");
+    }
+    else if (key && *key && !strchr (key, '/')) {
+        if (streq (method, "GET"))
+            s_get_event (request, key);
+        else
+            s_not_allowed (request, "GET");
+    }
+    else if (streq (path, "/_put")) {
+        if (streq (method, "POST"))
+            s_post_keyed (request);
+        else
+            s_not_allowed (request, "POST");
+    }
+    else if (streq (path, "/health")) {
+        if (streq (method, "GET"))
+            s_get_health (request);
+        else
+            s_not_allowed (request, "GET");
+    }
+    else
+        s_fail (request, 404, "no route for %s", path);
+}
+
+//  The one request handler, on "/": civetweb hands it every path.
+static int
+s_handle_request (struct mg_connection *conn, void *cbdata)
+{
+    s_request_t request = {.gateway = (sn_gateway_t *) cbdata,
+                           .thread = (s_thread_t *) mg_get_thread_pointer (conn),
+                           .conn = conn,
+                           .info = mg_get_request_info (conn)};
+    //  Until s_read_body has read all of it
+    request.close =
+        request.info->content_length > 0 || mg_get_header (conn, "Transfer-Encoding") != NULL;
+    if (!request.thread)
+        s_fail (&request, 503, "this gateway thread has no link to the node");
+    else
+        s_route (&request);
+    s_send (&request);
+    if (request.gateway->verbose)
+        zsys_debug ("sn_gateway: %s %s -> %d", request.info->request_method,
+                    request.info->local_uri, request.status);
+    free (request.body);
+    free (request.answer);
+    return request.status;
+}
+
+//  --------------------------------------------------------------------------
+//  civetweb callbacks.
+
+//  Runs on each new civetweb thread: a worker gets its own DEALER to the node. When
+//  that fails the thread still runs, and answers 503.
+static void *
+s_init_thread (const struct mg_context *ctx, int thread_type)
+{
+    if (thread_type != S_WORKER_THREAD)
+        return NULL;
+    sn_gateway_t *self = (sn_gateway_t *) mg_get_user_data (ctx);
+    s_thread_t *thread = (s_thread_t *) zmalloc (sizeof (s_thread_t));
+    thread->dealer = zsock_new (ZMQ_DEALER);
+    if (thread->dealer) {
+        zsock_set_linger (thread->dealer, 0);
+        if (zsock_connect (thread->dealer, "%s", self->node)) {
+            zsys_error ("sn_gateway: cannot connect to %s", self->node);
+            zsock_destroy (&thread->dealer);
+        }
+    }
+    if (!thread->dealer) {
+        free (thread);
+        return NULL;
+    }
+    thread->poller = zpoller_new (thread->dealer, NULL);
+    thread->pack = sn_pack_new ();
+    return thread;
+}
+
+static void
+s_exit_thread (const struct mg_context *ctx, int thread_type, void *pointer)
+{
+    s_thread_t *thread = (s_thread_t *) pointer;
+    if (thread) {
+        zpoller_destroy (&thread->poller);
+        zsock_destroy (&thread->dealer);
+        sn_pack_destroy (&thread->pack);
+        free (thread);
+    }
+}
+
+//  While mg_start2 runs, civetweb's complaints say why it cannot start (it reports
+//  only "Failed to setup server ports" itself); afterwards they are logged.
+static int
+s_log_message (const struct mg_connection *conn, const char *message)
+{
+    sn_gateway_t *self = (sn_gateway_t *) mg_get_user_data (mg_get_context (conn));
+    if (self && pthread_equal (self->starter, pthread_self ())) {
+        if (!self->start_error[0])
+            snprintf (self->start_error, sizeof (self->start_error), "%s", message);
+    }
+    else if (self && self->verbose)
+        zsys_warning ("sn_gateway: %s", message);
+    return 1;
+}
+
+//  --------------------------------------------------------------------------
+//  Public API.
+
+sn_gateway_t *
+sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
+{
+    assert (config && config->listen && config->node);
+    if (config->threads < 1 || config->timeout < 1 || config->max_body < 1) {
+        snprintf (error, size, "threads, timeout and max_body must be positive");
+        return NULL;
+    }
+    zsys_init ();
+    mg_init_library (0);
+    sn_gateway_t *self = (sn_gateway_t *) zmalloc (sizeof (sn_gateway_t));
+    self->node = strdup (config->node);
+    self->max_body = config->max_body;
+    self->timeout = config->timeout;
+    self->verbose = config->verbose;
+    self->starter = pthread_self ();
+
+    char threads[16];
+    snprintf (threads, sizeof (threads), "%d", config->threads);
+    //  Keys travel percent-encoded in the path: it is decoded after splitting, so
+    //  that an encoded '/' stays inside the key
+    const char *options[] = {"listening_ports",
+                             config->listen,
+                             "num_threads",
+                             threads,
+                             "request_timeout_ms",
+                             S_IO_TIMEOUT_MS,
+                             "enable_keep_alive",
+                             "yes",
+                             "decode_url",
+                             "no",
+                             NULL};
+    struct mg_callbacks callbacks = {0};
+    callbacks.init_thread = s_init_thread;
+    callbacks.exit_thread = s_exit_thread;
+    callbacks.log_message = s_log_message;
+    struct mg_init_data init = {
+        .callbacks = &callbacks, .user_data = self, .configuration_options = options};
+    char reason[256] = "";
+    unsigned code = 0;
+    struct mg_error_data failure = {
+        .code = &code, .text = reason, .text_buffer_size = sizeof (reason)};
+    self->ctx = mg_start2 (&init, &failure);
+    if (!self->ctx) {
+        snprintf (error, size, "cannot listen on %s: %s", config->listen,
+                  self->start_error[0] ? self->start_error : reason);
+        sn_gateway_destroy (&self);
+        return NULL;
+    }
+    mg_set_request_handler (self->ctx, "/", s_handle_request, self);
+    if (self->verbose)
+        zsys_info ("sn_gateway: listening on %s, %d threads", config->listen, config->threads);
+    return self;
+}
+
+void
+sn_gateway_destroy (sn_gateway_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        sn_gateway_t *self = *self_p;
+        if (self->ctx)
+            mg_stop (self->ctx);
+        mg_exit_library ();
+        free (self->node);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest: a fake node behind a ROUTER, and real HTTP over TCP.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+//  The fake node answers like the store would, from canned data:
+//    put      key "conflict" -> 409, "broken" -> 500, else 201 {key}; without a key
+//             the key made is "evt-<commit level or none>"
+//    get      key "missing" -> 404; "silent" is answered only when the next request
+//             comes, too late, with event {key: "late"}; else 200 with event {key}
+//    range    one event {from, to}; next is "k2" when limit is 1, else nil
+//    health   200 {name: "fake", events: 1}
+static void
+s_fake_answer (const sn_value_t *request, sn_pack_t *reply, bool *silent)
+{
+    uint64_t rid = 0;
+    sn_value_uint (sn_value_get (request, "rid"), &rid);
+    const sn_value_t *op = sn_value_get (request, "op");
+    char *key = sn_value_get_strdup (request, "key");
+    sn_pack_reset (reply);
+    if (sn_value_streq (op, "put") && sn_value_is (sn_value_get (request, "event"), SN_TYPE_MAP)) {
+        char *commit = sn_value_get_strdup (request, "commit");
+        if (key && streq (key, "conflict"))
+            sn_pack_error (reply, rid, 409, "key %s holds a different event", key);
+        else if (key && streq (key, "broken"))
+            sn_pack_error (reply, rid, 500, "storage failed");
+        else {
+            char *made = key ? strdup (key) : zsys_sprintf ("evt-%s", commit ? commit : "none");
+            sn_pack_map (reply, 3);
+            sn_pack_kv_uint (reply, "rid", rid);
+            sn_pack_kv_uint (reply, "code", 201);
+            sn_pack_kv_str (reply, "key", made);
+            free (made);
+        }
+        free (commit);
+    }
+    else if (sn_value_streq (op, "get") && key) {
+        if (streq (key, "missing"))
+            sn_pack_error (reply, rid, 404, "no event with key %s", key);
+        else if (streq (key, "silent"))
+            *silent = true;
+        else {
+            sn_pack_map (reply, 4);
+            sn_pack_kv_uint (reply, "rid", rid);
+            sn_pack_kv_uint (reply, "code", 200);
+            sn_pack_kv_str (reply, "key", key);
+            sn_pack_str (reply, "event");
+            sn_pack_map (reply, 1);
+            sn_pack_kv_str (reply, "key", key);
+        }
+    }
+    else if (sn_value_streq (op, "range")) {
+        uint64_t limit = 100;
+        sn_value_uint (sn_value_get (request, "limit"), &limit);
+        char *from = sn_value_get_strdup (request, "from");
+        char *to = sn_value_get_strdup (request, "to");
+        sn_pack_map (reply, 4);
+        sn_pack_kv_uint (reply, "rid", rid);
+        sn_pack_kv_uint (reply, "code", 200);
+        sn_pack_str (reply, "events");
+        sn_pack_array (reply, 1);
+        sn_pack_map (reply, 2);
+        sn_pack_kv_str (reply, "key", "k1");
+        sn_pack_str (reply, "event");
+        sn_pack_map (reply, 2);
+        sn_pack_kv_str (reply, "from", from ? from : "");
+        sn_pack_kv_str (reply, "to", to ? to : "");
+        sn_pack_str (reply, "next");
+        if (limit == 1)
+            sn_pack_str (reply, "k2");
+        else
+            sn_pack_nil (reply);
+        free (from);
+        free (to);
+    }
+    else if (sn_value_streq (op, "health")) {
+        sn_pack_map (reply, 4);
+        sn_pack_kv_uint (reply, "rid", rid);
+        sn_pack_kv_uint (reply, "code", 200);
+        sn_pack_kv_str (reply, "name", "fake");
+        sn_pack_kv_uint (reply, "events", 1);
+    }
+    else
+        sn_pack_error (reply, rid, 500, "fake node: unexpected request");
+    free (key);
+}
+
+static void
+s_fake_node (zsock_t *pipe, void *args)
+{
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    int rc = zsock_bind (router, "%s", (const char *) args);
+    assert (rc == 0);
+    zpoller_t *poller = zpoller_new (pipe, router, NULL);
+    sn_pack_t *reply = sn_pack_new ();
+    uint64_t late_rid = 0;          //  rid of the request left unanswered, or 0
+    zframe_t *late_identity = NULL; //  who sent it
+    zsock_signal (pipe, 0);
+    while (true) {
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
+        if (which == router) {
+            zmsg_t *msg = zmsg_recv (router);
+            zframe_t *identity = zmsg_pop (msg);
+            zframe_t *payload = zmsg_pop (msg);
+            if (late_identity) {
+                sn_pack_reset (reply);
+                sn_pack_map (reply, 3);
+                sn_pack_kv_uint (reply, "rid", late_rid);
+                sn_pack_kv_uint (reply, "code", 200);
+                sn_pack_str (reply, "event");
+                sn_pack_map (reply, 1);
+                sn_pack_kv_str (reply, "key", "late");
+                zframe_t *late = sn_pack_frame (reply);
+                zframe_send (&late_identity, router, ZFRAME_MORE);
+                zframe_send (&late, router, 0);
+            }
+            const char *reason = NULL;
+            sn_msg_t *request =
+                sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, &reason);
+            assert (request);
+            bool silent = false;
+            s_fake_answer (sn_msg_root (request), reply, &silent);
+            if (silent) {
+                sn_value_uint (sn_value_get (sn_msg_root (request), "rid"), &late_rid);
+                late_identity = zframe_dup (identity);
+            }
+            else {
+                zframe_t *frame = sn_pack_frame (reply);
+                zframe_send (&identity, router, ZFRAME_MORE + ZFRAME_REUSE);
+                zframe_send (&frame, router, 0);
+            }
+            sn_msg_destroy (&request);
+            zframe_destroy (&identity);
+            zframe_destroy (&payload);
+            zmsg_destroy (&msg);
+        }
+        else {
+            char *command = which ? zstr_recv (pipe) : NULL;
+            bool stop = !command || streq (command, "$TERM");
+            free (command);
+            if (stop)
+                break;
+        }
+    }
+    zframe_destroy (&late_identity);
+    sn_pack_destroy (&reply);
+    zpoller_destroy (&poller);
+    zsock_destroy (&router);
+}
+
+//  A port on the loopback interface nobody listens on right now.
+static int
+s_free_port (void)
+{
+    int handle = socket (AF_INET, SOCK_STREAM, 0);
+    assert (handle >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET};
+    address.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    socklen_t length = sizeof (address);
+    int rc = bind (handle, (struct sockaddr *) &address, length);
+    assert (rc == 0);
+    rc = getsockname (handle, (struct sockaddr *) &address, &length);
+    assert (rc == 0);
+    close (handle);
+    return ntohs (address.sin_port);
+}
+
+typedef struct {
+    int status;       //  from the status line, or -1 when nothing came back
+    char *text;       //  the whole response, NUL-terminated
+    const char *body; //  inside text, after the headers
+    json_t *json;     //  the body parsed, or NULL
+} s_response_t;
+
+//  Sends one raw request on a new connection and reads the answer until the server
+//  closes it.
+static void
+s_http_raw (int port, const char *request, s_response_t *response)
+{
+    int handle = socket (AF_INET, SOCK_STREAM, 0);
+    assert (handle >= 0);
+    struct timeval timeout = {.tv_sec = 10};
+    setsockopt (handle, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof (timeout));
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons ((uint16_t) port)};
+    address.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    int rc = connect (handle, (struct sockaddr *) &address, sizeof (address));
+    assert (rc == 0);
+    size_t size = strlen (request);
+    for (size_t sent = 0; sent < size;) {
+        ssize_t bytes = send (handle, request + sent, size - sent, MSG_NOSIGNAL);
+        if (bytes <= 0)
+            break;
+        sent += (size_t) bytes;
+    }
+    size_t capacity = 4096, received = 0;
+    char *text = (char *) zmalloc (capacity + 1);
+    while (true) {
+        if (received == capacity) {
+            capacity *= 2;
+            text = (char *) realloc (text, capacity + 1);
+            assert (text);
+        }
+        ssize_t bytes = recv (handle, text + received, capacity - received, 0);
+        if (bytes <= 0)
+            break;
+        received += (size_t) bytes;
+    }
+    close (handle);
+    text[received] = 0;
+    response->text = text;
+    response->status = -1;
+    sscanf (text, "HTTP/1.1 %d", &response->status);
+    const char *end = strstr (text, "\r\n\r\n");
+    response->body = end ? end + 4 : "";
+    response->json = json_loads (response->body, JSON_DECODE_ANY, NULL);
+}
+
+//  One request with Connection: close; body gets a Content-Length unless headers
+//  already describe it.
+static void
+s_http (int port, const char *method, const char *path, const char *headers, const char *body,
+        s_response_t *response)
+{
+    char length[64] = "";
+    if (body && !(headers && strstr (headers, "Content-Length")) &&
+        !(headers && strstr (headers, "Transfer-Encoding")))
+        snprintf (length, sizeof (length), "Content-Length: %zu\r\n", strlen (body));
+    char *request =
+        zsys_sprintf ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s\r\n%s",
+                      method, path, headers ? headers : "", length, body ? body : "");
+    s_http_raw (port, request, response);
+    free (request);
+}
+
+static bool
+s_has_header (s_response_t *response, const char *line)
+{
+    char *wanted = zsys_sprintf ("\r\n%s\r\n", line);
+    const char *found = strstr (response->text, wanted);
+    free (wanted);
+    return found && found < response->body;
+}
+
+static const char *
+s_member (s_response_t *response, const char *name)
+{
+    return json_string_value (json_object_get (response->json, name));
+}
+
+static void
+s_response_reset (s_response_t *response)
+{
+    free (response->text);
+    json_decref (response->json);
+    memset (response, 0, sizeof (*response));
+}
+
+void
+sn_gateway_test (bool verbose)
+{
+    char *endpoint = zsys_sprintf ("inproc://sn-gateway-test-%d", randof (1000000));
+    zactor_t *node = zactor_new (s_fake_node, endpoint);
+    assert (node);
+
+    //  The kernel picked the port: another process may take it before us, so retry
+    char error[256] = "";
+    char listen[32];
+    sn_gateway_config_t config = {.listen = listen,
+                                  .node = endpoint,
+                                  .max_body = 4096,
+                                  .timeout = 1000,
+                                  //  One thread, so the late reply below reaches the
+                                  //  thread that serves the next request
+                                  .threads = 1,
+                                  .verbose = verbose};
+    int port = 0;
+    sn_gateway_t *gateway = NULL;
+    for (int attempt = 0; attempt < 5 && !gateway; attempt++) {
+        port = s_free_port ();
+        snprintf (listen, sizeof (listen), "127.0.0.1:%d", port);
+        gateway = sn_gateway_new (&config, error, sizeof (error));
+    }
+    assert (gateway);
+
+    //  A taken port is refused with the reason
+    sn_gateway_t *second = sn_gateway_new (&config, error, sizeof (error));
+    assert (second == NULL);
+    char *expected = zsys_sprintf ("cannot listen on %s", listen);
+    assert (strncmp (error, expected, strlen (expected)) == 0);
+    free (expected);
+    if (verbose)
+        zsys_info ("sn_gateway: second gateway: %s", error);
+
+    s_response_t response = {0};
+
+    //  POST /events, with the commit level from the query or the header
+    s_http (port, "POST", "/events", NULL, "{\"a\": 1}", &response);
+    assert (response.status == 201);
+    assert (s_has_header (&response, "Content-Type: application/json"));
+    assert (streq (s_member (&response, "key"), "evt-none"));
+    assert (json_object_size (response.json) == 1);
+    s_response_reset (&response);
+    s_http (port, "POST", "/events?commit=ALL", NULL, "{\"a\": 1}", &response);
+    assert (response.status == 201);
+    assert (streq (s_member (&response, "key"), "evt-ALL"));
+    s_response_reset (&response);
+    s_http (port, "POST", "/events", "X-Commit-Level: ONE\r\n", "{\"a\": 1}", &response);
+    assert (response.status == 201);
+    assert (streq (s_member (&response, "key"), "evt-ONE"));
+    s_response_reset (&response);
+    s_http (port, "POST", "/events?commit=%ff", NULL, "{\"a\": 1}", &response);
+    assert (response.status == 400);
+    assert (streq (s_member (&response, "error"), "commit: not valid UTF-8"));
+    s_response_reset (&response);
+
+    //  Bodies that are not an event
+    s_http (port, "POST", "/events", NULL, "[1, 2]", &response);
+    assert (response.status == 400);
+    assert (streq (s_member (&response, "error"), "event must be a JSON object"));
+    s_response_reset (&response);
+    s_http (port, "POST", "/events", NULL, "{\"a\": ", &response);
+    assert (response.status == 400);
+    assert (strncmp (s_member (&response, "error"), "invalid JSON", 12) == 0);
+    s_response_reset (&response);
+    s_http (port, "POST", "/events", NULL, "", &response);
+    assert (response.status == 400);
+    s_response_reset (&response);
+    char nested[256] = "";
+    for (int level = 0; level < 100; level++)
+        strcat (nested, "[");
+    for (int level = 0; level < 100; level++)
+        strcat (nested, "]");
+    char *deep = zsys_sprintf ("{\"a\": %s}", nested);
+    s_http (port, "POST", "/events", NULL, deep, &response);
+    assert (response.status == 400);
+    assert (strstr (s_member (&response, "error"), "nesting deeper than"));
+    free (deep);
+    s_response_reset (&response);
+
+    //  Bodies over max_body: declared, and chunked without a declared length
+    s_http (port, "POST", "/events", "Content-Length: 100000\r\n", NULL, &response);
+    assert (response.status == 413);
+    assert (s_member (&response, "error"));
+    s_response_reset (&response);
+    char *chunk = (char *) zmalloc (3001);
+    memset (chunk, ' ', 3000);
+    chunk[0] = '{';
+    chunk[2999] = '}';
+    char *chunked = zsys_sprintf ("bb8\r\n%s\r\nbb8\r\n%s\r\n0\r\n\r\n", chunk, chunk);
+    s_http (port, "POST", "/events", "Transfer-Encoding: chunked\r\n", chunked, &response);
+    assert (response.status == 413);
+    s_response_reset (&response);
+    //  A chunked body within the limit is fine
+    const char *small = "8\r\n{\"b\": 2}\r\n0\r\n\r\n";
+    s_http (port, "POST", "/events", "Transfer-Encoding: chunked\r\n", small, &response);
+    assert (response.status == 201);
+    s_response_reset (&response);
+    free (chunked);
+    free (chunk);
+
+    //  POST /_put: AllData's status codes
+    s_http (port, "POST", "/_put", NULL,
+            "{\"key\": \"20261122T121314123000000042-n1\", \"event\": {}}", &response);
+    assert (response.status == 201);
+    assert (streq (s_member (&response, "key"), "20261122T121314123000000042-n1"));
+    s_response_reset (&response);
+    s_http (port, "POST", "/_put", NULL, "{\"key\": \"conflict\", \"event\": {\"a\": 1}}",
+            &response);
+    assert (response.status == 409);
+    assert (streq (s_member (&response, "error"), "key conflict holds a different event"));
+    s_response_reset (&response);
+    s_http (port, "POST", "/_put", NULL, "{\"key\": \"broken\", \"event\": {}}", &response);
+    assert (response.status == 500);
+    s_response_reset (&response);
+    s_http (port, "POST", "/_put", NULL, "{\"key\": ", &response);
+    assert (response.status == 400);
+    s_response_reset (&response);
+    s_http (port, "POST", "/_put", NULL, "{\"key\": 5, \"event\": {}}", &response);
+    assert (response.status == 400);
+    s_response_reset (&response);
+    s_http (port, "POST", "/_put", NULL, "{\"key\": \"k\", \"event\": 5}", &response);
+    assert (response.status == 400);
+    s_response_reset (&response);
+    s_http (port, "GET", "/_put", NULL, NULL, &response);
+    assert (response.status == 405);
+    assert (s_has_header (&response, "Allow: POST"));
+    s_response_reset (&response);
+
+    //  GET /events/:key: the key is URL-decoded, the answer is the event itself
+    s_http (port, "GET", "/events/abc%2Fdef%20g", NULL, NULL, &response);
+    assert (response.status == 200);
+    assert (streq (s_member (&response, "key"), "abc/def g"));
+    assert (json_object_size (response.json) == 1);
+    s_response_reset (&response);
+    s_http (port, "GET", "/events/%ff", NULL, NULL, &response);
+    assert (response.status == 400);
+    s_response_reset (&response);
+    s_http (port, "GET", "/events/a%00b", NULL, NULL, &response);
+    assert (response.status == 400);
+    s_response_reset (&response);
+    s_http (port, "GET", "/events/missing", NULL, NULL, &response);
+    assert (response.status == 404);
+    assert (streq (s_member (&response, "error"), "no event with key missing"));
+    s_response_reset (&response);
+    s_http (port, "DELETE", "/events/abc", NULL, NULL, &response);
+    assert (response.status == 405);
+    assert (s_has_header (&response, "Allow: GET"));
+    s_response_reset (&response);
+
+    //  GET /events: a range
+    s_http (port, "GET", "/events?from=a%20b&to=z&limit=1", NULL, NULL, &response);
+    assert (response.status == 200);
+    json_t *events = json_object_get (response.json, "events");
+    assert (json_array_size (events) == 1);
+    json_t *first = json_array_get (events, 0);
+    assert (streq (json_string_value (json_object_get (first, "key")), "k1"));
+    json_t *event = json_object_get (first, "event");
+    assert (streq (json_string_value (json_object_get (event, "from")), "a b"));
+    assert (streq (json_string_value (json_object_get (event, "to")), "z"));
+    assert (streq (s_member (&response, "next"), "k2"));
+    s_response_reset (&response);
+    s_http (port, "GET", "/events", NULL, NULL, &response);
+    assert (response.status == 200);
+    assert (json_is_null (json_object_get (response.json, "next")));
+    s_response_reset (&response);
+    const char *bad_limits[] = {"0", "1001", "abc", "-1", "5x", ""};
+    for (size_t index = 0; index < sizeof (bad_limits) / sizeof (bad_limits[0]); index++) {
+        char *path = zsys_sprintf ("/events?limit=%s", bad_limits[index]);
+        s_http (port, "GET", path, NULL, NULL, &response);
+        //  An empty limit is absent, so the default applies
+        assert (response.status == (*bad_limits[index] ? 400 : 200));
+        free (path);
+        s_response_reset (&response);
+    }
+    s_http (port, "PUT", "/events", NULL, "{}", &response);
+    assert (response.status == 405);
+    assert (s_has_header (&response, "Allow: GET, POST"));
+    s_response_reset (&response);
+
+    //  GET /health
+    s_http (port, "GET", "/health", NULL, NULL, &response);
+    assert (response.status == 200);
+    assert (streq (s_member (&response, "status"), "ok"));
+    assert (streq (s_member (&response, "name"), "fake"));
+    assert (json_integer_value (json_object_get (response.json, "events")) == 1);
+    s_response_reset (&response);
+    s_http (port, "POST", "/health", NULL, "{}", &response);
+    assert (response.status == 405);
+    assert (s_has_header (&response, "Allow: GET"));
+    s_response_reset (&response);
+
+    //  Unknown routes
+    s_http (port, "GET", "/nope", NULL, NULL, &response);
+    assert (response.status == 404);
+    assert (s_has_header (&response, "Content-Type: application/json"));
+    char *length = zsys_sprintf ("Content-Length: %zu", strlen (response.body));
+    assert (s_has_header (&response, length));
+    free (length);
+    assert (streq (s_member (&response, "error"), "no route for /nope"));
+    s_response_reset (&response);
+    s_http (port, "GET", "/events/a/b", NULL, NULL, &response);
+    assert (response.status == 404);
+    s_response_reset (&response);
+
+    //  A silent node is 503 after the timeout; its late reply is dropped afterwards
+    s_http (port, "GET", "/events/silent", NULL, NULL, &response);
+    assert (response.status == 503);
+    assert (streq (s_member (&response, "error"), "node did not answer within 1000 ms"));
+    s_response_reset (&response);
+    s_http (port, "GET", "/events/after", NULL, NULL, &response);
+    assert (response.status == 200);
+    assert (streq (s_member (&response, "key"), "after"));
+    s_response_reset (&response);
+
+    //  Still serving after all that
+    s_http (port, "GET", "/health", NULL, NULL, &response);
+    assert (response.status == 200);
+    s_response_reset (&response);
+
+    sn_gateway_destroy (&gateway);
+    sn_gateway_destroy (&gateway);
+    zactor_destroy (&node);
+    free (endpoint);
+}

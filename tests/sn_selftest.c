@@ -1,0 +1,67 @@
+/*  sn_selftest: runs the selftest of one class, or of all of them.
+
+        sn_selftest [-v] [CLASS...]
+*/
+#include "sn_msg.h"
+#include "sn_json.h"
+#include "sn_schema.h"
+#include "sn_key.h"
+#include "sn_config.h"
+#include "sn_store.h"
+#include "sn_frontend.h"
+#include "sn_gateway.h"
+#include "sn_client.h"
+#include "sn_node.h"
+
+typedef struct {
+    const char *name;
+    void (*test) (bool verbose);
+} sn_test_t;
+
+static const sn_test_t s_tests[] = {{"sn_msg", sn_msg_test},
+                                    {"sn_json", sn_json_test},
+                                    {"sn_schema", sn_schema_test},
+                                    {"sn_key", sn_key_test},
+                                    {"sn_config", sn_config_test},
+                                    {"sn_store", sn_store_test},
+                                    {"sn_frontend", sn_frontend_test},
+                                    {"sn_gateway", sn_gateway_test},
+                                    {"sn_client", sn_client_test},
+                                    {"sn_node", sn_node_test},
+                                    {NULL, NULL}};
+
+static int
+s_run (const char *name, bool verbose)
+{
+    for (const sn_test_t *test = s_tests; test->name; test++)
+        if (streq (test->name, name)) {
+            printf ("%s: ", test->name);
+            fflush (stdout);
+            test->test (verbose);
+            printf ("OK\n");
+            return 0;
+        }
+    fprintf (stderr, "sn_selftest: no class '%s'\n", name);
+    return 1;
+}
+
+int
+main (int argc, char **argv)
+{
+    bool verbose = false;
+    int first = 1;
+    if (argc > 1 && streq (argv[1], "-v")) {
+        verbose = true;
+        first = 2;
+    }
+    zsys_init ();
+    int failed = 0;
+    if (first >= argc)
+        for (const sn_test_t *test = s_tests; test->name; test++)
+            failed |= s_run (test->name, verbose);
+    else
+        for (int arg = first; arg < argc; arg++)
+            failed |= s_run (argv[arg], verbose);
+    zsys_shutdown ();
+    return failed;
+}

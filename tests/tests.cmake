@@ -18,3 +18,7 @@ foreach (file ${SN_PY_TESTS})
     set_tests_properties (${name} PROPERTIES
         ENVIRONMENT "SUPERNODE_BIN=$<TARGET_FILE:supernode>;SN_SANITIZE=$<BOOL:${SN_SANITIZE}>")
 endforeach ()
+
+# What cmake --install puts in place is usable by a program that knows only pkg-config.
+add_test (NAME install COMMAND bash ${CMAKE_SOURCE_DIR}/tests/test_install.sh ${CMAKE_BINARY_DIR}
+                               "$<$<BOOL:${SN_SANITIZE}>:-fsanitize=address,undefined>")

@@ -12,6 +12,8 @@
 #include "sn_gateway.h"
 #include "sn_client.h"
 #include "sn_node.h"
+#include "sn_members.h"
+#include "sn_placement.h"
 
 typedef struct {
     const char *name;
@@ -28,6 +30,8 @@ static const sn_test_t s_tests[] = {{"sn_msg", sn_msg_test},
                                     {"sn_gateway", sn_gateway_test},
                                     {"sn_client", sn_client_test},
                                     {"sn_node", sn_node_test},
+                                    {"sn_members", sn_members_test},
+                                    {"sn_placement", sn_placement_test},
                                     {NULL, NULL}};
 
 static int

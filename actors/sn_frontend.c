@@ -9,7 +9,20 @@
 
 //  Largest request frame answered with an error rather than a disconnect; above
 //  it libzmq drops the connection (ZMQ_MAXMSGSIZE) before we read anything.
-#define SN_FRONTEND_HARD_MAX (64 * 1024 * 1024)
+#define SN_FRONTEND_HARD_MAX (SN_MSG_MAX_SIZE + 1024 * 1024)
+
+//  Requests queued per client connection before TCP pushes back: with the hard
+//  maximum above, this bounds what one connection can make the node buffer.
+#define SN_FRONTEND_QUEUE 64
+
+//  Replies queued per client connection; a client that stops reading loses
+//  replies beyond this rather than holding the node's memory.
+#define SN_FRONTEND_REPLY_QUEUE 100000
+
+//  Requests passed to actors and not yet answered. Below the actors' reply queue
+//  limits, so that no actor ever drops a reply; above it the frontend stops
+//  reading clients and waits for replies.
+#define SN_FRONTEND_WINDOW 10000
 
 //  Envelope frames accepted in front of a payload (identities and a delimiter).
 #define SN_FRONTEND_MAX_FRAMES 8
@@ -20,6 +33,8 @@
 typedef struct {
     zsock_t *pipe;               //  our end of the actor pipe
     zpoller_t *poller;           //  pipe, router and store
+    zpoller_t *poller_full;      //  pipe and store: while the window is full
+    size_t in_flight;            //  requests passed on and not yet answered
     zsock_t *router;             //  clients: external endpoint and inproc
     zsock_t *store;              //  DEALER to the store actor
     sn_schema_t *schema;         //  borrowed, read-only
@@ -47,6 +62,7 @@ s_self_destroy (self_t **self_p)
     self_t *self = *self_p;
     if (self) {
         zpoller_destroy (&self->poller);
+        zpoller_destroy (&self->poller_full);
         zsock_destroy (&self->router);
         zsock_destroy (&self->store);
         sn_pack_destroy (&self->pack);
@@ -61,6 +77,8 @@ s_self_start (self_t *self)
 {
     self->router = zsock_new (ZMQ_ROUTER);
     zsock_set_maxmsgsize (self->router, SN_FRONTEND_HARD_MAX);
+    zsock_set_rcvhwm (self->router, SN_FRONTEND_QUEUE);
+    zsock_set_sndhwm (self->router, SN_FRONTEND_REPLY_QUEUE);
     zsock_set_linger (self->router, 0);
     if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
         return zsys_sprintf ("cannot bind clients endpoint %s: %s", self->config.endpoint,
@@ -76,6 +94,7 @@ s_self_start (self_t *self)
     if (zsock_connect (self->store, "%s", self->config.store) == -1)
         return zsys_sprintf ("cannot connect to the store at %s", self->config.store);
     self->poller = zpoller_new (self->pipe, self->router, self->store, NULL);
+    self->poller_full = zpoller_new (self->pipe, self->store, NULL);
     return NULL;
 }
 
@@ -111,6 +130,13 @@ s_handle_client (self_t *self)
         return;
     }
     zframe_t *payload = zmsg_last (request);
+    //  Every request is a map: anything else is refused before the decoder spends
+    //  time and memory on it.
+    byte first = zframe_size (payload) ? zframe_data (payload)[0] : 0;
+    if ((first & 0xf0) != 0x80 && first != 0xde && first != 0xdf) {
+        s_answer (self, &request, 0, 400, "invalid msgpack: a request must be a map");
+        return;
+    }
     if (zframe_size (payload) > SN_MSG_MAX_SIZE) {
         char error[96];
         snprintf (error, sizeof error, "request of %zu bytes is larger than %d",
@@ -145,18 +171,27 @@ s_handle_client (self_t *self)
     }
     //  Every op of this node is served by the store for now; the routing decision
     //  lives here so that new actors take their ops without the edges changing.
-    if (zmsg_send (&request, self->store) == -1)
+    if (zmsg_send (&request, self->store) == 0)
+        self->in_flight++;
+    else
         s_answer (self, &request, rid, 503, "node is busy: too many requests in flight");
 }
 
-//  A reply from an actor: the envelope says which client it is for.
+//  Pass on every reply waiting from an actor; the envelope says which client each
+//  is for. Runs before any new request is read, so that a stream of requests can
+//  never leave replies waiting (an actor's reply queue is finite).
 static void
-s_handle_reply (self_t *self, zsock_t *from)
+s_forward_replies (self_t *self, zsock_t *from)
 {
-    zmsg_t *reply = zmsg_recv (from);
-    if (reply)
+    while (zsock_events (from) & ZMQ_POLLIN) {
+        zmsg_t *reply = zmsg_recv (from);
+        if (!reply)
+            break;
+        if (self->in_flight > 0)
+            self->in_flight--;
         zmsg_send (&reply, self->router);
-    zmsg_destroy (&reply);
+        zmsg_destroy (&reply);
+    }
 }
 
 static void
@@ -189,15 +224,18 @@ sn_frontend_actor (zsock_t *pipe, void *args)
             s_handle_pipe (self);
             continue;
         }
-        zsock_t *which = (zsock_t *) zpoller_wait (self->poller, -1);
-        if (which == self->pipe)
+        bool window_open = self->in_flight < SN_FRONTEND_WINDOW;
+        zpoller_t *poller = window_open ? self->poller : self->poller_full;
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
+        if (which == self->pipe) {
             s_handle_pipe (self);
-        else if (which == self->router)
-            s_handle_client (self);
-        else if (which == self->store)
-            s_handle_reply (self, self->store);
-        else if (zpoller_terminated (self->poller))
+            continue;
+        }
+        if (!which && zpoller_terminated (poller))
             break;
+        s_forward_replies (self, self->store);
+        if (which == self->router && self->in_flight < SN_FRONTEND_WINDOW)
+            s_handle_client (self);
     }
     s_self_destroy (&self);
 }
@@ -320,6 +358,7 @@ sn_frontend_test (bool verbose)
     //  Oversized frames are refused before decoding
     size_t big = SN_MSG_MAX_SIZE + 1;
     byte *huge = (byte *) zmalloc (big);
+    huge[0] = 0x81;
     assert (s_roundtrip (client, huge, big, NULL) == 413);
     free (huge);
 

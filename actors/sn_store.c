@@ -35,6 +35,9 @@
 //  large bulks cannot build one transaction bigger than LMDB's dirty-page limit.
 #define S_BATCH_BYTES (64 * 1024 * 1024)
 
+//  Most bytes of events in one range page (see s_op_range)
+#define S_RANGE_BYTES (4 * 1024 * 1024)
+
 //  Replies queued to one peer before ZeroMQ drops them. The peers are in-process
 //  actors that read their replies; the queue must hold several full batches, and
 //  stays bounded so a peer that stops reading cannot exhaust memory.
@@ -428,6 +431,15 @@ s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, s_outcome_t *
         ts = sn_key_time (given, given ? key_len : 0);
         if (ts < 0)
             return s_refuse (outcome, 400, "key: not a supernode key");
+        //  Only this node makes keys in its own name: a client that wrote one ahead
+        //  of the generator would make later puts here fail with 409.
+        if (key_len == SN_KEY_TIME_LEN + 1 + strlen (self->name) &&
+            memcmp (given + SN_KEY_TIME_LEN + 1, self->name, strlen (self->name)) == 0) {
+            snprintf (outcome->error, sizeof outcome->error,
+                      "key: keys ending in -%s are made by this node only", self->name);
+            outcome->code = 400;
+            return 0;
+        }
         memcpy (outcome->key, given, key_len);
         outcome->key[key_len] = 0;
     }
@@ -667,7 +679,11 @@ s_op_range (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
     for (; rc == 0; rc = mdb_cursor_get (cursor, &key, &data, MDB_NEXT)) {
         if (to.mv_size && s_key_compare (&key, &to) >= 0)
             break;
-        if (count == limit || scanned == scan_max) {
+        //  A page also ends at S_RANGE_BYTES, so that one reply stays well under
+        //  what clients decode (SN_MSG_MAX_SIZE) and a batch of pipelined ranges
+        //  over large events cannot hold gigabytes; a page has at least one event.
+        if (count == limit || scanned == scan_max ||
+            (count > 0 && sn_pack_size (self->items) + data.mv_size > S_RANGE_BYTES)) {
             next = key;
             break;
         }

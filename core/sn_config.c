@@ -161,9 +161,15 @@ sn_config_parse_args (sn_config_t *self, int argc, char **argv, char *error, siz
 {
     assert (self);
     //  The file goes first so that every flag overrides it.
-    for (int arg = 0; arg < argc - 1; arg++)
-        if (streq (argv[arg], "--config") && sn_config_load (self, argv[arg + 1], error, size))
+    for (int arg = 0; arg < argc; arg++) {
+        const char *path = NULL;
+        if (streq (argv[arg], "--config") && arg + 1 < argc)
+            path = argv[arg + 1];
+        else if (strncmp (argv[arg], "--config=", 9) == 0)
+            path = argv[arg] + 9;
+        if (path && sn_config_load (self, path, error, size))
             return -1;
+    }
     for (int arg = 0; arg < argc; arg++) {
         const char *flag = argv[arg];
         if (streq (flag, "-v") || streq (flag, "--verbose")) {

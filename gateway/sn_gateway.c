@@ -13,7 +13,8 @@
 
     An unknown path is 404; a known path with another method is 405 with Allow. A
     body over max_body is 413; invalid JSON is 400 with the parser's reason. When the
-    node does not answer within the timeout the answer is 503.
+    node does not answer within the timeout the answer is 504: the outcome of the
+    request is unknown.
 
     Every civetweb worker thread owns one DEALER to the node, made when the thread
     starts and destroyed when it ends, so handlers share nothing mutable. A handler
@@ -157,7 +158,11 @@ s_read_body (s_request_t *request)
     char *body = (char *) malloc (capacity + 1);
     size_t size = 0;
     int bytes = 1;
-    while (body && size < limit && bytes > 0) {
+    //  civetweb's timeout applies to each read, so a client trickling one byte at a
+    //  time could hold this thread for ever; the whole body gets one deadline.
+    int64_t deadline = zclock_mono () + request->gateway->timeout;
+    bool late = false;
+    while (body && size < limit && bytes > 0 && !(late = zclock_mono () > deadline)) {
         if (size == capacity) {
             capacity = capacity * 2 < limit ? capacity * 2 : limit;
             char *grown = (char *) realloc (body, capacity + 1);
@@ -173,6 +178,10 @@ s_read_body (s_request_t *request)
     }
     if (!body)
         return s_fail (request, 500, "out of memory reading the body");
+    if (late) {
+        free (body);
+        return s_fail (request, 408, "body not received within %d ms", request->gateway->timeout);
+    }
     request->body = body;
     request->body[size] = 0;
     request->body_size = size;
@@ -229,7 +238,7 @@ s_begin (s_request_t *request, const char *op, uint32_t entries)
 //  Sends the request in the thread's buffer and waits for the reply carrying its rid
 //  until the deadline. Returns the reply when the node answered 2xx, with the answer's
 //  status set to that code; otherwise NULL with the answer set: the node's own error,
-//  502 for a reply we cannot read, 503 when the node did not answer in time.
+//  502 for a reply we cannot read, 504 when the node did not answer in time.
 static sn_msg_t *
 s_ask_node (s_request_t *request)
 {
@@ -246,7 +255,10 @@ s_ask_node (s_request_t *request)
     while (!reply) {
         int64_t remaining = deadline - zclock_mono ();
         if (remaining <= 0 || !zpoller_wait (thread->poller, (int) remaining)) {
-            s_fail (request, 503, "node did not answer within %d ms", timeout);
+            s_fail (request, 504,
+                    "node did not answer within %d ms; the outcome is unknown (a put may "
+                    "have been stored: retry through /_put with a key to be sure)",
+                    timeout);
             return NULL;
         }
         zmsg_t *msg = zmsg_recv (thread->dealer);
@@ -1135,10 +1147,10 @@ sn_gateway_test (bool verbose)
     assert (response.status == 404);
     s_response_reset (&response);
 
-    //  A silent node is 503 after the timeout; its late reply is dropped afterwards
+    //  A silent node is 504 after the timeout; its late reply is dropped afterwards
     s_http (port, "GET", "/events/silent", NULL, NULL, &response);
-    assert (response.status == 503);
-    assert (streq (s_member (&response, "error"), "node did not answer within 1000 ms"));
+    assert (response.status == 504);
+    assert (strstr (s_member (&response, "error"), "node did not answer within 1000 ms"));
     s_response_reset (&response);
     s_http (port, "GET", "/events/after", NULL, NULL, &response);
     assert (response.status == 200);

@@ -21,7 +21,7 @@ typedef struct {
     const char *listen; //  HOST:PORT to listen on, e.g. 127.0.0.1:8080
     const char *node;   //  the frontend's inproc endpoint
     size_t max_body;    //  largest request body accepted, in bytes (413 above)
-    int timeout;        //  ms to wait for the node before answering 503
+    int timeout;        //  ms to wait for the node (504 after) or for a whole body (408)
     int threads;        //  civetweb worker threads
     bool verbose;
 } sn_gateway_config_t;

@@ -117,7 +117,7 @@ def test_hostile_frames(client):
 
 
 def test_oversized_frame(client):
-    reply = _expect_400(client, b"\xc0" * (9 << 20))
+    reply = _expect_400(client, b"\x81" + b"\xc0" * ((9 << 20) - 1))
     assert reply["code"] == 413
     big_event = msgpack.packb({"op": "put", "rid": 3, "event": {"x": "y" * (2 << 20)}})
     reply = _expect_400(client, big_event)
@@ -154,3 +154,53 @@ def test_digest_counts_what_was_put(client):
         total += sum(b["count"] for b in reply["buckets"])
     assert total == 40
     assert client.call("digest", p=70000)["code"] == 400
+
+
+def test_flood_from_many_clients_gets_every_reply(node):
+    # Several clients pipelining far more than the node's window: every put must
+    # be answered, none dropped after it was committed.
+    clients = [Client(node.endpoint) for _ in range(3)]
+    per_client = 15000
+    try:
+        for c in clients:
+            for i in range(per_client):
+                c.send("put", event={"i": i})
+        keys = set()
+        for c in clients:
+            rids = set()
+            for _ in range(per_client):
+                reply = c.recv(timeout=60)
+                assert reply["code"] == 201, reply
+                rids.add(reply["rid"])
+                keys.add(reply["key"])
+            assert rids == set(range(1, per_client + 1))
+        assert len(keys) == 3 * per_client
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_keys_in_the_nodes_own_name_are_refused(client):
+    reply = client.call("put", key="20991231T235959999000000000-n1", event={"squat": 1})
+    assert reply["code"] == 400 and "-n1" in reply["error"]
+    reply = client.call("bulk", puts=[{"key": "20991231T235959999000000001-n1", "event": {}}])
+    assert reply["results"][0]["code"] == 400
+    assert client.call("put", key="20991231T235959999000000000-n2", event={})["code"] == 201
+
+
+def test_range_pages_are_bounded_in_bytes(client):
+    blob = "x" * 900000
+    keys = [client.call("put", event={"blob": blob, "i": i})["key"] for i in range(12)]
+    seen, start = [], None
+    while True:
+        fields = {"limit": 100}
+        if start:
+            fields["from"] = start
+        reply = client.call("range", **fields)
+        assert reply["code"] == 200
+        assert 1 <= len(reply["events"]) < 12
+        seen += [e["key"] for e in reply["events"]]
+        start = reply["next"]
+        if start is None:
+            break
+    assert seen == keys

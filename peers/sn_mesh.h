@@ -1,0 +1,73 @@
+/*  sn_mesh: the mesh actor. Keeps this node's view of the cluster's membership and
+    the partition table derived from it.
+
+    Links, as in Zyre: the actor binds one ROUTER (the inbox) on its peer endpoint and
+    keeps one DEALER to every other member that is alive or suspect. A DEALER queues at
+    most 1000 messages and never blocks: what cannot be queued is dropped, so a
+    slow or vanished peer costs nothing but its own messages. A member's DEALER is
+    destroyed when it becomes dead or left and made again when it comes back. Every
+    DEALER starts by saying hello; the inbox ignores a connection until it has.
+
+    Wire format: one msgpack map per frame.
+      {op: "hello", name, endpoint, incarnation}
+      {op: "ping", from, members: [[name, endpoint, incarnation, status], ...]}
+          every heartbeat to every linked member, carrying the whole member table
+          (status is "alive", "suspect", "dead" or "left")
+      {op: "bye", from, incarnation}
+          on a clean stop: the member left at that incarnation
+    Anything malformed, and anything but hello on a connection that has not said
+    hello, is dropped and counted (the "dropped" of the cluster op).
+
+    Joining: the actor says hello to every join endpoint each heartbeat until a ping
+    arrives from the member listening there. A member answers a hello at once with a
+    ping, which carries every member the joiner needs to link to.
+
+    Ops: the actor binds a ROUTER on ops_endpoint (inproc). Each request is
+    [envelope frames..., payload], the payload one msgpack map {op, rid}; the reply is
+    the same envelope and one map {rid, code, ...}, with "error" when code is not 2xx.
+      cluster {}  -> 200 {name, members: [{name, endpoint, incarnation, status}],
+                          partitions: [{p, replicas: [names], owner: name | nil}],
+                          dropped}
+      anything else -> 400
+
+    Pipe commands: "START" (replies "OK" or the error text); "SILENT" (no reply: the
+    actor will stop without saying bye, as if it had crashed; for tests); "$TERM"
+    (leaves the cluster, says bye to every linked member, best effort, and stops).
+*/
+#ifndef SN_MESH_H_INCLUDED
+#define SN_MESH_H_INCLUDED
+
+#include <czmq.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *name;         //  this node's name
+    const char *endpoint;     //  tcp endpoint to bind the peer ROUTER to; with port "*"
+                              //  the bound port is what the node advertises
+    zlist_t *join;            //  endpoints (char *) of members to join through, or NULL
+    uint32_t partitions;      //  P
+    uint32_t rf;              //  replicas per partition
+    int heartbeat_ms;         //  ping interval; 0 means 500
+    int suspect_ms;           //  silence before a member is suspect; 0 means 2000
+    int dead_ms;              //  suspicion before a member is dead; 0 means 4000
+    const char *ops_endpoint; //  inproc endpoint to bind the ops ROUTER to
+    bool verbose;             //  log membership traffic
+} sn_mesh_config_t;
+
+//  Start a mesh actor. Returns NULL with the reason in error when the configuration is
+//  not valid or an endpoint cannot be bound. The config (and join list) is copied.
+zactor_t *sn_mesh_new (const sn_mesh_config_t *config, char *error, size_t size);
+
+//  The actor function, for zactor_new; args is an sn_mesh_config_t, copied.
+void sn_mesh_actor (zsock_t *pipe, void *args);
+
+void sn_mesh_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

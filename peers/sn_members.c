@@ -31,6 +31,9 @@ s_endpoint_valid (const char *endpoint)
 static size_t
 s_find (sn_members_t *self, const char *name, bool *found)
 {
+    *found = false;
+    if (!name)
+        return self->count;
     size_t low = 0, high = self->count;
     while (low < high) {
         size_t middle = low + (high - low) / 2;

@@ -1,0 +1,384 @@
+/*  sn_bench: the ZeroMQ load generator of bench/run, and its raw baseline.
+
+    sn_bench free-port [N]                          N distinct free loopback TCP ports
+    sn_bench echo-server ENDPOINT                   ROUTER that sends every message back
+    sn_bench put ENDPOINT SECONDS WINDOW SIZE       put ops into a supernode
+    sn_bench bulk ENDPOINT SECONDS WINDOW SIZE BATCH
+                                                    bulk ops of BATCH puts each
+    sn_bench rtt ENDPOINT SECONDS WINDOW SIZE [BATCH]
+                                                    the same frames through an echo server
+
+    A load run keeps WINDOW requests in flight on one DEALER, stops sending at the
+    deadline and then waits for every outstanding reply (10 s at most). It prints one
+    line, "<rate> <unit> sent=.. acked=.. refused=.. lost=.. stray=.. seconds=..", and
+    exits 1 when anything was refused, lost or unexpected. Only replies that
+    match a request still in flight count: for put a 201, for bulk each 201 among the
+    results, for rtt each echoed request (BATCH events when BATCH is given). The rate
+    is what was acknowledged divided by the time from the first send to the last
+    reply, so the drain after the deadline is paid for.
+
+    put and rtt send byte-identical frames: {op, rid, event} with an event of about
+    SIZE bytes (bulk: {op, rid, puts: [{event}...]}), so the baseline moves the same
+    bytes through the same kind of sockets and the client decodes every reply the
+    same way.
+*/
+#include "sn_msg.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+//  How long to wait for outstanding replies after the deadline before calling
+//  them lost.
+#define S_DRAIN_USECS (10 * 1000 * 1000)
+
+typedef enum { S_PUT, S_BULK, S_RTT } s_mode_t;
+
+//  One load run.
+typedef struct {
+    s_mode_t mode;        //  what is sent and how replies are counted
+    const char *endpoint; //  where the DEALER connects
+    double seconds;       //  how long to keep sending
+    uint32_t window;      //  requests in flight at most
+    size_t size;          //  bytes of each event (approximately)
+    uint32_t batch;       //  puts per bulk message; 0 for single puts
+    sn_pack_t *pack;      //  request buffer, reused
+    size_t padding;       //  payload length that makes an event about size bytes
+    byte *pending;        //  pending[rid] is 1 while request rid awaits its reply
+    size_t pending_size;  //  entries allocated in pending
+    uint64_t sent;        //  requests sent
+    uint64_t in_flight;   //  requests sent and not answered
+    uint64_t acked;       //  units acknowledged (messages or events)
+    uint64_t refused;     //  units answered with anything but success
+    uint64_t stray;       //  replies that matched no request in flight
+    bool told;            //  the first refusal has been explained on stderr
+} s_load_t;
+
+static void
+s_pack_event (s_load_t *self, uint64_t seq, size_t padding)
+{
+    static const char filler[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    char payload[65536];
+    assert (padding < sizeof (payload));
+    for (size_t i = 0; i < padding; i++)
+        payload[i] = filler[i % (sizeof (filler) - 1)];
+    sn_pack_map (self->pack, 5);
+    sn_pack_kv_str (self->pack, "source", "bench");
+    sn_pack_kv_str (self->pack, "kind", "page_view");
+    sn_pack_kv_uint (self->pack, "seq", seq);
+    sn_pack_kv_str (self->pack, "user", "u-000123");
+    sn_pack_str (self->pack, "payload");
+    sn_pack_strn (self->pack, payload, padding);
+}
+
+//  The payload length that makes an event self->size bytes, or the nearest above.
+static size_t
+s_padding_for (s_load_t *self)
+{
+    size_t padding = 0;
+    while (padding < 65000) {
+        sn_pack_reset (self->pack);
+        s_pack_event (self, 0, padding);
+        if (sn_pack_size (self->pack) >= self->size)
+            break;
+        padding++;
+    }
+    return padding;
+}
+
+static void
+s_pack_request (s_load_t *self, uint64_t rid)
+{
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 3);
+    sn_pack_kv_str (self->pack, "op", self->batch ? "bulk" : "put");
+    sn_pack_kv_uint (self->pack, "rid", rid);
+    if (self->batch) {
+        sn_pack_str (self->pack, "puts");
+        sn_pack_array (self->pack, self->batch);
+        for (uint32_t i = 0; i < self->batch; i++) {
+            sn_pack_map (self->pack, 1);
+            sn_pack_str (self->pack, "event");
+            s_pack_event (self, rid * self->batch + i, self->padding);
+        }
+    }
+    else {
+        sn_pack_str (self->pack, "event");
+        s_pack_event (self, rid, self->padding);
+    }
+}
+
+static void
+s_mark_pending (s_load_t *self, uint64_t rid)
+{
+    if (rid >= self->pending_size) {
+        size_t size = self->pending_size ? self->pending_size * 2 : 65536;
+        while (size <= rid)
+            size *= 2;
+        self->pending = (byte *) realloc (self->pending, size);
+        assert (self->pending);
+        memset (self->pending + self->pending_size, 0, size - self->pending_size);
+        self->pending_size = size;
+    }
+    self->pending[rid] = 1;
+}
+
+static void
+s_refused (s_load_t *self, uint64_t units, const sn_value_t *reply)
+{
+    self->refused += units;
+    if (!self->told) {
+        char *error = sn_value_get_strdup (reply, "error");
+        uint64_t code = 0;
+        sn_value_uint (sn_value_get (reply, "code"), &code);
+        fprintf (stderr, "sn_bench: first refusal: code %" PRIu64 ": %s\n", code,
+                 error ? error : "(no error text)");
+        free (error);
+        self->told = true;
+    }
+}
+
+//  Counts one reply. A reply that does not decode or whose rid is not in flight
+//  is counted as stray: it acknowledges nothing.
+static void
+s_take_reply (s_load_t *self, const void *data, size_t size)
+{
+    sn_msg_t *msg = sn_msg_decode (data, size, 0, NULL);
+    const sn_value_t *root = msg ? sn_msg_root (msg) : NULL;
+    uint64_t rid;
+    if (!sn_value_uint (sn_value_get (root, "rid"), &rid) || rid >= self->pending_size ||
+        !self->pending[rid]) {
+        self->stray++;
+        sn_msg_destroy (&msg);
+        return;
+    }
+    self->pending[rid] = 0;
+    self->in_flight--;
+
+    uint64_t code = 0;
+    sn_value_uint (sn_value_get (root, "code"), &code);
+    if (self->mode == S_RTT)
+        self->acked += self->batch ? self->batch : 1;
+    else if (self->mode == S_PUT) {
+        if (code == 201)
+            self->acked++;
+        else
+            s_refused (self, 1, root);
+    }
+    else {
+        const sn_value_t *results = sn_value_get (root, "results");
+        size_t count = sn_value_size (results);
+        if (code != 200 || !sn_value_is (results, SN_TYPE_ARRAY) || count != self->batch)
+            s_refused (self, self->batch, root);
+        else
+            for (size_t i = 0; i < count; i++) {
+                const sn_value_t *result = sn_value_at (results, i);
+                uint64_t item_code = 0;
+                sn_value_uint (sn_value_get (result, "code"), &item_code);
+                if (item_code == 201)
+                    self->acked++;
+                else
+                    s_refused (self, 1, result);
+            }
+    }
+    sn_msg_destroy (&msg);
+}
+
+//  Which requests were never answered, as ranges of rids: where they fall says
+//  more about the cause than how many there are.
+static void
+s_tell_lost (s_load_t *self)
+{
+    fprintf (stderr, "sn_bench: %" PRIu64 " requests never answered, rids", self->in_flight);
+    int ranges = 0;
+    uint64_t rid = 0;
+    while (rid < self->sent && ranges < 8) {
+        if (!self->pending[rid]) {
+            rid++;
+            continue;
+        }
+        uint64_t first = rid;
+        while (rid < self->sent && self->pending[rid])
+            rid++;
+        fprintf (stderr, " %" PRIu64 "-%" PRIu64, first, rid - 1);
+        ranges++;
+    }
+    fprintf (stderr, "%s\n", rid < self->sent ? " ..." : "");
+}
+
+static int
+s_load (s_load_t *self)
+{
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    assert (dealer);
+    //  The window bounds what is queued; a high-water mark would only add a second,
+    //  silent bound
+    zsock_set_sndhwm (dealer, 0);
+    zsock_set_rcvhwm (dealer, 0);
+    zsock_set_linger (dealer, 0);
+    if (zsock_connect (dealer, "%s", self->endpoint) == -1) {
+        fprintf (stderr, "sn_bench: cannot connect to %s\n", self->endpoint);
+        zsock_destroy (&dealer);
+        return 1;
+    }
+    void *handle = zsock_resolve (dealer);
+    self->pack = sn_pack_new ();
+    self->padding = s_padding_for (self);
+    s_pack_request (self, 0);
+    size_t request_size = sn_pack_size (self->pack);
+
+    int64_t start = zclock_usecs ();
+    int64_t deadline = start + (int64_t) (self->seconds * 1e6);
+    int64_t drain_deadline = deadline + S_DRAIN_USECS;
+    int64_t last_reply = start;
+    while (!zsys_interrupted) {
+        int64_t now = zclock_usecs ();
+        bool sending = now < deadline;
+        if (!sending && (self->in_flight == 0 || now >= drain_deadline))
+            break;
+        while (sending && self->in_flight < self->window) {
+            uint64_t rid = self->sent;
+            s_pack_request (self, rid);
+            if (zmq_send (handle, sn_pack_data (self->pack), sn_pack_size (self->pack),
+                          ZMQ_DONTWAIT) == -1)
+                break;
+            s_mark_pending (self, rid);
+            self->sent++;
+            self->in_flight++;
+        }
+        int64_t until = sending ? deadline : drain_deadline;
+        long timeout = (long) ((until - now) / 1000) + 1;
+        zmq_pollitem_t item = {handle, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll (&item, 1, timeout) <= 0)
+            continue;
+        zmq_msg_t reply;
+        zmq_msg_init (&reply);
+        while (zmq_msg_recv (&reply, handle, ZMQ_DONTWAIT) != -1) {
+            s_take_reply (self, zmq_msg_data (&reply), zmq_msg_size (&reply));
+            zmq_msg_close (&reply);
+            zmq_msg_init (&reply);
+        }
+        zmq_msg_close (&reply);
+        last_reply = zclock_usecs ();
+    }
+    double elapsed = (double) (last_reply - start) / 1e6;
+    double rate = elapsed > 0 ? (double) self->acked / elapsed : 0;
+    const char *unit =
+        (self->mode == S_PUT || (self->mode == S_RTT && !self->batch)) ? "msg/s" : "events/s";
+    printf ("%.0f %s sent=%" PRIu64 " acked=%" PRIu64 " refused=%" PRIu64 " lost=%" PRIu64
+            " stray=%" PRIu64 " seconds=%.2f request_bytes=%zu\n",
+            rate, unit, self->sent, self->acked, self->refused, self->in_flight, self->stray,
+            elapsed, request_size);
+    if (self->in_flight)
+        s_tell_lost (self);
+    sn_pack_destroy (&self->pack);
+    free (self->pending);
+    zsock_destroy (&dealer);
+    return self->in_flight || self->stray || self->refused ? 1 : 0;
+}
+
+//  Forwards every part as it came: on a ROUTER the first part is the sender's
+//  identity, so sending it first routes the message back to its sender.
+static int
+s_echo_server (const char *endpoint)
+{
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    assert (router);
+    zsock_set_sndhwm (router, 0);
+    zsock_set_rcvhwm (router, 0);
+    zsock_set_linger (router, 0);
+    if (zsock_bind (router, "%s", endpoint) == -1) {
+        fprintf (stderr, "sn_bench: cannot bind %s\n", endpoint);
+        zsock_destroy (&router);
+        return 1;
+    }
+    //  bench/run reads the endpoint, which names the port when it was '*'
+    char *bound = zsock_last_endpoint (router);
+    printf ("%s\n", bound);
+    fflush (stdout);
+    free (bound);
+    void *handle = zsock_resolve (router);
+    //  A signal that lands between the check of zsys_interrupted and a blocking
+    //  receive would be missed, so the wait is bounded
+    zmq_pollitem_t item = {handle, 0, ZMQ_POLLIN, 0};
+    while (!zsys_interrupted) {
+        if (zmq_poll (&item, 1, 100) <= 0)
+            continue;
+        zmq_msg_t part;
+        zmq_msg_init (&part);
+        while (zmq_msg_recv (&part, handle, ZMQ_DONTWAIT) != -1) {
+            int flags = zmq_msg_more (&part) ? ZMQ_SNDMORE : 0;
+            zmq_msg_send (&part, handle, flags);
+            zmq_msg_close (&part);
+            zmq_msg_init (&part);
+        }
+        zmq_msg_close (&part);
+    }
+    zsock_destroy (&router);
+    return 0;
+}
+
+//  Ports are held open until all are chosen, so the N printed are distinct.
+static int
+s_free_ports (int count)
+{
+    int fds[16];
+    if (count < 1 || count > 16)
+        return 1;
+    for (int i = 0; i < count; i++) {
+        fds[i] = socket (AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in address = {.sin_family = AF_INET,
+                                      .sin_addr.s_addr = htonl (INADDR_LOOPBACK)};
+        socklen_t length = sizeof (address);
+        if (fds[i] == -1 || bind (fds[i], (struct sockaddr *) &address, length) == -1 ||
+            getsockname (fds[i], (struct sockaddr *) &address, &length) == -1) {
+            perror ("sn_bench: free-port");
+            return 1;
+        }
+        printf ("%d\n", ntohs (address.sin_port));
+    }
+    for (int i = 0; i < count; i++)
+        close (fds[i]);
+    return 0;
+}
+
+static int
+s_usage (void)
+{
+    fprintf (stderr, "usage: sn_bench free-port [N]\n"
+                     "       sn_bench echo-server ENDPOINT\n"
+                     "       sn_bench put ENDPOINT SECONDS WINDOW SIZE\n"
+                     "       sn_bench bulk ENDPOINT SECONDS WINDOW SIZE BATCH\n"
+                     "       sn_bench rtt ENDPOINT SECONDS WINDOW SIZE [BATCH]\n");
+    return 2;
+}
+
+int
+main (int argc, char *argv[])
+{
+    if (argc >= 2 && streq (argv[1], "free-port"))
+        return s_free_ports (argc >= 3 ? atoi (argv[2]) : 1);
+    if (argc == 3 && streq (argv[1], "echo-server"))
+        return s_echo_server (argv[2]);
+    if (argc < 6)
+        return s_usage ();
+
+    s_load_t load = {0};
+    if (streq (argv[1], "put") && argc == 6)
+        load.mode = S_PUT;
+    else if (streq (argv[1], "bulk") && argc == 7)
+        load.mode = S_BULK;
+    else if (streq (argv[1], "rtt") && (argc == 6 || argc == 7))
+        load.mode = S_RTT;
+    else
+        return s_usage ();
+    load.endpoint = argv[2];
+    load.seconds = atof (argv[3]);
+    load.window = (uint32_t) atoi (argv[4]);
+    load.size = (size_t) atoi (argv[5]);
+    load.batch = argc == 7 ? (uint32_t) atoi (argv[6]) : 0;
+    if (load.seconds <= 0 || load.window < 1 || load.size < 1 || load.size > 60000 ||
+        (argc == 7 && (load.batch < 1 || load.batch > 1000)))
+        return s_usage ();
+    return s_load (&load);
+}

@@ -642,6 +642,10 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
                              "yes",
                              "decode_url",
                              "no",
+                             //  Headers and body go out in separate writes: without
+                             //  this every answer waits for the client's delayed ACK
+                             "tcp_nodelay",
+                             "1",
                              NULL};
     struct mg_callbacks callbacks = {0};
     callbacks.init_thread = s_init_thread;

@@ -632,21 +632,12 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     snprintf (threads, sizeof (threads), "%d", config->threads);
     //  Keys travel percent-encoded in the path: it is decoded after splitting, so
     //  that an encoded '/' stays inside the key
-    const char *options[] = {"listening_ports",
-                             config->listen,
-                             "num_threads",
-                             threads,
-                             "request_timeout_ms",
-                             S_IO_TIMEOUT_MS,
-                             "enable_keep_alive",
-                             "yes",
-                             "decode_url",
-                             "no",
+    const char *options[] = {"listening_ports", config->listen, "num_threads", threads,
+                             "request_timeout_ms", S_IO_TIMEOUT_MS, "enable_keep_alive", "yes",
+                             "decode_url", "no",
                              //  Headers and body go out in separate writes: without
                              //  this every answer waits for the client's delayed ACK
-                             "tcp_nodelay",
-                             "1",
-                             NULL};
+                             "tcp_nodelay", "1", NULL};
     struct mg_callbacks callbacks = {0};
     callbacks.init_thread = s_init_thread;
     callbacks.exit_thread = s_exit_thread;

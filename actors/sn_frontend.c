@@ -5,6 +5,7 @@
     it and comes back in front of the reply, so this actor keeps no per-request state.
 */
 #include "sn_frontend.h"
+#include "sn_actor.h"
 #include "sn_msg.h"
 
 //  Largest request frame answered with an error rather than a disconnect; above
@@ -243,17 +244,7 @@ sn_frontend_actor (zsock_t *pipe, void *args)
 zactor_t *
 sn_frontend_new (const sn_frontend_config_t *config, char *error, size_t size)
 {
-    zactor_t *actor = zactor_new (sn_frontend_actor, (void *) config);
-    zstr_send (actor, "START");
-    char *status = zstr_recv (actor);
-    if (status && streq (status, "OK")) {
-        free (status);
-        return actor;
-    }
-    snprintf (error, size, "%s", status ? status : "frontend did not start");
-    free (status);
-    zactor_destroy (&actor);
-    return NULL;
+    return sn_actor_start (sn_frontend_actor, (void *) config, "frontend", error, size);
 }
 
 //  Selftest: a frontend in front of a stand-in store that echoes {rid, code: 200}.

@@ -22,6 +22,7 @@
     batch gets the error instead.
 */
 #include "sn_store.h"
+#include "sn_actor.h"
 #include "sn_key.h"
 #include "sn_msg.h"
 #include <lmdb.h>
@@ -961,18 +962,7 @@ zactor_t *
 sn_store_new (const sn_store_config_t *config, char *error, size_t size)
 {
     assert (config);
-    zactor_t *actor = zactor_new (sn_store_actor, (void *) config);
-    assert (actor);
-    zstr_send (actor, "START");
-    char *reply = zstr_recv (actor);
-    if (reply && streq (reply, "OK")) {
-        zstr_free (&reply);
-        return actor;
-    }
-    snprintf (error, size, "%s", reply ? reply : "store did not start");
-    zstr_free (&reply);
-    zactor_destroy (&actor);
-    return NULL;
+    return sn_actor_start (sn_store_actor, (void *) config, "store", error, size);
 }
 
 //  --------------------------------------------------------------------------

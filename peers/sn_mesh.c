@@ -13,6 +13,7 @@
     reconnection takes the identity over from the stale connection.
 */
 #include "sn_mesh.h"
+#include "sn_actor.h"
 #include "sn_key.h"
 #include "sn_members.h"
 #include "sn_msg.h"
@@ -775,18 +776,7 @@ zactor_t *
 sn_mesh_new (const sn_mesh_config_t *config, char *error, size_t size)
 {
     assert (config);
-    zactor_t *actor = zactor_new (sn_mesh_actor, (void *) config);
-    assert (actor);
-    zstr_send (actor, "START");
-    char *reply = zstr_recv (actor);
-    if (reply && streq (reply, "OK")) {
-        zstr_free (&reply);
-        return actor;
-    }
-    snprintf (error, size, "%s", reply ? reply : "mesh did not start");
-    zstr_free (&reply);
-    zactor_destroy (&actor);
-    return NULL;
+    return sn_actor_start (sn_mesh_actor, (void *) config, "mesh", error, size);
 }
 
 //  --------------------------------------------------------------------------
@@ -974,11 +964,41 @@ s_test_send (zsock_t *dealer, sn_pack_t *pack)
     assert (rc >= 0);
 }
 
+//  Send a hello as name from a raw peer.
+static void
+s_test_hello (zsock_t *dealer, sn_pack_t *pack, const char *name)
+{
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 4);
+    sn_pack_kv_str (pack, "op", "hello");
+    sn_pack_kv_str (pack, "name", name);
+    sn_pack_kv_str (pack, "endpoint", "tcp://127.0.0.1:1");
+    sn_pack_kv_uint (pack, "incarnation", 1);
+    s_test_send (dealer, pack);
+}
+
+//  Send a ping from a raw peer that gossips one member's state.
+static void
+s_test_ping (zsock_t *dealer, sn_pack_t *pack, const char *from, const char *member,
+             const char *endpoint, uint64_t incarnation, const char *status)
+{
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 3);
+    sn_pack_kv_str (pack, "op", "ping");
+    sn_pack_kv_str (pack, "from", from);
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, 1);
+    sn_pack_array (pack, 4);
+    sn_pack_str (pack, member);
+    sn_pack_str (pack, endpoint);
+    sn_pack_uint (pack, incarnation);
+    sn_pack_str (pack, status);
+    s_test_send (dealer, pack);
+}
+
 void
 sn_mesh_test (bool verbose)
 {
-    printf (" * sn_mesh: ");
-
     //  A configuration that cannot work is refused with a reason
     char error[256] = "";
     sn_mesh_config_t bad = {.name = "-bad",
@@ -1034,18 +1054,7 @@ sn_mesh_test (bool verbose)
     zsock_t *raw = zsock_new_dealer (a.endpoint);
     assert (raw);
     zstr_send (raw, "garbage");
-    sn_pack_reset (pack);
-    sn_pack_map (pack, 3);
-    sn_pack_kv_str (pack, "op", "ping");
-    sn_pack_kv_str (pack, "from", "B");
-    sn_pack_str (pack, "members");
-    sn_pack_array (pack, 1);
-    sn_pack_array (pack, 4);
-    sn_pack_str (pack, "B");
-    sn_pack_str (pack, "tcp://127.0.0.1:1");
-    sn_pack_uint (pack, b_incarnation);
-    sn_pack_str (pack, "dead");
-    s_test_send (raw, pack);
+    s_test_ping (raw, pack, "B", "B", "tcp://127.0.0.1:1", b_incarnation, "dead");
     zstr_sendm (raw, "two");
     zstr_send (raw, "frames");
     int64_t deadline = zclock_mono () + 5000;
@@ -1056,13 +1065,7 @@ sn_mesh_test (bool verbose)
 
     //  A malformed hello is dropped too, and does not make a member
     dropped = s_test_dropped (&a);
-    sn_pack_reset (pack);
-    sn_pack_map (pack, 4);
-    sn_pack_kv_str (pack, "op", "hello");
-    sn_pack_kv_str (pack, "name", "no spaces allowed");
-    sn_pack_kv_str (pack, "endpoint", "tcp://127.0.0.1:1");
-    sn_pack_kv_uint (pack, "incarnation", 1);
-    s_test_send (raw, pack);
+    s_test_hello (raw, pack, "no spaces allowed");
     deadline = zclock_mono () + 5000;
     while (s_test_dropped (&a) < dropped + 1 && zclock_mono () < deadline)
         zpoller_wait (a.poller, 10);
@@ -1070,25 +1073,8 @@ sn_mesh_test (bool verbose)
 
     //  Refutation: X says hello, then claims B is suspect. B hears it from A and
     //  comes back alive at a higher incarnation.
-    sn_pack_reset (pack);
-    sn_pack_map (pack, 4);
-    sn_pack_kv_str (pack, "op", "hello");
-    sn_pack_kv_str (pack, "name", "X");
-    sn_pack_kv_str (pack, "endpoint", "tcp://127.0.0.1:1");
-    sn_pack_kv_uint (pack, "incarnation", 1);
-    s_test_send (raw, pack);
-    sn_pack_reset (pack);
-    sn_pack_map (pack, 3);
-    sn_pack_kv_str (pack, "op", "ping");
-    sn_pack_kv_str (pack, "from", "X");
-    sn_pack_str (pack, "members");
-    sn_pack_array (pack, 1);
-    sn_pack_array (pack, 4);
-    sn_pack_str (pack, "B");
-    sn_pack_str (pack, b.endpoint);
-    sn_pack_uint (pack, b_incarnation);
-    sn_pack_str (pack, "suspect");
-    s_test_send (raw, pack);
+    s_test_hello (raw, pack, "X");
+    s_test_ping (raw, pack, "X", "B", b.endpoint, b_incarnation, "suspect");
     assert (s_test_wait_member (&a, "X", "alive", 0, 5000));
     assert (s_test_wait_member (&a, "B", "alive", b_incarnation, 5000));
     assert (s_test_wait_member (&c, "B", "alive", b_incarnation, 5000));
@@ -1118,5 +1104,4 @@ sn_mesh_test (bool verbose)
     sn_pack_destroy (&pack);
     s_test_stop (&b);
     s_test_stop (&a);
-    printf ("OK\n");
 }

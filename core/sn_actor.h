@@ -1,0 +1,27 @@
+/*  sn_actor: starting an actor whose start can fail.
+
+    Every supernode actor follows one pattern: it signals its pipe as soon as it
+    runs, then does the work that can fail (opening files, binding endpoints) when
+    it receives "START", and answers "OK" or the reason it failed.
+*/
+#ifndef SN_ACTOR_H_INCLUDED
+#define SN_ACTOR_H_INCLUDED
+
+#include <czmq.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+//  Create the actor, send it START and wait for its answer. Returns the running
+//  actor, or NULL with the actor's reason (or "NAME did not start") in error, after
+//  destroying it.
+zactor_t *sn_actor_start (zactor_fn *actor, void *args, const char *name, char *error, size_t size);
+
+void sn_actor_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

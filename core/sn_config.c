@@ -57,6 +57,7 @@ sn_config_new (void)
     self->map_size = (size_t) 64 << 30;
     self->max_body = 1 << 20;
     self->http_threads = 8;
+    self->http_timeout = 10000;
     return self;
 }
 
@@ -119,6 +120,11 @@ s_apply (sn_config_t *self, const char *option, const char *value, char *error, 
         if (s_number (value, 1, 256, &number))
             goto bad_number;
         self->http_threads = (int) number;
+    }
+    else if (streq (option, "http_timeout_ms") || streq (option, "http-timeout-ms")) {
+        if (s_number (value, 100, 600000, &number))
+            goto bad_number;
+        self->http_timeout = (int) number;
     }
     else if (streq (option, "verbose"))
         self->verbose = streq (value, "1") || streq (value, "true");
@@ -265,6 +271,12 @@ sn_config_test (bool verbose)
     char *bad_number[] = {"--partitions", "0"};
     assert (sn_config_parse_args (config, 2, bad_number, error, sizeof error) == -1);
     assert (strstr (error, "partitions"));
+    char *timeouts[] = {"--http-timeout-ms", "2500"};
+    assert (sn_config_parse_args (config, 2, timeouts, error, sizeof error) == 0);
+    assert (config->http_timeout == 2500);
+    timeouts[1] = "50";
+    assert (sn_config_parse_args (config, 2, timeouts, error, sizeof error) == -1);
+    assert (strstr (error, "http-timeout-ms"));
     char *unknown[] = {"--colour", "red"};
     assert (sn_config_parse_args (config, 2, unknown, error, sizeof error) == -1);
     assert (strstr (error, "unknown option 'colour'"));

@@ -13,6 +13,8 @@
             partitions = 64
             map_size_mb = 65536
             max_body_kb = 1024
+            http_threads = 8
+            http_timeout_ms = 10000
             verbose = 0
 */
 #ifndef SN_CONFIG_H_INCLUDED
@@ -36,6 +38,7 @@ typedef struct {
     size_t map_size;     //  LMDB map size in bytes
     size_t max_body;     //  largest HTTP body in bytes
     int http_threads;    //  civetweb worker threads
+    int http_timeout;    //  ms the gateway waits for the node, or for a request body
     bool verbose;
 } sn_config_t;
 

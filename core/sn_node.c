@@ -39,8 +39,8 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->frontend = sn_frontend_new (&frontend, error, size);
     if (!self->frontend)
         goto failed;
-    sn_gateway_config_t gateway = {config->http, front_endpoint,       config->max_body,
-                                   10000,        config->http_threads, config->verbose};
+    sn_gateway_config_t gateway = {config->http,         front_endpoint,       config->max_body,
+                                   config->http_timeout, config->http_threads, config->verbose};
     self->gateway = sn_gateway_new (&gateway, error, size);
     if (!self->gateway)
         goto failed;

@@ -32,9 +32,8 @@
 //  civetweb's thread_type for the threads that serve connections.
 #define S_WORKER_THREAD 1
 
-//  A client that sends nothing for this long is given up on, so a stalled client
-//  cannot keep a worker thread forever.
-#define S_IO_TIMEOUT_MS "10000"
+//  Most bytes asked of one mg_read: the body deadline is checked between reads.
+#define S_READ_PIECE 512
 
 //  Longest value of a query parameter or header we pass on; keys are far shorter.
 #define S_PARAM_MAX 256
@@ -158,8 +157,10 @@ s_read_body (s_request_t *request)
     char *body = (char *) malloc (capacity + 1);
     size_t size = 0;
     int bytes = 1;
-    //  civetweb's timeout applies to each read, so a client trickling one byte at a
-    //  time could hold this thread for ever; the whole body gets one deadline.
+    //  civetweb's timeout only cuts off a client that sends nothing for that long,
+    //  and mg_read returns only once all it was asked for has come, so a client
+    //  trickling bytes could hold this thread for ever. The whole body gets one
+    //  deadline, checked between reads of at most S_READ_PIECE bytes.
     int64_t deadline = zclock_mono () + request->gateway->timeout;
     bool late = false;
     while (body && size < limit && bytes > 0 && !(late = zclock_mono () > deadline)) {
@@ -171,7 +172,8 @@ s_read_body (s_request_t *request)
             body = grown;
         }
         if (body) {
-            bytes = mg_read (request->conn, body + size, capacity - size);
+            size_t piece = capacity - size < S_READ_PIECE ? capacity - size : S_READ_PIECE;
+            bytes = mg_read (request->conn, body + size, piece);
             if (bytes > 0)
                 size += (size_t) bytes;
         }
@@ -628,12 +630,15 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     self->verbose = config->verbose;
     self->starter = pthread_self ();
 
-    char threads[16];
+    char threads[16], timeout[16];
     snprintf (threads, sizeof (threads), "%d", config->threads);
+    //  A client that sends nothing for the timeout is given up on, as is one whose
+    //  whole body takes longer (s_read_body): no client keeps a thread for ever.
+    snprintf (timeout, sizeof (timeout), "%d", config->timeout);
     //  Keys travel percent-encoded in the path: it is decoded after splitting, so
     //  that an encoded '/' stays inside the key
     const char *options[] = {"listening_ports", config->listen, "num_threads", threads,
-                             "request_timeout_ms", S_IO_TIMEOUT_MS, "enable_keep_alive", "yes",
+                             "request_timeout_ms", timeout, "enable_keep_alive", "yes",
                              "decode_url", "no",
                              //  Headers and body go out in separate writes: without
                              //  this every answer waits for the client's delayed ACK

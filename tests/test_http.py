@@ -163,3 +163,34 @@ def test_lying_content_length_does_not_hang_the_node(node):
         s.sendall(b"GARBAGE\r\n\r\n")
         s.recv(1024)
     assert put(node, {"still": "here"}).status_code == 201
+
+
+def test_a_body_that_trickles_in_is_cut_off_with_408():
+    from harness import Node
+    import time
+    node = Node(extra=["--http-timeout-ms", "1000"]).start()
+    try:
+        with socket.create_connection(("127.0.0.1", node.http_port), timeout=30) as s:
+            s.sendall(b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n{")
+            s.setblocking(False)
+            answer = b""
+            for _ in range(4000):
+                # The slow client is what is being tested: a byte every 5 ms, so
+                # that the node's first 512-byte read alone takes 2.5 s, past the
+                # 1 s deadline. The node must answer 408 at that read's end.
+                try:
+                    s.send(b" ")
+                except OSError:
+                    pass
+                try:
+                    answer += s.recv(4096)
+                except BlockingIOError:
+                    pass
+                if b"\r\n\r\n" in answer:
+                    break
+                time.sleep(0.005)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert put(node, {"after": "trickle"}).status_code == 201
+        node.stop()
+    finally:
+        node.cleanup()

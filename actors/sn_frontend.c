@@ -7,6 +7,7 @@
 #include "sn_frontend.h"
 #include "sn_actor.h"
 #include "sn_msg.h"
+#include "sn_routed.h"
 
 //  Largest request frame answered with an error rather than a disconnect; above
 //  it libzmq drops the connection (ZMQ_MAXMSGSIZE) before we read anything.
@@ -20,13 +21,13 @@
 //  replies beyond this rather than holding the node's memory.
 #define SN_FRONTEND_REPLY_QUEUE 100000
 
+//  Most requests read in one go before replies are forwarded again.
+#define SN_FRONTEND_BURST 256
+
 //  Requests passed to actors and not yet answered. Below the actors' reply queue
 //  limits, so that no actor ever drops a reply; above it the frontend stops
 //  reading clients and waits for replies.
 #define SN_FRONTEND_WINDOW 10000
-
-//  Envelope frames accepted in front of a payload (identities and a delimiter).
-#define SN_FRONTEND_MAX_FRAMES 8
 
 //  How many requests may wait for an actor before new ones are refused with 503.
 #define SN_FRONTEND_BACKLOG 50000
@@ -81,6 +82,10 @@ s_self_start (self_t *self)
     zsock_set_rcvhwm (self->router, SN_FRONTEND_QUEUE);
     zsock_set_sndhwm (self->router, SN_FRONTEND_REPLY_QUEUE);
     zsock_set_linger (self->router, 0);
+    //  Sockets are read after the poller says so and then drained: with a zero
+    //  timeout the read that finds nothing returns at once, and one poll serves
+    //  many messages.
+    zsock_set_rcvtimeo (self->router, 0);
     if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
         return zsys_sprintf ("cannot bind clients endpoint %s: %s", self->config.endpoint,
                              zmq_strerror (zmq_errno ()));
@@ -91,6 +96,7 @@ s_self_start (self_t *self)
     zsock_set_sndhwm (self->store, SN_FRONTEND_BACKLOG);
     zsock_set_rcvhwm (self->store, SN_FRONTEND_BACKLOG);
     zsock_set_sndtimeo (self->store, 0);
+    zsock_set_rcvtimeo (self->store, 0);
     zsock_set_linger (self->store, 0);
     if (zsock_connect (self->store, "%s", self->config.store) == -1)
         return zsys_sprintf ("cannot connect to the store at %s", self->config.store);
@@ -101,64 +107,49 @@ s_self_start (self_t *self)
 
 //  Answer a request here, with its envelope, without passing it on.
 static void
-s_answer (self_t *self, zmsg_t **request_p, uint64_t rid, int code, const char *error)
+s_answer (self_t *self, sn_routed_t *request, uint64_t rid, int code, const char *error)
 {
-    zmsg_t *request = *request_p;
-    zframe_t *payload = zmsg_last (request);
-    zmsg_remove (request, payload);
-    zframe_destroy (&payload);
     sn_pack_error (self->pack, rid, code, "%s", error);
-    zframe_t *answer = sn_pack_frame (self->pack);
-    zmsg_append (request, &answer);
-    zmsg_send (request_p, self->router);
-    zmsg_destroy (request_p);
+    sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    if (sn_routed_send (request, self->router))
+        sn_routed_close (request);
 }
 
 //  One request from a client: check it completely, then hand it to its actor.
 static void
-s_handle_client (self_t *self)
+s_handle_request (self_t *self, sn_routed_t *request)
 {
-    zmsg_t *request = zmsg_recv (self->router);
-    if (!request)
-        return;
-    size_t frames = zmsg_size (request);
-    if (frames < 2) {
-        zmsg_destroy (&request);
+    if (request->overflowed) {
+        s_answer (self, request, 0, 400, "expected one frame holding one msgpack map");
         return;
     }
-    if (frames > SN_FRONTEND_MAX_FRAMES + 1) {
-        s_answer (self, &request, 0, 400, "expected one frame holding one msgpack map");
-        return;
-    }
-    zframe_t *payload = zmsg_last (request);
+    const byte *payload = sn_routed_data (request);
+    size_t size = sn_routed_size (request);
     //  Every request is a map: anything else is refused before the decoder spends
     //  time and memory on it.
-    byte first = zframe_size (payload) ? zframe_data (payload)[0] : 0;
+    byte first = size ? payload[0] : 0;
     if ((first & 0xf0) != 0x80 && first != 0xde && first != 0xdf) {
-        s_answer (self, &request, 0, 400, "invalid msgpack: a request must be a map");
+        s_answer (self, request, 0, 400, "invalid msgpack: a request must be a map");
         return;
     }
-    if (zframe_size (payload) > SN_MSG_MAX_SIZE) {
-        char error[96];
-        snprintf (error, sizeof error, "request of %zu bytes is larger than %d",
-                  zframe_size (payload), SN_MSG_MAX_SIZE);
-        s_answer (self, &request, 0, 413, error);
+    char error[256];
+    if (size > SN_MSG_MAX_SIZE) {
+        snprintf (error, sizeof error, "request of %zu bytes is larger than %d", size,
+                  SN_MSG_MAX_SIZE);
+        s_answer (self, request, 0, 413, error);
         return;
     }
     const char *reason = NULL;
-    sn_msg_t *msg = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, &reason);
+    sn_msg_t *msg = sn_msg_decode (payload, size, 0, &reason);
     if (!msg) {
-        char error[96];
         snprintf (error, sizeof error, "invalid msgpack: %s", reason);
-        s_answer (self, &request, 0, 400, error);
+        s_answer (self, request, 0, 400, error);
         return;
     }
     const sn_value_t *root = sn_msg_root (msg);
     uint64_t rid = 0;
     sn_value_uint (sn_value_get (root, "rid"), &rid);
-    char error[256];
-    int code =
-        sn_schema_check_request (self->schema, root, zframe_size (payload), error, sizeof error);
+    int code = sn_schema_check_request (self->schema, root, size, error, sizeof error);
     if (self->verbose) {
         size_t op_len = 0;
         const char *op = sn_value_str (sn_value_get (root, "op"), &op_len);
@@ -167,15 +158,28 @@ s_handle_client (self_t *self)
     }
     sn_msg_destroy (&msg);
     if (code) {
-        s_answer (self, &request, rid, code, error);
+        s_answer (self, request, rid, code, error);
         return;
     }
     //  Every op of this node is served by the store for now; the routing decision
     //  lives here so that new actors take their ops without the edges changing.
-    if (zmsg_send (&request, self->store) == 0)
+    if (sn_routed_send (request, self->store) == 0)
         self->in_flight++;
     else
-        s_answer (self, &request, rid, 503, "node is busy: too many requests in flight");
+        s_answer (self, request, rid, 503, "node is busy: too many requests in flight");
+}
+
+//  Read the requests waiting, a burst at a time, while the window has room.
+static void
+s_handle_requests (self_t *self)
+{
+    sn_routed_t request;
+    for (int count = 0; count < SN_FRONTEND_BURST && self->in_flight < SN_FRONTEND_WINDOW;
+         count++) {
+        if (sn_routed_recv (&request, self->router))
+            break;
+        s_handle_request (self, &request);
+    }
 }
 
 //  Pass on every reply waiting from an actor; the envelope says which client each
@@ -184,14 +188,13 @@ s_handle_client (self_t *self)
 static void
 s_forward_replies (self_t *self, zsock_t *from)
 {
-    while (zsock_events (from) & ZMQ_POLLIN) {
-        zmsg_t *reply = zmsg_recv (from);
-        if (!reply)
-            break;
+    sn_routed_t reply;
+    while (sn_routed_recv (&reply, from) == 0) {
         if (self->in_flight > 0)
             self->in_flight--;
-        zmsg_send (&reply, self->router);
-        zmsg_destroy (&reply);
+        //  A ROUTER drops what it cannot deliver rather than block
+        if (sn_routed_send (&reply, self->router))
+            sn_routed_close (&reply);
     }
 }
 
@@ -235,8 +238,8 @@ sn_frontend_actor (zsock_t *pipe, void *args)
         if (!which && zpoller_terminated (poller))
             break;
         s_forward_replies (self, self->store);
-        if (which == self->router && self->in_flight < SN_FRONTEND_WINDOW)
-            s_handle_client (self);
+        if (which == self->router)
+            s_handle_requests (self);
     }
     s_self_destroy (&self);
 }

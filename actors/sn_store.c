@@ -23,6 +23,7 @@
 */
 #include "sn_store.h"
 #include "sn_actor.h"
+#include "sn_routed.h"
 #include "sn_key.h"
 #include "sn_msg.h"
 #include <lmdb.h>
@@ -52,11 +53,25 @@
 
 //  One request of the batch being run.
 typedef struct {
-    zmsg_t *envelope;  //  the frames before the payload, echoed with the reply
-    sn_msg_t *msg;     //  the decoded payload, NULL when it did not decode
-    const char *error; //  why it did not decode (static text)
-    zframe_t *reply;   //  the reply, once built
+    sn_routed_t routed; //  envelope and payload; the payload becomes the reply
+    sn_msg_t *msg;      //  the decoded payload, NULL when it did not decode
+    const char *error;  //  why it did not decode (static text)
 } s_request_t;
+
+//  What the running batch adds to one digest bucket.
+typedef struct {
+    uint32_t p;     //  partition
+    uint64_t start; //  bucket start, ms
+    uint64_t count; //  events added
+    uint64_t xor ;  //  XOR of their key hashes
+} s_digest_delta_t;
+
+static void
+s_digest_delta_free (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
+}
 
 typedef struct {
     zsock_t *pipe;           //  actor command pipe
@@ -76,6 +91,7 @@ typedef struct {
     MDB_dbi meta;            //  partitions, key generator state
     sn_keygen_t *keygen;     //  makes this node's keys
     bool keygen_dirty;       //  a key was made in the running batch
+    zhashx_t *digest_delta;  //  "p/bucket" -> s_digest_delta_t added by the running batch
     s_request_t *batch;      //  S_BATCH_MAX slots, reused batch after batch
     sn_pack_t *reply;        //  the reply being built
     sn_pack_t *record;       //  the record being stored
@@ -98,6 +114,8 @@ s_self_new (zsock_t *pipe, const sn_store_config_t *config)
     self->map_size = config->map_size;
     self->verbose = config->verbose;
     self->batch = (s_request_t *) zmalloc (S_BATCH_MAX * sizeof (s_request_t));
+    self->digest_delta = zhashx_new ();
+    zhashx_set_destructor (self->digest_delta, s_digest_delta_free);
     self->reply = sn_pack_new ();
     self->record = sn_pack_new ();
     self->items = sn_pack_new ();
@@ -131,6 +149,7 @@ s_self_destroy (self_t **self_p)
         free (self->batch);
         free (self->data_dir);
         free (self->name);
+        zhashx_destroy (&self->digest_delta);
         free (self->endpoint);
         free (self);
         *self_p = NULL;
@@ -311,6 +330,9 @@ s_store_start (self_t *self, char *error, size_t size)
     self->router = zsock_new (ZMQ_ROUTER);
     assert (self->router);
     zsock_set_sndhwm (self->router, S_REPLY_HWM);
+    //  Read only after the poller says so, then drained until empty: a zero
+    //  timeout makes the read that finds nothing return at once.
+    zsock_set_rcvtimeo (self->router, 0);
     if (zsock_bind (self->router, "%s", self->endpoint) == -1) {
         snprintf (error, size, "cannot bind store to %s: %s", self->endpoint,
                   zmq_strerror (zmq_errno ()));
@@ -372,27 +394,55 @@ s_refuse (s_outcome_t *outcome, int code, const char *error)
     return 0;
 }
 
-//  Count the event in its partition's digest bucket.
-static int
-s_digest_add (self_t *self, MDB_txn *txn, uint32_t p, int64_t ts, const char *key, size_t key_len)
+//  Count the event in its partition's digest bucket. The counts of a batch are
+//  gathered in memory and written once per bucket by s_digest_flush, in the same
+//  transaction: a batch of a thousand puts touches a handful of buckets.
+static void
+s_digest_add (self_t *self, uint32_t p, int64_t ts, const char *key, size_t key_len)
 {
-    byte name[10];
-    s_put_be16 (name, p);
-    s_put_be64 (name + 2, (uint64_t) (ts - ts % SN_STORE_BUCKET_MS));
-    MDB_val dkey = {sizeof name, name}, data;
-    uint64_t bucket[2] = {0, 0}; //  count, XOR
-    int rc = mdb_get (txn, self->digest, &dkey, &data);
-    if (rc == 0 && data.mv_size == sizeof bucket)
-        memcpy (bucket, data.mv_data, sizeof bucket);
-    else if (rc == 0)
-        return MDB_CORRUPTED;
-    else if (rc != MDB_NOTFOUND)
-        return rc;
-    bucket[0]++;
-    bucket[1] ^= sn_hash (key, key_len);
-    data.mv_size = sizeof bucket;
-    data.mv_data = bucket;
-    return mdb_put (txn, self->digest, &dkey, &data, 0);
+    uint64_t start = (uint64_t) (ts - ts % SN_STORE_BUCKET_MS);
+    char name[32];
+    snprintf (name, sizeof name, "%u/%" PRIu64, p, start);
+    s_digest_delta_t *delta = (s_digest_delta_t *) zhashx_lookup (self->digest_delta, name);
+    if (!delta) {
+        delta = (s_digest_delta_t *) zmalloc (sizeof (s_digest_delta_t));
+        delta->p = p;
+        delta->start = start;
+        zhashx_insert (self->digest_delta, name, delta);
+    }
+    delta->count++;
+    delta->xor ^= sn_hash (key, key_len);
+}
+
+//  Add the batch's digest counts to the stored buckets.
+static int
+s_digest_flush (self_t *self, MDB_txn *txn)
+{
+    int rc = 0;
+    for (s_digest_delta_t *delta = (s_digest_delta_t *) zhashx_first (self->digest_delta);
+         delta && rc == 0; delta = (s_digest_delta_t *) zhashx_next (self->digest_delta)) {
+        byte name[10];
+        s_put_be16 (name, delta->p);
+        s_put_be64 (name + 2, delta->start);
+        MDB_val dkey = {sizeof name, name}, data;
+        uint64_t bucket[2] = {0, 0}; //  count, XOR
+        rc = mdb_get (txn, self->digest, &dkey, &data);
+        if (rc == 0 && data.mv_size == sizeof bucket)
+            memcpy (bucket, data.mv_data, sizeof bucket);
+        else if (rc == 0)
+            rc = MDB_CORRUPTED;
+        else if (rc == MDB_NOTFOUND)
+            rc = 0;
+        if (rc == 0) {
+            bucket[0] += delta->count;
+            bucket[1] ^= delta->xor ;
+            data.mv_size = sizeof bucket;
+            data.mv_data = bucket;
+            rc = mdb_put (txn, self->digest, &dkey, &data, 0);
+        }
+    }
+    zhashx_purge (self->digest_delta);
+    return rc;
 }
 
 //  Store one event described by item {event, key?, type?, pkey?}. Refusals (4xx) go
@@ -469,7 +519,15 @@ s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, s_outcome_t *
 
     MDB_val key = {key_len, outcome->key};
     MDB_val data = {sn_pack_size (self->record), (void *) sn_pack_data (self->record)};
-    int rc = mdb_put (txn, self->events, &key, &data, MDB_NOOVERWRITE);
+    //  Keys made here grow, so they usually go at the end: appending skips the
+    //  search and fills pages whole. A key given by a client, or one below a
+    //  later key from elsewhere, takes the ordinary path.
+    int rc = key_value ? MDB_KEYEXIST : mdb_put (txn, self->events, &key, &data, MDB_APPEND);
+    if (rc == MDB_KEYEXIST) {
+        data.mv_size = sn_pack_size (self->record);
+        data.mv_data = (void *) sn_pack_data (self->record);
+        rc = mdb_put (txn, self->events, &key, &data, MDB_NOOVERWRITE);
+    }
     if (rc == MDB_KEYEXIST) {
         //  Events are immutable: the same event again is a harmless repeat (a retry,
         //  or a replica catching up); different content under its key is a conflict.
@@ -491,10 +549,10 @@ s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, s_outcome_t *
     memcpy (index + 2, outcome->key, key_len);
     MDB_val index_key = {2 + key_len, index}, empty = {0, NULL};
     rc = mdb_put (txn, self->byp, &index_key, &empty, 0);
-    if (rc == 0)
-        rc = s_digest_add (self, txn, p, ts, outcome->key, key_len);
-    if (rc == 0)
+    if (rc == 0) {
+        s_digest_add (self, p, ts, outcome->key, key_len);
         outcome->code = 201;
+    }
     return rc;
 }
 
@@ -719,10 +777,14 @@ s_op_digest (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid
         s_reply_error (self, rid, 400, "p: must be a partition, 0 to %u", self->partitions - 1);
         return 0;
     }
+    //  Puts earlier in this batch count too
+    int rc = s_digest_flush (self, txn);
+    if (rc)
+        return rc;
     byte start[10] = {0};
     s_put_be16 (start, (uint32_t) p);
     MDB_cursor *cursor;
-    int rc = mdb_cursor_open (txn, self->digest, &cursor);
+    rc = mdb_cursor_open (txn, self->digest, &cursor);
     if (rc)
         return rc;
     MDB_val key = {sizeof start, start}, data;
@@ -791,7 +853,7 @@ s_request_writes (const s_request_t *request)
     return sn_value_streq (op, "put") || sn_value_streq (op, "bulk");
 }
 
-//  Run one request and leave its reply in request->reply. Returns non-zero only
+//  Run one request and leave its reply as the payload of request->routed. Returns non-zero only
 //  for an LMDB failure, which fails the whole batch.
 static int
 s_request_run (self_t *self, MDB_txn *txn, s_request_t *request)
@@ -829,7 +891,8 @@ s_request_run (self_t *self, MDB_txn *txn, s_request_t *request)
     }
     if (rc)
         return rc;
-    request->reply = sn_pack_frame (self->reply);
+    sn_routed_set_payload (&request->routed, sn_pack_data (self->reply),
+                           sn_pack_size (self->reply));
     if (self->verbose) {
         size_t len = 0;
         const char *name = sn_value_str (op, &len);
@@ -851,7 +914,8 @@ s_batch_run (self_t *self, size_t count, bool writes)
     for (size_t index = 0; rc == 0 && index < count; index++)
         rc = s_request_run (self, txn, &self->batch[index]);
     if (rc == 0 && writes) {
-        if (self->keygen_dirty)
+        rc = s_digest_flush (self, txn);
+        if (rc == 0 && self->keygen_dirty)
             rc = s_keygen_save (self, txn);
         if (rc == 0) {
             rc = mdb_txn_commit (txn); //  the fsync; frees txn even when it fails
@@ -860,27 +924,26 @@ s_batch_run (self_t *self, size_t count, bool writes)
     }
     if (txn)
         mdb_txn_abort (txn);
+    zhashx_purge (self->digest_delta); //  counts of an aborted batch
 
     if (rc) {
         zsys_error ("sn_store: batch of %zu failed: %s", count, mdb_strerror (rc));
         for (size_t index = 0; index < count; index++) {
             s_request_t *request = &self->batch[index];
-            zframe_destroy (&request->reply);
             if (rc == MDB_MAP_FULL)
                 s_reply_error (self, s_request_rid (request), 507, "store is full");
             else
                 s_reply_error (self, s_request_rid (request), 500, "store error: %s",
                                mdb_strerror (rc));
-            request->reply = sn_pack_frame (self->reply);
+            sn_routed_set_payload (&request->routed, sn_pack_data (self->reply),
+                                   sn_pack_size (self->reply));
         }
     }
     for (size_t index = 0; index < count; index++) {
         s_request_t *request = &self->batch[index];
-        zmsg_append (request->envelope, &request->reply);
-        //  A ROUTER drops what it cannot deliver; zmsg_send keeps the message only
-        //  when the send itself failed, and then it is dropped here.
-        zmsg_send (&request->envelope, self->router);
-        zmsg_destroy (&request->envelope);
+        //  A ROUTER drops what it cannot deliver rather than block
+        if (sn_routed_send (&request->routed, self->router))
+            sn_routed_close (&request->routed);
         sn_msg_destroy (&request->msg);
     }
 }
@@ -892,25 +955,17 @@ s_router_drain (self_t *self)
 {
     size_t count = 0, bytes = 0;
     bool writes = false;
-    while (count < S_BATCH_MAX && bytes < S_BATCH_BYTES &&
-           (zsock_events (self->router) & ZMQ_POLLIN)) {
-        zmsg_t *msg = zmsg_recv (self->router);
-        if (!msg)
-            break; //  interrupted
-        if (zmsg_size (msg) < 2) {
-            zmsg_destroy (&msg); //  nothing to address a reply to
-            continue;
-        }
-        zframe_t *payload = zmsg_last (msg);
-        zmsg_remove (msg, payload);
-        s_request_t *request = &self->batch[count++];
-        request->envelope = msg;
-        request->reply = NULL;
+    while (count < S_BATCH_MAX && bytes < S_BATCH_BYTES) {
+        s_request_t *request = &self->batch[count];
+        if (sn_routed_recv (&request->routed, self->router))
+            break; //  nothing more waiting
+        count++;
         request->error = NULL;
-        request->msg =
-            sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, &request->error);
-        bytes += zframe_size (payload);
-        zframe_destroy (&payload);
+        //  Only this node's actors reach the store's inproc endpoint, and they have
+        //  checked every frame with sn_msg_decode: it need not be scanned again.
+        request->msg = sn_msg_decode_trusted (sn_routed_data (&request->routed),
+                                              sn_routed_size (&request->routed), &request->error);
+        bytes += sn_routed_size (&request->routed);
         writes = writes || s_request_writes (request);
     }
     if (count) {

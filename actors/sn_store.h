@@ -3,9 +3,11 @@
     Every durable thing a node knows is an immutable event in this store. The actor
     binds a ROUTER on an inproc endpoint; each request is [envelope frames..., payload]
     where the payload is one msgpack map {op, rid, ...}; the reply is the same envelope
-    and one map {rid, code, ...}, with "error" added when code is not 2xx. Requests have
-    been validated against schemas/ before they get here, but the store still checks
-    what it reads and never asserts on it.
+    and one map {rid, code, ...}, with "error" added when code is not 2xx. Only actors
+    of this node can reach the endpoint, and they have decoded every frame with
+    sn_msg_decode and validated it against schemas/ before it gets here, so the store
+    decodes without the pre-scan (sn_msg_decode_trusted). It still checks every field
+    it reads and never asserts on one.
 
     Writes are group-committed: the actor drains every request waiting on its socket,
     applies them all in one LMDB transaction, commits (one fsync) and only then sends

@@ -2,7 +2,7 @@
 
     http_const HOST:PORT [THREADS]
 
-    civetweb configured as supernode's gateway is (THREADS worker threads, default 8
+    civetweb configured as supernode's gateway is (THREADS worker threads, default 32
     as the gateway's default, keep-alive on, the same I/O timeout), answering every
     POST /events with a constant 201 JSON body of the size of a real answer. It reads
     the request body, as the gateway must, and does nothing else: what it costs is
@@ -46,7 +46,7 @@ main (int argc, char *argv[])
         fprintf (stderr, "usage: http_const HOST:PORT [THREADS]\n");
         return 2;
     }
-    const char *threads = argc == 3 ? argv[2] : "8";
+    const char *threads = argc == 3 ? argv[2] : "32";
     //  Blocked before civetweb starts its threads, so they inherit the mask and only
     //  sigwait below sees the signal
     sigset_t stop;

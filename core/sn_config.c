@@ -56,7 +56,9 @@ sn_config_new (void)
     self->partitions = 64;
     self->map_size = (size_t) 64 << 30;
     self->max_body = 1 << 20;
-    self->http_threads = 8;
+    //  Each gateway thread waits for its request to be committed, so the threads
+    //  bound how many HTTP puts share one commit (one fsync).
+    self->http_threads = 32;
     self->http_timeout = 10000;
     return self;
 }

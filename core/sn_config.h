@@ -13,7 +13,7 @@
             partitions = 64
             map_size_mb = 65536
             max_body_kb = 1024
-            http_threads = 8
+            http_threads = 32
             http_timeout_ms = 10000
             verbose = 0
 */

@@ -3,14 +3,27 @@
 #include "sn_key.h"
 #include <time.h>
 
-#define SN_KEY_SEQ_MAX 999999999u //  the 9-digit sequence
+#define SN_KEY_SEQ_MAX 999999999u        //  the 9-digit sequence
+#define SN_KEY_MS_MAX  253402300799999LL //  9999-12-31T23:59:59.999, the last a key holds
 
 struct _sn_keygen_t {
     char name[SN_NAME_MAX + 1]; //  node name, the suffix of every key
     int64_t last_ms;            //  time of the last key made
     uint32_t last_seq;          //  its sequence within that millisecond
     bool started;               //  false until the first key or resume
+    int64_t prefix_second;      //  the second prefix was made for, -1 for none
+    char prefix[16];            //  YYYYMMDDThhmmss of that second
 };
+
+//  Write value as exactly width decimal digits.
+static void
+s_put_digits (char *out, uint32_t value, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = (char) ('0' + value % 10);
+        value /= 10;
+    }
+}
 
 sn_keygen_t *
 sn_keygen_new (const char *name)
@@ -18,6 +31,7 @@ sn_keygen_new (const char *name)
     assert (sn_name_valid (name));
     sn_keygen_t *self = (sn_keygen_t *) zmalloc (sizeof (sn_keygen_t));
     snprintf (self->name, sizeof self->name, "%s", name);
+    self->prefix_second = -1;
     return self;
 }
 
@@ -48,21 +62,31 @@ sn_keygen_next (sn_keygen_t *self, int64_t now_ms, char *key)
         self->last_ms++;
         self->last_seq = 0;
     }
-    time_t seconds = (time_t) (self->last_ms / 1000);
-    struct tm utc;
-    gmtime_r (&seconds, &utc);
-    char text[128];
-    size_t len = strftime (text, 16, "%Y%m%dT%H%M%S", &utc);
-    snprintf (text + len, sizeof text - len, "%03u%09u-%s", (unsigned) (self->last_ms % 1000),
-              self->last_seq, self->name);
-    assert (strlen (text) <= SN_KEY_MAX);
-    memcpy (key, text, strlen (text) + 1);
+    //  Keys are made by the thousand each second: the calendar part is worked out
+    //  once a second, the rest written digit by digit.
+    int64_t second = self->last_ms / 1000;
+    if (second != self->prefix_second) {
+        time_t seconds = (time_t) second;
+        struct tm utc;
+        gmtime_r (&seconds, &utc);
+        size_t len = strftime (self->prefix, sizeof self->prefix, "%Y%m%dT%H%M%S", &utc);
+        assert (len == 15);
+        self->prefix_second = second;
+    }
+    memcpy (key, self->prefix, 15);
+    s_put_digits (key + 15, (uint32_t) (self->last_ms % 1000), 3);
+    s_put_digits (key + 18, self->last_seq, 9);
+    key[SN_KEY_TIME_LEN] = '-';
+    strcpy (key + SN_KEY_TIME_LEN + 1, self->name);
 }
 
 void
 sn_keygen_resume (sn_keygen_t *self, int64_t last_ms, uint32_t last_seq)
 {
     assert (self);
+    //  A resume point past what a key can hold comes from damaged state: ignored
+    if (last_ms < 0 || last_ms > SN_KEY_MS_MAX)
+        return;
     if (!self->started || last_ms > self->last_ms ||
         (last_ms == self->last_ms && last_seq > self->last_seq)) {
         self->last_ms = last_ms;
@@ -215,6 +239,13 @@ sn_key_test (bool verbose)
     assert (strcmp (key, previous) < 0);
     sn_keygen_destroy (&restarted);
     sn_keygen_destroy (&restarted);
+
+    //  A resume point no key can hold is ignored, not trusted
+    sn_keygen_t *damaged = sn_keygen_new ("n1");
+    sn_keygen_resume (damaged, 999999999999999LL, 0);
+    sn_keygen_next (damaged, now, key);
+    assert (streq (key, "20261122T121314123000000000-n1"));
+    sn_keygen_destroy (&damaged);
 
     //  Sequence overflow moves to the next millisecond
     sn_keygen_resume (keygen, now + 10, SN_KEY_SEQ_MAX);

@@ -14,6 +14,7 @@
 */
 #include "sn_mesh.h"
 #include "sn_actor.h"
+#include "sn_routed.h"
 #include "sn_key.h"
 #include "sn_members.h"
 #include "sn_msg.h"
@@ -602,18 +603,12 @@ s_pack_cluster (self_t *self, uint64_t rid)
 static void
 s_ops_recv (self_t *self)
 {
-    zmsg_t *msg = zmsg_recv (self->ops);
-    if (!msg)
+    sn_routed_t routed;
+    if (sn_routed_recv (&routed, self->ops))
         return;
-    if (zmsg_size (msg) < 2) {
-        zmsg_destroy (&msg); //  nothing to address a reply to
-        return;
-    }
-    zframe_t *payload = zmsg_last (msg);
-    zmsg_remove (msg, payload);
     const char *error = NULL;
-    sn_msg_t *request = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, &error);
-    zframe_destroy (&payload);
+    sn_msg_t *request =
+        sn_msg_decode (sn_routed_data (&routed), sn_routed_size (&routed), 0, &error);
     const sn_value_t *root = request ? sn_msg_root (request) : NULL;
     const sn_value_t *op = sn_value_get (root, "op");
     uint64_t rid = 0;
@@ -634,10 +629,9 @@ s_ops_recv (self_t *self)
                        (int) (len > 64 ? 64 : len), name);
     }
     sn_msg_destroy (&request);
-    zframe_t *reply = sn_pack_frame (self->out);
-    zmsg_append (msg, &reply);
-    zmsg_send (&msg, self->ops);
-    zmsg_destroy (&msg);
+    sn_routed_set_payload (&routed, sn_pack_data (self->out), sn_pack_size (self->out));
+    if (sn_routed_send (&routed, self->ops))
+        sn_routed_close (&routed);
 }
 
 //  --------------------------------------------------------------------------

@@ -289,6 +289,23 @@ sn_config_test (bool verbose)
     char *no_file[] = {"--config", "/nonexistent/sn.cfg"};
     assert (sn_config_parse_args (config, 2, no_file, error, sizeof error) == -1);
     assert (strstr (error, "does not exist"));
+
+    //  A file with a value out of range, or an option that does not exist, is named
+    char bad_path[] = "/tmp/sn_config_test_XXXXXX";
+    fd = mkstemp (bad_path);
+    assert (fd >= 0);
+    const char *bad_text = "node\n    partitions = lots\n";
+    assert (write (fd, bad_text, strlen (bad_text)) == (ssize_t) strlen (bad_text));
+    close (fd);
+    assert (sn_config_load (config, bad_path, error, sizeof error) == -1);
+    assert (strstr (error, "partitions: 'lots'"));
+    fd = open (bad_path, O_WRONLY | O_TRUNC);
+    bad_text = "node\n    colour = red\n";
+    assert (write (fd, bad_text, strlen (bad_text)) == (ssize_t) strlen (bad_text));
+    close (fd);
+    assert (sn_config_load (config, bad_path, error, sizeof error) == -1);
+    assert (strstr (error, "unknown option 'colour'"));
+    unlink (bad_path);
     char *bad_name[] = {"--name", "a/b"};
     assert (sn_config_parse_args (config, 2, bad_name, error, sizeof error) == 0);
     assert (sn_config_check (config, error, sizeof error) == -1);

@@ -39,6 +39,7 @@ typedef struct {
     size_t in_flight;            //  requests passed on and not yet answered
     zsock_t *router;             //  clients: external endpoint and inproc
     zsock_t *store;              //  DEALER to the store actor
+    zsock_t *mesh;               //  DEALER to the mesh actor's ops endpoint
     sn_schema_t *schema;         //  borrowed, read-only
     sn_pack_t *pack;             //  scratch buffer for error replies
     sn_frontend_config_t config; //  endpoints, borrowed from the caller until START
@@ -67,10 +68,27 @@ s_self_destroy (self_t **self_p)
         zpoller_destroy (&self->poller_full);
         zsock_destroy (&self->router);
         zsock_destroy (&self->store);
+        zsock_destroy (&self->mesh);
         sn_pack_destroy (&self->pack);
         free (self);
         *self_p = NULL;
     }
+}
+
+//  A DEALER to an actor's inproc endpoint, or NULL. Options are set before the
+//  connection is made: set afterwards, libzmq applies them to new connections only.
+static zsock_t *
+s_actor_link (const char *endpoint)
+{
+    zsock_t *link = zsock_new (ZMQ_DEALER);
+    zsock_set_sndhwm (link, SN_FRONTEND_BACKLOG);
+    zsock_set_rcvhwm (link, SN_FRONTEND_BACKLOG);
+    zsock_set_sndtimeo (link, 0);
+    zsock_set_rcvtimeo (link, 0);
+    zsock_set_linger (link, 0);
+    if (zsock_connect (link, "%s", endpoint) == -1)
+        zsock_destroy (&link);
+    return link;
 }
 
 //  Bind and connect everything. Returns NULL, or the reason it failed.
@@ -92,16 +110,13 @@ s_self_start (self_t *self)
     if (zsock_bind (self->router, "%s", self->config.inproc) == -1)
         return zsys_sprintf ("cannot bind %s: %s", self->config.inproc,
                              zmq_strerror (zmq_errno ()));
-    self->store = zsock_new (ZMQ_DEALER);
-    zsock_set_sndhwm (self->store, SN_FRONTEND_BACKLOG);
-    zsock_set_rcvhwm (self->store, SN_FRONTEND_BACKLOG);
-    zsock_set_sndtimeo (self->store, 0);
-    zsock_set_rcvtimeo (self->store, 0);
-    zsock_set_linger (self->store, 0);
-    if (zsock_connect (self->store, "%s", self->config.store) == -1)
-        return zsys_sprintf ("cannot connect to the store at %s", self->config.store);
-    self->poller = zpoller_new (self->pipe, self->router, self->store, NULL);
-    self->poller_full = zpoller_new (self->pipe, self->store, NULL);
+    self->store = s_actor_link (self->config.store);
+    self->mesh = s_actor_link (self->config.mesh);
+    if (!self->store || !self->mesh)
+        return zsys_sprintf ("cannot connect to the store at %s or the mesh at %s",
+                             self->config.store, self->config.mesh);
+    self->poller = zpoller_new (self->pipe, self->router, self->store, self->mesh, NULL);
+    self->poller_full = zpoller_new (self->pipe, self->store, self->mesh, NULL);
     return NULL;
 }
 
@@ -150,6 +165,8 @@ s_handle_request (self_t *self, sn_routed_t *request)
     uint64_t rid = 0;
     sn_value_uint (sn_value_get (root, "rid"), &rid);
     int code = sn_schema_check_request (self->schema, root, size, error, sizeof error);
+    zsock_t *actor =
+        sn_value_streq (sn_value_get (root, "op"), "cluster") ? self->mesh : self->store;
     if (self->verbose) {
         size_t op_len = 0;
         const char *op = sn_value_str (sn_value_get (root, "op"), &op_len);
@@ -161,9 +178,9 @@ s_handle_request (self_t *self, sn_routed_t *request)
         s_answer (self, request, rid, code, error);
         return;
     }
-    //  Every op of this node is served by the store for now; the routing decision
-    //  lives here so that new actors take their ops without the edges changing.
-    if (sn_routed_send (request, self->store) == 0)
+    //  The routing decision lives here, so that new actors take their ops without
+    //  the edges changing.
+    if (sn_routed_send (request, actor) == 0)
         self->in_flight++;
     else
         s_answer (self, request, rid, 503, "node is busy: too many requests in flight");
@@ -238,6 +255,7 @@ sn_frontend_actor (zsock_t *pipe, void *args)
         if (!which && zpoller_terminated (poller))
             break;
         s_forward_replies (self, self->store);
+        s_forward_replies (self, self->mesh);
         if (which == self->router)
             s_handle_requests (self);
     }
@@ -250,11 +268,18 @@ sn_frontend_new (const sn_frontend_config_t *config, char *error, size_t size)
     return sn_actor_start (sn_frontend_actor, (void *) config, "frontend", error, size);
 }
 
-//  Selftest: a frontend in front of a stand-in store that echoes {rid, code: 200}.
+//  Selftest: a frontend in front of stand-in actors that answer {rid, code}, each
+//  with its own code so that the test sees where a request went.
+typedef struct {
+    const char *endpoint; //  where the stand-in binds
+    int code;             //  what it answers
+} s_echo_t;
+
 static void
 s_echo_store (zsock_t *pipe, void *args)
 {
-    zsock_t *router = zsock_new_router ((const char *) args);
+    const s_echo_t *echo = (const s_echo_t *) args;
+    zsock_t *router = zsock_new_router (echo->endpoint);
     zsock_signal (pipe, 0);
     zpoller_t *poller = zpoller_new (pipe, router, NULL);
     sn_pack_t *pack = sn_pack_new ();
@@ -273,7 +298,7 @@ s_echo_store (zsock_t *pipe, void *args)
         sn_pack_reset (pack);
         sn_pack_map (pack, 2);
         sn_pack_kv_uint (pack, "rid", rid);
-        sn_pack_kv_uint (pack, "code", 200);
+        sn_pack_kv_uint (pack, "code", (uint64_t) echo->code);
         zframe_t *answer = sn_pack_frame (pack);
         zmsg_append (msg, &answer);
         zmsg_send (&msg, router);
@@ -310,20 +335,28 @@ s_roundtrip (zsock_t *client, const void *data, size_t size, uint64_t *rid_p)
 void
 sn_frontend_test (bool verbose)
 {
-    char store_endpoint[64], inproc[64], error[256];
+    char store_endpoint[64], mesh_endpoint[64], inproc[64], error[256];
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-frontend-test-store-%d",
               getpid ());
+    snprintf (mesh_endpoint, sizeof mesh_endpoint, "inproc://sn-frontend-test-mesh-%d", getpid ());
     snprintf (inproc, sizeof inproc, "inproc://sn-frontend-test-%d", getpid ());
-    zactor_t *store = zactor_new (s_echo_store, store_endpoint);
+    s_echo_t store_echo = {store_endpoint, 200}, mesh_echo = {mesh_endpoint, 299};
+    zactor_t *store = zactor_new (s_echo_store, &store_echo);
+    zactor_t *mesh = zactor_new (s_echo_store, &mesh_echo);
     sn_schema_t *schema = sn_schema_new ();
     assert (schema);
-    sn_frontend_config_t config = {"tcp://127.0.0.1:*", inproc, store_endpoint, schema, verbose};
+    sn_frontend_config_t config = {"tcp://127.0.0.1:*", inproc, store_endpoint,
+                                   mesh_endpoint,       schema, verbose};
     zactor_t *frontend = sn_frontend_new (&config, error, sizeof error);
     assert (frontend);
 
     //  An endpoint that cannot be bound is reported, not fatal
-    sn_frontend_config_t clash = {"tcp://256.0.0.1:1", "inproc://sn-frontend-test-clash",
-                                  store_endpoint, schema, verbose};
+    sn_frontend_config_t clash = {"tcp://256.0.0.1:1",
+                                  "inproc://sn-frontend-test-clash",
+                                  store_endpoint,
+                                  mesh_endpoint,
+                                  schema,
+                                  verbose};
     assert (sn_frontend_new (&clash, error, sizeof error) == NULL);
     assert (strstr (error, "cannot bind clients endpoint"));
 
@@ -337,6 +370,14 @@ sn_frontend_test (bool verbose)
     uint64_t rid = 0;
     assert (s_roundtrip (client, sn_pack_data (pack), sn_pack_size (pack), &rid) == 200);
     assert (rid == 7);
+
+    //  cluster is the mesh's
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 2);
+    sn_pack_kv_str (pack, "op", "cluster");
+    sn_pack_kv_uint (pack, "rid", 9);
+    assert (s_roundtrip (client, sn_pack_data (pack), sn_pack_size (pack), &rid) == 299);
+    assert (rid == 9);
 
     //  Invalid ones are answered here, with the rid when there is one
     sn_pack_reset (pack);
@@ -384,5 +425,6 @@ sn_frontend_test (bool verbose)
     zsock_destroy (&client);
     zactor_destroy (&frontend);
     zactor_destroy (&store);
+    zactor_destroy (&mesh);
     sn_schema_destroy (&schema);
 }

@@ -22,6 +22,7 @@ typedef struct {
     const char *endpoint; //  external endpoint for direct clients, e.g. tcp://127.0.0.1:7500
     const char *inproc;   //  internal endpoint the gateway threads connect to
     const char *store;    //  the store actor's endpoint
+    const char *mesh;     //  the mesh actor's ops endpoint
     sn_schema_t *schema;  //  borrowed, read-only
     bool verbose;         //  log every request
 } sn_frontend_config_t;

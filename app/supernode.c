@@ -6,6 +6,7 @@
     supernode put JSON [--key KEY] [--node ENDPOINT]
     supernode get KEY [--node ENDPOINT]
     supernode range [--from KEY] [--to KEY] [--limit N] [--node ENDPOINT]
+    supernode cluster [--node ENDPOINT]
 
     Client commands print JSON on stdout and errors on stderr, and exit 1 when the
     node refuses or does not answer, 2 when the command line is wrong.
@@ -13,6 +14,7 @@
 #include "sn_client.h"
 #include "sn_config.h"
 #include "sn_node.h"
+#include <jansson.h>
 #include <signal.h>
 
 #define SN_DEFAULT_NODE "tcp://127.0.0.1:7500"
@@ -28,6 +30,7 @@ s_usage (FILE *stream)
              "  supernode put JSON [--key KEY] [--node ENDPOINT]\n"
              "  supernode get KEY [--node ENDPOINT]\n"
              "  supernode range [--from KEY] [--to KEY] [--limit N] [--node ENDPOINT]\n"
+             "  supernode cluster [--node ENDPOINT]\n"
              "client commands talk to --node (default " SN_DEFAULT_NODE ")\n");
 }
 
@@ -175,6 +178,20 @@ s_client_command (const char *command, int argc, char **argv)
         int code = sn_client_range (client, args.from, args.to, (uint32_t) limit, &output);
         return s_finish (client, code, 200, output);
     }
+    if (streq (command, "cluster") && args.positionals == 0) {
+        char *reply = NULL;
+        int code = sn_client_request (client, "{\"op\": \"cluster\"}", &reply);
+        if (code == 200) {
+            //  The node's view, without the request's bookkeeping
+            json_t *view = json_loads (reply, 0, NULL);
+            json_object_del (view, "rid");
+            json_object_del (view, "code");
+            output = json_dumps (view, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
+            json_decref (view);
+        }
+        free (reply);
+        return s_finish (client, code, 200, output);
+    }
     sn_client_destroy (&client);
     s_usage (stderr);
     return 2;
@@ -190,7 +207,8 @@ main (int argc, char **argv)
     const char *command = argv[1];
     if (streq (command, "run"))
         return s_run (argc - 2, argv + 2);
-    if (streq (command, "put") || streq (command, "get") || streq (command, "range"))
+    if (streq (command, "put") || streq (command, "get") || streq (command, "range") ||
+        streq (command, "cluster"))
         return s_client_command (command, argc - 2, argv + 2);
     if (streq (command, "help") || streq (command, "--help") || streq (command, "-h")) {
         s_usage (stdout);

@@ -3,6 +3,7 @@
 #include "sn_node.h"
 #include "sn_frontend.h"
 #include "sn_gateway.h"
+#include "sn_mesh.h"
 #include "sn_schema.h"
 #include "sn_store.h"
 #include "sn_client.h"
@@ -10,6 +11,7 @@
 struct _sn_node_t {
     sn_schema_t *schema;   //  every op's schema, shared read-only
     zactor_t *store;       //  the LMDB store
+    zactor_t *mesh;        //  membership and the partition table
     zactor_t *frontend;    //  decodes, validates and routes every request
     sn_gateway_t *gateway; //  HTTP and WebSocket
 };
@@ -20,8 +22,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     sn_node_t *self = (sn_node_t *) zmalloc (sizeof (sn_node_t));
     //  inproc names are per process: the node's address keeps two nodes in one
     //  process (the selftests) apart.
-    char store_endpoint[64], front_endpoint[64];
+    char store_endpoint[64], mesh_endpoint[64], front_endpoint[64];
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-store-%p", (void *) self);
+    snprintf (mesh_endpoint, sizeof mesh_endpoint, "inproc://sn-mesh-%p", (void *) self);
     snprintf (front_endpoint, sizeof front_endpoint, "inproc://sn-front-%p", (void *) self);
 
     self->schema = sn_schema_new ();
@@ -34,8 +37,14 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->store = sn_store_new (&store, error, size);
     if (!self->store)
         goto failed;
-    sn_frontend_config_t frontend = {config->clients, front_endpoint, store_endpoint, self->schema,
-                                     config->verbose};
+    sn_mesh_config_t mesh = {
+        config->name,  config->peers,  config->join, config->partitions, config->rf, 0, 0, 0,
+        mesh_endpoint, config->verbose};
+    self->mesh = sn_mesh_new (&mesh, error, size);
+    if (!self->mesh)
+        goto failed;
+    sn_frontend_config_t frontend = {config->clients, front_endpoint, store_endpoint,
+                                     mesh_endpoint,   self->schema,   config->verbose};
     self->frontend = sn_frontend_new (&frontend, error, size);
     if (!self->frontend)
         goto failed;
@@ -58,6 +67,7 @@ sn_node_destroy (sn_node_t **self_p)
         sn_node_t *self = *self_p;
         sn_gateway_destroy (&self->gateway);
         zactor_destroy (&self->frontend);
+        zactor_destroy (&self->mesh);
         zactor_destroy (&self->store);
         sn_schema_destroy (&self->schema);
         free (self);
@@ -74,19 +84,26 @@ sn_node_test (bool verbose)
     sn_config_t *config = sn_config_new ();
     free (config->data_dir);
     config->data_dir = strdup (dir);
-    //  A free port for the client endpoint: bind any, note it, let it go
-    zsock_t *probe = zsock_new (ZMQ_ROUTER);
+    //  Free ports for the client and peer endpoints: bind any two, note them, let
+    //  them go together, so that neither is handed out again for the other
+    zsock_t *probe = zsock_new (ZMQ_ROUTER), *probe_peers = zsock_new (ZMQ_ROUTER);
     int port = zsock_bind (probe, "tcp://127.0.0.1:*");
-    assert (port > 0);
+    int peers_port = zsock_bind (probe_peers, "tcp://127.0.0.1:*");
+    assert (port > 0 && peers_port > 0);
     zsock_destroy (&probe);
+    zsock_destroy (&probe_peers);
     free (config->clients);
     config->clients = zsys_sprintf ("tcp://127.0.0.1:%d", port);
+    free (config->peers);
+    config->peers = zsys_sprintf ("tcp://127.0.0.1:%d", peers_port);
     free (config->http);
     config->http = strdup ("127.0.0.1:0");
     config->map_size = 64 << 20;
     config->verbose = verbose;
 
     sn_node_t *node = sn_node_new (config, error, sizeof error);
+    if (!node)
+        zsys_error ("sn_node: %s", error);
     assert (node);
     sn_client_t *client = sn_client_new (config->clients);
     char *key = NULL, *event = NULL;
@@ -96,7 +113,16 @@ sn_node_test (bool verbose)
     free (event);
     free (key);
 
-    //  A second node on the same client endpoint fails to start, cleanly
+    //  The mesh answers for the cluster: one member, this node, alive
+    char *cluster = NULL;
+    assert (sn_client_request (client, "{\"op\": \"cluster\"}", &cluster) == 200);
+    assert (strstr (cluster, "\"status\":\"alive\""));
+    //  ... and a node alone holds and owns every partition
+    assert (!strstr (cluster, "\"replicas\":[]"));
+    assert (!strstr (cluster, "\"owner\":null"));
+    free (cluster);
+
+    //  A second node on the same endpoints fails to start, cleanly
     char other[] = "/tmp/sn_node_test_XXXXXX";
     assert (mkdtemp (other));
     free (config->data_dir);

@@ -1,5 +1,5 @@
 /*  sn_node: one running supernode. Wires the actors together in dependency order
-    (store, frontend, gateway) and takes them down in reverse.
+    (store, mesh, frontend, gateway) and takes them down in reverse.
 */
 #ifndef SN_NODE_H_INCLUDED
 #define SN_NODE_H_INCLUDED

@@ -10,6 +10,7 @@
         GET  /events?from=&to=&limit=
                               -> 200 {events: [{key, event}], next: key | null}
         GET  /health          -> 200 {status: "ok", name, events}
+        GET  /cluster         -> 200 {name, members, partitions, dropped}
 
     An unknown path is 404; a known path with another method is 405 with Allow. A
     body over max_body is 413; invalid JSON is 400 with the parser's reason. When the
@@ -493,6 +494,17 @@ s_get_health (s_request_t *request)
     sn_msg_destroy (&reply);
 }
 
+//  GET /cluster: this node's view of the members and the partition table.
+static void
+s_get_cluster (s_request_t *request)
+{
+    s_begin (request, "cluster", 2);
+    sn_msg_t *reply = s_ask_node (request);
+    if (reply)
+        s_answer_reply (request, reply);
+    sn_msg_destroy (&reply);
+}
+
 //  Splits the path and dispatches on the method. Sets the answer, always.
 static void
 s_route (s_request_t *request)
@@ -523,6 +535,12 @@ s_route (s_request_t *request)
     else if (streq (path, "/health")) {
         if (streq (method, "GET"))
             s_get_health (request);
+        else
+            s_not_allowed (request, "GET");
+    }
+    else if (streq (path, "/cluster")) {
+        if (streq (method, "GET"))
+            s_get_cluster (request);
         else
             s_not_allowed (request, "GET");
     }
@@ -764,6 +782,14 @@ s_fake_answer (const sn_value_t *request, sn_pack_t *reply, bool *silent)
         sn_pack_kv_uint (reply, "code", 200);
         sn_pack_kv_str (reply, "name", "fake");
         sn_pack_kv_uint (reply, "events", 1);
+    }
+    else if (sn_value_streq (op, "cluster")) {
+        sn_pack_map (reply, 4);
+        sn_pack_kv_uint (reply, "rid", rid);
+        sn_pack_kv_uint (reply, "code", 200);
+        sn_pack_kv_str (reply, "name", "fake");
+        sn_pack_str (reply, "members");
+        sn_pack_array (reply, 0);
     }
     else
         sn_pack_error (reply, rid, 500, "fake node: unexpected request");
@@ -1120,6 +1146,18 @@ sn_gateway_test (bool verbose)
     s_http (port, "PUT", "/events", NULL, "{}", &response);
     assert (response.status == 405);
     assert (s_has_header (&response, "Allow: GET, POST"));
+    s_response_reset (&response);
+
+    //  GET /cluster
+    s_http (port, "GET", "/cluster", NULL, NULL, &response);
+    assert (response.status == 200);
+    assert (streq (s_member (&response, "name"), "fake"));
+    assert (json_is_array (json_object_get (response.json, "members")));
+    assert (!json_object_get (response.json, "rid"));
+    s_response_reset (&response);
+    s_http (port, "DELETE", "/cluster", NULL, NULL, &response);
+    assert (response.status == 405);
+    assert (s_has_header (&response, "Allow: GET"));
     s_response_reset (&response);
 
     //  GET /health

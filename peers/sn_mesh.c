@@ -687,6 +687,9 @@ s_mesh_start (self_t *self, char *error, size_t size)
     assert (self->members); //  name and endpoint were checked above
     self->placement = sn_placement_new (self->partitions, self->rf);
     assert (self->placement);
+    //  No member table has this version: the first placement is always computed,
+    //  even for a node alone whose table never changes
+    self->placed_version = UINT64_MAX;
     s_members_changed (self, zclock_mono ());
     zpoller_add (self->poller, self->inbox);
     zpoller_add (self->poller, self->ops);

@@ -84,3 +84,14 @@ def test_config_file_with_flags_on_top():
     finally:
         node.cleanup()
         os.unlink(path)
+
+
+def test_cluster_command(node):
+    r = cli("cluster", node=node)
+    assert r.returncode == 0, r.stderr
+    view = json.loads(r.stdout)
+    assert view["name"] == "n1"
+    assert [m["status"] for m in view["members"]] == ["alive"]
+    assert "rid" not in view and "code" not in view
+    r = cli("cluster", "extra", node=node)
+    assert r.returncode == 2

@@ -33,18 +33,19 @@
 #define SN_FRONTEND_BACKLOG 50000
 
 typedef struct {
-    zsock_t *pipe;               //  our end of the actor pipe
-    zpoller_t *poller;           //  pipe, router and store
-    zpoller_t *poller_full;      //  pipe and store: while the window is full
-    size_t in_flight;            //  requests passed on and not yet answered
-    zsock_t *router;             //  clients: external endpoint and inproc
-    zsock_t *store;              //  DEALER to the store actor
-    zsock_t *mesh;               //  DEALER to the mesh actor's ops endpoint
-    sn_schema_t *schema;         //  borrowed, read-only
-    sn_pack_t *pack;             //  scratch buffer for error replies
-    sn_frontend_config_t config; //  endpoints, borrowed from the caller until START
-    bool verbose;                //  log every request
-    bool terminated;             //  $TERM received
+    zsock_t *pipe;                          //  our end of the actor pipe
+    zpoller_t *poller;                      //  pipe, router and the actors
+    zpoller_t *poller_full;                 //  pipe and the actors: while the window is full
+    size_t in_flight;                       //  requests passed on and not yet answered
+    zsock_t *router;                        //  clients: external endpoint and inproc
+    zsock_t *links[SN_FRONTEND_ROUTES_MAX]; //  DEALER to each route's actor
+    size_t link_count;                      //  routes in the config
+    zsock_t *fallback;                      //  the link of the "*" route
+    sn_schema_t *schema;                    //  borrowed, read-only
+    sn_pack_t *pack;                        //  scratch buffer for error replies
+    sn_frontend_config_t config;            //  endpoints, borrowed from the caller until START
+    bool verbose;                           //  log every request
+    bool terminated;                        //  $TERM received
 } self_t;
 
 static self_t *
@@ -67,8 +68,8 @@ s_self_destroy (self_t **self_p)
         zpoller_destroy (&self->poller);
         zpoller_destroy (&self->poller_full);
         zsock_destroy (&self->router);
-        zsock_destroy (&self->store);
-        zsock_destroy (&self->mesh);
+        for (size_t index = 0; index < self->link_count; index++)
+            zsock_destroy (&self->links[index]);
         sn_pack_destroy (&self->pack);
         free (self);
         *self_p = NULL;
@@ -110,14 +111,42 @@ s_self_start (self_t *self)
     if (zsock_bind (self->router, "%s", self->config.inproc) == -1)
         return zsys_sprintf ("cannot bind %s: %s", self->config.inproc,
                              zmq_strerror (zmq_errno ()));
-    self->store = s_actor_link (self->config.store);
-    self->mesh = s_actor_link (self->config.mesh);
-    if (!self->store || !self->mesh)
-        return zsys_sprintf ("cannot connect to the store at %s or the mesh at %s",
-                             self->config.store, self->config.mesh);
-    self->poller = zpoller_new (self->pipe, self->router, self->store, self->mesh, NULL);
-    self->poller_full = zpoller_new (self->pipe, self->store, self->mesh, NULL);
+    self->poller = zpoller_new (self->pipe, self->router, NULL);
+    self->poller_full = zpoller_new (self->pipe, NULL);
+    const sn_frontend_route_t *routes = self->config.routes;
+    while (self->link_count < SN_FRONTEND_ROUTES_MAX && routes[self->link_count].ops) {
+        const sn_frontend_route_t *route = &routes[self->link_count];
+        zsock_t *link = s_actor_link (route->endpoint);
+        if (!link)
+            return zsys_sprintf ("cannot connect to %s", route->endpoint);
+        self->links[self->link_count++] = link;
+        if (streq (route->ops, "*"))
+            self->fallback = link;
+        zpoller_add (self->poller, link);
+        zpoller_add (self->poller_full, link);
+    }
+    if (!self->fallback)
+        return zsys_sprintf ("no route takes the ops no other route names");
     return NULL;
+}
+
+//  The link to the actor that serves op.
+static zsock_t *
+s_route (self_t *self, const sn_value_t *op)
+{
+    size_t size = 0;
+    const char *name = sn_value_str (op, &size);
+    for (size_t index = 0; name && index < self->link_count; index++) {
+        const char *ops = self->config.routes[index].ops;
+        while (*ops) {
+            size_t length = strcspn (ops, " ");
+            if (length == size && memcmp (ops, name, size) == 0)
+                return self->links[index];
+            ops += length;
+            ops += strspn (ops, " ");
+        }
+    }
+    return self->fallback;
 }
 
 //  Answer a request here, with its envelope, without passing it on.
@@ -165,8 +194,7 @@ s_handle_request (self_t *self, sn_routed_t *request)
     uint64_t rid = 0;
     sn_value_uint (sn_value_get (root, "rid"), &rid);
     int code = sn_schema_check_request (self->schema, root, size, error, sizeof error);
-    zsock_t *actor =
-        sn_value_streq (sn_value_get (root, "op"), "cluster") ? self->mesh : self->store;
+    zsock_t *actor = s_route (self, sn_value_get (root, "op"));
     if (self->verbose) {
         size_t op_len = 0;
         const char *op = sn_value_str (sn_value_get (root, "op"), &op_len);
@@ -201,7 +229,9 @@ s_handle_requests (self_t *self)
 
 //  Pass on every reply waiting from an actor; the envelope says which client each
 //  is for. Runs before any new request is read, so that a stream of requests can
-//  never leave replies waiting (an actor's reply queue is finite).
+//  never leave replies waiting (an actor's reply queue is finite). Messages an
+//  actor sends on its own (work for an executor) pass the same way; they make the
+//  count in flight undercount, never overcount, so the window can only open.
 static void
 s_forward_replies (self_t *self, zsock_t *from)
 {
@@ -254,8 +284,8 @@ sn_frontend_actor (zsock_t *pipe, void *args)
         }
         if (!which && zpoller_terminated (poller))
             break;
-        s_forward_replies (self, self->store);
-        s_forward_replies (self, self->mesh);
+        for (size_t index = 0; index < self->link_count; index++)
+            s_forward_replies (self, self->links[index]);
         if (which == self->router)
             s_handle_requests (self);
     }
@@ -345,16 +375,18 @@ sn_frontend_test (bool verbose)
     zactor_t *mesh = zactor_new (s_echo_store, &mesh_echo);
     sn_schema_t *schema = sn_schema_new ();
     assert (schema);
-    sn_frontend_config_t config = {"tcp://127.0.0.1:*", inproc, store_endpoint,
-                                   mesh_endpoint,       schema, verbose};
+    sn_frontend_config_t config = {"tcp://127.0.0.1:*",
+                                   inproc,
+                                   {{"health-not cluster", mesh_endpoint}, {"*", store_endpoint}},
+                                   schema,
+                                   verbose};
     zactor_t *frontend = sn_frontend_new (&config, error, sizeof error);
     assert (frontend);
 
     //  An endpoint that cannot be bound is reported, not fatal
     sn_frontend_config_t clash = {"tcp://256.0.0.1:1",
                                   "inproc://sn-frontend-test-clash",
-                                  store_endpoint,
-                                  mesh_endpoint,
+                                  {{"*", store_endpoint}},
                                   schema,
                                   verbose};
     assert (sn_frontend_new (&clash, error, sizeof error) == NULL);

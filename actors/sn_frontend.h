@@ -3,8 +3,10 @@
     One ROUTER bound to the client endpoint (tcp, for direct ZeroMQ clients) and to an
     inproc endpoint (for the gateway's civetweb threads). Each request frame is decoded
     and validated against its op's schema before any actor sees it; a bad one is
-    answered here with a 4xx. Good ones are routed to the actor that owns the op, and
-    the replies are routed back by envelope. Clients may pipeline: replies carry rid.
+    answered here with a 4xx. Good ones are routed to the actor that owns the op (the
+    routes table of the config), and the replies are routed back by envelope. An actor
+    may also send a client a message it did not ask for (work for an executor) by
+    putting the client's envelope in front of it. Clients may pipeline: replies carry rid.
 
     Pipe commands: "START" (replies "OK" or the error text), "$TERM".
 */
@@ -18,13 +20,22 @@
 extern "C" {
 #endif
 
+//  Most actors requests can be routed to.
+#define SN_FRONTEND_ROUTES_MAX 8
+
+//  Which actor serves which ops. The route whose ops are "*" takes every op no
+//  other route names.
+typedef struct {
+    const char *ops;      //  op names separated by spaces, e.g. "cluster", or "*"
+    const char *endpoint; //  the actor's inproc endpoint
+} sn_frontend_route_t;
+
 typedef struct {
     const char *endpoint; //  external endpoint for direct clients, e.g. tcp://127.0.0.1:7500
     const char *inproc;   //  internal endpoint the gateway threads connect to
-    const char *store;    //  the store actor's endpoint
-    const char *mesh;     //  the mesh actor's ops endpoint
-    sn_schema_t *schema;  //  borrowed, read-only
-    bool verbose;         //  log every request
+    sn_frontend_route_t routes[SN_FRONTEND_ROUTES_MAX]; //  ends at the first without ops
+    sn_schema_t *schema;                                //  borrowed, read-only
+    bool verbose;                                       //  log every request
 } sn_frontend_config_t;
 
 //  Start the frontend. Returns NULL with the reason in error when an endpoint cannot

@@ -43,8 +43,11 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
         goto failed;
-    sn_frontend_config_t frontend = {config->clients, front_endpoint, store_endpoint,
-                                     mesh_endpoint,   self->schema,   config->verbose};
+    sn_frontend_config_t frontend = {config->clients,
+                                     front_endpoint,
+                                     {{"cluster", mesh_endpoint}, {"*", store_endpoint}},
+                                     self->schema,
+                                     config->verbose};
     self->frontend = sn_frontend_new (&frontend, error, size);
     if (!self->frontend)
         goto failed;

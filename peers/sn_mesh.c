@@ -36,6 +36,7 @@
 #define S_HINTS_PER_BEAT 1000                //  hint deliveries started per heartbeat
 #define S_AE_BUCKETS_MAX 8                   //  differing buckets repaired per exchange
 #define S_PUSH_PAGE      256                 //  events per repair message
+#define S_BURST          256                 //  messages read from a socket per wakeup
 
 //  Identities remembered per member: its member DEALER, its join DEALER and a couple
 //  of predecessors from before a restart. Older ones are forgotten.
@@ -1767,11 +1768,8 @@ s_on_bye (self_t *self, const char *sender, const sn_value_t *root, int64_t now)
 //  One frame from the inbox. Everything here comes from outside: checked, never
 //  asserted, and whatever does not pass is counted in dropped.
 static void
-s_inbox_recv (self_t *self)
+s_inbox_handle (self_t *self, zmsg_t *msg)
 {
-    zmsg_t *msg = zmsg_recv (self->inbox);
-    if (!msg)
-        return;
     int rc = -1;
     if (zmsg_size (msg) == 2) {
         zframe_t *address = zmsg_first (msg);
@@ -1818,6 +1816,17 @@ s_inbox_recv (self_t *self)
             zsys_info ("sn_mesh: %s: dropped a peer message", self->name);
     }
     zmsg_destroy (&msg);
+}
+
+static void
+s_inbox_recv (self_t *self)
+{
+    for (int count = 0; count < S_BURST; count++) {
+        zmsg_t *msg = zmsg_recv (self->inbox);
+        if (!msg)
+            break;
+        s_inbox_handle (self, msg);
+    }
 }
 
 //  --------------------------------------------------------------------------
@@ -1888,13 +1897,14 @@ s_pack_cluster (self_t *self, uint64_t rid)
 }
 
 static void
-s_ops_recv (self_t *self)
+s_ops_handle (self_t *self)
 {
     sn_routed_t *routed = &self->incoming;
-    if (sn_routed_recv (routed, self->ops))
-        return;
+    //  Requests come from the frontend, which has checked them whole, and from the
+    //  node's own actors
     const char *error = NULL;
-    sn_msg_t *request = sn_msg_decode (sn_routed_data (routed), sn_routed_size (routed), 0, &error);
+    sn_msg_t *request =
+        sn_msg_decode_trusted (sn_routed_data (routed), sn_routed_size (routed), &error);
     const sn_value_t *root = request ? sn_msg_root (request) : NULL;
     const sn_value_t *op = sn_value_get (root, "op");
     uint64_t rid = 0;
@@ -1940,6 +1950,18 @@ s_ops_recv (self_t *self)
     sn_routed_set_payload (routed, sn_pack_data (self->out), sn_pack_size (self->out));
     if (sn_routed_send (routed, self->ops))
         sn_routed_close (routed);
+}
+
+//  Everything waiting, a burst at a time: the store batches what arrives together,
+//  so feeding it one request per wakeup would cost a commit each.
+static void
+s_ops_recv (self_t *self)
+{
+    for (int count = 0; count < S_BURST; count++) {
+        if (sn_routed_recv (&self->incoming, self->ops))
+            break;
+        s_ops_handle (self);
+    }
 }
 
 //  --------------------------------------------------------------------------
@@ -2017,6 +2039,7 @@ s_mesh_start (self_t *self, char *error, size_t size)
     self->inbox = zsock_new (ZMQ_ROUTER);
     assert (self->inbox);
     zsock_set_router_handover (self->inbox, 1);
+    zsock_set_rcvtimeo (self->inbox, 0);
     if (zsock_bind (self->inbox, "%s", self->endpoint) == -1) {
         snprintf (error, size, "cannot bind mesh to %s: %s", self->endpoint,
                   zmq_strerror (zmq_errno ()));
@@ -2032,6 +2055,7 @@ s_mesh_start (self_t *self, char *error, size_t size)
     }
     self->ops = zsock_new (ZMQ_ROUTER);
     assert (self->ops);
+    zsock_set_rcvtimeo (self->ops, 0);
     if (zsock_bind (self->ops, "%s", self->ops_endpoint) == -1) {
         snprintf (error, size, "cannot bind mesh ops to %s: %s", self->ops_endpoint,
                   zmq_strerror (zmq_errno ()));

@@ -22,10 +22,12 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     sn_node_t *self = (sn_node_t *) zmalloc (sizeof (sn_node_t));
     //  inproc names are per process: the node's address keeps two nodes in one
     //  process (the selftests) apart.
-    char store_endpoint[64], mesh_endpoint[64], front_endpoint[64];
+    char store_endpoint[64], mesh_endpoint[64], front_endpoint[64], feed_endpoint[64];
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-store-%p", (void *) self);
     snprintf (mesh_endpoint, sizeof mesh_endpoint, "inproc://sn-mesh-%p", (void *) self);
     snprintf (front_endpoint, sizeof front_endpoint, "inproc://sn-front-%p", (void *) self);
+    //  The mesh publishes the partition table here for actors that own partitions
+    snprintf (feed_endpoint, sizeof feed_endpoint, "inproc://sn-feed-%p", (void *) self);
 
     self->schema = sn_schema_new ();
     if (!self->schema) {
@@ -49,7 +51,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
                              .verbose = config->verbose,
                              .store = store_endpoint,
                              .write_timeout_ms = config->write_timeout,
-                             .anti_entropy_ms = config->anti_entropy};
+                             .anti_entropy_ms = config->anti_entropy,
+                             .frontend = front_endpoint,
+                             .feed = feed_endpoint};
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
         goto failed;

@@ -75,6 +75,8 @@ typedef enum {
     S_CALL_PUSH,         //  a page of a bucket of p, to push to a replica
     S_CALL_HINT,         //  a replica storing a hint we kept for it
     S_CALL_BULK,         //  a caller's bulk: its items are writes of their own
+    S_CALL_FORWARD,      //  a caller's request, at a partition's owner
+    S_CALL_REMOTE_FWD,   //  a peer's forwarded request, at our frontend
 } s_call_kind_t;
 
 //  A request out, to the store or to peers, and what to do with the answers.
@@ -104,6 +106,8 @@ typedef struct {
     uint32_t index;             //  WRITE: which item; BULK: how many items
     s_item_t *items;            //  BULK: the outcome of each item
     uint32_t remaining;         //  BULK: items not settled yet
+    zframe_t *request;          //  FORWARD: the request, packed for the owner
+    uint32_t tries;             //  FORWARD: replicas tried so far
 } s_call_t;
 
 //  An event kept for a replica that is down: the hint message as it came.
@@ -167,6 +171,11 @@ typedef struct {
     sn_pack_t *req;            //  request to the store being built
     sn_pack_t *reply;          //  reply to a caller being built
     sn_routed_t incoming;      //  the request being handled on ops
+    char *frontend_endpoint;   //  where forwarded requests are delivered, or NULL
+    zsock_t *frontend;         //  DEALER to it
+    char *feed_endpoint;       //  where the placement is published, or NULL
+    zsock_t *feed;             //  PUB there
+    uint64_t forwarded;        //  requests forwarded to an owner
 } self_t;
 
 static void
@@ -242,6 +251,8 @@ s_self_new (zsock_t *pipe, const sn_mesh_config_t *config)
     zhashx_set_destructor (self->hints, s_hint_destroy);
     self->req = sn_pack_new ();
     self->reply = sn_pack_new ();
+    self->frontend_endpoint = config->frontend ? strdup (config->frontend) : NULL;
+    self->feed_endpoint = config->feed ? strdup (config->feed) : NULL;
     return self;
 }
 
@@ -261,6 +272,10 @@ s_self_destroy (self_t **self_p)
     sn_keygen_destroy (&self->keygen);
     zsock_destroy (&self->store);
     free (self->store_endpoint);
+    zsock_destroy (&self->frontend);
+    free (self->frontend_endpoint);
+    zsock_destroy (&self->feed);
+    free (self->feed_endpoint);
     zhashx_destroy (&self->peers);
     zhashx_destroy (&self->routes);
     for (size_t index = 0; index < self->join_count; index++) {
@@ -429,7 +444,46 @@ s_links_sync (self_t *self, int64_t now)
     }
 }
 
+//  The partition table on the feed, for the actors that own state by partition.
+static void
+s_publish (self_t *self)
+{
+    if (!self->feed)
+        return;
+    sn_pack_t *out = self->out;
+    uint32_t replicas = sn_placement_replica_count (self->placement);
+    sn_pack_reset (out);
+    sn_pack_map (out, 5);
+    sn_pack_kv_str (out, "op", "placement");
+    sn_pack_kv_str (out, "self", self->name);
+    sn_pack_kv_uint (out, "version", self->placed_version);
+    sn_pack_str (out, "owners");
+    sn_pack_array (out, self->partitions);
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        const char *owner = sn_placement_owner (self->placement, p);
+        if (owner)
+            sn_pack_str (out, owner);
+        else
+            sn_pack_nil (out);
+    }
+    sn_pack_str (out, "replicas");
+    sn_pack_array (out, self->partitions);
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        sn_pack_array (out, replicas);
+        for (uint32_t index = 0; index < replicas; index++) {
+            const char *name = sn_placement_replica (self->placement, p, index);
+            if (name)
+                sn_pack_str (out, name);
+            else
+                sn_pack_nil (out);
+        }
+    }
+    zmq_send (zsock_resolve (self->feed), sn_pack_data (out), sn_pack_size (out), ZMQ_DONTWAIT);
+}
+
 //  Whatever changed in the member table: relink and recompute placement.
+static void s_publish (self_t *self);
+
 static void
 s_members_changed (self_t *self, int64_t now)
 {
@@ -441,6 +495,7 @@ s_members_changed (self_t *self, int64_t now)
         if (sn_placement_update (self->placement, list, count) == -1)
             zsys_error ("sn_mesh: %s: placement rejected the member table", self->name);
         self->placed_version = version;
+        s_publish (self);
     }
 }
 
@@ -458,6 +513,7 @@ s_heartbeat (self_t *self)
                            sn_members_status_name (list[index].status));
     }
     s_members_changed (self, now);
+    s_publish (self);
     s_ping_all (self);
     s_pack_hello (self);
     for (size_t index = 0; index < self->join_count; index++)
@@ -513,6 +569,7 @@ s_call_free (s_call_t *call)
 {
     sn_routed_close (&call->routed);
     sn_msg_destroy (&call->theirs);
+    zframe_destroy (&call->request);
     if (call->items) {
         for (uint32_t index = 0; index < call->index; index++)
             free (call->items[index].error);
@@ -1081,6 +1138,198 @@ s_on_get (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t ri
     sn_pack_reset (self->reply);
 }
 
+//  ---- Forwarding to a partition's owner
+
+//  Deliver a forwarded request to our frontend, as a client would send it, under call.
+static bool
+s_deliver_local (self_t *self, s_call_t *call, const sn_value_t *request, uint64_t hops)
+{
+    if (!self->frontend)
+        return false;
+    size_t entries = sn_value_size (request);
+    uint32_t kept = 2;
+    for (size_t index = 0; index < entries; index++) {
+        size_t len;
+        const char *name = sn_value_key_at (request, index, &len);
+        if (!(len == 3 && (memcmp (name, "rid", 3) == 0 || memcmp (name, "fwd", 3) == 0)))
+            kept++;
+    }
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, kept);
+    sn_pack_kv_uint (self->req, "rid", call->id);
+    sn_pack_kv_uint (self->req, "fwd", hops);
+    for (size_t index = 0; index < entries; index++) {
+        size_t len;
+        const char *name = sn_value_key_at (request, index, &len);
+        if (len == 3 && (memcmp (name, "rid", 3) == 0 || memcmp (name, "fwd", 3) == 0))
+            continue;
+        sn_pack_strn (self->req, name, len);
+        sn_pack_value (self->req, sn_value_value_at (request, index));
+    }
+    return zmq_send (zsock_resolve (self->frontend), sn_pack_data (self->req),
+                     sn_pack_size (self->req), ZMQ_DONTWAIT) != -1;
+}
+
+static void
+s_forward_fail (self_t *self, s_call_t *call)
+{
+    sn_pack_error (self->reply, call->rid, 503,
+                   "no replica of partition %u answered the forwarded request (%u tried)", call->p,
+                   call->tries);
+    s_call_answer (self, call);
+}
+
+//  Send a forward to the next live replica of its partition, owner first. Returns
+//  false when none is left to try.
+static bool
+s_forward_try (self_t *self, s_call_t *call)
+{
+    uint32_t replicas = sn_placement_replica_count (self->placement);
+    while (call->tries < replicas) {
+        const char *replica = sn_placement_replica (self->placement, call->p, call->tries++);
+        if (!replica)
+            continue;
+        sn_msg_t *msg =
+            sn_msg_decode_trusted (zframe_data (call->request), zframe_size (call->request), NULL);
+        const sn_value_t *root = sn_msg_root (msg);
+        bool sent = false;
+        const sn_value_t *request = sn_value_get (root, "request");
+        uint64_t hops = 0;
+        sn_value_uint (sn_value_get (request, "fwd"), &hops);
+        if (streq (replica, self->name))
+            sent = s_deliver_local (self, call, request, hops + 1);
+        else if (s_reachable (self, replica)) {
+            sn_pack_reset (self->out);
+            sn_pack_map (self->out, 3);
+            sn_pack_kv_str (self->out, "op", "fwd");
+            sn_pack_kv_uint (self->out, "rid", call->id);
+            sn_pack_kv_value (self->out, "request", sn_value_get (root, "request"));
+            sent = s_peer_send (self, replica);
+        }
+        sn_msg_destroy (&msg);
+        if (sent) {
+            self->forwarded++;
+            return true;
+        }
+    }
+    return false;
+}
+
+//  forward {p, request}: to the owner of p, then to the next replicas in turn.
+static void
+s_on_forward (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid)
+{
+    uint64_t p;
+    const sn_value_t *request = sn_value_get (root, "request");
+    if (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions ||
+        !sn_value_is (request, SN_TYPE_MAP) ||
+        !sn_value_is (sn_value_get (request, "op"), SN_TYPE_STRING)) {
+        sn_pack_error (self->reply, rid, 400,
+                       "forward: p must be a partition and request a map with an op");
+        return;
+    }
+    s_call_t *call = s_call_new (self, S_CALL_FORWARD);
+    if (!call) {
+        sn_pack_error (self->reply, rid, 503, "node is busy: too many requests in flight");
+        return;
+    }
+    sn_routed_move (&call->routed, routed);
+    call->rid = rid;
+    call->p = (uint32_t) p;
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 1);
+    sn_pack_kv_value (self->req, "request", request);
+    call->request = zframe_new (sn_pack_data (self->req), sn_pack_size (self->req));
+    if (!s_forward_try (self, call))
+        s_forward_fail (self, call);
+    sn_pack_reset (self->reply);
+}
+
+//  A forward that timed out: the same request, under a new call with a fresh
+//  deadline, to the next replica.
+static void
+s_forward_retry (self_t *self, s_call_t *call)
+{
+    s_call_t *next = s_call_new (self, S_CALL_FORWARD);
+    if (!next) {
+        s_forward_fail (self, call);
+        return;
+    }
+    sn_routed_move (&next->routed, &call->routed);
+    next->rid = call->rid;
+    next->p = call->p;
+    next->tries = call->tries;
+    next->request = call->request;
+    call->request = NULL;
+    s_call_end (self, call);
+    if (!s_forward_try (self, next))
+        s_forward_fail (self, next);
+}
+
+//  fwd {rid, request}: a peer hands us a request for a partition we own.
+static int
+s_on_fwd (self_t *self, const char *sender, const sn_value_t *root)
+{
+    uint64_t their_rid, hops = 0;
+    const sn_value_t *request = sn_value_get (root, "request");
+    if (!sn_value_uint (sn_value_get (root, "rid"), &their_rid) ||
+        !sn_value_is (request, SN_TYPE_MAP))
+        return -1;
+    sn_value_uint (sn_value_get (request, "fwd"), &hops);
+    s_call_t *call = s_call_new (self, S_CALL_REMOTE_FWD);
+    if (!call)
+        return 0;
+    call->rid = their_rid;
+    snprintf (call->peer, sizeof call->peer, "%s", sender);
+    if (!s_deliver_local (self, call, request, hops + 1))
+        s_call_end (self, call);
+    return 0;
+}
+
+//  fwd_reply {rid, reply}: the owner's answer to a forward of ours.
+static int
+s_on_fwd_reply (self_t *self, const sn_value_t *root)
+{
+    uint64_t rid;
+    const sn_value_t *reply = sn_value_get (root, "reply");
+    if (!sn_value_uint (sn_value_get (root, "rid"), &rid) || !sn_value_is (reply, SN_TYPE_MAP))
+        return -1;
+    s_call_t *call = s_call_lookup (self, rid);
+    if (call && call->kind == S_CALL_FORWARD)
+        s_get_answer (self, call, reply);
+    return 0;
+}
+
+//  Answers from our frontend to forwarded requests.
+static void
+s_frontend_recv (self_t *self)
+{
+    zmq_msg_t frame;
+    zmq_msg_init (&frame);
+    for (int count = 0; count < S_BURST &&
+                        zmq_msg_recv (&frame, zsock_resolve (self->frontend), ZMQ_DONTWAIT) != -1;
+         count++) {
+        sn_msg_t *msg = sn_msg_decode_trusted (zmq_msg_data (&frame), zmq_msg_size (&frame), NULL);
+        const sn_value_t *root = msg ? sn_msg_root (msg) : NULL;
+        uint64_t rid = 0;
+        sn_value_uint (sn_value_get (root, "rid"), &rid);
+        s_call_t *call = s_call_lookup (self, rid);
+        if (call && call->kind == S_CALL_FORWARD && sn_value_is (root, SN_TYPE_MAP))
+            s_get_answer (self, call, root);
+        else if (call && call->kind == S_CALL_REMOTE_FWD && sn_value_is (root, SN_TYPE_MAP)) {
+            sn_pack_reset (self->out);
+            sn_pack_map (self->out, 3);
+            sn_pack_kv_str (self->out, "op", "fwd_reply");
+            sn_pack_kv_uint (self->out, "rid", call->rid);
+            sn_pack_kv_value (self->out, "reply", root);
+            s_peer_send (self, call->peer);
+            s_call_end (self, call);
+        }
+        sn_msg_destroy (&msg);
+    }
+    zmq_msg_close (&frame);
+}
+
 //  ---- Anti-entropy
 
 //  Start one exchange per partition this node holds, each with the next of its
@@ -1334,6 +1583,8 @@ s_calls_expire (self_t *self, int64_t now)
         }
         else if (call->kind == S_CALL_GET)
             s_get_not_found (self, call, call->answered == call->sent);
+        else if (call->kind == S_CALL_FORWARD)
+            s_forward_retry (self, call);
         else {
             if (call->kind == S_CALL_HINT) {
                 char text[24];
@@ -1806,6 +2057,10 @@ s_inbox_handle (self_t *self, zmsg_t *msg)
             rc = s_on_pull (self, from, root);
         else if (from && sn_value_streq (op, "repair"))
             rc = s_on_repair (self, root);
+        else if (from && sn_value_streq (op, "fwd"))
+            rc = s_on_fwd (self, from, root);
+        else if (from && sn_value_streq (op, "fwd_reply"))
+            rc = s_on_fwd_reply (self, root);
         free (from);
         sn_msg_destroy (&decoded);
         free (identity);
@@ -1837,7 +2092,7 @@ s_pack_cluster (self_t *self, uint64_t rid)
 {
     sn_pack_t *out = self->out;
     sn_pack_reset (out);
-    sn_pack_map (out, 9);
+    sn_pack_map (out, 10);
     sn_pack_kv_uint (out, "rid", rid);
     sn_pack_kv_uint (out, "code", 200);
     sn_pack_kv_str (out, "name", self->name);
@@ -1858,6 +2113,7 @@ s_pack_cluster (self_t *self, uint64_t rid)
     sn_pack_kv_uint (out, "pushed", self->ae_pushed);
     sn_pack_kv_uint (out, "received", self->ae_received);
     sn_pack_kv_uint (out, "writes_failed", self->writes_failed);
+    sn_pack_kv_uint (out, "forwarded", self->forwarded);
 
     size_t count;
     const sn_member_t *list = sn_members_list (self->members, &count);
@@ -1922,9 +2178,11 @@ s_ops_handle (self_t *self)
                               sn_value_streq (op, "bulk")))
         sn_pack_error (self->out, rid, 503, "this mesh has no store");
     else if (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
-             sn_value_streq (op, "bulk")) {
+             sn_value_streq (op, "bulk") || sn_value_streq (op, "forward")) {
         sn_pack_reset (self->reply);
-        if (sn_value_streq (op, "put"))
+        if (sn_value_streq (op, "forward"))
+            s_on_forward (self, routed, root, rid);
+        else if (sn_value_streq (op, "put"))
             s_on_put (self, routed, root, rid);
         else if (sn_value_streq (op, "bulk"))
             s_on_bulk (self, routed, root, rid);
@@ -2064,6 +2322,28 @@ s_mesh_start (self_t *self, char *error, size_t size)
     }
     if (self->store_endpoint && s_store_link (self, error, size))
         return -1;
+    if (self->frontend_endpoint) {
+        self->frontend = zsock_new (ZMQ_DEALER);
+        assert (self->frontend);
+        zsock_set_sndhwm (self->frontend, S_CALLS);
+        zsock_set_rcvhwm (self->frontend, S_CALLS);
+        zsock_set_linger (self->frontend, 0);
+        if (zsock_connect (self->frontend, "%s", self->frontend_endpoint) == -1) {
+            snprintf (error, size, "cannot connect to the frontend at %s", self->frontend_endpoint);
+            return -1;
+        }
+        zpoller_add (self->poller, self->frontend);
+    }
+    if (self->feed_endpoint) {
+        self->feed = zsock_new (ZMQ_PUB);
+        assert (self->feed);
+        zsock_set_sndhwm (self->feed, 1000);
+        zsock_set_linger (self->feed, 0);
+        if (zsock_bind (self->feed, "%s", self->feed_endpoint) == -1) {
+            snprintf (error, size, "cannot bind the mesh feed to %s", self->feed_endpoint);
+            return -1;
+        }
+    }
     self->members = sn_members_new (self->name, self->endpoint, (uint64_t) zclock_time ());
     assert (self->members); //  name and endpoint were checked above
     self->placement = sn_placement_new (self->partitions, self->rf);
@@ -2150,6 +2430,8 @@ sn_mesh_actor (zsock_t *pipe, void *args)
             s_ops_recv (self);
         else if (which && which == self->store)
             s_store_recv (self);
+        else if (which && which == self->frontend)
+            s_frontend_recv (self);
         else if (zpoller_terminated (self->poller))
             break;
         if (!self->members || self->terminated)
@@ -2186,7 +2468,62 @@ typedef struct {
     char name[16];     //  its node name
     char endpoint[64]; //  its bound peer endpoint, from the cluster op
     uint64_t rid;      //  last rid used
+    zactor_t *front;   //  stand-in for its frontend, answering forwarded requests
 } s_test_node_t;
+
+//  A stand-in frontend: answers every request {rid, code: 200, who, fwd} until told
+//  "MUTE", after which it reads and drops them.
+static void
+s_test_front (zsock_t *pipe, void *args)
+{
+    const char *name = (const char *) args;
+    char endpoint[64];
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-mesh-test-front-%s", name);
+    zsock_t *router = zsock_new_router (endpoint);
+    assert (router);
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, router, NULL);
+    sn_pack_t *pack = sn_pack_new ();
+    bool mute = false;
+    while (true) {
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
+        if (which == pipe) {
+            char *command = zstr_recv (pipe);
+            bool stop = !command || streq (command, "$TERM");
+            mute = mute || (command && streq (command, "MUTE"));
+            zstr_free (&command);
+            if (stop)
+                break;
+            continue;
+        }
+        if (which != router)
+            break;
+        zmsg_t *msg = zmsg_recv (router);
+        zframe_t *payload = zmsg_last (msg);
+        sn_msg_t *request = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+        uint64_t rid = 0, hops = 0;
+        sn_value_uint (sn_value_get (sn_msg_root (request), "rid"), &rid);
+        sn_value_uint (sn_value_get (sn_msg_root (request), "fwd"), &hops);
+        sn_msg_destroy (&request);
+        zmsg_remove (msg, payload);
+        zframe_destroy (&payload);
+        sn_pack_reset (pack);
+        sn_pack_map (pack, 4);
+        sn_pack_kv_uint (pack, "rid", rid);
+        sn_pack_kv_uint (pack, "code", 200);
+        sn_pack_kv_str (pack, "who", name);
+        sn_pack_kv_uint (pack, "fwd", hops);
+        zframe_t *answer = sn_pack_frame (pack);
+        zmsg_append (msg, &answer);
+        if (mute)
+            zmsg_destroy (&msg);
+        else
+            zmsg_send (&msg, router);
+    }
+    sn_pack_destroy (&pack);
+    zpoller_destroy (&poller);
+    zsock_destroy (&router);
+}
 
 static sn_msg_t *s_test_cluster (s_test_node_t *node);
 static const sn_value_t *s_test_record (sn_msg_t *msg, const char *name);
@@ -2201,7 +2538,14 @@ s_test_start (s_test_node_t *node, const char *name, const char *join, bool verb
     zlist_t *joins = zlist_new ();
     if (join)
         zlist_append (joins, (void *) join);
-    sn_mesh_config_t config = {.name = name,
+    char front[64], feed[64];
+    snprintf (front, sizeof front, "inproc://sn-mesh-test-front-%s", name);
+    snprintf (feed, sizeof feed, "inproc://sn-mesh-test-feed-%s", name);
+    node->front = zactor_new (s_test_front, node->name);
+    sn_mesh_config_t config = {.frontend = front,
+                               .feed = feed,
+                               .write_timeout_ms = 300,
+                               .name = name,
                                .endpoint = "tcp://127.0.0.1:*",
                                .join = joins,
                                .partitions = 16,
@@ -2232,6 +2576,7 @@ static void
 s_test_stop (s_test_node_t *node)
 {
     zactor_destroy (&node->mesh);
+    zactor_destroy (&node->front);
     zpoller_destroy (&node->poller);
     zsock_destroy (&node->client);
 }
@@ -2429,6 +2774,78 @@ sn_mesh_test (bool verbose)
     uint64_t b_incarnation = 0;
     assert (sn_value_streq (s_test_member (msg, "B", &b_incarnation), "alive"));
     sn_msg_destroy (&msg);
+
+    //  The partition table is published on the feed
+    zsock_t *feed = zsock_new_sub ("inproc://sn-mesh-test-feed-A", "");
+    assert (feed);
+    zpoller_t *feed_poller = zpoller_new (feed, NULL);
+    assert (zpoller_wait (feed_poller, 5000) == feed);
+    zframe_t *frame = zframe_recv (feed);
+    sn_msg_t *table = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+    zframe_destroy (&frame);
+    assert (sn_value_streq (sn_value_get (sn_msg_root (table), "op"), "placement"));
+    assert (sn_value_streq (sn_value_get (sn_msg_root (table), "self"), "A"));
+    const sn_value_t *owners = sn_value_get (sn_msg_root (table), "owners");
+    assert (sn_value_size (owners) == 16);
+
+    //  A forward reaches the owner's frontend, one hop, and comes back with our rid;
+    //  an owner that does not answer is passed over for the next replica
+    uint32_t owned_by_b = 16, owned_by_a = 16;
+    for (uint32_t p = 0; p < 16; p++) {
+        if (sn_value_streq (sn_value_at (owners, p), "B") && owned_by_b == 16)
+            owned_by_b = p;
+        if (sn_value_streq (sn_value_at (owners, p), "A") && owned_by_a == 16)
+            owned_by_a = p;
+    }
+    assert (owned_by_a < 16 && owned_by_b < 16);
+    sn_pack_t *forward = sn_pack_new ();
+    for (int round = 0; round < 3; round++) {
+        uint32_t p = round == 1 ? owned_by_a : owned_by_b;
+        if (round == 2)
+            zstr_send (b.front, "MUTE");
+        sn_pack_reset (forward);
+        sn_pack_map (forward, 4);
+        sn_pack_kv_str (forward, "op", "forward");
+        sn_pack_kv_uint (forward, "rid", 70 + round);
+        sn_pack_kv_uint (forward, "p", p);
+        sn_pack_str (forward, "request");
+        sn_pack_map (forward, 3);
+        sn_pack_kv_str (forward, "op", "anything");
+        sn_pack_kv_uint (forward, "rid", 5);
+        sn_pack_kv_uint (forward, "fwd", 9);
+        sn_msg_t *answer = s_test_call (&a, forward);
+        const sn_value_t *root = sn_msg_root (answer);
+        uint64_t value;
+        assert (sn_value_uint (sn_value_get (root, "rid"), &value) && value == 70u + round);
+        assert (sn_value_uint (sn_value_get (root, "code"), &value) && value == 200);
+        //  The hops so far, one more than the request said
+        assert (sn_value_uint (sn_value_get (root, "fwd"), &value) && value == 10);
+        const sn_value_t *who = sn_value_get (root, "who");
+        if (round == 0)
+            assert (sn_value_streq (who, "B"));
+        else if (round == 1)
+            assert (sn_value_streq (who, "A"));
+        else {
+            const sn_value_t *replicas =
+                sn_value_at (sn_value_get (sn_msg_root (table), "replicas"), owned_by_b);
+            assert (sn_value_equal (who, sn_value_at (replicas, 1)));
+        }
+        sn_msg_destroy (&answer);
+    }
+    sn_pack_reset (forward);
+    sn_pack_map (forward, 3);
+    sn_pack_kv_str (forward, "op", "forward");
+    sn_pack_kv_uint (forward, "rid", 80);
+    sn_pack_kv_uint (forward, "p", 16);
+    sn_msg_t *refused = s_test_call (&a, forward);
+    uint64_t refused_code;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (refused), "code"), &refused_code));
+    assert (refused_code == 400);
+    sn_msg_destroy (&refused);
+    sn_pack_destroy (&forward);
+    sn_msg_destroy (&table);
+    zpoller_destroy (&feed_poller);
+    zsock_destroy (&feed);
 
     //  Unknown and malformed ops are answered with 400
     sn_pack_t *pack = sn_pack_new ();

@@ -28,7 +28,23 @@
       cluster {}  -> 200 {name, members: [{name, endpoint, incarnation, status}],
                           partitions: [{p, replicas: [names], owner: name | nil}],
                           dropped}
+      put {event, key?, type?, pkey?, commit?}  -> 201 {key, written} | 503 {error,
+                          written, key}: the write, replicated by commit level
+      bulk {puts, commit?}  -> 200 {results: [{code, key?, error?}]}: each item a put
+      get {key}   -> the store's answer, from here or from another replica
+      forward {p, request: map} -> the answer to request, from the owner of partition p:
+                          the request is delivered to the owner's frontend as if a
+                          client had sent it, with "fwd" (the hops so far) added; when
+                          the owner does not answer in time, the next live replica is
+                          tried. Actors that own state by partition use it to hand a
+                          request they got on the wrong node to the right one.
       anything else -> 400
+
+    Feed: with feed set, the actor binds a PUB there and publishes the partition table
+    whenever it changes, and every heartbeat for late subscribers, as one frame
+    {op: "placement", self, version, owners: [name | nil per partition],
+     replicas: [[names] per partition]}. Actors that own state by partition subscribe
+    and take over (replay) the partitions they come to own.
 
     Pipe commands: "START" (replies "OK" or the error text); "SILENT" (no reply: the
     actor will stop without saying bye, as if it had crashed; for tests); "$TERM"
@@ -58,6 +74,9 @@ typedef struct {
     const char *store;        //  the store actor's endpoint; NULL: no data ops (tests)
     int write_timeout_ms;     //  replica writes and reads; 0 means 2000
     int anti_entropy_ms;      //  between anti-entropy exchanges; 0 means 2000
+    const char *frontend;     //  the frontend's inproc endpoint, where forwarded requests
+                              //  are delivered; NULL: no forwarding (tests)
+    const char *feed;         //  inproc endpoint to bind the placement PUB to, or NULL
 } sn_mesh_config_t;
 
 //  Start a mesh actor. Returns NULL with the reason in error when the configuration is

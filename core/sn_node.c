@@ -60,7 +60,7 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     sn_frontend_config_t frontend = {
         config->clients,
         front_endpoint,
-        {{"cluster put get bulk", mesh_endpoint}, {"*", store_endpoint}},
+        {{"cluster put get bulk range", mesh_endpoint}, {"*", store_endpoint}},
         self->schema,
         config->verbose};
     self->frontend = sn_frontend_new (&frontend, error, size);

@@ -77,7 +77,14 @@ typedef enum {
     S_CALL_BULK,         //  a caller's bulk: its items are writes of their own
     S_CALL_FORWARD,      //  a caller's request, at a partition's owner
     S_CALL_REMOTE_FWD,   //  a peer's forwarded request, at our frontend
+    S_CALL_RANGE,        //  a caller's range, from every member
 } s_call_kind_t;
+
+//  One member's page of a range read.
+typedef struct {
+    sn_msg_t *msg;          //  the message holding it
+    const sn_value_t *page; //  {events: [{key, event}], next}
+} s_page_t;
 
 //  A request out, to the store or to peers, and what to do with the answers.
 typedef struct {
@@ -108,6 +115,8 @@ typedef struct {
     uint32_t remaining;         //  BULK: items not settled yet
     zframe_t *request;          //  FORWARD: the request, packed for the owner
     uint32_t tries;             //  FORWARD: replicas tried so far
+    s_page_t *pages;            //  RANGE: the pages in so far, sent slots
+    uint64_t limit;             //  RANGE: events the caller wants at most
 } s_call_t;
 
 //  An event kept for a replica that is down: the hint message as it came.
@@ -570,6 +579,9 @@ s_call_free (s_call_t *call)
     sn_routed_close (&call->routed);
     sn_msg_destroy (&call->theirs);
     zframe_destroy (&call->request);
+    for (uint32_t index = 0; call->pages && index < call->answered; index++)
+        sn_msg_destroy (&call->pages[index].msg);
+    free (call->pages);
     if (call->items) {
         for (uint32_t index = 0; index < call->index; index++)
             free (call->items[index].error);
@@ -1330,6 +1342,200 @@ s_frontend_recv (self_t *self)
     zmq_msg_close (&frame);
 }
 
+//  ---- Range reads across the cluster
+
+//  Most bytes of events in one merged page, as the store's own pages.
+#define S_RANGE_BYTES (4 * 1024 * 1024)
+
+typedef struct {
+    const char *key;        //  the event's key (not terminated)
+    size_t len;             //  its length
+    const sn_value_t *item; //  {key, event}
+} s_range_item_t;
+
+static int
+s_range_compare (const void *a, const void *b)
+{
+    const s_range_item_t *x = (const s_range_item_t *) a, *y = (const s_range_item_t *) b;
+    size_t len = x->len < y->len ? x->len : y->len;
+    int order = memcmp (x->key, y->key, len);
+    return order ? order : (x->len > y->len) - (x->len < y->len);
+}
+
+//  Every member has answered: merge the pages. A member's page stops at its next, so
+//  the merged page stops at the smallest next: beyond it, that member's events are
+//  not known yet. Events held by several members appear once.
+static void
+s_range_answer (self_t *self, s_call_t *call)
+{
+    size_t total = 0;
+    const char *cut = NULL;
+    size_t cut_len = 0;
+    for (uint32_t index = 0; index < call->answered; index++) {
+        const sn_value_t *page = call->pages[index].page;
+        total += sn_value_size (sn_value_get (page, "events"));
+        size_t len = 0;
+        const char *next = sn_value_str (sn_value_get (page, "next"), &len);
+        if (next && (!cut || s_range_compare (&(s_range_item_t){next, len, NULL},
+                                              &(s_range_item_t){cut, cut_len, NULL}) < 0)) {
+            cut = next;
+            cut_len = len;
+        }
+    }
+    s_range_item_t *items = (s_range_item_t *) zmalloc ((total + 1) * sizeof (s_range_item_t));
+    size_t count = 0;
+    for (uint32_t index = 0; index < call->answered; index++) {
+        const sn_value_t *events = sn_value_get (call->pages[index].page, "events");
+        for (size_t at = 0; at < sn_value_size (events); at++) {
+            const sn_value_t *item = sn_value_at (events, at);
+            size_t len = 0;
+            const char *key = sn_value_str (sn_value_get (item, "key"), &len);
+            if (!key || !sn_value_get (item, "event"))
+                continue;
+            s_range_item_t candidate = {key, len, item};
+            if (cut && s_range_compare (&candidate, &(s_range_item_t){cut, cut_len, NULL}) >= 0)
+                continue;
+            items[count++] = candidate;
+        }
+    }
+    qsort (items, count, sizeof (s_range_item_t), s_range_compare);
+    size_t unique = 0;
+    for (size_t index = 0; index < count; index++)
+        if (unique == 0 || s_range_compare (&items[unique - 1], &items[index]) != 0)
+            items[unique++] = items[index];
+    //  The page: at most limit events and S_RANGE_BYTES, at least one
+    sn_pack_t *body = self->req;
+    sn_pack_reset (body);
+    size_t taken = 0;
+    while (taken < unique && taken < call->limit &&
+           (taken == 0 || sn_pack_size (body) < S_RANGE_BYTES)) {
+        sn_pack_value (body, items[taken].item);
+        taken++;
+    }
+    sn_pack_t *reply = self->reply;
+    sn_pack_reset (reply);
+    sn_pack_map (reply, 4);
+    sn_pack_kv_uint (reply, "rid", call->rid);
+    sn_pack_kv_uint (reply, "code", 200);
+    sn_pack_str (reply, "events");
+    sn_pack_array (reply, (uint32_t) taken);
+    sn_pack_raw (reply, sn_pack_data (body), sn_pack_size (body));
+    sn_pack_str (reply, "next");
+    if (taken < unique)
+        sn_pack_strn (reply, items[taken].key, items[taken].len);
+    else if (cut)
+        sn_pack_strn (reply, cut, cut_len);
+    else
+        sn_pack_nil (reply);
+    free (items);
+    s_call_answer (self, call);
+}
+
+//  A member's page (from our store or a peer); msg is taken over.
+static void
+s_range_add (self_t *self, s_call_t *call, sn_msg_t **msg_p, const sn_value_t *page)
+{
+    if (call->answered < call->sent && sn_value_is (sn_value_get (page, "events"), SN_TYPE_ARRAY)) {
+        call->pages[call->answered].msg = *msg_p;
+        call->pages[call->answered].page = page;
+        *msg_p = NULL;
+        call->answered++;
+        if (call->answered == call->sent)
+            s_range_answer (self, call);
+        return;
+    }
+    sn_pack_error (self->reply, call->rid, 502, "a member answered the range with an error");
+    s_call_answer (self, call);
+}
+
+//  range {from?, to?, limit?}: the same range from every member, merged. A member that
+//  is down is not asked: with RF > 1 its events are on other replicas.
+static void
+s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid)
+{
+    uint64_t limit = 100;
+    const sn_value_t *limit_value = sn_value_get (root, "limit");
+    if (limit_value && (!sn_value_uint (limit_value, &limit) || limit == 0 || limit > 1000)) {
+        sn_pack_error (self->reply, rid, 400, "limit: must be 1 to 1000");
+        return;
+    }
+    s_call_t *call = s_call_new (self, S_CALL_RANGE);
+    if (!call) {
+        sn_pack_error (self->reply, rid, 503, "node is busy: too many requests in flight");
+        return;
+    }
+    sn_routed_move (&call->routed, routed);
+    call->rid = rid;
+    call->limit = limit;
+    size_t count;
+    const sn_member_t *list = sn_members_list (self->members, &count);
+    call->pages = (s_page_t *) zmalloc ((count + 1) * sizeof (s_page_t));
+    const sn_value_t *from = sn_value_get (root, "from"), *to = sn_value_get (root, "to");
+    //  Ours first, then every reachable member's
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 3 + !!from + !!to);
+    sn_pack_kv_str (self->req, "op", "range");
+    sn_pack_kv_uint (self->req, "rid", call->id);
+    sn_pack_kv_uint (self->req, "limit", limit);
+    if (from)
+        sn_pack_kv_value (self->req, "from", from);
+    if (to)
+        sn_pack_kv_value (self->req, "to", to);
+    if (s_store_send (self))
+        call->sent++;
+    for (size_t index = 0; index < count; index++) {
+        if (streq (list[index].name, self->name) || !s_reachable (self, list[index].name))
+            continue;
+        sn_pack_reset (self->out);
+        sn_pack_map (self->out, 3 + !!from + !!to);
+        sn_pack_kv_str (self->out, "op", "rrange");
+        sn_pack_kv_uint (self->out, "rid", call->id);
+        sn_pack_kv_uint (self->out, "limit", limit);
+        if (from)
+            sn_pack_kv_value (self->out, "from", from);
+        if (to)
+            sn_pack_kv_value (self->out, "to", to);
+        if (s_peer_send (self, list[index].name))
+            call->sent++;
+    }
+    if (call->sent == 0) {
+        sn_pack_error (self->reply, rid, 503, "no member could be asked");
+        s_call_answer (self, call);
+    }
+    sn_pack_reset (self->reply);
+}
+
+//  rrange {rid, from?, to?, limit}: a peer's range over our store.
+static int
+s_on_rrange (self_t *self, const char *sender, const sn_value_t *root)
+{
+    uint64_t their_rid, limit;
+    const sn_value_t *from = sn_value_get (root, "from"), *to = sn_value_get (root, "to");
+    size_t len;
+    if (!sn_value_uint (sn_value_get (root, "rid"), &their_rid) ||
+        !sn_value_uint (sn_value_get (root, "limit"), &limit) || limit == 0 || limit > 1000 ||
+        (from && (!sn_value_str (from, &len) || len > SN_KEY_MAX)) ||
+        (to && (!sn_value_str (to, &len) || len > SN_KEY_MAX)))
+        return -1;
+    s_call_t *call = s_call_new (self, S_CALL_REMOTE_GET);
+    if (!call)
+        return 0;
+    call->rid = their_rid;
+    snprintf (call->peer, sizeof call->peer, "%s", sender);
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 3 + !!from + !!to);
+    sn_pack_kv_str (self->req, "op", "range");
+    sn_pack_kv_uint (self->req, "rid", call->id);
+    sn_pack_kv_uint (self->req, "limit", limit);
+    if (from)
+        sn_pack_kv_value (self->req, "from", from);
+    if (to)
+        sn_pack_kv_value (self->req, "to", to);
+    if (!s_store_send (self))
+        s_call_end (self, call);
+    return 0;
+}
+
 //  ---- Anti-entropy
 
 //  Start one exchange per partition this node holds, each with the next of its
@@ -1493,6 +1699,8 @@ s_store_recv (self_t *self)
             else
                 s_get_elsewhere (self, call);
         }
+        else if (call->kind == S_CALL_RANGE)
+            s_range_add (self, call, &msg, code == 200 ? root : NULL);
         else if (call->kind == S_CALL_REMOTE_GET) {
             sn_pack_reset (self->out);
             sn_pack_map (self->out, 4);
@@ -1585,6 +1793,12 @@ s_calls_expire (self_t *self, int64_t now)
             s_get_not_found (self, call, call->answered == call->sent);
         else if (call->kind == S_CALL_FORWARD)
             s_forward_retry (self, call);
+        else if (call->kind == S_CALL_RANGE) {
+            sn_pack_error (self->reply, call->rid, 504,
+                           "%u of %u members did not answer the range in time",
+                           call->sent - call->answered, call->sent);
+            s_call_answer (self, call);
+        }
         else {
             if (call->kind == S_CALL_HINT) {
                 char text[24];
@@ -1735,7 +1949,7 @@ s_on_rget (self_t *self, const char *sender, const sn_value_t *root)
 }
 
 static int
-s_on_rgot (self_t *self, const sn_value_t *root)
+s_on_rgot (self_t *self, const sn_value_t *root, sn_msg_t **msg_p)
 {
     uint64_t rid, code;
     const sn_value_t *reply = sn_value_get (root, "reply");
@@ -1743,6 +1957,10 @@ s_on_rgot (self_t *self, const sn_value_t *root)
         !sn_value_uint (sn_value_get (root, "code"), &code) || !sn_value_is (reply, SN_TYPE_MAP))
         return -1;
     s_call_t *call = s_call_lookup (self, rid);
+    if (call && call->kind == S_CALL_RANGE) {
+        s_range_add (self, call, msg_p, code == 200 ? reply : NULL);
+        return 0;
+    }
     if (!call || call->kind != S_CALL_GET)
         return 0;
     if (code == 200 && sn_value_is (sn_value_get (reply, "event"), SN_TYPE_MAP))
@@ -2050,7 +2268,9 @@ s_inbox_handle (self_t *self, zmsg_t *msg)
         else if (from && sn_value_streq (op, "rget"))
             rc = s_on_rget (self, from, root);
         else if (from && sn_value_streq (op, "rgot"))
-            rc = s_on_rgot (self, root);
+            rc = s_on_rgot (self, root, &decoded);
+        else if (from && sn_value_streq (op, "rrange"))
+            rc = s_on_rrange (self, from, root);
         else if (from && sn_value_streq (op, "digest"))
             rc = s_on_digest (self, from, root, &decoded);
         else if (from && sn_value_streq (op, "pull"))
@@ -2175,13 +2395,16 @@ s_ops_handle (self_t *self)
     else if (sn_value_streq (op, "cluster"))
         s_pack_cluster (self, rid);
     else if (!self->store && (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
-                              sn_value_streq (op, "bulk")))
+                              sn_value_streq (op, "bulk") || sn_value_streq (op, "range")))
         sn_pack_error (self->out, rid, 503, "this mesh has no store");
     else if (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
-             sn_value_streq (op, "bulk") || sn_value_streq (op, "forward")) {
+             sn_value_streq (op, "bulk") || sn_value_streq (op, "forward") ||
+             sn_value_streq (op, "range")) {
         sn_pack_reset (self->reply);
         if (sn_value_streq (op, "forward"))
             s_on_forward (self, routed, root, rid);
+        else if (sn_value_streq (op, "range"))
+            s_on_range (self, routed, root, rid);
         else if (sn_value_streq (op, "put"))
             s_on_put (self, routed, root, rid);
         else if (sn_value_streq (op, "bulk"))

@@ -213,3 +213,41 @@ def test_peer_data_frames_need_a_hello():
     finally:
         client.close()
         node.cleanup()
+
+
+def test_range_reads_cover_the_cluster():
+    # RF 2 of 3: no node holds every event, yet a range on any node sees them all
+    nodes = start_cluster(["n1", "n2", "n3"], ["--rf", "2"])
+    clients = [Client(node.endpoint) for node in nodes]
+    try:
+        keys = []
+        for i in range(120):
+            reply = clients[i % 3].call("put", event={"i": i}, commit="ALL")
+            assert reply["code"] == 201, reply
+            keys.append(reply["key"])
+        held = [requests.get(node.url + "/health", timeout=5).json()["events"] for node in nodes]
+        assert all(count < len(keys) for count in held), held
+        for client, node in zip(clients, nodes):
+            seen, start = [], None
+            while True:
+                fields = {"limit": 50}
+                if start:
+                    fields["from"] = start
+                reply = client.call("range", **fields)
+                assert reply["code"] == 200, reply
+                seen += [e["key"] for e in reply["events"]]
+                start = reply["next"]
+                if start is None:
+                    break
+            assert seen == sorted(keys), node.name
+        # ... and over HTTP, bounded by to
+        middle = sorted(keys)[60]
+        r = requests.get(nodes[1].url + "/events", params={"to": middle, "limit": 1000},
+                         timeout=10)
+        assert r.status_code == 200, r.text
+        assert [e["key"] for e in r.json()["events"]] == sorted(keys)[:60]
+    finally:
+        for client in clients:
+            client.close()
+        for node in nodes:
+            node.cleanup()

@@ -113,6 +113,9 @@ typedef struct {
     uint32_t index;             //  WRITE: which item; BULK: how many items
     s_item_t *items;            //  BULK: the outcome of each item
     uint32_t remaining;         //  BULK: items not settled yet
+    uint64_t *local;            //  BULK: the items our store takes in one bulk
+    uint32_t local_count;       //  BULK: how many
+    bool batched;               //  WRITE: our store's copy went with its bulk
     zframe_t *request;          //  FORWARD: the request, packed for the owner
     uint32_t tries;             //  FORWARD: replicas tried so far
     s_page_t *pages;            //  RANGE: the pages in so far, sent slots
@@ -179,6 +182,7 @@ typedef struct {
     uint64_t ae_received;      //  events received from replicas by anti-entropy
     sn_pack_t *req;            //  request to the store being built
     sn_pack_t *reply;          //  reply to a caller being built
+    sn_pack_t *batch;          //  our store's items of a bulk being built
     sn_routed_t incoming;      //  the request being handled on ops
     char *frontend_endpoint;   //  where forwarded requests are delivered, or NULL
     zsock_t *frontend;         //  DEALER to it
@@ -260,6 +264,7 @@ s_self_new (zsock_t *pipe, const sn_mesh_config_t *config)
     zhashx_set_destructor (self->hints, s_hint_destroy);
     self->req = sn_pack_new ();
     self->reply = sn_pack_new ();
+    self->batch = sn_pack_new ();
     self->frontend_endpoint = config->frontend ? strdup (config->frontend) : NULL;
     self->feed_endpoint = config->feed ? strdup (config->feed) : NULL;
     return self;
@@ -278,6 +283,7 @@ s_self_destroy (self_t **self_p)
     zhashx_destroy (&self->hints);
     sn_pack_destroy (&self->req);
     sn_pack_destroy (&self->reply);
+    sn_pack_destroy (&self->batch);
     sn_keygen_destroy (&self->keygen);
     zsock_destroy (&self->store);
     free (self->store_endpoint);
@@ -579,6 +585,7 @@ s_call_free (s_call_t *call)
     sn_routed_close (&call->routed);
     sn_msg_destroy (&call->theirs);
     zframe_destroy (&call->request);
+    free (call->local);
     for (uint32_t index = 0; call->pages && index < call->answered; index++)
         sn_msg_destroy (&call->pages[index].msg);
     free (call->pages);
@@ -839,9 +846,11 @@ s_level (const sn_value_t *root)
 }
 
 //  Start writing item {event, key?, type?, pkey?} to every replica of its partition.
-//  Returns the call, not settled yet, or NULL with the refusal in code and error.
+//  Returns the call, not settled yet, or NULL with the refusal in code and error. With
+//  batch, our own store's copy is added to it (as a bulk item) rather than sent.
 static s_call_t *
-s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *code, char *error)
+s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *code, char *error,
+               sn_pack_t *batch)
 {
     const sn_value_t *event = sn_value_get (root, "event");
     const sn_value_t *type = sn_value_get (root, "type");
@@ -910,7 +919,14 @@ s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *cod
         const char *replica = sn_placement_replica (self->placement, p, index);
         if (!replica)
             continue;
-        if (streq (replica, self->name)) {
+        if (streq (replica, self->name) && batch) {
+            sn_pack_map (batch, s_event_entries (type));
+            s_pack_event (batch, key, type, p, event);
+            call->self_index = index;
+            call->sent++;
+            call->batched = true;
+        }
+        else if (streq (replica, self->name)) {
             sn_pack_reset (self->req);
             sn_pack_map (self->req, 3 + s_event_entries (type));
             sn_pack_kv_str (self->req, "op", "put");
@@ -972,7 +988,7 @@ s_on_put (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t ri
     }
     int code = 0;
     char error[S_ERROR_MAX];
-    s_call_t *call = s_write_begin (self, root, level, &code, error);
+    s_call_t *call = s_write_begin (self, root, level, &code, error, NULL);
     if (!call) {
         sn_pack_error (self->reply, rid, code, "%s", error);
         return;
@@ -1005,6 +1021,29 @@ s_bulk_answer (self_t *self, s_call_t *bulk)
     s_call_answer (self, bulk);
 }
 
+//  Our store's answer to a bulk's local copies: each result answers its item. The
+//  items may settle the bulk, which ends it, so its list is taken first.
+static void
+s_bulk_stored (self_t *self, s_call_t *bulk, const sn_value_t *results)
+{
+    uint64_t *local = bulk->local;
+    uint32_t count = bulk->local_count;
+    bulk->local = NULL;
+    bulk->local_count = 0;
+    for (uint32_t index = 0; index < count; index++) {
+        s_call_t *call = s_call_lookup (self, local[index]);
+        if (!call)
+            continue;
+        const sn_value_t *result = sn_value_at (results, index);
+        uint64_t code = 500;
+        sn_value_uint (sn_value_get (result, "code"), &code);
+        size_t error_len = 0;
+        const char *error = sn_value_str (sn_value_get (result, "error"), &error_len);
+        s_write_answer (self, call, call->self_index, result ? code : 500, error, error_len);
+    }
+    free (local);
+}
+
 //  bulk {puts: [{event, key?}...], commit?}: every item a write of its own at the
 //  same commit level; answered once all have settled, each with its own outcome.
 static void
@@ -1026,23 +1065,46 @@ s_on_bulk (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t r
     sn_routed_move (&bulk->routed, routed);
     bulk->rid = rid;
     bulk->items = (s_item_t *) zmalloc (count * sizeof (s_item_t));
+    bulk->local = (uint64_t *) zmalloc (count * sizeof (uint64_t));
+    sn_pack_reset (self->batch);
     bulk->index = (uint32_t) count;
     bulk->remaining = (uint32_t) count;
     uint64_t *children = (uint64_t *) zmalloc (count * sizeof (uint64_t));
     for (uint32_t index = 0; index < count; index++) {
         int code = 0;
         char error[S_ERROR_MAX];
-        s_call_t *call = s_write_begin (self, sn_value_at (puts, index), level, &code, error);
+        s_call_t *call =
+            s_write_begin (self, sn_value_at (puts, index), level, &code, error, self->batch);
         if (call) {
             call->parent = bulk->id;
             call->index = index;
             children[index] = call->id;
+            if (call->batched)
+                bulk->local[bulk->local_count++] = call->id;
         }
         else {
             bulk->items[index].code = code;
             bulk->items[index].error = strdup (error);
             bulk->remaining--;
         }
+    }
+    //  Our store's copies go as one bulk: one message and one pass for all of them
+    if (bulk->local_count) {
+        sn_pack_reset (self->req);
+        sn_pack_map (self->req, 4);
+        sn_pack_kv_str (self->req, "op", "bulk");
+        sn_pack_kv_uint (self->req, "rid", bulk->id);
+        sn_pack_str (self->req, "replica");
+        sn_pack_bool (self->req, true);
+        sn_pack_str (self->req, "puts");
+        sn_pack_array (self->req, bulk->local_count);
+        sn_pack_raw (self->req, sn_pack_data (self->batch), sn_pack_size (self->batch));
+        if (!s_store_send (self))
+            for (uint32_t index = 0; index < bulk->local_count; index++) {
+                s_call_t *call = s_call_lookup (self, bulk->local[index]);
+                if (call)
+                    s_write_failed (call, call->self_index);
+            }
     }
     //  Settling an item may answer the bulk, which ends it: look it up each time
     uint64_t bulk_id = bulk->id;
@@ -1701,6 +1763,8 @@ s_store_recv (self_t *self)
         }
         else if (call->kind == S_CALL_RANGE)
             s_range_add (self, call, &msg, code == 200 ? root : NULL);
+        else if (call->kind == S_CALL_BULK)
+            s_bulk_stored (self, call, code == 200 ? sn_value_get (root, "results") : NULL);
         else if (call->kind == S_CALL_REMOTE_GET) {
             sn_pack_reset (self->out);
             sn_pack_map (self->out, 4);

@@ -78,6 +78,7 @@ typedef enum {
     S_CALL_FORWARD,      //  a caller's request, at a partition's owner
     S_CALL_REMOTE_FWD,   //  a peer's forwarded request, at our frontend
     S_CALL_RANGE,        //  a caller's range, from every member
+    S_CALL_BATCH,        //  our store's copies of a burst of puts, as one bulk
 } s_call_kind_t;
 
 //  One member's page of a range read.
@@ -136,59 +137,62 @@ typedef struct {
 } s_join_t;
 
 typedef struct {
-    zsock_t *pipe;             //  actor command pipe
-    zpoller_t *poller;         //  pipe, inbox, ops
-    zsock_t *inbox;            //  peer ROUTER
-    zsock_t *ops;              //  ops ROUTER
-    char *name;                //  this node's name
-    char *endpoint;            //  configured peer endpoint, then the bound one
-    char *ops_endpoint;        //  configured ops endpoint
-    uint32_t partitions;       //  P
-    uint32_t rf;               //  replicas per partition
-    int64_t heartbeat_ms;      //  ping interval
-    int64_t suspect_ms;        //  silence before suspect
-    int64_t dead_ms;           //  suspicion before dead
-    bool verbose;              //  log membership traffic
-    s_join_t *joins;           //  join endpoints
-    size_t join_count;         //  entries in joins
-    sn_members_t *members;     //  member table, NULL until started
-    sn_placement_t *placement; //  partition table, NULL until started
-    uint64_t placed_version;   //  members version the placement was computed from
-    zhashx_t *peers;           //  name -> s_peer_t, every member but self
-    zhashx_t *routes;          //  identity (hex) -> name (char *) of hello'd connections
-    sn_pack_t *out;            //  message being built
-    uint64_t dropped;          //  peer frames dropped as malformed or unauthenticated
-    int64_t next_heartbeat;    //  zclock_mono of the next heartbeat
-    bool silent;               //  stop without bye (tests)
-    bool terminated;           //  $TERM received
-    char *store_endpoint;      //  the store actor, or NULL
-    zsock_t *store;            //  DEALER to it
-    sn_keygen_t *keygen;       //  makes the keys of writes taken here
-    int64_t write_timeout_ms;  //  replica writes and reads
-    int64_t anti_entropy_ms;   //  between anti-entropy rounds
-    int64_t next_anti_entropy; //  zclock_mono of the next round
-    s_call_t **calls;          //  S_CALLS slots, call id & (S_CALLS - 1)
-    uint64_t next_call;        //  id of the next call; 0 is never one
-    uint64_t oldest_call;      //  every call below it has ended
-    zhashx_t *hints;           //  id (text) -> s_hint_t
-    uint64_t next_hint;        //  last hint id given
-    size_t hint_bytes;         //  size of the hints kept
-    uint64_t hints_dropped;    //  hints refused for want of room
-    uint64_t writes_failed;    //  writes that missed their commit level
-    uint64_t ae_rounds;        //  anti-entropy rounds started
-    int64_t ae_last;           //  wall clock ms of the last one, 0 for none
-    uint64_t ae_turn;          //  rotates the replica each partition is compared with
-    uint64_t ae_pushed;        //  events pushed to replicas by anti-entropy
-    uint64_t ae_received;      //  events received from replicas by anti-entropy
-    sn_pack_t *req;            //  request to the store being built
-    sn_pack_t *reply;          //  reply to a caller being built
-    sn_pack_t *batch;          //  our store's items of a bulk being built
-    sn_routed_t incoming;      //  the request being handled on ops
-    char *frontend_endpoint;   //  where forwarded requests are delivered, or NULL
-    zsock_t *frontend;         //  DEALER to it
-    char *feed_endpoint;       //  where the placement is published, or NULL
-    zsock_t *feed;             //  PUB there
-    uint64_t forwarded;        //  requests forwarded to an owner
+    zsock_t *pipe;               //  actor command pipe
+    zpoller_t *poller;           //  pipe, inbox, ops
+    zsock_t *inbox;              //  peer ROUTER
+    zsock_t *ops;                //  ops ROUTER
+    char *name;                  //  this node's name
+    char *endpoint;              //  configured peer endpoint, then the bound one
+    char *ops_endpoint;          //  configured ops endpoint
+    uint32_t partitions;         //  P
+    uint32_t rf;                 //  replicas per partition
+    int64_t heartbeat_ms;        //  ping interval
+    int64_t suspect_ms;          //  silence before suspect
+    int64_t dead_ms;             //  suspicion before dead
+    bool verbose;                //  log membership traffic
+    s_join_t *joins;             //  join endpoints
+    size_t join_count;           //  entries in joins
+    sn_members_t *members;       //  member table, NULL until started
+    sn_placement_t *placement;   //  partition table, NULL until started
+    uint64_t placed_version;     //  members version the placement was computed from
+    zhashx_t *peers;             //  name -> s_peer_t, every member but self
+    zhashx_t *routes;            //  identity (hex) -> name (char *) of hello'd connections
+    sn_pack_t *out;              //  message being built
+    uint64_t dropped;            //  peer frames dropped as malformed or unauthenticated
+    int64_t next_heartbeat;      //  zclock_mono of the next heartbeat
+    bool silent;                 //  stop without bye (tests)
+    bool terminated;             //  $TERM received
+    char *store_endpoint;        //  the store actor, or NULL
+    zsock_t *store;              //  DEALER to it
+    sn_keygen_t *keygen;         //  makes the keys of writes taken here
+    int64_t write_timeout_ms;    //  replica writes and reads
+    int64_t anti_entropy_ms;     //  between anti-entropy rounds
+    int64_t next_anti_entropy;   //  zclock_mono of the next round
+    s_call_t **calls;            //  S_CALLS slots, call id & (S_CALLS - 1)
+    uint64_t next_call;          //  id of the next call; 0 is never one
+    uint64_t oldest_call;        //  every call below it has ended
+    zhashx_t *hints;             //  id (text) -> s_hint_t
+    uint64_t next_hint;          //  last hint id given
+    size_t hint_bytes;           //  size of the hints kept
+    uint64_t hints_dropped;      //  hints refused for want of room
+    uint64_t writes_failed;      //  writes that missed their commit level
+    uint64_t ae_rounds;          //  anti-entropy rounds started
+    int64_t ae_last;             //  wall clock ms of the last one, 0 for none
+    uint64_t ae_turn;            //  rotates the replica each partition is compared with
+    uint64_t ae_pushed;          //  events pushed to replicas by anti-entropy
+    uint64_t ae_received;        //  events received from replicas by anti-entropy
+    sn_pack_t *req;              //  request to the store being built
+    sn_pack_t *reply;            //  reply to a caller being built
+    sn_pack_t *batch;            //  our store's items of a bulk being built
+    sn_pack_t *burst;            //  our store's copies of the puts of this burst
+    uint64_t burst_ids[S_BURST]; //  their calls
+    uint32_t burst_count;        //  how many
+    sn_routed_t incoming;        //  the request being handled on ops
+    char *frontend_endpoint;     //  where forwarded requests are delivered, or NULL
+    zsock_t *frontend;           //  DEALER to it
+    char *feed_endpoint;         //  where the placement is published, or NULL
+    zsock_t *feed;               //  PUB there
+    uint64_t forwarded;          //  requests forwarded to an owner
 } self_t;
 
 static void
@@ -265,6 +269,7 @@ s_self_new (zsock_t *pipe, const sn_mesh_config_t *config)
     self->req = sn_pack_new ();
     self->reply = sn_pack_new ();
     self->batch = sn_pack_new ();
+    self->burst = sn_pack_new ();
     self->frontend_endpoint = config->frontend ? strdup (config->frontend) : NULL;
     self->feed_endpoint = config->feed ? strdup (config->feed) : NULL;
     return self;
@@ -284,6 +289,7 @@ s_self_destroy (self_t **self_p)
     sn_pack_destroy (&self->req);
     sn_pack_destroy (&self->reply);
     sn_pack_destroy (&self->batch);
+    sn_pack_destroy (&self->burst);
     sn_keygen_destroy (&self->keygen);
     zsock_destroy (&self->store);
     free (self->store_endpoint);
@@ -988,11 +994,13 @@ s_on_put (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t ri
     }
     int code = 0;
     char error[S_ERROR_MAX];
-    s_call_t *call = s_write_begin (self, root, level, &code, error, NULL);
+    s_call_t *call = s_write_begin (self, root, level, &code, error, self->burst);
     if (!call) {
         sn_pack_error (self->reply, rid, code, "%s", error);
         return;
     }
+    if (call->batched)
+        self->burst_ids[self->burst_count++] = call->id;
     sn_routed_move (&call->routed, routed);
     call->rid = rid;
     s_write_settle (self, call);
@@ -1019,6 +1027,43 @@ s_bulk_answer (self_t *self, s_call_t *bulk)
             sn_pack_kv_str (reply, "error", item->error ? item->error : "failed");
     }
     s_call_answer (self, bulk);
+}
+
+//  Our store's copies of the burst's puts go as one bulk: one message, one decode
+//  and one reply for all of them, which is most of what a put costs the store.
+static void
+s_burst_flush (self_t *self)
+{
+    if (self->burst_count == 0)
+        return;
+    s_call_t *batch = s_call_new (self, S_CALL_BATCH);
+    if (batch) {
+        sn_pack_reset (self->req);
+        sn_pack_map (self->req, 4);
+        sn_pack_kv_str (self->req, "op", "bulk");
+        sn_pack_kv_uint (self->req, "rid", batch->id);
+        sn_pack_str (self->req, "replica");
+        sn_pack_bool (self->req, true);
+        sn_pack_str (self->req, "puts");
+        sn_pack_array (self->req, self->burst_count);
+        sn_pack_raw (self->req, sn_pack_data (self->burst), sn_pack_size (self->burst));
+        if (s_store_send (self)) {
+            batch->local = (uint64_t *) malloc (self->burst_count * sizeof (uint64_t));
+            memcpy (batch->local, self->burst_ids, self->burst_count * sizeof (uint64_t));
+            batch->local_count = self->burst_count;
+            self->burst_count = 0;
+            return;
+        }
+        s_call_end (self, batch);
+    }
+    for (uint32_t index = 0; index < self->burst_count; index++) {
+        s_call_t *call = s_call_lookup (self, self->burst_ids[index]);
+        if (call) {
+            s_write_failed (call, call->self_index);
+            s_write_settle (self, call);
+        }
+    }
+    self->burst_count = 0;
 }
 
 //  Our store's answer to a bulk's local copies: each result answers its item. The
@@ -1765,6 +1810,10 @@ s_store_recv (self_t *self)
             s_range_add (self, call, &msg, code == 200 ? root : NULL);
         else if (call->kind == S_CALL_BULK)
             s_bulk_stored (self, call, code == 200 ? sn_value_get (root, "results") : NULL);
+        else if (call->kind == S_CALL_BATCH) {
+            s_bulk_stored (self, call, code == 200 ? sn_value_get (root, "results") : NULL);
+            s_call_end (self, call);
+        }
         else if (call->kind == S_CALL_REMOTE_GET) {
             sn_pack_reset (self->out);
             sn_pack_map (self->out, 4);
@@ -2502,11 +2551,14 @@ s_ops_handle (self_t *self)
 static void
 s_ops_recv (self_t *self)
 {
+    self->burst_count = 0;
+    sn_pack_reset (self->burst);
     for (int count = 0; count < S_BURST; count++) {
         if (sn_routed_recv (&self->incoming, self->ops))
             break;
         s_ops_handle (self);
     }
+    s_burst_flush (self);
 }
 
 //  --------------------------------------------------------------------------

@@ -184,7 +184,8 @@ typedef struct {
     sn_pack_t *req;              //  request to the store being built
     sn_pack_t *reply;            //  reply to a caller being built
     sn_pack_t *batch;            //  our store's items of a bulk being built
-    sn_pack_t *burst;            //  our store's copies of the puts of this burst
+    sn_pack_t *burst;            //  our store's copies of the puts (or peers' replica
+                                 //  writes) read in this burst
     uint64_t burst_ids[S_BURST]; //  their calls
     uint32_t burst_count;        //  how many
     sn_routed_t incoming;        //  the request being handled on ops
@@ -1029,6 +1030,24 @@ s_bulk_answer (self_t *self, s_call_t *bulk)
     s_call_answer (self, bulk);
 }
 
+//  A peer's replica write is stored, or not: tell the peer, and end the call.
+static void
+s_remote_stored (self_t *self, s_call_t *call, uint64_t code, const char *error, size_t error_len)
+{
+    sn_pack_reset (self->out);
+    sn_pack_map (self->out, error ? 5 : 4);
+    sn_pack_kv_str (self->out, "op", "rack");
+    sn_pack_kv_uint (self->out, "rid", call->rid);
+    sn_pack_kv_uint (self->out, "i", call->need);
+    sn_pack_kv_uint (self->out, "code", code);
+    if (error) {
+        sn_pack_str (self->out, "error");
+        sn_pack_strn (self->out, error, error_len);
+    }
+    s_peer_send (self, call->peer);
+    s_call_end (self, call);
+}
+
 //  Our store's copies of the burst's puts go as one bulk: one message, one decode
 //  and one reply for all of them, which is most of what a put costs the store.
 static void
@@ -1058,7 +1077,9 @@ s_burst_flush (self_t *self)
     }
     for (uint32_t index = 0; index < self->burst_count; index++) {
         s_call_t *call = s_call_lookup (self, self->burst_ids[index]);
-        if (call) {
+        if (call && call->kind == S_CALL_REMOTE_WRITE)
+            s_remote_stored (self, call, 503, "store busy", 10);
+        else if (call) {
             s_write_failed (call, call->self_index);
             s_write_settle (self, call);
         }
@@ -1084,7 +1105,10 @@ s_bulk_stored (self_t *self, s_call_t *bulk, const sn_value_t *results)
         sn_value_uint (sn_value_get (result, "code"), &code);
         size_t error_len = 0;
         const char *error = sn_value_str (sn_value_get (result, "error"), &error_len);
-        s_write_answer (self, call, call->self_index, result ? code : 500, error, error_len);
+        if (call->kind == S_CALL_REMOTE_WRITE)
+            s_remote_stored (self, call, result ? code : 500, error, error_len);
+        else
+            s_write_answer (self, call, call->self_index, result ? code : 500, error, error_len);
     }
     free (local);
 }
@@ -1786,20 +1810,8 @@ s_store_recv (self_t *self)
             ;
         else if (call->kind == S_CALL_WRITE)
             s_write_answer (self, call, call->self_index, code, error, error_len);
-        else if (call->kind == S_CALL_REMOTE_WRITE) {
-            sn_pack_reset (self->out);
-            sn_pack_map (self->out, error ? 5 : 4);
-            sn_pack_kv_str (self->out, "op", "rack");
-            sn_pack_kv_uint (self->out, "rid", call->rid);
-            sn_pack_kv_uint (self->out, "i", call->need);
-            sn_pack_kv_uint (self->out, "code", code);
-            if (error) {
-                sn_pack_str (self->out, "error");
-                sn_pack_strn (self->out, error, error_len);
-            }
-            s_peer_send (self, call->peer);
-            s_call_end (self, call);
-        }
+        else if (call->kind == S_CALL_REMOTE_WRITE)
+            s_remote_stored (self, call, code, error, error_len);
         else if (call->kind == S_CALL_GET) {
             if (code == 200)
                 s_get_answer (self, call, root);
@@ -1981,20 +1993,15 @@ s_on_rput (self_t *self, const char *sender, const sn_value_t *root)
     call->rid = their_rid;
     call->need = (uint32_t) index;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
+    //  Stored with the rest of the burst read from the inbox, as one bulk
     const sn_value_t *type = sn_value_get (root, "type");
-    sn_pack_reset (self->req);
-    sn_pack_map (self->req, 3 + s_event_entries (type));
-    sn_pack_kv_str (self->req, "op", "put");
-    sn_pack_kv_uint (self->req, "rid", call->id);
-    sn_pack_str (self->req, "replica");
-    sn_pack_bool (self->req, true);
-    sn_pack_kv_value (self->req, "key", sn_value_get (root, "key"));
+    sn_pack_map (self->burst, s_event_entries (type));
+    sn_pack_kv_value (self->burst, "key", sn_value_get (root, "key"));
     if (type)
-        sn_pack_kv_value (self->req, "type", type);
-    sn_pack_kv_value (self->req, "p", sn_value_get (root, "p"));
-    sn_pack_kv_value (self->req, "event", sn_value_get (root, "event"));
-    if (!s_store_send (self))
-        s_call_end (self, call);
+        sn_pack_kv_value (self->burst, "type", type);
+    sn_pack_kv_value (self->burst, "p", sn_value_get (root, "p"));
+    sn_pack_kv_value (self->burst, "event", sn_value_get (root, "event"));
+    self->burst_ids[self->burst_count++] = call->id;
     return 0;
 }
 
@@ -2409,12 +2416,15 @@ s_inbox_handle (self_t *self, zmsg_t *msg)
 static void
 s_inbox_recv (self_t *self)
 {
+    self->burst_count = 0;
+    sn_pack_reset (self->burst);
     for (int count = 0; count < S_BURST; count++) {
         zmsg_t *msg = zmsg_recv (self->inbox);
         if (!msg)
             break;
         s_inbox_handle (self, msg);
     }
+    s_burst_flush (self);
 }
 
 //  --------------------------------------------------------------------------

@@ -445,11 +445,17 @@ s_digest_flush (self_t *self, MDB_txn *txn)
     return rc;
 }
 
+//  Keys in this node's name further ahead of its clock than this are not taken as
+//  ones it made: the generator is not pushed into the future by them.
+#define S_KEYGEN_SKEW_MS (24 * 3600 * 1000LL)
+
 //  A key in this node's name that came back from a replica: the generator must never
 //  make it again, whatever the clock says after a restart.
 static void
 s_keygen_observe (self_t *self, const char *key, size_t key_len, int64_t ts)
 {
+    if (ts > zclock_time () + S_KEYGEN_SKEW_MS)
+        return;
     uint32_t seq = 0;
     for (size_t index = SN_KEY_TIME_LEN - 9; index < SN_KEY_TIME_LEN && index < key_len; index++)
         seq = seq * 10 + (uint32_t) (key[index] - '0');

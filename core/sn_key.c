@@ -4,7 +4,6 @@
 #include <time.h>
 
 #define SN_KEY_SEQ_MAX 999999999u        //  the 9-digit sequence
-#define SN_KEY_MS_MAX  253402300799999LL //  9999-12-31T23:59:59.999, the last a key holds
 
 struct _sn_keygen_t {
     char name[SN_NAME_MAX + 1]; //  node name, the suffix of every key
@@ -51,6 +50,10 @@ sn_keygen_next (sn_keygen_t *self, int64_t now_ms, char *key)
     assert (self);
     //  Time only moves forward: a clock that steps back keeps the last millisecond
     //  and counts on in the sequence, so keys stay unique and ordered.
+    //  A key holds years up to 9999: the clock, or a resume point, past that stays
+    //  at the last millisecond a key can hold
+    if (now_ms > SN_KEY_MS_MAX)
+        now_ms = SN_KEY_MS_MAX;
     if (!self->started || now_ms > self->last_ms) {
         self->last_ms = now_ms;
         self->last_seq = 0;
@@ -58,7 +61,7 @@ sn_keygen_next (sn_keygen_t *self, int64_t now_ms, char *key)
     }
     else if (self->last_seq < SN_KEY_SEQ_MAX)
         self->last_seq++;
-    else {
+    else if (self->last_ms < SN_KEY_MS_MAX) {
         self->last_ms++;
         self->last_seq = 0;
     }
@@ -218,6 +221,15 @@ sn_key_test (bool verbose)
     assert (strlen (key) == SN_KEY_TIME_LEN + 3);
     assert (sn_key_time (key, strlen (key)) == now);
     assert (sn_key_time (key, SN_KEY_TIME_LEN) == now);
+
+    //  A time past what a key holds stays at the last millisecond of year 9999
+    sn_keygen_t *late = sn_keygen_new ("n9");
+    char last[SN_KEY_MAX + 1];
+    sn_keygen_next (late, SN_KEY_MS_MAX + 3600 * 1000, last);
+    assert (streq (last, "99991231T235959999000000000-n9"));
+    sn_keygen_next (late, SN_KEY_MS_MAX + 7200 * 1000, last);
+    assert (streq (last, "99991231T235959999000000001-n9"));
+    sn_keygen_destroy (&late);
 
     //  Same millisecond, then a clock that steps back: still strictly increasing
     strcpy (previous, key);

@@ -19,6 +19,7 @@ extern "C" {
 #define SN_KEY_TIME_LEN 27                                  //  the AllData part
 #define SN_NAME_MAX     64                                  //  longest node name
 #define SN_KEY_MAX      (SN_KEY_TIME_LEN + 1 + SN_NAME_MAX) //  longest key we accept
+#define SN_KEY_MS_MAX   253402300799999LL //  9999-12-31T23:59:59.999, the last a key holds
 
 typedef struct _sn_keygen_t sn_keygen_t;
 

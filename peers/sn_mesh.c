@@ -37,6 +37,8 @@
 #define S_AE_BUCKETS_MAX 8                   //  differing buckets repaired per exchange
 #define S_PUSH_PAGE      256                 //  events per repair message
 #define S_BURST          256                 //  messages read from a socket per wakeup
+#define S_AE_SEEN_MAX    100000              //  differing buckets remembered between rounds
+#define S_FORWARD_HOPS   4                   //  most times one request is forwarded
 
 //  Identities remembered per member: its member DEALER, its join DEALER and a couple
 //  of predecessors from before a restart. Older ones are forgotten.
@@ -83,8 +85,9 @@ typedef enum {
 
 //  One member's page of a range read.
 typedef struct {
-    sn_msg_t *msg;          //  the message holding it
-    const sn_value_t *page; //  {events: [{key, event}], next}
+    char name[SN_NAME_MAX + 1]; //  the member asked
+    sn_msg_t *msg;              //  the message holding its page, NULL until it answers
+    const sn_value_t *page;     //  {events: [{key, event}], next}
 } s_page_t;
 
 //  A request out, to the store or to peers, and what to do with the answers.
@@ -104,7 +107,10 @@ typedef struct {
     uint32_t answered;          //  WRITE, GET: answers in
     uint32_t acked;             //  WRITE: replicas that stored it
     uint32_t self_index;        //  WRITE: our index among the replicas
-    uint64_t answered_mask;     //  WRITE: which replicas answered
+    uint64_t answered_mask;     //  WRITE, GET: which replicas answered
+    uint64_t sent_mask;         //  WRITE, GET: which replicas were asked
+    uint32_t refusals;          //  WRITE: replicas that refused it (4xx)
+    bool conflict;              //  WRITE: a replica holds another event under the key
     const char *level;          //  WRITE: the commit level's name (static)
     int refusal;                //  WRITE: a replica's 4xx, for when the write fails
     char error[S_ERROR_MAX];    //  and its reason
@@ -181,6 +187,8 @@ typedef struct {
     uint64_t ae_turn;            //  rotates the replica each partition is compared with
     uint64_t ae_pushed;          //  events pushed to replicas by anti-entropy
     uint64_t ae_received;        //  events received from replicas by anti-entropy
+    uint32_t *ae_active;         //  per partition: anti-entropy calls in flight
+    zhashx_t *ae_seen;           //  "peer/p/t" -> our [count, xor] of a differing bucket
     sn_pack_t *req;              //  request to the store being built
     sn_pack_t *reply;            //  reply to a caller being built
     sn_pack_t *batch;            //  our store's items of a bulk being built
@@ -265,6 +273,8 @@ s_self_new (zsock_t *pipe, const sn_mesh_config_t *config)
     self->anti_entropy_ms = config->anti_entropy_ms > 0 ? config->anti_entropy_ms : 2000;
     self->calls = (s_call_t **) zmalloc (S_CALLS * sizeof (s_call_t *));
     self->next_call = self->oldest_call = 1;
+    self->ae_seen = zhashx_new ();
+    zhashx_set_destructor (self->ae_seen, s_string_destroy);
     self->hints = zhashx_new ();
     zhashx_set_destructor (self->hints, s_hint_destroy);
     self->req = sn_pack_new ();
@@ -287,6 +297,8 @@ s_self_destroy (self_t **self_p)
             s_call_free (self->calls[slot]);
     free (self->calls);
     zhashx_destroy (&self->hints);
+    zhashx_destroy (&self->ae_seen);
+    free (self->ae_active);
     sn_pack_destroy (&self->req);
     sn_pack_destroy (&self->reply);
     sn_pack_destroy (&self->batch);
@@ -593,7 +605,7 @@ s_call_free (s_call_t *call)
     sn_msg_destroy (&call->theirs);
     zframe_destroy (&call->request);
     free (call->local);
-    for (uint32_t index = 0; call->pages && index < call->answered; index++)
+    for (uint32_t index = 0; call->pages && index < call->sent; index++)
         sn_msg_destroy (&call->pages[index].msg);
     free (call->pages);
     if (call->items) {
@@ -604,9 +616,17 @@ s_call_free (s_call_t *call)
     free (call);
 }
 
+static bool
+s_call_is_ae (const s_call_t *call)
+{
+    return call->kind == S_CALL_DIGEST || call->kind == S_CALL_COMPARE || call->kind == S_CALL_PUSH;
+}
+
 static void
 s_call_end (self_t *self, s_call_t *call)
 {
+    if (s_call_is_ae (call) && self->ae_active[call->p] > 0)
+        self->ae_active[call->p]--;
     self->calls[call->id & (S_CALLS - 1)] = NULL;
     s_call_free (call);
 }
@@ -721,9 +741,9 @@ s_write_settle (self_t *self, s_call_t *call)
     if (call->answered < call->sent && zclock_mono () < call->deadline)
         return; //  answers may still make the level
     self->writes_failed++;
-    if (call->refusal && call->acked == 0) {
-        //  Every replica that answered refused it for a reason the caller can fix (a
-        //  conflict under its key, say): that is the answer.
+    if (call->conflict || (call->refusal && call->refusals == call->sent)) {
+        //  Another event under its key on a replica, or every replica refusing it for
+        //  a reason the caller can fix: that is the answer.
         s_write_finish (self, call, call->refusal, call->error);
         return;
     }
@@ -738,6 +758,8 @@ s_write_settle (self_t *self, s_call_t *call)
 static void
 s_write_failed (s_call_t *call, uint32_t target)
 {
+    if (call->answered_mask & (1ull << target))
+        return;
     call->answered_mask |= 1ull << target;
     call->answered++;
 }
@@ -747,15 +769,20 @@ static void
 s_write_answer (self_t *self, s_call_t *call, uint64_t target, uint64_t code, const char *error,
                 size_t error_len)
 {
-    if (target >= S_REPLICAS_MAX || (call->answered_mask & (1ull << target)))
+    if (target >= S_REPLICAS_MAX || !(call->sent_mask & (1ull << target)) ||
+        (call->answered_mask & (1ull << target)))
         return;
     call->answered_mask |= 1ull << target;
     call->answered++;
     if (code == 201)
         call->acked++;
-    else if (code >= 400 && code < 500 && !call->refusal) {
-        call->refusal = (int) code;
-        snprintf (call->error, sizeof call->error, "%.*s", (int) error_len, error ? error : "");
+    else if (code >= 400 && code < 500) {
+        call->refusals++;
+        call->conflict = call->conflict || code == 409;
+        if (!call->refusal || code == 409) {
+            call->refusal = (int) code;
+            snprintf (call->error, sizeof call->error, "%.*s", (int) error_len, error ? error : "");
+        }
     }
     s_write_settle (self, call);
 }
@@ -799,9 +826,13 @@ s_hint_drop (self_t *self, uint64_t id)
 static void
 s_hints_deliver (self_t *self)
 {
-    size_t started = 0;
+    size_t started = 0, looked = 0;
+    zlist_t *gone = zlist_new ();
+    zlist_autofree (gone);
     for (s_hint_t *hint = (s_hint_t *) zhashx_first (self->hints);
-         hint && started < S_HINTS_PER_BEAT; hint = (s_hint_t *) zhashx_next (self->hints)) {
+         hint && started < S_HINTS_PER_BEAT && looked < 4 * S_HINTS_PER_BEAT;
+         hint = (s_hint_t *) zhashx_next (self->hints)) {
+        looked++;
         if (hint->in_flight && s_call_lookup (self, hint->in_flight))
             continue;
         const sn_value_t *root = sn_msg_root (hint->msg);
@@ -812,12 +843,20 @@ s_hints_deliver (self_t *self)
             continue;
         memcpy (target, name, len);
         target[len] = 0;
+        //  A member that left, or that we no longer know, will not take it: its
+        //  partitions have other replicas now, which anti-entropy fills
+        const sn_member_t *member = sn_members_lookup (self->members, target);
+        if (!member || member->status == SN_MEMBER_LEFT) {
+            zlist_append (gone, zsys_sprintf ("%" PRIu64, hint->id));
+            continue;
+        }
         if (!s_reachable (self, target))
             continue;
         s_call_t *call = s_call_new (self, S_CALL_HINT);
         if (!call)
-            return;
+            break;
         call->hint = hint->id;
+        snprintf (call->peer, sizeof call->peer, "%s", target);
         hint->in_flight = call->id;
         const sn_value_t *type = sn_value_get (root, "type");
         sn_pack_reset (self->out);
@@ -836,6 +875,9 @@ s_hints_deliver (self_t *self)
         }
         started++;
     }
+    for (char *id = (char *) zlist_first (gone); id; id = (char *) zlist_next (gone))
+        s_hint_drop (self, strtoull (id, NULL, 10));
+    zlist_destroy (&gone);
 }
 
 //  The commit level of a request, QUORUM by default; NULL when it names none.
@@ -888,12 +930,17 @@ s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *cod
             snprintf (error, S_ERROR_MAX, "key: not a supernode key");
             return NULL;
         }
-        size_t name_len = strlen (self->name);
-        if (key_len == SN_KEY_TIME_LEN + 1 + name_len &&
-            memcmp (given + SN_KEY_TIME_LEN + 1, self->name, name_len) == 0) {
+        //  Keys in a member's name are that member's to make: one written ahead of its
+        //  generator would make its own later writes conflict
+        char suffix[SN_NAME_MAX + 1] = "";
+        if (key_len > SN_KEY_TIME_LEN + 1 && key_len - SN_KEY_TIME_LEN - 1 <= SN_NAME_MAX) {
+            memcpy (suffix, given + SN_KEY_TIME_LEN + 1, key_len - SN_KEY_TIME_LEN - 1);
+            suffix[key_len - SN_KEY_TIME_LEN - 1] = 0;
+        }
+        if (*suffix && sn_members_lookup (self->members, suffix)) {
             *code = 400;
-            snprintf (error, S_ERROR_MAX, "key: keys ending in -%s are made by this node only",
-                      self->name);
+            snprintf (error, S_ERROR_MAX, "key: keys ending in -%s are made by node %s only",
+                      suffix, suffix);
             return NULL;
         }
         memcpy (key, given, key_len);
@@ -931,6 +978,7 @@ s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *cod
             s_pack_event (batch, key, type, p, event);
             call->self_index = index;
             call->sent++;
+            call->sent_mask |= 1ull << index;
             call->batched = true;
         }
         else if (streq (replica, self->name)) {
@@ -943,6 +991,7 @@ s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *cod
             s_pack_event (self->req, key, type, p, event);
             call->self_index = index;
             call->sent++;
+            call->sent_mask |= 1ull << index;
             if (!s_store_send (self))
                 s_write_failed (call, index);
         }
@@ -954,6 +1003,7 @@ s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *cod
             sn_pack_kv_uint (self->out, "i", index);
             s_pack_event (self->out, key, type, p, event);
             call->sent++;
+            call->sent_mask |= 1ull << index;
             if (!s_peer_send (self, replica))
                 s_write_failed (call, index);
         }
@@ -1225,7 +1275,7 @@ s_get_not_found (self_t *self, s_call_t *call, bool complete)
     else
         sn_pack_error (self->reply, call->rid, 504,
                        "key %s not found on the replicas that answered; %u did not answer",
-                       call->key, call->sent - call->answered);
+                       call->key, call->sent - call->answered + call->refusals);
     s_call_answer (self, call);
 }
 
@@ -1235,7 +1285,9 @@ s_get_elsewhere (self_t *self, s_call_t *call)
 {
     uint32_t replicas = sn_placement_replica_count (self->placement);
     call->sent = call->answered = 0;
-    for (uint32_t index = 0; index < replicas; index++) {
+    call->sent_mask = call->answered_mask = 0;
+    call->refusals = 0;
+    for (uint32_t index = 0; index < replicas && index < S_REPLICAS_MAX; index++) {
         const char *replica = sn_placement_replica (self->placement, call->p, index);
         if (!replica || streq (replica, self->name) || !s_reachable (self, replica))
             continue;
@@ -1244,8 +1296,10 @@ s_get_elsewhere (self_t *self, s_call_t *call)
         sn_pack_kv_str (self->out, "op", "rget");
         sn_pack_kv_uint (self->out, "rid", call->id);
         sn_pack_kv_str (self->out, "key", call->key);
-        if (s_peer_send (self, replica))
+        if (s_peer_send (self, replica)) {
             call->sent++;
+            call->sent_mask |= 1ull << index;
+        }
     }
     if (call->sent == 0)
         s_get_not_found (self, call, true);
@@ -1276,6 +1330,9 @@ s_on_get (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t ri
     sn_pack_kv_str (self->req, "op", "get");
     sn_pack_kv_uint (self->req, "rid", call->id);
     sn_pack_kv_str (self->req, "key", call->key);
+    //  Our store counts as asked: if it has not answered by the deadline, that is a
+    //  504, not a 404
+    call->sent = 1;
     if (!s_store_send (self))
         s_get_elsewhere (self, call);
     sn_pack_reset (self->reply);
@@ -1369,6 +1426,16 @@ s_on_forward (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_
         !sn_value_is (sn_value_get (request, "op"), SN_TYPE_STRING)) {
         sn_pack_error (self->reply, rid, 400,
                        "forward: p must be a partition and request a map with an op");
+        return;
+    }
+    //  Nodes that briefly disagree on the owner could hand a request back and forth
+    uint64_t hops = 0;
+    sn_value_uint (sn_value_get (request, "fwd"), &hops);
+    if (hops >= S_FORWARD_HOPS) {
+        sn_pack_error (self->reply, rid, 503,
+                       "request forwarded %" PRIu64 " times: the owner of partition %" PRIu64
+                       " is changing, try again",
+                       hops, p);
         return;
     }
     s_call_t *call = s_call_new (self, S_CALL_FORWARD);
@@ -1502,7 +1569,7 @@ s_range_answer (self_t *self, s_call_t *call)
     size_t total = 0;
     const char *cut = NULL;
     size_t cut_len = 0;
-    for (uint32_t index = 0; index < call->answered; index++) {
+    for (uint32_t index = 0; index < call->sent; index++) {
         const sn_value_t *page = call->pages[index].page;
         total += sn_value_size (sn_value_get (page, "events"));
         size_t len = 0;
@@ -1515,7 +1582,7 @@ s_range_answer (self_t *self, s_call_t *call)
     }
     s_range_item_t *items = (s_range_item_t *) zmalloc ((total + 1) * sizeof (s_range_item_t));
     size_t count = 0;
-    for (uint32_t index = 0; index < call->answered; index++) {
+    for (uint32_t index = 0; index < call->sent; index++) {
         const sn_value_t *events = sn_value_get (call->pages[index].page, "events");
         for (size_t at = 0; at < sn_value_size (events); at++) {
             const sn_value_t *item = sn_value_at (events, at);
@@ -1564,11 +1631,19 @@ s_range_answer (self_t *self, s_call_t *call)
 
 //  A member's page (from our store or a peer); msg is taken over.
 static void
-s_range_add (self_t *self, s_call_t *call, sn_msg_t **msg_p, const sn_value_t *page)
+s_range_add (self_t *self, s_call_t *call, const char *member, sn_msg_t **msg_p,
+             const sn_value_t *page)
 {
-    if (call->answered < call->sent && sn_value_is (sn_value_get (page, "events"), SN_TYPE_ARRAY)) {
-        call->pages[call->answered].msg = *msg_p;
-        call->pages[call->answered].page = page;
+    //  Only a member that was asked answers, once
+    s_page_t *slot = NULL;
+    for (uint32_t index = 0; index < call->sent && !slot; index++)
+        if (!call->pages[index].msg && streq (call->pages[index].name, member))
+            slot = &call->pages[index];
+    if (!slot)
+        return;
+    if (sn_value_is (sn_value_get (page, "events"), SN_TYPE_ARRAY)) {
+        slot->msg = *msg_p;
+        slot->page = page;
         *msg_p = NULL;
         call->answered++;
         if (call->answered == call->sent)
@@ -1613,7 +1688,7 @@ s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t 
     if (to)
         sn_pack_kv_value (self->req, "to", to);
     if (s_store_send (self))
-        call->sent++;
+        snprintf (call->pages[call->sent++].name, SN_NAME_MAX + 1, "%s", self->name);
     for (size_t index = 0; index < count; index++) {
         if (streq (list[index].name, self->name) || !s_reachable (self, list[index].name))
             continue;
@@ -1627,7 +1702,7 @@ s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t 
         if (to)
             sn_pack_kv_value (self->out, "to", to);
         if (s_peer_send (self, list[index].name))
-            call->sent++;
+            snprintf (call->pages[call->sent++].name, SN_NAME_MAX + 1, "%s", list[index].name);
     }
     if (call->sent == 0) {
         sn_pack_error (self->reply, rid, 503, "no member could be asked");
@@ -1691,10 +1766,14 @@ s_anti_entropy (self_t *self)
         }
         if (!chosen)
             continue;
+        //  One exchange per partition at a time: the next waits for this one's copies
+        if (self->ae_active[p])
+            continue;
         s_call_t *call = s_call_new (self, S_CALL_DIGEST);
         if (!call)
             return;
         call->p = p;
+        self->ae_active[p]++;
         snprintf (call->peer, sizeof call->peer, "%s", chosen);
         sn_pack_reset (self->req);
         sn_pack_map (self->req, 3);
@@ -1714,15 +1793,17 @@ s_push_start (self_t *self, const char *peer, uint32_t p, const char *from, cons
     if (!call)
         return;
     call->p = p;
+    self->ae_active[p]++;
     snprintf (call->peer, sizeof call->peer, "%s", peer);
     snprintf (call->key, sizeof call->key, "%s", to);
     sn_pack_reset (self->req);
-    sn_pack_map (self->req, 6);
+    sn_pack_map (self->req, *to ? 6 : 5);
     sn_pack_kv_str (self->req, "op", "scan");
     sn_pack_kv_uint (self->req, "rid", call->id);
     sn_pack_kv_uint (self->req, "p", p);
     sn_pack_kv_str (self->req, "from", from);
-    sn_pack_kv_str (self->req, "to", to);
+    if (*to)
+        sn_pack_kv_str (self->req, "to", to);
     sn_pack_kv_uint (self->req, "limit", S_PUSH_PAGE);
     if (!s_store_send (self))
         s_call_end (self, call);
@@ -1731,9 +1812,11 @@ s_push_start (self_t *self, const char *peer, uint32_t p, const char *from, cons
 static void
 s_push_bucket (self_t *self, const char *peer, uint32_t p, uint64_t t)
 {
-    char from[SN_KEY_MAX + 1], to[SN_KEY_MAX + 1];
+    char from[SN_KEY_MAX + 1], to[SN_KEY_MAX + 1] = "";
     s_time_key ((int64_t) t, from);
-    s_time_key ((int64_t) (t + SN_STORE_BUCKET_MS), to);
+    //  The last hour a key can hold has no end key: its scan runs to the end
+    if (t + SN_STORE_BUCKET_MS <= (uint64_t) SN_KEY_MS_MAX)
+        s_time_key ((int64_t) (t + SN_STORE_BUCKET_MS), to);
     s_push_start (self, peer, p, from, to);
 }
 
@@ -1775,6 +1858,37 @@ s_compare (self_t *self, s_call_t *call, const sn_value_t *ours)
             j++;
         }
     }
+    //  A bucket is copied only once our side of it has held still between two
+    //  exchanges: one still being written (the current hour, under load) differs from
+    //  every replica by the writes in flight, and copying it each round would send it
+    //  again and again. It is repaired once writes to it pause, or the hour ends.
+    size_t settled = 0;
+    for (size_t index = 0; index < differ_count; index++) {
+        uint64_t ours_now[2] = {0, 0};
+        for (size_t at = 0; at < our_count; at++) {
+            const sn_value_t *a = sn_value_at (ours, at);
+            uint64_t t = 0;
+            if (sn_value_uint (sn_value_get (a, "t"), &t) && t == differ[index]) {
+                sn_value_uint (sn_value_get (a, "count"), &ours_now[0]);
+                sn_value_uint (sn_value_get (a, "xor"), &ours_now[1]);
+            }
+        }
+        char name[SN_NAME_MAX + 48];
+        snprintf (name, sizeof name, "%s/%u/%" PRIu64, call->peer, call->p, differ[index]);
+        uint64_t *before = (uint64_t *) zhashx_lookup (self->ae_seen, name);
+        if (before && before[0] == ours_now[0] && before[1] == ours_now[1]) {
+            zhashx_delete (self->ae_seen, name);
+            differ[settled++] = differ[index];
+        }
+        else {
+            if (zhashx_size (self->ae_seen) >= S_AE_SEEN_MAX)
+                zhashx_purge (self->ae_seen);
+            uint64_t *now = (uint64_t *) malloc (sizeof ours_now);
+            memcpy (now, ours_now, sizeof ours_now);
+            zhashx_update (self->ae_seen, name, now);
+        }
+    }
+    differ_count = settled;
     if (differ_count == 0)
         return;
     sn_pack_reset (self->out);
@@ -1819,7 +1933,7 @@ s_store_recv (self_t *self)
                 s_get_elsewhere (self, call);
         }
         else if (call->kind == S_CALL_RANGE)
-            s_range_add (self, call, &msg, code == 200 ? root : NULL);
+            s_range_add (self, call, self->name, &msg, code == 200 ? root : NULL);
         else if (call->kind == S_CALL_BULK)
             s_bulk_stored (self, call, code == 200 ? sn_value_get (root, "results") : NULL);
         else if (call->kind == S_CALL_BATCH) {
@@ -1880,6 +1994,8 @@ s_store_recv (self_t *self)
                 }
                 if (s_peer_send (self, call->peer))
                     self->ae_pushed += count;
+                else
+                    code = 503; //  the peer's queue is full: the next round goes on
             }
             char *next = sn_value_get_strdup (root, "next");
             if (code == 200 && next && strlen (next) <= SN_KEY_MAX)
@@ -2006,7 +2122,7 @@ s_on_rput (self_t *self, const char *sender, const sn_value_t *root)
 }
 
 static int
-s_on_rack (self_t *self, const sn_value_t *root)
+s_on_rack (self_t *self, const char *sender, const sn_value_t *root)
 {
     uint64_t rid, index, code;
     if (!sn_value_uint (sn_value_get (root, "rid"), &rid) ||
@@ -2016,9 +2132,13 @@ s_on_rack (self_t *self, const sn_value_t *root)
     s_call_t *call = s_call_lookup (self, rid);
     size_t error_len = 0;
     const char *error = sn_value_str (sn_value_get (root, "error"), &error_len);
-    if (call && call->kind == S_CALL_WRITE)
-        s_write_answer (self, call, index, code, error, error_len);
-    else if (call && call->kind == S_CALL_HINT) {
+    //  Only the replica a write went to answers for it
+    if (call && call->kind == S_CALL_WRITE && index < S_REPLICAS_MAX) {
+        const char *replica = sn_placement_replica (self->placement, call->p, (uint32_t) index);
+        if (replica && streq (replica, sender))
+            s_write_answer (self, call, index, code, error, error_len);
+    }
+    else if (call && call->kind == S_CALL_HINT && streq (call->peer, sender)) {
         uint64_t hint = call->hint;
         s_call_end (self, call);
         //  A refusal would be refused again: only a failure to store keeps the hint
@@ -2039,7 +2159,8 @@ static int
 s_on_hint (self_t *self, const sn_value_t *root, sn_msg_t **msg_p)
 {
     char target[SN_NAME_MAX + 1];
-    if (!s_field_str (root, "for", target, SN_NAME_MAX) || !s_event_valid (self, root))
+    if (!s_field_str (root, "for", target, SN_NAME_MAX) || !s_event_valid (self, root) ||
+        streq (target, self->name))
         return -1;
     s_hint_keep (self, msg_p);
     return 0;
@@ -2069,7 +2190,7 @@ s_on_rget (self_t *self, const char *sender, const sn_value_t *root)
 }
 
 static int
-s_on_rgot (self_t *self, const sn_value_t *root, sn_msg_t **msg_p)
+s_on_rgot (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t **msg_p)
 {
     uint64_t rid, code;
     const sn_value_t *reply = sn_value_get (root, "reply");
@@ -2078,15 +2199,30 @@ s_on_rgot (self_t *self, const sn_value_t *root, sn_msg_t **msg_p)
         return -1;
     s_call_t *call = s_call_lookup (self, rid);
     if (call && call->kind == S_CALL_RANGE) {
-        s_range_add (self, call, msg_p, code == 200 ? reply : NULL);
+        s_range_add (self, call, sender, msg_p, code == 200 ? reply : NULL);
         return 0;
     }
     if (!call || call->kind != S_CALL_GET)
         return 0;
+    //  Only a replica that was asked answers, once
+    uint32_t index = 0, replicas = sn_placement_replica_count (self->placement);
+    while (index < replicas && index < S_REPLICAS_MAX &&
+           !streq (sn_placement_replica (self->placement, call->p, index) ?: "", sender))
+        index++;
+    if (index >= replicas || index >= S_REPLICAS_MAX || !(call->sent_mask & (1ull << index)) ||
+        (call->answered_mask & (1ull << index)))
+        return 0;
+    call->answered_mask |= 1ull << index;
     if (code == 200 && sn_value_is (sn_value_get (reply, "event"), SN_TYPE_MAP))
         s_get_answer (self, call, reply);
-    else if (++call->answered == call->sent)
-        s_get_not_found (self, call, true);
+    else {
+        //  Only "not here" counts towards a 404; a replica that failed is one that
+        //  did not answer
+        if (code != 404)
+            call->refusals++;
+        if (++call->answered == call->sent)
+            s_get_not_found (self, call, call->refusals == 0);
+    }
     return 0;
 }
 
@@ -2104,17 +2240,20 @@ s_on_digest (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t 
         const sn_value_t *bucket = sn_value_at (buckets, index);
         if (!sn_value_is (bucket, SN_TYPE_ARRAY) || sn_value_size (bucket) != 3 ||
             !sn_value_uint (sn_value_at (bucket, 0), &t) || (index && t <= previous) ||
-            t > (uint64_t) INT64_MAX / 2 || !sn_value_uint (sn_value_at (bucket, 1), &count) ||
+            t > (uint64_t) SN_KEY_MS_MAX || !sn_value_uint (sn_value_at (bucket, 1), &count) ||
             !sn_value_uint (sn_value_at (bucket, 2), &hashes))
             return -1;
         previous = t;
     }
     if (!sn_placement_holds (self->placement, (uint32_t) p, self->name))
         return 0; //  placement moved under the exchange; the next round is right
+    if (self->ae_active[p])
+        return 0; //  an exchange of this partition is under way already
     s_call_t *call = s_call_new (self, S_CALL_COMPARE);
     if (!call)
         return 0;
     call->p = (uint32_t) p;
+    self->ae_active[p]++;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
     call->theirs = *msg_p;
     *msg_p = NULL;
@@ -2138,8 +2277,10 @@ s_on_pull (self_t *self, const char *sender, const sn_value_t *root)
         !sn_value_is (buckets, SN_TYPE_ARRAY) || sn_value_size (buckets) > S_AE_BUCKETS_MAX)
         return -1;
     for (size_t index = 0; index < sn_value_size (buckets); index++)
-        if (!sn_value_uint (sn_value_at (buckets, index), &t) || t > (uint64_t) INT64_MAX / 2)
+        if (!sn_value_uint (sn_value_at (buckets, index), &t) || t > (uint64_t) SN_KEY_MS_MAX)
             return -1;
+    if (self->ae_active[p])
+        return 0; //  we are copying this partition already; the next round asks again
     for (size_t index = 0; index < sn_value_size (buckets); index++) {
         sn_value_uint (sn_value_at (buckets, index), &t);
         s_push_bucket (self, sender, (uint32_t) p, t);
@@ -2382,13 +2523,13 @@ s_inbox_handle (self_t *self, zmsg_t *msg)
         else if (from && sn_value_streq (op, "rput"))
             rc = s_on_rput (self, from, root);
         else if (from && sn_value_streq (op, "rack"))
-            rc = s_on_rack (self, root);
+            rc = s_on_rack (self, from, root);
         else if (from && sn_value_streq (op, "hint"))
             rc = s_on_hint (self, root, &decoded);
         else if (from && sn_value_streq (op, "rget"))
             rc = s_on_rget (self, from, root);
         else if (from && sn_value_streq (op, "rgot"))
-            rc = s_on_rgot (self, root, &decoded);
+            rc = s_on_rgot (self, from, root, &decoded);
         else if (from && sn_value_streq (op, "rrange"))
             rc = s_on_rrange (self, from, root);
         else if (from && sn_value_streq (op, "digest"))
@@ -2634,8 +2775,9 @@ s_mesh_start (self_t *self, char *error, size_t size)
         snprintf (error, size, "'%s' is not a valid node name", self->name);
         return -1;
     }
-    if (self->partitions == 0 || self->partitions > 65536 || self->rf == 0) {
-        snprintf (error, size, "partitions must be 1 to 65536 and rf at least 1");
+    if (self->partitions == 0 || self->partitions > 65536 || self->rf == 0 ||
+        self->rf > S_REPLICAS_MAX) {
+        snprintf (error, size, "partitions must be 1 to 65536 and rf 1 to %d", S_REPLICAS_MAX);
         return -1;
     }
     if (strlen (self->endpoint) == 0 || strlen (self->endpoint) > SN_ENDPOINT_MAX ||
@@ -2696,6 +2838,7 @@ s_mesh_start (self_t *self, char *error, size_t size)
     self->members = sn_members_new (self->name, self->endpoint, (uint64_t) zclock_time ());
     assert (self->members); //  name and endpoint were checked above
     self->placement = sn_placement_new (self->partitions, self->rf);
+    self->ae_active = (uint32_t *) zmalloc (self->partitions * sizeof (uint32_t));
     assert (self->placement);
     //  No member table has this version: the first placement is always computed,
     //  even for a node alone whose table never changes
@@ -3161,14 +3304,14 @@ sn_mesh_test (bool verbose)
         sn_pack_map (forward, 3);
         sn_pack_kv_str (forward, "op", "anything");
         sn_pack_kv_uint (forward, "rid", 5);
-        sn_pack_kv_uint (forward, "fwd", 9);
+        sn_pack_kv_uint (forward, "fwd", 2);
         sn_msg_t *answer = s_test_call (&a, forward);
         const sn_value_t *root = sn_msg_root (answer);
         uint64_t value;
         assert (sn_value_uint (sn_value_get (root, "rid"), &value) && value == 70u + round);
         assert (sn_value_uint (sn_value_get (root, "code"), &value) && value == 200);
         //  The hops so far, one more than the request said
-        assert (sn_value_uint (sn_value_get (root, "fwd"), &value) && value == 10);
+        assert (sn_value_uint (sn_value_get (root, "fwd"), &value) && value == 3);
         const sn_value_t *who = sn_value_get (root, "who");
         if (round == 0)
             assert (sn_value_streq (who, "B"));
@@ -3190,6 +3333,20 @@ sn_mesh_test (bool verbose)
     uint64_t refused_code;
     assert (sn_value_uint (sn_value_get (sn_msg_root (refused), "code"), &refused_code));
     assert (refused_code == 400);
+    sn_msg_destroy (&refused);
+    //  A request forwarded too many times is not forwarded again
+    sn_pack_reset (forward);
+    sn_pack_map (forward, 4);
+    sn_pack_kv_str (forward, "op", "forward");
+    sn_pack_kv_uint (forward, "rid", 81);
+    sn_pack_kv_uint (forward, "p", owned_by_a);
+    sn_pack_str (forward, "request");
+    sn_pack_map (forward, 2);
+    sn_pack_kv_str (forward, "op", "anything");
+    sn_pack_kv_uint (forward, "fwd", 4);
+    refused = s_test_call (&a, forward);
+    assert (sn_value_uint (sn_value_get (sn_msg_root (refused), "code"), &refused_code));
+    assert (refused_code == 503);
     sn_msg_destroy (&refused);
     sn_pack_destroy (&forward);
     sn_msg_destroy (&table);

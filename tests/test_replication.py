@@ -252,3 +252,31 @@ def test_range_reads_cover_the_cluster():
             client.close()
         for node in nodes:
             node.cleanup()
+
+
+def test_keys_at_the_end_of_time_and_in_members_names():
+    nodes = start_cluster(["n1", "n2"], ["--rf", "2", "--anti-entropy-ms", "100"])
+    clients = [Client(node.endpoint) for node in nodes]
+    try:
+        # A key in the last hour a key can hold: anti-entropy copies it without
+        # stepping past year 9999
+        key = "99991231T235959999000000000-zz"
+        assert clients[0].call("put", key=key, event={"late": 1}, commit="ONE")["code"] == 201
+        rounds = cluster(nodes[0])["anti_entropy"]["rounds"]
+        wait_for(lambda: cluster(nodes[0])["anti_entropy"]["rounds"] >= rounds + 5, 30,
+                 "five anti-entropy rounds")
+        for client in clients:
+            assert client.call("get", key=key)["event"] == {"late": 1}
+        # A key in a member's name is that member's to make, through any node
+        reply = clients[1].call("put", key="20260101T000000000000000000-n1", event={})
+        assert reply["code"] == 400 and "made by node n1 only" in reply["error"], reply
+        # ... and the nodes still make keys of their own time
+        made = clients[0].call("put", event={"after": 1})["key"]
+        assert made.startswith("20") and made < "3000"
+        for node in nodes:
+            node.stop()
+    finally:
+        for client in clients:
+            client.close()
+        for node in nodes:
+            node.cleanup()

@@ -39,6 +39,7 @@
 #define S_BURST          256                 //  messages read from a socket per wakeup
 #define S_AE_SEEN_MAX    100000              //  differing buckets remembered between rounds
 #define S_FORWARD_HOPS   4                   //  most times one request is forwarded
+#define S_PROBE_BEATS    10                  //  heartbeats between hellos to members gone
 
 //  Identities remembered per member: its member DEALER, its join DEALER and a couple
 //  of predecessors from before a restart. Older ones are forgotten.
@@ -56,6 +57,7 @@ typedef struct {
     char *endpoint;             //  where dealer is connected
     uint64_t incarnation;       //  incarnation dealer was made for
     char *routes[S_ROUTES_MAX]; //  identities (hex) its hellos came from, oldest first
+    int64_t probe_until;        //  dead or left: keep a link until then, to say hello
     size_t route_count;         //  entries used in routes
 } s_peer_t;
 
@@ -166,6 +168,7 @@ typedef struct {
     sn_pack_t *out;              //  message being built
     uint64_t dropped;            //  peer frames dropped as malformed or unauthenticated
     int64_t next_heartbeat;      //  zclock_mono of the next heartbeat
+    uint64_t beats;              //  heartbeats so far
     bool silent;                 //  stop without bye (tests)
     bool terminated;             //  $TERM received
     char *store_endpoint;        //  the store actor, or NULL
@@ -450,10 +453,11 @@ s_links_sync (self_t *self, int64_t now)
         const sn_member_t *member = &list[index];
         if (streq (member->name, self->name))
             continue;
+        s_peer_t *peer = s_peer_require (self, member->name);
         bool wanted = member->status == SN_MEMBER_ALIVE || member->status == SN_MEMBER_SUSPECT ||
                       (member->status == SN_MEMBER_DEAD && member->heard_at > member->changed_at &&
-                       now - member->heard_at < self->suspect_ms);
-        s_peer_t *peer = s_peer_require (self, member->name);
+                       now - member->heard_at < self->suspect_ms) ||
+                      now < peer->probe_until;
         if (peer->dealer && (!wanted || member->incarnation != peer->incarnation ||
                              !streq (member->endpoint, peer->endpoint))) {
             zsock_destroy (&peer->dealer);
@@ -545,6 +549,21 @@ s_heartbeat (self_t *self)
             if (list[index].changed_at == now)
                 zsys_info ("sn_mesh: %s: %s is %s", self->name, list[index].name,
                            sn_members_status_name (list[index].status));
+    }
+    //  A member that died or left may come back at its endpoint knowing no one (a
+    //  first node restarted without --join): now and then a fresh link says hello
+    //  there, and a member that answers is back in the cluster.
+    if (++self->beats % S_PROBE_BEATS == 0) {
+        size_t count;
+        const sn_member_t *list = sn_members_list (self->members, &count);
+        for (size_t index = 0; index < count; index++) {
+            if ((list[index].status != SN_MEMBER_DEAD && list[index].status != SN_MEMBER_LEFT) ||
+                streq (list[index].name, self->name))
+                continue;
+            s_peer_t *peer = s_peer_require (self, list[index].name);
+            zsock_destroy (&peer->dealer);
+            peer->probe_until = now + 2 * self->heartbeat_ms;
+        }
     }
     s_members_changed (self, now);
     s_publish (self);

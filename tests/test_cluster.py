@@ -79,6 +79,14 @@ def test_three_nodes_join_fail_return_and_leave():
             wait_for(sees(node, {"n2": "left"}), 30, f"{node.name} to see n2 leave")
         for partition in cluster(n1)["partitions"]:
             assert "n2" not in partition["replicas"]
+
+        # The first node, which has no --join, stops and comes back knowing no one:
+        # the others' hellos to members that left find it again
+        n1.stop()
+        wait_for(sees(n3, {"n1": "left"}), 30, "n3 to see n1 leave")
+        n1.start()
+        wait_for(sees(n3, {"n1": "alive"}), 60, "n3 to find n1 again")
+        wait_for(sees(n1, {"n3": "alive"}), 30, "n1 to see n3")
         n1.stop()
         n3.stop()
     finally:

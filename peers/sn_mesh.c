@@ -59,6 +59,13 @@ typedef struct {
     char *routes[S_ROUTES_MAX]; //  identities (hex) its hellos came from, oldest first
     int64_t probe_until;        //  dead or left: keep a link until then, to say hello
     size_t route_count;         //  entries used in routes
+    sn_pack_t *writes;          //  replica writes for it gathered this wakeup, or NULL
+    uint32_t write_count;       //  how many
+    uint64_t *write_calls;      //  the call of each
+    uint32_t *write_targets;    //  and its replica index
+    uint32_t write_room;        //  slots in write_calls and write_targets
+    sn_pack_t *acks;            //  acks of its replica writes gathered, or NULL
+    uint32_t ack_count;         //  how many
 } s_peer_t;
 
 //  The outcome of one item of a bulk.
@@ -214,6 +221,10 @@ s_peer_destroy (void **item_p)
     if (!peer)
         return;
     zsock_destroy (&peer->dealer);
+    sn_pack_destroy (&peer->writes);
+    sn_pack_destroy (&peer->acks);
+    free (peer->write_calls);
+    free (peer->write_targets);
     free (peer->name);
     free (peer->endpoint);
     for (size_t index = 0; index < peer->route_count; index++)
@@ -717,6 +728,111 @@ s_pack_event (sn_pack_t *pack, const char *key, const sn_value_t *type, uint32_t
     sn_pack_kv_value (pack, "event", event);
 }
 
+//  ---- Outboxes: replica writes and acks for a peer, gathered while one wakeup is
+//  handled and sent as one message each, so that a burst of puts costs a peer one
+//  message rather than one per put.
+
+#define S_OUTBOX_BYTES (4 * 1024 * 1024) //  a gathered message is sent at this size
+
+static void s_outbox_send_writes (self_t *self, s_peer_t *peer);
+
+//  Add a replica write {rid, i, key, type?, p, event} for peer.
+static void
+s_outbox_write (self_t *self, s_peer_t *peer, s_call_t *call, uint32_t target, const char *key,
+                const sn_value_t *type, uint32_t p, const sn_value_t *event)
+{
+    if (!peer->writes)
+        peer->writes = sn_pack_new ();
+    if (peer->write_count == peer->write_room) {
+        peer->write_room = peer->write_room ? 2 * peer->write_room : 64;
+        peer->write_calls =
+            (uint64_t *) realloc (peer->write_calls, peer->write_room * sizeof (uint64_t));
+        peer->write_targets =
+            (uint32_t *) realloc (peer->write_targets, peer->write_room * sizeof (uint32_t));
+        assert (peer->write_calls && peer->write_targets);
+    }
+    sn_pack_map (peer->writes, 2 + s_event_entries (type));
+    sn_pack_kv_uint (peer->writes, "rid", call->id);
+    sn_pack_kv_uint (peer->writes, "i", target);
+    s_pack_event (peer->writes, key, type, p, event);
+    peer->write_calls[peer->write_count] = call->id;
+    peer->write_targets[peer->write_count++] = target;
+    if (sn_pack_size (peer->writes) >= S_OUTBOX_BYTES)
+        s_outbox_send_writes (self, peer);
+}
+
+static void s_write_failed (s_call_t *call, uint32_t target);
+static void s_write_settle (self_t *self, s_call_t *call);
+
+static void
+s_outbox_send_writes (self_t *self, s_peer_t *peer)
+{
+    if (!peer->write_count)
+        return;
+    sn_pack_reset (self->out);
+    sn_pack_map (self->out, 2);
+    sn_pack_kv_str (self->out, "op", "rputs");
+    sn_pack_str (self->out, "writes");
+    sn_pack_array (self->out, peer->write_count);
+    sn_pack_raw (self->out, sn_pack_data (peer->writes), sn_pack_size (peer->writes));
+    uint32_t count = peer->write_count;
+    peer->write_count = 0;
+    sn_pack_reset (peer->writes);
+    if (peer->dealer && zmq_send (zsock_resolve (peer->dealer), sn_pack_data (self->out),
+                                  sn_pack_size (self->out), ZMQ_DONTWAIT) != -1)
+        return;
+    //  Not even queued: those replicas did not get the writes
+    for (uint32_t index = 0; index < count; index++) {
+        s_call_t *call = s_call_lookup (self, peer->write_calls[index]);
+        if (call && call->kind == S_CALL_WRITE) {
+            s_write_failed (call, peer->write_targets[index]);
+            s_write_settle (self, call);
+        }
+    }
+}
+
+//  Add an ack {rid, i, code, error?} for peer.
+static void
+s_outbox_ack (s_peer_t *peer, uint64_t rid, uint32_t target, uint64_t code, const char *error,
+              size_t error_len)
+{
+    if (!peer->acks)
+        peer->acks = sn_pack_new ();
+    sn_pack_map (peer->acks, error ? 4 : 3);
+    sn_pack_kv_uint (peer->acks, "rid", rid);
+    sn_pack_kv_uint (peer->acks, "i", target);
+    sn_pack_kv_uint (peer->acks, "code", code);
+    if (error) {
+        sn_pack_str (peer->acks, "error");
+        sn_pack_strn (peer->acks, error, error_len);
+    }
+    peer->ack_count++;
+}
+
+//  Send everything gathered for every peer.
+static void
+s_outbox_flush (self_t *self)
+{
+    for (s_peer_t *peer = (s_peer_t *) zhashx_first (self->peers); peer;
+         peer = (s_peer_t *) zhashx_next (self->peers)) {
+        s_outbox_send_writes (self, peer);
+        if (peer->ack_count) {
+            sn_pack_reset (self->out);
+            sn_pack_map (self->out, 2);
+            sn_pack_kv_str (self->out, "op", "racks");
+            sn_pack_str (self->out, "acks");
+            sn_pack_array (self->out, peer->ack_count);
+            sn_pack_raw (self->out, sn_pack_data (peer->acks), sn_pack_size (peer->acks));
+            peer->ack_count = 0;
+            sn_pack_reset (peer->acks);
+            //  An ack that cannot be queued is a write the writer sees time out
+            if (peer->dealer)
+                zmq_send (zsock_resolve (peer->dealer), sn_pack_data (self->out),
+                          sn_pack_size (self->out), ZMQ_DONTWAIT);
+        }
+    }
+}
+
 //  ---- Writes
 
 static void s_bulk_answer (self_t *self, s_call_t *bulk);
@@ -1015,16 +1131,10 @@ s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *cod
                 s_write_failed (call, index);
         }
         else if (s_reachable (self, replica)) {
-            sn_pack_reset (self->out);
-            sn_pack_map (self->out, 3 + s_event_entries (type));
-            sn_pack_kv_str (self->out, "op", "rput");
-            sn_pack_kv_uint (self->out, "rid", call->id);
-            sn_pack_kv_uint (self->out, "i", index);
-            s_pack_event (self->out, key, type, p, event);
             call->sent++;
             call->sent_mask |= 1ull << index;
-            if (!s_peer_send (self, replica))
-                s_write_failed (call, index);
+            s_outbox_write (self, (s_peer_t *) zhashx_lookup (self->peers, replica), call, index,
+                            key, type, p, event);
         }
         else
             down[down_count++] = replica;
@@ -1053,6 +1163,8 @@ s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *cod
     return call;
 }
 
+static void s_burst_flush (self_t *self);
+
 //  put {event, key?, type?, pkey?, commit?}: answered by the commit level.
 static void
 s_on_put (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid)
@@ -1064,6 +1176,8 @@ s_on_put (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t ri
     }
     int code = 0;
     char error[S_ERROR_MAX];
+    if (self->burst_count == S_BURST)
+        s_burst_flush (self);
     s_call_t *call = s_write_begin (self, root, level, &code, error, self->burst);
     if (!call) {
         sn_pack_error (self->reply, rid, code, "%s", error);
@@ -1103,17 +1217,9 @@ s_bulk_answer (self_t *self, s_call_t *bulk)
 static void
 s_remote_stored (self_t *self, s_call_t *call, uint64_t code, const char *error, size_t error_len)
 {
-    sn_pack_reset (self->out);
-    sn_pack_map (self->out, error ? 5 : 4);
-    sn_pack_kv_str (self->out, "op", "rack");
-    sn_pack_kv_uint (self->out, "rid", call->rid);
-    sn_pack_kv_uint (self->out, "i", call->need);
-    sn_pack_kv_uint (self->out, "code", code);
-    if (error) {
-        sn_pack_str (self->out, "error");
-        sn_pack_strn (self->out, error, error_len);
-    }
-    s_peer_send (self, call->peer);
+    s_peer_t *peer = (s_peer_t *) zhashx_lookup (self->peers, call->peer);
+    if (peer)
+        s_outbox_ack (peer, call->rid, call->need, code, error, error_len);
     s_call_end (self, call);
 }
 
@@ -1140,6 +1246,7 @@ s_burst_flush (self_t *self)
             memcpy (batch->local, self->burst_ids, self->burst_count * sizeof (uint64_t));
             batch->local_count = self->burst_count;
             self->burst_count = 0;
+            sn_pack_reset (self->burst);
             return;
         }
         s_call_end (self, batch);
@@ -1154,6 +1261,7 @@ s_burst_flush (self_t *self)
         }
     }
     self->burst_count = 0;
+    sn_pack_reset (self->burst);
 }
 
 //  Our store's answer to a bulk's local copies: each result answers its item. The
@@ -2129,6 +2237,8 @@ s_on_rput (self_t *self, const char *sender, const sn_value_t *root)
     call->need = (uint32_t) index;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
     //  Stored with the rest of the burst read from the inbox, as one bulk
+    if (self->burst_count == S_BURST)
+        s_burst_flush (self);
     const sn_value_t *type = sn_value_get (root, "type");
     sn_pack_map (self->burst, s_event_entries (type));
     sn_pack_kv_value (self->burst, "key", sn_value_get (root, "key"));
@@ -2170,6 +2280,23 @@ s_on_rack (self_t *self, const char *sender, const sn_value_t *root)
             if (kept)
                 kept->in_flight = 0;
         }
+    }
+    return 0;
+}
+
+//  rputs {writes: [...]} and racks {acks: [...]}: many of each in one message. An item
+//  that is not well formed is dropped alone.
+static int
+s_on_many (self_t *self, const char *sender, const sn_value_t *root, bool writes)
+{
+    const sn_value_t *items = sn_value_get (root, writes ? "writes" : "acks");
+    if (!sn_value_is (items, SN_TYPE_ARRAY))
+        return -1;
+    for (size_t index = 0; index < sn_value_size (items); index++) {
+        const sn_value_t *item = sn_value_at (items, index);
+        int rc = writes ? s_on_rput (self, sender, item) : s_on_rack (self, sender, item);
+        if (rc == -1)
+            self->dropped++;
     }
     return 0;
 }
@@ -2543,6 +2670,10 @@ s_inbox_handle (self_t *self, zmsg_t *msg)
             rc = s_on_rput (self, from, root);
         else if (from && sn_value_streq (op, "rack"))
             rc = s_on_rack (self, from, root);
+        else if (from && sn_value_streq (op, "rputs"))
+            rc = s_on_many (self, from, root, true);
+        else if (from && sn_value_streq (op, "racks"))
+            rc = s_on_many (self, from, root, false);
         else if (from && sn_value_streq (op, "hint"))
             rc = s_on_hint (self, root, &decoded);
         else if (from && sn_value_streq (op, "rget"))
@@ -2949,6 +3080,7 @@ sn_mesh_actor (zsock_t *pipe, void *args)
             continue;
         int64_t now = zclock_mono ();
         s_calls_expire (self, now);
+        s_outbox_flush (self);
         if (now >= self->next_heartbeat) {
             s_heartbeat (self);
             s_hints_deliver (self);

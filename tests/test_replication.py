@@ -280,3 +280,32 @@ def test_keys_at_the_end_of_time_and_in_members_names():
             client.close()
         for node in nodes:
             node.cleanup()
+
+
+def test_pipelined_writes_to_a_cluster_are_all_acknowledged():
+    # Thousands in flight: replica writes and acks travel many to a message, and the
+    # replicas store them many to a transaction
+    nodes = start_cluster(["n1", "n2", "n3"])
+    client = Client(nodes[0].endpoint)
+    try:
+        total, window, sent, acked = 3000, 600, 0, {}
+        while len(acked) < total:
+            while sent < total and sent - len(acked) < window:
+                client.send("put", event={"flood": sent})
+                sent += 1
+            reply = client.recv()
+            assert reply["code"] == 201 and reply["written"] >= 2, reply
+            acked[reply["rid"]] = reply["key"]
+        assert len(set(acked.values())) == total
+        others = [Client(node.endpoint) for node in nodes[1:]]
+        for other in others:
+            for rid in list(acked)[::97]:
+                reply = other.call("get", key=acked[rid])
+                assert reply["code"] == 200 and reply["event"] == {"flood": rid - 1}, reply
+            other.close()
+        for node in nodes:
+            node.stop()
+    finally:
+        client.close()
+        for node in nodes:
+            node.cleanup()

@@ -11,6 +11,8 @@
                               -> 200 {events: [{key, event}], next: key | null}
         GET  /health          -> 200 {status: "ok", name, events}
         GET  /cluster         -> 200 {name, members, partitions, dropped}
+        POST /enqueue         {token, invocation, data?, bucket_id?, ...} -> 202 {id}
+        GET  /invocations/:id -> 200 the invocation, with code and response once finished
 
     An unknown path is 404; a known path with another method is 405 with Allow. A
     body over max_body is 413; invalid JSON is 400 with the parser's reason. When the
@@ -505,6 +507,102 @@ s_get_cluster (s_request_t *request)
     sn_msg_destroy (&reply);
 }
 
+//  --------------------------------------------------------------------------
+//  Queue routes (sn_queue): the body's members become the op's, and the node's
+//  schema for the op says what is allowed.
+
+//  POST a JSON object as op: {op, rid, ...the object's members}.
+static void
+s_post_as_op (s_request_t *request, const char *op)
+{
+    if (s_read_body (request))
+        return;
+    char reason[256];
+    json_t *body = sn_json_parse (request->body, request->body_size, reason, sizeof (reason));
+    if (!body) {
+        s_fail (request, 400, "%s", reason);
+        return;
+    }
+    json_object_del (body, "op");
+    json_object_del (body, "rid");
+    if (!json_is_object (body))
+        s_fail (request, 400, "%s takes a JSON object", request->info->local_uri);
+    else {
+        s_begin (request, op, 2 + (uint32_t) json_object_size (body));
+        const char *name;
+        json_t *value;
+        int rc = 0;
+        json_object_foreach (body, name, value)
+        {
+            sn_pack_str (request->thread->pack, name);
+            if (rc == 0 && sn_json_pack (value, request->thread->pack, reason, sizeof (reason)))
+                rc = s_fail (request, 400, "/%s: %s", name, reason);
+        }
+        sn_msg_t *reply = rc == 0 ? s_ask_node (request) : NULL;
+        if (reply)
+            s_answer_reply (request, reply);
+        sn_msg_destroy (&reply);
+    }
+    json_decref (body);
+}
+
+//  URL-decode one path segment. Returns a new string, or NULL with the answer set.
+static char *
+s_path_segment (s_request_t *request, const char *encoded, const char *what)
+{
+    size_t size = strlen (encoded);
+    char *segment = (char *) zmalloc (size + 1);
+    int length = mg_url_decode (encoded, (int) size, segment, (int) size + 1, 0);
+    if (length < 0 || strlen (segment) != (size_t) length || !s_is_utf8 (segment)) {
+        s_fail (request, 400, "%s: not a valid URL-encoded UTF-8 string", what);
+        zstr_free (&segment);
+    }
+    return segment;
+}
+
+//  GET /invocations/:id: the invocation and, once finished, its result.
+static void
+s_get_invocation (s_request_t *request, const char *encoded)
+{
+    char *id = s_path_segment (request, encoded, "id");
+    if (!id)
+        return;
+    s_begin (request, "invocation", 3);
+    sn_pack_kv_str (request->thread->pack, "id", id);
+    sn_msg_t *reply = s_ask_node (request);
+    if (reply) {
+        json_t *invocation = sn_json_from_value (sn_value_get (sn_msg_root (reply), "invocation"));
+        if (invocation)
+            s_set_json (request, request->status, invocation);
+        else
+            s_fail (request, 502, "node sent a reply without the invocation");
+    }
+    sn_msg_destroy (&reply);
+    free (id);
+}
+
+//  The queue's paths. Returns true when path is one of them, with the answer set.
+static bool
+s_route_queue (s_request_t *request, const char *path, const char *method)
+{
+    const char *id = strncmp (path, "/invocations/", 13) == 0 ? path + 13 : NULL;
+    if (streq (path, "/enqueue")) {
+        if (streq (method, "POST"))
+            s_post_as_op (request, "enqueue");
+        else
+            s_not_allowed (request, "POST");
+    }
+    else if (id && *id && !strchr (id, '/')) {
+        if (streq (method, "GET"))
+            s_get_invocation (request, id);
+        else
+            s_not_allowed (request, "GET");
+    }
+    else
+        return false;
+    return true;
+}
+
 //  Splits the path and dispatches on the method. Sets the answer, always.
 static void
 s_route (s_request_t *request)
@@ -544,7 +642,7 @@ s_route (s_request_t *request)
         else
             s_not_allowed (request, "GET");
     }
-    else
+    else if (!s_route_queue (request, path, method))
         s_fail (request, 404, "no route for %s", path);
 }
 

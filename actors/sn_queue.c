@@ -78,12 +78,14 @@ typedef struct {
     s_inv_t *inv;       //  S_AFTER_ENQUEUE: the invocation to add
     sn_routed_t *reply; //  the request to answer, its payload already the reply
     uint64_t rid;       //  the request's rid, for an error reply
+    s_inv_t *finished;  //  an invocation whose result the batch actor is told of
 } s_pending_t;
 
 typedef struct {
     zsock_t *pipe;            //  our end of the actor pipe
     zsock_t *router;          //  requests from the frontend; pushes to workers
     zsock_t *log;             //  DEALER to the store (later the mesh)
+    zsock_t *batch;           //  DEALER to the batch actor, told of every result; or NULL
     zpoller_t *poller;        //  pipe, router, log
     zhashx_t *invocations;    //  id -> s_inv_t, owned
     zlistx_t *queued;         //  s_inv_t waiting, in enqueue order
@@ -197,6 +199,7 @@ s_self_destroy (self_t **self_p)
         zpoller_destroy (&self->poller);
         zsock_destroy (&self->router);
         zsock_destroy (&self->log);
+        zsock_destroy (&self->batch);
         zhashx_destroy (&self->pending);
         zlistx_destroy (&self->queued);
         zhashx_destroy (&self->running);
@@ -269,11 +272,13 @@ s_log_write (self_t *self, const char *type, const char *bucket, s_pending_t *pe
 //  Write an event nobody waits for: a transition the next one makes irrelevant if
 //  it is lost (started), or that replay derives anyway.
 static void
-s_log_note (self_t *self, const char *type, const char *bucket)
+s_log_note (self_t *self, const char *type, s_inv_t *inv)
 {
     s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
     pending->after = S_AFTER_NOTHING;
-    s_log_write (self, type, bucket, pending);
+    if (streq (type, "invocation.done"))
+        pending->finished = inv;
+    s_log_write (self, type, inv->bucket, pending);
 }
 
 //  --------------------------------------------------------------------------
@@ -314,12 +319,15 @@ s_reply_code (self_t *self, sn_routed_t *request, uint64_t rid, int code)
 
 //  Answer once the event in self->pack is on disk: self->reply is the answer.
 static void
-s_reply_when_written (self_t *self, const char *type, const char *bucket, sn_routed_t *request,
+s_reply_when_written (self_t *self, const char *type, s_inv_t *inv, sn_routed_t *request,
                       uint64_t rid)
 {
+    const char *bucket = inv->bucket;
     s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
     pending->after = S_AFTER_REPLY;
     pending->rid = rid;
+    if (streq (type, "invocation.done"))
+        pending->finished = inv;
     sn_routed_set_payload (request, sn_pack_data (self->reply), sn_pack_size (self->reply));
     pending->reply = request;
     s_log_write (self, type, bucket, pending);
@@ -389,8 +397,16 @@ s_inv_unqueue (self_t *self, s_inv_t *inv)
 static void
 s_pack_done (self_t *self, s_inv_t *inv)
 {
+    //  The result is whole in its event: the batch actor commits it from there
+    const char *reason = NULL;
+    sn_msg_t *event = sn_msg_decode_trusted (inv->enqueued, inv->enqueued_size, &reason);
+    const sn_value_t *data = sn_value_get (sn_msg_root (event), "data");
     sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, 6 + (inv->response != NULL) + (inv->error != NULL));
+    sn_pack_map (self->pack, 7 + (data != NULL) + (inv->response != NULL) + (inv->error != NULL));
+    sn_pack_kv_value (self->pack, "token", sn_value_get (sn_msg_root (event), "token"));
+    if (data)
+        sn_pack_kv_value (self->pack, "data", data);
+    sn_msg_destroy (&event);
     sn_pack_kv_str (self->pack, "id", inv->id);
     sn_pack_kv_str (self->pack, "state", s_state_names[inv->state]);
     sn_pack_kv_uint (self->pack, "code", (uint64_t) inv->code);
@@ -521,7 +537,7 @@ s_inv_start (self_t *self, s_inv_t *inv, s_worker_t *worker)
     sn_pack_kv_str (self->pack, "worker", worker->name);
     sn_pack_str (self->pack, "started_at");
     sn_pack_int (self->pack, inv->started_at);
-    s_log_note (self, "invocation.started", inv->bucket);
+    s_log_note (self, "invocation.started", inv);
 }
 
 //  The least busy worker with room that offers the class, or NULL.
@@ -578,7 +594,7 @@ s_worker_lost (self_t *self, s_worker_t *worker)
     for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv;
          inv = (s_inv_t *) zlistx_next (held)) {
         const char *type = s_inv_fail (self, inv, 504, "worker went silent", true, false);
-        s_log_note (self, type, inv->bucket);
+        s_log_note (self, type, inv);
     }
     zlistx_destroy (&held);
     zhashx_delete (self->workers, worker->key);
@@ -615,7 +631,7 @@ s_timers (self_t *self)
         char error[64];
         snprintf (error, sizeof error, "timed out after %" PRId64 " ms", inv->timeout);
         const char *type = s_inv_fail (self, inv, 504, error, true, true);
-        s_log_note (self, type, inv->bucket);
+        s_log_note (self, type, inv);
     }
     zlistx_purge (due);
 
@@ -642,7 +658,7 @@ s_timers (self_t *self)
         snprintf (error, sizeof error, "no worker offered class %s within %" PRId64 " ms",
                   inv->class_name, inv->worker_wait);
         const char *type = s_inv_fail (self, inv, 404, error, false, false);
-        s_log_note (self, type, inv->bucket);
+        s_log_note (self, type, inv);
     }
     zlistx_destroy (&due);
 }
@@ -977,8 +993,43 @@ s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, 
     sn_pack_map (self->reply, 2);
     sn_pack_kv_uint (self->reply, "rid", rid);
     sn_pack_kv_uint (self->reply, "code", 200);
-    s_reply_when_written (self, type, inv->bucket, request, rid);
+    s_reply_when_written (self, type, inv, request, rid);
     s_dispatch (self);
+}
+
+//  bucket.counts {bucket_id} -> {queued, running, finished}: for the bucket's status.
+static void
+s_op_bucket_counts (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    char *bucket = sn_value_get_strdup (root, "bucket_id");
+    uint64_t counts[4] = {0, 0, 0, 0};
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->invocations); bucket && inv;
+         inv = (s_inv_t *) zhashx_next (self->invocations))
+        if (streq (inv->bucket, bucket))
+            counts[inv->state]++;
+    free (bucket);
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 5);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", 200);
+    sn_pack_kv_uint (self->reply, "queued", counts[S_QUEUED]);
+    sn_pack_kv_uint (self->reply, "running", counts[S_RUNNING]);
+    sn_pack_kv_uint (self->reply, "finished", counts[S_SUCCEEDED] + counts[S_FAILED]);
+    s_reply_send (self, request);
+}
+
+//  bucket.state {bucket_id, state: "active" | "deleted"}: from the batch actor only
+//  (no schema lets a client send it), once the bucket's event is on disk.
+static void
+s_op_bucket_state (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    char *bucket = sn_value_get_strdup (root, "bucket_id");
+    if (bucket) {
+        bool deleted = sn_value_streq (sn_value_get (root, "state"), "deleted");
+        zhashx_update (self->buckets, bucket, (void *) (deleted ? "deleted" : ""));
+    }
+    free (bucket);
+    s_reply_code (self, request, rid, 200);
 }
 
 //  One request from the frontend. The request is owned here from now on.
@@ -1008,6 +1059,10 @@ s_handle_request (self_t *self, sn_routed_t *request)
         s_op_worker_progress (self, request, root, rid);
     else if (sn_value_streq (op, "worker.result"))
         s_op_worker_result (self, request, root, rid);
+    else if (sn_value_streq (op, "bucket.counts"))
+        s_op_bucket_counts (self, request, root, rid);
+    else if (sn_value_streq (op, "bucket.state"))
+        s_op_bucket_state (self, request, root, rid);
     else
         s_reply_error (self, request, rid, 400, "/op: the queue does not serve this op");
     sn_msg_destroy (&msg);
@@ -1024,6 +1079,27 @@ s_router_drain (self_t *self)
         }
         s_handle_request (self, request);
     }
+}
+
+//  A result is on disk: the batch actor commits it to the bucket's callback. Lost
+//  if the batch actor cannot take it now; it finds it again in the log at start.
+static void
+s_notify_finished (self_t *self, s_inv_t *inv)
+{
+    if (!self->batch)
+        return;
+    s_pack_done (self, inv);
+    sn_pack_t *note = sn_pack_new ();
+    sn_pack_map (note, 4);
+    sn_pack_kv_str (note, "op", "finished");
+    sn_pack_kv_uint (note, "rid", 0);
+    sn_pack_kv_str (note, "bucket_id", inv->bucket);
+    sn_pack_str (note, "event");
+    sn_pack_raw (note, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    zframe_t *frame = sn_pack_frame (note);
+    sn_pack_destroy (&note);
+    if (zframe_send (&frame, self->batch, ZFRAME_DONTWAIT))
+        zframe_destroy (&frame);
 }
 
 //  Acknowledgements from the log: finish what waited for them.
@@ -1044,6 +1120,8 @@ s_log_drain (self_t *self)
         s_pending_t *pending = (s_pending_t *) zhashx_lookup (self->pending, key);
         if (pending) {
             if (code == 201) {
+                if (pending->finished)
+                    s_notify_finished (self, pending->finished);
                 if (pending->after == S_AFTER_ENQUEUE) {
                     s_enqueued (self, pending->inv);
                     pending->inv = NULL;
@@ -1080,6 +1158,16 @@ s_log_drain (self_t *self)
 static void
 s_replay_event (self_t *self, const char *type, const sn_value_t *event)
 {
+    if (streq (type, "bucket.created") || streq (type, "bucket.deleted")) {
+        char *bucket = sn_value_get_strdup (event, "bucket_id");
+        if (bucket)
+            zhashx_update (self->buckets, bucket,
+                           (void *) (streq (type, "bucket.deleted") ? "deleted" : ""));
+        free (bucket);
+        return;
+    }
+    if (strncmp (type, "invocation.", 11))
+        return;
     if (streq (type, "invocation.enqueued")) {
         s_inv_t *inv = s_inv_from_event (event);
         if (!inv || zhashx_lookup (self->invocations, inv->id)) {
@@ -1143,11 +1231,10 @@ s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
     int rc = 0;
     while (rc == 0) {
         sn_pack_t *request = sn_pack_new ();
-        sn_pack_map (request, 5 + (from != NULL));
+        sn_pack_map (request, 4 + (from != NULL));
         sn_pack_kv_str (request, "op", "scan");
         sn_pack_kv_uint (request, "rid", ++self->log_rid);
         sn_pack_kv_uint (request, "p", p);
-        sn_pack_kv_str (request, "prefix", "invocation.");
         sn_pack_kv_uint (request, "limit", S_SCAN_LIMIT);
         if (from)
             sn_pack_kv_str (request, "from", from);
@@ -1226,6 +1313,14 @@ s_self_start (self_t *self)
     zsock_set_linger (self->log, 0);
     if (zsock_connect (self->log, "%s", self->config.log) == -1)
         return zsys_sprintf ("cannot connect to log %s", self->config.log);
+    if (self->config.batch) {
+        self->batch = zsock_new (ZMQ_DEALER);
+        zsock_set_sndhwm (self->batch, S_PENDING_MAX * 2);
+        zsock_set_sndtimeo (self->batch, 0);
+        zsock_set_linger (self->batch, 0);
+        if (zsock_connect (self->batch, "%s", self->config.batch) == -1)
+            return zsys_sprintf ("cannot connect to batch %s", self->config.batch);
+    }
     char error[256];
     for (uint32_t p = 0; p < self->config.partitions; p++)
         if (s_replay_partition (self, p, error, sizeof error))
@@ -1241,6 +1336,7 @@ s_self_start (self_t *self)
     self->poller = zpoller_new (self->pipe, self->router, self->log, NULL);
     self->config.endpoint = NULL;
     self->config.log = NULL;
+    self->config.batch = NULL;
     return NULL;
 }
 
@@ -1450,7 +1546,7 @@ s_test_work (s_test_client_t *worker, int timeout)
 static zactor_t *
 s_test_queue (const char *endpoint, const char *log, bool verbose)
 {
-    sn_queue_config_t config = {endpoint, log, 8, 300, verbose};
+    sn_queue_config_t config = {endpoint, log, NULL, 8, 300, verbose};
     char error[256];
     zactor_t *queue = sn_queue_new (&config, error, sizeof error);
     if (!queue)

@@ -30,6 +30,11 @@
       worker.heartbeat  {}                          -> 200 | 404 (say hello again)
       worker.progress   {id, progress?, message?}   -> 200 | 404 | 409
       worker.result     {id, code, response?, error?, retryable?} -> 200 | 404 | 409
+      bucket.counts     {bucket_id}                 -> 200 {queued, running, finished}
+      bucket.state      {bucket_id, state}          -> 200   (from the batch actor only)
+    Sent to the batch actor once a result is on disk: {op: "finished", bucket_id,
+    event: the invocation.done event}. Events bucket.created and bucket.deleted
+    (written by the batch actor) say which buckets accept enqueues at start.
     Pushed to a worker, unasked: {op: "work", id, bucket_id, invocation, token, data?,
     attempt, timeout}.
 
@@ -47,6 +52,7 @@ extern "C" {
 typedef struct {
     const char *endpoint; //  inproc endpoint the actor binds its ROUTER to
     const char *log;      //  endpoint answering put and scan: the store, later the mesh
+    const char *batch;    //  the batch actor's endpoint, told of every result; or NULL
     uint32_t partitions;  //  P: partitions replayed at start
     int worker_timeout;   //  ms of silence after which a worker is taken for dead
     bool verbose;         //  log every transition

@@ -9,8 +9,8 @@
     supernode cluster [--node ENDPOINT]
     supernode enqueue JSON [--bucket BUCKET] [--node ENDPOINT]
     supernode invocation ID [--node ENDPOINT]
-    supernode worker --class NAME... [--exec COMMAND] [--capacity N] [--name NAME]
-                     [--node ENDPOINT]
+    supernode worker --class NAME... [--exec COMMAND] [--name NAME] [--node ENDPOINT]
+    supernode batch create JSON | get BUCKET | delete BUCKET [--node ENDPOINT]
 
     Client commands print JSON on stdout and errors on stderr, and exit 1 when the
     node refuses or does not answer, 2 when the command line is wrong.
@@ -41,6 +41,7 @@ s_usage (FILE *stream)
              "  supernode invocation ID [--node ENDPOINT]\n"
              "  supernode worker --class NAME... [--exec COMMAND] [--name NAME]\n"
              "                   [--node ENDPOINT]\n"
+             "  supernode batch create JSON | get BUCKET | delete BUCKET [--node ENDPOINT]\n"
              "client commands talk to --node (default " SN_DEFAULT_NODE ")\n");
 }
 
@@ -180,6 +181,46 @@ s_enqueue (sn_client_t *client, const char *body, const char *bucket)
     }
     free (reply);
     return s_finish (client, code, 202, output);
+}
+
+//  batch create JSON | get BUCKET | delete BUCKET: prints the bucket.
+static int
+s_batch (sn_client_t *client, const char *verb, const char *argument)
+{
+    json_t *request = NULL;
+    int expected = 200;
+    if (streq (verb, "create")) {
+        request = json_loads (argument, 0, NULL);
+        if (!json_is_object (request)) {
+            fprintf (stderr, "supernode: batch create takes a JSON object {callback_url, "
+                             "bucket_id, ...}\n");
+            json_decref (request);
+            sn_client_destroy (&client);
+            return 2;
+        }
+        json_object_set_new (request, "op", json_string ("batch.create"));
+        expected = 201;
+    }
+    else if (streq (verb, "get") || streq (verb, "delete"))
+        request = json_pack ("{s:s, s:s}", "op", streq (verb, "get") ? "batch.get" : "batch.delete",
+                             "bucket_id", argument);
+    else {
+        fprintf (stderr, "supernode: batch takes create, get or delete\n");
+        sn_client_destroy (&client);
+        return 2;
+    }
+    char *text = json_dumps (request, JSON_COMPACT);
+    json_decref (request);
+    char *reply = NULL, *output = NULL;
+    int code = sn_client_request (client, text, &reply);
+    free (text);
+    if (code == expected) {
+        json_t *view = json_loads (reply, 0, NULL);
+        output = json_dumps (json_object_get (view, "bucket"), JSON_COMPACT);
+        json_decref (view);
+    }
+    free (reply);
+    return s_finish (client, code, expected, output);
 }
 
 //  Largest stdout of an --exec command taken as a response.
@@ -439,6 +480,8 @@ s_client_command (const char *command, int argc, char **argv)
     }
     if (streq (command, "enqueue") && args.positionals == 1)
         return s_enqueue (client, args.positional[0], args.bucket);
+    if (streq (command, "batch") && args.positionals == 2)
+        return s_batch (client, args.positional[0], args.positional[1]);
     if (streq (command, "invocation") && args.positionals == 1) {
         json_t *request = json_pack ("{s:s, s:s}", "op", "invocation", "id", args.positional[0]);
         char *text = json_dumps (request, JSON_COMPACT);
@@ -472,7 +515,8 @@ main (int argc, char **argv)
     if (streq (command, "worker"))
         return s_worker (argc - 2, argv + 2);
     if (streq (command, "put") || streq (command, "get") || streq (command, "range") ||
-        streq (command, "cluster") || streq (command, "enqueue") || streq (command, "invocation"))
+        streq (command, "cluster") || streq (command, "enqueue") || streq (command, "invocation") ||
+        streq (command, "batch"))
         return s_client_command (command, argc - 2, argv + 2);
     if (streq (command, "help") || streq (command, "--help") || streq (command, "-h")) {
         s_usage (stdout);

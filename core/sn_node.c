@@ -5,6 +5,8 @@
 #include "sn_gateway.h"
 #include "sn_mesh.h"
 #include "sn_queue.h"
+#include "sn_batch.h"
+#include "sn_webhook.h"
 #include "sn_schema.h"
 #include "sn_store.h"
 #include "sn_client.h"
@@ -17,6 +19,8 @@ struct _sn_node_t {
     zactor_t *store;       //  the LMDB store
     zactor_t *mesh;        //  membership and the partition table
     zactor_t *queue;       //  invocations and workers
+    zactor_t *webhook;     //  every outbound HTTP request
+    zactor_t *batch;       //  buckets and their commits
     zactor_t *frontend;    //  decodes, validates and routes every request
     sn_gateway_t *gateway; //  HTTP and WebSocket
 };
@@ -28,6 +32,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     //  inproc names are per process: the node's address keeps two nodes in one
     //  process (the selftests) apart.
     char store_endpoint[64], mesh_endpoint[64], front_endpoint[64], queue_endpoint[64];
+    char batch_endpoint[64], webhook_endpoint[64];
+    snprintf (batch_endpoint, sizeof batch_endpoint, "inproc://sn-batch-%p", (void *) self);
+    snprintf (webhook_endpoint, sizeof webhook_endpoint, "inproc://sn-webhook-%p", (void *) self);
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-store-%p", (void *) self);
     snprintf (mesh_endpoint, sizeof mesh_endpoint, "inproc://sn-mesh-%p", (void *) self);
     snprintf (front_endpoint, sizeof front_endpoint, "inproc://sn-front-%p", (void *) self);
@@ -49,21 +56,33 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
         goto failed;
-    //  Queue: this node owns every partition until the mesh assigns them
-    sn_queue_config_t queue = {queue_endpoint, store_endpoint, config->partitions,
-                               SN_NODE_WORKER_TIMEOUT, config->verbose};
+    //  Queue and buckets: this node owns every partition until the mesh assigns them
+    sn_webhook_config_t webhook = {webhook_endpoint, config->callback_allow, config->callback_deny,
+                                   false, config->verbose};
+    self->webhook = sn_webhook_new (&webhook, error, size);
+    if (!self->webhook)
+        goto failed;
+    sn_batch_config_t batch = {batch_endpoint,   store_endpoint,     queue_endpoint,
+                               webhook_endpoint, config->partitions, config->verbose};
+    self->batch = sn_batch_new (&batch, error, size);
+    if (!self->batch)
+        goto failed;
+    sn_queue_config_t queue = {queue_endpoint,     store_endpoint,         batch_endpoint,
+                               config->partitions, SN_NODE_WORKER_TIMEOUT, config->verbose};
     self->queue = sn_queue_new (&queue, error, size);
     if (!self->queue)
         goto failed;
-    sn_frontend_config_t frontend = {config->clients,
-                                     front_endpoint,
-                                     {{"cluster", mesh_endpoint},
-                                      {"enqueue invocation worker.hello worker.heartbeat "
-                                       "worker.progress worker.result",
-                                       queue_endpoint},
-                                      {"*", store_endpoint}},
-                                     self->schema,
-                                     config->verbose};
+    sn_frontend_config_t frontend = {
+        config->clients,
+        front_endpoint,
+        {{"cluster", mesh_endpoint},
+         {"enqueue invocation worker.hello worker.heartbeat "
+          "worker.progress worker.result bucket.counts",
+          queue_endpoint},
+         {"batch.create batch.get batch.update batch.delete", batch_endpoint},
+         {"*", store_endpoint}},
+        self->schema,
+        config->verbose};
     self->frontend = sn_frontend_new (&frontend, error, size);
     if (!self->frontend)
         goto failed;
@@ -87,6 +106,8 @@ sn_node_destroy (sn_node_t **self_p)
         sn_gateway_destroy (&self->gateway);
         zactor_destroy (&self->frontend);
         zactor_destroy (&self->queue);
+        zactor_destroy (&self->batch);
+        zactor_destroy (&self->webhook);
         zactor_destroy (&self->mesh);
         zactor_destroy (&self->store);
         sn_schema_destroy (&self->schema);

@@ -1252,18 +1252,239 @@ sn_batch_new (const sn_batch_config_t *config, char *error, size_t size)
     return sn_actor_start (sn_batch_actor, (void *) config, "batch", error, size);
 }
 
+//  --------------------------------------------------------------------------
+//  Selftest: the real store, queue, webhook and batch actors, and a callback
+//  receiver made of a ZMQ_STREAM socket speaking just enough HTTP.
+
+#include "sn_queue.h"
+#include "sn_store.h"
+#include "sn_webhook.h"
+
+//  Read one whole HTTP request from stream; returns it (caller frees) and the
+//  connection's identity in *peer_p.
+static char *
+s_test_http_read (zsock_t *stream, zframe_t **peer_p)
+{
+    char *request = (char *) zmalloc (1 << 16);
+    size_t size = 0;
+    *peer_p = NULL;
+    while (true) {
+        zmsg_t *msg = zmsg_recv (stream);
+        assert (msg);
+        zframe_t *content = zmsg_last (msg);
+        if (!*peer_p)
+            *peer_p = zframe_dup (zmsg_first (msg));
+        size_t take = zframe_size (content);
+        assert (size + take < (1 << 16));
+        memcpy (request + size, zframe_data (content), take);
+        size += take;
+        zmsg_destroy (&msg);
+        char *end = strstr (request, "\r\n\r\n");
+        char *length = strstr (request, "Content-Length: ");
+        if (end && length && (size_t) (end + 4 - request) + (size_t) atoi (length + 16) <= size)
+            return request;
+    }
+}
+
+static void
+s_test_http_answer (zsock_t *stream, zframe_t **peer_p, int status, const char *body)
+{
+    char *answer = zsys_sprintf ("HTTP/1.1 %d X\r\nContent-Length: %zu\r\nConnection: "
+                                 "close\r\n\r\n%s",
+                                 status, strlen (body), body);
+    zframe_send (peer_p, stream, ZFRAME_MORE | ZFRAME_REUSE);
+    zstr_send (stream, answer);
+    zframe_send (peer_p, stream, ZFRAME_MORE);
+    zmq_send (zsock_resolve (stream), "", 0, 0);
+    free (answer);
+}
+
+//  Send request (JSON, with op, without rid) to the batch actor; returns the reply.
+static sn_msg_t *
+s_test_ask (zsock_t *client, const char *json)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    char error[256];
+    char *text = zsys_sprintf ("{\"rid\": 1, %s", json + 1);
+    assert (sn_json_to_pack (text, strlen (text), pack, error, sizeof error) == 0);
+    free (text);
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, client, 0);
+    sn_pack_destroy (&pack);
+    frame = zframe_recv (client);
+    sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+    zframe_destroy (&frame);
+    assert (reply);
+    return reply;
+}
+
+static int64_t
+s_test_code (sn_msg_t *reply)
+{
+    int64_t code = 0;
+    sn_value_int (sn_value_get (sn_msg_root (reply), "code"), &code);
+    return code;
+}
+
 void
 sn_batch_test (bool verbose)
 {
     //  The signature is HMAC-SHA256 of the body in hex (RFC 4231, test case 2)
     char signature[80];
-    const char *body = "what do ya want for nothing?";
-    sn_batch_sign ("Jefe", body, strlen (body), signature);
+    const char *text = "what do ya want for nothing?";
+    sn_batch_sign ("Jefe", text, strlen (text), signature);
     assert (streq (signature,
                    "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"));
-    char *secret = s_random_hex (32);
-    assert (strlen (secret) == 64);
-    free (secret);
-    if (verbose)
-        zsys_info ("sn_batch: %s", signature);
+    char *random = s_random_hex (32);
+    assert (strlen (random) == 64);
+    free (random);
+
+    char dir[] = "/tmp/sn_batch_test_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_ep[64], queue_ep[64], webhook_ep[64], batch_ep[64], error[256];
+    snprintf (store_ep, sizeof store_ep, "inproc://sn-batch-test-store-%d", getpid ());
+    snprintf (queue_ep, sizeof queue_ep, "inproc://sn-batch-test-queue-%d", getpid ());
+    snprintf (webhook_ep, sizeof webhook_ep, "inproc://sn-batch-test-webhook-%d", getpid ());
+    snprintf (batch_ep, sizeof batch_ep, "inproc://sn-batch-test-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_ep, false};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    sn_webhook_config_t webhook_config = {webhook_ep, NULL, NULL, false, verbose};
+    zactor_t *webhook = sn_webhook_new (&webhook_config, error, sizeof error);
+    sn_queue_config_t queue_config = {queue_ep, store_ep, batch_ep, 8, 5000, verbose};
+    zactor_t *queue = sn_queue_new (&queue_config, error, sizeof error);
+    sn_batch_config_t config = {batch_ep, store_ep, queue_ep, webhook_ep, 8, verbose};
+    zactor_t *batch = sn_batch_new (&config, error, sizeof error);
+    assert (store && webhook && queue && batch);
+    zsock_t *client = zsock_new_dealer (batch_ep);
+    zsock_t *receiver = zsock_new (ZMQ_STREAM);
+    int port = zsock_bind (receiver, "tcp://127.0.0.1:*");
+    assert (port > 0);
+
+    //  primary always exists and cannot be deleted; others must be created
+    sn_msg_t *reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"primary\"}");
+    assert (s_test_code (reply) == 200);
+    sn_msg_destroy (&reply);
+    reply = s_test_ask (client, "{\"op\": \"batch.delete\", \"bucket_id\": \"primary\"}");
+    assert (s_test_code (reply) == 409);
+    sn_msg_destroy (&reply);
+    reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}");
+    assert (s_test_code (reply) == 404);
+    sn_msg_destroy (&reply);
+
+    //  A handshake answered with another token creates nothing
+    char *create = zsys_sprintf ("{\"op\": \"batch.create\", \"bucket_id\": \"b\", "
+                                 "\"batch_timeout\": 10, \"callback_url\": "
+                                 "\"http://127.0.0.1:%d/hook\"}",
+                                 port);
+    sn_pack_t *pack = sn_pack_new ();
+    char *json = zsys_sprintf ("{\"rid\": 1, %s", create + 1);
+    assert (sn_json_to_pack (json, strlen (json), pack, error, sizeof error) == 0);
+    free (json);
+    for (int round = 0; round < 2; round++) {
+        zframe_t *frame = sn_pack_frame (pack);
+        zframe_send (&frame, client, 0);
+        zframe_t *peer;
+        char *request = s_test_http_read (receiver, &peer);
+        char *token = strstr (request, "\"token\":\"");
+        assert (token && strstr (request, "\"bucket_id\":\"b\""));
+        token += 9;
+        *strchr (token, '"') = 0;
+        char *answer = zsys_sprintf ("{\"token\": \"%s\"}", round == 0 ? "wrong" : token);
+        s_test_http_answer (receiver, &peer, 200, answer);
+        free (answer);
+        free (request);
+        frame = zframe_recv (client);
+        reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+        zframe_destroy (&frame);
+        if (round == 0) {
+            assert (s_test_code (reply) == 502);
+            char *failure = sn_value_get_strdup (sn_msg_root (reply), "error");
+            assert (failure && strstr (failure, "token:"));
+            free (failure);
+        }
+        else
+            assert (s_test_code (reply) == 201);
+        sn_msg_destroy (&reply);
+    }
+    sn_pack_destroy (&pack);
+    reply = s_test_ask (client, create);
+    assert (s_test_code (reply) == 409);
+    sn_msg_destroy (&reply);
+    free (create);
+    reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}");
+    assert (s_test_code (reply) == 200);
+    sn_msg_destroy (&reply);
+
+    //  A finished invocation is committed; the receiver refuses the first POST and
+    //  gets the same key and body again
+    const char *note = "{\"op\": \"finished\", \"rid\": 0, \"bucket_id\": \"b\", \"event\": "
+                       "{\"id\": \"i1\", \"code\": 200, \"token\": \"t\", \"data\": {\"n\": 1}, "
+                       "\"response\": [1]}}";
+    pack = sn_pack_new ();
+    assert (sn_json_to_pack (note, strlen (note), pack, error, sizeof error) == 0);
+    for (int copy = 0; copy < 2; copy++) {
+        zframe_t *frame = sn_pack_frame (pack);
+        zframe_send (&frame, client, 0);
+    }
+    sn_pack_destroy (&pack);
+    char *first = NULL;
+    for (int round = 0; round < 2; round++) {
+        zframe_t *peer;
+        char *request = s_test_http_read (receiver, &peer);
+        assert (strstr (request, "X-Supernode-Signature: sha256="));
+        char *body = strstr (request, "\r\n\r\n") + 4;
+        assert (streq (body, "{\"code\":200,\"bucket_id\":\"b\",\"metadata\":{},\"data\":[{"
+                             "\"code\":200,\"token\":\"t\",\"metadata\":{\"n\":1},"
+                             "\"response\":[1]}]}"));
+        char *key = strstr (request, "Idempotency-Key: ");
+        assert (key);
+        key[17 + 32] = 0;
+        if (round == 0)
+            first = strdup (key);
+        else
+            assert (streq (first, key));
+        s_test_http_answer (receiver, &peer, round == 0 ? 503 : 204, "");
+        free (request);
+    }
+    free (first);
+    while (true) {
+        reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}");
+        uint64_t delivered = 0;
+        sn_value_uint (
+            sn_value_get (sn_value_get (sn_value_get (sn_msg_root (reply), "bucket"), "counts"),
+                          "delivered"),
+            &delivered);
+        sn_msg_destroy (&reply);
+        if (delivered == 1)
+            break;
+        zclock_sleep (5); //  poll interval, not synchronisation
+    }
+
+    //  The same result again is not committed twice; a restart keeps it all
+    zsock_destroy (&client);
+    zactor_destroy (&batch);
+    batch = sn_batch_new (&config, error, sizeof error);
+    assert (batch);
+    client = zsock_new_dealer (batch_ep);
+    reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}");
+    const sn_value_t *bucket = sn_value_get (sn_msg_root (reply), "bucket");
+    uint64_t delivered = 0, waiting = 9;
+    sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "delivered"), &delivered);
+    sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "waiting"), &waiting);
+    uint64_t pending = 9;
+    sn_value_uint (sn_value_get (bucket, "commits_pending"), &pending);
+    assert (delivered == 1 && waiting == 0 && pending == 0);
+    assert (
+        sn_value_streq (sn_value_get (sn_value_get (bucket, "last_commit"), "state"), "delivered"));
+    sn_msg_destroy (&reply);
+
+    zsock_destroy (&receiver);
+    zsock_destroy (&client);
+    zactor_destroy (&batch);
+    zactor_destroy (&queue);
+    zactor_destroy (&webhook);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
 }

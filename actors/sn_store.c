@@ -894,7 +894,8 @@ s_op_scan (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
 
     byte start[2 + SN_KEY_MAX];
     s_put_be16 (start, (uint32_t) p);
-    memcpy (start + 2, from.mv_data, from.mv_size);
+    if (from.mv_size)
+        memcpy (start + 2, from.mv_data, from.mv_size);
     MDB_cursor *cursor;
     int rc = mdb_cursor_open (txn, self->byp, &cursor);
     if (rc)

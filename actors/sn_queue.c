@@ -1546,7 +1546,7 @@ s_test_work (s_test_client_t *worker, int timeout)
 static zactor_t *
 s_test_queue (const char *endpoint, const char *log, bool verbose)
 {
-    sn_queue_config_t config = {endpoint, log, NULL, 8, 300, verbose};
+    sn_queue_config_t config = {endpoint, log, NULL, 8, 2000, verbose};
     char error[256];
     zactor_t *queue = sn_queue_new (&config, error, sizeof error);
     if (!queue)

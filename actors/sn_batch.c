@@ -689,6 +689,13 @@ s_op_create (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_
         free (id);
         return;
     }
+    //  A deleted bucket keeps its id, its counts and the delivery of the commits it
+    //  made: a new bucket under the same id would mix two callbacks and secrets
+    if (existing) {
+        s_reply_error (self, request, rid, 410, "bucket %s was deleted; ids are not reused", id);
+        free (id);
+        return;
+    }
     s_bucket_t *fresh = s_bucket_new (id);
     s_bucket_apply (fresh, root, self->pack);
     fresh->secret = s_random_hex (32);
@@ -1080,17 +1087,27 @@ s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
         zstr_free (&from);
         zframe_t *frame = sn_pack_frame (self->pack);
         zframe_send (&frame, self->log, 0);
-        if (zpoller_wait (poller, S_SCAN_WAIT) != self->log) {
+        //  Acknowledgements of writes made before a REPLAY may come first
+        uint64_t scan_rid = self->rid, rid = 0;
+        sn_msg_t *reply = NULL;
+        while (!reply && zpoller_wait (poller, S_SCAN_WAIT) == self->log) {
+            frame = zframe_recv (self->log);
+            const char *reason = NULL;
+            reply = frame
+                        ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason)
+                        : NULL;
+            if (reply && (!sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid) ||
+                          rid != scan_rid)) {
+                sn_msg_destroy (&reply);
+                s_handle_answer (self, 'L', frame);
+            }
+            zframe_destroy (&frame);
+        }
+        if (!reply) {
             snprintf (error, size, "log did not answer scan of partition %u", p);
             rc = -1;
             break;
         }
-        frame = zframe_recv (self->log);
-        const char *reason = NULL;
-        sn_msg_t *reply =
-            frame ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason)
-                  : NULL;
-        zframe_destroy (&frame);
         const sn_value_t *root = sn_msg_root (reply);
         uint64_t code = 0;
         sn_value_uint (sn_value_get (root, "code"), &code);
@@ -1177,6 +1194,19 @@ s_handle_pipe (self_t *self)
         char *error = s_self_start (self);
         zstr_send (self->pipe, error ? error : "OK");
         free (error);
+    }
+    else if (streq (command, "REPLAY")) {
+        //  Taking over partition p (from the mesh): its events are applied over
+        //  the state held; replaying what is known already changes nothing
+        char *partition = zstr_recv (self->pipe);
+        char error[256] = "";
+        uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
+        if (!partition || p >= self->config.partitions)
+            snprintf (error, sizeof error, "REPLAY: no partition %s", partition ? partition : "");
+        else
+            s_replay_partition (self, p, error, sizeof error);
+        zstr_send (self->pipe, *error ? error : "OK");
+        zstr_free (&partition);
     }
     else if (streq (command, "$TERM"))
         self->terminated = true;
@@ -1474,6 +1504,10 @@ sn_batch_test (bool verbose)
     uint64_t pending = 9;
     sn_value_uint (sn_value_get (bucket, "commits_pending"), &pending);
     assert (delivered == 1 && waiting == 0 && pending == 0);
+    zstr_sendx (batch, "REPLAY", "0", NULL);
+    char *answer = zstr_recv (batch);
+    assert (streq (answer, "OK"));
+    free (answer);
     assert (
         sn_value_streq (sn_value_get (sn_value_get (bucket, "last_commit"), "state"), "delivered"));
     sn_msg_destroy (&reply);

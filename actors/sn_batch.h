@@ -19,7 +19,8 @@
 
     Ops (through the frontend):
       batch.create {callback_url, bucket_id, batch_timeout?, give_up?, metadata?}
-                   -> 201 {bucket}  (with its secret) | 409 exists | 502 handshake failed
+                   -> 201 {bucket}  (with its secret) | 409 exists | 410 deleted before
+                      | 502 handshake failed
       batch.get    {bucket_id}    -> 200 {bucket} | 404
       batch.update {bucket_id, callback_url?, batch_timeout?, give_up?, metadata?}
                    -> 200 {bucket} | 404 | 410
@@ -30,7 +31,9 @@
     batch.commit {key, bucket_id, body, ids, items, created_at}, batch.delivered
     {key, status}, batch.abandoned {key, error}; and it reads invocation.done.
 
-    Pipe commands: "START" (replies "OK" or the error text), "$TERM".
+    Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
+    partition P over the state held, for a take-over; replies "OK" or the error
+    text), "$TERM".
 */
 #ifndef SN_BATCH_H_INCLUDED
 #define SN_BATCH_H_INCLUDED

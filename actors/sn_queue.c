@@ -767,6 +767,11 @@ s_op_enqueue (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
 static void
 s_enqueued (self_t *self, s_inv_t *inv)
 {
+    //  A REPLAY may have read the event back before its acknowledgement came
+    if (zhashx_lookup (self->invocations, inv->id)) {
+        s_inv_destroy (&inv);
+        return;
+    }
     zhashx_insert (self->invocations, inv->id, inv);
     s_inv_queue (self, inv, inv->run_at);
     if (self->verbose)
@@ -1104,6 +1109,45 @@ s_notify_finished (self_t *self, s_inv_t *inv)
 
 //  Acknowledgements from the log: finish what waited for them.
 static void
+s_log_answer (self_t *self, const sn_value_t *root)
+{
+    uint64_t rid = 0, code = 0;
+    sn_value_uint (sn_value_get (root, "rid"), &rid);
+    sn_value_uint (sn_value_get (root, "code"), &code);
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, rid);
+    s_pending_t *pending = (s_pending_t *) zhashx_lookup (self->pending, key);
+    if (!pending)
+        return;
+    if (code == 201) {
+        if (pending->finished)
+            s_notify_finished (self, pending->finished);
+        if (pending->after == S_AFTER_ENQUEUE) {
+            s_enqueued (self, pending->inv);
+            pending->inv = NULL;
+        }
+        if (pending->reply) {
+            if (sn_routed_send (pending->reply, self->router))
+                sn_routed_close (pending->reply);
+            free (pending->reply);
+            pending->reply = NULL;
+        }
+    }
+    else {
+        char *error = sn_value_get_strdup (root, "error");
+        zsys_error ("sn_queue: log refused a write with %" PRIu64 ": %s", code,
+                    error ? error : "?");
+        if (pending->reply) {
+            s_reply_error (self, pending->reply, pending->rid, 503, "not stored: %s",
+                           error ? error : "log refused the write");
+            pending->reply = NULL;
+        }
+        free (error);
+    }
+    zhashx_delete (self->pending, key);
+}
+
+static void
 s_log_drain (self_t *self)
 {
     zframe_t *frame;
@@ -1111,41 +1155,7 @@ s_log_drain (self_t *self)
         const char *reason = NULL;
         sn_msg_t *reply = sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason);
         zframe_destroy (&frame);
-        const sn_value_t *root = sn_msg_root (reply);
-        uint64_t rid = 0, code = 0;
-        sn_value_uint (sn_value_get (root, "rid"), &rid);
-        sn_value_uint (sn_value_get (root, "code"), &code);
-        char key[24];
-        snprintf (key, sizeof key, "%" PRIu64, rid);
-        s_pending_t *pending = (s_pending_t *) zhashx_lookup (self->pending, key);
-        if (pending) {
-            if (code == 201) {
-                if (pending->finished)
-                    s_notify_finished (self, pending->finished);
-                if (pending->after == S_AFTER_ENQUEUE) {
-                    s_enqueued (self, pending->inv);
-                    pending->inv = NULL;
-                }
-                if (pending->reply) {
-                    if (sn_routed_send (pending->reply, self->router))
-                        sn_routed_close (pending->reply);
-                    free (pending->reply);
-                    pending->reply = NULL;
-                }
-            }
-            else {
-                char *error = sn_value_get_strdup (root, "error");
-                zsys_error ("sn_queue: log refused a write with %" PRIu64 ": %s", code,
-                            error ? error : "?");
-                if (pending->reply) {
-                    s_reply_error (self, pending->reply, pending->rid, 503, "not stored: %s",
-                                   error ? error : "log refused the write");
-                    pending->reply = NULL;
-                }
-                free (error);
-            }
-            zhashx_delete (self->pending, key);
-        }
+        s_log_answer (self, sn_msg_root (reply));
         sn_msg_destroy (&reply);
     }
     s_dispatch (self);
@@ -1242,17 +1252,27 @@ s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
         sn_pack_destroy (&request);
         zframe_send (&frame, self->log, 0);
         zstr_free (&from);
-        if (zpoller_wait (poller, S_SCAN_WAIT) != self->log) {
+        //  Acknowledgements of writes made before a REPLAY may come first
+        uint64_t scan_rid = self->log_rid, rid = 0;
+        sn_msg_t *reply = NULL;
+        while (!reply && zpoller_wait (poller, S_SCAN_WAIT) == self->log) {
+            frame = zframe_recv (self->log);
+            const char *reason = NULL;
+            reply = frame
+                        ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason)
+                        : NULL;
+            zframe_destroy (&frame);
+            if (reply && (!sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid) ||
+                          rid != scan_rid)) {
+                s_log_answer (self, sn_msg_root (reply));
+                sn_msg_destroy (&reply);
+            }
+        }
+        if (!reply) {
             snprintf (error, size, "log did not answer scan of partition %u", p);
             rc = -1;
             break;
         }
-        frame = zframe_recv (self->log);
-        const char *reason = NULL;
-        sn_msg_t *reply =
-            frame ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason)
-                  : NULL;
-        zframe_destroy (&frame);
         const sn_value_t *root = sn_msg_root (reply);
         uint64_t code = 0;
         sn_value_uint (sn_value_get (root, "code"), &code);
@@ -1352,6 +1372,19 @@ s_handle_pipe (self_t *self)
         char *error = s_self_start (self);
         zstr_send (self->pipe, error ? error : "OK");
         free (error);
+    }
+    else if (streq (command, "REPLAY")) {
+        //  Taking over partition p (from the mesh): its events are applied over
+        //  the state held; replaying what is known already changes nothing
+        char *partition = zstr_recv (self->pipe);
+        char error[256] = "";
+        uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
+        if (!partition || p >= self->config.partitions)
+            snprintf (error, sizeof error, "REPLAY: no partition %s", partition ? partition : "");
+        else if (s_replay_partition (self, p, error, sizeof error) == 0)
+            s_deadline (self, zclock_time ());
+        zstr_send (self->pipe, *error ? error : "OK");
+        zstr_free (&partition);
     }
     else if (streq (command, "$TERM"))
         self->terminated = true;
@@ -1670,8 +1703,13 @@ sn_queue_test (bool verbose)
     s_test_client_t *rescuer = s_test_client_new (queue_endpoint);
     assert (s_test_status (rescuer, "{\"op\": \"worker.hello\", \"classes\": [\"mailer.User\"], "
                                     "\"capacity\": 4}") == 200);
-    work = s_test_work (rescuer, 10000);
-    assert (work && streq (work, third));
+    //  The rescuer keeps itself alive while it waits for the silent one's work
+    work = NULL;
+    while (!work) {
+        assert (s_test_status (rescuer, "{\"op\": \"worker.heartbeat\"}") == 200);
+        work = s_test_work (rescuer, 200);
+    }
+    assert (streq (work, third));
     free (work);
     state = s_test_state (producer, third);
     assert (streq (state, "running/0"));
@@ -1707,6 +1745,26 @@ sn_queue_test (bool verbose)
     work = s_test_work (worker, 5000);
     assert (work && streq (work, third));
     free (work);
+
+    //  Replaying partitions again (a take-over) changes nothing known
+    for (uint32_t p = 0; p < 8; p++) {
+        char number[16];
+        snprintf (number, sizeof number, "%u", p);
+        zstr_sendx (queue, "REPLAY", number, NULL);
+        char *answer = zstr_recv (queue);
+        assert (streq (answer, "OK"));
+        free (answer);
+    }
+    zstr_sendx (queue, "REPLAY", "8", NULL);
+    char *answer = zstr_recv (queue);
+    assert (strstr (answer, "no partition"));
+    free (answer);
+    state = s_test_state (producer, first);
+    assert (streq (state, "succeeded/200"));
+    free (state);
+    state = s_test_state (producer, later);
+    assert (streq (state, "queued/0"));
+    free (state);
 
     free (first);
     free (second);

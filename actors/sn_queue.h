@@ -38,7 +38,9 @@
     Pushed to a worker, unasked: {op: "work", id, bucket_id, invocation, token, data?,
     attempt, timeout}.
 
-    Pipe commands: "START" (replies "OK" or the error text), "$TERM".
+    Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
+    partition P over the state held, for a take-over; replies "OK" or the error
+    text), "$TERM".
 */
 #ifndef SN_QUEUE_H_INCLUDED
 #define SN_QUEUE_H_INCLUDED

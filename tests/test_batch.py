@@ -262,6 +262,7 @@ def test_update_delete_and_enqueue_refused(node, receiver):
     assert requests.delete(node.url + "/batch/b4").status_code == 410
     assert requests.put(node.url + "/batch/b4", json={}).status_code == 410
     assert requests.get(node.url + "/batch/b4").json()["state"] == "deleted"
+    assert create(node, receiver, "b4").status_code == 410
     # primary always exists and cannot be deleted
     assert requests.get(node.url + "/batch/primary").status_code == 200
     assert requests.delete(node.url + "/batch/primary").status_code == 409

@@ -29,20 +29,20 @@ extern "C" {
 #endif
 
 typedef struct {
-    char *name;           //  node name; defaults to the host name
-    char *data_dir;       //  data directory
-    char *http;           //  HOST:PORT of the gateway
-    char *clients;        //  endpoint for direct ZeroMQ clients
-    char *peers;          //  endpoint for other nodes
-    zlist_t *join;        //  peer endpoints to join through (char *)
-    uint32_t rf;          //  replication factor
-    uint32_t partitions;  //  P
-    size_t map_size;      //  LMDB map size in bytes
-    size_t max_body;      //  largest HTTP body in bytes
-    int http_threads;     //  civetweb worker threads
-    int http_timeout;     //  ms the gateway waits for the node, or for a request body
-    char *callback_allow; //  hosts bucket callbacks may go to, comma-separated, or NULL: any
-    char *callback_deny;  //  hosts they may not go to, checked first, or NULL: none
+    char *name;          //  node name; defaults to the host name
+    char *data_dir;      //  data directory
+    char *http;          //  HOST:PORT of the gateway
+    char *clients;       //  endpoint for direct ZeroMQ clients
+    char *peers;         //  endpoint for other nodes
+    zlist_t *join;       //  peer endpoints to join through (char *)
+    uint32_t rf;         //  replication factor
+    uint32_t partitions; //  P
+    size_t map_size;     //  LMDB map size in bytes
+    size_t max_body;     //  largest HTTP body in bytes
+    int http_threads;    //  civetweb worker threads
+    int http_timeout;    //  ms the gateway waits for the node, or for a request body
+    char *hooks_allow;   //  hosts bucket callbacks may go to, comma-separated; NULL: any
+    char *hooks_deny;    //  hosts they may not go to, checked first; NULL: none
     bool verbose;
 } sn_config_t;
 

@@ -57,8 +57,8 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     if (!self->mesh)
         goto failed;
     //  Queue and buckets: this node owns every partition until the mesh assigns them
-    sn_webhook_config_t webhook = {webhook_endpoint, config->callback_allow, config->callback_deny,
-                                   false, config->verbose};
+    sn_webhook_config_t webhook = {webhook_endpoint, config->hooks_allow, config->hooks_deny, false,
+                                   config->verbose};
     self->webhook = sn_webhook_new (&webhook, error, size);
     if (!self->webhook)
         goto failed;

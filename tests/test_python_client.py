@@ -84,6 +84,10 @@ def test_async_round_trip_through_the_python_worker(node, mailer):
         broken = User.async_broken()
         done = wait_for(lambda: result(client, broken), 30, "broken")
         assert done["code"] == 500 and "no such mailbox" in done["error"]
+        # supernode.Retry is a retryable failure: it runs max_attempts times
+        later = client.enqueue("mailer.User", "later", [], max_attempts=2, backoff=0)
+        done = wait_for(lambda: result(client, later), 30, "the retries")
+        assert done["code"] == 503 and done["attempts"] == 2 and "busy" in done["error"]
         # The wrapped class is still the class
         assert User().send_email("a", "b")["to"] == "a"
     finally:

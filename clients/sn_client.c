@@ -11,6 +11,13 @@ struct _sn_client_t {
     uint64_t next_rid; //  rid of the next request
     int timeout;       //  ms to wait for a reply
     char error[512];   //  why the last call failed
+    zlist_t *work;     //  work pushed by the node, not yet taken (JSON text)
+    zlist_t *classes;  //  worker: classes offered, for saying hello again
+    uint32_t capacity; //  worker: invocations taken at a time
+    char *name;        //  worker: its name, or NULL
+    int heartbeat;     //  worker: ms between heartbeats, 0 before hello
+    int64_t next_beat; //  worker: zclock_mono of the next heartbeat
+    uint64_t beat_rid; //  worker: rid of the last heartbeat sent
 };
 
 sn_client_t *
@@ -32,6 +39,7 @@ sn_client_new (const char *endpoint)
     self->pack = sn_pack_new ();
     self->next_rid = 1;
     self->timeout = 10000;
+    self->work = zlist_new ();
     return self;
 }
 
@@ -44,6 +52,13 @@ sn_client_destroy (sn_client_t **self_p)
         zpoller_destroy (&self->poller);
         zsock_destroy (&self->dealer);
         sn_pack_destroy (&self->pack);
+        while (zlist_size (self->work)) {
+            char *work = (char *) zlist_pop (self->work);
+            free (work);
+        }
+        zlist_destroy (&self->work);
+        zlist_destroy (&self->classes);
+        free (self->name);
         free (self);
         *self_p = NULL;
     }
@@ -118,6 +133,34 @@ s_reply_code (sn_client_t *self, sn_msg_t *reply)
     return (int) code;
 }
 
+static void s_worker_reply (sn_client_t *self, sn_msg_t *reply);
+
+//  When message is work pushed by the node (it has an op), keep it as JSON and
+//  destroy it; a reply to a worker's own heartbeat is handled here too. Returns
+//  true when the message was taken.
+static bool
+s_keep_work (sn_client_t *self, sn_msg_t *message)
+{
+    const sn_value_t *root = sn_msg_root (message);
+    if (sn_value_streq (sn_value_get (root, "op"), "work")) {
+        json_t *work = sn_json_from_value (root);
+        json_object_del (work, "op");
+        char *text = work ? json_dumps (work, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        json_decref (work);
+        if (text)
+            zlist_append (self->work, text);
+        sn_msg_destroy (&message);
+        return true;
+    }
+    uint64_t rid = 0;
+    sn_value_uint (sn_value_get (root, "rid"), &rid);
+    if (self->heartbeat && rid == self->beat_rid) {
+        s_worker_reply (self, message);
+        return true;
+    }
+    return false;
+}
+
 //  Wait for the reply to rid, dropping stale replies to earlier requests.
 static sn_msg_t *
 s_wait_for (sn_client_t *self, uint64_t rid)
@@ -130,6 +173,9 @@ s_wait_for (sn_client_t *self, uint64_t rid)
             return NULL;
         uint64_t reply_rid = 0;
         sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &reply_rid);
+        //  Work pushed while we wait is kept for sn_client_worker_next
+        if (s_keep_work (self, reply))
+            continue;
         //  Rid 0 answers a request the node could not read at all: ours, since
         //  this connection sends one request at a time in the simple calls.
         if (reply_rid == rid || reply_rid == 0)
@@ -365,6 +411,151 @@ sn_client_recv (sn_client_t *self, uint64_t *rid_p, char **reply_json_p)
         *reply_json_p = sn_json_text (sn_msg_root (reply));
     sn_msg_destroy (&reply);
     return code;
+}
+
+//  --------------------------------------------------------------------------
+//  Worker API
+
+//  Send hello from what the worker remembers, pipelined. Returns its rid, or 0.
+static uint64_t
+s_worker_send_hello (sn_client_t *self)
+{
+    uint64_t rid = s_begin (self, "worker.hello", 2 + (self->name != NULL));
+    sn_pack_str (self->pack, "classes");
+    sn_pack_array (self->pack, (uint32_t) zlist_size (self->classes));
+    for (const char *name = (const char *) zlist_first (self->classes); name;
+         name = (const char *) zlist_next (self->classes))
+        sn_pack_str (self->pack, name);
+    sn_pack_kv_uint (self->pack, "capacity", self->capacity);
+    if (self->name)
+        sn_pack_kv_str (self->pack, "name", self->name);
+    return s_send_pack (self) ? 0 : rid;
+}
+
+//  A reply to a heartbeat: 404 means the node forgot us (it restarted).
+static void
+s_worker_reply (sn_client_t *self, sn_msg_t *reply)
+{
+    int64_t code = 0;
+    sn_value_int (sn_value_get (sn_msg_root (reply), "code"), &code);
+    sn_msg_destroy (&reply);
+    if (code == 404)
+        s_worker_send_hello (self);
+}
+
+int
+sn_client_worker_hello (sn_client_t *self, const char **classes, size_t count, uint32_t capacity,
+                        const char *name)
+{
+    assert (self);
+    zlist_destroy (&self->classes);
+    self->classes = zlist_new ();
+    zlist_autofree (self->classes);
+    for (size_t index = 0; index < count; index++)
+        zlist_append (self->classes, (void *) classes[index]);
+    self->capacity = capacity;
+    free (self->name);
+    self->name = name ? strdup (name) : NULL;
+    uint64_t rid = s_worker_send_hello (self);
+    if (!rid)
+        return -1;
+    sn_msg_t *reply = s_wait_for (self, rid);
+    int code = reply ? s_reply_code (self, reply) : -1;
+    uint64_t heartbeat = 0;
+    if (code == 200 && sn_value_uint (sn_value_get (sn_msg_root (reply), "heartbeat"), &heartbeat))
+        self->heartbeat = heartbeat > 0 && heartbeat < 3600000 ? (int) heartbeat : 1000;
+    self->next_beat = zclock_mono () + self->heartbeat;
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+int
+sn_client_worker_heartbeat (sn_client_t *self)
+{
+    assert (self);
+    if (!self->heartbeat || zclock_mono () < self->next_beat)
+        return 0;
+    self->beat_rid = s_begin (self, "worker.heartbeat", 0);
+    self->next_beat = zclock_mono () + self->heartbeat;
+    return s_send_pack (self);
+}
+
+int
+sn_client_worker_next (sn_client_t *self, int msecs, char **work_json_p)
+{
+    assert (self && work_json_p);
+    *work_json_p = NULL;
+    int64_t deadline = zclock_mono () + msecs;
+    while (zlist_size (self->work) == 0) {
+        if (sn_client_worker_heartbeat (self))
+            return -1;
+        int64_t now = zclock_mono (), until = deadline;
+        if (self->heartbeat && self->next_beat < until)
+            until = self->next_beat;
+        if (now >= deadline)
+            return 0;
+        if (zpoller_wait (self->poller, (int) (until > now ? until - now : 0)) != self->dealer) {
+            if (zpoller_terminated (self->poller)) {
+                snprintf (self->error, sizeof self->error, "interrupted");
+                return -1;
+            }
+            continue;
+        }
+        sn_msg_t *message = s_recv_reply (self, 0);
+        if (message && !s_keep_work (self, message))
+            sn_msg_destroy (&message); //  a late reply nobody waits for
+    }
+    *work_json_p = (char *) zlist_pop (self->work);
+    return 1;
+}
+
+int
+sn_client_worker_progress (sn_client_t *self, const char *id, double progress)
+{
+    assert (self);
+    if (!id) {
+        snprintf (self->error, sizeof self->error, "id is required");
+        return -1;
+    }
+    uint64_t rid = s_begin (self, "worker.progress", 2);
+    sn_pack_kv_str (self->pack, "id", id);
+    sn_pack_str (self->pack, "progress");
+    sn_pack_double (self->pack, progress);
+    int code;
+    sn_msg_t *reply = s_call (self, rid, &code);
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+int
+sn_client_worker_result (sn_client_t *self, const char *id, int code, const char *response_json,
+                         const char *error, bool retryable)
+{
+    assert (self);
+    if (!id) {
+        snprintf (self->error, sizeof self->error, "id is required");
+        return -1;
+    }
+    uint64_t rid = s_begin (self, "worker.result", 3 + (response_json != NULL) + (error != NULL));
+    sn_pack_kv_str (self->pack, "id", id);
+    sn_pack_kv_uint (self->pack, "code", (uint64_t) code);
+    sn_pack_str (self->pack, "retryable");
+    sn_pack_bool (self->pack, retryable);
+    if (error)
+        sn_pack_kv_str (self->pack, "error", error);
+    if (response_json) {
+        sn_pack_str (self->pack, "response");
+        char reason[256];
+        if (sn_json_to_pack (response_json, strlen (response_json), self->pack, reason,
+                             sizeof reason)) {
+            snprintf (self->error, sizeof self->error, "response: %s", reason);
+            return -1;
+        }
+    }
+    int reply_code;
+    sn_msg_t *reply = s_call (self, rid, &reply_code);
+    sn_msg_destroy (&reply);
+    return reply_code;
 }
 
 //  Selftest: against a stand-in node that answers every op from a small script.

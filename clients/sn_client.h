@@ -72,6 +72,45 @@ int sn_client_send_raw (sn_client_t *self, const void *data, size_t size);
 //  *reply_json_p when not NULL (caller frees); -1 on timeout.
 int sn_client_recv (sn_client_t *self, uint64_t *rid_p, char **reply_json_p);
 
+//  --------------------------------------------------------------------------
+//  Worker API: a client that says hello as a worker is pushed work by the node.
+//
+//      const char *classes[] = {"mailer.User"};
+//      sn_client_worker_hello (client, classes, 1, 1, "w1");
+//      char *work;
+//      while (sn_client_worker_next (client, 1000, &work) >= 0) {
+//          if (!work) continue;                 //  nothing in that second
+//          ... run it: work is {id, bucket_id, invocation, token, data?, attempt, timeout}
+//          sn_client_worker_result (client, id, 200, "{\"sent\": true}", NULL, false);
+//          free (work);
+//      }
+//
+//  While it runs a long invocation, a worker calls sn_client_worker_heartbeat at
+//  least every heartbeat interval, or the node takes its work back.
+
+//  Become a worker of count classes, taking at most capacity invocations at a time.
+//  name (may be NULL) shows in logs. Returns 200, or the node's code, or -1.
+int sn_client_worker_hello (sn_client_t *self, const char **classes, size_t count,
+                            uint32_t capacity, const char *name);
+
+//  Wait up to msecs for the next work, sending heartbeats when due and saying hello
+//  again when the node no longer knows this worker (it restarted). Returns 1 with
+//  *work_json_p set (caller frees), 0 when nothing came in time, -1 on error.
+int sn_client_worker_next (sn_client_t *self, int msecs, char **work_json_p);
+
+//  Send a heartbeat if one is due, without waiting for anything. Returns 0 or -1.
+int sn_client_worker_heartbeat (sn_client_t *self);
+
+//  Report progress (0 to 100) of invocation id. Returns 200, the node's code, or -1.
+int sn_client_worker_progress (sn_client_t *self, const char *id, double progress);
+
+//  Report the outcome of invocation id: code 2xx is success; otherwise a failure,
+//  retried with backoff when retryable. response_json (may be NULL) is any JSON
+//  value; error (may be NULL) a text. Returns 200 once the node has it on disk,
+//  409 when the invocation is no longer this worker's (it timed out), or -1.
+int sn_client_worker_result (sn_client_t *self, const char *id, int code, const char *response_json,
+                             const char *error, bool retryable);
+
 void sn_client_test (bool verbose);
 
 #ifdef __cplusplus

@@ -79,6 +79,8 @@ sn_config_destroy (sn_config_t **self_p)
         free (self->http);
         free (self->clients);
         free (self->peers);
+        free (self->hooks_allow);
+        free (self->hooks_deny);
         zlist_destroy (&self->join);
         free (self);
         *self_p = NULL;
@@ -157,6 +159,10 @@ s_apply (sn_config_t *self, const char *option, const char *value, char *error, 
     }
     else if (streq (option, "verbose"))
         self->verbose = streq (value, "1") || streq (value, "true");
+    else if (streq (option, "callback_allow") || streq (option, "callback-allow"))
+        s_set (&self->hooks_allow, value);
+    else if (streq (option, "callback_deny") || streq (option, "callback-deny"))
+        s_set (&self->hooks_deny, value);
     else {
         snprintf (error, size, "unknown option '%s'", option);
         return -1;

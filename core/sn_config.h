@@ -21,6 +21,8 @@
             suspect_ms = 2000           silence before suspect,
             dead_ms = 4000              suspicion before dead
             verbose = 0
+            callback_allow = *                 hosts callbacks may go to
+            callback_deny = .internal, 10.0.0.1  hosts they may not (checked first)
 */
 #ifndef SN_CONFIG_H_INCLUDED
 #define SN_CONFIG_H_INCLUDED
@@ -49,6 +51,8 @@ typedef struct {
     int heartbeat;       //  ms between pings to every member
     int suspect;         //  ms of silence before a member is suspect
     int dead;            //  ms of suspicion before a member is dead
+    char *hooks_allow;   //  hosts bucket callbacks may go to, comma-separated; NULL: any
+    char *hooks_deny;    //  hosts they may not go to, checked first; NULL: none
     bool verbose;
 } sn_config_t;
 

@@ -4,14 +4,23 @@
 #include "sn_frontend.h"
 #include "sn_gateway.h"
 #include "sn_mesh.h"
+#include "sn_queue.h"
+#include "sn_batch.h"
+#include "sn_webhook.h"
 #include "sn_schema.h"
 #include "sn_store.h"
 #include "sn_client.h"
+
+//  ms of silence after which a worker's invocations go back to the queue.
+#define SN_NODE_WORKER_TIMEOUT 6000
 
 struct _sn_node_t {
     sn_schema_t *schema;   //  every op's schema, shared read-only
     zactor_t *store;       //  the LMDB store
     zactor_t *mesh;        //  membership and the partition table
+    zactor_t *queue;       //  invocations and workers
+    zactor_t *webhook;     //  every outbound HTTP request
+    zactor_t *batch;       //  buckets and their commits
     zactor_t *frontend;    //  decodes, validates and routes every request
     sn_gateway_t *gateway; //  HTTP and WebSocket
 };
@@ -23,11 +32,15 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     //  inproc names are per process: the node's address keeps two nodes in one
     //  process (the selftests) apart.
     char store_endpoint[64], mesh_endpoint[64], front_endpoint[64], feed_endpoint[64];
+    char queue_endpoint[64], batch_endpoint[64], webhook_endpoint[64];
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-store-%p", (void *) self);
     snprintf (mesh_endpoint, sizeof mesh_endpoint, "inproc://sn-mesh-%p", (void *) self);
     snprintf (front_endpoint, sizeof front_endpoint, "inproc://sn-front-%p", (void *) self);
     //  The mesh publishes the partition table here for actors that own partitions
     snprintf (feed_endpoint, sizeof feed_endpoint, "inproc://sn-feed-%p", (void *) self);
+    snprintf (queue_endpoint, sizeof queue_endpoint, "inproc://sn-queue-%p", (void *) self);
+    snprintf (batch_endpoint, sizeof batch_endpoint, "inproc://sn-batch-%p", (void *) self);
+    snprintf (webhook_endpoint, sizeof webhook_endpoint, "inproc://sn-webhook-%p", (void *) self);
 
     self->schema = sn_schema_new ();
     if (!self->schema) {
@@ -57,10 +70,31 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
         goto failed;
+    //  Queue and buckets: this node owns every partition until the mesh assigns them
+    sn_webhook_config_t webhook = {webhook_endpoint, config->hooks_allow, config->hooks_deny, false,
+                                   config->verbose};
+    self->webhook = sn_webhook_new (&webhook, error, size);
+    if (!self->webhook)
+        goto failed;
+    sn_batch_config_t batch = {batch_endpoint,   store_endpoint,     queue_endpoint,
+                               webhook_endpoint, config->partitions, config->verbose};
+    self->batch = sn_batch_new (&batch, error, size);
+    if (!self->batch)
+        goto failed;
+    sn_queue_config_t queue = {queue_endpoint,     store_endpoint,         batch_endpoint,
+                               config->partitions, SN_NODE_WORKER_TIMEOUT, config->verbose};
+    self->queue = sn_queue_new (&queue, error, size);
+    if (!self->queue)
+        goto failed;
     sn_frontend_config_t frontend = {
         config->clients,
         front_endpoint,
-        {{"cluster put get bulk range", mesh_endpoint}, {"*", store_endpoint}},
+        {{"cluster put get bulk range", mesh_endpoint},
+         {"enqueue invocation worker.hello worker.heartbeat "
+          "worker.progress worker.result bucket.counts",
+          queue_endpoint},
+         {"batch.create batch.get batch.update batch.delete", batch_endpoint},
+         {"*", store_endpoint}},
         self->schema,
         config->verbose};
     self->frontend = sn_frontend_new (&frontend, error, size);
@@ -85,6 +119,9 @@ sn_node_destroy (sn_node_t **self_p)
         sn_node_t *self = *self_p;
         sn_gateway_destroy (&self->gateway);
         zactor_destroy (&self->frontend);
+        zactor_destroy (&self->queue);
+        zactor_destroy (&self->batch);
+        zactor_destroy (&self->webhook);
         zactor_destroy (&self->mesh);
         zactor_destroy (&self->store);
         sn_schema_destroy (&self->schema);

@@ -11,6 +11,10 @@
                               -> 200 {events: [{key, event}], next: key | null}
         GET  /health          -> 200 {status: "ok", name, events}
         GET  /cluster         -> 200 {name, members, partitions, dropped}
+        POST /enqueue         {token, invocation, data?, bucket_id?, ...} -> 202 {id}
+        GET  /invocations/:id -> 200 the invocation, with code and response once finished
+        POST /batch           {callback_url, bucket_id, ...} -> 201 the bucket, with its secret
+        GET|PUT|DELETE /batch/:bucket_id -> 200 the bucket, with counts on GET
 
     An unknown path is 404; a known path with another method is 405 with Allow. A
     body over max_body is 413; invalid JSON is 400 with the parser's reason. When the
@@ -505,6 +509,205 @@ s_get_cluster (s_request_t *request)
     sn_msg_destroy (&reply);
 }
 
+//  --------------------------------------------------------------------------
+//  Queue routes (sn_queue): the body's members become the op's, and the node's
+//  schema for the op says what is allowed.
+
+//  POST a JSON object as op: {op, rid, ...the object's members}.
+static void
+s_post_as_op (s_request_t *request, const char *op)
+{
+    if (s_read_body (request))
+        return;
+    char reason[256];
+    json_t *body = sn_json_parse (request->body, request->body_size, reason, sizeof (reason));
+    if (!body) {
+        s_fail (request, 400, "%s", reason);
+        return;
+    }
+    json_object_del (body, "op");
+    json_object_del (body, "rid");
+    if (!json_is_object (body))
+        s_fail (request, 400, "%s takes a JSON object", request->info->local_uri);
+    else {
+        s_begin (request, op, 2 + (uint32_t) json_object_size (body));
+        const char *name;
+        json_t *value;
+        int rc = 0;
+        json_object_foreach (body, name, value)
+        {
+            sn_pack_str (request->thread->pack, name);
+            if (rc == 0 && sn_json_pack (value, request->thread->pack, reason, sizeof (reason)))
+                rc = s_fail (request, 400, "/%s: %s", name, reason);
+        }
+        sn_msg_t *reply = rc == 0 ? s_ask_node (request) : NULL;
+        if (reply)
+            s_answer_reply (request, reply);
+        sn_msg_destroy (&reply);
+    }
+    json_decref (body);
+}
+
+//  URL-decode one path segment. Returns a new string, or NULL with the answer set.
+static char *
+s_path_segment (s_request_t *request, const char *encoded, const char *what)
+{
+    size_t size = strlen (encoded);
+    char *segment = (char *) zmalloc (size + 1);
+    int length = mg_url_decode (encoded, (int) size, segment, (int) size + 1, 0);
+    if (length < 0 || strlen (segment) != (size_t) length || !s_is_utf8 (segment)) {
+        s_fail (request, 400, "%s: not a valid URL-encoded UTF-8 string", what);
+        zstr_free (&segment);
+    }
+    return segment;
+}
+
+//  GET /invocations/:id: the invocation and, once finished, its result.
+static void
+s_get_invocation (s_request_t *request, const char *encoded)
+{
+    char *id = s_path_segment (request, encoded, "id");
+    if (!id)
+        return;
+    s_begin (request, "invocation", 3);
+    sn_pack_kv_str (request->thread->pack, "id", id);
+    sn_msg_t *reply = s_ask_node (request);
+    if (reply) {
+        json_t *invocation = sn_json_from_value (sn_value_get (sn_msg_root (reply), "invocation"));
+        if (invocation)
+            s_set_json (request, request->status, invocation);
+        else
+            s_fail (request, 502, "node sent a reply without the invocation");
+    }
+    sn_msg_destroy (&reply);
+    free (id);
+}
+
+//  Send op with the body's members (when body) and bucket_id (when id); answer with
+//  the reply's bucket, its counts joined by the queue's (when counts).
+static void
+s_bucket_op (s_request_t *request, const char *op, json_t *body, const char *id, bool counts)
+{
+    char reason[256];
+    if (body) {
+        json_object_del (body, "op");
+        json_object_del (body, "rid");
+        if (id)
+            json_object_del (body, "bucket_id");
+    }
+    s_begin (request, op, 2 + (body ? (uint32_t) json_object_size (body) : 0) + (id != NULL));
+    if (id)
+        sn_pack_kv_str (request->thread->pack, "bucket_id", id);
+    const char *name;
+    json_t *value;
+    json_object_foreach (body, name, value)
+    {
+        sn_pack_str (request->thread->pack, name);
+        if (sn_json_pack (value, request->thread->pack, reason, sizeof (reason))) {
+            s_fail (request, 400, "/%s: %s", name, reason);
+            return;
+        }
+    }
+    sn_msg_t *reply = s_ask_node (request);
+    if (!reply)
+        return;
+    int status = request->status;
+    json_t *bucket = sn_json_from_value (sn_value_get (sn_msg_root (reply), "bucket"));
+    sn_msg_destroy (&reply);
+    if (!json_is_object (bucket)) {
+        json_decref (bucket);
+        s_fail (request, 502, "node sent a reply without the bucket");
+        return;
+    }
+    if (counts) {
+        s_begin (request, "bucket.counts", 3);
+        sn_pack_kv_str (request->thread->pack, "bucket_id",
+                        json_string_value (json_object_get (bucket, "bucket_id")));
+        reply = s_ask_node (request);
+        if (!reply) {
+            json_decref (bucket);
+            return;
+        }
+        json_t *queued = s_reply_members (reply);
+        json_t *all = json_object_get (bucket, "counts");
+        if (json_is_object (all) && json_is_object (queued))
+            json_object_update (all, queued);
+        json_decref (queued);
+        sn_msg_destroy (&reply);
+    }
+    s_set_json (request, status, bucket);
+}
+
+//  /batch and /batch/:bucket_id
+static void
+s_route_batch (s_request_t *request, const char *encoded, const char *method)
+{
+    if (!encoded) {
+        if (!streq (method, "POST")) {
+            s_not_allowed (request, "POST");
+            return;
+        }
+    }
+    else if (!streq (method, "GET") && !streq (method, "PUT") && !streq (method, "DELETE")) {
+        s_not_allowed (request, "GET, PUT, DELETE");
+        return;
+    }
+    char *id = encoded ? s_path_segment (request, encoded, "bucket_id") : NULL;
+    if (encoded && !id)
+        return;
+    json_t *body = NULL;
+    if (streq (method, "POST") || streq (method, "PUT")) {
+        char reason[256];
+        if (s_read_body (request)) {
+            free (id);
+            return;
+        }
+        body = sn_json_parse (request->body, request->body_size, reason, sizeof (reason));
+        if (!body || !json_is_object (body)) {
+            s_fail (request, 400, "%s", body ? "the body must be a JSON object" : reason);
+            json_decref (body);
+            free (id);
+            return;
+        }
+    }
+    if (streq (method, "POST"))
+        s_bucket_op (request, "batch.create", body, NULL, false);
+    else if (streq (method, "PUT"))
+        s_bucket_op (request, "batch.update", body, id, false);
+    else if (streq (method, "DELETE"))
+        s_bucket_op (request, "batch.delete", NULL, id, false);
+    else
+        s_bucket_op (request, "batch.get", NULL, id, true);
+    json_decref (body);
+    free (id);
+}
+
+//  The queue's paths. Returns true when path is one of them, with the answer set.
+static bool
+s_route_queue (s_request_t *request, const char *path, const char *method)
+{
+    const char *id = strncmp (path, "/invocations/", 13) == 0 ? path + 13 : NULL;
+    if (streq (path, "/enqueue")) {
+        if (streq (method, "POST"))
+            s_post_as_op (request, "enqueue");
+        else
+            s_not_allowed (request, "POST");
+    }
+    else if (id && *id && !strchr (id, '/')) {
+        if (streq (method, "GET"))
+            s_get_invocation (request, id);
+        else
+            s_not_allowed (request, "GET");
+    }
+    else if (streq (path, "/batch"))
+        s_route_batch (request, NULL, method);
+    else if (strncmp (path, "/batch/", 7) == 0 && path[7] && !strchr (path + 7, '/'))
+        s_route_batch (request, path + 7, method);
+    else
+        return false;
+    return true;
+}
+
 //  Splits the path and dispatches on the method. Sets the answer, always.
 static void
 s_route (s_request_t *request)
@@ -544,7 +747,7 @@ s_route (s_request_t *request)
         else
             s_not_allowed (request, "GET");
     }
-    else
+    else if (!s_route_queue (request, path, method))
         s_fail (request, 404, "no route for %s", path);
 }
 

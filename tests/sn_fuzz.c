@@ -133,6 +133,14 @@ main (int argc, char **argv)
         "{\"op\": \"range\", \"rid\": 3, \"from\": \"2013\", \"to\": \"2014\", \"limit\": 10}",
         "{\"op\": \"get\", \"rid\": 4, \"key\": \"20131016T101010123000000001-n1\"}",
         "{\"op\": \"digest\", \"rid\": 5, \"p\": 17}",
+        "{\"op\": \"enqueue\", \"rid\": 6, \"token\": \"t\", \"bucket_id\": \"b\", \"data\": "
+        "{\"n\": 1}, \"invocation\": {\"class\": \"m.U\", \"method\": \"s\", \"params\": [1, "
+        "[2]]}, \"delay\": 5}",
+        "{\"op\": \"worker.result\", \"rid\": 7, \"id\": \"x-1\", \"code\": 503, \"response\": "
+        "{\"a\": [true]}, \"error\": \"e\", \"retryable\": true}",
+        "{\"op\": \"worker.hello\", \"rid\": 8, \"classes\": [\"a.B\"], \"capacity\": 2}",
+        "{\"op\": \"batch.create\", \"rid\": 9, \"callback_url\": \"https://h/x\", "
+        "\"bucket_id\": \"b\", \"batch_timeout\": 100, \"metadata\": {\"k\": [1]}}",
         "{\"text\": \"\\u00fcn\\u00efc\\u00f6d\\u00e9 \\ud83d\\ude00\", \"big\": 9007199254740993}",
         NULL};
     sn_pack_t *pack = sn_pack_new ();

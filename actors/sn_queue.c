@@ -1,0 +1,1781 @@
+/*  sn_queue: invocations, workers, retries and timers; state is a log of events.
+ */
+#include "sn_queue.h"
+#include "sn_actor.h"
+#include "sn_key.h"
+#include "sn_msg.h"
+#include "sn_routed.h"
+#include "sn_json.h"
+#include "sn_store.h"
+
+//  Defaults of the enqueue options.
+#define S_MAX_ATTEMPTS 3
+#define S_BACKOFF      1000               //  ms before the first retry
+#define S_BACKOFF_MAX  (3600 * 1000)      //  longest wait between retries
+#define S_TIMEOUT      (300 * 1000)       //  ms a worker may run one invocation
+#define S_WORKER_WAIT  (24 * 3600 * 1000) //  ms to wait for a worker of the class
+
+//  Events of one scan page while replaying.
+#define S_SCAN_LIMIT 1000
+
+//  How long START waits for one scan page before giving up.
+#define S_SCAN_WAIT 60000
+
+//  Writes waiting for the log before new requests are refused with 503.
+#define S_PENDING_MAX 50000
+
+//  Longest invocation id: 32 hex digits, "-", a partition number.
+#define S_ID_MAX 48
+
+typedef enum { S_QUEUED, S_RUNNING, S_SUCCEEDED, S_FAILED } s_state_t;
+
+static const char *s_state_names[] = {"queued", "running", "succeeded", "failed"};
+
+typedef struct _s_worker_t s_worker_t;
+
+//  One invocation, from enqueue to its result.
+typedef struct {
+    char id[S_ID_MAX];     //  "<32 hex>-<partition>": where it lives is in its name
+    char *bucket;          //  bucket_id
+    char *class_name;      //  invocation.class, to match workers
+    byte *enqueued;        //  the invocation.enqueued event (msgpack map)
+    size_t enqueued_size;  //  its bytes
+    byte *response;        //  msgpack value the worker answered, or NULL
+    size_t response_size;  //  its bytes
+    char *error;           //  the worker's or our error text, or NULL
+    s_state_t state;       //  where it is
+    int code;              //  item code once finished
+    uint32_t attempts;     //  times handed to a worker
+    uint32_t max_attempts; //  attempts before a retryable failure is final
+    int64_t backoff;       //  ms before the first retry
+    int64_t timeout;       //  ms one attempt may run
+    int64_t worker_wait;   //  ms to wait for a worker of the class
+    int64_t created_at;    //  unix ms of enqueue
+    int64_t run_at;        //  unix ms before which it is not handed out
+    int64_t started_at;    //  unix ms of the current or last attempt
+    int64_t finished_at;   //  unix ms of the result, or 0
+    double progress;       //  last progress the worker reported (not durable)
+    s_worker_t *worker;    //  who runs it, while running
+    void *queued_handle;   //  its place in self->queued, while queued
+} s_inv_t;
+
+//  One connected worker.
+struct _s_worker_t {
+    char *key;         //  its envelope in hex: the table key
+    zmsg_t *envelope;  //  frames that address pushes to it
+    char *name;        //  what it calls itself, for logs and status
+    zlist_t *classes;  //  class names it runs (char *)
+    uint32_t capacity; //  invocations it takes at a time
+    uint32_t busy;     //  invocations it runs now
+    int64_t last_seen; //  unix ms of its last message
+};
+
+//  What to do when the log has acknowledged a write.
+typedef enum { S_AFTER_NOTHING, S_AFTER_ENQUEUE, S_AFTER_REPLY } s_after_t;
+
+typedef struct {
+    s_after_t after;    //  what the acknowledgement completes
+    s_inv_t *inv;       //  S_AFTER_ENQUEUE: the invocation to add
+    sn_routed_t *reply; //  the request to answer, its payload already the reply
+    uint64_t rid;       //  the request's rid, for an error reply
+    s_inv_t *finished;  //  an invocation whose result the batch actor is told of
+} s_pending_t;
+
+typedef struct {
+    zsock_t *pipe;            //  our end of the actor pipe
+    zsock_t *router;          //  requests from the frontend; pushes to workers
+    zsock_t *log;             //  DEALER to the store (later the mesh)
+    zsock_t *batch;           //  DEALER to the batch actor, told of every result; or NULL
+    zpoller_t *poller;        //  pipe, router, log
+    zhashx_t *invocations;    //  id -> s_inv_t, owned
+    zlistx_t *queued;         //  s_inv_t waiting, in enqueue order
+    zhashx_t *running;        //  id -> s_inv_t being run (not owned)
+    zhashx_t *workers;        //  envelope hex -> s_worker_t, owned
+    zhashx_t *pending;        //  rid text -> s_pending_t: writes the log has not acked
+    zhashx_t *buckets;        //  bucket_id -> "" for buckets that accept enqueues
+    sn_pack_t *pack;          //  scratch for events and pushes
+    sn_pack_t *reply;         //  scratch for replies
+    uint64_t log_rid;         //  last rid sent to the log
+    int64_t next_deadline;    //  unix ms of the earliest timer, or INT64_MAX
+    sn_queue_config_t config; //  endpoints, borrowed until START
+    bool verbose;             //  log every transition
+    bool terminated;          //  $TERM received
+} self_t;
+
+//  --------------------------------------------------------------------------
+//  Invocations and workers
+
+static void
+s_inv_destroy (s_inv_t **self_p)
+{
+    s_inv_t *self = *self_p;
+    if (self) {
+        free (self->bucket);
+        free (self->class_name);
+        free (self->enqueued);
+        free (self->response);
+        free (self->error);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+static void
+s_inv_free (void **item_p)
+{
+    s_inv_destroy ((s_inv_t **) item_p);
+}
+
+static void
+s_worker_free (void **item_p)
+{
+    s_worker_t *self = (s_worker_t *) *item_p;
+    if (self) {
+        free (self->key);
+        free (self->name);
+        zmsg_destroy (&self->envelope);
+        zlist_destroy (&self->classes);
+        free (self);
+        *item_p = NULL;
+    }
+}
+
+static void
+s_pending_free (void **item_p)
+{
+    s_pending_t *self = (s_pending_t *) *item_p;
+    if (self) {
+        s_inv_destroy (&self->inv);
+        if (self->reply) {
+            sn_routed_close (self->reply);
+            free (self->reply);
+        }
+        free (self);
+        *item_p = NULL;
+    }
+}
+
+static bool
+s_worker_offers (s_worker_t *worker, const char *class_name)
+{
+    for (const char *offered = (const char *) zlist_first (worker->classes); offered;
+         offered = (const char *) zlist_next (worker->classes))
+        if (streq (offered, class_name))
+            return true;
+    return false;
+}
+
+//  --------------------------------------------------------------------------
+//  The actor's state
+
+static self_t *
+s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
+{
+    self_t *self = (self_t *) zmalloc (sizeof (self_t));
+    self->pipe = pipe;
+    self->config = *config;
+    self->verbose = config->verbose;
+    self->invocations = zhashx_new ();
+    zhashx_set_destructor (self->invocations, s_inv_free);
+    self->queued = zlistx_new ();
+    self->running = zhashx_new ();
+    self->workers = zhashx_new ();
+    zhashx_set_destructor (self->workers, s_worker_free);
+    self->pending = zhashx_new ();
+    zhashx_set_destructor (self->pending, s_pending_free);
+    self->buckets = zhashx_new ();
+    zhashx_insert (self->buckets, "primary", (void *) "");
+    self->pack = sn_pack_new ();
+    self->reply = sn_pack_new ();
+    self->next_deadline = INT64_MAX;
+    return self;
+}
+
+static void
+s_self_destroy (self_t **self_p)
+{
+    self_t *self = *self_p;
+    if (self) {
+        zpoller_destroy (&self->poller);
+        zsock_destroy (&self->router);
+        zsock_destroy (&self->log);
+        zsock_destroy (&self->batch);
+        zhashx_destroy (&self->pending);
+        zlistx_destroy (&self->queued);
+        zhashx_destroy (&self->running);
+        zhashx_destroy (&self->workers);
+        zhashx_destroy (&self->invocations);
+        zhashx_destroy (&self->buckets);
+        sn_pack_destroy (&self->pack);
+        sn_pack_destroy (&self->reply);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+static void
+s_deadline (self_t *self, int64_t when)
+{
+    if (when < self->next_deadline)
+        self->next_deadline = when;
+}
+
+//  --------------------------------------------------------------------------
+//  Writing to the log
+
+static void s_reply_error (self_t *self, sn_routed_t *request, uint64_t rid, int code,
+                           const char *format, ...) __attribute__ ((format (printf, 5, 6)));
+
+//  A write that will not happen: whoever waits for it hears why.
+static void
+s_log_refused (self_t *self, s_pending_t *pending, const char *why)
+{
+    if (pending->reply) {
+        s_reply_error (self, pending->reply, pending->rid, 503, "not stored: %s", why);
+        pending->reply = NULL;
+    }
+    s_pending_free ((void **) &pending);
+}
+
+//  Write the event in self->pack as type, in the bucket's partition. pending says
+//  what to do once it is on disk, and is owned here from now on. Returns 0, or -1
+//  when the log cannot take it (pending is then destroyed).
+static int
+s_log_write (self_t *self, const char *type, const char *bucket, s_pending_t *pending)
+{
+    if (zhashx_size (self->pending) >= S_PENDING_MAX) {
+        s_log_refused (self, pending, "too many writes in flight");
+        return -1;
+    }
+    sn_pack_t *request = sn_pack_new ();
+    sn_pack_map (request, 5);
+    sn_pack_kv_str (request, "op", "put");
+    sn_pack_kv_uint (request, "rid", ++self->log_rid);
+    sn_pack_kv_str (request, "type", type);
+    sn_pack_kv_str (request, "pkey", bucket);
+    sn_pack_str (request, "event");
+    sn_pack_raw (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    zframe_t *frame = sn_pack_frame (request);
+    sn_pack_destroy (&request);
+    if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
+        zframe_destroy (&frame);
+        zsys_error ("sn_queue: cannot write %s for %s: log is not accepting", type, bucket);
+        s_log_refused (self, pending, "log is not accepting writes");
+        return -1;
+    }
+    char rid[24];
+    snprintf (rid, sizeof rid, "%" PRIu64, self->log_rid);
+    zhashx_insert (self->pending, rid, pending);
+    return 0;
+}
+
+//  Write an event nobody waits for: a transition the next one makes irrelevant if
+//  it is lost (started), or that replay derives anyway.
+static void
+s_log_note (self_t *self, const char *type, s_inv_t *inv)
+{
+    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
+    pending->after = S_AFTER_NOTHING;
+    if (streq (type, "invocation.done"))
+        pending->finished = inv;
+    s_log_write (self, type, inv->bucket, pending);
+}
+
+//  --------------------------------------------------------------------------
+//  Replies
+
+//  Send self->reply as the answer to request, and release the request.
+static void
+s_reply_send (self_t *self, sn_routed_t *request)
+{
+    sn_routed_set_payload (request, sn_pack_data (self->reply), sn_pack_size (self->reply));
+    //  A ROUTER drops what it cannot deliver rather than block
+    if (sn_routed_send (request, self->router))
+        sn_routed_close (request);
+    free (request);
+}
+
+static void
+s_reply_error (self_t *self, sn_routed_t *request, uint64_t rid, int code, const char *format, ...)
+{
+    char text[512];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (text, sizeof text, format, args);
+    va_end (args);
+    sn_pack_error (self->reply, rid, code, "%s", text);
+    s_reply_send (self, request);
+}
+
+static void
+s_reply_code (self_t *self, sn_routed_t *request, uint64_t rid, int code)
+{
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 2);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", (uint64_t) code);
+    s_reply_send (self, request);
+}
+
+//  Answer once the event in self->pack is on disk: self->reply is the answer.
+static void
+s_reply_when_written (self_t *self, const char *type, s_inv_t *inv, sn_routed_t *request,
+                      uint64_t rid)
+{
+    const char *bucket = inv->bucket;
+    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
+    pending->after = S_AFTER_REPLY;
+    pending->rid = rid;
+    if (streq (type, "invocation.done"))
+        pending->finished = inv;
+    sn_routed_set_payload (request, sn_pack_data (self->reply), sn_pack_size (self->reply));
+    pending->reply = request;
+    s_log_write (self, type, bucket, pending);
+}
+
+//  --------------------------------------------------------------------------
+//  Transitions
+
+//  Read the invocation.enqueued event back into an invocation.
+static s_inv_t *
+s_inv_from_event (const sn_value_t *event)
+{
+    size_t id_len = 0;
+    const char *id = sn_value_str (sn_value_get (event, "id"), &id_len);
+    const sn_value_t *call = sn_value_get (event, "invocation");
+    char *bucket = sn_value_get_strdup (event, "bucket_id");
+    char *class_name = sn_value_get_strdup (call, "class");
+    if (!id || id_len == 0 || id_len >= S_ID_MAX || !bucket || !class_name) {
+        free (bucket);
+        free (class_name);
+        return NULL;
+    }
+    s_inv_t *inv = (s_inv_t *) zmalloc (sizeof (s_inv_t));
+    memcpy (inv->id, id, id_len);
+    inv->bucket = bucket;
+    inv->class_name = class_name;
+    uint64_t number = 0;
+    inv->max_attempts = sn_value_uint (sn_value_get (event, "max_attempts"), &number) && number
+                            ? (uint32_t) number
+                            : S_MAX_ATTEMPTS;
+    inv->backoff =
+        sn_value_uint (sn_value_get (event, "backoff"), &number) ? (int64_t) number : S_BACKOFF;
+    inv->timeout =
+        sn_value_uint (sn_value_get (event, "timeout"), &number) ? (int64_t) number : S_TIMEOUT;
+    inv->worker_wait = sn_value_uint (sn_value_get (event, "worker_wait"), &number)
+                           ? (int64_t) number
+                           : S_WORKER_WAIT;
+    sn_value_int (sn_value_get (event, "created_at"), &inv->created_at);
+    sn_value_int (sn_value_get (event, "run_at"), &inv->run_at);
+    inv->state = S_QUEUED;
+    return inv;
+}
+
+static void
+s_inv_queue (self_t *self, s_inv_t *inv, int64_t run_at)
+{
+    inv->state = S_QUEUED;
+    inv->run_at = run_at;
+    inv->worker = NULL;
+    if (!inv->queued_handle)
+        inv->queued_handle = zlistx_add_end (self->queued, inv);
+    s_deadline (self, run_at);
+    if (inv->attempts == 0)
+        s_deadline (self, run_at + inv->worker_wait);
+}
+
+static void
+s_inv_unqueue (self_t *self, s_inv_t *inv)
+{
+    if (inv->queued_handle) {
+        zlistx_delete (self->queued, inv->queued_handle);
+        inv->queued_handle = NULL;
+    }
+}
+
+//  Pack the finishing event of inv into self->pack.
+static void
+s_pack_done (self_t *self, s_inv_t *inv)
+{
+    //  The result is whole in its event: the batch actor commits it from there
+    const char *reason = NULL;
+    sn_msg_t *event = sn_msg_decode_trusted (inv->enqueued, inv->enqueued_size, &reason);
+    const sn_value_t *data = sn_value_get (sn_msg_root (event), "data");
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 7 + (data != NULL) + (inv->response != NULL) + (inv->error != NULL));
+    sn_pack_kv_value (self->pack, "token", sn_value_get (sn_msg_root (event), "token"));
+    if (data)
+        sn_pack_kv_value (self->pack, "data", data);
+    sn_msg_destroy (&event);
+    sn_pack_kv_str (self->pack, "id", inv->id);
+    sn_pack_kv_str (self->pack, "state", s_state_names[inv->state]);
+    sn_pack_kv_uint (self->pack, "code", (uint64_t) inv->code);
+    sn_pack_kv_uint (self->pack, "attempts", inv->attempts);
+    sn_pack_str (self->pack, "finished_at");
+    sn_pack_int (self->pack, inv->finished_at);
+    sn_pack_str (self->pack, "bucket_id");
+    sn_pack_str (self->pack, inv->bucket);
+    if (inv->response) {
+        sn_pack_str (self->pack, "response");
+        sn_pack_raw (self->pack, inv->response, inv->response_size);
+    }
+    if (inv->error)
+        sn_pack_kv_str (self->pack, "error", inv->error);
+}
+
+//  Pack the retry event of inv into self->pack.
+static void
+s_pack_retry (self_t *self, s_inv_t *inv, int code, const char *error)
+{
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 4 + (error != NULL));
+    sn_pack_kv_str (self->pack, "id", inv->id);
+    sn_pack_kv_uint (self->pack, "code", (uint64_t) code);
+    sn_pack_kv_uint (self->pack, "attempts", inv->attempts);
+    sn_pack_str (self->pack, "run_at");
+    sn_pack_int (self->pack, inv->run_at);
+    if (error)
+        sn_pack_kv_str (self->pack, "error", error);
+}
+
+//  Take inv off its worker, if it has one.
+static void
+s_inv_release (self_t *self, s_inv_t *inv)
+{
+    if (inv->worker && inv->worker->busy > 0)
+        inv->worker->busy--;
+    inv->worker = NULL;
+    zhashx_delete (self->running, inv->id);
+}
+
+static void
+s_inv_set_error (s_inv_t *inv, const char *error)
+{
+    free (inv->error);
+    inv->error = error ? strdup (error) : NULL;
+}
+
+//  An attempt failed with code. Retried after a backoff while retryable and attempts
+//  remain (at once when backoff is false), else final. Packs the event to write
+//  into self->pack and returns its type.
+static const char *
+s_inv_fail (self_t *self, s_inv_t *inv, int code, const char *error, bool retryable, bool backoff)
+{
+    s_inv_release (self, inv);
+    int64_t now = zclock_time ();
+    if (retryable && inv->attempts < inv->max_attempts) {
+        int64_t wait = 0;
+        if (backoff) {
+            wait = inv->backoff;
+            for (uint32_t attempt = 1; attempt < inv->attempts && wait < S_BACKOFF_MAX; attempt++)
+                wait *= 2;
+            if (wait > S_BACKOFF_MAX)
+                wait = S_BACKOFF_MAX;
+        }
+        s_inv_set_error (inv, error);
+        s_inv_queue (self, inv, now + wait);
+        s_pack_retry (self, inv, code, error);
+        if (self->verbose)
+            zsys_info ("sn_queue: %s attempt %u failed with %d, retry in %" PRId64 " ms", inv->id,
+                       inv->attempts, code, wait);
+        return "invocation.retry";
+    }
+    inv->state = S_FAILED;
+    inv->code = code;
+    inv->finished_at = now;
+    s_inv_set_error (inv, error);
+    s_pack_done (self, inv);
+    if (self->verbose)
+        zsys_info ("sn_queue: %s failed with %d after %u attempts", inv->id, code, inv->attempts);
+    return "invocation.done";
+}
+
+//  Hand inv to worker: mark it running, push the work, note the start.
+static void
+s_inv_start (self_t *self, s_inv_t *inv, s_worker_t *worker)
+{
+    s_inv_unqueue (self, inv);
+    inv->state = S_RUNNING;
+    inv->worker = worker;
+    inv->attempts++;
+    inv->started_at = zclock_time ();
+    inv->progress = 0;
+    worker->busy++;
+    zhashx_insert (self->running, inv->id, inv);
+    s_deadline (self, inv->started_at + inv->timeout);
+
+    //  The work carries what the enqueue carried, so the worker needs nothing else
+    const char *reason = NULL;
+    sn_msg_t *event = sn_msg_decode_trusted (inv->enqueued, inv->enqueued_size, &reason);
+    const sn_value_t *root = sn_msg_root (event);
+    const sn_value_t *data = sn_value_get (root, "data");
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 7 + (data != NULL));
+    sn_pack_kv_str (self->pack, "op", "work");
+    sn_pack_kv_str (self->pack, "id", inv->id);
+    sn_pack_kv_str (self->pack, "bucket_id", inv->bucket);
+    sn_pack_kv_value (self->pack, "invocation", sn_value_get (root, "invocation"));
+    sn_pack_kv_value (self->pack, "token", sn_value_get (root, "token"));
+    if (data)
+        sn_pack_kv_value (self->pack, "data", data);
+    sn_pack_kv_uint (self->pack, "attempt", inv->attempts);
+    sn_pack_kv_uint (self->pack, "timeout", (uint64_t) inv->timeout);
+    sn_msg_destroy (&event);
+    zmsg_t *push = zmsg_dup (worker->envelope);
+    zframe_t *payload = sn_pack_frame (self->pack);
+    zmsg_append (push, &payload);
+    //  A worker that cannot take it now gets it back through its timeout
+    if (zmsg_send (&push, self->router))
+        zmsg_destroy (&push);
+    if (self->verbose)
+        zsys_info ("sn_queue: %s attempt %u to worker %s", inv->id, inv->attempts, worker->name);
+
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 4);
+    sn_pack_kv_str (self->pack, "id", inv->id);
+    sn_pack_kv_uint (self->pack, "attempts", inv->attempts);
+    sn_pack_kv_str (self->pack, "worker", worker->name);
+    sn_pack_str (self->pack, "started_at");
+    sn_pack_int (self->pack, inv->started_at);
+    s_log_note (self, "invocation.started", inv);
+}
+
+//  The least busy worker with room that offers the class, or NULL.
+static s_worker_t *
+s_worker_for (self_t *self, const char *class_name)
+{
+    s_worker_t *best = NULL;
+    for (s_worker_t *worker = (s_worker_t *) zhashx_first (self->workers); worker;
+         worker = (s_worker_t *) zhashx_next (self->workers))
+        if (worker->busy < worker->capacity && s_worker_offers (worker, class_name) &&
+            (!best || worker->busy * best->capacity < best->busy * worker->capacity))
+            best = worker;
+    return best;
+}
+
+static bool
+s_any_room (self_t *self)
+{
+    for (s_worker_t *worker = (s_worker_t *) zhashx_first (self->workers); worker;
+         worker = (s_worker_t *) zhashx_next (self->workers))
+        if (worker->busy < worker->capacity)
+            return true;
+    return false;
+}
+
+//  Hand out every due invocation a worker has room for, oldest first.
+static void
+s_dispatch (self_t *self)
+{
+    int64_t now = zclock_time ();
+    s_inv_t *inv = (s_inv_t *) zlistx_first (self->queued);
+    while (inv && s_any_room (self)) {
+        s_inv_t *next = (s_inv_t *) zlistx_next (self->queued);
+        if (inv->run_at <= now) {
+            s_worker_t *worker = s_worker_for (self, inv->class_name);
+            if (worker)
+                s_inv_start (self, inv, worker);
+        }
+        inv = next;
+    }
+}
+
+//  A worker went silent: what it runs goes back to the queue at once.
+static void
+s_worker_lost (self_t *self, s_worker_t *worker)
+{
+    zsys_warning ("sn_queue: worker %s silent for %d ms, taking its work back", worker->name,
+                  self->config.worker_timeout);
+    zlistx_t *held = zlistx_new ();
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
+         inv = (s_inv_t *) zhashx_next (self->running))
+        if (inv->worker == worker)
+            zlistx_add_end (held, inv);
+    for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv;
+         inv = (s_inv_t *) zlistx_next (held)) {
+        const char *type = s_inv_fail (self, inv, 504, "worker went silent", true, false);
+        s_log_note (self, type, inv);
+    }
+    zlistx_destroy (&held);
+    zhashx_delete (self->workers, worker->key);
+}
+
+//  Everything whose time has come: silent workers, runs past their timeout,
+//  invocations nobody offers to run. Recomputes the next deadline.
+static void
+s_timers (self_t *self)
+{
+    int64_t now = zclock_time ();
+    self->next_deadline = INT64_MAX;
+    zlistx_t *due = zlistx_new ();
+    for (s_worker_t *worker = (s_worker_t *) zhashx_first (self->workers); worker;
+         worker = (s_worker_t *) zhashx_next (self->workers)) {
+        if (worker->last_seen + self->config.worker_timeout <= now)
+            zlistx_add_end (due, worker);
+        else
+            s_deadline (self, worker->last_seen + self->config.worker_timeout);
+    }
+    for (s_worker_t *worker = (s_worker_t *) zlistx_first (due); worker;
+         worker = (s_worker_t *) zlistx_next (due))
+        s_worker_lost (self, worker);
+    zlistx_purge (due);
+
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
+         inv = (s_inv_t *) zhashx_next (self->running)) {
+        if (inv->started_at + inv->timeout <= now)
+            zlistx_add_end (due, inv);
+        else
+            s_deadline (self, inv->started_at + inv->timeout);
+    }
+    for (s_inv_t *inv = (s_inv_t *) zlistx_first (due); inv; inv = (s_inv_t *) zlistx_next (due)) {
+        char error[64];
+        snprintf (error, sizeof error, "timed out after %" PRId64 " ms", inv->timeout);
+        const char *type = s_inv_fail (self, inv, 504, error, true, true);
+        s_log_note (self, type, inv);
+    }
+    zlistx_purge (due);
+
+    for (s_inv_t *inv = (s_inv_t *) zlistx_first (self->queued); inv;
+         inv = (s_inv_t *) zlistx_next (self->queued)) {
+        if (inv->run_at > now)
+            s_deadline (self, inv->run_at);
+        else if (inv->attempts == 0) {
+            if (inv->run_at + inv->worker_wait <= now)
+                zlistx_add_end (due, inv);
+            else
+                s_deadline (self, inv->run_at + inv->worker_wait);
+        }
+    }
+    for (s_inv_t *inv = (s_inv_t *) zlistx_first (due); inv; inv = (s_inv_t *) zlistx_next (due)) {
+        bool offered = false;
+        for (s_worker_t *worker = (s_worker_t *) zhashx_first (self->workers); worker && !offered;
+             worker = (s_worker_t *) zhashx_next (self->workers))
+            offered = s_worker_offers (worker, inv->class_name);
+        if (offered)
+            continue; //  a worker runs the class; it is only busy
+        s_inv_unqueue (self, inv);
+        char error[320];
+        snprintf (error, sizeof error, "no worker offered class %s within %" PRId64 " ms",
+                  inv->class_name, inv->worker_wait);
+        const char *type = s_inv_fail (self, inv, 404, error, false, false);
+        s_log_note (self, type, inv);
+    }
+    zlistx_destroy (&due);
+}
+
+//  --------------------------------------------------------------------------
+//  Ops
+
+//  An id for a new invocation: random, and naming its bucket's partition so that
+//  any node can tell where it lives.
+static void
+s_new_id (self_t *self, const char *bucket, char *id)
+{
+    zuuid_t *uuid = zuuid_new ();
+    uint32_t p = sn_partition (bucket, strlen (bucket), self->config.partitions);
+    snprintf (id, S_ID_MAX, "%s-%u", zuuid_str (uuid), p);
+    for (char *c = id; *c; c++)
+        *c = (char) tolower ((unsigned char) *c);
+    zuuid_destroy (&uuid);
+}
+
+static void
+s_op_enqueue (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    const sn_value_t *call = sn_value_get (root, "invocation");
+    const sn_value_t *bucket_value = sn_value_get (root, "bucket_id");
+    char *bucket = bucket_value ? sn_value_strdup (bucket_value) : strdup ("primary");
+    const char *state = bucket ? (const char *) zhashx_lookup (self->buckets, bucket) : NULL;
+    if (!bucket || !state) {
+        s_reply_error (self, request, rid, 404, "bucket_id: no bucket %s", bucket ? bucket : "?");
+        free (bucket);
+        return;
+    }
+    if (*state) {
+        s_reply_error (self, request, rid, 410, "bucket_id: bucket %s is %s", bucket, state);
+        free (bucket);
+        return;
+    }
+    if (!sn_value_get (call, "params") == !sn_value_get (call, "args")) {
+        s_reply_error (self, request, rid, 400, "/invocation: give exactly one of params and args");
+        free (bucket);
+        return;
+    }
+    if (sn_value_get (root, "run_at") && sn_value_get (root, "delay")) {
+        s_reply_error (self, request, rid, 400, "give at most one of run_at and delay");
+        free (bucket);
+        return;
+    }
+    int64_t now = zclock_time (), run_at = now, number = 0;
+    if (sn_value_int (sn_value_get (root, "run_at"), &number))
+        run_at = number;
+    if (sn_value_int (sn_value_get (root, "delay"), &number))
+        run_at = now + number;
+
+    char id[S_ID_MAX];
+    s_new_id (self, bucket, id);
+    static const char *options[] = {"max_attempts", "backoff", "timeout", "worker_wait", NULL};
+    uint32_t entries = 6 + (sn_value_get (root, "data") != NULL);
+    for (const char **option = options; *option; option++)
+        entries += sn_value_get (root, *option) != NULL;
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, entries);
+    sn_pack_kv_str (self->pack, "id", id);
+    sn_pack_kv_str (self->pack, "bucket_id", bucket);
+    sn_pack_kv_value (self->pack, "token", sn_value_get (root, "token"));
+    sn_pack_kv_value (self->pack, "invocation", call);
+    if (sn_value_get (root, "data"))
+        sn_pack_kv_value (self->pack, "data", sn_value_get (root, "data"));
+    for (const char **option = options; *option; option++)
+        if (sn_value_get (root, *option))
+            sn_pack_kv_value (self->pack, *option, sn_value_get (root, *option));
+    sn_pack_str (self->pack, "created_at");
+    sn_pack_int (self->pack, now);
+    sn_pack_str (self->pack, "run_at");
+    sn_pack_int (self->pack, run_at);
+
+    const char *reason = NULL;
+    sn_msg_t *event =
+        sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), &reason);
+    s_inv_t *inv = event ? s_inv_from_event (sn_msg_root (event)) : NULL;
+    sn_msg_destroy (&event);
+    if (!inv) {
+        s_reply_error (self, request, rid, 500, "cannot read back the invocation");
+        free (bucket);
+        return;
+    }
+    inv->enqueued_size = sn_pack_size (self->pack);
+    inv->enqueued = (byte *) malloc (inv->enqueued_size);
+    memcpy (inv->enqueued, sn_pack_data (self->pack), inv->enqueued_size);
+
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 3);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", 202);
+    sn_pack_kv_str (self->reply, "id", id);
+    sn_routed_set_payload (request, sn_pack_data (self->reply), sn_pack_size (self->reply));
+    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
+    pending->after = S_AFTER_ENQUEUE;
+    pending->inv = inv;
+    pending->reply = request;
+    pending->rid = rid;
+    s_log_write (self, "invocation.enqueued", bucket, pending);
+    free (bucket);
+}
+
+//  The log has the enqueue: the invocation exists now.
+static void
+s_enqueued (self_t *self, s_inv_t *inv)
+{
+    //  A REPLAY may have read the event back before its acknowledgement came
+    if (zhashx_lookup (self->invocations, inv->id)) {
+        s_inv_destroy (&inv);
+        return;
+    }
+    zhashx_insert (self->invocations, inv->id, inv);
+    s_inv_queue (self, inv, inv->run_at);
+    if (self->verbose)
+        zsys_info ("sn_queue: %s queued in %s for %s", inv->id, inv->bucket, inv->class_name);
+}
+
+static void
+s_op_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    char *id = sn_value_get_strdup (root, "id");
+    s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
+    if (!inv) {
+        s_reply_error (self, request, rid, 404, "no invocation %s", id ? id : "?");
+        free (id);
+        return;
+    }
+    free (id);
+    const char *reason = NULL;
+    sn_msg_t *event = sn_msg_decode_trusted (inv->enqueued, inv->enqueued_size, &reason);
+    const sn_value_t *enqueued = sn_msg_root (event);
+    const sn_value_t *data = sn_value_get (enqueued, "data");
+    bool finished = inv->state == S_SUCCEEDED || inv->state == S_FAILED;
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 3);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", 200);
+    sn_pack_str (self->reply, "invocation");
+    sn_pack_map (self->reply, 11 + (data != NULL) + 2 * finished + (inv->response != NULL) +
+                                  (inv->error != NULL) + (inv->state == S_RUNNING));
+    sn_pack_kv_str (self->reply, "id", inv->id);
+    sn_pack_kv_str (self->reply, "bucket_id", inv->bucket);
+    sn_pack_kv_str (self->reply, "state", s_state_names[inv->state]);
+    sn_pack_kv_value (self->reply, "token", sn_value_get (enqueued, "token"));
+    sn_pack_kv_value (self->reply, "invocation", sn_value_get (enqueued, "invocation"));
+    if (data)
+        sn_pack_kv_value (self->reply, "data", data);
+    sn_pack_kv_uint (self->reply, "attempts", inv->attempts);
+    sn_pack_kv_uint (self->reply, "max_attempts", inv->max_attempts);
+    sn_pack_str (self->reply, "created_at");
+    sn_pack_int (self->reply, inv->created_at);
+    sn_pack_str (self->reply, "run_at");
+    sn_pack_int (self->reply, inv->run_at);
+    sn_pack_str (self->reply, "started_at");
+    if (inv->attempts)
+        sn_pack_int (self->reply, inv->started_at);
+    else
+        sn_pack_nil (self->reply);
+    sn_pack_str (self->reply, "timeout");
+    sn_pack_int (self->reply, inv->timeout);
+    if (finished) {
+        sn_pack_kv_uint (self->reply, "code", (uint64_t) inv->code);
+        sn_pack_str (self->reply, "finished_at");
+        sn_pack_int (self->reply, inv->finished_at);
+    }
+    if (inv->state == S_RUNNING) {
+        sn_pack_str (self->reply, "progress");
+        sn_pack_double (self->reply, inv->progress);
+    }
+    if (inv->response) {
+        sn_pack_str (self->reply, "response");
+        sn_pack_raw (self->reply, inv->response, inv->response_size);
+    }
+    if (inv->error)
+        sn_pack_kv_str (self->reply, "error", inv->error);
+    sn_msg_destroy (&event);
+    s_reply_send (self, request);
+}
+
+//  The envelope of a request, as the key of its worker.
+static char *
+s_envelope_key (sn_routed_t *request)
+{
+    size_t size = 0;
+    for (size_t index = 0; index + 1 < request->count; index++)
+        size += zmq_msg_size (&request->frames[index]) * 2 + 1;
+    char *key = (char *) zmalloc (size + 1), *at = key;
+    for (size_t index = 0; index + 1 < request->count; index++) {
+        const byte *data = (const byte *) zmq_msg_data (&request->frames[index]);
+        for (size_t at_byte = 0; at_byte < zmq_msg_size (&request->frames[index]); at_byte++)
+            at += sprintf (at, "%02x", data[at_byte]);
+        *at++ = '.';
+    }
+    return key;
+}
+
+static void
+s_op_worker_hello (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    char *key = s_envelope_key (request);
+    s_worker_t *worker = (s_worker_t *) zhashx_lookup (self->workers, key);
+    if (!worker) {
+        worker = (s_worker_t *) zmalloc (sizeof (s_worker_t));
+        worker->key = strdup (key);
+        worker->envelope = zmsg_new ();
+        for (size_t index = 0; index + 1 < request->count; index++)
+            zmsg_addmem (worker->envelope, zmq_msg_data (&request->frames[index]),
+                         zmq_msg_size (&request->frames[index]));
+        zhashx_insert (self->workers, key, worker);
+    }
+    free (key);
+    free (worker->name);
+    worker->name = sn_value_get_strdup (root, "name");
+    if (!worker->name)
+        worker->name = strdup (worker->key);
+    zlist_destroy (&worker->classes);
+    worker->classes = zlist_new ();
+    zlist_autofree (worker->classes);
+    const sn_value_t *classes = sn_value_get (root, "classes");
+    for (size_t index = 0; index < sn_value_size (classes); index++) {
+        char *name = sn_value_strdup (sn_value_at (classes, index));
+        if (name)
+            zlist_append (worker->classes, name);
+        free (name);
+    }
+    uint64_t capacity = 1;
+    sn_value_uint (sn_value_get (root, "capacity"), &capacity);
+    worker->capacity = (uint32_t) capacity;
+    worker->last_seen = zclock_time ();
+    s_deadline (self, worker->last_seen + self->config.worker_timeout);
+    if (self->verbose)
+        zsys_info ("sn_queue: worker %s hello, capacity %u", worker->name, worker->capacity);
+
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 3);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", 200);
+    //  A third of the silence allowed: two heartbeats may be lost
+    sn_pack_kv_uint (self->reply, "heartbeat", (uint64_t) self->config.worker_timeout / 3);
+    s_reply_send (self, request);
+    s_dispatch (self);
+}
+
+//  The worker that sent request, with its last_seen refreshed; or NULL, answered 404.
+static s_worker_t *
+s_known_worker (self_t *self, sn_routed_t *request, uint64_t rid)
+{
+    char *key = s_envelope_key (request);
+    s_worker_t *worker = (s_worker_t *) zhashx_lookup (self->workers, key);
+    free (key);
+    if (!worker) {
+        s_reply_error (self, request, rid, 404, "unknown worker: send worker.hello first");
+        return NULL;
+    }
+    worker->last_seen = zclock_time ();
+    return worker;
+}
+
+//  The invocation id of request, if worker holds it; else NULL, answered.
+static s_inv_t *
+s_held_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                   s_worker_t *worker)
+{
+    char *id = sn_value_get_strdup (root, "id");
+    s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
+    if (!inv)
+        s_reply_error (self, request, rid, 404, "no invocation %s", id ? id : "?");
+    else if (inv->state != S_RUNNING || inv->worker != worker) {
+        s_reply_error (self, request, rid, 409,
+                       "invocation %s is not held by this worker (it is %s)", id,
+                       s_state_names[inv->state]);
+        inv = NULL;
+    }
+    free (id);
+    return inv;
+}
+
+static void
+s_op_worker_heartbeat (self_t *self, sn_routed_t *request, uint64_t rid)
+{
+    if (s_known_worker (self, request, rid))
+        s_reply_code (self, request, rid, 200);
+}
+
+static void
+s_op_worker_progress (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    s_worker_t *worker = s_known_worker (self, request, rid);
+    s_inv_t *inv = worker ? s_held_invocation (self, request, root, rid, worker) : NULL;
+    if (!inv)
+        return;
+    sn_value_number (sn_value_get (root, "progress"), &inv->progress);
+    s_reply_code (self, request, rid, 200);
+}
+
+static void
+s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    s_worker_t *worker = s_known_worker (self, request, rid);
+    s_inv_t *inv = worker ? s_held_invocation (self, request, root, rid, worker) : NULL;
+    if (!inv)
+        return;
+    int64_t code = 500;
+    sn_value_int (sn_value_get (root, "code"), &code);
+    bool retryable = false;
+    sn_value_bool (sn_value_get (root, "retryable"), &retryable);
+    char *error = sn_value_get_strdup (root, "error");
+    free (inv->response);
+    inv->response = NULL;
+    const sn_value_t *response = sn_value_get (root, "response");
+    if (response) {
+        sn_pack_reset (self->pack);
+        sn_pack_value (self->pack, response);
+        inv->response_size = sn_pack_size (self->pack);
+        inv->response = (byte *) malloc (inv->response_size);
+        memcpy (inv->response, sn_pack_data (self->pack), inv->response_size);
+    }
+    const char *type;
+    if (code >= 200 && code < 300) {
+        s_inv_release (self, inv);
+        inv->state = S_SUCCEEDED;
+        inv->code = (int) code;
+        inv->finished_at = zclock_time ();
+        s_inv_set_error (inv, NULL);
+        s_pack_done (self, inv);
+        type = "invocation.done";
+        if (self->verbose)
+            zsys_info ("sn_queue: %s succeeded with %d", inv->id, inv->code);
+    }
+    else
+        type = s_inv_fail (self, inv, (int) code, error ? error : "worker reported a failure",
+                           retryable, true);
+    free (error);
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 2);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", 200);
+    s_reply_when_written (self, type, inv, request, rid);
+    s_dispatch (self);
+}
+
+//  bucket.counts {bucket_id} -> {queued, running, finished}: for the bucket's status.
+static void
+s_op_bucket_counts (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    char *bucket = sn_value_get_strdup (root, "bucket_id");
+    uint64_t counts[4] = {0, 0, 0, 0};
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->invocations); bucket && inv;
+         inv = (s_inv_t *) zhashx_next (self->invocations))
+        if (streq (inv->bucket, bucket))
+            counts[inv->state]++;
+    free (bucket);
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 5);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", 200);
+    sn_pack_kv_uint (self->reply, "queued", counts[S_QUEUED]);
+    sn_pack_kv_uint (self->reply, "running", counts[S_RUNNING]);
+    sn_pack_kv_uint (self->reply, "finished", counts[S_SUCCEEDED] + counts[S_FAILED]);
+    s_reply_send (self, request);
+}
+
+//  bucket.state {bucket_id, state: "active" | "deleted"}: from the batch actor only
+//  (no schema lets a client send it), once the bucket's event is on disk.
+static void
+s_op_bucket_state (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    char *bucket = sn_value_get_strdup (root, "bucket_id");
+    if (bucket) {
+        bool deleted = sn_value_streq (sn_value_get (root, "state"), "deleted");
+        zhashx_update (self->buckets, bucket, (void *) (deleted ? "deleted" : ""));
+    }
+    free (bucket);
+    s_reply_code (self, request, rid, 200);
+}
+
+//  One request from the frontend. The request is owned here from now on.
+static void
+s_handle_request (self_t *self, sn_routed_t *request)
+{
+    const char *reason = NULL;
+    sn_msg_t *msg =
+        sn_msg_decode_trusted (sn_routed_data (request), sn_routed_size (request), &reason);
+    const sn_value_t *root = sn_msg_root (msg);
+    uint64_t rid = 0;
+    sn_value_uint (sn_value_get (root, "rid"), &rid);
+    const sn_value_t *op = sn_value_get (root, "op");
+    if (!msg)
+        s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
+    else if (zhashx_size (self->pending) >= S_PENDING_MAX)
+        s_reply_error (self, request, rid, 503, "queue is busy: too many writes in flight");
+    else if (sn_value_streq (op, "enqueue"))
+        s_op_enqueue (self, request, root, rid);
+    else if (sn_value_streq (op, "invocation"))
+        s_op_invocation (self, request, root, rid);
+    else if (sn_value_streq (op, "worker.hello"))
+        s_op_worker_hello (self, request, root, rid);
+    else if (sn_value_streq (op, "worker.heartbeat"))
+        s_op_worker_heartbeat (self, request, rid);
+    else if (sn_value_streq (op, "worker.progress"))
+        s_op_worker_progress (self, request, root, rid);
+    else if (sn_value_streq (op, "worker.result"))
+        s_op_worker_result (self, request, root, rid);
+    else if (sn_value_streq (op, "bucket.counts"))
+        s_op_bucket_counts (self, request, root, rid);
+    else if (sn_value_streq (op, "bucket.state"))
+        s_op_bucket_state (self, request, root, rid);
+    else
+        s_reply_error (self, request, rid, 400, "/op: the queue does not serve this op");
+    sn_msg_destroy (&msg);
+}
+
+static void
+s_router_drain (self_t *self)
+{
+    while (true) {
+        sn_routed_t *request = (sn_routed_t *) zmalloc (sizeof (sn_routed_t));
+        if (sn_routed_recv (request, self->router)) {
+            free (request);
+            break;
+        }
+        s_handle_request (self, request);
+    }
+}
+
+//  A result is on disk: the batch actor commits it to the bucket's callback. Lost
+//  if the batch actor cannot take it now; it finds it again in the log at start.
+static void
+s_notify_finished (self_t *self, s_inv_t *inv)
+{
+    if (!self->batch)
+        return;
+    s_pack_done (self, inv);
+    sn_pack_t *note = sn_pack_new ();
+    sn_pack_map (note, 4);
+    sn_pack_kv_str (note, "op", "finished");
+    sn_pack_kv_uint (note, "rid", 0);
+    sn_pack_kv_str (note, "bucket_id", inv->bucket);
+    sn_pack_str (note, "event");
+    sn_pack_raw (note, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    zframe_t *frame = sn_pack_frame (note);
+    sn_pack_destroy (&note);
+    if (zframe_send (&frame, self->batch, ZFRAME_DONTWAIT))
+        zframe_destroy (&frame);
+}
+
+//  Acknowledgements from the log: finish what waited for them.
+static void
+s_log_answer (self_t *self, const sn_value_t *root)
+{
+    uint64_t rid = 0, code = 0;
+    sn_value_uint (sn_value_get (root, "rid"), &rid);
+    sn_value_uint (sn_value_get (root, "code"), &code);
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, rid);
+    s_pending_t *pending = (s_pending_t *) zhashx_lookup (self->pending, key);
+    if (!pending)
+        return;
+    if (code == 201) {
+        if (pending->finished)
+            s_notify_finished (self, pending->finished);
+        if (pending->after == S_AFTER_ENQUEUE) {
+            s_enqueued (self, pending->inv);
+            pending->inv = NULL;
+        }
+        if (pending->reply) {
+            if (sn_routed_send (pending->reply, self->router))
+                sn_routed_close (pending->reply);
+            free (pending->reply);
+            pending->reply = NULL;
+        }
+    }
+    else {
+        char *error = sn_value_get_strdup (root, "error");
+        zsys_error ("sn_queue: log refused a write with %" PRIu64 ": %s", code,
+                    error ? error : "?");
+        if (pending->reply) {
+            s_reply_error (self, pending->reply, pending->rid, 503, "not stored: %s",
+                           error ? error : "log refused the write");
+            pending->reply = NULL;
+        }
+        free (error);
+    }
+    zhashx_delete (self->pending, key);
+}
+
+static void
+s_log_drain (self_t *self)
+{
+    zframe_t *frame;
+    while ((frame = zframe_recv_nowait (self->log))) {
+        const char *reason = NULL;
+        sn_msg_t *reply = sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason);
+        zframe_destroy (&frame);
+        s_log_answer (self, sn_msg_root (reply));
+        sn_msg_destroy (&reply);
+    }
+    s_dispatch (self);
+}
+
+//  --------------------------------------------------------------------------
+//  Replay
+
+//  Apply one stored event to the state being rebuilt.
+static void
+s_replay_event (self_t *self, const char *type, const sn_value_t *event)
+{
+    if (streq (type, "bucket.created") || streq (type, "bucket.deleted")) {
+        char *bucket = sn_value_get_strdup (event, "bucket_id");
+        if (bucket)
+            zhashx_update (self->buckets, bucket,
+                           (void *) (streq (type, "bucket.deleted") ? "deleted" : ""));
+        free (bucket);
+        return;
+    }
+    if (strncmp (type, "invocation.", 11))
+        return;
+    if (streq (type, "invocation.enqueued")) {
+        s_inv_t *inv = s_inv_from_event (event);
+        if (!inv || zhashx_lookup (self->invocations, inv->id)) {
+            s_inv_destroy (&inv);
+            return;
+        }
+        sn_pack_reset (self->pack);
+        sn_pack_value (self->pack, event);
+        inv->enqueued_size = sn_pack_size (self->pack);
+        inv->enqueued = (byte *) malloc (inv->enqueued_size);
+        memcpy (inv->enqueued, sn_pack_data (self->pack), inv->enqueued_size);
+        zhashx_insert (self->invocations, inv->id, inv);
+        inv->queued_handle = zlistx_add_end (self->queued, inv);
+        return;
+    }
+    char *id = sn_value_get_strdup (event, "id");
+    s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
+    free (id);
+    if (!inv)
+        return;
+    uint64_t attempts = 0;
+    if (sn_value_uint (sn_value_get (event, "attempts"), &attempts))
+        inv->attempts = (uint32_t) attempts;
+    if (streq (type, "invocation.started"))
+        sn_value_int (sn_value_get (event, "started_at"), &inv->started_at);
+    else if (streq (type, "invocation.retry")) {
+        sn_value_int (sn_value_get (event, "run_at"), &inv->run_at);
+        free (inv->error);
+        inv->error = sn_value_get_strdup (event, "error");
+    }
+    else if (streq (type, "invocation.done")) {
+        s_inv_unqueue (self, inv);
+        inv->state =
+            sn_value_streq (sn_value_get (event, "state"), "succeeded") ? S_SUCCEEDED : S_FAILED;
+        int64_t code = 500;
+        sn_value_int (sn_value_get (event, "code"), &code);
+        inv->code = (int) code;
+        sn_value_int (sn_value_get (event, "finished_at"), &inv->finished_at);
+        free (inv->error);
+        inv->error = sn_value_get_strdup (event, "error");
+        const sn_value_t *response = sn_value_get (event, "response");
+        free (inv->response);
+        inv->response = NULL;
+        if (response) {
+            sn_pack_reset (self->pack);
+            sn_pack_value (self->pack, response);
+            inv->response_size = sn_pack_size (self->pack);
+            inv->response = (byte *) malloc (inv->response_size);
+            memcpy (inv->response, sn_pack_data (self->pack), inv->response_size);
+        }
+    }
+}
+
+//  Rebuild the invocations of partition p from its events, page by page. Waits for
+//  the log: it runs before the actor serves anyone. Returns 0, or -1 with the reason.
+static int
+s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
+{
+    char *from = NULL;
+    zpoller_t *poller = zpoller_new (self->log, NULL);
+    int rc = 0;
+    while (rc == 0) {
+        sn_pack_t *request = sn_pack_new ();
+        sn_pack_map (request, 4 + (from != NULL));
+        sn_pack_kv_str (request, "op", "scan");
+        sn_pack_kv_uint (request, "rid", ++self->log_rid);
+        sn_pack_kv_uint (request, "p", p);
+        sn_pack_kv_uint (request, "limit", S_SCAN_LIMIT);
+        if (from)
+            sn_pack_kv_str (request, "from", from);
+        zframe_t *frame = sn_pack_frame (request);
+        sn_pack_destroy (&request);
+        zframe_send (&frame, self->log, 0);
+        zstr_free (&from);
+        //  Acknowledgements of writes made before a REPLAY may come first
+        uint64_t scan_rid = self->log_rid, rid = 0;
+        sn_msg_t *reply = NULL;
+        while (!reply && zpoller_wait (poller, S_SCAN_WAIT) == self->log) {
+            frame = zframe_recv (self->log);
+            const char *reason = NULL;
+            reply = frame
+                        ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason)
+                        : NULL;
+            zframe_destroy (&frame);
+            if (reply && (!sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid) ||
+                          rid != scan_rid)) {
+                s_log_answer (self, sn_msg_root (reply));
+                sn_msg_destroy (&reply);
+            }
+        }
+        if (!reply) {
+            snprintf (error, size, "log did not answer scan of partition %u", p);
+            rc = -1;
+            break;
+        }
+        const sn_value_t *root = sn_msg_root (reply);
+        uint64_t code = 0;
+        sn_value_uint (sn_value_get (root, "code"), &code);
+        if (code != 200) {
+            char *text = sn_value_get_strdup (root, "error");
+            snprintf (error, size, "scan of partition %u failed: %s", p, text ? text : "no reply");
+            free (text);
+            sn_msg_destroy (&reply);
+            rc = -1;
+            break;
+        }
+        const sn_value_t *events = sn_value_get (root, "events");
+        for (size_t index = 0; index < sn_value_size (events); index++) {
+            const sn_value_t *item = sn_value_at (events, index);
+            char *type = sn_value_get_strdup (item, "type");
+            if (type)
+                s_replay_event (self, type, sn_value_get (item, "event"));
+            free (type);
+        }
+        from = sn_value_get_strdup (root, "next");
+        sn_msg_destroy (&reply);
+        if (!from)
+            break;
+    }
+    zpoller_destroy (&poller);
+    return rc;
+}
+
+//  After replay: what was running has no worker any more, and every timer is due
+//  to be looked at.
+static void
+s_replay_finish (self_t *self)
+{
+    int64_t now = zclock_time ();
+    size_t queued = 0, finished = 0;
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->invocations); inv;
+         inv = (s_inv_t *) zhashx_next (self->invocations)) {
+        if (inv->state == S_QUEUED)
+            queued++;
+        else
+            finished++;
+    }
+    s_deadline (self, now);
+    if (queued || finished)
+        zsys_info ("sn_queue: replayed %zu queued and %zu finished invocations", queued, finished);
+}
+
+//  --------------------------------------------------------------------------
+//  The actor
+
+static char *
+s_self_start (self_t *self)
+{
+    self->log = zsock_new (ZMQ_DEALER);
+    zsock_set_sndhwm (self->log, S_PENDING_MAX * 2);
+    zsock_set_rcvhwm (self->log, S_PENDING_MAX * 2);
+    zsock_set_sndtimeo (self->log, 0);
+    zsock_set_linger (self->log, 0);
+    if (zsock_connect (self->log, "%s", self->config.log) == -1)
+        return zsys_sprintf ("cannot connect to log %s", self->config.log);
+    if (self->config.batch) {
+        self->batch = zsock_new (ZMQ_DEALER);
+        zsock_set_sndhwm (self->batch, S_PENDING_MAX * 2);
+        zsock_set_sndtimeo (self->batch, 0);
+        zsock_set_linger (self->batch, 0);
+        if (zsock_connect (self->batch, "%s", self->config.batch) == -1)
+            return zsys_sprintf ("cannot connect to batch %s", self->config.batch);
+    }
+    char error[256];
+    for (uint32_t p = 0; p < self->config.partitions; p++)
+        if (s_replay_partition (self, p, error, sizeof error))
+            return strdup (error);
+    s_replay_finish (self);
+    self->router = zsock_new (ZMQ_ROUTER);
+    zsock_set_sndhwm (self->router, 100000);
+    zsock_set_rcvhwm (self->router, 100000);
+    zsock_set_linger (self->router, 0);
+    if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
+        return zsys_sprintf ("cannot bind %s: %s", self->config.endpoint,
+                             zmq_strerror (zmq_errno ()));
+    self->poller = zpoller_new (self->pipe, self->router, self->log, NULL);
+    self->config.endpoint = NULL;
+    self->config.log = NULL;
+    self->config.batch = NULL;
+    return NULL;
+}
+
+static void
+s_handle_pipe (self_t *self)
+{
+    char *command = zstr_recv (self->pipe);
+    if (!command) {
+        self->terminated = true;
+        return;
+    }
+    if (streq (command, "START")) {
+        char *error = s_self_start (self);
+        zstr_send (self->pipe, error ? error : "OK");
+        free (error);
+    }
+    else if (streq (command, "REPLAY")) {
+        //  Taking over partition p (from the mesh): its events are applied over
+        //  the state held; replaying what is known already changes nothing
+        char *partition = zstr_recv (self->pipe);
+        char error[256] = "";
+        uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
+        if (!partition || p >= self->config.partitions)
+            snprintf (error, sizeof error, "REPLAY: no partition %s", partition ? partition : "");
+        else if (s_replay_partition (self, p, error, sizeof error) == 0)
+            s_deadline (self, zclock_time ());
+        zstr_send (self->pipe, *error ? error : "OK");
+        zstr_free (&partition);
+    }
+    else if (streq (command, "$TERM"))
+        self->terminated = true;
+    else
+        zsys_error ("sn_queue: invalid command '%s'", command);
+    free (command);
+}
+
+void
+sn_queue_actor (zsock_t *pipe, void *args)
+{
+    self_t *self = s_self_new (pipe, (const sn_queue_config_t *) args);
+    zsock_signal (pipe, 0);
+    while (!self->terminated) {
+        if (!self->poller) {
+            s_handle_pipe (self);
+            continue;
+        }
+        int64_t now = zclock_time ();
+        if (self->next_deadline <= now) {
+            s_timers (self);
+            s_dispatch (self);
+            continue;
+        }
+        int64_t wait = self->next_deadline - now;
+        zsock_t *which = (zsock_t *) zpoller_wait (self->poller, wait > 60000 ? 60000 : (int) wait);
+        if (which == self->pipe)
+            s_handle_pipe (self);
+        else if (which == self->router)
+            s_router_drain (self);
+        else if (which == self->log)
+            s_log_drain (self);
+        else if (zpoller_terminated (self->poller))
+            break;
+    }
+    s_self_destroy (&self);
+}
+
+zactor_t *
+sn_queue_new (const sn_queue_config_t *config, char *error, size_t size)
+{
+    assert (config);
+    return sn_actor_start (sn_queue_actor, (void *) config, "queue", error, size);
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest: a real store, the queue, and DEALERs standing in for the frontend's
+//  producers and workers (the queue sees only envelopes, so a DEALER of its own
+//  is a client like any other).
+
+typedef struct {
+    zsock_t *dealer;   //  one client of the queue
+    zpoller_t *poller; //  on dealer
+    sn_pack_t *pack;   //  request being built
+    uint64_t rid;      //  last rid used
+    zlist_t *pushed;   //  work that came while waiting for a reply (sn_msg_t)
+} s_test_client_t;
+
+static s_test_client_t *
+s_test_client_new (const char *endpoint)
+{
+    s_test_client_t *self = (s_test_client_t *) zmalloc (sizeof (s_test_client_t));
+    self->dealer = zsock_new (ZMQ_DEALER);
+    zsock_set_sndtimeo (self->dealer, 5000);
+    assert (zsock_connect (self->dealer, "%s", endpoint) == 0);
+    self->poller = zpoller_new (self->dealer, NULL);
+    self->pack = sn_pack_new ();
+    self->pushed = zlist_new ();
+    return self;
+}
+
+static void
+s_test_client_destroy (s_test_client_t **self_p)
+{
+    s_test_client_t *self = *self_p;
+    zpoller_destroy (&self->poller);
+    zsock_destroy (&self->dealer);
+    sn_pack_destroy (&self->pack);
+    while (zlist_size (self->pushed)) {
+        sn_msg_t *msg = (sn_msg_t *) zlist_pop (self->pushed);
+        sn_msg_destroy (&msg);
+    }
+    zlist_destroy (&self->pushed);
+    free (self);
+    *self_p = NULL;
+}
+
+//  The next message for this client, within 5 s, or NULL.
+static sn_msg_t *
+s_test_recv (s_test_client_t *self, int timeout)
+{
+    if (zpoller_wait (self->poller, timeout) != self->dealer)
+        return NULL;
+    zframe_t *frame = zframe_recv (self->dealer);
+    sn_msg_t *msg = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+    zframe_destroy (&frame);
+    assert (msg);
+    return msg;
+}
+
+//  Send the request of json text (with op, without rid) and return the reply.
+static sn_msg_t *
+s_test_call (s_test_client_t *self, const char *json)
+{
+    sn_pack_reset (self->pack);
+    //  {"rid": n, ...json's members}: splice the rid in front of the members
+    char *text = zsys_sprintf ("{\"rid\": %" PRIu64 ", %s", ++self->rid, json + 1);
+    char error[256];
+    int rc = sn_json_to_pack (text, strlen (text), self->pack, error, sizeof error);
+    if (rc)
+        zsys_error ("sn_queue test: %s: %s", text, error);
+    assert (rc == 0);
+    free (text);
+    zframe_t *frame = sn_pack_frame (self->pack);
+    assert (zframe_send (&frame, self->dealer, 0) == 0);
+    while (true) {
+        sn_msg_t *reply = s_test_recv (self, 5000);
+        assert (reply);
+        uint64_t rid = 0;
+        if (sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid) && rid == self->rid)
+            return reply;
+        if (sn_value_get (sn_msg_root (reply), "op"))
+            zlist_append (self->pushed, reply);
+        else
+            sn_msg_destroy (&reply);
+    }
+}
+
+static int64_t
+s_test_code (sn_msg_t *msg)
+{
+    int64_t code = -1;
+    sn_value_int (sn_value_get (sn_msg_root (msg), "code"), &code);
+    return code;
+}
+
+//  Call and return only the code.
+static int64_t
+s_test_status (s_test_client_t *self, const char *json)
+{
+    sn_msg_t *reply = s_test_call (self, json);
+    int64_t code = s_test_code (reply);
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+//  Enqueue json; returns the new id (caller frees).
+static char *
+s_test_enqueue (s_test_client_t *self, const char *json)
+{
+    sn_msg_t *reply = s_test_call (self, json);
+    assert (s_test_code (reply) == 202);
+    char *id = sn_value_get_strdup (sn_msg_root (reply), "id");
+    sn_msg_destroy (&reply);
+    assert (id);
+    return id;
+}
+
+//  The state of invocation id, as "state/code" (caller frees).
+static char *
+s_test_state (s_test_client_t *self, const char *id)
+{
+    char *request = zsys_sprintf ("{\"op\": \"invocation\", \"id\": \"%s\"}", id);
+    sn_msg_t *reply = s_test_call (self, request);
+    free (request);
+    assert (s_test_code (reply) == 200);
+    const sn_value_t *inv = sn_value_get (sn_msg_root (reply), "invocation");
+    char *state = sn_value_get_strdup (inv, "state");
+    int64_t code = 0;
+    sn_value_int (sn_value_get (inv, "code"), &code);
+    char *text = zsys_sprintf ("%s/%" PRId64, state, code);
+    free (state);
+    sn_msg_destroy (&reply);
+    return text;
+}
+
+//  Wait for work pushed to a worker; returns its id (caller frees) or NULL.
+static char *
+s_test_work (s_test_client_t *worker, int timeout)
+{
+    sn_msg_t *work = (sn_msg_t *) zlist_pop (worker->pushed);
+    if (!work)
+        work = s_test_recv (worker, timeout);
+    if (!work)
+        return NULL;
+    assert (sn_value_streq (sn_value_get (sn_msg_root (work), "op"), "work"));
+    char *id = sn_value_get_strdup (sn_msg_root (work), "id");
+    sn_msg_destroy (&work);
+    return id;
+}
+
+static zactor_t *
+s_test_queue (const char *endpoint, const char *log, bool verbose)
+{
+    sn_queue_config_t config = {endpoint, log, NULL, 8, 2000, verbose};
+    char error[256];
+    zactor_t *queue = sn_queue_new (&config, error, sizeof error);
+    if (!queue)
+        zsys_error ("sn_queue test: %s", error);
+    assert (queue);
+    return queue;
+}
+
+void
+sn_queue_test (bool verbose)
+{
+    char dir[] = "/tmp/sn_queue_test_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], queue_endpoint[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-queue-test-store-%d", getpid ());
+    snprintf (queue_endpoint, sizeof queue_endpoint, "inproc://sn-queue-test-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    zactor_t *queue = s_test_queue (queue_endpoint, store_endpoint, verbose);
+    s_test_client_t *producer = s_test_client_new (queue_endpoint);
+    s_test_client_t *worker = s_test_client_new (queue_endpoint);
+
+    //  Refused, and nothing queued: unknown bucket, params and args together,
+    //  run_at and delay together
+    const char *call = "\"invocation\": {\"class\": \"mailer.User\", \"method\": \"send\", "
+                       "\"params\": [1, \"a\"]}";
+    char *request = zsys_sprintf ("{\"op\": \"enqueue\", \"token\": \"t\", \"bucket_id\": "
+                                  "\"nope\", %s}",
+                                  call);
+    assert (s_test_status (producer, request) == 404);
+    free (request);
+    assert (s_test_status (producer, "{\"op\": \"enqueue\", \"token\": \"t\", \"invocation\": "
+                                     "{\"class\": \"c\", \"method\": \"m\", \"params\": [], "
+                                     "\"args\": []}}") == 400);
+    request = zsys_sprintf ("{\"op\": \"enqueue\", \"token\": \"t\", \"run_at\": 1, \"delay\": "
+                            "1, %s}",
+                            call);
+    assert (s_test_status (producer, request) == 400);
+    free (request);
+    assert (s_test_status (producer, "{\"op\": \"invocation\", \"id\": \"none\"}") == 404);
+
+    //  Worker ops before hello are refused
+    assert (s_test_status (worker, "{\"op\": \"worker.heartbeat\"}") == 404);
+
+    //  Enqueue, then a worker takes it and succeeds
+    request =
+        zsys_sprintf ("{\"op\": \"enqueue\", \"token\": \"t1\", \"data\": {\"n\": 1}, %s}", call);
+    char *first = s_test_enqueue (producer, request);
+    free (request);
+    char *state = s_test_state (producer, first);
+    assert (streq (state, "queued/0"));
+    free (state);
+    assert (s_test_status (worker, "{\"op\": \"worker.hello\", \"classes\": [\"mailer.User\"], "
+                                   "\"capacity\": 1, \"name\": \"w1\"}") == 200);
+    char *work = s_test_work (worker, 5000);
+    assert (work && streq (work, first));
+    state = s_test_state (producer, first);
+    assert (streq (state, "running/0"));
+    free (state);
+    char *progress = zsys_sprintf ("{\"op\": \"worker.progress\", \"id\": \"%s\", \"progress\": "
+                                   "50}",
+                                   first);
+    assert (s_test_status (worker, progress) == 200);
+    free (progress);
+    //  Another client cannot report on it
+    char *result = zsys_sprintf ("{\"op\": \"worker.result\", \"id\": \"%s\", \"code\": 200, "
+                                 "\"response\": {\"ok\": true}}",
+                                 first);
+    assert (s_test_status (producer, result) == 404);
+    assert (s_test_status (worker, result) == 200);
+    assert (s_test_status (worker, result) == 409); //  no longer held
+    free (result);
+    state = s_test_state (producer, first);
+    assert (streq (state, "succeeded/200"));
+    free (state);
+    free (work);
+
+    //  A retryable failure runs again; a final one fails with the worker's code
+    char *second = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t2\", "
+                                             "\"backoff\": 0, \"max_attempts\": 2, \"invocation\": "
+                                             "{\"class\": \"mailer.User\", \"method\": \"m\", "
+                                             "\"args\": {}}}");
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        work = s_test_work (worker, 5000);
+        assert (work && streq (work, second));
+        result = zsys_sprintf ("{\"op\": \"worker.result\", \"id\": \"%s\", \"code\": 503, "
+                               "\"error\": \"busy\", \"retryable\": true}",
+                               second);
+        assert (s_test_status (worker, result) == 200);
+        free (result);
+        free (work);
+    }
+    state = s_test_state (producer, second);
+    assert (streq (state, "failed/503"));
+    free (state);
+
+    //  Delayed work waits; a class nobody offers fails with 404 after worker_wait
+    char *later = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t3\", \"delay\": "
+                                            "3600000, \"invocation\": {\"class\": \"mailer.User\", "
+                                            "\"method\": \"m\", \"params\": []}}");
+    char *orphan = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t4\", "
+                                             "\"worker_wait\": 1, \"invocation\": {\"class\": "
+                                             "\"nobody\", \"method\": \"m\", \"params\": []}}");
+    while (true) {
+        state = s_test_state (producer, orphan);
+        bool done = streq (state, "failed/404");
+        free (state);
+        if (done)
+            break;
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+
+    //  A worker that goes silent loses its work to another worker
+    char *third = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t5\", "
+                                            "\"invocation\": {\"class\": \"mailer.User\", "
+                                            "\"method\": \"m\", \"params\": []}}");
+    work = s_test_work (worker, 5000);
+    assert (work && streq (work, third));
+    free (work);
+    s_test_client_t *rescuer = s_test_client_new (queue_endpoint);
+    assert (s_test_status (rescuer, "{\"op\": \"worker.hello\", \"classes\": [\"mailer.User\"], "
+                                    "\"capacity\": 4}") == 200);
+    //  The rescuer keeps itself alive while it waits for the silent one's work
+    work = NULL;
+    while (!work) {
+        assert (s_test_status (rescuer, "{\"op\": \"worker.heartbeat\"}") == 200);
+        work = s_test_work (rescuer, 200);
+    }
+    assert (streq (work, third));
+    free (work);
+    state = s_test_state (producer, third);
+    assert (streq (state, "running/0"));
+    free (state);
+    //  The silent one is forgotten and must say hello again
+    assert (s_test_status (worker, "{\"op\": \"worker.heartbeat\"}") == 404);
+
+    //  Restart: finished results, queued and running work all come back from the log
+    s_test_client_destroy (&rescuer);
+    s_test_client_destroy (&producer);
+    s_test_client_destroy (&worker);
+    zactor_destroy (&queue);
+    queue = s_test_queue (queue_endpoint, store_endpoint, verbose);
+    producer = s_test_client_new (queue_endpoint);
+    worker = s_test_client_new (queue_endpoint);
+    state = s_test_state (producer, first);
+    assert (streq (state, "succeeded/200"));
+    free (state);
+    state = s_test_state (producer, second);
+    assert (streq (state, "failed/503"));
+    free (state);
+    state = s_test_state (producer, orphan);
+    assert (streq (state, "failed/404"));
+    free (state);
+    state = s_test_state (producer, later);
+    assert (streq (state, "queued/0"));
+    free (state);
+    state = s_test_state (producer, third);
+    assert (streq (state, "queued/0"));
+    free (state);
+    assert (s_test_status (worker, "{\"op\": \"worker.hello\", \"classes\": [\"mailer.User\"], "
+                                   "\"capacity\": 1}") == 200);
+    work = s_test_work (worker, 5000);
+    assert (work && streq (work, third));
+    free (work);
+
+    //  Replaying partitions again (a take-over) changes nothing known
+    for (uint32_t p = 0; p < 8; p++) {
+        char number[16];
+        snprintf (number, sizeof number, "%u", p);
+        zstr_sendx (queue, "REPLAY", number, NULL);
+        char *answer = zstr_recv (queue);
+        assert (streq (answer, "OK"));
+        free (answer);
+    }
+    zstr_sendx (queue, "REPLAY", "8", NULL);
+    char *answer = zstr_recv (queue);
+    assert (strstr (answer, "no partition"));
+    free (answer);
+    state = s_test_state (producer, first);
+    assert (streq (state, "succeeded/200"));
+    free (state);
+    state = s_test_state (producer, later);
+    assert (streq (state, "queued/0"));
+    free (state);
+
+    free (first);
+    free (second);
+    free (third);
+    free (later);
+    free (orphan);
+    s_test_client_destroy (&producer);
+    s_test_client_destroy (&worker);
+    zactor_destroy (&queue);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
+}

@@ -1,0 +1,76 @@
+/*  sn_queue: the queue actor. Invocations wait here until a worker runs them.
+
+    An invocation is {class, method, params | args} plus the caller's token and data,
+    queued in a bucket (default "primary"). Workers are clients of the node that said
+    worker.hello with the classes they run and how many invocations they take at a
+    time (capacity); the actor pushes them work and they answer with one result.
+
+    States: queued -> running -> succeeded | failed. A failure the worker marks
+    retryable goes back to queued after a backoff (backoff ms, doubled per attempt)
+    while attempts remain. A running invocation whose worker goes silent (no message
+    for worker_timeout ms) or that runs past its timeout is taken back: it is queued
+    again at once, or fails with 504 when its attempts are spent. An invocation
+    still waiting when worker_wait has passed and no connected worker offers its
+    class fails with 404. The item code of a result is the worker's 2xx code (200
+    by default), the worker's error code, 504 for a timeout, 404 for no worker.
+
+    Durable state: every transition is an immutable event written through the log
+    endpoint (store op put, type "invocation.<what>", pkey = bucket_id) before it is
+    acknowledged: enqueue answers 202 and worker.result answers 200 only after the
+    event is on disk. At START the actor replays its partitions' events one
+    partition at a time (store op scan), so a restart loses nothing acknowledged;
+    invocations that were running are queued again (at least once execution).
+
+    Ops (through the frontend, already checked against schemas/op.<op>.json):
+      enqueue           {token, invocation, data?, bucket_id?, run_at?, delay?,
+                         max_attempts?, backoff?, timeout?, worker_wait?} -> 202 {id}
+                        404 unknown bucket, 410 deleted bucket
+      invocation        {id}                        -> 200 {invocation: {...}} | 404
+      worker.hello      {classes, capacity, name?}  -> 200 {heartbeat}
+      worker.heartbeat  {}                          -> 200 | 404 (say hello again)
+      worker.progress   {id, progress?, message?}   -> 200 | 404 | 409
+      worker.result     {id, code, response?, error?, retryable?} -> 200 | 404 | 409
+      bucket.counts     {bucket_id}                 -> 200 {queued, running, finished}
+      bucket.state      {bucket_id, state}          -> 200   (from the batch actor only)
+    Sent to the batch actor once a result is on disk: {op: "finished", bucket_id,
+    event: the invocation.done event}. Events bucket.created and bucket.deleted
+    (written by the batch actor) say which buckets accept enqueues at start.
+    Pushed to a worker, unasked: {op: "work", id, bucket_id, invocation, token, data?,
+    attempt, timeout}.
+
+    Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
+    partition P over the state held, for a take-over; replies "OK" or the error
+    text), "$TERM".
+*/
+#ifndef SN_QUEUE_H_INCLUDED
+#define SN_QUEUE_H_INCLUDED
+
+#include <czmq.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *endpoint; //  inproc endpoint the actor binds its ROUTER to
+    const char *log;      //  endpoint answering put and scan: the store, later the mesh
+    const char *batch;    //  the batch actor's endpoint, told of every result; or NULL
+    uint32_t partitions;  //  P: partitions replayed at start
+    int worker_timeout;   //  ms of silence after which a worker is taken for dead
+    bool verbose;         //  log every transition
+} sn_queue_config_t;
+
+//  Start a queue actor and replay its state. Returns NULL with the reason in error.
+zactor_t *sn_queue_new (const sn_queue_config_t *config, char *error, size_t size);
+
+//  The actor function, for zactor_new; args is an sn_queue_config_t, borrowed until
+//  START has been answered.
+void sn_queue_actor (zsock_t *pipe, void *args);
+
+void sn_queue_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

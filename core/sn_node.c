@@ -7,11 +7,13 @@
 #include "sn_schema.h"
 #include "sn_store.h"
 #include "sn_client.h"
+#include "sn_dispatch.h"
 
 struct _sn_node_t {
     sn_schema_t *schema;   //  every op's schema, shared read-only
     zactor_t *store;       //  the LMDB store
     zactor_t *mesh;        //  membership and the partition table
+    zactor_t *dispatch;    //  jobs, tasks and device agents
     zactor_t *frontend;    //  decodes, validates and routes every request
     sn_gateway_t *gateway; //  HTTP and WebSocket
 };
@@ -23,6 +25,10 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     //  inproc names are per process: the node's address keeps two nodes in one
     //  process (the selftests) apart.
     char store_endpoint[64], mesh_endpoint[64], front_endpoint[64];
+    char dispatch_endpoint[64], jobs_endpoint[64];
+    snprintf (dispatch_endpoint, sizeof dispatch_endpoint, "inproc://sn-dispatch-%p",
+              (void *) self);
+    snprintf (jobs_endpoint, sizeof jobs_endpoint, "inproc://sn-jobs-%p", (void *) self);
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-store-%p", (void *) self);
     snprintf (mesh_endpoint, sizeof mesh_endpoint, "inproc://sn-mesh-%p", (void *) self);
     snprintf (front_endpoint, sizeof front_endpoint, "inproc://sn-front-%p", (void *) self);
@@ -43,16 +49,28 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
         goto failed;
-    sn_frontend_config_t frontend = {config->clients,
-                                     front_endpoint,
-                                     {{"cluster", mesh_endpoint}, {"*", store_endpoint}},
-                                     self->schema,
-                                     config->verbose};
+    //  The dispatch actor owns every partition until the mesh hands ownership out
+    sn_dispatch_config_t dispatch = {dispatch_endpoint, store_endpoint, jobs_endpoint,
+                                     config->partitions, config->verbose};
+    self->dispatch = sn_dispatch_new (&dispatch, error, size);
+    if (!self->dispatch)
+        goto failed;
+    sn_frontend_config_t frontend = {
+        config->clients,
+        front_endpoint,
+        {{"cluster", mesh_endpoint},
+         {"job.create job.get job.list job.cancel task.get agent.hello "
+          "agent.heartbeat agent.progress agent.result",
+          dispatch_endpoint},
+         {"*", store_endpoint}},
+        self->schema,
+        config->verbose};
     self->frontend = sn_frontend_new (&frontend, error, size);
     if (!self->frontend)
         goto failed;
     sn_gateway_config_t gateway = {config->http,         front_endpoint,       config->max_body,
-                                   config->http_timeout, config->http_threads, config->verbose};
+                                   config->http_timeout, config->http_threads, config->verbose,
+                                   jobs_endpoint};
     self->gateway = sn_gateway_new (&gateway, error, size);
     if (!self->gateway)
         goto failed;
@@ -70,6 +88,7 @@ sn_node_destroy (sn_node_t **self_p)
         sn_node_t *self = *self_p;
         sn_gateway_destroy (&self->gateway);
         zactor_destroy (&self->frontend);
+        zactor_destroy (&self->dispatch);
         zactor_destroy (&self->mesh);
         zactor_destroy (&self->store);
         sn_schema_destroy (&self->schema);

@@ -17,21 +17,30 @@
 #include "sn_members.h"
 #include "sn_placement.h"
 #include "sn_mesh.h"
+#include "sn_dispatch.h"
 
 typedef struct {
     const char *name;
     void (*test) (bool verbose);
 } sn_test_t;
 
-static const sn_test_t s_tests[] = {
-    {"sn_actor", sn_actor_test},       {"sn_routed", sn_routed_test},
-    {"sn_msg", sn_msg_test},           {"sn_json", sn_json_test},
-    {"sn_schema", sn_schema_test},     {"sn_key", sn_key_test},
-    {"sn_config", sn_config_test},     {"sn_store", sn_store_test},
-    {"sn_frontend", sn_frontend_test}, {"sn_gateway", sn_gateway_test},
-    {"sn_client", sn_client_test},     {"sn_node", sn_node_test},
-    {"sn_members", sn_members_test},   {"sn_placement", sn_placement_test},
-    {"sn_mesh", sn_mesh_test},         {NULL, NULL}};
+static const sn_test_t s_tests[] = {{"sn_actor", sn_actor_test},
+                                    {"sn_routed", sn_routed_test},
+                                    {"sn_msg", sn_msg_test},
+                                    {"sn_json", sn_json_test},
+                                    {"sn_schema", sn_schema_test},
+                                    {"sn_key", sn_key_test},
+                                    {"sn_config", sn_config_test},
+                                    {"sn_store", sn_store_test},
+                                    {"sn_frontend", sn_frontend_test},
+                                    {"sn_gateway", sn_gateway_test},
+                                    {"sn_client", sn_client_test},
+                                    {"sn_node", sn_node_test},
+                                    {"sn_members", sn_members_test},
+                                    {"sn_placement", sn_placement_test},
+                                    {"sn_mesh", sn_mesh_test},
+                                    {"sn_dispatch", sn_dispatch_test},
+                                    {NULL, NULL}};
 
 static int
 s_run (const char *name, bool verbose)

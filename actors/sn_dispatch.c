@@ -1597,9 +1597,10 @@ static void
 s_replay_ask (self_t *self, const char *from)
 {
     sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, 3 + (from != NULL));
+    sn_pack_map (self->pack, 4 + (from != NULL));
     sn_pack_kv_str (self->pack, "op", "scan");
     sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
+    sn_pack_kv_uint (self->pack, "limit", 1000);
     sn_pack_kv_uint (self->pack, "p", (uint64_t) self->replay_p);
     if (from)
         sn_pack_kv_str (self->pack, "from", from);
@@ -1675,7 +1676,7 @@ s_replay_page (self_t *self, const sn_value_t *reply, uint64_t code)
             s_replay_event (self, type, sn_value_get (item, "event"));
     }
     char *next = sn_value_get_strdup (reply, "next");
-    if (next && sn_value_size (events) > 0)
+    if (next)
         s_replay_ask (self, next);
     else
         s_replay_done (self);
@@ -2234,7 +2235,21 @@ sn_dispatch_test (bool verbose)
     assert (strstr (reply, "\"jobs\":[]"));
     free (reply);
 
+    //  A new actor on the same store replays the job as it was
     zsock_destroy (&watcher);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    dispatch = sn_dispatch_new (&config, error, sizeof error);
+    assert (dispatch);
+    producer = zsock_new_dealer (endpoint);
+    request =
+        zsys_sprintf ("{\"op\":\"job.get\",\"rid\":11,\"id\":\"%s\",\"collection\":true}", job_id);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"doneCount\":2"));
+    assert (strstr (reply, "\"result\":{\"ok\":1}") && strstr (reply, "\"progress\":100"));
+    free (reply);
+    free (request);
+
     zsock_destroy (&agent);
     zsock_destroy (&producer);
     zactor_destroy (&dispatch);

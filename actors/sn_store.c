@@ -445,11 +445,28 @@ s_digest_flush (self_t *self, MDB_txn *txn)
     return rc;
 }
 
-//  Store one event described by item {event, key?, type?, pkey?}. Refusals (4xx) go
-//  into outcome and return 0; only an LMDB failure returns non-zero, and then the
-//  whole transaction is lost.
+//  A key in this node's name that came back from a replica: the generator must never
+//  make it again, whatever the clock says after a restart.
+static void
+s_keygen_observe (self_t *self, const char *key, size_t key_len, int64_t ts)
+{
+    uint32_t seq = 0;
+    for (size_t index = SN_KEY_TIME_LEN - 9; index < SN_KEY_TIME_LEN && index < key_len; index++)
+        seq = seq * 10 + (uint32_t) (key[index] - '0');
+    int64_t last_ms = sn_keygen_last_ms (self->keygen);
+    if (ts > last_ms || (ts == last_ms && seq > sn_keygen_last_seq (self->keygen))) {
+        sn_keygen_resume (self->keygen, ts, seq);
+        self->keygen_dirty = true;
+    }
+}
+
+//  Store one event described by item {event, key?, type?, pkey?, p?}. Refusals (4xx)
+//  go into outcome and return 0; only an LMDB failure returns non-zero, and then the
+//  whole transaction is lost. A replica write (from the mesh, which made or received
+//  the key) may carry a key in this node's name.
 static int
-s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, s_outcome_t *outcome)
+s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, bool replica,
+               s_outcome_t *outcome)
 {
     outcome->key[0] = 0;
     const sn_value_t *event = sn_value_get (item, "event");
@@ -484,13 +501,16 @@ s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, s_outcome_t *
             return s_refuse (outcome, 400, "key: not a supernode key");
         //  Only this node makes keys in its own name: a client that wrote one ahead
         //  of the generator would make later puts here fail with 409.
-        if (key_len == SN_KEY_TIME_LEN + 1 + strlen (self->name) &&
-            memcmp (given + SN_KEY_TIME_LEN + 1, self->name, strlen (self->name)) == 0) {
+        bool own = key_len == SN_KEY_TIME_LEN + 1 + strlen (self->name) &&
+                   memcmp (given + SN_KEY_TIME_LEN + 1, self->name, strlen (self->name)) == 0;
+        if (own && !replica) {
             snprintf (outcome->error, sizeof outcome->error,
                       "key: keys ending in -%s are made by this node only", self->name);
             outcome->code = 400;
             return 0;
         }
+        if (own)
+            s_keygen_observe (self, given, key_len, ts);
         memcpy (outcome->key, given, key_len);
         outcome->key[key_len] = 0;
     }
@@ -507,6 +527,14 @@ s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, s_outcome_t *
         pkey_len = key_len;
     }
     uint32_t p = sn_partition (pkey, pkey_len, self->partitions);
+    //  A replica is told the partition: the record it copies has no partition key.
+    uint64_t given_p;
+    const sn_value_t *p_value = sn_value_get (item, "p");
+    if (p_value) {
+        if (!sn_value_uint (p_value, &given_p) || given_p >= self->partitions)
+            return s_refuse (outcome, 400, "p: must be a partition of this store");
+        p = (uint32_t) given_p;
+    }
 
     sn_pack_reset (self->record);
     sn_pack_map (self->record, 4);
@@ -556,12 +584,20 @@ s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, s_outcome_t *
     return rc;
 }
 
-//  put {event, key?, type?, pkey?} -> 201 {key}
+//  True for a replica write: {replica: true} in the request.
+static bool
+s_replica (const sn_value_t *request)
+{
+    bool replica = false;
+    return sn_value_bool (sn_value_get (request, "replica"), &replica) && replica;
+}
+
+//  put {event, key?, type?, pkey?, p?, replica?} -> 201 {key}
 static int
 s_op_put (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
 {
     s_outcome_t outcome;
-    int rc = s_store_event (self, txn, request, &outcome);
+    int rc = s_store_event (self, txn, request, s_replica (request), &outcome);
     if (rc)
         return rc;
     if (outcome.code == 201) {
@@ -584,12 +620,13 @@ s_op_bulk (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
         return 0;
     }
     size_t count = sn_value_size (puts);
+    bool replica = s_replica (request);
     s_reply_start (self, rid, 200, 1);
     sn_pack_str (self->reply, "results");
     sn_pack_array (self->reply, (uint32_t) count);
     for (size_t index = 0; index < count; index++) {
         s_outcome_t outcome;
-        int rc = s_store_event (self, txn, sn_value_at (puts, index), &outcome);
+        int rc = s_store_event (self, txn, sn_value_at (puts, index), replica, &outcome);
         if (rc)
             return rc;
         sn_pack_map (self->reply, 2);
@@ -817,6 +854,127 @@ s_op_digest (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid
     return 0;
 }
 
+//  scan {p, from?, to?, limit?, prefix?} -> 200 {p, events: [{key, type, ts, event}], next}
+//  Every event of partition p with from <= key < to, in key order, whose type starts
+//  with prefix: for replaying a partition and for copying it to a replica. Bounded
+//  like range (limit, scanned records, page bytes); next continues.
+static int
+s_op_scan (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
+{
+    uint64_t p;
+    if (!sn_value_uint (sn_value_get (request, "p"), &p) || p >= self->partitions) {
+        s_reply_error (self, rid, 400, "p: must be a partition, 0 to %u", self->partitions - 1);
+        return 0;
+    }
+    MDB_val from, to;
+    if (!s_range_bound (request, "from", &from) || !s_range_bound (request, "to", &to)) {
+        s_reply_error (self, rid, 400, "from, to: must be strings of at most %d bytes", SN_KEY_MAX);
+        return 0;
+    }
+    uint64_t limit = S_RANGE_LIMIT;
+    const sn_value_t *limit_value = sn_value_get (request, "limit");
+    if (limit_value && (!sn_value_uint (limit_value, &limit) || limit == 0)) {
+        s_reply_error (self, rid, 400, "limit: must be a positive integer");
+        return 0;
+    }
+    if (limit > S_RANGE_LIMIT_MAX)
+        limit = S_RANGE_LIMIT_MAX;
+    size_t prefix_len = 0;
+    const char *prefix = NULL;
+    const sn_value_t *prefix_value = sn_value_get (request, "prefix");
+    if (prefix_value) {
+        prefix = sn_value_str (prefix_value, &prefix_len);
+        if (!prefix || prefix_len > S_TYPE_MAX) {
+            s_reply_error (self, rid, 400, "prefix: must be a string of at most %d bytes",
+                           S_TYPE_MAX);
+            return 0;
+        }
+    }
+    uint64_t scan_max = 10 * limit + 100;
+
+    byte start[2 + SN_KEY_MAX];
+    s_put_be16 (start, (uint32_t) p);
+    if (from.mv_size)
+        memcpy (start + 2, from.mv_data, from.mv_size);
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open (txn, self->byp, &cursor);
+    if (rc)
+        return rc;
+    MDB_val index = {2 + from.mv_size, start}, empty, next = {0, NULL};
+    char next_key[SN_KEY_MAX];
+    sn_pack_reset (self->items);
+    uint32_t count = 0;
+    uint64_t scanned = 0;
+    for (rc = mdb_cursor_get (cursor, &index, &empty, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get (cursor, &index, &empty, MDB_NEXT)) {
+        if (index.mv_size < 2 || memcmp (index.mv_data, start, 2) != 0)
+            break;
+        MDB_val key = {index.mv_size - 2, (byte *) index.mv_data + 2}, data;
+        if (to.mv_size && s_key_compare (&key, &to) >= 0)
+            break;
+        rc = mdb_get (txn, self->events, &key, &data);
+        if (rc)
+            break;
+        if (count == limit || scanned == scan_max ||
+            (count > 0 && sn_pack_size (self->items) + data.mv_size > S_RANGE_BYTES)) {
+            memcpy (next_key, key.mv_data, key.mv_size);
+            next.mv_size = key.mv_size;
+            next.mv_data = next_key;
+            break;
+        }
+        scanned++;
+        sn_msg_t *record = sn_msg_decode (data.mv_data, data.mv_size, data.mv_size, NULL);
+        const sn_value_t *root = record ? sn_msg_root (record) : NULL;
+        const sn_value_t *type = sn_value_get (root, "type");
+        const sn_value_t *body = sn_value_get (root, "body");
+        size_t type_len = 0;
+        const char *type_text = sn_value_str (type, &type_len);
+        if (!type_text || !body) {
+            sn_msg_destroy (&record);
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (!prefix || (type_len >= prefix_len && memcmp (type_text, prefix, prefix_len) == 0)) {
+            sn_pack_map (self->items, 4);
+            sn_pack_str (self->items, "key");
+            sn_pack_strn (self->items, (char *) key.mv_data, key.mv_size);
+            sn_pack_kv_value (self->items, "type", type);
+            sn_pack_kv_value (self->items, "ts", sn_value_get (root, "ts"));
+            sn_pack_kv_value (self->items, "event", body);
+            count++;
+        }
+        sn_msg_destroy (&record);
+    }
+    mdb_cursor_close (cursor);
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    s_reply_start (self, rid, 200, 3);
+    sn_pack_kv_uint (self->reply, "p", p);
+    sn_pack_str (self->reply, "events");
+    sn_pack_array (self->reply, count);
+    sn_pack_raw (self->reply, sn_pack_data (self->items), sn_pack_size (self->items));
+    sn_pack_str (self->reply, "next");
+    if (next.mv_size)
+        sn_pack_strn (self->reply, (char *) next.mv_data, next.mv_size);
+    else
+        sn_pack_nil (self->reply);
+    return 0;
+}
+
+//  keygen {} -> 200 {ms, seq}: the last key this node made or stored in its own name,
+//  for a generator elsewhere in the node (the mesh) to resume after.
+static int
+s_op_keygen (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
+{
+    (void) txn;
+    (void) request;
+    s_reply_start (self, rid, 200, 2);
+    sn_pack_str (self->reply, "ms");
+    sn_pack_int (self->reply, sn_keygen_last_ms (self->keygen));
+    sn_pack_kv_uint (self->reply, "seq", sn_keygen_last_seq (self->keygen));
+    return 0;
+}
+
 //  health {} -> 200 {name, events}
 static int
 s_op_health (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
@@ -881,6 +1039,10 @@ s_request_run (self_t *self, MDB_txn *txn, s_request_t *request)
         rc = s_op_bulk (self, txn, root, rid);
     else if (sn_value_streq (op, "digest"))
         rc = s_op_digest (self, txn, root, rid);
+    else if (sn_value_streq (op, "scan"))
+        rc = s_op_scan (self, txn, root, rid);
+    else if (sn_value_streq (op, "keygen"))
+        rc = s_op_keygen (self, txn, root, rid);
     else if (sn_value_streq (op, "health"))
         rc = s_op_health (self, txn, root, rid);
     else {
@@ -1215,6 +1377,97 @@ s_test_key (int64_t ms, char *key)
     sn_keygen_t *keygen = sn_keygen_new ("t1");
     sn_keygen_next (keygen, ms, key);
     sn_keygen_destroy (&keygen);
+}
+
+//  scan reads one partition in key order, filtered by type; replica writes carry
+//  their partition and may hold keys in this node's name, which the generator then
+//  never makes again.
+static void
+s_test_scan (s_test_t *test)
+{
+    char keys[5][SN_KEY_MAX + 1];
+    for (int index = 0; index < 5; index++) {
+        const char *type = index == 2 ? "task.updated" : "job.created";
+        assert (s_test_put (test, NULL, type, "J1", 4000 + index, "job", keys[index]) == 201);
+        s_test_remember (test, keys[index], 4000 + index, "J1");
+    }
+    uint32_t p = sn_partition ("J1", 2, test->partitions);
+    uint64_t rid = s_test_begin (test, "scan", 3);
+    sn_pack_kv_uint (test->request, "p", p);
+    sn_pack_kv_str (test->request, "prefix", "job.");
+    sn_pack_kv_uint (test->request, "limit", 3);
+    //  limit counts the events returned: the task event between them is passed over
+    sn_msg_t *reply = s_test_call (test, rid);
+    assert (s_test_code (reply) == 200);
+    const sn_value_t *events = sn_value_get (sn_msg_root (reply), "events");
+    assert (sn_value_size (events) == 3);
+    assert (sn_value_streq (sn_value_get (sn_value_at (events, 0), "key"), keys[0]));
+    assert (sn_value_streq (sn_value_get (sn_value_at (events, 1), "key"), keys[1]));
+    assert (sn_value_streq (sn_value_get (sn_value_at (events, 2), "key"), keys[3]));
+    assert (sn_value_streq (sn_value_get (sn_value_at (events, 0), "type"), "job.created"));
+    assert (sn_value_streq (sn_value_get (sn_msg_root (reply), "next"), keys[4]));
+    sn_msg_destroy (&reply);
+
+    rid = s_test_begin (test, "scan", 3);
+    sn_pack_kv_uint (test->request, "p", p);
+    sn_pack_kv_str (test->request, "from", keys[2]);
+    sn_pack_kv_str (test->request, "to", keys[4]);
+    reply = s_test_call (test, rid);
+    events = sn_value_get (sn_msg_root (reply), "events");
+    assert (sn_value_size (events) == 2);
+    assert (sn_value_streq (sn_value_get (sn_value_at (events, 0), "type"), "task.updated"));
+    assert (sn_value_is (sn_value_get (sn_msg_root (reply), "next"), SN_TYPE_NIL));
+    sn_msg_destroy (&reply);
+
+    rid = s_test_begin (test, "scan", 1);
+    sn_pack_kv_uint (test->request, "p", test->partitions);
+    reply = s_test_call (test, rid);
+    s_test_check_error (reply, 400, "p: must be a partition");
+    sn_msg_destroy (&reply);
+
+    //  A replica write of a key in this node's name from ahead of its clock
+    char own[SN_KEY_MAX + 1];
+    sn_keygen_t *keygen = sn_keygen_new ("n1");
+    sn_keygen_next (keygen, zclock_time () + 3600 * 1000, own);
+    sn_keygen_destroy (&keygen);
+    uint32_t other_p = (p + 1) % test->partitions;
+    for (int replica = 0; replica < 2; replica++) {
+        rid = s_test_begin (test, "put", 4 + replica);
+        sn_pack_str (test->request, "event");
+        s_test_body (test->request, 4100, "replicated");
+        sn_pack_kv_str (test->request, "key", own);
+        sn_pack_kv_str (test->request, "type", "job.created");
+        sn_pack_kv_uint (test->request, "p", other_p);
+        if (replica) {
+            sn_pack_str (test->request, "replica");
+            sn_pack_bool (test->request, true);
+        }
+        reply = s_test_call (test, rid);
+        if (replica)
+            assert (s_test_code (reply) == 201);
+        else
+            s_test_check_error (reply, 400, "made by this node only");
+        sn_msg_destroy (&reply);
+    }
+    s_test_event_t *event = (s_test_event_t *) zmalloc (sizeof (s_test_event_t));
+    event->n = 4100;
+    event->p = other_p;
+    zhashx_update (test->stored, own, event);
+    reply = s_test_get (test, own, 200);
+    uint64_t stored_p;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (reply), "p"), &stored_p));
+    assert (stored_p == other_p);
+    sn_msg_destroy (&reply);
+    rid = s_test_begin (test, "keygen", 0);
+    reply = s_test_call (test, rid);
+    int64_t ms;
+    assert (sn_value_int (sn_value_get (sn_msg_root (reply), "ms"), &ms));
+    assert (ms == sn_key_time (own, strlen (own)));
+    sn_msg_destroy (&reply);
+    char key[SN_KEY_MAX + 1];
+    assert (s_test_put (test, NULL, NULL, NULL, 4101, "after", key) == 201);
+    assert (strcmp (key, own) > 0);
+    s_test_remember (test, key, 4101, NULL);
 }
 
 //  Check that the digests of every partition match what the test stored.
@@ -1834,6 +2087,7 @@ sn_store_test (bool verbose)
     s_test_bulk (&test);
     s_test_garbage (&test);
     s_test_pipelined (&test);
+    s_test_scan (&test);
     s_test_check_digests (&test);
     s_test_check_stored (&test);
 

@@ -14,19 +14,33 @@
     every reply. A 201 therefore means the event is on disk.
 
     Ops:
-      put     {event: map, key?, type?: "event", pkey?}  -> 201 {key}
+      put     {event: map, key?, type?: "event", pkey?, p?, replica?}  -> 201 {key}
               Without key, a new time key is made. With key (AllData's _put), the event
               is written once: the same event again is accepted (201), a different one
               under an existing key is refused (409). pkey is the partition key
-              (defaults to the key). The stored record is {type, ts, p, body}.
+              (defaults to the key); p, when given, is the partition itself (a replica
+              copying a record that has no partition key). A key in this node's name
+              is refused unless replica is true: only the mesh writes those, and the
+              key generator then never makes that key again. The stored record is
+              {type, ts, p, body}.
       get     {key}                                   -> 200 {key, type, ts, p, event} | 404
       range   {from?, to?, limit?}                    -> 200 {events: [{key, event}], next}
               User events (type "event") with from <= key < to, in key order, at most
               limit (default 100); next is the key to pass as from to continue, or nil.
-      bulk    {puts: [{event, key?}...]}              -> 200 {results: [{code, key | error}]}
+      bulk    {puts: [{event, key?, type?, pkey?, p?}...], replica?}
+                                                      -> 200 {results: [{code, key | error}]}
       digest  {p}                                     -> 200 {p, buckets: [{t, count, xor}]}
               Per time bucket (SN_STORE_BUCKET_MS) of partition p: how many events and
               the XOR of their sn_hash (key); for anti-entropy between replicas.
+      scan    {p, from?, to?, limit?, prefix?}        -> 200 {p, events: [{key, type,
+              ts, event}], next}
+              Every event of partition p, internal ones included, with from <= key < to
+              in key order, whose type starts with prefix; at most limit (default 100,
+              at most 1000) and about 4 MB a page; next continues, or nil. For
+              replaying a partition and for copying it between replicas.
+      keygen  {}                                      -> 200 {ms, seq}
+              Time and sequence of the last key in this node's name, for the mesh's
+              key generator to resume after.
       health  {}                                      -> 200 {name, events}
 
     Pipe commands: "START" (replies "OK" or the error text), "$TERM".

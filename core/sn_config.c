@@ -60,6 +60,11 @@ sn_config_new (void)
     //  bound how many HTTP puts share one commit (one fsync).
     self->http_threads = 32;
     self->http_timeout = 10000;
+    self->write_timeout = 2000;
+    self->anti_entropy = 2000;
+    self->heartbeat = 500;
+    self->suspect = 2000;
+    self->dead = 4000;
     return self;
 }
 
@@ -82,6 +87,23 @@ sn_config_destroy (sn_config_t **self_p)
 
 //  Set one option by its name (the long flag without "--", or the ZPL key under
 //  "node"). Returns 0, or -1 with the reason in error.
+//  The field of a timing option in ms, by its file or flag name, or NULL.
+static int *
+s_timing (sn_config_t *self, const char *option)
+{
+    if (streq (option, "write_timeout_ms") || streq (option, "write-timeout-ms"))
+        return &self->write_timeout;
+    if (streq (option, "anti_entropy_ms") || streq (option, "anti-entropy-ms"))
+        return &self->anti_entropy;
+    if (streq (option, "heartbeat_ms") || streq (option, "heartbeat-ms"))
+        return &self->heartbeat;
+    if (streq (option, "suspect_ms") || streq (option, "suspect-ms"))
+        return &self->suspect;
+    if (streq (option, "dead_ms") || streq (option, "dead-ms"))
+        return &self->dead;
+    return NULL;
+}
+
 static int
 s_apply (sn_config_t *self, const char *option, const char *value, char *error, size_t size)
 {
@@ -127,6 +149,11 @@ s_apply (sn_config_t *self, const char *option, const char *value, char *error, 
         if (s_number (value, 100, 600000, &number))
             goto bad_number;
         self->http_timeout = (int) number;
+    }
+    else if (s_timing (self, option)) {
+        if (s_number (value, 10, 3600000, &number))
+            goto bad_number;
+        *s_timing (self, option) = (int) number;
     }
     else if (streq (option, "verbose"))
         self->verbose = streq (value, "1") || streq (value, "true");
@@ -279,6 +306,11 @@ sn_config_test (bool verbose)
     timeouts[1] = "50";
     assert (sn_config_parse_args (config, 2, timeouts, error, sizeof error) == -1);
     assert (strstr (error, "http-timeout-ms"));
+    char *timings[] = {"--anti-entropy-ms", "250", "--write-timeout-ms", "900", "--dead-ms", "5"};
+    assert (sn_config_parse_args (config, 4, timings, error, sizeof error) == 0);
+    assert (config->anti_entropy == 250 && config->write_timeout == 900);
+    assert (sn_config_parse_args (config, 6, timings, error, sizeof error) == -1);
+    assert (strstr (error, "dead-ms"));
     char *unknown[] = {"--colour", "red"};
     assert (sn_config_parse_args (config, 2, unknown, error, sizeof error) == -1);
     assert (strstr (error, "unknown option 'colour'"));

@@ -15,6 +15,11 @@
             max_body_kb = 1024
             http_threads = 32
             http_timeout_ms = 10000
+            write_timeout_ms = 2000     replica writes and reads
+            anti_entropy_ms = 2000      between anti-entropy rounds
+            heartbeat_ms = 500          failure detector: ping interval,
+            suspect_ms = 2000           silence before suspect,
+            dead_ms = 4000              suspicion before dead
             verbose = 0
 */
 #ifndef SN_CONFIG_H_INCLUDED
@@ -39,6 +44,11 @@ typedef struct {
     size_t max_body;     //  largest HTTP body in bytes
     int http_threads;    //  civetweb worker threads
     int http_timeout;    //  ms the gateway waits for the node, or for a request body
+    int write_timeout;   //  ms a replica write or read may take
+    int anti_entropy;    //  ms between anti-entropy rounds
+    int heartbeat;       //  ms between pings to every member
+    int suspect;         //  ms of silence before a member is suspect
+    int dead;            //  ms of suspicion before a member is dead
     bool verbose;
 } sn_config_t;
 

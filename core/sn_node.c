@@ -43,9 +43,19 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->store = sn_store_new (&store, error, size);
     if (!self->store)
         goto failed;
-    sn_mesh_config_t mesh = {
-        config->name,  config->peers,  config->join, config->partitions, config->rf, 0, 0, 0,
-        mesh_endpoint, config->verbose};
+    sn_mesh_config_t mesh = {.name = config->name,
+                             .endpoint = config->peers,
+                             .join = config->join,
+                             .partitions = config->partitions,
+                             .rf = config->rf,
+                             .heartbeat_ms = config->heartbeat,
+                             .suspect_ms = config->suspect,
+                             .dead_ms = config->dead,
+                             .ops_endpoint = mesh_endpoint,
+                             .verbose = config->verbose,
+                             .store = store_endpoint,
+                             .write_timeout_ms = config->write_timeout,
+                             .anti_entropy_ms = config->anti_entropy};
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
         goto failed;
@@ -58,7 +68,7 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     sn_frontend_config_t frontend = {
         config->clients,
         front_endpoint,
-        {{"cluster", mesh_endpoint},
+        {{"cluster put get bulk", mesh_endpoint},
          {"job.create job.get job.list job.cancel task.get agent.hello "
           "agent.heartbeat agent.progress agent.result",
           dispatch_endpoint},

@@ -43,6 +43,10 @@ int sn_routed_send (sn_routed_t *self, zsock_t *socket);
 //  Replace the payload with a copy of data, keeping the envelope.
 void sn_routed_set_payload (sn_routed_t *self, const void *data, size_t size);
 
+//  Move every frame of source into self (which must be empty); source ends empty.
+//  For keeping a request while its answer is prepared elsewhere.
+void sn_routed_move (sn_routed_t *self, sn_routed_t *source);
+
 //  Release every frame; safe on an empty message.
 void sn_routed_close (sn_routed_t *self);
 

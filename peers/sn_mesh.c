@@ -19,13 +19,23 @@
 #include "sn_members.h"
 #include "sn_msg.h"
 #include "sn_placement.h"
+#include "sn_store.h"
 
-//  Messages queued to one peer before ZeroMQ drops them: a few seconds of pings.
-#define S_PEER_HWM 1000
+//  Messages queued to one peer before ZeroMQ drops them: a few seconds of writes
+//  at full speed. A write that cannot be queued counts as not written there.
+#define S_PEER_HWM 20000
 
-//  Largest peer frame decoded: a ping carrying a full table of SN_MEMBERS_MAX members
-//  stays well below it.
-#define S_PEER_MAX_SIZE (1024 * 1024)
+//  Largest peer frame decoded: a replica write of the largest event, or a repair
+//  page of the store's largest scan page.
+#define S_PEER_MAX_SIZE (16 * 1024 * 1024)
+
+#define S_CALLS          65536               //  calls in flight, a power of two
+#define S_REPLICAS_MAX   64                  //  replicas a write tracks (one bit each)
+#define S_HINTS_MAX      100000              //  hints kept for members that are down
+#define S_HINT_BYTES_MAX (256 * 1024 * 1024) //  and their size
+#define S_HINTS_PER_BEAT 1000                //  hint deliveries started per heartbeat
+#define S_AE_BUCKETS_MAX 8                   //  differing buckets repaired per exchange
+#define S_PUSH_PAGE      256                 //  events per repair message
 
 //  Identities remembered per member: its member DEALER, its join DEALER and a couple
 //  of predecessors from before a restart. Older ones are forgotten.
@@ -45,6 +55,62 @@ typedef struct {
     char *routes[S_ROUTES_MAX]; //  identities (hex) its hellos came from, oldest first
     size_t route_count;         //  entries used in routes
 } s_peer_t;
+
+//  The outcome of one item of a bulk.
+typedef struct {
+    int code;                 //  201, or why not
+    char key[SN_KEY_MAX + 1]; //  its key, when it got that far
+    char *error;              //  the reason, when code is not 201
+} s_item_t;
+
+//  What a call is waiting for.
+typedef enum {
+    S_CALL_WRITE = 1,    //  a caller's put, from the replicas
+    S_CALL_REMOTE_WRITE, //  a peer's replica write, from our store
+    S_CALL_GET,          //  a caller's get, from our store, then from the replicas
+    S_CALL_REMOTE_GET,   //  a peer's read, from our store
+    S_CALL_DIGEST,       //  our digest of p, to send to a replica
+    S_CALL_COMPARE,      //  our digest of p, to compare with a replica's
+    S_CALL_PUSH,         //  a page of a bucket of p, to push to a replica
+    S_CALL_HINT,         //  a replica storing a hint we kept for it
+    S_CALL_BULK,         //  a caller's bulk: its items are writes of their own
+} s_call_kind_t;
+
+//  A request out, to the store or to peers, and what to do with the answers.
+typedef struct {
+    uint64_t id;                //  its rid towards the store and peers
+    s_call_kind_t kind;         //  what it waits for
+    int64_t deadline;           //  zclock_mono when it is given up
+    sn_routed_t routed;         //  WRITE, GET: the caller, to answer
+    uint64_t rid;               //  the caller's rid; REMOTE_*: the peer's call id
+    char peer[SN_NAME_MAX + 1]; //  REMOTE_*: who asked; others: the replica
+    char key[SN_KEY_MAX + 1];   //  WRITE, GET: the key; PUSH: where its scan ends
+    uint32_t p;                 //  the partition
+    uint32_t replicas;          //  WRITE: replicas of p
+    uint32_t need;              //  WRITE: stores the commit level needs;
+                                //  REMOTE_WRITE: our index among the replicas
+    uint32_t sent;              //  WRITE, GET: requests out
+    uint32_t answered;          //  WRITE, GET: answers in
+    uint32_t acked;             //  WRITE: replicas that stored it
+    uint32_t self_index;        //  WRITE: our index among the replicas
+    uint64_t answered_mask;     //  WRITE: which replicas answered
+    const char *level;          //  WRITE: the commit level's name (static)
+    int refusal;                //  WRITE: a replica's 4xx, for when the write fails
+    char error[S_ERROR_MAX];    //  and its reason
+    sn_msg_t *theirs;           //  COMPARE: the replica's digest
+    uint64_t hint;              //  HINT: the hint's id
+    uint64_t parent;            //  WRITE: the BULK it is an item of, 0 for none
+    uint32_t index;             //  WRITE: which item; BULK: how many items
+    s_item_t *items;            //  BULK: the outcome of each item
+    uint32_t remaining;         //  BULK: items not settled yet
+} s_call_t;
+
+//  An event kept for a replica that is down: the hint message as it came.
+typedef struct {
+    uint64_t id;        //  key in hints, as text
+    sn_msg_t *msg;      //  {op: "hint", for, key, type?, p, event}
+    uint64_t in_flight; //  call delivering it, 0 when none
+} s_hint_t;
 
 //  A join endpoint and the DEALER saying hello to it until it answers.
 typedef struct {
@@ -78,6 +144,28 @@ typedef struct {
     int64_t next_heartbeat;    //  zclock_mono of the next heartbeat
     bool silent;               //  stop without bye (tests)
     bool terminated;           //  $TERM received
+    char *store_endpoint;      //  the store actor, or NULL
+    zsock_t *store;            //  DEALER to it
+    sn_keygen_t *keygen;       //  makes the keys of writes taken here
+    int64_t write_timeout_ms;  //  replica writes and reads
+    int64_t anti_entropy_ms;   //  between anti-entropy rounds
+    int64_t next_anti_entropy; //  zclock_mono of the next round
+    s_call_t **calls;          //  S_CALLS slots, call id & (S_CALLS - 1)
+    uint64_t next_call;        //  id of the next call; 0 is never one
+    uint64_t oldest_call;      //  every call below it has ended
+    zhashx_t *hints;           //  id (text) -> s_hint_t
+    uint64_t next_hint;        //  last hint id given
+    size_t hint_bytes;         //  size of the hints kept
+    uint64_t hints_dropped;    //  hints refused for want of room
+    uint64_t writes_failed;    //  writes that missed their commit level
+    uint64_t ae_rounds;        //  anti-entropy rounds started
+    int64_t ae_last;           //  wall clock ms of the last one, 0 for none
+    uint64_t ae_turn;          //  rotates the replica each partition is compared with
+    uint64_t ae_pushed;        //  events pushed to replicas by anti-entropy
+    uint64_t ae_received;      //  events received from replicas by anti-entropy
+    sn_pack_t *req;            //  request to the store being built
+    sn_pack_t *reply;          //  reply to a caller being built
+    sn_routed_t incoming;      //  the request being handled on ops
 } self_t;
 
 static void
@@ -93,6 +181,19 @@ s_peer_destroy (void **item_p)
         free (peer->routes[index]);
     free (peer);
     *item_p = NULL;
+}
+
+static void s_call_free (s_call_t *call);
+
+static void
+s_hint_destroy (void **item_p)
+{
+    s_hint_t *hint = (s_hint_t *) *item_p;
+    if (hint) {
+        sn_msg_destroy (&hint->msg);
+        free (hint);
+        *item_p = NULL;
+    }
 }
 
 static void
@@ -131,6 +232,15 @@ s_self_new (zsock_t *pipe, const sn_mesh_config_t *config)
     self->routes = zhashx_new ();
     zhashx_set_destructor (self->routes, s_string_destroy);
     self->out = sn_pack_new ();
+    self->store_endpoint = config->store ? strdup (config->store) : NULL;
+    self->write_timeout_ms = config->write_timeout_ms > 0 ? config->write_timeout_ms : 2000;
+    self->anti_entropy_ms = config->anti_entropy_ms > 0 ? config->anti_entropy_ms : 2000;
+    self->calls = (s_call_t **) zmalloc (S_CALLS * sizeof (s_call_t *));
+    self->next_call = self->oldest_call = 1;
+    self->hints = zhashx_new ();
+    zhashx_set_destructor (self->hints, s_hint_destroy);
+    self->req = sn_pack_new ();
+    self->reply = sn_pack_new ();
     return self;
 }
 
@@ -140,6 +250,16 @@ s_self_destroy (self_t **self_p)
     self_t *self = *self_p;
     if (!self)
         return;
+    for (size_t slot = 0; slot < S_CALLS; slot++)
+        if (self->calls[slot])
+            s_call_free (self->calls[slot]);
+    free (self->calls);
+    zhashx_destroy (&self->hints);
+    sn_pack_destroy (&self->req);
+    sn_pack_destroy (&self->reply);
+    sn_keygen_destroy (&self->keygen);
+    zsock_destroy (&self->store);
+    free (self->store_endpoint);
     zhashx_destroy (&self->peers);
     zhashx_destroy (&self->routes);
     for (size_t index = 0; index < self->join_count; index++) {
@@ -346,6 +466,1140 @@ s_heartbeat (self_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Data: replicated writes, cluster reads, hinted handoff and anti-entropy.
+//
+//  Everything here waits on the store or on peers without blocking: each request
+//  out is a call, numbered, kept in a ring, and finished by its answer or by its
+//  deadline. Deadlines grow with the call number, so the oldest call is always the
+//  next to expire.
+
+//  A client write at commit level: how many replicas must store it.
+static uint32_t
+s_level_need (const char *level, uint32_t replicas)
+{
+    if (streq (level, "ONE"))
+        return 1;
+    if (streq (level, "ALL"))
+        return replicas;
+    return replicas / 2 + 1;
+}
+
+static s_call_t *
+s_call_new (self_t *self, s_call_kind_t kind)
+{
+    size_t slot = self->next_call & (S_CALLS - 1);
+    if (self->calls[slot])
+        return NULL; //  S_CALLS in flight: the caller is told the node is busy
+    s_call_t *call = (s_call_t *) zmalloc (sizeof (s_call_t));
+    call->id = self->next_call++;
+    call->kind = kind;
+    call->deadline = zclock_mono () + self->write_timeout_ms;
+    self->calls[slot] = call;
+    return call;
+}
+
+static s_call_t *
+s_call_lookup (self_t *self, uint64_t id)
+{
+    if (id == 0 || id >= self->next_call)
+        return NULL;
+    s_call_t *call = self->calls[id & (S_CALLS - 1)];
+    return call && call->id == id ? call : NULL;
+}
+
+static void
+s_call_free (s_call_t *call)
+{
+    sn_routed_close (&call->routed);
+    sn_msg_destroy (&call->theirs);
+    if (call->items) {
+        for (uint32_t index = 0; index < call->index; index++)
+            free (call->items[index].error);
+        free (call->items);
+    }
+    free (call);
+}
+
+static void
+s_call_end (self_t *self, s_call_t *call)
+{
+    self->calls[call->id & (S_CALLS - 1)] = NULL;
+    s_call_free (call);
+}
+
+//  Answer the caller of a call with the map in self->reply, and end the call.
+static void
+s_call_answer (self_t *self, s_call_t *call)
+{
+    sn_routed_set_payload (&call->routed, sn_pack_data (self->reply), sn_pack_size (self->reply));
+    if (sn_routed_send (&call->routed, self->ops))
+        sn_routed_close (&call->routed);
+    s_call_end (self, call);
+}
+
+//  Send self->req to the store; false when it cannot take it now.
+static bool
+s_store_send (self_t *self)
+{
+    return self->store && zmq_send (zsock_resolve (self->store), sn_pack_data (self->req),
+                                    sn_pack_size (self->req), ZMQ_DONTWAIT) != -1;
+}
+
+//  Send self->out to a member; false when it is not linked or its queue is full.
+static bool
+s_peer_send (self_t *self, const char *name)
+{
+    s_peer_t *peer = (s_peer_t *) zhashx_lookup (self->peers, name);
+    return peer && peer->dealer &&
+           zmq_send (zsock_resolve (peer->dealer), sn_pack_data (self->out),
+                     sn_pack_size (self->out), ZMQ_DONTWAIT) != -1;
+}
+
+//  A member we can send to: linked, and alive or suspect.
+static bool
+s_reachable (self_t *self, const char *name)
+{
+    const sn_member_t *member = sn_members_lookup (self->members, name);
+    s_peer_t *peer = (s_peer_t *) zhashx_lookup (self->peers, name);
+    return member && peer && peer->dealer &&
+           (member->status == SN_MEMBER_ALIVE || member->status == SN_MEMBER_SUSPECT);
+}
+
+//  The 27-character time part of the first key at ms: a bound for key ranges.
+static void
+s_time_key (int64_t ms, char *out)
+{
+    sn_keygen_t *keygen = sn_keygen_new ("t");
+    sn_keygen_next (keygen, ms, out);
+    sn_keygen_destroy (&keygen);
+    out[SN_KEY_TIME_LEN] = 0;
+}
+
+//  The fields every copy of an event carries: {key, type?, p, event}, packed into
+//  pack after the caller's own fields; entries counts them.
+static uint32_t
+s_event_entries (const sn_value_t *type)
+{
+    return type ? 4 : 3;
+}
+
+static void
+s_pack_event (sn_pack_t *pack, const char *key, const sn_value_t *type, uint32_t p,
+              const sn_value_t *event)
+{
+    sn_pack_kv_str (pack, "key", key);
+    if (type)
+        sn_pack_kv_value (pack, "type", type);
+    sn_pack_kv_uint (pack, "p", p);
+    sn_pack_kv_value (pack, "event", event);
+}
+
+//  ---- Writes
+
+static void s_bulk_answer (self_t *self, s_call_t *bulk);
+
+//  The outcome of a write, to its caller or into its bulk.
+static void
+s_write_finish (self_t *self, s_call_t *call, int code, const char *error)
+{
+    if (call->parent) {
+        s_call_t *bulk = s_call_lookup (self, call->parent);
+        if (bulk) {
+            s_item_t *item = &bulk->items[call->index];
+            item->code = code;
+            snprintf (item->key, sizeof item->key, "%s", call->key);
+            item->error = error ? strdup (error) : NULL;
+        }
+        s_call_end (self, call);
+        if (bulk && --bulk->remaining == 0)
+            s_bulk_answer (self, bulk);
+        return;
+    }
+    sn_pack_t *reply = self->reply;
+    sn_pack_reset (reply);
+    sn_pack_map (reply, error ? 5 : 4);
+    sn_pack_kv_uint (reply, "rid", call->rid);
+    sn_pack_kv_uint (reply, "code", (uint64_t) code);
+    sn_pack_kv_str (reply, "key", call->key);
+    sn_pack_kv_uint (reply, "written", call->acked);
+    if (error)
+        sn_pack_kv_str (reply, "error", error);
+    s_call_answer (self, call);
+}
+
+static void
+s_write_settle (self_t *self, s_call_t *call)
+{
+    if (call->acked >= call->need) {
+        s_write_finish (self, call, 201, NULL);
+        return;
+    }
+    if (call->answered < call->sent && zclock_mono () < call->deadline)
+        return; //  answers may still make the level
+    self->writes_failed++;
+    if (call->refusal && call->acked == 0) {
+        //  Every replica that answered refused it for a reason the caller can fix (a
+        //  conflict under its key, say): that is the answer.
+        s_write_finish (self, call, call->refusal, call->error);
+        return;
+    }
+    char error[S_ERROR_MAX];
+    snprintf (error, sizeof error, "commit %s not met: %u of %u replicas written, %u needed%s",
+              call->level, call->acked, call->replicas, call->need,
+              call->answered < call->sent ? " (others did not answer in time)" : "");
+    s_write_finish (self, call, 503, error);
+}
+
+//  A replica that could not be sent the write counts as one that answered no.
+static void
+s_write_failed (s_call_t *call, uint32_t target)
+{
+    call->answered_mask |= 1ull << target;
+    call->answered++;
+}
+
+//  A replica's answer to a write: target is its index among the replicas.
+static void
+s_write_answer (self_t *self, s_call_t *call, uint64_t target, uint64_t code, const char *error,
+                size_t error_len)
+{
+    if (target >= S_REPLICAS_MAX || (call->answered_mask & (1ull << target)))
+        return;
+    call->answered_mask |= 1ull << target;
+    call->answered++;
+    if (code == 201)
+        call->acked++;
+    else if (code >= 400 && code < 500 && !call->refusal) {
+        call->refusal = (int) code;
+        snprintf (call->error, sizeof call->error, "%.*s", (int) error_len, error ? error : "");
+    }
+    s_write_settle (self, call);
+}
+
+//  Keep a hint: {for, key, type?, p, event}, decoded; taken over.
+static void
+s_hint_keep (self_t *self, sn_msg_t **msg_p)
+{
+    sn_msg_t *msg = *msg_p;
+    *msg_p = NULL;
+    if (zhashx_size (self->hints) >= S_HINTS_MAX ||
+        self->hint_bytes + sn_msg_size (msg) > S_HINT_BYTES_MAX) {
+        //  Anti-entropy repairs what a dropped hint would have
+        self->hints_dropped++;
+        sn_msg_destroy (&msg);
+        return;
+    }
+    s_hint_t *hint = (s_hint_t *) zmalloc (sizeof (s_hint_t));
+    hint->id = ++self->next_hint;
+    hint->msg = msg;
+    self->hint_bytes += sn_msg_size (msg);
+    char id[24];
+    snprintf (id, sizeof id, "%" PRIu64, hint->id);
+    zhashx_insert (self->hints, id, hint);
+}
+
+static void
+s_hint_drop (self_t *self, uint64_t id)
+{
+    char text[24];
+    snprintf (text, sizeof text, "%" PRIu64, id);
+    s_hint_t *hint = (s_hint_t *) zhashx_lookup (self->hints, text);
+    if (hint) {
+        self->hint_bytes -= sn_msg_size (hint->msg);
+        zhashx_delete (self->hints, text);
+    }
+}
+
+//  Hand hints to the replicas they are for once those are back; each is kept until
+//  the replica has stored it.
+static void
+s_hints_deliver (self_t *self)
+{
+    size_t started = 0;
+    for (s_hint_t *hint = (s_hint_t *) zhashx_first (self->hints);
+         hint && started < S_HINTS_PER_BEAT; hint = (s_hint_t *) zhashx_next (self->hints)) {
+        if (hint->in_flight && s_call_lookup (self, hint->in_flight))
+            continue;
+        const sn_value_t *root = sn_msg_root (hint->msg);
+        char target[SN_NAME_MAX + 1];
+        size_t len = 0;
+        const char *name = sn_value_str (sn_value_get (root, "for"), &len);
+        if (!name || len > SN_NAME_MAX)
+            continue;
+        memcpy (target, name, len);
+        target[len] = 0;
+        if (!s_reachable (self, target))
+            continue;
+        s_call_t *call = s_call_new (self, S_CALL_HINT);
+        if (!call)
+            return;
+        call->hint = hint->id;
+        hint->in_flight = call->id;
+        const sn_value_t *type = sn_value_get (root, "type");
+        sn_pack_reset (self->out);
+        sn_pack_map (self->out, 3 + s_event_entries (type));
+        sn_pack_kv_str (self->out, "op", "rput");
+        sn_pack_kv_uint (self->out, "rid", call->id);
+        sn_pack_kv_uint (self->out, "i", 0);
+        sn_pack_kv_value (self->out, "key", sn_value_get (root, "key"));
+        if (type)
+            sn_pack_kv_value (self->out, "type", type);
+        sn_pack_kv_value (self->out, "p", sn_value_get (root, "p"));
+        sn_pack_kv_value (self->out, "event", sn_value_get (root, "event"));
+        if (!s_peer_send (self, target)) {
+            hint->in_flight = 0;
+            s_call_end (self, call);
+        }
+        started++;
+    }
+}
+
+//  The commit level of a request, QUORUM by default; NULL when it names none.
+static const char *
+s_level (const sn_value_t *root)
+{
+    const sn_value_t *commit = sn_value_get (root, "commit");
+    if (!commit || sn_value_streq (commit, "QUORUM"))
+        return "QUORUM";
+    if (sn_value_streq (commit, "ONE"))
+        return "ONE";
+    if (sn_value_streq (commit, "ALL"))
+        return "ALL";
+    return NULL;
+}
+
+//  Start writing item {event, key?, type?, pkey?} to every replica of its partition.
+//  Returns the call, not settled yet, or NULL with the refusal in code and error.
+static s_call_t *
+s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *code, char *error)
+{
+    const sn_value_t *event = sn_value_get (root, "event");
+    const sn_value_t *type = sn_value_get (root, "type");
+    const sn_value_t *pkey_value = sn_value_get (root, "pkey");
+    const sn_value_t *key_value = sn_value_get (root, "key");
+    size_t type_len = 0, pkey_len = 0, key_len = 0;
+    const char *pkey = sn_value_str (pkey_value, &pkey_len);
+    const char *given = sn_value_str (key_value, &key_len);
+    if (!sn_value_is (event, SN_TYPE_MAP)) {
+        *code = 400;
+        snprintf (error, S_ERROR_MAX, "event: must be an object");
+        return NULL;
+    }
+    if (type && (!sn_value_str (type, &type_len) || type_len == 0 || type_len > 64)) {
+        *code = 400;
+        snprintf (error, S_ERROR_MAX, "type: must be a string of 1 to 64 bytes");
+        return NULL;
+    }
+    if (pkey_value && (!pkey || pkey_len == 0 || pkey_len > 256)) {
+        *code = 400;
+        snprintf (error, S_ERROR_MAX, "pkey: must be a string of 1 to 256 bytes");
+        return NULL;
+    }
+    char key[SN_KEY_MAX + 1];
+    if (key_value) {
+        if (!given || key_len > SN_KEY_MAX || sn_key_time (given, key_len) < 0) {
+            *code = 400;
+            snprintf (error, S_ERROR_MAX, "key: not a supernode key");
+            return NULL;
+        }
+        size_t name_len = strlen (self->name);
+        if (key_len == SN_KEY_TIME_LEN + 1 + name_len &&
+            memcmp (given + SN_KEY_TIME_LEN + 1, self->name, name_len) == 0) {
+            *code = 400;
+            snprintf (error, S_ERROR_MAX, "key: keys ending in -%s are made by this node only",
+                      self->name);
+            return NULL;
+        }
+        memcpy (key, given, key_len);
+        key[key_len] = 0;
+    }
+    else {
+        sn_keygen_next (self->keygen, zclock_time (), key);
+        key_len = strlen (key);
+    }
+    uint32_t p = pkey ? sn_partition (pkey, pkey_len, self->partitions)
+                      : sn_partition (key, key_len, self->partitions);
+    s_call_t *call = s_call_new (self, S_CALL_WRITE);
+    if (!call) {
+        *code = 503;
+        snprintf (error, S_ERROR_MAX, "node is busy: too many writes in flight");
+        return NULL;
+    }
+    call->level = level;
+    call->p = p;
+    snprintf (call->key, sizeof call->key, "%s", key);
+    uint32_t replicas = sn_placement_replica_count (self->placement);
+    if (replicas > S_REPLICAS_MAX)
+        replicas = S_REPLICAS_MAX;
+    call->replicas = replicas;
+    call->need = s_level_need (level, replicas);
+
+    const char *down[S_REPLICAS_MAX];
+    size_t down_count = 0;
+    for (uint32_t index = 0; index < replicas; index++) {
+        const char *replica = sn_placement_replica (self->placement, p, index);
+        if (!replica)
+            continue;
+        if (streq (replica, self->name)) {
+            sn_pack_reset (self->req);
+            sn_pack_map (self->req, 3 + s_event_entries (type));
+            sn_pack_kv_str (self->req, "op", "put");
+            sn_pack_kv_uint (self->req, "rid", call->id);
+            sn_pack_str (self->req, "replica");
+            sn_pack_bool (self->req, true);
+            s_pack_event (self->req, key, type, p, event);
+            call->self_index = index;
+            call->sent++;
+            if (!s_store_send (self))
+                s_write_failed (call, index);
+        }
+        else if (s_reachable (self, replica)) {
+            sn_pack_reset (self->out);
+            sn_pack_map (self->out, 3 + s_event_entries (type));
+            sn_pack_kv_str (self->out, "op", "rput");
+            sn_pack_kv_uint (self->out, "rid", call->id);
+            sn_pack_kv_uint (self->out, "i", index);
+            s_pack_event (self->out, key, type, p, event);
+            call->sent++;
+            if (!s_peer_send (self, replica))
+                s_write_failed (call, index);
+        }
+        else
+            down[down_count++] = replica;
+    }
+    //  Replicas that are down get the event later, from the next members in
+    //  rendezvous order, which keep it as a hint.
+    if (down_count) {
+        const char *holders[S_REPLICAS_MAX];
+        size_t holder_count = sn_placement_handoff (self->placement, p, down_count, holders);
+        for (size_t index = 0; index < holder_count; index++) {
+            sn_pack_reset (self->out);
+            sn_pack_map (self->out, 2 + s_event_entries (type));
+            sn_pack_kv_str (self->out, "op", "hint");
+            sn_pack_kv_str (self->out, "for", down[index]);
+            s_pack_event (self->out, key, type, p, event);
+            if (streq (holders[index], self->name)) {
+                sn_msg_t *hint = sn_msg_decode_trusted (sn_pack_data (self->out),
+                                                        sn_pack_size (self->out), NULL);
+                if (hint)
+                    s_hint_keep (self, &hint);
+            }
+            else
+                s_peer_send (self, holders[index]);
+        }
+    }
+    return call;
+}
+
+//  put {event, key?, type?, pkey?, commit?}: answered by the commit level.
+static void
+s_on_put (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid)
+{
+    const char *level = s_level (root);
+    if (!level) {
+        sn_pack_error (self->reply, rid, 400, "commit: must be ONE, QUORUM or ALL");
+        return;
+    }
+    int code = 0;
+    char error[S_ERROR_MAX];
+    s_call_t *call = s_write_begin (self, root, level, &code, error);
+    if (!call) {
+        sn_pack_error (self->reply, rid, code, "%s", error);
+        return;
+    }
+    sn_routed_move (&call->routed, routed);
+    call->rid = rid;
+    s_write_settle (self, call);
+    sn_pack_reset (self->reply); //  answered through the call, not by the caller
+}
+
+static void
+s_bulk_answer (self_t *self, s_call_t *bulk)
+{
+    sn_pack_t *reply = self->reply;
+    sn_pack_reset (reply);
+    sn_pack_map (reply, 3);
+    sn_pack_kv_uint (reply, "rid", bulk->rid);
+    sn_pack_kv_uint (reply, "code", 200);
+    sn_pack_str (reply, "results");
+    sn_pack_array (reply, bulk->index);
+    for (uint32_t index = 0; index < bulk->index; index++) {
+        const s_item_t *item = &bulk->items[index];
+        sn_pack_map (reply, (item->key[0] ? 2 : 1) + (item->code != 201));
+        sn_pack_kv_uint (reply, "code", (uint64_t) item->code);
+        if (item->key[0])
+            sn_pack_kv_str (reply, "key", item->key);
+        if (item->code != 201)
+            sn_pack_kv_str (reply, "error", item->error ? item->error : "failed");
+    }
+    s_call_answer (self, bulk);
+}
+
+//  bulk {puts: [{event, key?}...], commit?}: every item a write of its own at the
+//  same commit level; answered once all have settled, each with its own outcome.
+static void
+s_on_bulk (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid)
+{
+    const char *level = s_level (root);
+    const sn_value_t *puts = sn_value_get (root, "puts");
+    size_t count = sn_value_size (puts);
+    if (!level || !sn_value_is (puts, SN_TYPE_ARRAY) || count == 0 || count > S_CALLS / 4) {
+        sn_pack_error (self->reply, rid, 400,
+                       "bulk: puts must hold 1 to %d items, commit name a level", S_CALLS / 4);
+        return;
+    }
+    s_call_t *bulk = s_call_new (self, S_CALL_BULK);
+    if (!bulk) {
+        sn_pack_error (self->reply, rid, 503, "node is busy: too many writes in flight");
+        return;
+    }
+    sn_routed_move (&bulk->routed, routed);
+    bulk->rid = rid;
+    bulk->items = (s_item_t *) zmalloc (count * sizeof (s_item_t));
+    bulk->index = (uint32_t) count;
+    bulk->remaining = (uint32_t) count;
+    uint64_t *children = (uint64_t *) zmalloc (count * sizeof (uint64_t));
+    for (uint32_t index = 0; index < count; index++) {
+        int code = 0;
+        char error[S_ERROR_MAX];
+        s_call_t *call = s_write_begin (self, sn_value_at (puts, index), level, &code, error);
+        if (call) {
+            call->parent = bulk->id;
+            call->index = index;
+            children[index] = call->id;
+        }
+        else {
+            bulk->items[index].code = code;
+            bulk->items[index].error = strdup (error);
+            bulk->remaining--;
+        }
+    }
+    //  Settling an item may answer the bulk, which ends it: look it up each time
+    uint64_t bulk_id = bulk->id;
+    if (bulk->remaining == 0)
+        s_bulk_answer (self, bulk);
+    else
+        for (uint32_t index = 0; index < count && s_call_lookup (self, bulk_id); index++) {
+            s_call_t *call = s_call_lookup (self, children[index]);
+            if (call)
+                s_write_settle (self, call);
+        }
+    free (children);
+    sn_pack_reset (self->reply);
+}
+
+//  ---- Reads
+
+//  Answer a get with a store's reply map, the caller's rid in place of the store's.
+static void
+s_get_answer (self_t *self, s_call_t *call, const sn_value_t *reply)
+{
+    size_t entries = sn_value_size (reply);
+    sn_pack_reset (self->reply);
+    uint32_t kept = 1;
+    for (size_t index = 0; index < entries; index++) {
+        size_t len;
+        const char *name = sn_value_key_at (reply, index, &len);
+        if (!(len == 3 && memcmp (name, "rid", 3) == 0))
+            kept++;
+    }
+    sn_pack_map (self->reply, kept);
+    sn_pack_kv_uint (self->reply, "rid", call->rid);
+    for (size_t index = 0; index < entries; index++) {
+        size_t len;
+        const char *name = sn_value_key_at (reply, index, &len);
+        if (len == 3 && memcmp (name, "rid", 3) == 0)
+            continue;
+        sn_pack_strn (self->reply, name, len);
+        sn_pack_value (self->reply, sn_value_value_at (reply, index));
+    }
+    s_call_answer (self, call);
+}
+
+static void
+s_get_not_found (self_t *self, s_call_t *call, bool complete)
+{
+    if (complete)
+        sn_pack_error (self->reply, call->rid, 404, "key %s not found", call->key);
+    else
+        sn_pack_error (self->reply, call->rid, 504,
+                       "key %s not found on the replicas that answered; %u did not answer",
+                       call->key, call->sent - call->answered);
+    s_call_answer (self, call);
+}
+
+//  Not here: ask the other replicas of the key's partition.
+static void
+s_get_elsewhere (self_t *self, s_call_t *call)
+{
+    uint32_t replicas = sn_placement_replica_count (self->placement);
+    call->sent = call->answered = 0;
+    for (uint32_t index = 0; index < replicas; index++) {
+        const char *replica = sn_placement_replica (self->placement, call->p, index);
+        if (!replica || streq (replica, self->name) || !s_reachable (self, replica))
+            continue;
+        sn_pack_reset (self->out);
+        sn_pack_map (self->out, 3);
+        sn_pack_kv_str (self->out, "op", "rget");
+        sn_pack_kv_uint (self->out, "rid", call->id);
+        sn_pack_kv_str (self->out, "key", call->key);
+        if (s_peer_send (self, replica))
+            call->sent++;
+    }
+    if (call->sent == 0)
+        s_get_not_found (self, call, true);
+}
+
+//  get {key}: here first, then on the other replicas.
+static void
+s_on_get (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid)
+{
+    size_t len = 0;
+    const char *key = sn_value_str (sn_value_get (root, "key"), &len);
+    if (!key || len == 0 || len > SN_KEY_MAX) {
+        sn_pack_error (self->reply, rid, 400, "key: must be a string of 1 to %d bytes", SN_KEY_MAX);
+        return;
+    }
+    s_call_t *call = s_call_new (self, S_CALL_GET);
+    if (!call) {
+        sn_pack_error (self->reply, rid, 503, "node is busy: too many requests in flight");
+        return;
+    }
+    sn_routed_move (&call->routed, routed);
+    call->rid = rid;
+    memcpy (call->key, key, len);
+    call->key[len] = 0;
+    call->p = sn_partition (key, len, self->partitions);
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 3);
+    sn_pack_kv_str (self->req, "op", "get");
+    sn_pack_kv_uint (self->req, "rid", call->id);
+    sn_pack_kv_str (self->req, "key", call->key);
+    if (!s_store_send (self))
+        s_get_elsewhere (self, call);
+    sn_pack_reset (self->reply);
+}
+
+//  ---- Anti-entropy
+
+//  Start one exchange per partition this node holds, each with the next of its
+//  fellow replicas in turn: our digest goes to the replica, which compares it with
+//  its own, and each side pushes what the other may lack.
+static void
+s_anti_entropy (self_t *self)
+{
+    self->ae_rounds++;
+    self->ae_last = zclock_time ();
+    self->ae_turn++;
+    uint32_t replicas = sn_placement_replica_count (self->placement);
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        if (!sn_placement_holds (self->placement, p, self->name))
+            continue;
+        const char *chosen = NULL;
+        for (uint32_t step = 0; step < replicas && !chosen; step++) {
+            const char *replica =
+                sn_placement_replica (self->placement, p, (self->ae_turn + step) % replicas);
+            if (replica && !streq (replica, self->name) && s_reachable (self, replica))
+                chosen = replica;
+        }
+        if (!chosen)
+            continue;
+        s_call_t *call = s_call_new (self, S_CALL_DIGEST);
+        if (!call)
+            return;
+        call->p = p;
+        snprintf (call->peer, sizeof call->peer, "%s", chosen);
+        sn_pack_reset (self->req);
+        sn_pack_map (self->req, 3);
+        sn_pack_kv_str (self->req, "op", "digest");
+        sn_pack_kv_uint (self->req, "rid", call->id);
+        sn_pack_kv_uint (self->req, "p", p);
+        if (!s_store_send (self))
+            s_call_end (self, call);
+    }
+}
+
+//  Scan one time bucket of partition p, from from, and push it to peer.
+static void
+s_push_start (self_t *self, const char *peer, uint32_t p, const char *from, const char *to)
+{
+    s_call_t *call = s_call_new (self, S_CALL_PUSH);
+    if (!call)
+        return;
+    call->p = p;
+    snprintf (call->peer, sizeof call->peer, "%s", peer);
+    snprintf (call->key, sizeof call->key, "%s", to);
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 6);
+    sn_pack_kv_str (self->req, "op", "scan");
+    sn_pack_kv_uint (self->req, "rid", call->id);
+    sn_pack_kv_uint (self->req, "p", p);
+    sn_pack_kv_str (self->req, "from", from);
+    sn_pack_kv_str (self->req, "to", to);
+    sn_pack_kv_uint (self->req, "limit", S_PUSH_PAGE);
+    if (!s_store_send (self))
+        s_call_end (self, call);
+}
+
+static void
+s_push_bucket (self_t *self, const char *peer, uint32_t p, uint64_t t)
+{
+    char from[SN_KEY_MAX + 1], to[SN_KEY_MAX + 1];
+    s_time_key ((int64_t) t, from);
+    s_time_key ((int64_t) (t + SN_STORE_BUCKET_MS), to);
+    s_push_start (self, peer, p, from, to);
+}
+
+//  Our digest of a partition against a replica's: push every bucket that differs,
+//  and ask the replica to push its side of them.
+static void
+s_compare (self_t *self, s_call_t *call, const sn_value_t *ours)
+{
+    const sn_value_t *theirs = sn_value_get (sn_msg_root (call->theirs), "buckets");
+    size_t our_count = sn_value_size (ours), their_count = sn_value_size (theirs);
+    size_t i = 0, j = 0;
+    uint64_t differ[S_AE_BUCKETS_MAX];
+    size_t differ_count = 0;
+    while ((i < our_count || j < their_count) && differ_count < S_AE_BUCKETS_MAX) {
+        uint64_t t1 = UINT64_MAX, t2 = UINT64_MAX, c1 = 0, c2 = 0, x1 = 0, x2 = 0;
+        const sn_value_t *a = i < our_count ? sn_value_at (ours, i) : NULL;
+        const sn_value_t *b = j < their_count ? sn_value_at (theirs, j) : NULL;
+        if (a) {
+            sn_value_uint (sn_value_get (a, "t"), &t1);
+            sn_value_uint (sn_value_get (a, "count"), &c1);
+            sn_value_uint (sn_value_get (a, "xor"), &x1);
+        }
+        if (b &&
+            !(sn_value_uint (sn_value_at (b, 0), &t2) && sn_value_uint (sn_value_at (b, 1), &c2) &&
+              sn_value_uint (sn_value_at (b, 2), &x2)))
+            return; //  malformed: checked on arrival, so never here
+        if (t1 == t2) {
+            if (c1 != c2 || x1 != x2)
+                differ[differ_count++] = t1;
+            i++;
+            j++;
+        }
+        else if (t1 < t2) {
+            differ[differ_count++] = t1;
+            i++;
+        }
+        else {
+            differ[differ_count++] = t2;
+            j++;
+        }
+    }
+    if (differ_count == 0)
+        return;
+    sn_pack_reset (self->out);
+    sn_pack_map (self->out, 3);
+    sn_pack_kv_str (self->out, "op", "pull");
+    sn_pack_kv_uint (self->out, "p", call->p);
+    sn_pack_str (self->out, "buckets");
+    sn_pack_array (self->out, (uint32_t) differ_count);
+    for (size_t index = 0; index < differ_count; index++)
+        sn_pack_uint (self->out, differ[index]);
+    s_peer_send (self, call->peer);
+    for (size_t index = 0; index < differ_count; index++)
+        s_push_bucket (self, call->peer, call->p, differ[index]);
+}
+
+//  ---- Answers from the store
+
+static void
+s_store_recv (self_t *self)
+{
+    zmq_msg_t frame;
+    zmq_msg_init (&frame);
+    while (zmq_msg_recv (&frame, zsock_resolve (self->store), ZMQ_DONTWAIT) != -1) {
+        sn_msg_t *msg = sn_msg_decode_trusted (zmq_msg_data (&frame), zmq_msg_size (&frame), NULL);
+        const sn_value_t *root = msg ? sn_msg_root (msg) : NULL;
+        uint64_t rid = 0, code = 0;
+        sn_value_uint (sn_value_get (root, "rid"), &rid);
+        sn_value_uint (sn_value_get (root, "code"), &code);
+        s_call_t *call = s_call_lookup (self, rid);
+        size_t error_len = 0;
+        const char *error = sn_value_str (sn_value_get (root, "error"), &error_len);
+        if (!call)
+            ;
+        else if (call->kind == S_CALL_WRITE)
+            s_write_answer (self, call, call->self_index, code, error, error_len);
+        else if (call->kind == S_CALL_REMOTE_WRITE) {
+            sn_pack_reset (self->out);
+            sn_pack_map (self->out, error ? 5 : 4);
+            sn_pack_kv_str (self->out, "op", "rack");
+            sn_pack_kv_uint (self->out, "rid", call->rid);
+            sn_pack_kv_uint (self->out, "i", call->need);
+            sn_pack_kv_uint (self->out, "code", code);
+            if (error) {
+                sn_pack_str (self->out, "error");
+                sn_pack_strn (self->out, error, error_len);
+            }
+            s_peer_send (self, call->peer);
+            s_call_end (self, call);
+        }
+        else if (call->kind == S_CALL_GET) {
+            if (code == 200)
+                s_get_answer (self, call, root);
+            else
+                s_get_elsewhere (self, call);
+        }
+        else if (call->kind == S_CALL_REMOTE_GET) {
+            sn_pack_reset (self->out);
+            sn_pack_map (self->out, 4);
+            sn_pack_kv_str (self->out, "op", "rgot");
+            sn_pack_kv_uint (self->out, "rid", call->rid);
+            sn_pack_kv_uint (self->out, "code", code);
+            sn_pack_kv_value (self->out, "reply", root);
+            s_peer_send (self, call->peer);
+            s_call_end (self, call);
+        }
+        else if (call->kind == S_CALL_DIGEST) {
+            const sn_value_t *buckets = sn_value_get (root, "buckets");
+            sn_pack_reset (self->out);
+            sn_pack_map (self->out, 3);
+            sn_pack_kv_str (self->out, "op", "digest");
+            sn_pack_kv_uint (self->out, "p", call->p);
+            sn_pack_str (self->out, "buckets");
+            size_t count = sn_value_size (buckets);
+            sn_pack_array (self->out, (uint32_t) count);
+            for (size_t index = 0; index < count; index++) {
+                const sn_value_t *bucket = sn_value_at (buckets, index);
+                sn_pack_array (self->out, 3);
+                sn_pack_value (self->out, sn_value_get (bucket, "t"));
+                sn_pack_value (self->out, sn_value_get (bucket, "count"));
+                sn_pack_value (self->out, sn_value_get (bucket, "xor"));
+            }
+            if (code == 200)
+                s_peer_send (self, call->peer);
+            s_call_end (self, call);
+        }
+        else if (call->kind == S_CALL_COMPARE) {
+            if (code == 200)
+                s_compare (self, call, sn_value_get (root, "buckets"));
+            s_call_end (self, call);
+        }
+        else if (call->kind == S_CALL_PUSH) {
+            const sn_value_t *events = sn_value_get (root, "events");
+            size_t count = sn_value_size (events);
+            if (code == 200 && count) {
+                sn_pack_reset (self->out);
+                sn_pack_map (self->out, 3);
+                sn_pack_kv_str (self->out, "op", "repair");
+                sn_pack_kv_uint (self->out, "p", call->p);
+                sn_pack_str (self->out, "events");
+                sn_pack_array (self->out, (uint32_t) count);
+                for (size_t index = 0; index < count; index++) {
+                    const sn_value_t *item = sn_value_at (events, index);
+                    sn_pack_map (self->out, 3);
+                    sn_pack_kv_value (self->out, "key", sn_value_get (item, "key"));
+                    sn_pack_kv_value (self->out, "type", sn_value_get (item, "type"));
+                    sn_pack_kv_value (self->out, "event", sn_value_get (item, "event"));
+                }
+                if (s_peer_send (self, call->peer))
+                    self->ae_pushed += count;
+            }
+            char *next = sn_value_get_strdup (root, "next");
+            if (code == 200 && next && strlen (next) <= SN_KEY_MAX)
+                s_push_start (self, call->peer, call->p, next, call->key);
+            free (next);
+            s_call_end (self, call);
+        }
+        sn_msg_destroy (&msg);
+    }
+    zmq_msg_close (&frame);
+}
+
+//  Give up on calls whose deadline has passed.
+static void
+s_calls_expire (self_t *self, int64_t now)
+{
+    while (self->oldest_call < self->next_call) {
+        s_call_t *call = self->calls[self->oldest_call & (S_CALLS - 1)];
+        if (!call || call->id != self->oldest_call) {
+            self->oldest_call++;
+            continue;
+        }
+        //  A bulk ends with its items, which expire on their own
+        if (call->kind == S_CALL_BULK) {
+            self->oldest_call++;
+            continue;
+        }
+        if (call->deadline > now)
+            break;
+        self->oldest_call++;
+        if (call->kind == S_CALL_WRITE) {
+            call->deadline = 0;
+            s_write_settle (self, call);
+        }
+        else if (call->kind == S_CALL_GET)
+            s_get_not_found (self, call, call->answered == call->sent);
+        else {
+            if (call->kind == S_CALL_HINT) {
+                char text[24];
+                snprintf (text, sizeof text, "%" PRIu64, call->hint);
+                s_hint_t *hint = (s_hint_t *) zhashx_lookup (self->hints, text);
+                if (hint)
+                    hint->in_flight = 0;
+            }
+            s_call_end (self, call);
+        }
+    }
+}
+
+//  When the oldest call expires, or -1 when none is waiting.
+static int64_t
+s_calls_deadline (self_t *self)
+{
+    while (self->oldest_call < self->next_call) {
+        s_call_t *call = self->calls[self->oldest_call & (S_CALLS - 1)];
+        if (call && call->id == self->oldest_call && call->kind != S_CALL_BULK)
+            return call->deadline;
+        self->oldest_call++;
+    }
+    return -1;
+}
+
+//  ---- Data messages from peers. Each is checked whole; -1 drops it.
+
+//  A string field of at most max bytes, copied into out.
+static bool
+s_field_str (const sn_value_t *root, const char *name, char *out, size_t max)
+{
+    size_t len = 0;
+    const char *text = sn_value_str (sn_value_get (root, name), &len);
+    if (!text || len == 0 || len > max)
+        return false;
+    memcpy (out, text, len);
+    out[len] = 0;
+    return true;
+}
+
+//  The copy of an event a peer sent: {key, type?, p, event}, well formed.
+static bool
+s_event_valid (self_t *self, const sn_value_t *root)
+{
+    char key[SN_KEY_MAX + 1];
+    uint64_t p;
+    const sn_value_t *type = sn_value_get (root, "type");
+    size_t type_len = 0;
+    return s_field_str (root, "key", key, SN_KEY_MAX) && sn_key_time (key, strlen (key)) >= 0 &&
+           sn_value_uint (sn_value_get (root, "p"), &p) && p < self->partitions &&
+           sn_value_is (sn_value_get (root, "event"), SN_TYPE_MAP) &&
+           (!type || (sn_value_str (type, &type_len) && type_len > 0 && type_len <= 64));
+}
+
+static int
+s_on_rput (self_t *self, const char *sender, const sn_value_t *root)
+{
+    uint64_t their_rid, index;
+    if (!sn_value_uint (sn_value_get (root, "rid"), &their_rid) ||
+        !sn_value_uint (sn_value_get (root, "i"), &index) || index >= S_REPLICAS_MAX ||
+        !s_event_valid (self, root))
+        return -1;
+    s_call_t *call = s_call_new (self, S_CALL_REMOTE_WRITE);
+    if (!call)
+        return 0; //  the writer times out on us, and anti-entropy fills the gap
+    call->rid = their_rid;
+    call->need = (uint32_t) index;
+    snprintf (call->peer, sizeof call->peer, "%s", sender);
+    const sn_value_t *type = sn_value_get (root, "type");
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 3 + s_event_entries (type));
+    sn_pack_kv_str (self->req, "op", "put");
+    sn_pack_kv_uint (self->req, "rid", call->id);
+    sn_pack_str (self->req, "replica");
+    sn_pack_bool (self->req, true);
+    sn_pack_kv_value (self->req, "key", sn_value_get (root, "key"));
+    if (type)
+        sn_pack_kv_value (self->req, "type", type);
+    sn_pack_kv_value (self->req, "p", sn_value_get (root, "p"));
+    sn_pack_kv_value (self->req, "event", sn_value_get (root, "event"));
+    if (!s_store_send (self))
+        s_call_end (self, call);
+    return 0;
+}
+
+static int
+s_on_rack (self_t *self, const sn_value_t *root)
+{
+    uint64_t rid, index, code;
+    if (!sn_value_uint (sn_value_get (root, "rid"), &rid) ||
+        !sn_value_uint (sn_value_get (root, "i"), &index) ||
+        !sn_value_uint (sn_value_get (root, "code"), &code))
+        return -1;
+    s_call_t *call = s_call_lookup (self, rid);
+    size_t error_len = 0;
+    const char *error = sn_value_str (sn_value_get (root, "error"), &error_len);
+    if (call && call->kind == S_CALL_WRITE)
+        s_write_answer (self, call, index, code, error, error_len);
+    else if (call && call->kind == S_CALL_HINT) {
+        uint64_t hint = call->hint;
+        s_call_end (self, call);
+        //  A refusal would be refused again: only a failure to store keeps the hint
+        if (code < 500)
+            s_hint_drop (self, hint);
+        else {
+            char text[24];
+            snprintf (text, sizeof text, "%" PRIu64, hint);
+            s_hint_t *kept = (s_hint_t *) zhashx_lookup (self->hints, text);
+            if (kept)
+                kept->in_flight = 0;
+        }
+    }
+    return 0;
+}
+
+static int
+s_on_hint (self_t *self, const sn_value_t *root, sn_msg_t **msg_p)
+{
+    char target[SN_NAME_MAX + 1];
+    if (!s_field_str (root, "for", target, SN_NAME_MAX) || !s_event_valid (self, root))
+        return -1;
+    s_hint_keep (self, msg_p);
+    return 0;
+}
+
+static int
+s_on_rget (self_t *self, const char *sender, const sn_value_t *root)
+{
+    uint64_t their_rid;
+    char key[SN_KEY_MAX + 1];
+    if (!sn_value_uint (sn_value_get (root, "rid"), &their_rid) ||
+        !s_field_str (root, "key", key, SN_KEY_MAX))
+        return -1;
+    s_call_t *call = s_call_new (self, S_CALL_REMOTE_GET);
+    if (!call)
+        return 0;
+    call->rid = their_rid;
+    snprintf (call->peer, sizeof call->peer, "%s", sender);
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 3);
+    sn_pack_kv_str (self->req, "op", "get");
+    sn_pack_kv_uint (self->req, "rid", call->id);
+    sn_pack_kv_str (self->req, "key", key);
+    if (!s_store_send (self))
+        s_call_end (self, call);
+    return 0;
+}
+
+static int
+s_on_rgot (self_t *self, const sn_value_t *root)
+{
+    uint64_t rid, code;
+    const sn_value_t *reply = sn_value_get (root, "reply");
+    if (!sn_value_uint (sn_value_get (root, "rid"), &rid) ||
+        !sn_value_uint (sn_value_get (root, "code"), &code) || !sn_value_is (reply, SN_TYPE_MAP))
+        return -1;
+    s_call_t *call = s_call_lookup (self, rid);
+    if (!call || call->kind != S_CALL_GET)
+        return 0;
+    if (code == 200 && sn_value_is (sn_value_get (reply, "event"), SN_TYPE_MAP))
+        s_get_answer (self, call, reply);
+    else if (++call->answered == call->sent)
+        s_get_not_found (self, call, true);
+    return 0;
+}
+
+//  digest {p, buckets: [[t, count, xor]...]}: a replica's view of a partition we hold.
+static int
+s_on_digest (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t **msg_p)
+{
+    uint64_t p, t, count, hashes, previous = 0;
+    const sn_value_t *buckets = sn_value_get (root, "buckets");
+    if (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions ||
+        !sn_value_is (buckets, SN_TYPE_ARRAY))
+        return -1;
+    //  In time order, as the store gives them: the comparison walks both in step
+    for (size_t index = 0; index < sn_value_size (buckets); index++) {
+        const sn_value_t *bucket = sn_value_at (buckets, index);
+        if (!sn_value_is (bucket, SN_TYPE_ARRAY) || sn_value_size (bucket) != 3 ||
+            !sn_value_uint (sn_value_at (bucket, 0), &t) || (index && t <= previous) ||
+            t > (uint64_t) INT64_MAX / 2 || !sn_value_uint (sn_value_at (bucket, 1), &count) ||
+            !sn_value_uint (sn_value_at (bucket, 2), &hashes))
+            return -1;
+        previous = t;
+    }
+    if (!sn_placement_holds (self->placement, (uint32_t) p, self->name))
+        return 0; //  placement moved under the exchange; the next round is right
+    s_call_t *call = s_call_new (self, S_CALL_COMPARE);
+    if (!call)
+        return 0;
+    call->p = (uint32_t) p;
+    snprintf (call->peer, sizeof call->peer, "%s", sender);
+    call->theirs = *msg_p;
+    *msg_p = NULL;
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 3);
+    sn_pack_kv_str (self->req, "op", "digest");
+    sn_pack_kv_uint (self->req, "rid", call->id);
+    sn_pack_kv_uint (self->req, "p", p);
+    if (!s_store_send (self))
+        s_call_end (self, call);
+    return 0;
+}
+
+//  pull {p, buckets: [t...]}: a replica found these buckets differ; push ours.
+static int
+s_on_pull (self_t *self, const char *sender, const sn_value_t *root)
+{
+    uint64_t p, t;
+    const sn_value_t *buckets = sn_value_get (root, "buckets");
+    if (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions ||
+        !sn_value_is (buckets, SN_TYPE_ARRAY) || sn_value_size (buckets) > S_AE_BUCKETS_MAX)
+        return -1;
+    for (size_t index = 0; index < sn_value_size (buckets); index++)
+        if (!sn_value_uint (sn_value_at (buckets, index), &t) || t > (uint64_t) INT64_MAX / 2)
+            return -1;
+    for (size_t index = 0; index < sn_value_size (buckets); index++) {
+        sn_value_uint (sn_value_at (buckets, index), &t);
+        s_push_bucket (self, sender, (uint32_t) p, t);
+    }
+    return 0;
+}
+
+//  repair {p, events: [{key, type, event}...]}: events a replica holds of a partition
+//  we hold. Stored as one bulk; the store checks each one, and ones we have already
+//  are harmless repeats.
+static int
+s_on_repair (self_t *self, const sn_value_t *root)
+{
+    uint64_t p;
+    const sn_value_t *events = sn_value_get (root, "events");
+    if (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions ||
+        !sn_value_is (events, SN_TYPE_ARRAY))
+        return -1;
+    size_t count = sn_value_size (events);
+    for (size_t index = 0; index < count; index++) {
+        const sn_value_t *item = sn_value_at (events, index);
+        char key[SN_KEY_MAX + 1];
+        size_t type_len = 0;
+        if (!s_field_str (item, "key", key, SN_KEY_MAX) ||
+            !sn_value_str (sn_value_get (item, "type"), &type_len) ||
+            !sn_value_is (sn_value_get (item, "event"), SN_TYPE_MAP))
+            return -1;
+    }
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 4);
+    sn_pack_kv_str (self->req, "op", "bulk");
+    sn_pack_kv_uint (self->req, "rid", 0); //  no call: nobody waits for it
+    sn_pack_str (self->req, "replica");
+    sn_pack_bool (self->req, true);
+    sn_pack_str (self->req, "puts");
+    sn_pack_array (self->req, (uint32_t) count);
+    for (size_t index = 0; index < count; index++) {
+        const sn_value_t *item = sn_value_at (events, index);
+        sn_pack_map (self->req, 4);
+        sn_pack_kv_value (self->req, "key", sn_value_get (item, "key"));
+        sn_pack_kv_value (self->req, "type", sn_value_get (item, "type"));
+        sn_pack_kv_uint (self->req, "p", p);
+        sn_pack_kv_value (self->req, "event", sn_value_get (item, "event"));
+    }
+    if (s_store_send (self))
+        self->ae_received += count;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
 //  Incoming peer messages
 
 //  A member entry of a ping, checked: [name, endpoint, incarnation, status].
@@ -538,6 +1792,22 @@ s_inbox_recv (self_t *self)
             rc = s_on_ping (self, from, root, now);
         else if (from && sn_value_streq (op, "bye"))
             rc = s_on_bye (self, from, root, now);
+        else if (from && sn_value_streq (op, "rput"))
+            rc = s_on_rput (self, from, root);
+        else if (from && sn_value_streq (op, "rack"))
+            rc = s_on_rack (self, root);
+        else if (from && sn_value_streq (op, "hint"))
+            rc = s_on_hint (self, root, &decoded);
+        else if (from && sn_value_streq (op, "rget"))
+            rc = s_on_rget (self, from, root);
+        else if (from && sn_value_streq (op, "rgot"))
+            rc = s_on_rgot (self, root);
+        else if (from && sn_value_streq (op, "digest"))
+            rc = s_on_digest (self, from, root, &decoded);
+        else if (from && sn_value_streq (op, "pull"))
+            rc = s_on_pull (self, from, root);
+        else if (from && sn_value_streq (op, "repair"))
+            rc = s_on_repair (self, root);
         free (from);
         sn_msg_destroy (&decoded);
         free (identity);
@@ -558,10 +1828,27 @@ s_pack_cluster (self_t *self, uint64_t rid)
 {
     sn_pack_t *out = self->out;
     sn_pack_reset (out);
-    sn_pack_map (out, 6);
+    sn_pack_map (out, 9);
     sn_pack_kv_uint (out, "rid", rid);
     sn_pack_kv_uint (out, "code", 200);
     sn_pack_kv_str (out, "name", self->name);
+    sn_pack_str (out, "hints");
+    sn_pack_map (out, 3);
+    sn_pack_kv_uint (out, "pending", zhashx_size (self->hints));
+    sn_pack_kv_uint (out, "bytes", self->hint_bytes);
+    sn_pack_kv_uint (out, "dropped", self->hints_dropped);
+    sn_pack_str (out, "anti_entropy");
+    sn_pack_map (out, 5);
+    sn_pack_kv_uint (out, "rounds", self->ae_rounds);
+    sn_pack_str (out, "last");
+    if (self->ae_last)
+        sn_pack_int (out, self->ae_last);
+    else
+        sn_pack_nil (out);
+    sn_pack_kv_uint (out, "interval_ms", (uint64_t) self->anti_entropy_ms);
+    sn_pack_kv_uint (out, "pushed", self->ae_pushed);
+    sn_pack_kv_uint (out, "received", self->ae_received);
+    sn_pack_kv_uint (out, "writes_failed", self->writes_failed);
 
     size_t count;
     const sn_member_t *list = sn_members_list (self->members, &count);
@@ -603,12 +1890,11 @@ s_pack_cluster (self_t *self, uint64_t rid)
 static void
 s_ops_recv (self_t *self)
 {
-    sn_routed_t routed;
-    if (sn_routed_recv (&routed, self->ops))
+    sn_routed_t *routed = &self->incoming;
+    if (sn_routed_recv (routed, self->ops))
         return;
     const char *error = NULL;
-    sn_msg_t *request =
-        sn_msg_decode (sn_routed_data (&routed), sn_routed_size (&routed), 0, &error);
+    sn_msg_t *request = sn_msg_decode (sn_routed_data (routed), sn_routed_size (routed), 0, &error);
     const sn_value_t *root = request ? sn_msg_root (request) : NULL;
     const sn_value_t *op = sn_value_get (root, "op");
     uint64_t rid = 0;
@@ -622,6 +1908,28 @@ s_ops_recv (self_t *self)
         sn_pack_error (self->out, rid, 400, "op: must be a string");
     else if (sn_value_streq (op, "cluster"))
         s_pack_cluster (self, rid);
+    else if (!self->store && (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
+                              sn_value_streq (op, "bulk")))
+        sn_pack_error (self->out, rid, 503, "this mesh has no store");
+    else if (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
+             sn_value_streq (op, "bulk")) {
+        sn_pack_reset (self->reply);
+        if (sn_value_streq (op, "put"))
+            s_on_put (self, routed, root, rid);
+        else if (sn_value_streq (op, "bulk"))
+            s_on_bulk (self, routed, root, rid);
+        else
+            s_on_get (self, routed, root, rid);
+        //  Answered now (refused) or later, through the call that took the request
+        sn_msg_destroy (&request);
+        if (routed->count && sn_pack_size (self->reply)) {
+            sn_routed_set_payload (routed, sn_pack_data (self->reply), sn_pack_size (self->reply));
+            if (sn_routed_send (routed, self->ops))
+                sn_routed_close (routed);
+        }
+        sn_routed_close (routed);
+        return;
+    }
     else {
         size_t len;
         const char *name = sn_value_str (op, &len);
@@ -629,13 +1937,60 @@ s_ops_recv (self_t *self)
                        (int) (len > 64 ? 64 : len), name);
     }
     sn_msg_destroy (&request);
-    sn_routed_set_payload (&routed, sn_pack_data (self->out), sn_pack_size (self->out));
-    if (sn_routed_send (&routed, self->ops))
-        sn_routed_close (&routed);
+    sn_routed_set_payload (routed, sn_pack_data (self->out), sn_pack_size (self->out));
+    if (sn_routed_send (routed, self->ops))
+        sn_routed_close (routed);
 }
 
 //  --------------------------------------------------------------------------
 //  The actor
+
+//  Connect to the store and resume making keys after the last one this node made.
+//  The store actor is running already: its answer comes at once.
+static int
+s_store_link (self_t *self, char *error, size_t size)
+{
+    self->store = zsock_new (ZMQ_DEALER);
+    assert (self->store);
+    zsock_set_sndhwm (self->store, S_CALLS);
+    zsock_set_rcvhwm (self->store, S_CALLS);
+    zsock_set_linger (self->store, 0);
+    if (zsock_connect (self->store, "%s", self->store_endpoint) == -1) {
+        snprintf (error, size, "cannot connect to the store at %s", self->store_endpoint);
+        return -1;
+    }
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 2);
+    sn_pack_kv_str (self->req, "op", "keygen");
+    sn_pack_kv_uint (self->req, "rid", 0);
+    zpoller_t *poller = zpoller_new (self->store, NULL);
+    int64_t ms = -1;
+    uint64_t seq = 0;
+    if (s_store_send (self) && zpoller_wait (poller, 10000) == self->store) {
+        zframe_t *frame = zframe_recv (self->store);
+        sn_msg_t *reply =
+            frame ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), NULL) : NULL;
+        const sn_value_t *root = reply ? sn_msg_root (reply) : NULL;
+        if (!sn_value_int (sn_value_get (root, "ms"), &ms) ||
+            !sn_value_uint (sn_value_get (root, "seq"), &seq))
+            ms = -1;
+        sn_msg_destroy (&reply);
+        zframe_destroy (&frame);
+    }
+    zpoller_destroy (&poller);
+    if (ms < 0) {
+        snprintf (error, size, "the store at %s did not say where its keys stopped",
+                  self->store_endpoint);
+        return -1;
+    }
+    self->keygen = sn_keygen_new (self->name);
+    if (ms > 0)
+        sn_keygen_resume (self->keygen, ms, (uint32_t) seq);
+    zsock_set_rcvtimeo (self->store, 0);
+    zpoller_add (self->poller, self->store);
+    self->next_anti_entropy = zclock_mono () + self->anti_entropy_ms;
+    return 0;
+}
 
 //  START: check the configuration, bind both ROUTERs and make the tables. Returns 0,
 //  or -1 with the reason in error.
@@ -683,6 +2038,8 @@ s_mesh_start (self_t *self, char *error, size_t size)
         zsock_destroy (&self->ops);
         return -1;
     }
+    if (self->store_endpoint && s_store_link (self, error, size))
+        return -1;
     self->members = sn_members_new (self->name, self->endpoint, (uint64_t) zclock_time ());
     assert (self->members); //  name and endpoint were checked above
     self->placement = sn_placement_new (self->partitions, self->rf);
@@ -751,7 +2108,13 @@ sn_mesh_actor (zsock_t *pipe, void *args)
     while (!self->terminated) {
         int timeout = -1;
         if (self->members) {
-            int64_t wait = self->next_heartbeat - zclock_mono ();
+            int64_t next = self->next_heartbeat;
+            if (self->store && self->next_anti_entropy < next)
+                next = self->next_anti_entropy;
+            int64_t deadline = s_calls_deadline (self);
+            if (deadline >= 0 && deadline < next)
+                next = deadline;
+            int64_t wait = next - zclock_mono ();
             timeout = wait > 0 ? (int) wait : 0;
         }
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, timeout);
@@ -761,10 +2124,22 @@ sn_mesh_actor (zsock_t *pipe, void *args)
             s_inbox_recv (self);
         else if (which && which == self->ops)
             s_ops_recv (self);
+        else if (which && which == self->store)
+            s_store_recv (self);
         else if (zpoller_terminated (self->poller))
             break;
-        if (self->members && !self->terminated && zclock_mono () >= self->next_heartbeat)
+        if (!self->members || self->terminated)
+            continue;
+        int64_t now = zclock_mono ();
+        s_calls_expire (self, now);
+        if (now >= self->next_heartbeat) {
             s_heartbeat (self);
+            s_hints_deliver (self);
+        }
+        if (self->store && now >= self->next_anti_entropy) {
+            s_anti_entropy (self);
+            self->next_anti_entropy = now + self->anti_entropy_ms;
+        }
     }
     s_self_destroy (&self);
 }

@@ -55,6 +55,9 @@ typedef struct {
     int dead_ms;              //  suspicion before a member is dead; 0 means 4000
     const char *ops_endpoint; //  inproc endpoint to bind the ops ROUTER to
     bool verbose;             //  log membership traffic
+    const char *store;        //  the store actor's endpoint; NULL: no data ops (tests)
+    int write_timeout_ms;     //  replica writes and reads; 0 means 2000
+    int anti_entropy_ms;      //  between anti-entropy exchanges; 0 means 2000
 } sn_mesh_config_t;
 
 //  Start a mesh actor. Returns NULL with the reason in error when the configuration is

@@ -88,6 +88,8 @@ struct _s_job_t {
     uint64_t seq;         //  updates of this job published (j)
     bool progress_dirty;  //  some task's progress is not in the log yet
     void *active;         //  handle in self->active, or NULL when finished
+    uint32_t ticks;       //  ticks still to publish for it (s_publish_ticks)
+    void *ticking;        //  handle in self->ticking, or NULL
     bool visible;         //  job.created is durable: answers and dispatch
 };
 
@@ -125,6 +127,7 @@ typedef struct {
     size_t order_count;          //  jobs in order
     size_t order_size;           //  slots in order
     zlistx_t *active;            //  s_job_t * not finished yet
+    zlistx_t *ticking;           //  s_job_t * that changed lately
     zhashx_t *agents;            //  destination id -> s_agent_t *, owns them
     zhashx_t *pending;           //  log rid (text) -> s_pending_t *, owns them
     uint64_t log_rid;            //  last rid sent to the log
@@ -435,15 +438,31 @@ s_pack_job (sn_pack_t *pack, const s_job_t *job, s_collection_t collection)
 //  --------------------------------------------------------------------------
 //  Publishing changes
 
+//  Ticks a job gets after its last change: enough for one to come through after a
+//  subscriber's queue has drained.
+#define S_TICKS 5
+
 static void
-s_publish_frames (self_t *self, const char *topic, uint64_t job_seq, bool snapshot)
+s_tick_soon (self_t *self, s_job_t *job)
+{
+    job->ticks = S_TICKS;
+    if (!job->ticking)
+        job->ticking = zlistx_add_end (self->ticking, job);
+}
+
+typedef enum { S_UPDATE, S_SNAPSHOT, S_TICK } s_publish_kind_t;
+
+static void
+s_publish_frames (self_t *self, const char *topic, uint64_t job_seq, s_publish_kind_t kind)
 {
     sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, 3);
+    sn_pack_map (self->pack, 4);
     sn_pack_kv_uint (self->pack, "g", self->seq);
     sn_pack_kv_uint (self->pack, "j", job_seq);
     sn_pack_str (self->pack, "snapshot");
-    sn_pack_bool (self->pack, snapshot);
+    sn_pack_bool (self->pack, kind == S_SNAPSHOT);
+    sn_pack_str (self->pack, "tick");
+    sn_pack_bool (self->pack, kind == S_TICK);
     zmsg_t *msg = zmsg_new ();
     zmsg_addstr (msg, topic);
     zmsg_addmem (msg, sn_pack_data (self->pack), sn_pack_size (self->pack));
@@ -462,7 +481,8 @@ s_publish_task (self_t *self, s_task_t *task)
     sn_pack_str (self->body, "data");
     s_pack_task (self->body, task);
     self->seq++;
-    s_publish_frames (self, task->job->id, ++task->job->seq, false);
+    s_publish_frames (self, task->job->id, ++task->job->seq, S_UPDATE);
+    s_tick_soon (self, task->job);
 }
 
 static void
@@ -474,7 +494,29 @@ s_publish_job (self_t *self, s_job_t *job)
     sn_pack_str (self->body, "data");
     s_pack_job (self->body, job, S_COLLECTION_IDS);
     self->seq++;
-    s_publish_frames (self, job->id, ++job->seq, false);
+    s_publish_frames (self, job->id, ++job->seq, S_UPDATE);
+    s_tick_soon (self, job);
+}
+
+//  Every sweep: the sequence numbers as they stand, on "" for the subscribers of
+//  every job and on each job that changed lately. A subscriber whose last updates
+//  were dropped learns it from the next tick, not only from the next change.
+static void
+s_publish_ticks (self_t *self)
+{
+    sn_pack_reset (self->body);
+    sn_pack_map (self->body, 0);
+    s_publish_frames (self, "", 0, S_TICK);
+    s_job_t *job = (s_job_t *) zlistx_first (self->ticking);
+    while (job) {
+        s_job_t *following = (s_job_t *) zlistx_next (self->ticking);
+        s_publish_frames (self, job->id, job->seq, S_TICK);
+        if (--job->ticks == 0) {
+            zlistx_delete (self->ticking, job->ticking);
+            job->ticking = NULL;
+        }
+        job = following;
+    }
 }
 
 //  A new subscription: its snapshot, on its own topic. Other subscribers of the
@@ -493,8 +535,12 @@ s_handle_subscription (self_t *self)
         topic[size - 1] = 0;
         sn_pack_reset (self->body);
         s_job_t *job = NULL;
-        if (*topic == 0)
+        if (*topic == 0) {
+            sn_pack_map (self->body, 2);
+            sn_pack_kv_str (self->body, "resource", "/jobs/ws");
+            sn_pack_str (self->body, "data");
             sn_pack_map (self->body, 0);
+        }
         else if ((job = (s_job_t *) zhashx_lookup (self->jobs, topic)) && job->visible) {
             sn_pack_map (self->body, 2);
             sn_pack_kv_str (self->body, "resource", "/jobs");
@@ -509,7 +555,7 @@ s_handle_subscription (self_t *self)
             snprintf (error, sizeof error, "no job %s", topic);
             sn_pack_str (self->body, error);
         }
-        s_publish_frames (self, topic, job ? job->seq : 0, true);
+        s_publish_frames (self, topic, job ? job->seq : 0, S_SNAPSHOT);
     }
     zframe_destroy (&frame);
 }
@@ -1451,6 +1497,7 @@ s_sweep (self_t *self)
             s_agent_lost (self, agent);
         }
     s_flush_progress (self);
+    s_publish_ticks (self);
 }
 
 //  --------------------------------------------------------------------------
@@ -1829,6 +1876,7 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->jobs = zhashx_new ();
     zhashx_set_destructor (self->jobs, s_job_free);
     self->active = zlistx_new ();
+    self->ticking = zlistx_new ();
     self->agents = zhashx_new ();
     zhashx_set_destructor (self->agents, s_agent_free);
     self->pending = zhashx_new ();
@@ -1853,6 +1901,7 @@ s_self_destroy (self_t **self_p)
         zsock_destroy (&self->xpub);
         zhashx_destroy (&self->pending);
         zlistx_destroy (&self->active);
+        zlistx_destroy (&self->ticking);
         zlistx_destroy (&self->replay_queue);
         zlistx_destroy (&self->replayed);
         //  Agents hold lists of tasks: they go first, then the jobs

@@ -29,6 +29,9 @@
 #include <civetweb.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <dirent.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
 //  civetweb's thread_type for the threads that serve connections.
 #define S_WORKER_THREAD 1
@@ -688,9 +691,52 @@ s_route_jobs (s_request_t *request, const char *path, const char *method)
 typedef struct {
     sn_gateway_t *gateway;      //  read-only configuration
     struct mg_connection *conn; //  the WebSocket
+    int handle;                 //  its socket, or -1 when it was not found
     char topic[40];             //  the job id, or "" for every job
     zactor_t *writer;           //  sends updates to the client; NULL until ready
 } s_ws_t;
+
+//  The socket of a connection: civetweb does not give it, and the writer needs it
+//  to cut off a client whose stream it can no longer write whole (a write that
+//  timed out may have sent half a frame). Found by its two ends among our sockets.
+static int
+s_ws_socket (const struct mg_connection *conn)
+{
+    const struct mg_request_info *info = mg_get_request_info (conn);
+    DIR *fds = opendir ("/proc/self/fd");
+    int found = -1;
+    struct dirent *entry;
+    while (fds && found < 0 && (entry = readdir (fds))) {
+        int handle = atoi (entry->d_name);
+        struct sockaddr_storage local, remote;
+        socklen_t local_size = sizeof (local), remote_size = sizeof (remote);
+        if (!isdigit ((unsigned char) entry->d_name[0]) || handle == dirfd (fds) ||
+            getsockname (handle, (struct sockaddr *) &local, &local_size) ||
+            getpeername (handle, (struct sockaddr *) &remote, &remote_size))
+            continue;
+        char host[64], port[16], local_port[16];
+        if (getnameinfo ((struct sockaddr *) &remote, remote_size, host, sizeof (host), port,
+                         sizeof (port), NI_NUMERICHOST | NI_NUMERICSERV) ||
+            getnameinfo ((struct sockaddr *) &local, local_size, NULL, 0, local_port,
+                         sizeof (local_port), NI_NUMERICSERV))
+            continue;
+        if (streq (host, info->remote_addr) && atoi (port) == info->remote_port &&
+            atoi (local_port) == info->server_port)
+            found = handle;
+    }
+    if (fds)
+        closedir (fds);
+    return found;
+}
+
+//  Ends the connection from the writer: civetweb's reading thread sees it closed,
+//  and calls s_ws_closed.
+static void
+s_ws_cut (s_ws_t *ws)
+{
+    if (ws->handle >= 0)
+        shutdown (ws->handle, SHUT_RDWR);
+}
 
 //  Sends a close frame with code and reason.
 static void
@@ -708,23 +754,26 @@ s_ws_close (struct mg_connection *conn, int code, const char *reason)
 //  Checks one published message against what the writer has seen. Returns 1 to
 //  send the body, 0 to skip it, -1 on a gap.
 static int
-s_ws_accept (s_ws_t *ws, zframe_t *meta, bool *started, uint64_t *last)
+s_ws_accept (s_ws_t *ws, zframe_t *topic, zframe_t *meta, bool *started, uint64_t *last)
 {
     sn_msg_t *decoded = sn_msg_decode_trusted (zframe_data (meta), zframe_size (meta), NULL);
     const sn_value_t *root = decoded ? sn_msg_root (decoded) : NULL;
     uint64_t seq = 0;
-    bool snapshot = false;
+    bool snapshot = false, tick = false;
     sn_value_uint (sn_value_get (root, *ws->topic ? "j" : "g"), &seq);
     sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
+    sn_value_bool (sn_value_get (root, "tick"), &tick);
     sn_msg_destroy (&decoded);
     int verdict = 0;
-    if (snapshot) {
+    if (tick)
+        verdict = *started && seq != *last ? -1 : 0;
+    else if (snapshot) {
         //  Snapshots for other subscribers come on their topics, and the job's
-        //  subscribers see each other's: only the first one is ours
-        if (!*started) {
+        //  subscribers see each other's: only the first one on our topic is ours
+        if (!*started && zframe_streq (topic, ws->topic)) {
             *started = true;
             *last = seq;
-            verdict = *ws->topic ? 1 : 0;
+            verdict = 1;
         }
     }
     else if (*started) {
@@ -762,9 +811,12 @@ s_ws_writer (zsock_t *pipe, void *args)
         //  A subscription to "" takes every topic; one to a job id takes ids that
         //  begin with it, and every job id has the same length
         bool ours = !*ws->topic || zframe_streq (topic, ws->topic);
-        int verdict = ours ? s_ws_accept (ws, meta, &started, &last) : 0;
+        int verdict = ours ? s_ws_accept (ws, topic, meta, &started, &last) : 0;
         if (verdict < 0) {
+            if (ws->gateway->verbose)
+                zsys_info ("sn_gateway: WebSocket for '%s' fell behind: closing", ws->topic);
             s_ws_close (ws->conn, S_WS_POLICY, "too slow: updates were dropped");
+            s_ws_cut (ws);
             open = false;
         }
         else if (verdict > 0) {
@@ -778,8 +830,13 @@ s_ws_writer (zsock_t *pipe, void *args)
                 open = false;
             }
             else if (text && mg_websocket_write (ws->conn, MG_WEBSOCKET_OPCODE_TEXT, text,
-                                                 strlen (text)) <= 0)
+                                                 strlen (text)) <= 0) {
+                //  The client read nothing for the whole timeout
+                if (ws->gateway->verbose)
+                    zsys_info ("sn_gateway: WebSocket for '%s' stopped reading", ws->topic);
+                s_ws_cut (ws);
                 open = false;
+            }
             free (text);
             sn_msg_destroy (&decoded);
         }
@@ -814,6 +871,9 @@ s_ws_ready (struct mg_connection *conn, void *cbdata)
     s_ws_t *ws = (s_ws_t *) mg_get_user_connection_data (conn);
     if (ws) {
         ws->conn = conn;
+        ws->handle = s_ws_socket (conn);
+        if (ws->gateway->verbose)
+            zsys_info ("sn_gateway: WebSocket for '%s' on socket %d", ws->topic, ws->handle);
         ws->writer = zactor_new (s_ws_writer, ws);
     }
 }

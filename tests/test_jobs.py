@@ -2,6 +2,7 @@
 agent protocol, and the CLI's agent), live progress over a real WebSocket, kill -9
 mid-job, and bad input on every route, op and WebSocket."""
 import json
+import socket
 import struct
 import subprocess
 
@@ -271,16 +272,7 @@ def test_websocket_snapshot_then_every_update_in_order(node):
     snapshot = json.loads(ws.recv())
     assert snapshot["resource"] == "/jobs" and snapshot["data"]["id"] == job["id"]
     assert [t["__task"]["status"] for t in snapshot["data"]["collection"]] == ["created"] * 2
-    # /jobs/ws has no snapshot: wait until it is subscribed, by watching a job made
-    # for the purpose
-    marker = post_job(node, {"destinations": MACS[2], "message": {"method": "get",
-                                                                  "resource": "/m"}})
-    requests.delete(f"{node.url}/jobs/{marker['id']}", timeout=10)
-    while True:
-        seen = json.loads(every.recv())
-        if seen["resource"] == "/jobs" and seen["data"]["id"] == marker["id"] and \
-                seen["data"]["status"] == "cancelled":
-            break
+    wait_subscribed(every)
 
     a, b = Agent(node, MACS[0]), Agent(node, MACS[1])
     work_a, work_b = a.work(), b.work()
@@ -310,6 +302,39 @@ def test_websocket_snapshot_then_every_update_in_order(node):
     every.close()
     a.close()
     b.close()
+
+
+def wait_subscribed(every):
+    """/jobs/ws says when it is subscribed: every change after that follows."""
+    assert json.loads(every.recv()) == {"resource": "/jobs/ws", "data": {}}
+
+
+def test_slow_websocket_client_is_closed_and_never_slows_the_node(node):
+    # A small receive buffer, fixed before connecting: the kernel would otherwise
+    # grow it to hold everything (tcp_rmem), and this client would never be behind
+    every = websocket.create_connection(ws_url(node, "/jobs/ws"), timeout=60 * SLOW,
+                                        sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 8192),))
+    wait_subscribed(every)
+    # The client stops reading while far more updates come than any queue holds
+    macs = [f"00:0c:29:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+            for i in range(10000)]
+    for _ in range(8):
+        job = post_job(node, {"destinations": macs, "message": {"method": "get",
+                                                                "resource": "/flood"}})
+        r = requests.delete(f"{node.url}/jobs/{job['id']}", timeout=30 * SLOW)
+        assert r.status_code == 200
+    assert requests.get(node.url + "/health", timeout=10).status_code == 200
+    # What was queued arrives, then the connection ends: with a close that says why,
+    # or cut off when even that could not be written whole
+    try:
+        assert ws_close_code(every) == 1008
+    except websocket.WebSocketConnectionClosedException:
+        pass
+    every.close()
+    # A new watcher is served as usual
+    again = websocket.create_connection(ws_url(node, "/jobs/ws"), timeout=60 * SLOW)
+    wait_subscribed(again)
+    again.close()
 
 
 def test_websocket_bad_input(node):

@@ -529,8 +529,9 @@ s_handle_subscription (self_t *self)
         return;
     size_t size = zframe_size (frame);
     const byte *data = zframe_data (frame);
-    if (size >= 1 && data[0] == 1 && size - 1 < S_ID_MAX) {
-        char topic[S_ID_MAX];
+    //  A topic longer than any job id is answered too, with "no job"
+    if (size >= 1 && data[0] == 1 && size - 1 < 256) {
+        char topic[256];
         memcpy (topic, data + 1, size - 1);
         topic[size - 1] = 0;
         sn_pack_reset (self->body);
@@ -551,7 +552,7 @@ s_handle_subscription (self_t *self)
             job = NULL;
             sn_pack_map (self->body, 1);
             sn_pack_str (self->body, "error");
-            char error[80];
+            char error[300];
             snprintf (error, sizeof error, "no job %s", topic);
             sn_pack_str (self->body, error);
         }

@@ -11,6 +11,9 @@
     supernode invocation ID [--node ENDPOINT]
     supernode worker --class NAME... [--exec COMMAND] [--name NAME] [--node ENDPOINT]
     supernode batch create JSON | get BUCKET | delete BUCKET [--node ENDPOINT]
+    supernode job create JSON [--watch] | get ID [--collection] | cancel ID
+    supernode job list [--status S] [--limit N] [--before ID]
+    supernode agent --id ID [--exec COMMAND] [--node ENDPOINT]
 
     Client commands print JSON on stdout and errors on stderr, and exit 1 when the
     node refuses or does not answer, 2 when the command line is wrong.
@@ -42,6 +45,9 @@ s_usage (FILE *stream)
              "  supernode worker --class NAME... [--exec COMMAND] [--name NAME]\n"
              "                   [--node ENDPOINT]\n"
              "  supernode batch create JSON | get BUCKET | delete BUCKET [--node ENDPOINT]\n"
+             "  supernode job create JSON [--watch] | get ID [--collection] | cancel ID\n"
+             "  supernode job list [--status S] [--limit N] [--before ID]\n"
+             "  supernode agent --id ID [--exec COMMAND]\n"
              "client commands talk to --node (default " SN_DEFAULT_NODE ")\n");
 }
 
@@ -502,6 +508,382 @@ s_client_command (const char *command, int argc, char **argv)
     return 2;
 }
 
+//  --------------------------------------------------------------------------
+//  Jobs and agents: supernode job create|get|list|cancel, supernode agent.
+
+//  Options of the job and agent commands; positional arguments left over.
+typedef struct {
+    const char *node;
+    const char *id;
+    const char *exec;
+    const char *status;
+    const char *limit;
+    const char *before;
+    bool watch;
+    bool collection;
+    const char *positional[3];
+    int positionals;
+} s_job_args_t;
+
+static int
+s_parse_job_args (int argc, char **argv, s_job_args_t *args)
+{
+    memset (args, 0, sizeof *args);
+    args->node = SN_DEFAULT_NODE;
+    for (int arg = 0; arg < argc; arg++) {
+        const char **target = NULL;
+        if (streq (argv[arg], "--node"))
+            target = &args->node;
+        else if (streq (argv[arg], "--id"))
+            target = &args->id;
+        else if (streq (argv[arg], "--exec"))
+            target = &args->exec;
+        else if (streq (argv[arg], "--status"))
+            target = &args->status;
+        else if (streq (argv[arg], "--limit"))
+            target = &args->limit;
+        else if (streq (argv[arg], "--before"))
+            target = &args->before;
+        else if (streq (argv[arg], "--watch"))
+            args->watch = true;
+        else if (streq (argv[arg], "--collection"))
+            args->collection = true;
+        else if (strncmp (argv[arg], "--", 2) == 0 || args->positionals == 3) {
+            fprintf (stderr, "supernode: unexpected argument '%s'\n", argv[arg]);
+            return -1;
+        }
+        else
+            args->positional[args->positionals++] = argv[arg];
+        if (target) {
+            if (arg + 1 >= argc) {
+                fprintf (stderr, "supernode: %s needs a value\n", argv[arg]);
+                return -1;
+            }
+            *target = argv[++arg];
+        }
+    }
+    return 0;
+}
+
+//  The reply's member name as indented JSON, or NULL. Caller frees.
+static char *
+s_reply_member (const char *reply, const char *name)
+{
+    json_t *json = json_loads (reply, 0, NULL);
+    json_t *member = json_object_get (json, name);
+    char *text = member ? json_dumps (member, JSON_INDENT (2) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref (json);
+    return text;
+}
+
+//  Shows a job's counters: a bar redrawn in place on a terminal, a line per change
+//  otherwise. Returns true once the job is finished.
+static bool
+s_show_progress (const char *reply, bool tty, char *last, size_t size)
+{
+    json_t *json = json_loads (reply, 0, NULL);
+    json_t *job = json_object_get (json, "job");
+    const char *status = json_string_value (json_object_get (job, "status"));
+    json_int_t progress = json_integer_value (json_object_get (job, "progress"));
+    json_int_t done = json_integer_value (json_object_get (job, "doneCount"));
+    json_int_t total = json_integer_value (json_object_get (job, "totalCount"));
+    json_int_t errors = json_integer_value (json_object_get (job, "errorCount"));
+    char line[160];
+    snprintf (line, sizeof line,
+              "%3d%% %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " done, %" JSON_INTEGER_FORMAT
+              " errors, %s",
+              (int) progress, done, total, errors, status ? status : "?");
+    bool finished = status && (streq (status, "resolved") || streq (status, "cancelled") ||
+                               streq (status, "timeout"));
+    if (tty) {
+        char bar[41];
+        int filled = (int) (progress * 40 / 100);
+        for (int at = 0; at < 40; at++)
+            bar[at] = at < filled ? '#' : '.';
+        bar[40] = 0;
+        fprintf (stderr, "\r[%s] %s\033[K%s", bar, line, finished ? "\n" : "");
+    }
+    else if (!streq (line, last))
+        fprintf (stderr, "%s\n", line);
+    snprintf (last, size, "%s", line);
+    json_decref (json);
+    return finished;
+}
+
+//  Polls the job until it is finished, drawing its progress.
+static int
+s_watch_job (sn_client_t *client, const char *id, char **reply_p)
+{
+    bool tty = isatty (STDERR_FILENO);
+    char last[160] = "";
+    char *request = zsys_sprintf ("{\"op\": \"job.get\", \"id\": \"%s\"}", id);
+    int code = -1;
+    while (!zsys_interrupted) {
+        free (*reply_p);
+        *reply_p = NULL;
+        code = sn_client_request (client, request, reply_p);
+        if (code != 200 || s_show_progress (*reply_p, tty, last, sizeof last))
+            break;
+        zclock_sleep (200);
+    }
+    free (request);
+    return code;
+}
+
+static int
+s_job_command (int argc, char **argv)
+{
+    s_job_args_t args;
+    if (s_parse_job_args (argc, argv, &args) || args.positionals < 1)
+        return 2;
+    zsys_handler_set (NULL);
+    sn_client_t *client = sn_client_new (args.node);
+    if (!client) {
+        fprintf (stderr, "supernode: cannot use node endpoint '%s'\n", args.node);
+        return 2;
+    }
+    const char *verb = args.positional[0];
+    char *request = NULL, *reply = NULL, *output = NULL;
+    const char *member = "job";
+    if (streq (verb, "create") && args.positionals == 2) {
+        json_t *body = json_loads (args.positional[1], 0, NULL);
+        if (!json_is_object (body)) {
+            fprintf (stderr, "supernode: job create takes a JSON object\n");
+            json_decref (body);
+            sn_client_destroy (&client);
+            return 2;
+        }
+        json_object_set_new (body, "op", json_string ("job.create"));
+        request = json_dumps (body, JSON_COMPACT);
+        json_decref (body);
+    }
+    else if ((streq (verb, "get") || streq (verb, "cancel")) && args.positionals == 2) {
+        json_t *body = json_object ();
+        json_object_set_new (body, "op",
+                             json_string (streq (verb, "get") ? "job.get" : "job.cancel"));
+        json_object_set_new (body, "id", json_string (args.positional[1]));
+        if (args.collection)
+            json_object_set_new (body, "collection", json_true ());
+        request = json_dumps (body, JSON_COMPACT);
+        json_decref (body);
+    }
+    else if (streq (verb, "list") && args.positionals == 1) {
+        json_t *body = json_object ();
+        json_object_set_new (body, "op", json_string ("job.list"));
+        if (args.status)
+            json_object_set_new (body, "status", json_string (args.status));
+        if (args.before)
+            json_object_set_new (body, "before", json_string (args.before));
+        if (args.limit)
+            json_object_set_new (body, "limit", json_integer (atoi (args.limit)));
+        request = json_dumps (body, JSON_COMPACT);
+        json_decref (body);
+        member = NULL;
+    }
+    if (!request) {
+        sn_client_destroy (&client);
+        s_usage (stderr);
+        return 2;
+    }
+    int code = sn_client_request (client, request, &reply);
+    free (request);
+    if (code == 200 && args.watch && streq (verb, "create")) {
+        json_t *json = json_loads (reply, 0, NULL);
+        char *id =
+            strdup (json_string_value (json_object_get (json_object_get (json, "job"), "id")));
+        json_decref (json);
+        code = s_watch_job (client, id, &reply);
+        free (id);
+    }
+    if (code == 200) {
+        if (member)
+            output = s_reply_member (reply, member);
+        else {
+            json_t *json = json_loads (reply, 0, NULL);
+            json_object_del (json, "rid");
+            json_object_del (json, "code");
+            output = json_dumps (json, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
+            json_decref (json);
+        }
+    }
+    free (reply);
+    return s_finish (client, code, 200, output);
+}
+
+//  Runs command for one task; its stdout becomes the result's data (JSON when it
+//  parses, else a string) and its exit status the code (0: 200, else 500). A
+//  cancel for the task stops it. Returns the code, or 0 when it was cancelled.
+static int
+s_agent_exec (sn_client_t *client, const char *command, const char *message, const char *task,
+              char **output_p)
+{
+    //  The child may not allocate: other threads (ZeroMQ's) may have held the
+    //  allocator's lock when it was forked. Its environment is made here.
+    json_t *parsed = json_loads (message, 0, NULL);
+    const char *resource = json_string_value (json_object_get (parsed, "resource"));
+    const char *method = json_string_value (json_object_get (parsed, "method"));
+    extern char **environ;
+    size_t inherited = 0;
+    while (environ[inherited])
+        inherited++;
+    char **env = (char **) zmalloc ((inherited + 5) * sizeof (char *));
+    size_t count = 0;
+    for (size_t index = 0; index < inherited; index++)
+        if (strncmp (environ[index], "SN_TASK", 7) != 0)
+            env[count++] = environ[index];
+    char *own[4] = {zsys_sprintf ("SN_TASK=%s", message), zsys_sprintf ("SN_TASK_ID=%s", task),
+                    zsys_sprintf ("SN_TASK_RESOURCE=%s", resource ? resource : ""),
+                    zsys_sprintf ("SN_TASK_METHOD=%s", method ? method : "")};
+    for (int index = 0; index < 4; index++)
+        env[count++] = own[index];
+    json_decref (parsed);
+    int out[2] = {-1, -1};
+    pid_t child = -1;
+    if (pipe (out) == 0) {
+        child = fork ();
+        if (child == 0) {
+            setpgid (0, 0);
+            dup2 (out[1], STDOUT_FILENO);
+            close (out[0]);
+            close (out[1]);
+            execle ("/bin/sh", "sh", "-c", command, (char *) NULL, env);
+            _exit (127);
+        }
+    }
+    for (int index = 0; index < 4; index++)
+        free (own[index]);
+    free (env);
+    if (child < 0) {
+        if (out[0] >= 0) {
+            close (out[0]);
+            close (out[1]);
+        }
+        return 500;
+    }
+    close (out[1]);
+    size_t size = 0, capacity = 4096;
+    char *output = (char *) malloc (capacity + 1);
+    bool cancelled = false, open = true;
+    int64_t next_heartbeat = zclock_mono () + 1000;
+    while (open) {
+        struct pollfd item = {out[0], POLLIN, 0};
+        if (poll (&item, 1, 100) > 0) {
+            if (size == capacity && capacity < 1024 * 1024) {
+                capacity *= 2;
+                output = (char *) realloc (output, capacity + 1);
+            }
+            char sink[4096];
+            ssize_t bytes = size < capacity ? read (out[0], output + size, capacity - size)
+                                            : read (out[0], sink, sizeof sink);
+            if (bytes <= 0)
+                open = false;
+            else if (size < capacity)
+                size += (size_t) bytes;
+        }
+        char *pushed = NULL;
+        while (sn_client_agent_next (client, 0, &pushed) == 1) {
+            json_t *json = json_loads (pushed, 0, NULL);
+            const char *op = json_string_value (json_object_get (json, "op"));
+            const char *id = json_string_value (json_object_get (json, "id"));
+            printf ("%s\n", pushed);
+            fflush (stdout);
+            if (op && id && streq (op, "agent.cancel") && streq (id, task) && !cancelled) {
+                cancelled = true;
+                kill (-child, SIGTERM);
+            }
+            json_decref (json);
+            free (pushed);
+        }
+        if (zclock_mono () >= next_heartbeat) {
+            sn_client_agent_heartbeat (client);
+            next_heartbeat = zclock_mono () + 1000;
+        }
+    }
+    close (out[0]);
+    int status = 0;
+    waitpid (child, &status, 0);
+    output[size] = 0;
+    *output_p = output;
+    if (cancelled)
+        return 0;
+    return WIFEXITED (status) && WEXITSTATUS (status) == 0 ? 200 : 500;
+}
+
+//  The result data for output: the JSON it holds, else the text as a string.
+static char *
+s_result_data (const char *output)
+{
+    json_t *json = json_loads (output, JSON_DECODE_ANY, NULL);
+    if (!json) {
+        size_t len = strlen (output);
+        while (len > 0 && (output[len - 1] == '\n' || output[len - 1] == '\r'))
+            len--;
+        json = json_stringn (output, len);
+    }
+    if (!json)
+        json = json_string ("(output is not UTF-8)");
+    char *text = json_dumps (json, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref (json);
+    return text;
+}
+
+//  supernode agent --id ID [--exec COMMAND]: a device agent. Every message the node
+//  pushes is printed on stdout as a JSON line. Without --exec a task is resolved at
+//  once with {} as its data.
+static int
+s_agent_command (int argc, char **argv)
+{
+    s_job_args_t args;
+    if (s_parse_job_args (argc, argv, &args) || !args.id || args.positionals) {
+        s_usage (stderr);
+        return 2;
+    }
+    zsys_init ();
+    sn_client_t *client = sn_client_new (args.node);
+    if (!client) {
+        fprintf (stderr, "supernode: cannot use node endpoint '%s'\n", args.node);
+        return 2;
+    }
+    int code = sn_client_agent_hello (client, args.id, 1000);
+    if (code != 200) {
+        fprintf (stderr, "supernode: %d %s\n", code, sn_client_error (client));
+        sn_client_destroy (&client);
+        return 1;
+    }
+    fprintf (stderr, "supernode: agent %s ready\n", args.id);
+    int64_t next_heartbeat = zclock_mono () + 1000;
+    while (!zsys_interrupted) {
+        char *message = NULL;
+        if (sn_client_agent_next (client, 500, &message) == 1) {
+            printf ("%s\n", message);
+            fflush (stdout);
+            json_t *json = json_loads (message, 0, NULL);
+            const char *op = json_string_value (json_object_get (json, "op"));
+            const char *task = json_string_value (json_object_get (json, "id"));
+            if (op && task && streq (op, "agent.work")) {
+                char *output = NULL;
+                int result =
+                    args.exec ? s_agent_exec (client, args.exec, message, task, &output) : 200;
+                char *data = args.exec ? s_result_data (output ? output : "") : strdup ("{}");
+                if (result && sn_client_agent_result (client, task, result, data) != 200)
+                    fprintf (stderr, "supernode: result of %s: %s\n", task,
+                             sn_client_error (client));
+                free (data);
+                free (output);
+            }
+            json_decref (json);
+            free (message);
+        }
+        if (zclock_mono () >= next_heartbeat) {
+            //  A node that restarted does not know us: the heartbeat says who we are
+            sn_client_agent_heartbeat (client);
+            next_heartbeat = zclock_mono () + 1000;
+        }
+    }
+    sn_client_destroy (&client);
+    return 0;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -518,6 +900,10 @@ main (int argc, char **argv)
         streq (command, "cluster") || streq (command, "enqueue") || streq (command, "invocation") ||
         streq (command, "batch"))
         return s_client_command (command, argc - 2, argv + 2);
+    if (streq (command, "job"))
+        return s_job_command (argc - 2, argv + 2);
+    if (streq (command, "agent"))
+        return s_agent_command (argc - 2, argv + 2);
     if (streq (command, "help") || streq (command, "--help") || streq (command, "-h")) {
         s_usage (stdout);
         return 0;

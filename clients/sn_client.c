@@ -18,6 +18,9 @@ struct _sn_client_t {
     int heartbeat;     //  worker: ms between heartbeats, 0 before hello
     int64_t next_beat; //  worker: zclock_mono of the next heartbeat
     uint64_t beat_rid; //  worker: rid of the last heartbeat sent
+    zlist_t *pushes;   //  agent: JSON of messages the node pushed while we waited
+    char *agent_id;    //  agent: destination id of its hello, or NULL
+    int agent_beat;    //  agent: its heartbeat, ms
 };
 
 sn_client_t *
@@ -40,6 +43,8 @@ sn_client_new (const char *endpoint)
     self->next_rid = 1;
     self->timeout = 10000;
     self->work = zlist_new ();
+    self->pushes = zlist_new ();
+    zlist_autofree (self->pushes);
     return self;
 }
 
@@ -59,6 +64,8 @@ sn_client_destroy (sn_client_t **self_p)
         zlist_destroy (&self->work);
         zlist_destroy (&self->classes);
         free (self->name);
+        zlist_destroy (&self->pushes);
+        free (self->agent_id);
         free (self);
         *self_p = NULL;
     }
@@ -176,6 +183,15 @@ s_wait_for (sn_client_t *self, uint64_t rid)
         //  Work pushed while we wait is kept for sn_client_worker_next
         if (s_keep_work (self, reply))
             continue;
+        //  ... and what is pushed to an agent, for sn_client_agent_next
+        if (sn_value_get (sn_msg_root (reply), "op")) {
+            char *text = sn_json_text (sn_msg_root (reply));
+            if (text)
+                zlist_append (self->pushes, text);
+            free (text);
+            sn_msg_destroy (&reply);
+            continue;
+        }
         //  Rid 0 answers a request the node could not read at all: ours, since
         //  this connection sends one request at a time in the simple calls.
         if (reply_rid == rid || reply_rid == 0)
@@ -558,6 +574,112 @@ sn_client_worker_result (sn_client_t *self, const char *id, int code, const char
     return reply_code;
 }
 
+//  --------------------------------------------------------------------------
+//  Agents
+
+//  Starts an agent op, with the agent's id, of entries more members.
+static uint64_t
+s_begin_agent (sn_client_t *self, const char *op, uint32_t entries)
+{
+    //  hello and heartbeat say how often the agent will be heard from: a heartbeat
+    //  may be the first the node hears of it after a restart
+    bool says_heartbeat =
+        self->agent_beat > 0 && (streq (op, "agent.hello") || streq (op, "agent.heartbeat"));
+    uint64_t rid = s_begin (self, op, entries + 1 + says_heartbeat);
+    sn_pack_kv_str (self->pack, "id", self->agent_id ? self->agent_id : "");
+    if (says_heartbeat)
+        sn_pack_kv_uint (self->pack, "heartbeat", (uint64_t) self->agent_beat);
+    return rid;
+}
+
+static int
+s_call_simple (sn_client_t *self, uint64_t rid)
+{
+    int code;
+    sn_msg_t *reply = s_call (self, rid, &code);
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+int
+sn_client_agent_hello (sn_client_t *self, const char *id, int heartbeat)
+{
+    assert (self);
+    if (!id) {
+        snprintf (self->error, sizeof self->error, "id is required");
+        return -1;
+    }
+    free (self->agent_id);
+    self->agent_id = strdup (id);
+    self->agent_beat = heartbeat;
+    return s_call_simple (self, s_begin_agent (self, "agent.hello", 0));
+}
+
+int
+sn_client_agent_next (sn_client_t *self, int timeout, char **message_json_p)
+{
+    assert (self && message_json_p);
+    *message_json_p = (char *) zlist_pop (self->pushes);
+    int64_t deadline = zclock_mono () + timeout;
+    while (!*message_json_p) {
+        int64_t left = deadline - zclock_mono ();
+        if (left < 0 || zpoller_wait (self->poller, (int) left) != self->dealer)
+            return 0;
+        zframe_t *frame = zframe_recv (self->dealer);
+        sn_msg_t *msg =
+            frame ? sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL) : NULL;
+        zframe_destroy (&frame);
+        //  Replies that come now answer calls that gave up waiting: dropped
+        if (msg && sn_value_get (sn_msg_root (msg), "op"))
+            *message_json_p = sn_json_text (sn_msg_root (msg));
+        sn_msg_destroy (&msg);
+    }
+    return 1;
+}
+
+int
+sn_client_agent_heartbeat (sn_client_t *self)
+{
+    assert (self);
+    return s_call_simple (self, s_begin_agent (self, "agent.heartbeat", 0));
+}
+
+int
+sn_client_agent_progress (sn_client_t *self, const char *task_id, int percent)
+{
+    assert (self);
+    if (!task_id || percent < 0 || percent > 100) {
+        snprintf (self->error, sizeof self->error, "a task id and a percent from 0 to 100");
+        return -1;
+    }
+    uint64_t rid = s_begin_agent (self, "agent.progress", 2);
+    sn_pack_kv_str (self->pack, "task", task_id);
+    sn_pack_kv_uint (self->pack, "progress", (uint64_t) percent);
+    return s_call_simple (self, rid);
+}
+
+int
+sn_client_agent_result (sn_client_t *self, const char *task_id, int code, const char *data_json)
+{
+    assert (self);
+    if (!task_id || code < 100 || code > 599) {
+        snprintf (self->error, sizeof self->error, "a task id and a code from 100 to 599");
+        return -1;
+    }
+    uint64_t rid = s_begin_agent (self, "agent.result", 2 + (data_json != NULL));
+    sn_pack_kv_str (self->pack, "task", task_id);
+    sn_pack_kv_uint (self->pack, "code", (uint64_t) code);
+    if (data_json) {
+        char error[256];
+        sn_pack_str (self->pack, "data");
+        if (sn_json_to_pack (data_json, strlen (data_json), self->pack, error, sizeof error)) {
+            snprintf (self->error, sizeof self->error, "data: %s", error);
+            return -1;
+        }
+    }
+    return s_call_simple (self, rid);
+}
+
 //  Selftest: against a stand-in node that answers every op from a small script.
 static void
 s_fake_node (zsock_t *pipe, void *args)
@@ -600,6 +722,29 @@ s_fake_node (zsock_t *pipe, void *args)
         }
         else if (sn_value_streq (sn_value_get (root, "op"), "silent"))
             sn_pack_reset (pack);
+        else if (sn_value_streq (sn_value_get (root, "op"), "agent.hello")) {
+            //  Work is pushed before the reply: the client keeps it for later
+            zmsg_t *push = zmsg_dup (msg);
+            zframe_t *last = zmsg_last (push);
+            zmsg_remove (push, last);
+            zframe_destroy (&last);
+            sn_pack_map (pack, 2);
+            sn_pack_kv_str (pack, "op", "agent.work");
+            sn_pack_kv_str (pack, "id", "j-1");
+            zmsg_addmem (push, sn_pack_data (pack), sn_pack_size (pack));
+            zmsg_send (&push, router);
+            sn_pack_reset (pack);
+            sn_pack_map (pack, 2);
+            sn_pack_kv_uint (pack, "rid", rid);
+            sn_pack_kv_uint (pack, "code", 200);
+        }
+        else if (sn_value_streq (sn_value_get (root, "op"), "agent.result") &&
+                 sn_value_streq (sn_value_get (root, "id"), "00:0c:29:1c:e8:01") &&
+                 sn_value_streq (sn_value_get (root, "task"), "j-1")) {
+            sn_pack_map (pack, 2);
+            sn_pack_kv_uint (pack, "rid", rid);
+            sn_pack_kv_uint (pack, "code", 200);
+        }
         else
             sn_pack_error (pack, rid, 404, "no such thing");
         if (sn_pack_size (pack)) {
@@ -679,6 +824,17 @@ sn_client_test (bool verbose)
     assert (sum == (first + last) * 100 / 2);
     if (verbose)
         zsys_info ("sn_client: pipelined rids %" PRIu64 "..%" PRIu64, first, last);
+
+    //  An agent: work pushed while it waited for its hello's reply is not lost
+    char *message = NULL;
+    assert (sn_client_agent_hello (client, "00:0c:29:1c:e8:01", 1000) == 200);
+    assert (sn_client_agent_next (client, 1000, &message) == 1);
+    assert (streq (message, "{\"op\":\"agent.work\",\"id\":\"j-1\"}"));
+    free (message);
+    assert (sn_client_agent_next (client, 0, &message) == 0 && message == NULL);
+    assert (sn_client_agent_result (client, "j-1", 200, "{\"ok\": 1}") == 200);
+    assert (sn_client_agent_result (client, "j-1", 200, "{bad") == -1);
+    assert (sn_client_agent_progress (client, "j-1", 101) == -1);
     sn_client_destroy (&client);
     sn_client_destroy (&client);
     zactor_destroy (&node);

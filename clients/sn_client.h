@@ -111,6 +111,40 @@ int sn_client_worker_progress (sn_client_t *self, const char *id, double progres
 int sn_client_worker_result (sn_client_t *self, const char *id, int code, const char *response_json,
                              const char *error, bool retryable);
 
+//  -------------------------------------------------------------------------
+//  Device agents (jobs). An agent says hello with its destination id (a MAC
+//  address or a gateway id); the node then pushes it one task at a time as
+//  {"op": "agent.work", "id", "method", "resource", "data", "timeout"} and, when the
+//  task is cancelled or times out, {"op": "agent.cancel", "id"}. The agent reports
+//  progress and one result per task, and sends something at least every heartbeat
+//  ms: an agent silent for three heartbeats is taken for gone, and its task waits
+//  for it to say hello again.
+//
+//      sn_client_agent_hello (client, "00:0c:29:1c:e8:01", 1000);
+//      char *message;
+//      if (sn_client_agent_next (client, 1000, &message) == 1) ... work or cancel
+//      sn_client_agent_result (client, task_id, 200, "{\"ok\": true}");
+
+//  Say hello as destination id, promising a message at least every heartbeat ms
+//  (0: the node's default, 5000). Returns the code (200).
+int sn_client_agent_hello (sn_client_t *self, const char *id, int heartbeat);
+
+//  Wait up to timeout ms for the next message the node pushes. Returns 1 with
+//  *message_json_p set (caller frees), 0 when none came in time.
+int sn_client_agent_next (sn_client_t *self, int timeout, char **message_json_p);
+
+//  Tell the node the agent is alive (and, after a node restart, who it is).
+int sn_client_agent_heartbeat (sn_client_t *self);
+
+//  How far the task is, in percent (0 to 100).
+int sn_client_agent_progress (sn_client_t *self, const char *task_id, int percent);
+
+//  The task's result: code 2xx resolves it, any other is an error; data_json is any
+//  JSON value or NULL. Returns 200 once the node has stored it, 409 when the task
+//  was already finished (cancelled, timed out), 404 when it is not this agent's.
+int sn_client_agent_result (sn_client_t *self, const char *task_id, int code,
+                            const char *data_json);
+
 void sn_client_test (bool verbose);
 
 #ifdef __cplusplus

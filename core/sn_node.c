@@ -10,6 +10,7 @@
 #include "sn_schema.h"
 #include "sn_store.h"
 #include "sn_client.h"
+#include "sn_dispatch.h"
 
 //  ms of silence after which a worker's invocations go back to the queue.
 #define SN_NODE_WORKER_TIMEOUT 6000
@@ -21,6 +22,7 @@ struct _sn_node_t {
     zactor_t *queue;       //  invocations and workers
     zactor_t *webhook;     //  every outbound HTTP request
     zactor_t *batch;       //  buckets and their commits
+    zactor_t *dispatch;    //  jobs, tasks and device agents
     zactor_t *frontend;    //  decodes, validates and routes every request
     sn_gateway_t *gateway; //  HTTP and WebSocket
 };
@@ -33,6 +35,10 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     //  process (the selftests) apart.
     char store_endpoint[64], mesh_endpoint[64], front_endpoint[64], feed_endpoint[64];
     char queue_endpoint[64], batch_endpoint[64], webhook_endpoint[64];
+    char dispatch_endpoint[64], jobs_endpoint[64];
+    snprintf (dispatch_endpoint, sizeof dispatch_endpoint, "inproc://sn-dispatch-%p",
+              (void *) self);
+    snprintf (jobs_endpoint, sizeof jobs_endpoint, "inproc://sn-jobs-%p", (void *) self);
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-store-%p", (void *) self);
     snprintf (mesh_endpoint, sizeof mesh_endpoint, "inproc://sn-mesh-%p", (void *) self);
     snprintf (front_endpoint, sizeof front_endpoint, "inproc://sn-front-%p", (void *) self);
@@ -86,6 +92,12 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->queue = sn_queue_new (&queue, error, size);
     if (!self->queue)
         goto failed;
+    //  The dispatch actor owns every partition until the mesh hands ownership out
+    sn_dispatch_config_t dispatch = {dispatch_endpoint, store_endpoint, jobs_endpoint,
+                                     config->partitions, config->verbose};
+    self->dispatch = sn_dispatch_new (&dispatch, error, size);
+    if (!self->dispatch)
+        goto failed;
     sn_frontend_config_t frontend = {
         config->clients,
         front_endpoint,
@@ -94,6 +106,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
           "worker.progress worker.result bucket.counts",
           queue_endpoint},
          {"batch.create batch.get batch.update batch.delete", batch_endpoint},
+         {"job.create job.get job.list job.cancel task.get agent.hello "
+          "agent.heartbeat agent.progress agent.result",
+          dispatch_endpoint},
          {"*", store_endpoint}},
         self->schema,
         config->verbose};
@@ -101,7 +116,8 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     if (!self->frontend)
         goto failed;
     sn_gateway_config_t gateway = {config->http,         front_endpoint,       config->max_body,
-                                   config->http_timeout, config->http_threads, config->verbose};
+                                   config->http_timeout, config->http_threads, config->verbose,
+                                   jobs_endpoint};
     self->gateway = sn_gateway_new (&gateway, error, size);
     if (!self->gateway)
         goto failed;
@@ -122,6 +138,7 @@ sn_node_destroy (sn_node_t **self_p)
         zactor_destroy (&self->queue);
         zactor_destroy (&self->batch);
         zactor_destroy (&self->webhook);
+        zactor_destroy (&self->dispatch);
         zactor_destroy (&self->mesh);
         zactor_destroy (&self->store);
         sn_schema_destroy (&self->schema);

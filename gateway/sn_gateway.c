@@ -33,6 +33,9 @@
 #include <civetweb.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <dirent.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
 //  civetweb's thread_type for the threads that serve connections.
 #define S_WORKER_THREAD 1
@@ -49,6 +52,7 @@ struct _sn_gateway_t {
     size_t max_body;        //  largest request body accepted, in bytes
     int timeout;            //  ms a handler waits for the node's reply
     bool verbose;           //  log every request
+    char *jobs;             //  XPUB of job changes for WebSockets, or NULL
     pthread_t starter;      //  thread in mg_start2: its log lines explain a failed start
     char start_error[256];  //  first thing civetweb complained about while starting
 };
@@ -708,6 +712,401 @@ s_route_queue (s_request_t *request, const char *path, const char *method)
     return true;
 }
 
+//  --------------------------------------------------------------------------
+//  Jobs: POST/GET /jobs, GET/DELETE /jobs/:id, GET /tasks/:id.
+
+//  Answers with one member of the reply (the job, the task) as the whole body.
+static void
+s_answer_member (s_request_t *request, sn_msg_t *reply, const char *name)
+{
+    json_t *member = sn_json_from_value (sn_value_get (sn_msg_root (reply), name));
+    if (json_is_object (member))
+        s_set_json (request, request->status, member);
+    else {
+        json_decref (member);
+        s_fail (request, 502, "node sent a reply without the %s", name);
+    }
+}
+
+//  POST /jobs: the body's members become the members of job.create.
+static void
+s_post_job (s_request_t *request)
+{
+    if (s_read_body (request))
+        return;
+    char reason[256];
+    json_t *body = sn_json_parse (request->body, request->body_size, reason, sizeof (reason));
+    if (!body) {
+        s_fail (request, 400, "%s", reason);
+        return;
+    }
+    if (!json_is_object (body))
+        s_fail (request, 400, "a job must be a JSON object");
+    else if (json_object_get (body, "op") || json_object_get (body, "rid"))
+        s_fail (request, 400, "a job has no op or rid");
+    else {
+        s_begin (request, "job.create", 2 + (uint32_t) json_object_size (body));
+        const char *key;
+        json_t *value;
+        int rc = 0;
+        json_object_foreach (body, key, value)
+        {
+            sn_pack_str (request->thread->pack, key);
+            if (rc == 0 && sn_json_pack (value, request->thread->pack, reason, sizeof (reason)))
+                rc = s_fail (request, 400, "%s: %s", key, reason);
+        }
+        if (rc == 0) {
+            sn_msg_t *reply = s_ask_node (request);
+            if (reply)
+                s_answer_member (request, reply, "job");
+            sn_msg_destroy (&reply);
+        }
+    }
+    json_decref (body);
+}
+
+//  GET /jobs?status=&limit=&before=: newest first.
+static void
+s_get_jobs (s_request_t *request)
+{
+    char status[S_PARAM_MAX], before[S_PARAM_MAX], limit_text[S_PARAM_MAX];
+    int has_status = s_query_param (request, "status", status, sizeof (status));
+    int has_before = has_status < 0 ? -1 : s_query_param (request, "before", before, S_PARAM_MAX);
+    int has_limit = has_before < 0 ? -1 : s_query_param (request, "limit", limit_text, S_PARAM_MAX);
+    if (has_limit < 0)
+        return;
+    long limit = 0;
+    if (has_limit) {
+        char *end = NULL;
+        errno = 0;
+        limit = strtol (limit_text, &end, 10);
+        if (!isdigit ((unsigned char) limit_text[0]) || *end || errno || limit < 1 ||
+            limit > 1000) {
+            s_fail (request, 400, "limit: must be an integer from 1 to 1000");
+            return;
+        }
+    }
+    s_begin (request, "job.list", 2 + has_status + has_before + has_limit);
+    if (has_status)
+        sn_pack_kv_str (request->thread->pack, "status", status);
+    if (has_before)
+        sn_pack_kv_str (request->thread->pack, "before", before);
+    if (has_limit)
+        sn_pack_kv_uint (request->thread->pack, "limit", (uint64_t) limit);
+    sn_msg_t *reply = s_ask_node (request);
+    if (reply)
+        s_answer_reply (request, reply);
+    sn_msg_destroy (&reply);
+}
+
+//  GET /jobs/:id, DELETE /jobs/:id and GET /tasks/:id: op on one id of the path.
+static void
+s_job_by_id (s_request_t *request, const char *op, const char *encoded, const char *member)
+{
+    char id[S_PARAM_MAX];
+    int length = mg_url_decode (encoded, (int) strlen (encoded), id, (int) sizeof (id), 0);
+    if (length < 0 || strlen (id) != (size_t) length || !s_is_utf8 (id)) {
+        s_fail (request, 400, "id: not a valid URL-encoded UTF-8 string of at most %d bytes",
+                S_PARAM_MAX - 1);
+        return;
+    }
+    bool embed = false;
+    if (streq (op, "job.get")) {
+        char collection[S_PARAM_MAX];
+        int has = s_query_param (request, "collection", collection, sizeof (collection));
+        if (has < 0)
+            return;
+        if (has && !streq (collection, "true") && !streq (collection, "false")) {
+            s_fail (request, 400, "collection: must be true or false");
+            return;
+        }
+        embed = has && streq (collection, "true");
+    }
+    s_begin (request, op, 3 + embed);
+    sn_pack_kv_str (request->thread->pack, "id", id);
+    if (embed) {
+        sn_pack_str (request->thread->pack, "collection");
+        sn_pack_bool (request->thread->pack, true);
+    }
+    sn_msg_t *reply = s_ask_node (request);
+    if (reply)
+        s_answer_member (request, reply, member);
+    sn_msg_destroy (&reply);
+}
+
+//  The job routes. Returns true when path is one of them (the answer is set).
+static bool
+s_route_jobs (s_request_t *request, const char *path, const char *method)
+{
+    const char *id = strncmp (path, "/jobs/", 6) == 0 ? path + 6 : NULL;
+    const char *task = strncmp (path, "/tasks/", 7) == 0 ? path + 7 : NULL;
+    size_t id_len = id ? strcspn (id, "/") : 0;
+    if (streq (path, "/jobs")) {
+        if (streq (method, "POST"))
+            s_post_job (request);
+        else if (streq (method, "GET"))
+            s_get_jobs (request);
+        else
+            s_not_allowed (request, "GET, POST");
+    }
+    else if (streq (path, "/jobs/ws") || (id && id_len > 0 && streq (id + id_len, "/ws")))
+        s_fail (request, 400, "%s is a WebSocket: ask with Upgrade: websocket", path);
+    else if (id && id_len > 0 && !id[id_len]) {
+        if (streq (method, "GET"))
+            s_job_by_id (request, "job.get", id, "job");
+        else if (streq (method, "DELETE"))
+            s_job_by_id (request, "job.cancel", id, "job");
+        else
+            s_not_allowed (request, "GET, DELETE");
+    }
+    else if (task && *task && !strchr (task, '/')) {
+        if (streq (method, "GET"))
+            s_job_by_id (request, "task.get", task, "task");
+        else
+            s_not_allowed (request, "GET");
+    }
+    else
+        return false;
+    return true;
+}
+
+//  --------------------------------------------------------------------------
+//  Jobs over WebSocket: GET /jobs/:id/ws and GET /jobs/ws.
+//
+//  Each connection gets a writer thread with a SUB to the dispatch actor's XPUB.
+//  The dispatch answers the subscription with a snapshot, then publishes every
+//  change; the writer checks the sequence numbers and, at the first gap (the XPUB
+//  dropped updates because this client is slow), closes the connection: a slow
+//  client loses its connection, never slows the node. Frames from clients carry
+//  nothing we need and are bounded.
+
+//  Updates queued in one writer's SUB before the XPUB drops them.
+#define S_WS_QUEUE 1000
+
+//  Largest frame a client may send.
+#define S_WS_FRAME_MAX 1024
+
+//  WebSocket close codes (RFC 6455).
+#define S_WS_POLICY   1008
+#define S_WS_TOO_BIG  1009
+#define S_WS_NOT_HERE 4404
+
+typedef struct {
+    sn_gateway_t *gateway;      //  read-only configuration
+    struct mg_connection *conn; //  the WebSocket
+    int handle;                 //  its socket, or -1 when it was not found
+    char topic[40];             //  the job id, or "" for every job
+    zactor_t *writer;           //  sends updates to the client; NULL until ready
+} s_ws_t;
+
+//  The socket of a connection: civetweb does not give it, and the writer needs it
+//  to cut off a client whose stream it can no longer write whole (a write that
+//  timed out may have sent half a frame). Found by its two ends among our sockets.
+static int
+s_ws_socket (const struct mg_connection *conn)
+{
+    const struct mg_request_info *info = mg_get_request_info (conn);
+    DIR *fds = opendir ("/proc/self/fd");
+    int found = -1;
+    struct dirent *entry;
+    while (fds && found < 0 && (entry = readdir (fds))) {
+        int handle = atoi (entry->d_name);
+        struct sockaddr_storage local, remote;
+        socklen_t local_size = sizeof (local), remote_size = sizeof (remote);
+        if (!isdigit ((unsigned char) entry->d_name[0]) || handle == dirfd (fds) ||
+            getsockname (handle, (struct sockaddr *) &local, &local_size) ||
+            getpeername (handle, (struct sockaddr *) &remote, &remote_size))
+            continue;
+        char host[64], port[16], local_port[16];
+        if (getnameinfo ((struct sockaddr *) &remote, remote_size, host, sizeof (host), port,
+                         sizeof (port), NI_NUMERICHOST | NI_NUMERICSERV) ||
+            getnameinfo ((struct sockaddr *) &local, local_size, NULL, 0, local_port,
+                         sizeof (local_port), NI_NUMERICSERV))
+            continue;
+        if (streq (host, info->remote_addr) && atoi (port) == info->remote_port &&
+            atoi (local_port) == info->server_port)
+            found = handle;
+    }
+    if (fds)
+        closedir (fds);
+    return found;
+}
+
+//  Ends the connection from the writer: civetweb's reading thread sees it closed,
+//  and calls s_ws_closed.
+static void
+s_ws_cut (s_ws_t *ws)
+{
+    if (ws->handle >= 0)
+        shutdown (ws->handle, SHUT_RDWR);
+}
+
+//  Sends a close frame with code and reason.
+static void
+s_ws_close (struct mg_connection *conn, int code, const char *reason)
+{
+    char payload[125];
+    payload[0] = (char) (code >> 8);
+    payload[1] = (char) (code & 0xff);
+    size_t size = strlen (reason);
+    size = size > sizeof (payload) - 2 ? sizeof (payload) - 2 : size;
+    memcpy (payload + 2, reason, size);
+    mg_websocket_write (conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, payload, size + 2);
+}
+
+//  Checks one published message against what the writer has seen. Returns 1 to
+//  send the body, 0 to skip it, -1 on a gap.
+static int
+s_ws_accept (s_ws_t *ws, zframe_t *topic, zframe_t *meta, bool *started, uint64_t *last)
+{
+    sn_msg_t *decoded = sn_msg_decode_trusted (zframe_data (meta), zframe_size (meta), NULL);
+    const sn_value_t *root = decoded ? sn_msg_root (decoded) : NULL;
+    uint64_t seq = 0;
+    bool snapshot = false, tick = false;
+    sn_value_uint (sn_value_get (root, *ws->topic ? "j" : "g"), &seq);
+    sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
+    sn_value_bool (sn_value_get (root, "tick"), &tick);
+    sn_msg_destroy (&decoded);
+    int verdict = 0;
+    if (tick)
+        verdict = *started && seq != *last ? -1 : 0;
+    else if (snapshot) {
+        //  Snapshots for other subscribers come on their topics, and the job's
+        //  subscribers see each other's: only the first one on our topic is ours
+        if (!*started && zframe_streq (topic, ws->topic)) {
+            *started = true;
+            *last = seq;
+            verdict = 1;
+        }
+    }
+    else if (*started) {
+        verdict = seq == *last + 1 ? 1 : -1;
+        *last = seq;
+    }
+    return verdict;
+}
+
+static void
+s_ws_writer (zsock_t *pipe, void *args)
+{
+    s_ws_t *ws = (s_ws_t *) args;
+    zsock_t *sub = zsock_new (ZMQ_SUB);
+    zsock_set_rcvhwm (sub, S_WS_QUEUE);
+    zsock_set_linger (sub, 0);
+    zsock_set_subscribe (sub, ws->topic);
+    zsock_connect (sub, "%s", ws->gateway->jobs);
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, sub, NULL);
+    bool started = false, open = true;
+    uint64_t last = 0;
+    while (true) {
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
+        if (which != sub)
+            break;
+        zmsg_t *msg = zmsg_recv (sub);
+        if (!msg || zmsg_size (msg) != 3 || !open) {
+            zmsg_destroy (&msg);
+            continue;
+        }
+        zframe_t *topic = zmsg_first (msg);
+        zframe_t *meta = zmsg_next (msg);
+        zframe_t *body = zmsg_next (msg);
+        //  A subscription to "" takes every topic; one to a job id takes ids that
+        //  begin with it, and every job id has the same length
+        bool ours = !*ws->topic || zframe_streq (topic, ws->topic);
+        int verdict = ours ? s_ws_accept (ws, topic, meta, &started, &last) : 0;
+        if (verdict < 0) {
+            if (ws->gateway->verbose)
+                zsys_info ("sn_gateway: WebSocket for '%s' fell behind: closing", ws->topic);
+            s_ws_close (ws->conn, S_WS_POLICY, "too slow: updates were dropped");
+            s_ws_cut (ws);
+            open = false;
+        }
+        else if (verdict > 0) {
+            sn_msg_t *decoded =
+                sn_msg_decode_trusted (zframe_data (body), zframe_size (body), NULL);
+            const sn_value_t *root = decoded ? sn_msg_root (decoded) : NULL;
+            char *text = sn_json_text (root);
+            if (sn_value_get (root, "error")) {
+                mg_websocket_write (ws->conn, MG_WEBSOCKET_OPCODE_TEXT, text, strlen (text));
+                s_ws_close (ws->conn, S_WS_NOT_HERE, "no such job");
+                open = false;
+            }
+            else if (text && mg_websocket_write (ws->conn, MG_WEBSOCKET_OPCODE_TEXT, text,
+                                                 strlen (text)) <= 0) {
+                //  The client read nothing for the whole timeout
+                if (ws->gateway->verbose)
+                    zsys_info ("sn_gateway: WebSocket for '%s' stopped reading", ws->topic);
+                s_ws_cut (ws);
+                open = false;
+            }
+            free (text);
+            sn_msg_destroy (&decoded);
+        }
+        zmsg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    zsock_destroy (&sub);
+}
+
+//  Before the handshake: /jobs/ws or /jobs/:id/ws, else refused.
+static int
+s_ws_connect (const struct mg_connection *conn, void *cbdata)
+{
+    sn_gateway_t *self = (sn_gateway_t *) cbdata;
+    const char *path = mg_get_request_info (conn)->local_uri;
+    const char *id = strncmp (path, "/jobs/", 6) == 0 ? path + 6 : "";
+    size_t id_len = strspn (id, "0123456789abcdefghijklmnopqrstuvwxyz");
+    bool all = streq (path, "/jobs/ws");
+    if (!self->jobs || (!all && (id_len == 0 || id_len >= 40 || !streq (id + id_len, "/ws"))))
+        return 1;
+    s_ws_t *ws = (s_ws_t *) zmalloc (sizeof (s_ws_t));
+    ws->gateway = self;
+    if (!all)
+        memcpy (ws->topic, id, id_len);
+    mg_set_user_connection_data (conn, ws);
+    return 0;
+}
+
+static void
+s_ws_ready (struct mg_connection *conn, void *cbdata)
+{
+    s_ws_t *ws = (s_ws_t *) mg_get_user_connection_data (conn);
+    if (ws) {
+        ws->conn = conn;
+        ws->handle = s_ws_socket (conn);
+        if (ws->gateway->verbose)
+            zsys_info ("sn_gateway: WebSocket for '%s' on socket %d", ws->topic, ws->handle);
+        ws->writer = zactor_new (s_ws_writer, ws);
+    }
+}
+
+static int
+s_ws_data (struct mg_connection *conn, int bits, char *data, size_t size, void *cbdata)
+{
+    int opcode = bits & 0x0f;
+    if (opcode == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE)
+        return 0;
+    if (size > S_WS_FRAME_MAX) {
+        s_ws_close (conn, S_WS_TOO_BIG, "frames from clients are at most 1024 bytes");
+        return 0;
+    }
+    if (opcode == MG_WEBSOCKET_OPCODE_PING)
+        mg_websocket_write (conn, MG_WEBSOCKET_OPCODE_PONG, data, size);
+    return 1;
+}
+
+static void
+s_ws_closed (const struct mg_connection *conn, void *cbdata)
+{
+    s_ws_t *ws = (s_ws_t *) mg_get_user_connection_data (conn);
+    if (ws) {
+        zactor_destroy (&ws->writer);
+        free (ws);
+        mg_set_user_connection_data (conn, NULL);
+    }
+}
+
 //  Splits the path and dispatches on the method. Sets the answer, always.
 static void
 s_route (s_request_t *request)
@@ -747,7 +1146,7 @@ s_route (s_request_t *request)
         else
             s_not_allowed (request, "GET");
     }
-    else if (!s_route_queue (request, path, method))
+    else if (!s_route_queue (request, path, method) && !s_route_jobs (request, path, method))
         s_fail (request, 404, "no route for %s", path);
 }
 
@@ -849,6 +1248,7 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     self->max_body = config->max_body;
     self->timeout = config->timeout;
     self->verbose = config->verbose;
+    self->jobs = config->jobs ? strdup (config->jobs) : NULL;
     self->starter = pthread_self ();
 
     char threads[16], timeout[16];
@@ -863,7 +1263,9 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
                              "decode_url", "no",
                              //  Headers and body go out in separate writes: without
                              //  this every answer waits for the client's delayed ACK
-                             "tcp_nodelay", "1", NULL};
+                             "tcp_nodelay", "1",
+                             //  A WebSocket waiting for updates is idle, not dead
+                             "enable_websocket_ping_pong", "yes", NULL};
     struct mg_callbacks callbacks = {0};
     callbacks.init_thread = s_init_thread;
     callbacks.exit_thread = s_exit_thread;
@@ -882,6 +1284,8 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
         return NULL;
     }
     mg_set_request_handler (self->ctx, "/", s_handle_request, self);
+    mg_set_websocket_handler (self->ctx, "/jobs", s_ws_connect, s_ws_ready, s_ws_data, s_ws_closed,
+                              self);
     if (self->verbose)
         zsys_info ("sn_gateway: listening on %s, %d threads", config->listen, config->threads);
     return self;
@@ -897,6 +1301,7 @@ sn_gateway_destroy (sn_gateway_t **self_p)
             mg_stop (self->ctx);
         mg_exit_library ();
         free (self->node);
+        free (self->jobs);
         free (self);
         *self_p = NULL;
     }

@@ -24,6 +24,7 @@ typedef struct {
     int timeout;        //  ms to wait for the node (504 after) or for a whole body (408)
     int threads;        //  civetweb worker threads
     bool verbose;
+    const char *jobs; //  the dispatch actor's XPUB of job changes, for WebSockets; or NULL
 } sn_gateway_config_t;
 
 //  Start listening. Returns NULL with the reason in error (for example, the port is

@@ -1,0 +1,2310 @@
+/*  sn_dispatch: jobs fanned out as tasks to device agents.
+
+    Working state lives in memory and is rebuilt from the job's events: a job owns
+    an array of its tasks; each destination has an agent record (connected or not)
+    with the one task it has in flight and the tasks waiting for it, in order. A
+    task's timeout runs from the job's creation, so a task whose agent never comes
+    times out like one whose agent never answers.
+
+    Every transition is applied in memory at once and written to the log; a reply
+    that promises durability (job.create, agent.result, job.cancel) is sent only
+    when the store has acknowledged the event. A job becomes visible and starts
+    dispatching only once its job.created event is on disk.
+*/
+#include "sn_dispatch.h"
+#include "sn_actor.h"
+#include "sn_key.h"
+#include "sn_msg.h"
+#include "sn_routed.h"
+
+//  Most writes sent to the log and not yet acknowledged; above it the actor stops
+//  reading requests until the log catches up.
+#define S_LOG_WINDOW 20000
+
+//  Updates queued for one subscriber before the XPUB drops them (the subscriber
+//  sees the gap and gives up: a slow WebSocket never slows the node).
+#define S_PUBLISH_HWM 10000
+
+//  How often agents' liveness and coalesced progress are looked at, in ms.
+#define S_SWEEP_MS 1000
+
+//  An agent's heartbeat interval when its hello gives none, and how many of them
+//  it may miss before it is taken for gone.
+#define S_HEARTBEAT_MS     5000
+#define S_HEARTBEAT_MISSES 3
+
+#define S_LIST_LIMIT      100 //  job.list's default page
+#define S_ID_MAX          32  //  job ids are 19 characters
+#define S_DESTINATION_MAX 64  //  longest destination id
+
+typedef enum {
+    S_CREATED,
+    S_SENT,
+    S_RESOLVED,
+    S_ERROR,
+    S_TIMEOUT,
+    S_CANCELLED,
+    S_DISPATCHING //  jobs only
+} s_status_t;
+
+static const char *s_status_names[] = {"created", "sent",      "resolved",   "error",
+                                       "timeout", "cancelled", "dispatching"};
+
+typedef struct _s_job_t s_job_t;
+typedef struct _s_agent_t s_agent_t;
+
+typedef struct {
+    s_job_t *job;        //  the job it belongs to
+    uint32_t index;      //  1-based; the task id is "<job id>-<index>"
+    char *method;        //  lowercase HTTP-like method
+    char *resource;      //  the path on the device
+    char *tunnel;        //  Sanji reply address, or NULL
+    byte *data;          //  msgpack of the message data, or NULL
+    size_t data_size;    //  bytes in data
+    s_agent_t *agent;    //  the agent record of its destination
+    s_status_t status;   //  created, sent, or terminal
+    uint32_t progress;   //  percent
+    bool progress_dirty; //  changed since the last task.progress event
+    byte *result;        //  msgpack of the result, or NULL
+    size_t result_size;  //  bytes in result
+    int64_t finish_at;   //  ms, or 0
+    bool in_flight;      //  pushed to its connected agent, no result yet
+    void *waiting;       //  handle in the agent's waiting list, or NULL
+} s_task_t;
+
+struct _s_job_t {
+    char id[S_ID_MAX];    //  unique: creation time and random digits, hex
+    int64_t created_at;   //  ms
+    int64_t finish_at;    //  ms, or 0
+    uint64_t timeout;     //  ms each task has, counted from created_at
+    uint64_t job_timeout; //  ms the whole job has, or 0
+    uint32_t concurrency; //  most tasks in flight at once, 0 for no limit
+    uint32_t in_flight;   //  tasks in flight now
+    s_status_t status;    //  created, dispatching, resolved, cancelled, timeout
+    s_task_t *tasks;      //  count tasks
+    uint32_t count;       //  tasks
+    uint32_t done;        //  tasks in a terminal state
+    uint32_t errors;      //  tasks that ended in error or timeout
+    uint64_t seq;         //  updates of this job published (j)
+    bool progress_dirty;  //  some task's progress is not in the log yet
+    void *active;         //  handle in self->active, or NULL when finished
+    uint32_t ticks;       //  ticks still to publish for it (s_publish_ticks)
+    void *ticking;        //  handle in self->ticking, or NULL
+    bool visible;         //  job.created is durable: answers and dispatch
+};
+
+struct _s_agent_t {
+    char id[S_DESTINATION_MAX + 1]; //  canonical destination id
+    zmsg_t *envelope;               //  route to the connected agent, or NULL
+    int64_t expires;                //  mono ms after which a silent agent is gone
+    s_task_t *current;              //  the task in flight, or NULL
+    zlistx_t *waiting;              //  s_task_t * waiting for this destination, in order
+};
+
+//  Why the log was written, and what to do when it answers.
+typedef enum { S_LOG_EVENT, S_LOG_CREATE, S_LOG_SCAN } s_log_kind_t;
+
+typedef struct {
+    uint64_t rid;      //  the log request's rid
+    s_log_kind_t kind; //  event, job creation or replay page
+    zmsg_t *reply;     //  envelope and payload to send once durable, or NULL
+    s_job_t *job;      //  S_LOG_CREATE: the job to make visible
+} s_pending_t;
+
+typedef struct {
+    zsock_t *pipe;               //  actor command pipe
+    zpoller_t *poller;           //  pipe, log, xpub, and the router once replayed
+    zsock_t *router;             //  requests from the frontend, pushes to agents
+    zsock_t *log;                //  DEALER to the store
+    zsock_t *xpub;               //  job changes to subscribers
+    bool router_polled;          //  the router is in the poller
+    sn_dispatch_config_t config; //  endpoints, borrowed until START
+    uint32_t partitions;         //  P
+    bool verbose;                //  log every request
+    bool terminated;             //  $TERM received
+    zhashx_t *jobs;              //  id -> s_job_t *, owns them
+    s_job_t **order;             //  every visible job by (created_at, id)
+    size_t order_count;          //  jobs in order
+    size_t order_size;           //  slots in order
+    zlistx_t *active;            //  s_job_t * not finished yet
+    zlistx_t *ticking;           //  s_job_t * that changed lately
+    zhashx_t *agents;            //  destination id -> s_agent_t *, owns them
+    zhashx_t *pending;           //  log rid (text) -> s_pending_t *, owns them
+    uint64_t log_rid;            //  last rid sent to the log
+    zlistx_t *replay_queue;      //  partitions still to replay (uint32 + 1 as pointer)
+    int replay_p;                //  partition being replayed, or -1
+    zlistx_t *replayed;          //  s_job_t * of the partition being replayed
+    bool ready;                  //  the first replay is over
+    uint64_t seq;                //  updates published (g)
+    int64_t next_sweep;          //  mono ms of the next liveness and progress sweep
+    sn_pack_t *pack;             //  replies and pushes
+    sn_pack_t *event;            //  events for the log
+    sn_pack_t *body;             //  published bodies
+} self_t;
+
+//  --------------------------------------------------------------------------
+//  Destination ids
+
+static int
+s_hex (char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int
+sn_dispatch_destination (const char *id, size_t len, char *out)
+{
+    if (!id || len == 0 || len > S_DESTINATION_MAX)
+        return -1;
+    //  A MAC address: 00:0c:29:1c:e8:01 or AA-BB-CC-DD-11-22
+    if (len == 17 && (id[2] == ':' || id[2] == '-')) {
+        char separator = id[2];
+        bool valid = true;
+        for (size_t at = 0; at < 17 && valid; at++)
+            valid = at % 3 == 2 ? id[at] == separator : s_hex (id[at]) >= 0;
+        if (valid) {
+            for (size_t at = 0; at < 17; at++)
+                out[at] = at % 3 == 2 ? ':' : (char) tolower ((unsigned char) id[at]);
+            out[17] = 0;
+            return 0;
+        }
+    }
+    //  A gateway id: cg-000c291ce801
+    const char *dash = memchr (id, '-', len);
+    if (!dash || dash == id || dash - id > 16 || len - (size_t) (dash - id) != 13)
+        return -1;
+    for (const char *at = id; at < dash; at++)
+        if (!isdigit ((unsigned char) *at) && !islower ((unsigned char) *at))
+            return -1;
+    for (const char *at = dash + 1; at < id + len; at++)
+        if (s_hex (*at) < 0)
+            return -1;
+    for (size_t at = 0; at < len; at++)
+        out[at] = (char) tolower ((unsigned char) id[at]);
+    out[len] = 0;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Jobs, tasks, agents
+
+static void
+s_job_free (void **item_p)
+{
+    s_job_t *job = (s_job_t *) *item_p;
+    if (job) {
+        for (uint32_t index = 0; index < job->count; index++) {
+            s_task_t *task = &job->tasks[index];
+            free (task->method);
+            free (task->resource);
+            free (task->tunnel);
+            free (task->data);
+            free (task->result);
+        }
+        free (job->tasks);
+        free (job);
+        *item_p = NULL;
+    }
+}
+
+static void
+s_agent_free (void **item_p)
+{
+    s_agent_t *agent = (s_agent_t *) *item_p;
+    if (agent) {
+        zmsg_destroy (&agent->envelope);
+        zlistx_destroy (&agent->waiting);
+        free (agent);
+        *item_p = NULL;
+    }
+}
+
+static void
+s_pending_free (void **item_p)
+{
+    s_pending_t *pending = (s_pending_t *) *item_p;
+    if (pending) {
+        zmsg_destroy (&pending->reply);
+        free (pending);
+        *item_p = NULL;
+    }
+}
+
+//  The agent record of a destination, made on first use.
+static s_agent_t *
+s_agent_require (self_t *self, const char *id)
+{
+    s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, id);
+    if (!agent) {
+        agent = (s_agent_t *) zmalloc (sizeof (s_agent_t));
+        snprintf (agent->id, sizeof agent->id, "%s", id);
+        agent->waiting = zlistx_new ();
+        zhashx_insert (self->agents, agent->id, agent);
+    }
+    return agent;
+}
+
+static bool
+s_terminal (s_status_t status)
+{
+    return status != S_CREATED && status != S_SENT && status != S_DISPATCHING;
+}
+
+//  Finds "<job id>-<index>". Returns the task or NULL.
+static s_task_t *
+s_task_lookup (self_t *self, const char *id, size_t len)
+{
+    char text[S_ID_MAX + 16];
+    if (!id || len == 0 || len >= sizeof text)
+        return NULL;
+    memcpy (text, id, len);
+    text[len] = 0;
+    char *dash = strrchr (text, '-');
+    if (!dash || !isdigit ((unsigned char) dash[1]))
+        return NULL;
+    *dash = 0;
+    char *end = NULL;
+    unsigned long index = strtoul (dash + 1, &end, 10);
+    s_job_t *job = (s_job_t *) zhashx_lookup (self->jobs, text);
+    if (!job || !job->visible || *end || index < 1 || index > job->count)
+        return NULL;
+    return &job->tasks[index - 1];
+}
+
+static s_job_t *
+s_job_lookup (self_t *self, const sn_value_t *id)
+{
+    char text[S_ID_MAX];
+    size_t len = 0;
+    const char *bytes = sn_value_str (id, &len);
+    if (!bytes || len >= sizeof text)
+        return NULL;
+    memcpy (text, bytes, len);
+    text[len] = 0;
+    s_job_t *job = (s_job_t *) zhashx_lookup (self->jobs, text);
+    return job && job->visible ? job : NULL;
+}
+
+//  Jobs sort by creation time then id; the newest last.
+static int
+s_job_compare (const s_job_t *a, const s_job_t *b)
+{
+    if (a->created_at != b->created_at)
+        return a->created_at < b->created_at ? -1 : 1;
+    return strcmp (a->id, b->id);
+}
+
+//  Index of the first job in order not before job.
+static size_t
+s_order_find (self_t *self, const s_job_t *job)
+{
+    size_t low = 0, high = self->order_count;
+    while (low < high) {
+        size_t middle = (low + high) / 2;
+        if (s_job_compare (self->order[middle], job) < 0)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low;
+}
+
+//  A job becomes visible: listed, dispatched, answered for.
+static void
+s_job_show (self_t *self, s_job_t *job)
+{
+    job->visible = true;
+    if (self->order_count == self->order_size) {
+        self->order_size = self->order_size ? self->order_size * 2 : 64;
+        self->order = (s_job_t **) realloc (self->order, self->order_size * sizeof (s_job_t *));
+        assert (self->order);
+    }
+    //  New jobs go at the end; a replayed partition may bring older ones
+    size_t at = s_order_find (self, job);
+    memmove (self->order + at + 1, self->order + at, (self->order_count - at) * sizeof (s_job_t *));
+    self->order[at] = job;
+    self->order_count++;
+}
+
+//  --------------------------------------------------------------------------
+//  Time
+
+static void
+s_iso_time (int64_t ms, char *out, size_t size)
+{
+    time_t seconds = (time_t) (ms / 1000);
+    struct tm tm;
+    gmtime_r (&seconds, &tm);
+    char text[32];
+    strftime (text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf (out, size, "%s.%03dZ", text, (int) (ms % 1000));
+}
+
+static void
+s_pack_time (sn_pack_t *pack, const char *key, int64_t ms)
+{
+    sn_pack_str (pack, key);
+    if (ms) {
+        char text[40];
+        s_iso_time (ms, text, sizeof text);
+        sn_pack_str (pack, text);
+    }
+    else
+        sn_pack_nil (pack);
+}
+
+//  --------------------------------------------------------------------------
+//  What callers see
+
+static void
+s_pack_task_id (sn_pack_t *pack, const s_task_t *task)
+{
+    char id[S_ID_MAX + 16];
+    snprintf (id, sizeof id, "%s-%u", task->job->id, task->index);
+    sn_pack_str (pack, id);
+}
+
+//  A task in the Sanji task format: the message plus __destination and __task.
+static void
+s_pack_task (sn_pack_t *pack, const s_task_t *task)
+{
+    const s_job_t *job = task->job;
+    sn_pack_map (pack, 7 + (task->tunnel != NULL));
+    sn_pack_str (pack, "id");
+    s_pack_task_id (pack, task);
+    sn_pack_kv_str (pack, "method", task->method);
+    sn_pack_kv_str (pack, "resource", task->resource);
+    if (task->tunnel)
+        sn_pack_kv_str (pack, "tunnel", task->tunnel);
+    sn_pack_str (pack, "data");
+    if (task->data)
+        sn_pack_raw (pack, task->data, task->data_size);
+    else
+        sn_pack_map (pack, 0);
+    sn_pack_kv_str (pack, "__destination", task->agent->id);
+    sn_pack_kv_str (pack, "__job", job->id);
+    sn_pack_str (pack, "__task");
+    sn_pack_map (pack, 6);
+    s_pack_time (pack, "createdAt", job->created_at);
+    s_pack_time (pack, "finishAt", task->finish_at);
+    sn_pack_kv_uint (pack, "timeout", job->timeout);
+    sn_pack_kv_str (pack, "status", s_status_names[task->status]);
+    sn_pack_kv_uint (pack, "progress", task->progress);
+    sn_pack_str (pack, "result");
+    if (task->result)
+        sn_pack_raw (pack, task->result, task->result_size);
+    else
+        sn_pack_nil (pack);
+}
+
+typedef enum { S_COLLECTION_NONE, S_COLLECTION_IDS, S_COLLECTION_TASKS } s_collection_t;
+
+static void
+s_pack_job (sn_pack_t *pack, const s_job_t *job, s_collection_t collection)
+{
+    sn_pack_map (pack, 10 + (job->job_timeout > 0) + (job->concurrency > 0) +
+                           (collection != S_COLLECTION_NONE));
+    sn_pack_kv_str (pack, "id", job->id);
+    s_pack_time (pack, "createdAt", job->created_at);
+    s_pack_time (pack, "finishAt", job->finish_at);
+    sn_pack_kv_uint (pack, "timeout", job->timeout);
+    if (job->job_timeout)
+        sn_pack_kv_uint (pack, "jobTimeout", job->job_timeout);
+    if (job->concurrency)
+        sn_pack_kv_uint (pack, "concurrency", job->concurrency);
+    sn_pack_kv_str (pack, "status", s_status_names[job->status]);
+    sn_pack_kv_uint (pack, "progress", job->count ? (uint64_t) job->done * 100 / job->count : 100);
+    sn_pack_kv_uint (pack, "totalCount", job->count);
+    sn_pack_kv_uint (pack, "doneCount", job->done);
+    sn_pack_kv_uint (pack, "finishCount", job->done);
+    sn_pack_kv_uint (pack, "errorCount", job->errors);
+    if (collection != S_COLLECTION_NONE) {
+        sn_pack_str (pack, "collection");
+        sn_pack_array (pack, job->count);
+        for (uint32_t index = 0; index < job->count; index++)
+            if (collection == S_COLLECTION_IDS)
+                s_pack_task_id (pack, &job->tasks[index]);
+            else
+                s_pack_task (pack, &job->tasks[index]);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Publishing changes
+
+//  Ticks a job gets after its last change: enough for one to come through after a
+//  subscriber's queue has drained.
+#define S_TICKS 5
+
+static void
+s_tick_soon (self_t *self, s_job_t *job)
+{
+    job->ticks = S_TICKS;
+    if (!job->ticking)
+        job->ticking = zlistx_add_end (self->ticking, job);
+}
+
+typedef enum { S_UPDATE, S_SNAPSHOT, S_TICK } s_publish_kind_t;
+
+static void
+s_publish_frames (self_t *self, const char *topic, uint64_t job_seq, s_publish_kind_t kind)
+{
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 4);
+    sn_pack_kv_uint (self->pack, "g", self->seq);
+    sn_pack_kv_uint (self->pack, "j", job_seq);
+    sn_pack_str (self->pack, "snapshot");
+    sn_pack_bool (self->pack, kind == S_SNAPSHOT);
+    sn_pack_str (self->pack, "tick");
+    sn_pack_bool (self->pack, kind == S_TICK);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, topic);
+    zmsg_addmem (msg, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    zmsg_addmem (msg, sn_pack_data (self->body), sn_pack_size (self->body));
+    //  An XPUB drops what a subscriber cannot take rather than block
+    if (zmsg_send (&msg, self->xpub))
+        zmsg_destroy (&msg);
+}
+
+static void
+s_publish_task (self_t *self, s_task_t *task)
+{
+    sn_pack_reset (self->body);
+    sn_pack_map (self->body, 2);
+    sn_pack_kv_str (self->body, "resource", "/jobs/update");
+    sn_pack_str (self->body, "data");
+    s_pack_task (self->body, task);
+    self->seq++;
+    s_publish_frames (self, task->job->id, ++task->job->seq, S_UPDATE);
+    s_tick_soon (self, task->job);
+}
+
+static void
+s_publish_job (self_t *self, s_job_t *job)
+{
+    sn_pack_reset (self->body);
+    sn_pack_map (self->body, 2);
+    sn_pack_kv_str (self->body, "resource", "/jobs");
+    sn_pack_str (self->body, "data");
+    s_pack_job (self->body, job, S_COLLECTION_IDS);
+    self->seq++;
+    s_publish_frames (self, job->id, ++job->seq, S_UPDATE);
+    s_tick_soon (self, job);
+}
+
+//  Every sweep: the sequence numbers as they stand, on "" for the subscribers of
+//  every job and on each job that changed lately. A subscriber whose last updates
+//  were dropped learns it from the next tick, not only from the next change.
+static void
+s_publish_ticks (self_t *self)
+{
+    sn_pack_reset (self->body);
+    sn_pack_map (self->body, 0);
+    s_publish_frames (self, "", 0, S_TICK);
+    s_job_t *job = (s_job_t *) zlistx_first (self->ticking);
+    while (job) {
+        s_job_t *following = (s_job_t *) zlistx_next (self->ticking);
+        s_publish_frames (self, job->id, job->seq, S_TICK);
+        if (--job->ticks == 0) {
+            zlistx_delete (self->ticking, job->ticking);
+            job->ticking = NULL;
+        }
+        job = following;
+    }
+}
+
+//  A new subscription: its snapshot, on its own topic. Other subscribers of the
+//  same topic see a snapshot they do not need and skip it.
+static void
+s_handle_subscription (self_t *self)
+{
+    zframe_t *frame = zframe_recv (self->xpub);
+    if (!frame)
+        return;
+    size_t size = zframe_size (frame);
+    const byte *data = zframe_data (frame);
+    //  A topic longer than any job id is answered too, with "no job"
+    if (size >= 1 && data[0] == 1 && size - 1 < 256) {
+        char topic[256];
+        memcpy (topic, data + 1, size - 1);
+        topic[size - 1] = 0;
+        sn_pack_reset (self->body);
+        s_job_t *job = NULL;
+        if (*topic == 0) {
+            sn_pack_map (self->body, 2);
+            sn_pack_kv_str (self->body, "resource", "/jobs/ws");
+            sn_pack_str (self->body, "data");
+            sn_pack_map (self->body, 0);
+        }
+        else if ((job = (s_job_t *) zhashx_lookup (self->jobs, topic)) && job->visible) {
+            sn_pack_map (self->body, 2);
+            sn_pack_kv_str (self->body, "resource", "/jobs");
+            sn_pack_str (self->body, "data");
+            s_pack_job (self->body, job, S_COLLECTION_TASKS);
+        }
+        else {
+            job = NULL;
+            sn_pack_map (self->body, 1);
+            sn_pack_str (self->body, "error");
+            char error[300];
+            snprintf (error, sizeof error, "no job %s", topic);
+            sn_pack_str (self->body, error);
+        }
+        s_publish_frames (self, topic, job ? job->seq : 0, S_SNAPSHOT);
+    }
+    zframe_destroy (&frame);
+}
+
+//  --------------------------------------------------------------------------
+//  The log
+
+//  Sends the event in self->event as type, partition key job id. reply, when not
+//  NULL, goes to its envelope once the event is durable (taken). Returns 0, or -1
+//  when the log cannot take it (and reply is destroyed).
+static int
+s_log (self_t *self, const char *type, s_job_t *job, s_log_kind_t kind, zmsg_t **reply_p)
+{
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 5);
+    sn_pack_kv_str (self->pack, "op", "put");
+    sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
+    sn_pack_kv_str (self->pack, "type", type);
+    sn_pack_kv_str (self->pack, "pkey", job->id);
+    sn_pack_str (self->pack, "event");
+    sn_pack_raw (self->pack, sn_pack_data (self->event), sn_pack_size (self->event));
+    zframe_t *frame = sn_pack_frame (self->pack);
+    if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
+        zframe_destroy (&frame);
+        zsys_error ("dispatch: cannot write %s of job %s: the log is not taking writes", type,
+                    job->id);
+        if (reply_p)
+            zmsg_destroy (reply_p);
+        return -1;
+    }
+    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
+    pending->rid = self->log_rid;
+    pending->kind = kind;
+    pending->job = job;
+    if (reply_p) {
+        pending->reply = *reply_p;
+        *reply_p = NULL;
+    }
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
+    zhashx_insert (self->pending, key, pending);
+    return 0;
+}
+
+//  Starts an event body of entries members after "job": the scan that replays a
+//  partition answers with events, not their partition keys.
+static void
+s_event_start (self_t *self, const s_job_t *job, uint32_t entries)
+{
+    sn_pack_reset (self->event);
+    sn_pack_map (self->event, entries + 1);
+    sn_pack_kv_str (self->event, "job", job->id);
+}
+
+//  A reply to send later: a copy of request's envelope and the reply in self->pack.
+static zmsg_t *
+s_deferred_reply (self_t *self, sn_routed_t *request)
+{
+    zmsg_t *reply = zmsg_new ();
+    for (size_t index = 0; index + 1 < request->count; index++)
+        zmsg_addmem (reply, zmq_msg_data (&request->frames[index]),
+                     zmq_msg_size (&request->frames[index]));
+    zmsg_addmem (reply, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    return reply;
+}
+
+static void
+s_send_reply (self_t *self, zmsg_t **reply_p)
+{
+    if (zmsg_send (reply_p, self->router))
+        zmsg_destroy (reply_p);
+}
+
+//  --------------------------------------------------------------------------
+//  Transitions, applied in memory. Replay and live requests share them; only live
+//  ones write the log, publish and talk to agents.
+
+//  Takes a task out of its agent's hands and out of its waiting list.
+static void
+s_task_detach (s_task_t *task)
+{
+    s_agent_t *agent = task->agent;
+    if (task->waiting) {
+        zlistx_delete (agent->waiting, task->waiting);
+        task->waiting = NULL;
+    }
+    if (task->in_flight) {
+        task->in_flight = false;
+        task->job->in_flight--;
+        if (agent->current == task)
+            agent->current = NULL;
+    }
+}
+
+//  The job is over when every task is: resolved, unless it was cancelled or timed
+//  out as a whole.
+static void
+s_job_check_done (self_t *self, s_job_t *job, int64_t at)
+{
+    if (job->done == job->count && !s_terminal (job->status)) {
+        job->status = S_RESOLVED;
+        job->finish_at = at;
+    }
+    if (s_terminal (job->status) && job->active) {
+        zlistx_delete (self->active, job->active);
+        job->active = NULL;
+    }
+}
+
+static void
+s_task_finish (self_t *self, s_task_t *task, s_status_t status, const byte *result,
+               size_t result_size, int64_t at)
+{
+    assert (!s_terminal (task->status));
+    s_task_detach (task);
+    task->status = status;
+    task->finish_at = at;
+    if (status == S_RESOLVED)
+        task->progress = 100;
+    free (task->result);
+    task->result = NULL;
+    if (result) {
+        task->result = (byte *) malloc (result_size);
+        memcpy (task->result, result, result_size);
+        task->result_size = result_size;
+    }
+    task->job->done++;
+    if (status == S_ERROR || status == S_TIMEOUT)
+        task->job->errors++;
+}
+
+//  --------------------------------------------------------------------------
+//  Dispatch
+
+static void s_agent_pump (self_t *self, s_agent_t *agent);
+
+static void
+s_push (self_t *self, s_agent_t *agent)
+{
+    zmsg_t *msg = zmsg_dup (agent->envelope);
+    zmsg_addmem (msg, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    //  The ROUTER drops what it cannot route; the agent gets it again when it
+    //  says hello again
+    if (zmsg_send (&msg, self->router))
+        zmsg_destroy (&msg);
+}
+
+static void
+s_push_cancel (self_t *self, s_task_t *task)
+{
+    if (!task->agent->envelope)
+        return;
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 2);
+    sn_pack_kv_str (self->pack, "op", "agent.cancel");
+    sn_pack_str (self->pack, "id");
+    s_pack_task_id (self->pack, task);
+    s_push (self, task->agent);
+}
+
+//  Hands a task to its connected, idle agent.
+static void
+s_task_send (self_t *self, s_task_t *task)
+{
+    s_agent_t *agent = task->agent;
+    s_job_t *job = task->job;
+    if (task->waiting) {
+        zlistx_delete (agent->waiting, task->waiting);
+        task->waiting = NULL;
+    }
+    task->in_flight = true;
+    agent->current = task;
+    job->in_flight++;
+    int64_t remaining = job->created_at + (int64_t) job->timeout - zclock_time ();
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 6 + (task->tunnel != NULL));
+    sn_pack_kv_str (self->pack, "op", "agent.work");
+    sn_pack_str (self->pack, "id");
+    s_pack_task_id (self->pack, task);
+    sn_pack_kv_str (self->pack, "method", task->method);
+    sn_pack_kv_str (self->pack, "resource", task->resource);
+    if (task->tunnel)
+        sn_pack_kv_str (self->pack, "tunnel", task->tunnel);
+    sn_pack_str (self->pack, "data");
+    if (task->data)
+        sn_pack_raw (self->pack, task->data, task->data_size);
+    else
+        sn_pack_map (self->pack, 0);
+    sn_pack_kv_uint (self->pack, "timeout", remaining > 0 ? (uint64_t) remaining : 0);
+    s_push (self, agent);
+    if (task->status == S_CREATED) {
+        task->status = S_SENT;
+        s_event_start (self, job, 1);
+        sn_pack_kv_uint (self->event, "task", task->index);
+        s_log (self, "task.sent", job, S_LOG_EVENT, NULL);
+        s_publish_task (self, task);
+        if (job->status == S_CREATED) {
+            job->status = S_DISPATCHING;
+            s_publish_job (self, job);
+        }
+    }
+}
+
+//  Gives a connected, idle agent the first task waiting for it whose job has room.
+static void
+s_agent_pump (self_t *self, s_agent_t *agent)
+{
+    if (!agent->envelope || agent->current)
+        return;
+    for (s_task_t *task = (s_task_t *) zlistx_first (agent->waiting); task;
+         task = (s_task_t *) zlistx_next (agent->waiting)) {
+        s_job_t *job = task->job;
+        if (job->visible && (!job->concurrency || job->in_flight < job->concurrency)) {
+            s_task_send (self, task);
+            return;
+        }
+    }
+}
+
+//  A slot of a job with a concurrency limit came free: its waiting tasks' agents
+//  may take one.
+static void
+s_job_pump (self_t *self, s_job_t *job)
+{
+    for (uint32_t index = 0; index < job->count; index++) {
+        s_task_t *task = &job->tasks[index];
+        if (job->concurrency && job->in_flight >= job->concurrency)
+            break;
+        if (task->waiting)
+            s_agent_pump (self, task->agent);
+    }
+}
+
+//  After a task of job left its agent: that agent, and the job's other agents
+//  when the job has a concurrency limit, may take the next task.
+static void
+s_after_release (self_t *self, s_job_t *job, s_agent_t *agent)
+{
+    if (agent)
+        s_agent_pump (self, agent);
+    if (job->concurrency)
+        s_job_pump (self, job);
+}
+
+//  Queue every unfinished task of a visible job for its agent, and dispatch.
+static void
+s_job_start (self_t *self, s_job_t *job)
+{
+    for (uint32_t index = 0; index < job->count; index++) {
+        s_task_t *task = &job->tasks[index];
+        if (!s_terminal (task->status) && !task->waiting && !task->in_flight)
+            task->waiting = zlistx_add_end (task->agent->waiting, task);
+    }
+    for (uint32_t index = 0; index < job->count; index++) {
+        s_task_t *task = &job->tasks[index];
+        if (job->concurrency && job->in_flight >= job->concurrency)
+            break;
+        if (task->waiting)
+            s_agent_pump (self, task->agent);
+    }
+}
+
+//  The agent is gone: its task in flight waits for it at the head of its list.
+static void
+s_agent_lost (self_t *self, s_agent_t *agent)
+{
+    zmsg_destroy (&agent->envelope);
+    s_task_t *task = agent->current;
+    if (task) {
+        s_task_detach (task);
+        task->waiting = zlistx_add_start (agent->waiting, task);
+        s_after_release (self, task->job, NULL);
+    }
+}
+
+//  Ends every unfinished task of the job: on cancel, on the job's timeout, and when
+//  the tasks' own timeout passes. Agents holding one are told to stop.
+static void
+s_job_end (self_t *self, s_job_t *job, s_status_t task_status, s_status_t job_status, int64_t at,
+           bool live)
+{
+    zlistx_t *freed = zlistx_new ();
+    for (uint32_t index = 0; index < job->count; index++) {
+        s_task_t *task = &job->tasks[index];
+        if (s_terminal (task->status))
+            continue;
+        if (live && task->in_flight) {
+            s_push_cancel (self, task);
+            zlistx_add_end (freed, task->agent);
+        }
+        s_task_finish (self, task, task_status, NULL, 0, at);
+        if (live)
+            s_publish_task (self, task);
+    }
+    if (job_status != S_RESOLVED) {
+        job->status = job_status;
+        job->finish_at = at;
+    }
+    s_job_check_done (self, job, at);
+    if (live) {
+        s_publish_job (self, job);
+        for (s_agent_t *agent = (s_agent_t *) zlistx_first (freed); agent;
+             agent = (s_agent_t *) zlistx_next (freed))
+            s_agent_pump (self, agent);
+    }
+    zlistx_destroy (&freed);
+}
+
+//  --------------------------------------------------------------------------
+//  Replies
+
+static void s_reply_error (self_t *self, sn_routed_t *request, uint64_t rid, int code,
+                           const char *format, ...) __attribute__ ((format (printf, 5, 6)));
+
+static void
+s_reply_error (self_t *self, sn_routed_t *request, uint64_t rid, int code, const char *format, ...)
+{
+    char text[512];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (text, sizeof text, format, args);
+    va_end (args);
+    sn_pack_error (self->pack, rid, code, "%s", text);
+    sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
+}
+
+//  Starts a reply {rid, code, ...} of entries more members.
+static void
+s_reply_start (self_t *self, uint64_t rid, int code, uint32_t entries)
+{
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 2 + entries);
+    sn_pack_kv_uint (self->pack, "rid", rid);
+    sn_pack_kv_uint (self->pack, "code", (uint64_t) code);
+}
+
+static void
+s_reply_set (self_t *self, sn_routed_t *request)
+{
+    sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
+}
+
+//  --------------------------------------------------------------------------
+//  job.create
+
+//  A copy of a string value, lowercased when lower.
+static char *
+s_strdup_value (const sn_value_t *value, bool lower)
+{
+    char *text = sn_value_strdup (value);
+    for (char *at = text; lower && at && *at; at++)
+        *at = (char) tolower ((unsigned char) *at);
+    return text;
+}
+
+//  One message (method, resource, data, tunnel) for each of its destinations, added
+//  as tasks of job. where and where_destinations name the fields for errors. Returns
+//  0, or -1 with error.
+static int
+s_add_tasks (self_t *self, s_job_t *job, const sn_value_t *message, const char *where,
+             const sn_value_t *destinations, const char *where_destinations, char *error,
+             size_t size)
+{
+    static const char *methods[] = {"get", "post", "put", "delete", NULL};
+    char *method = s_strdup_value (sn_value_get (message, "method"), true);
+    bool known = false;
+    for (const char **name = methods; method && *name; name++)
+        known = known || streq (method, *name);
+    free (method);
+    if (!known) {
+        snprintf (error, size, "%s/method: must be one of get, post, put, delete", where);
+        return -1;
+    }
+    size_t resource_len = 0;
+    const char *resource = sn_value_str (sn_value_get (message, "resource"), &resource_len);
+    if (!resource || resource[0] != '/') {
+        snprintf (error, size, "%s/resource: must be a path starting with /", where);
+        return -1;
+    }
+    bool is_list = sn_value_is (destinations, SN_TYPE_ARRAY);
+    size_t count = is_list ? sn_value_size (destinations) : 1;
+    if (job->count + count > SN_DISPATCH_TASKS_MAX) {
+        snprintf (error, size, "a job has at most %d tasks", SN_DISPATCH_TASKS_MAX);
+        return -1;
+    }
+    const sn_value_t *data = sn_value_get (message, "data");
+    sn_pack_t *copy = sn_pack_new ();
+    if (data)
+        sn_pack_value (copy, data);
+    for (size_t index = 0; index < count; index++) {
+        const sn_value_t *destination = is_list ? sn_value_at (destinations, index) : destinations;
+        size_t len = 0;
+        const char *id = sn_value_str (destination, &len);
+        char canonical[S_DESTINATION_MAX + 1];
+        if (sn_dispatch_destination (id, len, canonical)) {
+            if (is_list)
+                snprintf (error, size,
+                          "%s/%zu: '%.*s' is not a MAC address (like 00:0c:29:1c:e8:01) or a "
+                          "gateway id (like cg-000c291ce801)",
+                          where_destinations, index, id ? (int) (len > 64 ? 64 : len) : 0,
+                          id ? id : "");
+            else
+                snprintf (error, size,
+                          "%s: '%.*s' is not a MAC address (like 00:0c:29:1c:e8:01) or a "
+                          "gateway id (like cg-000c291ce801)",
+                          where_destinations, id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+            sn_pack_destroy (&copy);
+            return -1;
+        }
+        s_task_t *task = &job->tasks[job->count++];
+        task->job = job;
+        task->index = job->count;
+        task->method = s_strdup_value (sn_value_get (message, "method"), true);
+        task->resource = sn_value_strdup (sn_value_get (message, "resource"));
+        task->tunnel = sn_value_get_strdup (message, "tunnel");
+        if (data) {
+            task->data_size = sn_pack_size (copy);
+            task->data = (byte *) malloc (task->data_size);
+            memcpy (task->data, sn_pack_data (copy), task->data_size);
+        }
+        task->agent = s_agent_require (self, canonical);
+    }
+    sn_pack_destroy (&copy);
+    return 0;
+}
+
+//  Number of tasks the request asks for, before it is checked in detail.
+static size_t
+s_count_tasks (const sn_value_t *root)
+{
+    size_t total = 0;
+    const sn_value_t *batch = sn_value_get (root, "batch");
+    for (size_t index = 0; index < sn_value_size (batch); index++) {
+        const sn_value_t *destination = sn_value_get (sn_value_at (batch, index), "__destination");
+        total += sn_value_is (destination, SN_TYPE_ARRAY) ? sn_value_size (destination) : 1;
+    }
+    const sn_value_t *destinations = sn_value_get (root, "destinations");
+    if (destinations)
+        total += sn_value_is (destinations, SN_TYPE_ARRAY) ? sn_value_size (destinations) : 1;
+    return total;
+}
+
+//  An option given at the top (seed format) or in options (later format).
+static uint64_t
+s_option (const sn_value_t *root, const char *name, uint64_t otherwise)
+{
+    uint64_t value = otherwise;
+    if (!sn_value_uint (sn_value_get (root, name), &value))
+        sn_value_uint (sn_value_get (sn_value_get (root, "options"), name), &value);
+    return value;
+}
+
+//  Packs job.created's body into self->event.
+static void
+s_pack_created (self_t *self, s_job_t *job)
+{
+    sn_pack_t *pack = self->event;
+    s_event_start (self, job, 5);
+    sn_pack_str (pack, "createdAt");
+    sn_pack_int (pack, job->created_at);
+    sn_pack_kv_uint (pack, "timeout", job->timeout);
+    sn_pack_kv_uint (pack, "jobTimeout", job->job_timeout);
+    sn_pack_kv_uint (pack, "concurrency", job->concurrency);
+    sn_pack_str (pack, "tasks");
+    sn_pack_array (pack, job->count);
+    for (uint32_t index = 0; index < job->count; index++) {
+        s_task_t *task = &job->tasks[index];
+        sn_pack_map (pack, 3 + (task->data != NULL) + (task->tunnel != NULL));
+        sn_pack_kv_str (pack, "method", task->method);
+        sn_pack_kv_str (pack, "resource", task->resource);
+        sn_pack_kv_str (pack, "destination", task->agent->id);
+        if (task->data) {
+            sn_pack_str (pack, "data");
+            sn_pack_raw (pack, task->data, task->data_size);
+        }
+        if (task->tunnel)
+            sn_pack_kv_str (pack, "tunnel", task->tunnel);
+    }
+}
+
+static void
+s_op_job_create (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    const sn_value_t *batch = sn_value_get (root, "batch");
+    const sn_value_t *destinations = sn_value_get (root, "destinations");
+    const sn_value_t *message = sn_value_get (root, "message");
+    if (!batch == !destinations) {
+        s_reply_error (self, request, rid, 400,
+                       "give either batch or destinations and message, not both");
+        return;
+    }
+    if (destinations && !message) {
+        s_reply_error (self, request, rid, 400, "message: required with destinations");
+        return;
+    }
+    if (batch && (message || sn_value_get (root, "options"))) {
+        s_reply_error (self, request, rid, 400, "batch takes timeout, not message or options");
+        return;
+    }
+    size_t total = s_count_tasks (root);
+    if (total > SN_DISPATCH_TASKS_MAX) {
+        s_reply_error (self, request, rid, 400, "a job has at most %d tasks, not %zu",
+                       SN_DISPATCH_TASKS_MAX, total);
+        return;
+    }
+    s_job_t *job = (s_job_t *) zmalloc (sizeof (s_job_t));
+    job->created_at = zclock_time ();
+    zuuid_t *uuid = zuuid_new ();
+    snprintf (job->id, sizeof job->id, "%011" PRIx64 "%.8s", (uint64_t) job->created_at,
+              zuuid_str (uuid));
+    for (char *at = job->id; *at; at++)
+        *at = (char) tolower ((unsigned char) *at);
+    zuuid_destroy (&uuid);
+    job->timeout = s_option (root, "timeout", SN_DISPATCH_TIMEOUT);
+    job->job_timeout = s_option (root, "jobTimeout", 0);
+    job->concurrency = (uint32_t) s_option (root, "concurrency", 0);
+    job->tasks = (s_task_t *) zmalloc ((total ? total : 1) * sizeof (s_task_t));
+    char error[400];
+    int rc = 0;
+    for (size_t index = 0; batch && rc == 0 && index < sn_value_size (batch); index++) {
+        const sn_value_t *item = sn_value_at (batch, index);
+        char where[64], field[80];
+        snprintf (where, sizeof where, "batch/%zu", index);
+        snprintf (field, sizeof field, "batch/%zu/__destination", index);
+        rc = s_add_tasks (self, job, item, where, sn_value_get (item, "__destination"), field,
+                          error, sizeof error);
+    }
+    if (destinations && rc == 0)
+        rc = s_add_tasks (self, job, message, "message", destinations, "destinations", error,
+                          sizeof error);
+    if (rc) {
+        s_reply_error (self, request, rid, 400, "%s", error);
+        void *item = job;
+        s_job_free (&item);
+        return;
+    }
+    zhashx_insert (self->jobs, job->id, job);
+    s_pack_created (self, job);
+    s_reply_start (self, rid, 200, 1);
+    sn_pack_str (self->pack, "job");
+    s_pack_job (self->pack, job, S_COLLECTION_IDS);
+    zmsg_t *reply = s_deferred_reply (self, request);
+    if (s_log (self, "job.created", job, S_LOG_CREATE, &reply)) {
+        zhashx_delete (self->jobs, job->id);
+        s_reply_error (self, request, rid, 503, "the log is not taking writes");
+        return;
+    }
+    sn_routed_close (request);
+}
+
+//  The log acknowledged job.created: the job exists now.
+static void
+s_job_created (self_t *self, s_job_t *job)
+{
+    s_job_show (self, job);
+    job->active = zlistx_add_end (self->active, job);
+    s_publish_job (self, job);
+    s_job_start (self, job);
+}
+
+//  --------------------------------------------------------------------------
+//  Reading jobs
+
+static void
+s_op_job_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    s_job_t *job = s_job_lookup (self, sn_value_get (root, "id"));
+    if (!job) {
+        size_t len = 0;
+        const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+        s_reply_error (self, request, rid, 404, "no job %.*s", id ? (int) len : 0, id ? id : "");
+        return;
+    }
+    bool embed = false;
+    sn_value_bool (sn_value_get (root, "collection"), &embed);
+    s_reply_start (self, rid, 200, 1);
+    sn_pack_str (self->pack, "job");
+    s_pack_job (self->pack, job, embed ? S_COLLECTION_TASKS : S_COLLECTION_IDS);
+    s_reply_set (self, request);
+}
+
+static void
+s_op_task_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    s_task_t *task = s_task_lookup (self, id, len);
+    if (!task) {
+        s_reply_error (self, request, rid, 404, "no task %.*s", id ? (int) len : 0, id ? id : "");
+        return;
+    }
+    s_reply_start (self, rid, 200, 1);
+    sn_pack_str (self->pack, "task");
+    s_pack_task (self->pack, task);
+    s_reply_set (self, request);
+}
+
+//  Newest first; next is the id to pass as before for the following page.
+static void
+s_op_job_list (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    uint64_t limit = S_LIST_LIMIT;
+    sn_value_uint (sn_value_get (root, "limit"), &limit);
+    int status = -1;
+    const sn_value_t *wanted = sn_value_get (root, "status");
+    for (int index = 0; wanted && index <= S_DISPATCHING; index++)
+        if (index != S_SENT && index != S_ERROR && sn_value_streq (wanted, s_status_names[index]))
+            status = index;
+    if (wanted && status < 0) {
+        s_reply_error (self, request, rid, 400,
+                       "status: must be created, dispatching, resolved, cancelled or timeout");
+        return;
+    }
+    size_t start = self->order_count;
+    const sn_value_t *before = sn_value_get (root, "before");
+    if (before) {
+        s_job_t *job = s_job_lookup (self, before);
+        if (!job) {
+            size_t len = 0;
+            const char *id = sn_value_str (before, &len);
+            s_reply_error (self, request, rid, 400, "before: no job %.*s", id ? (int) len : 0,
+                           id ? id : "");
+            return;
+        }
+        start = s_order_find (self, job);
+    }
+    //  Count the page first: msgpack wants the array's length before its items
+    size_t found = 0, at = start, last = 0;
+    while (at > 0 && found < limit) {
+        s_job_t *job = self->order[--at];
+        if (status < 0 || job->status == (s_status_t) status) {
+            found++;
+            last = at;
+        }
+    }
+    bool more = false;
+    for (size_t rest = found ? last : 0; found == limit && rest > 0 && !more; rest--) {
+        s_job_t *job = self->order[rest - 1];
+        more = status < 0 || job->status == (s_status_t) status;
+    }
+    s_reply_start (self, rid, 200, 2);
+    sn_pack_str (self->pack, "jobs");
+    sn_pack_array (self->pack, (uint32_t) found);
+    for (at = start; at > 0 && found > 0;) {
+        s_job_t *job = self->order[--at];
+        if (status < 0 || job->status == (s_status_t) status) {
+            s_pack_job (self->pack, job, S_COLLECTION_NONE);
+            found--;
+        }
+    }
+    sn_pack_str (self->pack, "next");
+    if (more)
+        sn_pack_str (self->pack, self->order[last]->id);
+    else
+        sn_pack_nil (self->pack);
+    s_reply_set (self, request);
+}
+
+//  --------------------------------------------------------------------------
+//  job.cancel
+
+static void
+s_op_job_cancel (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    s_job_t *job = s_job_lookup (self, sn_value_get (root, "id"));
+    if (!job) {
+        size_t len = 0;
+        const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+        s_reply_error (self, request, rid, 404, "no job %.*s", id ? (int) len : 0, id ? id : "");
+        return;
+    }
+    if (s_terminal (job->status)) {
+        s_reply_error (self, request, rid, 409, "job %s is already %s", job->id,
+                       s_status_names[job->status]);
+        return;
+    }
+    int64_t now = zclock_time ();
+    s_job_end (self, job, S_CANCELLED, S_CANCELLED, now, true);
+    s_event_start (self, job, 1);
+    sn_pack_str (self->event, "at");
+    sn_pack_int (self->event, now);
+    s_reply_start (self, rid, 200, 1);
+    sn_pack_str (self->pack, "job");
+    s_pack_job (self->pack, job, S_COLLECTION_IDS);
+    zmsg_t *reply = s_deferred_reply (self, request);
+    if (s_log (self, "job.cancelled", job, S_LOG_EVENT, &reply))
+        s_reply_error (self, request, rid, 503, "the log is not taking writes");
+    else
+        sn_routed_close (request);
+}
+
+//  --------------------------------------------------------------------------
+//  Agents
+
+//  True when the request came through the same envelope as the agent's hello.
+static bool
+s_same_envelope (s_agent_t *agent, sn_routed_t *request)
+{
+    if (!agent->envelope || zmsg_size (agent->envelope) != request->count - 1)
+        return false;
+    size_t index = 0;
+    for (zframe_t *frame = zmsg_first (agent->envelope); frame;
+         frame = zmsg_next (agent->envelope), index++) {
+        zmq_msg_t *other = &request->frames[index];
+        if (zframe_size (frame) != zmq_msg_size (other) ||
+            memcmp (zframe_data (frame), zmq_msg_data (other), zframe_size (frame)) != 0)
+            return false;
+    }
+    return true;
+}
+
+//  Every agent op: the agent named by the request, (re)connected through the
+//  request's envelope when that is new. A new connection gets the task it had in
+//  flight again. Returns NULL with the reply set when the id is not a destination.
+static s_agent_t *
+s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+               bool *connected_p)
+{
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    char canonical[S_DESTINATION_MAX + 1];
+    if (sn_dispatch_destination (id, len, canonical)) {
+        s_reply_error (self, request, rid, 400,
+                       "id: '%.*s' is not a MAC address (like 00:0c:29:1c:e8:01) or a gateway "
+                       "id (like cg-000c291ce801)",
+                       id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+        return NULL;
+    }
+    s_agent_t *agent = s_agent_require (self, canonical);
+    uint64_t heartbeat = S_HEARTBEAT_MS;
+    sn_value_uint (sn_value_get (root, "heartbeat"), &heartbeat);
+    agent->expires = zclock_mono () + (int64_t) heartbeat * S_HEARTBEAT_MISSES;
+    *connected_p = false;
+    if (!s_same_envelope (agent, request) ||
+        sn_value_streq (sn_value_get (root, "op"), "agent.hello")) {
+        s_agent_lost (self, agent);
+        agent->envelope = zmsg_new ();
+        for (size_t index = 0; index + 1 < request->count; index++)
+            zmsg_addmem (agent->envelope, zmq_msg_data (&request->frames[index]),
+                         zmq_msg_size (&request->frames[index]));
+        *connected_p = true;
+        if (self->verbose)
+            zsys_info ("dispatch: agent %s connected", agent->id);
+    }
+    return agent;
+}
+
+//  hello and heartbeat: answered first, so that work pushed afterwards follows the
+//  reply.
+static void
+s_op_agent_hello (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    bool connected = false;
+    s_agent_t *agent = s_agent_touch (self, request, root, rid, &connected);
+    if (agent) {
+        s_reply_start (self, rid, 200, 1);
+        sn_pack_kv_str (self->pack, "id", agent->id);
+        s_reply_set (self, request);
+    }
+    if (sn_routed_send (request, self->router))
+        sn_routed_close (request);
+    if (agent && connected)
+        s_agent_pump (self, agent);
+}
+
+//  The task an agent reports on: it must be for the agent's destination and not
+//  finished. Returns NULL with the reply set.
+static s_task_t *
+s_agent_task (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+              s_agent_t *agent)
+{
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "task"), &len);
+    s_task_t *task = s_task_lookup (self, id, len);
+    if (!task || task->agent != agent) {
+        s_reply_error (self, request, rid, 404, "no task %.*s for %s", id ? (int) len : 0,
+                       id ? id : "", agent->id);
+        return NULL;
+    }
+    if (s_terminal (task->status)) {
+        s_reply_error (self, request, rid, 409, "task %.*s is already %s", (int) len, id,
+                       s_status_names[task->status]);
+        return NULL;
+    }
+    return task;
+}
+
+static void
+s_op_agent_progress (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    bool connected = false;
+    s_agent_t *agent = s_agent_touch (self, request, root, rid, &connected);
+    s_task_t *task = agent ? s_agent_task (self, request, root, rid, agent) : NULL;
+    if (task) {
+        uint64_t progress = 0;
+        sn_value_uint (sn_value_get (root, "progress"), &progress);
+        if (progress > 100)
+            progress = 100;
+        if (task->progress != progress) {
+            task->progress = (uint32_t) progress;
+            task->progress_dirty = true;
+            task->job->progress_dirty = true;
+            s_publish_task (self, task);
+        }
+        s_reply_start (self, rid, 200, 0);
+        s_reply_set (self, request);
+    }
+    if (sn_routed_send (request, self->router))
+        sn_routed_close (request);
+    if (agent && connected)
+        s_agent_pump (self, agent);
+}
+
+static void
+s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    bool connected = false;
+    s_agent_t *agent = s_agent_touch (self, request, root, rid, &connected);
+    s_task_t *task = agent ? s_agent_task (self, request, root, rid, agent) : NULL;
+    if (!task) {
+        if (sn_routed_send (request, self->router))
+            sn_routed_close (request);
+        if (agent && connected)
+            s_agent_pump (self, agent);
+        return;
+    }
+    uint64_t code = 0;
+    sn_value_uint (sn_value_get (root, "code"), &code);
+    const sn_value_t *data = sn_value_get (root, "data");
+    s_status_t status = code >= 200 && code < 300 ? S_RESOLVED : S_ERROR;
+    //  As Sanji did: a resolved task's result is the device's data, an error's is
+    //  {code, resource, data}
+    sn_pack_t *result = sn_pack_new ();
+    if (status == S_RESOLVED) {
+        if (data)
+            sn_pack_value (result, data);
+        else
+            sn_pack_map (result, 0);
+    }
+    else {
+        sn_pack_map (result, 2 + (data != NULL));
+        sn_pack_kv_uint (result, "code", code);
+        sn_pack_kv_str (result, "resource", task->resource);
+        if (data)
+            sn_pack_kv_value (result, "data", data);
+    }
+    int64_t now = zclock_time ();
+    s_job_t *job = task->job;
+    s_task_finish (self, task, status, sn_pack_data (result), sn_pack_size (result), now);
+    s_event_start (self, job, 4);
+    sn_pack_kv_uint (self->event, "task", task->index);
+    sn_pack_kv_str (self->event, "status", s_status_names[status]);
+    sn_pack_str (self->event, "result");
+    sn_pack_raw (self->event, sn_pack_data (result), sn_pack_size (result));
+    sn_pack_str (self->event, "finishAt");
+    sn_pack_int (self->event, now);
+    sn_pack_destroy (&result);
+    s_reply_start (self, rid, 200, 0);
+    zmsg_t *reply = s_deferred_reply (self, request);
+    sn_routed_close (request);
+    s_log (self, "task.done", job, S_LOG_EVENT, &reply);
+    s_publish_task (self, task);
+    s_job_check_done (self, job, now);
+    if (s_terminal (job->status))
+        s_publish_job (self, job);
+    s_after_release (self, job, agent);
+}
+
+//  --------------------------------------------------------------------------
+//  Timers
+
+//  Tasks and jobs whose time is up, and the next time one will be, in wall ms.
+static int64_t
+s_expire (self_t *self, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    s_job_t *job = (s_job_t *) zlistx_first (self->active);
+    while (job) {
+        s_job_t *following = (s_job_t *) zlistx_next (self->active);
+        int64_t tasks_end = job->created_at + (int64_t) job->timeout;
+        int64_t job_end =
+            job->job_timeout ? job->created_at + (int64_t) job->job_timeout : INT64_MAX;
+        if (job->visible && (job_end <= now || tasks_end <= now)) {
+            bool whole = job_end <= tasks_end;
+            s_event_start (self, job, 1);
+            sn_pack_str (self->event, "at");
+            sn_pack_int (self->event, now);
+            s_log (self, whole ? "job.timeout" : "task.timeout", job, S_LOG_EVENT, NULL);
+            s_job_end (self, job, S_TIMEOUT, whole ? S_TIMEOUT : S_RESOLVED, now, true);
+        }
+        else if (job->visible) {
+            if (tasks_end < next)
+                next = tasks_end;
+            if (job_end < next)
+                next = job_end;
+        }
+        job = following;
+    }
+    return next;
+}
+
+//  Coalesced progress: one task.progress event per job that changed.
+static void
+s_flush_progress (self_t *self)
+{
+    for (s_job_t *job = (s_job_t *) zlistx_first (self->active); job;
+         job = (s_job_t *) zlistx_next (self->active)) {
+        if (!job->progress_dirty)
+            continue;
+        job->progress_dirty = false;
+        uint32_t changed = 0;
+        for (uint32_t index = 0; index < job->count; index++)
+            changed += job->tasks[index].progress_dirty;
+        s_event_start (self, job, 1);
+        sn_pack_str (self->event, "progress");
+        sn_pack_array (self->event, changed);
+        for (uint32_t index = 0; index < job->count; index++) {
+            s_task_t *task = &job->tasks[index];
+            if (task->progress_dirty) {
+                task->progress_dirty = false;
+                sn_pack_array (self->event, 2);
+                sn_pack_uint (self->event, task->index);
+                sn_pack_uint (self->event, task->progress);
+            }
+        }
+        s_log (self, "task.progress", job, S_LOG_EVENT, NULL);
+    }
+}
+
+static void
+s_sweep (self_t *self)
+{
+    int64_t now = zclock_mono ();
+    for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
+         agent = (s_agent_t *) zhashx_next (self->agents))
+        if (agent->envelope && agent->expires < now) {
+            if (self->verbose)
+                zsys_info ("dispatch: agent %s went silent", agent->id);
+            s_agent_lost (self, agent);
+        }
+    s_flush_progress (self);
+    s_publish_ticks (self);
+}
+
+//  --------------------------------------------------------------------------
+//  Replay
+
+//  The job an event of the partition being replayed is about, or NULL.
+static s_job_t *
+s_replay_job (self_t *self, const sn_value_t *event)
+{
+    char id[S_ID_MAX];
+    size_t len = 0;
+    const char *text = sn_value_str (sn_value_get (event, "job"), &len);
+    if (!text || len >= sizeof id)
+        return NULL;
+    memcpy (id, text, len);
+    id[len] = 0;
+    s_job_t *job = (s_job_t *) zhashx_lookup (self->jobs, id);
+    //  A job already running here is never rewritten by a replay
+    return job && !job->visible ? job : NULL;
+}
+
+static s_task_t *
+s_replay_task (s_job_t *job, const sn_value_t *index_value)
+{
+    uint64_t index = 0;
+    if (!sn_value_uint (index_value, &index) || index < 1 || index > job->count)
+        return NULL;
+    return &job->tasks[index - 1];
+}
+
+static void
+s_replay_created (self_t *self, const sn_value_t *event)
+{
+    char *id = sn_value_get_strdup (event, "job");
+    const sn_value_t *tasks = sn_value_get (event, "tasks");
+    if (!id || strlen (id) >= S_ID_MAX || zhashx_lookup (self->jobs, id) ||
+        sn_value_size (tasks) > SN_DISPATCH_TASKS_MAX) {
+        free (id);
+        return;
+    }
+    s_job_t *job = (s_job_t *) zmalloc (sizeof (s_job_t));
+    snprintf (job->id, sizeof job->id, "%s", id);
+    free (id);
+    sn_value_int (sn_value_get (event, "createdAt"), &job->created_at);
+    sn_value_uint (sn_value_get (event, "timeout"), &job->timeout);
+    sn_value_uint (sn_value_get (event, "jobTimeout"), &job->job_timeout);
+    uint64_t concurrency = 0;
+    sn_value_uint (sn_value_get (event, "concurrency"), &concurrency);
+    job->concurrency = (uint32_t) concurrency;
+    size_t count = sn_value_size (tasks);
+    job->tasks = (s_task_t *) zmalloc ((count ? count : 1) * sizeof (s_task_t));
+    for (size_t index = 0; index < count; index++) {
+        const sn_value_t *item = sn_value_at (tasks, index);
+        size_t len = 0;
+        const char *destination = sn_value_str (sn_value_get (item, "destination"), &len);
+        char canonical[S_DESTINATION_MAX + 1];
+        char *method = sn_value_get_strdup (item, "method");
+        char *resource = sn_value_get_strdup (item, "resource");
+        if (sn_dispatch_destination (destination, len, canonical) || !method || !resource) {
+            zsys_warning ("dispatch: job %s: task %zu unreadable in the log", job->id, index + 1);
+            free (method);
+            free (resource);
+            continue;
+        }
+        s_task_t *task = &job->tasks[job->count++];
+        task->job = job;
+        task->index = job->count;
+        task->method = method;
+        task->resource = resource;
+        task->tunnel = sn_value_get_strdup (item, "tunnel");
+        const sn_value_t *data = sn_value_get (item, "data");
+        if (data) {
+            sn_pack_t *copy = sn_pack_new ();
+            sn_pack_value (copy, data);
+            task->data_size = sn_pack_size (copy);
+            task->data = (byte *) malloc (task->data_size);
+            memcpy (task->data, sn_pack_data (copy), task->data_size);
+            sn_pack_destroy (&copy);
+        }
+        task->agent = s_agent_require (self, canonical);
+    }
+    zhashx_insert (self->jobs, job->id, job);
+    zlistx_add_end (self->replayed, job);
+}
+
+//  Applies one event of the log to the jobs in memory.
+static void
+s_replay_event (self_t *self, const sn_value_t *type, const sn_value_t *event)
+{
+    if (sn_value_streq (type, "job.created")) {
+        s_replay_created (self, event);
+        return;
+    }
+    s_job_t *job = s_replay_job (self, event);
+    if (!job)
+        return;
+    int64_t at = 0;
+    sn_value_int (sn_value_get (event, "at"), &at);
+    if (sn_value_streq (type, "task.sent")) {
+        s_task_t *task = s_replay_task (job, sn_value_get (event, "task"));
+        if (task && task->status == S_CREATED) {
+            task->status = S_SENT;
+            if (job->status == S_CREATED)
+                job->status = S_DISPATCHING;
+        }
+    }
+    else if (sn_value_streq (type, "task.progress")) {
+        const sn_value_t *changes = sn_value_get (event, "progress");
+        for (size_t index = 0; index < sn_value_size (changes); index++) {
+            const sn_value_t *change = sn_value_at (changes, index);
+            s_task_t *task = s_replay_task (job, sn_value_at (change, 0));
+            uint64_t progress = 0;
+            if (task && sn_value_uint (sn_value_at (change, 1), &progress) && progress <= 100)
+                task->progress = (uint32_t) progress;
+        }
+    }
+    else if (sn_value_streq (type, "task.done")) {
+        s_task_t *task = s_replay_task (job, sn_value_get (event, "task"));
+        const sn_value_t *status = sn_value_get (event, "status");
+        sn_value_int (sn_value_get (event, "finishAt"), &at);
+        if (task && !s_terminal (task->status)) {
+            sn_pack_t *result = sn_pack_new ();
+            const sn_value_t *value = sn_value_get (event, "result");
+            if (value)
+                sn_pack_value (result, value);
+            s_task_finish (self, task, sn_value_streq (status, "resolved") ? S_RESOLVED : S_ERROR,
+                           value ? sn_pack_data (result) : NULL, sn_pack_size (result), at);
+            sn_pack_destroy (&result);
+            s_job_check_done (self, job, at);
+        }
+    }
+    else if (s_terminal (job->status))
+        return;
+    else if (sn_value_streq (type, "task.timeout"))
+        s_job_end (self, job, S_TIMEOUT, S_RESOLVED, at, false);
+    else if (sn_value_streq (type, "job.cancelled"))
+        s_job_end (self, job, S_CANCELLED, S_CANCELLED, at, false);
+    else if (sn_value_streq (type, "job.timeout"))
+        s_job_end (self, job, S_TIMEOUT, S_TIMEOUT, at, false);
+}
+
+//  Asks the log for the next page of the partition being replayed.
+static void
+s_replay_ask (self_t *self, const char *from)
+{
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 4 + (from != NULL));
+    sn_pack_kv_str (self->pack, "op", "scan");
+    sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
+    sn_pack_kv_uint (self->pack, "limit", 1000);
+    sn_pack_kv_uint (self->pack, "p", (uint64_t) self->replay_p);
+    if (from)
+        sn_pack_kv_str (self->pack, "from", from);
+    zframe_t *frame = sn_pack_frame (self->pack);
+    if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
+        zframe_destroy (&frame);
+        zsys_error ("dispatch: cannot replay partition %d: the log is not taking requests",
+                    self->replay_p);
+        return;
+    }
+    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
+    pending->rid = self->log_rid;
+    pending->kind = S_LOG_SCAN;
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
+    zhashx_insert (self->pending, key, pending);
+}
+
+//  Starts replaying the next partition in the queue, or ends the replay.
+static void
+s_replay_next (self_t *self)
+{
+    self->replay_p = -1;
+    void *item = zlistx_first (self->replay_queue);
+    if (item) {
+        self->replay_p = (int) ((uintptr_t) item - 1);
+        zlistx_delete (self->replay_queue, zlistx_cursor (self->replay_queue));
+        s_replay_ask (self, NULL);
+    }
+    else if (!self->ready) {
+        self->ready = true;
+        if (self->verbose)
+            zsys_info ("dispatch: replayed %zu jobs", zhashx_size (self->jobs));
+    }
+}
+
+//  The partition is replayed: its jobs are shown and dispatched.
+static void
+s_replay_done (self_t *self)
+{
+    for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
+         job = (s_job_t *) zlistx_next (self->replayed)) {
+        s_job_show (self, job);
+        if (!s_terminal (job->status)) {
+            job->active = zlistx_add_end (self->active, job);
+            s_job_start (self, job);
+        }
+    }
+    zlistx_purge (self->replayed);
+    s_replay_next (self);
+}
+
+//  One page of the scan: {events: [{key, type, ts, event}], next}.
+static void
+s_replay_page (self_t *self, const sn_value_t *reply, uint64_t code)
+{
+    if (code != 200) {
+        char *error = sn_value_get_strdup (reply, "error");
+        zsys_error ("dispatch: cannot replay partition %d: %s", self->replay_p,
+                    error ? error : "no reason given");
+        free (error);
+        s_replay_done (self);
+        return;
+    }
+    const sn_value_t *events = sn_value_get (reply, "events");
+    for (size_t index = 0; index < sn_value_size (events); index++) {
+        const sn_value_t *item = sn_value_at (events, index);
+        const sn_value_t *type = sn_value_get (item, "type");
+        size_t len = 0;
+        const char *name = sn_value_str (type, &len);
+        if (name && ((len > 4 && memcmp (name, "job.", 4) == 0) ||
+                     (len > 5 && memcmp (name, "task.", 5) == 0)))
+            s_replay_event (self, type, sn_value_get (item, "event"));
+    }
+    char *next = sn_value_get_strdup (reply, "next");
+    if (next)
+        s_replay_ask (self, next);
+    else
+        s_replay_done (self);
+    free (next);
+}
+
+//  --------------------------------------------------------------------------
+//  Answers from the log
+
+static void
+s_handle_log (self_t *self)
+{
+    zframe_t *frame;
+    while ((frame = zframe_recv (self->log))) {
+        const char *reason = NULL;
+        sn_msg_t *msg = sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason);
+        zframe_destroy (&frame);
+        const sn_value_t *root = msg ? sn_msg_root (msg) : NULL;
+        uint64_t rid = 0, code = 0;
+        sn_value_uint (sn_value_get (root, "rid"), &rid);
+        sn_value_uint (sn_value_get (root, "code"), &code);
+        char key[24];
+        snprintf (key, sizeof key, "%" PRIu64, rid);
+        s_pending_t *pending = (s_pending_t *) zhashx_lookup (self->pending, key);
+        if (!pending) {
+            zsys_warning ("dispatch: unexpected answer from the log: %s",
+                          msg ? "unknown rid" : reason);
+            sn_msg_destroy (&msg);
+            continue;
+        }
+        if (pending->kind == S_LOG_SCAN)
+            s_replay_page (self, root, code);
+        else if (code == 201) {
+            if (pending->kind == S_LOG_CREATE)
+                s_job_created (self, pending->job);
+            if (pending->reply)
+                s_send_reply (self, &pending->reply);
+        }
+        else {
+            char *error = sn_value_get_strdup (root, "error");
+            zsys_error ("dispatch: the log refused an event of job %s: %s", pending->job->id,
+                        error ? error : "no reason given");
+            if (pending->reply) {
+                //  The answer keeps the rid of the reply it replaces
+                zframe_t *payload = zmsg_last (pending->reply);
+                zmsg_remove (pending->reply, payload);
+                sn_msg_t *promised =
+                    sn_msg_decode_trusted (zframe_data (payload), zframe_size (payload), NULL);
+                uint64_t reply_rid = 0;
+                sn_value_uint (sn_value_get (promised ? sn_msg_root (promised) : NULL, "rid"),
+                               &reply_rid);
+                sn_msg_destroy (&promised);
+                zframe_destroy (&payload);
+                sn_pack_t *answer = sn_pack_new ();
+                sn_pack_error (answer, reply_rid, code >= 400 && code < 600 ? (int) code : 500,
+                               "not stored: %s", error ? error : "the log refused it");
+                zmsg_addmem (pending->reply, sn_pack_data (answer), sn_pack_size (answer));
+                sn_pack_destroy (&answer);
+                s_send_reply (self, &pending->reply);
+            }
+            if (pending->kind == S_LOG_CREATE)
+                zhashx_delete (self->jobs, pending->job->id);
+            free (error);
+        }
+        zhashx_delete (self->pending, key);
+        sn_msg_destroy (&msg);
+    }
+}
+//  --------------------------------------------------------------------------
+//  Requests
+
+static void
+s_handle_request (self_t *self, sn_routed_t *request)
+{
+    const char *reason = NULL;
+    sn_msg_t *msg =
+        sn_msg_decode_trusted (sn_routed_data (request), sn_routed_size (request), &reason);
+    const sn_value_t *root = msg ? sn_msg_root (msg) : NULL;
+    uint64_t rid = 0;
+    sn_value_uint (sn_value_get (root, "rid"), &rid);
+    const sn_value_t *op = sn_value_get (root, "op");
+    bool answered = false;
+    if (!msg)
+        s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
+    else if (sn_value_streq (op, "job.create"))
+        s_op_job_create (self, request, root, rid);
+    else if (sn_value_streq (op, "job.get"))
+        s_op_job_get (self, request, root, rid);
+    else if (sn_value_streq (op, "job.list"))
+        s_op_job_list (self, request, root, rid);
+    else if (sn_value_streq (op, "job.cancel"))
+        s_op_job_cancel (self, request, root, rid);
+    else if (sn_value_streq (op, "task.get"))
+        s_op_task_get (self, request, root, rid);
+    else if (sn_value_streq (op, "agent.hello") || sn_value_streq (op, "agent.heartbeat")) {
+        s_op_agent_hello (self, request, root, rid);
+        answered = true;
+    }
+    else if (sn_value_streq (op, "agent.progress")) {
+        s_op_agent_progress (self, request, root, rid);
+        answered = true;
+    }
+    else if (sn_value_streq (op, "agent.result")) {
+        s_op_agent_result (self, request, root, rid);
+        answered = true;
+    }
+    else {
+        size_t len = 0;
+        const char *name = sn_value_str (op, &len);
+        s_reply_error (self, request, rid, 400, "op: unknown operation '%.*s'",
+                       name ? (int) (len > 64 ? 64 : len) : 1, name ? name : "?");
+    }
+    if (self->verbose) {
+        size_t len = 0;
+        const char *name = sn_value_str (op, &len);
+        zsys_info ("dispatch: %.*s rid=%" PRIu64, name ? (int) (len > 64 ? 64 : len) : 1,
+                   name ? name : "?", rid);
+    }
+    //  Handlers either set the reply payload, or sent or deferred it and closed
+    //  the request
+    if (!answered && request->count > 0 && sn_routed_send (request, self->router))
+        sn_routed_close (request);
+    sn_msg_destroy (&msg);
+}
+
+//  Read requests while the log has room for what they may write.
+static void
+s_handle_requests (self_t *self)
+{
+    sn_routed_t request;
+    for (int count = 0; count < 256 && zhashx_size (self->pending) < S_LOG_WINDOW; count++) {
+        if (sn_routed_recv (&request, self->router))
+            break;
+        s_handle_request (self, &request);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  The actor
+
+static self_t *
+s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
+{
+    self_t *self = (self_t *) zmalloc (sizeof (self_t));
+    self->pipe = pipe;
+    self->config = *config;
+    self->partitions = config->partitions;
+    self->verbose = config->verbose;
+    self->poller = zpoller_new (pipe, NULL);
+    self->jobs = zhashx_new ();
+    zhashx_set_destructor (self->jobs, s_job_free);
+    self->active = zlistx_new ();
+    self->ticking = zlistx_new ();
+    self->agents = zhashx_new ();
+    zhashx_set_destructor (self->agents, s_agent_free);
+    self->pending = zhashx_new ();
+    zhashx_set_destructor (self->pending, s_pending_free);
+    self->replay_queue = zlistx_new ();
+    self->replayed = zlistx_new ();
+    self->replay_p = -1;
+    self->pack = sn_pack_new ();
+    self->event = sn_pack_new ();
+    self->body = sn_pack_new ();
+    return self;
+}
+
+static void
+s_self_destroy (self_t **self_p)
+{
+    self_t *self = *self_p;
+    if (self) {
+        zpoller_destroy (&self->poller);
+        zsock_destroy (&self->router);
+        zsock_destroy (&self->log);
+        zsock_destroy (&self->xpub);
+        zhashx_destroy (&self->pending);
+        zlistx_destroy (&self->active);
+        zlistx_destroy (&self->ticking);
+        zlistx_destroy (&self->replay_queue);
+        zlistx_destroy (&self->replayed);
+        //  Agents hold lists of tasks: they go first, then the jobs
+        zhashx_destroy (&self->agents);
+        zhashx_destroy (&self->jobs);
+        free (self->order);
+        sn_pack_destroy (&self->pack);
+        sn_pack_destroy (&self->event);
+        sn_pack_destroy (&self->body);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  Bind and connect everything, and start replaying every partition. Returns NULL,
+//  or the reason it failed.
+static char *
+s_self_start (self_t *self)
+{
+    self->router = zsock_new (ZMQ_ROUTER);
+    zsock_set_sndhwm (self->router, 100000);
+    zsock_set_rcvhwm (self->router, 100000);
+    zsock_set_sndtimeo (self->router, 0);
+    zsock_set_rcvtimeo (self->router, 0);
+    zsock_set_linger (self->router, 0);
+    if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
+        return zsys_sprintf ("cannot bind %s: %s", self->config.endpoint,
+                             zmq_strerror (zmq_errno ()));
+    self->xpub = zsock_new (ZMQ_XPUB);
+    zsock_set_sndhwm (self->xpub, S_PUBLISH_HWM);
+    zsock_set_sndtimeo (self->xpub, 0);
+    zsock_set_rcvtimeo (self->xpub, 0);
+    zsock_set_linger (self->xpub, 0);
+    //  Every subscription reaches us, repeats included: each one wants its snapshot
+    zsock_set_xpub_verbose (self->xpub, 1);
+    if (zsock_bind (self->xpub, "%s", self->config.publish) == -1)
+        return zsys_sprintf ("cannot bind %s: %s", self->config.publish,
+                             zmq_strerror (zmq_errno ()));
+    self->log = zsock_new (ZMQ_DEALER);
+    zsock_set_sndhwm (self->log, S_LOG_WINDOW * 2);
+    zsock_set_rcvhwm (self->log, S_LOG_WINDOW * 2);
+    zsock_set_sndtimeo (self->log, 0);
+    zsock_set_rcvtimeo (self->log, 0);
+    zsock_set_linger (self->log, 0);
+    if (zsock_connect (self->log, "%s", self->config.log) == -1)
+        return zsys_sprintf ("cannot connect to %s", self->config.log);
+    zpoller_add (self->poller, self->log);
+    zpoller_add (self->poller, self->xpub);
+    for (uint32_t p = 0; p < self->partitions; p++)
+        zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
+    s_replay_next (self);
+    return NULL;
+}
+
+static void
+s_handle_pipe (self_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->pipe);
+    char *command = msg ? zmsg_popstr (msg) : NULL;
+    if (!command)
+        self->terminated = true;
+    else if (streq (command, "START")) {
+        char *error = s_self_start (self);
+        zstr_send (self->pipe, error ? error : "OK");
+        free (error);
+    }
+    else if (streq (command, "REPLAY")) {
+        char *text = zmsg_popstr (msg);
+        char *end = NULL;
+        unsigned long p = text ? strtoul (text, &end, 10) : 0;
+        if (text && *text && !*end && p < self->partitions) {
+            zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
+            if (self->replay_p < 0)
+                s_replay_next (self);
+        }
+        else
+            zsys_error ("dispatch: REPLAY needs a partition below %u", self->partitions);
+        free (text);
+    }
+    else if (streq (command, "$TERM"))
+        self->terminated = true;
+    else
+        zsys_error ("dispatch: invalid command '%s'", command);
+    free (command);
+    zmsg_destroy (&msg);
+}
+
+void
+sn_dispatch_actor (zsock_t *pipe, void *args)
+{
+    self_t *self = s_self_new (pipe, (const sn_dispatch_config_t *) args);
+    zsock_signal (pipe, 0);
+    int64_t next_expiry = INT64_MAX;
+    while (!self->terminated) {
+        //  Requests wait until the jobs are replayed, and while the log is behind
+        bool open = self->ready && zhashx_size (self->pending) < S_LOG_WINDOW;
+        if (open && !self->router_polled)
+            zpoller_add (self->poller, self->router);
+        else if (!open && self->router_polled)
+            zpoller_remove (self->poller, self->router);
+        self->router_polled = open;
+
+        int64_t timeout = -1;
+        if (self->ready) {
+            int64_t until_sweep = self->next_sweep - zclock_mono ();
+            int64_t until_expiry =
+                next_expiry == INT64_MAX ? INT64_MAX : next_expiry - zclock_time ();
+            timeout = until_sweep < until_expiry ? until_sweep : until_expiry;
+            timeout = timeout < 0 ? 0 : timeout > S_SWEEP_MS ? S_SWEEP_MS : timeout;
+        }
+        zsock_t *which = (zsock_t *) zpoller_wait (self->poller, (int) timeout);
+        if (which == self->pipe)
+            s_handle_pipe (self);
+        else if (which == self->log)
+            s_handle_log (self);
+        else if (which == self->xpub) {
+            while (zsock_events (self->xpub) & ZMQ_POLLIN)
+                s_handle_subscription (self);
+        }
+        else if (which && which == self->router)
+            s_handle_requests (self);
+        else if (!which && zpoller_terminated (self->poller))
+            break;
+        if (self->ready) {
+            next_expiry = s_expire (self, zclock_time ());
+            if (zclock_mono () >= self->next_sweep) {
+                s_sweep (self);
+                self->next_sweep = zclock_mono () + S_SWEEP_MS;
+            }
+        }
+    }
+    s_self_destroy (&self);
+}
+
+zactor_t *
+sn_dispatch_new (const sn_dispatch_config_t *config, char *error, size_t size)
+{
+    return sn_actor_start (sn_dispatch_actor, (void *) config, "dispatch", error, size);
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest: a real store, the actor, and DEALERs standing in for the frontend's
+//  clients (a producer and two agents) and a SUB for a watcher.
+
+#include "sn_store.h"
+#include "sn_json.h"
+
+//  Send a request given as JSON and return the next message that comes back as
+//  JSON (a reply, or a push when push is true). Caller frees.
+static char *
+s_test_call (zsock_t *client, const char *json, bool push)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    char error[256];
+    if (json) {
+        int rc = sn_json_to_pack (json, strlen (json), pack, error, sizeof error);
+        assert (rc == 0);
+        zframe_t *frame = sn_pack_frame (pack);
+        zframe_send (&frame, client, 0);
+    }
+    sn_pack_destroy (&pack);
+    zpoller_t *poller = zpoller_new (client, NULL);
+    char *text = NULL;
+    while (!text && zpoller_wait (poller, 10000) == client) {
+        zframe_t *frame = zframe_recv (client);
+        sn_msg_t *msg = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+        assert (msg);
+        bool is_push = sn_value_get (sn_msg_root (msg), "op") != NULL;
+        if (is_push == push)
+            text = sn_json_text (sn_msg_root (msg));
+        sn_msg_destroy (&msg);
+        zframe_destroy (&frame);
+    }
+    zpoller_destroy (&poller);
+    assert (text);
+    return text;
+}
+
+//  The body of the next update on sub, as JSON. Caller frees.
+static char *
+s_test_update (zsock_t *sub, bool *snapshot_p)
+{
+    zpoller_t *poller = zpoller_new (sub, NULL);
+    char *text = NULL;
+    if (zpoller_wait (poller, 10000) == sub) {
+        zmsg_t *msg = zmsg_recv (sub);
+        assert (zmsg_size (msg) == 3);
+        zframe_t *topic = zmsg_pop (msg), *meta = zmsg_pop (msg), *body = zmsg_pop (msg);
+        sn_msg_t *decoded = sn_msg_decode (zframe_data (meta), zframe_size (meta), 0, NULL);
+        sn_value_bool (sn_value_get (sn_msg_root (decoded), "snapshot"), snapshot_p);
+        sn_msg_destroy (&decoded);
+        decoded = sn_msg_decode (zframe_data (body), zframe_size (body), 0, NULL);
+        text = sn_json_text (sn_msg_root (decoded));
+        sn_msg_destroy (&decoded);
+        zframe_destroy (&topic);
+        zframe_destroy (&meta);
+        zframe_destroy (&body);
+        zmsg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    assert (text);
+    return text;
+}
+
+//  The value of "field":"..." in JSON text, copied into out.
+static void
+s_test_field (const char *json, const char *field, char *out, size_t size)
+{
+    char *pattern = zsys_sprintf ("\"%s\":\"", field);
+    const char *at = strstr (json, pattern);
+    assert (at);
+    at += strlen (pattern);
+    size_t len = strcspn (at, "\"");
+    assert (len < size);
+    memcpy (out, at, len);
+    out[len] = 0;
+    free (pattern);
+}
+
+void
+sn_dispatch_test (bool verbose)
+{
+    char out[80];
+    //  Destination ids
+    assert (sn_dispatch_destination ("00:0c:29:1c:e8:01", 17, out) == 0);
+    assert (streq (out, "00:0c:29:1c:e8:01"));
+    assert (sn_dispatch_destination ("AA-BB-CC-DD-11-22", 17, out) == 0);
+    assert (streq (out, "aa:bb:cc:dd:11:22"));
+    assert (sn_dispatch_destination ("cg-000C291CE801", 15, out) == 0);
+    assert (streq (out, "cg-000c291ce801"));
+    assert (sn_dispatch_destination ("AA-BB-CC-DD-11:22", 17, out) == -1);
+    assert (sn_dispatch_destination ("zz:bb:cc:dd:11:22", 17, out) == -1);
+    assert (sn_dispatch_destination ("cg-000c291ce80", 14, out) == -1);
+    assert (sn_dispatch_destination ("-000c291ce801", 13, out) == -1);
+    assert (sn_dispatch_destination ("CG-000c291ce801", 15, out) == -1);
+    assert (sn_dispatch_destination ("", 0, out) == -1);
+
+    char dir[] = "/tmp/sn_dispatch_test_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], endpoint[64], publish[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-dispatch-test-store-%d",
+              getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-dispatch-test-%d", getpid ());
+    snprintf (publish, sizeof publish, "inproc://sn-dispatch-test-pub-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4, verbose};
+    zactor_t *dispatch = sn_dispatch_new (&config, error, sizeof error);
+    assert (dispatch);
+
+    zsock_t *producer = zsock_new_dealer (endpoint);
+    zsock_t *agent = zsock_new_dealer (endpoint);
+    char *reply;
+
+    //  Bad input is refused with the reason
+    reply =
+        s_test_call (producer,
+                     "{\"op\":\"job.create\",\"rid\":1,\"batch\":[{\"method\":\"post\","
+                     "\"resource\":\"/r\",\"__destination\":[\"00:0c:29:1c:e8:01\",\"nope\"]}]}",
+                     false);
+    assert (strstr (reply, "\"code\":400"));
+    assert (strstr (reply, "batch/0/__destination/1: 'nope' is not a MAC address"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"job.create\",\"rid\":2,\"destinations\":\"cg-000c291ce801\","
+                         "\"message\":{\"method\":\"fly\",\"resource\":\"/r\"}}",
+                         false);
+    assert (strstr (reply, "message/method: must be one of"));
+    free (reply);
+    reply = s_test_call (producer, "{\"op\":\"agent.hello\",\"rid\":3,\"id\":\"x\"}", false);
+    assert (strstr (reply, "\"code\":400"));
+    free (reply);
+
+    //  A job of two tasks; the first destination's agent is connected
+    reply = s_test_call (producer,
+                         "{\"op\":\"job.create\",\"rid\":4,\"destinations\":[\"00:0C:29:1C:E8:01\","
+                         "\"cg-000c291ce801\"],\"message\":{\"method\":\"POST\",\"resource\":"
+                         "\"/system/reboot\",\"data\":{\"now\":true}},\"options\":{\"timeout\":"
+                         "600000}}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    assert (strstr (reply, "\"totalCount\":2"));
+    char job_id[S_ID_MAX];
+    s_test_field (strstr (reply, "\"job\""), "id", job_id, sizeof job_id);
+    free (reply);
+    if (verbose)
+        zsys_info ("sn_dispatch: job %s", job_id);
+
+    //  A watcher gets the snapshot, then every change
+    zsock_t *watcher = zsock_new_sub (publish, job_id);
+    bool snapshot = false;
+    char *update = s_test_update (watcher, &snapshot);
+    assert (snapshot && strstr (update, "\"resource\":\"/jobs\""));
+    assert (strstr (update, "\"__destination\":\"00:0c:29:1c:e8:01\""));
+    free (update);
+
+    reply = s_test_call (agent, "{\"op\":\"agent.hello\",\"rid\":1,\"id\":\"00-0c-29-1c-e8-01\"}",
+                         false);
+    assert (strstr (reply, "\"code\":200") && strstr (reply, "00:0c:29:1c:e8:01"));
+    free (reply);
+    char *work = s_test_call (agent, NULL, true);
+    assert (strstr (work, "\"op\":\"agent.work\"") && strstr (work, "\"method\":\"post\""));
+    assert (strstr (work, "\"data\":{\"now\":true}"));
+    char task_id[S_ID_MAX + 16];
+    s_test_field (work, "id", task_id, sizeof task_id);
+    free (work);
+    update = s_test_update (watcher, &snapshot);
+    assert (!snapshot && strstr (update, "\"status\":\"sent\""));
+    free (update);
+    update = s_test_update (watcher, &snapshot);
+    assert (strstr (update, "\"status\":\"dispatching\""));
+    free (update);
+
+    //  Progress, then the result
+    char *request =
+        zsys_sprintf ("{\"op\":\"agent.progress\",\"rid\":2,\"id\":\"00:0c:29:1c:e8:01\","
+                      "\"task\":\"%s\",\"progress\":40}",
+                      task_id);
+    reply = s_test_call (agent, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+    update = s_test_update (watcher, &snapshot);
+    assert (strstr (update, "\"progress\":40"));
+    free (update);
+    request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":3,\"id\":\"00:0c:29:1c:e8:01\","
+                            "\"task\":\"%s\",\"code\":200,\"data\":{\"ok\":1}}",
+                            task_id);
+    reply = s_test_call (agent, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    //  The same result again is refused: the task is finished
+    reply = s_test_call (agent, request, false);
+    assert (strstr (reply, "\"code\":409"));
+    free (reply);
+    free (request);
+    update = s_test_update (watcher, &snapshot);
+    assert (strstr (update, "\"status\":\"resolved\"") && strstr (update, "\"result\":{\"ok\":1}"));
+    free (update);
+
+    request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":5,\"id\":\"%s\"}", job_id);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"doneCount\":1") && strstr (reply, "\"progress\":50"));
+    assert (strstr (reply, "\"status\":\"dispatching\""));
+    free (reply);
+    free (request);
+    request = zsys_sprintf ("{\"op\":\"task.get\",\"rid\":6,\"id\":\"%s\"}", task_id);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"status\":\"resolved\""));
+    free (reply);
+    free (request);
+    reply = s_test_call (producer, "{\"op\":\"task.get\",\"rid\":7,\"id\":\"nope-1\"}", false);
+    assert (strstr (reply, "\"code\":404"));
+    free (reply);
+
+    //  Cancel: the task waiting for its agent is cancelled, and so is the job
+    request = zsys_sprintf ("{\"op\":\"job.cancel\",\"rid\":8,\"id\":\"%s\"}", job_id);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200") && strstr (reply, "\"status\":\"cancelled\""));
+    free (reply);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":409"));
+    free (reply);
+    free (request);
+    update = s_test_update (watcher, &snapshot);
+    assert (strstr (update, "\"status\":\"cancelled\"") && strstr (update, "/jobs/update"));
+    free (update);
+    update = s_test_update (watcher, &snapshot);
+    assert (strstr (update, "\"status\":\"cancelled\"") && strstr (update, "\"errorCount\":0"));
+    free (update);
+
+    //  Lists, newest first
+    reply =
+        s_test_call (producer, "{\"op\":\"job.list\",\"rid\":9,\"status\":\"cancelled\"}", false);
+    assert (strstr (reply, job_id) && strstr (reply, "\"next\":null"));
+    free (reply);
+    reply =
+        s_test_call (producer, "{\"op\":\"job.list\",\"rid\":10,\"status\":\"resolved\"}", false);
+    assert (strstr (reply, "\"jobs\":[]"));
+    free (reply);
+
+    //  A new actor on the same store replays the job as it was
+    zsock_destroy (&watcher);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    dispatch = sn_dispatch_new (&config, error, sizeof error);
+    assert (dispatch);
+    producer = zsock_new_dealer (endpoint);
+    request =
+        zsys_sprintf ("{\"op\":\"job.get\",\"rid\":11,\"id\":\"%s\",\"collection\":true}", job_id);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"doneCount\":2"));
+    assert (strstr (reply, "\"result\":{\"ok\":1}") && strstr (reply, "\"progress\":100"));
+    free (reply);
+    free (request);
+
+    zsock_destroy (&agent);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
+}

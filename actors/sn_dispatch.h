@@ -1,0 +1,95 @@
+/*  sn_dispatch: the dispatch actor. Owns jobs, their tasks and the agent table.
+
+    A job fans one message out as tasks, one per destination device. Device agents
+    connect to the client endpoint, say hello with their destination id, and get
+    each task as a Sanji message {id, method, resource, data} pushed to them; they
+    answer with progress and one result. One task is in flight per destination at a
+    time (devices that cannot take two), and a job may bound how many of its tasks
+    are in flight at once (concurrency).
+
+    The actor binds a ROUTER on an inproc endpoint; the frontend routes the job,
+    task and agent ops to it as [envelope..., payload] and it answers with the same
+    envelope. Work and cancels for agents leave the same way, with the envelope of
+    the agent's hello in front.
+
+    State is a log of immutable events in the store (config "log"), partition key
+    the job id, so everything about one job is one partition:
+      job.created    {id, createdAt, timeout, jobTimeout?, concurrency?, tasks: [{method,
+                     resource, data?, tunnel?, destination}]}
+      task.sent      {task}            the task left for its agent (index, 1-based)
+      task.progress  {progress: [[task, percent]...]}   coalesced, at most one per job a
+                     second
+      task.done      {task, status, result?, finishAt}  resolved or error
+      task.timeout   {at}              every unfinished task of the job timed out
+      job.cancelled  {at}              every unfinished task cancelled, job cancelled
+      job.timeout    {at}              the job's own timeout passed
+    At START the actor replays every partition with the store's scan op before it
+    answers anything; the pipe command "REPLAY p" replays one more partition (taking
+    over a partition from a dead owner).
+
+    Every change of a job or task is published on an XPUB (config "publish"):
+    frames [job id, meta, body], meta a msgpack map {g, j, snapshot} (g numbers
+    every update of any job, j every update of that job), body {resource, data}.
+    A subscription to a job id is answered with a snapshot of the job on that topic
+    (body {resource: "/jobs", data: job with its tasks}, or {error} when there is no
+    such job); a subscription to "" (every job) with a snapshot marker on topic "".
+    A subscriber starts at its snapshot and checks that g (all jobs) or j (one job)
+    goes up by one: a gap means the XPUB dropped updates for it (too slow).
+
+    Ops (schemas/op.<op>.json):
+      job.create {timeout?, batch | destinations + message, ...} -> 200 {job}
+      job.get {id, collection?}        -> 200 {job} | 404
+      job.list {status?, limit?, before?} -> 200 {jobs, next}
+      job.cancel {id}                  -> 200 {job} | 404 | 409 when already finished
+      task.get {id}                    -> 200 {task} | 404
+      agent.hello {id, heartbeat?}     -> 200 {id}  (the destination id, canonical)
+      agent.heartbeat {id}             -> 200
+      agent.progress {id, task, progress} -> 200 | 404 | 409
+      agent.result {id, task, code, data?} -> 200 once durable | 404 | 409
+    Pushed to agents: {op: "agent.work", id, method, resource, data, tunnel?, timeout}
+    and {op: "agent.cancel", id}.
+
+    Pipe commands: "START" (replies "OK" or the error text), "REPLAY" p (no reply),
+    "$TERM".
+*/
+#ifndef SN_DISPATCH_H_INCLUDED
+#define SN_DISPATCH_H_INCLUDED
+
+#include <czmq.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+//  Most tasks in one job.
+#define SN_DISPATCH_TASKS_MAX 10000
+
+//  Task timeout when a job does not give one, in ms.
+#define SN_DISPATCH_TIMEOUT 36000
+
+typedef struct {
+    const char *endpoint; //  inproc endpoint the ROUTER binds to
+    const char *log;      //  the store's endpoint: put and scan
+    const char *publish;  //  inproc endpoint the XPUB of job changes binds to
+    uint32_t partitions;  //  P, to replay every partition at start
+    bool verbose;         //  log every request
+} sn_dispatch_config_t;
+
+//  Start the actor and replay the jobs of every partition. Returns NULL with the
+//  reason in error when an endpoint cannot be bound.
+zactor_t *sn_dispatch_new (const sn_dispatch_config_t *config, char *error, size_t size);
+void sn_dispatch_actor (zsock_t *pipe, void *args);
+
+//  Canonical form of a destination id into out (at least 65 bytes): a MAC address
+//  (six hex pairs split by ':' or '-', written lowercase with ':') or a gateway id
+//  (a lowercase prefix of letters and digits, '-', twelve hex digits, lowercased).
+//  Returns 0, or -1 when id is neither.
+int sn_dispatch_destination (const char *id, size_t len, char *out);
+
+void sn_dispatch_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

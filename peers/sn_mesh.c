@@ -679,6 +679,25 @@ s_store_send (self_t *self)
                                     sn_pack_size (self->req), ZMQ_DONTWAIT) != -1;
 }
 
+//  Start a request to our store for call: {op, rid: the call's id} and entries more
+//  members, which the caller packs into self->req.
+static void
+s_store_begin (self_t *self, s_call_t *call, const char *op, uint32_t entries)
+{
+    sn_pack_reset (self->req);
+    sn_pack_map (self->req, 2 + entries);
+    sn_pack_kv_str (self->req, "op", op);
+    sn_pack_kv_uint (self->req, "rid", call->id);
+}
+
+//  Send the request begun for call; a store that cannot take it now ends the call.
+static void
+s_store_call (self_t *self, s_call_t *call)
+{
+    if (!s_store_send (self))
+        s_call_end (self, call);
+}
+
 //  Send self->out to a member; false when it is not linked or its queue is full.
 static bool
 s_peer_send (self_t *self, const char *name)
@@ -1117,10 +1136,7 @@ s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *cod
             call->batched = true;
         }
         else if (streq (replica, self->name)) {
-            sn_pack_reset (self->req);
-            sn_pack_map (self->req, 3 + s_event_entries (type));
-            sn_pack_kv_str (self->req, "op", "put");
-            sn_pack_kv_uint (self->req, "rid", call->id);
+            s_store_begin (self, call, "put", 1 + s_event_entries (type));
             sn_pack_str (self->req, "replica");
             sn_pack_bool (self->req, true);
             s_pack_event (self->req, key, type, p, event);
@@ -1232,10 +1248,7 @@ s_burst_flush (self_t *self)
         return;
     s_call_t *batch = s_call_new (self, S_CALL_BATCH);
     if (batch) {
-        sn_pack_reset (self->req);
-        sn_pack_map (self->req, 4);
-        sn_pack_kv_str (self->req, "op", "bulk");
-        sn_pack_kv_uint (self->req, "rid", batch->id);
+        s_store_begin (self, batch, "bulk", 2);
         sn_pack_str (self->req, "replica");
         sn_pack_bool (self->req, true);
         sn_pack_str (self->req, "puts");
@@ -1336,10 +1349,7 @@ s_on_bulk (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t r
     }
     //  Our store's copies go as one bulk: one message and one pass for all of them
     if (bulk->local_count) {
-        sn_pack_reset (self->req);
-        sn_pack_map (self->req, 4);
-        sn_pack_kv_str (self->req, "op", "bulk");
-        sn_pack_kv_uint (self->req, "rid", bulk->id);
+        s_store_begin (self, bulk, "bulk", 2);
         sn_pack_str (self->req, "replica");
         sn_pack_bool (self->req, true);
         sn_pack_str (self->req, "puts");
@@ -1452,10 +1462,7 @@ s_on_get (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t ri
     memcpy (call->key, key, len);
     call->key[len] = 0;
     call->p = sn_partition (key, len, self->partitions);
-    sn_pack_reset (self->req);
-    sn_pack_map (self->req, 3);
-    sn_pack_kv_str (self->req, "op", "get");
-    sn_pack_kv_uint (self->req, "rid", call->id);
+    s_store_begin (self, call, "get", 1);
     sn_pack_kv_str (self->req, "key", call->key);
     //  Our store counts as asked: if it has not answered by the deadline, that is a
     //  504, not a 404
@@ -1805,10 +1812,7 @@ s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t 
     call->pages = (s_page_t *) zmalloc ((count + 1) * sizeof (s_page_t));
     const sn_value_t *from = sn_value_get (root, "from"), *to = sn_value_get (root, "to");
     //  Ours first, then every reachable member's
-    sn_pack_reset (self->req);
-    sn_pack_map (self->req, 3 + !!from + !!to);
-    sn_pack_kv_str (self->req, "op", "range");
-    sn_pack_kv_uint (self->req, "rid", call->id);
+    s_store_begin (self, call, "range", 1 + !!from + !!to);
     sn_pack_kv_uint (self->req, "limit", limit);
     if (from)
         sn_pack_kv_value (self->req, "from", from);
@@ -1855,17 +1859,13 @@ s_on_rrange (self_t *self, const char *sender, const sn_value_t *root)
         return 0;
     call->rid = their_rid;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
-    sn_pack_reset (self->req);
-    sn_pack_map (self->req, 3 + !!from + !!to);
-    sn_pack_kv_str (self->req, "op", "range");
-    sn_pack_kv_uint (self->req, "rid", call->id);
+    s_store_begin (self, call, "range", 1 + !!from + !!to);
     sn_pack_kv_uint (self->req, "limit", limit);
     if (from)
         sn_pack_kv_value (self->req, "from", from);
     if (to)
         sn_pack_kv_value (self->req, "to", to);
-    if (!s_store_send (self))
-        s_call_end (self, call);
+    s_store_call (self, call);
     return 0;
 }
 
@@ -1902,13 +1902,9 @@ s_anti_entropy (self_t *self)
         call->p = p;
         self->ae_active[p]++;
         snprintf (call->peer, sizeof call->peer, "%s", chosen);
-        sn_pack_reset (self->req);
-        sn_pack_map (self->req, 3);
-        sn_pack_kv_str (self->req, "op", "digest");
-        sn_pack_kv_uint (self->req, "rid", call->id);
+        s_store_begin (self, call, "digest", 1);
         sn_pack_kv_uint (self->req, "p", p);
-        if (!s_store_send (self))
-            s_call_end (self, call);
+        s_store_call (self, call);
     }
 }
 
@@ -1923,17 +1919,13 @@ s_push_start (self_t *self, const char *peer, uint32_t p, const char *from, cons
     self->ae_active[p]++;
     snprintf (call->peer, sizeof call->peer, "%s", peer);
     snprintf (call->key, sizeof call->key, "%s", to);
-    sn_pack_reset (self->req);
-    sn_pack_map (self->req, *to ? 6 : 5);
-    sn_pack_kv_str (self->req, "op", "scan");
-    sn_pack_kv_uint (self->req, "rid", call->id);
+    s_store_begin (self, call, "scan", *to ? 4 : 3);
     sn_pack_kv_uint (self->req, "p", p);
     sn_pack_kv_str (self->req, "from", from);
     if (*to)
         sn_pack_kv_str (self->req, "to", to);
     sn_pack_kv_uint (self->req, "limit", S_PUSH_PAGE);
-    if (!s_store_send (self))
-        s_call_end (self, call);
+    s_store_call (self, call);
 }
 
 static void
@@ -2325,13 +2317,9 @@ s_on_rget (self_t *self, const char *sender, const sn_value_t *root)
         return 0;
     call->rid = their_rid;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
-    sn_pack_reset (self->req);
-    sn_pack_map (self->req, 3);
-    sn_pack_kv_str (self->req, "op", "get");
-    sn_pack_kv_uint (self->req, "rid", call->id);
+    s_store_begin (self, call, "get", 1);
     sn_pack_kv_str (self->req, "key", key);
-    if (!s_store_send (self))
-        s_call_end (self, call);
+    s_store_call (self, call);
     return 0;
 }
 
@@ -2403,13 +2391,9 @@ s_on_digest (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t 
     snprintf (call->peer, sizeof call->peer, "%s", sender);
     call->theirs = *msg_p;
     *msg_p = NULL;
-    sn_pack_reset (self->req);
-    sn_pack_map (self->req, 3);
-    sn_pack_kv_str (self->req, "op", "digest");
-    sn_pack_kv_uint (self->req, "rid", call->id);
+    s_store_begin (self, call, "digest", 1);
     sn_pack_kv_uint (self->req, "p", p);
-    if (!s_store_send (self))
-        s_call_end (self, call);
+    s_store_call (self, call);
     return 0;
 }
 

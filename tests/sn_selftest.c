@@ -20,6 +20,7 @@
 #include "sn_queue.h"
 #include "sn_webhook.h"
 #include "sn_batch.h"
+#include "sn_owners.h"
 
 typedef struct {
     const char *name;
@@ -44,6 +45,7 @@ static const sn_test_t s_tests[] = {{"sn_actor", sn_actor_test},
                                     {"sn_queue", sn_queue_test},
                                     {"sn_webhook", sn_webhook_test},
                                     {"sn_batch", sn_batch_test},
+                                    {"sn_owners", sn_owners_test},
                                     {NULL, NULL}};
 
 static int

@@ -5,6 +5,8 @@
 #include "sn_json.h"
 #include "sn_msg.h"
 #include "sn_routed.h"
+#include "sn_owners.h"
+#include "sn_key.h"
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -96,7 +98,11 @@ typedef struct {
 typedef struct {
     zsock_t *pipe;            //  our end of the actor pipe
     zsock_t *router;          //  requests from the frontend, notes from the queue
-    zsock_t *log;             //  DEALER to the store
+    zsock_t *log;             //  DEALER to the log: the store, or the mesh
+    zsock_t *scan;            //  DEALER to the store for replays, or the log itself
+    sn_owners_t *owners;      //  the partitions this node owns; forwards the others
+    bool *gained;             //  scratch per partition: ownership came
+    bool *lost;               //  scratch per partition: ownership went
     zsock_t *queue;           //  DEALER to the queue
     zsock_t *webhook;         //  DEALER to the webhook actor
     zpoller_t *poller;        //  pipe, router, log, queue, webhook
@@ -292,7 +298,12 @@ s_self_destroy (self_t **self_p)
     if (self) {
         zpoller_destroy (&self->poller);
         zsock_destroy (&self->router);
+        if (self->scan != self->log)
+            zsock_destroy (&self->scan);
         zsock_destroy (&self->log);
+        sn_owners_destroy (&self->owners);
+        free (self->gained);
+        free (self->lost);
         zsock_destroy (&self->queue);
         zsock_destroy (&self->webhook);
         zhashx_destroy (&self->calls);
@@ -840,11 +851,13 @@ s_op_update (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_
         return;
     sn_pack_t *event = sn_pack_new ();
     size_t count = sn_value_size (root);
-    sn_pack_map (event, (uint32_t) count - 2);
+    //  Everything but op, rid and fwd (hops of a forward) is the update
+    sn_pack_map (event, (uint32_t) count - 2 - (sn_value_get (root, "fwd") != NULL));
     for (size_t index = 0; index < count; index++) {
         size_t len = 0;
         const char *key = sn_value_key_at (root, index, &len);
-        if ((len == 2 && memcmp (key, "op", 2) == 0) || (len == 3 && memcmp (key, "rid", 3) == 0))
+        if ((len == 2 && memcmp (key, "op", 2) == 0) ||
+            (len == 3 && (memcmp (key, "rid", 3) == 0 || memcmp (key, "fwd", 3) == 0)))
             continue;
         sn_pack_strn (event, key, len);
         sn_pack_value (event, sn_value_value_at (root, index));
@@ -896,6 +909,10 @@ s_handle_request (self_t *self, sn_routed_t *request)
     }
     else if (!msg)
         s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
+    else if (sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
+                              self->router)) {
+        //  forwarded to the owner, held, or answered
+    }
     else if (sn_value_streq (op, "batch.create"))
         s_op_create (self, request, root, rid);
     else if (sn_value_streq (op, "batch.get")) {
@@ -1073,7 +1090,7 @@ static int
 s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
 {
     char *from = NULL;
-    zpoller_t *poller = zpoller_new (self->log, NULL);
+    zpoller_t *poller = zpoller_new (self->scan, NULL);
     int rc = 0;
     while (rc == 0) {
         sn_pack_reset (self->pack);
@@ -1086,12 +1103,12 @@ s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
             sn_pack_kv_str (self->pack, "from", from);
         zstr_free (&from);
         zframe_t *frame = sn_pack_frame (self->pack);
-        zframe_send (&frame, self->log, 0);
+        zframe_send (&frame, self->scan, 0);
         //  Acknowledgements of writes made before a REPLAY may come first
         uint64_t scan_rid = self->rid, rid = 0;
         sn_msg_t *reply = NULL;
-        while (!reply && zpoller_wait (poller, S_SCAN_WAIT) == self->log) {
-            frame = zframe_recv (self->log);
+        while (!reply && zpoller_wait (poller, S_SCAN_WAIT) == self->scan) {
+            frame = zframe_recv (self->scan);
             const char *reason = NULL;
             reply = frame
                         ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason)
@@ -1150,6 +1167,80 @@ s_link (const char *endpoint)
     return link;
 }
 
+static uint32_t
+s_partition_of (self_t *self, const char *bucket)
+{
+    return sn_partition (bucket, strlen (bucket), self->config.partitions);
+}
+
+//  After a replay of partition p (all of them when p is -1): its commits are due,
+//  its delivery is tried at once.
+static void
+s_settle (self_t *self, int64_t p)
+{
+    int64_t now = zclock_time ();
+    for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->buckets); bucket;
+         bucket = (s_bucket_t *) zhashx_next (self->buckets)) {
+        if (p >= 0 && s_partition_of (self, bucket->id) != (uint32_t) p)
+            continue;
+        if (zlistx_size (bucket->results))
+            bucket->next_commit = now + bucket->batch_timeout;
+        for (s_commit_t *commit = (s_commit_t *) zlistx_first (bucket->commits); commit;
+             commit = (s_commit_t *) zlistx_next (bucket->commits))
+            if (!commit->in_flight)
+                commit->next_try = now;
+    }
+}
+
+//  Partition p is owned elsewhere now: forget its buckets (primary always exists).
+//  Their events stay in the log for the new owner; answers still on their way for
+//  them find no bucket and are dropped.
+static void
+s_drop_partition (self_t *self, uint32_t p)
+{
+    zlistx_t *gone = zlistx_new ();
+    for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->buckets); bucket;
+         bucket = (s_bucket_t *) zhashx_next (self->buckets))
+        if (!streq (bucket->id, "primary") && s_partition_of (self, bucket->id) == p)
+            zlistx_add_end (gone, bucket->id);
+    for (const char *id = (const char *) zlistx_first (gone); id;
+         id = (const char *) zlistx_next (gone))
+        zhashx_delete (self->buckets, id);
+    if (zlistx_size (gone))
+        zsys_info ("sn_batch: partition %u moved away, %zu buckets dropped", p, zlistx_size (gone));
+    zlistx_destroy (&gone);
+}
+
+//  Requests held until the first placement, served now; or answered when their
+//  wait is over.
+static void
+s_release_held (self_t *self)
+{
+    sn_routed_t *request;
+    while ((request = sn_owners_release (self->owners, self->router)))
+        s_handle_request (self, request);
+}
+
+//  The partition table changed: drop what went, replay what came.
+static void
+s_placement (self_t *self)
+{
+    if (sn_owners_recv (self->owners, self->gained, self->lost)) {
+        for (uint32_t p = 0; p < self->config.partitions; p++)
+            if (self->lost[p])
+                s_drop_partition (self, p);
+        for (uint32_t p = 0; p < self->config.partitions; p++) {
+            char error[256];
+            if (!self->gained[p])
+                continue;
+            if (s_replay_partition (self, p, error, sizeof error))
+                zsys_error ("sn_batch: taking over partition %u: %s", p, error);
+            s_settle (self, p);
+        }
+    }
+    s_release_held (self);
+}
+
 static char *
 s_self_start (self_t *self)
 {
@@ -1158,19 +1249,20 @@ s_self_start (self_t *self)
     self->webhook = s_link (self->config.webhook);
     if (!self->log || !self->queue || !self->webhook)
         return strdup ("batch: cannot connect to the log, queue or webhook");
+    self->scan = self->config.store ? s_link (self->config.store) : self->log;
+    if (!self->scan)
+        return strdup ("batch: cannot connect to the store");
+    self->owners = sn_owners_new (self->config.feed, self->config.mesh, self->config.partitions);
+    if (!self->owners)
+        return strdup ("batch: cannot connect to the mesh");
+    self->gained = (bool *) zmalloc (self->config.partitions * sizeof (bool));
+    self->lost = (bool *) zmalloc (self->config.partitions * sizeof (bool));
+    //  With a feed, partitions are replayed as the mesh hands them to this node
     char error[256];
     for (uint32_t p = 0; p < self->config.partitions; p++)
-        if (s_replay_partition (self, p, error, sizeof error))
+        if (sn_owners_owns (self->owners, p) && s_replay_partition (self, p, error, sizeof error))
             return strdup (error);
-    int64_t now = zclock_time ();
-    for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->buckets); bucket;
-         bucket = (s_bucket_t *) zhashx_next (self->buckets)) {
-        if (zlistx_size (bucket->results))
-            bucket->next_commit = now + bucket->batch_timeout;
-        for (s_commit_t *commit = (s_commit_t *) zlistx_first (bucket->commits); commit;
-             commit = (s_commit_t *) zlistx_next (bucket->commits))
-            commit->next_try = now;
-    }
+    s_settle (self, -1);
     self->router = zsock_new (ZMQ_ROUTER);
     zsock_set_sndhwm (self->router, 100000);
     zsock_set_rcvhwm (self->router, 100000);
@@ -1179,6 +1271,10 @@ s_self_start (self_t *self)
         return zsys_sprintf ("cannot bind %s", self->config.endpoint);
     self->poller =
         zpoller_new (self->pipe, self->router, self->log, self->queue, self->webhook, NULL);
+    if (sn_owners_feed (self->owners)) {
+        zpoller_add (self->poller, sn_owners_feed (self->owners));
+        zpoller_add (self->poller, sn_owners_mesh (self->owners));
+    }
     return NULL;
 }
 
@@ -1248,6 +1344,12 @@ sn_batch_actor (zsock_t *pipe, void *args)
             continue;
         }
         int64_t next = s_timers (self), now = zclock_time ();
+        if (sn_owners_deadline (self->owners) <= now) {
+            s_release_held (self);
+            continue;
+        }
+        if (sn_owners_deadline (self->owners) < next)
+            next = sn_owners_deadline (self->owners);
         zsock_t *which =
             (zsock_t *) zpoller_wait (self->poller, next > now ? (int) (next - now) : 0);
         if (which == self->pipe)
@@ -1269,6 +1371,10 @@ sn_batch_actor (zsock_t *pipe, void *args)
                                  frame);
             zframe_destroy (&frame);
         }
+        else if (which && which == sn_owners_feed (self->owners))
+            s_placement (self);
+        else if (which && which == sn_owners_mesh (self->owners))
+            sn_owners_relay (self->owners, self->router);
         else if (zpoller_terminated (self->poller))
             break;
     }
@@ -1380,9 +1486,11 @@ sn_batch_test (bool verbose)
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     sn_webhook_config_t webhook_config = {webhook_ep, NULL, NULL, false, verbose};
     zactor_t *webhook = sn_webhook_new (&webhook_config, error, sizeof error);
-    sn_queue_config_t queue_config = {queue_ep, store_ep, batch_ep, 8, 5000, verbose};
+    sn_queue_config_t queue_config = {queue_ep, store_ep, batch_ep, 8,   5000,
+                                      verbose,  NULL,     NULL,     NULL};
     zactor_t *queue = sn_queue_new (&queue_config, error, sizeof error);
-    sn_batch_config_t config = {batch_ep, store_ep, queue_ep, webhook_ep, 8, verbose};
+    sn_batch_config_t config = {batch_ep, store_ep, queue_ep, webhook_ep, 8,
+                                verbose,  NULL,     NULL,     NULL};
     zactor_t *batch = sn_batch_new (&config, error, sizeof error);
     assert (store && webhook && queue && batch);
     zsock_t *client = zsock_new_dealer (batch_ep);

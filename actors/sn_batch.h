@@ -31,6 +31,12 @@
     batch.commit {key, bucket_id, body, ids, items, created_at}, batch.delivered
     {key, status}, batch.abandoned {key, error}; and it reads invocation.done.
 
+    Ownership (see sn_owners.h): with a placement feed the actor holds the buckets
+    of the partitions this node owns only. Gaining one replays it from the local
+    store and starts its commits and deliveries (undelivered commits are posted again
+    under their key); losing one drops its buckets from memory. batch.create, get,
+    update and delete for a partition owned elsewhere are forwarded to its owner.
+
     Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
     partition P over the state held, for a take-over; replies "OK" or the error
     text), "$TERM".
@@ -46,11 +52,14 @@ extern "C" {
 
 typedef struct {
     const char *endpoint; //  inproc endpoint the actor binds its ROUTER to
-    const char *log;      //  endpoint answering put and scan: the store, later the mesh
+    const char *log;      //  endpoint answering put: the store, or the mesh (replicated)
     const char *queue;    //  the queue actor, told which buckets accept enqueues
     const char *webhook;  //  the webhook actor that makes every POST
     uint32_t partitions;  //  P: partitions replayed at start
     bool verbose;         //  log every commit
+    const char *store;    //  endpoint answering scan (replay), or NULL: the log does
+    const char *feed;     //  the mesh's placement feed, or NULL: own every partition
+    const char *mesh;     //  the mesh's ops, where requests for others' partitions go
 } sn_batch_config_t;
 
 zactor_t *sn_batch_new (const sn_batch_config_t *config, char *error, size_t size);

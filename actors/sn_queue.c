@@ -7,6 +7,7 @@
 #include "sn_routed.h"
 #include "sn_json.h"
 #include "sn_store.h"
+#include "sn_owners.h"
 
 //  Defaults of the enqueue options.
 #define S_MAX_ATTEMPTS 3
@@ -84,7 +85,11 @@ typedef struct {
 typedef struct {
     zsock_t *pipe;            //  our end of the actor pipe
     zsock_t *router;          //  requests from the frontend; pushes to workers
-    zsock_t *log;             //  DEALER to the store (later the mesh)
+    zsock_t *log;             //  DEALER to the log: the store, or the mesh
+    zsock_t *scan;            //  DEALER to the store for replays, or the log itself
+    sn_owners_t *owners;      //  the partitions this node owns; forwards the others
+    bool *gained;             //  scratch per partition: ownership came
+    bool *lost;               //  scratch per partition: ownership went
     zsock_t *batch;           //  DEALER to the batch actor, told of every result; or NULL
     zpoller_t *poller;        //  pipe, router, log
     zhashx_t *invocations;    //  id -> s_inv_t, owned
@@ -198,8 +203,13 @@ s_self_destroy (self_t **self_p)
     if (self) {
         zpoller_destroy (&self->poller);
         zsock_destroy (&self->router);
+        if (self->scan != self->log)
+            zsock_destroy (&self->scan);
         zsock_destroy (&self->log);
         zsock_destroy (&self->batch);
+        sn_owners_destroy (&self->owners);
+        free (self->gained);
+        free (self->lost);
         zhashx_destroy (&self->pending);
         zlistx_destroy (&self->queued);
         zhashx_destroy (&self->running);
@@ -767,8 +777,11 @@ s_op_enqueue (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
 static void
 s_enqueued (self_t *self, s_inv_t *inv)
 {
-    //  A REPLAY may have read the event back before its acknowledgement came
-    if (zhashx_lookup (self->invocations, inv->id)) {
+    //  A REPLAY may have read the event back before its acknowledgement came; and
+    //  if the partition moved meanwhile, its new owner has it from the log
+    if (zhashx_lookup (self->invocations, inv->id) ||
+        !sn_owners_owns (self->owners, sn_partition (inv->bucket, strlen (inv->bucket),
+                                                     self->config.partitions))) {
         s_inv_destroy (&inv);
         return;
     }
@@ -1050,6 +1063,12 @@ s_handle_request (self_t *self, sn_routed_t *request)
     const sn_value_t *op = sn_value_get (root, "op");
     if (!msg)
         s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
+    else if ((sn_value_streq (op, "enqueue") || sn_value_streq (op, "invocation") ||
+              sn_value_streq (op, "bucket.counts")) &&
+             sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
+                              self->router)) {
+        //  forwarded to the owner, held, or answered
+    }
     else if (zhashx_size (self->pending) >= S_PENDING_MAX)
         s_reply_error (self, request, rid, 503, "queue is busy: too many writes in flight");
     else if (sn_value_streq (op, "enqueue"))
@@ -1237,7 +1256,7 @@ static int
 s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
 {
     char *from = NULL;
-    zpoller_t *poller = zpoller_new (self->log, NULL);
+    zpoller_t *poller = zpoller_new (self->scan, NULL);
     int rc = 0;
     while (rc == 0) {
         sn_pack_t *request = sn_pack_new ();
@@ -1250,13 +1269,13 @@ s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
             sn_pack_kv_str (request, "from", from);
         zframe_t *frame = sn_pack_frame (request);
         sn_pack_destroy (&request);
-        zframe_send (&frame, self->log, 0);
+        zframe_send (&frame, self->scan, 0);
         zstr_free (&from);
         //  Acknowledgements of writes made before a REPLAY may come first
         uint64_t scan_rid = self->log_rid, rid = 0;
         sn_msg_t *reply = NULL;
-        while (!reply && zpoller_wait (poller, S_SCAN_WAIT) == self->log) {
-            frame = zframe_recv (self->log);
+        while (!reply && zpoller_wait (poller, S_SCAN_WAIT) == self->scan) {
+            frame = zframe_recv (self->scan);
             const char *reason = NULL;
             reply = frame
                         ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason)
@@ -1321,6 +1340,82 @@ s_replay_finish (self_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Ownership
+
+static uint32_t
+s_partition_of (self_t *self, s_inv_t *inv)
+{
+    return sn_partition (inv->bucket, strlen (inv->bucket), self->config.partitions);
+}
+
+//  Partition p is owned elsewhere now: forget its invocations and buckets. Their
+//  events stay in the log for the new owner; writes in flight still complete.
+static void
+s_drop_partition (self_t *self, uint32_t p)
+{
+    zlistx_t *gone = zlistx_new ();
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->invocations); inv;
+         inv = (s_inv_t *) zhashx_next (self->invocations))
+        if (s_partition_of (self, inv) == p)
+            zlistx_add_end (gone, inv);
+    for (s_pending_t *pending = (s_pending_t *) zhashx_first (self->pending); pending;
+         pending = (s_pending_t *) zhashx_next (self->pending))
+        if (pending->finished && s_partition_of (self, pending->finished) == p)
+            pending->finished = NULL;
+    for (s_inv_t *inv = (s_inv_t *) zlistx_first (gone); inv;
+         inv = (s_inv_t *) zlistx_next (gone)) {
+        s_inv_unqueue (self, inv);
+        s_inv_release (self, inv);
+        zhashx_delete (self->invocations, inv->id);
+    }
+    if (zlistx_size (gone))
+        zsys_info ("sn_queue: partition %u moved away, %zu invocations dropped", p,
+                   zlistx_size (gone));
+    zlistx_purge (gone);
+    for (const char *state = (const char *) zhashx_first (self->buckets); state;
+         state = (const char *) zhashx_next (self->buckets)) {
+        const char *bucket = (const char *) zhashx_cursor (self->buckets);
+        if (!streq (bucket, "primary") &&
+            sn_partition (bucket, strlen (bucket), self->config.partitions) == p)
+            zlistx_add_end (gone, (void *) bucket);
+    }
+    for (const char *bucket = (const char *) zlistx_first (gone); bucket;
+         bucket = (const char *) zlistx_next (gone))
+        zhashx_delete (self->buckets, bucket);
+    zlistx_destroy (&gone);
+}
+
+//  Requests held until the first placement, served now; or answered when their
+//  wait is over.
+static void s_handle_request (self_t *self, sn_routed_t *request);
+
+static void
+s_release_held (self_t *self)
+{
+    sn_routed_t *request;
+    while ((request = sn_owners_release (self->owners, self->router)))
+        s_handle_request (self, request);
+}
+
+//  The partition table changed: drop what went, replay what came.
+static void
+s_placement (self_t *self)
+{
+    if (sn_owners_recv (self->owners, self->gained, self->lost)) {
+        for (uint32_t p = 0; p < self->config.partitions; p++)
+            if (self->lost[p])
+                s_drop_partition (self, p);
+        for (uint32_t p = 0; p < self->config.partitions; p++) {
+            char error[256];
+            if (self->gained[p] && s_replay_partition (self, p, error, sizeof error))
+                zsys_error ("sn_queue: taking over partition %u: %s", p, error);
+        }
+        s_replay_finish (self);
+    }
+    s_release_held (self);
+}
+
+//  --------------------------------------------------------------------------
 //  The actor
 
 static char *
@@ -1341,9 +1436,23 @@ s_self_start (self_t *self)
         if (zsock_connect (self->batch, "%s", self->config.batch) == -1)
             return zsys_sprintf ("cannot connect to batch %s", self->config.batch);
     }
+    self->scan = self->log;
+    if (self->config.store) {
+        self->scan = zsock_new (ZMQ_DEALER);
+        zsock_set_sndtimeo (self->scan, 0);
+        zsock_set_linger (self->scan, 0);
+        if (zsock_connect (self->scan, "%s", self->config.store) == -1)
+            return zsys_sprintf ("cannot connect to store %s", self->config.store);
+    }
+    self->owners = sn_owners_new (self->config.feed, self->config.mesh, self->config.partitions);
+    if (!self->owners)
+        return zsys_sprintf ("cannot connect to the mesh %s", self->config.mesh);
+    self->gained = (bool *) zmalloc (self->config.partitions * sizeof (bool));
+    self->lost = (bool *) zmalloc (self->config.partitions * sizeof (bool));
+    //  With a feed, partitions are replayed as the mesh hands them to this node
     char error[256];
     for (uint32_t p = 0; p < self->config.partitions; p++)
-        if (s_replay_partition (self, p, error, sizeof error))
+        if (sn_owners_owns (self->owners, p) && s_replay_partition (self, p, error, sizeof error))
             return strdup (error);
     s_replay_finish (self);
     self->router = zsock_new (ZMQ_ROUTER);
@@ -1354,9 +1463,16 @@ s_self_start (self_t *self)
         return zsys_sprintf ("cannot bind %s: %s", self->config.endpoint,
                              zmq_strerror (zmq_errno ()));
     self->poller = zpoller_new (self->pipe, self->router, self->log, NULL);
+    if (sn_owners_feed (self->owners)) {
+        zpoller_add (self->poller, sn_owners_feed (self->owners));
+        zpoller_add (self->poller, sn_owners_mesh (self->owners));
+    }
     self->config.endpoint = NULL;
     self->config.log = NULL;
     self->config.batch = NULL;
+    self->config.store = NULL;
+    self->config.feed = NULL;
+    self->config.mesh = NULL;
     return NULL;
 }
 
@@ -1409,7 +1525,13 @@ sn_queue_actor (zsock_t *pipe, void *args)
             s_dispatch (self);
             continue;
         }
+        if (sn_owners_deadline (self->owners) <= now) {
+            s_release_held (self);
+            continue;
+        }
         int64_t wait = self->next_deadline - now;
+        if (sn_owners_deadline (self->owners) - now < wait)
+            wait = sn_owners_deadline (self->owners) - now;
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, wait > 60000 ? 60000 : (int) wait);
         if (which == self->pipe)
             s_handle_pipe (self);
@@ -1417,6 +1539,10 @@ sn_queue_actor (zsock_t *pipe, void *args)
             s_router_drain (self);
         else if (which == self->log)
             s_log_drain (self);
+        else if (which && which == sn_owners_feed (self->owners))
+            s_placement (self);
+        else if (which && which == sn_owners_mesh (self->owners))
+            sn_owners_relay (self->owners, self->router);
         else if (zpoller_terminated (self->poller))
             break;
     }
@@ -1579,7 +1705,7 @@ s_test_work (s_test_client_t *worker, int timeout)
 static zactor_t *
 s_test_queue (const char *endpoint, const char *log, bool verbose)
 {
-    sn_queue_config_t config = {endpoint, log, NULL, 8, 2000, verbose};
+    sn_queue_config_t config = {endpoint, log, NULL, 8, 2000, verbose, NULL, NULL, NULL};
     char error[256];
     zactor_t *queue = sn_queue_new (&config, error, sizeof error);
     if (!queue)

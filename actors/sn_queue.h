@@ -38,6 +38,14 @@
     Pushed to a worker, unasked: {op: "work", id, bucket_id, invocation, token, data?,
     attempt, timeout}.
 
+    Ownership (see sn_owners.h): with a placement feed the actor holds the state of
+    the partitions this node owns only. Gaining one replays it from the local store
+    (which holds it: the owner is one of its replicas) and starts its timers; losing
+    one drops its invocations from memory (their events stay in the log, and a worker
+    still running one hears 404 for its result). enqueue, invocation and
+    bucket.counts for a partition owned elsewhere are forwarded to its owner; worker
+    ops are not: workers run the invocations of the node they are connected to.
+
     Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
     partition P over the state held, for a take-over; replies "OK" or the error
     text), "$TERM".
@@ -53,11 +61,14 @@ extern "C" {
 
 typedef struct {
     const char *endpoint; //  inproc endpoint the actor binds its ROUTER to
-    const char *log;      //  endpoint answering put and scan: the store, later the mesh
+    const char *log;      //  endpoint answering put: the store, or the mesh (replicated)
     const char *batch;    //  the batch actor's endpoint, told of every result; or NULL
     uint32_t partitions;  //  P: partitions replayed at start
     int worker_timeout;   //  ms of silence after which a worker is taken for dead
     bool verbose;         //  log every transition
+    const char *store;    //  endpoint answering scan (replay), or NULL: the log does
+    const char *feed;     //  the mesh's placement feed, or NULL: own every partition
+    const char *mesh;     //  the mesh's ops, where requests for others' partitions go
 } sn_queue_config_t;
 
 //  Start a queue actor and replay its state. Returns NULL with the reason in error.

@@ -76,19 +76,22 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
         goto failed;
-    //  Queue and buckets: this node owns every partition until the mesh assigns them
+    //  Queue and buckets: writes replicated through the mesh, replays from the local
+    //  store, and the partitions this node owns from the mesh's placement feed
     sn_webhook_config_t webhook = {webhook_endpoint, config->hooks_allow, config->hooks_deny, false,
                                    config->verbose};
     self->webhook = sn_webhook_new (&webhook, error, size);
     if (!self->webhook)
         goto failed;
-    sn_batch_config_t batch = {batch_endpoint,   store_endpoint,     queue_endpoint,
-                               webhook_endpoint, config->partitions, config->verbose};
+    sn_batch_config_t batch = {batch_endpoint,   mesh_endpoint,      queue_endpoint,
+                               webhook_endpoint, config->partitions, config->verbose,
+                               store_endpoint,   feed_endpoint,      mesh_endpoint};
     self->batch = sn_batch_new (&batch, error, size);
     if (!self->batch)
         goto failed;
-    sn_queue_config_t queue = {queue_endpoint,     store_endpoint,         batch_endpoint,
-                               config->partitions, SN_NODE_WORKER_TIMEOUT, config->verbose};
+    sn_queue_config_t queue = {queue_endpoint,     mesh_endpoint,          batch_endpoint,
+                               config->partitions, SN_NODE_WORKER_TIMEOUT, config->verbose,
+                               store_endpoint,     feed_endpoint,          mesh_endpoint};
     self->queue = sn_queue_new (&queue, error, size);
     if (!self->queue)
         goto failed;

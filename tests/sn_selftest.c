@@ -21,6 +21,7 @@
 #include "sn_webhook.h"
 #include "sn_batch.h"
 #include "sn_dispatch.h"
+#include "sn_owners.h"
 
 typedef struct {
     const char *name;
@@ -46,6 +47,7 @@ static const sn_test_t s_tests[] = {{"sn_actor", sn_actor_test},
                                     {"sn_webhook", sn_webhook_test},
                                     {"sn_batch", sn_batch_test},
                                     {"sn_dispatch", sn_dispatch_test},
+                                    {"sn_owners", sn_owners_test},
                                     {NULL, NULL}};
 
 static int

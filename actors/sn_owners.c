@@ -1,0 +1,481 @@
+/*  sn_owners: partitions owned by this node, from the mesh's placement feed.
+ */
+#include "sn_owners.h"
+#include "sn_key.h"
+
+//  Requests held while no placement has arrived yet, and how long each may wait.
+#define S_HELD_MAX  10000
+#define S_HELD_WAIT 5000
+
+//  Largest placement frame read from the feed.
+#define S_PLACEMENT_MAX (16 * 1024 * 1024)
+
+//  A request held until the first placement.
+typedef struct {
+    sn_routed_t *request; //  the request, owned
+    int64_t until;        //  unix ms when it is answered 503 instead
+} s_held_t;
+
+struct _sn_owners_t {
+    uint32_t partitions; //  P
+    bool *owned;         //  per partition: this node owns it
+    bool ready;          //  a placement has arrived (always, without a feed)
+    zsock_t *feed;       //  SUB to the mesh's placement feed, or NULL
+    zsock_t *mesh;       //  DEALER to the mesh's ops, for forwards, or NULL
+    zlistx_t *held;      //  s_held_t waiting for the first placement, oldest first
+    sn_pack_t *pack;     //  scratch for forwards and answers
+};
+
+static void
+s_held_free (void **item_p)
+{
+    s_held_t *held = (s_held_t *) *item_p;
+    if (held) {
+        if (held->request) {
+            sn_routed_close (held->request);
+            free (held->request);
+        }
+        free (held);
+        *item_p = NULL;
+    }
+}
+
+sn_owners_t *
+sn_owners_new (const char *feed, const char *mesh, uint32_t partitions)
+{
+    assert (partitions > 0);
+    sn_owners_t *self = (sn_owners_t *) zmalloc (sizeof (sn_owners_t));
+    self->partitions = partitions;
+    self->owned = (bool *) zmalloc (partitions * sizeof (bool));
+    self->held = zlistx_new ();
+    zlistx_set_destructor (self->held, s_held_free);
+    self->pack = sn_pack_new ();
+    if (!feed) {
+        for (uint32_t p = 0; p < partitions; p++)
+            self->owned[p] = true;
+        self->ready = true;
+        return self;
+    }
+    self->feed = zsock_new (ZMQ_SUB);
+    zsock_set_rcvhwm (self->feed, 1000);
+    zsock_set_subscribe (self->feed, "");
+    self->mesh = zsock_new (ZMQ_DEALER);
+    zsock_set_sndhwm (self->mesh, 100000);
+    zsock_set_rcvhwm (self->mesh, 100000);
+    zsock_set_sndtimeo (self->mesh, 0);
+    zsock_set_linger (self->mesh, 0);
+    if (zsock_connect (self->feed, "%s", feed) == -1 || !mesh ||
+        zsock_connect (self->mesh, "%s", mesh) == -1)
+        sn_owners_destroy (&self);
+    return self;
+}
+
+void
+sn_owners_destroy (sn_owners_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        sn_owners_t *self = *self_p;
+        zlistx_destroy (&self->held);
+        zsock_destroy (&self->feed);
+        zsock_destroy (&self->mesh);
+        sn_pack_destroy (&self->pack);
+        free (self->owned);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+zsock_t *
+sn_owners_feed (sn_owners_t *self)
+{
+    return self->feed;
+}
+
+zsock_t *
+sn_owners_mesh (sn_owners_t *self)
+{
+    return self->mesh;
+}
+
+//  Apply one placement frame; returns the changes, or 0 when it is not one.
+static size_t
+s_apply (sn_owners_t *self, const byte *data, size_t size, bool *gained, bool *lost)
+{
+    const char *reason = NULL;
+    sn_msg_t *msg = sn_msg_decode (data, size, S_PLACEMENT_MAX, &reason);
+    const sn_value_t *root = msg ? sn_msg_root (msg) : NULL;
+    size_t name_len = 0;
+    const char *name = sn_value_str (sn_value_get (root, "self"), &name_len);
+    const sn_value_t *owners = sn_value_get (root, "owners");
+    size_t changes = 0;
+    if (msg && sn_value_streq (sn_value_get (root, "op"), "placement") && name &&
+        sn_value_is (owners, SN_TYPE_ARRAY) && sn_value_size (owners) == self->partitions) {
+        for (uint32_t p = 0; p < self->partitions; p++) {
+            size_t len = 0;
+            const char *owner = sn_value_str (sn_value_at (owners, p), &len);
+            bool owns = owner && len == name_len && memcmp (owner, name, len) == 0;
+            if (owns != self->owned[p]) {
+                self->owned[p] = owns;
+                gained[p] = owns;
+                lost[p] = !owns;
+                changes++;
+            }
+        }
+        self->ready = true;
+    }
+    sn_msg_destroy (&msg);
+    return changes;
+}
+
+size_t
+sn_owners_recv (sn_owners_t *self, bool *gained, bool *lost)
+{
+    memset (gained, 0, self->partitions * sizeof (bool));
+    memset (lost, 0, self->partitions * sizeof (bool));
+    if (!self->feed)
+        return 0;
+    size_t changes = 0;
+    zframe_t *frame;
+    while ((frame = zframe_recv_nowait (self->feed))) {
+        changes += s_apply (self, zframe_data (frame), zframe_size (frame), gained, lost);
+        zframe_destroy (&frame);
+    }
+    return changes;
+}
+
+bool
+sn_owners_owns (sn_owners_t *self, uint32_t p)
+{
+    return p < self->partitions && self->owned[p];
+}
+
+int64_t
+sn_owners_partition (sn_owners_t *self, const sn_value_t *root)
+{
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    if (id) {
+        //  "<hex>-<p>": the partition is in the name
+        size_t at = len;
+        while (at > 0 && isdigit ((unsigned char) id[at - 1]))
+            at--;
+        if (at < 2 || at == len || id[at - 1] != '-' || len - at > 9)
+            return -1;
+        uint64_t p = 0;
+        for (size_t index = at; index < len; index++)
+            p = p * 10 + (uint64_t) (id[index] - '0');
+        return p < self->partitions ? (int64_t) p : -1;
+    }
+    const sn_value_t *bucket = sn_value_get (root, "bucket_id");
+    if (!bucket)
+        return sn_partition ("primary", 7, self->partitions);
+    const char *name = sn_value_str (bucket, &len);
+    return name ? (int64_t) sn_partition (name, len, self->partitions) : -1;
+}
+
+//  Answer request with an error and release it.
+static void
+s_answer (sn_owners_t *self, sn_routed_t *request, uint64_t rid, zsock_t *router, const char *text)
+{
+    sn_pack_error (self->pack, rid, 503, "%s", text);
+    sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    if (sn_routed_send (request, router))
+        sn_routed_close (request);
+    free (request);
+}
+
+bool
+sn_owners_route (sn_owners_t *self, sn_routed_t *request, const sn_value_t *root, int64_t p,
+                 zsock_t *router)
+{
+    if (p < 0 || p >= self->partitions || self->owned[p])
+        return false;
+    uint64_t rid = 0, hops = 0;
+    sn_value_uint (sn_value_get (root, "rid"), &rid);
+    sn_value_uint (sn_value_get (root, "fwd"), &hops);
+    char text[128];
+    if (hops >= 1) {
+        //  The mesh thought this node the owner; it is not (yet, or any more)
+        snprintf (text, sizeof text, "ownership of partition %" PRId64 " is moving, try again", p);
+        s_answer (self, request, rid, router, text);
+    }
+    else if (!self->ready) {
+        if (zlistx_size (self->held) < S_HELD_MAX) {
+            s_held_t *held = (s_held_t *) zmalloc (sizeof (s_held_t));
+            held->request = request;
+            held->until = zclock_time () + S_HELD_WAIT;
+            zlistx_add_end (self->held, held);
+        }
+        else
+            s_answer (self, request, rid, router, "cluster not ready: no partition table yet");
+    }
+    else {
+        //  Under the caller's envelope and rid: the mesh's answer is the caller's
+        sn_pack_reset (self->pack);
+        sn_pack_map (self->pack, 4);
+        sn_pack_kv_str (self->pack, "op", "forward");
+        sn_pack_kv_uint (self->pack, "rid", rid);
+        sn_pack_kv_uint (self->pack, "p", (uint64_t) p);
+        sn_pack_str (self->pack, "request");
+        sn_pack_raw (self->pack, sn_routed_data (request), sn_routed_size (request));
+        sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
+        if (sn_routed_send (request, self->mesh) == 0)
+            free (request);
+        else
+            s_answer (self, request, rid, router, "node is busy: cannot forward to the owner");
+    }
+    return true;
+}
+
+void
+sn_owners_relay (sn_owners_t *self, zsock_t *router)
+{
+    if (!self->mesh)
+        return;
+    sn_routed_t answer;
+    memset (&answer, 0, sizeof answer);
+    while (sn_routed_recv (&answer, self->mesh) == 0)
+        if (sn_routed_send (&answer, router))
+            sn_routed_close (&answer);
+}
+
+sn_routed_t *
+sn_owners_release (sn_owners_t *self, zsock_t *router)
+{
+    int64_t now = zclock_time ();
+    s_held_t *held;
+    while ((held = (s_held_t *) zlistx_first (self->held))) {
+        if (self->ready) {
+            sn_routed_t *request = held->request;
+            held->request = NULL;
+            zlistx_delete (self->held, zlistx_cursor (self->held));
+            return request;
+        }
+        if (held->until > now)
+            break;
+        sn_routed_t *request = held->request;
+        held->request = NULL;
+        zlistx_delete (self->held, zlistx_cursor (self->held));
+        const char *reason = NULL;
+        sn_msg_t *msg =
+            sn_msg_decode_trusted (sn_routed_data (request), sn_routed_size (request), &reason);
+        uint64_t rid = 0;
+        if (msg)
+            sn_value_uint (sn_value_get (sn_msg_root (msg), "rid"), &rid);
+        sn_msg_destroy (&msg);
+        s_answer (self, request, rid, router, "cluster not ready: no partition table yet");
+    }
+    return NULL;
+}
+
+int64_t
+sn_owners_deadline (sn_owners_t *self)
+{
+    s_held_t *held = (s_held_t *) zlistx_first (self->held);
+    if (!held)
+        return INT64_MAX;
+    return self->ready ? zclock_time () : held->until;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest
+
+static void
+s_test_publish (zsock_t *pub, const char *self_name, const char *const *owners, uint32_t count)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 4);
+    sn_pack_kv_str (pack, "op", "placement");
+    sn_pack_kv_str (pack, "self", self_name);
+    sn_pack_kv_uint (pack, "version", 1);
+    sn_pack_str (pack, "owners");
+    sn_pack_array (pack, count);
+    for (uint32_t p = 0; p < count; p++)
+        if (owners[p])
+            sn_pack_str (pack, owners[p]);
+        else
+            sn_pack_nil (pack);
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, pub, 0);
+    sn_pack_destroy (&pack);
+}
+
+//  A request [link id, payload {op, rid, bucket_id?, fwd?}] as a frontend sends it.
+static sn_routed_t *
+s_test_request (zsock_t *client, zsock_t *router, const char *bucket, uint64_t rid, uint64_t hops)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 3 + (hops > 0));
+    sn_pack_kv_str (pack, "op", "batch.get");
+    sn_pack_kv_uint (pack, "rid", rid);
+    sn_pack_kv_str (pack, "bucket_id", bucket);
+    if (hops)
+        sn_pack_kv_uint (pack, "fwd", hops);
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, client, 0);
+    sn_pack_destroy (&pack);
+    zsock_set_rcvtimeo (router, 2000);
+    sn_routed_t *request = (sn_routed_t *) zmalloc (sizeof (sn_routed_t));
+    zpoller_t *poller = zpoller_new (router, NULL);
+    assert (zpoller_wait (poller, 2000) == router);
+    zpoller_destroy (&poller);
+    assert (sn_routed_recv (request, router) == 0);
+    return request;
+}
+
+static uint64_t
+s_test_code (zsock_t *client, uint64_t rid)
+{
+    zsock_set_rcvtimeo (client, 2000);
+    zframe_t *frame = zframe_recv (client);
+    assert (frame);
+    sn_msg_t *msg = sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), NULL);
+    uint64_t code = 0, got = 0;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (msg), "code"), &code));
+    assert (sn_value_uint (sn_value_get (sn_msg_root (msg), "rid"), &got) && got == rid);
+    sn_msg_destroy (&msg);
+    zframe_destroy (&frame);
+    return code;
+}
+
+void
+sn_owners_test (bool verbose)
+{
+    if (verbose)
+        zsys_info ("sn_owners: selftest");
+    //  Without a feed: every partition, at once
+    sn_owners_t *alone = sn_owners_new (NULL, NULL, 4);
+    assert (alone && sn_owners_owns (alone, 0) && sn_owners_owns (alone, 3));
+    assert (!sn_owners_owns (alone, 4));
+    assert (sn_owners_feed (alone) == NULL);
+    sn_owners_destroy (&alone);
+    sn_owners_destroy (&alone);
+
+    //  Partitions of requests
+    sn_owners_t *owners =
+        sn_owners_new ("inproc://sn-owners-test-feed", "inproc://sn-owners-test-mesh", 4);
+    assert (owners);
+    sn_pack_t *pack = sn_pack_new ();
+    const char *ids[] = {"abc-2", "abc-4", "abc", "-3", "abc-", "abc-9999999999", NULL};
+    int64_t expected[] = {2, -1, -1, -1, -1, -1};
+    for (int index = 0; ids[index]; index++) {
+        sn_pack_reset (pack);
+        sn_pack_map (pack, 1);
+        sn_pack_kv_str (pack, "id", ids[index]);
+        sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
+        assert (sn_owners_partition (owners, sn_msg_root (msg)) == expected[index]);
+        sn_msg_destroy (&msg);
+    }
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 1);
+    sn_pack_kv_str (pack, "bucket_id", "b1");
+    sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
+    assert (sn_owners_partition (owners, sn_msg_root (msg)) == sn_partition ("b1", 2, 4));
+    sn_msg_destroy (&msg);
+    sn_pack_destroy (&pack);
+    sn_owners_destroy (&owners);
+
+    //  With a feed: nothing is owned until the first placement; requests wait
+    zsock_t *pub = zsock_new_pub ("inproc://sn-owners-test-feed");
+    zsock_t *mesh = zsock_new_router ("inproc://sn-owners-test-mesh");
+    zsock_t *router = zsock_new_router ("inproc://sn-owners-test-actor");
+    zsock_t *client = zsock_new_dealer ("inproc://sn-owners-test-actor");
+    assert (pub && mesh && router && client);
+    owners = sn_owners_new ("inproc://sn-owners-test-feed", "inproc://sn-owners-test-mesh", 4);
+    assert (owners && sn_owners_feed (owners) && sn_owners_mesh (owners));
+    uint32_t mine = (uint32_t) sn_partition ("b1", 2, 4);
+    assert (!sn_owners_owns (owners, mine));
+    assert (sn_owners_deadline (owners) == INT64_MAX);
+    sn_routed_t *request = s_test_request (client, router, "b1", 1, 0);
+    assert (sn_owners_route (owners, request, NULL, mine, router));
+    assert (sn_owners_deadline (owners) < INT64_MAX);
+    assert (sn_owners_release (owners, router) == NULL);
+
+    //  The first placement: this node ("a") owns mine, "b" the others
+    const char *table[4] = {"b", "b", "b", "b"};
+    table[mine] = "a";
+    bool gained[4], lost[4];
+    size_t changes = 0;
+    for (int tries = 0; tries < 200 && !sn_owners_owns (owners, mine); tries++) {
+        s_test_publish (pub, "a", table, 4);
+        zclock_sleep (10);
+        changes += sn_owners_recv (owners, gained, lost);
+    }
+    assert (sn_owners_owns (owners, mine) && changes == 1 && gained[mine] && !lost[mine]);
+    //  The held request is served now, by the caller
+    request = sn_owners_release (owners, router);
+    assert (request);
+    assert (sn_owners_route (owners, request, NULL, mine, router) == false);
+    sn_routed_close (request);
+    free (request);
+    assert (sn_owners_release (owners, router) == NULL);
+
+    //  A request for b's partition goes to the mesh under the caller's envelope
+    uint32_t theirs = (mine + 1) % 4;
+    request = s_test_request (client, router, "other", 7, 0);
+    pack = sn_pack_new ();
+    sn_pack_map (pack, 2);
+    sn_pack_kv_uint (pack, "rid", 7);
+    sn_pack_kv_uint (pack, "fwd", 0);
+    msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
+    assert (sn_owners_route (owners, request, sn_msg_root (msg), theirs, router));
+    zmsg_t *forward = zmsg_recv (mesh);
+    assert (forward && zmsg_size (forward) == 3);
+    zframe_t *payload = zmsg_last (forward);
+    sn_msg_t *sent = sn_msg_decode_trusted (zframe_data (payload), zframe_size (payload), NULL);
+    uint64_t value = 0;
+    assert (sn_value_streq (sn_value_get (sn_msg_root (sent), "op"), "forward"));
+    assert (sn_value_uint (sn_value_get (sn_msg_root (sent), "p"), &value) && value == theirs);
+    assert (sn_value_streq (sn_value_get (sn_value_get (sn_msg_root (sent), "request"), "op"),
+                            "batch.get"));
+    sn_msg_destroy (&sent);
+    //  ... and the mesh's answer reaches the caller
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 2);
+    sn_pack_kv_uint (pack, "rid", 7);
+    sn_pack_kv_uint (pack, "code", 200);
+    zframe_t *answer = sn_pack_frame (pack);
+    zmsg_remove (forward, payload);
+    zframe_destroy (&payload);
+    zmsg_append (forward, &answer);
+    zmsg_send (&forward, mesh);
+    zpoller_t *poller = zpoller_new (sn_owners_mesh (owners), NULL);
+    assert (zpoller_wait (poller, 2000));
+    zpoller_destroy (&poller);
+    sn_owners_relay (owners, router);
+    assert (s_test_code (client, 7) == 200);
+    sn_msg_destroy (&msg);
+
+    //  A request forwarded already is not forwarded again
+    request = s_test_request (client, router, "other", 8, 1);
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 2);
+    sn_pack_kv_uint (pack, "rid", 8);
+    sn_pack_kv_uint (pack, "fwd", 1);
+    msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
+    assert (sn_owners_route (owners, request, sn_msg_root (msg), theirs, router));
+    assert (s_test_code (client, 8) == 503);
+    sn_msg_destroy (&msg);
+
+    //  Ownership moves: mine is lost, theirs gained; a malformed frame changes nothing
+    zframe_t *junk = zframe_new ("\x93\x01", 2);
+    zframe_send (&junk, pub, 0);
+    table[mine] = "b";
+    table[theirs] = "a";
+    changes = 0;
+    for (int tries = 0; tries < 200 && !sn_owners_owns (owners, theirs); tries++) {
+        s_test_publish (pub, "a", table, 4);
+        zclock_sleep (10);
+        changes += sn_owners_recv (owners, gained, lost);
+    }
+    assert (changes == 2 && gained[theirs] && lost[mine]);
+    assert (!sn_owners_owns (owners, mine));
+
+    sn_pack_destroy (&pack);
+    sn_owners_destroy (&owners);
+    zsock_destroy (&client);
+    zsock_destroy (&router);
+    zsock_destroy (&mesh);
+    zsock_destroy (&pub);
+}

@@ -1,0 +1,79 @@
+/*  sn_owners: which partitions this node owns, for the actors that keep state by
+    partition (queue, batch), and the forwarding of requests for the others.
+
+    The mesh publishes the partition table on its feed (a PUB) whenever it changes and
+    every heartbeat: {op: "placement", self, version, owners: [name | nil per
+    partition], replicas: [[names]...]}. An owners object subscribes to it and tells
+    its actor, after each frame, which partitions it came to own and which it lost.
+    Until the first placement arrives the node owns nothing: requests for a partition
+    are held (at most S_HELD_MAX, for S_HELD_WAIT ms) and then served, or answered
+    503 "cluster not ready".
+
+    A request for a partition owned elsewhere is sent to the mesh as {op: "forward",
+    rid, p, request} under the caller's envelope and rid, so the mesh's answer is the
+    caller's answer as it comes (sn_owners_relay). A request that was forwarded
+    already (its "fwd" is 1 or more) and still lands on a node that does not own its
+    partition is answered 503: the owner is changing.
+
+    Without a feed (selftests, a node without a mesh) the object owns every partition
+    from the start and forwards nothing.
+*/
+#ifndef SN_OWNERS_H_INCLUDED
+#define SN_OWNERS_H_INCLUDED
+
+#include <czmq.h>
+#include "sn_msg.h"
+#include "sn_routed.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct _sn_owners_t sn_owners_t;
+
+//  Subscribe to feed and forward through mesh (both inproc endpoints), or own every
+//  partition when feed is NULL. Returns NULL when an endpoint cannot be reached.
+sn_owners_t *sn_owners_new (const char *feed, const char *mesh, uint32_t partitions);
+void sn_owners_destroy (sn_owners_t **self_p);
+
+//  The sockets to poll: the feed (NULL without one) and the mesh link (answers to
+//  forwards; NULL without one).
+zsock_t *sn_owners_feed (sn_owners_t *self);
+zsock_t *sn_owners_mesh (sn_owners_t *self);
+
+//  Read every placement waiting on the feed. Sets gained[p] / lost[p] (arrays of
+//  partitions bools, cleared here) for the partitions whose ownership changed.
+//  Returns the number of changes; a malformed frame is ignored.
+size_t sn_owners_recv (sn_owners_t *self, bool *gained, bool *lost);
+
+bool sn_owners_owns (sn_owners_t *self, uint32_t p);
+
+//  The partition a bucket request concerns: that of bucket_id ("primary" when
+//  absent), or the "-<p>" that ends an invocation id; -1 when it names none.
+int64_t sn_owners_partition (sn_owners_t *self, const sn_value_t *root);
+
+//  Take request (for partition p, its decoded payload root) when this node does not
+//  own p: forwarded to the owner, held until the first placement, or answered.
+//  Returns true when the request was taken (it is no longer the caller's), false
+//  when this node owns p and the caller serves it. router answers the caller.
+bool sn_owners_route (sn_owners_t *self, sn_routed_t *request, const sn_value_t *root, int64_t p,
+                      zsock_t *router);
+
+//  Pass every answer from the mesh to its caller on router.
+void sn_owners_relay (sn_owners_t *self, zsock_t *router);
+
+//  A held request that can be served now (the first placement came), or NULL; the
+//  caller owns it and handles it as if it had just arrived. Held requests past
+//  their wait are answered 503 on router here.
+sn_routed_t *sn_owners_release (sn_owners_t *self, zsock_t *router);
+
+//  When held requests expire (unix ms), or INT64_MAX.
+int64_t sn_owners_deadline (sn_owners_t *self);
+
+void sn_owners_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -91,6 +91,7 @@ struct _s_job_t {
     uint32_t ticks;       //  ticks still to publish for it (s_publish_ticks)
     void *ticking;        //  handle in self->ticking, or NULL
     bool visible;         //  job.created is durable: answers and dispatch
+    uint32_t p;           //  its partition: sn_partition (id)
 };
 
 struct _s_agent_t {
@@ -102,20 +103,27 @@ struct _s_agent_t {
 };
 
 //  Why the log was written, and what to do when it answers.
-typedef enum { S_LOG_EVENT, S_LOG_CREATE, S_LOG_SCAN } s_log_kind_t;
+typedef enum { S_LOG_EVENT, S_LOG_CREATE, S_LOG_SCAN, S_LOG_FORWARD } s_log_kind_t;
 
 typedef struct {
-    uint64_t rid;      //  the log request's rid
-    s_log_kind_t kind; //  event, job creation or replay page
-    zmsg_t *reply;     //  envelope and payload to send once durable, or NULL
-    s_job_t *job;      //  S_LOG_CREATE: the job to make visible
+    uint64_t rid;        //  the log request's rid
+    s_log_kind_t kind;   //  event, job creation, replay page or forward
+    zmsg_t *reply;       //  envelope and payload to send once durable, or NULL;
+                         //  S_LOG_FORWARD: the caller's envelope only
+    s_job_t *job;        //  the job written about; NULL once its partition is dropped
+    uint64_t caller_rid; //  S_LOG_FORWARD: the rid the caller's answer carries
 } s_pending_t;
 
 typedef struct {
     zsock_t *pipe;               //  actor command pipe
     zpoller_t *poller;           //  pipe, log, xpub, and the router once replayed
     zsock_t *router;             //  requests from the frontend, pushes to agents
-    zsock_t *log;                //  DEALER to the store
+    zsock_t *log;                //  DEALER to the store, or to the mesh in a cluster
+    zsock_t *scan;               //  DEALER to the store, for replay
+    zsock_t *feed;               //  SUB to the mesh's placement, or NULL
+    bool *owned;                 //  P flags: this node owns the partition
+    bool *replaying;             //  P flags: owned, and its replay is not over
+    bool placed;                 //  ownership is known (a placement, or no feed)
     zsock_t *xpub;               //  job changes to subscribers
     bool router_polled;          //  the router is in the poller
     sn_dispatch_config_t config; //  endpoints, borrowed until START
@@ -408,9 +416,10 @@ typedef enum { S_COLLECTION_NONE, S_COLLECTION_IDS, S_COLLECTION_TASKS } s_colle
 static void
 s_pack_job (sn_pack_t *pack, const s_job_t *job, s_collection_t collection)
 {
-    sn_pack_map (pack, 10 + (job->job_timeout > 0) + (job->concurrency > 0) +
+    sn_pack_map (pack, 11 + (job->job_timeout > 0) + (job->concurrency > 0) +
                            (collection != S_COLLECTION_NONE));
     sn_pack_kv_str (pack, "id", job->id);
+    sn_pack_kv_uint (pack, "p", job->p);
     s_pack_time (pack, "createdAt", job->created_at);
     s_pack_time (pack, "finishAt", job->finish_at);
     sn_pack_kv_uint (pack, "timeout", job->timeout);
@@ -900,6 +909,106 @@ s_reply_set (self_t *self, sn_routed_t *request)
 }
 
 //  --------------------------------------------------------------------------
+//  Ownership
+
+//  The partition of a job id given as bytes.
+static uint32_t
+s_partition (self_t *self, const char *id, size_t len)
+{
+    return sn_partition (id ? id : "", id ? len : 0, self->partitions);
+}
+
+//  Hands a request for partition p to its owner through the mesh and relays the
+//  answer under rid. A request already forwarded once that still lands on a node
+//  that does not own p is answered 503: the nodes disagree on the owner for now.
+static void
+s_forward (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid, uint32_t p)
+{
+    uint64_t hops = 0;
+    sn_value_uint (sn_value_get (root, "fwd"), &hops);
+    if (hops >= 1 || !self->config.feed) {
+        s_reply_error (self, request, rid, 503, "ownership of partition %u is moving, try again",
+                       p);
+        return;
+    }
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 4);
+    sn_pack_kv_str (self->pack, "op", "forward");
+    sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
+    sn_pack_kv_uint (self->pack, "p", p);
+    sn_pack_kv_value (self->pack, "request", root);
+    zframe_t *frame = sn_pack_frame (self->pack);
+    if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
+        zframe_destroy (&frame);
+        s_reply_error (self, request, rid, 503, "the mesh is not taking requests");
+        return;
+    }
+    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
+    pending->rid = self->log_rid;
+    pending->kind = S_LOG_FORWARD;
+    pending->caller_rid = rid;
+    pending->reply = zmsg_new ();
+    for (size_t index = 0; index + 1 < request->count; index++)
+        zmsg_addmem (pending->reply, zmq_msg_data (&request->frames[index]),
+                     zmq_msg_size (&request->frames[index]));
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
+    zhashx_insert (self->pending, key, pending);
+    sn_routed_close (request);
+}
+
+//  The owner's answer to a forward, to the caller under its own rid.
+static void
+s_forward_answer (self_t *self, s_pending_t *pending, const sn_value_t *root)
+{
+    size_t entries = sn_value_size (root), kept = 1;
+    for (size_t index = 0; index < entries; index++) {
+        size_t len = 0;
+        const char *name = sn_value_key_at (root, index, &len);
+        kept += !(name && len == 3 && memcmp (name, "rid", 3) == 0);
+    }
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, (uint32_t) kept);
+    sn_pack_kv_uint (self->pack, "rid", pending->caller_rid);
+    for (size_t index = 0; index < entries; index++) {
+        size_t len = 0;
+        const char *name = sn_value_key_at (root, index, &len);
+        if (!name || (len == 3 && memcmp (name, "rid", 3) == 0))
+            continue;
+        sn_pack_strn (self->pack, name, len);
+        sn_pack_value (self->pack, sn_value_value_at (root, index));
+    }
+    zmsg_addmem (pending->reply, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    s_send_reply (self, &pending->reply);
+}
+
+//  Whether a request about job id (len bytes) is answered here; when not, it has
+//  been forwarded or answered.
+static bool
+s_answer_here (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+               const char *id, size_t len)
+{
+    uint32_t p = s_partition (self, id, len);
+    if (self->owned[p])
+        return true;
+    s_forward (self, request, root, rid, p);
+    return false;
+}
+
+//  A job not found in partition p, owned here, may exist yet while p is replayed.
+static void
+s_reply_missing (self_t *self, sn_routed_t *request, uint64_t rid, uint32_t p, const char *what,
+                 const char *id, size_t len)
+{
+    if (self->replaying[p])
+        s_reply_error (self, request, rid, 503, "partition %u is being taken over here, try again",
+                       p);
+    else
+        s_reply_error (self, request, rid, 404, "no %s %.*s", what, id ? (int) len : 0,
+                       id ? id : "");
+}
+
+//  --------------------------------------------------------------------------
 //  job.create
 
 //  A copy of a string value, lowercased when lower.
@@ -1037,6 +1146,26 @@ s_pack_created (self_t *self, s_job_t *job)
     }
 }
 
+//  A new job id into id (S_ID_MAX): creation time and random digits, tried until
+//  its partition is one this node owns. Returns false, with the first id tried,
+//  when this node owns no partition.
+static bool
+s_new_job_id (self_t *self, int64_t created_at, uint32_t random, char *id)
+{
+    bool owns_any = false;
+    for (uint32_t p = 0; p < self->partitions && !owns_any; p++)
+        owns_any = self->owned[p];
+    //  An odd step visits every 32-bit value before it comes back
+    for (uint32_t tries = 0; tries < (owns_any ? 1u << 20 : 1); tries++) {
+        snprintf (id, S_ID_MAX, "%011" PRIx64 "%08" PRIx32, (uint64_t) created_at,
+                  random + tries * 0x9e3779b9u);
+        if (self->owned[sn_partition (id, strlen (id), self->partitions)])
+            return true;
+    }
+    snprintf (id, S_ID_MAX, "%011" PRIx64 "%08" PRIx32, (uint64_t) created_at, random);
+    return false;
+}
+
 static void
 s_op_job_create (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -1062,14 +1191,22 @@ s_op_job_create (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
                        SN_DISPATCH_TASKS_MAX, total);
         return;
     }
-    s_job_t *job = (s_job_t *) zmalloc (sizeof (s_job_t));
-    job->created_at = zclock_time ();
+    int64_t created_at = zclock_time ();
     zuuid_t *uuid = zuuid_new ();
-    snprintf (job->id, sizeof job->id, "%011" PRIx64 "%.8s", (uint64_t) job->created_at,
-              zuuid_str (uuid));
-    for (char *at = job->id; *at; at++)
-        *at = (char) tolower ((unsigned char) *at);
+    uint32_t random = 0;
+    memcpy (&random, zuuid_data (uuid), sizeof random);
     zuuid_destroy (&uuid);
+    //  The job lives in a partition this node owns; a node that owns none hands
+    //  the request to the owner of some partition, which makes its own id
+    char id[S_ID_MAX];
+    if (!s_new_job_id (self, created_at, random, id)) {
+        s_forward (self, request, root, rid, sn_partition (id, strlen (id), self->partitions));
+        return;
+    }
+    s_job_t *job = (s_job_t *) zmalloc (sizeof (s_job_t));
+    job->created_at = created_at;
+    snprintf (job->id, sizeof job->id, "%s", id);
+    job->p = sn_partition (job->id, strlen (job->id), self->partitions);
     job->timeout = s_option (root, "timeout", SN_DISPATCH_TIMEOUT);
     job->job_timeout = s_option (root, "jobTimeout", 0);
     job->concurrency = (uint32_t) s_option (root, "concurrency", 0);
@@ -1123,11 +1260,13 @@ s_job_created (self_t *self, s_job_t *job)
 static void
 s_op_job_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    if (!s_answer_here (self, request, root, rid, id, len))
+        return;
     s_job_t *job = s_job_lookup (self, sn_value_get (root, "id"));
     if (!job) {
-        size_t len = 0;
-        const char *id = sn_value_str (sn_value_get (root, "id"), &len);
-        s_reply_error (self, request, rid, 404, "no job %.*s", id ? (int) len : 0, id ? id : "");
+        s_reply_missing (self, request, rid, s_partition (self, id, len), "job", id, len);
         return;
     }
     bool embed = false;
@@ -1143,9 +1282,16 @@ s_op_task_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
 {
     size_t len = 0;
     const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    //  A task id is its job's id, '-', its index
+    size_t job_len = len;
+    while (id && job_len > 0 && id[job_len - 1] != '-')
+        job_len--;
+    job_len = job_len > 0 ? job_len - 1 : len;
+    if (!s_answer_here (self, request, root, rid, id, job_len))
+        return;
     s_task_t *task = s_task_lookup (self, id, len);
     if (!task) {
-        s_reply_error (self, request, rid, 404, "no task %.*s", id ? (int) len : 0, id ? id : "");
+        s_reply_missing (self, request, rid, s_partition (self, id, job_len), "task", id, len);
         return;
     }
     s_reply_start (self, rid, 200, 1);
@@ -1221,11 +1367,13 @@ s_op_job_list (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
 static void
 s_op_job_cancel (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    if (!s_answer_here (self, request, root, rid, id, len))
+        return;
     s_job_t *job = s_job_lookup (self, sn_value_get (root, "id"));
     if (!job) {
-        size_t len = 0;
-        const char *id = sn_value_str (sn_value_get (root, "id"), &len);
-        s_reply_error (self, request, rid, 404, "no job %.*s", id ? (int) len : 0, id ? id : "");
+        s_reply_missing (self, request, rid, s_partition (self, id, len), "job", id, len);
         return;
     }
     if (s_terminal (job->status)) {
@@ -1542,6 +1690,7 @@ s_replay_created (self_t *self, const sn_value_t *event)
     s_job_t *job = (s_job_t *) zmalloc (sizeof (s_job_t));
     snprintf (job->id, sizeof job->id, "%s", id);
     free (id);
+    job->p = sn_partition (job->id, strlen (job->id), self->partitions);
     sn_value_int (sn_value_get (event, "createdAt"), &job->created_at);
     sn_value_uint (sn_value_get (event, "timeout"), &job->timeout);
     sn_value_uint (sn_value_get (event, "jobTimeout"), &job->job_timeout);
@@ -1653,9 +1802,9 @@ s_replay_ask (self_t *self, const char *from)
     if (from)
         sn_pack_kv_str (self->pack, "from", from);
     zframe_t *frame = sn_pack_frame (self->pack);
-    if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
+    if (zframe_send (&frame, self->scan, ZFRAME_DONTWAIT)) {
         zframe_destroy (&frame);
-        zsys_error ("dispatch: cannot replay partition %d: the log is not taking requests",
+        zsys_error ("dispatch: cannot replay partition %d: the store is not taking requests",
                     self->replay_p);
         return;
     }
@@ -1672,13 +1821,17 @@ static void
 s_replay_next (self_t *self)
 {
     self->replay_p = -1;
-    void *item = zlistx_first (self->replay_queue);
-    if (item) {
-        self->replay_p = (int) ((uintptr_t) item - 1);
+    void *item;
+    while (self->replay_p < 0 && (item = zlistx_first (self->replay_queue))) {
+        int p = (int) ((uintptr_t) item - 1);
         zlistx_delete (self->replay_queue, zlistx_cursor (self->replay_queue));
-        s_replay_ask (self, NULL);
+        //  A partition lost again before its turn is not replayed
+        if (self->owned[p]) {
+            self->replay_p = p;
+            s_replay_ask (self, NULL);
+        }
     }
-    else if (!self->ready) {
+    if (self->replay_p < 0 && !self->ready && self->placed) {
         self->ready = true;
         if (self->verbose)
             zsys_info ("dispatch: replayed %zu jobs", zhashx_size (self->jobs));
@@ -1689,8 +1842,16 @@ s_replay_next (self_t *self)
 static void
 s_replay_done (self_t *self)
 {
+    bool owned = self->owned[self->replay_p];
+    if (owned)
+        self->replaying[self->replay_p] = false;
     for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
          job = (s_job_t *) zlistx_next (self->replayed)) {
+        //  The partition moved on while it was replayed
+        if (!owned) {
+            zhashx_delete (self->jobs, job->id);
+            continue;
+        }
         s_job_show (self, job);
         if (!s_terminal (job->status)) {
             job->active = zlistx_add_end (self->active, job);
@@ -1732,13 +1893,118 @@ s_replay_page (self_t *self, const sn_value_t *reply, uint64_t code)
 }
 
 //  --------------------------------------------------------------------------
+//  Taking partitions over and giving them up
+
+//  Forgets the jobs of partition p, owned elsewhere now: their tasks leave the
+//  agents here, their timers stop. Their events stay in the log for the new owner.
+static void
+s_partition_drop (self_t *self, uint32_t p)
+{
+    self->replaying[p] = false;
+    if (self->replay_p == (int) p)
+        zlistx_purge (self->replayed);
+    zlistx_t *dropped = zlistx_new ();
+    for (s_job_t *job = (s_job_t *) zhashx_first (self->jobs); job;
+         job = (s_job_t *) zhashx_next (self->jobs))
+        if (job->p == p)
+            zlistx_add_end (dropped, job);
+    zlistx_t *freed = zlistx_new ();
+    for (s_job_t *job = (s_job_t *) zlistx_first (dropped); job;
+         job = (s_job_t *) zlistx_next (dropped)) {
+        for (uint32_t index = 0; index < job->count; index++) {
+            s_task_t *task = &job->tasks[index];
+            if (task->in_flight)
+                zlistx_add_end (freed, task->agent);
+            s_task_detach (task);
+        }
+        if (job->visible) {
+            size_t at = s_order_find (self, job);
+            assert (at < self->order_count && self->order[at] == job);
+            memmove (self->order + at, self->order + at + 1,
+                     (self->order_count - at - 1) * sizeof (s_job_t *));
+            self->order_count--;
+        }
+        if (job->active)
+            zlistx_delete (self->active, job->active);
+        if (job->ticking)
+            zlistx_delete (self->ticking, job->ticking);
+        for (s_pending_t *pending = (s_pending_t *) zhashx_first (self->pending); pending;
+             pending = (s_pending_t *) zhashx_next (self->pending))
+            if (pending->job == job)
+                pending->job = NULL;
+        zhashx_delete (self->jobs, job->id);
+    }
+    for (s_agent_t *agent = (s_agent_t *) zlistx_first (freed); agent;
+         agent = (s_agent_t *) zlistx_next (freed))
+        s_agent_pump (self, agent);
+    zlistx_destroy (&freed);
+    zlistx_destroy (&dropped);
+}
+
+//  A placement from the mesh: {op: "placement", self, owners: [name | nil], ...}.
+//  Partitions owned now and not before are replayed; those lost are dropped.
+static void
+s_handle_placement (self_t *self, const sn_value_t *root)
+{
+    size_t self_len = 0;
+    const char *name = sn_value_str (sn_value_get (root, "self"), &self_len);
+    const sn_value_t *owners = sn_value_get (root, "owners");
+    if (!sn_value_streq (sn_value_get (root, "op"), "placement") || !name ||
+        sn_value_size (owners) != self->partitions) {
+        zsys_warning ("dispatch: placement unreadable, ignored");
+        return;
+    }
+    uint32_t gained = 0, lost = 0;
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        size_t len = 0;
+        const char *owner = sn_value_str (sn_value_at (owners, p), &len);
+        bool owned = owner && len == self_len && memcmp (owner, name, len) == 0;
+        if (owned && !self->owned[p]) {
+            self->owned[p] = true;
+            self->replaying[p] = true;
+            zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
+            gained++;
+        }
+        else if (!owned && self->owned[p]) {
+            self->owned[p] = false;
+            s_partition_drop (self, p);
+            lost++;
+        }
+    }
+    if (gained || lost)
+        zsys_info ("dispatch: %.*s takes over %u partitions and gives up %u", (int) self_len, name,
+                   gained, lost);
+    self->placed = true;
+    if (self->replay_p < 0)
+        s_replay_next (self);
+}
+
+//  Only the newest of the placements waiting counts.
+static void
+s_handle_feed (self_t *self)
+{
+    zframe_t *frame = NULL, *newer;
+    while ((newer = zframe_recv (self->feed))) {
+        zframe_destroy (&frame);
+        frame = newer;
+    }
+    if (!frame)
+        return;
+    sn_msg_t *msg = sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), NULL);
+    if (msg)
+        s_handle_placement (self, sn_msg_root (msg));
+    sn_msg_destroy (&msg);
+    zframe_destroy (&frame);
+}
+
+//  --------------------------------------------------------------------------
 //  Answers from the log
 
 static void
-s_handle_log (self_t *self)
+s_handle_log (self_t *self, zsock_t *socket)
 {
     zframe_t *frame;
-    while ((frame = zframe_recv (self->log))) {
+    while ((frame = zframe_recv (socket))) {
         const char *reason = NULL;
         sn_msg_t *msg = sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason);
         zframe_destroy (&frame);
@@ -1757,15 +2023,21 @@ s_handle_log (self_t *self)
         }
         if (pending->kind == S_LOG_SCAN)
             s_replay_page (self, root, code);
+        else if (pending->kind == S_LOG_FORWARD) {
+            if (sn_value_is (root, SN_TYPE_MAP))
+                s_forward_answer (self, pending, root);
+        }
         else if (code == 201) {
-            if (pending->kind == S_LOG_CREATE)
+            //  A job whose partition was dropped meanwhile is its new owner's now
+            if (pending->kind == S_LOG_CREATE && pending->job)
                 s_job_created (self, pending->job);
             if (pending->reply)
                 s_send_reply (self, &pending->reply);
         }
         else {
             char *error = sn_value_get_strdup (root, "error");
-            zsys_error ("dispatch: the log refused an event of job %s: %s", pending->job->id,
+            zsys_error ("dispatch: the log refused an event of job %s: %s",
+                        pending->job ? pending->job->id : "(moved)",
                         error ? error : "no reason given");
             if (pending->reply) {
                 //  The answer keeps the rid of the reply it replaces
@@ -1785,7 +2057,7 @@ s_handle_log (self_t *self)
                 sn_pack_destroy (&answer);
                 s_send_reply (self, &pending->reply);
             }
-            if (pending->kind == S_LOG_CREATE)
+            if (pending->kind == S_LOG_CREATE && pending->job)
                 zhashx_delete (self->jobs, pending->job->id);
             free (error);
         }
@@ -1885,6 +2157,9 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->replay_queue = zlistx_new ();
     self->replayed = zlistx_new ();
     self->replay_p = -1;
+    self->owned = (bool *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (bool));
+    self->replaying =
+        (bool *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (bool));
     self->pack = sn_pack_new ();
     self->event = sn_pack_new ();
     self->body = sn_pack_new ();
@@ -1899,6 +2174,8 @@ s_self_destroy (self_t **self_p)
         zpoller_destroy (&self->poller);
         zsock_destroy (&self->router);
         zsock_destroy (&self->log);
+        zsock_destroy (&self->scan);
+        zsock_destroy (&self->feed);
         zsock_destroy (&self->xpub);
         zhashx_destroy (&self->pending);
         zlistx_destroy (&self->active);
@@ -1909,6 +2186,8 @@ s_self_destroy (self_t **self_p)
         zhashx_destroy (&self->agents);
         zhashx_destroy (&self->jobs);
         free (self->order);
+        free (self->owned);
+        free (self->replaying);
         sn_pack_destroy (&self->pack);
         sn_pack_destroy (&self->event);
         sn_pack_destroy (&self->body);
@@ -1949,10 +2228,33 @@ s_self_start (self_t *self)
     zsock_set_linger (self->log, 0);
     if (zsock_connect (self->log, "%s", self->config.log) == -1)
         return zsys_sprintf ("cannot connect to %s", self->config.log);
+    const char *scan = self->config.scan ? self->config.scan : self->config.log;
+    self->scan = zsock_new (ZMQ_DEALER);
+    zsock_set_sndtimeo (self->scan, 0);
+    zsock_set_rcvtimeo (self->scan, 0);
+    zsock_set_linger (self->scan, 0);
+    if (zsock_connect (self->scan, "%s", scan) == -1)
+        return zsys_sprintf ("cannot connect to %s", scan);
     zpoller_add (self->poller, self->log);
+    zpoller_add (self->poller, self->scan);
     zpoller_add (self->poller, self->xpub);
-    for (uint32_t p = 0; p < self->partitions; p++)
+    if (self->config.feed) {
+        //  Nothing is owned, and nothing answered, until the mesh's first placement
+        self->feed = zsock_new (ZMQ_SUB);
+        zsock_set_rcvtimeo (self->feed, 0);
+        zsock_set_linger (self->feed, 0);
+        zsock_set_subscribe (self->feed, "");
+        if (zsock_connect (self->feed, "%s", self->config.feed) == -1)
+            return zsys_sprintf ("cannot connect to %s", self->config.feed);
+        zpoller_add (self->poller, self->feed);
+        return NULL;
+    }
+    self->placed = true;
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        self->owned[p] = true;
+        self->replaying[p] = true;
         zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
+    }
     s_replay_next (self);
     return NULL;
 }
@@ -2016,8 +2318,10 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, (int) timeout);
         if (which == self->pipe)
             s_handle_pipe (self);
-        else if (which == self->log)
-            s_handle_log (self);
+        else if (which == self->log || which == self->scan)
+            s_handle_log (self, which);
+        else if (which && which == self->feed)
+            s_handle_feed (self);
         else if (which == self->xpub) {
             while (zsock_events (self->xpub) & ZMQ_POLLIN)
                 s_handle_subscription (self);
@@ -2122,6 +2426,66 @@ s_test_field (const char *json, const char *field, char *out, size_t size)
     free (pattern);
 }
 
+//  Publishes a placement for node t1 on pub: t1 owns every partition but lost
+//  (-1 for none), which t2 owns.
+static void
+s_test_place (zsock_t *pub, uint32_t partitions, int lost)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 5);
+    sn_pack_kv_str (pack, "op", "placement");
+    sn_pack_kv_str (pack, "self", "t1");
+    sn_pack_kv_uint (pack, "version", 1);
+    sn_pack_str (pack, "owners");
+    sn_pack_array (pack, partitions);
+    for (uint32_t p = 0; p < partitions; p++)
+        sn_pack_str (pack, (int) p == lost ? "t2" : "t1");
+    sn_pack_str (pack, "replicas");
+    sn_pack_array (pack, partitions);
+    for (uint32_t p = 0; p < partitions; p++) {
+        sn_pack_array (pack, 2);
+        sn_pack_str (pack, "t1");
+        sn_pack_str (pack, "t2");
+    }
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, pub, 0);
+    sn_pack_destroy (&pack);
+}
+
+//  Publishes the placement, as the mesh does every heartbeat, until request (JSON)
+//  is answered with a reply containing expect. Caller frees the reply.
+static char *
+s_test_placed (zsock_t *pub, uint32_t partitions, int lost, zsock_t *client, const char *json,
+               const char *expect)
+{
+    zpoller_t *poller = zpoller_new (client, NULL);
+    char *text = NULL;
+    for (int attempt = 0; attempt < 500 && !text; attempt++) {
+        s_test_place (pub, partitions, lost);
+        sn_pack_t *pack = sn_pack_new ();
+        char error[256];
+        int rc = sn_json_to_pack (json, strlen (json), pack, error, sizeof error);
+        assert (rc == 0);
+        zframe_t *frame = sn_pack_frame (pack);
+        zframe_send (&frame, client, 0);
+        sn_pack_destroy (&pack);
+        while (zpoller_wait (poller, 20) == client) {
+            frame = zframe_recv (client);
+            sn_msg_t *msg = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+            char *reply = sn_json_text (sn_msg_root (msg));
+            sn_msg_destroy (&msg);
+            zframe_destroy (&frame);
+            if (!text && strstr (reply, expect))
+                text = reply;
+            else
+                free (reply);
+        }
+    }
+    zpoller_destroy (&poller);
+    assert (text);
+    return text;
+}
+
 void
 sn_dispatch_test (bool verbose)
 {
@@ -2150,7 +2514,7 @@ sn_dispatch_test (bool verbose)
     sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
-    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4, verbose};
+    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4, verbose, NULL, NULL};
     zactor_t *dispatch = sn_dispatch_new (&config, error, sizeof error);
     assert (dispatch);
 
@@ -2299,6 +2663,55 @@ sn_dispatch_test (bool verbose)
     assert (strstr (reply, "\"result\":{\"ok\":1}") && strstr (reply, "\"progress\":100"));
     free (reply);
     free (request);
+
+    //  In a cluster: nothing is answered before the mesh's placement comes, then the
+    //  jobs of the partitions owned are replayed
+    zactor_destroy (&dispatch);
+    char feed[64];
+    snprintf (feed, sizeof feed, "inproc://sn-dispatch-test-feed-%d", getpid ());
+    zsock_t *pub = zsock_new_pub (feed);
+    assert (pub);
+    config.feed = feed;
+    dispatch = sn_dispatch_new (&config, error, sizeof error);
+    assert (dispatch);
+    zsock_destroy (&producer);
+    producer = zsock_new_dealer (endpoint);
+    char *ask = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":12,\"id\":\"%s\"}", job_id);
+    reply = s_test_placed (pub, 4, -1, producer, ask, "\"code\":200");
+    assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"rid\":12"));
+    char p_text[8];
+    snprintf (p_text, sizeof p_text, "%s", strstr (reply, "\"p\":") + 4);
+    int job_p = atoi (p_text);
+    free (reply);
+    //  The job's partition goes to another node: its requests are forwarded on the
+    //  log (here the store, which knows no forward op: its answer comes back under
+    //  the caller's rid), and one forwarded already is not forwarded again
+    reply = s_test_placed (pub, 4, job_p, producer, ask, "forward");
+    assert (strstr (reply, "\"code\":400") && strstr (reply, "\"rid\":12"));
+    free (reply);
+    request = zsys_sprintf ("{\"op\":\"job.cancel\",\"rid\":13,\"id\":\"%s\",\"fwd\":1}", job_id);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":503") && strstr (reply, "ownership of partition"));
+    free (reply);
+    free (request);
+    //  New jobs get ids in the partitions owned here
+    for (int count = 0; count < 8; count++) {
+        reply = s_test_call (producer,
+                             "{\"op\":\"job.create\",\"rid\":14,\"destinations\":"
+                             "\"cg-000c291ce801\",\"message\":{\"method\":\"get\","
+                             "\"resource\":\"/r\"}}",
+                             false);
+        assert (strstr (reply, "\"code\":200"));
+        snprintf (p_text, sizeof p_text, "%s", strstr (reply, "\"p\":") + 4);
+        assert (atoi (p_text) != job_p);
+        free (reply);
+    }
+    //  The partition comes back: replayed, the job is as it was
+    reply = s_test_placed (pub, 4, -1, producer, ask, "\"code\":200");
+    assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"doneCount\":2"));
+    free (reply);
+    free (ask);
+    zsock_destroy (&pub);
 
     zsock_destroy (&agent);
     zsock_destroy (&producer);

@@ -23,9 +23,22 @@
       task.timeout   {at}              every unfinished task of the job timed out
       job.cancelled  {at}              every unfinished task cancelled, job cancelled
       job.timeout    {at}              the job's own timeout passed
-    At START the actor replays every partition with the store's scan op before it
-    answers anything; the pipe command "REPLAY p" replays one more partition (taking
-    over a partition from a dead owner).
+    Without a feed the actor owns every partition: at START it replays every
+    partition with the store's scan op before it answers anything; the pipe command
+    "REPLAY p" replays one more partition.
+
+    In a cluster (config "feed": the mesh's placement PUB, and "log": the mesh's ops
+    endpoint, which answers put after replicating) the actor owns the partitions
+    the placement names this node the owner of, and answers nothing until the first
+    placement has been replayed. A partition it comes to own is replayed from the
+    local store (config "scan": the owner is one of the partition's replicas) and
+    its jobs' dispatch and timers resume; a partition it stops owning has its jobs
+    dropped from memory (their events stay in the log). job.create makes a job id
+    whose partition is owned here; job.get, job.cancel and task.get for a job of a
+    partition owned elsewhere go to the owner through the mesh's forward op and the
+    answer comes back under the caller's rid. A forwarded request carries "fwd"
+    (hops); one that reaches a node that does not own its partition either is
+    answered 503. job.list and the published changes cover the jobs owned here.
 
     Every change of a job or task is published on an XPUB (config "publish"):
     frames [job id, meta, body], meta a msgpack map {g, j, snapshot} (g numbers
@@ -69,10 +82,13 @@ extern "C" {
 
 typedef struct {
     const char *endpoint; //  inproc endpoint the ROUTER binds to
-    const char *log;      //  the store's endpoint: put and scan
+    const char *log;      //  where events are put (the store, or the mesh), and
+                          //  forwards are sent (the mesh, with feed)
     const char *publish;  //  inproc endpoint the XPUB of job changes binds to
     uint32_t partitions;  //  P, to replay every partition at start
     bool verbose;         //  log every request
+    const char *scan;     //  the store's endpoint for replay; NULL: log
+    const char *feed;     //  the mesh's placement PUB; NULL: own every partition
 } sn_dispatch_config_t;
 
 //  Start the actor and replay the jobs of every partition. Returns NULL with the

@@ -95,9 +95,11 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->queue = sn_queue_new (&queue, error, size);
     if (!self->queue)
         goto failed;
-    //  The dispatch actor owns every partition until the mesh hands ownership out
-    sn_dispatch_config_t dispatch = {dispatch_endpoint, store_endpoint, jobs_endpoint,
-                                     config->partitions, config->verbose};
+    //  Jobs: events replicated through the mesh, replayed from the local store, for
+    //  the partitions the mesh's placement makes this node the owner of
+    sn_dispatch_config_t dispatch = {dispatch_endpoint,  mesh_endpoint,   jobs_endpoint,
+                                     config->partitions, config->verbose, store_endpoint,
+                                     feed_endpoint};
     self->dispatch = sn_dispatch_new (&dispatch, error, size);
     if (!self->dispatch)
         goto failed;

@@ -3,7 +3,7 @@
 #include "sn_key.h"
 #include <time.h>
 
-#define SN_KEY_SEQ_MAX 999999999u        //  the 9-digit sequence
+#define SN_KEY_SEQ_MAX 999999999u //  the 9-digit sequence
 
 struct _sn_keygen_t {
     char name[SN_NAME_MAX + 1]; //  node name, the suffix of every key

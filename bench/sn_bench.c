@@ -7,6 +7,12 @@
                                                     bulk ops of BATCH puts each
     sn_bench rtt ENDPOINT SECONDS WINDOW SIZE [BATCH]
                                                     the same frames through an echo server
+    sn_bench enqueue ENDPOINT SECONDS WINDOW SIZE   enqueue ops into a supernode
+    sn_bench e2e ENDPOINT COUNT WINDOW SIZE         COUNT enqueues run to the end by workers
+    sn_bench rtt-count ENDPOINT COUNT WINDOW SIZE   COUNT enqueue frames through an echo server
+    sn_bench beanstalk HOST:PORT SECONDS WINDOW SIZE
+                                                    beanstalkd put of the enqueue frame
+    sn_bench redis HOST:PORT SECONDS WINDOW SIZE    Redis LPUSH of the enqueue frame
 
     A load run keeps WINDOW requests in flight on one DEALER, stops sending at the
     deadline and then waits for every outstanding reply (10 s at most). It prints one
@@ -21,10 +27,23 @@
     SIZE bytes (bulk: {op, rid, puts: [{event}...]}), so the baseline moves the same
     bytes through the same kind of sockets and the client decodes every reply the
     same way.
+
+    enqueue sends {op, rid, token, invocation: {class, method, params: [event]}} and
+    counts each 202. beanstalk and redis send those very bytes as the job body over one
+    TCP connection in their text protocols (put / LPUSH), WINDOW commands in flight,
+    and count each INSERTED / integer reply; any other reply is a refusal.
+
+    e2e enqueues COUNT invocations of class bench.Worker (WINDOW in flight) into a
+    node whose workers are already connected, polls bucket.counts of primary until
+    COUNT have finished, and rates COUNT by the time from the first enqueue to that
+    answer. Then, untimed, it asks every invocation's state: all must have succeeded.
+    rtt-count is its baseline: the same COUNT enqueue frames through an echo server.
 */
 #include "sn_msg.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,7 +51,13 @@
 //  them lost.
 #define S_DRAIN_USECS (10 * 1000 * 1000)
 
-typedef enum { S_PUT, S_BULK, S_RTT } s_mode_t;
+//  How long e2e and rtt-count may take before what is missing is called lost.
+#define S_COUNTED_SECONDS 120
+
+typedef enum { S_PUT, S_BULK, S_RTT, S_ENQUEUE, S_CHECK } s_mode_t;
+
+//  The class e2e enqueues and bench/run's workers offer.
+#define S_CLASS "bench.Worker"
 
 //  One load run.
 typedef struct {
@@ -42,6 +67,10 @@ typedef struct {
     uint32_t window;      //  requests in flight at most
     size_t size;          //  bytes of each event (approximately)
     uint32_t batch;       //  puts per bulk message; 0 for single puts
+    bool enqueue;         //  requests are enqueue ops (rtt: echoed enqueue frames)
+    uint64_t limit;       //  requests to send at most; 0 for no limit
+    bool quiet;           //  no result line: a step of e2e
+    char **ids;           //  enqueue: ids[rid] from each 202; check: what to ask
     sn_pack_t *pack;      //  request buffer, reused
     size_t padding;       //  payload length that makes an event about size bytes
     byte *pending;        //  pending[rid] is 1 while request rid awaits its reply
@@ -90,6 +119,27 @@ static void
 s_pack_request (s_load_t *self, uint64_t rid)
 {
     sn_pack_reset (self->pack);
+    if (self->mode == S_CHECK) {
+        sn_pack_map (self->pack, 3);
+        sn_pack_kv_str (self->pack, "op", "invocation");
+        sn_pack_kv_uint (self->pack, "rid", rid);
+        sn_pack_kv_str (self->pack, "id", self->ids[rid]);
+        return;
+    }
+    if (self->enqueue) {
+        sn_pack_map (self->pack, 4);
+        sn_pack_kv_str (self->pack, "op", "enqueue");
+        sn_pack_kv_uint (self->pack, "rid", rid);
+        sn_pack_kv_str (self->pack, "token", "bench");
+        sn_pack_str (self->pack, "invocation");
+        sn_pack_map (self->pack, 3);
+        sn_pack_kv_str (self->pack, "class", S_CLASS);
+        sn_pack_kv_str (self->pack, "method", "run");
+        sn_pack_str (self->pack, "params");
+        sn_pack_array (self->pack, 1);
+        s_pack_event (self, rid, self->padding);
+        return;
+    }
     sn_pack_map (self->pack, 3);
     sn_pack_kv_str (self->pack, "op", self->batch ? "bulk" : "put");
     sn_pack_kv_uint (self->pack, "rid", rid);
@@ -165,6 +215,27 @@ s_take_reply (s_load_t *self, const void *data, size_t size)
         else
             s_refused (self, 1, root);
     }
+    else if (self->mode == S_ENQUEUE) {
+        char *id = sn_value_get_strdup (root, "id");
+        if (code == 202 && id) {
+            self->acked++;
+            if (self->ids)
+                self->ids[rid] = id;
+            else
+                free (id);
+        }
+        else {
+            free (id);
+            s_refused (self, 1, root);
+        }
+    }
+    else if (self->mode == S_CHECK) {
+        if (code == 200 &&
+            sn_value_streq (sn_value_get (sn_value_get (root, "invocation"), "state"), "succeeded"))
+            self->acked++;
+        else
+            s_refused (self, 1, root);
+    }
     else {
         const sn_value_t *results = sn_value_get (root, "results");
         size_t count = sn_value_size (results);
@@ -233,10 +304,11 @@ s_load (s_load_t *self)
     int64_t last_reply = start;
     while (!zsys_interrupted) {
         int64_t now = zclock_usecs ();
-        bool sending = now < deadline;
+        bool sending = now < deadline && (!self->limit || self->sent < self->limit);
         if (!sending && (self->in_flight == 0 || now >= drain_deadline))
             break;
-        while (sending && self->in_flight < self->window) {
+        while (sending && self->in_flight < self->window &&
+               (!self->limit || self->sent < self->limit)) {
             uint64_t rid = self->sent;
             s_pack_request (self, rid);
             if (zmq_send (handle, sn_pack_data (self->pack), sn_pack_size (self->pack),
@@ -263,18 +335,271 @@ s_load (s_load_t *self)
     }
     double elapsed = (double) (last_reply - start) / 1e6;
     double rate = elapsed > 0 ? (double) self->acked / elapsed : 0;
-    const char *unit =
-        (self->mode == S_PUT || (self->mode == S_RTT && !self->batch)) ? "msg/s" : "events/s";
-    printf ("%.0f %s sent=%" PRIu64 " acked=%" PRIu64 " refused=%" PRIu64 " lost=%" PRIu64
-            " stray=%" PRIu64 " seconds=%.2f request_bytes=%zu\n",
-            rate, unit, self->sent, self->acked, self->refused, self->in_flight, self->stray,
-            elapsed, request_size);
+    const char *unit = self->mode == S_BULK || (self->mode == S_RTT && self->batch) ? "events/s"
+                       : self->limit && self->mode == S_RTT ? "round trips/s"
+                                                            : "msg/s";
+    if (!self->quiet)
+        printf ("%.0f %s sent=%" PRIu64 " acked=%" PRIu64 " refused=%" PRIu64 " lost=%" PRIu64
+                " stray=%" PRIu64 " seconds=%.2f request_bytes=%zu\n",
+                rate, unit, self->sent, self->acked, self->refused, self->in_flight, self->stray,
+                elapsed, request_size);
     if (self->in_flight)
         s_tell_lost (self);
     sn_pack_destroy (&self->pack);
     free (self->pending);
     zsock_destroy (&dealer);
     return self->in_flight || self->stray || self->refused ? 1 : 0;
+}
+
+//  bucket.counts of primary: the number of finished invocations, or -1 when the
+//  node did not answer as it should within 10 s.
+static int64_t
+s_finished (void *handle, uint64_t rid)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 3);
+    sn_pack_kv_str (pack, "op", "bucket.counts");
+    sn_pack_kv_uint (pack, "rid", rid);
+    sn_pack_kv_str (pack, "bucket_id", "primary");
+    int rc = zmq_send (handle, sn_pack_data (pack), sn_pack_size (pack), 0);
+    sn_pack_destroy (&pack);
+    if (rc == -1)
+        return -1;
+    zmq_pollitem_t item = {handle, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll (&item, 1, 10000) <= 0)
+        return -1;
+    zmq_msg_t reply;
+    zmq_msg_init (&reply);
+    int64_t finished = -1;
+    if (zmq_msg_recv (&reply, handle, 0) != -1) {
+        sn_msg_t *msg = sn_msg_decode (zmq_msg_data (&reply), zmq_msg_size (&reply), 0, NULL);
+        const sn_value_t *root = msg ? sn_msg_root (msg) : NULL;
+        uint64_t code = 0, reply_rid = 0, count = 0;
+        if (sn_value_uint (sn_value_get (root, "code"), &code) && code == 200 &&
+            sn_value_uint (sn_value_get (root, "rid"), &reply_rid) && reply_rid == rid &&
+            sn_value_uint (sn_value_get (root, "finished"), &count))
+            finished = (int64_t) count;
+        sn_msg_destroy (&msg);
+    }
+    zmq_msg_close (&reply);
+    return finished;
+}
+
+//  Enqueues self->limit invocations, waits until all have finished, then checks that
+//  every one succeeded. The rate is invocations per second from the first enqueue to
+//  the answer that says all have finished.
+static int
+s_e2e (s_load_t *self)
+{
+    uint64_t count = self->limit;
+    self->ids = (char **) calloc (count, sizeof (char *));
+    assert (self->ids);
+    self->quiet = true;
+    int64_t start = zclock_usecs ();
+    int rc = s_load (self);
+    uint64_t enqueued = self->acked;
+
+    int64_t finished = -1, polls = 0;
+    int64_t deadline = zclock_usecs () + (int64_t) (self->seconds * 1e6);
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    assert (dealer);
+    zsock_set_linger (dealer, 0);
+    if (zsock_connect (dealer, "%s", self->endpoint) == -1)
+        rc = 1;
+    while (rc == 0 && !zsys_interrupted) {
+        finished = s_finished (zsock_resolve (dealer), (uint64_t) ++polls);
+        if (finished < 0) {
+            fprintf (stderr, "sn_bench: no answer to bucket.counts\n");
+            rc = 1;
+        }
+        else if ((uint64_t) finished >= count)
+            break;
+        else if (zclock_usecs () >= deadline) {
+            fprintf (stderr, "sn_bench: %" PRId64 " of %" PRIu64 " finished in %.0f s\n", finished,
+                     count, self->seconds);
+            rc = 1;
+        }
+        else
+            zclock_sleep (10);
+    }
+    int64_t end = zclock_usecs ();
+    zsock_destroy (&dealer);
+
+    uint64_t succeeded = 0;
+    if (rc == 0) {
+        s_load_t check = *self;
+        check.mode = S_CHECK;
+        check.sent = check.in_flight = check.acked = check.refused = check.stray = 0;
+        check.pending = NULL;
+        check.pending_size = 0;
+        check.told = false;
+        rc = s_load (&check);
+        succeeded = check.acked;
+    }
+    double elapsed = (double) (end - start) / 1e6;
+    double rate = rc == 0 && elapsed > 0 ? (double) count / elapsed : 0;
+    printf ("%.0f invocations/s count=%" PRIu64 " enqueued=%" PRIu64 " finished=%" PRId64
+            " succeeded=%" PRIu64 " seconds=%.2f\n",
+            rate, count, enqueued, finished, succeeded, elapsed);
+    for (uint64_t i = 0; i < count; i++)
+        free (self->ids[i]);
+    free (self->ids);
+    return rc;
+}
+
+//  One load run of beanstalkd put or Redis LPUSH over a plain TCP connection.
+typedef struct {
+    bool redis;          //  LPUSH and integer replies, else put and INSERTED
+    const char *address; //  HOST:PORT
+    double seconds;      //  how long to keep sending
+    uint32_t window;     //  commands in flight at most
+    size_t size;         //  bytes of each event inside the enqueue frame
+    char *out;           //  commands not yet written
+    size_t out_used;     //  bytes in out
+    size_t out_size;     //  bytes allocated for out
+    char in[65536];      //  replies not yet parsed
+    size_t in_used;      //  bytes in in
+    uint64_t sent;       //  commands queued for writing
+    uint64_t in_flight;  //  commands sent and not answered
+    uint64_t acked;      //  commands answered with success
+    uint64_t refused;    //  commands answered with anything else
+    uint64_t stray;      //  replies when nothing was in flight
+} s_text_load_t;
+
+static void
+s_text_append (s_text_load_t *self, const void *data, size_t size)
+{
+    if (self->out_used + size > self->out_size) {
+        self->out_size = (self->out_used + size) * 2;
+        self->out = (char *) realloc (self->out, self->out_size);
+        assert (self->out);
+    }
+    memcpy (self->out + self->out_used, data, size);
+    self->out_used += size;
+}
+
+static void
+s_text_command (s_text_load_t *self, const byte *body, size_t size)
+{
+    char header[128];
+    int length;
+    if (self->redis)
+        length =
+            snprintf (header, sizeof header, "*3\r\n$5\r\nLPUSH\r\n$5\r\nbench\r\n$%zu\r\n", size);
+    else
+        length = snprintf (header, sizeof header, "put 1024 0 60 %zu\r\n", size);
+    s_text_append (self, header, (size_t) length);
+    s_text_append (self, body, size);
+    s_text_append (self, "\r\n", 2);
+}
+
+//  Counts every complete reply line in self->in.
+static void
+s_text_replies (s_text_load_t *self)
+{
+    char *line = self->in;
+    char *end;
+    while ((end = (char *) memchr (line, '\n', (size_t) (self->in + self->in_used - line)))) {
+        if (self->in_flight == 0)
+            self->stray++;
+        else {
+            self->in_flight--;
+            bool ok = self->redis ? line[0] == ':' : strncmp (line, "INSERTED ", 9) == 0;
+            if (ok)
+                self->acked++;
+            else if (self->refused++ == 0)
+                fprintf (stderr, "sn_bench: first refusal: %.*s\n", (int) (end - line), line);
+        }
+        line = end + 1;
+    }
+    self->in_used -= (size_t) (line - self->in);
+    memmove (self->in, line, self->in_used);
+}
+
+static int
+s_text_load (s_text_load_t *self)
+{
+    const char *colon = strrchr (self->address, ':');
+    struct sockaddr_in address = {.sin_family = AF_INET};
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    if (!colon || fd == -1)
+        return 1;
+    char host[64];
+    snprintf (host, sizeof host, "%.*s", (int) (colon - self->address), self->address);
+    address.sin_port = htons ((uint16_t) atoi (colon + 1));
+    int one = 1;
+    if (inet_pton (AF_INET, host, &address.sin_addr) != 1 ||
+        connect (fd, (struct sockaddr *) &address, sizeof address) == -1 ||
+        setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1) {
+        fprintf (stderr, "sn_bench: cannot connect to %s: %s\n", self->address, strerror (errno));
+        close (fd);
+        return 1;
+    }
+    //  The body is the enqueue frame sn_bench enqueue sends, so both carry the same bytes
+    s_load_t frame = {.mode = S_ENQUEUE, .enqueue = true, .size = self->size};
+    frame.pack = sn_pack_new ();
+    frame.padding = s_padding_for (&frame);
+    s_pack_request (&frame, 0);
+    size_t body_size = sn_pack_size (frame.pack);
+
+    int64_t start = zclock_usecs ();
+    int64_t deadline = start + (int64_t) (self->seconds * 1e6);
+    int64_t drain_deadline = deadline + S_DRAIN_USECS;
+    int64_t last_reply = start;
+    size_t written = 0;
+    bool broken = false;
+    while (!zsys_interrupted && !broken) {
+        int64_t now = zclock_usecs ();
+        bool sending = now < deadline;
+        if (!sending && (self->in_flight == 0 || now >= drain_deadline))
+            break;
+        while (sending && self->in_flight < self->window) {
+            s_pack_request (&frame, self->sent);
+            s_text_command (self, sn_pack_data (frame.pack), sn_pack_size (frame.pack));
+            self->sent++;
+            self->in_flight++;
+        }
+        struct pollfd item = {fd, POLLIN, 0};
+        if (written < self->out_used)
+            item.events |= POLLOUT;
+        int64_t until = sending ? deadline : drain_deadline;
+        if (poll (&item, 1, (int) ((until - now) / 1000) + 1) <= 0)
+            continue;
+        if (item.revents & POLLOUT) {
+            ssize_t rc = send (fd, self->out + written, self->out_used - written, MSG_DONTWAIT);
+            if (rc > 0)
+                written += (size_t) rc;
+            else if (rc == -1 && errno != EAGAIN && errno != EINTR)
+                broken = true;
+            if (written == self->out_used)
+                written = self->out_used = 0;
+        }
+        if (item.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t rc = recv (fd, self->in + self->in_used, sizeof (self->in) - self->in_used,
+                               MSG_DONTWAIT);
+            if (rc == 0 || (rc == -1 && errno != EAGAIN && errno != EINTR))
+                broken = true;
+            else if (rc > 0) {
+                self->in_used += (size_t) rc;
+                s_text_replies (self);
+                last_reply = zclock_usecs ();
+            }
+        }
+    }
+    if (broken)
+        fprintf (stderr, "sn_bench: connection to %s lost\n", self->address);
+    double elapsed = (double) (last_reply - start) / 1e6;
+    double rate = elapsed > 0 ? (double) self->acked / elapsed : 0;
+    printf ("%.0f msg/s sent=%" PRIu64 " acked=%" PRIu64 " refused=%" PRIu64 " lost=%" PRIu64
+            " stray=%" PRIu64 " seconds=%.2f body_bytes=%zu\n",
+            rate, self->sent, self->acked, self->refused, self->in_flight, self->stray, elapsed,
+            body_size);
+    if (self->in_flight)
+        fprintf (stderr, "sn_bench: %" PRIu64 " commands never answered\n", self->in_flight);
+    sn_pack_destroy (&frame.pack);
+    free (self->out);
+    close (fd);
+    return broken || self->in_flight || self->stray || self->refused ? 1 : 0;
 }
 
 //  Forwards every part as it came: on a ROUTER the first part is the sender's
@@ -349,7 +674,11 @@ s_usage (void)
                      "       sn_bench echo-server ENDPOINT\n"
                      "       sn_bench put ENDPOINT SECONDS WINDOW SIZE\n"
                      "       sn_bench bulk ENDPOINT SECONDS WINDOW SIZE BATCH\n"
-                     "       sn_bench rtt ENDPOINT SECONDS WINDOW SIZE [BATCH]\n");
+                     "       sn_bench rtt ENDPOINT SECONDS WINDOW SIZE [BATCH]\n"
+                     "       sn_bench enqueue ENDPOINT SECONDS WINDOW SIZE\n"
+                     "       sn_bench e2e ENDPOINT COUNT WINDOW SIZE\n"
+                     "       sn_bench rtt-count ENDPOINT COUNT WINDOW SIZE\n"
+                     "       sn_bench beanstalk|redis HOST:PORT SECONDS WINDOW SIZE\n");
     return 2;
 }
 
@@ -362,6 +691,15 @@ main (int argc, char *argv[])
         return s_echo_server (argv[2]);
     if (argc < 6)
         return s_usage ();
+    if ((streq (argv[1], "beanstalk") || streq (argv[1], "redis")) && argc == 6) {
+        s_text_load_t text = {.redis = streq (argv[1], "redis"), .address = argv[2]};
+        text.seconds = atof (argv[3]);
+        text.window = (uint32_t) atoi (argv[4]);
+        text.size = (size_t) atoi (argv[5]);
+        if (text.seconds <= 0 || text.window < 1 || text.size < 1 || text.size > 60000)
+            return s_usage ();
+        return s_text_load (&text);
+    }
 
     s_load_t load = {0};
     if (streq (argv[1], "put") && argc == 6)
@@ -370,8 +708,30 @@ main (int argc, char *argv[])
         load.mode = S_BULK;
     else if (streq (argv[1], "rtt") && (argc == 6 || argc == 7))
         load.mode = S_RTT;
+    else if (streq (argv[1], "enqueue") && argc == 6)
+        load.mode = S_ENQUEUE;
+    else if (streq (argv[1], "e2e") && argc == 6)
+        load.mode = S_ENQUEUE;
+    else if (streq (argv[1], "rtt-count") && argc == 6)
+        load.mode = S_RTT;
     else
         return s_usage ();
+    load.enqueue = load.mode == S_ENQUEUE || streq (argv[1], "rtt-count");
+    bool counted = streq (argv[1], "e2e") || streq (argv[1], "rtt-count");
+    if (counted) {
+        //  A count instead of seconds; the seconds bound how long it may take
+        int64_t count = atoll (argv[3]);
+        if (count < 1 || count > 10000000)
+            return s_usage ();
+        load.limit = (uint64_t) count;
+        load.seconds = S_COUNTED_SECONDS;
+        load.window = (uint32_t) atoi (argv[4]);
+        load.size = (size_t) atoi (argv[5]);
+        if (load.window < 1 || load.size < 1 || load.size > 60000)
+            return s_usage ();
+        load.endpoint = argv[2];
+        return streq (argv[1], "e2e") ? s_e2e (&load) : s_load (&load);
+    }
     load.endpoint = argv[2];
     load.seconds = atof (argv[3]);
     load.window = (uint32_t) atoi (argv[4]);

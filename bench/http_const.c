@@ -4,7 +4,8 @@
 
     civetweb configured as supernode's gateway is (THREADS worker threads, default 32
     as the gateway's default, keep-alive on, the same I/O timeout), answering every
-    POST /events with a constant 201 JSON body of the size of a real answer. It reads
+    POST /events (and POST /enqueue, the baseline of http_enqueue) with a constant 201
+    JSON body of the size of a real answer. It reads
     the request body, as the gateway must, and does nothing else: what it costs is
     the floor under any civetweb handler. Runs until SIGINT or SIGTERM.
 */
@@ -74,6 +75,7 @@ main (int argc, char *argv[])
         return 1;
     }
     mg_set_request_handler (ctx, "/events", s_handle_events, NULL);
+    mg_set_request_handler (ctx, "/enqueue", s_handle_events, NULL);
     int signal_number;
     sigwait (&stop, &signal_number);
     mg_stop (ctx);

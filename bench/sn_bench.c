@@ -335,9 +335,8 @@ s_load (s_load_t *self)
     }
     double elapsed = (double) (last_reply - start) / 1e6;
     double rate = elapsed > 0 ? (double) self->acked / elapsed : 0;
-    const char *unit = self->mode == S_BULK || (self->mode == S_RTT && self->batch) ? "events/s"
-                       : self->limit && self->mode == S_RTT ? "round trips/s"
-                                                            : "msg/s";
+    const char *unit =
+        self->mode == S_BULK || (self->mode == S_RTT && self->batch) ? "events/s" : "msg/s";
     if (!self->quiet)
         printf ("%.0f %s sent=%" PRIu64 " acked=%" PRIu64 " refused=%" PRIu64 " lost=%" PRIu64
                 " stray=%" PRIu64 " seconds=%.2f request_bytes=%zu\n",

@@ -309,3 +309,54 @@ def test_pipelined_writes_to_a_cluster_are_all_acknowledged():
         client.close()
         for node in nodes:
             node.cleanup()
+
+
+def test_malformed_data_frames_from_a_member_are_dropped():
+    node = Node(name="n1", extra=FAST).start()
+    client = Client(node.endpoint)
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(f"tcp://127.0.0.1:{node.peers_port}")
+        # A member in good standing: it said hello
+        raw.send(msgpack.packb({"op": "hello", "name": "x9", "endpoint": "tcp://127.0.0.1:1",
+                                "incarnation": 1}))
+        wait_for(lambda: any(m["name"] == "x9" for m in cluster(node)["members"]), 10,
+                 "x9 to be a member")
+        dropped = cluster(node)["dropped"]
+        key = "20260101T000000000000000001-x1"
+        deep = {"e": 1}
+        for _ in range(30):
+            deep = {"e": deep}
+        frames = [
+            {"op": "rput", "rid": 1, "i": 0, "key": "not a key", "p": 1, "event": {}},
+            {"op": "rput", "rid": 1, "i": 99, "key": key, "p": 1, "event": {}},
+            {"op": "rput", "rid": 1, "i": 0, "key": key, "p": 64, "event": {}},
+            {"op": "rputs", "writes": "nope"},
+            {"op": "racks", "acks": {"not": "an array"}},
+            {"op": "rack", "rid": "x", "i": 0, "code": 201},
+            {"op": "hint", "for": "n1", "key": key, "p": 1, "event": {}},
+            {"op": "digest", "p": 1, "buckets": [[5, 1, 1], [4, 1, 1]]},
+            {"op": "pull", "p": 1, "buckets": list(range(50))},
+            {"op": "repair", "p": 1, "events": [{"key": key, "type": 7, "event": {}}]},
+            {"op": "rrange", "rid": 1, "limit": 0},
+            {"op": "fwd", "rid": 1, "request": "x"},
+            {"op": "rput", "rid": 1, "i": 0, "key": key, "p": 1, "event": deep},
+        ]
+        for frame in frames:
+            raw.send(msgpack.packb(frame))
+        # one item dropped alone inside a batch of writes; the good one is stored
+        raw.send(msgpack.packb({"op": "rputs", "writes": [
+            {"rid": 2, "i": 0, "key": "bad", "p": 1, "event": {}},
+            {"rid": 3, "i": 0, "key": key, "p": 1, "event": {"good": 1}}]}))
+        raw.send(b"\xdf" + b"\xff" * 8)  # a map declaring 4 billion entries
+        wait_for(lambda: cluster(node)["dropped"] >= dropped + len(frames) + 2, 10,
+                 "the malformed frames to be dropped")
+        assert cluster(node)["hints"]["pending"] == 0
+        wait_for(lambda: client.call("get", key=key)["code"] == 200, 10, "the good item")
+        assert client.call("put", event={"after": 1}, commit="ONE")["code"] == 201
+        node.stop()
+    finally:
+        raw.close()
+        client.close()
+        node.cleanup()

@@ -2172,10 +2172,16 @@ s_self_destroy (self_t **self_p)
     self_t *self = *self_p;
     if (self) {
         zpoller_destroy (&self->poller);
+        //  Closing a socket frees its inproc endpoint only later, in libzmq's reaper:
+        //  unbinding frees it now, for an actor started again at once on the same one
+        if (self->router)
+            zsock_unbind (self->router, "%s", self->config.endpoint);
         zsock_destroy (&self->router);
         zsock_destroy (&self->log);
         zsock_destroy (&self->scan);
         zsock_destroy (&self->feed);
+        if (self->xpub)
+            zsock_unbind (self->xpub, "%s", self->config.publish);
         zsock_destroy (&self->xpub);
         zhashx_destroy (&self->pending);
         zlistx_destroy (&self->active);

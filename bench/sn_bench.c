@@ -642,28 +642,37 @@ s_echo_server (const char *endpoint)
     return 0;
 }
 
-//  Ports are held open until all are chosen, so the N printed are distinct.
+//  Ports are held open until all are chosen, so the N printed are distinct. They come
+//  from below the kernel's ephemeral range: a bind(0) port can be taken by an outgoing
+//  connection (the nodes' own peer links among them) before the node binds it.
 static int
 s_free_ports (int count)
 {
     int fds[16];
     if (count < 1 || count > 16)
         return 1;
-    for (int i = 0; i < count; i++) {
-        fds[i] = socket (AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in address = {.sin_family = AF_INET,
-                                      .sin_addr.s_addr = htonl (INADDR_LOOPBACK)};
-        socklen_t length = sizeof (address);
-        if (fds[i] == -1 || bind (fds[i], (struct sockaddr *) &address, length) == -1 ||
-            getsockname (fds[i], (struct sockaddr *) &address, &length) == -1) {
+    srandom ((unsigned) getpid () ^ (unsigned) time (NULL));
+    int chosen = 0;
+    for (int tries = 0; chosen < count && tries < 10000; tries++) {
+        int port = 20000 + (int) (random () % 12000);
+        int fd = socket (AF_INET, SOCK_STREAM, 0);
+        if (fd == -1) {
             perror ("sn_bench: free-port");
             return 1;
         }
-        printf ("%d\n", ntohs (address.sin_port));
+        struct sockaddr_in address = {.sin_family = AF_INET,
+                                      .sin_port = htons ((uint16_t) port),
+                                      .sin_addr.s_addr = htonl (INADDR_LOOPBACK)};
+        if (bind (fd, (struct sockaddr *) &address, sizeof (address)) == -1) {
+            close (fd);
+            continue;
+        }
+        fds[chosen++] = fd;
+        printf ("%d\n", port);
     }
-    for (int i = 0; i < count; i++)
+    for (int i = 0; i < chosen; i++)
         close (fds[i]);
-    return 0;
+    return chosen == count ? 0 : 1;
 }
 
 static int

@@ -3,6 +3,7 @@
 Every wait here polls a condition against a deadline; nothing sleeps to synchronise.
 """
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,10 +22,27 @@ SANITIZED = os.environ.get("SN_SANITIZE", "0") in ("1", "ON", "TRUE", "true")
 SLOW = 5 if SANITIZED else 1
 
 
+# Ports come from below the kernel's ephemeral range (32768 and up on Linux): a port the
+# kernel hands out for bind(0) can be taken a moment later by any outgoing connection,
+# the nodes' own links to each other among them, before the node under test binds it.
+_PORT_LOW, _PORT_HIGH = 20000, 32000
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(1000):
+        port = rng.randrange(_PORT_LOW, _PORT_HIGH)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def wait_for(condition, timeout=10.0, what="condition"):

@@ -493,6 +493,16 @@ s_links_sync (self_t *self, int64_t now)
     }
 }
 
+//  A member we can send to: linked, and alive or suspect.
+static bool
+s_reachable (self_t *self, const char *name)
+{
+    const sn_member_t *member = sn_members_lookup (self->members, name);
+    s_peer_t *peer = (s_peer_t *) zhashx_lookup (self->peers, name);
+    return member && peer && peer->dealer &&
+           (member->status == SN_MEMBER_ALIVE || member->status == SN_MEMBER_SUSPECT);
+}
+
 //  The partition table on the feed, for the actors that own state by partition.
 static void
 s_publish (self_t *self)
@@ -502,7 +512,7 @@ s_publish (self_t *self)
     sn_pack_t *out = self->out;
     uint32_t replicas = sn_placement_replica_count (self->placement);
     sn_pack_reset (out);
-    sn_pack_map (out, 5);
+    sn_pack_map (out, 6);
     sn_pack_kv_str (out, "op", "placement");
     sn_pack_kv_str (out, "self", self->name);
     sn_pack_kv_uint (out, "version", self->placed_version);
@@ -527,6 +537,18 @@ s_publish (self_t *self)
                 sn_pack_nil (out);
         }
     }
+    //  The members a forward to a node can reach: for actors that tell every node
+    //  something (which agents and workers are connected here)
+    size_t count, reachable = 0;
+    const sn_member_t *list = sn_members_list (self->members, &count);
+    for (size_t index = 0; index < count; index++)
+        if (streq (list[index].name, self->name) || s_reachable (self, list[index].name))
+            reachable++;
+    sn_pack_str (out, "members");
+    sn_pack_array (out, (uint32_t) reachable);
+    for (size_t index = 0; index < count; index++)
+        if (streq (list[index].name, self->name) || s_reachable (self, list[index].name))
+            sn_pack_str (out, list[index].name);
     zmq_send (zsock_resolve (self->feed), sn_pack_data (out), sn_pack_size (out), ZMQ_DONTWAIT);
 }
 
@@ -706,16 +728,6 @@ s_peer_send (self_t *self, const char *name)
     return peer && peer->dealer &&
            zmq_send (zsock_resolve (peer->dealer), sn_pack_data (self->out),
                      sn_pack_size (self->out), ZMQ_DONTWAIT) != -1;
-}
-
-//  A member we can send to: linked, and alive or suspect.
-static bool
-s_reachable (self_t *self, const char *name)
-{
-    const sn_member_t *member = sn_members_lookup (self->members, name);
-    s_peer_t *peer = (s_peer_t *) zhashx_lookup (self->peers, name);
-    return member && peer && peer->dealer &&
-           (member->status == SN_MEMBER_ALIVE || member->status == SN_MEMBER_SUSPECT);
 }
 
 //  The 27-character time part of the first key at ms: a bound for key ranges.
@@ -1507,20 +1519,28 @@ s_deliver_local (self_t *self, s_call_t *call, const sn_value_t *request, uint64
 static void
 s_forward_fail (self_t *self, s_call_t *call)
 {
-    sn_pack_error (self->reply, call->rid, 503,
-                   "no replica of partition %u answered the forwarded request (%u tried)", call->p,
-                   call->tries);
+    if (call->peer[0])
+        sn_pack_error (self->reply, call->rid, 503,
+                       "node %s did not answer the forwarded request: not reachable or too slow",
+                       call->peer);
+    else
+        sn_pack_error (self->reply, call->rid, 503,
+                       "no replica of partition %u answered the forwarded request (%u tried)",
+                       call->p, call->tries);
     s_call_answer (self, call);
 }
 
-//  Send a forward to the next live replica of its partition, owner first. Returns
-//  false when none is left to try.
+//  Send a forward to the next live replica of its partition, owner first, or to the
+//  one node it names. Returns false when none is left to try.
 static bool
 s_forward_try (self_t *self, s_call_t *call)
 {
-    uint32_t replicas = sn_placement_replica_count (self->placement);
+    uint32_t replicas = call->peer[0] ? 1 : sn_placement_replica_count (self->placement);
     while (call->tries < replicas) {
-        const char *replica = sn_placement_replica (self->placement, call->p, call->tries++);
+        const char *replica = call->peer[0]
+                                  ? call->peer
+                                  : sn_placement_replica (self->placement, call->p, call->tries);
+        call->tries++;
         if (!replica)
             continue;
         sn_msg_t *msg =
@@ -1550,16 +1570,21 @@ s_forward_try (self_t *self, s_call_t *call)
 }
 
 //  forward {p, request}: to the owner of p, then to the next replicas in turn.
+//  forward {node, request}: to that node alone, which may be this one.
 static void
 s_on_forward (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid)
 {
-    uint64_t p;
+    uint64_t p = 0;
+    size_t node_len = 0;
+    const char *node = sn_value_str (sn_value_get (root, "node"), &node_len);
     const sn_value_t *request = sn_value_get (root, "request");
-    if (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions ||
+    bool to_node = node && node_len > 0 && node_len <= SN_NAME_MAX;
+    if ((!to_node && (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions)) ||
         !sn_value_is (request, SN_TYPE_MAP) ||
         !sn_value_is (sn_value_get (request, "op"), SN_TYPE_STRING)) {
         sn_pack_error (self->reply, rid, 400,
-                       "forward: p must be a partition and request a map with an op");
+                       "forward: p must be a partition or node a member's name, and request a "
+                       "map with an op");
         return;
     }
     //  Nodes that briefly disagree on the owner could hand a request back and forth
@@ -1580,6 +1605,10 @@ s_on_forward (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_
     sn_routed_move (&call->routed, routed);
     call->rid = rid;
     call->p = (uint32_t) p;
+    if (to_node) {
+        memcpy (call->peer, node, node_len);
+        call->peer[node_len] = 0;
+    }
     sn_pack_reset (self->req);
     sn_pack_map (self->req, 1);
     sn_pack_kv_value (self->req, "request", request);
@@ -1602,6 +1631,7 @@ s_forward_retry (self_t *self, s_call_t *call)
     sn_routed_move (&next->routed, &call->routed);
     next->rid = call->rid;
     next->p = call->p;
+    memcpy (next->peer, call->peer, sizeof next->peer);
     next->tries = call->tries;
     next->request = call->request;
     call->request = NULL;
@@ -3457,6 +3487,26 @@ sn_mesh_test (bool verbose)
                 sn_value_at (sn_value_get (sn_msg_root (table), "replicas"), owned_by_b);
             assert (sn_value_equal (who, sn_value_at (replicas, 1)));
         }
+        sn_msg_destroy (&answer);
+    }
+    //  A forward to a node by name reaches that node alone; one not reachable is 503
+    const sn_value_t *members = sn_value_get (sn_msg_root (table), "members");
+    assert (sn_value_size (members) >= 2);
+    for (int round = 0; round < 2; round++) {
+        sn_pack_reset (forward);
+        sn_pack_map (forward, 4);
+        sn_pack_kv_str (forward, "op", "forward");
+        sn_pack_kv_uint (forward, "rid", 75);
+        sn_pack_kv_str (forward, "node", round == 0 ? "A" : "nobody");
+        sn_pack_str (forward, "request");
+        sn_pack_map (forward, 1);
+        sn_pack_kv_str (forward, "op", "anything");
+        sn_msg_t *answer = s_test_call (&a, forward);
+        uint64_t value;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (answer), "code"), &value));
+        assert (value == (round == 0 ? 200u : 503u));
+        if (round == 0)
+            assert (sn_value_streq (sn_value_get (sn_msg_root (answer), "who"), "A"));
         sn_msg_destroy (&answer);
     }
     sn_pack_reset (forward);

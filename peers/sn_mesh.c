@@ -161,6 +161,8 @@ typedef struct {
     char *ops_endpoint;          //  configured ops endpoint
     uint32_t partitions;         //  P
     uint32_t rf;                 //  replicas per partition
+    char refused[S_ERROR_MAX];   //  the last hello refused, ours or theirs, or ""
+    int64_t refused_logged;      //  mono ms of the last refusal logged
     int64_t heartbeat_ms;        //  ping interval
     int64_t suspect_ms;          //  silence before suspect
     int64_t dead_ms;             //  suspicion before dead
@@ -352,11 +354,52 @@ s_pack_hello (self_t *self)
 {
     const sn_member_t *me = sn_members_self (self->members);
     sn_pack_reset (self->out);
-    sn_pack_map (self->out, 4);
+    sn_pack_map (self->out, 6);
     sn_pack_kv_str (self->out, "op", "hello");
     sn_pack_kv_str (self->out, "name", me->name);
     sn_pack_kv_str (self->out, "endpoint", me->endpoint);
     sn_pack_kv_uint (self->out, "incarnation", me->incarnation);
+    sn_pack_kv_uint (self->out, "partitions", self->partitions);
+    sn_pack_kv_uint (self->out, "rf", self->rf);
+}
+
+//  Keep a refusal for GET /cluster and log it, at most every ten seconds: a
+//  misconfigured node says hello again on every probe.
+static void
+s_refusal (self_t *self, int64_t now, const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    vsnprintf (self->refused, sizeof self->refused, format, args);
+    va_end (args);
+    if (self->refused_logged == 0 || now - self->refused_logged >= 10000) {
+        self->refused_logged = now;
+        zsys_error ("sn_mesh: %s: %s", self->name, self->refused);
+    }
+}
+
+static void s_send (self_t *self, zsock_t *dealer);
+
+//  A hello refused for a placement that is not ours: tell the node why, on a link
+//  of its own that lives only for that message, since it is not a member here.
+static void
+s_refuse (self_t *self, const char *endpoint, const char *reason)
+{
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    if (!dealer)
+        return;
+    zsock_set_sndhwm (dealer, 1);
+    zsock_set_sndtimeo (dealer, 0);
+    zsock_set_linger (dealer, 1000);
+    if (zsock_connect (dealer, "%s", endpoint) == 0) {
+        sn_pack_reset (self->out);
+        sn_pack_map (self->out, 3);
+        sn_pack_kv_str (self->out, "op", "refused");
+        sn_pack_kv_str (self->out, "from", self->name);
+        sn_pack_kv_str (self->out, "reason", reason);
+        s_send (self, dealer);
+    }
+    zsock_destroy (&dealer);
 }
 
 static void
@@ -2556,12 +2599,27 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
 {
     char *name = sn_value_get_strdup (root, "name");
     char *endpoint = sn_value_get_strdup (root, "endpoint");
-    uint64_t incarnation;
+    uint64_t incarnation, partitions, rf;
     int rc = -1;
-    if (name && endpoint && sn_name_valid (name) && strlen (endpoint) > 0 &&
-        strlen (endpoint) <= SN_ENDPOINT_MAX &&
-        sn_value_uint (sn_value_get (root, "incarnation"), &incarnation) &&
-        !streq (name, self->name)) {
+    bool valid = name && endpoint && sn_name_valid (name) && strlen (endpoint) > 0 &&
+                 strlen (endpoint) <= SN_ENDPOINT_MAX &&
+                 sn_value_uint (sn_value_get (root, "incarnation"), &incarnation) &&
+                 sn_value_uint (sn_value_get (root, "partitions"), &partitions) &&
+                 sn_value_uint (sn_value_get (root, "rf"), &rf) && !streq (name, self->name);
+    //  Nodes that place partitions differently would each write where the others
+    //  never look: such a node is refused, and both sides say why.
+    if (valid && (partitions != self->partitions || rf != self->rf)) {
+        char reason[S_ERROR_MAX];
+        snprintf (reason, sizeof reason,
+                  "%s runs with --partitions %" PRIu64 " --rf %" PRIu64
+                  ", %s with --partitions %u --rf %u: every node of a cluster needs the same",
+                  name, partitions, rf, self->name, self->partitions, self->rf);
+        s_refusal (self, now, "hello from %s refused: %s", name, reason);
+        s_refuse (self, endpoint, reason);
+        valid = false;
+        rc = 0;
+    }
+    if (valid) {
         int outcome =
             sn_members_apply (self->members, name, endpoint, incarnation, SN_MEMBER_ALIVE, now);
         if (outcome != -1) {
@@ -2584,6 +2642,20 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
     free (name);
     free (endpoint);
     return rc;
+}
+
+//  refused {from, reason}: a node would not have us. It is not a member, so the
+//  message is only kept and logged, bounded, never acted on.
+static int
+s_on_refused (self_t *self, const sn_value_t *root, int64_t now)
+{
+    size_t from_len, reason_len;
+    const char *from = sn_value_str (sn_value_get (root, "from"), &from_len);
+    const char *reason = sn_value_str (sn_value_get (root, "reason"), &reason_len);
+    if (!from || !reason || from_len > SN_NAME_MAX || reason_len >= S_ERROR_MAX)
+        return -1;
+    s_refusal (self, now, "refused by %.*s: %.*s", (int) from_len, from, (int) reason_len, reason);
+    return 0;
 }
 
 //  ping: a heartbeat from a member with its whole table. The whole message is
@@ -2676,6 +2748,8 @@ s_inbox_handle (self_t *self, zmsg_t *msg)
         int64_t now = zclock_mono ();
         if (sn_value_streq (op, "hello"))
             rc = s_on_hello (self, identity, root, now);
+        else if (sn_value_streq (op, "refused"))
+            rc = s_on_refused (self, root, now);
         else if (from && sn_value_streq (op, "ping"))
             rc = s_on_ping (self, from, root, now);
         else if (from && sn_value_streq (op, "bye"))
@@ -2740,10 +2814,15 @@ s_pack_cluster (self_t *self, uint64_t rid)
 {
     sn_pack_t *out = self->out;
     sn_pack_reset (out);
-    sn_pack_map (out, 10);
+    sn_pack_map (out, 11);
     sn_pack_kv_uint (out, "rid", rid);
     sn_pack_kv_uint (out, "code", 200);
     sn_pack_kv_str (out, "name", self->name);
+    sn_pack_str (out, "refused");
+    if (self->refused[0])
+        sn_pack_str (out, self->refused);
+    else
+        sn_pack_nil (out);
     sn_pack_str (out, "hints");
     sn_pack_map (out, 3);
     sn_pack_kv_uint (out, "pending", zhashx_size (self->hints));
@@ -3367,11 +3446,13 @@ static void
 s_test_hello (zsock_t *dealer, sn_pack_t *pack, const char *name)
 {
     sn_pack_reset (pack);
-    sn_pack_map (pack, 4);
+    sn_pack_map (pack, 6);
     sn_pack_kv_str (pack, "op", "hello");
     sn_pack_kv_str (pack, "name", name);
     sn_pack_kv_str (pack, "endpoint", "tcp://127.0.0.1:1");
     sn_pack_kv_uint (pack, "incarnation", 1);
+    sn_pack_kv_uint (pack, "partitions", 16);
+    sn_pack_kv_uint (pack, "rf", 2);
     s_test_send (dealer, pack);
 }
 

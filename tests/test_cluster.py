@@ -94,6 +94,35 @@ def test_three_nodes_join_fail_return_and_leave():
             node.cleanup()
 
 
+def test_a_node_placing_partitions_otherwise_is_refused_and_told_why():
+    n1 = Node(name="n1").start()
+    n2 = Node(name="n2", extra=["--partitions", "32",
+                                "--join", f"tcp://127.0.0.1:{n1.peers_port}"]).start()
+    try:
+        wait_for(lambda: cluster(n1)["refused"], 30, "n1 to refuse n2's hello")
+        wait_for(lambda: cluster(n2)["refused"], 30, "n2 to hear it was refused")
+        assert "--partitions 32" in cluster(n1)["refused"]
+        assert cluster(n2)["refused"].startswith("refused by n1: n2 runs with --partitions 32")
+        assert [m["name"] for m in cluster(n1)["members"]] == ["n1"]
+        assert [m["name"] for m in cluster(n2)["members"]] == ["n2"]
+        # Both still serve on their own
+        assert requests.post(n2.url + "/events", json={"a": 1}, timeout=5).status_code == 201
+        # A refusal from a stranger is only noted: it changes nothing
+        raw = zmq.Context.instance().socket(zmq.DEALER)
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(f"tcp://127.0.0.1:{n1.peers_port}")
+        raw.send(msgpack.packb({"op": "refused", "from": "x", "reason": "r" * 100000}))
+        raw.send(msgpack.packb({"op": "refused", "from": "x", "reason": "go away"}))
+        wait_for(lambda: cluster(n1)["refused"] == "refused by x: go away", 10,
+                 "n1 to note the stranger's refusal")
+        raw.close()
+        n1.stop()
+        n2.stop()
+    finally:
+        n1.cleanup()
+        n2.cleanup()
+
+
 def test_cluster_route_errors(node):
     assert requests.post(node.url + "/cluster", timeout=5).status_code == 405
     view = cluster(node)

@@ -320,7 +320,7 @@ def test_malformed_data_frames_from_a_member_are_dropped():
         raw.connect(f"tcp://127.0.0.1:{node.peers_port}")
         # A member in good standing: it said hello
         raw.send(msgpack.packb({"op": "hello", "name": "x9", "endpoint": "tcp://127.0.0.1:1",
-                                "incarnation": 1}))
+                                "incarnation": 1, "partitions": 64, "rf": 3}))
         wait_for(lambda: any(m["name"] == "x9" for m in cluster(node)["members"]), 10,
                  "x9 to be a member")
         dropped = cluster(node)["dropped"]

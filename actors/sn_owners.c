@@ -10,6 +10,9 @@
 //  Largest placement frame read from the feed.
 #define S_PLACEMENT_MAX (16 * 1024 * 1024)
 
+//  Ops whose forwards may wait longer than a write.
+#define S_WAITS_MAX 4
+
 //  A request held until the first placement.
 typedef struct {
     sn_routed_t *request; //  the request, owned
@@ -24,6 +27,10 @@ struct _sn_owners_t {
     zsock_t *mesh;       //  DEALER to the mesh's ops, for forwards, or NULL
     zlistx_t *held;      //  s_held_t waiting for the first placement, oldest first
     sn_pack_t *pack;     //  scratch for forwards and answers
+    struct {
+        char op[32];      //  a request op, or "" for a free slot
+        uint32_t ms;      //  how long its forward may wait
+    } waits[S_WAITS_MAX]; //  ops slower than a write, for their forwards
 };
 
 static void
@@ -212,11 +219,18 @@ sn_owners_route (sn_owners_t *self, sn_routed_t *request, const sn_value_t *root
     }
     else {
         //  Under the caller's envelope and rid: the mesh's answer is the caller's
+        uint32_t wait = 0;
+        const sn_value_t *op = sn_value_get (root, "op");
+        for (size_t index = 0; index < S_WAITS_MAX && !wait; index++)
+            if (self->waits[index].op[0] && sn_value_streq (op, self->waits[index].op))
+                wait = self->waits[index].ms;
         sn_pack_reset (self->pack);
-        sn_pack_map (self->pack, 4);
+        sn_pack_map (self->pack, wait ? 5 : 4);
         sn_pack_kv_str (self->pack, "op", "forward");
         sn_pack_kv_uint (self->pack, "rid", rid);
         sn_pack_kv_uint (self->pack, "p", (uint64_t) p);
+        if (wait)
+            sn_pack_kv_uint (self->pack, "timeout", wait);
         sn_pack_str (self->pack, "request");
         sn_pack_raw (self->pack, sn_routed_data (request), sn_routed_size (request));
         sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
@@ -226,6 +240,18 @@ sn_owners_route (sn_owners_t *self, sn_routed_t *request, const sn_value_t *root
             s_answer (self, request, rid, router, "node is busy: cannot forward to the owner");
     }
     return true;
+}
+
+int
+sn_owners_set_wait (sn_owners_t *self, const char *op, uint32_t ms)
+{
+    for (size_t index = 0; index < S_WAITS_MAX; index++)
+        if (!self->waits[index].op[0] && strlen (op) < sizeof self->waits[index].op) {
+            snprintf (self->waits[index].op, sizeof self->waits[index].op, "%s", op);
+            self->waits[index].ms = ms;
+            return 0;
+        }
+    return -1;
 }
 
 void
@@ -415,10 +441,17 @@ sn_owners_test (bool verbose)
     uint32_t theirs = (mine + 1) % 4;
     request = s_test_request (client, router, "other", 7, 0);
     pack = sn_pack_new ();
-    sn_pack_map (pack, 2);
+    sn_pack_map (pack, 3);
+    sn_pack_kv_str (pack, "op", "batch.get");
     sn_pack_kv_uint (pack, "rid", 7);
     sn_pack_kv_uint (pack, "fwd", 0);
     msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
+    //  An op slower than a write has its forward wait longer; four such ops at most
+    assert (sn_owners_set_wait (owners, "batch.get", 9000) == 0);
+    assert (sn_owners_set_wait (owners, "b", 1) == 0);
+    assert (sn_owners_set_wait (owners, "c", 1) == 0);
+    assert (sn_owners_set_wait (owners, "d", 1) == 0);
+    assert (sn_owners_set_wait (owners, "e", 1) == -1);
     assert (sn_owners_route (owners, request, sn_msg_root (msg), theirs, router));
     zmsg_t *forward = zmsg_recv (mesh);
     assert (forward && zmsg_size (forward) == 3);
@@ -427,6 +460,7 @@ sn_owners_test (bool verbose)
     uint64_t value = 0;
     assert (sn_value_streq (sn_value_get (sn_msg_root (sent), "op"), "forward"));
     assert (sn_value_uint (sn_value_get (sn_msg_root (sent), "p"), &value) && value == theirs);
+    assert (sn_value_uint (sn_value_get (sn_msg_root (sent), "timeout"), &value) && value == 9000);
     assert (sn_value_streq (sn_value_get (sn_value_get (sn_msg_root (sent), "request"), "op"),
                             "batch.get"));
     sn_msg_destroy (&sent);

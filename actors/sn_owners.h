@@ -48,6 +48,11 @@ size_t sn_owners_recv (sn_owners_t *self, bool *gained, bool *lost);
 
 bool sn_owners_owns (sn_owners_t *self, uint32_t p);
 
+//  Requests with this op may take up to ms at the owner (the write timeout is the
+//  default): their forwards wait that long before the next replica is tried. At
+//  most four ops; returns -1 when there is no room.
+int sn_owners_set_wait (sn_owners_t *self, const char *op, uint32_t ms);
+
 //  The partition a bucket request concerns: that of bucket_id ("primary" when
 //  absent), or the "-<p>" that ends an invocation id; -1 when it names none.
 int64_t sn_owners_partition (sn_owners_t *self, const sn_value_t *root);

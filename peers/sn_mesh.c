@@ -29,17 +29,18 @@
 //  page of the store's largest scan page.
 #define S_PEER_MAX_SIZE (16 * 1024 * 1024)
 
-#define S_CALLS          65536               //  calls in flight, a power of two
-#define S_REPLICAS_MAX   64                  //  replicas a write tracks (one bit each)
-#define S_HINTS_MAX      100000              //  hints kept for members that are down
-#define S_HINT_BYTES_MAX (256 * 1024 * 1024) //  and their size
-#define S_HINTS_PER_BEAT 1000                //  hint deliveries started per heartbeat
-#define S_AE_BUCKETS_MAX 8                   //  differing buckets repaired per exchange
-#define S_PUSH_PAGE      256                 //  events per repair message
-#define S_BURST          256                 //  messages read from a socket per wakeup
-#define S_AE_SEEN_MAX    100000              //  differing buckets remembered between rounds
-#define S_FORWARD_HOPS   4                   //  most times one request is forwarded
-#define S_PROBE_BEATS    10                  //  heartbeats between hellos to members gone
+#define S_CALLS            65536               //  calls in flight, a power of two
+#define S_REPLICAS_MAX     64                  //  replicas a write tracks (one bit each)
+#define S_HINTS_MAX        100000              //  hints kept for members that are down
+#define S_HINT_BYTES_MAX   (256 * 1024 * 1024) //  and their size
+#define S_HINTS_PER_BEAT   1000                //  hint deliveries started per heartbeat
+#define S_AE_BUCKETS_MAX   8                   //  differing buckets repaired per exchange
+#define S_PUSH_PAGE        256                 //  events per repair message
+#define S_BURST            256                 //  messages read from a socket per wakeup
+#define S_AE_SEEN_MAX      100000              //  differing buckets remembered between rounds
+#define S_FORWARD_HOPS     4                   //  most times one request is forwarded
+#define S_FORWARD_WAIT_MAX 60000               //  longest ms a forward's try may take
+#define S_PROBE_BEATS      10                  //  heartbeats between hellos to members gone
 
 //  Identities remembered per member: its member DEALER, its join DEALER and a couple
 //  of predecessors from before a restart. Older ones are forgotten.
@@ -109,6 +110,7 @@ typedef struct {
     char peer[SN_NAME_MAX + 1]; //  REMOTE_*: who asked; others: the replica
     char key[SN_KEY_MAX + 1];   //  WRITE, GET: the key; PUSH: where its scan ends
     uint32_t p;                 //  the partition
+    uint32_t wait;              //  FORWARD: ms each try may take, 0 for the write timeout
     uint32_t replicas;          //  WRITE: replicas of p
     uint32_t need;              //  WRITE: stores the commit level needs;
                                 //  REMOTE_WRITE: our index among the replicas
@@ -1597,10 +1599,13 @@ s_forward_try (self_t *self, s_call_t *call)
             sent = s_deliver_local (self, call, request, hops + 1);
         else if (s_reachable (self, replica)) {
             sn_pack_reset (self->out);
-            sn_pack_map (self->out, 3);
+            sn_pack_map (self->out, call->wait ? 4 : 3);
             sn_pack_kv_str (self->out, "op", "fwd");
             sn_pack_kv_uint (self->out, "rid", call->id);
             sn_pack_kv_value (self->out, "request", sn_value_get (root, "request"));
+            //  The owner keeps the request as long as we wait for its answer
+            if (call->wait)
+                sn_pack_kv_uint (self->out, "timeout", call->wait);
             sent = s_peer_send (self, replica);
         }
         sn_msg_destroy (&msg);
@@ -1612,8 +1617,10 @@ s_forward_try (self_t *self, s_call_t *call)
     return false;
 }
 
-//  forward {p, request}: to the owner of p, then to the next replicas in turn.
-//  forward {node, request}: to that node alone, which may be this one.
+//  forward {p, request, timeout?}: to the owner of p, then to the next replicas in
+//  turn. forward {node, request, timeout?}: to that node alone, which may be this
+//  one. timeout (ms) is how long each try may take, for requests that take longer
+//  than a write (a callback handshake); the write timeout otherwise.
 static void
 s_on_forward (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid)
 {
@@ -1648,6 +1655,11 @@ s_on_forward (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_
     sn_routed_move (&call->routed, routed);
     call->rid = rid;
     call->p = (uint32_t) p;
+    uint64_t wait = 0;
+    if (sn_value_uint (sn_value_get (root, "timeout"), &wait) && wait > 0) {
+        call->wait = (uint32_t) (wait < S_FORWARD_WAIT_MAX ? wait : S_FORWARD_WAIT_MAX);
+        call->deadline = zclock_mono () + call->wait;
+    }
     if (to_node) {
         memcpy (call->peer, node, node_len);
         call->peer[node_len] = 0;
@@ -1674,6 +1686,9 @@ s_forward_retry (self_t *self, s_call_t *call)
     sn_routed_move (&next->routed, &call->routed);
     next->rid = call->rid;
     next->p = call->p;
+    next->wait = call->wait;
+    if (next->wait)
+        next->deadline = zclock_mono () + next->wait;
     memcpy (next->peer, call->peer, sizeof next->peer);
     next->tries = call->tries;
     next->request = call->request;
@@ -1683,11 +1698,11 @@ s_forward_retry (self_t *self, s_call_t *call)
         s_forward_fail (self, next);
 }
 
-//  fwd {rid, request}: a peer hands us a request for a partition we own.
+//  fwd {rid, request, timeout?}: a peer hands us a request for a partition we own.
 static int
 s_on_fwd (self_t *self, const char *sender, const sn_value_t *root)
 {
-    uint64_t their_rid, hops = 0;
+    uint64_t their_rid, hops = 0, wait = 0;
     const sn_value_t *request = sn_value_get (root, "request");
     if (!sn_value_uint (sn_value_get (root, "rid"), &their_rid) ||
         !sn_value_is (request, SN_TYPE_MAP))
@@ -1696,6 +1711,9 @@ s_on_fwd (self_t *self, const char *sender, const sn_value_t *root)
     s_call_t *call = s_call_new (self, S_CALL_REMOTE_FWD);
     if (!call)
         return 0;
+    if (sn_value_uint (sn_value_get (root, "timeout"), &wait) && wait > 0)
+        call->deadline =
+            zclock_mono () + (int64_t) (wait < S_FORWARD_WAIT_MAX ? wait : S_FORWARD_WAIT_MAX);
     call->rid = their_rid;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
     if (!s_deliver_local (self, call, request, hops + 1))

@@ -23,7 +23,8 @@ class Receiver:
     """A callback URL: answers handshakes as told, records every commit POST."""
 
     def __init__(self):
-        self.handshake = "echo"   # echo | wrong-token | not-json | status | hang
+        self.handshake = "echo"   # echo | wrong-token | not-json | status | hang | slow
+        self.delay = 0.0          # seconds a "slow" handshake takes: a slow site
         self.status = 200         # status for commits
         self.commits = []         # (headers, raw body, status answered)
         self.lock = threading.Lock()
@@ -57,11 +58,13 @@ class Receiver:
         if mode == "hang":
             self.release.wait()
             return
+        if mode == "slow":
+            self.release.wait(self.delay)  # the site's latency, not a synchronisation
         status = 500 if mode == "status" else 200
         if mode == "not-json":
             payload = b"hello"
         else:
-            token = body["token"] if mode == "echo" else "other"
+            token = body["token"] if mode in ("echo", "slow") else "other"
             payload = json.dumps({"token": token}).encode()
         handler.send_response(status)
         handler.send_header("Content-Length", str(len(payload)))

@@ -33,6 +33,20 @@ def retry(call, what, timeout=30):
                              f"{answers[-1].text}") from None
 
 
+def partition(pkey, partitions=64):
+    """The node's sn_partition: FNV-1a 64 of the bytes, a final mix, modulo P."""
+    mask = (1 << 64) - 1
+    h = 0xcbf29ce484222325
+    for byte in pkey.encode():
+        h = ((h ^ byte) * 0x100000001b3) & mask
+    h ^= h >> 33
+    h = (h * 0xff51afd7ed558ccd) & mask
+    h ^= h >> 33
+    h = (h * 0xc4ceb9fe1a85ec53) & mask
+    h ^= h >> 33
+    return h % partitions
+
+
 def enqueue(node, bucket, n):
     body = {"token": "tok-%d" % n, "bucket_id": bucket, "data": {"n": n},
             "invocation": {"class": "calc.Sum", "method": "add", "params": [n, 1]}}
@@ -139,6 +153,31 @@ def test_bucket_owned_forwarded_and_taken_over(receiver):
     finally:
         for worker in workers:
             worker.kill()
+        for node in nodes:
+            node.cleanup()
+
+
+def test_forwarded_creation_waits_for_a_slow_handshake(receiver):
+    # The callback answers the handshake after longer than a write may take
+    # (--write-timeout-ms 1500): the forward waits for the handshake, not the write
+    # timeout, and the creator through another node hears 201, not 503
+    nodes = start_cluster(["n1", "n2", "n3"], FAST)
+    try:
+        entry = nodes[0]
+        wait_for(lambda: len({owner_of(entry, p) for p in range(64)}) == 3, 30,
+                 "all three to own partitions")
+        bucket = next(b for b in ("slow-%d" % n for n in range(100))
+                      if owner_of(entry, partition(b)) != entry.name)
+        receiver.handshake = "slow"
+        receiver.delay = 2.5
+        r = retry(lambda: requests.post(entry.url + "/batch", timeout=15, json={
+            "callback_url": receiver.url, "bucket_id": bucket}), "slow bucket created")
+        assert r.status_code == 201, r.text
+        owner = next(n for n in nodes if n.name == owner_of(entry, partition(bucket)))
+        assert get(owner, "/batch/" + bucket).json()["bucket_id"] == bucket
+        for node in nodes:
+            node.stop()
+    finally:
         for node in nodes:
             node.cleanup()
 

@@ -811,6 +811,73 @@ s_op_range (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
     return 0;
 }
 
+//  digest {p, within: t}: the hour bucket starting at t, per minute, computed from the
+//  partition's index: for narrowing a bucket that differs between replicas down to
+//  the minutes to copy. A bucket of more than SN_STORE_WITHIN_MAX events is answered
+//  413 and copied whole.
+static int
+s_op_digest_within (self_t *self, MDB_txn *txn, uint32_t p, const sn_value_t *within, uint64_t rid)
+{
+    uint64_t t;
+    if (!sn_value_uint (within, &t) || t % SN_STORE_BUCKET_MS != 0 ||
+        t > (uint64_t) SN_KEY_MS_MAX) {
+        s_reply_error (self, rid, 400, "within: must be the start of an hour bucket, in ms");
+        return 0;
+    }
+    byte start[2 + SN_KEY_TIME_LEN + 1];
+    s_put_be16 (start, p);
+    sn_keygen_t *keygen = sn_keygen_new ("t");
+    char first[SN_KEY_MAX + 1];
+    sn_keygen_next (keygen, (int64_t) t, first);
+    sn_keygen_destroy (&keygen);
+    memcpy (start + 2, first, SN_KEY_TIME_LEN);
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open (txn, self->byp, &cursor);
+    if (rc)
+        return rc;
+    uint64_t counts[60] = {0}, xors[60] = {0}, total = 0;
+    MDB_val index = {2 + SN_KEY_TIME_LEN, start}, empty;
+    for (rc = mdb_cursor_get (cursor, &index, &empty, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get (cursor, &index, &empty, MDB_NEXT)) {
+        if (index.mv_size < 2 || memcmp (index.mv_data, start, 2) != 0)
+            break;
+        const char *key = (const char *) index.mv_data + 2;
+        int64_t ts = sn_key_time (key, index.mv_size - 2);
+        if (ts < 0 || (uint64_t) ts >= t + SN_STORE_BUCKET_MS)
+            break;
+        if (++total > SN_STORE_WITHIN_MAX)
+            break;
+        size_t minute = (size_t) (((uint64_t) ts - t) / 60000);
+        counts[minute]++;
+        xors[minute] ^= sn_hash (key, index.mv_size - 2);
+    }
+    mdb_cursor_close (cursor);
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    if (total > SN_STORE_WITHIN_MAX) {
+        s_reply_error (self, rid, 413, "bucket %" PRIu64 " holds over %d events", t,
+                       SN_STORE_WITHIN_MAX);
+        return 0;
+    }
+    uint32_t count = 0;
+    for (size_t minute = 0; minute < 60; minute++)
+        count += counts[minute] > 0;
+    s_reply_start (self, rid, 200, 3);
+    sn_pack_kv_uint (self->reply, "p", p);
+    sn_pack_kv_uint (self->reply, "within", t);
+    sn_pack_str (self->reply, "buckets");
+    sn_pack_array (self->reply, count);
+    for (size_t minute = 0; minute < 60; minute++) {
+        if (!counts[minute])
+            continue;
+        sn_pack_map (self->reply, 3);
+        sn_pack_kv_uint (self->reply, "t", t + minute * 60000);
+        sn_pack_kv_uint (self->reply, "count", counts[minute]);
+        sn_pack_kv_uint (self->reply, "xor", xors[minute]);
+    }
+    return 0;
+}
+
 //  digest {p} -> 200 {p, buckets: [{t, count, xor}]}, buckets in time order
 static int
 s_op_digest (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
@@ -820,6 +887,9 @@ s_op_digest (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid
         s_reply_error (self, rid, 400, "p: must be a partition, 0 to %u", self->partitions - 1);
         return 0;
     }
+    const sn_value_t *within = sn_value_get (request, "within");
+    if (within)
+        return s_op_digest_within (self, txn, (uint32_t) p, within, rid);
     //  Puts earlier in this batch count too
     int rc = s_digest_flush (self, txn);
     if (rc)
@@ -1511,10 +1581,38 @@ s_test_check_digests (s_test_t *test)
             assert (count == expect_count);
             assert (hashes == expect_xor);
             total += count;
+            //  The same bucket per minute adds up to it
+            uint64_t within_rid = s_test_begin (test, "digest", 2);
+            sn_pack_kv_uint (test->request, "p", p);
+            sn_pack_kv_uint (test->request, "within", t);
+            sn_msg_t *minutes_reply = s_test_call (test, within_rid);
+            assert (s_test_code (minutes_reply) == 200);
+            const sn_value_t *minutes = sn_value_get (sn_msg_root (minutes_reply), "buckets");
+            uint64_t minute_count = 0, minute_xor = 0, previous_minute = 0;
+            for (size_t at = 0; at < sn_value_size (minutes); at++) {
+                uint64_t mt, mc, mx;
+                assert (sn_value_uint (sn_value_get (sn_value_at (minutes, at), "t"), &mt));
+                assert (sn_value_uint (sn_value_get (sn_value_at (minutes, at), "count"), &mc));
+                assert (sn_value_uint (sn_value_get (sn_value_at (minutes, at), "xor"), &mx));
+                assert (mt >= t && mt < t + SN_STORE_BUCKET_MS && mt % 60000 == 0);
+                assert (at == 0 || mt > previous_minute);
+                assert (mc > 0);
+                previous_minute = mt;
+                minute_count += mc;
+                minute_xor ^= mx;
+            }
+            assert (minute_count == count && minute_xor == hashes);
+            sn_msg_destroy (&minutes_reply);
         }
         sn_msg_destroy (&reply);
     }
     assert (total == zhashx_size (test->stored));
+    uint64_t unaligned = s_test_begin (test, "digest", 2);
+    sn_pack_kv_uint (test->request, "p", 0);
+    sn_pack_kv_uint (test->request, "within", 1234);
+    sn_msg_t *refused = s_test_call (test, unaligned);
+    s_test_check_error (refused, 400, "within:");
+    sn_msg_destroy (&refused);
 
     uint64_t rid = s_test_begin (test, "digest", 1);
     sn_pack_kv_uint (test->request, "p", test->partitions);

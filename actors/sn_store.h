@@ -29,9 +29,11 @@
               limit (default 100); next is the key to pass as from to continue, or nil.
       bulk    {puts: [{event, key?, type?, pkey?, p?}...], replica?}
                                                       -> 200 {results: [{code, key | error}]}
-      digest  {p}                                     -> 200 {p, buckets: [{t, count, xor}]}
+      digest  {p, within?}                            -> 200 {p, buckets: [{t, count, xor}]}
               Per time bucket (SN_STORE_BUCKET_MS) of partition p: how many events and
-              the XOR of their sn_hash (key); for anti-entropy between replicas.
+              the XOR of their sn_hash (key); for anti-entropy between replicas. With
+              within (the start of a bucket): that bucket per minute, from the index
+              (413 above SN_STORE_WITHIN_MAX events).
       scan    {p, from?, to?, limit?, prefix?}        -> 200 {p, events: [{key, type,
               ts, event}], next}
               Every event of partition p, internal ones included, with from <= key < to
@@ -56,6 +58,9 @@ extern "C" {
 
 //  Width of the time buckets that digests summarise: one hour of key time.
 #define SN_STORE_BUCKET_MS (3600 * 1000)
+
+//  Most events of one bucket that digest {within} reads to split it per minute.
+#define SN_STORE_WITHIN_MAX 500000
 
 typedef struct {
     const char *data_dir; //  directory of the LMDB environment; created if absent

@@ -35,12 +35,14 @@
 #define S_HINT_BYTES_MAX   (256 * 1024 * 1024) //  and their size
 #define S_HINTS_PER_BEAT   1000                //  hint deliveries started per heartbeat
 #define S_AE_BUCKETS_MAX   8                   //  differing buckets repaired per exchange
-#define S_PUSH_PAGE        256                 //  events per repair message
-#define S_BURST            256                 //  messages read from a socket per wakeup
-#define S_AE_SEEN_MAX      100000              //  differing buckets remembered between rounds
-#define S_FORWARD_HOPS     4                   //  most times one request is forwarded
-#define S_FORWARD_WAIT_MAX 60000               //  longest ms a forward's try may take
-#define S_PROBE_BEATS      10                  //  heartbeats between hellos to members gone
+#define S_AE_MINUTE        60000               //  the finer buckets a differing one is split in
+#define S_AE_MINUTES       (SN_STORE_BUCKET_MS / S_AE_MINUTE)
+#define S_PUSH_PAGE        256    //  events per repair message
+#define S_BURST            256    //  messages read from a socket per wakeup
+#define S_AE_SEEN_MAX      100000 //  differing buckets remembered between rounds
+#define S_FORWARD_HOPS     4      //  most times one request is forwarded
+#define S_FORWARD_WAIT_MAX 60000  //  longest ms a forward's try may take
+#define S_PROBE_BEATS      10     //  heartbeats between hellos to members gone
 
 //  Identities remembered per member: its member DEALER, its join DEALER and a couple
 //  of predecessors from before a restart. Older ones are forgotten.
@@ -111,6 +113,8 @@ typedef struct {
     char key[SN_KEY_MAX + 1];   //  WRITE, GET: the key; PUSH: where its scan ends
     uint32_t p;                 //  the partition
     uint32_t wait;              //  FORWARD: ms each try may take, 0 for the write timeout
+    bool refined;               //  DIGEST, COMPARE: of one bucket per minute, not per hour
+    uint64_t within;            //  DIGEST, COMPARE when refined: that bucket's start
     uint32_t replicas;          //  WRITE: replicas of p
     uint32_t need;              //  WRITE: stores the commit level needs;
                                 //  REMOTE_WRITE: our index among the replicas
@@ -2019,15 +2023,54 @@ s_push_start (self_t *self, const char *peer, uint32_t p, const char *from, cons
     s_store_call (self, call);
 }
 
+//  Push the events of p from t for span ms (an hour bucket or a minute of one).
 static void
-s_push_bucket (self_t *self, const char *peer, uint32_t p, uint64_t t)
+s_push_bucket (self_t *self, const char *peer, uint32_t p, uint64_t t, uint64_t span)
 {
     char from[SN_KEY_MAX + 1], to[SN_KEY_MAX + 1] = "";
     s_time_key ((int64_t) t, from);
     //  The last hour a key can hold has no end key: its scan runs to the end
-    if (t + SN_STORE_BUCKET_MS <= (uint64_t) SN_KEY_MS_MAX)
-        s_time_key ((int64_t) (t + SN_STORE_BUCKET_MS), to);
+    if (t + span <= (uint64_t) SN_KEY_MS_MAX)
+        s_time_key ((int64_t) (t + span), to);
     s_push_start (self, peer, p, from, to);
+}
+
+//  Copy buckets of span ms both ways: ask the peer to push its side, push ours.
+static void
+s_exchange_buckets (self_t *self, const char *peer, uint32_t p, const uint64_t *buckets,
+                    size_t count, uint64_t span)
+{
+    sn_pack_reset (self->out);
+    sn_pack_map (self->out, 4);
+    sn_pack_kv_str (self->out, "op", "pull");
+    sn_pack_kv_uint (self->out, "p", p);
+    sn_pack_kv_uint (self->out, "span", span);
+    sn_pack_str (self->out, "buckets");
+    sn_pack_array (self->out, (uint32_t) count);
+    for (size_t index = 0; index < count; index++)
+        sn_pack_uint (self->out, buckets[index]);
+    s_peer_send (self, peer);
+    for (size_t index = 0; index < count; index++)
+        s_push_bucket (self, peer, p, buckets[index], span);
+}
+
+//  Split an hour bucket that differs from the peer's per minute: our store's minute
+//  digests of it go to the peer, which copies the minutes that differ both ways.
+static void
+s_refine_start (self_t *self, const char *peer, uint32_t p, uint64_t t)
+{
+    s_call_t *call = s_call_new (self, S_CALL_DIGEST);
+    if (!call)
+        return;
+    call->p = p;
+    call->refined = true;
+    call->within = t;
+    self->ae_active[p]++;
+    snprintf (call->peer, sizeof call->peer, "%s", peer);
+    s_store_begin (self, call, "digest", 2);
+    sn_pack_kv_uint (self->req, "p", p);
+    sn_pack_kv_uint (self->req, "within", t);
+    s_store_call (self, call);
 }
 
 //  Our digest of a partition against a replica's: push every bucket that differs,
@@ -2038,9 +2081,9 @@ s_compare (self_t *self, s_call_t *call, const sn_value_t *ours)
     const sn_value_t *theirs = sn_value_get (sn_msg_root (call->theirs), "buckets");
     size_t our_count = sn_value_size (ours), their_count = sn_value_size (theirs);
     size_t i = 0, j = 0;
-    uint64_t differ[S_AE_BUCKETS_MAX];
-    size_t differ_count = 0;
-    while ((i < our_count || j < their_count) && differ_count < S_AE_BUCKETS_MAX) {
+    uint64_t differ[S_AE_MINUTES];
+    size_t differ_count = 0, differ_max = call->refined ? S_AE_MINUTES : S_AE_BUCKETS_MAX;
+    while ((i < our_count || j < their_count) && differ_count < differ_max) {
         uint64_t t1 = UINT64_MAX, t2 = UINT64_MAX, c1 = 0, c2 = 0, x1 = 0, x2 = 0;
         const sn_value_t *a = i < our_count ? sn_value_at (ours, i) : NULL;
         const sn_value_t *b = j < their_count ? sn_value_at (theirs, j) : NULL;
@@ -2067,6 +2110,12 @@ s_compare (self_t *self, s_call_t *call, const sn_value_t *ours)
             differ[differ_count++] = t2;
             j++;
         }
+    }
+    //  Minutes of an hour that had settled already: copied at once
+    if (call->refined) {
+        if (differ_count)
+            s_exchange_buckets (self, call->peer, call->p, differ, differ_count, S_AE_MINUTE);
+        return;
     }
     //  A bucket is copied only once our side of it has held still between two
     //  exchanges: one still being written (the current hour, under load) differs from
@@ -2098,20 +2147,10 @@ s_compare (self_t *self, s_call_t *call, const sn_value_t *ours)
             zhashx_update (self->ae_seen, name, now);
         }
     }
-    differ_count = settled;
-    if (differ_count == 0)
-        return;
-    sn_pack_reset (self->out);
-    sn_pack_map (self->out, 3);
-    sn_pack_kv_str (self->out, "op", "pull");
-    sn_pack_kv_uint (self->out, "p", call->p);
-    sn_pack_str (self->out, "buckets");
-    sn_pack_array (self->out, (uint32_t) differ_count);
-    for (size_t index = 0; index < differ_count; index++)
-        sn_pack_uint (self->out, differ[index]);
-    s_peer_send (self, call->peer);
-    for (size_t index = 0; index < differ_count; index++)
-        s_push_bucket (self, call->peer, call->p, differ[index]);
+    //  A settled hour is narrowed to the minutes that differ before anything is
+    //  copied: a replica that missed a few writes gets those minutes, not the hour
+    for (size_t index = 0; index < settled; index++)
+        s_refine_start (self, call->peer, call->p, differ[index]);
 }
 
 //  ---- Answers from the store
@@ -2160,12 +2199,19 @@ s_store_recv (self_t *self)
             s_peer_send (self, call->peer);
             s_call_end (self, call);
         }
+        else if (call->kind == S_CALL_DIGEST && call->refined && code == 413) {
+            //  Too many events to split here: the hour is copied whole
+            s_exchange_buckets (self, call->peer, call->p, &call->within, 1, SN_STORE_BUCKET_MS);
+            s_call_end (self, call);
+        }
         else if (call->kind == S_CALL_DIGEST) {
             const sn_value_t *buckets = sn_value_get (root, "buckets");
             sn_pack_reset (self->out);
-            sn_pack_map (self->out, 3);
+            sn_pack_map (self->out, call->refined ? 4 : 3);
             sn_pack_kv_str (self->out, "op", "digest");
             sn_pack_kv_uint (self->out, "p", call->p);
+            if (call->refined)
+                sn_pack_kv_uint (self->out, "within", call->within);
             sn_pack_str (self->out, "buckets");
             size_t count = sn_value_size (buckets);
             sn_pack_array (self->out, (uint32_t) count);
@@ -2183,6 +2229,9 @@ s_store_recv (self_t *self)
         else if (call->kind == S_CALL_COMPARE) {
             if (code == 200)
                 s_compare (self, call, sn_value_get (root, "buckets"));
+            else if (code == 413 && call->refined)
+                s_exchange_buckets (self, call->peer, call->p, &call->within, 1,
+                                    SN_STORE_BUCKET_MS);
             s_call_end (self, call);
         }
         else if (call->kind == S_CALL_PUSH) {
@@ -2455,10 +2504,16 @@ s_on_rgot (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t **
 static int
 s_on_digest (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t **msg_p)
 {
-    uint64_t p, t, count, hashes, previous = 0;
+    uint64_t p, t, count, hashes, previous = 0, within = 0;
     const sn_value_t *buckets = sn_value_get (root, "buckets");
     if (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions ||
         !sn_value_is (buckets, SN_TYPE_ARRAY))
+        return -1;
+    //  A refined digest: one hour bucket per minute
+    bool refined = sn_value_get (root, "within") != NULL;
+    if (refined && (!sn_value_uint (sn_value_get (root, "within"), &within) ||
+                    within % SN_STORE_BUCKET_MS != 0 || within > (uint64_t) SN_KEY_MS_MAX ||
+                    sn_value_size (buckets) > S_AE_MINUTES))
         return -1;
     //  In time order, as the store gives them: the comparison walks both in step
     for (size_t index = 0; index < sn_value_size (buckets); index++) {
@@ -2468,43 +2523,60 @@ s_on_digest (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t 
             t > (uint64_t) SN_KEY_MS_MAX || !sn_value_uint (sn_value_at (bucket, 1), &count) ||
             !sn_value_uint (sn_value_at (bucket, 2), &hashes))
             return -1;
+        if (refined && (t < within || t >= within + SN_STORE_BUCKET_MS || t % S_AE_MINUTE))
+            return -1;
         previous = t;
     }
     if (!sn_placement_holds (self->placement, (uint32_t) p, self->name))
         return 0; //  placement moved under the exchange; the next round is right
-    if (self->ae_active[p])
-        return 0; //  an exchange of this partition is under way already
+    //  An exchange of this partition under way already: the next round asks again.
+    //  A refined digest is part of an exchange the peer began, for an hour of its own.
+    if (self->ae_active[p] && !refined)
+        return 0;
     s_call_t *call = s_call_new (self, S_CALL_COMPARE);
     if (!call)
         return 0;
     call->p = (uint32_t) p;
+    call->refined = refined;
+    call->within = within;
     self->ae_active[p]++;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
     call->theirs = *msg_p;
     *msg_p = NULL;
-    s_store_begin (self, call, "digest", 1);
+    s_store_begin (self, call, "digest", refined ? 2 : 1);
     sn_pack_kv_uint (self->req, "p", p);
+    if (refined)
+        sn_pack_kv_uint (self->req, "within", within);
     s_store_call (self, call);
     return 0;
 }
 
-//  pull {p, buckets: [t...]}: a replica found these buckets differ; push ours.
+//  pull {p, buckets: [t...], span?}: a replica found these buckets (of span ms: an
+//  hour, the default, or a minute) differ; push ours.
 static int
 s_on_pull (self_t *self, const char *sender, const sn_value_t *root)
 {
-    uint64_t p, t;
+    uint64_t p, t, span = SN_STORE_BUCKET_MS;
     const sn_value_t *buckets = sn_value_get (root, "buckets");
+    const sn_value_t *span_value = sn_value_get (root, "span");
+    if (span_value &&
+        (!sn_value_uint (span_value, &span) || (span != SN_STORE_BUCKET_MS && span != S_AE_MINUTE)))
+        return -1;
+    size_t most = span == S_AE_MINUTE ? S_AE_MINUTES : S_AE_BUCKETS_MAX;
     if (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions ||
-        !sn_value_is (buckets, SN_TYPE_ARRAY) || sn_value_size (buckets) > S_AE_BUCKETS_MAX)
+        !sn_value_is (buckets, SN_TYPE_ARRAY) || sn_value_size (buckets) > most)
         return -1;
     for (size_t index = 0; index < sn_value_size (buckets); index++)
-        if (!sn_value_uint (sn_value_at (buckets, index), &t) || t > (uint64_t) SN_KEY_MS_MAX)
+        if (!sn_value_uint (sn_value_at (buckets, index), &t) || t > (uint64_t) SN_KEY_MS_MAX ||
+            t % span)
             return -1;
-    if (self->ae_active[p])
-        return 0; //  we are copying this partition already; the next round asks again
+    //  We are copying this partition already: the next round asks again. Minutes are
+    //  the end of a refined exchange, whose hour we may be splitting too: pushed now.
+    if (self->ae_active[p] && span != S_AE_MINUTE)
+        return 0;
     for (size_t index = 0; index < sn_value_size (buckets); index++) {
         sn_value_uint (sn_value_at (buckets, index), &t);
-        s_push_bucket (self, sender, (uint32_t) p, t);
+        s_push_bucket (self, sender, (uint32_t) p, t, span);
     }
     return 0;
 }

@@ -20,11 +20,10 @@
 #define S_RETRY_MAX     60000                    //  longest wait between deliveries
 #define S_POST_TIMEOUT  10000                    //  ms one POST may take
 #define S_HANDSHAKE_WAIT                                                                           \
-    5000                          //  ms the handshake may take: less
-                                  //  than a client waits for its answer
-#define S_CREATE_WRITE_WAIT 3000  //  ms allowed a creation's write after its handshake
-#define S_SCAN_LIMIT        1000  //  events per scan page at start
-#define S_SCAN_WAIT         60000 //  ms START waits for a scan page
+    5000                   //  ms the handshake may take: less
+                           //  than a client waits for its answer
+#define S_SCAN_LIMIT 1000  //  events per scan page at start
+#define S_SCAN_WAIT  60000 //  ms START waits for a scan page
 
 //  The value in a bucket's seen table of a result already in a commit.
 static char s_committed[] = "committed";
@@ -1258,11 +1257,11 @@ s_self_start (self_t *self)
     if (!self->scan)
         return strdup ("batch: cannot connect to the store");
     self->owners = sn_owners_new (self->config.feed, self->config.mesh, self->config.partitions);
-    //  A forwarded creation waits for the owner's handshake and then its write
-    if (self->owners)
-        sn_owners_set_wait (self->owners, "batch.create", S_HANDSHAKE_WAIT + S_CREATE_WRITE_WAIT);
     if (!self->owners)
         return strdup ("batch: cannot connect to the mesh");
+    //  A forwarded creation waits for the owner's handshake (and then its write, which
+    //  the mesh allows for)
+    sn_owners_set_wait (self->owners, "batch.create", S_HANDSHAKE_WAIT);
     self->gained = (bool *) zmalloc (self->config.partitions * sizeof (bool));
     self->lost = (bool *) zmalloc (self->config.partitions * sizeof (bool));
     //  With a feed, partitions are replayed as the mesh hands them to this node

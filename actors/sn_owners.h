@@ -48,9 +48,9 @@ size_t sn_owners_recv (sn_owners_t *self, bool *gained, bool *lost);
 
 bool sn_owners_owns (sn_owners_t *self, uint32_t p);
 
-//  Requests with this op may take up to ms at the owner (the write timeout is the
-//  default): their forwards wait that long before the next replica is tried. At
-//  most four ops; returns -1 when there is no room.
+//  Requests with this op may take up to ms longer than a write at the owner: their
+//  forwards wait that much longer before the next replica is tried. At most four
+//  ops; returns -1 when there is no room.
 int sn_owners_set_wait (sn_owners_t *self, const char *op, uint32_t ms);
 
 //  The partition a bucket request concerns: that of bucket_id ("primary" when

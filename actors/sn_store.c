@@ -811,6 +811,8 @@ s_op_range (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
     return 0;
 }
 
+#define S_MINUTES (SN_STORE_BUCKET_MS / SN_STORE_MINUTE_MS)
+
 //  digest {p, within: t}: the hour bucket starting at t, per minute, computed from the
 //  partition's index: for narrowing a bucket that differs between replicas down to
 //  the minutes to copy. A bucket of more than SN_STORE_WITHIN_MAX events is answered
@@ -826,16 +828,12 @@ s_op_digest_within (self_t *self, MDB_txn *txn, uint32_t p, const sn_value_t *wi
     }
     byte start[2 + SN_KEY_TIME_LEN + 1];
     s_put_be16 (start, p);
-    sn_keygen_t *keygen = sn_keygen_new ("t");
-    char first[SN_KEY_MAX + 1];
-    sn_keygen_next (keygen, (int64_t) t, first);
-    sn_keygen_destroy (&keygen);
-    memcpy (start + 2, first, SN_KEY_TIME_LEN);
+    sn_key_time_prefix ((int64_t) t, (char *) start + 2);
     MDB_cursor *cursor;
     int rc = mdb_cursor_open (txn, self->byp, &cursor);
     if (rc)
         return rc;
-    uint64_t counts[60] = {0}, xors[60] = {0}, total = 0;
+    uint64_t counts[S_MINUTES] = {0}, xors[S_MINUTES] = {0}, total = 0;
     MDB_val index = {2 + SN_KEY_TIME_LEN, start}, empty;
     for (rc = mdb_cursor_get (cursor, &index, &empty, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get (cursor, &index, &empty, MDB_NEXT)) {
@@ -843,11 +841,11 @@ s_op_digest_within (self_t *self, MDB_txn *txn, uint32_t p, const sn_value_t *wi
             break;
         const char *key = (const char *) index.mv_data + 2;
         int64_t ts = sn_key_time (key, index.mv_size - 2);
-        if (ts < 0 || (uint64_t) ts >= t + SN_STORE_BUCKET_MS)
+        if (ts < (int64_t) t || (uint64_t) ts >= t + SN_STORE_BUCKET_MS)
             break;
         if (++total > SN_STORE_WITHIN_MAX)
             break;
-        size_t minute = (size_t) (((uint64_t) ts - t) / 60000);
+        size_t minute = (size_t) (((uint64_t) ts - t) / SN_STORE_MINUTE_MS);
         counts[minute]++;
         xors[minute] ^= sn_hash (key, index.mv_size - 2);
     }
@@ -860,18 +858,18 @@ s_op_digest_within (self_t *self, MDB_txn *txn, uint32_t p, const sn_value_t *wi
         return 0;
     }
     uint32_t count = 0;
-    for (size_t minute = 0; minute < 60; minute++)
+    for (size_t minute = 0; minute < S_MINUTES; minute++)
         count += counts[minute] > 0;
     s_reply_start (self, rid, 200, 3);
     sn_pack_kv_uint (self->reply, "p", p);
     sn_pack_kv_uint (self->reply, "within", t);
     sn_pack_str (self->reply, "buckets");
     sn_pack_array (self->reply, count);
-    for (size_t minute = 0; minute < 60; minute++) {
+    for (size_t minute = 0; minute < S_MINUTES; minute++) {
         if (!counts[minute])
             continue;
         sn_pack_map (self->reply, 3);
-        sn_pack_kv_uint (self->reply, "t", t + minute * 60000);
+        sn_pack_kv_uint (self->reply, "t", t + minute * SN_STORE_MINUTE_MS);
         sn_pack_kv_uint (self->reply, "count", counts[minute]);
         sn_pack_kv_uint (self->reply, "xor", xors[minute]);
     }
@@ -1594,7 +1592,7 @@ s_test_check_digests (s_test_t *test)
                 assert (sn_value_uint (sn_value_get (sn_value_at (minutes, at), "t"), &mt));
                 assert (sn_value_uint (sn_value_get (sn_value_at (minutes, at), "count"), &mc));
                 assert (sn_value_uint (sn_value_get (sn_value_at (minutes, at), "xor"), &mx));
-                assert (mt >= t && mt < t + SN_STORE_BUCKET_MS && mt % 60000 == 0);
+                assert (mt >= t && mt < t + SN_STORE_BUCKET_MS && mt % SN_STORE_MINUTE_MS == 0);
                 assert (at == 0 || mt > previous_minute);
                 assert (mc > 0);
                 previous_minute = mt;
@@ -1611,6 +1609,13 @@ s_test_check_digests (s_test_t *test)
     sn_pack_kv_uint (test->request, "p", 0);
     sn_pack_kv_uint (test->request, "within", 1234);
     sn_msg_t *refused = s_test_call (test, unaligned);
+    s_test_check_error (refused, 400, "within:");
+    sn_msg_destroy (&refused);
+    uint64_t beyond = s_test_begin (test, "digest", 2);
+    sn_pack_kv_uint (test->request, "p", 0);
+    sn_pack_kv_uint (test->request, "within",
+                     ((uint64_t) SN_KEY_MS_MAX / SN_STORE_BUCKET_MS + 1) * SN_STORE_BUCKET_MS);
+    refused = s_test_call (test, beyond);
     s_test_check_error (refused, 400, "within:");
     sn_msg_destroy (&refused);
 

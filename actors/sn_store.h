@@ -59,6 +59,9 @@ extern "C" {
 //  Width of the time buckets that digests summarise: one hour of key time.
 #define SN_STORE_BUCKET_MS (3600 * 1000)
 
+//  The finer buckets digest {within} splits one in: a minute.
+#define SN_STORE_MINUTE_MS 60000
+
 //  Most events of one bucket that digest {within} reads to split it per minute.
 #define SN_STORE_WITHIN_MAX 500000
 

@@ -202,6 +202,17 @@ sn_hash (const void *data, size_t size)
     return hash;
 }
 
+void
+sn_key_time_prefix (int64_t ms, char *out)
+{
+    sn_keygen_t *keygen = sn_keygen_new ("t");
+    char key[SN_KEY_MAX + 1];
+    sn_keygen_next (keygen, ms, key);
+    sn_keygen_destroy (&keygen);
+    memcpy (out, key, SN_KEY_TIME_LEN);
+    out[SN_KEY_TIME_LEN] = 0;
+}
+
 uint32_t
 sn_partition (const void *pkey, size_t size, uint32_t partitions)
 {
@@ -219,6 +230,9 @@ sn_key_test (bool verbose)
     sn_keygen_next (keygen, now, key);
     assert (streq (key, "20261122T121314123000000000-n1"));
     assert (strlen (key) == SN_KEY_TIME_LEN + 3);
+    char prefix[SN_KEY_TIME_LEN + 1];
+    sn_key_time_prefix (now, prefix);
+    assert (streq (prefix, "20261122T121314123000000000"));
     assert (sn_key_time (key, strlen (key)) == now);
     assert (sn_key_time (key, SN_KEY_TIME_LEN) == now);
 

@@ -38,6 +38,10 @@ void sn_keygen_resume (sn_keygen_t *self, int64_t last_ms, uint32_t last_seq);
 int64_t sn_keygen_last_ms (sn_keygen_t *self);
 uint32_t sn_keygen_last_seq (sn_keygen_t *self);
 
+//  Write the 27-character time part of the first key at ms, NUL-terminated, into
+//  out (at least SN_KEY_TIME_LEN + 1 bytes): a bound for ranges of keys by time.
+void sn_key_time_prefix (int64_t ms, char *out);
+
 //  Parse a key of len bytes: a 27-character time key, optionally followed by "-" and a
 //  valid node name. Returns its time in UTC ms, or -1 when it is not a key.
 int64_t sn_key_time (const char *key, size_t len);

@@ -29,14 +29,16 @@
 //  page of the store's largest scan page.
 #define S_PEER_MAX_SIZE (16 * 1024 * 1024)
 
-#define S_CALLS            65536               //  calls in flight, a power of two
-#define S_REPLICAS_MAX     64                  //  replicas a write tracks (one bit each)
-#define S_HINTS_MAX        100000              //  hints kept for members that are down
-#define S_HINT_BYTES_MAX   (256 * 1024 * 1024) //  and their size
-#define S_HINTS_PER_BEAT   1000                //  hint deliveries started per heartbeat
-#define S_AE_BUCKETS_MAX   8                   //  differing buckets repaired per exchange
-#define S_AE_MINUTE        60000               //  the finer buckets a differing one is split in
-#define S_AE_MINUTES       (SN_STORE_BUCKET_MS / S_AE_MINUTE)
+#define S_CALLS          65536               //  calls in flight, a power of two
+#define S_REPLICAS_MAX   64                  //  replicas a write tracks (one bit each)
+#define S_HINTS_MAX      100000              //  hints kept for members that are down
+#define S_HINT_BYTES_MAX (256 * 1024 * 1024) //  and their size
+#define S_HINTS_PER_BEAT 1000                //  hint deliveries started per heartbeat
+#define S_AE_BUCKETS_MAX 8                   //  differing buckets repaired per exchange
+#define S_AE_MINUTES     (SN_STORE_BUCKET_MS / SN_STORE_MINUTE_MS)
+#define S_AE_REFINED_MAX                                                                           \
+    64                            //  refined calls of a partition in flight, before a peer's
+                                  //  refined digests and minute pulls wait for the next round
 #define S_PUSH_PAGE        256    //  events per repair message
 #define S_BURST            256    //  messages read from a socket per wakeup
 #define S_AE_SEEN_MAX      100000 //  differing buckets remembered between rounds
@@ -95,6 +97,13 @@ typedef enum {
     S_CALL_BATCH,        //  our store's copies of a burst of puts, as one bulk
 } s_call_kind_t;
 
+//  A hello refused, for GET /cluster.
+typedef struct {
+    char reason[S_ERROR_MAX]; //  printable ASCII, or "" for none
+    int64_t at;               //  unix ms it last happened
+    int64_t logged;           //  mono ms it was last logged
+} s_refusal_t;
+
 //  One member's page of a range read.
 typedef struct {
     char name[SN_NAME_MAX + 1]; //  the member asked
@@ -113,6 +122,8 @@ typedef struct {
     char key[SN_KEY_MAX + 1];   //  WRITE, GET: the key; PUSH: where its scan ends
     uint32_t p;                 //  the partition
     uint32_t wait;              //  FORWARD: ms each try may take, 0 for the write timeout
+    int64_t until;              //  a call with a wait of its own: its deadline, kept
+                                //  in self->waits, out of the ring's order; or 0
     bool refined;               //  DIGEST, COMPARE: of one bucket per minute, not per hour
     uint64_t within;            //  DIGEST, COMPARE when refined: that bucket's start
     uint32_t replicas;          //  WRITE: replicas of p
@@ -167,8 +178,10 @@ typedef struct {
     char *ops_endpoint;          //  configured ops endpoint
     uint32_t partitions;         //  P
     uint32_t rf;                 //  replicas per partition
-    char refused[S_ERROR_MAX];   //  the last hello refused, ours or theirs, or ""
-    int64_t refused_logged;      //  mono ms of the last refusal logged
+    s_refusal_t refused;         //  the last hello we refused
+    s_refusal_t refused_by;      //  the last refusal of our hello
+    int64_t refuse_sent;         //  mono ms we last told a node it was refused
+    uint64_t ticket;             //  random, in our hellos: a refusal must echo it
     int64_t heartbeat_ms;        //  ping interval
     int64_t suspect_ms;          //  silence before suspect
     int64_t dead_ms;             //  suspicion before dead
@@ -206,7 +219,9 @@ typedef struct {
     uint64_t ae_pushed;          //  events pushed to replicas by anti-entropy
     uint64_t ae_received;        //  events received from replicas by anti-entropy
     uint32_t *ae_active;         //  per partition: anti-entropy calls in flight
+    uint32_t *ae_refined;        //  per partition: those of them about minutes
     zhashx_t *ae_seen;           //  "peer/p/t" -> our [count, xor] of a differing bucket
+    zlistx_t *waits;             //  ids of calls with a wait of their own (until)
     sn_pack_t *req;              //  request to the store being built
     sn_pack_t *reply;            //  reply to a caller being built
     sn_pack_t *batch;            //  our store's items of a bulk being built
@@ -296,6 +311,11 @@ s_self_new (zsock_t *pipe, const sn_mesh_config_t *config)
     self->calls = (s_call_t **) zmalloc (S_CALLS * sizeof (s_call_t *));
     self->next_call = self->oldest_call = 1;
     self->ae_seen = zhashx_new ();
+    //  Not a secret, only unguessable by a stranger who never heard our hello
+    zuuid_t *uuid = zuuid_new ();
+    memcpy (&self->ticket, zuuid_data (uuid), sizeof self->ticket);
+    zuuid_destroy (&uuid);
+    self->waits = zlistx_new ();
     zhashx_set_destructor (self->ae_seen, s_string_destroy);
     self->hints = zhashx_new ();
     zhashx_set_destructor (self->hints, s_hint_destroy);
@@ -320,7 +340,9 @@ s_self_destroy (self_t **self_p)
     free (self->calls);
     zhashx_destroy (&self->hints);
     zhashx_destroy (&self->ae_seen);
+    zlistx_destroy (&self->waits);
     free (self->ae_active);
+    free (self->ae_refined);
     sn_pack_destroy (&self->req);
     sn_pack_destroy (&self->reply);
     sn_pack_destroy (&self->batch);
@@ -360,37 +382,55 @@ s_pack_hello (self_t *self)
 {
     const sn_member_t *me = sn_members_self (self->members);
     sn_pack_reset (self->out);
-    sn_pack_map (self->out, 6);
+    sn_pack_map (self->out, 7);
     sn_pack_kv_str (self->out, "op", "hello");
     sn_pack_kv_str (self->out, "name", me->name);
     sn_pack_kv_str (self->out, "endpoint", me->endpoint);
     sn_pack_kv_uint (self->out, "incarnation", me->incarnation);
     sn_pack_kv_uint (self->out, "partitions", self->partitions);
     sn_pack_kv_uint (self->out, "rf", self->rf);
+    sn_pack_kv_uint (self->out, "ticket", self->ticket);
 }
 
-//  Keep a refusal for GET /cluster and log it, at most every ten seconds: a
+//  How often a refusal is logged, and a refused node told why, at most: a
 //  misconfigured node says hello again on every probe.
+#define S_REFUSAL_EVERY 10000
+
+//  Keep a refusal for GET /cluster, in printable ASCII whatever a peer sent, and
+//  log it at most every S_REFUSAL_EVERY ms.
+static void s_refusal (self_t *self, s_refusal_t *refusal, int64_t now, const char *format, ...)
+    __attribute__ ((format (printf, 4, 5)));
+
 static void
-s_refusal (self_t *self, int64_t now, const char *format, ...)
+s_refusal (self_t *self, s_refusal_t *refusal, int64_t now, const char *format, ...)
 {
     va_list args;
     va_start (args, format);
-    vsnprintf (self->refused, sizeof self->refused, format, args);
+    vsnprintf (refusal->reason, sizeof refusal->reason, format, args);
     va_end (args);
-    if (self->refused_logged == 0 || now - self->refused_logged >= 10000) {
-        self->refused_logged = now;
-        zsys_error ("sn_mesh: %s: %s", self->name, self->refused);
+    for (char *c = refusal->reason; *c; c++)
+        if (*c < 0x20 || *c > 0x7e)
+            *c = '?';
+    refusal->at = zclock_time ();
+    if (refusal->logged == 0 || now - refusal->logged >= S_REFUSAL_EVERY) {
+        refusal->logged = now;
+        zsys_error ("sn_mesh: %s: %s", self->name, refusal->reason);
     }
 }
 
 static void s_send (self_t *self, zsock_t *dealer);
 
-//  A hello refused for a placement that is not ours: tell the node why, on a link
-//  of its own that lives only for that message, since it is not a member here.
+//  A hello refused for a placement that is not ours: tell the node why, echoing its
+//  ticket, on a link of its own that lives only for that message (it is not a
+//  member here). At most one such link every S_REFUSAL_EVERY ms, and only over tcp:
+//  a hello names any endpoint it likes.
 static void
-s_refuse (self_t *self, const char *endpoint, const char *reason)
+s_refuse (self_t *self, int64_t now, const char *endpoint, uint64_t ticket, const char *reason)
 {
+    if ((self->refuse_sent && now - self->refuse_sent < S_REFUSAL_EVERY) ||
+        strncmp (endpoint, "tcp://", 6) != 0)
+        return;
+    self->refuse_sent = now;
     zsock_t *dealer = zsock_new (ZMQ_DEALER);
     if (!dealer)
         return;
@@ -399,9 +439,10 @@ s_refuse (self_t *self, const char *endpoint, const char *reason)
     zsock_set_linger (dealer, 1000);
     if (zsock_connect (dealer, "%s", endpoint) == 0) {
         sn_pack_reset (self->out);
-        sn_pack_map (self->out, 3);
+        sn_pack_map (self->out, 4);
         sn_pack_kv_str (self->out, "op", "refused");
         sn_pack_kv_str (self->out, "from", self->name);
+        sn_pack_kv_uint (self->out, "ticket", ticket);
         sn_pack_kv_str (self->out, "reason", reason);
         s_send (self, dealer);
     }
@@ -590,14 +631,16 @@ s_publish (self_t *self)
     //  something (which agents and workers are connected here)
     size_t count, reachable = 0;
     const sn_member_t *list = sn_members_list (self->members, &count);
+    const char **names = (const char **) malloc ((count ? count : 1) * sizeof (char *));
+    assert (names);
     for (size_t index = 0; index < count; index++)
         if (streq (list[index].name, self->name) || s_reachable (self, list[index].name))
-            reachable++;
+            names[reachable++] = list[index].name;
     sn_pack_str (out, "members");
     sn_pack_array (out, (uint32_t) reachable);
-    for (size_t index = 0; index < count; index++)
-        if (streq (list[index].name, self->name) || s_reachable (self, list[index].name))
-            sn_pack_str (out, list[index].name);
+    for (size_t index = 0; index < reachable; index++)
+        sn_pack_str (out, names[index]);
+    free (names);
     zmq_send (zsock_resolve (self->feed), sn_pack_data (out), sn_pack_size (out), ZMQ_DONTWAIT);
 }
 
@@ -663,7 +706,8 @@ s_heartbeat (self_t *self)
 //  Everything here waits on the store or on peers without blocking: each request
 //  out is a call, numbered, kept in a ring, and finished by its answer or by its
 //  deadline. Deadlines grow with the call number, so the oldest call is always the
-//  next to expire.
+//  next to expire; the few calls with a wait of their own (a forward that may take
+//  longer than a write) are kept aside, in self->waits, and expire from there.
 
 //  A client write at commit level: how many replicas must store it.
 static uint32_t
@@ -688,6 +732,14 @@ s_call_new (self_t *self, s_call_kind_t kind)
     call->deadline = zclock_mono () + self->write_timeout_ms;
     self->calls[slot] = call;
     return call;
+}
+
+//  Give call a deadline of its own, ms from now, out of the ring's order.
+static void
+s_call_wait (self_t *self, s_call_t *call, int64_t ms)
+{
+    call->until = zclock_mono () + ms;
+    zlistx_add_end (self->waits, (void *) (uintptr_t) call->id);
 }
 
 static s_call_t *
@@ -723,11 +775,24 @@ s_call_is_ae (const s_call_t *call)
     return call->kind == S_CALL_DIGEST || call->kind == S_CALL_COMPARE || call->kind == S_CALL_PUSH;
 }
 
+//  An anti-entropy call of its partition begins; a refined one (of minutes) counts
+//  apart too.
+static void
+s_ae_count (self_t *self, s_call_t *call, bool refined)
+{
+    self->ae_active[call->p]++;
+    call->refined = refined;
+    if (refined)
+        self->ae_refined[call->p]++;
+}
+
 static void
 s_call_end (self_t *self, s_call_t *call)
 {
     if (s_call_is_ae (call) && self->ae_active[call->p] > 0)
         self->ae_active[call->p]--;
+    if (s_call_is_ae (call) && call->refined && self->ae_refined[call->p] > 0)
+        self->ae_refined[call->p]--;
     self->calls[call->id & (S_CALLS - 1)] = NULL;
     s_call_free (call);
 }
@@ -777,16 +842,6 @@ s_peer_send (self_t *self, const char *name)
     return peer && peer->dealer &&
            zmq_send (zsock_resolve (peer->dealer), sn_pack_data (self->out),
                      sn_pack_size (self->out), ZMQ_DONTWAIT) != -1;
-}
-
-//  The 27-character time part of the first key at ms: a bound for key ranges.
-static void
-s_time_key (int64_t ms, char *out)
-{
-    sn_keygen_t *keygen = sn_keygen_new ("t");
-    sn_keygen_next (keygen, ms, out);
-    sn_keygen_destroy (&keygen);
-    out[SN_KEY_TIME_LEN] = 0;
 }
 
 //  The fields every copy of an event carries: {key, type?, p, event}, packed into
@@ -1630,10 +1685,12 @@ s_on_forward (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_
 {
     uint64_t p = 0;
     size_t node_len = 0;
-    const char *node = sn_value_str (sn_value_get (root, "node"), &node_len);
+    const sn_value_t *node_value = sn_value_get (root, "node");
+    const char *node = sn_value_str (node_value, &node_len);
     const sn_value_t *request = sn_value_get (root, "request");
-    bool to_node = node && node_len > 0 && node_len <= SN_NAME_MAX;
-    if ((!to_node && (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions)) ||
+    bool to_node = node_value != NULL;
+    if ((to_node && (!node || node_len == 0 || node_len > SN_NAME_MAX)) ||
+        (!to_node && (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions)) ||
         !sn_value_is (request, SN_TYPE_MAP) ||
         !sn_value_is (sn_value_get (request, "op"), SN_TYPE_STRING)) {
         sn_pack_error (self->reply, rid, 400,
@@ -1644,6 +1701,12 @@ s_on_forward (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_
     //  Nodes that briefly disagree on the owner could hand a request back and forth
     uint64_t hops = 0;
     sn_value_uint (sn_value_get (request, "fwd"), &hops);
+    if (hops >= S_FORWARD_HOPS && to_node) {
+        sn_pack_error (self->reply, rid, 503,
+                       "request forwarded %" PRIu64 " times, not again to %.*s", hops,
+                       (int) node_len, node);
+        return;
+    }
     if (hops >= S_FORWARD_HOPS) {
         sn_pack_error (self->reply, rid, 503,
                        "request forwarded %" PRIu64 " times: the owner of partition %" PRIu64
@@ -1659,10 +1722,12 @@ s_on_forward (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_
     sn_routed_move (&call->routed, routed);
     call->rid = rid;
     call->p = (uint32_t) p;
-    uint64_t wait = 0;
-    if (sn_value_uint (sn_value_get (root, "timeout"), &wait) && wait > 0) {
+    //  timeout: how much longer than a write the request may take at the owner
+    uint64_t extra = 0;
+    if (sn_value_uint (sn_value_get (root, "timeout"), &extra) && extra > 0) {
+        uint64_t wait = (uint64_t) self->write_timeout_ms + extra;
         call->wait = (uint32_t) (wait < S_FORWARD_WAIT_MAX ? wait : S_FORWARD_WAIT_MAX);
-        call->deadline = zclock_mono () + call->wait;
+        s_call_wait (self, call, call->wait);
     }
     if (to_node) {
         memcpy (call->peer, node, node_len);
@@ -1692,7 +1757,7 @@ s_forward_retry (self_t *self, s_call_t *call)
     next->p = call->p;
     next->wait = call->wait;
     if (next->wait)
-        next->deadline = zclock_mono () + next->wait;
+        s_call_wait (self, next, next->wait);
     memcpy (next->peer, call->peer, sizeof next->peer);
     next->tries = call->tries;
     next->request = call->request;
@@ -1716,8 +1781,7 @@ s_on_fwd (self_t *self, const char *sender, const sn_value_t *root)
     if (!call)
         return 0;
     if (sn_value_uint (sn_value_get (root, "timeout"), &wait) && wait > 0)
-        call->deadline =
-            zclock_mono () + (int64_t) (wait < S_FORWARD_WAIT_MAX ? wait : S_FORWARD_WAIT_MAX);
+        s_call_wait (self, call, (int64_t) (wait < S_FORWARD_WAIT_MAX ? wait : S_FORWARD_WAIT_MAX));
     call->rid = their_rid;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
     if (!s_deliver_local (self, call, request, hops + 1))
@@ -1995,7 +2059,7 @@ s_anti_entropy (self_t *self)
         if (!call)
             return;
         call->p = p;
-        self->ae_active[p]++;
+        s_ae_count (self, call, false);
         snprintf (call->peer, sizeof call->peer, "%s", chosen);
         s_store_begin (self, call, "digest", 1);
         sn_pack_kv_uint (self->req, "p", p);
@@ -2005,13 +2069,14 @@ s_anti_entropy (self_t *self)
 
 //  Scan one time bucket of partition p, from from, and push it to peer.
 static void
-s_push_start (self_t *self, const char *peer, uint32_t p, const char *from, const char *to)
+s_push_start (self_t *self, const char *peer, uint32_t p, const char *from, const char *to,
+              bool refined)
 {
     s_call_t *call = s_call_new (self, S_CALL_PUSH);
     if (!call)
         return;
     call->p = p;
-    self->ae_active[p]++;
+    s_ae_count (self, call, refined);
     snprintf (call->peer, sizeof call->peer, "%s", peer);
     snprintf (call->key, sizeof call->key, "%s", to);
     s_store_begin (self, call, "scan", *to ? 4 : 3);
@@ -2028,11 +2093,11 @@ static void
 s_push_bucket (self_t *self, const char *peer, uint32_t p, uint64_t t, uint64_t span)
 {
     char from[SN_KEY_MAX + 1], to[SN_KEY_MAX + 1] = "";
-    s_time_key ((int64_t) t, from);
+    sn_key_time_prefix ((int64_t) t, from);
     //  The last hour a key can hold has no end key: its scan runs to the end
     if (t + span <= (uint64_t) SN_KEY_MS_MAX)
-        s_time_key ((int64_t) (t + span), to);
-    s_push_start (self, peer, p, from, to);
+        sn_key_time_prefix ((int64_t) (t + span), to);
+    s_push_start (self, peer, p, from, to, span == SN_STORE_MINUTE_MS);
 }
 
 //  Copy buckets of span ms both ways: ask the peer to push its side, push ours.
@@ -2063,9 +2128,8 @@ s_refine_start (self_t *self, const char *peer, uint32_t p, uint64_t t)
     if (!call)
         return;
     call->p = p;
-    call->refined = true;
     call->within = t;
-    self->ae_active[p]++;
+    s_ae_count (self, call, true);
     snprintf (call->peer, sizeof call->peer, "%s", peer);
     s_store_begin (self, call, "digest", 2);
     sn_pack_kv_uint (self->req, "p", p);
@@ -2114,7 +2178,8 @@ s_compare (self_t *self, s_call_t *call, const sn_value_t *ours)
     //  Minutes of an hour that had settled already: copied at once
     if (call->refined) {
         if (differ_count)
-            s_exchange_buckets (self, call->peer, call->p, differ, differ_count, S_AE_MINUTE);
+            s_exchange_buckets (self, call->peer, call->p, differ, differ_count,
+                                SN_STORE_MINUTE_MS);
         return;
     }
     //  A bucket is copied only once our side of it has held still between two
@@ -2258,13 +2323,43 @@ s_store_recv (self_t *self)
             }
             char *next = sn_value_get_strdup (root, "next");
             if (code == 200 && next && strlen (next) <= SN_KEY_MAX)
-                s_push_start (self, call->peer, call->p, next, call->key);
+                s_push_start (self, call->peer, call->p, next, call->key, call->refined);
             free (next);
             s_call_end (self, call);
         }
         sn_msg_destroy (&msg);
     }
     zmq_msg_close (&frame);
+}
+
+//  A call whose deadline passed: each kind ends its own way.
+static void
+s_call_expire (self_t *self, s_call_t *call)
+{
+    if (call->kind == S_CALL_WRITE) {
+        call->deadline = 0;
+        s_write_settle (self, call);
+    }
+    else if (call->kind == S_CALL_GET)
+        s_get_not_found (self, call, call->answered == call->sent);
+    else if (call->kind == S_CALL_FORWARD)
+        s_forward_retry (self, call);
+    else if (call->kind == S_CALL_RANGE) {
+        sn_pack_error (self->reply, call->rid, 504,
+                       "%u of %u members did not answer the range in time",
+                       call->sent - call->answered, call->sent);
+        s_call_answer (self, call);
+    }
+    else {
+        if (call->kind == S_CALL_HINT) {
+            char text[24];
+            snprintf (text, sizeof text, "%" PRIu64, call->hint);
+            s_hint_t *hint = (s_hint_t *) zhashx_lookup (self->hints, text);
+            if (hint)
+                hint->in_flight = 0;
+        }
+        s_call_end (self, call);
+    }
 }
 
 //  Give up on calls whose deadline has passed.
@@ -2277,52 +2372,54 @@ s_calls_expire (self_t *self, int64_t now)
             self->oldest_call++;
             continue;
         }
-        //  A bulk ends with its items, which expire on their own
-        if (call->kind == S_CALL_BULK) {
+        //  A bulk ends with its items, which expire on their own; calls with a wait
+        //  of their own expire from self->waits
+        if (call->kind == S_CALL_BULK || call->until) {
             self->oldest_call++;
             continue;
         }
         if (call->deadline > now)
             break;
         self->oldest_call++;
-        if (call->kind == S_CALL_WRITE) {
-            call->deadline = 0;
-            s_write_settle (self, call);
-        }
-        else if (call->kind == S_CALL_GET)
-            s_get_not_found (self, call, call->answered == call->sent);
-        else if (call->kind == S_CALL_FORWARD)
-            s_forward_retry (self, call);
-        else if (call->kind == S_CALL_RANGE) {
-            sn_pack_error (self->reply, call->rid, 504,
-                           "%u of %u members did not answer the range in time",
-                           call->sent - call->answered, call->sent);
-            s_call_answer (self, call);
-        }
-        else {
-            if (call->kind == S_CALL_HINT) {
-                char text[24];
-                snprintf (text, sizeof text, "%" PRIu64, call->hint);
-                s_hint_t *hint = (s_hint_t *) zhashx_lookup (self->hints, text);
-                if (hint)
-                    hint->in_flight = 0;
-            }
-            s_call_end (self, call);
+        s_call_expire (self, call);
+    }
+    //  One at a time, from the start again: expiring a forward may add its retry
+    bool expired = true;
+    while (expired) {
+        expired = false;
+        for (void *item = zlistx_first (self->waits); item && !expired;
+             item = zlistx_next (self->waits)) {
+            s_call_t *call = s_call_lookup (self, (uint64_t) (uintptr_t) item);
+            if (call && call->until > now)
+                continue;
+            zlistx_delete (self->waits, zlistx_cursor (self->waits));
+            if (call)
+                s_call_expire (self, call);
+            expired = true;
         }
     }
 }
 
-//  When the oldest call expires, or -1 when none is waiting.
+//  When the next call expires, or -1 when none is waiting.
 static int64_t
 s_calls_deadline (self_t *self)
 {
+    int64_t next = -1;
     while (self->oldest_call < self->next_call) {
         s_call_t *call = self->calls[self->oldest_call & (S_CALLS - 1)];
-        if (call && call->id == self->oldest_call && call->kind != S_CALL_BULK)
-            return call->deadline;
+        if (call && call->id == self->oldest_call && call->kind != S_CALL_BULK && !call->until) {
+            next = call->deadline;
+            break;
+        }
         self->oldest_call++;
     }
-    return -1;
+    for (void *item = zlistx_first (self->waits); item; item = zlistx_next (self->waits)) {
+        s_call_t *call = s_call_lookup (self, (uint64_t) (uintptr_t) item);
+        int64_t until = call ? call->until : 0; //  ended: its entry goes at the next expiry
+        if (next == -1 || until < next)
+            next = until;
+    }
+    return next;
 }
 
 //  ---- Data messages from peers. Each is checked whole; -1 drops it.
@@ -2523,23 +2620,23 @@ s_on_digest (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t 
             t > (uint64_t) SN_KEY_MS_MAX || !sn_value_uint (sn_value_at (bucket, 1), &count) ||
             !sn_value_uint (sn_value_at (bucket, 2), &hashes))
             return -1;
-        if (refined && (t < within || t >= within + SN_STORE_BUCKET_MS || t % S_AE_MINUTE))
+        if (refined && (t < within || t >= within + SN_STORE_BUCKET_MS || t % SN_STORE_MINUTE_MS))
             return -1;
         previous = t;
     }
     if (!sn_placement_holds (self->placement, (uint32_t) p, self->name))
         return 0; //  placement moved under the exchange; the next round is right
     //  An exchange of this partition under way already: the next round asks again.
-    //  A refined digest is part of an exchange the peer began, for an hour of its own.
-    if (self->ae_active[p] && !refined)
+    //  A refined digest is part of an exchange the peer began, for an hour of its own:
+    //  taken while this partition has few refined calls in flight.
+    if (refined ? self->ae_refined[p] >= S_AE_REFINED_MAX : self->ae_active[p] > 0)
         return 0;
     s_call_t *call = s_call_new (self, S_CALL_COMPARE);
     if (!call)
         return 0;
     call->p = (uint32_t) p;
-    call->refined = refined;
     call->within = within;
-    self->ae_active[p]++;
+    s_ae_count (self, call, refined);
     snprintf (call->peer, sizeof call->peer, "%s", sender);
     call->theirs = *msg_p;
     *msg_p = NULL;
@@ -2559,10 +2656,10 @@ s_on_pull (self_t *self, const char *sender, const sn_value_t *root)
     uint64_t p, t, span = SN_STORE_BUCKET_MS;
     const sn_value_t *buckets = sn_value_get (root, "buckets");
     const sn_value_t *span_value = sn_value_get (root, "span");
-    if (span_value &&
-        (!sn_value_uint (span_value, &span) || (span != SN_STORE_BUCKET_MS && span != S_AE_MINUTE)))
+    if (span_value && (!sn_value_uint (span_value, &span) ||
+                       (span != SN_STORE_BUCKET_MS && span != SN_STORE_MINUTE_MS)))
         return -1;
-    size_t most = span == S_AE_MINUTE ? S_AE_MINUTES : S_AE_BUCKETS_MAX;
+    size_t most = span == SN_STORE_MINUTE_MS ? S_AE_MINUTES : S_AE_BUCKETS_MAX;
     if (!sn_value_uint (sn_value_get (root, "p"), &p) || p >= self->partitions ||
         !sn_value_is (buckets, SN_TYPE_ARRAY) || sn_value_size (buckets) > most)
         return -1;
@@ -2572,7 +2669,8 @@ s_on_pull (self_t *self, const char *sender, const sn_value_t *root)
             return -1;
     //  We are copying this partition already: the next round asks again. Minutes are
     //  the end of a refined exchange, whose hour we may be splitting too: pushed now.
-    if (self->ae_active[p] && span != S_AE_MINUTE)
+    if (span == SN_STORE_MINUTE_MS ? self->ae_refined[p] >= S_AE_REFINED_MAX
+                                   : self->ae_active[p] > 0)
         return 0;
     for (size_t index = 0; index < sn_value_size (buckets); index++) {
         sn_value_uint (sn_value_at (buckets, index), &t);
@@ -2689,13 +2787,15 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
 {
     char *name = sn_value_get_strdup (root, "name");
     char *endpoint = sn_value_get_strdup (root, "endpoint");
-    uint64_t incarnation, partitions, rf;
+    uint64_t incarnation, partitions, rf, ticket;
     int rc = -1;
     bool valid = name && endpoint && sn_name_valid (name) && strlen (endpoint) > 0 &&
                  strlen (endpoint) <= SN_ENDPOINT_MAX &&
                  sn_value_uint (sn_value_get (root, "incarnation"), &incarnation) &&
                  sn_value_uint (sn_value_get (root, "partitions"), &partitions) &&
-                 sn_value_uint (sn_value_get (root, "rf"), &rf) && !streq (name, self->name);
+                 sn_value_uint (sn_value_get (root, "rf"), &rf) &&
+                 sn_value_uint (sn_value_get (root, "ticket"), &ticket) &&
+                 !streq (name, self->name);
     //  Nodes that place partitions differently would each write where the others
     //  never look: such a node is refused, and both sides say why.
     if (valid && (partitions != self->partitions || rf != self->rf)) {
@@ -2704,8 +2804,8 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
                   "%s runs with --partitions %" PRIu64 " --rf %" PRIu64
                   ", %s with --partitions %u --rf %u: every node of a cluster needs the same",
                   name, partitions, rf, self->name, self->partitions, self->rf);
-        s_refusal (self, now, "hello from %s refused: %s", name, reason);
-        s_refuse (self, endpoint, reason);
+        s_refusal (self, &self->refused, now, "hello from %s refused: %s", name, reason);
+        s_refuse (self, now, endpoint, ticket, reason);
         valid = false;
         rc = 0;
     }
@@ -2734,18 +2834,24 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
     return rc;
 }
 
-//  refused {from, reason}: a node would not have us. It is not a member, so the
-//  message is only kept and logged, bounded, never acted on.
+//  refused {from, ticket, reason}: a node would not have us. It is not a member,
+//  so the message counts only when it echoes the ticket of our hellos (a stranger
+//  who never heard one cannot make it up), and is only kept and logged, never
+//  acted on.
 static int
 s_on_refused (self_t *self, const sn_value_t *root, int64_t now)
 {
-    size_t from_len, reason_len;
-    const char *from = sn_value_str (sn_value_get (root, "from"), &from_len);
+    size_t reason_len;
+    uint64_t ticket;
+    char *from = sn_value_get_strdup (root, "from");
     const char *reason = sn_value_str (sn_value_get (root, "reason"), &reason_len);
-    if (!from || !reason || from_len > SN_NAME_MAX || reason_len >= S_ERROR_MAX)
-        return -1;
-    s_refusal (self, now, "refused by %.*s: %.*s", (int) from_len, from, (int) reason_len, reason);
-    return 0;
+    bool valid = from && sn_name_valid (from) && reason && reason_len < S_ERROR_MAX &&
+                 sn_value_uint (sn_value_get (root, "ticket"), &ticket) && ticket == self->ticket;
+    if (valid)
+        s_refusal (self, &self->refused_by, now, "refused by %s: %.*s", from, (int) reason_len,
+                   reason);
+    free (from);
+    return valid ? 0 : -1;
 }
 
 //  ping: a heartbeat from a member with its whole table. The whole message is
@@ -2900,19 +3006,30 @@ s_inbox_recv (self_t *self)
 //  Ops
 
 static void
+s_pack_refusal (sn_pack_t *out, const char *name, const s_refusal_t *refusal)
+{
+    sn_pack_str (out, name);
+    if (refusal->reason[0]) {
+        sn_pack_map (out, 2);
+        sn_pack_kv_str (out, "reason", refusal->reason);
+        sn_pack_str (out, "at");
+        sn_pack_int (out, refusal->at);
+    }
+    else
+        sn_pack_nil (out);
+}
+
+static void
 s_pack_cluster (self_t *self, uint64_t rid)
 {
     sn_pack_t *out = self->out;
     sn_pack_reset (out);
-    sn_pack_map (out, 11);
+    sn_pack_map (out, 12);
     sn_pack_kv_uint (out, "rid", rid);
     sn_pack_kv_uint (out, "code", 200);
     sn_pack_kv_str (out, "name", self->name);
-    sn_pack_str (out, "refused");
-    if (self->refused[0])
-        sn_pack_str (out, self->refused);
-    else
-        sn_pack_nil (out);
+    s_pack_refusal (out, "refused", &self->refused);
+    s_pack_refusal (out, "refused_by", &self->refused_by);
     sn_pack_str (out, "hints");
     sn_pack_map (out, 3);
     sn_pack_kv_uint (out, "pending", zhashx_size (self->hints));
@@ -3172,6 +3289,7 @@ s_mesh_start (self_t *self, char *error, size_t size)
     assert (self->members); //  name and endpoint were checked above
     self->placement = sn_placement_new (self->partitions, self->rf);
     self->ae_active = (uint32_t *) zmalloc (self->partitions * sizeof (uint32_t));
+    self->ae_refined = (uint32_t *) zmalloc (self->partitions * sizeof (uint32_t));
     assert (self->placement);
     //  No member table has this version: the first placement is always computed,
     //  even for a node alone whose table never changes
@@ -3536,13 +3654,14 @@ static void
 s_test_hello (zsock_t *dealer, sn_pack_t *pack, const char *name)
 {
     sn_pack_reset (pack);
-    sn_pack_map (pack, 6);
+    sn_pack_map (pack, 7);
     sn_pack_kv_str (pack, "op", "hello");
     sn_pack_kv_str (pack, "name", name);
     sn_pack_kv_str (pack, "endpoint", "tcp://127.0.0.1:1");
     sn_pack_kv_uint (pack, "incarnation", 1);
     sn_pack_kv_uint (pack, "partitions", 16);
     sn_pack_kv_uint (pack, "rf", 2);
+    sn_pack_kv_uint (pack, "ticket", 1);
     s_test_send (dealer, pack);
 }
 
@@ -3662,7 +3781,12 @@ sn_mesh_test (bool verbose)
     }
     //  A forward to a node by name reaches that node alone; one not reachable is 503
     const sn_value_t *members = sn_value_get (sn_msg_root (table), "members");
-    assert (sn_value_size (members) >= 2);
+    bool has_a = false, has_b = false;
+    for (size_t index = 0; index < sn_value_size (members); index++) {
+        has_a = has_a || sn_value_streq (sn_value_at (members, index), "A");
+        has_b = has_b || sn_value_streq (sn_value_at (members, index), "B");
+    }
+    assert (has_a && has_b);
     for (int round = 0; round < 2; round++) {
         sn_pack_reset (forward);
         sn_pack_map (forward, 4);
@@ -3680,6 +3804,63 @@ sn_mesh_test (bool verbose)
             assert (sn_value_streq (sn_value_get (sn_msg_root (answer), "who"), "A"));
         sn_msg_destroy (&answer);
     }
+    //  B is mute now. A forward to it by name that may take longer than a write
+    //  (timeout) does not hold up the calls after it: a forward of B's partition,
+    //  sent later, fails over to the next replica and is answered first
+    sn_pack_reset (forward);
+    sn_pack_map (forward, 5);
+    sn_pack_kv_str (forward, "op", "forward");
+    sn_pack_kv_uint (forward, "rid", 76);
+    sn_pack_kv_str (forward, "node", "B");
+    sn_pack_kv_uint (forward, "timeout", 1500);
+    sn_pack_str (forward, "request");
+    sn_pack_map (forward, 1);
+    sn_pack_kv_str (forward, "op", "anything");
+    zframe_t *slow = sn_pack_frame (forward);
+    assert (zframe_send (&slow, a.client, 0) == 0);
+    sn_pack_reset (forward);
+    sn_pack_map (forward, 4);
+    sn_pack_kv_str (forward, "op", "forward");
+    sn_pack_kv_uint (forward, "rid", 77);
+    sn_pack_kv_uint (forward, "p", owned_by_b);
+    sn_pack_str (forward, "request");
+    sn_pack_map (forward, 1);
+    sn_pack_kv_str (forward, "op", "anything");
+    for (uint64_t expected = 77; expected >= 76; expected--) {
+        sn_msg_t *answer = expected == 77 ? s_test_call (&a, forward) : NULL;
+        if (!answer) {
+            assert (zpoller_wait (a.poller, 10000) == a.client);
+            zframe_t *late = zframe_recv (a.client);
+            answer = sn_msg_decode (zframe_data (late), zframe_size (late), 0, NULL);
+            zframe_destroy (&late);
+        }
+        uint64_t rid = 0, code = 0;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (answer), "rid"), &rid));
+        assert (sn_value_uint (sn_value_get (sn_msg_root (answer), "code"), &code));
+        assert (rid == expected);
+        assert (code == (expected == 77 ? 200u : 503u));
+        if (expected == 76) {
+            char *text = sn_value_get_strdup (sn_msg_root (answer), "error");
+            assert (text && strstr (text, "node B did not answer"));
+            free (text);
+        }
+        sn_msg_destroy (&answer);
+    }
+    //  A node that is not a name is refused
+    sn_pack_reset (forward);
+    sn_pack_map (forward, 4);
+    sn_pack_kv_str (forward, "op", "forward");
+    sn_pack_kv_uint (forward, "rid", 78);
+    sn_pack_kv_uint (forward, "node", 7);
+    sn_pack_str (forward, "request");
+    sn_pack_map (forward, 1);
+    sn_pack_kv_str (forward, "op", "anything");
+    sn_msg_t *bad_node = s_test_call (&a, forward);
+    uint64_t bad_code = 0;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (bad_node), "code"), &bad_code));
+    assert (bad_code == 400);
+    sn_msg_destroy (&bad_node);
+
     sn_pack_reset (forward);
     sn_pack_map (forward, 3);
     sn_pack_kv_str (forward, "op", "forward");

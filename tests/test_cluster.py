@@ -100,21 +100,28 @@ def test_a_node_placing_partitions_otherwise_is_refused_and_told_why():
                                 "--join", f"tcp://127.0.0.1:{n1.peers_port}"]).start()
     try:
         wait_for(lambda: cluster(n1)["refused"], 30, "n1 to refuse n2's hello")
-        wait_for(lambda: cluster(n2)["refused"], 30, "n2 to hear it was refused")
-        assert "--partitions 32" in cluster(n1)["refused"]
-        assert cluster(n2)["refused"].startswith("refused by n1: n2 runs with --partitions 32")
+        wait_for(lambda: cluster(n2)["refused_by"], 30, "n2 to hear it was refused")
+        assert "--partitions 32" in cluster(n1)["refused"]["reason"]
+        assert cluster(n2)["refused_by"]["reason"].startswith(
+            "refused by n1: n2 runs with --partitions 32")
+        assert cluster(n1)["refused_by"] is None and cluster(n2)["refused"] is None
         assert [m["name"] for m in cluster(n1)["members"]] == ["n1"]
         assert [m["name"] for m in cluster(n2)["members"]] == ["n2"]
         # Both still serve on their own
         assert requests.post(n2.url + "/events", json={"a": 1}, timeout=5).status_code == 201
-        # A refusal from a stranger is only noted: it changes nothing
+        # A refusal from a stranger, who never heard n1's hello and so cannot echo its
+        # ticket, is dropped: oversized, binary or plain
+        dropped = cluster(n1)["dropped"]
         raw = zmq.Context.instance().socket(zmq.DEALER)
         raw.setsockopt(zmq.LINGER, 0)
         raw.connect(f"tcp://127.0.0.1:{n1.peers_port}")
-        raw.send(msgpack.packb({"op": "refused", "from": "x", "reason": "r" * 100000}))
-        raw.send(msgpack.packb({"op": "refused", "from": "x", "reason": "go away"}))
-        wait_for(lambda: cluster(n1)["refused"] == "refused by x: go away", 10,
-                 "n1 to note the stranger's refusal")
+        for reason in ["r" * 100000, b"\xff\xfe\n", "go away"]:
+            raw.send(msgpack.packb({"op": "refused", "from": "x", "ticket": 12345,
+                                    "reason": reason}))
+        wait_for(lambda: cluster(n1)["dropped"] >= dropped + 3, 10,
+                 "n1 to drop the stranger's refusals")
+        assert cluster(n1)["refused_by"] is None
+        assert [m["name"] for m in cluster(n1)["members"]] == ["n1"]
         raw.close()
         n1.stop()
         n2.stop()

@@ -168,10 +168,12 @@ def test_forwarded_creation_waits_for_a_slow_handshake(receiver):
                  "all three to own partitions")
         bucket = next(b for b in ("slow-%d" % n for n in range(100))
                       if owner_of(entry, partition(b)) != entry.name)
+        # Ownership settled: the entry forwards to the owner, which answers
+        get(entry, "/batch/primary")
         receiver.handshake = "slow"
         receiver.delay = 2.5
-        r = retry(lambda: requests.post(entry.url + "/batch", timeout=15, json={
-            "callback_url": receiver.url, "bucket_id": bucket}), "slow bucket created")
+        r = requests.post(entry.url + "/batch", timeout=15, json={
+            "callback_url": receiver.url, "bucket_id": bucket})
         assert r.status_code == 201, r.text
         owner = next(n for n in nodes if n.name == owner_of(entry, partition(bucket)))
         assert get(owner, "/batch/" + bucket).json()["bucket_id"] == bucket

@@ -320,7 +320,7 @@ def test_malformed_data_frames_from_a_member_are_dropped():
         raw.connect(f"tcp://127.0.0.1:{node.peers_port}")
         # A member in good standing: it said hello
         raw.send(msgpack.packb({"op": "hello", "name": "x9", "endpoint": "tcp://127.0.0.1:1",
-                                "incarnation": 1, "partitions": 64, "rf": 3}))
+                                "incarnation": 1, "partitions": 64, "rf": 3, "ticket": 1}))
         wait_for(lambda: any(m["name"] == "x9" for m in cluster(node)["members"]), 10,
                  "x9 to be a member")
         dropped = cluster(node)["dropped"]
@@ -350,6 +350,17 @@ def test_malformed_data_frames_from_a_member_are_dropped():
             {"op": "pull", "p": 1, "span": 7, "buckets": [0]},
             {"op": "pull", "p": 1, "span": 60000, "buckets": [30]},
             {"op": "pull", "p": 1, "span": 60000, "buckets": [t * 60000 for t in range(61)]},
+            {"op": "pull", "p": 1, "span": "x", "buckets": [0]},
+            {"op": "digest", "p": 1, "within": "x", "buckets": []},
+            {"op": "digest", "p": 1, "within": 10 ** 15 * 36, "buckets": []},
+            {"op": "fwd", "rid": 1, "timeout": "x", "request": "x"},
+            {"op": "hello", "name": "x8", "endpoint": "tcp://127.0.0.1:1", "incarnation": 1,
+             "partitions": "x", "rf": 3, "ticket": 1},
+            {"op": "hello", "name": "x8", "endpoint": "tcp://127.0.0.1:1", "incarnation": 1,
+             "partitions": 64, "ticket": 1},
+            {"op": "refused", "from": 7, "ticket": 1, "reason": "r"},
+            {"op": "refused", "from": "-bad", "ticket": 1, "reason": "r"},
+            {"op": "refused", "from": "x", "ticket": 1, "reason": "not our ticket"},
         ]
         for frame in frames:
             raw.send(msgpack.packb(frame))
@@ -361,6 +372,8 @@ def test_malformed_data_frames_from_a_member_are_dropped():
         wait_for(lambda: cluster(node)["dropped"] >= dropped + len(frames) + 2, 10,
                  "the malformed frames to be dropped")
         assert cluster(node)["hints"]["pending"] == 0
+        assert cluster(node)["refused_by"] is None
+        assert "x8" not in [m["name"] for m in cluster(node)["members"]]
         wait_for(lambda: client.call("get", key=key)["code"] == 200, 10, "the good item")
         assert client.call("put", event={"after": 1}, commit="ONE")["code"] == 201
         node.stop()

@@ -126,14 +126,15 @@ typedef struct {
     bool *lost;               //  scratch per partition: ownership went
     zsock_t *batch;           //  DEALER to the batch actor, told of every result; or NULL
     zpoller_t *poller;        //  pipe, router, log
-    zhashx_t *invocations;    //  id -> s_inv_t, owned
+    zhashx_t *invocations;    //  id (the invocation's own) -> s_inv_t, owned
     zlistx_t *queued;         //  s_inv_t waiting, in enqueue order
     zhashx_t *running;        //  id -> s_inv_t being run (not owned)
     zhashx_t *workers;        //  envelope hex -> s_worker_t, owned
-    zhashx_t *pending;        //  rid text -> s_pending_t: writes the log has not acked
+    zhashx_t *pending;        //  rid (the key itself) -> s_pending_t: writes not acked
     zhashx_t *buckets;        //  bucket_id -> "" for buckets that accept enqueues
     sn_pack_t *pack;          //  scratch for events and pushes
     sn_pack_t *reply;         //  scratch for replies
+    sn_pack_t *put;           //  scratch for writes to the log
     uint64_t log_rid;         //  last rid sent to the log
     int64_t next_deadline;    //  unix ms of the earliest timer, or INT64_MAX
     sn_queue_config_t config; //  endpoints, borrowed until START
@@ -209,6 +210,20 @@ s_plain_free (void **item_p)
     *item_p = NULL;
 }
 
+//  The pending table is keyed by the rid itself: no key to format, copy or free
+//  for every write.
+static size_t
+s_rid_hash (const void *key)
+{
+    return (size_t) (uintptr_t) key;
+}
+
+static int
+s_rid_compare (const void *one, const void *two)
+{
+    return (uintptr_t) one < (uintptr_t) two ? -1 : (uintptr_t) one > (uintptr_t) two;
+}
+
 static void
 s_pending_free (void **item_p)
 {
@@ -261,16 +276,25 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     self->presence_at = INT64_MAX;
     self->invocations = zhashx_new ();
     zhashx_set_destructor (self->invocations, s_inv_free);
+    //  Keyed by the id inside each invocation, which lives as long as its entry:
+    //  no copy of the key per invocation
+    zhashx_set_key_duplicator (self->invocations, NULL);
+    zhashx_set_key_destructor (self->invocations, NULL);
     self->queued = zlistx_new ();
     self->running = zhashx_new ();
     self->workers = zhashx_new ();
     zhashx_set_destructor (self->workers, s_worker_free);
     self->pending = zhashx_new ();
     zhashx_set_destructor (self->pending, s_pending_free);
+    zhashx_set_key_hasher (self->pending, s_rid_hash);
+    zhashx_set_key_comparator (self->pending, s_rid_compare);
+    zhashx_set_key_duplicator (self->pending, NULL);
+    zhashx_set_key_destructor (self->pending, NULL);
     self->buckets = zhashx_new ();
     zhashx_insert (self->buckets, "primary", (void *) "");
     self->pack = sn_pack_new ();
     self->reply = sn_pack_new ();
+    self->put = sn_pack_new ();
     self->next_deadline = INT64_MAX;
     return self;
 }
@@ -306,6 +330,7 @@ s_self_destroy (self_t **self_p)
         zhashx_destroy (&self->buckets);
         sn_pack_destroy (&self->pack);
         sn_pack_destroy (&self->reply);
+        sn_pack_destroy (&self->put);
         free (self);
         *self_p = NULL;
     }
@@ -358,7 +383,8 @@ s_log_write (self_t *self, const char *type, const char *bucket, s_pending_t *pe
         s_log_refused (self, pending, "too many writes in flight");
         return -1;
     }
-    sn_pack_t *request = sn_pack_new ();
+    sn_pack_t *request = self->put;
+    sn_pack_reset (request);
     sn_pack_map (request, 5);
     sn_pack_kv_str (request, "op", "put");
     sn_pack_kv_uint (request, "rid", ++self->log_rid);
@@ -366,17 +392,13 @@ s_log_write (self_t *self, const char *type, const char *bucket, s_pending_t *pe
     sn_pack_kv_str (request, "pkey", bucket);
     sn_pack_str (request, "event");
     sn_pack_raw (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    zframe_t *frame = sn_pack_frame (request);
-    sn_pack_destroy (&request);
-    if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
-        zframe_destroy (&frame);
+    if (zmq_send (zsock_resolve (self->log), sn_pack_data (request), sn_pack_size (request),
+                  ZMQ_DONTWAIT) == -1) {
         zsys_error ("sn_queue: cannot write %s for %s: log is not accepting", type, bucket);
         s_log_refused (self, pending, "log is not accepting writes");
         return -1;
     }
-    char rid[24];
-    snprintf (rid, sizeof rid, "%" PRIu64, self->log_rid);
-    zhashx_insert (self->pending, rid, pending);
+    zhashx_insert (self->pending, (void *) (uintptr_t) self->log_rid, pending);
     return 0;
 }
 
@@ -447,17 +469,14 @@ s_reply_when_written (self_t *self, const char *type, s_inv_t *inv, sn_routed_t 
 //  --------------------------------------------------------------------------
 //  Transitions
 
-//  Read the invocation.enqueued event back into an invocation.
+//  A queued invocation id of bucket (taken), its class and options read from values:
+//  the enqueue request, or its invocation.enqueued event, which use the same names.
+//  NULL when one is missing (bucket is then still the caller's).
 static s_inv_t *
-s_inv_from_event (const sn_value_t *event)
+s_inv_new (const char *id, size_t id_len, char *bucket, const sn_value_t *values)
 {
-    size_t id_len = 0;
-    const char *id = sn_value_str (sn_value_get (event, "id"), &id_len);
-    const sn_value_t *call = sn_value_get (event, "invocation");
-    char *bucket = sn_value_get_strdup (event, "bucket_id");
-    char *class_name = sn_value_get_strdup (call, "class");
+    char *class_name = sn_value_get_strdup (sn_value_get (values, "invocation"), "class");
     if (!id || id_len == 0 || id_len >= S_ID_MAX || !bucket || !class_name) {
-        free (bucket);
         free (class_name);
         return NULL;
     }
@@ -466,19 +485,34 @@ s_inv_from_event (const sn_value_t *event)
     inv->bucket = bucket;
     inv->class_name = class_name;
     uint64_t number = 0;
-    inv->max_attempts = sn_value_uint (sn_value_get (event, "max_attempts"), &number) && number
+    inv->max_attempts = sn_value_uint (sn_value_get (values, "max_attempts"), &number) && number
                             ? (uint32_t) number
                             : S_MAX_ATTEMPTS;
     inv->backoff =
-        sn_value_uint (sn_value_get (event, "backoff"), &number) ? (int64_t) number : S_BACKOFF;
+        sn_value_uint (sn_value_get (values, "backoff"), &number) ? (int64_t) number : S_BACKOFF;
     inv->timeout =
-        sn_value_uint (sn_value_get (event, "timeout"), &number) ? (int64_t) number : S_TIMEOUT;
-    inv->worker_wait = sn_value_uint (sn_value_get (event, "worker_wait"), &number)
+        sn_value_uint (sn_value_get (values, "timeout"), &number) ? (int64_t) number : S_TIMEOUT;
+    inv->worker_wait = sn_value_uint (sn_value_get (values, "worker_wait"), &number)
                            ? (int64_t) number
                            : S_WORKER_WAIT;
-    sn_value_int (sn_value_get (event, "created_at"), &inv->created_at);
-    sn_value_int (sn_value_get (event, "run_at"), &inv->run_at);
     inv->state = S_QUEUED;
+    return inv;
+}
+
+//  Read the invocation.enqueued event back into an invocation.
+static s_inv_t *
+s_inv_from_event (const sn_value_t *event)
+{
+    size_t id_len = 0;
+    const char *id = sn_value_str (sn_value_get (event, "id"), &id_len);
+    char *bucket = sn_value_get_strdup (event, "bucket_id");
+    s_inv_t *inv = s_inv_new (id, id_len, bucket, event);
+    if (inv) {
+        sn_value_int (sn_value_get (event, "created_at"), &inv->created_at);
+        sn_value_int (sn_value_get (event, "run_at"), &inv->run_at);
+    }
+    else
+        free (bucket);
     return inv;
 }
 
@@ -490,7 +524,10 @@ s_inv_queue (self_t *self, s_inv_t *inv, int64_t run_at)
     inv->worker = NULL;
     if (!inv->queued_handle)
         inv->queued_handle = zlistx_add_end (self->queued, inv);
-    s_deadline (self, run_at);
+    //  Work due now goes out in the s_dispatch that follows every change: a timer
+    //  for it would walk the whole queue in s_timers after every enqueue
+    if (run_at > zclock_time ())
+        s_deadline (self, run_at);
     if (inv->attempts == 0)
         s_deadline (self, run_at + inv->worker_wait);
 }
@@ -1018,6 +1055,8 @@ s_nodes_update (self_t *self)
         zlistx_destroy (&held);
         zhashx_delete (self->nodes, node->name);
     }
+    if (zlistx_size (gone))
+        s_dispatch (self);
     zlistx_destroy (&gone);
     for (const char *each = (const char *) zlist_first (members); each;
          each = (const char *) zlist_next (members)) {
@@ -1260,16 +1299,17 @@ s_op_enqueue (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
     sn_pack_str (self->pack, "run_at");
     sn_pack_int (self->pack, run_at);
 
-    const char *reason = NULL;
-    sn_msg_t *event =
-        sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), &reason);
-    s_inv_t *inv = event ? s_inv_from_event (sn_msg_root (event)) : NULL;
-    sn_msg_destroy (&event);
+    //  The options are the request's, as stored
+    char *copy = strdup (bucket);
+    s_inv_t *inv = s_inv_new (id, strlen (id), copy, root);
     if (!inv) {
-        s_reply_error (self, request, rid, 500, "cannot read back the invocation");
+        s_reply_error (self, request, rid, 400, "/invocation/class: a string is required");
+        free (copy);
         free (bucket);
         return;
     }
+    inv->created_at = now;
+    inv->run_at = run_at;
     inv->enqueued_size = sn_pack_size (self->pack);
     inv->enqueued = (byte *) malloc (inv->enqueued_size);
     memcpy (inv->enqueued, sn_pack_data (self->pack), inv->enqueued_size);
@@ -1295,13 +1335,12 @@ s_enqueued (self_t *self, s_inv_t *inv)
 {
     //  A REPLAY may have read the event back before its acknowledgement came; and
     //  if the partition moved meanwhile, its new owner has it from the log
-    if (zhashx_lookup (self->invocations, inv->id) ||
-        !sn_owners_owns (self->owners, sn_partition (inv->bucket, strlen (inv->bucket),
-                                                     self->config.partitions))) {
+    if (!sn_owners_owns (self->owners, sn_partition (inv->bucket, strlen (inv->bucket),
+                                                     self->config.partitions)) ||
+        zhashx_insert (self->invocations, inv->id, inv)) {
         s_inv_destroy (&inv);
         return;
     }
-    zhashx_insert (self->invocations, inv->id, inv);
     s_inv_queue (self, inv, inv->run_at);
     if (self->verbose)
         zsys_info ("sn_queue: %s queued in %s for %s", inv->id, inv->bucket, inv->class_name);
@@ -1826,9 +1865,8 @@ s_log_answer (self_t *self, const sn_value_t *root)
     uint64_t rid = 0, code = 0;
     sn_value_uint (sn_value_get (root, "rid"), &rid);
     sn_value_uint (sn_value_get (root, "code"), &code);
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, rid);
-    s_pending_t *pending = (s_pending_t *) zhashx_lookup (self->pending, key);
+    void *key = (void *) (uintptr_t) rid;
+    s_pending_t *pending = rid ? (s_pending_t *) zhashx_lookup (self->pending, key) : NULL;
     if (!pending)
         return;
     if (code == 201) {

@@ -2,8 +2,9 @@
 class sits on a node that does not own the bucket, work enqueued through the third
 node runs on it and its results reach GET /invocations/:id and the bucket's callback;
 kill -9 of the worker's node mid-run loses nothing (a worker elsewhere runs the work
-again); and bad input on the ops nodes use between themselves (worker.at,
-worker.push, the lease on worker.result and worker.progress)."""
+again); progress through the worker's node, and a worker that goes silent there; and
+bad input on the ops nodes use between themselves (worker.at, worker.push, the lease
+on worker.result and worker.progress)."""
 import os
 
 import pytest
@@ -126,6 +127,49 @@ def test_kill_of_the_workers_node_mid_run_loses_nothing():
     finally:
         for worker in workers:
             worker.kill()
+        for node in nodes:
+            node.cleanup()
+
+
+def test_progress_and_silence_of_a_worker_on_another_node():
+    nodes = start_cluster(["n1", "n2", "n3"], FAST)
+    try:
+        probe, owner, at, via = roles(nodes, "primary")
+        worker = Client(at.endpoint)
+        reply = worker.call("worker.hello", classes=["calc.Raw"], capacity=1, name="raw")
+        assert reply["code"] == 200, reply
+        body = {"token": "t", "backoff": 0,
+                "invocation": {"class": "calc.Raw", "method": "m", "params": [1]}}
+        r = retry(lambda: requests.post(via.url + "/enqueue", json=body, timeout=10), "enqueue")
+        assert r.status_code == 202, r.text
+        ident = r.json()["id"]
+        work = worker.recv(30)
+        assert work["op"] == "work" and work["id"] == ident and work["attempt"] == 1, work
+        # Progress reaches the owner through the worker's node
+        reply = worker.call("worker.progress", id=ident, progress=40)
+        assert reply["code"] == 200, reply
+        inv = state(via, ident)
+        assert inv["state"] == "running" and inv["progress"] == 40, inv
+
+        # Silent past the worker timeout: its node tells the owner, which queues the
+        # invocation again without waiting for its timeout
+        wait_for(lambda: state(via, ident)["state"] == "queued", 30, "the work taken back")
+        inv = state(via, ident)
+        assert inv["attempts"] == 1 and "silent" in inv["error"], inv
+        assert worker.call("worker.heartbeat")["code"] == 404
+        reply = worker.call("worker.hello", classes=["calc.Raw"], capacity=1, name="raw")
+        assert reply["code"] == 200, reply
+        work = worker.recv(30)
+        assert work["id"] == ident and work["attempt"] == 2, work
+        reply = worker.call("worker.result", id=ident, code=200, response={"ok": 2})
+        assert reply["code"] == 200, reply
+        inv = state(via, ident)
+        assert inv["state"] == "succeeded" and inv["response"] == {"ok": 2}, inv
+        assert inv["attempts"] == 2, inv
+        worker.close()
+        for node in nodes:
+            node.stop()
+    finally:
         for node in nodes:
             node.cleanup()
 

@@ -27,6 +27,8 @@ struct _sn_owners_t {
     zsock_t *mesh;       //  DEALER to the mesh's ops, for forwards, or NULL
     zlistx_t *held;      //  s_held_t waiting for the first placement, oldest first
     sn_pack_t *pack;     //  scratch for forwards and answers
+    char *name;          //  this node's name in the last placement, or NULL
+    zlist_t *members;    //  names reachable in the last placement (char *, owned)
     struct {
         char op[32];      //  a request op, or "" for a free slot
         uint32_t ms;      //  how long its forward may wait
@@ -57,6 +59,8 @@ sn_owners_new (const char *feed, const char *mesh, uint32_t partitions)
     self->held = zlistx_new ();
     zlistx_set_destructor (self->held, s_held_free);
     self->pack = sn_pack_new ();
+    self->members = zlist_new ();
+    zlist_autofree (self->members);
     if (!feed) {
         for (uint32_t p = 0; p < partitions; p++)
             self->owned[p] = true;
@@ -87,6 +91,8 @@ sn_owners_destroy (sn_owners_t **self_p)
         zsock_destroy (&self->feed);
         zsock_destroy (&self->mesh);
         sn_pack_destroy (&self->pack);
+        zlist_destroy (&self->members);
+        free (self->name);
         free (self->owned);
         free (self);
         *self_p = NULL;
@@ -130,6 +136,16 @@ s_apply (sn_owners_t *self, const byte *data, size_t size, bool *gained, bool *l
             }
         }
         self->ready = true;
+        free (self->name);
+        self->name = strndup (name, name_len);
+        zlist_purge (self->members);
+        const sn_value_t *members = sn_value_get (root, "members");
+        for (size_t index = 0; index < sn_value_size (members); index++) {
+            char *member = sn_value_strdup (sn_value_at (members, index));
+            if (member)
+                zlist_append (self->members, member);
+            free (member);
+        }
     }
     sn_msg_destroy (&msg);
     return changes;
@@ -304,6 +320,18 @@ sn_owners_deadline (sn_owners_t *self)
     return self->ready ? zclock_time () : held->until;
 }
 
+const char *
+sn_owners_name (sn_owners_t *self)
+{
+    return self->name;
+}
+
+zlist_t *
+sn_owners_members (sn_owners_t *self)
+{
+    return self->members;
+}
+
 //  --------------------------------------------------------------------------
 //  Selftest
 
@@ -311,9 +339,13 @@ static void
 s_test_publish (zsock_t *pub, const char *self_name, const char *const *owners, uint32_t count)
 {
     sn_pack_t *pack = sn_pack_new ();
-    sn_pack_map (pack, 4);
+    sn_pack_map (pack, 5);
     sn_pack_kv_str (pack, "op", "placement");
     sn_pack_kv_str (pack, "self", self_name);
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, 2);
+    sn_pack_str (pack, self_name);
+    sn_pack_str (pack, "b");
     sn_pack_kv_uint (pack, "version", 1);
     sn_pack_str (pack, "owners");
     sn_pack_array (pack, count);
@@ -375,6 +407,7 @@ sn_owners_test (bool verbose)
     assert (alone && sn_owners_owns (alone, 0) && sn_owners_owns (alone, 3));
     assert (!sn_owners_owns (alone, 4));
     assert (sn_owners_feed (alone) == NULL);
+    assert (!sn_owners_name (alone) && zlist_size (sn_owners_members (alone)) == 0);
     sn_owners_destroy (&alone);
     sn_owners_destroy (&alone);
 
@@ -429,6 +462,9 @@ sn_owners_test (bool verbose)
         changes += sn_owners_recv (owners, gained, lost);
     }
     assert (sn_owners_owns (owners, mine) && changes == 1 && gained[mine] && !lost[mine]);
+    assert (streq (sn_owners_name (owners), "a"));
+    assert (zlist_size (sn_owners_members (owners)) == 2);
+    assert (streq ((const char *) zlist_last (sn_owners_members (owners)), "b"));
     //  The held request is served now, by the caller
     request = sn_owners_release (owners, router);
     assert (request);

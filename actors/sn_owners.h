@@ -75,6 +75,12 @@ sn_routed_t *sn_owners_release (sn_owners_t *self, zsock_t *router);
 //  When held requests expire (unix ms), or INT64_MAX.
 int64_t sn_owners_deadline (sn_owners_t *self);
 
+//  This node's name and the members reachable now (self included), as the last
+//  placement said: for actors that tell every node what is connected here. NULL and
+//  an empty list before the first placement and without a feed.
+const char *sn_owners_name (sn_owners_t *self);
+zlist_t *sn_owners_members (sn_owners_t *self);
+
 void sn_owners_test (bool verbose);
 
 #ifdef __cplusplus

@@ -28,6 +28,16 @@
 //  Longest invocation id: 32 hex digits, "-", a partition number.
 #define S_ID_MAX 48
 
+//  Word of our workers to other nodes: at most this long after a change (changes
+//  in between go in one message), and this often anyway; a node's word is stale
+//  after S_PRESENCE_TTL, three messages missed.
+#define S_PRESENCE_DELAY 50
+#define S_PRESENCE_EVERY 1000
+#define S_PRESENCE_TTL   3500
+
+//  Longest class name taken from another node's word (the schema of worker.hello).
+#define S_CLASS_MAX 256
+
 typedef enum { S_QUEUED, S_RUNNING, S_SUCCEEDED, S_FAILED } s_state_t;
 
 static const char *s_state_names[] = {"queued", "running", "succeeded", "failed"};
@@ -56,7 +66,9 @@ typedef struct {
     int64_t started_at;    //  unix ms of the current or last attempt
     int64_t finished_at;   //  unix ms of the result, or 0
     double progress;       //  last progress the worker reported (not durable)
-    s_worker_t *worker;    //  who runs it, while running
+    s_worker_t *worker;    //  who runs it, while running here
+    char *remote;          //  the node whose worker runs it, while running there
+    char lease[17];        //  while running there: what its result must carry
     void *queued_handle;   //  its place in self->queued, while queued
 } s_inv_t;
 
@@ -70,6 +82,28 @@ struct _s_worker_t {
     uint32_t busy;     //  invocations it runs now
     int64_t last_seen; //  unix ms of its last message
 };
+
+//  Another member, and what its workers can take as it last said.
+typedef struct {
+    char *name;      //  member name
+    zhashx_t *free;  //  class -> uint32_t free slots, owned
+    uint32_t pushed; //  work pushed to it since it last said
+    int64_t expires; //  unix ms its word goes stale; 0 before its first word
+} s_node_t;
+
+//  Work another node owns and pushed to one of our workers.
+typedef struct {
+    char id[S_ID_MAX];  //  the invocation
+    char lease[17];     //  the owner's lease, carried by its progress and result
+    s_worker_t *worker; //  who runs it
+    int64_t until;      //  unix ms when the owner has taken it back anyway
+} s_hold_t;
+
+//  A push waiting for its answer.
+typedef struct {
+    char id[S_ID_MAX]; //  the invocation pushed
+    char lease[17];    //  the lease it went with
+} s_push_t;
 
 //  What to do when the log has acknowledged a write.
 typedef enum { S_AFTER_NOTHING, S_AFTER_ENQUEUE, S_AFTER_REPLY } s_after_t;
@@ -92,14 +126,15 @@ typedef struct {
     bool *lost;               //  scratch per partition: ownership went
     zsock_t *batch;           //  DEALER to the batch actor, told of every result; or NULL
     zpoller_t *poller;        //  pipe, router, log
-    zhashx_t *invocations;    //  id -> s_inv_t, owned
+    zhashx_t *invocations;    //  id (the invocation's own) -> s_inv_t, owned
     zlistx_t *queued;         //  s_inv_t waiting, in enqueue order
     zhashx_t *running;        //  id -> s_inv_t being run (not owned)
     zhashx_t *workers;        //  envelope hex -> s_worker_t, owned
-    zhashx_t *pending;        //  rid text -> s_pending_t: writes the log has not acked
+    zhashx_t *pending;        //  rid (the key itself) -> s_pending_t: writes not acked
     zhashx_t *buckets;        //  bucket_id -> "" for buckets that accept enqueues
     sn_pack_t *pack;          //  scratch for events and pushes
     sn_pack_t *reply;         //  scratch for replies
+    sn_pack_t *put;           //  scratch for writes to the log
     uint64_t log_rid;         //  last rid sent to the log
     int64_t next_deadline;    //  unix ms of the earliest timer, or INT64_MAX
     sn_queue_config_t config; //  endpoints, borrowed until START
@@ -107,6 +142,14 @@ typedef struct {
     bool terminated;          //  $TERM received
     char id_prefix[17];       //  16 random hex digits, drawn once: the first half of ids
     uint64_t id_count;        //  the second half: how many ids this actor has made
+    zsock_t *peers;           //  DEALER to the mesh for word and work to other nodes, or NULL
+    zhashx_t *nodes;          //  member name -> s_node_t, every member but this node
+    zhashx_t *holds;          //  id -> s_hold_t: other nodes' work our workers run
+    zhashx_t *pushes;         //  rid text -> s_push_t: pushes waiting for their answer
+    sn_pack_t *out;           //  scratch for messages to other nodes
+    uint64_t peer_rid;        //  last rid sent on peers
+    int64_t presence_at;      //  unix ms our word goes out next, or INT64_MAX
+    uint64_t lease_seed;      //  xorshift state for leases, seeded once
 } self_t;
 
 //  --------------------------------------------------------------------------
@@ -119,6 +162,7 @@ s_inv_destroy (s_inv_t **self_p)
     if (self) {
         free (self->bucket);
         free (self->class_name);
+        free (self->remote);
         free (self->enqueued);
         free (self->response);
         free (self->error);
@@ -145,6 +189,39 @@ s_worker_free (void **item_p)
         free (self);
         *item_p = NULL;
     }
+}
+
+static void
+s_node_free (void **item_p)
+{
+    s_node_t *self = (s_node_t *) *item_p;
+    if (self) {
+        free (self->name);
+        zhashx_destroy (&self->free);
+        free (self);
+        *item_p = NULL;
+    }
+}
+
+static void
+s_plain_free (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
+}
+
+//  The pending table is keyed by the rid itself: no key to format, copy or free
+//  for every write.
+static size_t
+s_rid_hash (const void *key)
+{
+    return (size_t) (uintptr_t) key;
+}
+
+static int
+s_rid_compare (const void *one, const void *two)
+{
+    return (uintptr_t) one < (uintptr_t) two ? -1 : (uintptr_t) one > (uintptr_t) two;
 }
 
 static void
@@ -186,19 +263,38 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     snprintf (self->id_prefix, sizeof self->id_prefix, "%.16s", zuuid_str (uuid));
     for (char *c = self->id_prefix; *c; c++)
         *c = (char) tolower ((unsigned char) *c);
+    memcpy (&self->lease_seed, zuuid_data (uuid) + 8, sizeof self->lease_seed);
+    self->lease_seed |= 1;
     zuuid_destroy (&uuid);
+    self->nodes = zhashx_new ();
+    zhashx_set_destructor (self->nodes, s_node_free);
+    self->holds = zhashx_new ();
+    zhashx_set_destructor (self->holds, s_plain_free);
+    self->pushes = zhashx_new ();
+    zhashx_set_destructor (self->pushes, s_plain_free);
+    self->out = sn_pack_new ();
+    self->presence_at = INT64_MAX;
     self->invocations = zhashx_new ();
     zhashx_set_destructor (self->invocations, s_inv_free);
+    //  Keyed by the id inside each invocation, which lives as long as its entry:
+    //  no copy of the key per invocation
+    zhashx_set_key_duplicator (self->invocations, NULL);
+    zhashx_set_key_destructor (self->invocations, NULL);
     self->queued = zlistx_new ();
     self->running = zhashx_new ();
     self->workers = zhashx_new ();
     zhashx_set_destructor (self->workers, s_worker_free);
     self->pending = zhashx_new ();
     zhashx_set_destructor (self->pending, s_pending_free);
+    zhashx_set_key_hasher (self->pending, s_rid_hash);
+    zhashx_set_key_comparator (self->pending, s_rid_compare);
+    zhashx_set_key_duplicator (self->pending, NULL);
+    zhashx_set_key_destructor (self->pending, NULL);
     self->buckets = zhashx_new ();
     zhashx_insert (self->buckets, "primary", (void *) "");
     self->pack = sn_pack_new ();
     self->reply = sn_pack_new ();
+    self->put = sn_pack_new ();
     self->next_deadline = INT64_MAX;
     return self;
 }
@@ -218,7 +314,12 @@ s_self_destroy (self_t **self_p)
             zsock_destroy (&self->scan);
         zsock_destroy (&self->log);
         zsock_destroy (&self->batch);
+        zsock_destroy (&self->peers);
         sn_owners_destroy (&self->owners);
+        zhashx_destroy (&self->nodes);
+        zhashx_destroy (&self->holds);
+        zhashx_destroy (&self->pushes);
+        sn_pack_destroy (&self->out);
         free (self->gained);
         free (self->lost);
         zhashx_destroy (&self->pending);
@@ -229,6 +330,7 @@ s_self_destroy (self_t **self_p)
         zhashx_destroy (&self->buckets);
         sn_pack_destroy (&self->pack);
         sn_pack_destroy (&self->reply);
+        sn_pack_destroy (&self->put);
         free (self);
         *self_p = NULL;
     }
@@ -239,6 +341,19 @@ s_deadline (self_t *self, int64_t when)
 {
     if (when < self->next_deadline)
         self->next_deadline = when;
+}
+
+//  Our workers' free slots changed: the other nodes hear of it soon, with whatever
+//  else changes meanwhile.
+static void
+s_presence_changed (self_t *self)
+{
+    if (!self->peers || zhashx_size (self->nodes) == 0)
+        return;
+    int64_t when = zclock_time () + S_PRESENCE_DELAY;
+    if (when < self->presence_at)
+        self->presence_at = when;
+    s_deadline (self, self->presence_at);
 }
 
 //  --------------------------------------------------------------------------
@@ -268,7 +383,8 @@ s_log_write (self_t *self, const char *type, const char *bucket, s_pending_t *pe
         s_log_refused (self, pending, "too many writes in flight");
         return -1;
     }
-    sn_pack_t *request = sn_pack_new ();
+    sn_pack_t *request = self->put;
+    sn_pack_reset (request);
     sn_pack_map (request, 5);
     sn_pack_kv_str (request, "op", "put");
     sn_pack_kv_uint (request, "rid", ++self->log_rid);
@@ -276,17 +392,13 @@ s_log_write (self_t *self, const char *type, const char *bucket, s_pending_t *pe
     sn_pack_kv_str (request, "pkey", bucket);
     sn_pack_str (request, "event");
     sn_pack_raw (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    zframe_t *frame = sn_pack_frame (request);
-    sn_pack_destroy (&request);
-    if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
-        zframe_destroy (&frame);
+    if (zmq_send (zsock_resolve (self->log), sn_pack_data (request), sn_pack_size (request),
+                  ZMQ_DONTWAIT) == -1) {
         zsys_error ("sn_queue: cannot write %s for %s: log is not accepting", type, bucket);
         s_log_refused (self, pending, "log is not accepting writes");
         return -1;
     }
-    char rid[24];
-    snprintf (rid, sizeof rid, "%" PRIu64, self->log_rid);
-    zhashx_insert (self->pending, rid, pending);
+    zhashx_insert (self->pending, (void *) (uintptr_t) self->log_rid, pending);
     return 0;
 }
 
@@ -357,17 +469,14 @@ s_reply_when_written (self_t *self, const char *type, s_inv_t *inv, sn_routed_t 
 //  --------------------------------------------------------------------------
 //  Transitions
 
-//  Read the invocation.enqueued event back into an invocation.
+//  A queued invocation id of bucket (taken), its class and options read from values:
+//  the enqueue request, or its invocation.enqueued event, which use the same names.
+//  NULL when one is missing (bucket is then still the caller's).
 static s_inv_t *
-s_inv_from_event (const sn_value_t *event)
+s_inv_new (const char *id, size_t id_len, char *bucket, const sn_value_t *values)
 {
-    size_t id_len = 0;
-    const char *id = sn_value_str (sn_value_get (event, "id"), &id_len);
-    const sn_value_t *call = sn_value_get (event, "invocation");
-    char *bucket = sn_value_get_strdup (event, "bucket_id");
-    char *class_name = sn_value_get_strdup (call, "class");
+    char *class_name = sn_value_get_strdup (sn_value_get (values, "invocation"), "class");
     if (!id || id_len == 0 || id_len >= S_ID_MAX || !bucket || !class_name) {
-        free (bucket);
         free (class_name);
         return NULL;
     }
@@ -376,19 +485,34 @@ s_inv_from_event (const sn_value_t *event)
     inv->bucket = bucket;
     inv->class_name = class_name;
     uint64_t number = 0;
-    inv->max_attempts = sn_value_uint (sn_value_get (event, "max_attempts"), &number) && number
+    inv->max_attempts = sn_value_uint (sn_value_get (values, "max_attempts"), &number) && number
                             ? (uint32_t) number
                             : S_MAX_ATTEMPTS;
     inv->backoff =
-        sn_value_uint (sn_value_get (event, "backoff"), &number) ? (int64_t) number : S_BACKOFF;
+        sn_value_uint (sn_value_get (values, "backoff"), &number) ? (int64_t) number : S_BACKOFF;
     inv->timeout =
-        sn_value_uint (sn_value_get (event, "timeout"), &number) ? (int64_t) number : S_TIMEOUT;
-    inv->worker_wait = sn_value_uint (sn_value_get (event, "worker_wait"), &number)
+        sn_value_uint (sn_value_get (values, "timeout"), &number) ? (int64_t) number : S_TIMEOUT;
+    inv->worker_wait = sn_value_uint (sn_value_get (values, "worker_wait"), &number)
                            ? (int64_t) number
                            : S_WORKER_WAIT;
-    sn_value_int (sn_value_get (event, "created_at"), &inv->created_at);
-    sn_value_int (sn_value_get (event, "run_at"), &inv->run_at);
     inv->state = S_QUEUED;
+    return inv;
+}
+
+//  Read the invocation.enqueued event back into an invocation.
+static s_inv_t *
+s_inv_from_event (const sn_value_t *event)
+{
+    size_t id_len = 0;
+    const char *id = sn_value_str (sn_value_get (event, "id"), &id_len);
+    char *bucket = sn_value_get_strdup (event, "bucket_id");
+    s_inv_t *inv = s_inv_new (id, id_len, bucket, event);
+    if (inv) {
+        sn_value_int (sn_value_get (event, "created_at"), &inv->created_at);
+        sn_value_int (sn_value_get (event, "run_at"), &inv->run_at);
+    }
+    else
+        free (bucket);
     return inv;
 }
 
@@ -400,7 +524,10 @@ s_inv_queue (self_t *self, s_inv_t *inv, int64_t run_at)
     inv->worker = NULL;
     if (!inv->queued_handle)
         inv->queued_handle = zlistx_add_end (self->queued, inv);
-    s_deadline (self, run_at);
+    //  Work due now goes out in the s_dispatch that follows every change: a timer
+    //  for it would walk the whole queue in s_timers after every enqueue
+    if (run_at > zclock_time ())
+        s_deadline (self, run_at);
     if (inv->attempts == 0)
         s_deadline (self, run_at + inv->worker_wait);
 }
@@ -463,9 +590,15 @@ s_pack_retry (self_t *self, s_inv_t *inv, int code, const char *error)
 static void
 s_inv_release (self_t *self, s_inv_t *inv)
 {
-    if (inv->worker && inv->worker->busy > 0)
-        inv->worker->busy--;
+    if (inv->worker) {
+        if (inv->worker->busy > 0)
+            inv->worker->busy--;
+        s_presence_changed (self);
+    }
     inv->worker = NULL;
+    free (inv->remote);
+    inv->remote = NULL;
+    inv->lease[0] = 0;
     zhashx_delete (self->running, inv->id);
 }
 
@@ -511,6 +644,53 @@ s_inv_fail (self_t *self, s_inv_t *inv, int code, const char *error, bool retrya
     return "invocation.done";
 }
 
+//  Pack the work a worker is given, from the values of the invocation.enqueued
+//  event: {op, id, bucket_id, invocation, token, data?, attempt, timeout}, and
+//  room for extra more entries that the caller packs next.
+static void
+s_pack_work (sn_pack_t *pack, const char *op, const char *id, const char *bucket,
+             const sn_value_t *invocation, const sn_value_t *token, const sn_value_t *data,
+             uint64_t attempt, uint64_t timeout, uint32_t extra)
+{
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 7 + (data != NULL) + extra);
+    sn_pack_kv_str (pack, "op", op);
+    sn_pack_kv_str (pack, "id", id);
+    sn_pack_kv_str (pack, "bucket_id", bucket);
+    sn_pack_kv_value (pack, "invocation", invocation);
+    sn_pack_kv_value (pack, "token", token);
+    if (data)
+        sn_pack_kv_value (pack, "data", data);
+    sn_pack_kv_uint (pack, "attempt", attempt);
+    sn_pack_kv_uint (pack, "timeout", timeout);
+}
+
+//  Send the work in self->pack to worker. A worker that cannot take it now gets it
+//  back through its timeout.
+static void
+s_send_work (self_t *self, s_worker_t *worker)
+{
+    zmsg_t *push = zmsg_dup (worker->envelope);
+    zframe_t *payload = sn_pack_frame (self->pack);
+    zmsg_append (push, &payload);
+    if (zmsg_send (&push, self->router))
+        zmsg_destroy (&push);
+}
+
+//  Note in the log that inv started on the worker so named.
+static void
+s_note_started (self_t *self, s_inv_t *inv, const char *worker)
+{
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 4);
+    sn_pack_kv_str (self->pack, "id", inv->id);
+    sn_pack_kv_uint (self->pack, "attempts", inv->attempts);
+    sn_pack_kv_str (self->pack, "worker", worker);
+    sn_pack_str (self->pack, "started_at");
+    sn_pack_int (self->pack, inv->started_at);
+    s_log_note (self, "invocation.started", inv);
+}
+
 //  Hand inv to worker: mark it running, push the work, note the start.
 static void
 s_inv_start (self_t *self, s_inv_t *inv, s_worker_t *worker)
@@ -522,6 +702,7 @@ s_inv_start (self_t *self, s_inv_t *inv, s_worker_t *worker)
     inv->started_at = zclock_time ();
     inv->progress = 0;
     worker->busy++;
+    s_presence_changed (self);
     zhashx_insert (self->running, inv->id, inv);
     s_deadline (self, inv->started_at + inv->timeout);
 
@@ -529,36 +710,14 @@ s_inv_start (self_t *self, s_inv_t *inv, s_worker_t *worker)
     const char *reason = NULL;
     sn_msg_t *event = sn_msg_decode_trusted (inv->enqueued, inv->enqueued_size, &reason);
     const sn_value_t *root = sn_msg_root (event);
-    const sn_value_t *data = sn_value_get (root, "data");
-    sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, 7 + (data != NULL));
-    sn_pack_kv_str (self->pack, "op", "work");
-    sn_pack_kv_str (self->pack, "id", inv->id);
-    sn_pack_kv_str (self->pack, "bucket_id", inv->bucket);
-    sn_pack_kv_value (self->pack, "invocation", sn_value_get (root, "invocation"));
-    sn_pack_kv_value (self->pack, "token", sn_value_get (root, "token"));
-    if (data)
-        sn_pack_kv_value (self->pack, "data", data);
-    sn_pack_kv_uint (self->pack, "attempt", inv->attempts);
-    sn_pack_kv_uint (self->pack, "timeout", (uint64_t) inv->timeout);
+    s_pack_work (self->pack, "work", inv->id, inv->bucket, sn_value_get (root, "invocation"),
+                 sn_value_get (root, "token"), sn_value_get (root, "data"), inv->attempts,
+                 (uint64_t) inv->timeout, 0);
     sn_msg_destroy (&event);
-    zmsg_t *push = zmsg_dup (worker->envelope);
-    zframe_t *payload = sn_pack_frame (self->pack);
-    zmsg_append (push, &payload);
-    //  A worker that cannot take it now gets it back through its timeout
-    if (zmsg_send (&push, self->router))
-        zmsg_destroy (&push);
+    s_send_work (self, worker);
     if (self->verbose)
         zsys_info ("sn_queue: %s attempt %u to worker %s", inv->id, inv->attempts, worker->name);
-
-    sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, 4);
-    sn_pack_kv_str (self->pack, "id", inv->id);
-    sn_pack_kv_uint (self->pack, "attempts", inv->attempts);
-    sn_pack_kv_str (self->pack, "worker", worker->name);
-    sn_pack_str (self->pack, "started_at");
-    sn_pack_int (self->pack, inv->started_at);
-    s_log_note (self, "invocation.started", inv);
+    s_note_started (self, inv, worker->name);
 }
 
 //  The least busy worker with room that offers the class, or NULL.
@@ -584,21 +743,373 @@ s_any_room (self_t *self)
     return false;
 }
 
-//  Hand out every due invocation a worker has room for, oldest first.
+//  --------------------------------------------------------------------------
+//  Workers connected to other nodes
+//
+//  Each node tells every other member, through the mesh's forward {node, request},
+//  which classes its workers run and how many more invocations they take:
+//  worker.at {node, classes: {class: free slots}}, soon after a change and every
+//  S_PRESENCE_EVERY ms. An owner with due work of a class no worker here has room
+//  for pushes it to a node that said it has room, worker.push {the work, lease,
+//  node}, never more than that node's word allows; the node gives it to one of its
+//  workers or refuses, and the invocation stays queued here. The invocation's state
+//  stays here: the node forwards its worker's progress and result to the owner by
+//  the id's partition, with the lease, which says the attempt is still the one
+//  pushed.
+
+//  A lease for one push: unguessable enough that a result for an attempt taken
+//  back does not count.
+static void
+s_lease_new (self_t *self, char *lease)
+{
+    //  xorshift64*, seeded from a UUID at start
+    self->lease_seed ^= self->lease_seed >> 12;
+    self->lease_seed ^= self->lease_seed << 25;
+    self->lease_seed ^= self->lease_seed >> 27;
+    snprintf (lease, 17, "%016" PRIx64, (uint64_t) (self->lease_seed * 0x2545F4914F6CDD1DULL));
+}
+
+//  Send the request in self->pack through the mesh: to the node named, or to the
+//  owner of partition p when node is NULL. Returns the rid of its answer, or 0
+//  when the mesh cannot take it now.
+static uint64_t
+s_peer_send (self_t *self, const char *node, uint32_t p)
+{
+    sn_pack_reset (self->out);
+    sn_pack_map (self->out, 4);
+    sn_pack_kv_str (self->out, "op", "forward");
+    sn_pack_kv_uint (self->out, "rid", ++self->peer_rid);
+    if (node)
+        sn_pack_kv_str (self->out, "node", node);
+    else
+        sn_pack_kv_uint (self->out, "p", p);
+    sn_pack_str (self->out, "request");
+    sn_pack_raw (self->out, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    if (zmq_send (zsock_resolve (self->peers), sn_pack_data (self->out), sn_pack_size (self->out),
+                  ZMQ_DONTWAIT) == -1)
+        return 0;
+    return self->peer_rid;
+}
+
+//  Tell one node, or every other member when to is NULL, what our workers take.
+static void
+s_presence_send (self_t *self, s_node_t *to)
+{
+    const char *name = sn_owners_name (self->owners);
+    if (!self->peers || !name)
+        return;
+    zhashx_t *free_slots = zhashx_new ();
+    zhashx_set_destructor (free_slots, s_plain_free);
+    for (s_worker_t *worker = (s_worker_t *) zhashx_first (self->workers); worker;
+         worker = (s_worker_t *) zhashx_next (self->workers)) {
+        uint32_t room = worker->busy < worker->capacity ? worker->capacity - worker->busy : 0;
+        for (const char *class_name = (const char *) zlist_first (worker->classes); class_name;
+             class_name = (const char *) zlist_next (worker->classes)) {
+            uint32_t *slots = (uint32_t *) zhashx_lookup (free_slots, class_name);
+            if (!slots) {
+                slots = (uint32_t *) zmalloc (sizeof (uint32_t));
+                zhashx_insert (free_slots, class_name, slots);
+            }
+            *slots += room;
+        }
+    }
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 4);
+    sn_pack_kv_str (self->pack, "op", "worker.at");
+    sn_pack_kv_uint (self->pack, "rid", 0);
+    sn_pack_kv_str (self->pack, "node", name);
+    sn_pack_str (self->pack, "classes");
+    sn_pack_map (self->pack, (uint32_t) zhashx_size (free_slots));
+    for (uint32_t *slots = (uint32_t *) zhashx_first (free_slots); slots;
+         slots = (uint32_t *) zhashx_next (free_slots))
+        sn_pack_kv_uint (self->pack, (const char *) zhashx_cursor (free_slots), *slots);
+    zhashx_destroy (&free_slots);
+    if (to)
+        s_peer_send (self, to->name, 0);
+    else
+        for (s_node_t *node = (s_node_t *) zhashx_first (self->nodes); node;
+             node = (s_node_t *) zhashx_next (self->nodes))
+            s_peer_send (self, node->name, 0);
+}
+
+//  How many more invocations of the class node takes, as far as its word goes.
+static uint32_t
+s_node_room (s_node_t *node, const char *class_name, int64_t now)
+{
+    if (node->expires <= now)
+        return 0;
+    uint32_t *slots = (uint32_t *) zhashx_lookup (node->free, class_name);
+    return slots && *slots > node->pushed ? *slots - node->pushed : 0;
+}
+
+//  The node with the most room for the class, or NULL.
+static s_node_t *
+s_node_for (self_t *self, const char *class_name, int64_t now)
+{
+    s_node_t *best = NULL;
+    uint32_t best_room = 0;
+    for (s_node_t *node = (s_node_t *) zhashx_first (self->nodes); node;
+         node = (s_node_t *) zhashx_next (self->nodes)) {
+        uint32_t room = s_node_room (node, class_name, now);
+        if (room > best_room) {
+            best = node;
+            best_room = room;
+        }
+    }
+    return best;
+}
+
+static bool
+s_any_remote_room (self_t *self, int64_t now)
+{
+    for (s_node_t *node = (s_node_t *) zhashx_first (self->nodes); node;
+         node = (s_node_t *) zhashx_next (self->nodes)) {
+        if (node->expires <= now)
+            continue;
+        for (uint32_t *slots = (uint32_t *) zhashx_first (node->free); slots;
+             slots = (uint32_t *) zhashx_next (node->free))
+            if (*slots > node->pushed)
+                return true;
+    }
+    return false;
+}
+
+//  Some node said it runs the class (busy or not).
+static bool
+s_remote_offers (self_t *self, const char *class_name, int64_t now)
+{
+    for (s_node_t *node = (s_node_t *) zhashx_first (self->nodes); node;
+         node = (s_node_t *) zhashx_next (self->nodes))
+        if (node->expires > now && zhashx_lookup (node->free, class_name))
+            return true;
+    return false;
+}
+
+//  A push refused or not delivered: inv is queued again, first in line, as if it
+//  had not been handed out.
+static void
+s_inv_unpush (self_t *self, s_inv_t *inv)
+{
+    s_inv_release (self, inv);
+    if (inv->attempts > 0)
+        inv->attempts--;
+    inv->state = S_QUEUED;
+    if (!inv->queued_handle)
+        inv->queued_handle = zlistx_add_start (self->queued, inv);
+    s_deadline (self, zclock_time ());
+}
+
+//  Push inv to a worker of node: it runs there from now on, for its timeout, unless
+//  the node refuses it.
+static void
+s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
+{
+    s_inv_unqueue (self, inv);
+    inv->state = S_RUNNING;
+    inv->worker = NULL;
+    inv->remote = strdup (node->name);
+    s_lease_new (self, inv->lease);
+    inv->attempts++;
+    inv->started_at = zclock_time ();
+    inv->progress = 0;
+    node->pushed++;
+    zhashx_insert (self->running, inv->id, inv);
+    s_deadline (self, inv->started_at + inv->timeout);
+
+    const char *reason = NULL;
+    sn_msg_t *event = sn_msg_decode_trusted (inv->enqueued, inv->enqueued_size, &reason);
+    const sn_value_t *root = sn_msg_root (event);
+    s_pack_work (self->pack, "worker.push", inv->id, inv->bucket, sn_value_get (root, "invocation"),
+                 sn_value_get (root, "token"), sn_value_get (root, "data"), inv->attempts,
+                 (uint64_t) inv->timeout, 3);
+    sn_msg_destroy (&event);
+    sn_pack_kv_uint (self->pack, "rid", 0);
+    sn_pack_kv_str (self->pack, "lease", inv->lease);
+    sn_pack_kv_str (self->pack, "node", sn_owners_name (self->owners));
+    uint64_t rid = s_peer_send (self, node->name, 0);
+    if (!rid) {
+        s_inv_unpush (self, inv);
+        return;
+    }
+    s_push_t *push = (s_push_t *) zmalloc (sizeof (s_push_t));
+    memcpy (push->id, inv->id, sizeof push->id);
+    memcpy (push->lease, inv->lease, sizeof push->lease);
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, rid);
+    zhashx_update (self->pushes, key, push);
+    if (self->verbose)
+        zsys_info ("sn_queue: %s attempt %u pushed to node %s", inv->id, inv->attempts, node->name);
+}
+
+//  Hand out every due invocation a worker has room for, oldest first: to a worker
+//  here, or else to another node's.
 static void
 s_dispatch (self_t *self)
 {
     int64_t now = zclock_time ();
+    bool local = s_any_room (self), remote = s_any_remote_room (self, now);
     s_inv_t *inv = (s_inv_t *) zlistx_first (self->queued);
-    while (inv && s_any_room (self)) {
+    while (inv && (local || remote)) {
         s_inv_t *next = (s_inv_t *) zlistx_next (self->queued);
         if (inv->run_at <= now) {
-            s_worker_t *worker = s_worker_for (self, inv->class_name);
-            if (worker)
+            s_worker_t *worker = local ? s_worker_for (self, inv->class_name) : NULL;
+            s_node_t *node = !worker && remote ? s_node_for (self, inv->class_name, now) : NULL;
+            if (worker) {
                 s_inv_start (self, inv, worker);
+                local = s_any_room (self);
+            }
+            else if (node) {
+                s_inv_push (self, inv, node);
+                remote = s_any_remote_room (self, now);
+            }
         }
         inv = next;
     }
+}
+
+//  Answers from the mesh to what we sent other nodes: a push taken is noted as
+//  started; one refused (no room there now) or not delivered is queued again, and
+//  that node gets no more of the class until it speaks again.
+static void
+s_peers_drain (self_t *self)
+{
+    zframe_t *frame;
+    while ((frame = zframe_recv_nowait (self->peers))) {
+        const char *reason = NULL;
+        sn_msg_t *answer =
+            sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason);
+        zframe_destroy (&frame);
+        const sn_value_t *root = sn_msg_root (answer);
+        uint64_t rid = 0, code = 0;
+        sn_value_uint (sn_value_get (root, "rid"), &rid);
+        sn_value_uint (sn_value_get (root, "code"), &code);
+        char key[24];
+        snprintf (key, sizeof key, "%" PRIu64, rid);
+        s_push_t *push = (s_push_t *) zhashx_lookup (self->pushes, key);
+        s_inv_t *inv = push ? (s_inv_t *) zhashx_lookup (self->invocations, push->id) : NULL;
+        if (inv && inv->state == S_RUNNING && inv->remote && streq (inv->lease, push->lease)) {
+            if (code == 200) {
+                char *worker = sn_value_get_strdup (root, "worker");
+                char *name = zsys_sprintf ("%s@%s", worker ? worker : "?", inv->remote);
+                s_note_started (self, inv, name);
+                free (name);
+                free (worker);
+            }
+            else {
+                char *error = sn_value_get_strdup (root, "error");
+                if (self->verbose)
+                    zsys_info ("sn_queue: %s not taken by node %s: %s", inv->id, inv->remote,
+                               error ? error : "?");
+                free (error);
+                s_node_t *node = (s_node_t *) zhashx_lookup (self->nodes, inv->remote);
+                uint32_t *slots =
+                    node ? (uint32_t *) zhashx_lookup (node->free, inv->class_name) : NULL;
+                if (slots)
+                    *slots = 0;
+                s_inv_unpush (self, inv);
+            }
+        }
+        if (push)
+            zhashx_delete (self->pushes, key);
+        sn_msg_destroy (&answer);
+    }
+    s_dispatch (self);
+}
+
+//  The members changed, or not: a new one hears from us at once; one gone takes
+//  its word with it, and what its workers ran here is queued again at once (the
+//  node may be gone, or cut off: either way its results would not reach us).
+static void
+s_nodes_update (self_t *self)
+{
+    const char *name = sn_owners_name (self->owners);
+    zlist_t *members = sn_owners_members (self->owners);
+    if (!self->peers || !name)
+        return;
+    zlistx_t *gone = zlistx_new ();
+    for (s_node_t *node = (s_node_t *) zhashx_first (self->nodes); node;
+         node = (s_node_t *) zhashx_next (self->nodes)) {
+        bool member = false;
+        for (const char *each = (const char *) zlist_first (members); each && !member;
+             each = (const char *) zlist_next (members))
+            member = streq (each, node->name);
+        if (!member)
+            zlistx_add_end (gone, node);
+    }
+    for (s_node_t *node = (s_node_t *) zlistx_first (gone); node;
+         node = (s_node_t *) zlistx_next (gone)) {
+        zlistx_t *held = zlistx_new ();
+        for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
+             inv = (s_inv_t *) zhashx_next (self->running))
+            if (inv->remote && streq (inv->remote, node->name))
+                zlistx_add_end (held, inv);
+        for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv;
+             inv = (s_inv_t *) zlistx_next (held)) {
+            const char *type =
+                s_inv_fail (self, inv, 504, "the node of its worker left", true, false);
+            s_log_note (self, type, inv);
+        }
+        if (zlistx_size (held))
+            zsys_warning ("sn_queue: node %s left, %zu invocations it ran queued again", node->name,
+                          zlistx_size (held));
+        zlistx_destroy (&held);
+        zhashx_delete (self->nodes, node->name);
+    }
+    if (zlistx_size (gone))
+        s_dispatch (self);
+    zlistx_destroy (&gone);
+    for (const char *each = (const char *) zlist_first (members); each;
+         each = (const char *) zlist_next (members)) {
+        if (streq (each, name) || zhashx_lookup (self->nodes, each))
+            continue;
+        s_node_t *node = (s_node_t *) zmalloc (sizeof (s_node_t));
+        node->name = strdup (each);
+        node->free = zhashx_new ();
+        zhashx_set_destructor (node->free, s_plain_free);
+        zhashx_insert (self->nodes, each, node);
+        s_presence_send (self, node);
+        if (self->presence_at == INT64_MAX) {
+            self->presence_at = zclock_time () + S_PRESENCE_EVERY;
+            s_deadline (self, self->presence_at);
+        }
+    }
+}
+
+//  Forget work another node pushed to us: its worker's slot is free again. With
+//  why, the owner hears that the attempt failed (retryable) instead of waiting for
+//  its timeout.
+static void
+s_hold_drop (self_t *self, s_hold_t *hold, const char *why)
+{
+    if (hold->worker->busy > 0)
+        hold->worker->busy--;
+    s_presence_changed (self);
+    int64_t p = -1;
+    if (why && self->peers) {
+        sn_pack_reset (self->pack);
+        sn_pack_map (self->pack, 1);
+        sn_pack_kv_str (self->pack, "id", hold->id);
+        const char *reason = NULL;
+        sn_msg_t *msg =
+            sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), &reason);
+        p = sn_owners_partition (self->owners, sn_msg_root (msg));
+        sn_msg_destroy (&msg);
+    }
+    //  A partition this node owns now was replayed here: the invocation is queued
+    if (p >= 0 && !sn_owners_owns (self->owners, (uint32_t) p)) {
+        sn_pack_reset (self->pack);
+        sn_pack_map (self->pack, 7);
+        sn_pack_kv_str (self->pack, "op", "worker.result");
+        sn_pack_kv_uint (self->pack, "rid", 0);
+        sn_pack_kv_str (self->pack, "id", hold->id);
+        sn_pack_kv_uint (self->pack, "code", 504);
+        sn_pack_kv_str (self->pack, "error", why);
+        sn_pack_str (self->pack, "retryable");
+        sn_pack_bool (self->pack, true);
+        sn_pack_kv_str (self->pack, "lease", hold->lease);
+        s_peer_send (self, NULL, (uint32_t) p);
+    }
+    zhashx_delete (self->holds, hold->id);
 }
 
 //  A worker went silent: what it runs goes back to the queue at once.
@@ -617,8 +1128,17 @@ s_worker_lost (self_t *self, s_worker_t *worker)
         const char *type = s_inv_fail (self, inv, 504, "worker went silent", true, false);
         s_log_note (self, type, inv);
     }
+    zlistx_purge (held);
+    for (s_hold_t *hold = (s_hold_t *) zhashx_first (self->holds); hold;
+         hold = (s_hold_t *) zhashx_next (self->holds))
+        if (hold->worker == worker)
+            zlistx_add_end (held, hold);
+    for (s_hold_t *hold = (s_hold_t *) zlistx_first (held); hold;
+         hold = (s_hold_t *) zlistx_next (held))
+        s_hold_drop (self, hold, "worker went silent");
     zlistx_destroy (&held);
     zhashx_delete (self->workers, worker->key);
+    s_presence_changed (self);
 }
 
 //  Everything whose time has come: silent workers, runs past their timeout,
@@ -668,7 +1188,7 @@ s_timers (self_t *self)
         }
     }
     for (s_inv_t *inv = (s_inv_t *) zlistx_first (due); inv; inv = (s_inv_t *) zlistx_next (due)) {
-        bool offered = false;
+        bool offered = s_remote_offers (self, inv->class_name, now);
         for (s_worker_t *worker = (s_worker_t *) zhashx_first (self->workers); worker && !offered;
              worker = (s_worker_t *) zhashx_next (self->workers))
             offered = s_worker_offers (worker, inv->class_name);
@@ -681,7 +1201,34 @@ s_timers (self_t *self)
         const char *type = s_inv_fail (self, inv, 404, error, false, false);
         s_log_note (self, type, inv);
     }
+    zlistx_purge (due);
+
+    //  Work pushed to us that its owner has taken back by now
+    for (s_hold_t *hold = (s_hold_t *) zhashx_first (self->holds); hold;
+         hold = (s_hold_t *) zhashx_next (self->holds)) {
+        if (hold->until <= now)
+            zlistx_add_end (due, hold);
+        else
+            s_deadline (self, hold->until);
+    }
+    for (s_hold_t *hold = (s_hold_t *) zlistx_first (due); hold;
+         hold = (s_hold_t *) zlistx_next (due))
+        s_hold_drop (self, hold, NULL);
     zlistx_destroy (&due);
+
+    //  Other nodes' word goes stale; ours goes out
+    for (s_node_t *node = (s_node_t *) zhashx_first (self->nodes); node;
+         node = (s_node_t *) zhashx_next (self->nodes)) {
+        if (node->expires > now)
+            s_deadline (self, node->expires);
+        else
+            zhashx_purge (node->free);
+    }
+    if (self->presence_at <= now) {
+        s_presence_send (self, NULL);
+        self->presence_at = zhashx_size (self->nodes) ? now + S_PRESENCE_EVERY : INT64_MAX;
+    }
+    s_deadline (self, self->presence_at);
 }
 
 //  --------------------------------------------------------------------------
@@ -752,16 +1299,17 @@ s_op_enqueue (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
     sn_pack_str (self->pack, "run_at");
     sn_pack_int (self->pack, run_at);
 
-    const char *reason = NULL;
-    sn_msg_t *event =
-        sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), &reason);
-    s_inv_t *inv = event ? s_inv_from_event (sn_msg_root (event)) : NULL;
-    sn_msg_destroy (&event);
+    //  The options are the request's, as stored
+    char *copy = strdup (bucket);
+    s_inv_t *inv = s_inv_new (id, strlen (id), copy, root);
     if (!inv) {
-        s_reply_error (self, request, rid, 500, "cannot read back the invocation");
+        s_reply_error (self, request, rid, 400, "/invocation/class: a string is required");
+        free (copy);
         free (bucket);
         return;
     }
+    inv->created_at = now;
+    inv->run_at = run_at;
     inv->enqueued_size = sn_pack_size (self->pack);
     inv->enqueued = (byte *) malloc (inv->enqueued_size);
     memcpy (inv->enqueued, sn_pack_data (self->pack), inv->enqueued_size);
@@ -787,13 +1335,12 @@ s_enqueued (self_t *self, s_inv_t *inv)
 {
     //  A REPLAY may have read the event back before its acknowledgement came; and
     //  if the partition moved meanwhile, its new owner has it from the log
-    if (zhashx_lookup (self->invocations, inv->id) ||
-        !sn_owners_owns (self->owners, sn_partition (inv->bucket, strlen (inv->bucket),
-                                                     self->config.partitions))) {
+    if (!sn_owners_owns (self->owners, sn_partition (inv->bucket, strlen (inv->bucket),
+                                                     self->config.partitions)) ||
+        zhashx_insert (self->invocations, inv->id, inv)) {
         s_inv_destroy (&inv);
         return;
     }
-    zhashx_insert (self->invocations, inv->id, inv);
     s_inv_queue (self, inv, inv->run_at);
     if (self->verbose)
         zsys_info ("sn_queue: %s queued in %s for %s", inv->id, inv->bucket, inv->class_name);
@@ -922,6 +1469,7 @@ s_op_worker_hello (self_t *self, sn_routed_t *request, const sn_value_t *root, u
     //  A third of the silence allowed: two heartbeats may be lost
     sn_pack_kv_uint (self->reply, "heartbeat", (uint64_t) self->config.worker_timeout / 3);
     s_reply_send (self, request);
+    s_presence_changed (self);
     s_dispatch (self);
 }
 
@@ -966,11 +1514,76 @@ s_op_worker_heartbeat (self_t *self, sn_routed_t *request, uint64_t rid)
         s_reply_code (self, request, rid, 200);
 }
 
+//  The invocation of request that another node's worker runs under lease; else
+//  NULL, answered. Its word comes forwarded by that node.
+static s_inv_t *
+s_leased_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                     const char *lease)
+{
+    char *id = sn_value_get_strdup (root, "id");
+    s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
+    if (!inv)
+        s_reply_error (self, request, rid, 404, "no invocation %s", id ? id : "?");
+    else if (inv->state != S_RUNNING || !inv->remote || !streq (inv->lease, lease)) {
+        s_reply_error (self, request, rid, 409,
+                       "invocation %s is not held under this lease (it is %s)", id,
+                       s_state_names[inv->state]);
+        inv = NULL;
+    }
+    free (id);
+    return inv;
+}
+
+//  Pass the progress or result of request to the owner of its invocation, which
+//  another node pushed to worker: with the lease, so the owner knows the attempt.
+//  A result frees the worker's slot. Returns true when request was taken.
+static bool
+s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                  s_worker_t *worker, bool result)
+{
+    char *id = sn_value_get_strdup (root, "id");
+    s_hold_t *hold = id ? (s_hold_t *) zhashx_lookup (self->holds, id) : NULL;
+    bool owned_here = id && zhashx_lookup (self->invocations, id);
+    free (id);
+    if (!hold || hold->worker != worker)
+        return false;
+    char lease[17];
+    memcpy (lease, hold->lease, sizeof lease);
+    if (result)
+        s_hold_drop (self, hold, NULL);
+    //  Ownership came here since: the replay queued it again, this attempt is over
+    if (owned_here)
+        return false;
+    size_t entries = sn_value_size (root);
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, (uint32_t) entries + 1);
+    for (size_t index = 0; index < entries; index++) {
+        size_t len = 0;
+        const char *name = sn_value_key_at (root, index, &len);
+        sn_pack_strn (self->pack, name, len);
+        sn_pack_value (self->pack, sn_value_value_at (root, index));
+    }
+    sn_pack_kv_str (self->pack, "lease", lease);
+    sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    if (!sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
+                          self->router))
+        s_reply_error (self, request, rid, 409, "invocation is not held by this worker any more");
+    return true;
+}
+
 static void
 s_op_worker_progress (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
-    s_worker_t *worker = s_known_worker (self, request, rid);
-    s_inv_t *inv = worker ? s_held_invocation (self, request, root, rid, worker) : NULL;
+    char *lease = sn_value_get_strdup (root, "lease");
+    s_inv_t *inv = NULL;
+    if (lease)
+        inv = s_leased_invocation (self, request, root, rid, lease);
+    else {
+        s_worker_t *worker = s_known_worker (self, request, rid);
+        if (worker && !s_held_elsewhere (self, request, root, rid, worker, false))
+            inv = s_held_invocation (self, request, root, rid, worker);
+    }
+    free (lease);
     if (!inv)
         return;
     sn_value_number (sn_value_get (root, "progress"), &inv->progress);
@@ -980,8 +1593,20 @@ s_op_worker_progress (self_t *self, sn_routed_t *request, const sn_value_t *root
 static void
 s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
-    s_worker_t *worker = s_known_worker (self, request, rid);
-    s_inv_t *inv = worker ? s_held_invocation (self, request, root, rid, worker) : NULL;
+    char *lease = sn_value_get_strdup (root, "lease");
+    s_inv_t *inv = NULL;
+    if (lease)
+        inv = s_leased_invocation (self, request, root, rid, lease);
+    else {
+        s_worker_t *worker = s_known_worker (self, request, rid);
+        if (worker && s_held_elsewhere (self, request, root, rid, worker, true)) {
+            s_dispatch (self);
+            return;
+        }
+        if (worker)
+            inv = s_held_invocation (self, request, root, rid, worker);
+    }
+    free (lease);
     if (!inv)
         return;
     int64_t code = 500;
@@ -1021,6 +1646,101 @@ s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, 
     sn_pack_kv_uint (self->reply, "code", 200);
     s_reply_when_written (self, type, inv, request, rid);
     s_dispatch (self);
+}
+
+//  worker.at {node, classes: {class: free slots}}: another member's word of its
+//  workers. Only a member's word counts; it replaces the last one.
+static void
+s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    char *name = sn_value_get_strdup (root, "node");
+    s_node_t *node = name ? (s_node_t *) zhashx_lookup (self->nodes, name) : NULL;
+    if (!node) {
+        s_reply_error (self, request, rid, 404, "node: %s is not another member of the cluster",
+                       name ? name : "?");
+        free (name);
+        return;
+    }
+    free (name);
+    zhashx_purge (node->free);
+    const sn_value_t *classes = sn_value_get (root, "classes");
+    for (size_t index = 0; index < sn_value_size (classes); index++) {
+        size_t len = 0;
+        const char *class_name = sn_value_key_at (classes, index, &len);
+        uint64_t slots = 0;
+        if (!class_name || len == 0 || len > S_CLASS_MAX ||
+            !sn_value_uint (sn_value_value_at (classes, index), &slots))
+            continue;
+        char key[S_CLASS_MAX + 1];
+        memcpy (key, class_name, len);
+        key[len] = 0;
+        uint32_t *value = (uint32_t *) zmalloc (sizeof (uint32_t));
+        *value = slots > UINT32_MAX ? UINT32_MAX : (uint32_t) slots;
+        zhashx_update (node->free, key, value);
+    }
+    node->pushed = 0;
+    node->expires = zclock_time () + S_PRESENCE_TTL;
+    s_deadline (self, node->expires);
+    s_reply_code (self, request, rid, 200);
+    s_dispatch (self);
+}
+
+//  worker.push {id, bucket_id, invocation, token, data?, attempt, timeout, lease,
+//  node}: the owner of an invocation asks us to run it on one of our workers. 409
+//  when none has room for its class now.
+static void
+s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    size_t id_len = 0, lease_len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &id_len);
+    const char *lease = sn_value_str (sn_value_get (root, "lease"), &lease_len);
+    char *class_name = sn_value_get_strdup (sn_value_get (root, "invocation"), "class");
+    char *bucket = sn_value_get_strdup (root, "bucket_id");
+    uint64_t attempt = 1, timeout = S_TIMEOUT;
+    sn_value_uint (sn_value_get (root, "attempt"), &attempt);
+    sn_value_uint (sn_value_get (root, "timeout"), &timeout);
+    s_worker_t *worker = class_name ? s_worker_for (self, class_name) : NULL;
+    if (!id || id_len == 0 || id_len >= S_ID_MAX || !lease || lease_len == 0 || lease_len > 16 ||
+        !bucket || !class_name)
+        s_reply_error (self, request, rid, 400,
+                       "worker.push: id, lease, bucket_id and "
+                       "invocation.class are required");
+    else if (!worker)
+        s_reply_error (self, request, rid, 409, "no worker here has room for class %s now",
+                       class_name);
+    else {
+        char key[S_ID_MAX];
+        memcpy (key, id, id_len);
+        key[id_len] = 0;
+        //  A new attempt at work we hold still: the owner took the old one back
+        s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, key);
+        if (hold)
+            s_hold_drop (self, hold, NULL);
+        hold = (s_hold_t *) zmalloc (sizeof (s_hold_t));
+        memcpy (hold->id, key, sizeof hold->id);
+        memcpy (hold->lease, lease, lease_len);
+        hold->worker = worker;
+        hold->until = zclock_time () + (int64_t) timeout + self->config.worker_timeout;
+        zhashx_insert (self->holds, key, hold);
+        worker->busy++;
+        s_presence_changed (self);
+        s_deadline (self, hold->until);
+        s_pack_work (self->pack, "work", key, bucket, sn_value_get (root, "invocation"),
+                     sn_value_get (root, "token"), sn_value_get (root, "data"), attempt, timeout,
+                     0);
+        s_send_work (self, worker);
+        if (self->verbose)
+            zsys_info ("sn_queue: %s attempt %" PRIu64 " from another node to worker %s", key,
+                       attempt, worker->name);
+        sn_pack_reset (self->reply);
+        sn_pack_map (self->reply, 3);
+        sn_pack_kv_uint (self->reply, "rid", rid);
+        sn_pack_kv_uint (self->reply, "code", 200);
+        sn_pack_kv_str (self->reply, "worker", worker->name);
+        s_reply_send (self, request);
+    }
+    free (class_name);
+    free (bucket);
 }
 
 //  bucket.counts {bucket_id} -> {queued, running, finished}: for the bucket's status.
@@ -1095,6 +1815,10 @@ s_handle_request (self_t *self, sn_routed_t *request)
         s_op_bucket_counts (self, request, root, rid);
     else if (sn_value_streq (op, "bucket.state"))
         s_op_bucket_state (self, request, root, rid);
+    else if (sn_value_streq (op, "worker.at"))
+        s_op_worker_at (self, request, root, rid);
+    else if (sn_value_streq (op, "worker.push"))
+        s_op_worker_push (self, request, root, rid);
     else
         s_reply_error (self, request, rid, 400, "/op: the queue does not serve this op");
     sn_msg_destroy (&msg);
@@ -1141,9 +1865,8 @@ s_log_answer (self_t *self, const sn_value_t *root)
     uint64_t rid = 0, code = 0;
     sn_value_uint (sn_value_get (root, "rid"), &rid);
     sn_value_uint (sn_value_get (root, "code"), &code);
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, rid);
-    s_pending_t *pending = (s_pending_t *) zhashx_lookup (self->pending, key);
+    void *key = (void *) (uintptr_t) rid;
+    s_pending_t *pending = rid ? (s_pending_t *) zhashx_lookup (self->pending, key) : NULL;
     if (!pending)
         return;
     if (code == 201) {
@@ -1420,6 +2143,7 @@ s_placement (self_t *self)
         }
         s_replay_finish (self);
     }
+    s_nodes_update (self);
     s_release_held (self);
 }
 
@@ -1455,6 +2179,16 @@ s_self_start (self_t *self)
     self->owners = sn_owners_new (self->config.feed, self->config.mesh, self->config.partitions);
     if (!self->owners)
         return zsys_sprintf ("cannot connect to the mesh %s", self->config.mesh);
+    if (self->config.feed) {
+        //  Word of our workers to the other nodes, and work to theirs
+        self->peers = zsock_new (ZMQ_DEALER);
+        zsock_set_sndhwm (self->peers, 100000);
+        zsock_set_rcvhwm (self->peers, 100000);
+        zsock_set_sndtimeo (self->peers, 0);
+        zsock_set_linger (self->peers, 0);
+        if (zsock_connect (self->peers, "%s", self->config.mesh) == -1)
+            return zsys_sprintf ("cannot connect to the mesh %s", self->config.mesh);
+    }
     self->gained = (bool *) zmalloc (self->config.partitions * sizeof (bool));
     self->lost = (bool *) zmalloc (self->config.partitions * sizeof (bool));
     //  With a feed, partitions are replayed as the mesh hands them to this node
@@ -1474,6 +2208,7 @@ s_self_start (self_t *self)
     if (sn_owners_feed (self->owners)) {
         zpoller_add (self->poller, sn_owners_feed (self->owners));
         zpoller_add (self->poller, sn_owners_mesh (self->owners));
+        zpoller_add (self->poller, self->peers);
     }
     self->config.endpoint = NULL;
     self->config.log = NULL;
@@ -1551,6 +2286,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
             s_placement (self);
         else if (which && which == sn_owners_mesh (self->owners))
             sn_owners_relay (self->owners, self->router);
+        else if (which && which == self->peers)
+            s_peers_drain (self);
         else if (zpoller_terminated (self->poller))
             break;
     }
@@ -1850,6 +2587,35 @@ sn_queue_test (bool verbose)
     free (state);
     //  The silent one is forgotten and must say hello again
     assert (s_test_status (worker, "{\"op\": \"worker.heartbeat\"}") == 404);
+
+    //  Work another node pushes runs on a worker here, within the worker's capacity;
+    //  its result goes to the owner, here (no mesh): the lease is unknown, 409
+    s_test_client_t *far = s_test_client_new (queue_endpoint);
+    assert (s_test_status (far, "{\"op\": \"worker.hello\", \"classes\": [\"far.C\"], "
+                                "\"capacity\": 1}") == 200);
+    const char *push = "{\"op\": \"worker.push\", \"id\": \"%s\", \"bucket_id\": "
+                       "\"primary\", \"token\": \"t\", \"attempt\": 1, \"timeout\": 60000, "
+                       "\"lease\": \"0a\", \"node\": \"n2\", \"invocation\": {\"class\": "
+                       "\"far.C\", \"method\": \"m\", \"params\": []}}";
+    request = zsys_sprintf (push, "ab-1");
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    work = s_test_work (far, 5000);
+    assert (work && streq (work, "ab-1"));
+    free (work);
+    request = zsys_sprintf (push, "ab-2");
+    assert (s_test_status (producer, request) == 409);
+    assert (s_test_status (far, "{\"op\": \"worker.result\", \"id\": \"ab-1\", \"code\": "
+                                "200}") == 409);
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    work = s_test_work (far, 5000);
+    assert (work && streq (work, "ab-2"));
+    free (work);
+    //  Word from a node that is not another member is not kept
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"n2\", "
+                                     "\"classes\": {\"far.C\": 1}}") == 404);
+    s_test_client_destroy (&far);
 
     //  Restart: finished results, queued and running work all come back from the log
     s_test_client_destroy (&rescuer);

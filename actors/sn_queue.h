@@ -28,8 +28,11 @@
       invocation        {id}                        -> 200 {invocation: {...}} | 404
       worker.hello      {classes, capacity, name?}  -> 200 {heartbeat}
       worker.heartbeat  {}                          -> 200 | 404 (say hello again)
-      worker.progress   {id, progress?, message?}   -> 200 | 404 | 409
-      worker.result     {id, code, response?, error?, retryable?} -> 200 | 404 | 409
+      worker.progress   {id, progress?, message?, lease?} -> 200 | 404 | 409
+      worker.result     {id, code, response?, error?, retryable?, lease?} -> 200 | 404 | 409
+      worker.at         {node, classes: {class: free slots}} -> 200 | 404 (not a member)
+      worker.push       {id, bucket_id, invocation, token, data?, attempt, timeout,
+                         lease, node}               -> 200 {worker} | 409 (no room)
       bucket.counts     {bucket_id}                 -> 200 {queued, running, finished}
       bucket.state      {bucket_id, state}          -> 200   (from the batch actor only)
     Sent to the batch actor once a result is on disk: {op: "finished", bucket_id,
@@ -43,8 +46,21 @@
     (which holds it: the owner is one of its replicas) and starts its timers; losing
     one drops its invocations from memory (their events stay in the log, and a worker
     still running one hears 404 for its result). enqueue, invocation and
-    bucket.counts for a partition owned elsewhere are forwarded to its owner; worker
-    ops are not: workers run the invocations of the node they are connected to.
+    bucket.counts for a partition owned elsewhere are forwarded to its owner.
+
+    Workers anywhere: the actor tells every other member (the placement's members,
+    through the mesh's forward {node, request}) which classes its workers run and
+    how many more they take, worker.at, soon after a change and every second; a
+    member's word is stale after 3.5 s. An owner with due work that no worker here
+    has room for pushes it to a member that said it has room (worker.push with a
+    fresh lease), at most that room until the member speaks again. The member gives
+    it to a worker or refuses (409: the invocation is queued again, first); the
+    invocation's state stays with the owner, its timeout runs there. The member
+    forwards its worker's worker.progress and worker.result to the owner by the
+    id's partition, adding the lease: the owner takes them only while that attempt
+    is the running one. A member that leaves the placement's members has what its
+    workers ran queued again at once (504, retryable); a worker that goes silent on
+    the member has its pushed work reported to the owner the same way.
 
     Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
     partition P over the state held, for a take-over; replies "OK" or the error

@@ -108,7 +108,8 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
         front_endpoint,
         {{"cluster put get bulk range", mesh_endpoint},
          {"enqueue invocation worker.hello worker.heartbeat "
-          "worker.progress worker.result bucket.counts",
+          "worker.progress worker.result bucket.counts "
+          "worker.at worker.push",
           queue_endpoint},
          {"batch.create batch.get batch.update batch.delete", batch_endpoint},
          {"job.create job.get job.list job.cancel task.get agent.hello "

@@ -113,7 +113,7 @@ def test_bucket_owned_forwarded_and_taken_over(receiver):
             inv = get(nodes[(n + 1) % 3], "/invocations/" + ident).json()
             assert inv["state"] == "succeeded", inv
 
-        # The owner runs the bucket's work: with its worker gone, work waits there
+        # The owner runs the bucket's work (on its workers, or the other nodes')
         owner = by_name[owner_of(nodes[0], p)]
         survivors = [node for node in nodes if node is not owner]
         assert all(owner_of(node, p) == owner.name for node in nodes)
@@ -127,8 +127,9 @@ def test_bucket_owned_forwarded_and_taken_over(receiver):
         workers[nodes.index(owner)].kill()
         queued = {n: enqueue(nodes[n % 3], "shared", n) for n in range(40, 50)}
         for ident in queued.values():
-            # queued, or pushed to the worker that is gone
-            assert get(owner, "/invocations/" + ident).json()["state"] in ("queued", "running")
+            # queued, pushed to the worker that is gone, or run by another node's
+            assert get(owner, "/invocations/" + ident).json()["state"] in (
+                "queued", "running", "succeeded")
 
         # SIGKILL of the owner: the next replica takes the partition over
         owner.kill()

@@ -38,6 +38,7 @@ typedef struct {
     zpoller_t *poller_full;                 //  pipe and the actors: while the window is full
     size_t in_flight;                       //  requests passed on and not yet answered
     zsock_t *router;                        //  clients: external endpoint and inproc
+    zsock_t *internal;                      //  the mesh, for requests from other nodes
     zsock_t *links[SN_FRONTEND_ROUTES_MAX]; //  DEALER to each route's actor
     size_t link_count;                      //  routes in the config
     zsock_t *fallback;                      //  the link of the "*" route
@@ -68,6 +69,7 @@ s_self_destroy (self_t **self_p)
         zpoller_destroy (&self->poller);
         zpoller_destroy (&self->poller_full);
         zsock_destroy (&self->router);
+        zsock_destroy (&self->internal);
         for (size_t index = 0; index < self->link_count; index++)
             zsock_destroy (&self->links[index]);
         sn_pack_destroy (&self->pack);
@@ -112,6 +114,16 @@ s_self_start (self_t *self)
         return zsys_sprintf ("cannot bind %s: %s", self->config.inproc,
                              zmq_strerror (zmq_errno ()));
     self->poller = zpoller_new (self->pipe, self->router, NULL);
+    if (self->config.internal) {
+        self->internal = zsock_new (ZMQ_ROUTER);
+        zsock_set_sndhwm (self->internal, SN_FRONTEND_REPLY_QUEUE);
+        zsock_set_linger (self->internal, 0);
+        zsock_set_rcvtimeo (self->internal, 0);
+        if (zsock_bind (self->internal, "%s", self->config.internal) == -1)
+            return zsys_sprintf ("cannot bind %s: %s", self->config.internal,
+                                 zmq_strerror (zmq_errno ()));
+        zpoller_add (self->poller, self->internal);
+    }
     self->poller_full = zpoller_new (self->pipe, NULL);
     const sn_frontend_route_t *routes = self->config.routes;
     while (self->link_count < SN_FRONTEND_ROUTES_MAX && routes[self->link_count].ops) {
@@ -149,22 +161,75 @@ s_route (self_t *self, const sn_value_t *op)
     return self->fallback;
 }
 
+//  True when name is one of the space-separated words of list.
+static bool
+s_listed (const char *list, const char *name, size_t size)
+{
+    while (list && *list) {
+        size_t length = strcspn (list, " ");
+        if (length == size && memcmp (list, name, size) == 0)
+            return true;
+        list += length;
+        list += strspn (list, " ");
+    }
+    return false;
+}
+
+//  A request from the mesh carries this frame in front of its envelope while an
+//  actor has it, so that its reply goes back to the mesh's ROUTER. No client's
+//  identity can look like it: libzmq keeps identities starting with a zero byte
+//  for the ones it makes, which are five bytes long.
+static const byte s_internal_mark[2] = {0, 'M'};
+
+static void
+s_mark (sn_routed_t *request)
+{
+    if (request->count == SN_ROUTED_MAX)
+        return; //  never for the mesh's requests: identity and payload
+    for (size_t index = request->count; index > 0; index--) {
+        zmq_msg_init (&request->frames[index]);
+        zmq_msg_move (&request->frames[index], &request->frames[index - 1]);
+    }
+    zmq_msg_init_size (&request->frames[0], sizeof s_internal_mark);
+    memcpy (zmq_msg_data (&request->frames[0]), s_internal_mark, sizeof s_internal_mark);
+    request->count++;
+}
+
+//  Remove the mark if the reply has one; true when it did.
+static bool
+s_unmark (sn_routed_t *reply)
+{
+    if (reply->count < 2 || zmq_msg_size (&reply->frames[0]) != sizeof s_internal_mark ||
+        memcmp (zmq_msg_data (&reply->frames[0]), s_internal_mark, sizeof s_internal_mark) != 0)
+        return false;
+    zmq_msg_close (&reply->frames[0]);
+    for (size_t index = 0; index + 1 < reply->count; index++) {
+        zmq_msg_init (&reply->frames[index]);
+        zmq_msg_move (&reply->frames[index], &reply->frames[index + 1]);
+    }
+    zmq_msg_close (&reply->frames[reply->count - 1]);
+    reply->count--;
+    return true;
+}
+
 //  Answer a request here, with its envelope, without passing it on.
 static void
-s_answer (self_t *self, sn_routed_t *request, uint64_t rid, int code, const char *error)
+s_answer (self_t *self, sn_routed_t *request, uint64_t rid, int code, const char *error,
+          bool internal)
 {
     sn_pack_error (self->pack, rid, code, "%s", error);
     sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    if (sn_routed_send (request, self->router))
+    if (sn_routed_send (request, internal ? self->internal : self->router))
         sn_routed_close (request);
 }
 
-//  One request from a client: check it completely, then hand it to its actor.
+//  One request from a client, or from another node through the mesh (internal):
+//  check it completely, then hand it to its actor.
 static void
-s_handle_request (self_t *self, sn_routed_t *request)
+s_handle_request (self_t *self, sn_routed_t *request, bool internal)
 {
     if (request->overflowed) {
-        s_answer (self, request, 0, 400, "expected one frame holding one msgpack map");
+        s_answer (self, request, 0, 400, "expected one frame holding one msgpack map", internal);
         return;
     }
     const byte *payload = sn_routed_data (request);
@@ -173,21 +238,21 @@ s_handle_request (self_t *self, sn_routed_t *request)
     //  time and memory on it.
     byte first = size ? payload[0] : 0;
     if ((first & 0xf0) != 0x80 && first != 0xde && first != 0xdf) {
-        s_answer (self, request, 0, 400, "invalid msgpack: a request must be a map");
+        s_answer (self, request, 0, 400, "invalid msgpack: a request must be a map", internal);
         return;
     }
     char error[256];
     if (size > SN_MSG_MAX_SIZE) {
         snprintf (error, sizeof error, "request of %zu bytes is larger than %d", size,
                   SN_MSG_MAX_SIZE);
-        s_answer (self, request, 0, 413, error);
+        s_answer (self, request, 0, 413, error, internal);
         return;
     }
     const char *reason = NULL;
     sn_msg_t *msg = sn_msg_decode (payload, size, 0, &reason);
     if (!msg) {
         snprintf (error, sizeof error, "invalid msgpack: %s", reason);
-        s_answer (self, request, 0, 400, error);
+        s_answer (self, request, 0, 400, error, internal);
         return;
     }
     const sn_value_t *root = sn_msg_root (msg);
@@ -195,6 +260,13 @@ s_handle_request (self_t *self, sn_routed_t *request)
     sn_value_uint (sn_value_get (root, "rid"), &rid);
     int code = sn_schema_check_request (self->schema, root, size, error, sizeof error);
     zsock_t *actor = s_route (self, sn_value_get (root, "op"));
+    size_t op_size = 0;
+    const char *op_name = sn_value_str (sn_value_get (root, "op"), &op_size);
+    if (!code && !internal && op_name && s_listed (self->config.internal_ops, op_name, op_size)) {
+        snprintf (error, sizeof error, "op %.*s is for the nodes of the cluster only",
+                  (int) op_size, op_name);
+        code = 403;
+    }
     if (self->verbose) {
         size_t op_len = 0;
         const char *op = sn_value_str (sn_value_get (root, "op"), &op_len);
@@ -203,27 +275,32 @@ s_handle_request (self_t *self, sn_routed_t *request)
     }
     sn_msg_destroy (&msg);
     if (code) {
-        s_answer (self, request, rid, code, error);
+        s_answer (self, request, rid, code, error, internal);
         return;
     }
+    if (internal)
+        s_mark (request);
     //  The routing decision lives here, so that new actors take their ops without
     //  the edges changing.
     if (sn_routed_send (request, actor) == 0)
         self->in_flight++;
-    else
-        s_answer (self, request, rid, 503, "node is busy: too many requests in flight");
+    else {
+        if (internal)
+            s_unmark (request);
+        s_answer (self, request, rid, 503, "node is busy: too many requests in flight", internal);
+    }
 }
 
-//  Read the requests waiting, a burst at a time, while the window has room.
+//  Read the requests waiting on router, a burst at a time, while the window has room.
 static void
-s_handle_requests (self_t *self)
+s_handle_requests (self_t *self, zsock_t *router)
 {
     sn_routed_t request;
     for (int count = 0; count < SN_FRONTEND_BURST && self->in_flight < SN_FRONTEND_WINDOW;
          count++) {
-        if (sn_routed_recv (&request, self->router))
+        if (sn_routed_recv (&request, router))
             break;
-        s_handle_request (self, &request);
+        s_handle_request (self, &request, router == self->internal);
     }
 }
 
@@ -240,7 +317,8 @@ s_forward_replies (self_t *self, zsock_t *from)
         if (self->in_flight > 0)
             self->in_flight--;
         //  A ROUTER drops what it cannot deliver rather than block
-        if (sn_routed_send (&reply, self->router))
+        zsock_t *router = s_unmark (&reply) ? self->internal : self->router;
+        if (!router || sn_routed_send (&reply, router))
             sn_routed_close (&reply);
     }
 }
@@ -286,8 +364,8 @@ sn_frontend_actor (zsock_t *pipe, void *args)
             break;
         for (size_t index = 0; index < self->link_count; index++)
             s_forward_replies (self, self->links[index]);
-        if (which == self->router)
-            s_handle_requests (self);
+        if (which == self->router || (which && which == self->internal))
+            s_handle_requests (self, which);
     }
     s_self_destroy (&self);
 }
@@ -375,11 +453,15 @@ sn_frontend_test (bool verbose)
     zactor_t *mesh = zactor_new (s_echo_store, &mesh_echo);
     sn_schema_t *schema = sn_schema_new ();
     assert (schema);
+    char internal[80];
+    snprintf (internal, sizeof internal, "inproc://sn-frontend-test-internal-%d", getpid ());
     sn_frontend_config_t config = {"tcp://127.0.0.1:*",
                                    inproc,
                                    {{"health-not cluster", mesh_endpoint}, {"*", store_endpoint}},
                                    schema,
-                                   verbose};
+                                   verbose,
+                                   internal,
+                                   "cluster"};
     zactor_t *frontend = sn_frontend_new (&config, error, sizeof error);
     assert (frontend);
 
@@ -388,7 +470,9 @@ sn_frontend_test (bool verbose)
                                   "inproc://sn-frontend-test-clash",
                                   {{"*", store_endpoint}},
                                   schema,
-                                  verbose};
+                                  verbose,
+                                  NULL,
+                                  NULL};
     assert (sn_frontend_new (&clash, error, sizeof error) == NULL);
     assert (strstr (error, "cannot bind clients endpoint"));
 
@@ -403,13 +487,25 @@ sn_frontend_test (bool verbose)
     assert (s_roundtrip (client, sn_pack_data (pack), sn_pack_size (pack), &rid) == 200);
     assert (rid == 7);
 
-    //  cluster is the mesh's
+    //  cluster is the mesh's, and here an op between nodes only: refused to clients,
+    //  served from the internal endpoint, whose answers go back there
     sn_pack_reset (pack);
     sn_pack_map (pack, 2);
     sn_pack_kv_str (pack, "op", "cluster");
     sn_pack_kv_uint (pack, "rid", 9);
-    assert (s_roundtrip (client, sn_pack_data (pack), sn_pack_size (pack), &rid) == 299);
+    assert (s_roundtrip (client, sn_pack_data (pack), sn_pack_size (pack), &rid) == 403);
     assert (rid == 9);
+    zsock_t *node = zsock_new_dealer (internal);
+    assert (s_roundtrip (node, sn_pack_data (pack), sn_pack_size (pack), &rid) == 299);
+    assert (rid == 9);
+    assert (s_roundtrip (node, "not msgpack", 11, &rid) == 400);
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 2);
+    sn_pack_kv_str (pack, "op", "health");
+    sn_pack_kv_uint (pack, "rid", 10);
+    assert (s_roundtrip (node, sn_pack_data (pack), sn_pack_size (pack), &rid) == 200);
+    assert (rid == 10);
+    zsock_destroy (&node);
 
     //  Invalid ones are answered here, with the rid when there is one
     sn_pack_reset (pack);

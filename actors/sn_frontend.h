@@ -1,8 +1,11 @@
 /*  sn_frontend: the door of the node for every request.
 
     One ROUTER bound to the client endpoint (tcp, for direct ZeroMQ clients) and to an
-    inproc endpoint (for the gateway's civetweb threads). Each request frame is decoded
-    and validated against its op's schema before any actor sees it; a bad one is
+    inproc endpoint (for the gateway's civetweb threads), and another bound to an inproc
+    endpoint of its own for the mesh, which delivers requests from other nodes there.
+    Some ops are between nodes only (a node telling another which executors it has,
+    or handing it work for them): those are refused with 403 from anyone but the mesh. Each request
+   frame is decoded and validated against its op's schema before any actor sees it; a bad one is
     answered here with a 4xx. Good ones are routed to the actor that owns the op (the
     routes table of the config), and the replies are routed back by envelope. An actor
     may also send a client a message it did not ask for (work for an executor) by
@@ -36,6 +39,8 @@ typedef struct {
     sn_frontend_route_t routes[SN_FRONTEND_ROUTES_MAX]; //  ends at the first without ops
     sn_schema_t *schema;                                //  borrowed, read-only
     bool verbose;                                       //  log every request
+    const char *internal;     //  inproc endpoint for the mesh alone, or NULL
+    const char *internal_ops; //  ops taken only from internal, separated by spaces, or NULL
 } sn_frontend_config_t;
 
 //  Start the frontend. Returns NULL with the reason in error when an endpoint cannot

@@ -998,15 +998,20 @@ s_peers_drain (self_t *self)
             else {
                 char *error = sn_value_get_strdup (root, "error");
                 if (self->verbose)
-                    zsys_info ("sn_queue: %s not taken by node %s: %s", inv->id, inv->remote,
-                               error ? error : "?");
+                    zsys_info ("sn_queue: %s not taken by node %s: %" PRIu64 " %s", inv->id,
+                               inv->remote, code, error ? error : "?");
                 free (error);
                 s_node_t *node = (s_node_t *) zhashx_lookup (self->nodes, inv->remote);
                 uint32_t *slots =
                     node ? (uint32_t *) zhashx_lookup (node->free, inv->class_name) : NULL;
                 if (slots)
                     *slots = 0;
-                s_inv_unpush (self, inv);
+                //  A 4xx is the member's answer: it handed nothing out. Any other (the
+                //  mesh's 503 when the member was slow to answer) may hide a worker
+                //  running it: it stays running under its lease until its timeout,
+                //  rather than run twice.
+                if (code >= 400 && code < 500)
+                    s_inv_unpush (self, inv);
             }
         }
         if (push)

@@ -42,6 +42,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-store-%p", (void *) self);
     snprintf (mesh_endpoint, sizeof mesh_endpoint, "inproc://sn-mesh-%p", (void *) self);
     snprintf (front_endpoint, sizeof front_endpoint, "inproc://sn-front-%p", (void *) self);
+    char internal_endpoint[64];
+    snprintf (internal_endpoint, sizeof internal_endpoint, "inproc://sn-front-internal-%p",
+              (void *) self);
     //  The mesh publishes the partition table here for actors that own partitions
     snprintf (feed_endpoint, sizeof feed_endpoint, "inproc://sn-feed-%p", (void *) self);
     snprintf (queue_endpoint, sizeof queue_endpoint, "inproc://sn-queue-%p", (void *) self);
@@ -71,7 +74,7 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
                              .store = store_endpoint,
                              .write_timeout_ms = config->write_timeout,
                              .anti_entropy_ms = config->anti_entropy,
-                             .frontend = front_endpoint,
+                             .frontend = internal_endpoint,
                              .feed = feed_endpoint};
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
@@ -117,7 +120,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
           dispatch_endpoint},
          {"*", store_endpoint}},
         self->schema,
-        config->verbose};
+        config->verbose,
+        internal_endpoint,
+        "worker.at worker.push"};
     self->frontend = sn_frontend_new (&frontend, error, size);
     if (!self->frontend)
         goto failed;

@@ -33,6 +33,14 @@
 #define S_HEARTBEAT_MS     5000
 #define S_HEARTBEAT_MISSES 3
 
+//  How often every member is told all the agents connected here, in ms, and how
+//  long what a member said lasts when it is not said again.
+#define S_PRESENCE_MS  2000
+#define S_PRESENCE_TTL 10000
+
+//  Most agent ids in one agent.at message (schemas/op.agent.at.json).
+#define S_PRESENCE_BATCH 500
+
 #define S_LIST_LIMIT      100 //  job.list's default page
 #define S_ID_MAX          32  //  job ids are 19 characters
 #define S_DESTINATION_MAX 64  //  longest destination id
@@ -96,22 +104,35 @@ struct _s_job_t {
 
 struct _s_agent_t {
     char id[S_DESTINATION_MAX + 1]; //  canonical destination id
-    zmsg_t *envelope;               //  route to the connected agent, or NULL
+    zmsg_t *envelope;               //  route to the agent connected here, or NULL
     int64_t expires;                //  mono ms after which a silent agent is gone
+    char node[SN_NAME_MAX + 1];     //  the member it is connected to, or ""
+    int64_t node_expires;           //  mono ms after which that member's word is old
     s_task_t *current;              //  the task in flight, or NULL
+    char via[SN_NAME_MAX + 1];      //  the member current went to, "" for here
     zlistx_t *waiting;              //  s_task_t * waiting for this destination, in order
 };
 
 //  Why the log was written, and what to do when it answers.
-typedef enum { S_LOG_EVENT, S_LOG_CREATE, S_LOG_SCAN, S_LOG_FORWARD } s_log_kind_t;
+typedef enum {
+    S_LOG_EVENT,
+    S_LOG_CREATE,
+    S_LOG_SCAN,
+    S_LOG_FORWARD,
+    S_LOG_PUSH,    //  work or a cancel for an agent connected to another member
+    S_LOG_PRESENCE //  agent.at to another member
+} s_log_kind_t;
 
 typedef struct {
-    uint64_t rid;        //  the log request's rid
-    s_log_kind_t kind;   //  event, job creation, replay page or forward
-    zmsg_t *reply;       //  envelope and payload to send once durable, or NULL;
-                         //  S_LOG_FORWARD: the caller's envelope only
-    s_job_t *job;        //  the job written about; NULL once its partition is dropped
-    uint64_t caller_rid; //  S_LOG_FORWARD: the rid the caller's answer carries
+    uint64_t rid;               //  the log request's rid
+    s_log_kind_t kind;          //  what was asked, see s_log_kind_t
+    zmsg_t *reply;              //  envelope and payload to send once durable, or NULL;
+                                //  S_LOG_FORWARD: the caller's envelope only
+    s_job_t *job;               //  the job written about, or whose task is pushed; NULL
+                                //  once its partition is dropped
+    uint64_t caller_rid;        //  S_LOG_FORWARD: the rid the caller's answer carries
+    uint32_t task;              //  S_LOG_PUSH of work: the task's index in job
+    char node[SN_NAME_MAX + 1]; //  S_LOG_PUSH: the member it went to
 } s_pending_t;
 
 typedef struct {
@@ -148,7 +169,16 @@ typedef struct {
     sn_pack_t *pack;             //  replies and pushes
     sn_pack_t *event;            //  events for the log
     sn_pack_t *body;             //  published bodies
+    sn_pack_t *remote;           //  requests for another member
+    char name[SN_NAME_MAX + 1];  //  this node's name in the placement, or ""
+    zhashx_t *members;           //  the other members reachable now: name -> self
+    zhashx_t *presence;          //  agent id -> S_HERE | S_GONE, not told yet
+    int64_t next_presence;       //  mono ms of the next full agent.at to every member
 } self_t;
+
+//  What the members are to be told about an agent connected here.
+#define S_HERE ((void *) 1)
+#define S_GONE ((void *) 2)
 
 //  --------------------------------------------------------------------------
 //  Destination ids
@@ -655,8 +685,10 @@ s_task_detach (s_task_t *task)
     if (task->in_flight) {
         task->in_flight = false;
         task->job->in_flight--;
-        if (agent->current == task)
+        if (agent->current == task) {
             agent->current = NULL;
+            agent->via[0] = 0;
+        }
     }
 }
 
@@ -702,10 +734,17 @@ s_task_finish (self_t *self, s_task_t *task, s_status_t status, const byte *resu
 
 static void s_agent_pump (self_t *self, s_agent_t *agent);
 
-static void
-s_push (self_t *self, s_agent_t *agent)
+//  Whether work can be sent to the agent: connected here, or to another member.
+static bool
+s_agent_reachable (const s_agent_t *agent)
 {
-    zmsg_t *msg = zmsg_dup (agent->envelope);
+    return agent->envelope || agent->node[0];
+}
+
+static void
+s_push_here (self_t *self, zmsg_t *envelope)
+{
+    zmsg_t *msg = zmsg_dup (envelope);
     zmsg_addmem (msg, sn_pack_data (self->pack), sn_pack_size (self->pack));
     //  The ROUTER drops what it cannot route; the agent gets it again when it
     //  says hello again
@@ -713,17 +752,75 @@ s_push (self_t *self, s_agent_t *agent)
         zmsg_destroy (&msg);
 }
 
+//  Sends the request in self->remote to member node through the mesh's forward op.
+//  The answer comes back on the log as a pending of kind. Returns 0, or -1 when
+//  the mesh is not taking requests.
+static int
+s_tell (self_t *self, const char *node, s_log_kind_t kind, s_task_t *task)
+{
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 4);
+    sn_pack_kv_str (self->pack, "op", "forward");
+    sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
+    sn_pack_kv_str (self->pack, "node", node);
+    sn_pack_str (self->pack, "request");
+    sn_pack_raw (self->pack, sn_pack_data (self->remote), sn_pack_size (self->remote));
+    zframe_t *frame = sn_pack_frame (self->pack);
+    if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
+        zframe_destroy (&frame);
+        return -1;
+    }
+    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
+    pending->rid = self->log_rid;
+    pending->kind = kind;
+    if (task) {
+        pending->job = task->job;
+        pending->task = task->index;
+    }
+    snprintf (pending->node, sizeof pending->node, "%s", node);
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
+    zhashx_insert (self->pending, key, pending);
+    return 0;
+}
+
+static void s_agent_away (self_t *self, s_agent_t *agent, const char *node);
+
+//  The message in self->pack to the agent, where its task in flight went: here,
+//  or through the member it is connected to as agent.push {id, message}. task is
+//  the work pushed, NULL for a cancel.
+static void
+s_push (self_t *self, s_agent_t *agent, s_task_t *task)
+{
+    if (!agent->via[0]) {
+        if (agent->envelope)
+            s_push_here (self, agent->envelope);
+        return;
+    }
+    sn_pack_reset (self->remote);
+    sn_pack_map (self->remote, 3);
+    sn_pack_kv_str (self->remote, "op", "agent.push");
+    sn_pack_kv_str (self->remote, "id", agent->id);
+    sn_pack_str (self->remote, "message");
+    sn_pack_raw (self->remote, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    if (s_tell (self, agent->via, S_LOG_PUSH, task) && task) {
+        zsys_warning ("dispatch: cannot push to agent %s at %s: the mesh is not taking requests",
+                      agent->id, agent->via);
+        s_agent_away (self, agent, agent->via);
+    }
+}
+
 static void
 s_push_cancel (self_t *self, s_task_t *task)
 {
-    if (!task->agent->envelope)
+    if (task->agent->current != task)
         return;
     sn_pack_reset (self->pack);
     sn_pack_map (self->pack, 2);
     sn_pack_kv_str (self->pack, "op", "agent.cancel");
     sn_pack_str (self->pack, "id");
     s_pack_task_id (self->pack, task);
-    s_push (self, task->agent);
+    s_push (self, task->agent, NULL);
 }
 
 //  Hands a task to its connected, idle agent.
@@ -738,7 +835,20 @@ s_task_send (self_t *self, s_task_t *task)
     }
     task->in_flight = true;
     agent->current = task;
+    //  An agent connected here and to another member gets its work here
+    snprintf (agent->via, sizeof agent->via, "%s", agent->envelope ? "" : agent->node);
     job->in_flight++;
+    if (task->status == S_CREATED) {
+        task->status = S_SENT;
+        s_event_start (self, job, 1);
+        sn_pack_kv_uint (self->event, "task", task->index);
+        s_log (self, "task.sent", job, S_LOG_EVENT, NULL);
+        s_publish_task (self, task);
+        if (job->status == S_CREATED) {
+            job->status = S_DISPATCHING;
+            s_publish_job (self, job);
+        }
+    }
     int64_t remaining = job->created_at + (int64_t) job->timeout - zclock_time ();
     sn_pack_reset (self->pack);
     sn_pack_map (self->pack, 6 + (task->tunnel != NULL));
@@ -755,25 +865,15 @@ s_task_send (self_t *self, s_task_t *task)
     else
         sn_pack_map (self->pack, 0);
     sn_pack_kv_uint (self->pack, "timeout", remaining > 0 ? (uint64_t) remaining : 0);
-    s_push (self, agent);
-    if (task->status == S_CREATED) {
-        task->status = S_SENT;
-        s_event_start (self, job, 1);
-        sn_pack_kv_uint (self->event, "task", task->index);
-        s_log (self, "task.sent", job, S_LOG_EVENT, NULL);
-        s_publish_task (self, task);
-        if (job->status == S_CREATED) {
-            job->status = S_DISPATCHING;
-            s_publish_job (self, job);
-        }
-    }
+    //  Last: a push that fails at once puts the task back to waiting
+    s_push (self, agent, task);
 }
 
 //  Gives a connected, idle agent the first task waiting for it whose job has room.
 static void
 s_agent_pump (self_t *self, s_agent_t *agent)
 {
-    if (!agent->envelope || agent->current)
+    if (!s_agent_reachable (agent) || agent->current)
         return;
     for (s_task_t *task = (s_task_t *) zlistx_first (agent->waiting); task;
          task = (s_task_t *) zlistx_next (agent->waiting)) {
@@ -828,17 +928,40 @@ s_job_start (self_t *self, s_job_t *job)
     }
 }
 
-//  The agent is gone: its task in flight waits for it at the head of its list.
+//  The agent's task in flight, when it went to via ("" for here), waits for it at
+//  the head of its list.
 static void
-s_agent_lost (self_t *self, s_agent_t *agent)
+s_agent_release (self_t *self, s_agent_t *agent, const char *via)
 {
-    zmsg_destroy (&agent->envelope);
     s_task_t *task = agent->current;
-    if (task) {
+    if (task && streq (agent->via, via)) {
         s_task_detach (task);
         task->waiting = zlistx_add_start (agent->waiting, task);
         s_after_release (self, task->job, NULL);
     }
+}
+
+//  The agent's connection here is gone. It may still be connected to another
+//  member, which gets the task back.
+static void
+s_agent_lost (self_t *self, s_agent_t *agent)
+{
+    zmsg_destroy (&agent->envelope);
+    s_agent_release (self, agent, "");
+    s_agent_pump (self, agent);
+}
+
+//  The agent is no longer connected to member node (it said so, it left, or a push
+//  there failed).
+static void
+s_agent_away (self_t *self, s_agent_t *agent, const char *node)
+{
+    char name[SN_NAME_MAX + 1];
+    snprintf (name, sizeof name, "%s", node);
+    if (streq (agent->node, name))
+        agent->node[0] = 0;
+    s_agent_release (self, agent, name);
+    s_agent_pump (self, agent);
 }
 
 //  Ends every unfinished task of the job: on cancel, on the job's timeout, and when
@@ -1277,16 +1400,22 @@ s_op_job_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
     s_reply_set (self, request);
 }
 
+//  Length of the job id in a task id: a task id is its job's id, '-', its index.
+static size_t
+s_job_id_len (const char *id, size_t len)
+{
+    size_t job_len = len;
+    while (id && job_len > 0 && id[job_len - 1] != '-')
+        job_len--;
+    return job_len > 0 ? job_len - 1 : len;
+}
+
 static void
 s_op_task_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
     size_t len = 0;
     const char *id = sn_value_str (sn_value_get (root, "id"), &len);
-    //  A task id is its job's id, '-', its index
-    size_t job_len = len;
-    while (id && job_len > 0 && id[job_len - 1] != '-')
-        job_len--;
-    job_len = job_len > 0 ? job_len - 1 : len;
+    size_t job_len = s_job_id_len (id, len);
     if (!s_answer_here (self, request, root, rid, id, job_len))
         return;
     s_task_t *task = s_task_lookup (self, id, len);
@@ -1440,12 +1569,15 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     *connected_p = false;
     if (!s_same_envelope (agent, request) ||
         sn_value_streq (sn_value_get (root, "op"), "agent.hello")) {
-        s_agent_lost (self, agent);
+        //  The task it had in flight here comes again on the new connection
+        zmsg_destroy (&agent->envelope);
+        s_agent_release (self, agent, "");
         agent->envelope = zmsg_new ();
         for (size_t index = 0; index + 1 < request->count; index++)
             zmsg_addmem (agent->envelope, zmq_msg_data (&request->frames[index]),
                          zmq_msg_size (&request->frames[index]));
         *connected_p = true;
+        zhashx_update (self->presence, agent->id, S_HERE);
         if (self->verbose)
             zsys_info ("dispatch: agent %s connected", agent->id);
     }
@@ -1492,11 +1624,55 @@ s_agent_task (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
     return task;
 }
 
+//  The agent an agent.progress or agent.result comes from. Straight from the agent,
+//  it touches the agent's connection here (connected_p: a new one); then, when the
+//  task's job is owned by another member, the request goes there and NULL comes
+//  back. Forwarded by the member the agent is connected to (fwd), it only names
+//  the agent. Returns NULL with the reply set, or sent on.
+static s_agent_t *
+s_agent_reporting (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                   bool *connected_p)
+{
+    *connected_p = false;
+    uint64_t hops = 0;
+    sn_value_uint (sn_value_get (root, "fwd"), &hops);
+    s_agent_t *agent = NULL;
+    if (hops == 0)
+        agent = s_agent_touch (self, request, root, rid, connected_p);
+    else {
+        size_t len = 0;
+        const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+        char canonical[S_DESTINATION_MAX + 1];
+        if (sn_dispatch_destination (id, len, canonical))
+            s_reply_error (self, request, rid, 400, "id: '%.*s' is not a destination id",
+                           id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+        else
+            agent = s_agent_require (self, canonical);
+    }
+    size_t len = 0;
+    const char *task = sn_value_str (sn_value_get (root, "task"), &len);
+    if (agent && !s_answer_here (self, request, root, rid, task, s_job_id_len (task, len))) {
+        //  Work of the jobs owned here may be waiting for it all the same
+        if (*connected_p)
+            s_agent_pump (self, agent);
+        agent = NULL;
+    }
+    return agent;
+}
+
+//  Sends the reply set on request, unless it was sent on or deferred.
+static void
+s_reply_send (self_t *self, sn_routed_t *request)
+{
+    if (request->count > 0 && sn_routed_send (request, self->router))
+        sn_routed_close (request);
+}
+
 static void
 s_op_agent_progress (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
     bool connected = false;
-    s_agent_t *agent = s_agent_touch (self, request, root, rid, &connected);
+    s_agent_t *agent = s_agent_reporting (self, request, root, rid, &connected);
     s_task_t *task = agent ? s_agent_task (self, request, root, rid, agent) : NULL;
     if (task) {
         uint64_t progress = 0;
@@ -1512,8 +1688,7 @@ s_op_agent_progress (self_t *self, sn_routed_t *request, const sn_value_t *root,
         s_reply_start (self, rid, 200, 0);
         s_reply_set (self, request);
     }
-    if (sn_routed_send (request, self->router))
-        sn_routed_close (request);
+    s_reply_send (self, request);
     if (agent && connected)
         s_agent_pump (self, agent);
 }
@@ -1522,11 +1697,10 @@ static void
 s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
     bool connected = false;
-    s_agent_t *agent = s_agent_touch (self, request, root, rid, &connected);
+    s_agent_t *agent = s_agent_reporting (self, request, root, rid, &connected);
     s_task_t *task = agent ? s_agent_task (self, request, root, rid, agent) : NULL;
     if (!task) {
-        if (sn_routed_send (request, self->router))
-            sn_routed_close (request);
+        s_reply_send (self, request);
         if (agent && connected)
             s_agent_pump (self, agent);
         return;
@@ -1571,6 +1745,224 @@ s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, u
     if (s_terminal (job->status))
         s_publish_job (self, job);
     s_after_release (self, job, agent);
+}
+
+//  --------------------------------------------------------------------------
+//  Agents connected to other members
+
+//  agent.at {node, here?, gone?}: member node says which agents are connected to
+//  it now (here) and which no longer are (gone). What it says lasts S_PRESENCE_TTL
+//  unless it says it again.
+static void
+s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    char node[SN_NAME_MAX + 1];
+    size_t len = 0;
+    const char *name = sn_value_str (sn_value_get (root, "node"), &len);
+    if (!name || len == 0 || len > SN_NAME_MAX) {
+        s_reply_error (self, request, rid, 400, "node: a member's name");
+        return;
+    }
+    memcpy (node, name, len);
+    node[len] = 0;
+    if (!zhashx_lookup (self->members, node)) {
+        s_reply_error (self, request, rid, 404, "node: %s is not another member reachable from %s",
+                       node, self->name[0] ? self->name : "this node");
+        return;
+    }
+    const char *lists[] = {"here", "gone"};
+    char canonical[S_DESTINATION_MAX + 1];
+    for (size_t list = 0; list < 2; list++) {
+        const sn_value_t *ids = sn_value_get (root, lists[list]);
+        for (size_t index = 0; index < sn_value_size (ids); index++) {
+            const char *id = sn_value_str (sn_value_at (ids, index), &len);
+            if (sn_dispatch_destination (id, len, canonical)) {
+                s_reply_error (self, request, rid, 400, "%s/%zu: '%.*s' is not a destination id",
+                               lists[list], index, id ? (int) (len > 64 ? 64 : len) : 0,
+                               id ? id : "");
+                return;
+            }
+        }
+    }
+    int64_t expires = zclock_mono () + S_PRESENCE_TTL;
+    const sn_value_t *here = sn_value_get (root, "here");
+    for (size_t index = 0; index < sn_value_size (here); index++) {
+        const char *id = sn_value_str (sn_value_at (here, index), &len);
+        sn_dispatch_destination (id, len, canonical);
+        s_agent_t *agent = s_agent_require (self, canonical);
+        snprintf (agent->node, sizeof agent->node, "%s", node);
+        agent->node_expires = expires;
+        s_agent_pump (self, agent);
+    }
+    const sn_value_t *gone = sn_value_get (root, "gone");
+    for (size_t index = 0; index < sn_value_size (gone); index++) {
+        const char *id = sn_value_str (sn_value_at (gone, index), &len);
+        sn_dispatch_destination (id, len, canonical);
+        s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, canonical);
+        if (agent)
+            s_agent_away (self, agent, node);
+    }
+    s_reply_start (self, rid, 200, 0);
+    s_reply_set (self, request);
+}
+
+//  agent.push {id, message}: from the owner of a job, work or a cancel for an agent
+//  connected here.
+static void
+s_op_agent_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    char canonical[S_DESTINATION_MAX + 1];
+    if (sn_dispatch_destination (id, len, canonical)) {
+        s_reply_error (self, request, rid, 400, "id: '%.*s' is not a destination id",
+                       id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+        return;
+    }
+    s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, canonical);
+    if (!agent || !agent->envelope) {
+        s_reply_error (self, request, rid, 404, "agent %s is not connected to %s", canonical,
+                       self->name[0] ? self->name : "this node");
+        return;
+    }
+    sn_pack_reset (self->pack);
+    sn_pack_value (self->pack, sn_value_get (root, "message"));
+    s_push_here (self, agent->envelope);
+    s_reply_start (self, rid, 200, 0);
+    s_reply_set (self, request);
+}
+
+//  Tells member node which agents are connected here (here) and which left (gone),
+//  in messages of at most S_PRESENCE_BATCH ids.
+static void
+s_presence_send (self_t *self, const char *node, const char **here, size_t here_count,
+                 const char **gone, size_t gone_count)
+{
+    size_t here_at = 0, gone_at = 0;
+    while (here_at < here_count || gone_at < gone_count) {
+        size_t here_n = here_count - here_at;
+        here_n = here_n > S_PRESENCE_BATCH ? S_PRESENCE_BATCH : here_n;
+        size_t gone_n = gone_count - gone_at;
+        gone_n = gone_n > S_PRESENCE_BATCH - here_n ? S_PRESENCE_BATCH - here_n : gone_n;
+        sn_pack_reset (self->remote);
+        sn_pack_map (self->remote, 4);
+        sn_pack_kv_str (self->remote, "op", "agent.at");
+        sn_pack_kv_str (self->remote, "node", self->name);
+        sn_pack_str (self->remote, "here");
+        sn_pack_array (self->remote, (uint32_t) here_n);
+        for (size_t index = 0; index < here_n; index++)
+            sn_pack_str (self->remote, here[here_at + index]);
+        sn_pack_str (self->remote, "gone");
+        sn_pack_array (self->remote, (uint32_t) gone_n);
+        for (size_t index = 0; index < gone_n; index++)
+            sn_pack_str (self->remote, gone[gone_at + index]);
+        here_at += here_n;
+        gone_at += gone_n;
+        if (s_tell (self, node, S_LOG_PRESENCE, NULL)) {
+            //  The next full list, a few seconds away, says it again
+            zsys_warning ("dispatch: cannot tell %s about agents: the mesh is not taking requests",
+                          node);
+            return;
+        }
+    }
+}
+
+//  Every agent connected here, to member node, or to every other member when node
+//  is NULL.
+static void
+s_presence_full (self_t *self, const char *node)
+{
+    if (zhashx_size (self->members) == 0)
+        return;
+    size_t count = 0;
+    const char **here =
+        (const char **) malloc ((zhashx_size (self->agents) + 1) * sizeof (const char *));
+    for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
+         agent = (s_agent_t *) zhashx_next (self->agents))
+        if (agent->envelope)
+            here[count++] = agent->id;
+    if (node)
+        s_presence_send (self, node, here, count, NULL, 0);
+    else
+        for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members))
+            s_presence_send (self, (const char *) zhashx_cursor (self->members), here, count, NULL,
+                             0);
+    free (here);
+}
+
+//  The changes since the last call, to every other member.
+static void
+s_presence_flush (self_t *self)
+{
+    size_t changes = zhashx_size (self->presence);
+    if (changes == 0)
+        return;
+    if (zhashx_size (self->members) > 0) {
+        const char **here = (const char **) malloc (changes * sizeof (const char *));
+        const char **gone = (const char **) malloc (changes * sizeof (const char *));
+        size_t here_count = 0, gone_count = 0;
+        for (void *item = zhashx_first (self->presence); item;
+             item = zhashx_next (self->presence)) {
+            const char *id = (const char *) zhashx_cursor (self->presence);
+            if (item == S_HERE)
+                here[here_count++] = id;
+            else
+                gone[gone_count++] = id;
+        }
+        for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members))
+            s_presence_send (self, (const char *) zhashx_cursor (self->members), here, here_count,
+                             gone, gone_count);
+        free (here);
+        free (gone);
+    }
+    zhashx_purge (self->presence);
+}
+
+//  The members reachable now, from the placement: a new one is told every agent
+//  connected here; agents connected to one that left are lost.
+static void
+s_members_update (self_t *self, const sn_value_t *members)
+{
+    zhashx_t *now = zhashx_new ();
+    for (size_t index = 0; index < sn_value_size (members); index++) {
+        size_t len = 0;
+        const char *name = sn_value_str (sn_value_at (members, index), &len);
+        char text[SN_NAME_MAX + 1];
+        if (!name || len == 0 || len > SN_NAME_MAX)
+            continue;
+        memcpy (text, name, len);
+        text[len] = 0;
+        if (!streq (text, self->name))
+            zhashx_update (now, text, self);
+    }
+    zlistx_t *left = zlistx_new ();
+    zlistx_set_destructor (left, (zlistx_destructor_fn *) zstr_free);
+    for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
+        const char *name = (const char *) zhashx_cursor (self->members);
+        if (!zhashx_lookup (now, name))
+            zlistx_add_end (left, strdup (name));
+    }
+    zlistx_t *joined = zlistx_new ();
+    zlistx_set_destructor (joined, (zlistx_destructor_fn *) zstr_free);
+    for (void *item = zhashx_first (now); item; item = zhashx_next (now)) {
+        const char *name = (const char *) zhashx_cursor (now);
+        if (!zhashx_lookup (self->members, name))
+            zlistx_add_end (joined, strdup (name));
+    }
+    zhashx_destroy (&self->members);
+    self->members = now;
+    for (char *name = (char *) zlistx_first (left); name; name = (char *) zlistx_next (left)) {
+        if (self->verbose)
+            zsys_info ("dispatch: member %s left: its agents are away", name);
+        for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
+             agent = (s_agent_t *) zhashx_next (self->agents))
+            if (streq (agent->node, name) || streq (agent->via, name))
+                s_agent_away (self, agent, name);
+    }
+    for (char *name = (char *) zlistx_first (joined); name; name = (char *) zlistx_next (joined))
+        s_presence_full (self, name);
+    zlistx_destroy (&left);
+    zlistx_destroy (&joined);
 }
 
 //  --------------------------------------------------------------------------
@@ -1643,7 +2035,15 @@ s_sweep (self_t *self)
         if (agent->envelope && agent->expires < now) {
             if (self->verbose)
                 zsys_info ("dispatch: agent %s went silent", agent->id);
+            zhashx_update (self->presence, agent->id, S_GONE);
             s_agent_lost (self, agent);
+        }
+    for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
+         agent = (s_agent_t *) zhashx_next (self->agents))
+        if (agent->node[0] && agent->node_expires < now) {
+            if (self->verbose)
+                zsys_info ("dispatch: agent %s at %s not heard of lately", agent->id, agent->node);
+            s_agent_away (self, agent, agent->node);
         }
     s_flush_progress (self);
     s_publish_ticks (self);
@@ -1974,6 +2374,11 @@ s_handle_placement (self_t *self, const sn_value_t *root)
     if (gained || lost)
         zsys_info ("dispatch: %.*s takes over %u partitions and gives up %u", (int) self_len, name,
                    gained, lost);
+    if (self_len <= SN_NAME_MAX) {
+        memcpy (self->name, name, self_len);
+        self->name[self_len] = 0;
+        s_members_update (self, sn_value_get (root, "members"));
+    }
     self->placed = true;
     if (self->replay_p < 0)
         s_replay_next (self);
@@ -1999,6 +2404,26 @@ s_handle_feed (self_t *self)
 
 //  --------------------------------------------------------------------------
 //  Answers from the log
+
+//  A member did not take an agent.push or agent.at: an agent it was pushed work for
+//  is not connected there (any more), or the member is not reachable.
+static void
+s_told_not (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
+{
+    if (self->verbose) {
+        char *error = sn_value_get_strdup (root, "error");
+        zsys_info ("dispatch: %s refused %s: %" PRIu64 " %s", pending->node,
+                   pending->kind == S_LOG_PUSH ? "a push" : "agent.at", code, error ? error : "");
+        free (error);
+    }
+    if (pending->kind != S_LOG_PUSH || !pending->job)
+        return;
+    s_task_t *task = &pending->job->tasks[pending->task - 1];
+    s_agent_t *agent = task->agent;
+    //  The agent is taken for gone from there: its task waits for it to come back
+    if (task->in_flight && agent->current == task && streq (agent->via, pending->node))
+        s_agent_away (self, agent, pending->node);
+}
 
 static void
 s_handle_log (self_t *self, zsock_t *socket)
@@ -2026,6 +2451,10 @@ s_handle_log (self_t *self, zsock_t *socket)
         else if (pending->kind == S_LOG_FORWARD) {
             if (sn_value_is (root, SN_TYPE_MAP))
                 s_forward_answer (self, pending, root);
+        }
+        else if (pending->kind == S_LOG_PUSH || pending->kind == S_LOG_PRESENCE) {
+            if (code != 200)
+                s_told_not (self, pending, root, code);
         }
         else if (code == 201) {
             //  A job whose partition was dropped meanwhile is its new owner's now
@@ -2103,6 +2532,10 @@ s_handle_request (self_t *self, sn_routed_t *request)
         s_op_agent_result (self, request, root, rid);
         answered = true;
     }
+    else if (sn_value_streq (op, "agent.at"))
+        s_op_agent_at (self, request, root, rid);
+    else if (sn_value_streq (op, "agent.push"))
+        s_op_agent_push (self, request, root, rid);
     else {
         size_t len = 0;
         const char *name = sn_value_str (op, &len);
@@ -2163,6 +2596,9 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->pack = sn_pack_new ();
     self->event = sn_pack_new ();
     self->body = sn_pack_new ();
+    self->remote = sn_pack_new ();
+    self->members = zhashx_new ();
+    self->presence = zhashx_new ();
     return self;
 }
 
@@ -2197,6 +2633,9 @@ s_self_destroy (self_t **self_p)
         sn_pack_destroy (&self->pack);
         sn_pack_destroy (&self->event);
         sn_pack_destroy (&self->body);
+        sn_pack_destroy (&self->remote);
+        zhashx_destroy (&self->members);
+        zhashx_destroy (&self->presence);
         free (self);
         *self_p = NULL;
     }
@@ -2342,6 +2781,12 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
                 s_sweep (self);
                 self->next_sweep = zclock_mono () + S_SWEEP_MS;
             }
+            //  Agents that came and went since the last turn, in a few messages
+            s_presence_flush (self);
+            if (zclock_mono () >= self->next_presence) {
+                s_presence_full (self, NULL);
+                self->next_presence = zclock_mono () + S_PRESENCE_MS;
+            }
         }
     }
     s_self_destroy (&self);
@@ -2438,9 +2883,13 @@ static void
 s_test_place (zsock_t *pub, uint32_t partitions, int lost)
 {
     sn_pack_t *pack = sn_pack_new ();
-    sn_pack_map (pack, 5);
+    sn_pack_map (pack, 6);
     sn_pack_kv_str (pack, "op", "placement");
     sn_pack_kv_str (pack, "self", "t1");
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, 2);
+    sn_pack_str (pack, "t1");
+    sn_pack_str (pack, "t2");
     sn_pack_kv_uint (pack, "version", 1);
     sn_pack_str (pack, "owners");
     sn_pack_array (pack, partitions);
@@ -2717,6 +3166,69 @@ sn_dispatch_test (bool verbose)
     assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"doneCount\":2"));
     free (reply);
     free (ask);
+
+    //  Agents connected to other members: only another member may say so
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":15,\"node\":\"t3\",\"here\":"
+                         "[\"cg-000c291ce802\"]}",
+                         false);
+    assert (strstr (reply, "\"code\":404"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":16,\"node\":\"t1\",\"here\":"
+                         "[\"cg-000c291ce802\"]}",
+                         false);
+    assert (strstr (reply, "\"code\":404"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":17,\"node\":\"t2\",\"gone\":"
+                         "[\"cg-000c291ce802\",\"x\"]}",
+                         false);
+    assert (strstr (reply, "\"code\":400") && strstr (reply, "gone/1"));
+    free (reply);
+    //  A job for an agent at t2: its work is forwarded to t2 through the log (the
+    //  store here, which refuses it: the agent is taken for away, the task waits)
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":18,\"node\":\"t2\",\"here\":"
+                         "[\"CG-000c291ce802\"]}",
+                         false);
+    assert (strstr (reply, "\"code\":400"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":19,\"node\":\"t2\",\"here\":"
+                         "[\"cg-000c291ce802\"]}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"job.create\",\"rid\":20,\"destinations\":"
+                         "\"cg-000c291ce802\",\"message\":{\"method\":\"get\","
+                         "\"resource\":\"/r\"}}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    //  An agent connected here gets what another member pushes to it as it is
+    zsock_destroy (&agent);
+    agent = zsock_new_dealer (endpoint);
+    reply = s_test_call (agent, "{\"op\":\"agent.hello\",\"rid\":21,\"id\":\"cg-000c291ce803\"}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.push\",\"rid\":22,\"id\":\"cg-000c291ce803\","
+                         "\"message\":{\"op\":\"agent.cancel\",\"id\":\"j-1\"}}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    work = s_test_call (agent, NULL, true);
+    assert (streq (work, "{\"op\":\"agent.cancel\",\"id\":\"j-1\"}"));
+    free (work);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.push\",\"rid\":23,\"id\":\"cg-000c291ce804\","
+                         "\"message\":{\"op\":\"agent.cancel\",\"id\":\"j-1\"}}",
+                         false);
+    assert (strstr (reply, "\"code\":404") && strstr (reply, "not connected to t1"));
+    free (reply);
     zsock_destroy (&pub);
 
     zsock_destroy (&agent);

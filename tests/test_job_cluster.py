@@ -35,16 +35,20 @@ class Agent:
     """One device agent connected to several nodes at once: work comes from whichever
     node owns the job, and the answer goes back through the same connection."""
 
-    def __init__(self, nodes, agent_id):
+    def __init__(self, nodes, agent_id, heartbeat=3600000):
         self.id = agent_id
-        self.clients = {node.name: Client(node.endpoint) for node in nodes}
+        self.clients = {}
         self.poller = zmq.Poller()
-        for client in self.clients.values():
-            self.poller.register(client.sock, zmq.POLLIN)
         self.pushes = []
-        for name in self.clients:
-            reply = self.call(name, "agent.hello", id=self.id, heartbeat=3600000)
-            assert reply["code"] == 200, reply
+        for node in nodes:
+            self.connect(node, heartbeat)
+
+    def connect(self, node, heartbeat=3600000):
+        """A new connection to node, and hello on it."""
+        client = self.clients[node.name] = Client(node.endpoint)
+        self.poller.register(client.sock, zmq.POLLIN)
+        reply = self.call(node.name, "agent.hello", id=self.id, heartbeat=heartbeat)
+        assert reply["code"] == 200, reply
 
     def call(self, name, op, **fields):
         client = self.clients[name]
@@ -200,6 +204,278 @@ def test_forwarded_requests_bad_input():
         assert reply["code"] in (404, 503), reply
         reply = clients[1].call("task.get", id=job["id"] + "-9")
         assert reply["code"] == 404, reply
+        for node in nodes:
+            node.stop()
+    finally:
+        for client in clients:
+            client.close()
+        for node in nodes:
+            node.cleanup()
+
+
+def owner_of(node, job):
+    return cluster(node)["partitions"][job["p"]]
+
+
+def test_agents_on_other_nodes():
+    """The job lives on n2; its agents are connected to n1 and n3 only: the owner
+    pushes their work through the node each is connected to, and their progress and
+    results reach it the same way."""
+    nodes = start_cluster(["n1", "n2", "n3"])
+    by_name = {node.name: node for node in nodes}
+    agents = []
+    try:
+        at = {MACS[0]: "n1", MACS[1]: "n3", MACS[2]: "n1"}
+        agents = [Agent([by_name[at[mac]]], mac) for mac in MACS]
+        r = requests.post(by_name["n2"].url + "/jobs", timeout=10 * SLOW,
+                          json={"destinations": MACS, "options": {"timeout": 600000},
+                                "message": {"method": "put", "resource": "/config",
+                                            "data": {"level": 3}}})
+        assert r.status_code == 200, r.text
+        job = r.json()
+        assert owner_of(nodes[0], job)["owner"] == "n2"
+        tasks = dict(zip(MACS, job["collection"]))
+        for agent in agents:
+            name, work = agent.work()
+            assert name == at[agent.id], (agent.id, name)
+            assert work["id"] == tasks[agent.id] and work["data"] == {"level": 3}, work
+            assert work["method"] == "put" and work["timeout"] > 0, work
+            reply = agent.call(name, "agent.progress", id=agent.id, task=work["id"], progress=50)
+            assert reply["code"] == 200, reply
+            reply = agent.result(name, work["id"], {"applied": agent.id})
+            assert reply["code"] == 200, reply
+            # A second answer reaches the owner too, which refuses it
+            reply = agent.result(name, work["id"], {"applied": agent.id})
+            assert reply["code"] == 409, reply
+            # One for a task of another destination is not this agent's
+            other = tasks[MACS[(MACS.index(agent.id) + 1) % 3]]
+            reply = agent.result(name, other, {})
+            assert reply["code"] == 404, reply
+
+        def resolved():
+            r = get(by_name["n3"], f"/jobs/{job['id']}?collection=true")
+            return r.json() if r.status_code == 200 and r.json()["status"] == "resolved" \
+                else None
+        done = wait_for(resolved, 20, "the job to resolve")
+        assert done["doneCount"] == 3 and done["finishCount"] == 3
+        assert done["errorCount"] == 0 and done["progress"] == 100
+        results = {t["__destination"]: t["__task"]["result"] for t in done["collection"]}
+        assert results == {mac: {"applied": mac} for mac in MACS}
+        # Nothing more was pushed to any agent
+        for agent in agents:
+            assert not agent.pushes and not any(
+                agent.poller.poll(0)), (agent.id, agent.pushes)
+        for node in nodes:
+            node.stop()
+    finally:
+        for agent in agents:
+            agent.close()
+        for node in nodes:
+            node.cleanup()
+
+
+def test_agents_anywhere_owner_killed():
+    """Agents on every node, the job on n2: kill -9 n2 mid-job. The next replica takes
+    the job over and finishes it, through the agents' own nodes; the agent that was
+    connected to n2 says hello to another node and gets its task there."""
+    nodes = start_cluster(["n1", "n2", "n3"])
+    by_name = {node.name: node for node in nodes}
+    agents = []
+    try:
+        at = {MACS[0]: "n1", MACS[1]: "n3", MACS[2]: "n2"}
+        agents = {mac: Agent([by_name[at[mac]]], mac) for mac in MACS}
+        r = requests.post(by_name["n2"].url + "/jobs", timeout=10 * SLOW,
+                          json={"destinations": MACS, "options": {"timeout": 600000},
+                                "message": {"method": "post", "resource": "/upgrade"}})
+        assert r.status_code == 200, r.text
+        job = r.json()
+        partition = owner_of(nodes[0], job)
+        assert partition["owner"] == "n2", partition
+        tasks = dict(zip(MACS, job["collection"]))
+        sent = {mac: [] for mac in MACS}
+        for mac, agent in agents.items():
+            name, work = agent.work()
+            assert name == at[mac] and work["id"] == tasks[mac], (mac, name, work)
+            sent[mac].append(work["id"])
+        first = agents[MACS[0]]
+        assert first.result("n1", tasks[MACS[0]], {"done": 1})["code"] == 200
+
+        def one_done():
+            return get(by_name["n3"], f"/jobs/{job['id']}").json()["doneCount"] == 1
+        wait_for(one_done, 20, "the first task to be done")
+
+        by_name["n2"].kill()
+        survivors = [by_name["n1"], by_name["n3"]]
+        successor = next(name for name in partition["replicas"] if name != "n2")
+        # The agent of the dead node comes back on n3
+        moved = agents[MACS[2]]
+        moved.drop("n2")
+        moved.connect(by_name["n3"])
+
+        def taken_over():
+            return owner_of(survivors[0], job)["owner"] == successor
+        wait_for(taken_over, 30, "a new owner of the job's partition")
+
+        # The tasks in flight come again, each through its agent's node
+        for mac in MACS[1:]:
+            agent = agents[mac]
+            name, work = agent.work()
+            assert name == "n3" and work["id"] == tasks[mac], (mac, name, work)
+            sent[mac].append(work["id"])
+            reply = agent.result(name, work["id"], {"done": mac})
+            assert reply["code"] == 200, reply
+
+        def finished():
+            r = get(survivors[0], f"/jobs/{job['id']}?collection=true")
+            return r.json() if r.status_code == 200 and r.json()["status"] == "resolved" \
+                else None
+        done = wait_for(finished, 30, "the job to resolve on the new owner")
+        assert done["doneCount"] == 3 and done["errorCount"] == 0 and done["progress"] == 100
+        results = {t["__destination"]: t["__task"]["result"] for t in done["collection"]}
+        assert results == {MACS[0]: {"done": 1}, MACS[1]: {"done": MACS[1]},
+                           MACS[2]: {"done": MACS[2]}}
+        assert all(t["__task"]["status"] == "resolved" for t in done["collection"])
+        # Each agent ran only its own task: once, and again after the takeover
+        assert sent == {MACS[0]: [tasks[MACS[0]]], MACS[1]: [tasks[MACS[1]]] * 2,
+                        MACS[2]: [tasks[MACS[2]]] * 2}, sent
+        for node in survivors:
+            node.stop()
+    finally:
+        for agent in agents.values() if isinstance(agents, dict) else agents:
+            agent.close()
+        for node in nodes:
+            node.cleanup()
+
+
+def test_remote_agent_lost_and_back():
+    """The owner n2 pushes work to agents connected to n3. One goes silent (n3 tells the
+    owner it left), the other loses n3 itself (kill -9): each task goes back to waiting
+    and comes again when its agent says hello to n1."""
+    nodes = start_cluster(["n1", "n2", "n3"])
+    by_name = {node.name: node for node in nodes}
+    agents = []
+    try:
+        silent = Agent([by_name["n3"]], MACS[0], heartbeat=200)
+        stranded = Agent([by_name["n3"]], MACS[1])
+        agents = [silent, stranded]
+        r = requests.post(by_name["n2"].url + "/jobs", timeout=10 * SLOW,
+                          json={"destinations": MACS[:2], "options": {"timeout": 600000},
+                                "message": {"method": "get", "resource": "/state"}})
+        assert r.status_code == 200, r.text
+        job = r.json()
+        assert owner_of(nodes[0], job)["owner"] == "n2"
+        tasks = dict(zip(MACS, job["collection"]))
+        for agent in agents:
+            name, work = agent.work()
+            assert name == "n3" and work["id"] == tasks[agent.id], work
+
+        # Silent past three heartbeats: n3 takes it for gone, and says so
+        silent.drop("n3")
+        silent.connect(by_name["n1"])
+        name, work = silent.work()
+        assert name == "n1" and work["id"] == tasks[MACS[0]], work
+        assert silent.result(name, work["id"], {"state": "ok"})["code"] == 200
+
+        # Its node dies: the member leaves, the agent is away
+        by_name["n3"].kill()
+        stranded.drop("n3")
+        stranded.connect(by_name["n1"])
+        name, work = stranded.work()
+        assert name == "n1" and work["id"] == tasks[MACS[1]], work
+        assert stranded.result(name, work["id"], {"state": "ok"})["code"] == 200
+
+        def resolved():
+            r = get(by_name["n1"], f"/jobs/{job['id']}")
+            return r.json() if r.status_code == 200 and r.json()["status"] == "resolved" \
+                else None
+        done = wait_for(resolved, 20, "the job to resolve")
+        assert done["doneCount"] == 2 and done["errorCount"] == 0
+        for name in ("n1", "n2"):
+            by_name[name].stop()
+    finally:
+        for agent in agents:
+            agent.close()
+        for node in nodes:
+            node.cleanup()
+
+
+def test_agent_ops_between_members_bad_input():
+    nodes = start_cluster(["n1", "n2", "n3"])
+    clients = [Client(node.endpoint) for node in nodes]
+    try:
+        c = clients[0]
+        # Malformed, oversized and out of bounds: refused by the schemas
+        bad = [dict(),                                   # no node
+               dict(node=""),
+               dict(node="n" * 65),
+               dict(node=7),
+               dict(node="n2", here="00:0c:29:1c:e8:01"),
+               dict(node="n2", here=[7]),
+               dict(node="n2", here=["x" * 65]),
+               dict(node="n2", here=[MACS[0]] * 501),
+               dict(node="n2", gone=[{}]),
+               dict(node="n2", other=1),
+               dict(node="n2", fwd=17)]
+        for fields in bad:
+            reply = c.call("agent.at", **fields)
+            assert reply["code"] == 400, (fields, reply)
+        reply = c.call("agent.at", node="n2", here=["a" * 60] * 1000)
+        assert reply["code"] in (400, 413), reply
+        # Ids that are not destinations, a node that is not another member
+        reply = c.call("agent.at", node="n2", here=[MACS[0], "nope"])
+        assert reply["code"] == 400 and "here/1" in reply["error"], reply
+        reply = c.call("agent.at", node="n9", here=[MACS[0]])
+        assert reply["code"] == 404, reply
+        reply = c.call("agent.at", node="n1", here=[MACS[0]])
+        assert reply["code"] == 404, reply
+        reply = c.call("agent.at", node="n2", here=[], gone=[MACS[1]])
+        assert reply["code"] == 200, reply
+
+        bad = [dict(id=MACS[0]),                         # no message
+               dict(id=MACS[0], message={"op": "agent.work"}),
+               dict(id=MACS[0], message={"op": "agent.fly", "id": "x"}),
+               dict(id=MACS[0], message={"op": "agent.work", "id": "x" * 81}),
+               dict(id=MACS[0], message="work"),
+               dict(id="x" * 65, message={"op": "agent.cancel", "id": "x"}),
+               dict(message={"op": "agent.cancel", "id": "x"})]
+        for fields in bad:
+            reply = c.call("agent.push", **fields)
+            assert reply["code"] == 400, (fields, reply)
+        # Deeper than a task's data may be (20 levels) in a message of 22
+        nested = {"op": "agent.work", "id": "x", "data": []}
+        inner = nested["data"]
+        for _ in range(20):
+            inner.append([])
+            inner = inner[0]
+        reply = c.call("agent.push", id=MACS[0], message=nested)
+        assert reply["code"] == 400, reply
+        reply = c.call("agent.push", id="nope", message={"op": "agent.cancel", "id": "x"})
+        assert reply["code"] == 400, reply
+        # An agent not connected here
+        reply = c.call("agent.push", id=MACS[0], message={"op": "agent.cancel", "id": "x"})
+        assert reply["code"] == 404 and "not connected" in reply["error"], reply
+        # ... and one that is gets the message as it is
+        agent = Agent([nodes[0]], MACS[0])
+        reply = c.call("agent.push", id=MACS[0].upper(),
+                       message={"op": "agent.work", "id": "j-1", "data": {"a": 1}})
+        assert reply["code"] == 200, reply
+        name, work = agent.work()
+        assert name == "n1" and work == {"op": "agent.work", "id": "j-1", "data": {"a": 1}}
+        agent.close()
+
+        # Forwarded agent ops for tasks nobody has
+        reply = c.call("agent.result", id=MACS[0], task="0123456789abcdef012-1", code=200)
+        assert reply["code"] in (404, 503), reply
+        reply = c.call("agent.result", id=MACS[0], task="0123456789abcdef012-1", code=200,
+                       fwd=1)
+        assert reply["code"] in (404, 503), reply
+        reply = c.call("agent.progress", id="nope", task="x-1", progress=5, fwd=1)
+        assert reply["code"] == 400, reply
+        reply = c.call("agent.progress", id=MACS[0], task="x-1", progress=5, fwd=17)
+        assert reply["code"] == 400, reply
+        # Every node is still well
+        for node in nodes:
+            assert cluster(node)["members"]
         for node in nodes:
             node.stop()
     finally:

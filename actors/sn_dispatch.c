@@ -119,9 +119,23 @@ typedef enum {
     S_LOG_CREATE,
     S_LOG_SCAN,
     S_LOG_FORWARD,
-    S_LOG_PUSH,    //  work or a cancel for an agent connected to another member
-    S_LOG_PRESENCE //  agent.at to another member
+    S_LOG_PUSH,     //  work or a cancel for an agent connected to another member
+    S_LOG_PRESENCE, //  agent.at to another member
+    S_LOG_LIST      //  job.list to another member, for one of the whole cluster
 } s_log_kind_t;
+
+//  A job.list of the whole cluster: the pages of the other members, awaited.
+typedef struct {
+    zmsg_t *envelope;      //  the caller's envelope
+    uint64_t rid;          //  the caller's rid
+    int status;            //  the status asked for, or -1
+    size_t limit;          //  jobs a page
+    char before[S_ID_MAX]; //  the page ends before this id, or ""
+    size_t waiting;        //  members not answered yet
+    zlistx_t *pages;       //  sn_msg_t * of the members' answers
+    zlistx_t *missing;     //  names of members that did not answer
+    void *handle;          //  in self->gathers
+} s_gather_t;
 
 typedef struct {
     uint64_t rid;               //  the log request's rid
@@ -132,7 +146,8 @@ typedef struct {
                                 //  once its partition is dropped
     uint64_t caller_rid;        //  S_LOG_FORWARD: the rid the caller's answer carries
     uint32_t task;              //  S_LOG_PUSH of work: the task's index in job
-    char node[SN_NAME_MAX + 1]; //  S_LOG_PUSH: the member it went to
+    char node[SN_NAME_MAX + 1]; //  S_LOG_PUSH, S_LOG_LIST: the member it went to
+    s_gather_t *gather;         //  S_LOG_LIST: the list it is a page of
 } s_pending_t;
 
 typedef struct {
@@ -174,6 +189,7 @@ typedef struct {
     zhashx_t *members;           //  the other members reachable now: name -> self
     zhashx_t *presence;          //  agent id -> S_HERE | S_GONE, not told yet
     int64_t next_presence;       //  mono ms of the next full agent.at to every member
+    zlistx_t *gathers;           //  s_gather_t * of job.lists waiting for members
 } self_t;
 
 //  What the members are to be told about an agent connected here.
@@ -261,6 +277,25 @@ s_agent_free (void **item_p)
         free (agent);
         *item_p = NULL;
     }
+}
+
+static void
+s_gather_free (void **item_p)
+{
+    s_gather_t *gather = (s_gather_t *) *item_p;
+    if (gather) {
+        zmsg_destroy (&gather->envelope);
+        zlistx_destroy (&gather->pages);
+        zlistx_destroy (&gather->missing);
+        free (gather);
+        *item_p = NULL;
+    }
+}
+
+static void
+s_msg_free (void **item_p)
+{
+    sn_msg_destroy ((sn_msg_t **) item_p);
 }
 
 static void
@@ -753,9 +788,9 @@ s_push_here (self_t *self, zmsg_t *envelope)
 }
 
 //  Sends the request in self->remote to member node through the mesh's forward op.
-//  The answer comes back on the log as a pending of kind. Returns 0, or -1 when
-//  the mesh is not taking requests.
-static int
+//  The answer comes back on the log as a pending of kind. Returns the pending, or
+//  NULL when the mesh is not taking requests.
+static s_pending_t *
 s_tell (self_t *self, const char *node, s_log_kind_t kind, s_task_t *task)
 {
     sn_pack_reset (self->pack);
@@ -768,7 +803,7 @@ s_tell (self_t *self, const char *node, s_log_kind_t kind, s_task_t *task)
     zframe_t *frame = sn_pack_frame (self->pack);
     if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
         zframe_destroy (&frame);
-        return -1;
+        return NULL;
     }
     s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
     pending->rid = self->log_rid;
@@ -781,7 +816,7 @@ s_tell (self_t *self, const char *node, s_log_kind_t kind, s_task_t *task)
     char key[24];
     snprintf (key, sizeof key, "%" PRIu64, pending->rid);
     zhashx_insert (self->pending, key, pending);
-    return 0;
+    return pending;
 }
 
 static void s_agent_away (self_t *self, s_agent_t *agent, const char *node);
@@ -803,7 +838,7 @@ s_push (self_t *self, s_agent_t *agent, s_task_t *task)
     sn_pack_kv_str (self->remote, "id", agent->id);
     sn_pack_str (self->remote, "message");
     sn_pack_raw (self->remote, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    if (s_tell (self, agent->via, S_LOG_PUSH, task) && task) {
+    if (!s_tell (self, agent->via, S_LOG_PUSH, task) && task) {
         zsys_warning ("dispatch: cannot push to agent %s at %s: the mesh is not taking requests",
                       agent->id, agent->via);
         s_agent_away (self, agent, agent->via);
@@ -1429,7 +1464,133 @@ s_op_task_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     s_reply_set (self, request);
 }
 
-//  Newest first; next is the id to pass as before for the following page.
+//  Up to limit jobs of status (-1: any) owned here with an id below before ("": no
+//  bound) into out, newest first; more: there are others below them. Job ids start
+//  with their creation time in fixed-width hex, so the order of jobs (creation time,
+//  then id) is the order of their ids, and any id is a cursor on every node.
+static size_t
+s_list_local (self_t *self, int status, const char *before, size_t limit, s_job_t **out, bool *more)
+{
+    size_t low = 0, high = self->order_count;
+    while (*before && low < high) {
+        size_t middle = (low + high) / 2;
+        if (strcmp (self->order[middle]->id, before) < 0)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    size_t at = *before ? low : self->order_count, found = 0;
+    *more = false;
+    while (at > 0) {
+        s_job_t *job = self->order[--at];
+        if (status >= 0 && job->status != (s_status_t) status)
+            continue;
+        if (found == limit) {
+            *more = true;
+            break;
+        }
+        out[found++] = job;
+    }
+    return found;
+}
+
+//  One job of a merged page: owned here, or from a member's page.
+typedef struct {
+    const char *id;           //  its id (not terminated)
+    size_t len;               //  its length
+    s_job_t *local;           //  the job, when owned here
+    const sn_value_t *remote; //  else the job as a member packed it
+} s_listed_t;
+
+//  Newest first: descending ids.
+static int
+s_listed_compare (const void *a, const void *b)
+{
+    const s_listed_t *x = (const s_listed_t *) a, *y = (const s_listed_t *) b;
+    int order = memcmp (x->id, y->id, x->len < y->len ? x->len : y->len);
+    if (order == 0)
+        order = (x->len > y->len) - (x->len < y->len);
+    return -order;
+}
+
+//  Every member answered, or failed to: this node's page and theirs, merged.
+static void
+s_gather_done (self_t *self, s_gather_t *gather)
+{
+    s_job_t **local =
+        (s_job_t **) malloc ((gather->limit ? gather->limit : 1) * sizeof (s_job_t *));
+    bool more = false;
+    size_t found = s_list_local (self, gather->status, gather->before, gather->limit, local, &more);
+    size_t total = found;
+    for (sn_msg_t *page = (sn_msg_t *) zlistx_first (gather->pages); page;
+         page = (sn_msg_t *) zlistx_next (gather->pages))
+        total += sn_value_size (sn_value_get (sn_msg_root (page), "jobs"));
+    s_listed_t *listed = (s_listed_t *) zmalloc ((total ? total : 1) * sizeof (s_listed_t));
+    size_t count = 0;
+    for (size_t index = 0; index < found; index++) {
+        listed[count].id = local[index]->id;
+        listed[count].len = strlen (local[index]->id);
+        listed[count++].local = local[index];
+    }
+    for (sn_msg_t *page = (sn_msg_t *) zlistx_first (gather->pages); page;
+         page = (sn_msg_t *) zlistx_next (gather->pages)) {
+        const sn_value_t *root = sn_msg_root (page);
+        more = more || sn_value_is (sn_value_get (root, "next"), SN_TYPE_STRING);
+        const sn_value_t *jobs = sn_value_get (root, "jobs");
+        for (size_t index = 0; index < sn_value_size (jobs); index++) {
+            const sn_value_t *job = sn_value_at (jobs, index);
+            size_t len = 0;
+            const char *id = sn_value_str (sn_value_get (job, "id"), &len);
+            if (id && sn_value_is (job, SN_TYPE_MAP)) {
+                listed[count].id = id;
+                listed[count].len = len;
+                listed[count++].remote = job;
+            }
+        }
+    }
+    qsort (listed, count, sizeof (s_listed_t), s_listed_compare);
+    //  A job two members both took for theirs while ownership moved is listed once
+    size_t unique = 0;
+    for (size_t index = 0; index < count; index++)
+        if (unique == 0 || s_listed_compare (&listed[unique - 1], &listed[index]) != 0)
+            listed[unique++] = listed[index];
+    if (unique > gather->limit) {
+        unique = gather->limit;
+        more = true;
+    }
+    size_t missing = zlistx_size (gather->missing);
+    s_reply_start (self, gather->rid, 200, 2 + (missing > 0));
+    sn_pack_str (self->pack, "jobs");
+    sn_pack_array (self->pack, (uint32_t) unique);
+    for (size_t index = 0; index < unique; index++)
+        if (listed[index].local)
+            s_pack_job (self->pack, listed[index].local, S_COLLECTION_NONE);
+        else
+            sn_pack_value (self->pack, listed[index].remote);
+    sn_pack_str (self->pack, "next");
+    if (more && unique > 0)
+        sn_pack_strn (self->pack, listed[unique - 1].id, listed[unique - 1].len);
+    else
+        sn_pack_nil (self->pack);
+    if (missing) {
+        //  Their jobs are not in the page: the caller may ask again
+        sn_pack_str (self->pack, "missing");
+        sn_pack_array (self->pack, (uint32_t) missing);
+        for (char *name = (char *) zlistx_first (gather->missing); name;
+             name = (char *) zlistx_next (gather->missing))
+            sn_pack_str (self->pack, name);
+    }
+    zmsg_t *reply = zmsg_dup (gather->envelope);
+    zmsg_addmem (reply, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    s_send_reply (self, &reply);
+    free (listed);
+    free (local);
+    zlistx_delete (self->gathers, gather->handle);
+}
+
+//  A page of jobs, newest first: status?, limit?, before? (the next of the page
+//  before). Asked straight, and with other members, it asks them all for their page
+//  and merges (job.list with fwd answers for this node alone).
 static void
 s_op_job_list (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -1445,48 +1606,76 @@ s_op_job_list (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
                        "status: must be created, dispatching, resolved, cancelled or timeout");
         return;
     }
-    size_t start = self->order_count;
-    const sn_value_t *before = sn_value_get (root, "before");
-    if (before) {
-        s_job_t *job = s_job_lookup (self, before);
-        if (!job) {
-            size_t len = 0;
-            const char *id = sn_value_str (before, &len);
-            s_reply_error (self, request, rid, 400, "before: no job %.*s", id ? (int) len : 0,
-                           id ? id : "");
-            return;
-        }
-        start = s_order_find (self, job);
+    char before[S_ID_MAX] = "";
+    size_t len = 0;
+    const char *text = sn_value_str (sn_value_get (root, "before"), &len);
+    bool valid = !text || (len > 0 && len < S_ID_MAX);
+    for (size_t at = 0; text && valid && at < len; at++)
+        valid = isdigit ((unsigned char) text[at]) || (text[at] >= 'a' && text[at] <= 'f');
+    if (!valid) {
+        s_reply_error (self, request, rid, 400, "before: '%.*s' is not a job id",
+                       (int) (len > 64 ? 64 : len), text);
+        return;
     }
-    //  Count the page first: msgpack wants the array's length before its items
-    size_t found = 0, at = start, last = 0;
-    while (at > 0 && found < limit) {
-        s_job_t *job = self->order[--at];
-        if (status < 0 || job->status == (s_status_t) status) {
-            found++;
-            last = at;
-        }
+    if (text) {
+        memcpy (before, text, len);
+        before[len] = 0;
     }
+    uint64_t hops = 0;
+    sn_value_uint (sn_value_get (root, "fwd"), &hops);
+    if (hops == 0 && zhashx_size (self->members) > 0) {
+        s_gather_t *gather = (s_gather_t *) zmalloc (sizeof (s_gather_t));
+        gather->envelope = zmsg_new ();
+        for (size_t index = 0; index + 1 < request->count; index++)
+            zmsg_addmem (gather->envelope, zmq_msg_data (&request->frames[index]),
+                         zmq_msg_size (&request->frames[index]));
+        gather->rid = rid;
+        gather->status = status;
+        gather->limit = (size_t) limit;
+        snprintf (gather->before, sizeof gather->before, "%s", before);
+        gather->pages = zlistx_new ();
+        zlistx_set_destructor (gather->pages, s_msg_free);
+        gather->missing = zlistx_new ();
+        zlistx_set_destructor (gather->missing, (zlistx_destructor_fn *) zstr_free);
+        zlistx_set_duplicator (gather->missing, (zlistx_duplicator_fn *) strdup);
+        gather->handle = zlistx_add_end (self->gathers, gather);
+        for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
+            const char *node = (const char *) zhashx_cursor (self->members);
+            sn_pack_reset (self->remote);
+            sn_pack_map (self->remote, 2 + (status >= 0) + (*before != 0));
+            sn_pack_kv_str (self->remote, "op", "job.list");
+            sn_pack_kv_uint (self->remote, "limit", limit);
+            if (status >= 0)
+                sn_pack_kv_str (self->remote, "status", s_status_names[status]);
+            if (*before)
+                sn_pack_kv_str (self->remote, "before", before);
+            s_pending_t *pending = s_tell (self, node, S_LOG_LIST, NULL);
+            if (pending) {
+                pending->gather = gather;
+                gather->waiting++;
+            }
+            else
+                zlistx_add_end (gather->missing, (void *) node);
+        }
+        sn_routed_close (request);
+        if (gather->waiting == 0)
+            s_gather_done (self, gather);
+        return;
+    }
+    s_job_t **page = (s_job_t **) malloc ((limit ? limit : 1) * sizeof (s_job_t *));
     bool more = false;
-    for (size_t rest = found ? last : 0; found == limit && rest > 0 && !more; rest--) {
-        s_job_t *job = self->order[rest - 1];
-        more = status < 0 || job->status == (s_status_t) status;
-    }
+    size_t found = s_list_local (self, status, before, (size_t) limit, page, &more);
     s_reply_start (self, rid, 200, 2);
     sn_pack_str (self->pack, "jobs");
     sn_pack_array (self->pack, (uint32_t) found);
-    for (at = start; at > 0 && found > 0;) {
-        s_job_t *job = self->order[--at];
-        if (status < 0 || job->status == (s_status_t) status) {
-            s_pack_job (self->pack, job, S_COLLECTION_NONE);
-            found--;
-        }
-    }
+    for (size_t index = 0; index < found; index++)
+        s_pack_job (self->pack, page[index], S_COLLECTION_NONE);
     sn_pack_str (self->pack, "next");
     if (more)
-        sn_pack_str (self->pack, self->order[last]->id);
+        sn_pack_str (self->pack, page[found - 1]->id);
     else
         sn_pack_nil (self->pack);
+    free (page);
     s_reply_set (self, request);
 }
 
@@ -1858,7 +2047,7 @@ s_presence_send (self_t *self, const char *node, const char **here, size_t here_
             sn_pack_str (self->remote, gone[gone_at + index]);
         here_at += here_n;
         gone_at += gone_n;
-        if (s_tell (self, node, S_LOG_PRESENCE, NULL)) {
+        if (!s_tell (self, node, S_LOG_PRESENCE, NULL)) {
             //  The next full list, a few seconds away, says it again
             zsys_warning ("dispatch: cannot tell %s about agents: the mesh is not taking requests",
                           node);
@@ -2456,6 +2645,17 @@ s_handle_log (self_t *self, zsock_t *socket)
             if (code != 200)
                 s_told_not (self, pending, root, code);
         }
+        else if (pending->kind == S_LOG_LIST) {
+            s_gather_t *gather = pending->gather;
+            if (code == 200 && sn_value_is (sn_value_get (root, "jobs"), SN_TYPE_ARRAY)) {
+                zlistx_add_end (gather->pages, msg);
+                msg = NULL;
+            }
+            else
+                zlistx_add_end (gather->missing, pending->node);
+            if (--gather->waiting == 0)
+                s_gather_done (self, gather);
+        }
         else if (code == 201) {
             //  A job whose partition was dropped meanwhile is its new owner's now
             if (pending->kind == S_LOG_CREATE && pending->job)
@@ -2599,6 +2799,8 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->remote = sn_pack_new ();
     self->members = zhashx_new ();
     self->presence = zhashx_new ();
+    self->gathers = zlistx_new ();
+    zlistx_set_destructor (self->gathers, s_gather_free);
     return self;
 }
 
@@ -2636,6 +2838,7 @@ s_self_destroy (self_t **self_p)
         sn_pack_destroy (&self->remote);
         zhashx_destroy (&self->members);
         zhashx_destroy (&self->presence);
+        zlistx_destroy (&self->gathers);
         free (self);
         *self_p = NULL;
     }

@@ -399,6 +399,58 @@ def test_remote_agent_lost_and_back():
             node.cleanup()
 
 
+def test_list_of_the_whole_cluster():
+    """GET /jobs on any node lists the jobs of every owner, newest first, in pages."""
+    nodes = start_cluster(["n1", "n2", "n3"])
+    try:
+        made = []
+        for node in nodes + nodes:
+            r = requests.post(node.url + "/jobs", timeout=10 * SLOW,
+                              json={"destinations": MACS[0],
+                                    "message": {"method": "get", "resource": "/x"}})
+            assert r.status_code == 200, r.text
+            made.append(r.json()["id"])
+        owners = [p["owner"] for p in cluster(nodes[0])["partitions"]]
+        newest = sorted(made, reverse=True)
+        requests.delete(f"{nodes[2].url}/jobs/{made[1]}", timeout=10 * SLOW)
+        for node in nodes:
+            r = get(node, "/jobs")
+            assert r.status_code == 200, r.text
+            listed = r.json()
+            assert [j["id"] for j in listed["jobs"]] == newest, (node.name, listed)
+            assert listed["next"] is None and "missing" not in listed
+            assert {owners[j["p"]] for j in listed["jobs"]} == {"n1", "n2", "n3"}
+            # Page by page
+            seen, before = [], None
+            while True:
+                r = get(node, "/jobs?limit=2" + (f"&before={before}" if before else ""))
+                page = r.json()
+                assert len(page["jobs"]) <= 2, page
+                seen += [j["id"] for j in page["jobs"]]
+                before = page["next"]
+                if not before:
+                    break
+            assert seen == newest, (node.name, seen)
+            r = get(node, "/jobs?status=cancelled")
+            assert [j["id"] for j in r.json()["jobs"]] == [made[1]], r.text
+        # Any job id is a cursor, on every node
+        r = get(nodes[1], f"/jobs?before={newest[2]}&limit=100")
+        assert [j["id"] for j in r.json()["jobs"]] == newest[3:]
+        assert get(nodes[1], "/jobs?before=nope").status_code == 400
+        # Asked with fwd, a node lists its own jobs only
+        partition = {j["id"]: j["p"] for j in listed["jobs"]}
+        client = Client(nodes[0].endpoint)
+        reply = client.call("job.list", fwd=1)
+        assert [j["id"] for j in reply["jobs"]] == \
+            [i for i in newest if owners[partition[i]] == "n1"], reply
+        client.close()
+        for node in nodes:
+            node.stop()
+    finally:
+        for node in nodes:
+            node.cleanup()
+
+
 def test_agent_ops_between_members_bad_input():
     nodes = start_cluster(["n1", "n2", "n3"])
     clients = [Client(node.endpoint) for node in nodes]

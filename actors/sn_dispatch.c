@@ -121,8 +121,16 @@ typedef enum {
     S_LOG_FORWARD,
     S_LOG_PUSH,     //  work or a cancel for an agent connected to another member
     S_LOG_PRESENCE, //  agent.at to another member
-    S_LOG_LIST      //  job.list to another member, for one of the whole cluster
+    S_LOG_LIST,     //  job.list to another member, for one of the whole cluster
+    S_LOG_WATCH     //  job.watch to another member, for a subscriber here
 } s_log_kind_t;
+
+//  Another member that follows a job owned here (id), or every job ("").
+typedef struct {
+    char node[SN_NAME_MAX + 1]; //  the member
+    char id[S_ID_MAX];          //  the job id, or "" for every job
+    int64_t expires;            //  mono ms after which it is forgotten
+} s_watch_t;
 
 //  A job.list of the whole cluster: the pages of the other members, awaited.
 typedef struct {
@@ -148,6 +156,8 @@ typedef struct {
     uint32_t task;              //  S_LOG_PUSH of work: the task's index in job
     char node[SN_NAME_MAX + 1]; //  S_LOG_PUSH, S_LOG_LIST: the member it went to
     s_gather_t *gather;         //  S_LOG_LIST: the list it is a page of
+    char topic[S_ID_MAX];       //  S_LOG_WATCH: the job followed, or "" for every job
+    bool snapshot;              //  S_LOG_WATCH: a subscriber waits for its snapshot
 } s_pending_t;
 
 typedef struct {
@@ -190,6 +200,9 @@ typedef struct {
     zhashx_t *presence;          //  agent id -> S_HERE | S_GONE, not told yet
     int64_t next_presence;       //  mono ms of the next full agent.at to every member
     zlistx_t *gathers;           //  s_gather_t * of job.lists waiting for members
+    zhashx_t *watches;           //  "node/id" -> s_watch_t *: members following jobs here
+    zhashx_t *watched;           //  topics subscribed here that other members publish
+    size_t every_waiting;        //  job.watch of every job not answered yet
 } self_t;
 
 //  What the members are to be told about an agent connected here.
@@ -546,6 +559,8 @@ s_publish_frames (self_t *self, const char *topic, uint64_t job_seq, s_publish_k
         zmsg_destroy (&msg);
 }
 
+static void s_relay (self_t *self, s_job_t *job, bool snapshot, const char *node);
+
 static void
 s_publish_task (self_t *self, s_task_t *task)
 {
@@ -557,6 +572,7 @@ s_publish_task (self_t *self, s_task_t *task)
     self->seq++;
     s_publish_frames (self, task->job->id, ++task->job->seq, S_UPDATE);
     s_tick_soon (self, task->job);
+    s_relay (self, task->job, false, NULL);
 }
 
 static void
@@ -570,6 +586,7 @@ s_publish_job (self_t *self, s_job_t *job)
     self->seq++;
     s_publish_frames (self, job->id, ++job->seq, S_UPDATE);
     s_tick_soon (self, job);
+    s_relay (self, job, false, NULL);
 }
 
 //  Every sweep: the sequence numbers as they stand, on "" for the subscribers of
@@ -595,6 +612,19 @@ s_publish_ticks (self_t *self)
 
 //  A new subscription: its snapshot, on its own topic. Other subscribers of the
 //  same topic see a snapshot they do not need and skip it.
+static bool s_watch_start (self_t *self, const char *topic, bool snapshot);
+
+//  What a subscriber of every job gets first, once subscribed: in self->body.
+static void
+s_pack_every_marker (self_t *self)
+{
+    sn_pack_reset (self->body);
+    sn_pack_map (self->body, 2);
+    sn_pack_kv_str (self->body, "resource", "/jobs/ws");
+    sn_pack_str (self->body, "data");
+    sn_pack_map (self->body, 0);
+}
+
 static void
 s_handle_subscription (self_t *self)
 {
@@ -603,6 +633,13 @@ s_handle_subscription (self_t *self)
         return;
     size_t size = zframe_size (frame);
     const byte *data = zframe_data (frame);
+    //  The last subscriber of a topic went: other members need not publish it here
+    if (size >= 1 && data[0] == 0 && size - 1 < S_ID_MAX) {
+        char topic[S_ID_MAX];
+        memcpy (topic, data + 1, size - 1);
+        topic[size - 1] = 0;
+        zhashx_delete (self->watched, topic);
+    }
     //  A topic longer than any job id is answered too, with "no job"
     if (size >= 1 && data[0] == 1 && size - 1 < 256) {
         char topic[256];
@@ -611,16 +648,23 @@ s_handle_subscription (self_t *self)
         sn_pack_reset (self->body);
         s_job_t *job = NULL;
         if (*topic == 0) {
-            sn_pack_map (self->body, 2);
-            sn_pack_kv_str (self->body, "resource", "/jobs/ws");
-            sn_pack_str (self->body, "data");
-            sn_pack_map (self->body, 0);
+            //  The marker comes once every other member publishes here too
+            if (s_watch_start (self, topic, true)) {
+                zframe_destroy (&frame);
+                return;
+            }
+            s_pack_every_marker (self);
         }
         else if ((job = (s_job_t *) zhashx_lookup (self->jobs, topic)) && job->visible) {
             sn_pack_map (self->body, 2);
             sn_pack_kv_str (self->body, "resource", "/jobs");
             sn_pack_str (self->body, "data");
             s_pack_job (self->body, job, S_COLLECTION_TASKS);
+        }
+        else if (s_watch_start (self, topic, true)) {
+            //  Its owner sends the snapshot
+            zframe_destroy (&frame);
+            return;
         }
         else {
             job = NULL;
@@ -787,17 +831,21 @@ s_push_here (self_t *self, zmsg_t *envelope)
         zmsg_destroy (&msg);
 }
 
-//  Sends the request in self->remote to member node through the mesh's forward op.
-//  The answer comes back on the log as a pending of kind. Returns the pending, or
-//  NULL when the mesh is not taking requests.
+//  Sends the request in self->remote through the mesh's forward op to member node,
+//  or when node is NULL to the owner of partition p. The answer comes back on the
+//  log as a pending of kind. Returns the pending, or NULL when the mesh is not
+//  taking requests.
 static s_pending_t *
-s_tell (self_t *self, const char *node, s_log_kind_t kind, s_task_t *task)
+s_tell_to (self_t *self, const char *node, uint32_t p, s_log_kind_t kind, s_task_t *task)
 {
     sn_pack_reset (self->pack);
     sn_pack_map (self->pack, 4);
     sn_pack_kv_str (self->pack, "op", "forward");
     sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
-    sn_pack_kv_str (self->pack, "node", node);
+    if (node)
+        sn_pack_kv_str (self->pack, "node", node);
+    else
+        sn_pack_kv_uint (self->pack, "p", p);
     sn_pack_str (self->pack, "request");
     sn_pack_raw (self->pack, sn_pack_data (self->remote), sn_pack_size (self->remote));
     zframe_t *frame = sn_pack_frame (self->pack);
@@ -812,11 +860,17 @@ s_tell (self_t *self, const char *node, s_log_kind_t kind, s_task_t *task)
         pending->job = task->job;
         pending->task = task->index;
     }
-    snprintf (pending->node, sizeof pending->node, "%s", node);
+    snprintf (pending->node, sizeof pending->node, "%s", node ? node : "");
     char key[24];
     snprintf (key, sizeof key, "%" PRIu64, pending->rid);
     zhashx_insert (self->pending, key, pending);
     return pending;
+}
+
+static s_pending_t *
+s_tell (self_t *self, const char *node, s_log_kind_t kind, s_task_t *task)
+{
+    return s_tell_to (self, node, 0, kind, task);
 }
 
 static void s_agent_away (self_t *self, s_agent_t *agent, const char *node);
@@ -2107,6 +2161,19 @@ s_presence_flush (self_t *self)
     zhashx_purge (self->presence);
 }
 
+//  Packs job.watch {node: this node, id: topic, snapshot} into self->remote.
+static void
+s_watch_ask (self_t *self, const char *topic, bool snapshot)
+{
+    sn_pack_reset (self->remote);
+    sn_pack_map (self->remote, 4);
+    sn_pack_kv_str (self->remote, "op", "job.watch");
+    sn_pack_kv_str (self->remote, "node", self->name);
+    sn_pack_kv_str (self->remote, "id", topic);
+    sn_pack_str (self->remote, "snapshot");
+    sn_pack_bool (self->remote, snapshot);
+}
+
 //  The members reachable now, from the placement: a new one is told every agent
 //  connected here; agents connected to one that left are lost.
 static void
@@ -2148,10 +2215,212 @@ s_members_update (self_t *self, const sn_value_t *members)
             if (streq (agent->node, name) || streq (agent->via, name))
                 s_agent_away (self, agent, name);
     }
-    for (char *name = (char *) zlistx_first (joined); name; name = (char *) zlistx_next (joined))
+    for (char *name = (char *) zlistx_first (joined); name; name = (char *) zlistx_next (joined)) {
         s_presence_full (self, name);
+        if (zhashx_lookup (self->watched, "")) {
+            s_watch_ask (self, "", false);
+            s_tell (self, name, S_LOG_WATCH, NULL);
+        }
+    }
     zlistx_destroy (&left);
     zlistx_destroy (&joined);
+}
+
+//  --------------------------------------------------------------------------
+//  Following jobs owned by other members
+
+//  Whether a job id could be one: lowercase hex, not too long.
+static bool
+s_id_like (const char *id, size_t len)
+{
+    bool valid = id && len > 0 && len < S_ID_MAX;
+    for (size_t at = 0; valid && at < len; at++)
+        valid = isdigit ((unsigned char) id[at]) || (id[at] >= 'a' && id[at] <= 'f');
+    return valid;
+}
+
+//  A subscriber here wants topic (a job id, or "" for every job) and it is, or may
+//  be, published by other members: ask them (job.watch) to send its updates here.
+//  Returns true when the owner of the job was asked, and will send a snapshot when
+//  snapshot; for "", when some member was asked, and the marker is to be published
+//  once every one answered.
+static bool
+s_watch_start (self_t *self, const char *topic, bool snapshot)
+{
+    if (!self->config.feed || !self->name[0])
+        return false;
+    size_t len = strlen (topic);
+    uint32_t p = s_partition (self, topic, len);
+    if (*topic && (!s_id_like (topic, len) || self->owned[p]))
+        return false;
+    zhashx_update (self->watched, topic, self);
+    s_watch_ask (self, topic, snapshot);
+    if (*topic) {
+        s_pending_t *pending = s_tell_to (self, NULL, p, S_LOG_WATCH, NULL);
+        if (pending) {
+            snprintf (pending->topic, sizeof pending->topic, "%s", topic);
+            pending->snapshot = snapshot;
+        }
+        return pending != NULL;
+    }
+    bool asked = false;
+    for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
+        s_pending_t *pending =
+            s_tell (self, (const char *) zhashx_cursor (self->members), S_LOG_WATCH, NULL);
+        if (pending && snapshot) {
+            pending->snapshot = true;
+            self->every_waiting++;
+            asked = true;
+        }
+    }
+    return asked;
+}
+
+//  Every topic followed, asked again: the owner forgets a member that stops asking,
+//  and a new owner learns who follows its jobs.
+static void
+s_watch_refresh (self_t *self)
+{
+    zlistx_t *topics = zlistx_new ();
+    zlistx_set_destructor (topics, (zlistx_destructor_fn *) zstr_free);
+    for (void *item = zhashx_first (self->watched); item; item = zhashx_next (self->watched))
+        zlistx_add_end (topics, strdup ((const char *) zhashx_cursor (self->watched)));
+    for (char *topic = (char *) zlistx_first (topics); topic; topic = (char *) zlistx_next (topics))
+        if (!s_watch_start (self, topic, false))
+            zhashx_delete (self->watched, topic);
+    zlistx_destroy (&topics);
+}
+
+//  Sends the body in self->body, an update of job numbered j (or its snapshot), to
+//  member node as job.update.
+static void
+s_relay_to (self_t *self, const char *node, const s_job_t *job, bool snapshot)
+{
+    sn_pack_reset (self->remote);
+    sn_pack_map (self->remote, 5);
+    sn_pack_kv_str (self->remote, "op", "job.update");
+    sn_pack_kv_str (self->remote, "id", job->id);
+    sn_pack_kv_uint (self->remote, "j", job->seq);
+    sn_pack_str (self->remote, "snapshot");
+    sn_pack_bool (self->remote, snapshot);
+    sn_pack_str (self->remote, "body");
+    //  A snapshot too large for one request is an error for the subscriber
+    if (sn_pack_size (self->body) > SN_DISPATCH_RELAY_MAX) {
+        char error[200];
+        snprintf (error, sizeof error,
+                  "job %s is too large to follow from another node: connect to its owner", job->id);
+        sn_pack_map (self->remote, 1);
+        sn_pack_kv_str (self->remote, "error", error);
+    }
+    else
+        sn_pack_raw (self->remote, sn_pack_data (self->body), sn_pack_size (self->body));
+    s_tell (self, node, S_LOG_PRESENCE, NULL);
+}
+
+//  The body just published for job, to the members that follow it (node NULL), or
+//  to node alone.
+static void
+s_relay (self_t *self, s_job_t *job, bool snapshot, const char *node)
+{
+    if (node) {
+        s_relay_to (self, node, job, snapshot);
+        return;
+    }
+    for (s_watch_t *watch = (s_watch_t *) zhashx_first (self->watches); watch;
+         watch = (s_watch_t *) zhashx_next (self->watches)) {
+        //  A member that follows every job gets each update once
+        char every[SN_NAME_MAX + 2];
+        snprintf (every, sizeof every, "%s/", watch->node);
+        if (!watch->id[0] || (streq (watch->id, job->id) && !zhashx_lookup (self->watches, every)))
+            s_relay_to (self, watch->node, job, false);
+    }
+}
+
+//  job.watch {node, id, snapshot?}: member node has subscribers of job id ("" for
+//  every job owned here); it gets the job's updates as job.update for
+//  S_PRESENCE_TTL, and first a snapshot when it asks for one.
+static void
+s_op_job_watch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    size_t len = 0, id_len = 0;
+    const char *name = sn_value_str (sn_value_get (root, "node"), &len);
+    const char *id = sn_value_str (sn_value_get (root, "id"), &id_len);
+    char node[SN_NAME_MAX + 1];
+    if (!name || len == 0 || len > SN_NAME_MAX || !id || (id_len && !s_id_like (id, id_len))) {
+        s_reply_error (self, request, rid, 400, "node: a member's name; id: a job id or \"\"");
+        return;
+    }
+    memcpy (node, name, len);
+    node[len] = 0;
+    if (!zhashx_lookup (self->members, node)) {
+        s_reply_error (self, request, rid, 404, "node: %s is not another member reachable from %s",
+                       node, self->name[0] ? self->name : "this node");
+        return;
+    }
+    s_job_t *job = NULL;
+    if (id_len) {
+        if (!s_answer_here (self, request, root, rid, id, id_len))
+            return;
+        job = s_job_lookup (self, sn_value_get (root, "id"));
+        if (!job) {
+            s_reply_missing (self, request, rid, s_partition (self, id, id_len), "job", id, id_len);
+            return;
+        }
+    }
+    char key[SN_NAME_MAX + S_ID_MAX + 2];
+    snprintf (key, sizeof key, "%s/%.*s", node, (int) id_len, id);
+    s_watch_t *watch = (s_watch_t *) zhashx_lookup (self->watches, key);
+    if (!watch) {
+        watch = (s_watch_t *) zmalloc (sizeof (s_watch_t));
+        snprintf (watch->node, sizeof watch->node, "%s", node);
+        snprintf (watch->id, sizeof watch->id, "%.*s", (int) id_len, id);
+        zhashx_insert (self->watches, key, watch);
+    }
+    watch->expires = zclock_mono () + S_PRESENCE_TTL;
+    bool snapshot = false;
+    sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
+    if (job && snapshot) {
+        //  The same path as the updates that follow it, so it comes before them
+        sn_pack_reset (self->body);
+        sn_pack_map (self->body, 2);
+        sn_pack_kv_str (self->body, "resource", "/jobs");
+        sn_pack_str (self->body, "data");
+        s_pack_job (self->body, job, S_COLLECTION_TASKS);
+        s_relay (self, job, true, node);
+    }
+    s_reply_start (self, rid, 200, 0);
+    s_reply_set (self, request);
+}
+
+//  job.update {id, j, snapshot, body}: an update of a job owned by another member
+//  that subscribers here follow, published here as the owner numbered it.
+static void
+s_op_job_update (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    char topic[S_ID_MAX];
+    if (!s_id_like (id, len)) {
+        s_reply_error (self, request, rid, 400, "id: not a job id");
+        return;
+    }
+    memcpy (topic, id, len);
+    topic[len] = 0;
+    if (!zhashx_lookup (self->watched, topic) && !zhashx_lookup (self->watched, "")) {
+        s_reply_error (self, request, rid, 404, "nobody here follows job %s", topic);
+        return;
+    }
+    uint64_t j = 0;
+    bool snapshot = false;
+    sn_value_uint (sn_value_get (root, "j"), &j);
+    sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
+    sn_pack_reset (self->body);
+    sn_pack_value (self->body, sn_value_get (root, "body"));
+    if (!snapshot)
+        self->seq++;
+    s_publish_frames (self, topic, j, snapshot ? S_SNAPSHOT : S_UPDATE);
+    s_reply_start (self, rid, 200, 0);
+    s_reply_set (self, request);
 }
 
 //  --------------------------------------------------------------------------
@@ -2234,6 +2503,15 @@ s_sweep (self_t *self)
                 zsys_info ("dispatch: agent %s at %s not heard of lately", agent->id, agent->node);
             s_agent_away (self, agent, agent->node);
         }
+    zlistx_t *expired = zlistx_new ();
+    zlistx_set_destructor (expired, (zlistx_destructor_fn *) zstr_free);
+    for (s_watch_t *watch = (s_watch_t *) zhashx_first (self->watches); watch;
+         watch = (s_watch_t *) zhashx_next (self->watches))
+        if (watch->expires < now || !zhashx_lookup (self->members, watch->node))
+            zlistx_add_end (expired, strdup ((const char *) zhashx_cursor (self->watches)));
+    for (char *key = (char *) zlistx_first (expired); key; key = (char *) zlistx_next (expired))
+        zhashx_delete (self->watches, key);
+    zlistx_destroy (&expired);
     s_flush_progress (self);
     s_publish_ticks (self);
 }
@@ -2422,6 +2700,9 @@ s_replay_next (self_t *self)
     }
     if (self->replay_p < 0 && !self->ready && self->placed) {
         self->ready = true;
+        //  Subscriptions wait like requests: a job being replayed is not missing, and
+        //  one owned elsewhere is followed once the members are known
+        zpoller_add (self->poller, self->xpub);
         if (self->verbose)
             zsys_info ("dispatch: replayed %zu jobs", zhashx_size (self->jobs));
     }
@@ -2594,6 +2875,26 @@ s_handle_feed (self_t *self)
 //  --------------------------------------------------------------------------
 //  Answers from the log
 
+//  The owner of a job subscribed to here refused to send its updates: subscribers
+//  get the error as their snapshot.
+static void
+s_watch_failed (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
+{
+    char *error = sn_value_get_strdup (root, "error");
+    zhashx_delete (self->watched, pending->topic);
+    sn_pack_reset (self->body);
+    sn_pack_map (self->body, 1);
+    sn_pack_str (self->body, "error");
+    char text[400];
+    if (code == 404)
+        snprintf (text, sizeof text, "no job %s", pending->topic);
+    else
+        snprintf (text, sizeof text, "job %s: %s", pending->topic, error ? error : "no answer");
+    sn_pack_str (self->body, text);
+    s_publish_frames (self, pending->topic, 0, S_SNAPSHOT);
+    free (error);
+}
+
 //  A member did not take an agent.push or agent.at: an agent it was pushed work for
 //  is not connected there (any more), or the member is not reachable.
 static void
@@ -2644,6 +2945,15 @@ s_handle_log (self_t *self, zsock_t *socket)
         else if (pending->kind == S_LOG_PUSH || pending->kind == S_LOG_PRESENCE) {
             if (code != 200)
                 s_told_not (self, pending, root, code);
+        }
+        else if (pending->kind == S_LOG_WATCH) {
+            //  A refresh refused while the job changes owner is asked again later
+            if (!pending->topic[0] && pending->snapshot && --self->every_waiting == 0) {
+                s_pack_every_marker (self);
+                s_publish_frames (self, "", 0, S_SNAPSHOT);
+            }
+            else if (code != 200 && pending->topic[0] && pending->snapshot)
+                s_watch_failed (self, pending, root, code);
         }
         else if (pending->kind == S_LOG_LIST) {
             s_gather_t *gather = pending->gather;
@@ -2736,6 +3046,10 @@ s_handle_request (self_t *self, sn_routed_t *request)
         s_op_agent_at (self, request, root, rid);
     else if (sn_value_streq (op, "agent.push"))
         s_op_agent_push (self, request, root, rid);
+    else if (sn_value_streq (op, "job.watch"))
+        s_op_job_watch (self, request, root, rid);
+    else if (sn_value_streq (op, "job.update"))
+        s_op_job_update (self, request, root, rid);
     else {
         size_t len = 0;
         const char *name = sn_value_str (op, &len);
@@ -2801,6 +3115,9 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->presence = zhashx_new ();
     self->gathers = zlistx_new ();
     zlistx_set_destructor (self->gathers, s_gather_free);
+    self->watches = zhashx_new ();
+    zhashx_set_destructor (self->watches, (zhashx_destructor_fn *) zstr_free);
+    self->watched = zhashx_new ();
     return self;
 }
 
@@ -2839,6 +3156,8 @@ s_self_destroy (self_t **self_p)
         zhashx_destroy (&self->members);
         zhashx_destroy (&self->presence);
         zlistx_destroy (&self->gathers);
+        zhashx_destroy (&self->watches);
+        zhashx_destroy (&self->watched);
         free (self);
         *self_p = NULL;
     }
@@ -2885,7 +3204,6 @@ s_self_start (self_t *self)
         return zsys_sprintf ("cannot connect to %s", scan);
     zpoller_add (self->poller, self->log);
     zpoller_add (self->poller, self->scan);
-    zpoller_add (self->poller, self->xpub);
     if (self->config.feed) {
         //  Nothing is owned, and nothing answered, until the mesh's first placement
         self->feed = zsock_new (ZMQ_SUB);
@@ -2988,6 +3306,7 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
             s_presence_flush (self);
             if (zclock_mono () >= self->next_presence) {
                 s_presence_full (self, NULL);
+                s_watch_refresh (self);
                 self->next_presence = zclock_mono () + S_PRESENCE_MS;
             }
         }

@@ -38,7 +38,13 @@
     partition owned elsewhere go to the owner through the mesh's forward op and the
     answer comes back under the caller's rid. A forwarded request carries "fwd"
     (hops); one that reaches a node that does not own its partition either is
-    answered 503. job.list and the published changes cover the jobs owned here.
+    answered 503. job.list asked straight asks every other member for its page
+    (job.list with fwd: the jobs that member owns) and merges them, newest first.
+    A subscription to a job owned elsewhere asks its owner (job.watch, forwarded by
+    partition) to send the job's snapshot and updates here (job.update), which are
+    published as the owner numbered them; a subscription to "" asks every member
+    for all its jobs, and its marker comes once they all answered. Followers ask
+    again every S_PRESENCE_MS and are forgotten after S_PRESENCE_TTL.
 
     Agents may be connected to any member. Each node tells every other member on the
     placement's members list which agents are connected to it, with agent.at through
@@ -76,6 +82,8 @@
       agent.result {id, task, code, data?} -> 200 once durable | 404 | 409
       agent.at {node, here?, gone?}    -> 200 | 404 when node is not another member
       agent.push {id, message}         -> 200 | 404 when the agent is not connected here
+      job.watch {node, id, snapshot?}  -> 200 | 404 (id "" for every job owned here)
+      job.update {id, j, snapshot?, body} -> 200 | 404 when nobody here follows the job
     Pushed to agents: {op: "agent.work", id, method, resource, data, tunnel?, timeout}
     and {op: "agent.cancel", id}.
 
@@ -93,6 +101,9 @@ extern "C" {
 
 //  Most tasks in one job.
 #define SN_DISPATCH_TASKS_MAX 10000
+
+//  Largest update of a job sent to another member that follows it (job.update).
+#define SN_DISPATCH_RELAY_MAX (7 * 1024 * 1024)
 
 //  Task timeout when a job does not give one, in ms.
 #define SN_DISPATCH_TIMEOUT 36000

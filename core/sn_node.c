@@ -112,7 +112,8 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
           queue_endpoint},
          {"batch.create batch.get batch.update batch.delete", batch_endpoint},
          {"job.create job.get job.list job.cancel task.get agent.hello "
-          "agent.heartbeat agent.progress agent.result agent.at agent.push",
+          "agent.heartbeat agent.progress agent.result agent.at agent.push job.watch "
+          "job.update",
           dispatch_endpoint},
          {"*", store_endpoint}},
         self->schema,

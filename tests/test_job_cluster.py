@@ -2,8 +2,12 @@
 node; the other nodes forward reads and cancels to the owner; when the owner is killed
 mid-job, the next replica replays the partition and the job finishes with no task lost,
 by agents connected to every node."""
+import json
+import struct
+
 import msgpack
 import requests
+import websocket
 import zmq
 
 from harness import SLOW, Client, Node, wait_for
@@ -451,6 +455,80 @@ def test_list_of_the_whole_cluster():
             node.cleanup()
 
 
+def ws_url(node, path):
+    return f"ws://127.0.0.1:{node.http_port}{path}"
+
+
+def ws_until_resolved(ws):
+    """Every message up to the job's own update to resolved."""
+    got = []
+    while True:
+        message = json.loads(ws.recv())
+        got.append(message)
+        if message["resource"] == "/jobs" and message["data"]["status"] == "resolved":
+            return got
+
+
+def test_websockets_on_nodes_that_do_not_own_the_job():
+    """/jobs/:id/ws and /jobs/ws on nodes other than the owner see what the owner's
+    own WebSocket sees: the snapshot, then every update in the same order."""
+    nodes = start_cluster(["n1", "n2", "n3"])
+    by_name = {node.name: node for node in nodes}
+    sockets, agents = [], []
+    try:
+        r = requests.post(by_name["n2"].url + "/jobs", timeout=10 * SLOW,
+                          json={"destinations": MACS[:2], "options": {"timeout": 600000},
+                                "message": {"method": "post", "resource": "/w"}})
+        job = r.json()
+        assert owner_of(nodes[0], job)["owner"] == "n2"
+        path = f"/jobs/{job['id']}/ws"
+        own, far = (websocket.create_connection(ws_url(by_name[name], path), timeout=30 * SLOW)
+                    for name in ("n2", "n3"))
+        every = websocket.create_connection(ws_url(by_name["n1"], "/jobs/ws"), timeout=30 * SLOW)
+        sockets = [own, far, every]
+        for ws in (own, far):
+            snapshot = json.loads(ws.recv())
+            assert snapshot.get("resource") == "/jobs", snapshot
+            assert snapshot["data"]["id"] == job["id"]
+            assert [t["__task"]["status"] for t in snapshot["data"]["collection"]] == \
+                ["created"] * 2
+        assert json.loads(every.recv()) == {"resource": "/jobs/ws", "data": {}}
+
+        agents = [Agent([by_name["n1"]], mac) for mac in MACS[:2]]
+        for agent in agents:
+            name, work = agent.work()
+            agent.call(name, "agent.progress", id=agent.id, task=work["id"], progress=30)
+            assert agent.result(name, work["id"], {"by": agent.id})["code"] == 200
+        expected = ws_until_resolved(own)
+        assert len(expected) == 8, expected
+        assert ws_until_resolved(far) == expected
+        assert ws_until_resolved(every) == expected
+        assert expected[-1]["data"]["doneCount"] == 2
+
+        # A job that does not exist, asked on a node that does not own its partition
+        missing = job["id"][:-1] + ("0" if job["id"][-1] != "0" else "1")
+        owners = [p["owner"] for p in cluster(nodes[0])["partitions"]]
+        ws = websocket.create_connection(ws_url(by_name["n3"], f"/jobs/{missing}/ws"),
+                                         timeout=30 * SLOW)
+        sockets.append(ws)
+        assert "error" in json.loads(ws.recv())
+        while True:
+            opcode, data = ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                assert struct.unpack("!H", data[:2])[0] == 4404
+                break
+        assert owners  # the cluster answered throughout
+        for node in nodes:
+            node.stop()
+    finally:
+        for ws in sockets:
+            ws.close()
+        for agent in agents:
+            agent.close()
+        for node in nodes:
+            node.cleanup()
+
+
 def test_agent_ops_between_members_bad_input():
     nodes = start_cluster(["n1", "n2", "n3"])
     clients = [Client(node.endpoint) for node in nodes]
@@ -514,6 +592,29 @@ def test_agent_ops_between_members_bad_input():
         name, work = agent.work()
         assert name == "n1" and work == {"op": "agent.work", "id": "j-1", "data": {"a": 1}}
         agent.close()
+
+        # Following jobs between members
+        bad = [("job.watch", dict(id="")),                # no node
+               ("job.watch", dict(node="n2")),            # no id
+               ("job.watch", dict(node="n2", id="a" * 32)),
+               ("job.watch", dict(node="n2", id="", snapshot="yes")),
+               ("job.watch", dict(node="n2", id="", extra=1)),
+               ("job.watch", dict(node="n2", id="XYZ")),
+               ("job.update", dict(id="abc", j=1)),       # no body
+               ("job.update", dict(id="abc", j=-1, body={})),
+               ("job.update", dict(id="not-hex", j=1, body={})),
+               ("job.update", dict(id="abc", j=1, body=[])),
+               ("job.update", dict(id="abc", j=1, body={}, snapshot=1))]
+        for op, fields in bad:
+            reply = c.call(op, **fields)
+            assert reply["code"] == 400, (op, fields, reply)
+        reply = c.call("job.watch", node="n9", id="")
+        assert reply["code"] == 404, reply
+        reply = c.call("job.watch", node="n2", id="0123456789abcdef012")
+        assert reply["code"] in (404, 503), reply
+        # An update nobody here follows is refused, and published nowhere
+        reply = c.call("job.update", id="0123456789abcdef012", j=1, body={"resource": "/jobs"})
+        assert reply["code"] == 404, reply
 
         # Forwarded agent ops for tasks nobody has
         reply = c.call("agent.result", id=MACS[0], task="0123456789abcdef012-1", code=200)

@@ -1993,9 +1993,11 @@ s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, u
 //  --------------------------------------------------------------------------
 //  Agents connected to other members
 
-//  agent.at {node, here?, gone?}: member node says which agents are connected to
-//  it now (here) and which no longer are (gone). What it says lasts S_PRESENCE_TTL
-//  unless it says it again.
+//  agent.at {node, here?, gone?, full?}: member node says which agents are
+//  connected to it now (here) and which no longer are (gone). What it says lasts
+//  S_PRESENCE_TTL unless it says it again. Not full, here names agents that
+//  connected anew: a task in flight there went to their old connection, and is
+//  sent again.
 static void
 s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -2028,6 +2030,8 @@ s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
         }
     }
     int64_t expires = zclock_mono () + S_PRESENCE_TTL;
+    bool full = false;
+    sn_value_bool (sn_value_get (root, "full"), &full);
     const sn_value_t *here = sn_value_get (root, "here");
     for (size_t index = 0; index < sn_value_size (here); index++) {
         const char *id = sn_value_str (sn_value_at (here, index), &len);
@@ -2035,6 +2039,8 @@ s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
         s_agent_t *agent = s_agent_require (self, canonical);
         snprintf (agent->node, sizeof agent->node, "%s", node);
         agent->node_expires = expires;
+        if (!full)
+            s_agent_release (self, agent, node);
         s_agent_pump (self, agent);
     }
     const sn_value_t *gone = sn_value_get (root, "gone");
@@ -2079,7 +2085,7 @@ s_op_agent_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
 //  in messages of at most S_PRESENCE_BATCH ids.
 static void
 s_presence_send (self_t *self, const char *node, const char **here, size_t here_count,
-                 const char **gone, size_t gone_count)
+                 const char **gone, size_t gone_count, bool full)
 {
     size_t here_at = 0, gone_at = 0;
     while (here_at < here_count || gone_at < gone_count) {
@@ -2088,8 +2094,10 @@ s_presence_send (self_t *self, const char *node, const char **here, size_t here_
         size_t gone_n = gone_count - gone_at;
         gone_n = gone_n > S_PRESENCE_BATCH - here_n ? S_PRESENCE_BATCH - here_n : gone_n;
         sn_pack_reset (self->remote);
-        sn_pack_map (self->remote, 4);
+        sn_pack_map (self->remote, 5);
         sn_pack_kv_str (self->remote, "op", "agent.at");
+        sn_pack_str (self->remote, "full");
+        sn_pack_bool (self->remote, full);
         sn_pack_kv_str (self->remote, "node", self->name);
         sn_pack_str (self->remote, "here");
         sn_pack_array (self->remote, (uint32_t) here_n);
@@ -2125,11 +2133,11 @@ s_presence_full (self_t *self, const char *node)
         if (agent->envelope)
             here[count++] = agent->id;
     if (node)
-        s_presence_send (self, node, here, count, NULL, 0);
+        s_presence_send (self, node, here, count, NULL, 0, true);
     else
         for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members))
             s_presence_send (self, (const char *) zhashx_cursor (self->members), here, count, NULL,
-                             0);
+                             0, true);
     free (here);
 }
 
@@ -2154,7 +2162,7 @@ s_presence_flush (self_t *self)
         }
         for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members))
             s_presence_send (self, (const char *) zhashx_cursor (self->members), here, here_count,
-                             gone, gone_count);
+                             gone, gone_count, false);
         free (here);
         free (gone);
     }

@@ -353,8 +353,8 @@ def test_agents_anywhere_owner_killed():
 
 def test_remote_agent_lost_and_back():
     """The owner n2 pushes work to agents connected to n3. One goes silent (n3 tells the
-    owner it left), the other loses n3 itself (kill -9): each task goes back to waiting
-    and comes again when its agent says hello to n1."""
+    owner it left), the other connects again to n3, then loses n3 itself (kill -9): each
+    task goes back to waiting and comes again when its agent says hello again."""
     nodes = start_cluster(["n1", "n2", "n3"])
     by_name = {node.name: node for node in nodes}
     agents = []
@@ -372,6 +372,12 @@ def test_remote_agent_lost_and_back():
         for agent in agents:
             name, work = agent.work()
             assert name == "n3" and work["id"] == tasks[agent.id], work
+
+        # A new connection to the same node gets the task in flight again
+        stranded.drop("n3")
+        stranded.connect(by_name["n3"])
+        name, work = stranded.work()
+        assert name == "n3" and work["id"] == tasks[MACS[1]], work
 
         # Silent past three heartbeats: n3 takes it for gone, and says so
         silent.drop("n3")

@@ -1518,6 +1518,16 @@ s_op_task_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     s_reply_set (self, request);
 }
 
+//  Whether a job id could be one: lowercase hex, not too long.
+static bool
+s_id_like (const char *id, size_t len)
+{
+    bool valid = id && len > 0 && len < S_ID_MAX;
+    for (size_t at = 0; valid && at < len; at++)
+        valid = isdigit ((unsigned char) id[at]) || (id[at] >= 'a' && id[at] <= 'f');
+    return valid;
+}
+
 //  Up to limit jobs of status (-1: any) owned here with an id below before ("": no
 //  bound) into out, newest first; more: there are others below them. Job ids start
 //  with their creation time in fixed-width hex, so the order of jobs (creation time,
@@ -1663,10 +1673,7 @@ s_op_job_list (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     char before[S_ID_MAX] = "";
     size_t len = 0;
     const char *text = sn_value_str (sn_value_get (root, "before"), &len);
-    bool valid = !text || (len > 0 && len < S_ID_MAX);
-    for (size_t at = 0; text && valid && at < len; at++)
-        valid = isdigit ((unsigned char) text[at]) || (text[at] >= 'a' && text[at] <= 'f');
-    if (!valid) {
+    if (text && !s_id_like (text, len)) {
         s_reply_error (self, request, rid, 400, "before: '%.*s' is not a job id",
                        (int) (len > 64 ? 64 : len), text);
         return;
@@ -2236,16 +2243,6 @@ s_members_update (self_t *self, const sn_value_t *members)
 
 //  --------------------------------------------------------------------------
 //  Following jobs owned by other members
-
-//  Whether a job id could be one: lowercase hex, not too long.
-static bool
-s_id_like (const char *id, size_t len)
-{
-    bool valid = id && len > 0 && len < S_ID_MAX;
-    for (size_t at = 0; valid && at < len; at++)
-        valid = isdigit ((unsigned char) id[at]) || (id[at] >= 'a' && id[at] <= 'f');
-    return valid;
-}
 
 //  A subscriber here wants topic (a job id, or "" for every job) and it is, or may
 //  be, published by other members: ask them (job.watch) to send its updates here.

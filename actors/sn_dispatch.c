@@ -33,6 +33,14 @@
 #define S_HEARTBEAT_MS     5000
 #define S_HEARTBEAT_MISSES 3
 
+//  How often every member is told all the agents connected here, in ms, and how
+//  long what a member said lasts when it is not said again.
+#define S_PRESENCE_MS  2000
+#define S_PRESENCE_TTL 10000
+
+//  Most agent ids in one agent.at message (schemas/op.agent.at.json).
+#define S_PRESENCE_BATCH 500
+
 #define S_LIST_LIMIT      100 //  job.list's default page
 #define S_ID_MAX          32  //  job ids are 19 characters
 #define S_DESTINATION_MAX 64  //  longest destination id
@@ -96,22 +104,60 @@ struct _s_job_t {
 
 struct _s_agent_t {
     char id[S_DESTINATION_MAX + 1]; //  canonical destination id
-    zmsg_t *envelope;               //  route to the connected agent, or NULL
+    zmsg_t *envelope;               //  route to the agent connected here, or NULL
     int64_t expires;                //  mono ms after which a silent agent is gone
+    char node[SN_NAME_MAX + 1];     //  the member it is connected to, or ""
+    int64_t node_expires;           //  mono ms after which that member's word is old
     s_task_t *current;              //  the task in flight, or NULL
+    char via[SN_NAME_MAX + 1];      //  the member current went to, "" for here
     zlistx_t *waiting;              //  s_task_t * waiting for this destination, in order
 };
 
 //  Why the log was written, and what to do when it answers.
-typedef enum { S_LOG_EVENT, S_LOG_CREATE, S_LOG_SCAN, S_LOG_FORWARD } s_log_kind_t;
+typedef enum {
+    S_LOG_EVENT,
+    S_LOG_CREATE,
+    S_LOG_SCAN,
+    S_LOG_FORWARD,
+    S_LOG_PUSH,     //  work or a cancel for an agent connected to another member
+    S_LOG_PRESENCE, //  agent.at to another member
+    S_LOG_LIST,     //  job.list to another member, for one of the whole cluster
+    S_LOG_WATCH     //  job.watch to another member, for a subscriber here
+} s_log_kind_t;
+
+//  Another member that follows a job owned here (id), or every job ("").
+typedef struct {
+    char node[SN_NAME_MAX + 1]; //  the member
+    char id[S_ID_MAX];          //  the job id, or "" for every job
+    int64_t expires;            //  mono ms after which it is forgotten
+} s_watch_t;
+
+//  A job.list of the whole cluster: the pages of the other members, awaited.
+typedef struct {
+    zmsg_t *envelope;      //  the caller's envelope
+    uint64_t rid;          //  the caller's rid
+    int status;            //  the status asked for, or -1
+    size_t limit;          //  jobs a page
+    char before[S_ID_MAX]; //  the page ends before this id, or ""
+    size_t waiting;        //  members not answered yet
+    zlistx_t *pages;       //  sn_msg_t * of the members' answers
+    zlistx_t *missing;     //  names of members that did not answer
+    void *handle;          //  in self->gathers
+} s_gather_t;
 
 typedef struct {
-    uint64_t rid;        //  the log request's rid
-    s_log_kind_t kind;   //  event, job creation, replay page or forward
-    zmsg_t *reply;       //  envelope and payload to send once durable, or NULL;
-                         //  S_LOG_FORWARD: the caller's envelope only
-    s_job_t *job;        //  the job written about; NULL once its partition is dropped
-    uint64_t caller_rid; //  S_LOG_FORWARD: the rid the caller's answer carries
+    uint64_t rid;               //  the log request's rid
+    s_log_kind_t kind;          //  what was asked, see s_log_kind_t
+    zmsg_t *reply;              //  envelope and payload to send once durable, or NULL;
+                                //  S_LOG_FORWARD: the caller's envelope only
+    s_job_t *job;               //  the job written about, or whose task is pushed; NULL
+                                //  once its partition is dropped
+    uint64_t caller_rid;        //  S_LOG_FORWARD: the rid the caller's answer carries
+    uint32_t task;              //  S_LOG_PUSH of work: the task's index in job
+    char node[SN_NAME_MAX + 1]; //  S_LOG_PUSH, S_LOG_LIST: the member it went to
+    s_gather_t *gather;         //  S_LOG_LIST: the list it is a page of
+    char topic[S_ID_MAX];       //  S_LOG_WATCH: the job followed, or "" for every job
+    bool snapshot;              //  S_LOG_WATCH: a subscriber waits for its snapshot
 } s_pending_t;
 
 typedef struct {
@@ -148,7 +194,20 @@ typedef struct {
     sn_pack_t *pack;             //  replies and pushes
     sn_pack_t *event;            //  events for the log
     sn_pack_t *body;             //  published bodies
+    sn_pack_t *remote;           //  requests for another member
+    char name[SN_NAME_MAX + 1];  //  this node's name in the placement, or ""
+    zhashx_t *members;           //  the other members reachable now: name -> self
+    zhashx_t *presence;          //  agent id -> S_HERE | S_GONE, not told yet
+    int64_t next_presence;       //  mono ms of the next full agent.at to every member
+    zlistx_t *gathers;           //  s_gather_t * of job.lists waiting for members
+    zhashx_t *watches;           //  "node/id" -> s_watch_t *: members following jobs here
+    zhashx_t *watched;           //  topics subscribed here that other members publish
+    size_t every_waiting;        //  job.watch of every job not answered yet
 } self_t;
+
+//  What the members are to be told about an agent connected here.
+#define S_HERE ((void *) 1)
+#define S_GONE ((void *) 2)
 
 //  --------------------------------------------------------------------------
 //  Destination ids
@@ -231,6 +290,25 @@ s_agent_free (void **item_p)
         free (agent);
         *item_p = NULL;
     }
+}
+
+static void
+s_gather_free (void **item_p)
+{
+    s_gather_t *gather = (s_gather_t *) *item_p;
+    if (gather) {
+        zmsg_destroy (&gather->envelope);
+        zlistx_destroy (&gather->pages);
+        zlistx_destroy (&gather->missing);
+        free (gather);
+        *item_p = NULL;
+    }
+}
+
+static void
+s_msg_free (void **item_p)
+{
+    sn_msg_destroy ((sn_msg_t **) item_p);
 }
 
 static void
@@ -481,6 +559,8 @@ s_publish_frames (self_t *self, const char *topic, uint64_t job_seq, s_publish_k
         zmsg_destroy (&msg);
 }
 
+static void s_relay (self_t *self, s_job_t *job, bool snapshot, const char *node);
+
 static void
 s_publish_task (self_t *self, s_task_t *task)
 {
@@ -492,6 +572,7 @@ s_publish_task (self_t *self, s_task_t *task)
     self->seq++;
     s_publish_frames (self, task->job->id, ++task->job->seq, S_UPDATE);
     s_tick_soon (self, task->job);
+    s_relay (self, task->job, false, NULL);
 }
 
 static void
@@ -505,6 +586,7 @@ s_publish_job (self_t *self, s_job_t *job)
     self->seq++;
     s_publish_frames (self, job->id, ++job->seq, S_UPDATE);
     s_tick_soon (self, job);
+    s_relay (self, job, false, NULL);
 }
 
 //  Every sweep: the sequence numbers as they stand, on "" for the subscribers of
@@ -530,6 +612,19 @@ s_publish_ticks (self_t *self)
 
 //  A new subscription: its snapshot, on its own topic. Other subscribers of the
 //  same topic see a snapshot they do not need and skip it.
+static bool s_watch_start (self_t *self, const char *topic, bool snapshot);
+
+//  What a subscriber of every job gets first, once subscribed: in self->body.
+static void
+s_pack_every_marker (self_t *self)
+{
+    sn_pack_reset (self->body);
+    sn_pack_map (self->body, 2);
+    sn_pack_kv_str (self->body, "resource", "/jobs/ws");
+    sn_pack_str (self->body, "data");
+    sn_pack_map (self->body, 0);
+}
+
 static void
 s_handle_subscription (self_t *self)
 {
@@ -538,6 +633,13 @@ s_handle_subscription (self_t *self)
         return;
     size_t size = zframe_size (frame);
     const byte *data = zframe_data (frame);
+    //  The last subscriber of a topic went: other members need not publish it here
+    if (size >= 1 && data[0] == 0 && size - 1 < S_ID_MAX) {
+        char topic[S_ID_MAX];
+        memcpy (topic, data + 1, size - 1);
+        topic[size - 1] = 0;
+        zhashx_delete (self->watched, topic);
+    }
     //  A topic longer than any job id is answered too, with "no job"
     if (size >= 1 && data[0] == 1 && size - 1 < 256) {
         char topic[256];
@@ -546,16 +648,23 @@ s_handle_subscription (self_t *self)
         sn_pack_reset (self->body);
         s_job_t *job = NULL;
         if (*topic == 0) {
-            sn_pack_map (self->body, 2);
-            sn_pack_kv_str (self->body, "resource", "/jobs/ws");
-            sn_pack_str (self->body, "data");
-            sn_pack_map (self->body, 0);
+            //  The marker comes once every other member publishes here too
+            if (s_watch_start (self, topic, true)) {
+                zframe_destroy (&frame);
+                return;
+            }
+            s_pack_every_marker (self);
         }
         else if ((job = (s_job_t *) zhashx_lookup (self->jobs, topic)) && job->visible) {
             sn_pack_map (self->body, 2);
             sn_pack_kv_str (self->body, "resource", "/jobs");
             sn_pack_str (self->body, "data");
             s_pack_job (self->body, job, S_COLLECTION_TASKS);
+        }
+        else if (s_watch_start (self, topic, true)) {
+            //  Its owner sends the snapshot
+            zframe_destroy (&frame);
+            return;
         }
         else {
             job = NULL;
@@ -655,8 +764,10 @@ s_task_detach (s_task_t *task)
     if (task->in_flight) {
         task->in_flight = false;
         task->job->in_flight--;
-        if (agent->current == task)
+        if (agent->current == task) {
             agent->current = NULL;
+            agent->via[0] = 0;
+        }
     }
 }
 
@@ -702,10 +813,17 @@ s_task_finish (self_t *self, s_task_t *task, s_status_t status, const byte *resu
 
 static void s_agent_pump (self_t *self, s_agent_t *agent);
 
-static void
-s_push (self_t *self, s_agent_t *agent)
+//  Whether work can be sent to the agent: connected here, or to another member.
+static bool
+s_agent_reachable (const s_agent_t *agent)
 {
-    zmsg_t *msg = zmsg_dup (agent->envelope);
+    return agent->envelope || agent->node[0];
+}
+
+static void
+s_push_here (self_t *self, zmsg_t *envelope)
+{
+    zmsg_t *msg = zmsg_dup (envelope);
     zmsg_addmem (msg, sn_pack_data (self->pack), sn_pack_size (self->pack));
     //  The ROUTER drops what it cannot route; the agent gets it again when it
     //  says hello again
@@ -713,17 +831,85 @@ s_push (self_t *self, s_agent_t *agent)
         zmsg_destroy (&msg);
 }
 
+//  Sends the request in self->remote through the mesh's forward op to member node,
+//  or when node is NULL to the owner of partition p. The answer comes back on the
+//  log as a pending of kind. Returns the pending, or NULL when the mesh is not
+//  taking requests.
+static s_pending_t *
+s_tell_to (self_t *self, const char *node, uint32_t p, s_log_kind_t kind, s_task_t *task)
+{
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 4);
+    sn_pack_kv_str (self->pack, "op", "forward");
+    sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
+    if (node)
+        sn_pack_kv_str (self->pack, "node", node);
+    else
+        sn_pack_kv_uint (self->pack, "p", p);
+    sn_pack_str (self->pack, "request");
+    sn_pack_raw (self->pack, sn_pack_data (self->remote), sn_pack_size (self->remote));
+    zframe_t *frame = sn_pack_frame (self->pack);
+    if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
+        zframe_destroy (&frame);
+        return NULL;
+    }
+    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
+    pending->rid = self->log_rid;
+    pending->kind = kind;
+    if (task) {
+        pending->job = task->job;
+        pending->task = task->index;
+    }
+    snprintf (pending->node, sizeof pending->node, "%s", node ? node : "");
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
+    zhashx_insert (self->pending, key, pending);
+    return pending;
+}
+
+static s_pending_t *
+s_tell (self_t *self, const char *node, s_log_kind_t kind, s_task_t *task)
+{
+    return s_tell_to (self, node, 0, kind, task);
+}
+
+static void s_agent_away (self_t *self, s_agent_t *agent, const char *node);
+
+//  The message in self->pack to the agent, where its task in flight went: here,
+//  or through the member it is connected to as agent.push {id, message}. task is
+//  the work pushed, NULL for a cancel.
+static void
+s_push (self_t *self, s_agent_t *agent, s_task_t *task)
+{
+    if (!agent->via[0]) {
+        if (agent->envelope)
+            s_push_here (self, agent->envelope);
+        return;
+    }
+    sn_pack_reset (self->remote);
+    sn_pack_map (self->remote, 3);
+    sn_pack_kv_str (self->remote, "op", "agent.push");
+    sn_pack_kv_str (self->remote, "id", agent->id);
+    sn_pack_str (self->remote, "message");
+    sn_pack_raw (self->remote, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    if (!s_tell (self, agent->via, S_LOG_PUSH, task) && task) {
+        zsys_warning ("dispatch: cannot push to agent %s at %s: the mesh is not taking requests",
+                      agent->id, agent->via);
+        s_agent_away (self, agent, agent->via);
+    }
+}
+
 static void
 s_push_cancel (self_t *self, s_task_t *task)
 {
-    if (!task->agent->envelope)
+    if (task->agent->current != task)
         return;
     sn_pack_reset (self->pack);
     sn_pack_map (self->pack, 2);
     sn_pack_kv_str (self->pack, "op", "agent.cancel");
     sn_pack_str (self->pack, "id");
     s_pack_task_id (self->pack, task);
-    s_push (self, task->agent);
+    s_push (self, task->agent, NULL);
 }
 
 //  Hands a task to its connected, idle agent.
@@ -738,7 +924,20 @@ s_task_send (self_t *self, s_task_t *task)
     }
     task->in_flight = true;
     agent->current = task;
+    //  An agent connected here and to another member gets its work here
+    snprintf (agent->via, sizeof agent->via, "%s", agent->envelope ? "" : agent->node);
     job->in_flight++;
+    if (task->status == S_CREATED) {
+        task->status = S_SENT;
+        s_event_start (self, job, 1);
+        sn_pack_kv_uint (self->event, "task", task->index);
+        s_log (self, "task.sent", job, S_LOG_EVENT, NULL);
+        s_publish_task (self, task);
+        if (job->status == S_CREATED) {
+            job->status = S_DISPATCHING;
+            s_publish_job (self, job);
+        }
+    }
     int64_t remaining = job->created_at + (int64_t) job->timeout - zclock_time ();
     sn_pack_reset (self->pack);
     sn_pack_map (self->pack, 6 + (task->tunnel != NULL));
@@ -755,25 +954,15 @@ s_task_send (self_t *self, s_task_t *task)
     else
         sn_pack_map (self->pack, 0);
     sn_pack_kv_uint (self->pack, "timeout", remaining > 0 ? (uint64_t) remaining : 0);
-    s_push (self, agent);
-    if (task->status == S_CREATED) {
-        task->status = S_SENT;
-        s_event_start (self, job, 1);
-        sn_pack_kv_uint (self->event, "task", task->index);
-        s_log (self, "task.sent", job, S_LOG_EVENT, NULL);
-        s_publish_task (self, task);
-        if (job->status == S_CREATED) {
-            job->status = S_DISPATCHING;
-            s_publish_job (self, job);
-        }
-    }
+    //  Last: a push that fails at once puts the task back to waiting
+    s_push (self, agent, task);
 }
 
 //  Gives a connected, idle agent the first task waiting for it whose job has room.
 static void
 s_agent_pump (self_t *self, s_agent_t *agent)
 {
-    if (!agent->envelope || agent->current)
+    if (!s_agent_reachable (agent) || agent->current)
         return;
     for (s_task_t *task = (s_task_t *) zlistx_first (agent->waiting); task;
          task = (s_task_t *) zlistx_next (agent->waiting)) {
@@ -828,17 +1017,40 @@ s_job_start (self_t *self, s_job_t *job)
     }
 }
 
-//  The agent is gone: its task in flight waits for it at the head of its list.
+//  The agent's task in flight, when it went to via ("" for here), waits for it at
+//  the head of its list.
 static void
-s_agent_lost (self_t *self, s_agent_t *agent)
+s_agent_release (self_t *self, s_agent_t *agent, const char *via)
 {
-    zmsg_destroy (&agent->envelope);
     s_task_t *task = agent->current;
-    if (task) {
+    if (task && streq (agent->via, via)) {
         s_task_detach (task);
         task->waiting = zlistx_add_start (agent->waiting, task);
         s_after_release (self, task->job, NULL);
     }
+}
+
+//  The agent's connection here is gone. It may still be connected to another
+//  member, which gets the task back.
+static void
+s_agent_lost (self_t *self, s_agent_t *agent)
+{
+    zmsg_destroy (&agent->envelope);
+    s_agent_release (self, agent, "");
+    s_agent_pump (self, agent);
+}
+
+//  The agent is no longer connected to member node (it said so, it left, or a push
+//  there failed).
+static void
+s_agent_away (self_t *self, s_agent_t *agent, const char *node)
+{
+    char name[SN_NAME_MAX + 1];
+    snprintf (name, sizeof name, "%s", node);
+    if (streq (agent->node, name))
+        agent->node[0] = 0;
+    s_agent_release (self, agent, name);
+    s_agent_pump (self, agent);
 }
 
 //  Ends every unfinished task of the job: on cancel, on the job's timeout, and when
@@ -1277,16 +1489,22 @@ s_op_job_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
     s_reply_set (self, request);
 }
 
+//  Length of the job id in a task id: a task id is its job's id, '-', its index.
+static size_t
+s_job_id_len (const char *id, size_t len)
+{
+    size_t job_len = len;
+    while (id && job_len > 0 && id[job_len - 1] != '-')
+        job_len--;
+    return job_len > 0 ? job_len - 1 : len;
+}
+
 static void
 s_op_task_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
     size_t len = 0;
     const char *id = sn_value_str (sn_value_get (root, "id"), &len);
-    //  A task id is its job's id, '-', its index
-    size_t job_len = len;
-    while (id && job_len > 0 && id[job_len - 1] != '-')
-        job_len--;
-    job_len = job_len > 0 ? job_len - 1 : len;
+    size_t job_len = s_job_id_len (id, len);
     if (!s_answer_here (self, request, root, rid, id, job_len))
         return;
     s_task_t *task = s_task_lookup (self, id, len);
@@ -1300,7 +1518,143 @@ s_op_task_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     s_reply_set (self, request);
 }
 
-//  Newest first; next is the id to pass as before for the following page.
+//  Whether a job id could be one: lowercase hex, not too long.
+static bool
+s_id_like (const char *id, size_t len)
+{
+    bool valid = id && len > 0 && len < S_ID_MAX;
+    for (size_t at = 0; valid && at < len; at++)
+        valid = isdigit ((unsigned char) id[at]) || (id[at] >= 'a' && id[at] <= 'f');
+    return valid;
+}
+
+//  Up to limit jobs of status (-1: any) owned here with an id below before ("": no
+//  bound) into out, newest first; more: there are others below them. Job ids start
+//  with their creation time in fixed-width hex, so the order of jobs (creation time,
+//  then id) is the order of their ids, and any id is a cursor on every node.
+static size_t
+s_list_local (self_t *self, int status, const char *before, size_t limit, s_job_t **out, bool *more)
+{
+    size_t low = 0, high = self->order_count;
+    while (*before && low < high) {
+        size_t middle = (low + high) / 2;
+        if (strcmp (self->order[middle]->id, before) < 0)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    size_t at = *before ? low : self->order_count, found = 0;
+    *more = false;
+    while (at > 0) {
+        s_job_t *job = self->order[--at];
+        if (status >= 0 && job->status != (s_status_t) status)
+            continue;
+        if (found == limit) {
+            *more = true;
+            break;
+        }
+        out[found++] = job;
+    }
+    return found;
+}
+
+//  One job of a merged page: owned here, or from a member's page.
+typedef struct {
+    const char *id;           //  its id (not terminated)
+    size_t len;               //  its length
+    s_job_t *local;           //  the job, when owned here
+    const sn_value_t *remote; //  else the job as a member packed it
+} s_listed_t;
+
+//  Newest first: descending ids.
+static int
+s_listed_compare (const void *a, const void *b)
+{
+    const s_listed_t *x = (const s_listed_t *) a, *y = (const s_listed_t *) b;
+    int order = memcmp (x->id, y->id, x->len < y->len ? x->len : y->len);
+    if (order == 0)
+        order = (x->len > y->len) - (x->len < y->len);
+    return -order;
+}
+
+//  Every member answered, or failed to: this node's page and theirs, merged.
+static void
+s_gather_done (self_t *self, s_gather_t *gather)
+{
+    s_job_t **local =
+        (s_job_t **) malloc ((gather->limit ? gather->limit : 1) * sizeof (s_job_t *));
+    bool more = false;
+    size_t found = s_list_local (self, gather->status, gather->before, gather->limit, local, &more);
+    size_t total = found;
+    for (sn_msg_t *page = (sn_msg_t *) zlistx_first (gather->pages); page;
+         page = (sn_msg_t *) zlistx_next (gather->pages))
+        total += sn_value_size (sn_value_get (sn_msg_root (page), "jobs"));
+    s_listed_t *listed = (s_listed_t *) zmalloc ((total ? total : 1) * sizeof (s_listed_t));
+    size_t count = 0;
+    for (size_t index = 0; index < found; index++) {
+        listed[count].id = local[index]->id;
+        listed[count].len = strlen (local[index]->id);
+        listed[count++].local = local[index];
+    }
+    for (sn_msg_t *page = (sn_msg_t *) zlistx_first (gather->pages); page;
+         page = (sn_msg_t *) zlistx_next (gather->pages)) {
+        const sn_value_t *root = sn_msg_root (page);
+        more = more || sn_value_is (sn_value_get (root, "next"), SN_TYPE_STRING);
+        const sn_value_t *jobs = sn_value_get (root, "jobs");
+        for (size_t index = 0; index < sn_value_size (jobs); index++) {
+            const sn_value_t *job = sn_value_at (jobs, index);
+            size_t len = 0;
+            const char *id = sn_value_str (sn_value_get (job, "id"), &len);
+            if (id && sn_value_is (job, SN_TYPE_MAP)) {
+                listed[count].id = id;
+                listed[count].len = len;
+                listed[count++].remote = job;
+            }
+        }
+    }
+    qsort (listed, count, sizeof (s_listed_t), s_listed_compare);
+    //  A job two members both took for theirs while ownership moved is listed once
+    size_t unique = 0;
+    for (size_t index = 0; index < count; index++)
+        if (unique == 0 || s_listed_compare (&listed[unique - 1], &listed[index]) != 0)
+            listed[unique++] = listed[index];
+    if (unique > gather->limit) {
+        unique = gather->limit;
+        more = true;
+    }
+    size_t missing = zlistx_size (gather->missing);
+    s_reply_start (self, gather->rid, 200, 2 + (missing > 0));
+    sn_pack_str (self->pack, "jobs");
+    sn_pack_array (self->pack, (uint32_t) unique);
+    for (size_t index = 0; index < unique; index++)
+        if (listed[index].local)
+            s_pack_job (self->pack, listed[index].local, S_COLLECTION_NONE);
+        else
+            sn_pack_value (self->pack, listed[index].remote);
+    sn_pack_str (self->pack, "next");
+    if (more && unique > 0)
+        sn_pack_strn (self->pack, listed[unique - 1].id, listed[unique - 1].len);
+    else
+        sn_pack_nil (self->pack);
+    if (missing) {
+        //  Their jobs are not in the page: the caller may ask again
+        sn_pack_str (self->pack, "missing");
+        sn_pack_array (self->pack, (uint32_t) missing);
+        for (char *name = (char *) zlistx_first (gather->missing); name;
+             name = (char *) zlistx_next (gather->missing))
+            sn_pack_str (self->pack, name);
+    }
+    zmsg_t *reply = zmsg_dup (gather->envelope);
+    zmsg_addmem (reply, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    s_send_reply (self, &reply);
+    free (listed);
+    free (local);
+    zlistx_delete (self->gathers, gather->handle);
+}
+
+//  A page of jobs, newest first: status?, limit?, before? (the next of the page
+//  before). Asked straight, and with other members, it asks them all for their page
+//  and merges (job.list with fwd answers for this node alone).
 static void
 s_op_job_list (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -1316,48 +1670,73 @@ s_op_job_list (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
                        "status: must be created, dispatching, resolved, cancelled or timeout");
         return;
     }
-    size_t start = self->order_count;
-    const sn_value_t *before = sn_value_get (root, "before");
-    if (before) {
-        s_job_t *job = s_job_lookup (self, before);
-        if (!job) {
-            size_t len = 0;
-            const char *id = sn_value_str (before, &len);
-            s_reply_error (self, request, rid, 400, "before: no job %.*s", id ? (int) len : 0,
-                           id ? id : "");
-            return;
-        }
-        start = s_order_find (self, job);
+    char before[S_ID_MAX] = "";
+    size_t len = 0;
+    const char *text = sn_value_str (sn_value_get (root, "before"), &len);
+    if (text && !s_id_like (text, len)) {
+        s_reply_error (self, request, rid, 400, "before: '%.*s' is not a job id",
+                       (int) (len > 64 ? 64 : len), text);
+        return;
     }
-    //  Count the page first: msgpack wants the array's length before its items
-    size_t found = 0, at = start, last = 0;
-    while (at > 0 && found < limit) {
-        s_job_t *job = self->order[--at];
-        if (status < 0 || job->status == (s_status_t) status) {
-            found++;
-            last = at;
-        }
+    if (text) {
+        memcpy (before, text, len);
+        before[len] = 0;
     }
+    uint64_t hops = 0;
+    sn_value_uint (sn_value_get (root, "fwd"), &hops);
+    if (hops == 0 && zhashx_size (self->members) > 0) {
+        s_gather_t *gather = (s_gather_t *) zmalloc (sizeof (s_gather_t));
+        gather->envelope = zmsg_new ();
+        for (size_t index = 0; index + 1 < request->count; index++)
+            zmsg_addmem (gather->envelope, zmq_msg_data (&request->frames[index]),
+                         zmq_msg_size (&request->frames[index]));
+        gather->rid = rid;
+        gather->status = status;
+        gather->limit = (size_t) limit;
+        snprintf (gather->before, sizeof gather->before, "%s", before);
+        gather->pages = zlistx_new ();
+        zlistx_set_destructor (gather->pages, s_msg_free);
+        gather->missing = zlistx_new ();
+        zlistx_set_destructor (gather->missing, (zlistx_destructor_fn *) zstr_free);
+        zlistx_set_duplicator (gather->missing, (zlistx_duplicator_fn *) strdup);
+        gather->handle = zlistx_add_end (self->gathers, gather);
+        for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
+            const char *node = (const char *) zhashx_cursor (self->members);
+            sn_pack_reset (self->remote);
+            sn_pack_map (self->remote, 2 + (status >= 0) + (*before != 0));
+            sn_pack_kv_str (self->remote, "op", "job.list");
+            sn_pack_kv_uint (self->remote, "limit", limit);
+            if (status >= 0)
+                sn_pack_kv_str (self->remote, "status", s_status_names[status]);
+            if (*before)
+                sn_pack_kv_str (self->remote, "before", before);
+            s_pending_t *pending = s_tell (self, node, S_LOG_LIST, NULL);
+            if (pending) {
+                pending->gather = gather;
+                gather->waiting++;
+            }
+            else
+                zlistx_add_end (gather->missing, (void *) node);
+        }
+        sn_routed_close (request);
+        if (gather->waiting == 0)
+            s_gather_done (self, gather);
+        return;
+    }
+    s_job_t **page = (s_job_t **) malloc ((limit ? limit : 1) * sizeof (s_job_t *));
     bool more = false;
-    for (size_t rest = found ? last : 0; found == limit && rest > 0 && !more; rest--) {
-        s_job_t *job = self->order[rest - 1];
-        more = status < 0 || job->status == (s_status_t) status;
-    }
+    size_t found = s_list_local (self, status, before, (size_t) limit, page, &more);
     s_reply_start (self, rid, 200, 2);
     sn_pack_str (self->pack, "jobs");
     sn_pack_array (self->pack, (uint32_t) found);
-    for (at = start; at > 0 && found > 0;) {
-        s_job_t *job = self->order[--at];
-        if (status < 0 || job->status == (s_status_t) status) {
-            s_pack_job (self->pack, job, S_COLLECTION_NONE);
-            found--;
-        }
-    }
+    for (size_t index = 0; index < found; index++)
+        s_pack_job (self->pack, page[index], S_COLLECTION_NONE);
     sn_pack_str (self->pack, "next");
     if (more)
-        sn_pack_str (self->pack, self->order[last]->id);
+        sn_pack_str (self->pack, page[found - 1]->id);
     else
         sn_pack_nil (self->pack);
+    free (page);
     s_reply_set (self, request);
 }
 
@@ -1440,12 +1819,15 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     *connected_p = false;
     if (!s_same_envelope (agent, request) ||
         sn_value_streq (sn_value_get (root, "op"), "agent.hello")) {
-        s_agent_lost (self, agent);
+        //  The task it had in flight here comes again on the new connection
+        zmsg_destroy (&agent->envelope);
+        s_agent_release (self, agent, "");
         agent->envelope = zmsg_new ();
         for (size_t index = 0; index + 1 < request->count; index++)
             zmsg_addmem (agent->envelope, zmq_msg_data (&request->frames[index]),
                          zmq_msg_size (&request->frames[index]));
         *connected_p = true;
+        zhashx_update (self->presence, agent->id, S_HERE);
         if (self->verbose)
             zsys_info ("dispatch: agent %s connected", agent->id);
     }
@@ -1492,11 +1874,55 @@ s_agent_task (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
     return task;
 }
 
+//  The agent an agent.progress or agent.result comes from. Straight from the agent,
+//  it touches the agent's connection here (connected_p: a new one); then, when the
+//  task's job is owned by another member, the request goes there and NULL comes
+//  back. Forwarded by the member the agent is connected to (fwd), it only names
+//  the agent. Returns NULL with the reply set, or sent on.
+static s_agent_t *
+s_agent_reporting (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                   bool *connected_p)
+{
+    *connected_p = false;
+    uint64_t hops = 0;
+    sn_value_uint (sn_value_get (root, "fwd"), &hops);
+    s_agent_t *agent = NULL;
+    if (hops == 0)
+        agent = s_agent_touch (self, request, root, rid, connected_p);
+    else {
+        size_t len = 0;
+        const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+        char canonical[S_DESTINATION_MAX + 1];
+        if (sn_dispatch_destination (id, len, canonical))
+            s_reply_error (self, request, rid, 400, "id: '%.*s' is not a destination id",
+                           id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+        else
+            agent = s_agent_require (self, canonical);
+    }
+    size_t len = 0;
+    const char *task = sn_value_str (sn_value_get (root, "task"), &len);
+    if (agent && !s_answer_here (self, request, root, rid, task, s_job_id_len (task, len))) {
+        //  Work of the jobs owned here may be waiting for it all the same
+        if (*connected_p)
+            s_agent_pump (self, agent);
+        agent = NULL;
+    }
+    return agent;
+}
+
+//  Sends the reply set on request, unless it was sent on or deferred.
+static void
+s_reply_send (self_t *self, sn_routed_t *request)
+{
+    if (request->count > 0 && sn_routed_send (request, self->router))
+        sn_routed_close (request);
+}
+
 static void
 s_op_agent_progress (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
     bool connected = false;
-    s_agent_t *agent = s_agent_touch (self, request, root, rid, &connected);
+    s_agent_t *agent = s_agent_reporting (self, request, root, rid, &connected);
     s_task_t *task = agent ? s_agent_task (self, request, root, rid, agent) : NULL;
     if (task) {
         uint64_t progress = 0;
@@ -1512,8 +1938,7 @@ s_op_agent_progress (self_t *self, sn_routed_t *request, const sn_value_t *root,
         s_reply_start (self, rid, 200, 0);
         s_reply_set (self, request);
     }
-    if (sn_routed_send (request, self->router))
-        sn_routed_close (request);
+    s_reply_send (self, request);
     if (agent && connected)
         s_agent_pump (self, agent);
 }
@@ -1522,11 +1947,10 @@ static void
 s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
     bool connected = false;
-    s_agent_t *agent = s_agent_touch (self, request, root, rid, &connected);
+    s_agent_t *agent = s_agent_reporting (self, request, root, rid, &connected);
     s_task_t *task = agent ? s_agent_task (self, request, root, rid, agent) : NULL;
     if (!task) {
-        if (sn_routed_send (request, self->router))
-            sn_routed_close (request);
+        s_reply_send (self, request);
         if (agent && connected)
             s_agent_pump (self, agent);
         return;
@@ -1571,6 +1995,437 @@ s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, u
     if (s_terminal (job->status))
         s_publish_job (self, job);
     s_after_release (self, job, agent);
+}
+
+//  --------------------------------------------------------------------------
+//  Agents connected to other members
+
+//  agent.at {node, here?, gone?, full?}: member node says which agents are
+//  connected to it now (here) and which no longer are (gone). What it says lasts
+//  S_PRESENCE_TTL unless it says it again. Not full, here names agents that
+//  connected anew: a task in flight there went to their old connection, and is
+//  sent again.
+static void
+s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    char node[SN_NAME_MAX + 1];
+    size_t len = 0;
+    const char *name = sn_value_str (sn_value_get (root, "node"), &len);
+    if (!name || len == 0 || len > SN_NAME_MAX) {
+        s_reply_error (self, request, rid, 400, "node: a member's name");
+        return;
+    }
+    memcpy (node, name, len);
+    node[len] = 0;
+    if (!zhashx_lookup (self->members, node)) {
+        s_reply_error (self, request, rid, 404, "node: %s is not another member reachable from %s",
+                       node, self->name[0] ? self->name : "this node");
+        return;
+    }
+    const char *lists[] = {"here", "gone"};
+    char canonical[S_DESTINATION_MAX + 1];
+    for (size_t list = 0; list < 2; list++) {
+        const sn_value_t *ids = sn_value_get (root, lists[list]);
+        for (size_t index = 0; index < sn_value_size (ids); index++) {
+            const char *id = sn_value_str (sn_value_at (ids, index), &len);
+            if (sn_dispatch_destination (id, len, canonical)) {
+                s_reply_error (self, request, rid, 400, "%s/%zu: '%.*s' is not a destination id",
+                               lists[list], index, id ? (int) (len > 64 ? 64 : len) : 0,
+                               id ? id : "");
+                return;
+            }
+        }
+    }
+    int64_t expires = zclock_mono () + S_PRESENCE_TTL;
+    bool full = false;
+    sn_value_bool (sn_value_get (root, "full"), &full);
+    const sn_value_t *here = sn_value_get (root, "here");
+    for (size_t index = 0; index < sn_value_size (here); index++) {
+        const char *id = sn_value_str (sn_value_at (here, index), &len);
+        sn_dispatch_destination (id, len, canonical);
+        s_agent_t *agent = s_agent_require (self, canonical);
+        snprintf (agent->node, sizeof agent->node, "%s", node);
+        agent->node_expires = expires;
+        if (!full)
+            s_agent_release (self, agent, node);
+        s_agent_pump (self, agent);
+    }
+    const sn_value_t *gone = sn_value_get (root, "gone");
+    for (size_t index = 0; index < sn_value_size (gone); index++) {
+        const char *id = sn_value_str (sn_value_at (gone, index), &len);
+        sn_dispatch_destination (id, len, canonical);
+        s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, canonical);
+        if (agent)
+            s_agent_away (self, agent, node);
+    }
+    s_reply_start (self, rid, 200, 0);
+    s_reply_set (self, request);
+}
+
+//  agent.push {id, message}: from the owner of a job, work or a cancel for an agent
+//  connected here.
+static void
+s_op_agent_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    char canonical[S_DESTINATION_MAX + 1];
+    if (sn_dispatch_destination (id, len, canonical)) {
+        s_reply_error (self, request, rid, 400, "id: '%.*s' is not a destination id",
+                       id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+        return;
+    }
+    s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, canonical);
+    if (!agent || !agent->envelope) {
+        s_reply_error (self, request, rid, 404, "agent %s is not connected to %s", canonical,
+                       self->name[0] ? self->name : "this node");
+        return;
+    }
+    sn_pack_reset (self->pack);
+    sn_pack_value (self->pack, sn_value_get (root, "message"));
+    s_push_here (self, agent->envelope);
+    s_reply_start (self, rid, 200, 0);
+    s_reply_set (self, request);
+}
+
+//  Tells member node which agents are connected here (here) and which left (gone),
+//  in messages of at most S_PRESENCE_BATCH ids.
+static void
+s_presence_send (self_t *self, const char *node, const char **here, size_t here_count,
+                 const char **gone, size_t gone_count, bool full)
+{
+    size_t here_at = 0, gone_at = 0;
+    while (here_at < here_count || gone_at < gone_count) {
+        size_t here_n = here_count - here_at;
+        here_n = here_n > S_PRESENCE_BATCH ? S_PRESENCE_BATCH : here_n;
+        size_t gone_n = gone_count - gone_at;
+        gone_n = gone_n > S_PRESENCE_BATCH - here_n ? S_PRESENCE_BATCH - here_n : gone_n;
+        sn_pack_reset (self->remote);
+        sn_pack_map (self->remote, 5);
+        sn_pack_kv_str (self->remote, "op", "agent.at");
+        sn_pack_str (self->remote, "full");
+        sn_pack_bool (self->remote, full);
+        sn_pack_kv_str (self->remote, "node", self->name);
+        sn_pack_str (self->remote, "here");
+        sn_pack_array (self->remote, (uint32_t) here_n);
+        for (size_t index = 0; index < here_n; index++)
+            sn_pack_str (self->remote, here[here_at + index]);
+        sn_pack_str (self->remote, "gone");
+        sn_pack_array (self->remote, (uint32_t) gone_n);
+        for (size_t index = 0; index < gone_n; index++)
+            sn_pack_str (self->remote, gone[gone_at + index]);
+        here_at += here_n;
+        gone_at += gone_n;
+        if (!s_tell (self, node, S_LOG_PRESENCE, NULL)) {
+            //  The next full list, a few seconds away, says it again
+            zsys_warning ("dispatch: cannot tell %s about agents: the mesh is not taking requests",
+                          node);
+            return;
+        }
+    }
+}
+
+//  Every agent connected here, to member node, or to every other member when node
+//  is NULL.
+static void
+s_presence_full (self_t *self, const char *node)
+{
+    if (zhashx_size (self->members) == 0)
+        return;
+    size_t count = 0;
+    const char **here =
+        (const char **) malloc ((zhashx_size (self->agents) + 1) * sizeof (const char *));
+    for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
+         agent = (s_agent_t *) zhashx_next (self->agents))
+        if (agent->envelope)
+            here[count++] = agent->id;
+    if (node)
+        s_presence_send (self, node, here, count, NULL, 0, true);
+    else
+        for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members))
+            s_presence_send (self, (const char *) zhashx_cursor (self->members), here, count, NULL,
+                             0, true);
+    free (here);
+}
+
+//  The changes since the last call, to every other member.
+static void
+s_presence_flush (self_t *self)
+{
+    size_t changes = zhashx_size (self->presence);
+    if (changes == 0)
+        return;
+    if (zhashx_size (self->members) > 0) {
+        const char **here = (const char **) malloc (changes * sizeof (const char *));
+        const char **gone = (const char **) malloc (changes * sizeof (const char *));
+        size_t here_count = 0, gone_count = 0;
+        for (void *item = zhashx_first (self->presence); item;
+             item = zhashx_next (self->presence)) {
+            const char *id = (const char *) zhashx_cursor (self->presence);
+            if (item == S_HERE)
+                here[here_count++] = id;
+            else
+                gone[gone_count++] = id;
+        }
+        for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members))
+            s_presence_send (self, (const char *) zhashx_cursor (self->members), here, here_count,
+                             gone, gone_count, false);
+        free (here);
+        free (gone);
+    }
+    zhashx_purge (self->presence);
+}
+
+//  Packs job.watch {node: this node, id: topic, snapshot} into self->remote.
+static void
+s_watch_ask (self_t *self, const char *topic, bool snapshot)
+{
+    sn_pack_reset (self->remote);
+    sn_pack_map (self->remote, 4);
+    sn_pack_kv_str (self->remote, "op", "job.watch");
+    sn_pack_kv_str (self->remote, "node", self->name);
+    sn_pack_kv_str (self->remote, "id", topic);
+    sn_pack_str (self->remote, "snapshot");
+    sn_pack_bool (self->remote, snapshot);
+}
+
+//  The members reachable now, from the placement: a new one is told every agent
+//  connected here; agents connected to one that left are lost.
+static void
+s_members_update (self_t *self, const sn_value_t *members)
+{
+    zhashx_t *now = zhashx_new ();
+    for (size_t index = 0; index < sn_value_size (members); index++) {
+        size_t len = 0;
+        const char *name = sn_value_str (sn_value_at (members, index), &len);
+        char text[SN_NAME_MAX + 1];
+        if (!name || len == 0 || len > SN_NAME_MAX)
+            continue;
+        memcpy (text, name, len);
+        text[len] = 0;
+        if (!streq (text, self->name))
+            zhashx_update (now, text, self);
+    }
+    zlistx_t *left = zlistx_new ();
+    zlistx_set_destructor (left, (zlistx_destructor_fn *) zstr_free);
+    for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
+        const char *name = (const char *) zhashx_cursor (self->members);
+        if (!zhashx_lookup (now, name))
+            zlistx_add_end (left, strdup (name));
+    }
+    zlistx_t *joined = zlistx_new ();
+    zlistx_set_destructor (joined, (zlistx_destructor_fn *) zstr_free);
+    for (void *item = zhashx_first (now); item; item = zhashx_next (now)) {
+        const char *name = (const char *) zhashx_cursor (now);
+        if (!zhashx_lookup (self->members, name))
+            zlistx_add_end (joined, strdup (name));
+    }
+    zhashx_destroy (&self->members);
+    self->members = now;
+    for (char *name = (char *) zlistx_first (left); name; name = (char *) zlistx_next (left)) {
+        if (self->verbose)
+            zsys_info ("dispatch: member %s left: its agents are away", name);
+        for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
+             agent = (s_agent_t *) zhashx_next (self->agents))
+            if (streq (agent->node, name) || streq (agent->via, name))
+                s_agent_away (self, agent, name);
+    }
+    for (char *name = (char *) zlistx_first (joined); name; name = (char *) zlistx_next (joined)) {
+        s_presence_full (self, name);
+        if (zhashx_lookup (self->watched, "")) {
+            s_watch_ask (self, "", false);
+            s_tell (self, name, S_LOG_WATCH, NULL);
+        }
+    }
+    zlistx_destroy (&left);
+    zlistx_destroy (&joined);
+}
+
+//  --------------------------------------------------------------------------
+//  Following jobs owned by other members
+
+//  A subscriber here wants topic (a job id, or "" for every job) and it is, or may
+//  be, published by other members: ask them (job.watch) to send its updates here.
+//  Returns true when the owner of the job was asked, and will send a snapshot when
+//  snapshot; for "", when some member was asked, and the marker is to be published
+//  once every one answered.
+static bool
+s_watch_start (self_t *self, const char *topic, bool snapshot)
+{
+    if (!self->config.feed || !self->name[0])
+        return false;
+    size_t len = strlen (topic);
+    uint32_t p = s_partition (self, topic, len);
+    if (*topic && (!s_id_like (topic, len) || self->owned[p]))
+        return false;
+    zhashx_update (self->watched, topic, self);
+    s_watch_ask (self, topic, snapshot);
+    if (*topic) {
+        s_pending_t *pending = s_tell_to (self, NULL, p, S_LOG_WATCH, NULL);
+        if (pending) {
+            snprintf (pending->topic, sizeof pending->topic, "%s", topic);
+            pending->snapshot = snapshot;
+        }
+        return pending != NULL;
+    }
+    bool asked = false;
+    for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
+        s_pending_t *pending =
+            s_tell (self, (const char *) zhashx_cursor (self->members), S_LOG_WATCH, NULL);
+        if (pending && snapshot) {
+            pending->snapshot = true;
+            self->every_waiting++;
+            asked = true;
+        }
+    }
+    return asked;
+}
+
+//  Every topic followed, asked again: the owner forgets a member that stops asking,
+//  and a new owner learns who follows its jobs.
+static void
+s_watch_refresh (self_t *self)
+{
+    zlistx_t *topics = zlistx_new ();
+    zlistx_set_destructor (topics, (zlistx_destructor_fn *) zstr_free);
+    for (void *item = zhashx_first (self->watched); item; item = zhashx_next (self->watched))
+        zlistx_add_end (topics, strdup ((const char *) zhashx_cursor (self->watched)));
+    for (char *topic = (char *) zlistx_first (topics); topic; topic = (char *) zlistx_next (topics))
+        if (!s_watch_start (self, topic, false))
+            zhashx_delete (self->watched, topic);
+    zlistx_destroy (&topics);
+}
+
+//  Sends the body in self->body, an update of job numbered j (or its snapshot), to
+//  member node as job.update.
+static void
+s_relay_to (self_t *self, const char *node, const s_job_t *job, bool snapshot)
+{
+    sn_pack_reset (self->remote);
+    sn_pack_map (self->remote, 5);
+    sn_pack_kv_str (self->remote, "op", "job.update");
+    sn_pack_kv_str (self->remote, "id", job->id);
+    sn_pack_kv_uint (self->remote, "j", job->seq);
+    sn_pack_str (self->remote, "snapshot");
+    sn_pack_bool (self->remote, snapshot);
+    sn_pack_str (self->remote, "body");
+    //  A snapshot too large for one request is an error for the subscriber
+    if (sn_pack_size (self->body) > SN_DISPATCH_RELAY_MAX) {
+        char error[200];
+        snprintf (error, sizeof error,
+                  "job %s is too large to follow from another node: connect to its owner", job->id);
+        sn_pack_map (self->remote, 1);
+        sn_pack_kv_str (self->remote, "error", error);
+    }
+    else
+        sn_pack_raw (self->remote, sn_pack_data (self->body), sn_pack_size (self->body));
+    s_tell (self, node, S_LOG_PRESENCE, NULL);
+}
+
+//  The body just published for job, to the members that follow it (node NULL), or
+//  to node alone.
+static void
+s_relay (self_t *self, s_job_t *job, bool snapshot, const char *node)
+{
+    if (node) {
+        s_relay_to (self, node, job, snapshot);
+        return;
+    }
+    for (s_watch_t *watch = (s_watch_t *) zhashx_first (self->watches); watch;
+         watch = (s_watch_t *) zhashx_next (self->watches)) {
+        //  A member that follows every job gets each update once
+        char every[SN_NAME_MAX + 2];
+        snprintf (every, sizeof every, "%s/", watch->node);
+        if (!watch->id[0] || (streq (watch->id, job->id) && !zhashx_lookup (self->watches, every)))
+            s_relay_to (self, watch->node, job, false);
+    }
+}
+
+//  job.watch {node, id, snapshot?}: member node has subscribers of job id ("" for
+//  every job owned here); it gets the job's updates as job.update for
+//  S_PRESENCE_TTL, and first a snapshot when it asks for one.
+static void
+s_op_job_watch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    size_t len = 0, id_len = 0;
+    const char *name = sn_value_str (sn_value_get (root, "node"), &len);
+    const char *id = sn_value_str (sn_value_get (root, "id"), &id_len);
+    char node[SN_NAME_MAX + 1];
+    if (!name || len == 0 || len > SN_NAME_MAX || !id || (id_len && !s_id_like (id, id_len))) {
+        s_reply_error (self, request, rid, 400, "node: a member's name; id: a job id or \"\"");
+        return;
+    }
+    memcpy (node, name, len);
+    node[len] = 0;
+    if (!zhashx_lookup (self->members, node)) {
+        s_reply_error (self, request, rid, 404, "node: %s is not another member reachable from %s",
+                       node, self->name[0] ? self->name : "this node");
+        return;
+    }
+    s_job_t *job = NULL;
+    if (id_len) {
+        if (!s_answer_here (self, request, root, rid, id, id_len))
+            return;
+        job = s_job_lookup (self, sn_value_get (root, "id"));
+        if (!job) {
+            s_reply_missing (self, request, rid, s_partition (self, id, id_len), "job", id, id_len);
+            return;
+        }
+    }
+    char key[SN_NAME_MAX + S_ID_MAX + 2];
+    snprintf (key, sizeof key, "%s/%.*s", node, (int) id_len, id);
+    s_watch_t *watch = (s_watch_t *) zhashx_lookup (self->watches, key);
+    if (!watch) {
+        watch = (s_watch_t *) zmalloc (sizeof (s_watch_t));
+        snprintf (watch->node, sizeof watch->node, "%s", node);
+        snprintf (watch->id, sizeof watch->id, "%.*s", (int) id_len, id);
+        zhashx_insert (self->watches, key, watch);
+    }
+    watch->expires = zclock_mono () + S_PRESENCE_TTL;
+    bool snapshot = false;
+    sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
+    if (job && snapshot) {
+        //  The same path as the updates that follow it, so it comes before them
+        sn_pack_reset (self->body);
+        sn_pack_map (self->body, 2);
+        sn_pack_kv_str (self->body, "resource", "/jobs");
+        sn_pack_str (self->body, "data");
+        s_pack_job (self->body, job, S_COLLECTION_TASKS);
+        s_relay (self, job, true, node);
+    }
+    s_reply_start (self, rid, 200, 0);
+    s_reply_set (self, request);
+}
+
+//  job.update {id, j, snapshot, body}: an update of a job owned by another member
+//  that subscribers here follow, published here as the owner numbered it.
+static void
+s_op_job_update (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    char topic[S_ID_MAX];
+    if (!s_id_like (id, len)) {
+        s_reply_error (self, request, rid, 400, "id: not a job id");
+        return;
+    }
+    memcpy (topic, id, len);
+    topic[len] = 0;
+    if (!zhashx_lookup (self->watched, topic) && !zhashx_lookup (self->watched, "")) {
+        s_reply_error (self, request, rid, 404, "nobody here follows job %s", topic);
+        return;
+    }
+    uint64_t j = 0;
+    bool snapshot = false;
+    sn_value_uint (sn_value_get (root, "j"), &j);
+    sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
+    sn_pack_reset (self->body);
+    sn_pack_value (self->body, sn_value_get (root, "body"));
+    if (!snapshot)
+        self->seq++;
+    s_publish_frames (self, topic, j, snapshot ? S_SNAPSHOT : S_UPDATE);
+    s_reply_start (self, rid, 200, 0);
+    s_reply_set (self, request);
 }
 
 //  --------------------------------------------------------------------------
@@ -1643,8 +2498,25 @@ s_sweep (self_t *self)
         if (agent->envelope && agent->expires < now) {
             if (self->verbose)
                 zsys_info ("dispatch: agent %s went silent", agent->id);
+            zhashx_update (self->presence, agent->id, S_GONE);
             s_agent_lost (self, agent);
         }
+    for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
+         agent = (s_agent_t *) zhashx_next (self->agents))
+        if (agent->node[0] && agent->node_expires < now) {
+            if (self->verbose)
+                zsys_info ("dispatch: agent %s at %s not heard of lately", agent->id, agent->node);
+            s_agent_away (self, agent, agent->node);
+        }
+    zlistx_t *expired = zlistx_new ();
+    zlistx_set_destructor (expired, (zlistx_destructor_fn *) zstr_free);
+    for (s_watch_t *watch = (s_watch_t *) zhashx_first (self->watches); watch;
+         watch = (s_watch_t *) zhashx_next (self->watches))
+        if (watch->expires < now || !zhashx_lookup (self->members, watch->node))
+            zlistx_add_end (expired, strdup ((const char *) zhashx_cursor (self->watches)));
+    for (char *key = (char *) zlistx_first (expired); key; key = (char *) zlistx_next (expired))
+        zhashx_delete (self->watches, key);
+    zlistx_destroy (&expired);
     s_flush_progress (self);
     s_publish_ticks (self);
 }
@@ -1833,6 +2705,9 @@ s_replay_next (self_t *self)
     }
     if (self->replay_p < 0 && !self->ready && self->placed) {
         self->ready = true;
+        //  Subscriptions wait like requests: a job being replayed is not missing, and
+        //  one owned elsewhere is followed once the members are known
+        zpoller_add (self->poller, self->xpub);
         if (self->verbose)
             zsys_info ("dispatch: replayed %zu jobs", zhashx_size (self->jobs));
     }
@@ -1974,6 +2849,11 @@ s_handle_placement (self_t *self, const sn_value_t *root)
     if (gained || lost)
         zsys_info ("dispatch: %.*s takes over %u partitions and gives up %u", (int) self_len, name,
                    gained, lost);
+    if (self_len <= SN_NAME_MAX) {
+        memcpy (self->name, name, self_len);
+        self->name[self_len] = 0;
+        s_members_update (self, sn_value_get (root, "members"));
+    }
     self->placed = true;
     if (self->replay_p < 0)
         s_replay_next (self);
@@ -1999,6 +2879,46 @@ s_handle_feed (self_t *self)
 
 //  --------------------------------------------------------------------------
 //  Answers from the log
+
+//  The owner of a job subscribed to here refused to send its updates: subscribers
+//  get the error as their snapshot.
+static void
+s_watch_failed (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
+{
+    char *error = sn_value_get_strdup (root, "error");
+    zhashx_delete (self->watched, pending->topic);
+    sn_pack_reset (self->body);
+    sn_pack_map (self->body, 1);
+    sn_pack_str (self->body, "error");
+    char text[400];
+    if (code == 404)
+        snprintf (text, sizeof text, "no job %s", pending->topic);
+    else
+        snprintf (text, sizeof text, "job %s: %s", pending->topic, error ? error : "no answer");
+    sn_pack_str (self->body, text);
+    s_publish_frames (self, pending->topic, 0, S_SNAPSHOT);
+    free (error);
+}
+
+//  A member did not take an agent.push or agent.at: an agent it was pushed work for
+//  is not connected there (any more), or the member is not reachable.
+static void
+s_told_not (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
+{
+    if (self->verbose) {
+        char *error = sn_value_get_strdup (root, "error");
+        zsys_info ("dispatch: %s refused %s: %" PRIu64 " %s", pending->node,
+                   pending->kind == S_LOG_PUSH ? "a push" : "agent.at", code, error ? error : "");
+        free (error);
+    }
+    if (pending->kind != S_LOG_PUSH || !pending->job)
+        return;
+    s_task_t *task = &pending->job->tasks[pending->task - 1];
+    s_agent_t *agent = task->agent;
+    //  The agent is taken for gone from there: its task waits for it to come back
+    if (task->in_flight && agent->current == task && streq (agent->via, pending->node))
+        s_agent_away (self, agent, pending->node);
+}
 
 static void
 s_handle_log (self_t *self, zsock_t *socket)
@@ -2026,6 +2946,30 @@ s_handle_log (self_t *self, zsock_t *socket)
         else if (pending->kind == S_LOG_FORWARD) {
             if (sn_value_is (root, SN_TYPE_MAP))
                 s_forward_answer (self, pending, root);
+        }
+        else if (pending->kind == S_LOG_PUSH || pending->kind == S_LOG_PRESENCE) {
+            if (code != 200)
+                s_told_not (self, pending, root, code);
+        }
+        else if (pending->kind == S_LOG_WATCH) {
+            //  A refresh refused while the job changes owner is asked again later
+            if (!pending->topic[0] && pending->snapshot && --self->every_waiting == 0) {
+                s_pack_every_marker (self);
+                s_publish_frames (self, "", 0, S_SNAPSHOT);
+            }
+            else if (code != 200 && pending->topic[0] && pending->snapshot)
+                s_watch_failed (self, pending, root, code);
+        }
+        else if (pending->kind == S_LOG_LIST) {
+            s_gather_t *gather = pending->gather;
+            if (code == 200 && sn_value_is (sn_value_get (root, "jobs"), SN_TYPE_ARRAY)) {
+                zlistx_add_end (gather->pages, msg);
+                msg = NULL;
+            }
+            else
+                zlistx_add_end (gather->missing, pending->node);
+            if (--gather->waiting == 0)
+                s_gather_done (self, gather);
         }
         else if (code == 201) {
             //  A job whose partition was dropped meanwhile is its new owner's now
@@ -2103,6 +3047,14 @@ s_handle_request (self_t *self, sn_routed_t *request)
         s_op_agent_result (self, request, root, rid);
         answered = true;
     }
+    else if (sn_value_streq (op, "agent.at"))
+        s_op_agent_at (self, request, root, rid);
+    else if (sn_value_streq (op, "agent.push"))
+        s_op_agent_push (self, request, root, rid);
+    else if (sn_value_streq (op, "job.watch"))
+        s_op_job_watch (self, request, root, rid);
+    else if (sn_value_streq (op, "job.update"))
+        s_op_job_update (self, request, root, rid);
     else {
         size_t len = 0;
         const char *name = sn_value_str (op, &len);
@@ -2163,6 +3115,14 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->pack = sn_pack_new ();
     self->event = sn_pack_new ();
     self->body = sn_pack_new ();
+    self->remote = sn_pack_new ();
+    self->members = zhashx_new ();
+    self->presence = zhashx_new ();
+    self->gathers = zlistx_new ();
+    zlistx_set_destructor (self->gathers, s_gather_free);
+    self->watches = zhashx_new ();
+    zhashx_set_destructor (self->watches, (zhashx_destructor_fn *) zstr_free);
+    self->watched = zhashx_new ();
     return self;
 }
 
@@ -2197,6 +3157,12 @@ s_self_destroy (self_t **self_p)
         sn_pack_destroy (&self->pack);
         sn_pack_destroy (&self->event);
         sn_pack_destroy (&self->body);
+        sn_pack_destroy (&self->remote);
+        zhashx_destroy (&self->members);
+        zhashx_destroy (&self->presence);
+        zlistx_destroy (&self->gathers);
+        zhashx_destroy (&self->watches);
+        zhashx_destroy (&self->watched);
         free (self);
         *self_p = NULL;
     }
@@ -2243,7 +3209,6 @@ s_self_start (self_t *self)
         return zsys_sprintf ("cannot connect to %s", scan);
     zpoller_add (self->poller, self->log);
     zpoller_add (self->poller, self->scan);
-    zpoller_add (self->poller, self->xpub);
     if (self->config.feed) {
         //  Nothing is owned, and nothing answered, until the mesh's first placement
         self->feed = zsock_new (ZMQ_SUB);
@@ -2342,6 +3307,13 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
                 s_sweep (self);
                 self->next_sweep = zclock_mono () + S_SWEEP_MS;
             }
+            //  Agents that came and went since the last turn, in a few messages
+            s_presence_flush (self);
+            if (zclock_mono () >= self->next_presence) {
+                s_presence_full (self, NULL);
+                s_watch_refresh (self);
+                self->next_presence = zclock_mono () + S_PRESENCE_MS;
+            }
         }
     }
     s_self_destroy (&self);
@@ -2438,9 +3410,13 @@ static void
 s_test_place (zsock_t *pub, uint32_t partitions, int lost)
 {
     sn_pack_t *pack = sn_pack_new ();
-    sn_pack_map (pack, 5);
+    sn_pack_map (pack, 6);
     sn_pack_kv_str (pack, "op", "placement");
     sn_pack_kv_str (pack, "self", "t1");
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, 2);
+    sn_pack_str (pack, "t1");
+    sn_pack_str (pack, "t2");
     sn_pack_kv_uint (pack, "version", 1);
     sn_pack_str (pack, "owners");
     sn_pack_array (pack, partitions);
@@ -2717,6 +3693,69 @@ sn_dispatch_test (bool verbose)
     assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"doneCount\":2"));
     free (reply);
     free (ask);
+
+    //  Agents connected to other members: only another member may say so
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":15,\"node\":\"t3\",\"here\":"
+                         "[\"cg-000c291ce802\"]}",
+                         false);
+    assert (strstr (reply, "\"code\":404"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":16,\"node\":\"t1\",\"here\":"
+                         "[\"cg-000c291ce802\"]}",
+                         false);
+    assert (strstr (reply, "\"code\":404"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":17,\"node\":\"t2\",\"gone\":"
+                         "[\"cg-000c291ce802\",\"x\"]}",
+                         false);
+    assert (strstr (reply, "\"code\":400") && strstr (reply, "gone/1"));
+    free (reply);
+    //  A job for an agent at t2: its work is forwarded to t2 through the log (the
+    //  store here, which refuses it: the agent is taken for away, the task waits)
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":18,\"node\":\"t2\",\"here\":"
+                         "[\"CG-000c291ce802\"]}",
+                         false);
+    assert (strstr (reply, "\"code\":400"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":19,\"node\":\"t2\",\"here\":"
+                         "[\"cg-000c291ce802\"]}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"job.create\",\"rid\":20,\"destinations\":"
+                         "\"cg-000c291ce802\",\"message\":{\"method\":\"get\","
+                         "\"resource\":\"/r\"}}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    //  An agent connected here gets what another member pushes to it as it is
+    zsock_destroy (&agent);
+    agent = zsock_new_dealer (endpoint);
+    reply = s_test_call (agent, "{\"op\":\"agent.hello\",\"rid\":21,\"id\":\"cg-000c291ce803\"}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.push\",\"rid\":22,\"id\":\"cg-000c291ce803\","
+                         "\"message\":{\"op\":\"agent.cancel\",\"id\":\"j-1\"}}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    work = s_test_call (agent, NULL, true);
+    assert (streq (work, "{\"op\":\"agent.cancel\",\"id\":\"j-1\"}"));
+    free (work);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.push\",\"rid\":23,\"id\":\"cg-000c291ce804\","
+                         "\"message\":{\"op\":\"agent.cancel\",\"id\":\"j-1\"}}",
+                         false);
+    assert (strstr (reply, "\"code\":404") && strstr (reply, "not connected to t1"));
+    free (reply);
     zsock_destroy (&pub);
 
     zsock_destroy (&agent);

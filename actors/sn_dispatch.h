@@ -38,7 +38,28 @@
     partition owned elsewhere go to the owner through the mesh's forward op and the
     answer comes back under the caller's rid. A forwarded request carries "fwd"
     (hops); one that reaches a node that does not own its partition either is
-    answered 503. job.list and the published changes cover the jobs owned here.
+    answered 503. job.list asked straight asks every other member for its page
+    (job.list with fwd: the jobs that member owns) and merges them, newest first.
+    A subscription to a job owned elsewhere asks its owner (job.watch, forwarded by
+    partition) to send the job's snapshot and updates here (job.update), which are
+    published as the owner numbered them; a subscription to "" asks every member
+    for all its jobs, and its marker comes once they all answered. Followers ask
+    again every S_PRESENCE_MS and are forgotten after S_PRESENCE_TTL.
+
+    Agents may be connected to any member. Each node tells every other member on the
+    placement's members list which agents are connected to it, with agent.at through
+    the mesh's forward {node, request}: what changed, after each turn of the loop,
+    and every agent every S_PRESENCE_MS (at once to a member that appears), at most
+    S_PRESENCE_BATCH ids a message; what a member said is forgotten after
+    S_PRESENCE_TTL unless it says it again. An owner sends work to an agent
+    connected here through its connection, else through the member it is connected
+    to, as agent.push {id, message}, which that member pushes to its connection
+    (404 when the agent is not there). An agent that leaves that member (it says
+    so), a member that leaves the members list, a push refused or a word not
+    repeated: the task in flight there waits for the agent again, as when an agent
+    connected here goes silent. agent.progress and agent.result for a job owned
+    elsewhere are forwarded to the owner by the job's partition, with "fwd"; the
+    owner takes a forwarded one as from the agent without touching its connection.
 
     Every change of a job or task is published on an XPUB (config "publish"):
     frames [job id, meta, body], meta a msgpack map {g, j, snapshot} (g numbers
@@ -59,6 +80,10 @@
       agent.heartbeat {id}             -> 200
       agent.progress {id, task, progress} -> 200 | 404 | 409
       agent.result {id, task, code, data?} -> 200 once durable | 404 | 409
+      agent.at {node, here?, gone?}    -> 200 | 404 when node is not another member
+      agent.push {id, message}         -> 200 | 404 when the agent is not connected here
+      job.watch {node, id, snapshot?}  -> 200 | 404 (id "" for every job owned here)
+      job.update {id, j, snapshot?, body} -> 200 | 404 when nobody here follows the job
     Pushed to agents: {op: "agent.work", id, method, resource, data, tunnel?, timeout}
     and {op: "agent.cancel", id}.
 
@@ -76,6 +101,9 @@ extern "C" {
 
 //  Most tasks in one job.
 #define SN_DISPATCH_TASKS_MAX 10000
+
+//  Largest update of a job sent to another member that follows it (job.update).
+#define SN_DISPATCH_RELAY_MAX (7 * 1024 * 1024)
 
 //  Task timeout when a job does not give one, in ms.
 #define SN_DISPATCH_TIMEOUT 36000

@@ -116,13 +116,14 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
           queue_endpoint},
          {"batch.create batch.get batch.update batch.delete", batch_endpoint},
          {"job.create job.get job.list job.cancel task.get agent.hello "
-          "agent.heartbeat agent.progress agent.result",
+          "agent.heartbeat agent.progress agent.result agent.at agent.push job.watch "
+          "job.update",
           dispatch_endpoint},
          {"*", store_endpoint}},
         self->schema,
         config->verbose,
         internal_endpoint,
-        "worker.at worker.push"};
+        "worker.at worker.push agent.at agent.push job.watch job.update"};
     self->frontend = sn_frontend_new (&frontend, error, size);
     if (!self->frontend)
         goto failed;

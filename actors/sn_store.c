@@ -74,31 +74,32 @@ s_digest_delta_free (void **item_p)
 }
 
 typedef struct {
-    zsock_t *pipe;           //  actor command pipe
-    zpoller_t *poller;       //  the pipe, and the ROUTER once started
-    zsock_t *router;         //  requests in, replies out; NULL until started
-    char *data_dir;          //  directory of the LMDB environment
-    char *name;              //  node name, for keys and health
-    char *endpoint;          //  where the ROUTER binds
-    uint32_t partitions;     //  P
-    size_t map_size;         //  LMDB map size, 0 for LMDB's default
-    bool verbose;            //  log every request
-    bool terminated;         //  $TERM received
-    MDB_env *env;            //  the environment, NULL until started
-    MDB_dbi events;          //  key -> record
-    MDB_dbi byp;             //  partition index
-    MDB_dbi digest;          //  per partition and time bucket count and XOR
-    MDB_dbi meta;            //  partitions, key generator state
-    sn_keygen_t *keygen;     //  makes this node's keys
-    bool keygen_dirty;       //  a key was made in the running batch
-    zhashx_t *digest_delta;  //  "p/bucket" -> s_digest_delta_t added by the running batch
-    s_request_t *batch;      //  S_BATCH_MAX slots, reused batch after batch
-    sn_pack_t *reply;        //  the reply being built
-    sn_pack_t *record;       //  the record being stored
-    sn_pack_t *items;        //  range and digest items, counted before their array
-    byte user_prefix[16];    //  how every user event record starts
-    size_t user_prefix_size; //  bytes in user_prefix
-    int code;                //  code of the reply just built, for the log
+    zsock_t *pipe;                 //  actor command pipe
+    zpoller_t *poller;             //  the pipe, and the ROUTER once started
+    zsock_t *router;               //  requests in, replies out; NULL until started
+    char *data_dir;                //  directory of the LMDB environment
+    char *name;                    //  node name, for keys and health
+    char *endpoint;                //  where the ROUTER binds
+    uint32_t partitions;           //  P
+    size_t map_size;               //  LMDB map size, 0 for LMDB's default
+    bool verbose;                  //  log every request
+    bool terminated;               //  $TERM received
+    MDB_env *env;                  //  the environment, NULL until started
+    MDB_dbi events;                //  key -> record
+    MDB_dbi byp;                   //  partition index
+    MDB_dbi digest;                //  per partition and time bucket count and XOR
+    MDB_dbi meta;                  //  partitions, key generator state
+    sn_keygen_t *keygen;           //  makes this node's keys
+    bool keygen_dirty;             //  a key was made in the running batch
+    zhashx_t *digest_delta;        //  "p/bucket" -> s_digest_delta_t added by the running batch
+    s_digest_delta_t **last_delta; //  per partition, the delta its last event went to
+    s_request_t *batch;            //  S_BATCH_MAX slots, reused batch after batch
+    sn_pack_t *reply;              //  the reply being built
+    sn_pack_t *record;             //  the record being stored
+    sn_pack_t *items;              //  range and digest items, counted before their array
+    byte user_prefix[16];          //  how every user event record starts
+    size_t user_prefix_size;       //  bytes in user_prefix
+    int code;                      //  code of the reply just built, for the log
 } self_t;
 
 static self_t *
@@ -116,6 +117,8 @@ s_self_new (zsock_t *pipe, const sn_store_config_t *config)
     self->batch = (s_request_t *) zmalloc (S_BATCH_MAX * sizeof (s_request_t));
     self->digest_delta = zhashx_new ();
     zhashx_set_destructor (self->digest_delta, s_digest_delta_free);
+    self->last_delta =
+        (s_digest_delta_t **) zmalloc ((self->partitions + 1) * sizeof (s_digest_delta_t *));
     self->reply = sn_pack_new ();
     self->record = sn_pack_new ();
     self->items = sn_pack_new ();
@@ -150,6 +153,7 @@ s_self_destroy (self_t **self_p)
         free (self->data_dir);
         free (self->name);
         zhashx_destroy (&self->digest_delta);
+        free (self->last_delta);
         free (self->endpoint);
         free (self);
         *self_p = NULL;
@@ -401,17 +405,32 @@ static void
 s_digest_add (self_t *self, uint32_t p, int64_t ts, const char *key, size_t key_len)
 {
     uint64_t start = (uint64_t) (ts - ts % SN_STORE_BUCKET_MS);
-    char name[32];
-    snprintf (name, sizeof name, "%u/%" PRIu64, p, start);
-    s_digest_delta_t *delta = (s_digest_delta_t *) zhashx_lookup (self->digest_delta, name);
-    if (!delta) {
-        delta = (s_digest_delta_t *) zmalloc (sizeof (s_digest_delta_t));
-        delta->p = p;
-        delta->start = start;
-        zhashx_insert (self->digest_delta, name, delta);
+    //  The events of a batch are mostly of the same hour: the partition's last
+    //  bucket saves naming and looking up the bucket for each of them
+    s_digest_delta_t *delta = p < self->partitions ? self->last_delta[p] : NULL;
+    if (!delta || delta->start != start) {
+        char name[32];
+        snprintf (name, sizeof name, "%u/%" PRIu64, p, start);
+        delta = (s_digest_delta_t *) zhashx_lookup (self->digest_delta, name);
+        if (!delta) {
+            delta = (s_digest_delta_t *) zmalloc (sizeof (s_digest_delta_t));
+            delta->p = p;
+            delta->start = start;
+            zhashx_insert (self->digest_delta, name, delta);
+        }
+        if (p < self->partitions)
+            self->last_delta[p] = delta;
     }
     delta->count++;
     delta->xor ^= sn_hash (key, key_len);
+}
+
+//  Forget the running batch's digest counts: written, or lost with its transaction.
+static void
+s_digest_reset (self_t *self)
+{
+    zhashx_purge (self->digest_delta);
+    memset (self->last_delta, 0, self->partitions * sizeof (s_digest_delta_t *));
 }
 
 //  Add the batch's digest counts to the stored buckets.
@@ -441,7 +460,7 @@ s_digest_flush (self_t *self, MDB_txn *txn)
             rc = mdb_put (txn, self->digest, &dkey, &data, 0);
         }
     }
-    zhashx_purge (self->digest_delta);
+    s_digest_reset (self);
     return rc;
 }
 
@@ -1160,7 +1179,7 @@ s_batch_run (self_t *self, size_t count, bool writes)
     }
     if (txn)
         mdb_txn_abort (txn);
-    zhashx_purge (self->digest_delta); //  counts of an aborted batch
+    s_digest_reset (self); //  counts of an aborted batch
 
     if (rc) {
         zsys_error ("sn_store: batch of %zu failed: %s", count, mdb_strerror (rc));

@@ -150,6 +150,32 @@ sn_name_valid (const char *name)
     return name && s_name_valid (name, strlen (name));
 }
 
+//  Days in a month of the Gregorian calendar.
+static int
+s_month_days (int year, int month)
+{
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    return days[month - 1] + (month == 2 && leap);
+}
+
+//  Days from 1970-01-01 to a date from 1970 on. Every key that reaches a node is
+//  parsed, so this is arithmetic rather than timegm, which takes the C library's
+//  locks and time-zone state on each call. Years are counted from 1 March, which
+//  puts the leap day at the end of its year.
+static int64_t
+s_days (int year, int month, int day)
+{
+    if (month <= 2)
+        year--;
+    int64_t cycle = year / 400; //  of 146097 days
+    int64_t year_of_cycle = year - cycle * 400;
+    int64_t day_of_year = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
+    int64_t day_of_cycle =
+        year_of_cycle * 365 + year_of_cycle / 4 - year_of_cycle / 100 + day_of_year;
+    return cycle * 146097 + day_of_cycle - 719468; //  719468: 0000-03-01 to 1970-01-01
+}
+
 int64_t
 sn_key_time (const char *key, size_t len)
 {
@@ -167,20 +193,10 @@ sn_key_time (const char *key, size_t len)
     if (year < 1970 || month < 1 || month > 12 || day < 1 || day > 31 || hour < 0 || hour > 23 ||
         minute < 0 || minute > 59 || second < 0 || second > 59 || msec < 0)
         return -1;
-    struct tm utc = {0};
-    utc.tm_year = year - 1900;
-    utc.tm_mon = month - 1;
-    utc.tm_mday = day;
-    utc.tm_hour = hour;
-    utc.tm_min = minute;
-    utc.tm_sec = second;
-    time_t seconds = timegm (&utc);
-    //  timegm normalises 31 February into March: such a key is not a real time
-    struct tm check;
-    gmtime_r (&seconds, &check);
-    if (check.tm_mday != day || check.tm_mon != month - 1)
+    if (day > s_month_days (year, month))
         return -1;
-    return (int64_t) seconds * 1000 + msec;
+    int64_t seconds = s_days (year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+    return seconds * 1000 + msec;
 }
 
 //  FNV-1a over the bytes, then a 64-bit finaliser so that nearby keys spread over
@@ -288,6 +304,19 @@ sn_key_test (bool verbose)
     assert (sn_key_time ("2013101", 7) == -1);
     assert (sn_key_time ("20131016T00000000000000000a", 27) == -1);
     assert (sn_key_time (NULL, 0) == -1);
+    assert (sn_key_time ("20240229T000000000000000000", 27) == 1709164800000LL);
+    assert (sn_key_time ("20230229T000000000000000000", 27) == -1);
+    assert (sn_key_time ("21000229T000000000000000000", 27) == -1);
+    assert (sn_key_time ("20000229T000000000000000000", 27) == 951782400000LL);
+    //  Every day from 1970 to 2200 against the C library's own conversion
+    for (time_t seconds = 0; seconds < 7258118400; seconds += 86400 + 3661) {
+        struct tm utc;
+        gmtime_r (&seconds, &utc);
+        char text[64];
+        snprintf (text, sizeof text, "%04d%02d%02dT%02d%02d%02d000000000000", utc.tm_year + 1900,
+                  utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+        assert (sn_key_time (text, SN_KEY_TIME_LEN) == (int64_t) seconds * 1000);
+    }
 
     assert (sn_name_valid ("node-1.example_x"));
     assert (!sn_name_valid (""));

@@ -981,7 +981,7 @@ s_write_finish (self_t *self, s_call_t *call, int code, const char *error)
         if (bulk) {
             s_item_t *item = &bulk->items[call->index];
             item->code = code;
-            snprintf (item->key, sizeof item->key, "%s", call->key);
+            memcpy (item->key, call->key, sizeof item->key);
             item->error = error ? strdup (error) : NULL;
         }
         s_call_end (self, call);
@@ -1230,7 +1230,7 @@ s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *cod
     }
     call->level = level;
     call->p = p;
-    snprintf (call->key, sizeof call->key, "%s", key);
+    memcpy (call->key, key, key_len + 1);
     uint32_t replicas = sn_placement_replica_count (self->placement);
     if (replicas > S_REPLICAS_MAX)
         replicas = S_REPLICAS_MAX;

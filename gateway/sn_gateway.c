@@ -35,7 +35,9 @@
 #include <pthread.h>
 #include <dirent.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 //  civetweb's thread_type for the threads that serve connections.
 #define S_WORKER_THREAD 1
@@ -1291,6 +1293,65 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     return self;
 }
 
+//  civetweb's listening thread sees the stop flag only between its polls, which
+//  last up to a second. While mg_stop waits for that thread, a connection of our
+//  own to each listening port wakes it at once, and the node stops in
+//  milliseconds. A listener bound to an address other than loopback or any is not
+//  reached this way and stops at its next poll, as it would anyway.
+typedef struct {
+    struct mg_server_port ports[8]; //  what civetweb listens on
+    int count;                      //  entries in ports
+    int stopped;                    //  set, atomically, once mg_stop has returned
+} s_waker_t;
+
+static void
+s_knock (const struct mg_server_port *port)
+{
+    struct sockaddr_in in4 = {.sin_family = AF_INET, .sin_port = htons ((uint16_t) port->port)};
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6, .sin6_port = htons ((uint16_t) port->port)};
+    in4.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    in6.sin6_addr = in6addr_loopback;
+    bool v4 = port->protocol & 1;
+    int fd = socket (v4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    //  Refused or not, the attempt is all that is needed
+    if (v4)
+        (void) !connect (fd, (struct sockaddr *) &in4, sizeof in4);
+    else
+        (void) !connect (fd, (struct sockaddr *) &in6, sizeof in6);
+    close (fd);
+}
+
+static void *
+s_waker (void *args)
+{
+    s_waker_t *waker = (s_waker_t *) args;
+    //  Bounded: a listener out of reach costs a second of polls at most
+    for (int round = 0; round < 100 && !__atomic_load_n (&waker->stopped, __ATOMIC_ACQUIRE);
+         round++) {
+        for (int index = 0; index < waker->count; index++)
+            s_knock (&waker->ports[index]);
+        usleep (10 * 1000);
+    }
+    return NULL;
+}
+
+//  mg_stop, woken.
+static void
+s_stop (struct mg_context *ctx)
+{
+    s_waker_t waker = {.count = 0};
+    waker.count = mg_get_server_ports (ctx, 8, waker.ports);
+    pthread_t thread;
+    bool started = waker.count > 0 && pthread_create (&thread, NULL, s_waker, &waker) == 0;
+    mg_stop (ctx);
+    if (started) {
+        __atomic_store_n (&waker.stopped, 1, __ATOMIC_RELEASE);
+        pthread_join (thread, NULL);
+    }
+}
+
 void
 sn_gateway_destroy (sn_gateway_t **self_p)
 {
@@ -1298,7 +1359,7 @@ sn_gateway_destroy (sn_gateway_t **self_p)
     if (*self_p) {
         sn_gateway_t *self = *self_p;
         if (self->ctx)
-            mg_stop (self->ctx);
+            s_stop (self->ctx);
         mg_exit_library ();
         free (self->node);
         free (self->jobs);
@@ -1312,7 +1373,9 @@ sn_gateway_destroy (sn_gateway_t **self_p)
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 //  The fake node answers like the store would, from canned data:
 //    put      key "conflict" -> 409, "broken" -> 500, else 201 {key}; without a key

@@ -2290,9 +2290,9 @@ s_watch_refresh (self_t *self)
     zlistx_set_destructor (topics, (zlistx_destructor_fn *) zstr_free);
     for (void *item = zhashx_first (self->watched); item; item = zhashx_next (self->watched))
         zlistx_add_end (topics, strdup ((const char *) zhashx_cursor (self->watched)));
+    //  One not asked this time (the mesh busy) is asked next time
     for (char *topic = (char *) zlistx_first (topics); topic; topic = (char *) zlistx_next (topics))
-        if (!s_watch_start (self, topic, false))
-            zhashx_delete (self->watched, topic);
+        s_watch_start (self, topic, false);
     zlistx_destroy (&topics);
 }
 
@@ -2880,13 +2880,14 @@ s_handle_feed (self_t *self)
 //  --------------------------------------------------------------------------
 //  Answers from the log
 
-//  The owner of a job subscribed to here refused to send its updates: subscribers
-//  get the error as their snapshot.
+//  The owner of a job subscribed to here refused to send its updates: the new
+//  subscriber gets the error as its snapshot.
 static void
 s_watch_failed (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
 {
     char *error = sn_value_get_strdup (root, "error");
-    zhashx_delete (self->watched, pending->topic);
+    //  Only the new subscriber takes a snapshot: the others keep following the job,
+    //  which stays watched until its last subscriber goes
     sn_pack_reset (self->body);
     sn_pack_map (self->body, 1);
     sn_pack_str (self->body, "error");
@@ -3756,6 +3757,43 @@ sn_dispatch_test (bool verbose)
                          false);
     assert (strstr (reply, "\"code\":404") && strstr (reply, "not connected to t1"));
     free (reply);
+    //  Subscribers of a job owned by another member: a watch refused for a new one
+    //  (here by the store, which knows no forward op) answers that one, and the
+    //  others keep following the job
+    char topic[S_ID_MAX];
+    for (uint32_t count = 0;; count++) {
+        snprintf (topic, sizeof topic, "%011x%08x", 0x19000000u, count);
+        if (sn_partition (topic, strlen (topic), 4) == 0)
+            break;
+    }
+    request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":26,\"id\":\"%s\"}", topic);
+    reply = s_test_placed (pub, 4, 0, producer, request, "forward");
+    free (reply);
+    free (request);
+    zsock_t *first = zsock_new_sub (publish, topic);
+    update = s_test_update (first, &snapshot);
+    assert (snapshot && strstr (update, "\"error\""));
+    free (update);
+    zsock_t *second = zsock_new_sub (publish, topic);
+    update = s_test_update (second, &snapshot);
+    assert (snapshot && strstr (update, "\"error\""));
+    free (update);
+    request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":27,\"id\":\"%s\",\"j\":7,"
+                            "\"body\":{\"resource\":\"/jobs/update\",\"data\":{}}}",
+                            topic);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+    do {
+        update = s_test_update (first, &snapshot);
+        if (snapshot)
+            free (update);
+    } while (snapshot);
+    assert (strstr (update, "/jobs/update"));
+    free (update);
+    zsock_destroy (&first);
+    zsock_destroy (&second);
     zsock_destroy (&pub);
 
     zsock_destroy (&agent);

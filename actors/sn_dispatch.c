@@ -111,6 +111,7 @@ struct _s_agent_t {
     s_task_t *current;              //  the task in flight, or NULL
     char via[SN_NAME_MAX + 1];      //  the member current went to, "" for here
     zlistx_t *waiting;              //  s_task_t * waiting for this destination, in order
+    uint32_t tasks;                 //  tasks of jobs in memory naming this destination
 };
 
 //  Why the log was written, and what to do when it answers.
@@ -273,6 +274,8 @@ s_job_free (void **item_p)
             free (task->tunnel);
             free (task->data);
             free (task->result);
+            if (task->agent)
+                task->agent->tasks--;
         }
         free (job->tasks);
         free (job);
@@ -1299,6 +1302,7 @@ s_add_tasks (self_t *self, s_job_t *job, const sn_value_t *message, const char *
             memcpy (task->data, sn_pack_data (copy), task->data_size);
         }
         task->agent = s_agent_require (self, canonical);
+        task->agent->tasks++;
     }
     sn_pack_destroy (&copy);
     return 0;
@@ -1896,8 +1900,15 @@ s_agent_reporting (self_t *self, sn_routed_t *request, const sn_value_t *root, u
         if (sn_dispatch_destination (id, len, canonical))
             s_reply_error (self, request, rid, 400, "id: '%.*s' is not a destination id",
                            id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
-        else
-            agent = s_agent_require (self, canonical);
+        else if (!(agent = (s_agent_t *) zhashx_lookup (self->agents, canonical))) {
+            //  No task names it here: a record is made only for a job's destination
+            size_t task_len = 0;
+            const char *task = sn_value_str (sn_value_get (root, "task"), &task_len);
+            if (s_answer_here (self, request, root, rid, task, s_job_id_len (task, task_len)))
+                s_reply_error (self, request, rid, 404, "no task %.*s for %s",
+                               task ? (int) task_len : 0, task ? task : "", canonical);
+            return NULL;
+        }
     }
     size_t len = 0;
     const char *task = sn_value_str (sn_value_get (root, "task"), &len);
@@ -2489,6 +2500,23 @@ s_flush_progress (self_t *self)
     }
 }
 
+//  Agent records nothing needs any more: not connected here or elsewhere, named by
+//  no job in memory, with nothing to tell the members. Memory stays bounded
+//  whatever ids clients say hello with.
+static void
+s_agents_collect (self_t *self)
+{
+    zlistx_t *unused = zlistx_new ();
+    for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
+         agent = (s_agent_t *) zhashx_next (self->agents))
+        if (!agent->envelope && !agent->node[0] && !agent->current && agent->tasks == 0 &&
+            zlistx_size (agent->waiting) == 0 && !zhashx_lookup (self->presence, agent->id))
+            zlistx_add_end (unused, agent->id);
+    for (char *id = (char *) zlistx_first (unused); id; id = (char *) zlistx_next (unused))
+        zhashx_delete (self->agents, id);
+    zlistx_destroy (&unused);
+}
+
 static void
 s_sweep (self_t *self)
 {
@@ -2508,6 +2536,7 @@ s_sweep (self_t *self)
                 zsys_info ("dispatch: agent %s at %s not heard of lately", agent->id, agent->node);
             s_agent_away (self, agent, agent->node);
         }
+    s_agents_collect (self);
     zlistx_t *expired = zlistx_new ();
     zlistx_set_destructor (expired, (zlistx_destructor_fn *) zstr_free);
     for (s_watch_t *watch = (s_watch_t *) zhashx_first (self->watches); watch;
@@ -2600,6 +2629,7 @@ s_replay_created (self_t *self, const sn_value_t *event)
             sn_pack_destroy (&copy);
         }
         task->agent = s_agent_require (self, canonical);
+        task->agent->tasks++;
     }
     zhashx_insert (self->jobs, job->id, job);
     zlistx_add_end (self->replayed, job);
@@ -3150,8 +3180,9 @@ s_self_destroy (self_t **self_p)
         zlistx_destroy (&self->replay_queue);
         zlistx_destroy (&self->replayed);
         //  Agents hold lists of tasks: they go first, then the jobs
-        zhashx_destroy (&self->agents);
+        //  Jobs first: their tasks count on their agents' records
         zhashx_destroy (&self->jobs);
+        zhashx_destroy (&self->agents);
         free (self->order);
         free (self->owned);
         free (self->replaying);
@@ -3256,6 +3287,9 @@ s_handle_pipe (self_t *self)
             zsys_error ("dispatch: REPLAY needs a partition below %u", self->partitions);
         free (text);
     }
+    else if (streq (command, "AGENTS"))
+        //  How many agent records are in memory: for the selftest
+        zstr_sendf (self->pipe, "%zu", zhashx_size (self->agents));
     else if (streq (command, "$TERM"))
         self->terminated = true;
     else
@@ -3757,6 +3791,44 @@ sn_dispatch_test (bool verbose)
                          false);
     assert (strstr (reply, "\"code\":404") && strstr (reply, "not connected to t1"));
     free (reply);
+    //  Agent records nobody needs are freed: hellos with many distinct ids, silent
+    //  after; and a result forwarded for an agent no job names makes no record
+    zstr_send (dispatch, "AGENTS");
+    char *text = zstr_recv (dispatch);
+    size_t records = (size_t) atol (text);
+    free (text);
+    zsock_t *crowd = zsock_new_dealer (endpoint);
+    for (int index = 0; index < 1000; index++) {
+        request = zsys_sprintf (
+            "{\"op\":\"agent.hello\",\"rid\":%d,\"id\":\"cg-%012x\",\"heartbeat\":100}", index,
+            index + 0x100000);
+        reply = s_test_call (crowd, request, false);
+        assert (strstr (reply, "\"code\":200"));
+        free (reply);
+        free (request);
+    }
+    zsock_destroy (&crowd);
+    zstr_send (dispatch, "AGENTS");
+    text = zstr_recv (dispatch);
+    assert ((size_t) atol (text) >= records + 1000);
+    free (text);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.result\",\"rid\":25,\"id\":\"cg-0000000000aa\","
+                         "\"task\":\"0123456789abcdef012-1\",\"code\":200,\"fwd\":1}",
+                         false);
+    assert (strstr (reply, "\"code\":404") || strstr (reply, "\"code\":503"));
+    free (reply);
+    int64_t deadline = zclock_mono () + 20000;
+    size_t now = 0;
+    do {
+        zclock_sleep (50);
+        zstr_send (dispatch, "AGENTS");
+        text = zstr_recv (dispatch);
+        now = (size_t) atol (text);
+        free (text);
+    } while (now > records && zclock_mono () < deadline);
+    assert (now <= records);
+
     //  Subscribers of a job owned by another member: a watch refused for a new one
     //  (here by the store, which knows no forward op) answers that one, and the
     //  others keep following the job

@@ -41,6 +41,9 @@
 //  Most agent ids in one agent.at message (schemas/op.agent.at.json).
 #define S_PRESENCE_BATCH 500
 
+//  Most cancels kept for one agent until it connects anew somewhere.
+#define S_CANCELS_MAX 100
+
 #define S_LIST_LIMIT      100 //  job.list's default page
 #define S_ID_MAX          32  //  job ids are 19 characters
 #define S_DESTINATION_MAX 64  //  longest destination id
@@ -105,14 +108,27 @@ struct _s_job_t {
 struct _s_agent_t {
     char id[S_DESTINATION_MAX + 1]; //  canonical destination id
     zmsg_t *envelope;               //  route to the agent connected here, or NULL
+    uint64_t gen;                   //  generation of the connection here
+    bool stale;                     //  a connection elsewhere is newer than the work sent here
     int64_t expires;                //  mono ms after which a silent agent is gone
     char node[SN_NAME_MAX + 1];     //  the member it is connected to, or ""
+    uint64_t node_gen;              //  generation of its connection there
     int64_t node_expires;           //  mono ms after which that member's word is old
     s_task_t *current;              //  the task in flight, or NULL
     char via[SN_NAME_MAX + 1];      //  the member current went to, "" for here
+    uint64_t via_gen;               //  generation of the connection current went to
+    uint64_t sent_at;               //  wall us when current went out
     zlistx_t *waiting;              //  s_task_t * waiting for this destination, in order
     uint32_t tasks;                 //  tasks of jobs in memory naming this destination
+    zlistx_t *cancels;              //  s_cancel_t * sent, not known to have arrived
 };
+
+//  A cancel an agent may not have received: sent again wherever it connects anew,
+//  until the task's own time is over (the agent stops by itself then).
+typedef struct {
+    char task[S_ID_MAX + 16]; //  the task id
+    int64_t until;            //  wall ms: the task's timeout
+} s_cancel_t;
 
 //  Why the log was written, and what to do when it answers.
 typedef enum {
@@ -204,6 +220,9 @@ typedef struct {
     zhashx_t *watches;           //  "node/id" -> s_watch_t *: members following jobs here
     zhashx_t *watched;           //  topics subscribed here that other members publish
     size_t every_waiting;        //  job.watch of every job not answered yet
+    uint64_t last_gen;           //  generation given to the last connection here
+    zlistx_t *repump_agents;     //  ids of agents to give work after this turn
+    zlistx_t *repump_jobs;       //  ids of jobs whose free slots to fill after this turn
 } self_t;
 
 //  What the members are to be told about an agent connected here.
@@ -290,9 +309,17 @@ s_agent_free (void **item_p)
     if (agent) {
         zmsg_destroy (&agent->envelope);
         zlistx_destroy (&agent->waiting);
+        zlistx_destroy (&agent->cancels);
         free (agent);
         *item_p = NULL;
     }
+}
+
+static void
+s_free (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
 }
 
 static void
@@ -334,6 +361,8 @@ s_agent_require (self_t *self, const char *id)
         agent = (s_agent_t *) zmalloc (sizeof (s_agent_t));
         snprintf (agent->id, sizeof agent->id, "%s", id);
         agent->waiting = zlistx_new ();
+        agent->cancels = zlistx_new ();
+        zlistx_set_destructor (agent->cancels, s_free);
         zhashx_insert (self->agents, agent->id, agent);
     }
     return agent;
@@ -816,11 +845,30 @@ s_task_finish (self_t *self, s_task_t *task, s_status_t status, const byte *resu
 
 static void s_agent_pump (self_t *self, s_agent_t *agent);
 
+//  Whether the agent's connection here is the one work goes to: the owner prefers
+//  it, unless the agent connected to another member after work went out here.
+static bool
+s_agent_here (const s_agent_t *agent)
+{
+    return agent->envelope && !agent->stale;
+}
+
 //  Whether work can be sent to the agent: connected here, or to another member.
 static bool
 s_agent_reachable (const s_agent_t *agent)
 {
-    return agent->envelope || agent->node[0];
+    return s_agent_here (agent) || agent->node[0];
+}
+
+//  A generation for a new connection here: wall microseconds, so that connections
+//  to different members compare by when they were made (as far as the members'
+//  clocks agree), and a member that restarted gives newer ones.
+static uint64_t
+s_new_gen (self_t *self)
+{
+    uint64_t now = (uint64_t) zclock_usecs ();
+    self->last_gen = now > self->last_gen ? now : self->last_gen + 1;
+    return self->last_gen;
 }
 
 static void
@@ -876,15 +924,14 @@ s_tell (self_t *self, const char *node, s_log_kind_t kind, s_task_t *task)
     return s_tell_to (self, node, 0, kind, task);
 }
 
-static void s_agent_away (self_t *self, s_agent_t *agent, const char *node);
-
-//  The message in self->pack to the agent, where its task in flight went: here,
-//  or through the member it is connected to as agent.push {id, message}. task is
-//  the work pushed, NULL for a cancel.
+//  The message in self->pack to the agent through via: here (""), or through that
+//  member as agent.push {id, message}. task is the work pushed, NULL for a cancel.
+//  Work whose push fails at once waits again, and the agent is taken for away from
+//  there; who gets work next is decided after this turn, not from inside the push.
 static void
-s_push (self_t *self, s_agent_t *agent, s_task_t *task)
+s_push_to (self_t *self, s_agent_t *agent, const char *via, s_task_t *task)
 {
-    if (!agent->via[0]) {
+    if (!via[0]) {
         if (agent->envelope)
             s_push_here (self, agent->envelope);
         return;
@@ -895,24 +942,59 @@ s_push (self_t *self, s_agent_t *agent, s_task_t *task)
     sn_pack_kv_str (self->remote, "id", agent->id);
     sn_pack_str (self->remote, "message");
     sn_pack_raw (self->remote, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    if (!s_tell (self, agent->via, S_LOG_PUSH, task) && task) {
+    if (!s_tell (self, via, S_LOG_PUSH, task) && task) {
         zsys_warning ("dispatch: cannot push to agent %s at %s: the mesh is not taking requests",
-                      agent->id, agent->via);
-        s_agent_away (self, agent, agent->via);
+                      agent->id, via);
+        if (streq (agent->node, via))
+            agent->node[0] = 0;
+        s_task_t *current = agent->current;
+        if (current && streq (agent->via, via)) {
+            s_task_detach (current);
+            current->waiting = zlistx_add_start (agent->waiting, current);
+            if (current->job->concurrency)
+                zlistx_add_end (self->repump_jobs, strdup (current->job->id));
+        }
+        zlistx_add_end (self->repump_agents, strdup (agent->id));
     }
 }
 
+//  The cancels kept for the agent, through via.
+static void
+s_push_cancels (self_t *self, s_agent_t *agent, const char *via)
+{
+    for (s_cancel_t *cancel = (s_cancel_t *) zlistx_first (agent->cancels); cancel;
+         cancel = (s_cancel_t *) zlistx_next (agent->cancels)) {
+        sn_pack_reset (self->pack);
+        sn_pack_map (self->pack, 2);
+        sn_pack_kv_str (self->pack, "op", "agent.cancel");
+        sn_pack_kv_str (self->pack, "id", cancel->task);
+        s_push_to (self, agent, via, NULL);
+    }
+}
+
+//  A task that was sent to its agent ends: the agent is told to stop, now where it
+//  is connected, and again wherever it connects anew while the task's time lasts
+//  (the cancel may go to a connection that is gone).
 static void
 s_push_cancel (self_t *self, s_task_t *task)
 {
-    if (task->agent->current != task)
-        return;
+    s_agent_t *agent = task->agent;
+    s_cancel_t *cancel = (s_cancel_t *) zmalloc (sizeof (s_cancel_t));
+    snprintf (cancel->task, sizeof cancel->task, "%s-%u", task->job->id, task->index);
+    cancel->until = task->job->created_at + (int64_t) task->job->timeout;
+    if (zlistx_size (agent->cancels) >= S_CANCELS_MAX) {
+        zlistx_first (agent->cancels);
+        zlistx_delete (agent->cancels, zlistx_cursor (agent->cancels));
+    }
+    zlistx_add_end (agent->cancels, cancel);
     sn_pack_reset (self->pack);
     sn_pack_map (self->pack, 2);
     sn_pack_kv_str (self->pack, "op", "agent.cancel");
-    sn_pack_str (self->pack, "id");
-    s_pack_task_id (self->pack, task);
-    s_push (self, task->agent, NULL);
+    sn_pack_kv_str (self->pack, "id", cancel->task);
+    if (agent->current == task)
+        s_push_to (self, agent, agent->via, NULL);
+    else if (s_agent_reachable (agent))
+        s_push_to (self, agent, s_agent_here (agent) ? "" : agent->node, NULL);
 }
 
 //  Hands a task to its connected, idle agent.
@@ -928,7 +1010,10 @@ s_task_send (self_t *self, s_task_t *task)
     task->in_flight = true;
     agent->current = task;
     //  An agent connected here and to another member gets its work here
-    snprintf (agent->via, sizeof agent->via, "%s", agent->envelope ? "" : agent->node);
+    bool here = s_agent_here (agent);
+    snprintf (agent->via, sizeof agent->via, "%s", here ? "" : agent->node);
+    agent->via_gen = here ? agent->gen : agent->node_gen;
+    agent->sent_at = (uint64_t) zclock_usecs ();
     job->in_flight++;
     if (task->status == S_CREATED) {
         task->status = S_SENT;
@@ -958,7 +1043,7 @@ s_task_send (self_t *self, s_task_t *task)
         sn_pack_map (self->pack, 0);
     sn_pack_kv_uint (self->pack, "timeout", remaining > 0 ? (uint64_t) remaining : 0);
     //  Last: a push that fails at once puts the task back to waiting
-    s_push (self, agent, task);
+    s_push_to (self, agent, agent->via, task);
 }
 
 //  Gives a connected, idle agent the first task waiting for it whose job has room.
@@ -1039,7 +1124,58 @@ static void
 s_agent_lost (self_t *self, s_agent_t *agent)
 {
     zmsg_destroy (&agent->envelope);
+    agent->stale = false;
     s_agent_release (self, agent, "");
+    s_agent_pump (self, agent);
+}
+
+//  The agent has a new connection: here (node ""), or at member node as that member
+//  says. A task in flight that went to another connection, which may be gone, waits
+//  to go out again (s_agent_greet sends it). A member that names an older connection
+//  than the one known at another member is not listened to. Returns whether the
+//  connection is new.
+static bool
+s_agent_connected (self_t *self, s_agent_t *agent, const char *node, uint64_t gen)
+{
+    if (*node) {
+        if (agent->node[0] && !streq (agent->node, node) && agent->node_gen > gen &&
+            agent->node_expires > zclock_mono ())
+            return false;
+        bool known = streq (agent->node, node) && agent->node_gen == gen;
+        snprintf (agent->node, sizeof agent->node, "%s", node);
+        agent->node_gen = gen;
+        agent->node_expires = zclock_mono () + S_PRESENCE_TTL;
+        if (known)
+            return false;
+        //  Work sent here before it connected there: it left its connection here,
+        //  perhaps without closing it
+        if (agent->current && !agent->via[0] && agent->envelope && gen > agent->sent_at)
+            agent->stale = true;
+    }
+    else {
+        agent->gen = s_new_gen (self);
+        agent->stale = false;
+    }
+    s_task_t *task = agent->current;
+    bool release = false;
+    if (task && agent->via[0])
+        release = !streq (agent->via, node) || agent->via_gen != gen;
+    else if (task)
+        release = !*node || agent->stale;
+    if (release) {
+        s_task_detach (task);
+        task->waiting = zlistx_add_start (agent->waiting, task);
+        s_after_release (self, task->job, NULL);
+    }
+    return true;
+}
+
+//  After a new connection (via: "" here, else the member): the cancels kept for the
+//  agent, then its work.
+static void
+s_agent_greet (self_t *self, s_agent_t *agent, const char *via)
+{
+    s_push_cancels (self, agent, via);
     s_agent_pump (self, agent);
 }
 
@@ -1067,10 +1203,11 @@ s_job_end (self_t *self, s_job_t *job, s_status_t task_status, s_status_t job_st
         s_task_t *task = &job->tasks[index];
         if (s_terminal (task->status))
             continue;
-        if (live && task->in_flight) {
+        //  A task sent once and waiting again may have arrived all the same
+        if (live && (task->in_flight || task->status == S_SENT))
             s_push_cancel (self, task);
+        if (live && task->in_flight)
             zlistx_add_end (freed, task->agent);
-        }
         s_task_finish (self, task, task_status, NULL, 0, at);
         if (live)
             s_publish_task (self, task);
@@ -1823,9 +1960,10 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     *connected_p = false;
     if (!s_same_envelope (agent, request) ||
         sn_value_streq (sn_value_get (root, "op"), "agent.hello")) {
-        //  The task it had in flight here comes again on the new connection
+        //  The task it had in flight, here or elsewhere, comes again on the new
+        //  connection
         zmsg_destroy (&agent->envelope);
-        s_agent_release (self, agent, "");
+        s_agent_connected (self, agent, "", 0);
         agent->envelope = zmsg_new ();
         for (size_t index = 0; index + 1 < request->count; index++)
             zmsg_addmem (agent->envelope, zmq_msg_data (&request->frames[index]),
@@ -1853,7 +1991,7 @@ s_op_agent_hello (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     if (sn_routed_send (request, self->router))
         sn_routed_close (request);
     if (agent && connected)
-        s_agent_pump (self, agent);
+        s_agent_greet (self, agent, "");
 }
 
 //  The task an agent reports on: it must be for the agent's destination and not
@@ -1915,7 +2053,7 @@ s_agent_reporting (self_t *self, sn_routed_t *request, const sn_value_t *root, u
     if (agent && !s_answer_here (self, request, root, rid, task, s_job_id_len (task, len))) {
         //  Work of the jobs owned here may be waiting for it all the same
         if (*connected_p)
-            s_agent_pump (self, agent);
+            s_agent_greet (self, agent, "");
         agent = NULL;
     }
     return agent;
@@ -1951,7 +2089,7 @@ s_op_agent_progress (self_t *self, sn_routed_t *request, const sn_value_t *root,
     }
     s_reply_send (self, request);
     if (agent && connected)
-        s_agent_pump (self, agent);
+        s_agent_greet (self, agent, "");
 }
 
 static void
@@ -1963,7 +2101,7 @@ s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, u
     if (!task) {
         s_reply_send (self, request);
         if (agent && connected)
-            s_agent_pump (self, agent);
+            s_agent_greet (self, agent, "");
         return;
     }
     uint64_t code = 0;
@@ -2011,11 +2149,11 @@ s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, u
 //  --------------------------------------------------------------------------
 //  Agents connected to other members
 
-//  agent.at {node, here?, gone?, full?}: member node says which agents are
-//  connected to it now (here) and which no longer are (gone). What it says lasts
-//  S_PRESENCE_TTL unless it says it again. Not full, here names agents that
-//  connected anew: a task in flight there went to their old connection, and is
-//  sent again.
+//  agent.at {node, here?, gens?, gone?, full?}: member node says which agents are
+//  connected to it now (here, with the generation of each one's connection in gens)
+//  and which no longer are (gone). What it says lasts S_PRESENCE_TTL unless it says
+//  it again. A connection not known yet gets the agent's task in flight again, and
+//  its cancels, whether the member says so at once or in its next full list.
 static void
 s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -2047,19 +2185,22 @@ s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
             }
         }
     }
-    int64_t expires = zclock_mono () + S_PRESENCE_TTL;
-    bool full = false;
-    sn_value_bool (sn_value_get (root, "full"), &full);
     const sn_value_t *here = sn_value_get (root, "here");
+    const sn_value_t *gens = sn_value_get (root, "gens");
+    if (sn_value_size (gens) != sn_value_size (here)) {
+        s_reply_error (self, request, rid, 400, "gens: one generation for each id in here");
+        return;
+    }
     for (size_t index = 0; index < sn_value_size (here); index++) {
         const char *id = sn_value_str (sn_value_at (here, index), &len);
         sn_dispatch_destination (id, len, canonical);
+        uint64_t gen = 0;
+        sn_value_uint (sn_value_at (gens, index), &gen);
         s_agent_t *agent = s_agent_require (self, canonical);
-        snprintf (agent->node, sizeof agent->node, "%s", node);
-        agent->node_expires = expires;
-        if (!full)
-            s_agent_release (self, agent, node);
-        s_agent_pump (self, agent);
+        if (s_agent_connected (self, agent, node, gen))
+            s_agent_greet (self, agent, node);
+        else
+            s_agent_pump (self, agent);
     }
     const sn_value_t *gone = sn_value_get (root, "gone");
     for (size_t index = 0; index < sn_value_size (gone); index++) {
@@ -2102,7 +2243,7 @@ s_op_agent_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
 //  Tells member node which agents are connected here (here) and which left (gone),
 //  in messages of at most S_PRESENCE_BATCH ids.
 static void
-s_presence_send (self_t *self, const char *node, const char **here, size_t here_count,
+s_presence_send (self_t *self, const char *node, s_agent_t **here, size_t here_count,
                  const char **gone, size_t gone_count, bool full)
 {
     size_t here_at = 0, gone_at = 0;
@@ -2112,7 +2253,7 @@ s_presence_send (self_t *self, const char *node, const char **here, size_t here_
         size_t gone_n = gone_count - gone_at;
         gone_n = gone_n > S_PRESENCE_BATCH - here_n ? S_PRESENCE_BATCH - here_n : gone_n;
         sn_pack_reset (self->remote);
-        sn_pack_map (self->remote, 5);
+        sn_pack_map (self->remote, 6);
         sn_pack_kv_str (self->remote, "op", "agent.at");
         sn_pack_str (self->remote, "full");
         sn_pack_bool (self->remote, full);
@@ -2120,7 +2261,11 @@ s_presence_send (self_t *self, const char *node, const char **here, size_t here_
         sn_pack_str (self->remote, "here");
         sn_pack_array (self->remote, (uint32_t) here_n);
         for (size_t index = 0; index < here_n; index++)
-            sn_pack_str (self->remote, here[here_at + index]);
+            sn_pack_str (self->remote, here[here_at + index]->id);
+        sn_pack_str (self->remote, "gens");
+        sn_pack_array (self->remote, (uint32_t) here_n);
+        for (size_t index = 0; index < here_n; index++)
+            sn_pack_uint (self->remote, here[here_at + index]->gen);
         sn_pack_str (self->remote, "gone");
         sn_pack_array (self->remote, (uint32_t) gone_n);
         for (size_t index = 0; index < gone_n; index++)
@@ -2128,7 +2273,8 @@ s_presence_send (self_t *self, const char *node, const char **here, size_t here_
         here_at += here_n;
         gone_at += gone_n;
         if (!s_tell (self, node, S_LOG_PRESENCE, NULL)) {
-            //  The next full list, a few seconds away, says it again
+            //  The next full list, a few seconds away, says it again: a connection
+            //  the member does not know yet by its generation counts as new
             zsys_warning ("dispatch: cannot tell %s about agents: the mesh is not taking requests",
                           node);
             return;
@@ -2144,12 +2290,12 @@ s_presence_full (self_t *self, const char *node)
     if (zhashx_size (self->members) == 0)
         return;
     size_t count = 0;
-    const char **here =
-        (const char **) malloc ((zhashx_size (self->agents) + 1) * sizeof (const char *));
+    s_agent_t **here =
+        (s_agent_t **) malloc ((zhashx_size (self->agents) + 1) * sizeof (s_agent_t *));
     for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
          agent = (s_agent_t *) zhashx_next (self->agents))
         if (agent->envelope)
-            here[count++] = agent->id;
+            here[count++] = agent;
     if (node)
         s_presence_send (self, node, here, count, NULL, 0, true);
     else
@@ -2167,15 +2313,16 @@ s_presence_flush (self_t *self)
     if (changes == 0)
         return;
     if (zhashx_size (self->members) > 0) {
-        const char **here = (const char **) malloc (changes * sizeof (const char *));
+        s_agent_t **here = (s_agent_t **) malloc (changes * sizeof (s_agent_t *));
         const char **gone = (const char **) malloc (changes * sizeof (const char *));
         size_t here_count = 0, gone_count = 0;
         for (void *item = zhashx_first (self->presence); item;
              item = zhashx_next (self->presence)) {
             const char *id = (const char *) zhashx_cursor (self->presence);
-            if (item == S_HERE)
-                here[here_count++] = id;
-            else
+            s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, id);
+            if (item == S_HERE && agent && agent->envelope)
+                here[here_count++] = agent;
+            else if (item == S_GONE)
                 gone[gone_count++] = id;
         }
         for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members))
@@ -2500,21 +2647,55 @@ s_flush_progress (self_t *self)
     }
 }
 
-//  Agent records nothing needs any more: not connected here or elsewhere, named by
-//  no job in memory, with nothing to tell the members. Memory stays bounded
-//  whatever ids clients say hello with.
+//  Cancels past their task's time, and agent records nothing needs any more: not
+//  connected here or elsewhere, named by no job in memory, with nothing to tell the
+//  members. Memory stays bounded whatever ids clients say hello with.
 static void
 s_agents_collect (self_t *self)
 {
+    int64_t now = zclock_time ();
     zlistx_t *unused = zlistx_new ();
     for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
-         agent = (s_agent_t *) zhashx_next (self->agents))
+         agent = (s_agent_t *) zhashx_next (self->agents)) {
+        bool expired = true;
+        while (expired) {
+            expired = false;
+            for (s_cancel_t *cancel = (s_cancel_t *) zlistx_first (agent->cancels);
+                 cancel && !expired; cancel = (s_cancel_t *) zlistx_next (agent->cancels))
+                if (cancel->until <= now) {
+                    zlistx_delete (agent->cancels, zlistx_cursor (agent->cancels));
+                    expired = true;
+                }
+        }
         if (!agent->envelope && !agent->node[0] && !agent->current && agent->tasks == 0 &&
-            zlistx_size (agent->waiting) == 0 && !zhashx_lookup (self->presence, agent->id))
+            zlistx_size (agent->waiting) == 0 && zlistx_size (agent->cancels) == 0 &&
+            !zhashx_lookup (self->presence, agent->id))
             zlistx_add_end (unused, agent->id);
+    }
     for (char *id = (char *) zlistx_first (unused); id; id = (char *) zlistx_next (unused))
         zhashx_delete (self->agents, id);
     zlistx_destroy (&unused);
+}
+
+//  Agents and jobs left to pump by pushes that failed during the turn, one after
+//  the other: a failing push never calls the next push from inside itself.
+static void
+s_repump (self_t *self)
+{
+    while (zlistx_size (self->repump_agents) || zlistx_size (self->repump_jobs)) {
+        char *id = (char *) zlistx_detach (self->repump_agents, NULL);
+        if (id) {
+            s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, id);
+            if (agent)
+                s_agent_pump (self, agent);
+        }
+        else if ((id = (char *) zlistx_detach (self->repump_jobs, NULL))) {
+            s_job_t *job = (s_job_t *) zhashx_lookup (self->jobs, id);
+            if (job && job->visible)
+                s_job_pump (self, job);
+        }
+        free (id);
+    }
 }
 
 static void
@@ -3149,6 +3330,10 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->remote = sn_pack_new ();
     self->members = zhashx_new ();
     self->presence = zhashx_new ();
+    self->repump_agents = zlistx_new ();
+    zlistx_set_destructor (self->repump_agents, (zlistx_destructor_fn *) zstr_free);
+    self->repump_jobs = zlistx_new ();
+    zlistx_set_destructor (self->repump_jobs, (zlistx_destructor_fn *) zstr_free);
     self->gathers = zlistx_new ();
     zlistx_set_destructor (self->gathers, s_gather_free);
     self->watches = zhashx_new ();
@@ -3183,6 +3368,8 @@ s_self_destroy (self_t **self_p)
         //  Jobs first: their tasks count on their agents' records
         zhashx_destroy (&self->jobs);
         zhashx_destroy (&self->agents);
+        zlistx_destroy (&self->repump_agents);
+        zlistx_destroy (&self->repump_jobs);
         free (self->order);
         free (self->owned);
         free (self->replaying);
@@ -3350,6 +3537,7 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
                 self->next_presence = zclock_mono () + S_PRESENCE_MS;
             }
         }
+        s_repump (self);
     }
     s_self_destroy (&self);
 }
@@ -3758,7 +3946,7 @@ sn_dispatch_test (bool verbose)
     free (reply);
     reply = s_test_call (producer,
                          "{\"op\":\"agent.at\",\"rid\":19,\"node\":\"t2\",\"here\":"
-                         "[\"cg-000c291ce802\"]}",
+                         "[\"cg-000c291ce802\"],\"gens\":[1]}",
                          false);
     assert (strstr (reply, "\"code\":200"));
     free (reply);
@@ -3791,6 +3979,13 @@ sn_dispatch_test (bool verbose)
                          false);
     assert (strstr (reply, "\"code\":404") && strstr (reply, "not connected to t1"));
     free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":24,\"node\":\"t2\",\"here\":"
+                         "[\"cg-000c291ce802\"],\"gens\":[1,2]}",
+                         false);
+    assert (strstr (reply, "\"code\":400") && strstr (reply, "gens"));
+    free (reply);
+
     //  Agent records nobody needs are freed: hellos with many distinct ids, silent
     //  after; and a result forwarded for an agent no job names makes no record
     zstr_send (dispatch, "AGENTS");

@@ -221,6 +221,8 @@ typedef struct {
     zhashx_t *watched;           //  topics subscribed here that other members publish
     size_t every_waiting;        //  job.watch of every job not answered yet
     uint64_t last_gen;           //  generation given to the last connection here
+    zhashx_t *relays_to;         //  member -> uint64_t *: job.updates sent it (r)
+    zhashx_t *relays_from;       //  member -> uint64_t *: last r taken from it
     zlistx_t *repump_agents;     //  ids of agents to give work after this turn
     zlistx_t *repump_jobs;       //  ids of jobs whose free slots to fill after this turn
 } self_t;
@@ -591,7 +593,7 @@ s_publish_frames (self_t *self, const char *topic, uint64_t job_seq, s_publish_k
         zmsg_destroy (&msg);
 }
 
-static void s_relay (self_t *self, s_job_t *job, bool snapshot, const char *node);
+static void s_relay (self_t *self, s_job_t *job, s_publish_kind_t kind, const char *node);
 
 static void
 s_publish_task (self_t *self, s_task_t *task)
@@ -604,7 +606,7 @@ s_publish_task (self_t *self, s_task_t *task)
     self->seq++;
     s_publish_frames (self, task->job->id, ++task->job->seq, S_UPDATE);
     s_tick_soon (self, task->job);
-    s_relay (self, task->job, false, NULL);
+    s_relay (self, task->job, S_UPDATE, NULL);
 }
 
 static void
@@ -618,12 +620,13 @@ s_publish_job (self_t *self, s_job_t *job)
     self->seq++;
     s_publish_frames (self, job->id, ++job->seq, S_UPDATE);
     s_tick_soon (self, job);
-    s_relay (self, job, false, NULL);
+    s_relay (self, job, S_UPDATE, NULL);
 }
 
 //  Every sweep: the sequence numbers as they stand, on "" for the subscribers of
-//  every job and on each job that changed lately. A subscriber whose last updates
-//  were dropped learns it from the next tick, not only from the next change.
+//  every job and on each job that changed lately, here and to the members that
+//  follow it. A subscriber whose last updates were dropped, or lost on the way from
+//  another member, learns it from the next tick, not only from the next change.
 static void
 s_publish_ticks (self_t *self)
 {
@@ -634,6 +637,7 @@ s_publish_ticks (self_t *self)
     while (job) {
         s_job_t *following = (s_job_t *) zlistx_next (self->ticking);
         s_publish_frames (self, job->id, job->seq, S_TICK);
+        s_relay (self, job, S_TICK, NULL);
         if (--job->ticks == 0) {
             zlistx_delete (self->ticking, job->ticking);
             job->ticking = NULL;
@@ -2383,6 +2387,8 @@ s_members_update (self_t *self, const sn_value_t *members)
     for (char *name = (char *) zlistx_first (left); name; name = (char *) zlistx_next (left)) {
         if (self->verbose)
             zsys_info ("dispatch: member %s left: its agents are away", name);
+        zhashx_delete (self->relays_to, name);
+        zhashx_delete (self->relays_from, name);
         for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
              agent = (s_agent_t *) zhashx_next (self->agents))
             if (streq (agent->node, name) || streq (agent->via, name))
@@ -2454,18 +2460,28 @@ s_watch_refresh (self_t *self)
     zlistx_destroy (&topics);
 }
 
-//  Sends the body in self->body, an update of job numbered j (or its snapshot), to
-//  member node as job.update.
+//  Sends the body in self->body, an update of job numbered j (or its snapshot, or a
+//  tick), to member node as job.update. The job.updates sent to a member are
+//  numbered (r), so that it sees one lost on the way.
 static void
-s_relay_to (self_t *self, const char *node, const s_job_t *job, bool snapshot)
+s_relay_to (self_t *self, const char *node, const s_job_t *job, s_publish_kind_t kind)
 {
+    uint64_t *sent = (uint64_t *) zhashx_lookup (self->relays_to, node);
+    if (!sent) {
+        sent = (uint64_t *) zmalloc (sizeof (uint64_t));
+        zhashx_insert (self->relays_to, node, sent);
+    }
     sn_pack_reset (self->remote);
-    sn_pack_map (self->remote, 5);
+    sn_pack_map (self->remote, 8);
     sn_pack_kv_str (self->remote, "op", "job.update");
     sn_pack_kv_str (self->remote, "id", job->id);
     sn_pack_kv_uint (self->remote, "j", job->seq);
+    sn_pack_kv_str (self->remote, "node", self->name);
+    sn_pack_kv_uint (self->remote, "r", ++*sent);
     sn_pack_str (self->remote, "snapshot");
-    sn_pack_bool (self->remote, snapshot);
+    sn_pack_bool (self->remote, kind == S_SNAPSHOT);
+    sn_pack_str (self->remote, "tick");
+    sn_pack_bool (self->remote, kind == S_TICK);
     sn_pack_str (self->remote, "body");
     //  A snapshot too large for one request is an error for the subscriber
     if (sn_pack_size (self->body) > SN_DISPATCH_RELAY_MAX) {
@@ -2483,10 +2499,10 @@ s_relay_to (self_t *self, const char *node, const s_job_t *job, bool snapshot)
 //  The body just published for job, to the members that follow it (node NULL), or
 //  to node alone.
 static void
-s_relay (self_t *self, s_job_t *job, bool snapshot, const char *node)
+s_relay (self_t *self, s_job_t *job, s_publish_kind_t kind, const char *node)
 {
     if (node) {
-        s_relay_to (self, node, job, snapshot);
+        s_relay_to (self, node, job, kind);
         return;
     }
     for (s_watch_t *watch = (s_watch_t *) zhashx_first (self->watches); watch;
@@ -2495,7 +2511,7 @@ s_relay (self_t *self, s_job_t *job, bool snapshot, const char *node)
         char every[SN_NAME_MAX + 2];
         snprintf (every, sizeof every, "%s/", watch->node);
         if (!watch->id[0] || (streq (watch->id, job->id) && !zhashx_lookup (self->watches, every)))
-            s_relay_to (self, watch->node, job, false);
+            s_relay_to (self, watch->node, job, kind);
     }
 }
 
@@ -2549,39 +2565,66 @@ s_op_job_watch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         sn_pack_kv_str (self->body, "resource", "/jobs");
         sn_pack_str (self->body, "data");
         s_pack_job (self->body, job, S_COLLECTION_TASKS);
-        s_relay (self, job, true, node);
+        s_relay (self, job, S_SNAPSHOT, node);
     }
     s_reply_start (self, rid, 200, 0);
     s_reply_set (self, request);
 }
 
-//  job.update {id, j, snapshot, body}: an update of a job owned by another member
-//  that subscribers here follow, published here as the owner numbered it.
+//  job.update {id, j, node, r, snapshot?, tick?, body}: an update of a job owned by
+//  member node that subscribers here follow (or its snapshot, or a tick), published
+//  here as the owner numbered it. r numbers what node sent here: one missing is an
+//  update lost on the way, and the count of updates published here (g) skips one so
+//  that the subscribers of every job see the gap.
 static void
 s_op_job_update (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
-    size_t len = 0;
+    size_t len = 0, node_len = 0;
     const char *id = sn_value_str (sn_value_get (root, "id"), &len);
-    char topic[S_ID_MAX];
-    if (!s_id_like (id, len)) {
-        s_reply_error (self, request, rid, 400, "id: not a job id");
+    const char *name = sn_value_str (sn_value_get (root, "node"), &node_len);
+    char topic[S_ID_MAX], node[SN_NAME_MAX + 1];
+    uint64_t r = 0;
+    if (!s_id_like (id, len) || !name || node_len == 0 || node_len > SN_NAME_MAX ||
+        !sn_value_uint (sn_value_get (root, "r"), &r)) {
+        s_reply_error (self, request, rid, 400, "id: a job id; node: a member's name; r: a count");
         return;
     }
     memcpy (topic, id, len);
     topic[len] = 0;
+    memcpy (node, name, node_len);
+    node[node_len] = 0;
+    if (!zhashx_lookup (self->members, node)) {
+        s_reply_error (self, request, rid, 404, "node: %s is not another member reachable from %s",
+                       node, self->name[0] ? self->name : "this node");
+        return;
+    }
+    uint64_t *taken = (uint64_t *) zhashx_lookup (self->relays_from, node);
+    if (!taken) {
+        taken = (uint64_t *) zmalloc (sizeof (uint64_t));
+        *taken = r - 1;
+        zhashx_insert (self->relays_from, node, taken);
+    }
+    if (r != *taken + 1) {
+        if (self->verbose)
+            zsys_info ("dispatch: updates from %s lost on the way: %" PRIu64 " after %" PRIu64,
+                       node, r, *taken);
+        self->seq++;
+    }
+    *taken = r;
     if (!zhashx_lookup (self->watched, topic) && !zhashx_lookup (self->watched, "")) {
         s_reply_error (self, request, rid, 404, "nobody here follows job %s", topic);
         return;
     }
     uint64_t j = 0;
-    bool snapshot = false;
+    bool snapshot = false, tick = false;
     sn_value_uint (sn_value_get (root, "j"), &j);
     sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
+    sn_value_bool (sn_value_get (root, "tick"), &tick);
     sn_pack_reset (self->body);
     sn_pack_value (self->body, sn_value_get (root, "body"));
-    if (!snapshot)
+    if (!snapshot && !tick)
         self->seq++;
-    s_publish_frames (self, topic, j, snapshot ? S_SNAPSHOT : S_UPDATE);
+    s_publish_frames (self, topic, j, snapshot ? S_SNAPSHOT : tick ? S_TICK : S_UPDATE);
     s_reply_start (self, rid, 200, 0);
     s_reply_set (self, request);
 }
@@ -3330,6 +3373,10 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->remote = sn_pack_new ();
     self->members = zhashx_new ();
     self->presence = zhashx_new ();
+    self->relays_to = zhashx_new ();
+    zhashx_set_destructor (self->relays_to, s_free);
+    self->relays_from = zhashx_new ();
+    zhashx_set_destructor (self->relays_from, s_free);
     self->repump_agents = zlistx_new ();
     zlistx_set_destructor (self->repump_agents, (zlistx_destructor_fn *) zstr_free);
     self->repump_jobs = zlistx_new ();
@@ -3368,6 +3415,8 @@ s_self_destroy (self_t **self_p)
         //  Jobs first: their tasks count on their agents' records
         zhashx_destroy (&self->jobs);
         zhashx_destroy (&self->agents);
+        zhashx_destroy (&self->relays_to);
+        zhashx_destroy (&self->relays_from);
         zlistx_destroy (&self->repump_agents);
         zlistx_destroy (&self->repump_jobs);
         free (self->order);
@@ -3605,6 +3654,39 @@ s_test_update (zsock_t *sub, bool *snapshot_p)
         zframe_destroy (&topic);
         zframe_destroy (&meta);
         zframe_destroy (&body);
+        zmsg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    assert (text);
+    return text;
+}
+
+//  The next message on sub that is not a snapshot: its body as JSON, g, j, and
+//  whether it is a tick. Caller frees.
+static char *
+s_test_relayed (zsock_t *sub, uint64_t *g_p, uint64_t *j_p, bool *tick_p)
+{
+    zpoller_t *poller = zpoller_new (sub, NULL);
+    char *text = NULL;
+    while (!text && zpoller_wait (poller, 10000) == sub) {
+        zmsg_t *msg = zmsg_recv (sub);
+        assert (zmsg_size (msg) == 3);
+        zmsg_first (msg);
+        zframe_t *meta = zmsg_next (msg);
+        sn_msg_t *decoded = sn_msg_decode (zframe_data (meta), zframe_size (meta), 0, NULL);
+        const sn_value_t *root = sn_msg_root (decoded);
+        bool snapshot = false;
+        sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
+        sn_value_bool (sn_value_get (root, "tick"), tick_p);
+        sn_value_uint (sn_value_get (root, "g"), g_p);
+        sn_value_uint (sn_value_get (root, "j"), j_p);
+        sn_msg_destroy (&decoded);
+        if (!snapshot) {
+            zframe_t *body = zmsg_last (msg);
+            decoded = sn_msg_decode (zframe_data (body), zframe_size (body), 0, NULL);
+            text = sn_json_text (sn_msg_root (decoded));
+            sn_msg_destroy (&decoded);
+        }
         zmsg_destroy (&msg);
     }
     zpoller_destroy (&poller);
@@ -4046,19 +4128,49 @@ sn_dispatch_test (bool verbose)
     assert (snapshot && strstr (update, "\"error\""));
     free (update);
     request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":27,\"id\":\"%s\",\"j\":7,"
+                            "\"node\":\"t2\",\"r\":1,"
                             "\"body\":{\"resource\":\"/jobs/update\",\"data\":{}}}",
                             topic);
     reply = s_test_call (producer, request, false);
     assert (strstr (reply, "\"code\":200"));
     free (reply);
     free (request);
-    do {
-        update = s_test_update (first, &snapshot);
-        if (snapshot)
-            free (update);
-    } while (snapshot);
-    assert (strstr (update, "/jobs/update"));
+    uint64_t g = 0, g_before = 0, j = 0;
+    bool tick = false;
+    update = s_test_relayed (first, &g_before, &j, &tick);
+    assert (strstr (update, "/jobs/update") && j == 7 && !tick);
     free (update);
+    //  The job.updates from t2 are numbered: one lost on the way (r 2) makes the
+    //  count of updates here skip one, which subscribers of every job see; a tick
+    //  relayed repeats the job's number, so a lost last update is seen too
+    request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":28,\"id\":\"%s\",\"j\":9,"
+                            "\"node\":\"t2\",\"r\":3,"
+                            "\"body\":{\"resource\":\"/jobs/update\",\"data\":{}}}",
+                            topic);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+    update = s_test_relayed (first, &g, &j, &tick);
+    assert (g == g_before + 2 && j == 9 && !tick);
+    free (update);
+    request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":29,\"id\":\"%s\",\"j\":9,"
+                            "\"node\":\"t2\",\"r\":4,\"tick\":true,\"body\":{}}",
+                            topic);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+    update = s_test_relayed (first, &g, &j, &tick);
+    assert (tick && j == 9 && g == g_before + 2);
+    free (update);
+    request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":30,\"id\":\"%s\",\"j\":9,"
+                            "\"node\":\"t9\",\"r\":1,\"body\":{}}",
+                            topic);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":404") && strstr (reply, "t9"));
+    free (reply);
+    free (request);
     zsock_destroy (&first);
     zsock_destroy (&second);
     zsock_destroy (&pub);

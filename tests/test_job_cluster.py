@@ -631,7 +631,11 @@ def test_agent_ops_between_members_bad_input():
                ("job.update", dict(id="abc", j=-1, body={})),
                ("job.update", dict(id="not-hex", j=1, body={})),
                ("job.update", dict(id="abc", j=1, body=[])),
-               ("job.update", dict(id="abc", j=1, body={}, snapshot=1))]
+               ("job.update", dict(id="abc", j=1, body={}, snapshot=1)),
+               ("job.update", dict(id="abc", j=1, node="n2", body={})),     # no r
+               ("job.update", dict(id="abc", j=1, node="n2", r=0, body={})),
+               ("job.update", dict(id="abc", j=1, node="", r=1, body={})),
+               ("job.update", dict(id="abc", j=1, node="n2", r=1, tick="no", body={}))]
         # refused by their schema (400) or, well formed, as ops between nodes (403)
         for op, fields in bad:
             reply = c.call(op, **fields)
@@ -639,7 +643,8 @@ def test_agent_ops_between_members_bad_input():
         # Well formed: between nodes only
         reply = c.call("job.watch", node="n2", id="0123456789abcdef012")
         assert reply["code"] == 403, reply
-        reply = c.call("job.update", id="0123456789abcdef012", j=1, body={"resource": "/jobs"})
+        reply = c.call("job.update", id="0123456789abcdef012", j=1, node="n2", r=1,
+                       body={"resource": "/jobs"})
         assert reply["code"] == 403, reply
 
         # Forwarded agent ops for tasks nobody has

@@ -138,6 +138,7 @@ typedef enum {
     S_LOG_FORWARD,
     S_LOG_PUSH,     //  work or a cancel for an agent connected to another member
     S_LOG_PRESENCE, //  agent.at to another member
+    S_LOG_RELAY,    //  job.update to another member
     S_LOG_LIST,     //  job.list to another member, for one of the whole cluster
     S_LOG_WATCH     //  job.watch to another member, for a subscriber here
 } s_log_kind_t;
@@ -171,6 +172,7 @@ typedef struct {
                                 //  once its partition is dropped
     uint64_t caller_rid;        //  S_LOG_FORWARD: the rid the caller's answer carries
     uint32_t task;              //  S_LOG_PUSH of work: the task's index in job
+    uint64_t attempt;           //  S_LOG_PUSH of work: the agent's sent_at for it
     char node[SN_NAME_MAX + 1]; //  S_LOG_PUSH, S_LOG_LIST: the member it went to
     s_gather_t *gather;         //  S_LOG_LIST: the list it is a page of
     char topic[S_ID_MAX];       //  S_LOG_WATCH: the job followed, or "" for every job
@@ -946,7 +948,10 @@ s_push_to (self_t *self, s_agent_t *agent, const char *via, s_task_t *task)
     sn_pack_kv_str (self->remote, "id", agent->id);
     sn_pack_str (self->remote, "message");
     sn_pack_raw (self->remote, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    if (!s_tell (self, via, S_LOG_PUSH, task) && task) {
+    s_pending_t *pending = s_tell (self, via, S_LOG_PUSH, task);
+    if (pending)
+        pending->attempt = agent->sent_at;
+    else if (task) {
         zsys_warning ("dispatch: cannot push to agent %s at %s: the mesh is not taking requests",
                       agent->id, via);
         if (streq (agent->node, via))
@@ -1750,7 +1755,8 @@ s_gather_done (self_t *self, s_gather_t *gather)
             const sn_value_t *job = sn_value_at (jobs, index);
             size_t len = 0;
             const char *id = sn_value_str (sn_value_get (job, "id"), &len);
-            if (id && sn_value_is (job, SN_TYPE_MAP)) {
+            //  Only what the caller could send back as before
+            if (s_id_like (id, len) && sn_value_is (job, SN_TYPE_MAP)) {
                 listed[count].id = id;
                 listed[count].len = len;
                 listed[count++].remote = job;
@@ -2015,6 +2021,11 @@ s_agent_task (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
     if (s_terminal (task->status)) {
         s_reply_error (self, request, rid, 409, "task %.*s is already %s", (int) len, id,
                        s_status_names[task->status]);
+        return NULL;
+    }
+    //  One sent before and waiting again may have arrived: its answer counts
+    if (task->status == S_CREATED) {
+        s_reply_error (self, request, rid, 409, "task %.*s was not sent yet", (int) len, id);
         return NULL;
     }
     return task;
@@ -2493,7 +2504,7 @@ s_relay_to (self_t *self, const char *node, const s_job_t *job, s_publish_kind_t
     }
     else
         sn_pack_raw (self->remote, sn_pack_data (self->body), sn_pack_size (self->body));
-    s_tell (self, node, S_LOG_PRESENCE, NULL);
+    s_tell (self, node, S_LOG_RELAY, NULL);
 }
 
 //  The body just published for job, to the members that follow it (node NULL), or
@@ -3163,15 +3174,20 @@ s_told_not (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t
     if (self->verbose) {
         char *error = sn_value_get_strdup (root, "error");
         zsys_info ("dispatch: %s refused %s: %" PRIu64 " %s", pending->node,
-                   pending->kind == S_LOG_PUSH ? "a push" : "agent.at", code, error ? error : "");
+                   pending->kind == S_LOG_PUSH    ? "a push"
+                   : pending->kind == S_LOG_RELAY ? "job.update"
+                                                  : "agent.at",
+                   code, error ? error : "");
         free (error);
     }
     if (pending->kind != S_LOG_PUSH || !pending->job)
         return;
     s_task_t *task = &pending->job->tasks[pending->task - 1];
     s_agent_t *agent = task->agent;
-    //  The agent is taken for gone from there: its task waits for it to come back
-    if (task->in_flight && agent->current == task && streq (agent->via, pending->node))
+    //  The agent is taken for gone from there: its task waits for it to come back.
+    //  An answer to an earlier push of the task does not release a later one.
+    if (task->in_flight && agent->current == task && streq (agent->via, pending->node) &&
+        agent->sent_at == pending->attempt)
         s_agent_away (self, agent, pending->node);
 }
 
@@ -3202,7 +3218,8 @@ s_handle_log (self_t *self, zsock_t *socket)
             if (sn_value_is (root, SN_TYPE_MAP))
                 s_forward_answer (self, pending, root);
         }
-        else if (pending->kind == S_LOG_PUSH || pending->kind == S_LOG_PRESENCE) {
+        else if (pending->kind == S_LOG_PUSH || pending->kind == S_LOG_PRESENCE ||
+                 pending->kind == S_LOG_RELAY) {
             if (code != 200)
                 s_told_not (self, pending, root, code);
         }
@@ -4067,6 +4084,30 @@ sn_dispatch_test (bool verbose)
                          false);
     assert (strstr (reply, "\"code\":400") && strstr (reply, "gens"));
     free (reply);
+
+    //  A result for a task never sent (its agent never connected) is refused; the
+    //  agent that sent it gets the task then
+    reply = s_test_call (producer,
+                         "{\"op\":\"job.create\",\"rid\":31,\"destinations\":"
+                         "\"cg-000c291ce805\",\"message\":{\"method\":\"get\","
+                         "\"resource\":\"/unsent\"}}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    char unsent[S_ID_MAX];
+    s_test_field (reply, "id", unsent, sizeof unsent);
+    free (reply);
+    zsock_t *early = zsock_new_dealer (endpoint);
+    request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":32,\"id\":\"cg-000c291ce805\","
+                            "\"task\":\"%s-1\",\"code\":200}",
+                            unsent);
+    reply = s_test_call (early, request, false);
+    assert (strstr (reply, "\"code\":409") && strstr (reply, "not sent yet"));
+    free (reply);
+    free (request);
+    work = s_test_call (early, NULL, true);
+    assert (strstr (work, "\"resource\":\"/unsent\""));
+    free (work);
+    zsock_destroy (&early);
 
     //  Agent records nobody needs are freed: hellos with many distinct ids, silent
     //  after; and a result forwarded for an agent no job names makes no record

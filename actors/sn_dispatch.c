@@ -1141,14 +1141,16 @@ s_agent_lost (self_t *self, s_agent_t *agent)
 //  The agent has a new connection: here (node ""), or at member node as that member
 //  says. A task in flight that went to another connection, which may be gone, waits
 //  to go out again (s_agent_greet sends it). A member that names an older connection
-//  than the one known at another member is not listened to. Returns whether the
-//  connection is new.
+//  than the one known (there, or at another member while that one's word lasts) is
+//  not listened to. Returns whether the connection is new.
 static bool
 s_agent_connected (self_t *self, s_agent_t *agent, const char *node, uint64_t gen)
 {
     if (*node) {
-        if (agent->node[0] && !streq (agent->node, node) && agent->node_gen > gen &&
-            agent->node_expires > zclock_mono ())
+        //  Older than the connection known: a list sent before a newer one, or a
+        //  connection the agent left for another member
+        if (agent->node[0] && agent->node_gen > gen &&
+            (streq (agent->node, node) || agent->node_expires > zclock_mono ()))
             return false;
         bool known = streq (agent->node, node) && agent->node_gen == gen;
         snprintf (agent->node, sizeof agent->node, "%s", node);

@@ -130,7 +130,8 @@ typedef struct {
     int64_t until;            //  wall ms: the task's timeout
 } s_cancel_t;
 
-//  Why the log was written, and what to do when it answers.
+//  What was sent on the log socket (writes to the log, scans, and requests for other
+//  members through the mesh), and what to do when it answers.
 typedef enum {
     S_LOG_EVENT,
     S_LOG_CREATE,
@@ -648,8 +649,6 @@ s_publish_ticks (self_t *self)
     }
 }
 
-//  A new subscription: its snapshot, on its own topic. Other subscribers of the
-//  same topic see a snapshot they do not need and skip it.
 static bool s_watch_start (self_t *self, const char *topic, bool snapshot);
 
 //  What a subscriber of every job gets first, once subscribed: in self->body.
@@ -663,6 +662,9 @@ s_pack_every_marker (self_t *self)
     sn_pack_map (self->body, 0);
 }
 
+//  A new subscription: its snapshot, on its own topic (from the owner when the job
+//  is owned elsewhere). Other subscribers of the same topic see a snapshot they do
+//  not need and skip it.
 static void
 s_handle_subscription (self_t *self)
 {
@@ -720,6 +722,30 @@ s_handle_subscription (self_t *self)
 //  --------------------------------------------------------------------------
 //  The log
 
+//  A new entry for the answer to the request just sent with rid self->log_rid.
+static s_pending_t *
+s_pending_add (self_t *self, s_log_kind_t kind)
+{
+    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
+    pending->rid = self->log_rid;
+    pending->kind = kind;
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
+    zhashx_insert (self->pending, key, pending);
+    return pending;
+}
+
+//  A copy of the envelope of request: the frames before its payload.
+static zmsg_t *
+s_envelope_copy (sn_routed_t *request)
+{
+    zmsg_t *envelope = zmsg_new ();
+    for (size_t index = 0; index + 1 < request->count; index++)
+        zmsg_addmem (envelope, zmq_msg_data (&request->frames[index]),
+                     zmq_msg_size (&request->frames[index]));
+    return envelope;
+}
+
 //  Sends the event in self->event as type, partition key job id. reply, when not
 //  NULL, goes to its envelope once the event is durable (taken). Returns 0, or -1
 //  when the log cannot take it (and reply is destroyed).
@@ -743,17 +769,12 @@ s_log (self_t *self, const char *type, s_job_t *job, s_log_kind_t kind, zmsg_t *
             zmsg_destroy (reply_p);
         return -1;
     }
-    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
-    pending->rid = self->log_rid;
-    pending->kind = kind;
+    s_pending_t *pending = s_pending_add (self, kind);
     pending->job = job;
     if (reply_p) {
         pending->reply = *reply_p;
         *reply_p = NULL;
     }
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
-    zhashx_insert (self->pending, key, pending);
     return 0;
 }
 
@@ -771,10 +792,7 @@ s_event_start (self_t *self, const s_job_t *job, uint32_t entries)
 static zmsg_t *
 s_deferred_reply (self_t *self, sn_routed_t *request)
 {
-    zmsg_t *reply = zmsg_new ();
-    for (size_t index = 0; index + 1 < request->count; index++)
-        zmsg_addmem (reply, zmq_msg_data (&request->frames[index]),
-                     zmq_msg_size (&request->frames[index]));
+    zmsg_t *reply = s_envelope_copy (request);
     zmsg_addmem (reply, sn_pack_data (self->pack), sn_pack_size (self->pack));
     return reply;
 }
@@ -910,17 +928,12 @@ s_tell_to (self_t *self, const char *node, uint32_t p, s_log_kind_t kind, s_task
         zframe_destroy (&frame);
         return NULL;
     }
-    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
-    pending->rid = self->log_rid;
-    pending->kind = kind;
+    s_pending_t *pending = s_pending_add (self, kind);
     if (task) {
         pending->job = task->job;
         pending->task = task->index;
     }
     snprintf (pending->node, sizeof pending->node, "%s", node ? node : "");
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
-    zhashx_insert (self->pending, key, pending);
     return pending;
 }
 
@@ -1105,13 +1118,7 @@ s_job_start (self_t *self, s_job_t *job)
         if (!s_terminal (task->status) && !task->waiting && !task->in_flight)
             task->waiting = zlistx_add_end (task->agent->waiting, task);
     }
-    for (uint32_t index = 0; index < job->count; index++) {
-        s_task_t *task = &job->tasks[index];
-        if (job->concurrency && job->in_flight >= job->concurrency)
-            break;
-        if (task->waiting)
-            s_agent_pump (self, task->agent);
-    }
+    s_job_pump (self, job);
 }
 
 //  The agent's task in flight, when it went to via ("" for here), waits for it at
@@ -1306,17 +1313,9 @@ s_forward (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t 
         s_reply_error (self, request, rid, 503, "the mesh is not taking requests");
         return;
     }
-    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
-    pending->rid = self->log_rid;
-    pending->kind = S_LOG_FORWARD;
+    s_pending_t *pending = s_pending_add (self, S_LOG_FORWARD);
     pending->caller_rid = rid;
-    pending->reply = zmsg_new ();
-    for (size_t index = 0; index + 1 < request->count; index++)
-        zmsg_addmem (pending->reply, zmq_msg_data (&request->frames[index]),
-                     zmq_msg_size (&request->frames[index]));
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
-    zhashx_insert (self->pending, key, pending);
+    pending->reply = s_envelope_copy (request);
     sn_routed_close (request);
 }
 
@@ -1805,6 +1804,47 @@ s_gather_done (self_t *self, s_gather_t *gather)
     zlistx_delete (self->gathers, gather->handle);
 }
 
+//  A job.list of the whole cluster: every other member is asked for its page, and
+//  the pages are merged when they all answered or failed to (s_gather_done).
+static void
+s_gather_start (self_t *self, sn_routed_t *request, uint64_t rid, int status, uint64_t limit,
+                const char *before)
+{
+    s_gather_t *gather = (s_gather_t *) zmalloc (sizeof (s_gather_t));
+    gather->envelope = s_envelope_copy (request);
+    gather->rid = rid;
+    gather->status = status;
+    gather->limit = (size_t) limit;
+    snprintf (gather->before, sizeof gather->before, "%s", before);
+    gather->pages = zlistx_new ();
+    zlistx_set_destructor (gather->pages, s_msg_free);
+    gather->missing = zlistx_new ();
+    zlistx_set_destructor (gather->missing, (zlistx_destructor_fn *) zstr_free);
+    zlistx_set_duplicator (gather->missing, (zlistx_duplicator_fn *) strdup);
+    gather->handle = zlistx_add_end (self->gathers, gather);
+    for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
+        const char *node = (const char *) zhashx_cursor (self->members);
+        sn_pack_reset (self->remote);
+        sn_pack_map (self->remote, 2 + (status >= 0) + (*before != 0));
+        sn_pack_kv_str (self->remote, "op", "job.list");
+        sn_pack_kv_uint (self->remote, "limit", limit);
+        if (status >= 0)
+            sn_pack_kv_str (self->remote, "status", s_status_names[status]);
+        if (*before)
+            sn_pack_kv_str (self->remote, "before", before);
+        s_pending_t *pending = s_tell (self, node, S_LOG_LIST, NULL);
+        if (pending) {
+            pending->gather = gather;
+            gather->waiting++;
+        }
+        else
+            zlistx_add_end (gather->missing, (void *) node);
+    }
+    sn_routed_close (request);
+    if (gather->waiting == 0)
+        s_gather_done (self, gather);
+}
+
 //  A page of jobs, newest first: status?, limit?, before? (the next of the page
 //  before). Asked straight, and with other members, it asks them all for their page
 //  and merges (job.list with fwd answers for this node alone).
@@ -1838,42 +1878,7 @@ s_op_job_list (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     uint64_t hops = 0;
     sn_value_uint (sn_value_get (root, "fwd"), &hops);
     if (hops == 0 && zhashx_size (self->members) > 0) {
-        s_gather_t *gather = (s_gather_t *) zmalloc (sizeof (s_gather_t));
-        gather->envelope = zmsg_new ();
-        for (size_t index = 0; index + 1 < request->count; index++)
-            zmsg_addmem (gather->envelope, zmq_msg_data (&request->frames[index]),
-                         zmq_msg_size (&request->frames[index]));
-        gather->rid = rid;
-        gather->status = status;
-        gather->limit = (size_t) limit;
-        snprintf (gather->before, sizeof gather->before, "%s", before);
-        gather->pages = zlistx_new ();
-        zlistx_set_destructor (gather->pages, s_msg_free);
-        gather->missing = zlistx_new ();
-        zlistx_set_destructor (gather->missing, (zlistx_destructor_fn *) zstr_free);
-        zlistx_set_duplicator (gather->missing, (zlistx_duplicator_fn *) strdup);
-        gather->handle = zlistx_add_end (self->gathers, gather);
-        for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
-            const char *node = (const char *) zhashx_cursor (self->members);
-            sn_pack_reset (self->remote);
-            sn_pack_map (self->remote, 2 + (status >= 0) + (*before != 0));
-            sn_pack_kv_str (self->remote, "op", "job.list");
-            sn_pack_kv_uint (self->remote, "limit", limit);
-            if (status >= 0)
-                sn_pack_kv_str (self->remote, "status", s_status_names[status]);
-            if (*before)
-                sn_pack_kv_str (self->remote, "before", before);
-            s_pending_t *pending = s_tell (self, node, S_LOG_LIST, NULL);
-            if (pending) {
-                pending->gather = gather;
-                gather->waiting++;
-            }
-            else
-                zlistx_add_end (gather->missing, (void *) node);
-        }
-        sn_routed_close (request);
-        if (gather->waiting == 0)
-            s_gather_done (self, gather);
+        s_gather_start (self, request, rid, status, limit, before);
         return;
     }
     s_job_t **page = (s_job_t **) malloc ((limit ? limit : 1) * sizeof (s_job_t *));
@@ -1948,6 +1953,23 @@ s_same_envelope (s_agent_t *agent, sn_routed_t *request)
     return true;
 }
 
+//  The request's id as a canonical destination id into canonical. Returns 0, or -1
+//  with a 400 reply set.
+static int
+s_request_destination (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                       char *canonical)
+{
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    if (sn_dispatch_destination (id, len, canonical) == 0)
+        return 0;
+    s_reply_error (self, request, rid, 400,
+                   "id: '%.*s' is not a MAC address (like 00:0c:29:1c:e8:01) or a gateway "
+                   "id (like cg-000c291ce801)",
+                   id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+    return -1;
+}
+
 //  Every agent op: the agent named by the request, (re)connected through the
 //  request's envelope when that is new. A new connection gets the task it had in
 //  flight again. Returns NULL with the reply set when the id is not a destination.
@@ -1955,16 +1977,9 @@ static s_agent_t *
 s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
                bool *connected_p)
 {
-    size_t len = 0;
-    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
     char canonical[S_DESTINATION_MAX + 1];
-    if (sn_dispatch_destination (id, len, canonical)) {
-        s_reply_error (self, request, rid, 400,
-                       "id: '%.*s' is not a MAC address (like 00:0c:29:1c:e8:01) or a gateway "
-                       "id (like cg-000c291ce801)",
-                       id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+    if (s_request_destination (self, request, root, rid, canonical))
         return NULL;
-    }
     s_agent_t *agent = s_agent_require (self, canonical);
     uint64_t heartbeat = S_HEARTBEAT_MS;
     sn_value_uint (sn_value_get (root, "heartbeat"), &heartbeat);
@@ -1976,10 +1991,7 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
         //  connection
         zmsg_destroy (&agent->envelope);
         s_agent_connected (self, agent, "", 0);
-        agent->envelope = zmsg_new ();
-        for (size_t index = 0; index + 1 < request->count; index++)
-            zmsg_addmem (agent->envelope, zmq_msg_data (&request->frames[index]),
-                         zmq_msg_size (&request->frames[index]));
+        agent->envelope = s_envelope_copy (request);
         *connected_p = true;
         zhashx_update (self->presence, agent->id, S_HERE);
         if (self->verbose)
@@ -2049,13 +2061,10 @@ s_agent_reporting (self_t *self, sn_routed_t *request, const sn_value_t *root, u
     if (hops == 0)
         agent = s_agent_touch (self, request, root, rid, connected_p);
     else {
-        size_t len = 0;
-        const char *id = sn_value_str (sn_value_get (root, "id"), &len);
         char canonical[S_DESTINATION_MAX + 1];
-        if (sn_dispatch_destination (id, len, canonical))
-            s_reply_error (self, request, rid, 400, "id: '%.*s' is not a destination id",
-                           id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
-        else if (!(agent = (s_agent_t *) zhashx_lookup (self->agents, canonical))) {
+        if (s_request_destination (self, request, root, rid, canonical))
+            return NULL;
+        if (!(agent = (s_agent_t *) zhashx_lookup (self->agents, canonical))) {
             //  No task names it here: a record is made only for a job's destination
             size_t task_len = 0;
             const char *task = sn_value_str (sn_value_get (root, "task"), &task_len);
@@ -2236,14 +2245,9 @@ s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
 static void
 s_op_agent_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
-    size_t len = 0;
-    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
     char canonical[S_DESTINATION_MAX + 1];
-    if (sn_dispatch_destination (id, len, canonical)) {
-        s_reply_error (self, request, rid, 400, "id: '%.*s' is not a destination id",
-                       id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+    if (s_request_destination (self, request, root, rid, canonical))
         return;
-    }
     s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, canonical);
     if (!agent || !agent->envelope) {
         s_reply_error (self, request, rid, 404, "agent %s is not connected to %s", canonical,
@@ -2947,12 +2951,7 @@ s_replay_ask (self_t *self, const char *from)
                     self->replay_p);
         return;
     }
-    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
-    pending->rid = self->log_rid;
-    pending->kind = S_LOG_SCAN;
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
-    zhashx_insert (self->pending, key, pending);
+    s_pending_add (self, S_LOG_SCAN);
 }
 
 //  Starts replaying the next partition in the queue, or ends the replay.
@@ -3193,6 +3192,35 @@ s_told_not (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t
         s_agent_away (self, agent, pending->node);
 }
 
+//  The log refused an event: the reply promised, if any, says so under its own rid,
+//  and a job whose creation was refused is forgotten.
+static void
+s_log_refused (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
+{
+    char *error = sn_value_get_strdup (root, "error");
+    zsys_error ("dispatch: the log refused an event of job %s: %s",
+                pending->job ? pending->job->id : "(moved)", error ? error : "no reason given");
+    if (pending->reply) {
+        zframe_t *payload = zmsg_last (pending->reply);
+        zmsg_remove (pending->reply, payload);
+        sn_msg_t *promised =
+            sn_msg_decode_trusted (zframe_data (payload), zframe_size (payload), NULL);
+        uint64_t reply_rid = 0;
+        sn_value_uint (sn_value_get (promised ? sn_msg_root (promised) : NULL, "rid"), &reply_rid);
+        sn_msg_destroy (&promised);
+        zframe_destroy (&payload);
+        sn_pack_t *answer = sn_pack_new ();
+        sn_pack_error (answer, reply_rid, code >= 400 && code < 600 ? (int) code : 500,
+                       "not stored: %s", error ? error : "the log refused it");
+        zmsg_addmem (pending->reply, sn_pack_data (answer), sn_pack_size (answer));
+        sn_pack_destroy (&answer);
+        s_send_reply (self, &pending->reply);
+    }
+    if (pending->kind == S_LOG_CREATE && pending->job)
+        zhashx_delete (self->jobs, pending->job->id);
+    free (error);
+}
+
 static void
 s_handle_log (self_t *self, zsock_t *socket)
 {
@@ -3252,33 +3280,8 @@ s_handle_log (self_t *self, zsock_t *socket)
             if (pending->reply)
                 s_send_reply (self, &pending->reply);
         }
-        else {
-            char *error = sn_value_get_strdup (root, "error");
-            zsys_error ("dispatch: the log refused an event of job %s: %s",
-                        pending->job ? pending->job->id : "(moved)",
-                        error ? error : "no reason given");
-            if (pending->reply) {
-                //  The answer keeps the rid of the reply it replaces
-                zframe_t *payload = zmsg_last (pending->reply);
-                zmsg_remove (pending->reply, payload);
-                sn_msg_t *promised =
-                    sn_msg_decode_trusted (zframe_data (payload), zframe_size (payload), NULL);
-                uint64_t reply_rid = 0;
-                sn_value_uint (sn_value_get (promised ? sn_msg_root (promised) : NULL, "rid"),
-                               &reply_rid);
-                sn_msg_destroy (&promised);
-                zframe_destroy (&payload);
-                sn_pack_t *answer = sn_pack_new ();
-                sn_pack_error (answer, reply_rid, code >= 400 && code < 600 ? (int) code : 500,
-                               "not stored: %s", error ? error : "the log refused it");
-                zmsg_addmem (pending->reply, sn_pack_data (answer), sn_pack_size (answer));
-                sn_pack_destroy (&answer);
-                s_send_reply (self, &pending->reply);
-            }
-            if (pending->kind == S_LOG_CREATE && pending->job)
-                zhashx_delete (self->jobs, pending->job->id);
-            free (error);
-        }
+        else
+            s_log_refused (self, pending, root, code);
         zhashx_delete (self->pending, key);
         sn_msg_destroy (&msg);
     }

@@ -41,6 +41,11 @@
 //  Most agent ids in one agent.at message (schemas/op.agent.at.json).
 #define S_PRESENCE_BATCH 500
 
+//  How many times a snapshot the owner could not send yet (503: it is taking the
+//  job over, or ownership is moving) is asked for, one refresh apart, before the
+//  subscriber gets the error.
+#define S_WATCH_TRIES 5
+
 //  Most cancels kept for one agent until it connects anew somewhere.
 #define S_CANCELS_MAX 100
 
@@ -178,6 +183,7 @@ typedef struct {
     s_gather_t *gather;         //  S_LOG_LIST: the list it is a page of
     char topic[S_ID_MAX];       //  S_LOG_WATCH: the job followed, or "" for every job
     bool snapshot;              //  S_LOG_WATCH: a subscriber waits for its snapshot
+    uint64_t batch;             //  S_LOG_WATCH of every job: the subscription it is for
 } s_pending_t;
 
 typedef struct {
@@ -222,7 +228,9 @@ typedef struct {
     zlistx_t *gathers;           //  s_gather_t * of job.lists waiting for members
     zhashx_t *watches;           //  "node/id" -> s_watch_t *: members following jobs here
     zhashx_t *watched;           //  topics subscribed here that other members publish
-    size_t every_waiting;        //  job.watch of every job not answered yet
+    zhashx_t *every_waiting;     //  batch -> uint64_t *: job.watch of every job unanswered
+    uint64_t every_batch;        //  last batch of job.watch of every job asked
+    zhashx_t *snapshots_due;     //  topic -> uint32_t *: snapshots asked again, and how often
     uint64_t last_gen;           //  generation given to the last connection here
     zhashx_t *relays_to;         //  member -> uint64_t *: job.updates sent it (r)
     zhashx_t *relays_from;       //  member -> uint64_t *: last r taken from it
@@ -666,6 +674,36 @@ s_pack_every_marker (self_t *self)
 //  is owned elsewhere). Other subscribers of the same topic see a snapshot they do
 //  not need and skip it.
 static void
+s_snapshot (self_t *self, const char *topic)
+{
+    sn_pack_reset (self->body);
+    s_job_t *job = NULL;
+    if (*topic == 0) {
+        //  The marker comes once every other member publishes here too
+        if (s_watch_start (self, topic, true))
+            return;
+        s_pack_every_marker (self);
+    }
+    else if ((job = (s_job_t *) zhashx_lookup (self->jobs, topic)) && job->visible) {
+        sn_pack_map (self->body, 2);
+        sn_pack_kv_str (self->body, "resource", "/jobs");
+        sn_pack_str (self->body, "data");
+        s_pack_job (self->body, job, S_COLLECTION_TASKS);
+    }
+    else if (s_watch_start (self, topic, true))
+        return; //  Its owner sends the snapshot
+    else {
+        job = NULL;
+        sn_pack_map (self->body, 1);
+        sn_pack_str (self->body, "error");
+        char error[300];
+        snprintf (error, sizeof error, "no job %s", topic);
+        sn_pack_str (self->body, error);
+    }
+    s_publish_frames (self, topic, job ? job->seq : 0, S_SNAPSHOT);
+}
+
+static void
 s_handle_subscription (self_t *self)
 {
     zframe_t *frame = zframe_recv (self->xpub);
@@ -679,42 +717,14 @@ s_handle_subscription (self_t *self)
         memcpy (topic, data + 1, size - 1);
         topic[size - 1] = 0;
         zhashx_delete (self->watched, topic);
+        zhashx_delete (self->snapshots_due, topic);
     }
     //  A topic longer than any job id is answered too, with "no job"
     if (size >= 1 && data[0] == 1 && size - 1 < 256) {
         char topic[256];
         memcpy (topic, data + 1, size - 1);
         topic[size - 1] = 0;
-        sn_pack_reset (self->body);
-        s_job_t *job = NULL;
-        if (*topic == 0) {
-            //  The marker comes once every other member publishes here too
-            if (s_watch_start (self, topic, true)) {
-                zframe_destroy (&frame);
-                return;
-            }
-            s_pack_every_marker (self);
-        }
-        else if ((job = (s_job_t *) zhashx_lookup (self->jobs, topic)) && job->visible) {
-            sn_pack_map (self->body, 2);
-            sn_pack_kv_str (self->body, "resource", "/jobs");
-            sn_pack_str (self->body, "data");
-            s_pack_job (self->body, job, S_COLLECTION_TASKS);
-        }
-        else if (s_watch_start (self, topic, true)) {
-            //  Its owner sends the snapshot
-            zframe_destroy (&frame);
-            return;
-        }
-        else {
-            job = NULL;
-            sn_pack_map (self->body, 1);
-            sn_pack_str (self->body, "error");
-            char error[300];
-            snprintf (error, sizeof error, "no job %s", topic);
-            sn_pack_str (self->body, error);
-        }
-        s_publish_frames (self, topic, job ? job->seq : 0, S_SNAPSHOT);
+        s_snapshot (self, topic);
     }
     zframe_destroy (&frame);
 }
@@ -2429,7 +2439,7 @@ s_members_update (self_t *self, const sn_value_t *members)
 //  be, published by other members: ask them (job.watch) to send its updates here.
 //  Returns true when the owner of the job was asked, and will send a snapshot when
 //  snapshot; for "", when some member was asked, and the marker is to be published
-//  once every one answered.
+//  once every member asked for this subscription answered.
 static bool
 s_watch_start (self_t *self, const char *topic, bool snapshot)
 {
@@ -2449,17 +2459,25 @@ s_watch_start (self_t *self, const char *topic, bool snapshot)
         }
         return pending != NULL;
     }
-    bool asked = false;
+    uint64_t *waiting = (uint64_t *) zmalloc (sizeof (uint64_t));
+    self->every_batch++;
     for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
         s_pending_t *pending =
             s_tell (self, (const char *) zhashx_cursor (self->members), S_LOG_WATCH, NULL);
         if (pending && snapshot) {
             pending->snapshot = true;
-            self->every_waiting++;
-            asked = true;
+            pending->batch = self->every_batch;
+            (*waiting)++;
         }
     }
-    return asked;
+    if (*waiting == 0) {
+        free (waiting);
+        return false;
+    }
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, self->every_batch);
+    zhashx_insert (self->every_waiting, key, waiting);
+    return true;
 }
 
 //  Every topic followed, asked again: the owner forgets a member that stops asking,
@@ -2471,9 +2489,17 @@ s_watch_refresh (self_t *self)
     zlistx_set_destructor (topics, (zlistx_destructor_fn *) zstr_free);
     for (void *item = zhashx_first (self->watched); item; item = zhashx_next (self->watched))
         zlistx_add_end (topics, strdup ((const char *) zhashx_cursor (self->watched)));
-    //  One not asked this time (the mesh busy) is asked next time
-    for (char *topic = (char *) zlistx_first (topics); topic; topic = (char *) zlistx_next (topics))
-        s_watch_start (self, topic, false);
+    //  One not asked this time (the mesh busy) is asked next time; a snapshot due
+    //  for a job that is owned here now is answered here
+    for (char *topic = (char *) zlistx_first (topics); topic;
+         topic = (char *) zlistx_next (topics)) {
+        bool due = zhashx_lookup (self->snapshots_due, topic) != NULL;
+        if (!s_watch_start (self, topic, due) && due &&
+            self->owned[s_partition (self, topic, strlen (topic))]) {
+            zhashx_delete (self->snapshots_due, topic);
+            s_snapshot (self, topic);
+        }
+    }
     zlistx_destroy (&topics);
 }
 
@@ -3167,6 +3193,40 @@ s_watch_failed (self_t *self, s_pending_t *pending, const sn_value_t *root, uint
     free (error);
 }
 
+//  A member answered job.watch. A refresh refused while the job changes owner is
+//  asked again later; so is a snapshot the owner could not send yet (503), a few
+//  times, before its subscriber gets the error.
+static void
+s_watch_answer (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
+{
+    if (!pending->topic[0] && pending->snapshot) {
+        char key[24];
+        snprintf (key, sizeof key, "%" PRIu64, pending->batch);
+        uint64_t *waiting = (uint64_t *) zhashx_lookup (self->every_waiting, key);
+        if (waiting && --*waiting == 0) {
+            zhashx_delete (self->every_waiting, key);
+            s_pack_every_marker (self);
+            s_publish_frames (self, "", 0, S_SNAPSHOT);
+        }
+        return;
+    }
+    if (!pending->topic[0] || !pending->snapshot)
+        return;
+    uint32_t *tries = (uint32_t *) zhashx_lookup (self->snapshots_due, pending->topic);
+    if (code == 503 && zhashx_lookup (self->watched, pending->topic) &&
+        (!tries || *tries < S_WATCH_TRIES)) {
+        if (!tries) {
+            tries = (uint32_t *) zmalloc (sizeof (uint32_t));
+            zhashx_insert (self->snapshots_due, pending->topic, tries);
+        }
+        (*tries)++;
+        return;
+    }
+    zhashx_delete (self->snapshots_due, pending->topic);
+    if (code != 200)
+        s_watch_failed (self, pending, root, code);
+}
+
 //  A member did not take an agent.push or agent.at: an agent it was pushed work for
 //  is not connected there (any more), or the member is not reachable.
 static void
@@ -3253,15 +3313,8 @@ s_handle_log (self_t *self, zsock_t *socket)
             if (code != 200)
                 s_told_not (self, pending, root, code);
         }
-        else if (pending->kind == S_LOG_WATCH) {
-            //  A refresh refused while the job changes owner is asked again later
-            if (!pending->topic[0] && pending->snapshot && --self->every_waiting == 0) {
-                s_pack_every_marker (self);
-                s_publish_frames (self, "", 0, S_SNAPSHOT);
-            }
-            else if (code != 200 && pending->topic[0] && pending->snapshot)
-                s_watch_failed (self, pending, root, code);
-        }
+        else if (pending->kind == S_LOG_WATCH)
+            s_watch_answer (self, pending, root, code);
         else if (pending->kind == S_LOG_LIST) {
             s_gather_t *gather = pending->gather;
             if (code == 200 && sn_value_is (sn_value_get (root, "jobs"), SN_TYPE_ARRAY)) {
@@ -3395,6 +3448,10 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->remote = sn_pack_new ();
     self->members = zhashx_new ();
     self->presence = zhashx_new ();
+    self->every_waiting = zhashx_new ();
+    zhashx_set_destructor (self->every_waiting, s_free);
+    self->snapshots_due = zhashx_new ();
+    zhashx_set_destructor (self->snapshots_due, s_free);
     self->relays_to = zhashx_new ();
     zhashx_set_destructor (self->relays_to, s_free);
     self->relays_from = zhashx_new ();
@@ -3437,6 +3494,8 @@ s_self_destroy (self_t **self_p)
         //  Jobs first: their tasks count on their agents' records
         zhashx_destroy (&self->jobs);
         zhashx_destroy (&self->agents);
+        zhashx_destroy (&self->every_waiting);
+        zhashx_destroy (&self->snapshots_due);
         zhashx_destroy (&self->relays_to);
         zhashx_destroy (&self->relays_from);
         zlistx_destroy (&self->repump_agents);

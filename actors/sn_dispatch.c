@@ -41,6 +41,14 @@
 //  Most agent ids in one agent.at message (schemas/op.agent.at.json).
 #define S_PRESENCE_BATCH 500
 
+//  How many times a snapshot the owner could not send yet (503: it is taking the
+//  job over, or ownership is moving) is asked for, one refresh apart, before the
+//  subscriber gets the error.
+#define S_WATCH_TRIES 5
+
+//  Most cancels kept for one agent until it connects anew somewhere.
+#define S_CANCELS_MAX 100
+
 #define S_LIST_LIMIT      100 //  job.list's default page
 #define S_ID_MAX          32  //  job ids are 19 characters
 #define S_DESTINATION_MAX 64  //  longest destination id
@@ -105,15 +113,30 @@ struct _s_job_t {
 struct _s_agent_t {
     char id[S_DESTINATION_MAX + 1]; //  canonical destination id
     zmsg_t *envelope;               //  route to the agent connected here, or NULL
+    uint64_t gen;                   //  generation of the connection here
+    bool stale;                     //  a connection elsewhere is newer than the work sent here
     int64_t expires;                //  mono ms after which a silent agent is gone
     char node[SN_NAME_MAX + 1];     //  the member it is connected to, or ""
+    uint64_t node_gen;              //  generation of its connection there
     int64_t node_expires;           //  mono ms after which that member's word is old
     s_task_t *current;              //  the task in flight, or NULL
     char via[SN_NAME_MAX + 1];      //  the member current went to, "" for here
+    uint64_t via_gen;               //  generation of the connection current went to
+    uint64_t sent_at;               //  wall us when current went out
     zlistx_t *waiting;              //  s_task_t * waiting for this destination, in order
+    uint32_t tasks;                 //  tasks of jobs in memory naming this destination
+    zlistx_t *cancels;              //  s_cancel_t * sent, not known to have arrived
 };
 
-//  Why the log was written, and what to do when it answers.
+//  A cancel an agent may not have received: sent again wherever it connects anew,
+//  until the task's own time is over (the agent stops by itself then).
+typedef struct {
+    char task[S_ID_MAX + 16]; //  the task id
+    int64_t until;            //  wall ms: the task's timeout
+} s_cancel_t;
+
+//  What was sent on the log socket (writes to the log, scans, and requests for other
+//  members through the mesh), and what to do when it answers.
 typedef enum {
     S_LOG_EVENT,
     S_LOG_CREATE,
@@ -121,6 +144,7 @@ typedef enum {
     S_LOG_FORWARD,
     S_LOG_PUSH,     //  work or a cancel for an agent connected to another member
     S_LOG_PRESENCE, //  agent.at to another member
+    S_LOG_RELAY,    //  job.update to another member
     S_LOG_LIST,     //  job.list to another member, for one of the whole cluster
     S_LOG_WATCH     //  job.watch to another member, for a subscriber here
 } s_log_kind_t;
@@ -154,10 +178,12 @@ typedef struct {
                                 //  once its partition is dropped
     uint64_t caller_rid;        //  S_LOG_FORWARD: the rid the caller's answer carries
     uint32_t task;              //  S_LOG_PUSH of work: the task's index in job
+    uint64_t attempt;           //  S_LOG_PUSH of work: the agent's sent_at for it
     char node[SN_NAME_MAX + 1]; //  S_LOG_PUSH, S_LOG_LIST: the member it went to
     s_gather_t *gather;         //  S_LOG_LIST: the list it is a page of
     char topic[S_ID_MAX];       //  S_LOG_WATCH: the job followed, or "" for every job
     bool snapshot;              //  S_LOG_WATCH: a subscriber waits for its snapshot
+    uint64_t batch;             //  S_LOG_WATCH of every job: the subscription it is for
 } s_pending_t;
 
 typedef struct {
@@ -202,7 +228,14 @@ typedef struct {
     zlistx_t *gathers;           //  s_gather_t * of job.lists waiting for members
     zhashx_t *watches;           //  "node/id" -> s_watch_t *: members following jobs here
     zhashx_t *watched;           //  topics subscribed here that other members publish
-    size_t every_waiting;        //  job.watch of every job not answered yet
+    zhashx_t *every_waiting;     //  batch -> uint64_t *: job.watch of every job unanswered
+    uint64_t every_batch;        //  last batch of job.watch of every job asked
+    zhashx_t *snapshots_due;     //  topic -> uint32_t *: snapshots asked again, and how often
+    uint64_t last_gen;           //  generation given to the last connection here
+    zhashx_t *relays_to;         //  member -> uint64_t *: job.updates sent it (r)
+    zhashx_t *relays_from;       //  member -> uint64_t *: last r taken from it
+    zlistx_t *repump_agents;     //  ids of agents to give work after this turn
+    zlistx_t *repump_jobs;       //  ids of jobs whose free slots to fill after this turn
 } self_t;
 
 //  What the members are to be told about an agent connected here.
@@ -273,6 +306,8 @@ s_job_free (void **item_p)
             free (task->tunnel);
             free (task->data);
             free (task->result);
+            if (task->agent)
+                task->agent->tasks--;
         }
         free (job->tasks);
         free (job);
@@ -287,9 +322,17 @@ s_agent_free (void **item_p)
     if (agent) {
         zmsg_destroy (&agent->envelope);
         zlistx_destroy (&agent->waiting);
+        zlistx_destroy (&agent->cancels);
         free (agent);
         *item_p = NULL;
     }
+}
+
+static void
+s_free (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
 }
 
 static void
@@ -331,6 +374,8 @@ s_agent_require (self_t *self, const char *id)
         agent = (s_agent_t *) zmalloc (sizeof (s_agent_t));
         snprintf (agent->id, sizeof agent->id, "%s", id);
         agent->waiting = zlistx_new ();
+        agent->cancels = zlistx_new ();
+        zlistx_set_destructor (agent->cancels, s_free);
         zhashx_insert (self->agents, agent->id, agent);
     }
     return agent;
@@ -559,7 +604,7 @@ s_publish_frames (self_t *self, const char *topic, uint64_t job_seq, s_publish_k
         zmsg_destroy (&msg);
 }
 
-static void s_relay (self_t *self, s_job_t *job, bool snapshot, const char *node);
+static void s_relay (self_t *self, s_job_t *job, s_publish_kind_t kind, const char *node);
 
 static void
 s_publish_task (self_t *self, s_task_t *task)
@@ -572,7 +617,7 @@ s_publish_task (self_t *self, s_task_t *task)
     self->seq++;
     s_publish_frames (self, task->job->id, ++task->job->seq, S_UPDATE);
     s_tick_soon (self, task->job);
-    s_relay (self, task->job, false, NULL);
+    s_relay (self, task->job, S_UPDATE, NULL);
 }
 
 static void
@@ -586,12 +631,13 @@ s_publish_job (self_t *self, s_job_t *job)
     self->seq++;
     s_publish_frames (self, job->id, ++job->seq, S_UPDATE);
     s_tick_soon (self, job);
-    s_relay (self, job, false, NULL);
+    s_relay (self, job, S_UPDATE, NULL);
 }
 
 //  Every sweep: the sequence numbers as they stand, on "" for the subscribers of
-//  every job and on each job that changed lately. A subscriber whose last updates
-//  were dropped learns it from the next tick, not only from the next change.
+//  every job and on each job that changed lately, here and to the members that
+//  follow it. A subscriber whose last updates were dropped, or lost on the way from
+//  another member, learns it from the next tick, not only from the next change.
 static void
 s_publish_ticks (self_t *self)
 {
@@ -602,6 +648,7 @@ s_publish_ticks (self_t *self)
     while (job) {
         s_job_t *following = (s_job_t *) zlistx_next (self->ticking);
         s_publish_frames (self, job->id, job->seq, S_TICK);
+        s_relay (self, job, S_TICK, NULL);
         if (--job->ticks == 0) {
             zlistx_delete (self->ticking, job->ticking);
             job->ticking = NULL;
@@ -610,8 +657,6 @@ s_publish_ticks (self_t *self)
     }
 }
 
-//  A new subscription: its snapshot, on its own topic. Other subscribers of the
-//  same topic see a snapshot they do not need and skip it.
 static bool s_watch_start (self_t *self, const char *topic, bool snapshot);
 
 //  What a subscriber of every job gets first, once subscribed: in self->body.
@@ -623,6 +668,39 @@ s_pack_every_marker (self_t *self)
     sn_pack_kv_str (self->body, "resource", "/jobs/ws");
     sn_pack_str (self->body, "data");
     sn_pack_map (self->body, 0);
+}
+
+//  A new subscription: its snapshot, on its own topic (from the owner when the job
+//  is owned elsewhere). Other subscribers of the same topic see a snapshot they do
+//  not need and skip it.
+static void
+s_snapshot (self_t *self, const char *topic)
+{
+    sn_pack_reset (self->body);
+    s_job_t *job = NULL;
+    if (*topic == 0) {
+        //  The marker comes once every other member publishes here too
+        if (s_watch_start (self, topic, true))
+            return;
+        s_pack_every_marker (self);
+    }
+    else if ((job = (s_job_t *) zhashx_lookup (self->jobs, topic)) && job->visible) {
+        sn_pack_map (self->body, 2);
+        sn_pack_kv_str (self->body, "resource", "/jobs");
+        sn_pack_str (self->body, "data");
+        s_pack_job (self->body, job, S_COLLECTION_TASKS);
+    }
+    else if (s_watch_start (self, topic, true))
+        return; //  Its owner sends the snapshot
+    else {
+        job = NULL;
+        sn_pack_map (self->body, 1);
+        sn_pack_str (self->body, "error");
+        char error[300];
+        snprintf (error, sizeof error, "no job %s", topic);
+        sn_pack_str (self->body, error);
+    }
+    s_publish_frames (self, topic, job ? job->seq : 0, S_SNAPSHOT);
 }
 
 static void
@@ -639,48 +717,44 @@ s_handle_subscription (self_t *self)
         memcpy (topic, data + 1, size - 1);
         topic[size - 1] = 0;
         zhashx_delete (self->watched, topic);
+        zhashx_delete (self->snapshots_due, topic);
     }
     //  A topic longer than any job id is answered too, with "no job"
     if (size >= 1 && data[0] == 1 && size - 1 < 256) {
         char topic[256];
         memcpy (topic, data + 1, size - 1);
         topic[size - 1] = 0;
-        sn_pack_reset (self->body);
-        s_job_t *job = NULL;
-        if (*topic == 0) {
-            //  The marker comes once every other member publishes here too
-            if (s_watch_start (self, topic, true)) {
-                zframe_destroy (&frame);
-                return;
-            }
-            s_pack_every_marker (self);
-        }
-        else if ((job = (s_job_t *) zhashx_lookup (self->jobs, topic)) && job->visible) {
-            sn_pack_map (self->body, 2);
-            sn_pack_kv_str (self->body, "resource", "/jobs");
-            sn_pack_str (self->body, "data");
-            s_pack_job (self->body, job, S_COLLECTION_TASKS);
-        }
-        else if (s_watch_start (self, topic, true)) {
-            //  Its owner sends the snapshot
-            zframe_destroy (&frame);
-            return;
-        }
-        else {
-            job = NULL;
-            sn_pack_map (self->body, 1);
-            sn_pack_str (self->body, "error");
-            char error[300];
-            snprintf (error, sizeof error, "no job %s", topic);
-            sn_pack_str (self->body, error);
-        }
-        s_publish_frames (self, topic, job ? job->seq : 0, S_SNAPSHOT);
+        s_snapshot (self, topic);
     }
     zframe_destroy (&frame);
 }
 
 //  --------------------------------------------------------------------------
 //  The log
+
+//  A new entry for the answer to the request just sent with rid self->log_rid.
+static s_pending_t *
+s_pending_add (self_t *self, s_log_kind_t kind)
+{
+    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
+    pending->rid = self->log_rid;
+    pending->kind = kind;
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
+    zhashx_insert (self->pending, key, pending);
+    return pending;
+}
+
+//  A copy of the envelope of request: the frames before its payload.
+static zmsg_t *
+s_envelope_copy (sn_routed_t *request)
+{
+    zmsg_t *envelope = zmsg_new ();
+    for (size_t index = 0; index + 1 < request->count; index++)
+        zmsg_addmem (envelope, zmq_msg_data (&request->frames[index]),
+                     zmq_msg_size (&request->frames[index]));
+    return envelope;
+}
 
 //  Sends the event in self->event as type, partition key job id. reply, when not
 //  NULL, goes to its envelope once the event is durable (taken). Returns 0, or -1
@@ -705,17 +779,12 @@ s_log (self_t *self, const char *type, s_job_t *job, s_log_kind_t kind, zmsg_t *
             zmsg_destroy (reply_p);
         return -1;
     }
-    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
-    pending->rid = self->log_rid;
-    pending->kind = kind;
+    s_pending_t *pending = s_pending_add (self, kind);
     pending->job = job;
     if (reply_p) {
         pending->reply = *reply_p;
         *reply_p = NULL;
     }
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
-    zhashx_insert (self->pending, key, pending);
     return 0;
 }
 
@@ -733,10 +802,7 @@ s_event_start (self_t *self, const s_job_t *job, uint32_t entries)
 static zmsg_t *
 s_deferred_reply (self_t *self, sn_routed_t *request)
 {
-    zmsg_t *reply = zmsg_new ();
-    for (size_t index = 0; index + 1 < request->count; index++)
-        zmsg_addmem (reply, zmq_msg_data (&request->frames[index]),
-                     zmq_msg_size (&request->frames[index]));
+    zmsg_t *reply = s_envelope_copy (request);
     zmsg_addmem (reply, sn_pack_data (self->pack), sn_pack_size (self->pack));
     return reply;
 }
@@ -813,11 +879,30 @@ s_task_finish (self_t *self, s_task_t *task, s_status_t status, const byte *resu
 
 static void s_agent_pump (self_t *self, s_agent_t *agent);
 
+//  Whether the agent's connection here is the one work goes to: the owner prefers
+//  it, unless the agent connected to another member after work went out here.
+static bool
+s_agent_here (const s_agent_t *agent)
+{
+    return agent->envelope && !agent->stale;
+}
+
 //  Whether work can be sent to the agent: connected here, or to another member.
 static bool
 s_agent_reachable (const s_agent_t *agent)
 {
-    return agent->envelope || agent->node[0];
+    return s_agent_here (agent) || agent->node[0];
+}
+
+//  A generation for a new connection here: wall microseconds, so that connections
+//  to different members compare by when they were made (as far as the members'
+//  clocks agree), and a member that restarted gives newer ones.
+static uint64_t
+s_new_gen (self_t *self)
+{
+    uint64_t now = (uint64_t) zclock_usecs ();
+    self->last_gen = now > self->last_gen ? now : self->last_gen + 1;
+    return self->last_gen;
 }
 
 static void
@@ -853,17 +938,12 @@ s_tell_to (self_t *self, const char *node, uint32_t p, s_log_kind_t kind, s_task
         zframe_destroy (&frame);
         return NULL;
     }
-    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
-    pending->rid = self->log_rid;
-    pending->kind = kind;
+    s_pending_t *pending = s_pending_add (self, kind);
     if (task) {
         pending->job = task->job;
         pending->task = task->index;
     }
     snprintf (pending->node, sizeof pending->node, "%s", node ? node : "");
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
-    zhashx_insert (self->pending, key, pending);
     return pending;
 }
 
@@ -873,15 +953,14 @@ s_tell (self_t *self, const char *node, s_log_kind_t kind, s_task_t *task)
     return s_tell_to (self, node, 0, kind, task);
 }
 
-static void s_agent_away (self_t *self, s_agent_t *agent, const char *node);
-
-//  The message in self->pack to the agent, where its task in flight went: here,
-//  or through the member it is connected to as agent.push {id, message}. task is
-//  the work pushed, NULL for a cancel.
+//  The message in self->pack to the agent through via: here (""), or through that
+//  member as agent.push {id, message}. task is the work pushed, NULL for a cancel.
+//  Work whose push fails at once waits again, and the agent is taken for away from
+//  there; who gets work next is decided after this turn, not from inside the push.
 static void
-s_push (self_t *self, s_agent_t *agent, s_task_t *task)
+s_push_to (self_t *self, s_agent_t *agent, const char *via, s_task_t *task)
 {
-    if (!agent->via[0]) {
+    if (!via[0]) {
         if (agent->envelope)
             s_push_here (self, agent->envelope);
         return;
@@ -892,24 +971,62 @@ s_push (self_t *self, s_agent_t *agent, s_task_t *task)
     sn_pack_kv_str (self->remote, "id", agent->id);
     sn_pack_str (self->remote, "message");
     sn_pack_raw (self->remote, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    if (!s_tell (self, agent->via, S_LOG_PUSH, task) && task) {
+    s_pending_t *pending = s_tell (self, via, S_LOG_PUSH, task);
+    if (pending)
+        pending->attempt = agent->sent_at;
+    else if (task) {
         zsys_warning ("dispatch: cannot push to agent %s at %s: the mesh is not taking requests",
-                      agent->id, agent->via);
-        s_agent_away (self, agent, agent->via);
+                      agent->id, via);
+        if (streq (agent->node, via))
+            agent->node[0] = 0;
+        s_task_t *current = agent->current;
+        if (current && streq (agent->via, via)) {
+            s_task_detach (current);
+            current->waiting = zlistx_add_start (agent->waiting, current);
+            if (current->job->concurrency)
+                zlistx_add_end (self->repump_jobs, strdup (current->job->id));
+        }
+        zlistx_add_end (self->repump_agents, strdup (agent->id));
     }
 }
 
+//  The cancels kept for the agent, through via.
+static void
+s_push_cancels (self_t *self, s_agent_t *agent, const char *via)
+{
+    for (s_cancel_t *cancel = (s_cancel_t *) zlistx_first (agent->cancels); cancel;
+         cancel = (s_cancel_t *) zlistx_next (agent->cancels)) {
+        sn_pack_reset (self->pack);
+        sn_pack_map (self->pack, 2);
+        sn_pack_kv_str (self->pack, "op", "agent.cancel");
+        sn_pack_kv_str (self->pack, "id", cancel->task);
+        s_push_to (self, agent, via, NULL);
+    }
+}
+
+//  A task that was sent to its agent ends: the agent is told to stop, now where it
+//  is connected, and again wherever it connects anew while the task's time lasts
+//  (the cancel may go to a connection that is gone).
 static void
 s_push_cancel (self_t *self, s_task_t *task)
 {
-    if (task->agent->current != task)
-        return;
+    s_agent_t *agent = task->agent;
+    s_cancel_t *cancel = (s_cancel_t *) zmalloc (sizeof (s_cancel_t));
+    snprintf (cancel->task, sizeof cancel->task, "%s-%u", task->job->id, task->index);
+    cancel->until = task->job->created_at + (int64_t) task->job->timeout;
+    if (zlistx_size (agent->cancels) >= S_CANCELS_MAX) {
+        zlistx_first (agent->cancels);
+        zlistx_delete (agent->cancels, zlistx_cursor (agent->cancels));
+    }
+    zlistx_add_end (agent->cancels, cancel);
     sn_pack_reset (self->pack);
     sn_pack_map (self->pack, 2);
     sn_pack_kv_str (self->pack, "op", "agent.cancel");
-    sn_pack_str (self->pack, "id");
-    s_pack_task_id (self->pack, task);
-    s_push (self, task->agent, NULL);
+    sn_pack_kv_str (self->pack, "id", cancel->task);
+    if (agent->current == task)
+        s_push_to (self, agent, agent->via, NULL);
+    else if (s_agent_reachable (agent))
+        s_push_to (self, agent, s_agent_here (agent) ? "" : agent->node, NULL);
 }
 
 //  Hands a task to its connected, idle agent.
@@ -925,7 +1042,10 @@ s_task_send (self_t *self, s_task_t *task)
     task->in_flight = true;
     agent->current = task;
     //  An agent connected here and to another member gets its work here
-    snprintf (agent->via, sizeof agent->via, "%s", agent->envelope ? "" : agent->node);
+    bool here = s_agent_here (agent);
+    snprintf (agent->via, sizeof agent->via, "%s", here ? "" : agent->node);
+    agent->via_gen = here ? agent->gen : agent->node_gen;
+    agent->sent_at = (uint64_t) zclock_usecs ();
     job->in_flight++;
     if (task->status == S_CREATED) {
         task->status = S_SENT;
@@ -955,7 +1075,7 @@ s_task_send (self_t *self, s_task_t *task)
         sn_pack_map (self->pack, 0);
     sn_pack_kv_uint (self->pack, "timeout", remaining > 0 ? (uint64_t) remaining : 0);
     //  Last: a push that fails at once puts the task back to waiting
-    s_push (self, agent, task);
+    s_push_to (self, agent, agent->via, task);
 }
 
 //  Gives a connected, idle agent the first task waiting for it whose job has room.
@@ -1008,13 +1128,7 @@ s_job_start (self_t *self, s_job_t *job)
         if (!s_terminal (task->status) && !task->waiting && !task->in_flight)
             task->waiting = zlistx_add_end (task->agent->waiting, task);
     }
-    for (uint32_t index = 0; index < job->count; index++) {
-        s_task_t *task = &job->tasks[index];
-        if (job->concurrency && job->in_flight >= job->concurrency)
-            break;
-        if (task->waiting)
-            s_agent_pump (self, task->agent);
-    }
+    s_job_pump (self, job);
 }
 
 //  The agent's task in flight, when it went to via ("" for here), waits for it at
@@ -1036,7 +1150,60 @@ static void
 s_agent_lost (self_t *self, s_agent_t *agent)
 {
     zmsg_destroy (&agent->envelope);
+    agent->stale = false;
     s_agent_release (self, agent, "");
+    s_agent_pump (self, agent);
+}
+
+//  The agent has a new connection: here (node ""), or at member node as that member
+//  says. A task in flight that went to another connection, which may be gone, waits
+//  to go out again (s_agent_greet sends it). A member that names an older connection
+//  than the one known (there, or at another member while that one's word lasts) is
+//  not listened to. Returns whether the connection is new.
+static bool
+s_agent_connected (self_t *self, s_agent_t *agent, const char *node, uint64_t gen)
+{
+    if (*node) {
+        //  Older than the connection known: a list sent before a newer one, or a
+        //  connection the agent left for another member
+        if (agent->node[0] && agent->node_gen > gen &&
+            (streq (agent->node, node) || agent->node_expires > zclock_mono ()))
+            return false;
+        bool known = streq (agent->node, node) && agent->node_gen == gen;
+        snprintf (agent->node, sizeof agent->node, "%s", node);
+        agent->node_gen = gen;
+        agent->node_expires = zclock_mono () + S_PRESENCE_TTL;
+        if (known)
+            return false;
+        //  Work sent here before it connected there: it left its connection here,
+        //  perhaps without closing it
+        if (agent->current && !agent->via[0] && agent->envelope && gen > agent->sent_at)
+            agent->stale = true;
+    }
+    else {
+        agent->gen = s_new_gen (self);
+        agent->stale = false;
+    }
+    s_task_t *task = agent->current;
+    bool release = false;
+    if (task && agent->via[0])
+        release = !streq (agent->via, node) || agent->via_gen != gen;
+    else if (task)
+        release = !*node || agent->stale;
+    if (release) {
+        s_task_detach (task);
+        task->waiting = zlistx_add_start (agent->waiting, task);
+        s_after_release (self, task->job, NULL);
+    }
+    return true;
+}
+
+//  After a new connection (via: "" here, else the member): the cancels kept for the
+//  agent, then its work.
+static void
+s_agent_greet (self_t *self, s_agent_t *agent, const char *via)
+{
+    s_push_cancels (self, agent, via);
     s_agent_pump (self, agent);
 }
 
@@ -1064,10 +1231,11 @@ s_job_end (self_t *self, s_job_t *job, s_status_t task_status, s_status_t job_st
         s_task_t *task = &job->tasks[index];
         if (s_terminal (task->status))
             continue;
-        if (live && task->in_flight) {
+        //  A task sent once and waiting again may have arrived all the same
+        if (live && (task->in_flight || task->status == S_SENT))
             s_push_cancel (self, task);
+        if (live && task->in_flight)
             zlistx_add_end (freed, task->agent);
-        }
         s_task_finish (self, task, task_status, NULL, 0, at);
         if (live)
             s_publish_task (self, task);
@@ -1155,17 +1323,9 @@ s_forward (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t 
         s_reply_error (self, request, rid, 503, "the mesh is not taking requests");
         return;
     }
-    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
-    pending->rid = self->log_rid;
-    pending->kind = S_LOG_FORWARD;
+    s_pending_t *pending = s_pending_add (self, S_LOG_FORWARD);
     pending->caller_rid = rid;
-    pending->reply = zmsg_new ();
-    for (size_t index = 0; index + 1 < request->count; index++)
-        zmsg_addmem (pending->reply, zmq_msg_data (&request->frames[index]),
-                     zmq_msg_size (&request->frames[index]));
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
-    zhashx_insert (self->pending, key, pending);
+    pending->reply = s_envelope_copy (request);
     sn_routed_close (request);
 }
 
@@ -1299,6 +1459,7 @@ s_add_tasks (self_t *self, s_job_t *job, const sn_value_t *message, const char *
             memcpy (task->data, sn_pack_data (copy), task->data_size);
         }
         task->agent = s_agent_require (self, canonical);
+        task->agent->tasks++;
     }
     sn_pack_destroy (&copy);
     return 0;
@@ -1605,7 +1766,8 @@ s_gather_done (self_t *self, s_gather_t *gather)
             const sn_value_t *job = sn_value_at (jobs, index);
             size_t len = 0;
             const char *id = sn_value_str (sn_value_get (job, "id"), &len);
-            if (id && sn_value_is (job, SN_TYPE_MAP)) {
+            //  Only what the caller could send back as before
+            if (s_id_like (id, len) && sn_value_is (job, SN_TYPE_MAP)) {
                 listed[count].id = id;
                 listed[count].len = len;
                 listed[count++].remote = job;
@@ -1652,6 +1814,47 @@ s_gather_done (self_t *self, s_gather_t *gather)
     zlistx_delete (self->gathers, gather->handle);
 }
 
+//  A job.list of the whole cluster: every other member is asked for its page, and
+//  the pages are merged when they all answered or failed to (s_gather_done).
+static void
+s_gather_start (self_t *self, sn_routed_t *request, uint64_t rid, int status, uint64_t limit,
+                const char *before)
+{
+    s_gather_t *gather = (s_gather_t *) zmalloc (sizeof (s_gather_t));
+    gather->envelope = s_envelope_copy (request);
+    gather->rid = rid;
+    gather->status = status;
+    gather->limit = (size_t) limit;
+    snprintf (gather->before, sizeof gather->before, "%s", before);
+    gather->pages = zlistx_new ();
+    zlistx_set_destructor (gather->pages, s_msg_free);
+    gather->missing = zlistx_new ();
+    zlistx_set_destructor (gather->missing, (zlistx_destructor_fn *) zstr_free);
+    zlistx_set_duplicator (gather->missing, (zlistx_duplicator_fn *) strdup);
+    gather->handle = zlistx_add_end (self->gathers, gather);
+    for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
+        const char *node = (const char *) zhashx_cursor (self->members);
+        sn_pack_reset (self->remote);
+        sn_pack_map (self->remote, 2 + (status >= 0) + (*before != 0));
+        sn_pack_kv_str (self->remote, "op", "job.list");
+        sn_pack_kv_uint (self->remote, "limit", limit);
+        if (status >= 0)
+            sn_pack_kv_str (self->remote, "status", s_status_names[status]);
+        if (*before)
+            sn_pack_kv_str (self->remote, "before", before);
+        s_pending_t *pending = s_tell (self, node, S_LOG_LIST, NULL);
+        if (pending) {
+            pending->gather = gather;
+            gather->waiting++;
+        }
+        else
+            zlistx_add_end (gather->missing, (void *) node);
+    }
+    sn_routed_close (request);
+    if (gather->waiting == 0)
+        s_gather_done (self, gather);
+}
+
 //  A page of jobs, newest first: status?, limit?, before? (the next of the page
 //  before). Asked straight, and with other members, it asks them all for their page
 //  and merges (job.list with fwd answers for this node alone).
@@ -1685,42 +1888,7 @@ s_op_job_list (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     uint64_t hops = 0;
     sn_value_uint (sn_value_get (root, "fwd"), &hops);
     if (hops == 0 && zhashx_size (self->members) > 0) {
-        s_gather_t *gather = (s_gather_t *) zmalloc (sizeof (s_gather_t));
-        gather->envelope = zmsg_new ();
-        for (size_t index = 0; index + 1 < request->count; index++)
-            zmsg_addmem (gather->envelope, zmq_msg_data (&request->frames[index]),
-                         zmq_msg_size (&request->frames[index]));
-        gather->rid = rid;
-        gather->status = status;
-        gather->limit = (size_t) limit;
-        snprintf (gather->before, sizeof gather->before, "%s", before);
-        gather->pages = zlistx_new ();
-        zlistx_set_destructor (gather->pages, s_msg_free);
-        gather->missing = zlistx_new ();
-        zlistx_set_destructor (gather->missing, (zlistx_destructor_fn *) zstr_free);
-        zlistx_set_duplicator (gather->missing, (zlistx_duplicator_fn *) strdup);
-        gather->handle = zlistx_add_end (self->gathers, gather);
-        for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
-            const char *node = (const char *) zhashx_cursor (self->members);
-            sn_pack_reset (self->remote);
-            sn_pack_map (self->remote, 2 + (status >= 0) + (*before != 0));
-            sn_pack_kv_str (self->remote, "op", "job.list");
-            sn_pack_kv_uint (self->remote, "limit", limit);
-            if (status >= 0)
-                sn_pack_kv_str (self->remote, "status", s_status_names[status]);
-            if (*before)
-                sn_pack_kv_str (self->remote, "before", before);
-            s_pending_t *pending = s_tell (self, node, S_LOG_LIST, NULL);
-            if (pending) {
-                pending->gather = gather;
-                gather->waiting++;
-            }
-            else
-                zlistx_add_end (gather->missing, (void *) node);
-        }
-        sn_routed_close (request);
-        if (gather->waiting == 0)
-            s_gather_done (self, gather);
+        s_gather_start (self, request, rid, status, limit, before);
         return;
     }
     s_job_t **page = (s_job_t **) malloc ((limit ? limit : 1) * sizeof (s_job_t *));
@@ -1795,6 +1963,23 @@ s_same_envelope (s_agent_t *agent, sn_routed_t *request)
     return true;
 }
 
+//  The request's id as a canonical destination id into canonical. Returns 0, or -1
+//  with a 400 reply set.
+static int
+s_request_destination (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                       char *canonical)
+{
+    size_t len = 0;
+    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
+    if (sn_dispatch_destination (id, len, canonical) == 0)
+        return 0;
+    s_reply_error (self, request, rid, 400,
+                   "id: '%.*s' is not a MAC address (like 00:0c:29:1c:e8:01) or a gateway "
+                   "id (like cg-000c291ce801)",
+                   id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+    return -1;
+}
+
 //  Every agent op: the agent named by the request, (re)connected through the
 //  request's envelope when that is new. A new connection gets the task it had in
 //  flight again. Returns NULL with the reply set when the id is not a destination.
@@ -1802,16 +1987,9 @@ static s_agent_t *
 s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
                bool *connected_p)
 {
-    size_t len = 0;
-    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
     char canonical[S_DESTINATION_MAX + 1];
-    if (sn_dispatch_destination (id, len, canonical)) {
-        s_reply_error (self, request, rid, 400,
-                       "id: '%.*s' is not a MAC address (like 00:0c:29:1c:e8:01) or a gateway "
-                       "id (like cg-000c291ce801)",
-                       id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+    if (s_request_destination (self, request, root, rid, canonical))
         return NULL;
-    }
     s_agent_t *agent = s_agent_require (self, canonical);
     uint64_t heartbeat = S_HEARTBEAT_MS;
     sn_value_uint (sn_value_get (root, "heartbeat"), &heartbeat);
@@ -1819,13 +1997,11 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     *connected_p = false;
     if (!s_same_envelope (agent, request) ||
         sn_value_streq (sn_value_get (root, "op"), "agent.hello")) {
-        //  The task it had in flight here comes again on the new connection
+        //  The task it had in flight, here or elsewhere, comes again on the new
+        //  connection
         zmsg_destroy (&agent->envelope);
-        s_agent_release (self, agent, "");
-        agent->envelope = zmsg_new ();
-        for (size_t index = 0; index + 1 < request->count; index++)
-            zmsg_addmem (agent->envelope, zmq_msg_data (&request->frames[index]),
-                         zmq_msg_size (&request->frames[index]));
+        s_agent_connected (self, agent, "", 0);
+        agent->envelope = s_envelope_copy (request);
         *connected_p = true;
         zhashx_update (self->presence, agent->id, S_HERE);
         if (self->verbose)
@@ -1849,7 +2025,7 @@ s_op_agent_hello (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     if (sn_routed_send (request, self->router))
         sn_routed_close (request);
     if (agent && connected)
-        s_agent_pump (self, agent);
+        s_agent_greet (self, agent, "");
 }
 
 //  The task an agent reports on: it must be for the agent's destination and not
@@ -1871,6 +2047,11 @@ s_agent_task (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
                        s_status_names[task->status]);
         return NULL;
     }
+    //  One sent before and waiting again may have arrived: its answer counts
+    if (task->status == S_CREATED) {
+        s_reply_error (self, request, rid, 409, "task %.*s was not sent yet", (int) len, id);
+        return NULL;
+    }
     return task;
 }
 
@@ -1890,21 +2071,25 @@ s_agent_reporting (self_t *self, sn_routed_t *request, const sn_value_t *root, u
     if (hops == 0)
         agent = s_agent_touch (self, request, root, rid, connected_p);
     else {
-        size_t len = 0;
-        const char *id = sn_value_str (sn_value_get (root, "id"), &len);
         char canonical[S_DESTINATION_MAX + 1];
-        if (sn_dispatch_destination (id, len, canonical))
-            s_reply_error (self, request, rid, 400, "id: '%.*s' is not a destination id",
-                           id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
-        else
-            agent = s_agent_require (self, canonical);
+        if (s_request_destination (self, request, root, rid, canonical))
+            return NULL;
+        if (!(agent = (s_agent_t *) zhashx_lookup (self->agents, canonical))) {
+            //  No task names it here: a record is made only for a job's destination
+            size_t task_len = 0;
+            const char *task = sn_value_str (sn_value_get (root, "task"), &task_len);
+            if (s_answer_here (self, request, root, rid, task, s_job_id_len (task, task_len)))
+                s_reply_error (self, request, rid, 404, "no task %.*s for %s",
+                               task ? (int) task_len : 0, task ? task : "", canonical);
+            return NULL;
+        }
     }
     size_t len = 0;
     const char *task = sn_value_str (sn_value_get (root, "task"), &len);
     if (agent && !s_answer_here (self, request, root, rid, task, s_job_id_len (task, len))) {
         //  Work of the jobs owned here may be waiting for it all the same
         if (*connected_p)
-            s_agent_pump (self, agent);
+            s_agent_greet (self, agent, "");
         agent = NULL;
     }
     return agent;
@@ -1940,7 +2125,7 @@ s_op_agent_progress (self_t *self, sn_routed_t *request, const sn_value_t *root,
     }
     s_reply_send (self, request);
     if (agent && connected)
-        s_agent_pump (self, agent);
+        s_agent_greet (self, agent, "");
 }
 
 static void
@@ -1952,7 +2137,7 @@ s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, u
     if (!task) {
         s_reply_send (self, request);
         if (agent && connected)
-            s_agent_pump (self, agent);
+            s_agent_greet (self, agent, "");
         return;
     }
     uint64_t code = 0;
@@ -2000,11 +2185,11 @@ s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, u
 //  --------------------------------------------------------------------------
 //  Agents connected to other members
 
-//  agent.at {node, here?, gone?, full?}: member node says which agents are
-//  connected to it now (here) and which no longer are (gone). What it says lasts
-//  S_PRESENCE_TTL unless it says it again. Not full, here names agents that
-//  connected anew: a task in flight there went to their old connection, and is
-//  sent again.
+//  agent.at {node, here?, gens?, gone?, full?}: member node says which agents are
+//  connected to it now (here, with the generation of each one's connection in gens)
+//  and which no longer are (gone). What it says lasts S_PRESENCE_TTL unless it says
+//  it again. A connection not known yet gets the agent's task in flight again, and
+//  its cancels, whether the member says so at once or in its next full list.
 static void
 s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -2036,19 +2221,22 @@ s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
             }
         }
     }
-    int64_t expires = zclock_mono () + S_PRESENCE_TTL;
-    bool full = false;
-    sn_value_bool (sn_value_get (root, "full"), &full);
     const sn_value_t *here = sn_value_get (root, "here");
+    const sn_value_t *gens = sn_value_get (root, "gens");
+    if (sn_value_size (gens) != sn_value_size (here)) {
+        s_reply_error (self, request, rid, 400, "gens: one generation for each id in here");
+        return;
+    }
     for (size_t index = 0; index < sn_value_size (here); index++) {
         const char *id = sn_value_str (sn_value_at (here, index), &len);
         sn_dispatch_destination (id, len, canonical);
+        uint64_t gen = 0;
+        sn_value_uint (sn_value_at (gens, index), &gen);
         s_agent_t *agent = s_agent_require (self, canonical);
-        snprintf (agent->node, sizeof agent->node, "%s", node);
-        agent->node_expires = expires;
-        if (!full)
-            s_agent_release (self, agent, node);
-        s_agent_pump (self, agent);
+        if (s_agent_connected (self, agent, node, gen))
+            s_agent_greet (self, agent, node);
+        else
+            s_agent_pump (self, agent);
     }
     const sn_value_t *gone = sn_value_get (root, "gone");
     for (size_t index = 0; index < sn_value_size (gone); index++) {
@@ -2067,14 +2255,9 @@ s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
 static void
 s_op_agent_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
-    size_t len = 0;
-    const char *id = sn_value_str (sn_value_get (root, "id"), &len);
     char canonical[S_DESTINATION_MAX + 1];
-    if (sn_dispatch_destination (id, len, canonical)) {
-        s_reply_error (self, request, rid, 400, "id: '%.*s' is not a destination id",
-                       id ? (int) (len > 64 ? 64 : len) : 0, id ? id : "");
+    if (s_request_destination (self, request, root, rid, canonical))
         return;
-    }
     s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, canonical);
     if (!agent || !agent->envelope) {
         s_reply_error (self, request, rid, 404, "agent %s is not connected to %s", canonical,
@@ -2091,7 +2274,7 @@ s_op_agent_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
 //  Tells member node which agents are connected here (here) and which left (gone),
 //  in messages of at most S_PRESENCE_BATCH ids.
 static void
-s_presence_send (self_t *self, const char *node, const char **here, size_t here_count,
+s_presence_send (self_t *self, const char *node, s_agent_t **here, size_t here_count,
                  const char **gone, size_t gone_count, bool full)
 {
     size_t here_at = 0, gone_at = 0;
@@ -2101,7 +2284,7 @@ s_presence_send (self_t *self, const char *node, const char **here, size_t here_
         size_t gone_n = gone_count - gone_at;
         gone_n = gone_n > S_PRESENCE_BATCH - here_n ? S_PRESENCE_BATCH - here_n : gone_n;
         sn_pack_reset (self->remote);
-        sn_pack_map (self->remote, 5);
+        sn_pack_map (self->remote, 6);
         sn_pack_kv_str (self->remote, "op", "agent.at");
         sn_pack_str (self->remote, "full");
         sn_pack_bool (self->remote, full);
@@ -2109,7 +2292,11 @@ s_presence_send (self_t *self, const char *node, const char **here, size_t here_
         sn_pack_str (self->remote, "here");
         sn_pack_array (self->remote, (uint32_t) here_n);
         for (size_t index = 0; index < here_n; index++)
-            sn_pack_str (self->remote, here[here_at + index]);
+            sn_pack_str (self->remote, here[here_at + index]->id);
+        sn_pack_str (self->remote, "gens");
+        sn_pack_array (self->remote, (uint32_t) here_n);
+        for (size_t index = 0; index < here_n; index++)
+            sn_pack_uint (self->remote, here[here_at + index]->gen);
         sn_pack_str (self->remote, "gone");
         sn_pack_array (self->remote, (uint32_t) gone_n);
         for (size_t index = 0; index < gone_n; index++)
@@ -2117,7 +2304,8 @@ s_presence_send (self_t *self, const char *node, const char **here, size_t here_
         here_at += here_n;
         gone_at += gone_n;
         if (!s_tell (self, node, S_LOG_PRESENCE, NULL)) {
-            //  The next full list, a few seconds away, says it again
+            //  The next full list, a few seconds away, says it again: a connection
+            //  the member does not know yet by its generation counts as new
             zsys_warning ("dispatch: cannot tell %s about agents: the mesh is not taking requests",
                           node);
             return;
@@ -2133,12 +2321,12 @@ s_presence_full (self_t *self, const char *node)
     if (zhashx_size (self->members) == 0)
         return;
     size_t count = 0;
-    const char **here =
-        (const char **) malloc ((zhashx_size (self->agents) + 1) * sizeof (const char *));
+    s_agent_t **here =
+        (s_agent_t **) malloc ((zhashx_size (self->agents) + 1) * sizeof (s_agent_t *));
     for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
          agent = (s_agent_t *) zhashx_next (self->agents))
         if (agent->envelope)
-            here[count++] = agent->id;
+            here[count++] = agent;
     if (node)
         s_presence_send (self, node, here, count, NULL, 0, true);
     else
@@ -2156,15 +2344,16 @@ s_presence_flush (self_t *self)
     if (changes == 0)
         return;
     if (zhashx_size (self->members) > 0) {
-        const char **here = (const char **) malloc (changes * sizeof (const char *));
+        s_agent_t **here = (s_agent_t **) malloc (changes * sizeof (s_agent_t *));
         const char **gone = (const char **) malloc (changes * sizeof (const char *));
         size_t here_count = 0, gone_count = 0;
         for (void *item = zhashx_first (self->presence); item;
              item = zhashx_next (self->presence)) {
             const char *id = (const char *) zhashx_cursor (self->presence);
-            if (item == S_HERE)
-                here[here_count++] = id;
-            else
+            s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, id);
+            if (item == S_HERE && agent && agent->envelope)
+                here[here_count++] = agent;
+            else if (item == S_GONE)
                 gone[gone_count++] = id;
         }
         for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members))
@@ -2225,6 +2414,8 @@ s_members_update (self_t *self, const sn_value_t *members)
     for (char *name = (char *) zlistx_first (left); name; name = (char *) zlistx_next (left)) {
         if (self->verbose)
             zsys_info ("dispatch: member %s left: its agents are away", name);
+        zhashx_delete (self->relays_to, name);
+        zhashx_delete (self->relays_from, name);
         for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
              agent = (s_agent_t *) zhashx_next (self->agents))
             if (streq (agent->node, name) || streq (agent->via, name))
@@ -2248,7 +2439,7 @@ s_members_update (self_t *self, const sn_value_t *members)
 //  be, published by other members: ask them (job.watch) to send its updates here.
 //  Returns true when the owner of the job was asked, and will send a snapshot when
 //  snapshot; for "", when some member was asked, and the marker is to be published
-//  once every one answered.
+//  once every member asked for this subscription answered.
 static bool
 s_watch_start (self_t *self, const char *topic, bool snapshot)
 {
@@ -2268,17 +2459,25 @@ s_watch_start (self_t *self, const char *topic, bool snapshot)
         }
         return pending != NULL;
     }
-    bool asked = false;
+    uint64_t *waiting = (uint64_t *) zmalloc (sizeof (uint64_t));
+    self->every_batch++;
     for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
         s_pending_t *pending =
             s_tell (self, (const char *) zhashx_cursor (self->members), S_LOG_WATCH, NULL);
         if (pending && snapshot) {
             pending->snapshot = true;
-            self->every_waiting++;
-            asked = true;
+            pending->batch = self->every_batch;
+            (*waiting)++;
         }
     }
-    return asked;
+    if (*waiting == 0) {
+        free (waiting);
+        return false;
+    }
+    char key[24];
+    snprintf (key, sizeof key, "%" PRIu64, self->every_batch);
+    zhashx_insert (self->every_waiting, key, waiting);
+    return true;
 }
 
 //  Every topic followed, asked again: the owner forgets a member that stops asking,
@@ -2290,24 +2489,42 @@ s_watch_refresh (self_t *self)
     zlistx_set_destructor (topics, (zlistx_destructor_fn *) zstr_free);
     for (void *item = zhashx_first (self->watched); item; item = zhashx_next (self->watched))
         zlistx_add_end (topics, strdup ((const char *) zhashx_cursor (self->watched)));
-    for (char *topic = (char *) zlistx_first (topics); topic; topic = (char *) zlistx_next (topics))
-        if (!s_watch_start (self, topic, false))
-            zhashx_delete (self->watched, topic);
+    //  One not asked this time (the mesh busy) is asked next time; a snapshot due
+    //  for a job that is owned here now is answered here
+    for (char *topic = (char *) zlistx_first (topics); topic;
+         topic = (char *) zlistx_next (topics)) {
+        bool due = zhashx_lookup (self->snapshots_due, topic) != NULL;
+        if (!s_watch_start (self, topic, due) && due &&
+            self->owned[s_partition (self, topic, strlen (topic))]) {
+            zhashx_delete (self->snapshots_due, topic);
+            s_snapshot (self, topic);
+        }
+    }
     zlistx_destroy (&topics);
 }
 
-//  Sends the body in self->body, an update of job numbered j (or its snapshot), to
-//  member node as job.update.
+//  Sends the body in self->body, an update of job numbered j (or its snapshot, or a
+//  tick), to member node as job.update. The job.updates sent to a member are
+//  numbered (r), so that it sees one lost on the way.
 static void
-s_relay_to (self_t *self, const char *node, const s_job_t *job, bool snapshot)
+s_relay_to (self_t *self, const char *node, const s_job_t *job, s_publish_kind_t kind)
 {
+    uint64_t *sent = (uint64_t *) zhashx_lookup (self->relays_to, node);
+    if (!sent) {
+        sent = (uint64_t *) zmalloc (sizeof (uint64_t));
+        zhashx_insert (self->relays_to, node, sent);
+    }
     sn_pack_reset (self->remote);
-    sn_pack_map (self->remote, 5);
+    sn_pack_map (self->remote, 8);
     sn_pack_kv_str (self->remote, "op", "job.update");
     sn_pack_kv_str (self->remote, "id", job->id);
     sn_pack_kv_uint (self->remote, "j", job->seq);
+    sn_pack_kv_str (self->remote, "node", self->name);
+    sn_pack_kv_uint (self->remote, "r", ++*sent);
     sn_pack_str (self->remote, "snapshot");
-    sn_pack_bool (self->remote, snapshot);
+    sn_pack_bool (self->remote, kind == S_SNAPSHOT);
+    sn_pack_str (self->remote, "tick");
+    sn_pack_bool (self->remote, kind == S_TICK);
     sn_pack_str (self->remote, "body");
     //  A snapshot too large for one request is an error for the subscriber
     if (sn_pack_size (self->body) > SN_DISPATCH_RELAY_MAX) {
@@ -2319,16 +2536,16 @@ s_relay_to (self_t *self, const char *node, const s_job_t *job, bool snapshot)
     }
     else
         sn_pack_raw (self->remote, sn_pack_data (self->body), sn_pack_size (self->body));
-    s_tell (self, node, S_LOG_PRESENCE, NULL);
+    s_tell (self, node, S_LOG_RELAY, NULL);
 }
 
 //  The body just published for job, to the members that follow it (node NULL), or
 //  to node alone.
 static void
-s_relay (self_t *self, s_job_t *job, bool snapshot, const char *node)
+s_relay (self_t *self, s_job_t *job, s_publish_kind_t kind, const char *node)
 {
     if (node) {
-        s_relay_to (self, node, job, snapshot);
+        s_relay_to (self, node, job, kind);
         return;
     }
     for (s_watch_t *watch = (s_watch_t *) zhashx_first (self->watches); watch;
@@ -2337,7 +2554,7 @@ s_relay (self_t *self, s_job_t *job, bool snapshot, const char *node)
         char every[SN_NAME_MAX + 2];
         snprintf (every, sizeof every, "%s/", watch->node);
         if (!watch->id[0] || (streq (watch->id, job->id) && !zhashx_lookup (self->watches, every)))
-            s_relay_to (self, watch->node, job, false);
+            s_relay_to (self, watch->node, job, kind);
     }
 }
 
@@ -2391,39 +2608,66 @@ s_op_job_watch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         sn_pack_kv_str (self->body, "resource", "/jobs");
         sn_pack_str (self->body, "data");
         s_pack_job (self->body, job, S_COLLECTION_TASKS);
-        s_relay (self, job, true, node);
+        s_relay (self, job, S_SNAPSHOT, node);
     }
     s_reply_start (self, rid, 200, 0);
     s_reply_set (self, request);
 }
 
-//  job.update {id, j, snapshot, body}: an update of a job owned by another member
-//  that subscribers here follow, published here as the owner numbered it.
+//  job.update {id, j, node, r, snapshot?, tick?, body}: an update of a job owned by
+//  member node that subscribers here follow (or its snapshot, or a tick), published
+//  here as the owner numbered it. r numbers what node sent here: one missing is an
+//  update lost on the way, and the count of updates published here (g) skips one so
+//  that the subscribers of every job see the gap.
 static void
 s_op_job_update (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
-    size_t len = 0;
+    size_t len = 0, node_len = 0;
     const char *id = sn_value_str (sn_value_get (root, "id"), &len);
-    char topic[S_ID_MAX];
-    if (!s_id_like (id, len)) {
-        s_reply_error (self, request, rid, 400, "id: not a job id");
+    const char *name = sn_value_str (sn_value_get (root, "node"), &node_len);
+    char topic[S_ID_MAX], node[SN_NAME_MAX + 1];
+    uint64_t r = 0;
+    if (!s_id_like (id, len) || !name || node_len == 0 || node_len > SN_NAME_MAX ||
+        !sn_value_uint (sn_value_get (root, "r"), &r)) {
+        s_reply_error (self, request, rid, 400, "id: a job id; node: a member's name; r: a count");
         return;
     }
     memcpy (topic, id, len);
     topic[len] = 0;
+    memcpy (node, name, node_len);
+    node[node_len] = 0;
+    if (!zhashx_lookup (self->members, node)) {
+        s_reply_error (self, request, rid, 404, "node: %s is not another member reachable from %s",
+                       node, self->name[0] ? self->name : "this node");
+        return;
+    }
+    uint64_t *taken = (uint64_t *) zhashx_lookup (self->relays_from, node);
+    if (!taken) {
+        taken = (uint64_t *) zmalloc (sizeof (uint64_t));
+        *taken = r - 1;
+        zhashx_insert (self->relays_from, node, taken);
+    }
+    if (r != *taken + 1) {
+        if (self->verbose)
+            zsys_info ("dispatch: updates from %s lost on the way: %" PRIu64 " after %" PRIu64,
+                       node, r, *taken);
+        self->seq++;
+    }
+    *taken = r;
     if (!zhashx_lookup (self->watched, topic) && !zhashx_lookup (self->watched, "")) {
         s_reply_error (self, request, rid, 404, "nobody here follows job %s", topic);
         return;
     }
     uint64_t j = 0;
-    bool snapshot = false;
+    bool snapshot = false, tick = false;
     sn_value_uint (sn_value_get (root, "j"), &j);
     sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
+    sn_value_bool (sn_value_get (root, "tick"), &tick);
     sn_pack_reset (self->body);
     sn_pack_value (self->body, sn_value_get (root, "body"));
-    if (!snapshot)
+    if (!snapshot && !tick)
         self->seq++;
-    s_publish_frames (self, topic, j, snapshot ? S_SNAPSHOT : S_UPDATE);
+    s_publish_frames (self, topic, j, snapshot ? S_SNAPSHOT : tick ? S_TICK : S_UPDATE);
     s_reply_start (self, rid, 200, 0);
     s_reply_set (self, request);
 }
@@ -2489,6 +2733,57 @@ s_flush_progress (self_t *self)
     }
 }
 
+//  Cancels past their task's time, and agent records nothing needs any more: not
+//  connected here or elsewhere, named by no job in memory, with nothing to tell the
+//  members. Memory stays bounded whatever ids clients say hello with.
+static void
+s_agents_collect (self_t *self)
+{
+    int64_t now = zclock_time ();
+    zlistx_t *unused = zlistx_new ();
+    for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
+         agent = (s_agent_t *) zhashx_next (self->agents)) {
+        bool expired = true;
+        while (expired) {
+            expired = false;
+            for (s_cancel_t *cancel = (s_cancel_t *) zlistx_first (agent->cancels);
+                 cancel && !expired; cancel = (s_cancel_t *) zlistx_next (agent->cancels))
+                if (cancel->until <= now) {
+                    zlistx_delete (agent->cancels, zlistx_cursor (agent->cancels));
+                    expired = true;
+                }
+        }
+        if (!agent->envelope && !agent->node[0] && !agent->current && agent->tasks == 0 &&
+            zlistx_size (agent->waiting) == 0 && zlistx_size (agent->cancels) == 0 &&
+            !zhashx_lookup (self->presence, agent->id))
+            zlistx_add_end (unused, agent->id);
+    }
+    for (char *id = (char *) zlistx_first (unused); id; id = (char *) zlistx_next (unused))
+        zhashx_delete (self->agents, id);
+    zlistx_destroy (&unused);
+}
+
+//  Agents and jobs left to pump by pushes that failed during the turn, one after
+//  the other: a failing push never calls the next push from inside itself.
+static void
+s_repump (self_t *self)
+{
+    while (zlistx_size (self->repump_agents) || zlistx_size (self->repump_jobs)) {
+        char *id = (char *) zlistx_detach (self->repump_agents, NULL);
+        if (id) {
+            s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, id);
+            if (agent)
+                s_agent_pump (self, agent);
+        }
+        else if ((id = (char *) zlistx_detach (self->repump_jobs, NULL))) {
+            s_job_t *job = (s_job_t *) zhashx_lookup (self->jobs, id);
+            if (job && job->visible)
+                s_job_pump (self, job);
+        }
+        free (id);
+    }
+}
+
 static void
 s_sweep (self_t *self)
 {
@@ -2508,6 +2803,7 @@ s_sweep (self_t *self)
                 zsys_info ("dispatch: agent %s at %s not heard of lately", agent->id, agent->node);
             s_agent_away (self, agent, agent->node);
         }
+    s_agents_collect (self);
     zlistx_t *expired = zlistx_new ();
     zlistx_set_destructor (expired, (zlistx_destructor_fn *) zstr_free);
     for (s_watch_t *watch = (s_watch_t *) zhashx_first (self->watches); watch;
@@ -2600,6 +2896,7 @@ s_replay_created (self_t *self, const sn_value_t *event)
             sn_pack_destroy (&copy);
         }
         task->agent = s_agent_require (self, canonical);
+        task->agent->tasks++;
     }
     zhashx_insert (self->jobs, job->id, job);
     zlistx_add_end (self->replayed, job);
@@ -2680,12 +2977,7 @@ s_replay_ask (self_t *self, const char *from)
                     self->replay_p);
         return;
     }
-    s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
-    pending->rid = self->log_rid;
-    pending->kind = S_LOG_SCAN;
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, pending->rid);
-    zhashx_insert (self->pending, key, pending);
+    s_pending_add (self, S_LOG_SCAN);
 }
 
 //  Starts replaying the next partition in the queue, or ends the replay.
@@ -2880,13 +3172,14 @@ s_handle_feed (self_t *self)
 //  --------------------------------------------------------------------------
 //  Answers from the log
 
-//  The owner of a job subscribed to here refused to send its updates: subscribers
-//  get the error as their snapshot.
+//  The owner of a job subscribed to here refused to send its updates: the new
+//  subscriber gets the error as its snapshot.
 static void
 s_watch_failed (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
 {
     char *error = sn_value_get_strdup (root, "error");
-    zhashx_delete (self->watched, pending->topic);
+    //  Only the new subscriber takes a snapshot: the others keep following the job,
+    //  which stays watched until its last subscriber goes
     sn_pack_reset (self->body);
     sn_pack_map (self->body, 1);
     sn_pack_str (self->body, "error");
@@ -2900,6 +3193,40 @@ s_watch_failed (self_t *self, s_pending_t *pending, const sn_value_t *root, uint
     free (error);
 }
 
+//  A member answered job.watch. A refresh refused while the job changes owner is
+//  asked again later; so is a snapshot the owner could not send yet (503), a few
+//  times, before its subscriber gets the error.
+static void
+s_watch_answer (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
+{
+    if (!pending->topic[0] && pending->snapshot) {
+        char key[24];
+        snprintf (key, sizeof key, "%" PRIu64, pending->batch);
+        uint64_t *waiting = (uint64_t *) zhashx_lookup (self->every_waiting, key);
+        if (waiting && --*waiting == 0) {
+            zhashx_delete (self->every_waiting, key);
+            s_pack_every_marker (self);
+            s_publish_frames (self, "", 0, S_SNAPSHOT);
+        }
+        return;
+    }
+    if (!pending->topic[0] || !pending->snapshot)
+        return;
+    uint32_t *tries = (uint32_t *) zhashx_lookup (self->snapshots_due, pending->topic);
+    if (code == 503 && zhashx_lookup (self->watched, pending->topic) &&
+        (!tries || *tries < S_WATCH_TRIES)) {
+        if (!tries) {
+            tries = (uint32_t *) zmalloc (sizeof (uint32_t));
+            zhashx_insert (self->snapshots_due, pending->topic, tries);
+        }
+        (*tries)++;
+        return;
+    }
+    zhashx_delete (self->snapshots_due, pending->topic);
+    if (code != 200)
+        s_watch_failed (self, pending, root, code);
+}
+
 //  A member did not take an agent.push or agent.at: an agent it was pushed work for
 //  is not connected there (any more), or the member is not reachable.
 static void
@@ -2908,16 +3235,50 @@ s_told_not (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t
     if (self->verbose) {
         char *error = sn_value_get_strdup (root, "error");
         zsys_info ("dispatch: %s refused %s: %" PRIu64 " %s", pending->node,
-                   pending->kind == S_LOG_PUSH ? "a push" : "agent.at", code, error ? error : "");
+                   pending->kind == S_LOG_PUSH    ? "a push"
+                   : pending->kind == S_LOG_RELAY ? "job.update"
+                                                  : "agent.at",
+                   code, error ? error : "");
         free (error);
     }
     if (pending->kind != S_LOG_PUSH || !pending->job)
         return;
     s_task_t *task = &pending->job->tasks[pending->task - 1];
     s_agent_t *agent = task->agent;
-    //  The agent is taken for gone from there: its task waits for it to come back
-    if (task->in_flight && agent->current == task && streq (agent->via, pending->node))
+    //  The agent is taken for gone from there: its task waits for it to come back.
+    //  An answer to an earlier push of the task does not release a later one.
+    if (task->in_flight && agent->current == task && streq (agent->via, pending->node) &&
+        agent->sent_at == pending->attempt)
         s_agent_away (self, agent, pending->node);
+}
+
+//  The log refused an event: the reply promised, if any, says so under its own rid,
+//  and a job whose creation was refused is forgotten.
+static void
+s_log_refused (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
+{
+    char *error = sn_value_get_strdup (root, "error");
+    zsys_error ("dispatch: the log refused an event of job %s: %s",
+                pending->job ? pending->job->id : "(moved)", error ? error : "no reason given");
+    if (pending->reply) {
+        zframe_t *payload = zmsg_last (pending->reply);
+        zmsg_remove (pending->reply, payload);
+        sn_msg_t *promised =
+            sn_msg_decode_trusted (zframe_data (payload), zframe_size (payload), NULL);
+        uint64_t reply_rid = 0;
+        sn_value_uint (sn_value_get (promised ? sn_msg_root (promised) : NULL, "rid"), &reply_rid);
+        sn_msg_destroy (&promised);
+        zframe_destroy (&payload);
+        sn_pack_t *answer = sn_pack_new ();
+        sn_pack_error (answer, reply_rid, code >= 400 && code < 600 ? (int) code : 500,
+                       "not stored: %s", error ? error : "the log refused it");
+        zmsg_addmem (pending->reply, sn_pack_data (answer), sn_pack_size (answer));
+        sn_pack_destroy (&answer);
+        s_send_reply (self, &pending->reply);
+    }
+    if (pending->kind == S_LOG_CREATE && pending->job)
+        zhashx_delete (self->jobs, pending->job->id);
+    free (error);
 }
 
 static void
@@ -2947,19 +3308,13 @@ s_handle_log (self_t *self, zsock_t *socket)
             if (sn_value_is (root, SN_TYPE_MAP))
                 s_forward_answer (self, pending, root);
         }
-        else if (pending->kind == S_LOG_PUSH || pending->kind == S_LOG_PRESENCE) {
+        else if (pending->kind == S_LOG_PUSH || pending->kind == S_LOG_PRESENCE ||
+                 pending->kind == S_LOG_RELAY) {
             if (code != 200)
                 s_told_not (self, pending, root, code);
         }
-        else if (pending->kind == S_LOG_WATCH) {
-            //  A refresh refused while the job changes owner is asked again later
-            if (!pending->topic[0] && pending->snapshot && --self->every_waiting == 0) {
-                s_pack_every_marker (self);
-                s_publish_frames (self, "", 0, S_SNAPSHOT);
-            }
-            else if (code != 200 && pending->topic[0] && pending->snapshot)
-                s_watch_failed (self, pending, root, code);
-        }
+        else if (pending->kind == S_LOG_WATCH)
+            s_watch_answer (self, pending, root, code);
         else if (pending->kind == S_LOG_LIST) {
             s_gather_t *gather = pending->gather;
             if (code == 200 && sn_value_is (sn_value_get (root, "jobs"), SN_TYPE_ARRAY)) {
@@ -2978,33 +3333,8 @@ s_handle_log (self_t *self, zsock_t *socket)
             if (pending->reply)
                 s_send_reply (self, &pending->reply);
         }
-        else {
-            char *error = sn_value_get_strdup (root, "error");
-            zsys_error ("dispatch: the log refused an event of job %s: %s",
-                        pending->job ? pending->job->id : "(moved)",
-                        error ? error : "no reason given");
-            if (pending->reply) {
-                //  The answer keeps the rid of the reply it replaces
-                zframe_t *payload = zmsg_last (pending->reply);
-                zmsg_remove (pending->reply, payload);
-                sn_msg_t *promised =
-                    sn_msg_decode_trusted (zframe_data (payload), zframe_size (payload), NULL);
-                uint64_t reply_rid = 0;
-                sn_value_uint (sn_value_get (promised ? sn_msg_root (promised) : NULL, "rid"),
-                               &reply_rid);
-                sn_msg_destroy (&promised);
-                zframe_destroy (&payload);
-                sn_pack_t *answer = sn_pack_new ();
-                sn_pack_error (answer, reply_rid, code >= 400 && code < 600 ? (int) code : 500,
-                               "not stored: %s", error ? error : "the log refused it");
-                zmsg_addmem (pending->reply, sn_pack_data (answer), sn_pack_size (answer));
-                sn_pack_destroy (&answer);
-                s_send_reply (self, &pending->reply);
-            }
-            if (pending->kind == S_LOG_CREATE && pending->job)
-                zhashx_delete (self->jobs, pending->job->id);
-            free (error);
-        }
+        else
+            s_log_refused (self, pending, root, code);
         zhashx_delete (self->pending, key);
         sn_msg_destroy (&msg);
     }
@@ -3118,6 +3448,18 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->remote = sn_pack_new ();
     self->members = zhashx_new ();
     self->presence = zhashx_new ();
+    self->every_waiting = zhashx_new ();
+    zhashx_set_destructor (self->every_waiting, s_free);
+    self->snapshots_due = zhashx_new ();
+    zhashx_set_destructor (self->snapshots_due, s_free);
+    self->relays_to = zhashx_new ();
+    zhashx_set_destructor (self->relays_to, s_free);
+    self->relays_from = zhashx_new ();
+    zhashx_set_destructor (self->relays_from, s_free);
+    self->repump_agents = zlistx_new ();
+    zlistx_set_destructor (self->repump_agents, (zlistx_destructor_fn *) zstr_free);
+    self->repump_jobs = zlistx_new ();
+    zlistx_set_destructor (self->repump_jobs, (zlistx_destructor_fn *) zstr_free);
     self->gathers = zlistx_new ();
     zlistx_set_destructor (self->gathers, s_gather_free);
     self->watches = zhashx_new ();
@@ -3149,8 +3491,15 @@ s_self_destroy (self_t **self_p)
         zlistx_destroy (&self->replay_queue);
         zlistx_destroy (&self->replayed);
         //  Agents hold lists of tasks: they go first, then the jobs
-        zhashx_destroy (&self->agents);
+        //  Jobs first: their tasks count on their agents' records
         zhashx_destroy (&self->jobs);
+        zhashx_destroy (&self->agents);
+        zhashx_destroy (&self->every_waiting);
+        zhashx_destroy (&self->snapshots_due);
+        zhashx_destroy (&self->relays_to);
+        zhashx_destroy (&self->relays_from);
+        zlistx_destroy (&self->repump_agents);
+        zlistx_destroy (&self->repump_jobs);
         free (self->order);
         free (self->owned);
         free (self->replaying);
@@ -3255,6 +3604,9 @@ s_handle_pipe (self_t *self)
             zsys_error ("dispatch: REPLAY needs a partition below %u", self->partitions);
         free (text);
     }
+    else if (streq (command, "AGENTS"))
+        //  How many agent records are in memory: for the selftest
+        zstr_sendf (self->pipe, "%zu", zhashx_size (self->agents));
     else if (streq (command, "$TERM"))
         self->terminated = true;
     else
@@ -3315,6 +3667,7 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
                 self->next_presence = zclock_mono () + S_PRESENCE_MS;
             }
         }
+        s_repump (self);
     }
     s_self_destroy (&self);
 }
@@ -3382,6 +3735,39 @@ s_test_update (zsock_t *sub, bool *snapshot_p)
         zframe_destroy (&topic);
         zframe_destroy (&meta);
         zframe_destroy (&body);
+        zmsg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    assert (text);
+    return text;
+}
+
+//  The next message on sub that is not a snapshot: its body as JSON, g, j, and
+//  whether it is a tick. Caller frees.
+static char *
+s_test_relayed (zsock_t *sub, uint64_t *g_p, uint64_t *j_p, bool *tick_p)
+{
+    zpoller_t *poller = zpoller_new (sub, NULL);
+    char *text = NULL;
+    while (!text && zpoller_wait (poller, 10000) == sub) {
+        zmsg_t *msg = zmsg_recv (sub);
+        assert (zmsg_size (msg) == 3);
+        zmsg_first (msg);
+        zframe_t *meta = zmsg_next (msg);
+        sn_msg_t *decoded = sn_msg_decode (zframe_data (meta), zframe_size (meta), 0, NULL);
+        const sn_value_t *root = sn_msg_root (decoded);
+        bool snapshot = false;
+        sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
+        sn_value_bool (sn_value_get (root, "tick"), tick_p);
+        sn_value_uint (sn_value_get (root, "g"), g_p);
+        sn_value_uint (sn_value_get (root, "j"), j_p);
+        sn_msg_destroy (&decoded);
+        if (!snapshot) {
+            zframe_t *body = zmsg_last (msg);
+            decoded = sn_msg_decode (zframe_data (body), zframe_size (body), 0, NULL);
+            text = sn_json_text (sn_msg_root (decoded));
+            sn_msg_destroy (&decoded);
+        }
         zmsg_destroy (&msg);
     }
     zpoller_destroy (&poller);
@@ -3723,7 +4109,7 @@ sn_dispatch_test (bool verbose)
     free (reply);
     reply = s_test_call (producer,
                          "{\"op\":\"agent.at\",\"rid\":19,\"node\":\"t2\",\"here\":"
-                         "[\"cg-000c291ce802\"]}",
+                         "[\"cg-000c291ce802\"],\"gens\":[1]}",
                          false);
     assert (strstr (reply, "\"code\":200"));
     free (reply);
@@ -3756,6 +4142,142 @@ sn_dispatch_test (bool verbose)
                          false);
     assert (strstr (reply, "\"code\":404") && strstr (reply, "not connected to t1"));
     free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":24,\"node\":\"t2\",\"here\":"
+                         "[\"cg-000c291ce802\"],\"gens\":[1,2]}",
+                         false);
+    assert (strstr (reply, "\"code\":400") && strstr (reply, "gens"));
+    free (reply);
+
+    //  A result for a task never sent (its agent never connected) is refused; the
+    //  agent that sent it gets the task then
+    reply = s_test_call (producer,
+                         "{\"op\":\"job.create\",\"rid\":31,\"destinations\":"
+                         "\"cg-000c291ce805\",\"message\":{\"method\":\"get\","
+                         "\"resource\":\"/unsent\"}}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    char unsent[S_ID_MAX];
+    s_test_field (reply, "id", unsent, sizeof unsent);
+    free (reply);
+    zsock_t *early = zsock_new_dealer (endpoint);
+    request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":32,\"id\":\"cg-000c291ce805\","
+                            "\"task\":\"%s-1\",\"code\":200}",
+                            unsent);
+    reply = s_test_call (early, request, false);
+    assert (strstr (reply, "\"code\":409") && strstr (reply, "not sent yet"));
+    free (reply);
+    free (request);
+    work = s_test_call (early, NULL, true);
+    assert (strstr (work, "\"resource\":\"/unsent\""));
+    free (work);
+    zsock_destroy (&early);
+
+    //  Agent records nobody needs are freed: hellos with many distinct ids, silent
+    //  after; and a result forwarded for an agent no job names makes no record
+    zstr_send (dispatch, "AGENTS");
+    char *text = zstr_recv (dispatch);
+    size_t records = (size_t) atol (text);
+    free (text);
+    zsock_t *crowd = zsock_new_dealer (endpoint);
+    for (int index = 0; index < 1000; index++) {
+        request = zsys_sprintf (
+            "{\"op\":\"agent.hello\",\"rid\":%d,\"id\":\"cg-%012x\",\"heartbeat\":100}", index,
+            index + 0x100000);
+        reply = s_test_call (crowd, request, false);
+        assert (strstr (reply, "\"code\":200"));
+        free (reply);
+        free (request);
+    }
+    zsock_destroy (&crowd);
+    zstr_send (dispatch, "AGENTS");
+    text = zstr_recv (dispatch);
+    assert ((size_t) atol (text) >= records + 1000);
+    free (text);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.result\",\"rid\":25,\"id\":\"cg-0000000000aa\","
+                         "\"task\":\"0123456789abcdef012-1\",\"code\":200,\"fwd\":1}",
+                         false);
+    assert (strstr (reply, "\"code\":404") || strstr (reply, "\"code\":503"));
+    free (reply);
+    int64_t deadline = zclock_mono () + 20000;
+    size_t now = 0;
+    do {
+        zclock_sleep (50);
+        zstr_send (dispatch, "AGENTS");
+        text = zstr_recv (dispatch);
+        now = (size_t) atol (text);
+        free (text);
+    } while (now > records && zclock_mono () < deadline);
+    assert (now <= records);
+
+    //  Subscribers of a job owned by another member: a watch refused for a new one
+    //  (here by the store, which knows no forward op) answers that one, and the
+    //  others keep following the job
+    char topic[S_ID_MAX];
+    for (uint32_t count = 0;; count++) {
+        snprintf (topic, sizeof topic, "%011x%08x", 0x19000000u, count);
+        if (sn_partition (topic, strlen (topic), 4) == 0)
+            break;
+    }
+    request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":26,\"id\":\"%s\"}", topic);
+    reply = s_test_placed (pub, 4, 0, producer, request, "forward");
+    free (reply);
+    free (request);
+    zsock_t *first = zsock_new_sub (publish, topic);
+    update = s_test_update (first, &snapshot);
+    assert (snapshot && strstr (update, "\"error\""));
+    free (update);
+    zsock_t *second = zsock_new_sub (publish, topic);
+    update = s_test_update (second, &snapshot);
+    assert (snapshot && strstr (update, "\"error\""));
+    free (update);
+    request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":27,\"id\":\"%s\",\"j\":7,"
+                            "\"node\":\"t2\",\"r\":1,"
+                            "\"body\":{\"resource\":\"/jobs/update\",\"data\":{}}}",
+                            topic);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+    uint64_t g = 0, g_before = 0, j = 0;
+    bool tick = false;
+    update = s_test_relayed (first, &g_before, &j, &tick);
+    assert (strstr (update, "/jobs/update") && j == 7 && !tick);
+    free (update);
+    //  The job.updates from t2 are numbered: one lost on the way (r 2) makes the
+    //  count of updates here skip one, which subscribers of every job see; a tick
+    //  relayed repeats the job's number, so a lost last update is seen too
+    request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":28,\"id\":\"%s\",\"j\":9,"
+                            "\"node\":\"t2\",\"r\":3,"
+                            "\"body\":{\"resource\":\"/jobs/update\",\"data\":{}}}",
+                            topic);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+    update = s_test_relayed (first, &g, &j, &tick);
+    assert (g == g_before + 2 && j == 9 && !tick);
+    free (update);
+    request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":29,\"id\":\"%s\",\"j\":9,"
+                            "\"node\":\"t2\",\"r\":4,\"tick\":true,\"body\":{}}",
+                            topic);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+    update = s_test_relayed (first, &g, &j, &tick);
+    assert (tick && j == 9 && g == g_before + 2);
+    free (update);
+    request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":30,\"id\":\"%s\",\"j\":9,"
+                            "\"node\":\"t9\",\"r\":1,\"body\":{}}",
+                            topic);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":404") && strstr (reply, "t9"));
+    free (reply);
+    free (request);
+    zsock_destroy (&first);
+    zsock_destroy (&second);
     zsock_destroy (&pub);
 
     zsock_destroy (&agent);

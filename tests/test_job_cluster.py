@@ -64,17 +64,20 @@ class Agent:
             elif message.get("rid") == rid:
                 return message
 
-    def work(self, timeout=30.0):
-        """The next work pushed by any node: (node name, message)."""
-        while not self.pushes:
+    def work(self, timeout=30.0, op="agent.work"):
+        """The next message of op (work, or a cancel) pushed by any node: (node name,
+        message). Cancels stay aside until asked for."""
+        while True:
+            for index, (name, message) in enumerate(self.pushes):
+                if message.get("op") == op:
+                    return self.pushes.pop(index)
             ready = dict(self.poller.poll(int(timeout * 1000 * SLOW)))
-            assert ready, f"agent {self.id}: no work came"
+            assert ready, f"agent {self.id}: no {op} came"
             for name, client in self.clients.items():
                 if client.sock in ready:
                     message = msgpack.unpackb(client.sock.recv(), raw=False)
-                    if message.get("op") == "agent.work":
+                    if message.get("op") in ("agent.work", "agent.cancel"):
                         self.pushes.append((name, message))
-        return self.pushes.pop(0)
 
     def result(self, name, task, data):
         return self.call(name, "agent.result", id=self.id, task=task, code=200, data=data)
@@ -353,8 +356,10 @@ def test_agents_anywhere_owner_killed():
 
 def test_remote_agent_lost_and_back():
     """The owner n2 pushes work to agents connected to n3. One goes silent (n3 tells the
-    owner it left), the other connects again to n3, then loses n3 itself (kill -9): each
-    task goes back to waiting and comes again when its agent says hello again."""
+    owner it left), the other connects again to n3, moves to n1, to the owner and back
+    to n3 without any node noticing its old connections go, then loses n3 itself
+    (kill -9): each time its task comes again on its new connection. A cancel sent to a
+    connection that is gone reaches the agent where it says hello next."""
     nodes = start_cluster(["n1", "n2", "n3"])
     by_name = {node.name: node for node in nodes}
     agents = []
@@ -378,6 +383,14 @@ def test_remote_agent_lost_and_back():
         stranded.connect(by_name["n3"])
         name, work = stranded.work()
         assert name == "n3" and work["id"] == tasks[MACS[1]], work
+        # Its old connections stay open for the nodes (an hour's heartbeat, and the
+        # task an hour's time): the task comes on each new one at once all the same
+        at = "n3"
+        for name in ("n1", "n2", "n3"):
+            stranded.drop(at)
+            stranded.connect(by_name[name])
+            at, work = stranded.work()
+            assert at == name and work["id"] == tasks[MACS[1]], (name, at, work)
 
         # Silent past three heartbeats: n3 takes it for gone, and says so
         silent.drop("n3")
@@ -400,6 +413,23 @@ def test_remote_agent_lost_and_back():
                 else None
         done = wait_for(resolved, 20, "the job to resolve")
         assert done["doneCount"] == 2 and done["errorCount"] == 0
+
+        # A job cancelled while its work went to a connection that is gone: the
+        # cancel comes where the agent says hello next
+        r = requests.post(by_name["n2"].url + "/jobs", timeout=10 * SLOW,
+                          json={"destinations": MACS[1], "options": {"timeout": 600000},
+                                "message": {"method": "get", "resource": "/long"}})
+        assert r.status_code == 200, r.text
+        second = r.json()
+        assert owner_of(nodes[0], second)["owner"] == "n2"
+        name, work = stranded.work()
+        assert name == "n1" and work["id"] == second["collection"][0], work
+        stranded.drop("n1")
+        r = requests.delete(f"{by_name['n2'].url}/jobs/{second['id']}", timeout=10 * SLOW)
+        assert r.status_code == 200, r.text
+        stranded.connect(by_name["n2"])
+        name, cancel = stranded.work(op="agent.cancel")
+        assert name == "n2" and cancel["id"] == second["collection"][0], cancel
         for name in ("n1", "n2"):
             by_name[name].stop()
     finally:
@@ -601,7 +631,11 @@ def test_agent_ops_between_members_bad_input():
                ("job.update", dict(id="abc", j=-1, body={})),
                ("job.update", dict(id="not-hex", j=1, body={})),
                ("job.update", dict(id="abc", j=1, body=[])),
-               ("job.update", dict(id="abc", j=1, body={}, snapshot=1))]
+               ("job.update", dict(id="abc", j=1, body={}, snapshot=1)),
+               ("job.update", dict(id="abc", j=1, node="n2", body={})),     # no r
+               ("job.update", dict(id="abc", j=1, node="n2", r=0, body={})),
+               ("job.update", dict(id="abc", j=1, node="", r=1, body={})),
+               ("job.update", dict(id="abc", j=1, node="n2", r=1, tick="no", body={}))]
         # refused by their schema (400) or, well formed, as ops between nodes (403)
         for op, fields in bad:
             reply = c.call(op, **fields)
@@ -609,7 +643,8 @@ def test_agent_ops_between_members_bad_input():
         # Well formed: between nodes only
         reply = c.call("job.watch", node="n2", id="0123456789abcdef012")
         assert reply["code"] == 403, reply
-        reply = c.call("job.update", id="0123456789abcdef012", j=1, body={"resource": "/jobs"})
+        reply = c.call("job.update", id="0123456789abcdef012", j=1, node="n2", r=1,
+                       body={"resource": "/jobs"})
         assert reply["code"] == 403, reply
 
         # Forwarded agent ops for tasks nobody has

@@ -38,6 +38,12 @@
 //  Longest class name taken from another node's word (the schema of worker.hello).
 #define S_CLASS_MAX 256
 
+//  Requests to other nodes waiting for their answer: forgotten after S_CALL_TTL (the
+//  mesh answers every forward well within it, unless the answer is lost at a
+//  high-water mark), and at most S_CALLS_MAX of them, the oldest forgotten first.
+#define S_CALL_TTL  30000
+#define S_CALLS_MAX 100000
+
 typedef enum { S_QUEUED, S_RUNNING, S_SUCCEEDED, S_FAILED } s_state_t;
 
 static const char *s_state_names[] = {"queued", "running", "succeeded", "failed"};
@@ -99,11 +105,14 @@ typedef struct {
     int64_t until;      //  unix ms when the owner has taken it back anyway
 } s_hold_t;
 
-//  A push waiting for its answer.
+//  A request to another node waiting for its answer.
 typedef struct {
-    char id[S_ID_MAX]; //  the invocation pushed
+    uint64_t rid;      //  the rid of its forward through the mesh
+    char id[S_ID_MAX]; //  the invocation it is about
     char lease[17];    //  the lease it went with
-} s_push_t;
+    int64_t expires;   //  unix ms when its answer is given up on
+    void *handle;      //  its place in self->call_order
+} s_call_t;
 
 //  What to do when the log has acknowledged a write.
 typedef enum { S_AFTER_NOTHING, S_AFTER_ENQUEUE, S_AFTER_REPLY } s_after_t;
@@ -145,7 +154,8 @@ typedef struct {
     zsock_t *peers;           //  DEALER to the mesh for word and work to other nodes, or NULL
     zhashx_t *nodes;          //  member name -> s_node_t, every member but this node
     zhashx_t *holds;          //  id -> s_hold_t: other nodes' work our workers run
-    zhashx_t *pushes;         //  rid text -> s_push_t: pushes waiting for their answer
+    zhashx_t *calls;          //  rid (the key itself) -> s_call_t in call_order
+    zlistx_t *call_order;     //  s_call_t, owned, oldest first: expiry order
     sn_pack_t *out;           //  scratch for messages to other nodes
     uint64_t peer_rid;        //  last rid sent on peers
     int64_t presence_at;      //  unix ms our word goes out next, or INT64_MAX
@@ -270,8 +280,13 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     zhashx_set_destructor (self->nodes, s_node_free);
     self->holds = zhashx_new ();
     zhashx_set_destructor (self->holds, s_plain_free);
-    self->pushes = zhashx_new ();
-    zhashx_set_destructor (self->pushes, s_plain_free);
+    self->calls = zhashx_new ();
+    zhashx_set_key_hasher (self->calls, s_rid_hash);
+    zhashx_set_key_comparator (self->calls, s_rid_compare);
+    zhashx_set_key_duplicator (self->calls, NULL);
+    zhashx_set_key_destructor (self->calls, NULL);
+    self->call_order = zlistx_new ();
+    zlistx_set_destructor (self->call_order, s_plain_free);
     self->out = sn_pack_new ();
     self->presence_at = INT64_MAX;
     self->invocations = zhashx_new ();
@@ -318,7 +333,8 @@ s_self_destroy (self_t **self_p)
         sn_owners_destroy (&self->owners);
         zhashx_destroy (&self->nodes);
         zhashx_destroy (&self->holds);
-        zhashx_destroy (&self->pushes);
+        zhashx_destroy (&self->calls);
+        zlistx_destroy (&self->call_order);
         sn_pack_destroy (&self->out);
         free (self->gained);
         free (self->lost);
@@ -791,6 +807,58 @@ s_peer_send (self_t *self, const char *node, uint32_t p)
     return self->peer_rid;
 }
 
+//  The request to another node sent under rid, no longer waited for; or NULL.
+static s_call_t *
+s_call_take (self_t *self, uint64_t rid)
+{
+    void *key = (void *) (uintptr_t) rid;
+    s_call_t *call = rid ? (s_call_t *) zhashx_lookup (self->calls, key) : NULL;
+    if (call) {
+        zhashx_delete (self->calls, key);
+        zlistx_detach (self->call_order, call->handle);
+    }
+    return call;
+}
+
+//  Answers not come in time: what they were about carries on without them. A push
+//  whose answer is lost may be running there: it stays running under its lease
+//  until its timeout.
+static void
+s_calls_expire (self_t *self, int64_t now)
+{
+    s_call_t *call;
+    while ((call = (s_call_t *) zlistx_first (self->call_order)) &&
+           (call->expires <= now || zlistx_size (self->call_order) > S_CALLS_MAX)) {
+        call = s_call_take (self, call->rid);
+        if (self->verbose)
+            zsys_info ("sn_queue: no answer about %s from another node", call->id);
+        free (call);
+    }
+}
+
+//  When the oldest request to another node is given up on, or INT64_MAX.
+static int64_t
+s_calls_deadline (self_t *self)
+{
+    s_call_t *call = (s_call_t *) zlistx_first (self->call_order);
+    return call ? call->expires : INT64_MAX;
+}
+
+//  Wait for the answer to the request sent under rid, about invocation id.
+static void
+s_call_add (self_t *self, uint64_t rid, const char *id, const char *lease)
+{
+    s_call_t *call = (s_call_t *) zmalloc (sizeof (s_call_t));
+    call->rid = rid;
+    snprintf (call->id, sizeof call->id, "%s", id);
+    snprintf (call->lease, sizeof call->lease, "%s", lease);
+    int64_t now = zclock_time ();
+    call->expires = now + S_CALL_TTL;
+    call->handle = zlistx_add_end (self->call_order, call);
+    zhashx_update (self->calls, (void *) (uintptr_t) rid, call);
+    s_calls_expire (self, now);
+}
+
 //  Tell one node, or every other member when to is NULL, what our workers take.
 static void
 s_presence_send (self_t *self, s_node_t *to)
@@ -931,12 +999,7 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
         s_inv_unpush (self, inv);
         return;
     }
-    s_push_t *push = (s_push_t *) zmalloc (sizeof (s_push_t));
-    memcpy (push->id, inv->id, sizeof push->id);
-    memcpy (push->lease, inv->lease, sizeof push->lease);
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, rid);
-    zhashx_update (self->pushes, key, push);
+    s_call_add (self, rid, inv->id, inv->lease);
     if (self->verbose)
         zsys_info ("sn_queue: %s attempt %u pushed to node %s", inv->id, inv->attempts, node->name);
 }
@@ -983,9 +1046,7 @@ s_peers_drain (self_t *self)
         uint64_t rid = 0, code = 0;
         sn_value_uint (sn_value_get (root, "rid"), &rid);
         sn_value_uint (sn_value_get (root, "code"), &code);
-        char key[24];
-        snprintf (key, sizeof key, "%" PRIu64, rid);
-        s_push_t *push = (s_push_t *) zhashx_lookup (self->pushes, key);
+        s_call_t *push = s_call_take (self, rid);
         s_inv_t *inv = push ? (s_inv_t *) zhashx_lookup (self->invocations, push->id) : NULL;
         if (inv && inv->state == S_RUNNING && inv->remote && streq (inv->lease, push->lease)) {
             if (code == 200) {
@@ -1014,8 +1075,7 @@ s_peers_drain (self_t *self)
                     s_inv_unpush (self, inv);
             }
         }
-        if (push)
-            zhashx_delete (self->pushes, key);
+        free (push);
         sn_msg_destroy (&answer);
     }
     s_dispatch (self);
@@ -2268,6 +2328,10 @@ sn_queue_actor (zsock_t *pipe, void *args)
             continue;
         }
         int64_t now = zclock_time ();
+        if (s_calls_deadline (self) <= now) {
+            s_calls_expire (self, now);
+            continue;
+        }
         if (self->next_deadline <= now) {
             s_timers (self);
             s_dispatch (self);
@@ -2278,6 +2342,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
             continue;
         }
         int64_t wait = self->next_deadline - now;
+        if (s_calls_deadline (self) - now < wait)
+            wait = s_calls_deadline (self) - now;
         if (sn_owners_deadline (self->owners) - now < wait)
             wait = sn_owners_deadline (self->owners) - now;
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, wait > 60000 ? 60000 : (int) wait);

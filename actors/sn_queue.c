@@ -44,6 +44,11 @@
 #define S_CALL_TTL  30000
 #define S_CALLS_MAX 100000
 
+//  A result another node's worker gave that its owner could not take yet is tried
+//  again after this many ms, doubling up to S_RESULT_RETRY_MAX.
+#define S_RESULT_RETRY     100
+#define S_RESULT_RETRY_MAX 5000
+
 typedef enum { S_QUEUED, S_RUNNING, S_SUCCEEDED, S_FAILED } s_state_t;
 
 static const char *s_state_names[] = {"queued", "running", "succeeded", "failed"};
@@ -97,17 +102,27 @@ typedef struct {
     int64_t expires; //  unix ms its word goes stale; 0 before its first word
 } s_node_t;
 
-//  Work another node owns and pushed to one of our workers.
+//  Work another node owns and pushed to one of our workers. Kept after its result
+//  until the owner has taken that result, or has taken the work back anyway.
 typedef struct {
-    char id[S_ID_MAX];  //  the invocation
-    char lease[17];     //  the owner's lease, carried by its progress and result
-    s_worker_t *worker; //  who runs it
-    int64_t until;      //  unix ms when the owner has taken it back anyway
+    char id[S_ID_MAX];    //  the invocation
+    char lease[17];       //  the owner's lease, carried by its progress and result
+    s_worker_t *worker;   //  who runs it; NULL once it has given its result
+    char *worker_key;     //  that worker's key: its result sent again is known
+    int64_t until;        //  unix ms when the owner has taken it back anyway
+    byte *result;         //  the worker.result with the lease, until the owner takes it
+    size_t result_size;   //  its bytes
+    sn_routed_t *waiting; //  a worker's worker.result, answered by the next try's outcome
+    uint64_t waiting_rid; //  its rid
+    uint64_t sent;        //  rid of the try of result in flight, or 0
+    int64_t retry_at;     //  unix ms of the next try while none is in flight
+    int64_t backoff;      //  ms from a failed try to the next
 } s_hold_t;
 
 //  A request to another node waiting for its answer.
 typedef struct {
     uint64_t rid;      //  the rid of its forward through the mesh
+    bool result;       //  a held result passed on to its owner; else a push
     char id[S_ID_MAX]; //  the invocation it is about
     char lease[17];    //  the lease it went with
     int64_t expires;   //  unix ms when its answer is given up on
@@ -214,6 +229,22 @@ s_node_free (void **item_p)
 }
 
 static void
+s_hold_free (void **item_p)
+{
+    s_hold_t *self = (s_hold_t *) *item_p;
+    if (self) {
+        free (self->worker_key);
+        free (self->result);
+        if (self->waiting) {
+            sn_routed_close (self->waiting);
+            free (self->waiting);
+        }
+        free (self);
+        *item_p = NULL;
+    }
+}
+
+static void
 s_plain_free (void **item_p)
 {
     free (*item_p);
@@ -279,7 +310,7 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     self->nodes = zhashx_new ();
     zhashx_set_destructor (self->nodes, s_node_free);
     self->holds = zhashx_new ();
-    zhashx_set_destructor (self->holds, s_plain_free);
+    zhashx_set_destructor (self->holds, s_hold_free);
     self->calls = zhashx_new ();
     zhashx_set_key_hasher (self->calls, s_rid_hash);
     zhashx_set_key_comparator (self->calls, s_rid_compare);
@@ -820,9 +851,12 @@ s_call_take (self_t *self, uint64_t rid)
     return call;
 }
 
+static void s_hold_failed (self_t *self, s_hold_t *hold, const char *why);
+static void s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *answer, uint64_t code);
+
 //  Answers not come in time: what they were about carries on without them. A push
 //  whose answer is lost may be running there: it stays running under its lease
-//  until its timeout.
+//  until its timeout. A result whose answer is lost is tried again.
 static void
 s_calls_expire (self_t *self, int64_t now)
 {
@@ -832,6 +866,9 @@ s_calls_expire (self_t *self, int64_t now)
         call = s_call_take (self, call->rid);
         if (self->verbose)
             zsys_info ("sn_queue: no answer about %s from another node", call->id);
+        s_hold_t *hold = call->result ? (s_hold_t *) zhashx_lookup (self->holds, call->id) : NULL;
+        if (hold && hold->sent == call->rid)
+            s_hold_failed (self, hold, "no answer from the owner");
         free (call);
     }
 }
@@ -846,10 +883,11 @@ s_calls_deadline (self_t *self)
 
 //  Wait for the answer to the request sent under rid, about invocation id.
 static void
-s_call_add (self_t *self, uint64_t rid, const char *id, const char *lease)
+s_call_add (self_t *self, uint64_t rid, const char *id, const char *lease, bool result)
 {
     s_call_t *call = (s_call_t *) zmalloc (sizeof (s_call_t));
     call->rid = rid;
+    call->result = result;
     snprintf (call->id, sizeof call->id, "%s", id);
     snprintf (call->lease, sizeof call->lease, "%s", lease);
     int64_t now = zclock_time ();
@@ -999,7 +1037,7 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
         s_inv_unpush (self, inv);
         return;
     }
-    s_call_add (self, rid, inv->id, inv->lease);
+    s_call_add (self, rid, inv->id, inv->lease, false);
     if (self->verbose)
         zsys_info ("sn_queue: %s attempt %u pushed to node %s", inv->id, inv->attempts, node->name);
 }
@@ -1047,6 +1085,14 @@ s_peers_drain (self_t *self)
         sn_value_uint (sn_value_get (root, "rid"), &rid);
         sn_value_uint (sn_value_get (root, "code"), &code);
         s_call_t *push = s_call_take (self, rid);
+        if (push && push->result) {
+            s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, push->id);
+            if (hold && hold->sent == rid)
+                s_hold_answered (self, hold, root, code);
+            free (push);
+            sn_msg_destroy (&answer);
+            continue;
+        }
         s_inv_t *inv = push ? (s_inv_t *) zhashx_lookup (self->invocations, push->id) : NULL;
         if (inv && inv->state == S_RUNNING && inv->remote && streq (inv->lease, push->lease)) {
             if (code == 200) {
@@ -1140,26 +1186,76 @@ s_nodes_update (self_t *self)
     }
 }
 
+//  The partition of an invocation id, or -1 when the id does not name one.
+static int64_t
+s_id_partition (self_t *self, const char *id)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 1);
+    sn_pack_kv_str (pack, "id", id);
+    const char *reason = NULL;
+    sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), &reason);
+    int64_t p = sn_owners_partition (self->owners, sn_msg_root (msg));
+    sn_msg_destroy (&msg);
+    sn_pack_destroy (&pack);
+    return p;
+}
+
+//  Pack the entries of map root, but the one named skip, into pack as a map with
+//  room for extra more entries that the caller packs next.
+static void
+s_pack_map_but (sn_pack_t *pack, const sn_value_t *root, const char *skip, uint32_t extra)
+{
+    size_t entries = sn_value_size (root), skipped = 0, skip_len = skip ? strlen (skip) : 0;
+    for (size_t index = 0; index < entries && skip; index++) {
+        size_t len = 0;
+        const char *name = sn_value_key_at (root, index, &len);
+        skipped += name && len == skip_len && memcmp (name, skip, len) == 0;
+    }
+    sn_pack_reset (pack);
+    sn_pack_map (pack, (uint32_t) (entries - skipped) + extra);
+    for (size_t index = 0; index < entries; index++) {
+        size_t len = 0;
+        const char *name = sn_value_key_at (root, index, &len);
+        if (!name || (skip && len == skip_len && memcmp (name, skip, len) == 0))
+            continue;
+        sn_pack_strn (pack, name, len);
+        sn_pack_value (pack, sn_value_value_at (root, index));
+    }
+}
+
+//  Answer a worker's result that this node has and passes on to its owner.
+static void
+s_reply_accepted (self_t *self, sn_routed_t *request, uint64_t rid, const char *why)
+{
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 3);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", 202);
+    char message[256];
+    snprintf (message, sizeof message,
+              "accepted: the owner has not taken it yet (%s); this node passes it on", why);
+    sn_pack_kv_str (self->reply, "message", message);
+    s_reply_send (self, request);
+}
+
 //  Forget work another node pushed to us: its worker's slot is free again. With
 //  why, the owner hears that the attempt failed (retryable) instead of waiting for
 //  its timeout.
 static void
 s_hold_drop (self_t *self, s_hold_t *hold, const char *why)
 {
-    if (hold->worker->busy > 0)
-        hold->worker->busy--;
-    s_presence_changed (self);
-    int64_t p = -1;
-    if (why && self->peers) {
-        sn_pack_reset (self->pack);
-        sn_pack_map (self->pack, 1);
-        sn_pack_kv_str (self->pack, "id", hold->id);
-        const char *reason = NULL;
-        sn_msg_t *msg =
-            sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), &reason);
-        p = sn_owners_partition (self->owners, sn_msg_root (msg));
-        sn_msg_destroy (&msg);
+    if (hold->worker) {
+        if (hold->worker->busy > 0)
+            hold->worker->busy--;
+        s_presence_changed (self);
     }
+    if (hold->waiting) {
+        s_reply_error (self, hold->waiting, hold->waiting_rid, 409,
+                       "invocation %s is not held by this worker any more", hold->id);
+        hold->waiting = NULL;
+    }
+    int64_t p = why && self->peers ? s_id_partition (self, hold->id) : -1;
     //  A partition this node owns now was replayed here: the invocation is queued
     if (p >= 0 && !sn_owners_owns (self->owners, (uint32_t) p)) {
         sn_pack_reset (self->pack);
@@ -1175,6 +1271,72 @@ s_hold_drop (self_t *self, s_hold_t *hold, const char *why)
         s_peer_send (self, NULL, (uint32_t) p);
     }
     zhashx_delete (self->holds, hold->id);
+}
+
+//  Pass the result of hold on to the owner of its invocation, by the id's
+//  partition. The hold is gone if ownership came here since: the replay queued
+//  the invocation again, and this attempt is over.
+static void
+s_hold_try (self_t *self, s_hold_t *hold)
+{
+    int64_t p = self->peers ? s_id_partition (self, hold->id) : -1;
+    if (p < 0 || sn_owners_owns (self->owners, (uint32_t) p)) {
+        s_hold_drop (self, hold, NULL);
+        return;
+    }
+    sn_pack_reset (self->pack);
+    sn_pack_raw (self->pack, hold->result, hold->result_size);
+    uint64_t rid = s_peer_send (self, NULL, (uint32_t) p);
+    if (rid) {
+        hold->sent = rid;
+        s_call_add (self, rid, hold->id, hold->lease, true);
+    }
+    else
+        s_hold_failed (self, hold, "the mesh is not taking requests now");
+}
+
+//  A try of the result of hold did not reach its owner, or the owner could not
+//  take it now: the worker waiting hears that this node has it, and it is tried
+//  again after a backoff while the owner may still take it (the hold's until).
+static void
+s_hold_failed (self_t *self, s_hold_t *hold, const char *why)
+{
+    hold->sent = 0;
+    if (hold->waiting) {
+        s_reply_accepted (self, hold->waiting, hold->waiting_rid, why);
+        hold->waiting = NULL;
+    }
+    hold->retry_at = zclock_time () + hold->backoff;
+    hold->backoff = hold->backoff * 2 < S_RESULT_RETRY_MAX ? hold->backoff * 2 : S_RESULT_RETRY_MAX;
+    s_deadline (self, hold->retry_at);
+    if (self->verbose)
+        zsys_info ("sn_queue: result of %s not taken by its owner (%s), again in %" PRId64 " ms",
+                   hold->id, why, hold->retry_at - zclock_time ());
+}
+
+//  The owner answered a try of the result of hold. A 2xx took it; a 4xx is final
+//  (the attempt is no longer the running one): either way the worker waiting hears
+//  the owner's answer and the hold is done. Anything else (the mesh's 503 when the
+//  owner is not reachable or its partition is moving) is tried again.
+static void
+s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *answer, uint64_t code)
+{
+    hold->sent = 0;
+    if (code >= 200 && code < 500) {
+        if (hold->waiting) {
+            s_pack_map_but (self->reply, answer, "rid", 1);
+            sn_pack_kv_uint (self->reply, "rid", hold->waiting_rid);
+            s_reply_send (self, hold->waiting);
+            hold->waiting = NULL;
+        }
+        s_hold_drop (self, hold, NULL);
+        return;
+    }
+    char *error = sn_value_get_strdup (answer, "error");
+    char why[160];
+    snprintf (why, sizeof why, "%" PRIu64 " %s", code, error ? error : "from the mesh");
+    free (error);
+    s_hold_failed (self, hold, why);
 }
 
 //  A worker went silent: what it runs goes back to the queue at once.
@@ -1279,6 +1441,21 @@ s_timers (self_t *self)
     for (s_hold_t *hold = (s_hold_t *) zlistx_first (due); hold;
          hold = (s_hold_t *) zlistx_next (due))
         s_hold_drop (self, hold, NULL);
+    zlistx_purge (due);
+
+    //  Results the owner could not take yet, tried again
+    for (s_hold_t *hold = (s_hold_t *) zhashx_first (self->holds); hold;
+         hold = (s_hold_t *) zhashx_next (self->holds)) {
+        if (!hold->result || hold->sent)
+            continue;
+        if (hold->retry_at <= now)
+            zlistx_add_end (due, hold);
+        else
+            s_deadline (self, hold->retry_at);
+    }
+    for (s_hold_t *hold = (s_hold_t *) zlistx_first (due); hold;
+         hold = (s_hold_t *) zlistx_next (due))
+        s_hold_try (self, hold);
     zlistx_destroy (&due);
 
     //  Other nodes' word goes stale; ours goes out
@@ -1601,7 +1778,10 @@ s_leased_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root,
 
 //  Pass the progress or result of request to the owner of its invocation, which
 //  another node pushed to worker: with the lease, so the owner knows the attempt.
-//  A result frees the worker's slot. Returns true when request was taken.
+//  Progress goes as it is, its answer straight back to the worker. A result frees
+//  the worker's slot and stays here until the owner takes it: the worker hears the
+//  owner's answer, or 202 when the owner cannot take it now and this node tries
+//  again. Returns true when request was taken.
 static bool
 s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
                   s_worker_t *worker, bool result)
@@ -1610,29 +1790,50 @@ s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     s_hold_t *hold = id ? (s_hold_t *) zhashx_lookup (self->holds, id) : NULL;
     bool owned_here = id && zhashx_lookup (self->invocations, id);
     free (id);
-    if (!hold || hold->worker != worker)
+    if (!hold || !streq (hold->worker_key, worker->key))
         return false;
-    char lease[17];
-    memcpy (lease, hold->lease, sizeof lease);
-    if (result)
-        s_hold_drop (self, hold, NULL);
     //  Ownership came here since: the replay queued it again, this attempt is over
-    if (owned_here)
+    if (owned_here) {
+        if (result)
+            s_hold_drop (self, hold, NULL);
         return false;
-    size_t entries = sn_value_size (root);
-    sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, (uint32_t) entries + 1);
-    for (size_t index = 0; index < entries; index++) {
-        size_t len = 0;
-        const char *name = sn_value_key_at (root, index, &len);
-        sn_pack_strn (self->pack, name, len);
-        sn_pack_value (self->pack, sn_value_value_at (root, index));
     }
-    sn_pack_kv_str (self->pack, "lease", lease);
-    sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    if (!sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
-                          self->router))
-        s_reply_error (self, request, rid, 409, "invocation is not held by this worker any more");
+    if (!result) {
+        s_pack_map_but (self->pack, root, NULL, 1);
+        sn_pack_kv_str (self->pack, "lease", hold->lease);
+        sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
+        if (!sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
+                              self->router))
+            s_reply_error (self, request, rid, 409,
+                           "invocation is not held by this worker any more");
+        return true;
+    }
+    if (hold->result) {
+        //  The worker sends its result again: it hears how the next try goes
+        if (!hold->sent)
+            s_reply_accepted (self, request, rid, "waiting to try again");
+        else {
+            if (hold->waiting)
+                s_reply_accepted (self, hold->waiting, hold->waiting_rid, "sent again");
+            hold->waiting = request;
+            hold->waiting_rid = rid;
+        }
+        return true;
+    }
+    if (hold->worker->busy > 0)
+        hold->worker->busy--;
+    hold->worker = NULL;
+    s_presence_changed (self);
+    s_pack_map_but (self->pack, root, "lease", 1);
+    sn_pack_kv_str (self->pack, "lease", hold->lease);
+    hold->result_size = sn_pack_size (self->pack);
+    hold->result = (byte *) malloc (hold->result_size);
+    memcpy (hold->result, sn_pack_data (self->pack), hold->result_size);
+    hold->waiting = request;
+    hold->waiting_rid = rid;
+    hold->backoff = S_RESULT_RETRY;
+    s_hold_try (self, hold);
+    s_dispatch (self);
     return true;
 }
 
@@ -1664,10 +1865,8 @@ s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, 
         inv = s_leased_invocation (self, request, root, rid, lease);
     else {
         s_worker_t *worker = s_known_worker (self, request, rid);
-        if (worker && s_held_elsewhere (self, request, root, rid, worker, true)) {
-            s_dispatch (self);
+        if (worker && s_held_elsewhere (self, request, root, rid, worker, true))
             return;
-        }
         if (worker)
             inv = s_held_invocation (self, request, root, rid, worker);
     }
@@ -1785,6 +1984,7 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
         memcpy (hold->id, key, sizeof hold->id);
         memcpy (hold->lease, lease, lease_len);
         hold->worker = worker;
+        hold->worker_key = strdup (worker->key);
         hold->until = zclock_time () + (int64_t) timeout + self->config.worker_timeout;
         zhashx_insert (self->holds, key, hold);
         worker->busy++;
@@ -1857,7 +2057,11 @@ s_handle_request (self_t *self, sn_routed_t *request)
     if (!msg)
         s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
     else if ((sn_value_streq (op, "enqueue") || sn_value_streq (op, "invocation") ||
-              sn_value_streq (op, "bucket.counts")) &&
+              sn_value_streq (op, "bucket.counts") ||
+              //  A result or progress passed on by another node: only the owner knows
+              //  the lease; a node that is not (any more) says it is moving, 503
+              (sn_value_get (root, "lease") &&
+               (sn_value_streq (op, "worker.result") || sn_value_streq (op, "worker.progress")))) &&
              sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
                               self->router)) {
         //  forwarded to the owner, held, or answered
@@ -2427,9 +2631,9 @@ s_test_recv (s_test_client_t *self, int timeout)
     return msg;
 }
 
-//  Send the request of json text (with op, without rid) and return the reply.
-static sn_msg_t *
-s_test_call (s_test_client_t *self, const char *json)
+//  Send the request of json text (with op, without rid); returns its rid.
+static uint64_t
+s_test_send (s_test_client_t *self, const char *json)
 {
     sn_pack_reset (self->pack);
     //  {"rid": n, ...json's members}: splice the rid in front of the members
@@ -2442,17 +2646,31 @@ s_test_call (s_test_client_t *self, const char *json)
     free (text);
     zframe_t *frame = sn_pack_frame (self->pack);
     assert (zframe_send (&frame, self->dealer, 0) == 0);
+    return self->rid;
+}
+
+//  The reply to the request sent under rid; work pushed meanwhile is kept.
+static sn_msg_t *
+s_test_reply (s_test_client_t *self, uint64_t wanted)
+{
     while (true) {
         sn_msg_t *reply = s_test_recv (self, 5000);
         assert (reply);
         uint64_t rid = 0;
-        if (sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid) && rid == self->rid)
+        if (sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid) && rid == wanted)
             return reply;
         if (sn_value_get (sn_msg_root (reply), "op"))
             zlist_append (self->pushed, reply);
         else
             sn_msg_destroy (&reply);
     }
+}
+
+//  Send the request of json text (with op, without rid) and return the reply.
+static sn_msg_t *
+s_test_call (s_test_client_t *self, const char *json)
+{
+    return s_test_reply (self, s_test_send (self, json));
 }
 
 static int64_t
@@ -2528,6 +2746,165 @@ s_test_queue (const char *endpoint, const char *log, bool verbose)
         zsys_error ("sn_queue test: %s", error);
     assert (queue);
     return queue;
+}
+
+//  A placement as the mesh publishes it: this node is "a", the other member "b",
+//  and owner owns every one of the 8 partitions.
+static void
+s_test_placement (zsock_t *feed, const char *owner)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 5);
+    sn_pack_kv_str (pack, "op", "placement");
+    sn_pack_kv_str (pack, "self", "a");
+    sn_pack_kv_uint (pack, "version", 1);
+    sn_pack_str (pack, "owners");
+    sn_pack_array (pack, 8);
+    for (int p = 0; p < 8; p++)
+        sn_pack_str (pack, owner);
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, 2);
+    sn_pack_str (pack, "a");
+    sn_pack_str (pack, "b");
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, feed, 0);
+    sn_pack_destroy (&pack);
+}
+
+//  The next forward the queue asks of the mesh whose request is op, skipping the
+//  others; its sender in *from, to answer it. NULL when none comes within 5 s.
+static sn_msg_t *
+s_test_forward (zsock_t *mesh, const char *op, zframe_t **from)
+{
+    zpoller_t *poller = zpoller_new (mesh, NULL);
+    sn_msg_t *found = NULL;
+    int64_t deadline = zclock_mono () + 5000;
+    while (!found && zclock_mono () < deadline) {
+        if (zpoller_wait (poller, 100) != mesh)
+            continue;
+        zmsg_t *msg = zmsg_recv (mesh);
+        zframe_t *sender = zmsg_pop (msg);
+        zframe_t *payload = zmsg_pop (msg);
+        sn_msg_t *forward = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+        const sn_value_t *request = sn_value_get (sn_msg_root (forward), "request");
+        if (forward && sn_value_streq (sn_value_get (request, "op"), op)) {
+            found = forward;
+            forward = NULL;
+            *from = sender;
+            sender = NULL;
+        }
+        sn_msg_destroy (&forward);
+        zframe_destroy (&sender);
+        zframe_destroy (&payload);
+        zmsg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    return found;
+}
+
+//  Answer forward, from *from, as the mesh does: {rid, code, error?, epoch?}.
+static void
+s_test_answer (zsock_t *mesh, zframe_t **from, sn_msg_t **forward, int code, const char *epoch)
+{
+    uint64_t rid = 0;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (*forward), "rid"), &rid));
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 3 + (epoch != NULL));
+    sn_pack_kv_uint (pack, "rid", rid);
+    sn_pack_kv_uint (pack, "code", (uint64_t) code);
+    if (code == 200)
+        sn_pack_kv_str (pack, "worker", "w9");
+    else
+        sn_pack_kv_str (pack, "error", "no replica of partition 1 answered");
+    if (epoch)
+        sn_pack_kv_str (pack, "epoch", epoch);
+    zframe_send (from, mesh, ZFRAME_MORE);
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, mesh, 0);
+    sn_pack_destroy (&pack);
+    sn_msg_destroy (forward);
+}
+
+//  The queue of node "a", with the test standing in for its mesh: it publishes the
+//  placement on feed and sees, and answers, every forward on mesh.
+static void
+s_test_cluster (const char *store_endpoint, bool verbose)
+{
+    char endpoint[64], feed_endpoint[64], mesh_endpoint[64];
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-a-%d", getpid ());
+    snprintf (feed_endpoint, sizeof feed_endpoint, "inproc://sn-queue-test-feed-%d", getpid ());
+    snprintf (mesh_endpoint, sizeof mesh_endpoint, "inproc://sn-queue-test-mesh-%d", getpid ());
+    zsock_t *feed = zsock_new_pub (feed_endpoint);
+    zsock_t *mesh = zsock_new_router (mesh_endpoint);
+    assert (feed && mesh);
+    sn_queue_config_t config = {endpoint, store_endpoint, NULL,         8, 2000, verbose,
+                                NULL,     feed_endpoint,  mesh_endpoint};
+    char error[256];
+    zactor_t *queue = sn_queue_new (&config, error, sizeof error);
+    assert (queue);
+    //  "b" owns everything; the queue says hello to it once it sees the placement
+    zframe_t *from = NULL;
+    sn_msg_t *forward = NULL;
+    while (!forward) {
+        s_test_placement (feed, "b");
+        forward = s_test_forward (mesh, "worker.at", &from);
+    }
+    sn_msg_destroy (&forward);
+    zframe_destroy (&from);
+    s_test_client_t *producer = s_test_client_new (endpoint);
+    s_test_client_t *worker = s_test_client_new (endpoint);
+    assert (s_test_status (worker, "{\"op\": \"worker.hello\", \"classes\": [\"far.C\"], "
+                                   "\"capacity\": 1, \"name\": \"w1\"}") == 200);
+
+    //  The owner "b" pushes work; the result goes to it through the mesh. While the
+    //  owner cannot take it (503), this node keeps it and tries again; the worker
+    //  hears 202, its slot is free, and its result sent again is the same one.
+    const char *push = "{\"op\": \"worker.push\", \"id\": \"%s\", \"bucket_id\": "
+                       "\"primary\", \"token\": \"t\", \"attempt\": 1, \"timeout\": 60000, "
+                       "\"lease\": \"0b\", \"node\": \"b\", \"invocation\": {\"class\": "
+                       "\"far.C\", \"method\": \"m\", \"params\": []}}";
+    char *request = zsys_sprintf (push, "cd-1");
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    char *work = s_test_work (worker, 5000);
+    assert (work && streq (work, "cd-1"));
+    free (work);
+    const char *result = "{\"op\": \"worker.result\", \"id\": \"cd-1\", \"code\": 200, "
+                         "\"response\": {\"n\": 7}}";
+    uint64_t first = s_test_send (worker, result);
+    forward = s_test_forward (mesh, "worker.result", &from);
+    assert (forward);
+    const sn_value_t *passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "lease"), "0b"));
+    uint64_t p = 99;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (forward), "p"), &p) && p == 1);
+    uint64_t again = s_test_send (worker, result);
+    s_test_answer (mesh, &from, &forward, 503, NULL);
+    sn_msg_t *reply = s_test_reply (worker, first);
+    assert (s_test_code (reply) == 202);
+    sn_msg_destroy (&reply);
+    reply = s_test_reply (worker, again);
+    assert (s_test_code (reply) == 202);
+    sn_msg_destroy (&reply);
+    request = zsys_sprintf (push, "cd-2");
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    //  The next try, after a backoff, is the same result under the same lease
+    forward = s_test_forward (mesh, "worker.result", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), "cd-1"));
+    assert (sn_value_streq (sn_value_get (passed, "lease"), "0b"));
+    s_test_answer (mesh, &from, &forward, 200, NULL);
+    //  Taken: the hold is gone
+    while (s_test_status (worker, result) != 404)
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+
+    s_test_client_destroy (&producer);
+    s_test_client_destroy (&worker);
+    zactor_destroy (&queue);
+    zsock_destroy (&feed);
+    zsock_destroy (&mesh);
 }
 
 void
@@ -2745,6 +3122,7 @@ sn_queue_test (bool verbose)
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);
     zactor_destroy (&queue);
+    s_test_cluster (store_endpoint, verbose);
     zactor_destroy (&store);
     char *command = zsys_sprintf ("rm -rf '%s'", dir);
     assert (system (command) == 0);

@@ -391,7 +391,8 @@ s_deadline (self_t *self, int64_t when)
 }
 
 //  Our workers' free slots changed: the other nodes hear of it soon, with whatever
-//  else changes meanwhile.
+//  else changes meanwhile. The word has its own deadline: under load it goes out
+//  every S_PRESENCE_DELAY ms, which must not walk every timer each time.
 static void
 s_presence_changed (self_t *self)
 {
@@ -400,7 +401,6 @@ s_presence_changed (self_t *self)
     int64_t when = zclock_time () + S_PRESENCE_DELAY;
     if (when < self->presence_at)
         self->presence_at = when;
-    s_deadline (self, self->presence_at);
 }
 
 //  --------------------------------------------------------------------------
@@ -1179,10 +1179,8 @@ s_nodes_update (self_t *self)
         zhashx_set_destructor (node->free, s_plain_free);
         zhashx_insert (self->nodes, each, node);
         s_presence_send (self, node);
-        if (self->presence_at == INT64_MAX) {
+        if (self->presence_at == INT64_MAX)
             self->presence_at = zclock_time () + S_PRESENCE_EVERY;
-            s_deadline (self, self->presence_at);
-        }
     }
 }
 
@@ -1458,7 +1456,7 @@ s_timers (self_t *self)
         s_hold_try (self, hold);
     zlistx_destroy (&due);
 
-    //  Other nodes' word goes stale; ours goes out
+    //  Other nodes' word goes stale
     for (s_node_t *node = (s_node_t *) zhashx_first (self->nodes); node;
          node = (s_node_t *) zhashx_next (self->nodes)) {
         if (node->expires > now)
@@ -1466,11 +1464,6 @@ s_timers (self_t *self)
         else
             zhashx_purge (node->free);
     }
-    if (self->presence_at <= now) {
-        s_presence_send (self, NULL);
-        self->presence_at = zhashx_size (self->nodes) ? now + S_PRESENCE_EVERY : INT64_MAX;
-    }
-    s_deadline (self, self->presence_at);
 }
 
 //  --------------------------------------------------------------------------
@@ -2532,6 +2525,11 @@ sn_queue_actor (zsock_t *pipe, void *args)
             continue;
         }
         int64_t now = zclock_time ();
+        if (self->presence_at <= now) {
+            s_presence_send (self, NULL);
+            self->presence_at = zhashx_size (self->nodes) ? now + S_PRESENCE_EVERY : INT64_MAX;
+            continue;
+        }
         if (s_calls_deadline (self) <= now) {
             s_calls_expire (self, now);
             continue;
@@ -2548,6 +2546,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
         int64_t wait = self->next_deadline - now;
         if (s_calls_deadline (self) - now < wait)
             wait = s_calls_deadline (self) - now;
+        if (self->presence_at - now < wait)
+            wait = self->presence_at - now;
         if (sn_owners_deadline (self->owners) - now < wait)
             wait = sn_owners_deadline (self->owners) - now;
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, wait > 60000 ? 60000 : (int) wait);

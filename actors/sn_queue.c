@@ -9,6 +9,8 @@
 #include "sn_store.h"
 #include "sn_owners.h"
 
+#include <sys/random.h>
+
 //  Defaults of the enqueue options.
 #define S_MAX_ATTEMPTS 3
 #define S_BACKOFF      1000               //  ms before the first retry
@@ -80,6 +82,7 @@ typedef struct {
     s_worker_t *worker;    //  who runs it, while running here
     char *remote;          //  the node whose worker runs it, while running there
     char lease[17];        //  while running there: what its result must carry
+    char epoch[17];        //  while running there: the start of that node it went to
     void *queued_handle;   //  its place in self->queued, while queued
 } s_inv_t;
 
@@ -100,6 +103,7 @@ typedef struct {
     zhashx_t *free;  //  class -> uint32_t free slots, owned
     uint32_t pushed; //  work pushed to it since it last said
     int64_t expires; //  unix ms its word goes stale; 0 before its first word
+    char epoch[17];  //  its start, as its last word said; "" before
 } s_node_t;
 
 //  Work another node owns and pushed to one of our workers. Kept after its result
@@ -175,6 +179,7 @@ typedef struct {
     uint64_t peer_rid;        //  last rid sent on peers
     int64_t presence_at;      //  unix ms our word goes out next, or INT64_MAX
     uint64_t lease_seed;      //  xorshift state for leases, seeded once
+    char epoch[17];           //  16 random hex digits, drawn once: this start of the actor
 } self_t;
 
 //  --------------------------------------------------------------------------
@@ -290,6 +295,20 @@ s_worker_offers (s_worker_t *worker, const char *class_name)
     return false;
 }
 
+//  64 bits no other node can guess: from the kernel's generator, or else from a
+//  fresh UUID.
+static uint64_t
+s_random64 (void)
+{
+    uint64_t value = 0;
+    if (getrandom (&value, sizeof value, 0) != (ssize_t) sizeof value) {
+        zuuid_t *uuid = zuuid_new ();
+        memcpy (&value, zuuid_data (uuid), sizeof value);
+        zuuid_destroy (&uuid);
+    }
+    return value;
+}
+
 //  --------------------------------------------------------------------------
 //  The actor's state
 
@@ -307,6 +326,7 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     memcpy (&self->lease_seed, zuuid_data (uuid) + 8, sizeof self->lease_seed);
     self->lease_seed |= 1;
     zuuid_destroy (&uuid);
+    snprintf (self->epoch, sizeof self->epoch, "%016" PRIx64, s_random64 ());
     self->nodes = zhashx_new ();
     zhashx_set_destructor (self->nodes, s_node_free);
     self->holds = zhashx_new ();
@@ -646,6 +666,7 @@ s_inv_release (self_t *self, s_inv_t *inv)
     free (inv->remote);
     inv->remote = NULL;
     inv->lease[0] = 0;
+    inv->epoch[0] = 0;
     zhashx_delete (self->running, inv->id);
 }
 
@@ -920,10 +941,11 @@ s_presence_send (self_t *self, s_node_t *to)
         }
     }
     sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, 4);
+    sn_pack_map (self->pack, 5);
     sn_pack_kv_str (self->pack, "op", "worker.at");
     sn_pack_kv_uint (self->pack, "rid", 0);
     sn_pack_kv_str (self->pack, "node", name);
+    sn_pack_kv_str (self->pack, "epoch", self->epoch);
     sn_pack_str (self->pack, "classes");
     sn_pack_map (self->pack, (uint32_t) zhashx_size (free_slots));
     for (uint32_t *slots = (uint32_t *) zhashx_first (free_slots); slots;
@@ -1014,6 +1036,7 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
     inv->state = S_RUNNING;
     inv->worker = NULL;
     inv->remote = strdup (node->name);
+    memcpy (inv->epoch, node->epoch, sizeof inv->epoch);
     s_lease_new (self, inv->lease);
     inv->attempts++;
     inv->started_at = zclock_time ();
@@ -1096,6 +1119,13 @@ s_peers_drain (self_t *self)
         s_inv_t *inv = push ? (s_inv_t *) zhashx_lookup (self->invocations, push->id) : NULL;
         if (inv && inv->state == S_RUNNING && inv->remote && streq (inv->lease, push->lease)) {
             if (code == 200) {
+                //  The start of the node that took it, should its word not say it yet
+                size_t len = 0;
+                const char *epoch = sn_value_str (sn_value_get (root, "epoch"), &len);
+                if (epoch && len > 0 && len < sizeof inv->epoch) {
+                    memcpy (inv->epoch, epoch, len);
+                    inv->epoch[len] = 0;
+                }
                 char *worker = sn_value_get_strdup (root, "worker");
                 char *name = zsys_sprintf ("%s@%s", worker ? worker : "?", inv->remote);
                 s_note_started (self, inv, name);
@@ -1127,6 +1157,27 @@ s_peers_drain (self_t *self)
     s_dispatch (self);
 }
 
+//  What workers of the node so named ran for us, pushed to another start of it
+//  than epoch (any start when epoch is NULL), is queued again at once: its results
+//  will not come.
+static void
+s_node_take_back (self_t *self, const char *name, const char *epoch, const char *why)
+{
+    zlistx_t *held = zlistx_new ();
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
+         inv = (s_inv_t *) zhashx_next (self->running))
+        if (inv->remote && streq (inv->remote, name) && (!epoch || !streq (inv->epoch, epoch)))
+            zlistx_add_end (held, inv);
+    for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv;
+         inv = (s_inv_t *) zlistx_next (held)) {
+        const char *type = s_inv_fail (self, inv, 504, why, true, false);
+        s_log_note (self, type, inv);
+    }
+    if (zlistx_size (held))
+        zsys_warning ("sn_queue: %s, %zu invocations it ran queued again", why, zlistx_size (held));
+    zlistx_destroy (&held);
+}
+
 //  The members changed, or not: a new one hears from us at once; one gone takes
 //  its word with it, and what its workers ran here is queued again at once (the
 //  node may be gone, or cut off: either way its results would not reach us).
@@ -1149,21 +1200,7 @@ s_nodes_update (self_t *self)
     }
     for (s_node_t *node = (s_node_t *) zlistx_first (gone); node;
          node = (s_node_t *) zlistx_next (gone)) {
-        zlistx_t *held = zlistx_new ();
-        for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
-             inv = (s_inv_t *) zhashx_next (self->running))
-            if (inv->remote && streq (inv->remote, node->name))
-                zlistx_add_end (held, inv);
-        for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv;
-             inv = (s_inv_t *) zlistx_next (held)) {
-            const char *type =
-                s_inv_fail (self, inv, 504, "the node of its worker left", true, false);
-            s_log_note (self, type, inv);
-        }
-        if (zlistx_size (held))
-            zsys_warning ("sn_queue: node %s left, %zu invocations it ran queued again", node->name,
-                          zlistx_size (held));
-        zlistx_destroy (&held);
+        s_node_take_back (self, node->name, NULL, "the node of its worker left");
         zhashx_delete (self->nodes, node->name);
     }
     if (zlistx_size (gone))
@@ -1905,11 +1942,19 @@ s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, 
     s_dispatch (self);
 }
 
-//  worker.at {node, classes: {class: free slots}}: another member's word of its
-//  workers. Only a member's word counts; it replaces the last one.
+//  worker.at {node, epoch?, classes: {class: free slots}}: another member's word of
+//  its workers. Only a member's word counts; it replaces the last one. A new epoch
+//  is a new start of that node, which lost what was pushed to the one before.
 static void
 s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
+    size_t epoch_len = 0;
+    const sn_value_t *epoch_value = sn_value_get (root, "epoch");
+    const char *epoch = sn_value_str (epoch_value, &epoch_len);
+    if (epoch_value && (!epoch || epoch_len == 0 || epoch_len > 16)) {
+        s_reply_error (self, request, rid, 400, "epoch: a string of 1 to 16 characters");
+        return;
+    }
     char *name = sn_value_get_strdup (root, "node");
     s_node_t *node = name ? (s_node_t *) zhashx_lookup (self->nodes, name) : NULL;
     if (!node) {
@@ -1919,6 +1964,13 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         return;
     }
     free (name);
+    if (epoch && (strlen (node->epoch) != epoch_len || memcmp (node->epoch, epoch, epoch_len))) {
+        memcpy (node->epoch, epoch, epoch_len);
+        node->epoch[epoch_len] = 0;
+        char why[128];
+        snprintf (why, sizeof why, "node %s of its worker started again", node->name);
+        s_node_take_back (self, node->name, node->epoch, why);
+    }
     zhashx_purge (node->free);
     const sn_value_t *classes = sn_value_get (root, "classes");
     for (size_t index = 0; index < sn_value_size (classes); index++) {
@@ -1991,10 +2043,11 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
             zsys_info ("sn_queue: %s attempt %" PRIu64 " from another node to worker %s", key,
                        attempt, worker->name);
         sn_pack_reset (self->reply);
-        sn_pack_map (self->reply, 3);
+        sn_pack_map (self->reply, 4);
         sn_pack_kv_uint (self->reply, "rid", rid);
         sn_pack_kv_uint (self->reply, "code", 200);
         sn_pack_kv_str (self->reply, "worker", worker->name);
+        sn_pack_kv_str (self->reply, "epoch", self->epoch);
         s_reply_send (self, request);
     }
     free (class_name);
@@ -2748,10 +2801,10 @@ s_test_queue (const char *endpoint, const char *log, bool verbose)
     return queue;
 }
 
-//  A placement as the mesh publishes it: this node is "a", the other member "b",
-//  and owner owns every one of the 8 partitions.
+//  A placement as the mesh publishes it: this node is "a", the other members "b"
+//  and, with c, "c"; owner owns every one of the 8 partitions.
 static void
-s_test_placement (zsock_t *feed, const char *owner)
+s_test_placement (zsock_t *feed, const char *owner, bool c)
 {
     sn_pack_t *pack = sn_pack_new ();
     sn_pack_map (pack, 5);
@@ -2763,9 +2816,11 @@ s_test_placement (zsock_t *feed, const char *owner)
     for (int p = 0; p < 8; p++)
         sn_pack_str (pack, owner);
     sn_pack_str (pack, "members");
-    sn_pack_array (pack, 2);
+    sn_pack_array (pack, 2 + c);
     sn_pack_str (pack, "a");
     sn_pack_str (pack, "b");
+    if (c)
+        sn_pack_str (pack, "c");
     zframe_t *frame = sn_pack_frame (pack);
     zframe_send (&frame, feed, 0);
     sn_pack_destroy (&pack);
@@ -2846,7 +2901,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     zframe_t *from = NULL;
     sn_msg_t *forward = NULL;
     while (!forward) {
-        s_test_placement (feed, "b");
+        s_test_placement (feed, "b", false);
         forward = s_test_forward (mesh, "worker.at", &from);
     }
     sn_msg_destroy (&forward);
@@ -2899,6 +2954,54 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     //  Taken: the hold is gone
     while (s_test_status (worker, result) != 404)
         zclock_sleep (10); //  poll interval of the wait, not synchronisation
+
+    //  This node owns everything now (and "c" joined: it hears our word, so the
+    //  placement has been seen). Its work goes to "b", whose workers take it; "b"
+    //  starts again (a new epoch in its word) before it is ever declared dead: the
+    //  work pushed to its last start is pushed again at once, not at its timeout.
+    s_test_placement (feed, "a", true);
+    while (true) {
+        forward = s_test_forward (mesh, "worker.at", &from);
+        assert (forward);
+        bool to_c = sn_value_streq (sn_value_get (sn_msg_root (forward), "node"), "c");
+        sn_msg_destroy (&forward);
+        zframe_destroy (&from);
+        if (to_c)
+            break;
+    }
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e1\", \"classes\": {\"far.D\": 1}}") == 200);
+    char *far = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
+                                          "\"timeout\": 600000, \"invocation\": {\"class\": "
+                                          "\"far.D\", \"method\": \"m\", \"params\": []}}");
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), far));
+    uint64_t attempt = 0;
+    assert (sn_value_uint (sn_value_get (passed, "attempt"), &attempt) && attempt == 1);
+    char *lease = sn_value_get_strdup (passed, "lease");
+    s_test_answer (mesh, &from, &forward, 200, "e1");
+    char *state = s_test_state (producer, far);
+    assert (streq (state, "running/0"));
+    free (state);
+    //  The same start says it again: nothing changes
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e1\", \"classes\": {\"far.D\": 0}}") == 200);
+    //  A word without an epoch (a node of an older version) changes no epoch
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", "
+                                     "\"classes\": {\"far.D\": 0}}") == 200);
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e2\", \"classes\": {\"far.D\": 1}}") == 200);
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), far));
+    assert (sn_value_uint (sn_value_get (passed, "attempt"), &attempt) && attempt == 2);
+    assert (!sn_value_streq (sn_value_get (passed, "lease"), lease));
+    s_test_answer (mesh, &from, &forward, 200, "e2");
+    free (lease);
+    free (far);
 
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);

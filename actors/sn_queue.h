@@ -30,9 +30,10 @@
       worker.heartbeat  {}                          -> 200 | 404 (say hello again)
       worker.progress   {id, progress?, message?, lease?} -> 200 | 404 | 409
       worker.result     {id, code, response?, error?, retryable?, lease?} -> 200 | 404 | 409
-      worker.at         {node, classes: {class: free slots}} -> 200 | 404 (not a member)
+      worker.at         {node, epoch?, classes: {class: free slots}}
+                                                    -> 200 | 404 (not a member)
       worker.push       {id, bucket_id, invocation, token, data?, attempt, timeout,
-                         lease, node}               -> 200 {worker} | 409 (no room)
+                         lease, node}               -> 200 {worker, epoch} | 409 (no room)
       bucket.counts     {bucket_id}                 -> 200 {queued, running, finished}
       bucket.state      {bucket_id, state}          -> 200   (from the batch actor only)
     Sent to the batch actor once a result is on disk: {op: "finished", bucket_id,
@@ -58,7 +59,9 @@
     invocation's state stays with the owner, its timeout runs there. The member
     forwards its worker's worker.progress and worker.result to the owner by the
     id's partition, adding the lease: the owner takes them only while that attempt
-    is the running one. A member that leaves the placement's members has what its
+    is the running one; the member keeps a result until the owner has taken it,
+    trying again while the owner cannot. A member that leaves the placement's
+    members, or whose word carries a new epoch (it started again), has what its
     workers ran queued again at once (504, retryable); a worker that goes silent on
     the member has its pushed work reported to the owner the same way.
 

@@ -246,11 +246,16 @@ def test_bad_input_on_the_ops_between_nodes():
             {"node": "n2", "classes": {"c": 2 ** 32}}, {"node": "x" * 65, "classes": {}},
             {"node": "n2", "classes": {"c%d" % i: 1 for i in range(1001)}},
             {"node": "n2", "classes": {}, "extra": True},
+            {"node": "n2", "classes": {}, "epoch": ""},
+            {"node": "n2", "classes": {}, "epoch": "e" * 17},
+            {"node": "n2", "classes": {}, "epoch": 7},
         ]
         for word in bad_words:
             reply = client.call("worker.at", **word)
             assert reply["code"] == 400, (word, reply)
         reply = client.call("worker.at", node="n2", classes={"calc.Sum": 3})
+        assert reply["code"] == 403, reply
+        reply = client.call("worker.at", node="n2", epoch="0123456789abcdef", classes={})
         assert reply["code"] == 403, reply
 
         # A lease that is not the invocation's counts for nothing

@@ -97,11 +97,16 @@ struct _s_worker_t {
     int64_t last_seen; //  unix ms of its last message
 };
 
+//  What another member's workers take of one class.
+typedef struct {
+    uint32_t free;   //  free slots, as its last word said
+    uint32_t pushed; //  invocations of the class pushed to it since
+} s_slots_t;
+
 //  Another member, and what its workers can take as it last said.
 typedef struct {
     char *name;      //  member name
-    zhashx_t *free;  //  class -> uint32_t free slots, owned
-    uint32_t pushed; //  work pushed to it since it last said
+    zhashx_t *free;  //  class -> s_slots_t, owned
     int64_t expires; //  unix ms its word goes stale; 0 before its first word
     char epoch[17];  //  its start, as its last word said; "" before
 } s_node_t;
@@ -966,8 +971,8 @@ s_node_room (s_node_t *node, const char *class_name, int64_t now)
 {
     if (node->expires <= now)
         return 0;
-    uint32_t *slots = (uint32_t *) zhashx_lookup (node->free, class_name);
-    return slots && *slots > node->pushed ? *slots - node->pushed : 0;
+    s_slots_t *slots = (s_slots_t *) zhashx_lookup (node->free, class_name);
+    return slots && slots->free > slots->pushed ? slots->free - slots->pushed : 0;
 }
 
 //  The node with the most room for the class, or NULL.
@@ -994,9 +999,9 @@ s_any_remote_room (self_t *self, int64_t now)
          node = (s_node_t *) zhashx_next (self->nodes)) {
         if (node->expires <= now)
             continue;
-        for (uint32_t *slots = (uint32_t *) zhashx_first (node->free); slots;
-             slots = (uint32_t *) zhashx_next (node->free))
-            if (*slots > node->pushed)
+        for (s_slots_t *slots = (s_slots_t *) zhashx_first (node->free); slots;
+             slots = (s_slots_t *) zhashx_next (node->free))
+            if (slots->free > slots->pushed)
                 return true;
     }
     return false;
@@ -1041,7 +1046,11 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
     inv->attempts++;
     inv->started_at = zclock_time ();
     inv->progress = 0;
-    node->pushed++;
+    //  Counted per class: a member running several classes takes its word's slots of
+    //  each (a worker offering several may then refuse some, 409, first in line again)
+    s_slots_t *slots = (s_slots_t *) zhashx_lookup (node->free, inv->class_name);
+    if (slots)
+        slots->pushed++;
     zhashx_insert (self->running, inv->id, inv);
     s_deadline (self, inv->started_at + inv->timeout);
 
@@ -1139,10 +1148,10 @@ s_peers_drain (self_t *self)
                                inv->remote, code, error ? error : "?");
                 free (error);
                 s_node_t *node = (s_node_t *) zhashx_lookup (self->nodes, inv->remote);
-                uint32_t *slots =
-                    node ? (uint32_t *) zhashx_lookup (node->free, inv->class_name) : NULL;
+                s_slots_t *slots =
+                    node ? (s_slots_t *) zhashx_lookup (node->free, inv->class_name) : NULL;
                 if (slots)
-                    *slots = 0;
+                    slots->free = 0;
                 //  A 4xx is the member's answer: it handed nothing out. Any other (the
                 //  mesh's 503 when the member was slow to answer) may hide a worker
                 //  running it: it stays running under its lease until its timeout,
@@ -1983,11 +1992,10 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         char key[S_CLASS_MAX + 1];
         memcpy (key, class_name, len);
         key[len] = 0;
-        uint32_t *value = (uint32_t *) zmalloc (sizeof (uint32_t));
-        *value = slots > UINT32_MAX ? UINT32_MAX : (uint32_t) slots;
+        s_slots_t *value = (s_slots_t *) zmalloc (sizeof (s_slots_t));
+        value->free = slots > UINT32_MAX ? UINT32_MAX : (uint32_t) slots;
         zhashx_update (node->free, key, value);
     }
-    node->pushed = 0;
     node->expires = zclock_time () + S_PRESENCE_TTL;
     s_deadline (self, node->expires);
     s_reply_code (self, request, rid, 200);
@@ -3002,6 +3010,28 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     s_test_answer (mesh, &from, &forward, 200, "e2");
     free (lease);
     free (far);
+
+    //  Room is counted per class: one of each of two classes goes to "b"
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e2\", \"classes\": {\"far.D\": 1, \"far.E\": 1}}") == 200);
+    char *d2 = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
+                                         "\"invocation\": {\"class\": \"far.D\", \"method\": "
+                                         "\"m\", \"params\": []}}");
+    char *e1 = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
+                                         "\"invocation\": {\"class\": \"far.E\", \"method\": "
+                                         "\"m\", \"params\": []}}");
+    bool pushed_d2 = false, pushed_e1 = false;
+    for (int count = 0; count < 2; count++) {
+        forward = s_test_forward (mesh, "worker.push", &from);
+        assert (forward);
+        passed = sn_value_get (sn_msg_root (forward), "request");
+        pushed_d2 |= sn_value_streq (sn_value_get (passed, "id"), d2);
+        pushed_e1 |= sn_value_streq (sn_value_get (passed, "id"), e1);
+        s_test_answer (mesh, &from, &forward, 200, "e2");
+    }
+    assert (pushed_d2 && pushed_e1);
+    free (d2);
+    free (e1);
 
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);

@@ -183,7 +183,6 @@ typedef struct {
     sn_pack_t *out;           //  scratch for messages to other nodes
     uint64_t peer_rid;        //  last rid sent on peers
     int64_t presence_at;      //  unix ms our word goes out next, or INT64_MAX
-    uint64_t lease_seed;      //  xorshift state for leases, seeded once
     char epoch[17];           //  16 random hex digits, drawn once: this start of the actor
 } self_t;
 
@@ -328,8 +327,6 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     snprintf (self->id_prefix, sizeof self->id_prefix, "%.16s", zuuid_str (uuid));
     for (char *c = self->id_prefix; *c; c++)
         *c = (char) tolower ((unsigned char) *c);
-    memcpy (&self->lease_seed, zuuid_data (uuid) + 8, sizeof self->lease_seed);
-    self->lease_seed |= 1;
     zuuid_destroy (&uuid);
     snprintf (self->epoch, sizeof self->epoch, "%016" PRIx64, s_random64 ());
     self->nodes = zhashx_new ();
@@ -830,16 +827,14 @@ s_any_room (self_t *self)
 //  the id's partition, with the lease, which says the attempt is still the one
 //  pushed.
 
-//  A lease for one push: unguessable enough that a result for an attempt taken
-//  back does not count.
+//  A lease for one push: unguessable, so that only the node the work went to can
+//  report on the attempt, and a result for an attempt taken back does not count.
+//  Drawn from the kernel per push (a system call of a few hundred nanoseconds): a
+//  generator of our own would tell its next leases to anyone who saw one.
 static void
-s_lease_new (self_t *self, char *lease)
+s_lease_new (char *lease)
 {
-    //  xorshift64*, seeded from a UUID at start
-    self->lease_seed ^= self->lease_seed >> 12;
-    self->lease_seed ^= self->lease_seed << 25;
-    self->lease_seed ^= self->lease_seed >> 27;
-    snprintf (lease, 17, "%016" PRIx64, (uint64_t) (self->lease_seed * 0x2545F4914F6CDD1DULL));
+    snprintf (lease, 17, "%016" PRIx64, s_random64 ());
 }
 
 //  Send the request in self->pack through the mesh: to the node named, or to the
@@ -1042,7 +1037,7 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
     inv->worker = NULL;
     inv->remote = strdup (node->name);
     memcpy (inv->epoch, node->epoch, sizeof inv->epoch);
-    s_lease_new (self, inv->lease);
+    s_lease_new (inv->lease);
     inv->attempts++;
     inv->started_at = zclock_time ();
     inv->progress = 0;

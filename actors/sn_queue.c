@@ -1764,25 +1764,6 @@ s_known_worker (self_t *self, sn_routed_t *request, uint64_t rid)
     return worker;
 }
 
-//  The invocation id of request, if worker holds it; else NULL, answered.
-static s_inv_t *
-s_held_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
-                   s_worker_t *worker)
-{
-    char *id = sn_value_get_strdup (root, "id");
-    s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
-    if (!inv)
-        s_reply_error (self, request, rid, 404, "no invocation %s", id ? id : "?");
-    else if (inv->state != S_RUNNING || inv->worker != worker) {
-        s_reply_error (self, request, rid, 409,
-                       "invocation %s is not held by this worker (it is %s)", id,
-                       s_state_names[inv->state]);
-        inv = NULL;
-    }
-    free (id);
-    return inv;
-}
-
 static void
 s_op_worker_heartbeat (self_t *self, sn_routed_t *request, uint64_t rid)
 {
@@ -1790,20 +1771,20 @@ s_op_worker_heartbeat (self_t *self, sn_routed_t *request, uint64_t rid)
         s_reply_code (self, request, rid, 200);
 }
 
-//  The invocation of request that another node's worker runs under lease; else
-//  NULL, answered. Its word comes forwarded by that node.
+//  The invocation of request, if it runs on worker here, or on another node's
+//  worker under lease (its word comes forwarded by that node); else NULL, answered.
 static s_inv_t *
-s_leased_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
-                     const char *lease)
+s_running_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                      s_worker_t *worker, const char *lease)
 {
     char *id = sn_value_get_strdup (root, "id");
     s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
     if (!inv)
         s_reply_error (self, request, rid, 404, "no invocation %s", id ? id : "?");
-    else if (inv->state != S_RUNNING || !inv->remote || !streq (inv->lease, lease)) {
-        s_reply_error (self, request, rid, 409,
-                       "invocation %s is not held under this lease (it is %s)", id,
-                       s_state_names[inv->state]);
+    else if (inv->state != S_RUNNING ||
+             (lease ? !inv->remote || !streq (inv->lease, lease) : inv->worker != worker)) {
+        s_reply_error (self, request, rid, 409, "invocation %s is not held %s (it is %s)", id,
+                       lease ? "under this lease" : "by this worker", s_state_names[inv->state]);
         inv = NULL;
     }
     free (id);
@@ -1871,19 +1852,30 @@ s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     return true;
 }
 
-static void
-s_op_worker_progress (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+//  What progress and result share: the invocation request reports on, when it is
+//  this node's and runs on the worker that sent request, or under the lease it
+//  carries; else NULL, with request answered or passed on to the invocation's owner.
+static s_inv_t *
+s_reported_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                       bool result)
 {
     char *lease = sn_value_get_strdup (root, "lease");
     s_inv_t *inv = NULL;
     if (lease)
-        inv = s_leased_invocation (self, request, root, rid, lease);
+        inv = s_running_invocation (self, request, root, rid, NULL, lease);
     else {
         s_worker_t *worker = s_known_worker (self, request, rid);
-        if (worker && !s_held_elsewhere (self, request, root, rid, worker, false))
-            inv = s_held_invocation (self, request, root, rid, worker);
+        if (worker && !s_held_elsewhere (self, request, root, rid, worker, result))
+            inv = s_running_invocation (self, request, root, rid, worker, NULL);
     }
     free (lease);
+    return inv;
+}
+
+static void
+s_op_worker_progress (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
+{
+    s_inv_t *inv = s_reported_invocation (self, request, root, rid, false);
     if (!inv)
         return;
     sn_value_number (sn_value_get (root, "progress"), &inv->progress);
@@ -1893,18 +1885,7 @@ s_op_worker_progress (self_t *self, sn_routed_t *request, const sn_value_t *root
 static void
 s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
-    char *lease = sn_value_get_strdup (root, "lease");
-    s_inv_t *inv = NULL;
-    if (lease)
-        inv = s_leased_invocation (self, request, root, rid, lease);
-    else {
-        s_worker_t *worker = s_known_worker (self, request, rid);
-        if (worker && s_held_elsewhere (self, request, root, rid, worker, true))
-            return;
-        if (worker)
-            inv = s_held_invocation (self, request, root, rid, worker);
-    }
-    free (lease);
+    s_inv_t *inv = s_reported_invocation (self, request, root, rid, true);
     if (!inv)
         return;
     int64_t code = 500;

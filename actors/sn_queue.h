@@ -29,7 +29,8 @@
       worker.hello      {classes, capacity, name?}  -> 200 {heartbeat}
       worker.heartbeat  {}                          -> 200 | 404 (say hello again)
       worker.progress   {id, progress?, message?, lease?} -> 200 | 404 | 409
-      worker.result     {id, code, response?, error?, retryable?, lease?} -> 200 | 404 | 409
+      worker.result     {id, code, response?, error?, retryable?, lease?}
+                                                    -> 200 | 202 (kept, passed on) | 404 | 409
       worker.at         {node, epoch?, classes: {class: free slots}}
                                                     -> 200 | 404 (not a member)
       worker.push       {id, bucket_id, invocation, token, data?, attempt, timeout,

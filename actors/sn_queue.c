@@ -82,7 +82,9 @@ typedef struct {
     s_worker_t *worker;    //  who runs it, while running here
     char *remote;          //  the node whose worker runs it, while running there
     char lease[17];        //  while running there: what its result must carry
-    char epoch[17];        //  while running there: the start of that node it went to
+    char epoch[17];        //  while running there: the start of that node that took it, as
+                           //  the push's answer said; "" while not known
+    bool pushing;          //  while running there: its push waits for the member's answer
     void *queued_handle;   //  its place in self->queued, while queued
 } s_inv_t;
 
@@ -183,7 +185,7 @@ typedef struct {
     sn_pack_t *out;           //  scratch for messages to other nodes
     uint64_t peer_rid;        //  last rid sent on peers
     int64_t presence_at;      //  unix ms our word goes out next, or INT64_MAX
-    char epoch[17];           //  16 random hex digits, drawn once: this start of the actor
+    char epoch[17];           //  this start of the actor: later starts have greater epochs
 } self_t;
 
 //  --------------------------------------------------------------------------
@@ -328,7 +330,12 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     for (char *c = self->id_prefix; *c; c++)
         *c = (char) tolower ((unsigned char) *c);
     zuuid_destroy (&uuid);
-    snprintf (self->epoch, sizeof self->epoch, "%016" PRIx64, s_random64 ());
+    //  Start time in ms (11 hex digits, enough for 500 years), then 5 random ones for
+    //  two starts in one ms: a later start of this node has a greater epoch, so that a
+    //  late word of a start that has been replaced is known as such. Assumes the clock
+    //  does not go back by more than the time between two starts.
+    snprintf (self->epoch, sizeof self->epoch, "%011" PRIx64 "%05" PRIx64,
+              (uint64_t) (zclock_time () & 0xfffffffffffLL), s_random64 () & 0xfffff);
     self->nodes = zhashx_new ();
     zhashx_set_destructor (self->nodes, s_node_free);
     self->holds = zhashx_new ();
@@ -669,6 +676,7 @@ s_inv_release (self_t *self, s_inv_t *inv)
     inv->remote = NULL;
     inv->lease[0] = 0;
     inv->epoch[0] = 0;
+    inv->pushing = false;
     zhashx_delete (self->running, inv->id);
 }
 
@@ -837,6 +845,16 @@ s_lease_new (char *lease)
     snprintf (lease, 17, "%016" PRIx64, s_random64 ());
 }
 
+//  Epoch one is of an earlier start than epoch two. Epochs of this version have 16
+//  hex digits, the start time first; shorter ones (as tests use) order by length,
+//  then as text, and "" (not known) is the oldest.
+static bool
+s_epoch_older (const char *one, const char *two)
+{
+    size_t one_len = strlen (one), two_len = strlen (two);
+    return one_len != two_len ? one_len < two_len : strcmp (one, two) < 0;
+}
+
 //  Send the request in self->pack through the mesh: to the node named, or to the
 //  owner of partition p when node is NULL. Returns the rid of its answer, or 0
 //  when the mesh cannot take it now.
@@ -887,6 +905,12 @@ s_calls_expire (self_t *self, int64_t now)
         call = s_call_take (self, call->rid);
         if (self->verbose)
             zsys_info ("sn_queue: no answer about %s from another node", call->id);
+        //  A push whose answer is lost may have been taken by any start of the node:
+        //  the next new start's word takes it back
+        s_inv_t *inv =
+            call->result ? NULL : (s_inv_t *) zhashx_lookup (self->invocations, call->id);
+        if (inv && inv->pushing && streq (inv->lease, call->lease))
+            inv->pushing = false;
         s_hold_t *hold = call->result ? (s_hold_t *) zhashx_lookup (self->holds, call->id) : NULL;
         if (hold && hold->sent == call->rid)
             s_hold_failed (self, hold, "no answer from the owner");
@@ -1036,7 +1060,10 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
     inv->state = S_RUNNING;
     inv->worker = NULL;
     inv->remote = strdup (node->name);
-    memcpy (inv->epoch, node->epoch, sizeof inv->epoch);
+    //  Which start of the node takes it is known from the answer only: the word of
+    //  a new start may come before the answer of the push that start took
+    inv->epoch[0] = 0;
+    inv->pushing = true;
     s_lease_new (inv->lease);
     inv->attempts++;
     inv->started_at = zclock_time ();
@@ -1095,6 +1122,15 @@ s_dispatch (self_t *self)
     }
 }
 
+//  What a worker of another node ran for us is queued again at once: its result
+//  will not come.
+static void
+s_inv_take_back (self_t *self, s_inv_t *inv, const char *why)
+{
+    const char *type = s_inv_fail (self, inv, 504, why, true, false);
+    s_log_note (self, type, inv);
+}
+
 //  Answers from the mesh to what we sent other nodes: a push taken is noted as
 //  started; one refused (no room there now) or not delivered is queued again, and
 //  that node gets no more of the class until it speaks again.
@@ -1122,8 +1158,10 @@ s_peers_drain (self_t *self)
         }
         s_inv_t *inv = push ? (s_inv_t *) zhashx_lookup (self->invocations, push->id) : NULL;
         if (inv && inv->state == S_RUNNING && inv->remote && streq (inv->lease, push->lease)) {
+            inv->pushing = false;
+            s_node_t *node = (s_node_t *) zhashx_lookup (self->nodes, inv->remote);
             if (code == 200) {
-                //  The start of the node that took it, should its word not say it yet
+                //  The start of the node that took it
                 size_t len = 0;
                 const char *epoch = sn_value_str (sn_value_get (root, "epoch"), &len);
                 if (epoch && len > 0 && len < sizeof inv->epoch) {
@@ -1135,6 +1173,9 @@ s_peers_drain (self_t *self)
                 s_note_started (self, inv, name);
                 free (name);
                 free (worker);
+                //  Taken by a start that a newer one has replaced since: lost with it
+                if (epoch && node && s_epoch_older (inv->epoch, node->epoch))
+                    s_inv_take_back (self, inv, "the node of its worker started again");
             }
             else {
                 char *error = sn_value_get_strdup (root, "error");
@@ -1142,7 +1183,6 @@ s_peers_drain (self_t *self)
                     zsys_info ("sn_queue: %s not taken by node %s: %" PRIu64 " %s", inv->id,
                                inv->remote, code, error ? error : "?");
                 free (error);
-                s_node_t *node = (s_node_t *) zhashx_lookup (self->nodes, inv->remote);
                 s_slots_t *slots =
                     node ? (s_slots_t *) zhashx_lookup (node->free, inv->class_name) : NULL;
                 if (slots)
@@ -1161,22 +1201,20 @@ s_peers_drain (self_t *self)
     s_dispatch (self);
 }
 
-//  What workers of the node so named ran for us, pushed to another start of it
-//  than epoch (any start when epoch is NULL), is queued again at once: its results
-//  will not come.
+//  What workers of the node so named ran for us is queued again at once: its
+//  results will not come. With epoch, only what a start of it older than epoch
+//  took: a push still waiting for its answer is judged by that answer.
 static void
 s_node_take_back (self_t *self, const char *name, const char *epoch, const char *why)
 {
     zlistx_t *held = zlistx_new ();
     for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
          inv = (s_inv_t *) zhashx_next (self->running))
-        if (inv->remote && streq (inv->remote, name) && (!epoch || !streq (inv->epoch, epoch)))
+        if (inv->remote && streq (inv->remote, name) &&
+            (!epoch || (!inv->pushing && s_epoch_older (inv->epoch, epoch))))
             zlistx_add_end (held, inv);
-    for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv;
-         inv = (s_inv_t *) zlistx_next (held)) {
-        const char *type = s_inv_fail (self, inv, 504, why, true, false);
-        s_log_note (self, type, inv);
-    }
+    for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv; inv = (s_inv_t *) zlistx_next (held))
+        s_inv_take_back (self, inv, why);
     if (zlistx_size (held))
         zsys_warning ("sn_queue: %s, %zu invocations it ran queued again", why, zlistx_size (held));
     zlistx_destroy (&held);
@@ -1928,8 +1966,10 @@ s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, 
 }
 
 //  worker.at {node, epoch?, classes: {class: free slots}}: another member's word of
-//  its workers. Only a member's word counts; it replaces the last one. A new epoch
-//  is a new start of that node, which lost what was pushed to the one before.
+//  its workers. Only a member's word counts; it replaces the last one. A newer
+//  epoch is a new start of that node, which lost what the starts before took; a
+//  word of an older epoch than the newest heard is a late one of a start that is
+//  gone (its dying connection in the mesh may deliver it late): it is ignored.
 static void
 s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -1949,9 +1989,18 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         return;
     }
     free (name);
-    if (epoch && (strlen (node->epoch) != epoch_len || memcmp (node->epoch, epoch, epoch_len))) {
-        memcpy (node->epoch, epoch, epoch_len);
-        node->epoch[epoch_len] = 0;
+    char heard[17] = "";
+    if (epoch)
+        memcpy (heard, epoch, epoch_len);
+    if (epoch && s_epoch_older (heard, node->epoch)) {
+        if (self->verbose)
+            zsys_info ("sn_queue: late word of node %s from its start %s ignored", node->name,
+                       heard);
+        s_reply_code (self, request, rid, 200);
+        return;
+    }
+    if (epoch && !streq (heard, node->epoch)) {
+        memcpy (node->epoch, heard, sizeof node->epoch);
         char why[128];
         snprintf (why, sizeof why, "node %s of its worker started again", node->name);
         s_node_take_back (self, node->name, node->epoch, why);
@@ -2758,6 +2807,22 @@ s_test_state (s_test_client_t *self, const char *id)
     return text;
 }
 
+//  Invocation id reaches the state wanted ("state/code") within 5 s: what it waits
+//  for comes to the queue on another socket than the question.
+static bool
+s_test_state_comes (s_test_client_t *self, const char *id, const char *wanted)
+{
+    int64_t deadline = zclock_mono () + 5000;
+    while (true) {
+        char *state = s_test_state (self, id);
+        bool reached = streq (state, wanted);
+        free (state);
+        if (reached || zclock_mono () > deadline)
+            return reached;
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+}
+
 //  Wait for work pushed to a worker; returns its id (caller frees) or NULL.
 static char *
 s_test_work (s_test_client_t *worker, int timeout)
@@ -3008,6 +3073,54 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     assert (pushed_d2 && pushed_e1);
     free (d2);
     free (e1);
+
+    //  "b" starts again (e3) while a push to it waits for its answer: the new start's
+    //  word, first, does not take it back; the answer says e3 took it. (What "e2"
+    //  took is taken back, class far.F has no room there, so it stays queued.)
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e2\", \"classes\": {\"far.F\": 1}}") == 200);
+    const char *enqueue_f = "{\"op\": \"enqueue\", \"token\": \"t\", \"timeout\": 600000, "
+                            "\"invocation\": {\"class\": \"far.F\", \"method\": \"m\", "
+                            "\"params\": []}}";
+    char *f1 = s_test_enqueue (producer, enqueue_f);
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), f1));
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e3\", \"classes\": {\"far.F\": 0}}") == 200);
+    state = s_test_state (producer, f1);
+    assert (streq (state, "running/0"));
+    free (state);
+    s_test_answer (mesh, &from, &forward, 200, "e3");
+    state = s_test_state (producer, f1);
+    assert (streq (state, "running/0"));
+    free (state);
+    //  A late word of the start e2 changes nothing: nothing e3 took is taken back,
+    //  and its free slots are not "b"'s (f2 is not pushed on it)
+    char *f2 = s_test_enqueue (producer, enqueue_f);
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e2\", \"classes\": {\"far.F\": 1}}") == 200);
+    state = s_test_state (producer, f1);
+    assert (streq (state, "running/0"));
+    free (state);
+    state = s_test_state (producer, f2);
+    assert (streq (state, "queued/0"));
+    free (state);
+    //  A push answered by a start older than the newest heard is taken back at once
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e3\", \"classes\": {\"far.F\": 1}}") == 200);
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), f2));
+    s_test_answer (mesh, &from, &forward, 200, "e2");
+    assert (s_test_state_comes (producer, f2, "queued/0"));
+    state = s_test_state (producer, f1);
+    assert (streq (state, "running/0"));
+    free (state);
+    free (f1);
+    free (f2);
 
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);

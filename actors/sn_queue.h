@@ -62,9 +62,12 @@
     id's partition, adding the lease: the owner takes them only while that attempt
     is the running one; the member keeps a result until the owner has taken it,
     trying again while the owner cannot. A member that leaves the placement's
-    members, or whose word carries a new epoch (it started again), has what its
-    workers ran queued again at once (504, retryable); a worker that goes silent on
-    the member has its pushed work reported to the owner the same way.
+    members, or whose word carries a newer epoch (it started again), has what its
+    workers ran queued again at once (504, retryable): with a newer epoch, what an
+    older start took, as the push's answer says (a push still waiting for its
+    answer is judged by it); a word of an older epoch than the newest heard is a
+    late one and is ignored. A worker that goes silent on the member has its pushed
+    work reported to the owner the same way.
 
     Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
     partition P over the state held, for a take-over; replies "OK" or the error

@@ -118,7 +118,8 @@ typedef struct {
 typedef struct {
     char id[S_ID_MAX];    //  the invocation
     char lease[17];       //  the owner's lease, carried by its progress and result
-    s_worker_t *worker;   //  who runs it; NULL once it has given its result
+    s_worker_t *worker;   //  who runs it, its slot busy until the owner has the result;
+                          //  NULL once that worker is gone
     char *worker_key;     //  that worker's key: its result sent again is known
     int64_t until;        //  unix ms when the owner has taken it back anyway
     byte *result;         //  the worker.result with the lease, until the owner takes it
@@ -1433,9 +1434,12 @@ s_worker_lost (self_t *self, s_worker_t *worker)
         s_log_note (self, type, inv);
     }
     zlistx_purge (held);
+    //  A result it gave is passed on still
     for (s_hold_t *hold = (s_hold_t *) zhashx_first (self->holds); hold;
          hold = (s_hold_t *) zhashx_next (self->holds))
-        if (hold->worker == worker)
+        if (hold->worker == worker && hold->result)
+            hold->worker = NULL;
+        else if (hold->worker == worker)
             zlistx_add_end (held, hold);
     for (s_hold_t *hold = (s_hold_t *) zlistx_first (held); hold;
          hold = (s_hold_t *) zlistx_next (held))
@@ -1831,10 +1835,12 @@ s_running_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root
 
 //  Pass the progress or result of request to the owner of its invocation, which
 //  another node pushed to worker: with the lease, so the owner knows the attempt.
-//  Progress goes as it is, its answer straight back to the worker. A result frees
-//  the worker's slot and stays here until the owner takes it: the worker hears the
-//  owner's answer, or 202 when the owner cannot take it now and this node tries
-//  again. Returns true when request was taken.
+//  Progress goes as it is, its answer straight back to the worker. A result stays
+//  here until the owner takes it: the worker hears the owner's answer, or 202 when
+//  the owner cannot take it now and this node tries again. The worker's slot stays
+//  busy until then: while owners cannot take results, our word offers no room, and
+//  the results kept here are at most our workers' capacity. Returns true when
+//  request was taken.
 static bool
 s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
                   s_worker_t *worker, bool result)
@@ -1873,10 +1879,6 @@ s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
         }
         return true;
     }
-    if (hold->worker->busy > 0)
-        hold->worker->busy--;
-    hold->worker = NULL;
-    s_presence_changed (self);
     s_pack_map_but (self->pack, root, "lease", 1);
     sn_pack_kv_str (self->pack, "lease", hold->lease);
     hold->result_size = sn_pack_size (self->pack);
@@ -1886,7 +1888,6 @@ s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     hold->waiting_rid = rid;
     hold->backoff = S_RESULT_RETRY;
     s_hold_try (self, hold);
-    s_dispatch (self);
     return true;
 }
 
@@ -2962,7 +2963,8 @@ s_test_cluster (const char *store_endpoint, bool verbose)
 
     //  The owner "b" pushes work; the result goes to it through the mesh. While the
     //  owner cannot take it (503), this node keeps it and tries again; the worker
-    //  hears 202, its slot is free, and its result sent again is the same one.
+    //  hears 202, its result sent again is the same one, and its slot stays busy
+    //  until the owner has the result: no more work comes whose result would wait.
     const char *push = "{\"op\": \"worker.push\", \"id\": \"%s\", \"bucket_id\": "
                        "\"primary\", \"token\": \"t\", \"attempt\": 1, \"timeout\": 60000, "
                        "\"lease\": \"0b\", \"node\": \"b\", \"invocation\": {\"class\": "
@@ -2991,8 +2993,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     assert (s_test_code (reply) == 202);
     sn_msg_destroy (&reply);
     request = zsys_sprintf (push, "cd-2");
-    assert (s_test_status (producer, request) == 200);
-    free (request);
+    assert (s_test_status (producer, request) == 409);
     //  The next try, after a backoff, is the same result under the same lease
     forward = s_test_forward (mesh, "worker.result", &from);
     assert (forward);
@@ -3000,9 +3001,14 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     assert (sn_value_streq (sn_value_get (passed, "id"), "cd-1"));
     assert (sn_value_streq (sn_value_get (passed, "lease"), "0b"));
     s_test_answer (mesh, &from, &forward, 200, NULL);
-    //  Taken: the hold is gone
+    //  Taken: the hold is gone, and the slot is free
     while (s_test_status (worker, result) != 404)
         zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    work = s_test_work (worker, 5000);
+    assert (work && streq (work, "cd-2"));
+    free (work);
 
     //  This node owns everything now (and "c" joined: it hears our word, so the
     //  placement has been seen). Its work goes to "b", whose workers take it; "b"

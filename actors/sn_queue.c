@@ -1317,11 +1317,9 @@ s_reply_accepted (self_t *self, sn_routed_t *request, uint64_t rid, const char *
     s_reply_send (self, request);
 }
 
-//  Forget work another node pushed to us: its worker's slot is free again. With
-//  why, the owner hears that the attempt failed (retryable) instead of waiting for
-//  its timeout.
+//  Forget work another node pushed to us: its worker's slot is free again.
 static void
-s_hold_drop (self_t *self, s_hold_t *hold, const char *why)
+s_hold_drop (self_t *self, s_hold_t *hold)
 {
     if (hold->worker) {
         if (hold->worker->busy > 0)
@@ -1332,21 +1330,6 @@ s_hold_drop (self_t *self, s_hold_t *hold, const char *why)
         s_reply_error (self, hold->waiting, hold->waiting_rid, 409,
                        "invocation %s is not held by this worker any more", hold->id);
         hold->waiting = NULL;
-    }
-    int64_t p = why && self->peers ? s_id_partition (self, hold->id) : -1;
-    //  A partition this node owns now was replayed here: the invocation is queued
-    if (p >= 0 && !sn_owners_owns (self->owners, (uint32_t) p)) {
-        sn_pack_reset (self->pack);
-        sn_pack_map (self->pack, 7);
-        sn_pack_kv_str (self->pack, "op", "worker.result");
-        sn_pack_kv_uint (self->pack, "rid", 0);
-        sn_pack_kv_str (self->pack, "id", hold->id);
-        sn_pack_kv_uint (self->pack, "code", 504);
-        sn_pack_kv_str (self->pack, "error", why);
-        sn_pack_str (self->pack, "retryable");
-        sn_pack_bool (self->pack, true);
-        sn_pack_kv_str (self->pack, "lease", hold->lease);
-        s_peer_send (self, NULL, (uint32_t) p);
     }
     zhashx_delete (self->holds, hold->id);
 }
@@ -1359,7 +1342,7 @@ s_hold_try (self_t *self, s_hold_t *hold)
 {
     int64_t p = self->peers ? s_id_partition (self, hold->id) : -1;
     if (p < 0 || sn_owners_owns (self->owners, (uint32_t) p)) {
-        s_hold_drop (self, hold, NULL);
+        s_hold_drop (self, hold);
         return;
     }
     sn_pack_reset (self->pack);
@@ -1407,7 +1390,7 @@ s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *answer, uint64_
             s_reply_send (self, hold->waiting);
             hold->waiting = NULL;
         }
-        s_hold_drop (self, hold, NULL);
+        s_hold_drop (self, hold);
         return;
     }
     char *error = sn_value_get_strdup (answer, "error");
@@ -1415,6 +1398,30 @@ s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *answer, uint64_
     snprintf (why, sizeof why, "%" PRIu64 " %s", code, error ? error : "from the mesh");
     free (error);
     s_hold_failed (self, hold, why);
+}
+
+//  The worker of hold is gone before its result: the owner hears of a retryable 504
+//  instead of waiting for the invocation's timeout, passed on as a worker's result
+//  is, tried again until the owner has it.
+static void
+s_hold_lost (self_t *self, s_hold_t *hold, const char *why)
+{
+    hold->worker = NULL;
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 7);
+    sn_pack_kv_str (self->pack, "op", "worker.result");
+    sn_pack_kv_uint (self->pack, "rid", 0);
+    sn_pack_kv_str (self->pack, "id", hold->id);
+    sn_pack_kv_uint (self->pack, "code", 504);
+    sn_pack_kv_str (self->pack, "error", why);
+    sn_pack_str (self->pack, "retryable");
+    sn_pack_bool (self->pack, true);
+    sn_pack_kv_str (self->pack, "lease", hold->lease);
+    hold->result_size = sn_pack_size (self->pack);
+    hold->result = (byte *) malloc (hold->result_size);
+    memcpy (hold->result, sn_pack_data (self->pack), hold->result_size);
+    hold->backoff = S_RESULT_RETRY;
+    s_hold_try (self, hold);
 }
 
 //  A worker went silent: what it runs goes back to the queue at once.
@@ -1443,7 +1450,7 @@ s_worker_lost (self_t *self, s_worker_t *worker)
             zlistx_add_end (held, hold);
     for (s_hold_t *hold = (s_hold_t *) zlistx_first (held); hold;
          hold = (s_hold_t *) zlistx_next (held))
-        s_hold_drop (self, hold, "worker went silent");
+        s_hold_lost (self, hold, "worker went silent");
     zlistx_destroy (&held);
     zhashx_delete (self->workers, worker->key);
     s_presence_changed (self);
@@ -1521,7 +1528,7 @@ s_timers (self_t *self)
     }
     for (s_hold_t *hold = (s_hold_t *) zlistx_first (due); hold;
          hold = (s_hold_t *) zlistx_next (due))
-        s_hold_drop (self, hold, NULL);
+        s_hold_drop (self, hold);
     zlistx_purge (due);
 
     //  Results the owner could not take yet, tried again
@@ -1854,7 +1861,7 @@ s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     //  Ownership came here since: the replay queued it again, this attempt is over
     if (owned_here) {
         if (result)
-            s_hold_drop (self, hold, NULL);
+            s_hold_drop (self, hold);
         return false;
     }
     if (!result) {
@@ -2058,7 +2065,7 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
         //  A new attempt at work we hold still: the owner took the old one back
         s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, key);
         if (hold)
-            s_hold_drop (self, hold, NULL);
+            s_hold_drop (self, hold);
         hold = (s_hold_t *) zmalloc (sizeof (s_hold_t));
         memcpy (hold->id, key, sizeof hold->id);
         memcpy (hold->lease, lease, lease_len);
@@ -3009,6 +3016,18 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     work = s_test_work (worker, 5000);
     assert (work && streq (work, "cd-2"));
     free (work);
+    //  The worker goes silent: the owner hears a retryable 504 for its attempt, tried
+    //  again while the owner cannot take it, as a worker's own result
+    for (int round = 0; round < 2; round++) {
+        forward = s_test_forward (mesh, "worker.result", &from);
+        assert (forward);
+        passed = sn_value_get (sn_msg_root (forward), "request");
+        assert (sn_value_streq (sn_value_get (passed, "id"), "cd-2"));
+        assert (sn_value_streq (sn_value_get (passed, "lease"), "0b"));
+        int64_t code = 0;
+        assert (sn_value_int (sn_value_get (passed, "code"), &code) && code == 504);
+        s_test_answer (mesh, &from, &forward, round ? 200 : 503, NULL);
+    }
 
     //  This node owns everything now (and "c" joined: it hears our word, so the
     //  placement has been seen). Its work goes to "b", whose workers take it; "b"

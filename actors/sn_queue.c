@@ -40,9 +40,11 @@
 //  Longest class name taken from another node's word (the schema of worker.hello).
 #define S_CLASS_MAX 256
 
-//  Requests to other nodes waiting for their answer: forgotten after S_CALL_TTL (the
-//  mesh answers every forward well within it, unless the answer is lost at a
-//  high-water mark), and at most S_CALLS_MAX of them, the oldest forgotten first.
+//  Requests to other nodes waiting for their answer: forgotten after the config's
+//  call_ttl (S_CALL_TTL unless given), within which the mesh answers every forward
+//  unless the answer is lost at a high-water mark; and at most S_CALLS_MAX of them,
+//  the oldest forgotten first. An answer that comes later is lost: a push's 409 (it
+//  stays running until its timeout), a result's answer (it is tried again).
 #define S_CALL_TTL  30000
 #define S_CALLS_MAX 100000
 
@@ -937,7 +939,7 @@ s_call_add (self_t *self, uint64_t rid, const char *id, const char *lease, bool 
     snprintf (call->id, sizeof call->id, "%s", id);
     snprintf (call->lease, sizeof call->lease, "%s", lease);
     int64_t now = zclock_time ();
-    call->expires = now + S_CALL_TTL;
+    call->expires = now + (self->config.call_ttl > 0 ? self->config.call_ttl : S_CALL_TTL);
     call->handle = zlistx_add_end (self->call_order, call);
     zhashx_update (self->calls, (void *) (uintptr_t) rid, call);
     s_calls_expire (self, now);
@@ -2850,7 +2852,7 @@ s_test_work (s_test_client_t *worker, int timeout)
 static zactor_t *
 s_test_queue (const char *endpoint, const char *log, bool verbose)
 {
-    sn_queue_config_t config = {endpoint, log, NULL, 8, 2000, verbose, NULL, NULL, NULL};
+    sn_queue_config_t config = {endpoint, log, NULL, 8, 2000, verbose, NULL, NULL, NULL, 0};
     char error[256];
     zactor_t *queue = sn_queue_new (&config, error, sizeof error);
     if (!queue)
@@ -2951,8 +2953,9 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     zsock_t *feed = zsock_new_pub (feed_endpoint);
     zsock_t *mesh = zsock_new_router (mesh_endpoint);
     assert (feed && mesh);
-    sn_queue_config_t config = {endpoint, store_endpoint, NULL,         8, 2000, verbose,
-                                NULL,     feed_endpoint,  mesh_endpoint};
+    //  An answer through the mesh comes within 2 s, or never
+    sn_queue_config_t config = {endpoint, store_endpoint, NULL,          8,   2000, verbose,
+                                NULL,     feed_endpoint,  mesh_endpoint, 2000};
     char error[256];
     zactor_t *queue = sn_queue_new (&config, error, sizeof error);
     assert (queue);
@@ -3163,6 +3166,35 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     free (state);
     free (f1);
     free (f2);
+
+    //  A push whose answer does not come within the call's ttl was taken by some
+    //  start: the next newer word takes it back (a word does not while it waits)
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e3\", \"classes\": {\"far.G\": 1}}") == 200);
+    char *g = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
+                                        "\"invocation\": {\"class\": \"far.G\", \"method\": "
+                                        "\"m\", \"params\": []}}");
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), g));
+    sn_msg_destroy (&forward);
+    zframe_destroy (&from);
+    int64_t deadline = zclock_mono () + 5000;
+    bool back = false;
+    for (int start = 100; !back && zclock_mono () < deadline; start++) {
+        char *word = zsys_sprintf ("{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                   "\"f%d\", \"classes\": {\"far.G\": 0}}",
+                                   start);
+        assert (s_test_status (producer, word) == 200);
+        free (word);
+        state = s_test_state (producer, g);
+        back = streq (state, "queued/0");
+        free (state);
+        zclock_sleep (50); //  poll interval of the wait, not synchronisation
+    }
+    assert (back);
+    free (g);
 
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);

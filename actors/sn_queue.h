@@ -92,6 +92,9 @@ typedef struct {
     const char *store;    //  endpoint answering scan (replay), or NULL: the log does
     const char *feed;     //  the mesh's placement feed, or NULL: own every partition
     const char *mesh;     //  the mesh's ops, where requests for others' partitions go
+    int call_ttl;         //  ms within which the mesh answers every forward (all its
+                          //  tries of every replica), however slow the other node;
+                          //  0: 30000
 } sn_queue_config_t;
 
 //  Start a queue actor and replay its state. Returns NULL with the reason in error.

@@ -896,9 +896,11 @@ s_call_take (self_t *self, uint64_t rid)
 static void s_hold_failed (self_t *self, s_hold_t *hold, const char *why);
 static void s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *answer, uint64_t code);
 
-//  Answers not come in time: what they were about carries on without them. A push
-//  whose answer is lost may be running there: it stays running under its lease
-//  until its timeout. A result whose answer is lost is tried again.
+//  Answers not come in time: what they were about carries on without them, and the
+//  answer, should it come later, is not heard. A push whose answer is lost may be
+//  running there: it stays running under its lease until its timeout or the word
+//  of a newer start of the member, even if the lost answer was a refusal (409). A
+//  result whose answer is lost is tried again.
 static void
 s_calls_expire (self_t *self, int64_t now)
 {
@@ -1150,17 +1152,17 @@ s_peers_drain (self_t *self)
         uint64_t rid = 0, code = 0;
         sn_value_uint (sn_value_get (root, "rid"), &rid);
         sn_value_uint (sn_value_get (root, "code"), &code);
-        s_call_t *push = s_call_take (self, rid);
-        if (push && push->result) {
-            s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, push->id);
+        s_call_t *call = s_call_take (self, rid);
+        if (call && call->result) {
+            s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, call->id);
             if (hold && hold->sent == rid)
                 s_hold_answered (self, hold, root, code);
-            free (push);
+            free (call);
             sn_msg_destroy (&answer);
             continue;
         }
-        s_inv_t *inv = push ? (s_inv_t *) zhashx_lookup (self->invocations, push->id) : NULL;
-        if (inv && inv->state == S_RUNNING && inv->remote && streq (inv->lease, push->lease)) {
+        s_inv_t *inv = call ? (s_inv_t *) zhashx_lookup (self->invocations, call->id) : NULL;
+        if (inv && inv->state == S_RUNNING && inv->remote && streq (inv->lease, call->lease)) {
             inv->pushing = false;
             s_node_t *node = (s_node_t *) zhashx_lookup (self->nodes, inv->remote);
             if (code == 200) {
@@ -1198,7 +1200,7 @@ s_peers_drain (self_t *self)
                     s_inv_unpush (self, inv);
             }
         }
-        free (push);
+        free (call);
         sn_msg_destroy (&answer);
     }
     s_dispatch (self);

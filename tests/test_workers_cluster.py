@@ -4,8 +4,8 @@ node runs on it and its results reach GET /invocations/:id and the bucket's call
 kill -9 of the worker's node mid-run loses nothing (a worker elsewhere runs the work
 again); a worker's node killed and started again at once, never declared dead, gives
 its work back at its new start's first word; progress through the worker's node, and a
-worker that goes silent there; and bad input on the ops nodes use between themselves (worker.at, worker.push, the lease
-on worker.result and worker.progress)."""
+worker that goes silent there; and bad input on the ops nodes use between themselves
+(worker.at, worker.push, the lease on worker.result and worker.progress)."""
 import os
 
 import pytest

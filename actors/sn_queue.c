@@ -9,6 +9,8 @@
 #include "sn_store.h"
 #include "sn_owners.h"
 
+#include <sys/random.h>
+
 //  Defaults of the enqueue options.
 #define S_MAX_ATTEMPTS 3
 #define S_BACKOFF      1000               //  ms before the first retry
@@ -37,6 +39,19 @@
 
 //  Longest class name taken from another node's word (the schema of worker.hello).
 #define S_CLASS_MAX 256
+
+//  Requests to other nodes waiting for their answer: forgotten after the config's
+//  call_ttl (S_CALL_TTL unless given), within which the mesh answers every forward
+//  unless the answer is lost at a high-water mark; and at most S_CALLS_MAX of them,
+//  the oldest forgotten first. An answer that comes later is lost: a push's 409 (it
+//  stays running until its timeout), a result's answer (it is tried again).
+#define S_CALL_TTL  30000
+#define S_CALLS_MAX 100000
+
+//  A result another node's worker gave that its owner could not take yet is tried
+//  again after this many ms, doubling up to S_RESULT_RETRY_MAX.
+#define S_RESULT_RETRY     100
+#define S_RESULT_RETRY_MAX 5000
 
 typedef enum { S_QUEUED, S_RUNNING, S_SUCCEEDED, S_FAILED } s_state_t;
 
@@ -69,6 +84,9 @@ typedef struct {
     s_worker_t *worker;    //  who runs it, while running here
     char *remote;          //  the node whose worker runs it, while running there
     char lease[17];        //  while running there: what its result must carry
+    char epoch[17];        //  while running there: the start of that node that took it, as
+                           //  the push's answer said; "" while not known
+    bool pushing;          //  while running there: its push waits for the member's answer
     void *queued_handle;   //  its place in self->queued, while queued
 } s_inv_t;
 
@@ -83,27 +101,47 @@ struct _s_worker_t {
     int64_t last_seen; //  unix ms of its last message
 };
 
+//  What another member's workers take of one class.
+typedef struct {
+    uint32_t free;   //  free slots, as its last word said
+    uint32_t pushed; //  invocations of the class pushed to it since
+} s_slots_t;
+
 //  Another member, and what its workers can take as it last said.
 typedef struct {
     char *name;      //  member name
-    zhashx_t *free;  //  class -> uint32_t free slots, owned
-    uint32_t pushed; //  work pushed to it since it last said
+    zhashx_t *free;  //  class -> s_slots_t, owned
     int64_t expires; //  unix ms its word goes stale; 0 before its first word
+    char epoch[17];  //  its start, as its last word said; "" before
 } s_node_t;
 
-//  Work another node owns and pushed to one of our workers.
+//  Work another node owns and pushed to one of our workers. Kept after its result
+//  until the owner has taken that result, or has taken the work back anyway.
 typedef struct {
-    char id[S_ID_MAX];  //  the invocation
-    char lease[17];     //  the owner's lease, carried by its progress and result
-    s_worker_t *worker; //  who runs it
-    int64_t until;      //  unix ms when the owner has taken it back anyway
+    char id[S_ID_MAX];    //  the invocation
+    char lease[17];       //  the owner's lease, carried by its progress and result
+    s_worker_t *worker;   //  who runs it, its slot busy until the owner has the result;
+                          //  NULL once that worker is gone
+    char *worker_key;     //  that worker's key: its result sent again is known
+    int64_t until;        //  unix ms when the owner has taken it back anyway
+    byte *result;         //  the worker.result with the lease, until the owner takes it
+    size_t result_size;   //  its bytes
+    sn_routed_t *waiting; //  a worker's worker.result, answered by the next try's outcome
+    uint64_t waiting_rid; //  its rid
+    uint64_t sent;        //  rid of the try of result in flight, or 0
+    int64_t retry_at;     //  unix ms of the next try while none is in flight
+    int64_t backoff;      //  ms from a failed try to the next
 } s_hold_t;
 
-//  A push waiting for its answer.
+//  A request to another node waiting for its answer.
 typedef struct {
-    char id[S_ID_MAX]; //  the invocation pushed
+    uint64_t rid;      //  the rid of its forward through the mesh
+    bool result;       //  a held result passed on to its owner; else a push
+    char id[S_ID_MAX]; //  the invocation it is about
     char lease[17];    //  the lease it went with
-} s_push_t;
+    int64_t expires;   //  unix ms when its answer is given up on
+    void *handle;      //  its place in self->call_order
+} s_call_t;
 
 //  What to do when the log has acknowledged a write.
 typedef enum { S_AFTER_NOTHING, S_AFTER_ENQUEUE, S_AFTER_REPLY } s_after_t;
@@ -145,11 +183,12 @@ typedef struct {
     zsock_t *peers;           //  DEALER to the mesh for word and work to other nodes, or NULL
     zhashx_t *nodes;          //  member name -> s_node_t, every member but this node
     zhashx_t *holds;          //  id -> s_hold_t: other nodes' work our workers run
-    zhashx_t *pushes;         //  rid text -> s_push_t: pushes waiting for their answer
+    zhashx_t *calls;          //  rid (the key itself) -> s_call_t in call_order
+    zlistx_t *call_order;     //  s_call_t, owned, oldest first: expiry order
     sn_pack_t *out;           //  scratch for messages to other nodes
     uint64_t peer_rid;        //  last rid sent on peers
     int64_t presence_at;      //  unix ms our word goes out next, or INT64_MAX
-    uint64_t lease_seed;      //  xorshift state for leases, seeded once
+    char epoch[17];           //  this start of the actor: later starts have greater epochs
 } self_t;
 
 //  --------------------------------------------------------------------------
@@ -204,6 +243,22 @@ s_node_free (void **item_p)
 }
 
 static void
+s_hold_free (void **item_p)
+{
+    s_hold_t *self = (s_hold_t *) *item_p;
+    if (self) {
+        free (self->worker_key);
+        free (self->result);
+        if (self->waiting) {
+            sn_routed_close (self->waiting);
+            free (self->waiting);
+        }
+        free (self);
+        *item_p = NULL;
+    }
+}
+
+static void
 s_plain_free (void **item_p)
 {
     free (*item_p);
@@ -249,6 +304,20 @@ s_worker_offers (s_worker_t *worker, const char *class_name)
     return false;
 }
 
+//  64 bits no other node can guess: from the kernel's generator, or else from a
+//  fresh UUID.
+static uint64_t
+s_random64 (void)
+{
+    uint64_t value = 0;
+    if (getrandom (&value, sizeof value, 0) != (ssize_t) sizeof value) {
+        zuuid_t *uuid = zuuid_new ();
+        memcpy (&value, zuuid_data (uuid), sizeof value);
+        zuuid_destroy (&uuid);
+    }
+    return value;
+}
+
 //  --------------------------------------------------------------------------
 //  The actor's state
 
@@ -263,15 +332,24 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     snprintf (self->id_prefix, sizeof self->id_prefix, "%.16s", zuuid_str (uuid));
     for (char *c = self->id_prefix; *c; c++)
         *c = (char) tolower ((unsigned char) *c);
-    memcpy (&self->lease_seed, zuuid_data (uuid) + 8, sizeof self->lease_seed);
-    self->lease_seed |= 1;
     zuuid_destroy (&uuid);
+    //  Start time in ms (11 hex digits, enough for 500 years), then 5 random ones for
+    //  two starts in one ms: a later start of this node has a greater epoch, so that a
+    //  late word of a start that has been replaced is known as such. Assumes the clock
+    //  does not go back by more than the time between two starts.
+    snprintf (self->epoch, sizeof self->epoch, "%011" PRIx64 "%05" PRIx64,
+              (uint64_t) (zclock_time () & 0xfffffffffffLL), s_random64 () & 0xfffff);
     self->nodes = zhashx_new ();
     zhashx_set_destructor (self->nodes, s_node_free);
     self->holds = zhashx_new ();
-    zhashx_set_destructor (self->holds, s_plain_free);
-    self->pushes = zhashx_new ();
-    zhashx_set_destructor (self->pushes, s_plain_free);
+    zhashx_set_destructor (self->holds, s_hold_free);
+    self->calls = zhashx_new ();
+    zhashx_set_key_hasher (self->calls, s_rid_hash);
+    zhashx_set_key_comparator (self->calls, s_rid_compare);
+    zhashx_set_key_duplicator (self->calls, NULL);
+    zhashx_set_key_destructor (self->calls, NULL);
+    self->call_order = zlistx_new ();
+    zlistx_set_destructor (self->call_order, s_plain_free);
     self->out = sn_pack_new ();
     self->presence_at = INT64_MAX;
     self->invocations = zhashx_new ();
@@ -318,7 +396,8 @@ s_self_destroy (self_t **self_p)
         sn_owners_destroy (&self->owners);
         zhashx_destroy (&self->nodes);
         zhashx_destroy (&self->holds);
-        zhashx_destroy (&self->pushes);
+        zhashx_destroy (&self->calls);
+        zlistx_destroy (&self->call_order);
         sn_pack_destroy (&self->out);
         free (self->gained);
         free (self->lost);
@@ -344,7 +423,8 @@ s_deadline (self_t *self, int64_t when)
 }
 
 //  Our workers' free slots changed: the other nodes hear of it soon, with whatever
-//  else changes meanwhile.
+//  else changes meanwhile. The word has its own deadline: under load it goes out
+//  every S_PRESENCE_DELAY ms, which must not walk every timer each time.
 static void
 s_presence_changed (self_t *self)
 {
@@ -353,7 +433,6 @@ s_presence_changed (self_t *self)
     int64_t when = zclock_time () + S_PRESENCE_DELAY;
     if (when < self->presence_at)
         self->presence_at = when;
-    s_deadline (self, self->presence_at);
 }
 
 //  --------------------------------------------------------------------------
@@ -599,6 +678,8 @@ s_inv_release (self_t *self, s_inv_t *inv)
     free (inv->remote);
     inv->remote = NULL;
     inv->lease[0] = 0;
+    inv->epoch[0] = 0;
+    inv->pushing = false;
     zhashx_delete (self->running, inv->id);
 }
 
@@ -757,16 +838,24 @@ s_any_room (self_t *self)
 //  the id's partition, with the lease, which says the attempt is still the one
 //  pushed.
 
-//  A lease for one push: unguessable enough that a result for an attempt taken
-//  back does not count.
+//  A lease for one push: unguessable, so that only the node the work went to can
+//  report on the attempt, and a result for an attempt taken back does not count.
+//  Drawn from the kernel per push (a system call of a few hundred nanoseconds): a
+//  generator of our own would tell its next leases to anyone who saw one.
 static void
-s_lease_new (self_t *self, char *lease)
+s_lease_new (char *lease)
 {
-    //  xorshift64*, seeded from a UUID at start
-    self->lease_seed ^= self->lease_seed >> 12;
-    self->lease_seed ^= self->lease_seed << 25;
-    self->lease_seed ^= self->lease_seed >> 27;
-    snprintf (lease, 17, "%016" PRIx64, (uint64_t) (self->lease_seed * 0x2545F4914F6CDD1DULL));
+    snprintf (lease, 17, "%016" PRIx64, s_random64 ());
+}
+
+//  Epoch one is of an earlier start than epoch two. Epochs of this version have 16
+//  hex digits, the start time first; shorter ones (as tests use) order by length,
+//  then as text, and "" (not known) is the oldest.
+static bool
+s_epoch_older (const char *one, const char *two)
+{
+    size_t one_len = strlen (one), two_len = strlen (two);
+    return one_len != two_len ? one_len < two_len : strcmp (one, two) < 0;
 }
 
 //  Send the request in self->pack through the mesh: to the node named, or to the
@@ -789,6 +878,73 @@ s_peer_send (self_t *self, const char *node, uint32_t p)
                   ZMQ_DONTWAIT) == -1)
         return 0;
     return self->peer_rid;
+}
+
+//  The request to another node sent under rid, no longer waited for; or NULL.
+static s_call_t *
+s_call_take (self_t *self, uint64_t rid)
+{
+    void *key = (void *) (uintptr_t) rid;
+    s_call_t *call = rid ? (s_call_t *) zhashx_lookup (self->calls, key) : NULL;
+    if (call) {
+        zhashx_delete (self->calls, key);
+        zlistx_detach (self->call_order, call->handle);
+    }
+    return call;
+}
+
+static void s_hold_failed (self_t *self, s_hold_t *hold, const char *why);
+static void s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *answer, uint64_t code);
+
+//  Answers not come in time: what they were about carries on without them, and the
+//  answer, should it come later, is not heard. A push whose answer is lost may be
+//  running there: it stays running under its lease until its timeout or the word
+//  of a newer start of the member, even if the lost answer was a refusal (409). A
+//  result whose answer is lost is tried again.
+static void
+s_calls_expire (self_t *self, int64_t now)
+{
+    s_call_t *call;
+    while ((call = (s_call_t *) zlistx_first (self->call_order)) &&
+           (call->expires <= now || zlistx_size (self->call_order) > S_CALLS_MAX)) {
+        call = s_call_take (self, call->rid);
+        if (self->verbose)
+            zsys_info ("sn_queue: no answer about %s from another node", call->id);
+        //  A push whose answer is lost may have been taken by any start of the node:
+        //  the next new start's word takes it back
+        s_inv_t *inv =
+            call->result ? NULL : (s_inv_t *) zhashx_lookup (self->invocations, call->id);
+        if (inv && inv->pushing && streq (inv->lease, call->lease))
+            inv->pushing = false;
+        s_hold_t *hold = call->result ? (s_hold_t *) zhashx_lookup (self->holds, call->id) : NULL;
+        if (hold && hold->sent == call->rid)
+            s_hold_failed (self, hold, "no answer from the owner");
+        free (call);
+    }
+}
+
+//  When the oldest request to another node is given up on, or INT64_MAX.
+static int64_t
+s_calls_deadline (self_t *self)
+{
+    s_call_t *call = (s_call_t *) zlistx_first (self->call_order);
+    return call ? call->expires : INT64_MAX;
+}
+
+//  Wait for the answer to the request sent under rid, about invocation id.
+static void
+s_call_add (self_t *self, uint64_t rid, const char *id, const char *lease, bool result)
+{
+    s_call_t *call = (s_call_t *) zmalloc (sizeof (s_call_t));
+    call->rid = rid;
+    call->result = result;
+    snprintf (call->id, sizeof call->id, "%s", id);
+    snprintf (call->lease, sizeof call->lease, "%s", lease);
+    int64_t now = zclock_time ();
+    call->expires = now + (self->config.call_ttl > 0 ? self->config.call_ttl : S_CALL_TTL);
+    call->handle = zlistx_add_end (self->call_order, call);
+    zhashx_update (self->calls, (void *) (uintptr_t) rid, call);
+    s_calls_expire (self, now);
 }
 
 //  Tell one node, or every other member when to is NULL, what our workers take.
@@ -814,10 +970,11 @@ s_presence_send (self_t *self, s_node_t *to)
         }
     }
     sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, 4);
+    sn_pack_map (self->pack, 5);
     sn_pack_kv_str (self->pack, "op", "worker.at");
     sn_pack_kv_uint (self->pack, "rid", 0);
     sn_pack_kv_str (self->pack, "node", name);
+    sn_pack_kv_str (self->pack, "epoch", self->epoch);
     sn_pack_str (self->pack, "classes");
     sn_pack_map (self->pack, (uint32_t) zhashx_size (free_slots));
     for (uint32_t *slots = (uint32_t *) zhashx_first (free_slots); slots;
@@ -838,8 +995,8 @@ s_node_room (s_node_t *node, const char *class_name, int64_t now)
 {
     if (node->expires <= now)
         return 0;
-    uint32_t *slots = (uint32_t *) zhashx_lookup (node->free, class_name);
-    return slots && *slots > node->pushed ? *slots - node->pushed : 0;
+    s_slots_t *slots = (s_slots_t *) zhashx_lookup (node->free, class_name);
+    return slots && slots->free > slots->pushed ? slots->free - slots->pushed : 0;
 }
 
 //  The node with the most room for the class, or NULL.
@@ -866,9 +1023,9 @@ s_any_remote_room (self_t *self, int64_t now)
          node = (s_node_t *) zhashx_next (self->nodes)) {
         if (node->expires <= now)
             continue;
-        for (uint32_t *slots = (uint32_t *) zhashx_first (node->free); slots;
-             slots = (uint32_t *) zhashx_next (node->free))
-            if (*slots > node->pushed)
+        for (s_slots_t *slots = (s_slots_t *) zhashx_first (node->free); slots;
+             slots = (s_slots_t *) zhashx_next (node->free))
+            if (slots->free > slots->pushed)
                 return true;
     }
     return false;
@@ -908,11 +1065,19 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
     inv->state = S_RUNNING;
     inv->worker = NULL;
     inv->remote = strdup (node->name);
-    s_lease_new (self, inv->lease);
+    //  Which start of the node takes it is known from the answer only: the word of
+    //  a new start may come before the answer of the push that start took
+    inv->epoch[0] = 0;
+    inv->pushing = true;
+    s_lease_new (inv->lease);
     inv->attempts++;
     inv->started_at = zclock_time ();
     inv->progress = 0;
-    node->pushed++;
+    //  Counted per class: a member running several classes takes its word's slots of
+    //  each (a worker offering several may then refuse some, 409, first in line again)
+    s_slots_t *slots = (s_slots_t *) zhashx_lookup (node->free, inv->class_name);
+    if (slots)
+        slots->pushed++;
     zhashx_insert (self->running, inv->id, inv);
     s_deadline (self, inv->started_at + inv->timeout);
 
@@ -931,12 +1096,7 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
         s_inv_unpush (self, inv);
         return;
     }
-    s_push_t *push = (s_push_t *) zmalloc (sizeof (s_push_t));
-    memcpy (push->id, inv->id, sizeof push->id);
-    memcpy (push->lease, inv->lease, sizeof push->lease);
-    char key[24];
-    snprintf (key, sizeof key, "%" PRIu64, rid);
-    zhashx_update (self->pushes, key, push);
+    s_call_add (self, rid, inv->id, inv->lease, false);
     if (self->verbose)
         zsys_info ("sn_queue: %s attempt %u pushed to node %s", inv->id, inv->attempts, node->name);
 }
@@ -967,6 +1127,15 @@ s_dispatch (self_t *self)
     }
 }
 
+//  What a worker of another node ran for us is queued again at once: its result
+//  will not come.
+static void
+s_inv_take_back (self_t *self, s_inv_t *inv, const char *why)
+{
+    const char *type = s_inv_fail (self, inv, 504, why, true, false);
+    s_log_note (self, type, inv);
+}
+
 //  Answers from the mesh to what we sent other nodes: a push taken is noted as
 //  started; one refused (no room there now) or not delivered is queued again, and
 //  that node gets no more of the class until it speaks again.
@@ -983,17 +1152,35 @@ s_peers_drain (self_t *self)
         uint64_t rid = 0, code = 0;
         sn_value_uint (sn_value_get (root, "rid"), &rid);
         sn_value_uint (sn_value_get (root, "code"), &code);
-        char key[24];
-        snprintf (key, sizeof key, "%" PRIu64, rid);
-        s_push_t *push = (s_push_t *) zhashx_lookup (self->pushes, key);
-        s_inv_t *inv = push ? (s_inv_t *) zhashx_lookup (self->invocations, push->id) : NULL;
-        if (inv && inv->state == S_RUNNING && inv->remote && streq (inv->lease, push->lease)) {
+        s_call_t *call = s_call_take (self, rid);
+        if (call && call->result) {
+            s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, call->id);
+            if (hold && hold->sent == rid)
+                s_hold_answered (self, hold, root, code);
+            free (call);
+            sn_msg_destroy (&answer);
+            continue;
+        }
+        s_inv_t *inv = call ? (s_inv_t *) zhashx_lookup (self->invocations, call->id) : NULL;
+        if (inv && inv->state == S_RUNNING && inv->remote && streq (inv->lease, call->lease)) {
+            inv->pushing = false;
+            s_node_t *node = (s_node_t *) zhashx_lookup (self->nodes, inv->remote);
             if (code == 200) {
+                //  The start of the node that took it
+                size_t len = 0;
+                const char *epoch = sn_value_str (sn_value_get (root, "epoch"), &len);
+                if (epoch && len > 0 && len < sizeof inv->epoch) {
+                    memcpy (inv->epoch, epoch, len);
+                    inv->epoch[len] = 0;
+                }
                 char *worker = sn_value_get_strdup (root, "worker");
                 char *name = zsys_sprintf ("%s@%s", worker ? worker : "?", inv->remote);
                 s_note_started (self, inv, name);
                 free (name);
                 free (worker);
+                //  Taken by a start that a newer one has replaced since: lost with it
+                if (epoch && node && s_epoch_older (inv->epoch, node->epoch))
+                    s_inv_take_back (self, inv, "the node of its worker started again");
             }
             else {
                 char *error = sn_value_get_strdup (root, "error");
@@ -1001,11 +1188,10 @@ s_peers_drain (self_t *self)
                     zsys_info ("sn_queue: %s not taken by node %s: %" PRIu64 " %s", inv->id,
                                inv->remote, code, error ? error : "?");
                 free (error);
-                s_node_t *node = (s_node_t *) zhashx_lookup (self->nodes, inv->remote);
-                uint32_t *slots =
-                    node ? (uint32_t *) zhashx_lookup (node->free, inv->class_name) : NULL;
+                s_slots_t *slots =
+                    node ? (s_slots_t *) zhashx_lookup (node->free, inv->class_name) : NULL;
                 if (slots)
-                    *slots = 0;
+                    slots->free = 0;
                 //  A 4xx is the member's answer: it handed nothing out. Any other (the
                 //  mesh's 503 when the member was slow to answer) may hide a worker
                 //  running it: it stays running under its lease until its timeout,
@@ -1014,11 +1200,29 @@ s_peers_drain (self_t *self)
                     s_inv_unpush (self, inv);
             }
         }
-        if (push)
-            zhashx_delete (self->pushes, key);
+        free (call);
         sn_msg_destroy (&answer);
     }
     s_dispatch (self);
+}
+
+//  What workers of the node so named ran for us is queued again at once: its
+//  results will not come. With epoch, only what a start of it older than epoch
+//  took: a push still waiting for its answer is judged by that answer.
+static void
+s_node_take_back (self_t *self, const char *name, const char *epoch, const char *why)
+{
+    zlistx_t *held = zlistx_new ();
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
+         inv = (s_inv_t *) zhashx_next (self->running))
+        if (inv->remote && streq (inv->remote, name) &&
+            (!epoch || (!inv->pushing && s_epoch_older (inv->epoch, epoch))))
+            zlistx_add_end (held, inv);
+    for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv; inv = (s_inv_t *) zlistx_next (held))
+        s_inv_take_back (self, inv, why);
+    if (zlistx_size (held))
+        zsys_warning ("sn_queue: %s, %zu invocations it ran queued again", why, zlistx_size (held));
+    zlistx_destroy (&held);
 }
 
 //  The members changed, or not: a new one hears from us at once; one gone takes
@@ -1043,21 +1247,7 @@ s_nodes_update (self_t *self)
     }
     for (s_node_t *node = (s_node_t *) zlistx_first (gone); node;
          node = (s_node_t *) zlistx_next (gone)) {
-        zlistx_t *held = zlistx_new ();
-        for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
-             inv = (s_inv_t *) zhashx_next (self->running))
-            if (inv->remote && streq (inv->remote, node->name))
-                zlistx_add_end (held, inv);
-        for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv;
-             inv = (s_inv_t *) zlistx_next (held)) {
-            const char *type =
-                s_inv_fail (self, inv, 504, "the node of its worker left", true, false);
-            s_log_note (self, type, inv);
-        }
-        if (zlistx_size (held))
-            zsys_warning ("sn_queue: node %s left, %zu invocations it ran queued again", node->name,
-                          zlistx_size (held));
-        zlistx_destroy (&held);
+        s_node_take_back (self, node->name, NULL, "the node of its worker left");
         zhashx_delete (self->nodes, node->name);
     }
     if (zlistx_size (gone))
@@ -1073,48 +1263,170 @@ s_nodes_update (self_t *self)
         zhashx_set_destructor (node->free, s_plain_free);
         zhashx_insert (self->nodes, each, node);
         s_presence_send (self, node);
-        if (self->presence_at == INT64_MAX) {
+        if (self->presence_at == INT64_MAX)
             self->presence_at = zclock_time () + S_PRESENCE_EVERY;
-            s_deadline (self, self->presence_at);
-        }
     }
 }
 
-//  Forget work another node pushed to us: its worker's slot is free again. With
-//  why, the owner hears that the attempt failed (retryable) instead of waiting for
-//  its timeout.
-static void
-s_hold_drop (self_t *self, s_hold_t *hold, const char *why)
+//  The partition of an invocation id, or -1 when the id does not name one.
+static int64_t
+s_id_partition (self_t *self, const char *id)
 {
-    if (hold->worker->busy > 0)
-        hold->worker->busy--;
-    s_presence_changed (self);
-    int64_t p = -1;
-    if (why && self->peers) {
-        sn_pack_reset (self->pack);
-        sn_pack_map (self->pack, 1);
-        sn_pack_kv_str (self->pack, "id", hold->id);
-        const char *reason = NULL;
-        sn_msg_t *msg =
-            sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), &reason);
-        p = sn_owners_partition (self->owners, sn_msg_root (msg));
-        sn_msg_destroy (&msg);
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 1);
+    sn_pack_kv_str (pack, "id", id);
+    const char *reason = NULL;
+    sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), &reason);
+    int64_t p = sn_owners_partition (self->owners, sn_msg_root (msg));
+    sn_msg_destroy (&msg);
+    sn_pack_destroy (&pack);
+    return p;
+}
+
+//  Pack the entries of map root, but the one named skip and any whose key is not a
+//  string, into pack as a map with room for extra more entries that the caller
+//  packs next.
+static void
+s_pack_map_but (sn_pack_t *pack, const sn_value_t *root, const char *skip, uint32_t extra)
+{
+    size_t entries = sn_value_size (root), skipped = 0, skip_len = skip ? strlen (skip) : 0;
+    for (size_t index = 0; index < entries; index++) {
+        size_t len = 0;
+        const char *name = sn_value_key_at (root, index, &len);
+        skipped += !name || (skip && len == skip_len && memcmp (name, skip, len) == 0);
     }
-    //  A partition this node owns now was replayed here: the invocation is queued
-    if (p >= 0 && !sn_owners_owns (self->owners, (uint32_t) p)) {
-        sn_pack_reset (self->pack);
-        sn_pack_map (self->pack, 7);
-        sn_pack_kv_str (self->pack, "op", "worker.result");
-        sn_pack_kv_uint (self->pack, "rid", 0);
-        sn_pack_kv_str (self->pack, "id", hold->id);
-        sn_pack_kv_uint (self->pack, "code", 504);
-        sn_pack_kv_str (self->pack, "error", why);
-        sn_pack_str (self->pack, "retryable");
-        sn_pack_bool (self->pack, true);
-        sn_pack_kv_str (self->pack, "lease", hold->lease);
-        s_peer_send (self, NULL, (uint32_t) p);
+    sn_pack_reset (pack);
+    sn_pack_map (pack, (uint32_t) (entries - skipped) + extra);
+    for (size_t index = 0; index < entries; index++) {
+        size_t len = 0;
+        const char *name = sn_value_key_at (root, index, &len);
+        if (!name || (skip && len == skip_len && memcmp (name, skip, len) == 0))
+            continue;
+        sn_pack_strn (pack, name, len);
+        sn_pack_value (pack, sn_value_value_at (root, index));
+    }
+}
+
+//  Answer a worker's result that this node has and passes on to its owner.
+static void
+s_reply_accepted (self_t *self, sn_routed_t *request, uint64_t rid, const char *why)
+{
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 3);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", 202);
+    char message[256];
+    snprintf (message, sizeof message,
+              "accepted: the owner has not taken it yet (%s); this node passes it on", why);
+    sn_pack_kv_str (self->reply, "message", message);
+    s_reply_send (self, request);
+}
+
+//  Forget work another node pushed to us: its worker's slot is free again.
+static void
+s_hold_drop (self_t *self, s_hold_t *hold)
+{
+    if (hold->worker) {
+        if (hold->worker->busy > 0)
+            hold->worker->busy--;
+        s_presence_changed (self);
+    }
+    if (hold->waiting) {
+        s_reply_error (self, hold->waiting, hold->waiting_rid, 409,
+                       "invocation %s is not held by this worker any more", hold->id);
+        hold->waiting = NULL;
     }
     zhashx_delete (self->holds, hold->id);
+}
+
+//  Pass the result of hold on to the owner of its invocation, by the id's
+//  partition. The hold is gone if ownership came here since: the replay queued
+//  the invocation again, and this attempt is over.
+static void
+s_hold_try (self_t *self, s_hold_t *hold)
+{
+    int64_t p = self->peers ? s_id_partition (self, hold->id) : -1;
+    if (p < 0 || sn_owners_owns (self->owners, (uint32_t) p)) {
+        s_hold_drop (self, hold);
+        return;
+    }
+    sn_pack_reset (self->pack);
+    sn_pack_raw (self->pack, hold->result, hold->result_size);
+    uint64_t rid = s_peer_send (self, NULL, (uint32_t) p);
+    if (rid) {
+        hold->sent = rid;
+        s_call_add (self, rid, hold->id, hold->lease, true);
+    }
+    else
+        s_hold_failed (self, hold, "the mesh is not taking requests now");
+}
+
+//  A try of the result of hold did not reach its owner, or the owner could not
+//  take it now: the worker waiting hears that this node has it, and it is tried
+//  again after a backoff while the owner may still take it (the hold's until).
+static void
+s_hold_failed (self_t *self, s_hold_t *hold, const char *why)
+{
+    hold->sent = 0;
+    if (hold->waiting) {
+        s_reply_accepted (self, hold->waiting, hold->waiting_rid, why);
+        hold->waiting = NULL;
+    }
+    hold->retry_at = zclock_time () + hold->backoff;
+    hold->backoff = hold->backoff * 2 < S_RESULT_RETRY_MAX ? hold->backoff * 2 : S_RESULT_RETRY_MAX;
+    s_deadline (self, hold->retry_at);
+    if (self->verbose)
+        zsys_info ("sn_queue: result of %s not taken by its owner (%s), again in %" PRId64 " ms",
+                   hold->id, why, hold->retry_at - zclock_time ());
+}
+
+//  The owner answered a try of the result of hold. A 2xx took it; a 4xx is final
+//  (the attempt is no longer the running one): either way the worker waiting hears
+//  the owner's answer and the hold is done. Anything else (the mesh's 503 when the
+//  owner is not reachable or its partition is moving) is tried again.
+static void
+s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *answer, uint64_t code)
+{
+    hold->sent = 0;
+    if (code >= 200 && code < 500) {
+        if (hold->waiting) {
+            s_pack_map_but (self->reply, answer, "rid", 1);
+            sn_pack_kv_uint (self->reply, "rid", hold->waiting_rid);
+            s_reply_send (self, hold->waiting);
+            hold->waiting = NULL;
+        }
+        s_hold_drop (self, hold);
+        return;
+    }
+    char *error = sn_value_get_strdup (answer, "error");
+    char why[160];
+    snprintf (why, sizeof why, "%" PRIu64 " %s", code, error ? error : "from the mesh");
+    free (error);
+    s_hold_failed (self, hold, why);
+}
+
+//  The worker of hold is gone before its result: the owner hears of a retryable 504
+//  instead of waiting for the invocation's timeout, passed on as a worker's result
+//  is, tried again until the owner has it.
+static void
+s_hold_lost (self_t *self, s_hold_t *hold, const char *why)
+{
+    hold->worker = NULL;
+    sn_pack_reset (self->pack);
+    sn_pack_map (self->pack, 7);
+    sn_pack_kv_str (self->pack, "op", "worker.result");
+    sn_pack_kv_uint (self->pack, "rid", 0);
+    sn_pack_kv_str (self->pack, "id", hold->id);
+    sn_pack_kv_uint (self->pack, "code", 504);
+    sn_pack_kv_str (self->pack, "error", why);
+    sn_pack_str (self->pack, "retryable");
+    sn_pack_bool (self->pack, true);
+    sn_pack_kv_str (self->pack, "lease", hold->lease);
+    hold->result_size = sn_pack_size (self->pack);
+    hold->result = (byte *) malloc (hold->result_size);
+    memcpy (hold->result, sn_pack_data (self->pack), hold->result_size);
+    hold->backoff = S_RESULT_RETRY;
+    s_hold_try (self, hold);
 }
 
 //  A worker went silent: what it runs goes back to the queue at once.
@@ -1134,13 +1446,16 @@ s_worker_lost (self_t *self, s_worker_t *worker)
         s_log_note (self, type, inv);
     }
     zlistx_purge (held);
+    //  A result it gave is passed on still
     for (s_hold_t *hold = (s_hold_t *) zhashx_first (self->holds); hold;
          hold = (s_hold_t *) zhashx_next (self->holds))
-        if (hold->worker == worker)
+        if (hold->worker == worker && hold->result)
+            hold->worker = NULL;
+        else if (hold->worker == worker)
             zlistx_add_end (held, hold);
     for (s_hold_t *hold = (s_hold_t *) zlistx_first (held); hold;
          hold = (s_hold_t *) zlistx_next (held))
-        s_hold_drop (self, hold, "worker went silent");
+        s_hold_lost (self, hold, "worker went silent");
     zlistx_destroy (&held);
     zhashx_delete (self->workers, worker->key);
     s_presence_changed (self);
@@ -1218,10 +1533,25 @@ s_timers (self_t *self)
     }
     for (s_hold_t *hold = (s_hold_t *) zlistx_first (due); hold;
          hold = (s_hold_t *) zlistx_next (due))
-        s_hold_drop (self, hold, NULL);
+        s_hold_drop (self, hold);
+    zlistx_purge (due);
+
+    //  Results the owner could not take yet, tried again
+    for (s_hold_t *hold = (s_hold_t *) zhashx_first (self->holds); hold;
+         hold = (s_hold_t *) zhashx_next (self->holds)) {
+        if (!hold->result || hold->sent)
+            continue;
+        if (hold->retry_at <= now)
+            zlistx_add_end (due, hold);
+        else
+            s_deadline (self, hold->retry_at);
+    }
+    for (s_hold_t *hold = (s_hold_t *) zlistx_first (due); hold;
+         hold = (s_hold_t *) zlistx_next (due))
+        s_hold_try (self, hold);
     zlistx_destroy (&due);
 
-    //  Other nodes' word goes stale; ours goes out
+    //  Other nodes' word goes stale
     for (s_node_t *node = (s_node_t *) zhashx_first (self->nodes); node;
          node = (s_node_t *) zhashx_next (self->nodes)) {
         if (node->expires > now)
@@ -1229,11 +1559,6 @@ s_timers (self_t *self)
         else
             zhashx_purge (node->free);
     }
-    if (self->presence_at <= now) {
-        s_presence_send (self, NULL);
-        self->presence_at = zhashx_size (self->nodes) ? now + S_PRESENCE_EVERY : INT64_MAX;
-    }
-    s_deadline (self, self->presence_at);
 }
 
 //  --------------------------------------------------------------------------
@@ -1493,25 +1818,6 @@ s_known_worker (self_t *self, sn_routed_t *request, uint64_t rid)
     return worker;
 }
 
-//  The invocation id of request, if worker holds it; else NULL, answered.
-static s_inv_t *
-s_held_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
-                   s_worker_t *worker)
-{
-    char *id = sn_value_get_strdup (root, "id");
-    s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
-    if (!inv)
-        s_reply_error (self, request, rid, 404, "no invocation %s", id ? id : "?");
-    else if (inv->state != S_RUNNING || inv->worker != worker) {
-        s_reply_error (self, request, rid, 409,
-                       "invocation %s is not held by this worker (it is %s)", id,
-                       s_state_names[inv->state]);
-        inv = NULL;
-    }
-    free (id);
-    return inv;
-}
-
 static void
 s_op_worker_heartbeat (self_t *self, sn_routed_t *request, uint64_t rid)
 {
@@ -1519,20 +1825,20 @@ s_op_worker_heartbeat (self_t *self, sn_routed_t *request, uint64_t rid)
         s_reply_code (self, request, rid, 200);
 }
 
-//  The invocation of request that another node's worker runs under lease; else
-//  NULL, answered. Its word comes forwarded by that node.
+//  The invocation of request, if it runs on worker here, or on another node's
+//  worker under lease (its word comes forwarded by that node); else NULL, answered.
 static s_inv_t *
-s_leased_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
-                     const char *lease)
+s_running_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                      s_worker_t *worker, const char *lease)
 {
     char *id = sn_value_get_strdup (root, "id");
     s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
     if (!inv)
         s_reply_error (self, request, rid, 404, "no invocation %s", id ? id : "?");
-    else if (inv->state != S_RUNNING || !inv->remote || !streq (inv->lease, lease)) {
-        s_reply_error (self, request, rid, 409,
-                       "invocation %s is not held under this lease (it is %s)", id,
-                       s_state_names[inv->state]);
+    else if (inv->state != S_RUNNING ||
+             (lease ? !inv->remote || !streq (inv->lease, lease) : inv->worker != worker)) {
+        s_reply_error (self, request, rid, 409, "invocation %s is not held %s (it is %s)", id,
+                       lease ? "under this lease" : "by this worker", s_state_names[inv->state]);
         inv = NULL;
     }
     free (id);
@@ -1541,7 +1847,12 @@ s_leased_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root,
 
 //  Pass the progress or result of request to the owner of its invocation, which
 //  another node pushed to worker: with the lease, so the owner knows the attempt.
-//  A result frees the worker's slot. Returns true when request was taken.
+//  Progress goes as it is, its answer straight back to the worker. A result stays
+//  here until the owner takes it: the worker hears the owner's answer, or 202 when
+//  the owner cannot take it now and this node tries again. The worker's slot stays
+//  busy until then: while owners cannot take results, our word offers no room, and
+//  the results kept here are at most our workers' capacity. Returns true when
+//  request was taken.
 static bool
 s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
                   s_worker_t *worker, bool result)
@@ -1550,45 +1861,72 @@ s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     s_hold_t *hold = id ? (s_hold_t *) zhashx_lookup (self->holds, id) : NULL;
     bool owned_here = id && zhashx_lookup (self->invocations, id);
     free (id);
-    if (!hold || hold->worker != worker)
+    if (!hold || !streq (hold->worker_key, worker->key))
         return false;
-    char lease[17];
-    memcpy (lease, hold->lease, sizeof lease);
-    if (result)
-        s_hold_drop (self, hold, NULL);
     //  Ownership came here since: the replay queued it again, this attempt is over
-    if (owned_here)
+    if (owned_here) {
+        if (result)
+            s_hold_drop (self, hold);
         return false;
-    size_t entries = sn_value_size (root);
-    sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, (uint32_t) entries + 1);
-    for (size_t index = 0; index < entries; index++) {
-        size_t len = 0;
-        const char *name = sn_value_key_at (root, index, &len);
-        sn_pack_strn (self->pack, name, len);
-        sn_pack_value (self->pack, sn_value_value_at (root, index));
     }
-    sn_pack_kv_str (self->pack, "lease", lease);
-    sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    if (!sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
-                          self->router))
-        s_reply_error (self, request, rid, 409, "invocation is not held by this worker any more");
+    if (!result) {
+        s_pack_map_but (self->pack, root, NULL, 1);
+        sn_pack_kv_str (self->pack, "lease", hold->lease);
+        sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
+        if (!sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
+                              self->router))
+            s_reply_error (self, request, rid, 409,
+                           "invocation is not held by this worker any more");
+        return true;
+    }
+    if (hold->result) {
+        //  The worker sends its result again: it hears how the next try goes
+        if (!hold->sent)
+            s_reply_accepted (self, request, rid, "waiting to try again");
+        else {
+            if (hold->waiting)
+                s_reply_accepted (self, hold->waiting, hold->waiting_rid, "sent again");
+            hold->waiting = request;
+            hold->waiting_rid = rid;
+        }
+        return true;
+    }
+    s_pack_map_but (self->pack, root, NULL, 1);
+    sn_pack_kv_str (self->pack, "lease", hold->lease);
+    hold->result_size = sn_pack_size (self->pack);
+    hold->result = (byte *) malloc (hold->result_size);
+    memcpy (hold->result, sn_pack_data (self->pack), hold->result_size);
+    hold->waiting = request;
+    hold->waiting_rid = rid;
+    hold->backoff = S_RESULT_RETRY;
+    s_hold_try (self, hold);
     return true;
+}
+
+//  What progress and result share: the invocation request reports on, when it is
+//  this node's and runs on the worker that sent request, or under the lease it
+//  carries; else NULL, with request answered or passed on to the invocation's owner.
+static s_inv_t *
+s_reported_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                       bool result)
+{
+    char *lease = sn_value_get_strdup (root, "lease");
+    s_inv_t *inv = NULL;
+    if (lease)
+        inv = s_running_invocation (self, request, root, rid, NULL, lease);
+    else {
+        s_worker_t *worker = s_known_worker (self, request, rid);
+        if (worker && !s_held_elsewhere (self, request, root, rid, worker, result))
+            inv = s_running_invocation (self, request, root, rid, worker, NULL);
+    }
+    free (lease);
+    return inv;
 }
 
 static void
 s_op_worker_progress (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
-    char *lease = sn_value_get_strdup (root, "lease");
-    s_inv_t *inv = NULL;
-    if (lease)
-        inv = s_leased_invocation (self, request, root, rid, lease);
-    else {
-        s_worker_t *worker = s_known_worker (self, request, rid);
-        if (worker && !s_held_elsewhere (self, request, root, rid, worker, false))
-            inv = s_held_invocation (self, request, root, rid, worker);
-    }
-    free (lease);
+    s_inv_t *inv = s_reported_invocation (self, request, root, rid, false);
     if (!inv)
         return;
     sn_value_number (sn_value_get (root, "progress"), &inv->progress);
@@ -1598,20 +1936,7 @@ s_op_worker_progress (self_t *self, sn_routed_t *request, const sn_value_t *root
 static void
 s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
-    char *lease = sn_value_get_strdup (root, "lease");
-    s_inv_t *inv = NULL;
-    if (lease)
-        inv = s_leased_invocation (self, request, root, rid, lease);
-    else {
-        s_worker_t *worker = s_known_worker (self, request, rid);
-        if (worker && s_held_elsewhere (self, request, root, rid, worker, true)) {
-            s_dispatch (self);
-            return;
-        }
-        if (worker)
-            inv = s_held_invocation (self, request, root, rid, worker);
-    }
-    free (lease);
+    s_inv_t *inv = s_reported_invocation (self, request, root, rid, true);
     if (!inv)
         return;
     int64_t code = 500;
@@ -1653,11 +1978,21 @@ s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, 
     s_dispatch (self);
 }
 
-//  worker.at {node, classes: {class: free slots}}: another member's word of its
-//  workers. Only a member's word counts; it replaces the last one.
+//  worker.at {node, epoch?, classes: {class: free slots}}: another member's word of
+//  its workers. Only a member's word counts; it replaces the last one. A newer
+//  epoch is a new start of that node, which lost what the starts before took; a
+//  word of an older epoch than the newest heard is a late one of a start that is
+//  gone (its dying connection in the mesh may deliver it late): it is ignored.
 static void
 s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
+    size_t epoch_len = 0;
+    const sn_value_t *epoch_value = sn_value_get (root, "epoch");
+    const char *epoch = sn_value_str (epoch_value, &epoch_len);
+    if (epoch_value && (!epoch || epoch_len == 0 || epoch_len > 16)) {
+        s_reply_error (self, request, rid, 400, "epoch: a string of 1 to 16 characters");
+        return;
+    }
     char *name = sn_value_get_strdup (root, "node");
     s_node_t *node = name ? (s_node_t *) zhashx_lookup (self->nodes, name) : NULL;
     if (!node) {
@@ -1667,6 +2002,22 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         return;
     }
     free (name);
+    char heard[17] = "";
+    if (epoch)
+        memcpy (heard, epoch, epoch_len);
+    if (epoch && s_epoch_older (heard, node->epoch)) {
+        if (self->verbose)
+            zsys_info ("sn_queue: late word of node %s from its start %s ignored", node->name,
+                       heard);
+        s_reply_code (self, request, rid, 200);
+        return;
+    }
+    if (epoch && !streq (heard, node->epoch)) {
+        memcpy (node->epoch, heard, sizeof node->epoch);
+        char why[128];
+        snprintf (why, sizeof why, "node %s of its worker started again", node->name);
+        s_node_take_back (self, node->name, node->epoch, why);
+    }
     zhashx_purge (node->free);
     const sn_value_t *classes = sn_value_get (root, "classes");
     for (size_t index = 0; index < sn_value_size (classes); index++) {
@@ -1679,11 +2030,10 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         char key[S_CLASS_MAX + 1];
         memcpy (key, class_name, len);
         key[len] = 0;
-        uint32_t *value = (uint32_t *) zmalloc (sizeof (uint32_t));
-        *value = slots > UINT32_MAX ? UINT32_MAX : (uint32_t) slots;
+        s_slots_t *value = (s_slots_t *) zmalloc (sizeof (s_slots_t));
+        value->free = slots > UINT32_MAX ? UINT32_MAX : (uint32_t) slots;
         zhashx_update (node->free, key, value);
     }
-    node->pushed = 0;
     node->expires = zclock_time () + S_PRESENCE_TTL;
     s_deadline (self, node->expires);
     s_reply_code (self, request, rid, 200);
@@ -1720,11 +2070,12 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
         //  A new attempt at work we hold still: the owner took the old one back
         s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, key);
         if (hold)
-            s_hold_drop (self, hold, NULL);
+            s_hold_drop (self, hold);
         hold = (s_hold_t *) zmalloc (sizeof (s_hold_t));
         memcpy (hold->id, key, sizeof hold->id);
         memcpy (hold->lease, lease, lease_len);
         hold->worker = worker;
+        hold->worker_key = strdup (worker->key);
         hold->until = zclock_time () + (int64_t) timeout + self->config.worker_timeout;
         zhashx_insert (self->holds, key, hold);
         worker->busy++;
@@ -1738,10 +2089,11 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
             zsys_info ("sn_queue: %s attempt %" PRIu64 " from another node to worker %s", key,
                        attempt, worker->name);
         sn_pack_reset (self->reply);
-        sn_pack_map (self->reply, 3);
+        sn_pack_map (self->reply, 4);
         sn_pack_kv_uint (self->reply, "rid", rid);
         sn_pack_kv_uint (self->reply, "code", 200);
         sn_pack_kv_str (self->reply, "worker", worker->name);
+        sn_pack_kv_str (self->reply, "epoch", self->epoch);
         s_reply_send (self, request);
     }
     free (class_name);
@@ -1797,7 +2149,11 @@ s_handle_request (self_t *self, sn_routed_t *request)
     if (!msg)
         s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
     else if ((sn_value_streq (op, "enqueue") || sn_value_streq (op, "invocation") ||
-              sn_value_streq (op, "bucket.counts")) &&
+              sn_value_streq (op, "bucket.counts") ||
+              //  A result or progress passed on by another node: only the owner knows
+              //  the lease; a node that is not (any more) says it is moving, 503
+              (sn_value_get (root, "lease") &&
+               (sn_value_streq (op, "worker.result") || sn_value_streq (op, "worker.progress")))) &&
              sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
                               self->router)) {
         //  forwarded to the owner, held, or answered
@@ -2268,6 +2624,15 @@ sn_queue_actor (zsock_t *pipe, void *args)
             continue;
         }
         int64_t now = zclock_time ();
+        if (self->presence_at <= now) {
+            s_presence_send (self, NULL);
+            self->presence_at = zhashx_size (self->nodes) ? now + S_PRESENCE_EVERY : INT64_MAX;
+            continue;
+        }
+        if (s_calls_deadline (self) <= now) {
+            s_calls_expire (self, now);
+            continue;
+        }
         if (self->next_deadline <= now) {
             s_timers (self);
             s_dispatch (self);
@@ -2278,6 +2643,10 @@ sn_queue_actor (zsock_t *pipe, void *args)
             continue;
         }
         int64_t wait = self->next_deadline - now;
+        if (s_calls_deadline (self) - now < wait)
+            wait = s_calls_deadline (self) - now;
+        if (self->presence_at - now < wait)
+            wait = self->presence_at - now;
         if (sn_owners_deadline (self->owners) - now < wait)
             wait = sn_owners_deadline (self->owners) - now;
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, wait > 60000 ? 60000 : (int) wait);
@@ -2361,9 +2730,9 @@ s_test_recv (s_test_client_t *self, int timeout)
     return msg;
 }
 
-//  Send the request of json text (with op, without rid) and return the reply.
-static sn_msg_t *
-s_test_call (s_test_client_t *self, const char *json)
+//  Send the request of json text (with op, without rid); returns its rid.
+static uint64_t
+s_test_send (s_test_client_t *self, const char *json)
 {
     sn_pack_reset (self->pack);
     //  {"rid": n, ...json's members}: splice the rid in front of the members
@@ -2376,17 +2745,31 @@ s_test_call (s_test_client_t *self, const char *json)
     free (text);
     zframe_t *frame = sn_pack_frame (self->pack);
     assert (zframe_send (&frame, self->dealer, 0) == 0);
+    return self->rid;
+}
+
+//  The reply to the request sent under rid; work pushed meanwhile is kept.
+static sn_msg_t *
+s_test_reply (s_test_client_t *self, uint64_t wanted)
+{
     while (true) {
         sn_msg_t *reply = s_test_recv (self, 5000);
         assert (reply);
         uint64_t rid = 0;
-        if (sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid) && rid == self->rid)
+        if (sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid) && rid == wanted)
             return reply;
         if (sn_value_get (sn_msg_root (reply), "op"))
             zlist_append (self->pushed, reply);
         else
             sn_msg_destroy (&reply);
     }
+}
+
+//  Send the request of json text (with op, without rid) and return the reply.
+static sn_msg_t *
+s_test_call (s_test_client_t *self, const char *json)
+{
+    return s_test_reply (self, s_test_send (self, json));
 }
 
 static int64_t
@@ -2437,6 +2820,22 @@ s_test_state (s_test_client_t *self, const char *id)
     return text;
 }
 
+//  Invocation id reaches the state wanted ("state/code") within 5 s: what it waits
+//  for comes to the queue on another socket than the question.
+static bool
+s_test_state_comes (s_test_client_t *self, const char *id, const char *wanted)
+{
+    int64_t deadline = zclock_mono () + 5000;
+    while (true) {
+        char *state = s_test_state (self, id);
+        bool reached = streq (state, wanted);
+        free (state);
+        if (reached || zclock_mono () > deadline)
+            return reached;
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+}
+
 //  Wait for work pushed to a worker; returns its id (caller frees) or NULL.
 static char *
 s_test_work (s_test_client_t *worker, int timeout)
@@ -2455,13 +2854,355 @@ s_test_work (s_test_client_t *worker, int timeout)
 static zactor_t *
 s_test_queue (const char *endpoint, const char *log, bool verbose)
 {
-    sn_queue_config_t config = {endpoint, log, NULL, 8, 2000, verbose, NULL, NULL, NULL};
+    sn_queue_config_t config = {endpoint, log, NULL, 8, 2000, verbose, NULL, NULL, NULL, 0};
     char error[256];
     zactor_t *queue = sn_queue_new (&config, error, sizeof error);
     if (!queue)
         zsys_error ("sn_queue test: %s", error);
     assert (queue);
     return queue;
+}
+
+//  A placement as the mesh publishes it: this node is "a", the other members "b"
+//  and, with c, "c"; owner owns every one of the 8 partitions.
+static void
+s_test_placement (zsock_t *feed, const char *owner, bool c)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 5);
+    sn_pack_kv_str (pack, "op", "placement");
+    sn_pack_kv_str (pack, "self", "a");
+    sn_pack_kv_uint (pack, "version", 1);
+    sn_pack_str (pack, "owners");
+    sn_pack_array (pack, 8);
+    for (int p = 0; p < 8; p++)
+        sn_pack_str (pack, owner);
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, 2 + c);
+    sn_pack_str (pack, "a");
+    sn_pack_str (pack, "b");
+    if (c)
+        sn_pack_str (pack, "c");
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, feed, 0);
+    sn_pack_destroy (&pack);
+}
+
+//  The next forward the queue asks of the mesh whose request is op, skipping the
+//  others; its sender in *from, to answer it. NULL when none comes within 5 s.
+static sn_msg_t *
+s_test_forward (zsock_t *mesh, const char *op, zframe_t **from)
+{
+    zpoller_t *poller = zpoller_new (mesh, NULL);
+    sn_msg_t *found = NULL;
+    int64_t deadline = zclock_mono () + 5000;
+    while (!found && zclock_mono () < deadline) {
+        if (zpoller_wait (poller, 100) != mesh)
+            continue;
+        zmsg_t *msg = zmsg_recv (mesh);
+        zframe_t *sender = zmsg_pop (msg);
+        zframe_t *payload = zmsg_pop (msg);
+        sn_msg_t *forward = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+        assert (forward); //  what the queue sends the mesh is whole msgpack
+        const sn_value_t *request = sn_value_get (sn_msg_root (forward), "request");
+        if (forward && sn_value_streq (sn_value_get (request, "op"), op)) {
+            found = forward;
+            forward = NULL;
+            *from = sender;
+            sender = NULL;
+        }
+        sn_msg_destroy (&forward);
+        zframe_destroy (&sender);
+        zframe_destroy (&payload);
+        zmsg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    return found;
+}
+
+//  Answer forward, from *from, as the mesh does: {rid, code, error?, epoch?}.
+static void
+s_test_answer (zsock_t *mesh, zframe_t **from, sn_msg_t **forward, int code, const char *epoch)
+{
+    uint64_t rid = 0;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (*forward), "rid"), &rid));
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 3 + (epoch != NULL));
+    sn_pack_kv_uint (pack, "rid", rid);
+    sn_pack_kv_uint (pack, "code", (uint64_t) code);
+    if (code == 200)
+        sn_pack_kv_str (pack, "worker", "w9");
+    else
+        sn_pack_kv_str (pack, "error", "no replica of partition 1 answered");
+    if (epoch)
+        sn_pack_kv_str (pack, "epoch", epoch);
+    zframe_send (from, mesh, ZFRAME_MORE);
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, mesh, 0);
+    sn_pack_destroy (&pack);
+    sn_msg_destroy (forward);
+}
+
+//  The queue of node "a", with the test standing in for its mesh: it publishes the
+//  placement on feed and sees, and answers, every forward on mesh.
+static void
+s_test_cluster (const char *store_endpoint, bool verbose)
+{
+    char endpoint[64], feed_endpoint[64], mesh_endpoint[64];
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-a-%d", getpid ());
+    snprintf (feed_endpoint, sizeof feed_endpoint, "inproc://sn-queue-test-feed-%d", getpid ());
+    snprintf (mesh_endpoint, sizeof mesh_endpoint, "inproc://sn-queue-test-mesh-%d", getpid ());
+    zsock_t *feed = zsock_new_pub (feed_endpoint);
+    zsock_t *mesh = zsock_new_router (mesh_endpoint);
+    assert (feed && mesh);
+    //  An answer through the mesh comes within 2 s, or never
+    sn_queue_config_t config = {endpoint, store_endpoint, NULL,          8,   2000, verbose,
+                                NULL,     feed_endpoint,  mesh_endpoint, 2000};
+    char error[256];
+    zactor_t *queue = sn_queue_new (&config, error, sizeof error);
+    assert (queue);
+    //  "b" owns everything; the queue says hello to it once it sees the placement
+    zframe_t *from = NULL;
+    sn_msg_t *forward = NULL;
+    while (!forward) {
+        s_test_placement (feed, "b", false);
+        forward = s_test_forward (mesh, "worker.at", &from);
+    }
+    sn_msg_destroy (&forward);
+    zframe_destroy (&from);
+    s_test_client_t *producer = s_test_client_new (endpoint);
+    s_test_client_t *worker = s_test_client_new (endpoint);
+    assert (s_test_status (worker, "{\"op\": \"worker.hello\", \"classes\": [\"far.C\"], "
+                                   "\"capacity\": 1, \"name\": \"w1\"}") == 200);
+
+    //  The owner "b" pushes work; the result goes to it through the mesh. While the
+    //  owner cannot take it (503), this node keeps it and tries again; the worker
+    //  hears 202, its result sent again is the same one, and its slot stays busy
+    //  until the owner has the result: no more work comes whose result would wait.
+    const char *push = "{\"op\": \"worker.push\", \"id\": \"%s\", \"bucket_id\": "
+                       "\"primary\", \"token\": \"t\", \"attempt\": 1, \"timeout\": 60000, "
+                       "\"lease\": \"0b\", \"node\": \"b\", \"invocation\": {\"class\": "
+                       "\"far.C\", \"method\": \"m\", \"params\": []}}";
+    char *request = zsys_sprintf (push, "cd-1");
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    char *work = s_test_work (worker, 5000);
+    assert (work && streq (work, "cd-1"));
+    free (work);
+    const char *result = "{\"op\": \"worker.result\", \"id\": \"cd-1\", \"code\": 200, "
+                         "\"response\": {\"n\": 7}}";
+    //  The first has a key that is not a string: left out, the map passed on is whole
+    sn_pack_reset (worker->pack);
+    sn_pack_map (worker->pack, 6);
+    sn_pack_kv_uint (worker->pack, "rid", ++worker->rid);
+    sn_pack_kv_str (worker->pack, "op", "worker.result");
+    sn_pack_kv_str (worker->pack, "id", "cd-1");
+    sn_pack_kv_uint (worker->pack, "code", 200);
+    sn_pack_str (worker->pack, "response");
+    sn_pack_map (worker->pack, 1);
+    sn_pack_kv_uint (worker->pack, "n", 7);
+    sn_pack_uint (worker->pack, 1);
+    sn_pack_str (worker->pack, "x");
+    zframe_t *frame = sn_pack_frame (worker->pack);
+    assert (zframe_send (&frame, worker->dealer, 0) == 0);
+    uint64_t first = worker->rid;
+    forward = s_test_forward (mesh, "worker.result", &from);
+    assert (forward);
+    const sn_value_t *passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "lease"), "0b"));
+    assert (sn_value_size (passed) == 6);
+    uint64_t p = 99;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (forward), "p"), &p) && p == 1);
+    uint64_t again = s_test_send (worker, result);
+    s_test_answer (mesh, &from, &forward, 503, NULL);
+    sn_msg_t *reply = s_test_reply (worker, first);
+    assert (s_test_code (reply) == 202);
+    sn_msg_destroy (&reply);
+    reply = s_test_reply (worker, again);
+    assert (s_test_code (reply) == 202);
+    sn_msg_destroy (&reply);
+    request = zsys_sprintf (push, "cd-2");
+    assert (s_test_status (producer, request) == 409);
+    //  The next try, after a backoff, is the same result under the same lease
+    forward = s_test_forward (mesh, "worker.result", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), "cd-1"));
+    assert (sn_value_streq (sn_value_get (passed, "lease"), "0b"));
+    s_test_answer (mesh, &from, &forward, 200, NULL);
+    //  Taken: the hold is gone, and the slot is free
+    while (s_test_status (worker, result) != 404)
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    work = s_test_work (worker, 5000);
+    assert (work && streq (work, "cd-2"));
+    free (work);
+    //  The worker goes silent: the owner hears a retryable 504 for its attempt, tried
+    //  again while the owner cannot take it, as a worker's own result
+    for (int round = 0; round < 2; round++) {
+        forward = s_test_forward (mesh, "worker.result", &from);
+        assert (forward);
+        passed = sn_value_get (sn_msg_root (forward), "request");
+        assert (sn_value_streq (sn_value_get (passed, "id"), "cd-2"));
+        assert (sn_value_streq (sn_value_get (passed, "lease"), "0b"));
+        int64_t code = 0;
+        assert (sn_value_int (sn_value_get (passed, "code"), &code) && code == 504);
+        s_test_answer (mesh, &from, &forward, round ? 200 : 503, NULL);
+    }
+
+    //  This node owns everything now (and "c" joined: it hears our word, so the
+    //  placement has been seen). Its work goes to "b", whose workers take it; "b"
+    //  starts again (a new epoch in its word) before it is ever declared dead: the
+    //  work pushed to its last start is pushed again at once, not at its timeout.
+    s_test_placement (feed, "a", true);
+    while (true) {
+        forward = s_test_forward (mesh, "worker.at", &from);
+        assert (forward);
+        bool to_c = sn_value_streq (sn_value_get (sn_msg_root (forward), "node"), "c");
+        sn_msg_destroy (&forward);
+        zframe_destroy (&from);
+        if (to_c)
+            break;
+    }
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e1\", \"classes\": {\"far.D\": 1}}") == 200);
+    char *far = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
+                                          "\"timeout\": 600000, \"invocation\": {\"class\": "
+                                          "\"far.D\", \"method\": \"m\", \"params\": []}}");
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), far));
+    uint64_t attempt = 0;
+    assert (sn_value_uint (sn_value_get (passed, "attempt"), &attempt) && attempt == 1);
+    char *lease = sn_value_get_strdup (passed, "lease");
+    s_test_answer (mesh, &from, &forward, 200, "e1");
+    char *state = s_test_state (producer, far);
+    assert (streq (state, "running/0"));
+    free (state);
+    //  The same start says it again: nothing changes
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e1\", \"classes\": {\"far.D\": 0}}") == 200);
+    //  A word without an epoch (a node of an older version) changes no epoch
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", "
+                                     "\"classes\": {\"far.D\": 0}}") == 200);
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e2\", \"classes\": {\"far.D\": 1}}") == 200);
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), far));
+    assert (sn_value_uint (sn_value_get (passed, "attempt"), &attempt) && attempt == 2);
+    assert (!sn_value_streq (sn_value_get (passed, "lease"), lease));
+    s_test_answer (mesh, &from, &forward, 200, "e2");
+    free (lease);
+    free (far);
+
+    //  Room is counted per class: one of each of two classes goes to "b"
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e2\", \"classes\": {\"far.D\": 1, \"far.E\": 1}}") == 200);
+    char *d2 = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
+                                         "\"invocation\": {\"class\": \"far.D\", \"method\": "
+                                         "\"m\", \"params\": []}}");
+    char *e1 = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
+                                         "\"invocation\": {\"class\": \"far.E\", \"method\": "
+                                         "\"m\", \"params\": []}}");
+    bool pushed_d2 = false, pushed_e1 = false;
+    for (int count = 0; count < 2; count++) {
+        forward = s_test_forward (mesh, "worker.push", &from);
+        assert (forward);
+        passed = sn_value_get (sn_msg_root (forward), "request");
+        pushed_d2 |= sn_value_streq (sn_value_get (passed, "id"), d2);
+        pushed_e1 |= sn_value_streq (sn_value_get (passed, "id"), e1);
+        s_test_answer (mesh, &from, &forward, 200, "e2");
+    }
+    assert (pushed_d2 && pushed_e1);
+    free (d2);
+    free (e1);
+
+    //  "b" starts again (e3) while a push to it waits for its answer: the new start's
+    //  word, first, does not take it back; the answer says e3 took it. (What "e2"
+    //  took is taken back, class far.F has no room there, so it stays queued.)
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e2\", \"classes\": {\"far.F\": 1}}") == 200);
+    const char *enqueue_f = "{\"op\": \"enqueue\", \"token\": \"t\", \"timeout\": 600000, "
+                            "\"invocation\": {\"class\": \"far.F\", \"method\": \"m\", "
+                            "\"params\": []}}";
+    char *f1 = s_test_enqueue (producer, enqueue_f);
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), f1));
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e3\", \"classes\": {\"far.F\": 0}}") == 200);
+    state = s_test_state (producer, f1);
+    assert (streq (state, "running/0"));
+    free (state);
+    s_test_answer (mesh, &from, &forward, 200, "e3");
+    state = s_test_state (producer, f1);
+    assert (streq (state, "running/0"));
+    free (state);
+    //  A late word of the start e2 changes nothing: nothing e3 took is taken back,
+    //  and its free slots are not "b"'s (f2 is not pushed on it)
+    char *f2 = s_test_enqueue (producer, enqueue_f);
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e2\", \"classes\": {\"far.F\": 1}}") == 200);
+    state = s_test_state (producer, f1);
+    assert (streq (state, "running/0"));
+    free (state);
+    state = s_test_state (producer, f2);
+    assert (streq (state, "queued/0"));
+    free (state);
+    //  A push answered by a start older than the newest heard is taken back at once
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e3\", \"classes\": {\"far.F\": 1}}") == 200);
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), f2));
+    s_test_answer (mesh, &from, &forward, 200, "e2");
+    assert (s_test_state_comes (producer, f2, "queued/0"));
+    state = s_test_state (producer, f1);
+    assert (streq (state, "running/0"));
+    free (state);
+    free (f1);
+    free (f2);
+
+    //  A push whose answer does not come within the call's ttl was taken by some
+    //  start: the next newer word takes it back (a word does not while it waits)
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"e3\", \"classes\": {\"far.G\": 1}}") == 200);
+    char *g = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
+                                        "\"invocation\": {\"class\": \"far.G\", \"method\": "
+                                        "\"m\", \"params\": []}}");
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), g));
+    sn_msg_destroy (&forward);
+    zframe_destroy (&from);
+    int64_t deadline = zclock_mono () + 5000;
+    bool back = false;
+    for (int start = 100; !back && zclock_mono () < deadline; start++) {
+        char *word = zsys_sprintf ("{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                   "\"f%d\", \"classes\": {\"far.G\": 0}}",
+                                   start);
+        assert (s_test_status (producer, word) == 200);
+        free (word);
+        state = s_test_state (producer, g);
+        back = streq (state, "queued/0");
+        free (state);
+        zclock_sleep (50); //  poll interval of the wait, not synchronisation
+    }
+    assert (back);
+    free (g);
+
+    s_test_client_destroy (&producer);
+    s_test_client_destroy (&worker);
+    zactor_destroy (&queue);
+    zsock_destroy (&feed);
+    zsock_destroy (&mesh);
 }
 
 void
@@ -2679,6 +3420,7 @@ sn_queue_test (bool verbose)
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);
     zactor_destroy (&queue);
+    s_test_cluster (store_endpoint, verbose);
     zactor_destroy (&store);
     char *command = zsys_sprintf ("rm -rf '%s'", dir);
     assert (system (command) == 0);

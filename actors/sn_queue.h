@@ -29,10 +29,12 @@
       worker.hello      {classes, capacity, name?}  -> 200 {heartbeat}
       worker.heartbeat  {}                          -> 200 | 404 (say hello again)
       worker.progress   {id, progress?, message?, lease?} -> 200 | 404 | 409
-      worker.result     {id, code, response?, error?, retryable?, lease?} -> 200 | 404 | 409
-      worker.at         {node, classes: {class: free slots}} -> 200 | 404 (not a member)
+      worker.result     {id, code, response?, error?, retryable?, lease?}
+                                                    -> 200 | 202 (kept, passed on) | 404 | 409
+      worker.at         {node, epoch?, classes: {class: free slots}}
+                                                    -> 200 | 404 (not a member)
       worker.push       {id, bucket_id, invocation, token, data?, attempt, timeout,
-                         lease, node}               -> 200 {worker} | 409 (no room)
+                         lease, node}               -> 200 {worker, epoch} | 409 (no room)
       bucket.counts     {bucket_id}                 -> 200 {queued, running, finished}
       bucket.state      {bucket_id, state}          -> 200   (from the batch actor only)
     Sent to the batch actor once a result is on disk: {op: "finished", bucket_id,
@@ -58,9 +60,14 @@
     invocation's state stays with the owner, its timeout runs there. The member
     forwards its worker's worker.progress and worker.result to the owner by the
     id's partition, adding the lease: the owner takes them only while that attempt
-    is the running one. A member that leaves the placement's members has what its
-    workers ran queued again at once (504, retryable); a worker that goes silent on
-    the member has its pushed work reported to the owner the same way.
+    is the running one; the member keeps a result until the owner has taken it,
+    trying again while the owner cannot. A member that leaves the placement's
+    members, or whose word carries a newer epoch (it started again), has what its
+    workers ran queued again at once (504, retryable): with a newer epoch, what an
+    older start took, as the push's answer says (a push still waiting for its
+    answer is judged by it); a word of an older epoch than the newest heard is a
+    late one and is ignored. A worker that goes silent on the member has its pushed
+    work reported to the owner the same way.
 
     Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
     partition P over the state held, for a take-over; replies "OK" or the error
@@ -85,6 +92,9 @@ typedef struct {
     const char *store;    //  endpoint answering scan (replay), or NULL: the log does
     const char *feed;     //  the mesh's placement feed, or NULL: own every partition
     const char *mesh;     //  the mesh's ops, where requests for others' partitions go
+    int call_ttl;         //  ms within which the mesh answers every forward (all its
+                          //  tries of every replica), however slow the other node;
+                          //  0: 30000
 } sn_queue_config_t;
 
 //  Start a queue actor and replay its state. Returns NULL with the reason in error.

@@ -359,7 +359,8 @@ s_work (sn_client_t *client, const char *command, const char *work)
         snprintf (error, sizeof error, "command exited with status %d", status);
     int reply = sn_client_worker_result (client, id, code, response_text,
                                          code == 200 ? NULL : error, retryable);
-    if (reply != 200)
+    //  202: the node keeps the result and passes it on to the invocation's owner
+    if (reply < 200 || reply >= 300)
         fprintf (stderr, "supernode worker: result of %s: %d %s\n", id, reply,
                  sn_client_error (client));
     free (response_text);

@@ -107,7 +107,9 @@ int sn_client_worker_progress (sn_client_t *self, const char *id, double progres
 //  Report the outcome of invocation id: code 2xx is success; otherwise a failure,
 //  retried with backoff when retryable. response_json (may be NULL) is any JSON
 //  value; error (may be NULL) a text. Returns 200 once the node has it on disk,
-//  409 when the invocation is no longer this worker's (it timed out), or -1.
+//  202 when the invocation is another node's that cannot take the result now (this
+//  node keeps it and passes it on: nothing more to do), 409 when the invocation is
+//  no longer this worker's (it timed out), or -1.
 int sn_client_worker_result (sn_client_t *self, const char *id, int code, const char *response_json,
                              const char *error, bool retryable);
 

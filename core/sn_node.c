@@ -92,9 +92,15 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->batch = sn_batch_new (&batch, error, size);
     if (!self->batch)
         goto failed;
-    sn_queue_config_t queue = {queue_endpoint,     mesh_endpoint,          batch_endpoint,
-                               config->partitions, SN_NODE_WORKER_TIMEOUT, config->verbose,
-                               store_endpoint,     feed_endpoint,          mesh_endpoint};
+    //  The mesh tries a forward on each replica in turn (rf at most), each try as long
+    //  as a replica write: its answer comes within that, twice for a busy loop
+    int64_t call_ttl = 2 * (int64_t) config->rf * config->write_timeout;
+    sn_queue_config_t queue = {
+        queue_endpoint,         mesh_endpoint,
+        batch_endpoint,         config->partitions,
+        SN_NODE_WORKER_TIMEOUT, config->verbose,
+        store_endpoint,         feed_endpoint,
+        mesh_endpoint,          call_ttl < INT_MAX ? (int) call_ttl : INT_MAX};
     self->queue = sn_queue_new (&queue, error, size);
     if (!self->queue)
         goto failed;

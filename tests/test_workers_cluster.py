@@ -2,9 +2,10 @@
 class sits on a node that does not own the bucket, work enqueued through the third
 node runs on it and its results reach GET /invocations/:id and the bucket's callback;
 kill -9 of the worker's node mid-run loses nothing (a worker elsewhere runs the work
-again); progress through the worker's node, and a worker that goes silent there; and
-bad input on the ops nodes use between themselves (worker.at, worker.push, the lease
-on worker.result and worker.progress)."""
+again); a worker's node killed and started again at once, never declared dead, gives
+its work back at its new start's first word; progress through the worker's node, and a
+worker that goes silent there; and bad input on the ops nodes use between themselves
+(worker.at, worker.push, the lease on worker.result and worker.progress)."""
 import os
 
 import pytest
@@ -130,6 +131,49 @@ def test_kill_of_the_workers_node_mid_run_loses_nothing():
             node.cleanup()
 
 
+def test_restart_of_the_workers_node_within_dead_ms_runs_its_work_again():
+    # Never suspected long enough to be dead: the owner hears of the restart only
+    # from the new epoch in the node's word of its workers
+    nodes = start_cluster(["n1", "n2", "n3"],
+                          FAST + ["--suspect-ms", "30000", "--dead-ms", "60000"])
+    workers = []
+    try:
+        probe, owner, at, via = roles(nodes, "primary")
+        if at is nodes[0]:
+            at, via = via, at  # the one restarted joins again with --join
+        marker = os.path.join(at.data, "started")
+        # A class of its own: the probe (calc.Sum) does not take the stuck worker
+        stuck = Worker(at, "calc.Slow", f"cat >/dev/null; touch {marker}; exec tail -f /dev/null",
+                       "stuck")
+        workers.append(stuck)
+        # Its timeout is far beyond the wait below: only the restart gives it back
+        body = {"token": "tok-5", "timeout": 3600000, "data": {"n": 5},
+                "invocation": {"class": "calc.Slow", "method": "add", "params": [5, 1]}}
+        r = retry(lambda: requests.post(via.url + "/enqueue", json=body, timeout=10), "enqueue")
+        assert r.status_code == 202, r.text
+        ident = r.json()["id"]
+        wait_for(lambda: os.path.exists(marker), 30, "the remote worker to start")
+        inv = state(via, ident)
+        assert inv["state"] == "running" and inv["attempts"] == 1, inv
+
+        at.kill()
+        stuck.kill()
+        at.start()
+        workers.append(Worker(at, "calc.Slow", SUM, "again"))
+        done = wait_for(lambda: (lambda inv: inv if inv["state"] == "succeeded" else None)(
+            state(via, ident)), 60, "the invocation to run again and succeed")
+        assert done["attempts"] == 2 and done["response"]["attempt"] == 2, done
+        assert done["response"]["sum"] == 6, done
+        assert "of its worker started again" in owner.logs()
+        for node in nodes:
+            node.stop()
+    finally:
+        for worker in workers:
+            worker.kill()
+        for node in nodes:
+            node.cleanup()
+
+
 def test_progress_and_silence_of_a_worker_on_another_node():
     nodes = start_cluster(["n1", "n2", "n3"], FAST)
     try:
@@ -202,11 +246,16 @@ def test_bad_input_on_the_ops_between_nodes():
             {"node": "n2", "classes": {"c": 2 ** 32}}, {"node": "x" * 65, "classes": {}},
             {"node": "n2", "classes": {"c%d" % i: 1 for i in range(1001)}},
             {"node": "n2", "classes": {}, "extra": True},
+            {"node": "n2", "classes": {}, "epoch": ""},
+            {"node": "n2", "classes": {}, "epoch": "e" * 17},
+            {"node": "n2", "classes": {}, "epoch": 7},
         ]
         for word in bad_words:
             reply = client.call("worker.at", **word)
             assert reply["code"] == 400, (word, reply)
         reply = client.call("worker.at", node="n2", classes={"calc.Sum": 3})
+        assert reply["code"] == 403, reply
+        reply = client.call("worker.at", node="n2", epoch="0123456789abcdef", classes={})
         assert reply["code"] == 403, reply
 
         # A lease that is not the invocation's counts for nothing

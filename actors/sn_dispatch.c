@@ -837,6 +837,20 @@ s_task_detach (s_task_t *task)
     }
 }
 
+//  The task leaves its agent's hands and waits for it again, first in its list. Who
+//  gets work next (the agent, and the job's other agents when the job has a
+//  concurrency limit) is decided after this turn (s_repump): once what made the task
+//  come back, a new connection or a failed push, is recorded in full.
+static void
+s_task_requeue (self_t *self, s_task_t *task)
+{
+    s_task_detach (task);
+    task->waiting = zlistx_add_start (task->agent->waiting, task);
+    zlistx_add_end (self->repump_agents, strdup (task->agent->id));
+    if (task->job->concurrency)
+        zlistx_add_end (self->repump_jobs, strdup (task->job->id));
+}
+
 //  The job is over when every task is: resolved, unless it was cancelled or timed
 //  out as a whole.
 static void
@@ -979,14 +993,10 @@ s_push_to (self_t *self, s_agent_t *agent, const char *via, s_task_t *task)
                       agent->id, via);
         if (streq (agent->node, via))
             agent->node[0] = 0;
-        s_task_t *current = agent->current;
-        if (current && streq (agent->via, via)) {
-            s_task_detach (current);
-            current->waiting = zlistx_add_start (agent->waiting, current);
-            if (current->job->concurrency)
-                zlistx_add_end (self->repump_jobs, strdup (current->job->id));
-        }
-        zlistx_add_end (self->repump_agents, strdup (agent->id));
+        if (agent->current && streq (agent->via, via))
+            s_task_requeue (self, agent->current);
+        else
+            zlistx_add_end (self->repump_agents, strdup (agent->id));
     }
 }
 
@@ -1136,12 +1146,8 @@ s_job_start (self_t *self, s_job_t *job)
 static void
 s_agent_release (self_t *self, s_agent_t *agent, const char *via)
 {
-    s_task_t *task = agent->current;
-    if (task && streq (agent->via, via)) {
-        s_task_detach (task);
-        task->waiting = zlistx_add_start (agent->waiting, task);
-        s_after_release (self, task->job, NULL);
-    }
+    if (agent->current && streq (agent->via, via))
+        s_task_requeue (self, agent->current);
 }
 
 //  The agent's connection here is gone. It may still be connected to another
@@ -1190,11 +1196,8 @@ s_agent_connected (self_t *self, s_agent_t *agent, const char *node, uint64_t ge
         release = !streq (agent->via, node) || agent->via_gen != gen;
     else if (task)
         release = !*node || agent->stale;
-    if (release) {
-        s_task_detach (task);
-        task->waiting = zlistx_add_start (agent->waiting, task);
-        s_after_release (self, task->job, NULL);
-    }
+    if (release)
+        s_task_requeue (self, task);
     return true;
 }
 
@@ -1998,10 +2001,10 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     if (!s_same_envelope (agent, request) ||
         sn_value_streq (sn_value_get (root, "op"), "agent.hello")) {
         //  The task it had in flight, here or elsewhere, comes again on the new
-        //  connection
+        //  connection: recorded first, so that nothing goes to the old one
         zmsg_destroy (&agent->envelope);
-        s_agent_connected (self, agent, "", 0);
         agent->envelope = s_envelope_copy (request);
+        s_agent_connected (self, agent, "", 0);
         *connected_p = true;
         zhashx_update (self->presence, agent->id, S_HERE);
         if (self->verbose)

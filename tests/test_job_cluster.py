@@ -399,6 +399,27 @@ def test_remote_agent_lost_and_back():
         assert name == "n1" and work["id"] == tasks[MACS[0]], work
         assert silent.result(name, work["id"], {"state": "ok"})["code"] == 200
 
+        # The same moves for a job with a concurrency limit, whose released task
+        # also frees a slot of the job: the task goes to the new connection, not
+        # to the member the agent just left
+        mover = Agent([by_name["n3"]], MACS[2])
+        agents.append(mover)
+        r = requests.post(by_name["n2"].url + "/jobs", timeout=10 * SLOW,
+                          json={"destinations": MACS[2], "message": {"method": "get",
+                                                                      "resource": "/limited"},
+                                "options": {"timeout": 600000, "concurrency": 1}})
+        assert r.status_code == 200, r.text
+        limited = r.json()
+        assert owner_of(nodes[0], limited)["owner"] == "n2"
+        at, work = mover.work()
+        assert at == "n3" and work["id"] == limited["collection"][0], work
+        for name in ("n2", "n1"):
+            mover.drop(at)
+            mover.connect(by_name[name])
+            at, work = mover.work()
+            assert at == name and work["id"] == limited["collection"][0], (name, at, work)
+        assert mover.result(at, work["id"], {"state": "ok"})["code"] == 200
+
         # Its node dies: the member leaves, the agent is away
         by_name["n3"].kill()
         stranded.drop("n3")

@@ -156,6 +156,15 @@ typedef struct {
     int64_t expires;            //  mono ms after which it is forgotten
 } s_watch_t;
 
+//  The job.updates one member sends another are numbered r = 1, 2, ... under an
+//  epoch: a sender that forgets its count (the receiver left, or the sender
+//  restarted) starts a new epoch, so the receiver tells a count that starts again
+//  from updates that come late.
+typedef struct {
+    uint64_t epoch; //  which count
+    uint64_t count; //  the last r sent, or taken
+} s_count_t;
+
 //  A job.list of the whole cluster: the pages of the other members, awaited.
 typedef struct {
     zmsg_t *envelope;      //  the caller's envelope
@@ -232,8 +241,8 @@ typedef struct {
     uint64_t every_batch;        //  last batch of job.watch of every job asked
     zhashx_t *snapshots_due;     //  topic -> uint32_t *: snapshots asked again, and how often
     uint64_t last_gen;           //  generation given to the last connection here
-    zhashx_t *relays_to;         //  member -> uint64_t *: job.updates sent it (r)
-    zhashx_t *relays_from;       //  member -> uint64_t *: last r taken from it
+    zhashx_t *relays_to;         //  member -> s_count_t *: job.updates sent it (r)
+    zhashx_t *relays_from;       //  member -> s_count_t *: last r taken from it
     zlistx_t *repump_agents;     //  ids of agents to give work after this turn
     zlistx_t *repump_jobs;       //  ids of jobs whose free slots to fill after this turn
 } self_t;
@@ -2419,6 +2428,10 @@ s_members_update (self_t *self, const sn_value_t *members)
             zsys_info ("dispatch: member %s left: its agents are away", name);
         zhashx_delete (self->relays_to, name);
         zhashx_delete (self->relays_from, name);
+        //  What it would have sent while away is lost to the subscribers of every
+        //  job, and its next count starts anew
+        if (zhashx_lookup (self->watched, ""))
+            self->seq++;
         for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
              agent = (s_agent_t *) zhashx_next (self->agents))
             if (streq (agent->node, name) || streq (agent->via, name))
@@ -2506,24 +2519,34 @@ s_watch_refresh (self_t *self)
     zlistx_destroy (&topics);
 }
 
+//  The count of job.updates sent to member node, a new one on first use.
+static s_count_t *
+s_relays_to (self_t *self, const char *node)
+{
+    s_count_t *sent = (s_count_t *) zhashx_lookup (self->relays_to, node);
+    if (!sent) {
+        sent = (s_count_t *) zmalloc (sizeof (s_count_t));
+        sent->epoch = s_new_gen (self);
+        zhashx_insert (self->relays_to, node, sent);
+    }
+    return sent;
+}
+
 //  Sends the body in self->body, an update of job numbered j (or its snapshot, or a
 //  tick), to member node as job.update. The job.updates sent to a member are
 //  numbered (r), so that it sees one lost on the way.
 static void
 s_relay_to (self_t *self, const char *node, const s_job_t *job, s_publish_kind_t kind)
 {
-    uint64_t *sent = (uint64_t *) zhashx_lookup (self->relays_to, node);
-    if (!sent) {
-        sent = (uint64_t *) zmalloc (sizeof (uint64_t));
-        zhashx_insert (self->relays_to, node, sent);
-    }
+    s_count_t *sent = s_relays_to (self, node);
     sn_pack_reset (self->remote);
-    sn_pack_map (self->remote, 8);
+    sn_pack_map (self->remote, 9);
     sn_pack_kv_str (self->remote, "op", "job.update");
     sn_pack_kv_str (self->remote, "id", job->id);
     sn_pack_kv_uint (self->remote, "j", job->seq);
     sn_pack_kv_str (self->remote, "node", self->name);
-    sn_pack_kv_uint (self->remote, "r", ++*sent);
+    sn_pack_kv_uint (self->remote, "epoch", sent->epoch);
+    sn_pack_kv_uint (self->remote, "r", ++sent->count);
     sn_pack_str (self->remote, "snapshot");
     sn_pack_bool (self->remote, kind == S_SNAPSHOT);
     sn_pack_str (self->remote, "tick");
@@ -2595,6 +2618,7 @@ s_op_job_watch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
     char key[SN_NAME_MAX + S_ID_MAX + 2];
     snprintf (key, sizeof key, "%s/%.*s", node, (int) id_len, id);
     s_watch_t *watch = (s_watch_t *) zhashx_lookup (self->watches, key);
+    bool fresh = !watch;
     if (!watch) {
         watch = (s_watch_t *) zmalloc (sizeof (s_watch_t));
         snprintf (watch->node, sizeof watch->node, "%s", node);
@@ -2613,6 +2637,14 @@ s_op_job_watch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         s_pack_job (self->body, job, S_COLLECTION_TASKS);
         s_relay (self, job, S_SNAPSHOT, node);
     }
+    else if (job && fresh) {
+        //  Followed again after its watch here lapsed, or followed before from the
+        //  job's previous owner: a tick with the job's number shows its subscribers
+        //  there whether they missed an update, even when none comes again
+        sn_pack_reset (self->body);
+        sn_pack_map (self->body, 0);
+        s_relay (self, job, S_TICK, node);
+    }
     s_reply_start (self, rid, 200, 0);
     s_reply_set (self, request);
 }
@@ -2629,10 +2661,12 @@ s_op_job_update (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
     const char *id = sn_value_str (sn_value_get (root, "id"), &len);
     const char *name = sn_value_str (sn_value_get (root, "node"), &node_len);
     char topic[S_ID_MAX], node[SN_NAME_MAX + 1];
-    uint64_t r = 0;
+    uint64_t r = 0, epoch = 0;
     if (!s_id_like (id, len) || !name || node_len == 0 || node_len > SN_NAME_MAX ||
-        !sn_value_uint (sn_value_get (root, "r"), &r)) {
-        s_reply_error (self, request, rid, 400, "id: a job id; node: a member's name; r: a count");
+        !sn_value_uint (sn_value_get (root, "r"), &r) || r == 0 ||
+        !sn_value_uint (sn_value_get (root, "epoch"), &epoch)) {
+        s_reply_error (self, request, rid, 400,
+                       "id: a job id; node: a member's name; epoch, r: counts");
         return;
     }
     memcpy (topic, id, len);
@@ -2644,19 +2678,32 @@ s_op_job_update (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
                        node, self->name[0] ? self->name : "this node");
         return;
     }
-    uint64_t *taken = (uint64_t *) zhashx_lookup (self->relays_from, node);
+    s_count_t *taken = (s_count_t *) zhashx_lookup (self->relays_from, node);
+    bool lost = false;
     if (!taken) {
-        taken = (uint64_t *) zmalloc (sizeof (uint64_t));
-        *taken = r - 1;
+        taken = (s_count_t *) zmalloc (sizeof (s_count_t));
+        taken->epoch = epoch;
         zhashx_insert (self->relays_from, node, taken);
     }
-    if (r != *taken + 1) {
+    else if (taken->epoch != epoch) {
+        //  node forgot its count: what it sent after the last one taken may be lost
+        lost = true;
+        taken->epoch = epoch;
+        taken->count = 0;
+    }
+    //  One below the count came late (after a 503 to its sender), and was counted
+    //  as lost when a later one came: it is not published now
+    bool late = r <= taken->count;
+    if (!late) {
+        lost = lost || r != taken->count + 1;
+        taken->count = r;
+    }
+    if (lost) {
         if (self->verbose)
             zsys_info ("dispatch: updates from %s lost on the way: %" PRIu64 " after %" PRIu64,
-                       node, r, *taken);
+                       node, r, taken->count);
         self->seq++;
     }
-    *taken = r;
     if (!zhashx_lookup (self->watched, topic) && !zhashx_lookup (self->watched, "")) {
         s_reply_error (self, request, rid, 404, "nobody here follows job %s", topic);
         return;
@@ -2666,6 +2713,12 @@ s_op_job_update (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
     sn_value_uint (sn_value_get (root, "j"), &j);
     sn_value_bool (sn_value_get (root, "snapshot"), &snapshot);
     sn_value_bool (sn_value_get (root, "tick"), &tick);
+    //  A late snapshot is still the one its new subscriber waits for
+    if (late && !snapshot) {
+        s_reply_start (self, rid, 200, 0);
+        s_reply_set (self, request);
+        return;
+    }
     sn_pack_reset (self->body);
     sn_pack_value (self->body, sn_value_get (root, "body"));
     if (!snapshot && !tick)
@@ -2813,8 +2866,18 @@ s_sweep (self_t *self)
          watch = (s_watch_t *) zhashx_next (self->watches))
         if (watch->expires < now || !zhashx_lookup (self->members, watch->node))
             zlistx_add_end (expired, strdup ((const char *) zhashx_cursor (self->watches)));
-    for (char *key = (char *) zlistx_first (expired); key; key = (char *) zlistx_next (expired))
+    for (char *key = (char *) zlistx_first (expired); key; key = (char *) zlistx_next (expired)) {
+        s_watch_t *watch = (s_watch_t *) zhashx_lookup (self->watches, key);
+        //  A member still here stopped asking (its refreshes were lost): the updates
+        //  it misses from now on are not sent, so one number is skipped for its
+        //  subscribers of every job to see the gap at the next update it gets
+        char every[SN_NAME_MAX + 2];
+        snprintf (every, sizeof every, "%s/", watch->node);
+        if (zhashx_lookup (self->members, watch->node) &&
+            (!watch->id[0] || !zhashx_lookup (self->watches, every)))
+            s_relays_to (self, watch->node)->count++;
         zhashx_delete (self->watches, key);
+    }
     zlistx_destroy (&expired);
     s_flush_progress (self);
     s_publish_ticks (self);
@@ -3794,18 +3857,19 @@ s_test_field (const char *json, const char *field, char *out, size_t size)
 }
 
 //  Publishes a placement for node t1 on pub: t1 owns every partition but lost
-//  (-1 for none), which t2 owns.
+//  (-1 for none), which t2 owns; the members are t1 and other (NULL for none).
 static void
-s_test_place (zsock_t *pub, uint32_t partitions, int lost)
+s_test_place (zsock_t *pub, uint32_t partitions, int lost, const char *other)
 {
     sn_pack_t *pack = sn_pack_new ();
     sn_pack_map (pack, 6);
     sn_pack_kv_str (pack, "op", "placement");
     sn_pack_kv_str (pack, "self", "t1");
     sn_pack_str (pack, "members");
-    sn_pack_array (pack, 2);
+    sn_pack_array (pack, other ? 2 : 1);
     sn_pack_str (pack, "t1");
-    sn_pack_str (pack, "t2");
+    if (other)
+        sn_pack_str (pack, other);
     sn_pack_kv_uint (pack, "version", 1);
     sn_pack_str (pack, "owners");
     sn_pack_array (pack, partitions);
@@ -3832,7 +3896,7 @@ s_test_placed (zsock_t *pub, uint32_t partitions, int lost, zsock_t *client, con
     zpoller_t *poller = zpoller_new (client, NULL);
     char *text = NULL;
     for (int attempt = 0; attempt < 500 && !text; attempt++) {
-        s_test_place (pub, partitions, lost);
+        s_test_place (pub, partitions, lost, "t2");
         sn_pack_t *pack = sn_pack_new ();
         char error[256];
         int rc = sn_json_to_pack (json, strlen (json), pack, error, sizeof error);
@@ -4236,7 +4300,7 @@ sn_dispatch_test (bool verbose)
     assert (snapshot && strstr (update, "\"error\""));
     free (update);
     request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":27,\"id\":\"%s\",\"j\":7,"
-                            "\"node\":\"t2\",\"r\":1,"
+                            "\"node\":\"t2\",\"epoch\":1,\"r\":1,"
                             "\"body\":{\"resource\":\"/jobs/update\",\"data\":{}}}",
                             topic);
     reply = s_test_call (producer, request, false);
@@ -4252,7 +4316,7 @@ sn_dispatch_test (bool verbose)
     //  count of updates here skip one, which subscribers of every job see; a tick
     //  relayed repeats the job's number, so a lost last update is seen too
     request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":28,\"id\":\"%s\",\"j\":9,"
-                            "\"node\":\"t2\",\"r\":3,"
+                            "\"node\":\"t2\",\"epoch\":1,\"r\":3,"
                             "\"body\":{\"resource\":\"/jobs/update\",\"data\":{}}}",
                             topic);
     reply = s_test_call (producer, request, false);
@@ -4263,7 +4327,7 @@ sn_dispatch_test (bool verbose)
     assert (g == g_before + 2 && j == 9 && !tick);
     free (update);
     request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":29,\"id\":\"%s\",\"j\":9,"
-                            "\"node\":\"t2\",\"r\":4,\"tick\":true,\"body\":{}}",
+                            "\"node\":\"t2\",\"epoch\":1,\"r\":4,\"tick\":true,\"body\":{}}",
                             topic);
     reply = s_test_call (producer, request, false);
     assert (strstr (reply, "\"code\":200"));
@@ -4272,13 +4336,55 @@ sn_dispatch_test (bool verbose)
     update = s_test_relayed (first, &g, &j, &tick);
     assert (tick && j == 9 && g == g_before + 2);
     free (update);
+    //  One that comes late (r 2, after a 503 to t2) was counted as lost already: it
+    //  is not published, and the next one in order shows no second gap
+    const char *relays[] = {"\"epoch\":1,\"r\":2,\"j\":8", "\"epoch\":1,\"r\":5,\"j\":10",
+                            "\"epoch\":2,\"r\":1,\"j\":11"};
+    for (size_t index = 0; index < 3; index++) {
+        request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":30,\"id\":\"%s\",%s,"
+                                "\"node\":\"t2\",\"body\":{\"resource\":\"/jobs/update\"}}",
+                                topic, relays[index]);
+        reply = s_test_call (producer, request, false);
+        assert (strstr (reply, "\"code\":200"));
+        free (reply);
+        free (request);
+    }
+    update = s_test_relayed (first, &g, &j, &tick);
+    assert (!tick && j == 10 && g == g_before + 3);
+    free (update);
+    //  t2 counts anew (it restarted, or forgot this node): what it sent before may
+    //  be lost
+    update = s_test_relayed (first, &g, &j, &tick);
+    assert (!tick && j == 11 && g == g_before + 5);
+    free (update);
     request = zsys_sprintf ("{\"op\":\"job.update\",\"rid\":30,\"id\":\"%s\",\"j\":9,"
-                            "\"node\":\"t9\",\"r\":1,\"body\":{}}",
+                            "\"node\":\"t9\",\"epoch\":1,\"r\":1,\"body\":{}}",
                             topic);
     reply = s_test_call (producer, request, false);
     assert (strstr (reply, "\"code\":404") && strstr (reply, "t9"));
     free (reply);
     free (request);
+    //  t2 leaves and comes back: what it would have sent meanwhile is lost to the
+    //  subscribers of every job here
+    zsock_t *every = zsock_new_sub (publish, "");
+    do {
+        update = s_test_update (every, &snapshot);
+        bool marker = snapshot && strstr (update, "/jobs/ws");
+        free (update);
+        if (marker)
+            break;
+    } while (true);
+    update = s_test_relayed (every, &g_before, &j, &tick);
+    free (update);
+    s_test_place (pub, 4, 0, NULL);
+    deadline = zclock_mono () + 5000;
+    do {
+        update = s_test_relayed (every, &g, &j, &tick);
+        free (update);
+    } while (g == g_before && zclock_mono () < deadline);
+    assert (g == g_before + 1);
+    s_test_place (pub, 4, 0, "t2");
+    zsock_destroy (&every);
     zsock_destroy (&first);
     zsock_destroy (&second);
     zsock_destroy (&pub);

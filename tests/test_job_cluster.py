@@ -656,7 +656,9 @@ def test_agent_ops_between_members_bad_input():
                ("job.update", dict(id="abc", j=1, node="n2", body={})),     # no r
                ("job.update", dict(id="abc", j=1, node="n2", r=0, body={})),
                ("job.update", dict(id="abc", j=1, node="", r=1, body={})),
-               ("job.update", dict(id="abc", j=1, node="n2", r=1, tick="no", body={}))]
+               ("job.update", dict(id="abc", j=1, node="n2", r=1, tick="no", body={})),
+               ("job.update", dict(id="abc", j=1, node="n2", r=1, body={})),  # no epoch
+               ("job.update", dict(id="abc", j=1, node="n2", epoch=-1, r=1, body={}))]
         # refused by their schema (400) or, well formed, as ops between nodes (403)
         for op, fields in bad:
             reply = c.call(op, **fields)
@@ -664,8 +666,8 @@ def test_agent_ops_between_members_bad_input():
         # Well formed: between nodes only
         reply = c.call("job.watch", node="n2", id="0123456789abcdef012")
         assert reply["code"] == 403, reply
-        reply = c.call("job.update", id="0123456789abcdef012", j=1, node="n2", r=1,
-                       body={"resource": "/jobs"})
+        reply = c.call("job.update", id="0123456789abcdef012", j=1, node="n2", epoch=1,
+                       r=1, body={"resource": "/jobs"})
         assert reply["code"] == 403, reply
 
         # Forwarded agent ops for tasks nobody has

@@ -2197,7 +2197,7 @@ s_op_agent_result (self_t *self, sn_routed_t *request, const sn_value_t *root, u
 //  --------------------------------------------------------------------------
 //  Agents connected to other members
 
-//  agent.at {node, here?, gens?, gone?, full?}: member node says which agents are
+//  agent.at {node, here?, gens?, gone?}: member node says which agents are
 //  connected to it now (here, with the generation of each one's connection in gens)
 //  and which no longer are (gone). What it says lasts S_PRESENCE_TTL unless it says
 //  it again. A connection not known yet gets the agent's task in flight again, and
@@ -2287,7 +2287,7 @@ s_op_agent_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
 //  in messages of at most S_PRESENCE_BATCH ids.
 static void
 s_presence_send (self_t *self, const char *node, s_agent_t **here, size_t here_count,
-                 const char **gone, size_t gone_count, bool full)
+                 const char **gone, size_t gone_count)
 {
     size_t here_at = 0, gone_at = 0;
     while (here_at < here_count || gone_at < gone_count) {
@@ -2296,10 +2296,8 @@ s_presence_send (self_t *self, const char *node, s_agent_t **here, size_t here_c
         size_t gone_n = gone_count - gone_at;
         gone_n = gone_n > S_PRESENCE_BATCH - here_n ? S_PRESENCE_BATCH - here_n : gone_n;
         sn_pack_reset (self->remote);
-        sn_pack_map (self->remote, 6);
+        sn_pack_map (self->remote, 5);
         sn_pack_kv_str (self->remote, "op", "agent.at");
-        sn_pack_str (self->remote, "full");
-        sn_pack_bool (self->remote, full);
         sn_pack_kv_str (self->remote, "node", self->name);
         sn_pack_str (self->remote, "here");
         sn_pack_array (self->remote, (uint32_t) here_n);
@@ -2340,11 +2338,11 @@ s_presence_full (self_t *self, const char *node)
         if (agent->envelope)
             here[count++] = agent;
     if (node)
-        s_presence_send (self, node, here, count, NULL, 0, true);
+        s_presence_send (self, node, here, count, NULL, 0);
     else
         for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members))
             s_presence_send (self, (const char *) zhashx_cursor (self->members), here, count, NULL,
-                             0, true);
+                             0);
     free (here);
 }
 
@@ -2370,7 +2368,7 @@ s_presence_flush (self_t *self)
         }
         for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members))
             s_presence_send (self, (const char *) zhashx_cursor (self->members), here, here_count,
-                             gone, gone_count, false);
+                             gone, gone_count);
         free (here);
         free (gone);
     }
@@ -2799,15 +2797,13 @@ s_agents_collect (self_t *self)
     zlistx_t *unused = zlistx_new ();
     for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
          agent = (s_agent_t *) zhashx_next (self->agents)) {
-        bool expired = true;
-        while (expired) {
-            expired = false;
-            for (s_cancel_t *cancel = (s_cancel_t *) zlistx_first (agent->cancels);
-                 cancel && !expired; cancel = (s_cancel_t *) zlistx_next (agent->cancels))
-                if (cancel->until <= now) {
-                    zlistx_delete (agent->cancels, zlistx_cursor (agent->cancels));
-                    expired = true;
-                }
+        void *handle = zlistx_first (agent->cancels) ? zlistx_cursor (agent->cancels) : NULL;
+        while (handle) {
+            s_cancel_t *cancel = (s_cancel_t *) zlistx_handle_item (handle);
+            void *following = zlistx_next (agent->cancels) ? zlistx_cursor (agent->cancels) : NULL;
+            if (cancel->until <= now)
+                zlistx_delete (agent->cancels, handle);
+            handle = following;
         }
         if (!agent->envelope && !agent->node[0] && !agent->current && agent->tasks == 0 &&
             zlistx_size (agent->waiting) == 0 && zlistx_size (agent->cancels) == 0 &&
@@ -3293,8 +3289,9 @@ s_watch_answer (self_t *self, s_pending_t *pending, const sn_value_t *root, uint
         s_watch_failed (self, pending, root, code);
 }
 
-//  A member did not take an agent.push or agent.at: an agent it was pushed work for
-//  is not connected there (any more), or the member is not reachable.
+//  A member did not take an agent.push, agent.at or job.update: an agent it was
+//  pushed work for is not connected there (any more), nobody there follows the job,
+//  or the member is not reachable. Only a refused push of work changes anything.
 static void
 s_told_not (self_t *self, s_pending_t *pending, const sn_value_t *root, uint64_t code)
 {
@@ -3556,7 +3553,6 @@ s_self_destroy (self_t **self_p)
         zlistx_destroy (&self->ticking);
         zlistx_destroy (&self->replay_queue);
         zlistx_destroy (&self->replayed);
-        //  Agents hold lists of tasks: they go first, then the jobs
         //  Jobs first: their tasks count on their agents' records
         zhashx_destroy (&self->jobs);
         zhashx_destroy (&self->agents);

@@ -49,6 +49,10 @@
 //  Most cancels kept for one agent until it connects anew somewhere.
 #define S_CANCELS_MAX 100
 
+//  Most destination ids one connection may speak for: a client saying hello with
+//  ever new ids makes records here and at every member only this many at a time.
+#define S_CONNECTION_IDS 64
+
 #define S_LIST_LIMIT      100 //  job.list's default page
 #define S_ID_MAX          32  //  job ids are 19 characters
 #define S_DESTINATION_MAX 64  //  longest destination id
@@ -113,6 +117,7 @@ struct _s_job_t {
 struct _s_agent_t {
     char id[S_DESTINATION_MAX + 1]; //  canonical destination id
     zmsg_t *envelope;               //  route to the agent connected here, or NULL
+    char *connection;               //  key of envelope in self->connections, or NULL
     uint64_t gen;                   //  generation of the connection here
     bool stale;                     //  a connection elsewhere is newer than the work sent here
     int64_t expires;                //  mono ms after which a silent agent is gone
@@ -245,6 +250,7 @@ typedef struct {
     zhashx_t *relays_from;       //  member -> s_count_t *: last r taken from it
     zlistx_t *repump_agents;     //  ids of agents to give work after this turn
     zlistx_t *repump_jobs;       //  ids of jobs whose free slots to fill after this turn
+    zhashx_t *connections;       //  envelope key -> uint32_t *: agents connected through it
 } self_t;
 
 //  What the members are to be told about an agent connected here.
@@ -330,6 +336,7 @@ s_agent_free (void **item_p)
     s_agent_t *agent = (s_agent_t *) *item_p;
     if (agent) {
         zmsg_destroy (&agent->envelope);
+        free (agent->connection);
         zlistx_destroy (&agent->waiting);
         zlistx_destroy (&agent->cancels);
         free (agent);
@@ -1161,10 +1168,13 @@ s_agent_release (self_t *self, s_agent_t *agent, const char *via)
 
 //  The agent's connection here is gone. It may still be connected to another
 //  member, which gets the task back.
+static void s_connection_leave (self_t *self, s_agent_t *agent);
+
 static void
 s_agent_lost (self_t *self, s_agent_t *agent)
 {
     zmsg_destroy (&agent->envelope);
+    s_connection_leave (self, agent);
     agent->stale = false;
     s_agent_release (self, agent, "");
     s_agent_pump (self, agent);
@@ -1992,9 +2002,42 @@ s_request_destination (self_t *self, sn_routed_t *request, const sn_value_t *roo
     return -1;
 }
 
+//  The key of request's envelope in self->connections: its frames in hex. Caller
+//  frees.
+static char *
+s_connection_key (sn_routed_t *request)
+{
+    size_t size = 1;
+    for (size_t index = 0; index + 1 < request->count; index++)
+        size += zmq_msg_size (&request->frames[index]) * 2 + 1;
+    char *key = (char *) malloc (size), *at = key;
+    for (size_t index = 0; index + 1 < request->count; index++) {
+        const byte *data = (const byte *) zmq_msg_data (&request->frames[index]);
+        for (size_t offset = 0; offset < zmq_msg_size (&request->frames[index]); offset++)
+            at += sprintf (at, "%02x", data[offset]);
+        *at++ = '.';
+    }
+    *at = 0;
+    return key;
+}
+
+//  The agent's connection here is no longer one of the ids its envelope speaks for.
+static void
+s_connection_leave (self_t *self, s_agent_t *agent)
+{
+    if (!agent->connection)
+        return;
+    uint32_t *ids = (uint32_t *) zhashx_lookup (self->connections, agent->connection);
+    if (ids && --*ids == 0)
+        zhashx_delete (self->connections, agent->connection);
+    free (agent->connection);
+    agent->connection = NULL;
+}
+
 //  Every agent op: the agent named by the request, (re)connected through the
 //  request's envelope when that is new. A new connection gets the task it had in
-//  flight again. Returns NULL with the reply set when the id is not a destination.
+//  flight again. Returns NULL with the reply set when the id is not a destination,
+//  or the connection speaks for S_CONNECTION_IDS other ids already (429).
 static s_agent_t *
 s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
                bool *connected_p)
@@ -2002,13 +2045,37 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     char canonical[S_DESTINATION_MAX + 1];
     if (s_request_destination (self, request, root, rid, canonical))
         return NULL;
-    s_agent_t *agent = s_agent_require (self, canonical);
+    *connected_p = false;
+    s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, canonical);
+    char *key = NULL;
+    if (!agent || !s_same_envelope (agent, request) ||
+        sn_value_streq (sn_value_get (root, "op"), "agent.hello")) {
+        key = s_connection_key (request);
+        uint32_t *ids = (uint32_t *) zhashx_lookup (self->connections, key);
+        bool joins = !agent || !agent->connection || !streq (agent->connection, key);
+        if (joins && ids && *ids >= S_CONNECTION_IDS) {
+            free (key);
+            s_reply_error (self, request, rid, 429,
+                           "this connection speaks for %d destination ids already: connect "
+                           "anew for %s",
+                           S_CONNECTION_IDS, canonical);
+            return NULL;
+        }
+    }
+    if (!agent)
+        agent = s_agent_require (self, canonical);
     uint64_t heartbeat = S_HEARTBEAT_MS;
     sn_value_uint (sn_value_get (root, "heartbeat"), &heartbeat);
     agent->expires = zclock_mono () + (int64_t) heartbeat * S_HEARTBEAT_MISSES;
-    *connected_p = false;
-    if (!s_same_envelope (agent, request) ||
-        sn_value_streq (sn_value_get (root, "op"), "agent.hello")) {
+    if (key) {
+        s_connection_leave (self, agent);
+        uint32_t *ids = (uint32_t *) zhashx_lookup (self->connections, key);
+        if (!ids) {
+            ids = (uint32_t *) zmalloc (sizeof (uint32_t));
+            zhashx_insert (self->connections, key, ids);
+        }
+        (*ids)++;
+        agent->connection = key;
         //  The task it had in flight, here or elsewhere, comes again on the new
         //  connection: recorded first, so that nothing goes to the old one
         zmsg_destroy (&agent->envelope);
@@ -3523,6 +3590,8 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     zlistx_set_destructor (self->repump_agents, (zlistx_destructor_fn *) zstr_free);
     self->repump_jobs = zlistx_new ();
     zlistx_set_destructor (self->repump_jobs, (zlistx_destructor_fn *) zstr_free);
+    self->connections = zhashx_new ();
+    zhashx_set_destructor (self->connections, s_free);
     self->gathers = zlistx_new ();
     zlistx_set_destructor (self->gathers, s_gather_free);
     self->watches = zhashx_new ();
@@ -3562,6 +3631,7 @@ s_self_destroy (self_t **self_p)
         zhashx_destroy (&self->relays_from);
         zlistx_destroy (&self->repump_agents);
         zlistx_destroy (&self->repump_jobs);
+        zhashx_destroy (&self->connections);
         free (self->order);
         free (self->owned);
         free (self->replaying);
@@ -4242,8 +4312,12 @@ sn_dispatch_test (bool verbose)
     char *text = zstr_recv (dispatch);
     size_t records = (size_t) atol (text);
     free (text);
-    zsock_t *crowd = zsock_new_dealer (endpoint);
+    zsock_t *crowd = NULL;
     for (int index = 0; index < 1000; index++) {
+        if (index % 50 == 0) {
+            zsock_destroy (&crowd);
+            crowd = zsock_new_dealer (endpoint);
+        }
         request = zsys_sprintf (
             "{\"op\":\"agent.hello\",\"rid\":%d,\"id\":\"cg-%012x\",\"heartbeat\":100}", index,
             index + 0x100000);
@@ -4252,6 +4326,25 @@ sn_dispatch_test (bool verbose)
         free (reply);
         free (request);
     }
+    //  One connection speaks for at most S_CONNECTION_IDS ids; one of them may say
+    //  hello again
+    zsock_destroy (&crowd);
+    crowd = zsock_new_dealer (endpoint);
+    for (int index = 0; index <= S_CONNECTION_IDS; index++) {
+        request = zsys_sprintf (
+            "{\"op\":\"agent.hello\",\"rid\":%d,\"id\":\"cg-%012x\",\"heartbeat\":100}", index,
+            index + 0x200000);
+        reply = s_test_call (crowd, request, false);
+        assert (strstr (reply, index < S_CONNECTION_IDS ? "\"code\":200" : "\"code\":429"));
+        free (reply);
+        free (request);
+    }
+    reply = s_test_call (crowd,
+                         "{\"op\":\"agent.hello\",\"rid\":1,\"id\":\"cg-000000200000\","
+                         "\"heartbeat\":100}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
     zsock_destroy (&crowd);
     zstr_send (dispatch, "AGENTS");
     text = zstr_recv (dispatch);

@@ -2317,6 +2317,9 @@ s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
         else
             s_agent_pump (self, agent);
     }
+    //  gone carries no generation: a member keeps one connection per agent, and what
+    //  it tells this node comes in order, so a gone is about the connection it named
+    //  last; one that moved to another member is left as that member said
     const sn_value_t *gone = sn_value_get (root, "gone");
     for (size_t index = 0; index < sn_value_size (gone); index++) {
         const char *id = sn_value_str (sn_value_at (gone, index), &len);

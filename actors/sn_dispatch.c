@@ -123,6 +123,7 @@ struct _s_agent_t {
     int64_t expires;                //  mono ms after which a silent agent is gone
     char node[SN_NAME_MAX + 1];     //  the member it is connected to, or ""
     uint64_t node_gen;              //  generation of its connection there
+    uint64_t node_made;             //  wall us here when that connection was made
     int64_t node_expires;           //  mono ms after which that member's word is old
     s_task_t *current;              //  the task in flight, or NULL
     char via[SN_NAME_MAX + 1];      //  the member current went to, "" for here
@@ -1181,28 +1182,32 @@ s_agent_lost (self_t *self, s_agent_t *agent)
 }
 
 //  The agent has a new connection: here (node ""), or at member node as that member
-//  says. A task in flight that went to another connection, which may be gone, waits
-//  to go out again (s_agent_greet sends it). A member that names an older connection
-//  than the one known (there, or at another member while that one's word lasts) is
-//  not listened to. Returns whether the connection is new.
+//  says: its generation gen names it, and made is when it was made by this node's
+//  clock (the member's age of it taken from the time it came here). A task in flight
+//  that went to another connection, which may be gone, waits to go out again
+//  (s_agent_greet sends it). A member that names a connection made before the one
+//  known (there, or at another member while that one's word lasts) is not listened
+//  to. Returns whether the connection is new.
 static bool
-s_agent_connected (self_t *self, s_agent_t *agent, const char *node, uint64_t gen)
+s_agent_connected (self_t *self, s_agent_t *agent, const char *node, uint64_t gen, uint64_t made)
 {
     if (*node) {
-        //  Older than the connection known: a list sent before a newer one, or a
-        //  connection the agent left for another member
-        if (agent->node[0] && agent->node_gen > gen &&
+        bool known = streq (agent->node, node) && agent->node_gen == gen;
+        //  Made before the connection known: a list sent before a newer one, or a
+        //  connection the agent left for another member. Times are this node's own,
+        //  so the members' clocks need not agree
+        if (!known && agent->node[0] && agent->node_made > made &&
             (streq (agent->node, node) || agent->node_expires > zclock_mono ()))
             return false;
-        bool known = streq (agent->node, node) && agent->node_gen == gen;
         snprintf (agent->node, sizeof agent->node, "%s", node);
         agent->node_gen = gen;
         agent->node_expires = zclock_mono () + S_PRESENCE_TTL;
         if (known)
             return false;
+        agent->node_made = made;
         //  Work sent here before it connected there: it left its connection here,
         //  perhaps without closing it
-        if (agent->current && !agent->via[0] && agent->envelope && gen > agent->sent_at)
+        if (agent->current && !agent->via[0] && agent->envelope && made > agent->sent_at)
             agent->stale = true;
     }
     else {
@@ -2080,7 +2085,7 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
         //  connection: recorded first, so that nothing goes to the old one
         zmsg_destroy (&agent->envelope);
         agent->envelope = s_envelope_copy (request);
-        s_agent_connected (self, agent, "", 0);
+        s_agent_connected (self, agent, "", 0, 0);
         *connected_p = true;
         zhashx_update (self->presence, agent->id, S_HERE);
         if (self->verbose)
@@ -2302,17 +2307,22 @@ s_op_agent_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
     }
     const sn_value_t *here = sn_value_get (root, "here");
     const sn_value_t *gens = sn_value_get (root, "gens");
-    if (sn_value_size (gens) != sn_value_size (here)) {
-        s_reply_error (self, request, rid, 400, "gens: one generation for each id in here");
+    const sn_value_t *ages = sn_value_get (root, "ages");
+    if (sn_value_size (gens) != sn_value_size (here) ||
+        (ages && sn_value_size (ages) != sn_value_size (here))) {
+        s_reply_error (self, request, rid, 400,
+                       "gens, ages: one generation and one age for each id in here");
         return;
     }
+    uint64_t now = (uint64_t) zclock_usecs ();
     for (size_t index = 0; index < sn_value_size (here); index++) {
         const char *id = sn_value_str (sn_value_at (here, index), &len);
         sn_dispatch_destination (id, len, canonical);
-        uint64_t gen = 0;
+        uint64_t gen = 0, age = 0;
         sn_value_uint (sn_value_at (gens, index), &gen);
+        sn_value_uint (sn_value_at (ages, index), &age);
         s_agent_t *agent = s_agent_require (self, canonical);
-        if (s_agent_connected (self, agent, node, gen))
+        if (s_agent_connected (self, agent, node, gen, age < now ? now - age : 0))
             s_agent_greet (self, agent, node);
         else
             s_agent_pump (self, agent);
@@ -2366,7 +2376,7 @@ s_presence_send (self_t *self, const char *node, s_agent_t **here, size_t here_c
         size_t gone_n = gone_count - gone_at;
         gone_n = gone_n > S_PRESENCE_BATCH - here_n ? S_PRESENCE_BATCH - here_n : gone_n;
         sn_pack_reset (self->remote);
-        sn_pack_map (self->remote, 5);
+        sn_pack_map (self->remote, 6);
         sn_pack_kv_str (self->remote, "op", "agent.at");
         sn_pack_kv_str (self->remote, "node", self->name);
         sn_pack_str (self->remote, "here");
@@ -2377,6 +2387,15 @@ s_presence_send (self_t *self, const char *node, s_agent_t **here, size_t here_c
         sn_pack_array (self->remote, (uint32_t) here_n);
         for (size_t index = 0; index < here_n; index++)
             sn_pack_uint (self->remote, here[here_at + index]->gen);
+        //  How long ago each connection was made, by this node's clock: the receiver
+        //  takes it from its own time, and orders connections whatever the clocks say
+        uint64_t now = (uint64_t) zclock_usecs ();
+        sn_pack_str (self->remote, "ages");
+        sn_pack_array (self->remote, (uint32_t) here_n);
+        for (size_t index = 0; index < here_n; index++) {
+            uint64_t gen = here[here_at + index]->gen;
+            sn_pack_uint (self->remote, now > gen ? now - gen : 0);
+        }
         sn_pack_str (self->remote, "gone");
         sn_pack_array (self->remote, (uint32_t) gone_n);
         for (size_t index = 0; index < gone_n; index++)
@@ -3742,6 +3761,16 @@ s_handle_pipe (self_t *self)
     else if (streq (command, "AGENTS"))
         //  How many agent records are in memory: for the selftest
         zstr_sendf (self->pipe, "%zu", zhashx_size (self->agents));
+    else if (streq (command, "CURRENT")) {
+        //  Where the agent's task in flight went ("here", a member) or "none": for
+        //  the selftest
+        char *id = zmsg_popstr (msg);
+        s_agent_t *agent = id ? (s_agent_t *) zhashx_lookup (self->agents, id) : NULL;
+        zstr_send (self->pipe, !agent || !agent->current ? "none"
+                               : agent->via[0]           ? agent->via
+                                                         : "here");
+        free (id);
+    }
     else if (streq (command, "$TERM"))
         self->terminated = true;
     else
@@ -4285,6 +4314,53 @@ sn_dispatch_test (bool verbose)
     assert (strstr (reply, "\"code\":400") && strstr (reply, "gens"));
     free (reply);
 
+    //  Connections at other members are ordered by when this node reckons they were
+    //  made (its time of receipt less the age the member gives), not by the members'
+    //  clocks: a member whose clock is far ahead names a connection made 10 s ago,
+    //  before work went out here, and the work stays here; one whose clock is far
+    //  behind names a connection just made, and the work goes there
+    zsock_t *mover = zsock_new_dealer (endpoint);
+    reply =
+        s_test_call (mover, "{\"op\":\"agent.hello\",\"rid\":1,\"id\":\"cg-000c291ce806\"}", false);
+    free (reply);
+    reply = s_test_call (producer,
+                         "{\"op\":\"job.create\",\"rid\":33,\"destinations\":"
+                         "\"cg-000c291ce806\",\"message\":{\"method\":\"get\","
+                         "\"resource\":\"/moves\"}}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    work = s_test_call (mover, NULL, true);
+    assert (strstr (work, "\"resource\":\"/moves\""));
+    free (work);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":34,\"node\":\"t2\",\"here\":"
+                         "[\"cg-000c291ce806\"],\"gens\":[9000000000000000],\"ages\":[10000000]}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    zstr_sendx (dispatch, "CURRENT", "cg-000c291ce806", NULL);
+    char *text = zstr_recv (dispatch);
+    assert (streq (text, "here"));
+    free (text);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":35,\"node\":\"t2\",\"here\":"
+                         "[\"cg-000c291ce806\"],\"gens\":[1],\"ages\":[0]}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    zstr_sendx (dispatch, "CURRENT", "cg-000c291ce806", NULL);
+    text = zstr_recv (dispatch);
+    assert (!streq (text, "here"));
+    free (text);
+    reply = s_test_call (producer,
+                         "{\"op\":\"agent.at\",\"rid\":36,\"node\":\"t2\",\"here\":"
+                         "[\"cg-000c291ce806\"],\"gens\":[1],\"ages\":[0,1]}",
+                         false);
+    assert (strstr (reply, "\"code\":400") && strstr (reply, "ages"));
+    free (reply);
+    zsock_destroy (&mover);
+
     //  A result for a task never sent (its agent never connected) is refused; the
     //  agent that sent it gets the task then
     reply = s_test_call (producer,
@@ -4312,7 +4388,7 @@ sn_dispatch_test (bool verbose)
     //  Agent records nobody needs are freed: hellos with many distinct ids, silent
     //  after; and a result forwarded for an agent no job names makes no record
     zstr_send (dispatch, "AGENTS");
-    char *text = zstr_recv (dispatch);
+    text = zstr_recv (dispatch);
     size_t records = (size_t) atol (text);
     free (text);
     zsock_t *crowd = NULL;

@@ -601,6 +601,8 @@ def test_agent_ops_between_members_bad_input():
                dict(node="n2", here=["x" * 65]),
                dict(node="n2", here=[MACS[0]] * 501),
                dict(node="n2", gone=[{}]),
+               dict(node="n2", here=[MACS[0]], gens=[1], ages=[-1]),
+               dict(node="n2", here=[MACS[0]], gens=[1], ages=[0] * 501),
                dict(node="n2", other=1),
                dict(node="n2", fwd=17)]
         for fields in bad:

@@ -399,6 +399,27 @@ def test_remote_agent_lost_and_back():
         assert name == "n1" and work["id"] == tasks[MACS[0]], work
         assert silent.result(name, work["id"], {"state": "ok"})["code"] == 200
 
+        # The same moves for a job with a concurrency limit, whose released task
+        # also frees a slot of the job: the task goes to the new connection, not
+        # to the member the agent just left
+        mover = Agent([by_name["n3"]], MACS[2])
+        agents.append(mover)
+        r = requests.post(by_name["n2"].url + "/jobs", timeout=10 * SLOW,
+                          json={"destinations": MACS[2], "message": {"method": "get",
+                                                                      "resource": "/limited"},
+                                "options": {"timeout": 600000, "concurrency": 1}})
+        assert r.status_code == 200, r.text
+        limited = r.json()
+        assert owner_of(nodes[0], limited)["owner"] == "n2"
+        at, work = mover.work()
+        assert at == "n3" and work["id"] == limited["collection"][0], work
+        for name in ("n2", "n1"):
+            mover.drop(at)
+            mover.connect(by_name[name])
+            at, work = mover.work()
+            assert at == name and work["id"] == limited["collection"][0], (name, at, work)
+        assert mover.result(at, work["id"], {"state": "ok"})["code"] == 200
+
         # Its node dies: the member leaves, the agent is away
         by_name["n3"].kill()
         stranded.drop("n3")
@@ -580,6 +601,8 @@ def test_agent_ops_between_members_bad_input():
                dict(node="n2", here=["x" * 65]),
                dict(node="n2", here=[MACS[0]] * 501),
                dict(node="n2", gone=[{}]),
+               dict(node="n2", here=[MACS[0]], gens=[1], ages=[-1]),
+               dict(node="n2", here=[MACS[0]], gens=[1], ages=[0] * 501),
                dict(node="n2", other=1),
                dict(node="n2", fwd=17)]
         for fields in bad:
@@ -635,7 +658,9 @@ def test_agent_ops_between_members_bad_input():
                ("job.update", dict(id="abc", j=1, node="n2", body={})),     # no r
                ("job.update", dict(id="abc", j=1, node="n2", r=0, body={})),
                ("job.update", dict(id="abc", j=1, node="", r=1, body={})),
-               ("job.update", dict(id="abc", j=1, node="n2", r=1, tick="no", body={}))]
+               ("job.update", dict(id="abc", j=1, node="n2", r=1, tick="no", body={})),
+               ("job.update", dict(id="abc", j=1, node="n2", r=1, body={})),  # no epoch
+               ("job.update", dict(id="abc", j=1, node="n2", epoch=-1, r=1, body={}))]
         # refused by their schema (400) or, well formed, as ops between nodes (403)
         for op, fields in bad:
             reply = c.call(op, **fields)
@@ -643,8 +668,8 @@ def test_agent_ops_between_members_bad_input():
         # Well formed: between nodes only
         reply = c.call("job.watch", node="n2", id="0123456789abcdef012")
         assert reply["code"] == 403, reply
-        reply = c.call("job.update", id="0123456789abcdef012", j=1, node="n2", r=1,
-                       body={"resource": "/jobs"})
+        reply = c.call("job.update", id="0123456789abcdef012", j=1, node="n2", epoch=1,
+                       r=1, body={"resource": "/jobs"})
         assert reply["code"] == 403, reply
 
         # Forwarded agent ops for tasks nobody has

@@ -1493,8 +1493,8 @@ sn_batch_test (bool verbose)
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     sn_webhook_config_t webhook_config = {webhook_ep, NULL, NULL, false, verbose};
     zactor_t *webhook = sn_webhook_new (&webhook_config, error, sizeof error);
-    sn_queue_config_t queue_config = {queue_ep, store_ep, batch_ep, 8,    5000,
-                                      verbose,  NULL,     NULL,     NULL, 0};
+    sn_queue_config_t queue_config = {queue_ep, store_ep, batch_ep, 8, 5000, verbose,
+                                      NULL,     NULL,     NULL,     0, 0};
     zactor_t *queue = sn_queue_new (&queue_config, error, sizeof error);
     sn_batch_config_t config = {batch_ep, store_ep, queue_ep, webhook_ep, 8,
                                 verbose,  NULL,     NULL,     NULL};

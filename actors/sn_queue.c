@@ -3562,6 +3562,7 @@ s_test_retention (const char *store_endpoint, bool verbose)
     zmsg_destroy (&note);
     char *request = zsys_sprintf ("{\"op\": \"invocation\", \"id\": \"%s\"}", id);
     reply = s_test_call (producer, request);
+    free (request);
     assert (s_test_code (reply) == 404);
     char *text = sn_value_get_strdup (sn_msg_root (reply), "error");
     assert (text && strstr (text, "finished more than 200 ms ago"));

@@ -86,9 +86,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->webhook = sn_webhook_new (&webhook, error, size);
     if (!self->webhook)
         goto failed;
-    sn_batch_config_t batch = {batch_endpoint,   mesh_endpoint,      queue_endpoint,
-                               webhook_endpoint, config->partitions, config->verbose,
-                               store_endpoint,   feed_endpoint,      mesh_endpoint};
+    sn_batch_config_t batch = {
+        batch_endpoint,  mesh_endpoint,  queue_endpoint, webhook_endpoint, config->partitions,
+        config->verbose, store_endpoint, feed_endpoint,  mesh_endpoint,    config->keep_finished};
     self->batch = sn_batch_new (&batch, error, size);
     if (!self->batch)
         goto failed;

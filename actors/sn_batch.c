@@ -28,6 +28,21 @@
 //  The value in a bucket's seen table of a result already in a commit.
 static char s_committed[] = "committed";
 
+//  A committed result's id leaves the seen table once the queue's window (config
+//  keep_finished) and a margin (as long as the window, at most S_SEEN_MARGIN) have
+//  passed since its commit: a second word of the result comes from the queue right
+//  after it is on disk (it does not tell of replayed results), or from a replay,
+//  which reads the commit too. At most S_FORGET_STEP ids go at a time.
+#define S_KEEP_FINISHED (3600 * 1000)
+#define S_SEEN_MARGIN   (600 * 1000)
+#define S_FORGET_STEP   1000
+
+//  A committed id in a bucket's forget list.
+typedef struct {
+    int64_t at; //  unix ms of its commit
+    char id[];  //  the invocation id
+} s_forget_t;
+
 //  One finished invocation waiting for its commit.
 typedef struct {
     char *id;    //  invocation id
@@ -59,6 +74,7 @@ typedef struct {
     bool deleted;          //  no more enqueues
     zlistx_t *results;     //  s_result_t waiting for a commit, owned
     zhashx_t *seen;        //  invocation id -> "": collected once, never twice
+    zlistx_t *forget;      //  s_forget_t of committed ids in seen, oldest commit first
     zlistx_t *commits;     //  s_commit_t not yet delivered or abandoned, oldest first
     int64_t next_commit;   //  unix ms of the next commit, when results wait
     uint64_t delivered;    //  results in delivered commits
@@ -184,6 +200,13 @@ s_commit_free (void **item_p)
     }
 }
 
+static void
+s_plain_free (void **item_p)
+{
+    free (*item_p);
+    *item_p = NULL;
+}
+
 static s_bucket_t *
 s_bucket_new (const char *id)
 {
@@ -194,6 +217,8 @@ s_bucket_new (const char *id)
     self->results = zlistx_new ();
     zlistx_set_destructor (self->results, s_result_free);
     self->seen = zhashx_new ();
+    self->forget = zlistx_new ();
+    zlistx_set_destructor (self->forget, s_plain_free);
     self->commits = zlistx_new ();
     zlistx_set_destructor (self->commits, s_commit_free);
     return self;
@@ -210,6 +235,7 @@ s_bucket_destroy (s_bucket_t **self_p)
         free (self->secret);
         zlistx_destroy (&self->results);
         zhashx_destroy (&self->seen);
+        zlistx_destroy (&self->forget);
         zlistx_destroy (&self->commits);
         free (self->last_key);
         free (self->last_state);
@@ -279,6 +305,8 @@ s_self_new (zsock_t *pipe, const sn_batch_config_t *config)
     self_t *self = (self_t *) zmalloc (sizeof (self_t));
     self->pipe = pipe;
     self->config = *config;
+    if (self->config.keep_finished <= 0)
+        self->config.keep_finished = S_KEEP_FINISHED;
     self->verbose = config->verbose;
     self->buckets = zhashx_new ();
     zhashx_set_destructor (self->buckets, s_bucket_free);
@@ -453,6 +481,18 @@ s_reply_bucket (self_t *self, sn_routed_t *request, uint64_t rid, int code, s_bu
 //  --------------------------------------------------------------------------
 //  Results and commits
 
+//  id is in a commit made at: it is not collected again, until it is forgotten.
+static void
+s_seen_committed (s_bucket_t *bucket, const char *id, int64_t at)
+{
+    zhashx_update (bucket->seen, id, s_committed);
+    size_t length = strlen (id);
+    s_forget_t *forget = (s_forget_t *) malloc (sizeof (s_forget_t) + length + 1);
+    forget->at = at;
+    memcpy (forget->id, id, length + 1);
+    zlistx_add_end (bucket->forget, forget);
+}
+
 //  One finished invocation (its invocation.done event) joins its bucket's next
 //  commit, once.
 static void
@@ -522,7 +562,7 @@ s_commit (self_t *self, s_bucket_t *bucket)
         s_result_t *result = (s_result_t *) zlistx_first (bucket->results);
         sn_pack_raw (body, result->item, result->size);
         sn_pack_str (ids, result->id);
-        zhashx_update (bucket->seen, result->id, s_committed);
+        s_seen_committed (bucket, result->id, zclock_time ());
         zlistx_delete (bucket->results, zlistx_cursor (bucket->results));
     }
     //  The item map's "id" is ours, not the receiver's: the (B) format has none
@@ -1039,13 +1079,15 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
         s_collect (self, id, event);
     else if (streq (type, "batch.commit") && bucket) {
         const sn_value_t *ids = sn_value_get (event, "ids");
+        int64_t committed_at = zclock_time ();
+        sn_value_int (sn_value_get (event, "created_at"), &committed_at);
         for (size_t index = 0; index < sn_value_size (ids); index++) {
             char *done = sn_value_strdup (sn_value_at (ids, index));
             void *handle = done ? zhashx_lookup (bucket->seen, done) : NULL;
             if (handle && handle != s_committed)
                 zlistx_delete (bucket->results, handle);
             if (done)
-                zhashx_update (bucket->seen, done, s_committed);
+                s_seen_committed (bucket, done, committed_at);
             free (done);
         }
         s_commit_t *commit = (s_commit_t *) zmalloc (sizeof (s_commit_t));
@@ -1311,6 +1353,13 @@ s_handle_pipe (self_t *self)
         zstr_send (self->pipe, *error ? error : "OK");
         zstr_free (&partition);
     }
+    else if (streq (command, "SEEN")) {
+        //  For tests: the size of bucket B's seen table
+        char *id = zstr_recv (self->pipe);
+        s_bucket_t *bucket = id ? (s_bucket_t *) zhashx_lookup (self->buckets, id) : NULL;
+        zstr_sendf (self->pipe, "%zu", bucket ? zhashx_size (bucket->seen) : 0);
+        zstr_free (&id);
+    }
     else if (streq (command, "$TERM"))
         self->terminated = true;
     else
@@ -1323,8 +1372,22 @@ static int64_t
 s_timers (self_t *self)
 {
     int64_t now = zclock_time (), next = now + 60000;
+    int64_t keep =
+        (int64_t) self->config.keep_finished +
+        (self->config.keep_finished < S_SEEN_MARGIN ? self->config.keep_finished : S_SEEN_MARGIN);
+    size_t forgotten = 0;
     for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->buckets); bucket;
          bucket = (s_bucket_t *) zhashx_next (self->buckets)) {
+        s_forget_t *oldest = (s_forget_t *) zlistx_first (bucket->forget);
+        while (oldest && oldest->at + keep <= now && forgotten < S_FORGET_STEP) {
+            if (zhashx_lookup (bucket->seen, oldest->id) == s_committed)
+                zhashx_delete (bucket->seen, oldest->id);
+            zlistx_delete (bucket->forget, zlistx_cursor (bucket->forget));
+            forgotten++;
+            oldest = (s_forget_t *) zlistx_first (bucket->forget);
+        }
+        if (oldest && oldest->at + keep < next)
+            next = oldest->at + keep > now ? oldest->at + keep : now;
         while (zlistx_size (bucket->results) && bucket->next_commit <= now) {
             s_commit (self, bucket);
             if (zlistx_size (bucket->results) == 0)
@@ -1493,11 +1556,11 @@ sn_batch_test (bool verbose)
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     sn_webhook_config_t webhook_config = {webhook_ep, NULL, NULL, false, verbose};
     zactor_t *webhook = sn_webhook_new (&webhook_config, error, sizeof error);
-    sn_queue_config_t queue_config = {queue_ep, store_ep, batch_ep, 8,    5000,
-                                      verbose,  NULL,     NULL,     NULL, 0};
+    sn_queue_config_t queue_config = {queue_ep, store_ep, batch_ep, 8, 5000, verbose,
+                                      NULL,     NULL,     NULL,     0, 0};
     zactor_t *queue = sn_queue_new (&queue_config, error, sizeof error);
     sn_batch_config_t config = {batch_ep, store_ep, queue_ep, webhook_ep, 8,
-                                verbose,  NULL,     NULL,     NULL};
+                                verbose,  NULL,     NULL,     NULL,       0};
     zactor_t *batch = sn_batch_new (&config, error, sizeof error);
     assert (store && webhook && queue && batch);
     zsock_t *client = zsock_new_dealer (batch_ep);
@@ -1625,6 +1688,36 @@ sn_batch_test (bool verbose)
     free (answer);
     assert (
         sn_value_streq (sn_value_get (sn_value_get (bucket, "last_commit"), "state"), "delivered"));
+    sn_msg_destroy (&reply);
+    zstr_sendx (batch, "SEEN", "b", NULL);
+    answer = zstr_recv (batch);
+    assert (streq (answer, "1"));
+    free (answer);
+
+    //  With a window of 50 ms the committed id is forgotten (50 ms of margin later);
+    //  what was delivered stays so
+    zsock_destroy (&client);
+    zactor_destroy (&batch);
+    config.keep_finished = 50;
+    batch = sn_batch_new (&config, error, sizeof error);
+    assert (batch);
+    client = zsock_new_dealer (batch_ep);
+    int64_t deadline = zclock_mono () + 5000;
+    while (true) {
+        zstr_sendx (batch, "SEEN", "b", NULL);
+        answer = zstr_recv (batch);
+        bool forgotten = streq (answer, "0");
+        free (answer);
+        if (forgotten)
+            break;
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval, not synchronisation
+    }
+    reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}");
+    bucket = sn_value_get (sn_msg_root (reply), "bucket");
+    sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "delivered"), &delivered);
+    sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "waiting"), &waiting);
+    assert (delivered == 1 && waiting == 0);
     sn_msg_destroy (&reply);
 
     zsock_destroy (&receiver);

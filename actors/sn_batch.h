@@ -37,9 +37,15 @@
     under their key); losing one drops its buckets from memory. batch.create, get,
     update and delete for a partition owned elsewhere are forwarded to its owner.
 
+    A result is collected once: the ids of a bucket's results are remembered, and
+    a committed one is forgotten once keep_finished and as long again (at most 10
+    minutes) have passed since its commit; the queue tells of a result only right
+    after it is on disk, and a replay reads the commit with the result.
+
     Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
     partition P over the state held, for a take-over; replies "OK" or the error
-    text), "$TERM".
+    text), "SEEN" B (replies how many result ids bucket B remembers, for tests),
+    "$TERM".
 */
 #ifndef SN_BATCH_H_INCLUDED
 #define SN_BATCH_H_INCLUDED
@@ -60,6 +66,7 @@ typedef struct {
     const char *store;    //  endpoint answering scan (replay), or NULL: the log does
     const char *feed;     //  the mesh's placement feed, or NULL: own every partition
     const char *mesh;     //  the mesh's ops, where requests for others' partitions go
+    int keep_finished;    //  ms the queue keeps a finished invocation; 0: one hour
 } sn_batch_config_t;
 
 zactor_t *sn_batch_new (const sn_batch_config_t *config, char *error, size_t size);

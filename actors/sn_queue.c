@@ -53,6 +53,11 @@
 #define S_RESULT_RETRY     100
 #define S_RESULT_RETRY_MAX 5000
 
+//  A finished invocation stays in memory this many ms unless the config says
+//  otherwise; at most S_EVICT_STEP of them leave at a time, between messages.
+#define S_KEEP_FINISHED (3600 * 1000)
+#define S_EVICT_STEP    1000
+
 typedef enum { S_QUEUED, S_RUNNING, S_SUCCEEDED, S_FAILED } s_state_t;
 
 static const char *s_state_names[] = {"queued", "running", "succeeded", "failed"};
@@ -88,7 +93,18 @@ typedef struct {
                            //  the push's answer said; "" while not known
     bool pushing;          //  while running there: its push waits for the member's answer
     void *queued_handle;   //  its place in self->queued, while queued
+    bool counted;          //  in self->invocations: its state is in its bucket's counts
+    void *finished_handle; //  its place in self->finished, once settled
 } s_inv_t;
+
+//  What bucket.counts answers, kept at every change of state. finished counts
+//  those no longer in memory too: evicted, or too old to be loaded by a replay.
+typedef struct {
+    uint64_t queued;   //  invocations queued
+    uint64_t running;  //  invocations running
+    uint64_t finished; //  invocations finished, in memory
+    uint64_t gone;     //  invocations finished, evicted or left out of a replay
+} s_counts_t;
 
 //  One connected worker.
 struct _s_worker_t {
@@ -165,6 +181,10 @@ typedef struct {
     zsock_t *batch;           //  DEALER to the batch actor, told of every result; or NULL
     zpoller_t *poller;        //  pipe, router, log
     zhashx_t *invocations;    //  id (the invocation's own) -> s_inv_t, owned
+    zlistx_t *finished;       //  s_inv_t finished and settled (on disk, the batch actor
+                              //  told), in the order they settled: eviction pops the head
+    zhashx_t *counts;         //  bucket_id -> s_counts_t, owned
+    int64_t evict_at;         //  unix ms the head of finished is due to go, or INT64_MAX
     zlistx_t *queued;         //  s_inv_t waiting, in enqueue order
     zhashx_t *running;        //  id -> s_inv_t being run (not owned)
     zhashx_t *workers;        //  envelope hex -> s_worker_t, owned
@@ -359,6 +379,12 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     zhashx_set_key_duplicator (self->invocations, NULL);
     zhashx_set_key_destructor (self->invocations, NULL);
     self->queued = zlistx_new ();
+    self->finished = zlistx_new ();
+    self->counts = zhashx_new ();
+    zhashx_set_destructor (self->counts, s_plain_free);
+    self->evict_at = INT64_MAX;
+    if (self->config.keep_finished <= 0)
+        self->config.keep_finished = S_KEEP_FINISHED;
     self->running = zhashx_new ();
     self->workers = zhashx_new ();
     zhashx_set_destructor (self->workers, s_worker_free);
@@ -403,6 +429,8 @@ s_self_destroy (self_t **self_p)
         free (self->lost);
         zhashx_destroy (&self->pending);
         zlistx_destroy (&self->queued);
+        zlistx_destroy (&self->finished);
+        zhashx_destroy (&self->counts);
         zhashx_destroy (&self->running);
         zhashx_destroy (&self->workers);
         zhashx_destroy (&self->invocations);
@@ -436,6 +464,96 @@ s_presence_changed (self_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Counts and retention
+
+//  The counts of bucket, made when first needed.
+static s_counts_t *
+s_counts_of (self_t *self, const char *bucket)
+{
+    s_counts_t *counts = (s_counts_t *) zhashx_lookup (self->counts, bucket);
+    if (!counts) {
+        counts = (s_counts_t *) zmalloc (sizeof (s_counts_t));
+        zhashx_insert (self->counts, bucket, counts);
+    }
+    return counts;
+}
+
+static uint64_t *
+s_counter (s_counts_t *counts, s_state_t state)
+{
+    return state == S_QUEUED    ? &counts->queued
+           : state == S_RUNNING ? &counts->running
+                                : &counts->finished;
+}
+
+//  Every change of state goes through here, so that the counts follow it.
+static void
+s_inv_set_state (self_t *self, s_inv_t *inv, s_state_t state)
+{
+    if (inv->counted) {
+        s_counts_t *counts = s_counts_of (self, inv->bucket);
+        uint64_t *from = s_counter (counts, inv->state);
+        if (*from > 0)
+            (*from)--;
+        (*s_counter (counts, state))++;
+    }
+    inv->state = state;
+}
+
+//  inv joins self->invocations: it counts from now on.
+static void
+s_inv_count (self_t *self, s_inv_t *inv)
+{
+    inv->counted = true;
+    (*s_counter (s_counts_of (self, inv->bucket), inv->state))++;
+}
+
+//  inv finished and nothing will tell the batch actor of it any more: it may be
+//  evicted once it is older than the window.
+static void
+s_inv_settled (self_t *self, s_inv_t *inv)
+{
+    if (inv->finished_handle)
+        return;
+    inv->finished_handle = zlistx_add_end (self->finished, inv);
+    if (zlistx_size (self->finished) == 1)
+        self->evict_at = inv->finished_at + self->config.keep_finished;
+}
+
+//  Take a finished inv out of memory; it stays in its bucket's finished count.
+static void
+s_inv_evict (self_t *self, s_inv_t *inv)
+{
+    if (inv->finished_handle) {
+        zlistx_delete (self->finished, inv->finished_handle);
+        inv->finished_handle = NULL;
+    }
+    if (inv->counted) {
+        s_counts_t *counts = s_counts_of (self, inv->bucket);
+        if (counts->finished > 0)
+            counts->finished--;
+        counts->gone++;
+    }
+    zhashx_delete (self->invocations, inv->id);
+}
+
+//  Evict the settled invocations that finished more than the window ago, at most
+//  S_EVICT_STEP of them, from the head of self->finished. The list is in the order
+//  they settled, which is about the order they finished: one that finished earlier
+//  than the head (replayed after it) waits for the head, at most one window more.
+static void
+s_evict (self_t *self, int64_t now)
+{
+    int64_t window = self->config.keep_finished;
+    s_inv_t *inv = (s_inv_t *) zlistx_first (self->finished);
+    for (int step = 0; inv && inv->finished_at + window <= now && step < S_EVICT_STEP; step++) {
+        s_inv_evict (self, inv);
+        inv = (s_inv_t *) zlistx_first (self->finished);
+    }
+    self->evict_at = inv ? inv->finished_at + window : INT64_MAX;
+}
+
+//  --------------------------------------------------------------------------
 //  Writing to the log
 
 static void s_reply_error (self_t *self, sn_routed_t *request, uint64_t rid, int code,
@@ -449,6 +567,8 @@ s_log_refused (self_t *self, s_pending_t *pending, const char *why)
         s_reply_error (self, pending->reply, pending->rid, 503, "not stored: %s", why);
         pending->reply = NULL;
     }
+    if (pending->finished)
+        s_inv_settled (self, pending->finished);
     s_pending_free ((void **) &pending);
 }
 
@@ -598,7 +718,7 @@ s_inv_from_event (const sn_value_t *event)
 static void
 s_inv_queue (self_t *self, s_inv_t *inv, int64_t run_at)
 {
-    inv->state = S_QUEUED;
+    s_inv_set_state (self, inv, S_QUEUED);
     inv->run_at = run_at;
     inv->worker = NULL;
     if (!inv->queued_handle)
@@ -715,7 +835,7 @@ s_inv_fail (self_t *self, s_inv_t *inv, int code, const char *error, bool retrya
                        inv->attempts, code, wait);
         return "invocation.retry";
     }
-    inv->state = S_FAILED;
+    s_inv_set_state (self, inv, S_FAILED);
     inv->code = code;
     inv->finished_at = now;
     s_inv_set_error (inv, error);
@@ -777,7 +897,7 @@ static void
 s_inv_start (self_t *self, s_inv_t *inv, s_worker_t *worker)
 {
     s_inv_unqueue (self, inv);
-    inv->state = S_RUNNING;
+    s_inv_set_state (self, inv, S_RUNNING);
     inv->worker = worker;
     inv->attempts++;
     inv->started_at = zclock_time ();
@@ -1050,7 +1170,7 @@ s_inv_unpush (self_t *self, s_inv_t *inv)
     s_inv_release (self, inv);
     if (inv->attempts > 0)
         inv->attempts--;
-    inv->state = S_QUEUED;
+    s_inv_set_state (self, inv, S_QUEUED);
     if (!inv->queued_handle)
         inv->queued_handle = zlistx_add_start (self->queued, inv);
     s_deadline (self, zclock_time ());
@@ -1062,7 +1182,7 @@ static void
 s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
 {
     s_inv_unqueue (self, inv);
-    inv->state = S_RUNNING;
+    s_inv_set_state (self, inv, S_RUNNING);
     inv->worker = NULL;
     inv->remote = strdup (node->name);
     //  Which start of the node takes it is known from the answer only: the word of
@@ -1671,6 +1791,7 @@ s_enqueued (self_t *self, s_inv_t *inv)
         s_inv_destroy (&inv);
         return;
     }
+    s_inv_count (self, inv);
     s_inv_queue (self, inv, inv->run_at);
     if (self->verbose)
         zsys_info ("sn_queue: %s queued in %s for %s", inv->id, inv->bucket, inv->class_name);
@@ -1682,7 +1803,10 @@ s_op_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
     char *id = sn_value_get_strdup (root, "id");
     s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
     if (!inv) {
-        s_reply_error (self, request, rid, 404, "no invocation %s", id ? id : "?");
+        s_reply_error (self, request, rid, 404,
+                       "no invocation %s: unknown here, or finished more than %d"
+                       " ms ago (--keep-finished-ms)",
+                       id ? id : "?", self->config.keep_finished);
         free (id);
         return;
     }
@@ -1957,7 +2081,7 @@ s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, 
     const char *type;
     if (code >= 200 && code < 300) {
         s_inv_release (self, inv);
-        inv->state = S_SUCCEEDED;
+        s_inv_set_state (self, inv, S_SUCCEEDED);
         inv->code = (int) code;
         inv->finished_at = zclock_time ();
         s_inv_set_error (inv, NULL);
@@ -2105,19 +2229,18 @@ static void
 s_op_bucket_counts (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
     char *bucket = sn_value_get_strdup (root, "bucket_id");
-    uint64_t counts[4] = {0, 0, 0, 0};
-    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->invocations); bucket && inv;
-         inv = (s_inv_t *) zhashx_next (self->invocations))
-        if (streq (inv->bucket, bucket))
-            counts[inv->state]++;
+    s_counts_t none = {0, 0, 0, 0};
+    s_counts_t *counts = bucket ? (s_counts_t *) zhashx_lookup (self->counts, bucket) : NULL;
+    if (!counts)
+        counts = &none;
     free (bucket);
     sn_pack_reset (self->reply);
     sn_pack_map (self->reply, 5);
     sn_pack_kv_uint (self->reply, "rid", rid);
     sn_pack_kv_uint (self->reply, "code", 200);
-    sn_pack_kv_uint (self->reply, "queued", counts[S_QUEUED]);
-    sn_pack_kv_uint (self->reply, "running", counts[S_RUNNING]);
-    sn_pack_kv_uint (self->reply, "finished", counts[S_SUCCEEDED] + counts[S_FAILED]);
+    sn_pack_kv_uint (self->reply, "queued", counts->queued);
+    sn_pack_kv_uint (self->reply, "running", counts->running);
+    sn_pack_kv_uint (self->reply, "finished", counts->finished + counts->gone);
     s_reply_send (self, request);
 }
 
@@ -2230,9 +2353,14 @@ s_log_answer (self_t *self, const sn_value_t *root)
     s_pending_t *pending = rid ? (s_pending_t *) zhashx_lookup (self->pending, key) : NULL;
     if (!pending)
         return;
-    if (code == 201) {
-        if (pending->finished)
+    if (pending->finished) {
+        //  Told, or never to be: its result is not stored if the log refused it
+        if (code == 201)
             s_notify_finished (self, pending->finished);
+        s_inv_settled (self, pending->finished);
+        pending->finished = NULL;
+    }
+    if (code == 201) {
         if (pending->after == S_AFTER_ENQUEUE) {
             s_enqueued (self, pending->inv);
             pending->inv = NULL;
@@ -2301,6 +2429,7 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
         inv->enqueued = (byte *) malloc (inv->enqueued_size);
         memcpy (inv->enqueued, sn_pack_data (self->pack), inv->enqueued_size);
         zhashx_insert (self->invocations, inv->id, inv);
+        s_inv_count (self, inv);
         inv->queued_handle = zlistx_add_end (self->queued, inv);
         return;
     }
@@ -2320,9 +2449,15 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
         inv->error = sn_value_get_strdup (event, "error");
     }
     else if (streq (type, "invocation.done")) {
+        //  Known finished already (a replay over the state held): nothing changes
+        if (inv->state == S_SUCCEEDED || inv->state == S_FAILED)
+            return;
         s_inv_unqueue (self, inv);
-        inv->state =
-            sn_value_streq (sn_value_get (event, "state"), "succeeded") ? S_SUCCEEDED : S_FAILED;
+        if (inv->state == S_RUNNING)
+            s_inv_release (self, inv);
+        s_inv_set_state (self, inv,
+                         sn_value_streq (sn_value_get (event, "state"), "succeeded") ? S_SUCCEEDED
+                                                                                     : S_FAILED);
         int64_t code = 500;
         sn_value_int (sn_value_get (event, "code"), &code);
         inv->code = (int) code;
@@ -2339,6 +2474,12 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
             inv->response = (byte *) malloc (inv->response_size);
             memcpy (inv->response, sn_pack_data (self->pack), inv->response_size);
         }
+        //  The batch actor finds its result in the log itself; one older than the
+        //  window is only counted
+        if (inv->finished_at + self->config.keep_finished <= zclock_time ())
+            s_inv_evict (self, inv);
+        else
+            s_inv_settled (self, inv);
     }
 }
 
@@ -2347,6 +2488,14 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
 static int
 s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
 {
+    //  The replay counts again the finished invocations not in memory: those it
+    //  leaves out, and those evicted since it loaded them (they are older still)
+    for (s_counts_t *counts = (s_counts_t *) zhashx_first (self->counts); counts;
+         counts = (s_counts_t *) zhashx_next (self->counts)) {
+        const char *bucket = (const char *) zhashx_cursor (self->counts);
+        if (sn_partition (bucket, strlen (bucket), self->config.partitions) == p)
+            counts->gone = 0;
+    }
     char *from = NULL;
     zpoller_t *poller = zpoller_new (self->scan, NULL);
     int rc = 0;
@@ -2458,6 +2607,8 @@ s_drop_partition (self_t *self, uint32_t p)
          inv = (s_inv_t *) zlistx_next (gone)) {
         s_inv_unqueue (self, inv);
         s_inv_release (self, inv);
+        if (inv->finished_handle)
+            zlistx_delete (self->finished, inv->finished_handle);
         zhashx_delete (self->invocations, inv->id);
     }
     if (zlistx_size (gone))
@@ -2474,6 +2625,17 @@ s_drop_partition (self_t *self, uint32_t p)
     for (const char *bucket = (const char *) zlistx_first (gone); bucket;
          bucket = (const char *) zlistx_next (gone))
         zhashx_delete (self->buckets, bucket);
+    zlistx_purge (gone);
+    //  Their counts go with them: the new owner counts them from the log
+    for (s_counts_t *counts = (s_counts_t *) zhashx_first (self->counts); counts;
+         counts = (s_counts_t *) zhashx_next (self->counts)) {
+        const char *bucket = (const char *) zhashx_cursor (self->counts);
+        if (sn_partition (bucket, strlen (bucket), self->config.partitions) == p)
+            zlistx_add_end (gone, (void *) bucket);
+    }
+    for (const char *bucket = (const char *) zlistx_first (gone); bucket;
+         bucket = (const char *) zlistx_next (gone))
+        zhashx_delete (self->counts, bucket);
     zlistx_destroy (&gone);
 }
 
@@ -2606,6 +2768,8 @@ s_handle_pipe (self_t *self)
         zstr_send (self->pipe, *error ? error : "OK");
         zstr_free (&partition);
     }
+    else if (streq (command, "SIZE"))
+        zstr_sendf (self->pipe, "%zu", zhashx_size (self->invocations));
     else if (streq (command, "$TERM"))
         self->terminated = true;
     else
@@ -2642,6 +2806,9 @@ sn_queue_actor (zsock_t *pipe, void *args)
             s_release_held (self);
             continue;
         }
+        //  One step, then a look at the sockets (wait 0 while more are due)
+        if (self->evict_at <= now)
+            s_evict (self, now);
         int64_t wait = self->next_deadline - now;
         if (s_calls_deadline (self) - now < wait)
             wait = s_calls_deadline (self) - now;
@@ -2649,6 +2816,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
             wait = self->presence_at - now;
         if (sn_owners_deadline (self->owners) - now < wait)
             wait = sn_owners_deadline (self->owners) - now;
+        if (self->evict_at - now < wait)
+            wait = self->evict_at - now > 0 ? self->evict_at - now : 0;
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, wait > 60000 ? 60000 : (int) wait);
         if (which == self->pipe)
             s_handle_pipe (self);
@@ -2851,16 +3020,24 @@ s_test_work (s_test_client_t *worker, int timeout)
     return id;
 }
 
+//  A queue of 8 partitions on log that keeps finished invocations keep ms (0: the
+//  default).
 static zactor_t *
-s_test_queue (const char *endpoint, const char *log, bool verbose)
+s_test_queue_keeping (const char *endpoint, const char *log, int keep, bool verbose)
 {
-    sn_queue_config_t config = {endpoint, log, NULL, 8, 2000, verbose, NULL, NULL, NULL, 0};
+    sn_queue_config_t config = {endpoint, log, NULL, 8, 2000, verbose, NULL, NULL, NULL, 0, keep};
     char error[256];
     zactor_t *queue = sn_queue_new (&config, error, sizeof error);
     if (!queue)
         zsys_error ("sn_queue test: %s", error);
     assert (queue);
     return queue;
+}
+
+static zactor_t *
+s_test_queue (const char *endpoint, const char *log, bool verbose)
+{
+    return s_test_queue_keeping (endpoint, log, 0, verbose);
 }
 
 //  A placement as the mesh publishes it: this node is "a", the other members "b"
@@ -2956,8 +3133,8 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     zsock_t *mesh = zsock_new_router (mesh_endpoint);
     assert (feed && mesh);
     //  An answer through the mesh comes within 2 s, or never
-    sn_queue_config_t config = {endpoint, store_endpoint, NULL,          8,   2000, verbose,
-                                NULL,     feed_endpoint,  mesh_endpoint, 2000};
+    sn_queue_config_t config = {endpoint, store_endpoint, NULL,          8,    2000, verbose,
+                                NULL,     feed_endpoint,  mesh_endpoint, 2000, 0};
     char error[256];
     zactor_t *queue = sn_queue_new (&config, error, sizeof error);
     assert (queue);
@@ -3205,6 +3382,264 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     zsock_destroy (&mesh);
 }
 
+//  The number of invocations queue holds in memory.
+static size_t
+s_test_size (zactor_t *queue)
+{
+    zstr_send (queue, "SIZE");
+    char *answer = zstr_recv (queue);
+    assert (answer);
+    size_t size = (size_t) strtoull (answer, NULL, 10);
+    free (answer);
+    return size;
+}
+
+//  bucket.counts of primary as "queued/running/finished" (caller frees).
+static char *
+s_test_counts (s_test_client_t *client)
+{
+    sn_msg_t *reply =
+        s_test_call (client, "{\"op\": \"bucket.counts\", \"bucket_id\": \"primary\"}");
+    assert (s_test_code (reply) == 200);
+    uint64_t queued = 0, running = 0, finished = 0;
+    const sn_value_t *root = sn_msg_root (reply);
+    sn_value_uint (sn_value_get (root, "queued"), &queued);
+    sn_value_uint (sn_value_get (root, "running"), &running);
+    sn_value_uint (sn_value_get (root, "finished"), &finished);
+    sn_msg_destroy (&reply);
+    return zsys_sprintf ("%" PRIu64 "/%" PRIu64 "/%" PRIu64, queued, running, finished);
+}
+
+static void
+s_test_counts_are (s_test_client_t *client, uint64_t queued, uint64_t running, uint64_t finished)
+{
+    char *counts = s_test_counts (client);
+    char *wanted = zsys_sprintf ("%" PRIu64 "/%" PRIu64 "/%" PRIu64, queued, running, finished);
+    if (!streq (counts, wanted))
+        zsys_error ("sn_queue test: counts %s, wanted %s", counts, wanted);
+    assert (streq (counts, wanted));
+    free (counts);
+    free (wanted);
+}
+
+//  The next write the queue makes on a log the test stands in for: its type must
+//  be type. Returns the frames to answer it with (the sender, then the rid).
+static zmsg_t *
+s_test_log_next (zsock_t *log, const char *type)
+{
+    zpoller_t *poller = zpoller_new (log, NULL);
+    assert (zpoller_wait (poller, 5000) == log);
+    zpoller_destroy (&poller);
+    zmsg_t *msg = zmsg_recv (log);
+    zframe_t *payload = zmsg_last (msg);
+    sn_msg_t *put = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+    assert (put && sn_value_streq (sn_value_get (sn_msg_root (put), "op"), "put"));
+    assert (sn_value_streq (sn_value_get (sn_msg_root (put), "type"), type));
+    uint64_t rid = 0;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (put), "rid"), &rid));
+    sn_msg_destroy (&put);
+    zmsg_remove (msg, payload);
+    zframe_destroy (&payload);
+    zmsg_addstrf (msg, "%" PRIu64, rid);
+    return msg;
+}
+
+//  The log says the write is on disk.
+static void
+s_test_log_ack (zsock_t *log, zmsg_t **write)
+{
+    zframe_t *last = zmsg_last (*write);
+    char *rid = zframe_strdup (last);
+    zmsg_remove (*write, last);
+    zframe_destroy (&last);
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 3);
+    sn_pack_kv_uint (pack, "rid", strtoull (rid, NULL, 10));
+    sn_pack_kv_uint (pack, "code", 201);
+    sn_pack_kv_str (pack, "key", "k");
+    zframe_t *frame = sn_pack_frame (pack);
+    zmsg_append (*write, &frame);
+    assert (zmsg_send (write, log) == 0);
+    sn_pack_destroy (&pack);
+    free (rid);
+}
+
+//  Retention with a window of 200 ms: a finished invocation leaves memory after the
+//  window, once the log has its result and the batch actor was told; the counts
+//  keep it; a restart does not load it; its id answers 404.
+static void
+s_test_retention (const char *store_endpoint, bool verbose)
+{
+    char endpoint[64], log_endpoint[64], batch_endpoint[64];
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-keep-%d", getpid ());
+    snprintf (log_endpoint, sizeof log_endpoint, "inproc://sn-queue-test-keep-log-%d", getpid ());
+    snprintf (batch_endpoint, sizeof batch_endpoint, "inproc://sn-queue-test-keep-batch-%d",
+              getpid ());
+    zsock_t *log = zsock_new_router (log_endpoint);
+    zsock_t *batch = zsock_new_router (batch_endpoint);
+    assert (log && batch);
+    //  Writes go to the test, replays come from the store
+    sn_queue_config_t config = {endpoint,       log_endpoint, batch_endpoint, 8, 2000, verbose,
+                                store_endpoint, NULL,         NULL,           0, 200};
+    char error[256];
+    zactor_t *queue = sn_queue_new (&config, error, sizeof error);
+    assert (queue);
+    s_test_client_t *producer = s_test_client_new (endpoint);
+    s_test_client_t *worker = s_test_client_new (endpoint);
+    size_t baseline = s_test_size (queue);
+    char *counts = s_test_counts (producer);
+    uint64_t queued = 0, running = 0, finished = 0;
+    assert (sscanf (counts, "%" SCNu64 "/%" SCNu64 "/%" SCNu64, &queued, &running, &finished) == 3);
+    free (counts);
+    assert (s_test_status (worker, "{\"op\": \"worker.hello\", \"classes\": [\"keep.C\"], "
+                                   "\"capacity\": 1}") == 200);
+
+    //  Enqueued, started, failed once (retried), then succeeded: counted at each step
+    uint64_t rid = s_test_send (producer, "{\"op\": \"enqueue\", \"token\": \"k\", \"backoff\": "
+                                          "0, \"invocation\": {\"class\": \"keep.C\", "
+                                          "\"method\": \"m\", \"params\": []}}");
+    zmsg_t *write = s_test_log_next (log, "invocation.enqueued");
+    s_test_log_ack (log, &write);
+    sn_msg_t *reply = s_test_reply (producer, rid);
+    assert (s_test_code (reply) == 202);
+    char *id = sn_value_get_strdup (sn_msg_root (reply), "id");
+    sn_msg_destroy (&reply);
+    char *work = s_test_work (worker, 5000);
+    assert (work && streq (work, id));
+    free (work);
+    write = s_test_log_next (log, "invocation.started");
+    s_test_log_ack (log, &write);
+    s_test_counts_are (producer, queued, running + 1, finished);
+    char *result = zsys_sprintf ("{\"op\": \"worker.result\", \"id\": \"%s\", \"code\": 503, "
+                                 "\"retryable\": true}",
+                                 id);
+    rid = s_test_send (worker, result);
+    free (result);
+    write = s_test_log_next (log, "invocation.retry");
+    s_test_log_ack (log, &write);
+    reply = s_test_reply (worker, rid);
+    assert (s_test_code (reply) == 200);
+    sn_msg_destroy (&reply);
+    work = s_test_work (worker, 5000);
+    assert (work && streq (work, id));
+    free (work);
+    write = s_test_log_next (log, "invocation.started");
+    s_test_log_ack (log, &write);
+    s_test_counts_are (producer, queued, running + 1, finished);
+    result = zsys_sprintf ("{\"op\": \"worker.result\", \"id\": \"%s\", \"code\": 200}", id);
+    rid = s_test_send (worker, result);
+    free (result);
+    //  The result is not on disk yet: it stays however old it gets
+    zmsg_t *done = s_test_log_next (log, "invocation.done");
+    s_test_counts_are (producer, queued, running, finished + 1);
+    int64_t until = zclock_time () + 3 * 200;
+    while (zclock_time () < until) {
+        char *state = s_test_state (producer, id);
+        assert (streq (state, "succeeded/200"));
+        free (state);
+        zclock_sleep (20); //  poll interval of the check, not synchronisation
+    }
+    assert (s_test_size (queue) == baseline + 1);
+    //  On disk now: the batch actor hears of it, then it goes
+    s_test_log_ack (log, &done);
+    reply = s_test_reply (worker, rid);
+    assert (s_test_code (reply) == 200);
+    sn_msg_destroy (&reply);
+    int64_t deadline = zclock_mono () + 5000;
+    while (s_test_size (queue) != baseline && zclock_mono () < deadline)
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    assert (s_test_size (queue) == baseline);
+    zpoller_t *poller = zpoller_new (batch, NULL);
+    assert (zpoller_wait (poller, 5000) == batch);
+    zpoller_destroy (&poller);
+    zmsg_t *note = zmsg_recv (batch);
+    zframe_t *frame = zmsg_last (note);
+    sn_msg_t *finished_note = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+    assert (sn_value_streq (sn_value_get (sn_msg_root (finished_note), "op"), "finished"));
+    assert (sn_value_streq (
+        sn_value_get (sn_value_get (sn_msg_root (finished_note), "event"), "id"), id));
+    sn_msg_destroy (&finished_note);
+    zmsg_destroy (&note);
+    char *request = zsys_sprintf ("{\"op\": \"invocation\", \"id\": \"%s\"}", id);
+    reply = s_test_call (producer, request);
+    free (request);
+    assert (s_test_code (reply) == 404);
+    char *text = sn_value_get_strdup (sn_msg_root (reply), "error");
+    assert (text && strstr (text, "finished more than 200 ms ago"));
+    free (text);
+    sn_msg_destroy (&reply);
+    s_test_counts_are (producer, queued, running, finished + 1);
+    free (id);
+    s_test_client_destroy (&producer);
+    s_test_client_destroy (&worker);
+    zactor_destroy (&queue);
+    zsock_destroy (&log);
+    zsock_destroy (&batch);
+
+    //  With the store as the log: results come back at a restart within the window,
+    //  and are counted but not loaded after it; a replay over that changes nothing
+    queue = s_test_queue_keeping (endpoint, store_endpoint, 60000, verbose);
+    producer = s_test_client_new (endpoint);
+    worker = s_test_client_new (endpoint);
+    baseline = s_test_size (queue);
+    counts = s_test_counts (producer);
+    assert (sscanf (counts, "%" SCNu64 "/%" SCNu64 "/%" SCNu64, &queued, &running, &finished) == 3);
+    free (counts);
+    assert (s_test_status (worker, "{\"op\": \"worker.hello\", \"classes\": [\"keep.C\"], "
+                                   "\"capacity\": 3}") == 200);
+    char *ids[3];
+    for (int index = 0; index < 3; index++)
+        ids[index] = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"k\", "
+                                               "\"invocation\": {\"class\": \"keep.C\", "
+                                               "\"method\": \"m\", \"params\": []}}");
+    for (int index = 0; index < 3; index++) {
+        work = s_test_work (worker, 5000);
+        assert (work);
+        result = zsys_sprintf ("{\"op\": \"worker.result\", \"id\": \"%s\", \"code\": 200}", work);
+        assert (s_test_status (worker, result) == 200);
+        free (result);
+        free (work);
+    }
+    int64_t last_finish = zclock_time ();
+    s_test_counts_are (producer, queued, running, finished + 3);
+    assert (s_test_size (queue) == baseline + 3);
+    s_test_client_destroy (&producer);
+    s_test_client_destroy (&worker);
+    zactor_destroy (&queue);
+    queue = s_test_queue_keeping (endpoint, store_endpoint, 60000, verbose);
+    producer = s_test_client_new (endpoint);
+    assert (s_test_size (queue) == baseline + 3);
+    s_test_counts_are (producer, queued, running, finished + 3);
+    s_test_client_destroy (&producer);
+    zactor_destroy (&queue);
+    //  The window of the next start is over for them once 50 ms have passed
+    while (zclock_time () <= last_finish + 50)
+        zclock_sleep (10); //  the time the test is about, not synchronisation
+    queue = s_test_queue_keeping (endpoint, store_endpoint, 50, verbose);
+    producer = s_test_client_new (endpoint);
+    size_t loaded = s_test_size (queue);
+    assert (loaded <= baseline);
+    s_test_counts_are (producer, queued, running, finished + 3);
+    for (uint32_t p = 0; p < 8; p++) {
+        char number[16];
+        snprintf (number, sizeof number, "%u", p);
+        zstr_sendx (queue, "REPLAY", number, NULL);
+        char *answer = zstr_recv (queue);
+        assert (streq (answer, "OK"));
+        free (answer);
+    }
+    assert (s_test_size (queue) == loaded);
+    s_test_counts_are (producer, queued, running, finished + 3);
+    for (int index = 0; index < 3; index++) {
+        request = zsys_sprintf ("{\"op\": \"invocation\", \"id\": \"%s\"}", ids[index]);
+        assert (s_test_status (producer, request) == 404);
+        free (request);
+        free (ids[index]);
+    }
+    s_test_client_destroy (&producer);
+    zactor_destroy (&queue);
+}
+
 void
 sn_queue_test (bool verbose)
 {
@@ -3420,6 +3855,7 @@ sn_queue_test (bool verbose)
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);
     zactor_destroy (&queue);
+    s_test_retention (store_endpoint, verbose);
     s_test_cluster (store_endpoint, verbose);
     zactor_destroy (&store);
     char *command = zsys_sprintf ("rm -rf '%s'", dir);

@@ -69,9 +69,16 @@
     late one and is ignored. A worker that goes silent on the member has its pushed
     work reported to the owner the same way.
 
+    Retention: a finished invocation stays in memory (for op invocation) until it
+    finished more than keep_finished ms ago and its result is settled: on disk and
+    told to the batch actor. Then it is evicted, a bounded number at a time between
+    messages; op invocation answers 404 for it. A replay does not load invocations
+    that finished more than keep_finished ms ago. bucket.counts is kept at every
+    change of state: finished counts the evicted and the ones left out too.
+
     Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
     partition P over the state held, for a take-over; replies "OK" or the error
-    text), "$TERM".
+    text), "SIZE" (replies the number of invocations in memory, for tests), "$TERM".
 */
 #ifndef SN_QUEUE_H_INCLUDED
 #define SN_QUEUE_H_INCLUDED
@@ -95,6 +102,8 @@ typedef struct {
     int call_ttl;         //  ms within which the mesh answers every forward (all its
                           //  tries of every replica), however slow the other node;
                           //  0: 30000
+    int keep_finished;    //  ms a finished invocation stays in memory once the batch
+                          //  actor has its result; 0: one hour
 } sn_queue_config_t;
 
 //  Start a queue actor and replay its state. Returns NULL with the reason in error.

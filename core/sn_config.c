@@ -65,6 +65,7 @@ sn_config_new (void)
     self->heartbeat = 500;
     self->suspect = 2000;
     self->dead = 4000;
+    self->keep_finished = 3600 * 1000;
     return self;
 }
 
@@ -151,6 +152,15 @@ s_apply (sn_config_t *self, const char *option, const char *value, char *error, 
         if (s_number (value, 100, 600000, &number))
             goto bad_number;
         self->http_timeout = (int) number;
+    }
+    else if (streq (option, "keep_finished_ms") || streq (option, "keep-finished-ms")) {
+        //  Up to a week: what a node holds in that time must fit in its memory
+        if (s_number (value, 10, 7 * 24 * 3600 * 1000, &number)) {
+            snprintf (error, size, "%s: '%s' is not a number of ms from 10 to 604800000", option,
+                      value);
+            return -1;
+        }
+        self->keep_finished = (int) number;
     }
     else if (s_timing (self, option)) {
         if (s_number (value, 10, 3600000, &number))
@@ -317,6 +327,12 @@ sn_config_test (bool verbose)
     assert (config->anti_entropy == 250 && config->write_timeout == 900);
     assert (sn_config_parse_args (config, 6, timings, error, sizeof error) == -1);
     assert (strstr (error, "dead-ms"));
+    char *keep[] = {"--keep-finished-ms", "250"};
+    assert (sn_config_parse_args (config, 2, keep, error, sizeof error) == 0);
+    assert (config->keep_finished == 250);
+    keep[1] = "5";
+    assert (sn_config_parse_args (config, 2, keep, error, sizeof error) == -1);
+    assert (strstr (error, "keep-finished-ms"));
     char *unknown[] = {"--colour", "red"};
     assert (sn_config_parse_args (config, 2, unknown, error, sizeof error) == -1);
     assert (strstr (error, "unknown option 'colour'"));

@@ -86,9 +86,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->webhook = sn_webhook_new (&webhook, error, size);
     if (!self->webhook)
         goto failed;
-    sn_batch_config_t batch = {batch_endpoint,   mesh_endpoint,      queue_endpoint,
-                               webhook_endpoint, config->partitions, config->verbose,
-                               store_endpoint,   feed_endpoint,      mesh_endpoint};
+    sn_batch_config_t batch = {
+        batch_endpoint,  mesh_endpoint,  queue_endpoint, webhook_endpoint, config->partitions,
+        config->verbose, store_endpoint, feed_endpoint,  mesh_endpoint,    config->keep_finished};
     self->batch = sn_batch_new (&batch, error, size);
     if (!self->batch)
         goto failed;
@@ -100,7 +100,8 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
         batch_endpoint,         config->partitions,
         SN_NODE_WORKER_TIMEOUT, config->verbose,
         store_endpoint,         feed_endpoint,
-        mesh_endpoint,          call_ttl < INT_MAX ? (int) call_ttl : INT_MAX};
+        mesh_endpoint,          call_ttl < INT_MAX ? (int) call_ttl : INT_MAX,
+        config->keep_finished};
     self->queue = sn_queue_new (&queue, error, size);
     if (!self->queue)
         goto failed;

@@ -57,6 +57,14 @@ def test_run_rejects_bad_options():
         assert r.stderr.startswith("supernode: "), r.stderr
 
 
+def test_run_rejects_a_bad_retention_window():
+    for value in ("0", "9", "soon", "-5", "604800001"):
+        r = subprocess.run([BIN, "run", "--keep-finished-ms", value], capture_output=True,
+                           text=True, timeout=60 * SLOW)
+        assert r.returncode == 2, value
+        assert "keep-finished-ms" in r.stderr and "604800000" in r.stderr, r.stderr
+
+
 def test_run_reports_a_taken_port(node):
     other = Node(name="n2")
     other.http_port = node.http_port

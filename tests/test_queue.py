@@ -176,6 +176,38 @@ def test_worker_says_hello_again_after_a_node_restart(workers):
         node.cleanup()
 
 
+def test_finished_invocations_leave_memory_but_stay_counted(workers):
+    node = Node(extra=["--keep-finished-ms", "300"]).start()
+    try:
+        workers.append(Worker(node, "calc.Sum", SUM))
+        ids = [enqueue(node, [i, 1]) for i in range(3)]
+
+        def counts():
+            return requests.get(node.url + "/batch/primary").json()["counts"]
+
+        wait_for(lambda: counts()["finished"] == 3, 60, "three results")
+
+        def evicted(ident):
+            r = requests.get(node.url + "/invocations/" + ident)
+            assert r.status_code in (200, 404), r.text
+            return r.json() if r.status_code == 404 else None
+
+        for ident in ids:
+            answer = wait_for(lambda: evicted(ident), 60, "the window to pass")
+            assert "finished more than 300 ms ago" in answer["error"], answer
+        assert counts()["finished"] == 3
+        assert counts()["queued"] == 0 and counts()["running"] == 0
+        # A restart does not load them, and still counts them
+        node.stop()
+        node.start()
+        assert counts()["finished"] == 3
+        for ident in ids:
+            assert requests.get(node.url + "/invocations/" + ident).status_code == 404
+        node.stop()
+    finally:
+        node.cleanup()
+
+
 def test_cli_enqueue_and_invocation(node):
     out = subprocess.run([BIN, "enqueue", json.dumps(
         {"token": "t", "invocation": {"class": "c", "method": "m", "params": [1]}}),

@@ -53,6 +53,9 @@
 #define S_RESULT_RETRY     100
 #define S_RESULT_RETRY_MAX 5000
 
+//  An epoch whose start time is further ahead of our clock than this is not ordered
+#define S_EPOCH_AHEAD (3600 * 1000)
+
 typedef enum { S_QUEUED, S_RUNNING, S_SUCCEEDED, S_FAILED } s_state_t;
 
 static const char *s_state_names[] = {"queued", "running", "succeeded", "failed"};
@@ -848,14 +851,27 @@ s_lease_new (char *lease)
     snprintf (lease, 17, "%016" PRIx64, s_random64 ());
 }
 
-//  Epoch one is of an earlier start than epoch two. Epochs of this version have 16
-//  hex digits, the start time first; shorter ones (as tests use) order by length,
-//  then as text, and "" (not known) is the oldest.
+//  An epoch orders a node's starts when it is 16 lowercase hex digits whose time
+//  part is not far ahead of our clock: a start booted with a wrong clock (or any
+//  other string) would otherwise outrank every later real start of that node.
+static bool
+s_epoch_ordered (const char *epoch)
+{
+    size_t len = strlen (epoch);
+    if (len != 16 || strspn (epoch, "0123456789abcdef") != len)
+        return false;
+    char start[12];
+    memcpy (start, epoch, 11);
+    start[11] = 0;
+    return (int64_t) strtoull (start, NULL, 16) <= zclock_time () + S_EPOCH_AHEAD;
+}
+
+//  Epoch one is of an earlier start than epoch two. Only ordered epochs compare;
+//  two starts whose epochs do not are not known to be one before the other.
 static bool
 s_epoch_older (const char *one, const char *two)
 {
-    size_t one_len = strlen (one), two_len = strlen (two);
-    return one_len != two_len ? one_len < two_len : strcmp (one, two) < 0;
+    return s_epoch_ordered (one) && s_epoch_ordered (two) && strcmp (one, two) < 0;
 }
 
 //  Send the request in self->pack through the mesh: to the node named, or to the
@@ -1173,13 +1189,16 @@ s_peers_drain (self_t *self)
                     memcpy (inv->epoch, epoch, len);
                     inv->epoch[len] = 0;
                 }
+                else
+                    epoch = NULL; //  not known: the next new start's word takes it back
                 char *worker = sn_value_get_strdup (root, "worker");
                 char *name = zsys_sprintf ("%s@%s", worker ? worker : "?", inv->remote);
                 s_note_started (self, inv, name);
                 free (name);
                 free (worker);
                 //  Taken by a start that a newer one has replaced since: lost with it
-                if (epoch && node && s_epoch_older (inv->epoch, node->epoch))
+                if (epoch && node && s_epoch_older (inv->epoch, node->epoch) &&
+                    node->expires > zclock_time ())
                     s_inv_take_back (self, inv, "the node of its worker started again");
             }
             else {
@@ -1207,16 +1226,20 @@ s_peers_drain (self_t *self)
 }
 
 //  What workers of the node so named ran for us is queued again at once: its
-//  results will not come. With epoch, only what a start of it older than epoch
-//  took: a push still waiting for its answer is judged by that answer.
+//  results will not come. With epoch, only what a start of it other than epoch
+//  took (or one not known), but with keep_newer not what a start newer than epoch
+//  took (its answer came before its word): a push still waiting for its answer is
+//  judged by that answer.
 static void
-s_node_take_back (self_t *self, const char *name, const char *epoch, const char *why)
+s_node_take_back (self_t *self, const char *name, const char *epoch, bool keep_newer,
+                  const char *why)
 {
     zlistx_t *held = zlistx_new ();
     for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
          inv = (s_inv_t *) zhashx_next (self->running))
         if (inv->remote && streq (inv->remote, name) &&
-            (!epoch || (!inv->pushing && s_epoch_older (inv->epoch, epoch))))
+            (!epoch || (!inv->pushing && !streq (inv->epoch, epoch) &&
+                        !(keep_newer && s_epoch_older (epoch, inv->epoch)))))
             zlistx_add_end (held, inv);
     for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv; inv = (s_inv_t *) zlistx_next (held))
         s_inv_take_back (self, inv, why);
@@ -1247,7 +1270,7 @@ s_nodes_update (self_t *self)
     }
     for (s_node_t *node = (s_node_t *) zlistx_first (gone); node;
          node = (s_node_t *) zlistx_next (gone)) {
-        s_node_take_back (self, node->name, NULL, "the node of its worker left");
+        s_node_take_back (self, node->name, NULL, false, "the node of its worker left");
         zhashx_delete (self->nodes, node->name);
     }
     if (zlistx_size (gone))
@@ -1979,10 +2002,13 @@ s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, 
 }
 
 //  worker.at {node, epoch?, classes: {class: free slots}}: another member's word of
-//  its workers. Only a member's word counts; it replaces the last one. A newer
+//  its workers. Only a member's word counts; it replaces the last one. Another
 //  epoch is a new start of that node, which lost what the starts before took; a
-//  word of an older epoch than the newest heard is a late one of a start that is
-//  gone (its dying connection in the mesh may deliver it late): it is ignored.
+//  word of an older epoch than the newest heard, while that start's word is fresh,
+//  is a late one of a start that is gone (its dying connection in the mesh may
+//  deliver it late): it is ignored. Once that word is stale, the older epoch is a
+//  new start too (of a node whose clock went back), or the node would get no work
+//  until it left the members.
 static void
 s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -2005,7 +2031,9 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
     char heard[17] = "";
     if (epoch)
         memcpy (heard, epoch, epoch_len);
-    if (epoch && s_epoch_older (heard, node->epoch)) {
+    int64_t now = zclock_time ();
+    bool older = epoch && s_epoch_older (heard, node->epoch);
+    if (older && node->expires > now) {
         if (self->verbose)
             zsys_info ("sn_queue: late word of node %s from its start %s ignored", node->name,
                        heard);
@@ -2016,7 +2044,7 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         memcpy (node->epoch, heard, sizeof node->epoch);
         char why[128];
         snprintf (why, sizeof why, "node %s of its worker started again", node->name);
-        s_node_take_back (self, node->name, node->epoch, why);
+        s_node_take_back (self, node->name, node->epoch, !older, why);
     }
     zhashx_purge (node->free);
     const sn_value_t *classes = sn_value_get (root, "classes");
@@ -2034,7 +2062,7 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         value->free = slots > UINT32_MAX ? UINT32_MAX : (uint32_t) slots;
         zhashx_update (node->free, key, value);
     }
-    node->expires = zclock_time () + S_PRESENCE_TTL;
+    node->expires = now + S_PRESENCE_TTL;
     s_deadline (self, node->expires);
     s_reply_code (self, request, rid, 200);
     s_dispatch (self);
@@ -2945,6 +2973,11 @@ s_test_answer (zsock_t *mesh, zframe_t **from, sn_msg_t **forward, int code, con
 
 //  The queue of node "a", with the test standing in for its mesh: it publishes the
 //  placement on feed and sees, and answers, every forward on mesh.
+//  Starts of node "b" in the tests, in order
+#define S_TEST_E1 "0000000000100001"
+#define S_TEST_E2 "0000000000200001"
+#define S_TEST_E3 "0000000000300001"
+
 static void
 s_test_cluster (const char *store_endpoint, bool verbose)
 {
@@ -3066,7 +3099,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
             break;
     }
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e1\", \"classes\": {\"far.D\": 1}}") == 200);
+                                     "\"" S_TEST_E1 "\", \"classes\": {\"far.D\": 1}}") == 200);
     char *far = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
                                           "\"timeout\": 600000, \"invocation\": {\"class\": "
                                           "\"far.D\", \"method\": \"m\", \"params\": []}}");
@@ -3077,31 +3110,32 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     uint64_t attempt = 0;
     assert (sn_value_uint (sn_value_get (passed, "attempt"), &attempt) && attempt == 1);
     char *lease = sn_value_get_strdup (passed, "lease");
-    s_test_answer (mesh, &from, &forward, 200, "e1");
+    s_test_answer (mesh, &from, &forward, 200, S_TEST_E1);
     char *state = s_test_state (producer, far);
     assert (streq (state, "running/0"));
     free (state);
     //  The same start says it again: nothing changes
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e1\", \"classes\": {\"far.D\": 0}}") == 200);
+                                     "\"" S_TEST_E1 "\", \"classes\": {\"far.D\": 0}}") == 200);
     //  A word without an epoch (a node of an older version) changes no epoch
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", "
                                      "\"classes\": {\"far.D\": 0}}") == 200);
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e2\", \"classes\": {\"far.D\": 1}}") == 200);
+                                     "\"" S_TEST_E2 "\", \"classes\": {\"far.D\": 1}}") == 200);
     forward = s_test_forward (mesh, "worker.push", &from);
     assert (forward);
     passed = sn_value_get (sn_msg_root (forward), "request");
     assert (sn_value_streq (sn_value_get (passed, "id"), far));
     assert (sn_value_uint (sn_value_get (passed, "attempt"), &attempt) && attempt == 2);
     assert (!sn_value_streq (sn_value_get (passed, "lease"), lease));
-    s_test_answer (mesh, &from, &forward, 200, "e2");
+    s_test_answer (mesh, &from, &forward, 200, S_TEST_E2);
     free (lease);
     free (far);
 
     //  Room is counted per class: one of each of two classes goes to "b"
-    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e2\", \"classes\": {\"far.D\": 1, \"far.E\": 1}}") == 200);
+    assert (s_test_status (producer,
+                           "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                           "\"" S_TEST_E2 "\", \"classes\": {\"far.D\": 1, \"far.E\": 1}}") == 200);
     char *d2 = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
                                          "\"invocation\": {\"class\": \"far.D\", \"method\": "
                                          "\"m\", \"params\": []}}");
@@ -3115,7 +3149,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
         passed = sn_value_get (sn_msg_root (forward), "request");
         pushed_d2 |= sn_value_streq (sn_value_get (passed, "id"), d2);
         pushed_e1 |= sn_value_streq (sn_value_get (passed, "id"), e1);
-        s_test_answer (mesh, &from, &forward, 200, "e2");
+        s_test_answer (mesh, &from, &forward, 200, S_TEST_E2);
     }
     assert (pushed_d2 && pushed_e1);
     free (d2);
@@ -3125,7 +3159,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     //  word, first, does not take it back; the answer says e3 took it. (What "e2"
     //  took is taken back, class far.F has no room there, so it stays queued.)
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e2\", \"classes\": {\"far.F\": 1}}") == 200);
+                                     "\"" S_TEST_E2 "\", \"classes\": {\"far.F\": 1}}") == 200);
     const char *enqueue_f = "{\"op\": \"enqueue\", \"token\": \"t\", \"timeout\": 600000, "
                             "\"invocation\": {\"class\": \"far.F\", \"method\": \"m\", "
                             "\"params\": []}}";
@@ -3135,11 +3169,11 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     passed = sn_value_get (sn_msg_root (forward), "request");
     assert (sn_value_streq (sn_value_get (passed, "id"), f1));
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e3\", \"classes\": {\"far.F\": 0}}") == 200);
+                                     "\"" S_TEST_E3 "\", \"classes\": {\"far.F\": 0}}") == 200);
     state = s_test_state (producer, f1);
     assert (streq (state, "running/0"));
     free (state);
-    s_test_answer (mesh, &from, &forward, 200, "e3");
+    s_test_answer (mesh, &from, &forward, 200, S_TEST_E3);
     state = s_test_state (producer, f1);
     assert (streq (state, "running/0"));
     free (state);
@@ -3147,7 +3181,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     //  and its free slots are not "b"'s (f2 is not pushed on it)
     char *f2 = s_test_enqueue (producer, enqueue_f);
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e2\", \"classes\": {\"far.F\": 1}}") == 200);
+                                     "\"" S_TEST_E2 "\", \"classes\": {\"far.F\": 1}}") == 200);
     state = s_test_state (producer, f1);
     assert (streq (state, "running/0"));
     free (state);
@@ -3156,12 +3190,12 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     free (state);
     //  A push answered by a start older than the newest heard is taken back at once
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e3\", \"classes\": {\"far.F\": 1}}") == 200);
+                                     "\"" S_TEST_E3 "\", \"classes\": {\"far.F\": 1}}") == 200);
     forward = s_test_forward (mesh, "worker.push", &from);
     assert (forward);
     passed = sn_value_get (sn_msg_root (forward), "request");
     assert (sn_value_streq (sn_value_get (passed, "id"), f2));
-    s_test_answer (mesh, &from, &forward, 200, "e2");
+    s_test_answer (mesh, &from, &forward, 200, S_TEST_E2);
     assert (s_test_state_comes (producer, f2, "queued/0"));
     state = s_test_state (producer, f1);
     assert (streq (state, "running/0"));
@@ -3172,7 +3206,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     //  A push whose answer does not come within the call's ttl was taken by some
     //  start: the next newer word takes it back (a word does not while it waits)
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e3\", \"classes\": {\"far.G\": 1}}") == 200);
+                                     "\"" S_TEST_E3 "\", \"classes\": {\"far.G\": 1}}") == 200);
     char *g = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
                                         "\"invocation\": {\"class\": \"far.G\", \"method\": "
                                         "\"m\", \"params\": []}}");
@@ -3186,8 +3220,8 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     bool back = false;
     for (int start = 100; !back && zclock_mono () < deadline; start++) {
         char *word = zsys_sprintf ("{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                   "\"f%d\", \"classes\": {\"far.G\": 0}}",
-                                   start);
+                                   "\"%016x\", \"classes\": {\"far.G\": 0}}",
+                                   0x400000 + start);
         assert (s_test_status (producer, word) == 200);
         free (word);
         state = s_test_state (producer, g);
@@ -3197,6 +3231,48 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     }
     assert (back);
     free (g);
+
+    //  A start whose epoch is far ahead of our clock (or not 16 lowercase hex digits)
+    //  is not ordered: the next start of the node is a new start, not a late word
+    const char *enqueue_k = "{\"op\": \"enqueue\", \"token\": \"t\", \"invocation\": "
+                            "{\"class\": \"far.K\", \"method\": \"m\", \"params\": []}}";
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"fffffffffff00001\", \"classes\": {}}") == 200);
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"0000000000500001\", \"classes\": {\"far.K\": 1}}") == 200);
+    char *k = s_test_enqueue (producer, enqueue_k);
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), k));
+    //  An answer whose epoch is not one says nothing of which start took it: the
+    //  work stays running
+    s_test_answer (mesh, &from, &forward, 200, "0000000000500001a");
+    assert (!s_test_state_comes (producer, k, "queued/0"));
+    free (k);
+    //  An older start's word while the newest start's word is fresh is late; once
+    //  that word is stale, it is a start of a node whose clock went back
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"0000000000500001\", \"classes\": {}}") == 200);
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"0000000000400001\", \"classes\": {\"far.K\": 1}}") == 200);
+    k = s_test_enqueue (producer, enqueue_k);
+    state = s_test_state (producer, k);
+    assert (streq (state, "queued/0"));
+    free (state);
+    deadline = zclock_mono () + 15000;
+    forward = NULL;
+    while (!forward && zclock_mono () < deadline) {
+        assert (s_test_status (producer,
+                               "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                               "\"0000000000400001\", \"classes\": {\"far.K\": 1}}") == 200);
+        forward = s_test_forward (mesh, "worker.push", &from);
+    }
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), k));
+    s_test_answer (mesh, &from, &forward, 200, "0000000000400001");
+    free (k);
 
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);

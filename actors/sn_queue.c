@@ -56,6 +56,10 @@
 //  An epoch whose start time is further ahead of our clock than this is not ordered
 #define S_EPOCH_AHEAD (3600 * 1000)
 
+//  A push whose outcome is not known (the mesh's 503, or no answer) is sent again,
+//  the same, after this many ms: the member takes it at most once per lease
+#define S_PUSH_AGAIN 1000
+
 typedef enum { S_QUEUED, S_RUNNING, S_SUCCEEDED, S_FAILED } s_state_t;
 
 static const char *s_state_names[] = {"queued", "running", "succeeded", "failed"};
@@ -90,6 +94,8 @@ typedef struct {
     char epoch[17];        //  while running there: the start of that node that took it, as
                            //  the push's answer said; "" while not known
     bool pushing;          //  while running there: its push waits for the member's answer
+    int64_t push_again;    //  while running there: unix ms to send the same push again,
+                           //  its outcome not known; or 0
     void *queued_handle;   //  its place in self->queued, while queued
 } s_inv_t;
 
@@ -683,6 +689,7 @@ s_inv_release (self_t *self, s_inv_t *inv)
     inv->lease[0] = 0;
     inv->epoch[0] = 0;
     inv->pushing = false;
+    inv->push_again = 0;
     zhashx_delete (self->running, inv->id);
 }
 
@@ -910,6 +917,7 @@ s_call_take (self_t *self, uint64_t rid)
 }
 
 static void s_hold_failed (self_t *self, s_hold_t *hold, const char *why);
+static void s_inv_push_later (self_t *self, s_inv_t *inv);
 static void s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *answer, uint64_t code);
 
 //  Answers not come in time: what they were about carries on without them, and the
@@ -931,7 +939,7 @@ s_calls_expire (self_t *self, int64_t now)
         s_inv_t *inv =
             call->result ? NULL : (s_inv_t *) zhashx_lookup (self->invocations, call->id);
         if (inv && inv->pushing && streq (inv->lease, call->lease))
-            inv->pushing = false;
+            s_inv_push_later (self, inv);
         s_hold_t *hold = call->result ? (s_hold_t *) zhashx_lookup (self->holds, call->id) : NULL;
         if (hold && hold->sent == call->rid)
             s_hold_failed (self, hold, "no answer from the owner");
@@ -1072,6 +1080,8 @@ s_inv_unpush (self_t *self, s_inv_t *inv)
     s_deadline (self, zclock_time ());
 }
 
+static bool s_inv_push_send (self_t *self, s_inv_t *inv);
+
 //  Push inv to a worker of node: it runs there from now on, for its timeout, unless
 //  the node refuses it.
 static void
@@ -1096,7 +1106,30 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
         slots->pushed++;
     zhashx_insert (self->running, inv->id, inv);
     s_deadline (self, inv->started_at + inv->timeout);
+    if (!s_inv_push_send (self, inv)) {
+        s_inv_unpush (self, inv);
+        return;
+    }
+    if (self->verbose)
+        zsys_info ("sn_queue: %s attempt %u pushed to node %s", inv->id, inv->attempts, node->name);
+}
 
+//  A push of inv whose outcome is not known: the same push goes again soon. The
+//  start that took it confirms it; a new start of the member (the one that took it
+//  gone) runs it, once.
+static void
+s_inv_push_later (self_t *self, s_inv_t *inv)
+{
+    inv->pushing = false;
+    inv->push_again = zclock_time () + S_PUSH_AGAIN;
+    s_deadline (self, inv->push_again);
+}
+
+//  Send the push of inv, under its lease, to its node. False when the mesh cannot
+//  take it now.
+static bool
+s_inv_push_send (self_t *self, s_inv_t *inv)
+{
     const char *reason = NULL;
     sn_msg_t *event = sn_msg_decode_trusted (inv->enqueued, inv->enqueued_size, &reason);
     const sn_value_t *root = sn_msg_root (event);
@@ -1107,14 +1140,13 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
     sn_pack_kv_uint (self->pack, "rid", 0);
     sn_pack_kv_str (self->pack, "lease", inv->lease);
     sn_pack_kv_str (self->pack, "node", sn_owners_name (self->owners));
-    uint64_t rid = s_peer_send (self, node->name, 0);
-    if (!rid) {
-        s_inv_unpush (self, inv);
-        return;
-    }
+    uint64_t rid = s_peer_send (self, inv->remote, 0);
+    if (!rid)
+        return false;
+    inv->pushing = true;
+    inv->push_again = 0;
     s_call_add (self, rid, inv->id, inv->lease, false);
-    if (self->verbose)
-        zsys_info ("sn_queue: %s attempt %u pushed to node %s", inv->id, inv->attempts, node->name);
+    return true;
 }
 
 //  Hand out every due invocation a worker has room for, oldest first: to a worker
@@ -1213,10 +1245,12 @@ s_peers_drain (self_t *self)
                     slots->free = 0;
                 //  A 4xx is the member's answer: it handed nothing out. Any other (the
                 //  mesh's 503 when the member was slow to answer) may hide a worker
-                //  running it: it stays running under its lease until its timeout,
-                //  rather than run twice.
+                //  running it: it stays running under its lease, and the same push
+                //  goes again, which that member takes at most once.
                 if (code >= 400 && code < 500)
                     s_inv_unpush (self, inv);
+                else
+                    s_inv_push_later (self, inv);
             }
         }
         free (call);
@@ -1517,6 +1551,19 @@ s_timers (self_t *self)
         const char *type = s_inv_fail (self, inv, 504, error, true, true);
         s_log_note (self, type, inv);
     }
+    zlistx_purge (due);
+
+    //  Pushes whose outcome is not known, sent again
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
+         inv = (s_inv_t *) zhashx_next (self->running)) {
+        if (inv->push_again && inv->push_again <= now)
+            zlistx_add_end (due, inv);
+        else if (inv->push_again)
+            s_deadline (self, inv->push_again);
+    }
+    for (s_inv_t *inv = (s_inv_t *) zlistx_first (due); inv; inv = (s_inv_t *) zlistx_next (due))
+        if (!s_inv_push_send (self, inv))
+            s_inv_push_later (self, inv);
     zlistx_purge (due);
 
     for (s_inv_t *inv = (s_inv_t *) zlistx_first (self->queued); inv;
@@ -2068,9 +2115,23 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
     s_dispatch (self);
 }
 
+//  Answer a push taken by our worker so named, with this start's epoch.
+static void
+s_reply_pushed (self_t *self, sn_routed_t *request, uint64_t rid, const char *worker)
+{
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 4);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", 200);
+    sn_pack_kv_str (self->reply, "worker", worker);
+    sn_pack_kv_str (self->reply, "epoch", self->epoch);
+    s_reply_send (self, request);
+}
+
 //  worker.push {id, bucket_id, invocation, token, data?, attempt, timeout, lease,
 //  node}: the owner of an invocation asks us to run it on one of our workers. 409
-//  when none has room for its class now.
+//  when none has room for its class now. The same push again (same id and lease:
+//  its owner did not hear our answer) is answered as taken, and not run again.
 static void
 s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -2083,20 +2144,23 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     sn_value_uint (sn_value_get (root, "attempt"), &attempt);
     sn_value_uint (sn_value_get (root, "timeout"), &timeout);
     s_worker_t *worker = class_name ? s_worker_for (self, class_name) : NULL;
+    char key[S_ID_MAX] = "";
+    if (id && id_len < S_ID_MAX)
+        memcpy (key, id, id_len);
+    s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, key);
     if (!id || id_len == 0 || id_len >= S_ID_MAX || !lease || lease_len == 0 || lease_len > 16 ||
         !bucket || !class_name)
         s_reply_error (self, request, rid, 400,
                        "worker.push: id, lease, bucket_id and "
                        "invocation.class are required");
+    else if (hold && strlen (hold->lease) == lease_len &&
+             memcmp (hold->lease, lease, lease_len) == 0)
+        s_reply_pushed (self, request, rid, hold->worker ? hold->worker->name : hold->worker_key);
     else if (!worker)
         s_reply_error (self, request, rid, 409, "no worker here has room for class %s now",
                        class_name);
     else {
-        char key[S_ID_MAX];
-        memcpy (key, id, id_len);
-        key[id_len] = 0;
         //  A new attempt at work we hold still: the owner took the old one back
-        s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, key);
         if (hold)
             s_hold_drop (self, hold);
         hold = (s_hold_t *) zmalloc (sizeof (s_hold_t));
@@ -2116,13 +2180,7 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
         if (self->verbose)
             zsys_info ("sn_queue: %s attempt %" PRIu64 " from another node to worker %s", key,
                        attempt, worker->name);
-        sn_pack_reset (self->reply);
-        sn_pack_map (self->reply, 4);
-        sn_pack_kv_uint (self->reply, "rid", rid);
-        sn_pack_kv_uint (self->reply, "code", 200);
-        sn_pack_kv_str (self->reply, "worker", worker->name);
-        sn_pack_kv_str (self->reply, "epoch", self->epoch);
-        s_reply_send (self, request);
+        s_reply_pushed (self, request, rid, worker->name);
     }
     free (class_name);
     free (bucket);
@@ -3022,6 +3080,11 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     char *work = s_test_work (worker, 5000);
     assert (work && streq (work, "cd-1"));
     free (work);
+    //  The same push again (its owner did not hear the answer) is taken once: 200,
+    //  and no second work (the next work the worker sees is cd-2)
+    request = zsys_sprintf (push, "cd-1");
+    assert (s_test_status (producer, request) == 200);
+    free (request);
     const char *result = "{\"op\": \"worker.result\", \"id\": \"cd-1\", \"code\": 200, "
                          "\"response\": {\"n\": 7}}";
     //  The first has a key that is not a string: left out, the map passed on is whole
@@ -3273,6 +3336,35 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     assert (sn_value_streq (sn_value_get (passed, "id"), k));
     s_test_answer (mesh, &from, &forward, 200, "0000000000400001");
     free (k);
+
+    //  A push whose outcome is not known (the mesh's 503, after the word of a new
+    //  start came while it waited) is sent again, the same: the start there now
+    //  runs it, once; it is not left running until its timeout
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"0000000000800001\", \"classes\": {\"far.H\": 1}}") == 200);
+    char *h = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
+                                        "\"timeout\": 600000, \"invocation\": {\"class\": "
+                                        "\"far.H\", \"method\": \"m\", \"params\": []}}");
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), h));
+    lease = sn_value_get_strdup (passed, "lease");
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"0000000000900001\", \"classes\": {\"far.H\": 0}}") == 200);
+    s_test_answer (mesh, &from, &forward, 503, NULL);
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), h));
+    assert (sn_value_streq (sn_value_get (passed, "lease"), lease));
+    assert (sn_value_uint (sn_value_get (passed, "attempt"), &attempt) && attempt == 1);
+    s_test_answer (mesh, &from, &forward, 200, "0000000000900001");
+    state = s_test_state (producer, h);
+    assert (streq (state, "running/0"));
+    free (state);
+    free (lease);
+    free (h);
 
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);

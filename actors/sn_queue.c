@@ -2130,7 +2130,8 @@ s_reply_pushed (self_t *self, sn_routed_t *request, uint64_t rid, const char *wo
 
 //  worker.push {id, bucket_id, invocation, token, data?, attempt, timeout, lease,
 //  node}: the owner of an invocation asks us to run it on one of our workers. 409
-//  when none has room for its class now. The same push again (same id and lease:
+//  when none has room for its class now, or an older attempt at it runs here
+//  still. The same push again (same id and lease:
 //  its owner did not hear our answer) is answered as taken, and not run again.
 static void
 s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
@@ -2156,6 +2157,12 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     else if (hold && strlen (hold->lease) == lease_len &&
              memcmp (hold->lease, lease, lease_len) == 0)
         s_reply_pushed (self, request, rid, hold->worker ? hold->worker->name : hold->worker_key);
+    else if (hold && hold->worker && !hold->result)
+        //  The owner took the older attempt back, but its worker still runs it: a
+        //  new one now would run beside it, beyond the worker's capacity, and the
+        //  old one's result would pass for the new one's (results carry no attempt)
+        s_reply_error (self, request, rid, 409, "an older attempt at invocation %s still runs here",
+                       key);
     else if (!worker)
         s_reply_error (self, request, rid, 409, "no worker here has room for class %s now",
                        class_name);
@@ -3365,6 +3372,34 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     free (state);
     free (lease);
     free (h);
+
+    //  A new attempt at work whose older attempt runs here still is refused until
+    //  that one's result is in: never two attempts at once, nor the old result
+    //  passed on as the new one's
+    s_test_client_t *second = s_test_client_new (endpoint);
+    assert (s_test_status (second, "{\"op\": \"worker.hello\", \"classes\": [\"far.Q\"], "
+                                   "\"capacity\": 2, \"name\": \"w2\"}") == 200);
+    const char *push_q = "{\"op\": \"worker.push\", \"id\": \"q-1\", \"bucket_id\": "
+                         "\"primary\", \"token\": \"t\", \"attempt\": %d, \"timeout\": "
+                         "60000, \"lease\": \"%s\", \"node\": \"b\", \"invocation\": "
+                         "{\"class\": \"far.Q\", \"method\": \"m\", \"params\": []}}";
+    request = zsys_sprintf (push_q, 1, "01");
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    work = s_test_work (second, 5000);
+    assert (work && streq (work, "q-1"));
+    free (work);
+    request = zsys_sprintf (push_q, 2, "02");
+    assert (s_test_status (producer, request) == 409);
+    //  Its result ends it (here the owner of the partition: the hold is over)
+    assert (s_test_status (second, "{\"op\": \"worker.result\", \"id\": \"q-1\", "
+                                   "\"code\": 200}") == 409);
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    work = s_test_work (second, 5000);
+    assert (work && streq (work, "q-1"));
+    free (work);
+    s_test_client_destroy (&second);
 
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);

@@ -148,7 +148,7 @@ typedef struct {
     bool result;       //  a held result passed on to its owner; else a push
     char id[S_ID_MAX]; //  the invocation it is about
     char lease[17];    //  the lease it went with
-    int64_t expires;   //  unix ms when its answer is given up on
+    int64_t expires;   //  zclock_mono ms when its answer is given up on
     void *handle;      //  its place in self->call_order
 } s_call_t;
 
@@ -947,12 +947,14 @@ s_calls_expire (self_t *self, int64_t now)
     }
 }
 
-//  When the oldest request to another node is given up on, or INT64_MAX.
+//  Ms until the oldest request to another node is given up on, or INT64_MAX.
+//  Call deadlines are on the monotonic clock: a step of the wall clock does not
+//  give up on every call at once.
 static int64_t
-s_calls_deadline (self_t *self)
+s_calls_wait (self_t *self)
 {
     s_call_t *call = (s_call_t *) zlistx_first (self->call_order);
-    return call ? call->expires : INT64_MAX;
+    return call ? call->expires - zclock_mono () : INT64_MAX;
 }
 
 //  Wait for the answer to the request sent under rid, about invocation id.
@@ -964,7 +966,7 @@ s_call_add (self_t *self, uint64_t rid, const char *id, const char *lease, bool 
     call->result = result;
     snprintf (call->id, sizeof call->id, "%s", id);
     snprintf (call->lease, sizeof call->lease, "%s", lease);
-    int64_t now = zclock_time ();
+    int64_t now = zclock_mono ();
     call->expires = now + (self->config.call_ttl > 0 ? self->config.call_ttl : S_CALL_TTL);
     call->handle = zlistx_add_end (self->call_order, call);
     zhashx_update (self->calls, (void *) (uintptr_t) rid, call);
@@ -2722,8 +2724,9 @@ sn_queue_actor (zsock_t *pipe, void *args)
             self->presence_at = zhashx_size (self->nodes) ? now + S_PRESENCE_EVERY : INT64_MAX;
             continue;
         }
-        if (s_calls_deadline (self) <= now) {
-            s_calls_expire (self, now);
+        int64_t calls_wait = s_calls_wait (self);
+        if (calls_wait <= 0) {
+            s_calls_expire (self, zclock_mono ());
             continue;
         }
         if (self->next_deadline <= now) {
@@ -2736,8 +2739,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
             continue;
         }
         int64_t wait = self->next_deadline - now;
-        if (s_calls_deadline (self) - now < wait)
-            wait = s_calls_deadline (self) - now;
+        if (calls_wait < wait)
+            wait = calls_wait;
         if (self->presence_at - now < wait)
             wait = self->presence_at - now;
         if (sn_owners_deadline (self->owners) - now < wait)

@@ -60,6 +60,12 @@
 //  the same, after this many ms: the member takes it at most once per lease
 #define S_PUSH_AGAIN 1000
 
+//  Results of other nodes' work kept here for owners that cannot take them yet, at
+//  most: at the cap our word offers no room and pushes are refused (409), so that
+//  workers coming and going do not add to them without bound
+#define S_HELD_MAX       1000
+#define S_HELD_BYTES_MAX (64 * 1024 * 1024)
+
 typedef enum { S_QUEUED, S_RUNNING, S_SUCCEEDED, S_FAILED } s_state_t;
 
 static const char *s_state_names[] = {"queued", "running", "succeeded", "failed"};
@@ -192,6 +198,8 @@ typedef struct {
     zsock_t *peers;           //  DEALER to the mesh for word and work to other nodes, or NULL
     zhashx_t *nodes;          //  member name -> s_node_t, every member but this node
     zhashx_t *holds;          //  id -> s_hold_t: other nodes' work our workers run
+    size_t held;              //  holds with a result kept for its owner
+    size_t held_bytes;        //  the bytes of those results
     zhashx_t *calls;          //  rid (the key itself) -> s_call_t in call_order
     zlistx_t *call_order;     //  s_call_t, owned, oldest first: expiry order
     sn_pack_t *out;           //  scratch for messages to other nodes
@@ -973,6 +981,13 @@ s_call_add (self_t *self, uint64_t rid, const char *id, const char *lease, bool 
     s_calls_expire (self, now);
 }
 
+//  We keep as many results for their owners as we may: no more work from others.
+static bool
+s_held_full (self_t *self)
+{
+    return self->held >= S_HELD_MAX || self->held_bytes >= S_HELD_BYTES_MAX;
+}
+
 //  Tell one node, or every other member when to is NULL, what our workers take.
 static void
 s_presence_send (self_t *self, s_node_t *to)
@@ -984,7 +999,9 @@ s_presence_send (self_t *self, s_node_t *to)
     zhashx_set_destructor (free_slots, s_plain_free);
     for (s_worker_t *worker = (s_worker_t *) zhashx_first (self->workers); worker;
          worker = (s_worker_t *) zhashx_next (self->workers)) {
-        uint32_t room = worker->busy < worker->capacity ? worker->capacity - worker->busy : 0;
+        uint32_t room = worker->busy < worker->capacity && !s_held_full (self)
+                            ? worker->capacity - worker->busy
+                            : 0;
         for (const char *class_name = (const char *) zlist_first (worker->classes); class_name;
              class_name = (const char *) zlist_next (worker->classes)) {
             uint32_t *slots = (uint32_t *) zhashx_lookup (free_slots, class_name);
@@ -1381,10 +1398,26 @@ s_reply_accepted (self_t *self, sn_routed_t *request, uint64_t rid, const char *
     s_reply_send (self, request);
 }
 
+//  Keep the result in self->pack for the owner of hold's invocation.
+static void
+s_hold_keep (self_t *self, s_hold_t *hold)
+{
+    hold->result_size = sn_pack_size (self->pack);
+    hold->result = (byte *) malloc (hold->result_size);
+    memcpy (hold->result, sn_pack_data (self->pack), hold->result_size);
+    self->held++;
+    self->held_bytes += hold->result_size;
+}
+
 //  Forget work another node pushed to us: its worker's slot is free again.
 static void
 s_hold_drop (self_t *self, s_hold_t *hold)
 {
+    if (hold->result) {
+        self->held--;
+        self->held_bytes -= hold->result_size;
+        s_presence_changed (self);
+    }
     if (hold->worker) {
         if (hold->worker->busy > 0)
             hold->worker->busy--;
@@ -1481,9 +1514,7 @@ s_hold_lost (self_t *self, s_hold_t *hold, const char *why)
     sn_pack_str (self->pack, "retryable");
     sn_pack_bool (self->pack, true);
     sn_pack_kv_str (self->pack, "lease", hold->lease);
-    hold->result_size = sn_pack_size (self->pack);
-    hold->result = (byte *) malloc (hold->result_size);
-    memcpy (hold->result, sn_pack_data (self->pack), hold->result_size);
+    s_hold_keep (self, hold);
     hold->backoff = S_RESULT_RETRY;
     s_hold_try (self, hold);
 }
@@ -1922,8 +1953,8 @@ s_running_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root
 //  Progress goes as it is, its answer straight back to the worker. A result stays
 //  here until the owner takes it: the worker hears the owner's answer, or 202 when
 //  the owner cannot take it now and this node tries again. The worker's slot stays
-//  busy until then: while owners cannot take results, our word offers no room, and
-//  the results kept here are at most our workers' capacity. Returns true when
+//  busy until then: while owners cannot take results, our word offers no room (and
+//  none at S_HELD_MAX, as workers that leave free their slots). Returns true when
 //  request was taken.
 static bool
 s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
@@ -1965,9 +1996,7 @@ s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     }
     s_pack_map_but (self->pack, root, NULL, 1);
     sn_pack_kv_str (self->pack, "lease", hold->lease);
-    hold->result_size = sn_pack_size (self->pack);
-    hold->result = (byte *) malloc (hold->result_size);
-    memcpy (hold->result, sn_pack_data (self->pack), hold->result_size);
+    s_hold_keep (self, hold);
     hold->waiting = request;
     hold->waiting_rid = rid;
     hold->backoff = S_RESULT_RETRY;
@@ -2165,6 +2194,9 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
         //  old one's result would pass for the new one's (results carry no attempt)
         s_reply_error (self, request, rid, 409, "an older attempt at invocation %s still runs here",
                        key);
+    else if (s_held_full (self))
+        s_reply_error (self, request, rid, 409,
+                       "this node keeps as many results for other nodes as it may");
     else if (!worker)
         s_reply_error (self, request, rid, 409, "no worker here has room for class %s now",
                        class_name);
@@ -3156,6 +3188,39 @@ s_test_cluster (const char *store_endpoint, bool verbose)
         assert (sn_value_int (sn_value_get (passed, "code"), &code) && code == 504);
         s_test_answer (mesh, &from, &forward, round ? 200 : 503, NULL);
     }
+
+    //  Results kept for owners that cannot take them are capped node-wide, however
+    //  many workers come with fresh slots: at the cap a push is refused (409)
+    s_test_client_t *many = s_test_client_new (endpoint);
+    assert (s_test_status (many, "{\"op\": \"worker.hello\", \"classes\": [\"far.R\"], "
+                                 "\"capacity\": 2000, \"name\": \"wm\"}") == 200);
+    const char *push_r = "{\"op\": \"worker.push\", \"id\": \"r%d-1\", \"bucket_id\": "
+                         "\"primary\", \"token\": \"t\", \"attempt\": 1, \"timeout\": "
+                         "60000, \"lease\": \"0d\", \"node\": \"b\", \"invocation\": "
+                         "{\"class\": \"far.R\", \"method\": \"m\", \"params\": []}}";
+    for (int index = 0; index < S_HELD_MAX; index++) {
+        request = zsys_sprintf (push_r, index);
+        assert (s_test_status (producer, request) == 200);
+        free (request);
+        request = zsys_sprintf ("{\"op\": \"worker.result\", \"id\": \"r%d-1\", \"code\": "
+                                "200}",
+                                index);
+        s_test_send (many, request);
+        free (request);
+    }
+    bool full = false;
+    int64_t until = zclock_mono () + 10000;
+    for (int index = S_HELD_MAX; !full && zclock_mono () < until; index++) {
+        request = zsys_sprintf (push_r, index);
+        reply = s_test_call (producer, request);
+        free (request);
+        char *why = sn_value_get_strdup (sn_msg_root (reply), "error");
+        full = s_test_code (reply) == 409 && why && strstr (why, "keeps as many results");
+        free (why);
+        sn_msg_destroy (&reply);
+    }
+    assert (full);
+    s_test_client_destroy (&many);
 
     //  This node owns everything now (and "c" joined: it hears our word, so the
     //  placement has been seen). Its work goes to "b", whose workers take it; "b"

@@ -930,9 +930,9 @@ static void s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *ans
 
 //  Answers not come in time: what they were about carries on without them, and the
 //  answer, should it come later, is not heard. A push whose answer is lost may be
-//  running there: it stays running under its lease until its timeout or the word
-//  of a newer start of the member, even if the lost answer was a refusal (409). A
-//  result whose answer is lost is tried again.
+//  running there: it stays running under its lease and is sent again, the same
+//  (the member takes it once), until an answer, its timeout or the word of a newer
+//  start of the member. A result whose answer is lost is tried again.
 static void
 s_calls_expire (self_t *self, int64_t now)
 {
@@ -943,7 +943,7 @@ s_calls_expire (self_t *self, int64_t now)
         if (self->verbose)
             zsys_info ("sn_queue: no answer about %s from another node", call->id);
         //  A push whose answer is lost may have been taken by any start of the node:
-        //  the next new start's word takes it back
+        //  sent again, or taken back by the next new start's word
         s_inv_t *inv =
             call->result ? NULL : (s_inv_t *) zhashx_lookup (self->invocations, call->id);
         if (inv && inv->pushing && streq (inv->lease, call->lease))

@@ -58,6 +58,19 @@
 #define S_KEEP_FINISHED (3600 * 1000)
 #define S_EVICT_STEP    1000
 
+//  An epoch whose start time is further ahead of our clock than this is not ordered
+#define S_EPOCH_AHEAD (3600 * 1000)
+
+//  A push whose outcome is not known (the mesh's 503, or no answer) is sent again,
+//  the same, after this many ms: the member takes it at most once per lease
+#define S_PUSH_AGAIN 1000
+
+//  Results of other nodes' work kept here for owners that cannot take them yet, at
+//  most: at the cap our word offers no room and pushes are refused (409), so that
+//  workers coming and going do not add to them without bound
+#define S_HELD_MAX       1000
+#define S_HELD_BYTES_MAX (64 * 1024 * 1024)
+
 typedef enum { S_QUEUED, S_RUNNING, S_SUCCEEDED, S_FAILED } s_state_t;
 
 static const char *s_state_names[] = {"queued", "running", "succeeded", "failed"};
@@ -92,6 +105,8 @@ typedef struct {
     char epoch[17];        //  while running there: the start of that node that took it, as
                            //  the push's answer said; "" while not known
     bool pushing;          //  while running there: its push waits for the member's answer
+    int64_t push_again;    //  while running there: unix ms to send the same push again,
+                           //  its outcome not known; or 0
     void *queued_handle;   //  its place in self->queued, while queued
     bool counted;          //  in self->invocations: its state is in its bucket's counts
     void *finished_handle; //  its place in self->finished, once settled
@@ -155,7 +170,7 @@ typedef struct {
     bool result;       //  a held result passed on to its owner; else a push
     char id[S_ID_MAX]; //  the invocation it is about
     char lease[17];    //  the lease it went with
-    int64_t expires;   //  unix ms when its answer is given up on
+    int64_t expires;   //  zclock_mono ms when its answer is given up on
     void *handle;      //  its place in self->call_order
 } s_call_t;
 
@@ -203,6 +218,8 @@ typedef struct {
     zsock_t *peers;           //  DEALER to the mesh for word and work to other nodes, or NULL
     zhashx_t *nodes;          //  member name -> s_node_t, every member but this node
     zhashx_t *holds;          //  id -> s_hold_t: other nodes' work our workers run
+    size_t held;              //  holds with a result kept for its owner
+    size_t held_bytes;        //  the bytes of those results
     zhashx_t *calls;          //  rid (the key itself) -> s_call_t in call_order
     zlistx_t *call_order;     //  s_call_t, owned, oldest first: expiry order
     sn_pack_t *out;           //  scratch for messages to other nodes
@@ -800,6 +817,7 @@ s_inv_release (self_t *self, s_inv_t *inv)
     inv->lease[0] = 0;
     inv->epoch[0] = 0;
     inv->pushing = false;
+    inv->push_again = 0;
     zhashx_delete (self->running, inv->id);
 }
 
@@ -968,14 +986,27 @@ s_lease_new (char *lease)
     snprintf (lease, 17, "%016" PRIx64, s_random64 ());
 }
 
-//  Epoch one is of an earlier start than epoch two. Epochs of this version have 16
-//  hex digits, the start time first; shorter ones (as tests use) order by length,
-//  then as text, and "" (not known) is the oldest.
+//  An epoch orders a node's starts when it is 16 lowercase hex digits whose time
+//  part is not far ahead of our clock: a start booted with a wrong clock (or any
+//  other string) would otherwise outrank every later real start of that node.
+static bool
+s_epoch_ordered (const char *epoch)
+{
+    size_t len = strlen (epoch);
+    if (len != 16 || strspn (epoch, "0123456789abcdef") != len)
+        return false;
+    char start[12];
+    memcpy (start, epoch, 11);
+    start[11] = 0;
+    return (int64_t) strtoull (start, NULL, 16) <= zclock_time () + S_EPOCH_AHEAD;
+}
+
+//  Epoch one is of an earlier start than epoch two. Only ordered epochs compare;
+//  two starts whose epochs do not are not known to be one before the other.
 static bool
 s_epoch_older (const char *one, const char *two)
 {
-    size_t one_len = strlen (one), two_len = strlen (two);
-    return one_len != two_len ? one_len < two_len : strcmp (one, two) < 0;
+    return s_epoch_ordered (one) && s_epoch_ordered (two) && strcmp (one, two) < 0;
 }
 
 //  Send the request in self->pack through the mesh: to the node named, or to the
@@ -1014,13 +1045,14 @@ s_call_take (self_t *self, uint64_t rid)
 }
 
 static void s_hold_failed (self_t *self, s_hold_t *hold, const char *why);
+static void s_inv_push_later (self_t *self, s_inv_t *inv);
 static void s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *answer, uint64_t code);
 
 //  Answers not come in time: what they were about carries on without them, and the
 //  answer, should it come later, is not heard. A push whose answer is lost may be
-//  running there: it stays running under its lease until its timeout or the word
-//  of a newer start of the member, even if the lost answer was a refusal (409). A
-//  result whose answer is lost is tried again.
+//  running there: it stays running under its lease and is sent again, the same
+//  (the member takes it once), until an answer, its timeout or the word of a newer
+//  start of the member. A result whose answer is lost is tried again.
 static void
 s_calls_expire (self_t *self, int64_t now)
 {
@@ -1031,11 +1063,11 @@ s_calls_expire (self_t *self, int64_t now)
         if (self->verbose)
             zsys_info ("sn_queue: no answer about %s from another node", call->id);
         //  A push whose answer is lost may have been taken by any start of the node:
-        //  the next new start's word takes it back
+        //  sent again, or taken back by the next new start's word
         s_inv_t *inv =
             call->result ? NULL : (s_inv_t *) zhashx_lookup (self->invocations, call->id);
         if (inv && inv->pushing && streq (inv->lease, call->lease))
-            inv->pushing = false;
+            s_inv_push_later (self, inv);
         s_hold_t *hold = call->result ? (s_hold_t *) zhashx_lookup (self->holds, call->id) : NULL;
         if (hold && hold->sent == call->rid)
             s_hold_failed (self, hold, "no answer from the owner");
@@ -1043,12 +1075,14 @@ s_calls_expire (self_t *self, int64_t now)
     }
 }
 
-//  When the oldest request to another node is given up on, or INT64_MAX.
+//  Ms until the oldest request to another node is given up on, or INT64_MAX.
+//  Call deadlines are on the monotonic clock: a step of the wall clock does not
+//  give up on every call at once.
 static int64_t
-s_calls_deadline (self_t *self)
+s_calls_wait (self_t *self)
 {
     s_call_t *call = (s_call_t *) zlistx_first (self->call_order);
-    return call ? call->expires : INT64_MAX;
+    return call ? call->expires - zclock_mono () : INT64_MAX;
 }
 
 //  Wait for the answer to the request sent under rid, about invocation id.
@@ -1060,11 +1094,18 @@ s_call_add (self_t *self, uint64_t rid, const char *id, const char *lease, bool 
     call->result = result;
     snprintf (call->id, sizeof call->id, "%s", id);
     snprintf (call->lease, sizeof call->lease, "%s", lease);
-    int64_t now = zclock_time ();
+    int64_t now = zclock_mono ();
     call->expires = now + (self->config.call_ttl > 0 ? self->config.call_ttl : S_CALL_TTL);
     call->handle = zlistx_add_end (self->call_order, call);
     zhashx_update (self->calls, (void *) (uintptr_t) rid, call);
     s_calls_expire (self, now);
+}
+
+//  We keep as many results for their owners as we may: no more work from others.
+static bool
+s_held_full (self_t *self)
+{
+    return self->held >= S_HELD_MAX || self->held_bytes >= S_HELD_BYTES_MAX;
 }
 
 //  Tell one node, or every other member when to is NULL, what our workers take.
@@ -1078,7 +1119,9 @@ s_presence_send (self_t *self, s_node_t *to)
     zhashx_set_destructor (free_slots, s_plain_free);
     for (s_worker_t *worker = (s_worker_t *) zhashx_first (self->workers); worker;
          worker = (s_worker_t *) zhashx_next (self->workers)) {
-        uint32_t room = worker->busy < worker->capacity ? worker->capacity - worker->busy : 0;
+        uint32_t room = worker->busy < worker->capacity && !s_held_full (self)
+                            ? worker->capacity - worker->busy
+                            : 0;
         for (const char *class_name = (const char *) zlist_first (worker->classes); class_name;
              class_name = (const char *) zlist_next (worker->classes)) {
             uint32_t *slots = (uint32_t *) zhashx_lookup (free_slots, class_name);
@@ -1176,6 +1219,8 @@ s_inv_unpush (self_t *self, s_inv_t *inv)
     s_deadline (self, zclock_time ());
 }
 
+static bool s_inv_push_send (self_t *self, s_inv_t *inv);
+
 //  Push inv to a worker of node: it runs there from now on, for its timeout, unless
 //  the node refuses it.
 static void
@@ -1200,7 +1245,30 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
         slots->pushed++;
     zhashx_insert (self->running, inv->id, inv);
     s_deadline (self, inv->started_at + inv->timeout);
+    if (!s_inv_push_send (self, inv)) {
+        s_inv_unpush (self, inv);
+        return;
+    }
+    if (self->verbose)
+        zsys_info ("sn_queue: %s attempt %u pushed to node %s", inv->id, inv->attempts, node->name);
+}
 
+//  A push of inv whose outcome is not known: the same push goes again soon. The
+//  start that took it confirms it; a new start of the member (the one that took it
+//  gone) runs it, once.
+static void
+s_inv_push_later (self_t *self, s_inv_t *inv)
+{
+    inv->pushing = false;
+    inv->push_again = zclock_time () + S_PUSH_AGAIN;
+    s_deadline (self, inv->push_again);
+}
+
+//  Send the push of inv, under its lease, to its node. False when the mesh cannot
+//  take it now.
+static bool
+s_inv_push_send (self_t *self, s_inv_t *inv)
+{
     const char *reason = NULL;
     sn_msg_t *event = sn_msg_decode_trusted (inv->enqueued, inv->enqueued_size, &reason);
     const sn_value_t *root = sn_msg_root (event);
@@ -1211,14 +1279,13 @@ s_inv_push (self_t *self, s_inv_t *inv, s_node_t *node)
     sn_pack_kv_uint (self->pack, "rid", 0);
     sn_pack_kv_str (self->pack, "lease", inv->lease);
     sn_pack_kv_str (self->pack, "node", sn_owners_name (self->owners));
-    uint64_t rid = s_peer_send (self, node->name, 0);
-    if (!rid) {
-        s_inv_unpush (self, inv);
-        return;
-    }
+    uint64_t rid = s_peer_send (self, inv->remote, 0);
+    if (!rid)
+        return false;
+    inv->pushing = true;
+    inv->push_again = 0;
     s_call_add (self, rid, inv->id, inv->lease, false);
-    if (self->verbose)
-        zsys_info ("sn_queue: %s attempt %u pushed to node %s", inv->id, inv->attempts, node->name);
+    return true;
 }
 
 //  Hand out every due invocation a worker has room for, oldest first: to a worker
@@ -1293,13 +1360,16 @@ s_peers_drain (self_t *self)
                     memcpy (inv->epoch, epoch, len);
                     inv->epoch[len] = 0;
                 }
+                else
+                    epoch = NULL; //  not known: the next new start's word takes it back
                 char *worker = sn_value_get_strdup (root, "worker");
                 char *name = zsys_sprintf ("%s@%s", worker ? worker : "?", inv->remote);
                 s_note_started (self, inv, name);
                 free (name);
                 free (worker);
                 //  Taken by a start that a newer one has replaced since: lost with it
-                if (epoch && node && s_epoch_older (inv->epoch, node->epoch))
+                if (epoch && node && s_epoch_older (inv->epoch, node->epoch) &&
+                    node->expires > zclock_time ())
                     s_inv_take_back (self, inv, "the node of its worker started again");
             }
             else {
@@ -1314,10 +1384,12 @@ s_peers_drain (self_t *self)
                     slots->free = 0;
                 //  A 4xx is the member's answer: it handed nothing out. Any other (the
                 //  mesh's 503 when the member was slow to answer) may hide a worker
-                //  running it: it stays running under its lease until its timeout,
-                //  rather than run twice.
+                //  running it: it stays running under its lease, and the same push
+                //  goes again, which that member takes at most once.
                 if (code >= 400 && code < 500)
                     s_inv_unpush (self, inv);
+                else
+                    s_inv_push_later (self, inv);
             }
         }
         free (call);
@@ -1327,16 +1399,20 @@ s_peers_drain (self_t *self)
 }
 
 //  What workers of the node so named ran for us is queued again at once: its
-//  results will not come. With epoch, only what a start of it older than epoch
-//  took: a push still waiting for its answer is judged by that answer.
+//  results will not come. With epoch, only what a start of it other than epoch
+//  took (or one not known), but with keep_newer not what a start newer than epoch
+//  took (its answer came before its word): a push still waiting for its answer is
+//  judged by that answer.
 static void
-s_node_take_back (self_t *self, const char *name, const char *epoch, const char *why)
+s_node_take_back (self_t *self, const char *name, const char *epoch, bool keep_newer,
+                  const char *why)
 {
     zlistx_t *held = zlistx_new ();
     for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
          inv = (s_inv_t *) zhashx_next (self->running))
         if (inv->remote && streq (inv->remote, name) &&
-            (!epoch || (!inv->pushing && s_epoch_older (inv->epoch, epoch))))
+            (!epoch || (!inv->pushing && !streq (inv->epoch, epoch) &&
+                        !(keep_newer && s_epoch_older (epoch, inv->epoch)))))
             zlistx_add_end (held, inv);
     for (s_inv_t *inv = (s_inv_t *) zlistx_first (held); inv; inv = (s_inv_t *) zlistx_next (held))
         s_inv_take_back (self, inv, why);
@@ -1367,7 +1443,7 @@ s_nodes_update (self_t *self)
     }
     for (s_node_t *node = (s_node_t *) zlistx_first (gone); node;
          node = (s_node_t *) zlistx_next (gone)) {
-        s_node_take_back (self, node->name, NULL, "the node of its worker left");
+        s_node_take_back (self, node->name, NULL, false, "the node of its worker left");
         zhashx_delete (self->nodes, node->name);
     }
     if (zlistx_size (gone))
@@ -1442,10 +1518,26 @@ s_reply_accepted (self_t *self, sn_routed_t *request, uint64_t rid, const char *
     s_reply_send (self, request);
 }
 
+//  Keep the result in self->pack for the owner of hold's invocation.
+static void
+s_hold_keep (self_t *self, s_hold_t *hold)
+{
+    hold->result_size = sn_pack_size (self->pack);
+    hold->result = (byte *) malloc (hold->result_size);
+    memcpy (hold->result, sn_pack_data (self->pack), hold->result_size);
+    self->held++;
+    self->held_bytes += hold->result_size;
+}
+
 //  Forget work another node pushed to us: its worker's slot is free again.
 static void
 s_hold_drop (self_t *self, s_hold_t *hold)
 {
+    if (hold->result) {
+        self->held--;
+        self->held_bytes -= hold->result_size;
+        s_presence_changed (self);
+    }
     if (hold->worker) {
         if (hold->worker->busy > 0)
             hold->worker->busy--;
@@ -1542,9 +1634,7 @@ s_hold_lost (self_t *self, s_hold_t *hold, const char *why)
     sn_pack_str (self->pack, "retryable");
     sn_pack_bool (self->pack, true);
     sn_pack_kv_str (self->pack, "lease", hold->lease);
-    hold->result_size = sn_pack_size (self->pack);
-    hold->result = (byte *) malloc (hold->result_size);
-    memcpy (hold->result, sn_pack_data (self->pack), hold->result_size);
+    s_hold_keep (self, hold);
     hold->backoff = S_RESULT_RETRY;
     s_hold_try (self, hold);
 }
@@ -1614,6 +1704,19 @@ s_timers (self_t *self)
         const char *type = s_inv_fail (self, inv, 504, error, true, true);
         s_log_note (self, type, inv);
     }
+    zlistx_purge (due);
+
+    //  Pushes whose outcome is not known, sent again
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->running); inv;
+         inv = (s_inv_t *) zhashx_next (self->running)) {
+        if (inv->push_again && inv->push_again <= now)
+            zlistx_add_end (due, inv);
+        else if (inv->push_again)
+            s_deadline (self, inv->push_again);
+    }
+    for (s_inv_t *inv = (s_inv_t *) zlistx_first (due); inv; inv = (s_inv_t *) zlistx_next (due))
+        if (!s_inv_push_send (self, inv))
+            s_inv_push_later (self, inv);
     zlistx_purge (due);
 
     for (s_inv_t *inv = (s_inv_t *) zlistx_first (self->queued); inv;
@@ -1974,8 +2077,8 @@ s_running_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root
 //  Progress goes as it is, its answer straight back to the worker. A result stays
 //  here until the owner takes it: the worker hears the owner's answer, or 202 when
 //  the owner cannot take it now and this node tries again. The worker's slot stays
-//  busy until then: while owners cannot take results, our word offers no room, and
-//  the results kept here are at most our workers' capacity. Returns true when
+//  busy until then: while owners cannot take results, our word offers no room (and
+//  none at S_HELD_MAX, as workers that leave free their slots). Returns true when
 //  request was taken.
 static bool
 s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
@@ -2017,9 +2120,7 @@ s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     }
     s_pack_map_but (self->pack, root, NULL, 1);
     sn_pack_kv_str (self->pack, "lease", hold->lease);
-    hold->result_size = sn_pack_size (self->pack);
-    hold->result = (byte *) malloc (hold->result_size);
-    memcpy (hold->result, sn_pack_data (self->pack), hold->result_size);
+    s_hold_keep (self, hold);
     hold->waiting = request;
     hold->waiting_rid = rid;
     hold->backoff = S_RESULT_RETRY;
@@ -2103,10 +2204,13 @@ s_op_worker_result (self_t *self, sn_routed_t *request, const sn_value_t *root, 
 }
 
 //  worker.at {node, epoch?, classes: {class: free slots}}: another member's word of
-//  its workers. Only a member's word counts; it replaces the last one. A newer
+//  its workers. Only a member's word counts; it replaces the last one. Another
 //  epoch is a new start of that node, which lost what the starts before took; a
-//  word of an older epoch than the newest heard is a late one of a start that is
-//  gone (its dying connection in the mesh may deliver it late): it is ignored.
+//  word of an older epoch than the newest heard, while that start's word is fresh,
+//  is a late one of a start that is gone (its dying connection in the mesh may
+//  deliver it late): it is ignored. Once that word is stale, the older epoch is a
+//  new start too (of a node whose clock went back), or the node would get no work
+//  until it left the members.
 static void
 s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -2129,7 +2233,9 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
     char heard[17] = "";
     if (epoch)
         memcpy (heard, epoch, epoch_len);
-    if (epoch && s_epoch_older (heard, node->epoch)) {
+    int64_t now = zclock_time ();
+    bool older = epoch && s_epoch_older (heard, node->epoch);
+    if (older && node->expires > now) {
         if (self->verbose)
             zsys_info ("sn_queue: late word of node %s from its start %s ignored", node->name,
                        heard);
@@ -2140,7 +2246,7 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         memcpy (node->epoch, heard, sizeof node->epoch);
         char why[128];
         snprintf (why, sizeof why, "node %s of its worker started again", node->name);
-        s_node_take_back (self, node->name, node->epoch, why);
+        s_node_take_back (self, node->name, node->epoch, !older, why);
     }
     zhashx_purge (node->free);
     const sn_value_t *classes = sn_value_get (root, "classes");
@@ -2158,15 +2264,30 @@ s_op_worker_at (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
         value->free = slots > UINT32_MAX ? UINT32_MAX : (uint32_t) slots;
         zhashx_update (node->free, key, value);
     }
-    node->expires = zclock_time () + S_PRESENCE_TTL;
+    node->expires = now + S_PRESENCE_TTL;
     s_deadline (self, node->expires);
     s_reply_code (self, request, rid, 200);
     s_dispatch (self);
 }
 
+//  Answer a push taken by our worker so named, with this start's epoch.
+static void
+s_reply_pushed (self_t *self, sn_routed_t *request, uint64_t rid, const char *worker)
+{
+    sn_pack_reset (self->reply);
+    sn_pack_map (self->reply, 4);
+    sn_pack_kv_uint (self->reply, "rid", rid);
+    sn_pack_kv_uint (self->reply, "code", 200);
+    sn_pack_kv_str (self->reply, "worker", worker);
+    sn_pack_kv_str (self->reply, "epoch", self->epoch);
+    s_reply_send (self, request);
+}
+
 //  worker.push {id, bucket_id, invocation, token, data?, attempt, timeout, lease,
 //  node}: the owner of an invocation asks us to run it on one of our workers. 409
-//  when none has room for its class now.
+//  when none has room for its class now, or an older attempt at it runs here
+//  still. The same push again (same id and lease:
+//  its owner did not hear our answer) is answered as taken, and not run again.
 static void
 s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
@@ -2179,20 +2300,32 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     sn_value_uint (sn_value_get (root, "attempt"), &attempt);
     sn_value_uint (sn_value_get (root, "timeout"), &timeout);
     s_worker_t *worker = class_name ? s_worker_for (self, class_name) : NULL;
+    char key[S_ID_MAX] = "";
+    if (id && id_len < S_ID_MAX)
+        memcpy (key, id, id_len);
+    s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, key);
     if (!id || id_len == 0 || id_len >= S_ID_MAX || !lease || lease_len == 0 || lease_len > 16 ||
         !bucket || !class_name)
         s_reply_error (self, request, rid, 400,
                        "worker.push: id, lease, bucket_id and "
                        "invocation.class are required");
+    else if (hold && strlen (hold->lease) == lease_len &&
+             memcmp (hold->lease, lease, lease_len) == 0)
+        s_reply_pushed (self, request, rid, hold->worker ? hold->worker->name : hold->worker_key);
+    else if (hold && hold->worker && !hold->result)
+        //  The owner took the older attempt back, but its worker still runs it: a
+        //  new one now would run beside it, beyond the worker's capacity, and the
+        //  old one's result would pass for the new one's (results carry no attempt)
+        s_reply_error (self, request, rid, 409, "an older attempt at invocation %s still runs here",
+                       key);
+    else if (s_held_full (self))
+        s_reply_error (self, request, rid, 409,
+                       "this node keeps as many results for other nodes as it may");
     else if (!worker)
         s_reply_error (self, request, rid, 409, "no worker here has room for class %s now",
                        class_name);
     else {
-        char key[S_ID_MAX];
-        memcpy (key, id, id_len);
-        key[id_len] = 0;
         //  A new attempt at work we hold still: the owner took the old one back
-        s_hold_t *hold = (s_hold_t *) zhashx_lookup (self->holds, key);
         if (hold)
             s_hold_drop (self, hold);
         hold = (s_hold_t *) zmalloc (sizeof (s_hold_t));
@@ -2212,13 +2345,7 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
         if (self->verbose)
             zsys_info ("sn_queue: %s attempt %" PRIu64 " from another node to worker %s", key,
                        attempt, worker->name);
-        sn_pack_reset (self->reply);
-        sn_pack_map (self->reply, 4);
-        sn_pack_kv_uint (self->reply, "rid", rid);
-        sn_pack_kv_uint (self->reply, "code", 200);
-        sn_pack_kv_str (self->reply, "worker", worker->name);
-        sn_pack_kv_str (self->reply, "epoch", self->epoch);
-        s_reply_send (self, request);
+        s_reply_pushed (self, request, rid, worker->name);
     }
     free (class_name);
     free (bucket);
@@ -2793,8 +2920,9 @@ sn_queue_actor (zsock_t *pipe, void *args)
             self->presence_at = zhashx_size (self->nodes) ? now + S_PRESENCE_EVERY : INT64_MAX;
             continue;
         }
-        if (s_calls_deadline (self) <= now) {
-            s_calls_expire (self, now);
+        int64_t calls_wait = s_calls_wait (self);
+        if (calls_wait <= 0) {
+            s_calls_expire (self, zclock_mono ());
             continue;
         }
         if (self->next_deadline <= now) {
@@ -2810,8 +2938,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
         if (self->evict_at <= now)
             s_evict (self, now);
         int64_t wait = self->next_deadline - now;
-        if (s_calls_deadline (self) - now < wait)
-            wait = s_calls_deadline (self) - now;
+        if (calls_wait < wait)
+            wait = calls_wait;
         if (self->presence_at - now < wait)
             wait = self->presence_at - now;
         if (sn_owners_deadline (self->owners) - now < wait)
@@ -3122,6 +3250,11 @@ s_test_answer (zsock_t *mesh, zframe_t **from, sn_msg_t **forward, int code, con
 
 //  The queue of node "a", with the test standing in for its mesh: it publishes the
 //  placement on feed and sees, and answers, every forward on mesh.
+//  Starts of node "b" in the tests, in order
+#define S_TEST_E1 "0000000000100001"
+#define S_TEST_E2 "0000000000200001"
+#define S_TEST_E3 "0000000000300001"
+
 static void
 s_test_cluster (const char *store_endpoint, bool verbose)
 {
@@ -3166,6 +3299,11 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     char *work = s_test_work (worker, 5000);
     assert (work && streq (work, "cd-1"));
     free (work);
+    //  The same push again (its owner did not hear the answer) is taken once: 200,
+    //  and no second work (the next work the worker sees is cd-2)
+    request = zsys_sprintf (push, "cd-1");
+    assert (s_test_status (producer, request) == 200);
+    free (request);
     const char *result = "{\"op\": \"worker.result\", \"id\": \"cd-1\", \"code\": 200, "
                          "\"response\": {\"n\": 7}}";
     //  The first has a key that is not a string: left out, the map passed on is whole
@@ -3228,6 +3366,39 @@ s_test_cluster (const char *store_endpoint, bool verbose)
         s_test_answer (mesh, &from, &forward, round ? 200 : 503, NULL);
     }
 
+    //  Results kept for owners that cannot take them are capped node-wide, however
+    //  many workers come with fresh slots: at the cap a push is refused (409)
+    s_test_client_t *many = s_test_client_new (endpoint);
+    assert (s_test_status (many, "{\"op\": \"worker.hello\", \"classes\": [\"far.R\"], "
+                                 "\"capacity\": 2000, \"name\": \"wm\"}") == 200);
+    const char *push_r = "{\"op\": \"worker.push\", \"id\": \"r%d-1\", \"bucket_id\": "
+                         "\"primary\", \"token\": \"t\", \"attempt\": 1, \"timeout\": "
+                         "60000, \"lease\": \"0d\", \"node\": \"b\", \"invocation\": "
+                         "{\"class\": \"far.R\", \"method\": \"m\", \"params\": []}}";
+    for (int index = 0; index < S_HELD_MAX; index++) {
+        request = zsys_sprintf (push_r, index);
+        assert (s_test_status (producer, request) == 200);
+        free (request);
+        request = zsys_sprintf ("{\"op\": \"worker.result\", \"id\": \"r%d-1\", \"code\": "
+                                "200}",
+                                index);
+        s_test_send (many, request);
+        free (request);
+    }
+    bool full = false;
+    int64_t until = zclock_mono () + 10000;
+    for (int index = S_HELD_MAX; !full && zclock_mono () < until; index++) {
+        request = zsys_sprintf (push_r, index);
+        reply = s_test_call (producer, request);
+        free (request);
+        char *why = sn_value_get_strdup (sn_msg_root (reply), "error");
+        full = s_test_code (reply) == 409 && why && strstr (why, "keeps as many results");
+        free (why);
+        sn_msg_destroy (&reply);
+    }
+    assert (full);
+    s_test_client_destroy (&many);
+
     //  This node owns everything now (and "c" joined: it hears our word, so the
     //  placement has been seen). Its work goes to "b", whose workers take it; "b"
     //  starts again (a new epoch in its word) before it is ever declared dead: the
@@ -3243,7 +3414,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
             break;
     }
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e1\", \"classes\": {\"far.D\": 1}}") == 200);
+                                     "\"" S_TEST_E1 "\", \"classes\": {\"far.D\": 1}}") == 200);
     char *far = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
                                           "\"timeout\": 600000, \"invocation\": {\"class\": "
                                           "\"far.D\", \"method\": \"m\", \"params\": []}}");
@@ -3254,31 +3425,32 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     uint64_t attempt = 0;
     assert (sn_value_uint (sn_value_get (passed, "attempt"), &attempt) && attempt == 1);
     char *lease = sn_value_get_strdup (passed, "lease");
-    s_test_answer (mesh, &from, &forward, 200, "e1");
+    s_test_answer (mesh, &from, &forward, 200, S_TEST_E1);
     char *state = s_test_state (producer, far);
     assert (streq (state, "running/0"));
     free (state);
     //  The same start says it again: nothing changes
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e1\", \"classes\": {\"far.D\": 0}}") == 200);
+                                     "\"" S_TEST_E1 "\", \"classes\": {\"far.D\": 0}}") == 200);
     //  A word without an epoch (a node of an older version) changes no epoch
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", "
                                      "\"classes\": {\"far.D\": 0}}") == 200);
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e2\", \"classes\": {\"far.D\": 1}}") == 200);
+                                     "\"" S_TEST_E2 "\", \"classes\": {\"far.D\": 1}}") == 200);
     forward = s_test_forward (mesh, "worker.push", &from);
     assert (forward);
     passed = sn_value_get (sn_msg_root (forward), "request");
     assert (sn_value_streq (sn_value_get (passed, "id"), far));
     assert (sn_value_uint (sn_value_get (passed, "attempt"), &attempt) && attempt == 2);
     assert (!sn_value_streq (sn_value_get (passed, "lease"), lease));
-    s_test_answer (mesh, &from, &forward, 200, "e2");
+    s_test_answer (mesh, &from, &forward, 200, S_TEST_E2);
     free (lease);
     free (far);
 
     //  Room is counted per class: one of each of two classes goes to "b"
-    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e2\", \"classes\": {\"far.D\": 1, \"far.E\": 1}}") == 200);
+    assert (s_test_status (producer,
+                           "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                           "\"" S_TEST_E2 "\", \"classes\": {\"far.D\": 1, \"far.E\": 1}}") == 200);
     char *d2 = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
                                          "\"invocation\": {\"class\": \"far.D\", \"method\": "
                                          "\"m\", \"params\": []}}");
@@ -3292,7 +3464,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
         passed = sn_value_get (sn_msg_root (forward), "request");
         pushed_d2 |= sn_value_streq (sn_value_get (passed, "id"), d2);
         pushed_e1 |= sn_value_streq (sn_value_get (passed, "id"), e1);
-        s_test_answer (mesh, &from, &forward, 200, "e2");
+        s_test_answer (mesh, &from, &forward, 200, S_TEST_E2);
     }
     assert (pushed_d2 && pushed_e1);
     free (d2);
@@ -3302,7 +3474,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     //  word, first, does not take it back; the answer says e3 took it. (What "e2"
     //  took is taken back, class far.F has no room there, so it stays queued.)
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e2\", \"classes\": {\"far.F\": 1}}") == 200);
+                                     "\"" S_TEST_E2 "\", \"classes\": {\"far.F\": 1}}") == 200);
     const char *enqueue_f = "{\"op\": \"enqueue\", \"token\": \"t\", \"timeout\": 600000, "
                             "\"invocation\": {\"class\": \"far.F\", \"method\": \"m\", "
                             "\"params\": []}}";
@@ -3312,11 +3484,11 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     passed = sn_value_get (sn_msg_root (forward), "request");
     assert (sn_value_streq (sn_value_get (passed, "id"), f1));
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e3\", \"classes\": {\"far.F\": 0}}") == 200);
+                                     "\"" S_TEST_E3 "\", \"classes\": {\"far.F\": 0}}") == 200);
     state = s_test_state (producer, f1);
     assert (streq (state, "running/0"));
     free (state);
-    s_test_answer (mesh, &from, &forward, 200, "e3");
+    s_test_answer (mesh, &from, &forward, 200, S_TEST_E3);
     state = s_test_state (producer, f1);
     assert (streq (state, "running/0"));
     free (state);
@@ -3324,7 +3496,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     //  and its free slots are not "b"'s (f2 is not pushed on it)
     char *f2 = s_test_enqueue (producer, enqueue_f);
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e2\", \"classes\": {\"far.F\": 1}}") == 200);
+                                     "\"" S_TEST_E2 "\", \"classes\": {\"far.F\": 1}}") == 200);
     state = s_test_state (producer, f1);
     assert (streq (state, "running/0"));
     free (state);
@@ -3333,12 +3505,12 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     free (state);
     //  A push answered by a start older than the newest heard is taken back at once
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e3\", \"classes\": {\"far.F\": 1}}") == 200);
+                                     "\"" S_TEST_E3 "\", \"classes\": {\"far.F\": 1}}") == 200);
     forward = s_test_forward (mesh, "worker.push", &from);
     assert (forward);
     passed = sn_value_get (sn_msg_root (forward), "request");
     assert (sn_value_streq (sn_value_get (passed, "id"), f2));
-    s_test_answer (mesh, &from, &forward, 200, "e2");
+    s_test_answer (mesh, &from, &forward, 200, S_TEST_E2);
     assert (s_test_state_comes (producer, f2, "queued/0"));
     state = s_test_state (producer, f1);
     assert (streq (state, "running/0"));
@@ -3349,7 +3521,7 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     //  A push whose answer does not come within the call's ttl was taken by some
     //  start: the next newer word takes it back (a word does not while it waits)
     assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                     "\"e3\", \"classes\": {\"far.G\": 1}}") == 200);
+                                     "\"" S_TEST_E3 "\", \"classes\": {\"far.G\": 1}}") == 200);
     char *g = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
                                         "\"invocation\": {\"class\": \"far.G\", \"method\": "
                                         "\"m\", \"params\": []}}");
@@ -3363,8 +3535,8 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     bool back = false;
     for (int start = 100; !back && zclock_mono () < deadline; start++) {
         char *word = zsys_sprintf ("{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
-                                   "\"f%d\", \"classes\": {\"far.G\": 0}}",
-                                   start);
+                                   "\"%016x\", \"classes\": {\"far.G\": 0}}",
+                                   0x400000 + start);
         assert (s_test_status (producer, word) == 200);
         free (word);
         state = s_test_state (producer, g);
@@ -3374,6 +3546,105 @@ s_test_cluster (const char *store_endpoint, bool verbose)
     }
     assert (back);
     free (g);
+
+    //  A start whose epoch is far ahead of our clock (or not 16 lowercase hex digits)
+    //  is not ordered: the next start of the node is a new start, not a late word
+    const char *enqueue_k = "{\"op\": \"enqueue\", \"token\": \"t\", \"invocation\": "
+                            "{\"class\": \"far.K\", \"method\": \"m\", \"params\": []}}";
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"fffffffffff00001\", \"classes\": {}}") == 200);
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"0000000000500001\", \"classes\": {\"far.K\": 1}}") == 200);
+    char *k = s_test_enqueue (producer, enqueue_k);
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), k));
+    //  An answer whose epoch is not one says nothing of which start took it: the
+    //  work stays running
+    s_test_answer (mesh, &from, &forward, 200, "0000000000500001a");
+    assert (!s_test_state_comes (producer, k, "queued/0"));
+    free (k);
+    //  An older start's word while the newest start's word is fresh is late; once
+    //  that word is stale, it is a start of a node whose clock went back
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"0000000000500001\", \"classes\": {}}") == 200);
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"0000000000400001\", \"classes\": {\"far.K\": 1}}") == 200);
+    k = s_test_enqueue (producer, enqueue_k);
+    state = s_test_state (producer, k);
+    assert (streq (state, "queued/0"));
+    free (state);
+    deadline = zclock_mono () + 15000;
+    forward = NULL;
+    while (!forward && zclock_mono () < deadline) {
+        assert (s_test_status (producer,
+                               "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                               "\"0000000000400001\", \"classes\": {\"far.K\": 1}}") == 200);
+        forward = s_test_forward (mesh, "worker.push", &from);
+    }
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), k));
+    s_test_answer (mesh, &from, &forward, 200, "0000000000400001");
+    free (k);
+
+    //  A push whose outcome is not known (the mesh's 503, after the word of a new
+    //  start came while it waited) is sent again, the same: the start there now
+    //  runs it, once; it is not left running until its timeout
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"0000000000800001\", \"classes\": {\"far.H\": 1}}") == 200);
+    char *h = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"t\", "
+                                        "\"timeout\": 600000, \"invocation\": {\"class\": "
+                                        "\"far.H\", \"method\": \"m\", \"params\": []}}");
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), h));
+    lease = sn_value_get_strdup (passed, "lease");
+    assert (s_test_status (producer, "{\"op\": \"worker.at\", \"node\": \"b\", \"epoch\": "
+                                     "\"0000000000900001\", \"classes\": {\"far.H\": 0}}") == 200);
+    s_test_answer (mesh, &from, &forward, 503, NULL);
+    forward = s_test_forward (mesh, "worker.push", &from);
+    assert (forward);
+    passed = sn_value_get (sn_msg_root (forward), "request");
+    assert (sn_value_streq (sn_value_get (passed, "id"), h));
+    assert (sn_value_streq (sn_value_get (passed, "lease"), lease));
+    assert (sn_value_uint (sn_value_get (passed, "attempt"), &attempt) && attempt == 1);
+    s_test_answer (mesh, &from, &forward, 200, "0000000000900001");
+    state = s_test_state (producer, h);
+    assert (streq (state, "running/0"));
+    free (state);
+    free (lease);
+    free (h);
+
+    //  A new attempt at work whose older attempt runs here still is refused until
+    //  that one's result is in: never two attempts at once, nor the old result
+    //  passed on as the new one's
+    s_test_client_t *second = s_test_client_new (endpoint);
+    assert (s_test_status (second, "{\"op\": \"worker.hello\", \"classes\": [\"far.Q\"], "
+                                   "\"capacity\": 2, \"name\": \"w2\"}") == 200);
+    const char *push_q = "{\"op\": \"worker.push\", \"id\": \"q-1\", \"bucket_id\": "
+                         "\"primary\", \"token\": \"t\", \"attempt\": %d, \"timeout\": "
+                         "60000, \"lease\": \"%s\", \"node\": \"b\", \"invocation\": "
+                         "{\"class\": \"far.Q\", \"method\": \"m\", \"params\": []}}";
+    request = zsys_sprintf (push_q, 1, "01");
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    work = s_test_work (second, 5000);
+    assert (work && streq (work, "q-1"));
+    free (work);
+    request = zsys_sprintf (push_q, 2, "02");
+    assert (s_test_status (producer, request) == 409);
+    //  Its result ends it (here the owner of the partition: the hold is over)
+    assert (s_test_status (second, "{\"op\": \"worker.result\", \"id\": \"q-1\", "
+                                   "\"code\": 200}") == 409);
+    assert (s_test_status (producer, request) == 200);
+    free (request);
+    work = s_test_work (second, 5000);
+    assert (work && streq (work, "q-1"));
+    free (work);
+    s_test_client_destroy (&second);
 
     s_test_client_destroy (&producer);
     s_test_client_destroy (&worker);

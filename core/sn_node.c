@@ -93,7 +93,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     if (!self->batch)
         goto failed;
     //  The mesh tries a forward on each replica in turn (rf at most), each try as long
-    //  as a replica write: its answer comes within that, twice for a busy loop
+    //  as a replica write: its answer comes within that. Twice that, so that an answer
+    //  the mesh's loop gives late while busy with other requests is still heard: a
+    //  call given up on too early sends its push again or tries its result again.
     int64_t call_ttl = 2 * (int64_t) config->rf * config->write_timeout;
     sn_queue_config_t queue = {
         queue_endpoint,         mesh_endpoint,

@@ -147,12 +147,14 @@ typedef struct {
 } s_node_t;
 
 //  Work another node owns and pushed to one of our workers. Kept after its result
-//  until the owner has taken that result, or has taken the work back anyway.
+//  until the owner has taken that result, or has taken the work back anyway; once
+//  done, kept as a tombstone until its until: a copy of its push still on the way
+//  (its owner did not hear our answer) is known and not run again.
 typedef struct {
     char id[S_ID_MAX];    //  the invocation
     char lease[17];       //  the owner's lease, carried by its progress and result
     s_worker_t *worker;   //  who runs it, its slot busy until the owner has the result;
-                          //  NULL once that worker is gone
+                          //  NULL once that worker is gone, or the attempt done
     char *worker_key;     //  that worker's key: its result sent again is known
     int64_t until;        //  unix ms when the owner has taken it back anyway
     byte *result;         //  the worker.result with the lease, until the owner takes it
@@ -162,6 +164,7 @@ typedef struct {
     uint64_t sent;        //  rid of the try of result in flight, or 0
     int64_t retry_at;     //  unix ms of the next try while none is in flight
     int64_t backoff;      //  ms from a failed try to the next
+    bool done;            //  the attempt is over: no worker, no result, only its lease
 } s_hold_t;
 
 //  A request to another node waiting for its answer.
@@ -1529,18 +1532,23 @@ s_hold_keep (self_t *self, s_hold_t *hold)
     self->held_bytes += hold->result_size;
 }
 
-//  Forget work another node pushed to us: its worker's slot is free again.
+//  The attempt of hold is over: its worker's slot is free again and its result
+//  gone, and only its id and lease stay, until its until.
 static void
-s_hold_drop (self_t *self, s_hold_t *hold)
+s_hold_done (self_t *self, s_hold_t *hold)
 {
     if (hold->result) {
         self->held--;
         self->held_bytes -= hold->result_size;
+        free (hold->result);
+        hold->result = NULL;
+        hold->result_size = 0;
         s_presence_changed (self);
     }
     if (hold->worker) {
         if (hold->worker->busy > 0)
             hold->worker->busy--;
+        hold->worker = NULL;
         s_presence_changed (self);
     }
     if (hold->waiting) {
@@ -1548,18 +1556,28 @@ s_hold_drop (self_t *self, s_hold_t *hold)
                        "invocation %s is not held by this worker any more", hold->id);
         hold->waiting = NULL;
     }
+    hold->sent = 0;
+    hold->done = true;
+}
+
+//  Forget work another node pushed to us, its tombstone too: a push of it under
+//  any lease runs again.
+static void
+s_hold_drop (self_t *self, s_hold_t *hold)
+{
+    s_hold_done (self, hold);
     zhashx_delete (self->holds, hold->id);
 }
 
 //  Pass the result of hold on to the owner of its invocation, by the id's
-//  partition. The hold is gone if ownership came here since: the replay queued
-//  the invocation again, and this attempt is over.
+//  partition. The attempt is over if ownership came here since: the replay queued
+//  the invocation again.
 static void
 s_hold_try (self_t *self, s_hold_t *hold)
 {
     int64_t p = self->peers ? s_id_partition (self, hold->id) : -1;
     if (p < 0 || sn_owners_owns (self->owners, (uint32_t) p)) {
-        s_hold_drop (self, hold);
+        s_hold_done (self, hold);
         return;
     }
     sn_pack_reset (self->pack);
@@ -1607,7 +1625,8 @@ s_hold_answered (self_t *self, s_hold_t *hold, const sn_value_t *answer, uint64_
             s_reply_send (self, hold->waiting);
             hold->waiting = NULL;
         }
-        s_hold_drop (self, hold);
+        //  A copy of its push still on the way must not run it again
+        s_hold_done (self, hold);
         return;
     }
     char *error = sn_value_get_strdup (answer, "error");
@@ -2088,12 +2107,12 @@ s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     s_hold_t *hold = id ? (s_hold_t *) zhashx_lookup (self->holds, id) : NULL;
     bool owned_here = id && zhashx_lookup (self->invocations, id);
     free (id);
-    if (!hold || !streq (hold->worker_key, worker->key))
+    if (!hold || hold->done || !streq (hold->worker_key, worker->key))
         return false;
     //  Ownership came here since: the replay queued it again, this attempt is over
     if (owned_here) {
         if (result)
-            s_hold_drop (self, hold);
+            s_hold_done (self, hold);
         return false;
     }
     if (!result) {
@@ -2312,7 +2331,7 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
     else if (hold && strlen (hold->lease) == lease_len &&
              memcmp (hold->lease, lease, lease_len) == 0)
         s_reply_pushed (self, request, rid, hold->worker ? hold->worker->name : hold->worker_key);
-    else if (hold && hold->worker && !hold->result)
+    else if (hold && !hold->done && hold->worker && !hold->result)
         //  The owner took the older attempt back, but its worker still runs it: a
         //  new one now would run beside it, beyond the worker's capacity, and the
         //  old one's result would pass for the new one's (results carry no attempt)
@@ -2325,7 +2344,7 @@ s_op_worker_push (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
         s_reply_error (self, request, rid, 409, "no worker here has room for class %s now",
                        class_name);
     else {
-        //  A new attempt at work we hold still: the owner took the old one back
+        //  A new attempt at work we hold still, or held: the owner took the old one back
         if (hold)
             s_hold_drop (self, hold);
         hold = (s_hold_t *) zmalloc (sizeof (s_hold_t));
@@ -3365,6 +3384,50 @@ s_test_cluster (const char *store_endpoint, bool verbose)
         assert (sn_value_int (sn_value_get (passed, "code"), &code) && code == 504);
         s_test_answer (mesh, &from, &forward, round ? 200 : 503, NULL);
     }
+
+    //  A push whose answer was lost is sent again by its owner, and the copy may come
+    //  after the owner has taken the result: it is taken as before (200), not run
+    //  again. A push under a new lease runs.
+    s_test_client_t *once = s_test_client_new (endpoint);
+    assert (s_test_status (once, "{\"op\": \"worker.hello\", \"classes\": [\"far.T\"], "
+                                 "\"capacity\": 1, \"name\": \"wt\"}") == 200);
+    const char *push_t = "{\"op\": \"worker.push\", \"id\": \"t-1\", \"bucket_id\": "
+                         "\"primary\", \"token\": \"t\", \"attempt\": %d, \"timeout\": "
+                         "60000, \"lease\": \"%s\", \"node\": \"b\", \"invocation\": "
+                         "{\"class\": \"far.T\", \"method\": \"m\", \"params\": []}}";
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        request = zsys_sprintf (push_t, attempt, attempt == 1 ? "0e" : "0f");
+        assert (s_test_status (producer, request) == 200);
+        free (request);
+        //  The next work the worker sees is this attempt: the copy of the first
+        //  push did not run it again
+        sn_msg_t *got = (sn_msg_t *) zlist_pop (once->pushed);
+        if (!got)
+            got = s_test_recv (once, 5000);
+        assert (got);
+        assert (sn_value_streq (sn_value_get (sn_msg_root (got), "id"), "t-1"));
+        uint64_t got_attempt = 0;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (got), "attempt"), &got_attempt) &&
+                got_attempt == (uint64_t) attempt);
+        sn_msg_destroy (&got);
+        uint64_t sent =
+            s_test_send (once, "{\"op\": \"worker.result\", \"id\": \"t-1\", \"code\": 200}");
+        forward = s_test_forward (mesh, "worker.result", &from);
+        assert (forward);
+        passed = sn_value_get (sn_msg_root (forward), "request");
+        assert (sn_value_streq (sn_value_get (passed, "id"), "t-1"));
+        assert (sn_value_streq (sn_value_get (passed, "lease"), attempt == 1 ? "0e" : "0f"));
+        s_test_answer (mesh, &from, &forward, 200, NULL);
+        reply = s_test_reply (once, sent);
+        assert (s_test_code (reply) == 200);
+        sn_msg_destroy (&reply);
+        if (attempt == 1) {
+            request = zsys_sprintf (push_t, 1, "0e");
+            assert (s_test_status (producer, request) == 200);
+            free (request);
+        }
+    }
+    s_test_client_destroy (&once);
 
     //  Results kept for owners that cannot take them are capped node-wide, however
     //  many workers come with fresh slots: at the cap a push is refused (409)

@@ -174,22 +174,27 @@ sn_owners_owns (sn_owners_t *self, uint32_t p)
 }
 
 int64_t
+sn_owners_id_partition (sn_owners_t *self, const char *id, size_t len)
+{
+    //  "<hex>-<p>": the partition is in the name
+    size_t at = len;
+    while (at > 0 && isdigit ((unsigned char) id[at - 1]))
+        at--;
+    if (at < 2 || at == len || id[at - 1] != '-' || len - at > 9)
+        return -1;
+    uint64_t p = 0;
+    for (size_t index = at; index < len; index++)
+        p = p * 10 + (uint64_t) (id[index] - '0');
+    return p < self->partitions ? (int64_t) p : -1;
+}
+
+int64_t
 sn_owners_partition (sn_owners_t *self, const sn_value_t *root)
 {
     size_t len = 0;
     const char *id = sn_value_str (sn_value_get (root, "id"), &len);
-    if (id) {
-        //  "<hex>-<p>": the partition is in the name
-        size_t at = len;
-        while (at > 0 && isdigit ((unsigned char) id[at - 1]))
-            at--;
-        if (at < 2 || at == len || id[at - 1] != '-' || len - at > 9)
-            return -1;
-        uint64_t p = 0;
-        for (size_t index = at; index < len; index++)
-            p = p * 10 + (uint64_t) (id[index] - '0');
-        return p < self->partitions ? (int64_t) p : -1;
-    }
+    if (id)
+        return sn_owners_id_partition (self, id, len);
     const sn_value_t *bucket = sn_value_get (root, "bucket_id");
     if (!bucket)
         return sn_partition ("primary", 7, self->partitions);
@@ -424,6 +429,8 @@ sn_owners_test (bool verbose)
         sn_pack_kv_str (pack, "id", ids[index]);
         sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
         assert (sn_owners_partition (owners, sn_msg_root (msg)) == expected[index]);
+        assert (sn_owners_id_partition (owners, ids[index], strlen (ids[index])) ==
+                expected[index]);
         sn_msg_destroy (&msg);
     }
     sn_pack_reset (pack);

@@ -57,6 +57,9 @@ int sn_owners_set_wait (sn_owners_t *self, const char *op, uint32_t ms);
 //  absent), or the "-<p>" that ends an invocation id; -1 when it names none.
 int64_t sn_owners_partition (sn_owners_t *self, const sn_value_t *root);
 
+//  The partition an invocation id of len bytes names ("<hex>-<p>"), or -1.
+int64_t sn_owners_id_partition (sn_owners_t *self, const char *id, size_t len);
+
 //  Take request (for partition p, its decoded payload root) when this node does not
 //  own p: forwarded to the owner, held until the first placement, or answered.
 //  Returns true when the request was taken (it is no longer the caller's), false

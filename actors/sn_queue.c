@@ -1467,21 +1467,6 @@ s_nodes_update (self_t *self)
     }
 }
 
-//  The partition of an invocation id, or -1 when the id does not name one.
-static int64_t
-s_id_partition (self_t *self, const char *id)
-{
-    sn_pack_t *pack = sn_pack_new ();
-    sn_pack_map (pack, 1);
-    sn_pack_kv_str (pack, "id", id);
-    const char *reason = NULL;
-    sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), &reason);
-    int64_t p = sn_owners_partition (self->owners, sn_msg_root (msg));
-    sn_msg_destroy (&msg);
-    sn_pack_destroy (&pack);
-    return p;
-}
-
 //  Pack the entries of map root, but the one named skip and any whose key is not a
 //  string, into pack as a map with room for extra more entries that the caller
 //  packs next.
@@ -1575,7 +1560,8 @@ s_hold_drop (self_t *self, s_hold_t *hold)
 static void
 s_hold_try (self_t *self, s_hold_t *hold)
 {
-    int64_t p = self->peers ? s_id_partition (self, hold->id) : -1;
+    int64_t p =
+        self->peers ? sn_owners_id_partition (self->owners, hold->id, strlen (hold->id)) : -1;
     if (p < 0 || sn_owners_owns (self->owners, (uint32_t) p)) {
         s_hold_done (self, hold);
         return;

@@ -24,6 +24,10 @@
                            //  than a client waits for its answer
 #define S_SCAN_LIMIT 1000  //  events per scan page at start
 #define S_SCAN_WAIT  60000 //  ms START waits for a scan page
+//  ms a takeover waits for one: the actor serves nobody meanwhile. Longer than a
+//  call through the mesh (--write-timeout-ms, 2 s by default), whose 503 comes
+//  first; a silent log fails the replay, which is tried again later.
+#define S_TAKEOVER_WAIT 5000
 
 //  The value in a bucket's seen table of a result already in a commit.
 static char s_committed[] = "committed";
@@ -1132,8 +1136,10 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
     }
 }
 
+//  Rebuild the buckets of partition p from its events, waiting up to wait ms a
+//  page. Returns 0, or -1 with the reason.
 static int
-s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
+s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size)
 {
     char *from = NULL;
     zpoller_t *poller = zpoller_new (self->scan, NULL);
@@ -1153,7 +1159,7 @@ s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
         //  Acknowledgements of writes made before a REPLAY may come first
         uint64_t scan_rid = self->rid, rid = 0;
         sn_msg_t *reply = NULL;
-        while (!reply && zpoller_wait (poller, S_SCAN_WAIT) == self->scan) {
+        while (!reply && zpoller_wait (poller, wait) == self->scan) {
             frame = zframe_recv (self->scan);
             const char *reason = NULL;
             reply = frame
@@ -1175,7 +1181,9 @@ s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
         uint64_t code = 0;
         sn_value_uint (sn_value_get (root, "code"), &code);
         if (code != 200) {
-            snprintf (error, size, "scan of partition %u failed", p);
+            char *text = sn_value_get_strdup (root, "error");
+            snprintf (error, size, "scan of partition %u failed: %s", p, text ? text : "no reason");
+            free (text);
             sn_msg_destroy (&reply);
             rc = -1;
             break;
@@ -1267,6 +1275,29 @@ s_release_held (self_t *self)
         s_handle_request (self, request);
 }
 
+//  Partition p is taken over here: replay it, and its commits are due. One that
+//  fails is not served half done: its buckets are dropped (primary starts afresh),
+//  so nothing of it is committed or posted, the next try starts from nothing (a
+//  replay over a commit already loaded would load it twice), and requests for p
+//  are answered 503 until a try succeeds (sn_owners). Returns 0, or -1 with the
+//  reason.
+static int
+s_take_over (self_t *self, uint32_t p, char *error, size_t size)
+{
+    if (s_replay_partition (self, p, S_TAKEOVER_WAIT, error, size) == 0) {
+        sn_owners_replayed (self->owners, p);
+        s_settle (self, p);
+        return 0;
+    }
+    s_drop_partition (self, p);
+    if (s_partition_of (self, "primary") == p)
+        zhashx_update (self->buckets, "primary", s_bucket_new ("primary"));
+    int64_t retry = sn_owners_replay_failed (self->owners, p);
+    zsys_error ("sn_batch: taking over partition %u: %s; trying again in %" PRId64 " ms", p, error,
+                retry - zclock_time ());
+    return -1;
+}
+
 //  The partition table changed: drop what went, replay what came.
 static void
 s_placement (self_t *self)
@@ -1277,11 +1308,8 @@ s_placement (self_t *self)
                 s_drop_partition (self, p);
         for (uint32_t p = 0; p < self->config.partitions; p++) {
             char error[256];
-            if (!self->gained[p])
-                continue;
-            if (s_replay_partition (self, p, error, sizeof error))
-                zsys_error ("sn_batch: taking over partition %u: %s", p, error);
-            s_settle (self, p);
+            if (self->gained[p])
+                s_take_over (self, p, error, sizeof error);
         }
     }
     s_release_held (self);
@@ -1309,7 +1337,8 @@ s_self_start (self_t *self)
     //  With a feed, partitions are replayed as the mesh hands them to this node
     char error[256];
     for (uint32_t p = 0; p < self->config.partitions; p++)
-        if (sn_owners_owns (self->owners, p) && s_replay_partition (self, p, error, sizeof error))
+        if (sn_owners_owns (self->owners, p) &&
+            s_replay_partition (self, p, S_SCAN_WAIT, error, sizeof error))
             return strdup (error);
     s_settle (self, -1);
     self->router = zsock_new (ZMQ_ROUTER);
@@ -1349,7 +1378,7 @@ s_handle_pipe (self_t *self)
         if (!partition || p >= self->config.partitions)
             snprintf (error, sizeof error, "REPLAY: no partition %s", partition ? partition : "");
         else
-            s_replay_partition (self, p, error, sizeof error);
+            s_take_over (self, p, error, sizeof error);
         zstr_send (self->pipe, *error ? error : "OK");
         zstr_free (&partition);
     }
@@ -1418,8 +1447,17 @@ sn_batch_actor (zsock_t *pipe, void *args)
             s_release_held (self);
             continue;
         }
+        //  One takeover tried again at a time: the sockets are looked at between two
+        int64_t retry = sn_owners_replay_due (self->owners, now);
+        if (retry >= 0) {
+            char error[256];
+            s_take_over (self, (uint32_t) retry, error, sizeof error);
+            continue;
+        }
         if (sn_owners_deadline (self->owners) < next)
             next = sn_owners_deadline (self->owners);
+        if (sn_owners_replay_at (self->owners) < next)
+            next = sn_owners_replay_at (self->owners);
         zsock_t *which =
             (zsock_t *) zpoller_wait (self->poller, next > now ? (int) (next - now) : 0);
         if (which == self->pipe)
@@ -1719,6 +1757,73 @@ sn_batch_test (bool verbose)
     sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "waiting"), &waiting);
     assert (delivered == 1 && waiting == 0);
     sn_msg_destroy (&reply);
+
+    //  A takeover whose scans fail partway is not served: b answers 503 and nothing
+    //  of it is held, until a later try replays it whole
+    zsock_destroy (&client);
+    zactor_destroy (&batch);
+    zactor_t *proxy = zactor_new (sn_owners_scan_proxy, store_ep);
+    char *scans = zsys_sprintf ("%s-scans", store_ep);
+    sn_batch_config_t through = config;
+    through.keep_finished = 0;
+    through.store = scans;
+    batch = sn_batch_new (&through, error, sizeof error);
+    assert (batch);
+    client = zsock_new_dealer (batch_ep);
+    zstr_send (proxy, "FAIL");
+    answer = zstr_recv (proxy);
+    free (answer);
+    char number[16];
+    uint32_t p = sn_partition ("b", 1, 8);
+    snprintf (number, sizeof number, "%u", p);
+    zstr_sendx (batch, "REPLAY", number, NULL);
+    answer = zstr_recv (batch);
+    assert (strstr (answer, "store is busy"));
+    free (answer);
+    reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}");
+    assert (s_test_code (reply) == 503);
+    char *taking = zsys_sprintf ("partition %u is being taken over here, try again", p);
+    char *said = sn_value_get_strdup (sn_msg_root (reply), "error");
+    assert (said && streq (said, taking));
+    free (said);
+    free (taking);
+    sn_msg_destroy (&reply);
+    zstr_sendx (batch, "SEEN", "b", NULL);
+    answer = zstr_recv (batch);
+    assert (streq (answer, "0"));
+    free (answer);
+    zstr_send (proxy, "PASS");
+    answer = zstr_recv (proxy);
+    free (answer);
+    deadline = zclock_mono () + 20000;
+    while (true) {
+        reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}");
+        if (s_test_code (reply) == 200)
+            break;
+        assert (s_test_code (reply) == 503 && zclock_mono () < deadline);
+        sn_msg_destroy (&reply);
+        zclock_sleep (10); //  poll interval, not synchronisation
+    }
+    bucket = sn_value_get (sn_msg_root (reply), "bucket");
+    delivered = 0;
+    waiting = pending = 9;
+    sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "delivered"), &delivered);
+    sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "waiting"), &waiting);
+    sn_value_uint (sn_value_get (bucket, "commits_pending"), &pending);
+    assert (delivered == 1 && waiting == 0 && pending == 0);
+    assert (
+        sn_value_streq (sn_value_get (sn_value_get (bucket, "last_commit"), "state"), "delivered"));
+    sn_msg_destroy (&reply);
+    zstr_sendx (batch, "SEEN", "b", NULL);
+    answer = zstr_recv (batch);
+    assert (streq (answer, "1"));
+    free (answer);
+    zstr_send (proxy, "REFUSED");
+    answer = zstr_recv (proxy);
+    assert (streq (answer, "1"));
+    free (answer);
+    zactor_destroy (&proxy);
+    free (scans);
 
     zsock_destroy (&receiver);
     zsock_destroy (&client);

@@ -1246,9 +1246,9 @@ s_settle (self_t *self, int64_t p)
     }
 }
 
-//  Partition p is owned elsewhere now: forget its buckets (primary always exists).
-//  Their events stay in the log for the new owner; answers still on their way for
-//  them find no bucket and are dropped.
+//  Partition p is owned elsewhere now, or its replay failed: forget its buckets
+//  (primary always exists). Their events stay in the log for the new owner; answers
+//  still on their way for them find no bucket and are dropped.
 static void
 s_drop_partition (self_t *self, uint32_t p)
 {
@@ -1261,7 +1261,8 @@ s_drop_partition (self_t *self, uint32_t p)
          id = (const char *) zlistx_next (gone))
         zhashx_delete (self->buckets, id);
     if (zlistx_size (gone))
-        zsys_info ("sn_batch: partition %u moved away, %zu buckets dropped", p, zlistx_size (gone));
+        zsys_info ("sn_batch: partition %u: %zu buckets dropped from memory", p,
+                   zlistx_size (gone));
     zlistx_destroy (&gone);
 }
 

@@ -2727,8 +2727,9 @@ s_partition_of (self_t *self, s_inv_t *inv)
     return sn_partition (inv->bucket, strlen (inv->bucket), self->config.partitions);
 }
 
-//  Partition p is owned elsewhere now: forget its invocations and buckets. Their
-//  events stay in the log for the new owner; writes in flight still complete.
+//  Partition p is owned elsewhere now, or its replay failed: forget its invocations
+//  and buckets. Their events stay in the log for the new owner; writes in flight
+//  still complete.
 static void
 s_drop_partition (self_t *self, uint32_t p)
 {
@@ -2750,7 +2751,7 @@ s_drop_partition (self_t *self, uint32_t p)
         zhashx_delete (self->invocations, inv->id);
     }
     if (zlistx_size (gone))
-        zsys_info ("sn_queue: partition %u moved away, %zu invocations dropped", p,
+        zsys_info ("sn_queue: partition %u: %zu invocations dropped from memory", p,
                    zlistx_size (gone));
     zlistx_purge (gone);
     for (const char *state = (const char *) zhashx_first (self->buckets); state;

@@ -499,6 +499,7 @@ sn_owners_scan_proxy (zsock_t *pipe, void *args)
     sn_pack_t *pack = sn_pack_new ();
     zframe_t *client = NULL;
     char mode = 'P';
+    bool once = false; //  the next refusal is the last
     size_t refused = 0;
     while (true) {
         zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
@@ -510,10 +511,14 @@ sn_owners_scan_proxy (zsock_t *pipe, void *args)
             }
             if (streq (command, "REFUSED"))
                 zstr_sendf (pipe, "%zu", refused);
-            else {
+            else if (streq (command, "PASS") || streq (command, "FAIL") ||
+                     streq (command, "FAIL1") || streq (command, "SILENT")) {
                 mode = command[0];
+                once = streq (command, "FAIL1");
                 zstr_send (pipe, "OK");
             }
+            else
+                zstr_sendf (pipe, "no command %s", command);
             zstr_free (&command);
         }
         else if (which == front) {
@@ -538,6 +543,8 @@ sn_owners_scan_proxy (zsock_t *pipe, void *args)
                     frame = sn_pack_frame (pack);
                     zframe_send (&frame, front, 0);
                 }
+                if (once)
+                    mode = 'P';
             }
             else {
                 //  A page of one event: a replay of a few events has pages after its first

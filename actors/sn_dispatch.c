@@ -28,9 +28,11 @@
 //  How often agents' liveness and coalesced progress are looked at, in ms.
 #define S_SWEEP_MS 1000
 
-//  A replay page not answered in this many ms fails the replay (longer than a call
-//  through the mesh, --write-timeout-ms, 2 s by default, whose 503 comes first). A
-//  failed replay is tried again after S_RETRY_FIRST ms, doubling up to S_RETRY_MAX.
+//  A replay page not answered in this many ms fails the replay: the log answers a
+//  page within --write-timeout-ms (2 s by default) when the mesh scans the
+//  replicas, at once from the local store. The replay does not hold the loop, so a
+//  long wait delays only that partition. A failed replay is tried again after
+//  S_RETRY_FIRST ms, doubling up to S_RETRY_MAX.
 #define S_SCAN_WAIT   5000
 #define S_RETRY_FIRST 1000
 #define S_RETRY_MAX   10000
@@ -3297,7 +3299,8 @@ s_replay_page (self_t *self, const sn_value_t *reply, uint64_t code)
 //  Taking partitions over and giving them up
 
 //  Forgets the jobs of partition p, owned elsewhere now: their tasks leave the
-//  agents here, their timers stop. Their events stay in the log for the new owner.
+//  agents here, their timers stop, its replay stops (the caller starts the next).
+//  Their events stay in the log for the new owner.
 static void
 s_partition_drop (self_t *self, uint32_t p)
 {
@@ -3305,8 +3308,16 @@ s_partition_drop (self_t *self, uint32_t p)
     //  Tries of an earlier replay that failed end with it
     self->backoff[p] = 0;
     self->retry_at[p] = INT64_MAX;
-    if (self->replay_p == (int) p)
+    if (self->replay_p == (int) p) {
+        //  Its scan ends here: were it to go on, a regain of p queued meanwhile
+        //  would find p shown from the cursor on and replay the rest unguarded
+        char key[24];
+        snprintf (key, sizeof key, "%" PRIu64, self->scan_rid);
+        zhashx_delete (self->pending, key);
+        self->scan_until = INT64_MAX;
+        self->replay_p = -1;
         zlistx_purge (self->replayed);
+    }
     zlistx_t *dropped = zlistx_new ();
     for (s_job_t *job = (s_job_t *) zhashx_first (self->jobs); job;
          job = (s_job_t *) zhashx_next (self->jobs))

@@ -728,7 +728,14 @@ s_snapshot (self_t *self, const char *topic)
         sn_pack_map (self->body, 1);
         sn_pack_str (self->body, "error");
         char error[300];
-        snprintf (error, sizeof error, "no job %s", topic);
+        //  A job of a partition being taken over may be in the log yet: its
+        //  subscriber is told to come again, as a request would be
+        uint32_t p = sn_partition (topic, strlen (topic), self->partitions);
+        if (self->owned[p] && self->replaying[p])
+            snprintf (error, sizeof error,
+                      "job %s: partition %u is being taken over here, try again", topic, p);
+        else
+            snprintf (error, sizeof error, "no job %s", topic);
         sn_pack_str (self->body, error);
     }
     s_publish_frames (self, topic, job ? job->seq : 0, S_SNAPSHOT);
@@ -4697,6 +4704,12 @@ sn_dispatch_test (bool verbose)
         s_test_call (producer, "{\"op\":\"job.list\",\"rid\":91,\"status\":\"cancelled\"}", false);
     assert (strstr (reply, "\"code\":200") && !strstr (reply, job_id));
     free (reply);
+    //  A subscriber is told to come again, not that the job does not exist
+    zsock_t *watching = zsock_new_sub (publish, job_id);
+    update = s_test_update (watching, &snapshot);
+    assert (snapshot && strstr (update, taking));
+    free (update);
+    zsock_destroy (&watching);
     zstr_send (proxy, "REFUSED");
     answer = zstr_recv (proxy);
     unsigned long refused = strtoul (answer, NULL, 10);

@@ -1312,8 +1312,11 @@ s_take_over (self_t *self, uint32_t p, char *error, size_t size)
     if (s_partition_of (self, "primary") == p)
         zhashx_update (self->buckets, "primary", s_bucket_new ("primary"));
     int64_t retry = sn_owners_replay_failed (self->owners, p);
-    zsys_error ("sn_batch: taking over partition %u: %s; trying again in %" PRId64 " ms", p, error,
-                retry - zclock_time ());
+    if (retry == INT64_MAX)
+        zsys_error ("sn_batch: replaying partition %u, not owned here: %s", p, error);
+    else
+        zsys_error ("sn_batch: taking over partition %u: %s; trying again in %" PRId64 " ms", p,
+                    error, retry - zclock_time ());
     return -1;
 }
 

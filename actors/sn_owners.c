@@ -365,6 +365,10 @@ int64_t
 sn_owners_replay_failed (sn_owners_t *self, uint32_t p)
 {
     assert (p < self->partitions);
+    //  A partition owned elsewhere (a REPLAY asked on the pipe) is its owner's to
+    //  replay: tried again here, it would load state served elsewhere
+    if (!self->owned[p])
+        return INT64_MAX;
     uint32_t backoff = self->backoff[p] ? self->backoff[p] * 2 : S_RETRY_FIRST;
     self->backoff[p] = backoff < S_RETRY_MAX ? backoff : S_RETRY_MAX;
     self->retry_at[p] = zclock_time () + self->backoff[p];
@@ -666,6 +670,10 @@ sn_owners_test (bool verbose)
         changes += sn_owners_recv (owners, gained, lost);
     }
     assert (sn_owners_owns (owners, mine) && changes == 1 && gained[mine] && !lost[mine]);
+    //  A failed replay of a partition owned elsewhere is not tried again
+    assert (sn_owners_replay_failed (owners, (mine + 1) % 4) == INT64_MAX);
+    assert (!sn_owners_taking_over (owners, (mine + 1) % 4));
+    assert (sn_owners_replay_at (owners) == INT64_MAX);
     assert (streq (sn_owners_name (owners), "a"));
     assert (zlist_size (sn_owners_members (owners)) == 2);
     assert (streq ((const char *) zlist_last (sn_owners_members (owners)), "b"));

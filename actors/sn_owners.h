@@ -86,7 +86,8 @@ sn_routed_t *sn_owners_release (sn_owners_t *self, zsock_t *router);
 int64_t sn_owners_deadline (sn_owners_t *self);
 
 //  The replay of partition p, owned here, failed: its requests are answered 503
-//  until sn_owners_replayed. Returns when (unix ms) to try again.
+//  until sn_owners_replayed. Returns when (unix ms) to try again; INT64_MAX, and
+//  nothing changes, when p is not owned here.
 int64_t sn_owners_replay_failed (sn_owners_t *self, uint32_t p);
 
 //  The replay of partition p succeeded: it is served.

@@ -1522,9 +1522,12 @@ sn_batch_actor (zsock_t *pipe, void *args)
         //  feed first: a partition gone elsewhere is not tried again) and after it
         if (sn_owners_replay_at (self->owners) <= now) {
             s_sockets_poll (self);
+            //  A replay asked for meanwhile (REPLAY, a placement) goes first
+            if (self->terminated || self->blocked)
+                continue;
             int64_t retry = sn_owners_replay_due (self->owners, zclock_time ());
             char error[256];
-            if (!self->terminated && retry >= 0)
+            if (retry >= 0)
                 s_take_over (self, (uint32_t) retry, error, sizeof error);
             continue;
         }

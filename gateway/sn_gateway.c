@@ -1217,6 +1217,19 @@ s_exit_thread (const struct mg_context *ctx, int thread_type, void *pointer)
     }
 }
 
+//  Runs inside mg_start2 once the listening sockets are bound and before any
+//  thread serves a connection: handlers set after mg_start2 returned would leave a
+//  moment in which an early request gets civetweb's own 404 page.
+static void
+s_init_context (const struct mg_context *ctx)
+{
+    sn_gateway_t *self = (sn_gateway_t *) mg_get_user_data (ctx);
+    struct mg_context *context = (struct mg_context *) ctx;
+    mg_set_request_handler (context, "/", s_handle_request, self);
+    mg_set_websocket_handler (context, "/jobs", s_ws_connect, s_ws_ready, s_ws_data, s_ws_closed,
+                              self);
+}
+
 //  While mg_start2 runs, civetweb's complaints say why it cannot start (it reports
 //  only "Failed to setup server ports" itself); afterwards they are logged.
 static int
@@ -1272,6 +1285,7 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     callbacks.init_thread = s_init_thread;
     callbacks.exit_thread = s_exit_thread;
     callbacks.log_message = s_log_message;
+    callbacks.init_context = s_init_context;
     struct mg_init_data init = {
         .callbacks = &callbacks, .user_data = self, .configuration_options = options};
     char reason[256] = "";
@@ -1285,9 +1299,6 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
         sn_gateway_destroy (&self);
         return NULL;
     }
-    mg_set_request_handler (self->ctx, "/", s_handle_request, self);
-    mg_set_websocket_handler (self->ctx, "/jobs", s_ws_connect, s_ws_ready, s_ws_data, s_ws_closed,
-                              self);
     if (self->verbose)
         zsys_info ("sn_gateway: listening on %s, %d threads", config->listen, config->threads);
     return self;

@@ -93,7 +93,7 @@ typedef enum {
     S_CALL_BULK,         //  a caller's bulk: its items are writes of their own
     S_CALL_FORWARD,      //  a caller's request, at a partition's owner
     S_CALL_REMOTE_FWD,   //  a peer's forwarded request, at our frontend
-    S_CALL_RANGE,        //  a caller's range, from every member
+    S_CALL_RANGE,        //  a caller's range from every member, or scan from p's replicas
     S_CALL_BATCH,        //  our store's copies of a burst of puts, as one bulk
 } s_call_kind_t;
 
@@ -108,7 +108,7 @@ typedef struct {
 typedef struct {
     char name[SN_NAME_MAX + 1]; //  the member asked
     sn_msg_t *msg;              //  the message holding its page, NULL until it answers
-    const sn_value_t *page;     //  {events: [{key, event}], next}
+    const sn_value_t *page;     //  {events: [{key, event, ...}], next}
 } s_page_t;
 
 //  A request out, to the store or to peers, and what to do with the answers.
@@ -153,6 +153,7 @@ typedef struct {
     uint32_t tries;             //  FORWARD: replicas tried so far
     s_page_t *pages;            //  RANGE: the pages in so far, sent slots
     uint64_t limit;             //  RANGE: events the caller wants at most
+    bool scan;                  //  RANGE: a scan of partition p, not a range of keys
 } s_call_t;
 
 //  An event kept for a replica that is down: the hint message as it came.
@@ -1837,6 +1838,8 @@ s_frontend_recv (self_t *self)
 
 //  Most bytes of events in one merged page, as the store's own pages.
 #define S_RANGE_BYTES (4 * 1024 * 1024)
+//  Longest event type prefix a scan takes, as the store's longest type.
+#define S_PREFIX_MAX 64
 
 typedef struct {
     const char *key;        //  the event's key (not terminated)
@@ -1853,9 +1856,9 @@ s_range_compare (const void *a, const void *b)
     return order ? order : (x->len > y->len) - (x->len < y->len);
 }
 
-//  Every member has answered: merge the pages. A member's page stops at its next, so
-//  the merged page stops at the smallest next: beyond it, that member's events are
-//  not known yet. Events held by several members appear once.
+//  Every member has answered (a scan: or the time is up): merge the pages. A member's page stops at
+//  its next, so the merged page stops at the smallest next: beyond it, that member's events are not
+//  known yet. Events held by several members appear once.
 static void
 s_range_answer (self_t *self, s_call_t *call)
 {
@@ -1905,9 +1908,11 @@ s_range_answer (self_t *self, s_call_t *call)
     }
     sn_pack_t *reply = self->reply;
     sn_pack_reset (reply);
-    sn_pack_map (reply, 4);
+    sn_pack_map (reply, call->scan ? 5 : 4);
     sn_pack_kv_uint (reply, "rid", call->rid);
     sn_pack_kv_uint (reply, "code", 200);
+    if (call->scan)
+        sn_pack_kv_uint (reply, "p", call->p);
     sn_pack_str (reply, "events");
     sn_pack_array (reply, (uint32_t) taken);
     sn_pack_raw (reply, sn_pack_data (body), sn_pack_size (body));
@@ -1943,19 +1948,114 @@ s_range_add (self_t *self, s_call_t *call, const char *member, sn_msg_t **msg_p,
             s_range_answer (self, call);
         return;
     }
-    sn_pack_error (self->reply, call->rid, 502, "a member answered the range with an error");
+    sn_pack_error (self->reply, call->rid, 502, "a member answered the %s with an error",
+                   call->scan ? "scan" : "range");
     s_call_answer (self, call);
+}
+
+//  A scan's time is up. A replica that has not answered must not hold up a takeover:
+//  once our own store's page is in, the pages that came are the answer. The merged
+//  next stays right without the missing pages: a page missing adds no events and no
+//  cut, so the answer is the answering members' events up to the smallest of their
+//  nexts, and the next page goes on from there. What only the silent replica holds
+//  is not in it, as when that replica is down.
+static void
+s_scan_expire (self_t *self, s_call_t *call)
+{
+    bool ours = false;
+    char silent[256] = "";
+    size_t used = 0;
+    for (uint32_t index = 0; index < call->sent; index++) {
+        if (streq (call->pages[index].name, self->name))
+            ours = call->pages[index].msg != NULL;
+        else if (!call->pages[index].msg && used < sizeof silent) {
+            int wrote = snprintf (silent + used, sizeof silent - used, "%s%s", used ? ", " : "",
+                                  call->pages[index].name);
+            used += wrote > 0 ? (size_t) wrote : 0;
+        }
+    }
+    if (!ours) {
+        sn_pack_error (self->reply, call->rid, 504, "the store did not answer the scan in time");
+        s_call_answer (self, call);
+        return;
+    }
+    zsys_warning ("sn_mesh: %s: scan of partition %u without %s: no answer in time", self->name,
+                  call->p, silent);
+    s_range_answer (self, call);
+}
+
+//  The fields of a range or scan that travel on to the stores: limit, and from, to,
+//  p, prefix when given.
+static uint32_t
+s_range_entries (const s_call_t *call, const sn_value_t *root)
+{
+    return 1 + !!sn_value_get (root, "from") + !!sn_value_get (root, "to") +
+           (call->scan ? 1 + !!sn_value_get (root, "prefix") : 0);
+}
+
+static void
+s_range_pack (sn_pack_t *pack, const s_call_t *call, const sn_value_t *root)
+{
+    sn_pack_kv_uint (pack, "limit", call->limit);
+    const char *names[] = {"from", "to", call->scan ? "prefix" : NULL};
+    for (size_t index = 0; index < 3 && names[index]; index++)
+        if (sn_value_get (root, names[index]))
+            sn_pack_kv_value (pack, names[index], sn_value_get (root, names[index]));
+    if (call->scan)
+        sn_pack_kv_uint (pack, "p", call->p);
+}
+
+//  Whether a range or scan request is valid; if not, error says why. Sets limit
+//  (100 when absent) and, for a scan, p.
+static bool
+s_range_valid (self_t *self, const sn_value_t *root, bool scan, uint64_t *limit, uint32_t *p,
+               char *error, size_t size)
+{
+    *limit = 100;
+    const sn_value_t *limit_value = sn_value_get (root, "limit");
+    if (limit_value && (!sn_value_uint (limit_value, limit) || *limit == 0 || *limit > 1000)) {
+        snprintf (error, size, "limit: must be 1 to 1000");
+        return false;
+    }
+    size_t len;
+    const char *names[] = {"from", "to"};
+    for (size_t index = 0; index < 2; index++) {
+        const sn_value_t *bound = sn_value_get (root, names[index]);
+        if (bound && (!sn_value_str (bound, &len) || len > SN_KEY_MAX)) {
+            snprintf (error, size, "%s: must be a string of at most %d bytes", names[index],
+                      SN_KEY_MAX);
+            return false;
+        }
+    }
+    if (!scan)
+        return true;
+    uint64_t partition;
+    if (!sn_value_uint (sn_value_get (root, "p"), &partition) || partition >= self->partitions) {
+        snprintf (error, size, "p: must be a partition, 0 to %u", self->partitions - 1);
+        return false;
+    }
+    *p = (uint32_t) partition;
+    const sn_value_t *prefix = sn_value_get (root, "prefix");
+    if (prefix && (!sn_value_str (prefix, &len) || len > S_PREFIX_MAX)) {
+        snprintf (error, size, "prefix: must be a string of at most %d bytes", S_PREFIX_MAX);
+        return false;
+    }
+    return true;
 }
 
 //  range {from?, to?, limit?}: the same range from every member, merged. A member that
 //  is down is not asked: with RF > 1 its events are on other replicas.
+//  scan {p, from?, to?, limit?, prefix?}: the store's scan of p from our store and
+//  every reachable replica of p, merged, so that an owner replaying p sees what any
+//  replica acknowledged, not only what reached its own store.
 static void
-s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid)
+s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid, bool scan)
 {
-    uint64_t limit = 100;
-    const sn_value_t *limit_value = sn_value_get (root, "limit");
-    if (limit_value && (!sn_value_uint (limit_value, &limit) || limit == 0 || limit > 1000)) {
-        sn_pack_error (self->reply, rid, 400, "limit: must be 1 to 1000");
+    uint64_t limit;
+    uint32_t p = 0;
+    char error[S_ERROR_MAX];
+    if (!s_range_valid (self, root, scan, &limit, &p, error, sizeof error)) {
+        sn_pack_error (self->reply, rid, 400, "%s", error);
         return;
     }
     s_call_t *call = s_call_new (self, S_CALL_RANGE);
@@ -1966,34 +2066,37 @@ s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t 
     sn_routed_move (&call->routed, routed);
     call->rid = rid;
     call->limit = limit;
+    call->scan = scan;
+    call->p = p;
     size_t count;
     const sn_member_t *list = sn_members_list (self->members, &count);
-    call->pages = (s_page_t *) zmalloc ((count + 1) * sizeof (s_page_t));
-    const sn_value_t *from = sn_value_get (root, "from"), *to = sn_value_get (root, "to");
+    uint32_t replicas = sn_placement_replica_count (self->placement);
+    //  The members asked: every member for a range, p's replicas for a scan
+    const char **asked = (const char **) zmalloc ((count + replicas + 1) * sizeof (char *));
+    size_t asking = 0;
+    for (size_t index = 0; !scan && index < count; index++)
+        asked[asking++] = list[index].name;
+    for (uint32_t index = 0; scan && index < replicas; index++)
+        if (sn_placement_replica (self->placement, p, index))
+            asked[asking++] = sn_placement_replica (self->placement, p, index);
+    call->pages = (s_page_t *) zmalloc ((asking + 1) * sizeof (s_page_t));
     //  Ours first, then every reachable member's
-    s_store_begin (self, call, "range", 1 + !!from + !!to);
-    sn_pack_kv_uint (self->req, "limit", limit);
-    if (from)
-        sn_pack_kv_value (self->req, "from", from);
-    if (to)
-        sn_pack_kv_value (self->req, "to", to);
+    s_store_begin (self, call, scan ? "scan" : "range", s_range_entries (call, root));
+    s_range_pack (self->req, call, root);
     if (s_store_send (self))
         snprintf (call->pages[call->sent++].name, SN_NAME_MAX + 1, "%s", self->name);
-    for (size_t index = 0; index < count; index++) {
-        if (streq (list[index].name, self->name) || !s_reachable (self, list[index].name))
+    for (size_t index = 0; index < asking; index++) {
+        if (streq (asked[index], self->name) || !s_reachable (self, asked[index]))
             continue;
         sn_pack_reset (self->out);
-        sn_pack_map (self->out, 3 + !!from + !!to);
-        sn_pack_kv_str (self->out, "op", "rrange");
+        sn_pack_map (self->out, 2 + s_range_entries (call, root));
+        sn_pack_kv_str (self->out, "op", scan ? "rscan" : "rrange");
         sn_pack_kv_uint (self->out, "rid", call->id);
-        sn_pack_kv_uint (self->out, "limit", limit);
-        if (from)
-            sn_pack_kv_value (self->out, "from", from);
-        if (to)
-            sn_pack_kv_value (self->out, "to", to);
-        if (s_peer_send (self, list[index].name))
-            snprintf (call->pages[call->sent++].name, SN_NAME_MAX + 1, "%s", list[index].name);
+        s_range_pack (self->out, call, root);
+        if (s_peer_send (self, asked[index]))
+            snprintf (call->pages[call->sent++].name, SN_NAME_MAX + 1, "%s", asked[index]);
     }
+    free (asked);
     if (call->sent == 0) {
         sn_pack_error (self->reply, rid, 503, "no member could be asked");
         s_call_answer (self, call);
@@ -2001,29 +2104,27 @@ s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t 
     sn_pack_reset (self->reply);
 }
 
-//  rrange {rid, from?, to?, limit}: a peer's range over our store.
+//  rrange {rid, from?, to?, limit} and rscan {rid, p, from?, to?, limit, prefix?}: a
+//  peer's range or scan over our store, answered with rgot.
 static int
-s_on_rrange (self_t *self, const char *sender, const sn_value_t *root)
+s_on_rrange (self_t *self, const char *sender, const sn_value_t *root, bool scan)
 {
     uint64_t their_rid, limit;
-    const sn_value_t *from = sn_value_get (root, "from"), *to = sn_value_get (root, "to");
-    size_t len;
-    if (!sn_value_uint (sn_value_get (root, "rid"), &their_rid) ||
-        !sn_value_uint (sn_value_get (root, "limit"), &limit) || limit == 0 || limit > 1000 ||
-        (from && (!sn_value_str (from, &len) || len > SN_KEY_MAX)) ||
-        (to && (!sn_value_str (to, &len) || len > SN_KEY_MAX)))
+    uint32_t p = 0;
+    char error[S_ERROR_MAX];
+    if (!sn_value_uint (sn_value_get (root, "rid"), &their_rid) || !sn_value_get (root, "limit") ||
+        !s_range_valid (self, root, scan, &limit, &p, error, sizeof error))
         return -1;
     s_call_t *call = s_call_new (self, S_CALL_REMOTE_GET);
     if (!call)
         return 0;
     call->rid = their_rid;
+    call->limit = limit;
+    call->scan = scan;
+    call->p = p;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
-    s_store_begin (self, call, "range", 1 + !!from + !!to);
-    sn_pack_kv_uint (self->req, "limit", limit);
-    if (from)
-        sn_pack_kv_value (self->req, "from", from);
-    if (to)
-        sn_pack_kv_value (self->req, "to", to);
+    s_store_begin (self, call, scan ? "scan" : "range", s_range_entries (call, root));
+    s_range_pack (self->req, call, root);
     s_store_call (self, call);
     return 0;
 }
@@ -2344,6 +2445,8 @@ s_call_expire (self_t *self, s_call_t *call)
         s_get_not_found (self, call, call->answered == call->sent);
     else if (call->kind == S_CALL_FORWARD)
         s_forward_retry (self, call);
+    else if (call->kind == S_CALL_RANGE && call->scan)
+        s_scan_expire (self, call);
     else if (call->kind == S_CALL_RANGE) {
         sn_pack_error (self->reply, call->rid, 504,
                        "%u of %u members did not answer the range in time",
@@ -2965,7 +3068,9 @@ s_inbox_handle (self_t *self, zmsg_t *msg)
         else if (from && sn_value_streq (op, "rgot"))
             rc = s_on_rgot (self, from, root, &decoded);
         else if (from && sn_value_streq (op, "rrange"))
-            rc = s_on_rrange (self, from, root);
+            rc = s_on_rrange (self, from, root, false);
+        else if (from && sn_value_streq (op, "rscan"))
+            rc = s_on_rrange (self, from, root, true);
         else if (from && sn_value_streq (op, "digest"))
             rc = s_on_digest (self, from, root, &decoded);
         else if (from && sn_value_streq (op, "pull"))
@@ -3109,16 +3214,19 @@ s_ops_handle (self_t *self)
     else if (sn_value_streq (op, "cluster"))
         s_pack_cluster (self, rid);
     else if (!self->store && (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
-                              sn_value_streq (op, "bulk") || sn_value_streq (op, "range")))
+                              sn_value_streq (op, "bulk") || sn_value_streq (op, "range") ||
+                              sn_value_streq (op, "scan")))
         sn_pack_error (self->out, rid, 503, "this mesh has no store");
     else if (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
              sn_value_streq (op, "bulk") || sn_value_streq (op, "forward") ||
-             sn_value_streq (op, "range")) {
+             sn_value_streq (op, "range") || sn_value_streq (op, "scan")) {
         sn_pack_reset (self->reply);
         if (sn_value_streq (op, "forward"))
             s_on_forward (self, routed, root, rid);
         else if (sn_value_streq (op, "range"))
-            s_on_range (self, routed, root, rid);
+            s_on_range (self, routed, root, rid, false);
+        else if (sn_value_streq (op, "scan"))
+            s_on_range (self, routed, root, rid, true);
         else if (sn_value_streq (op, "put"))
             s_on_put (self, routed, root, rid);
         else if (sn_value_streq (op, "bulk"))

@@ -79,16 +79,18 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
         goto failed;
-    //  Queue and buckets: writes replicated through the mesh, replays from the local
-    //  store, and the partitions this node owns from the mesh's placement feed
+    //  Queue and buckets: writes replicated through the mesh, replays through the
+    //  mesh's scan (every reachable replica's events, not only this node's store: a
+    //  write acknowledged at QUORUM may have missed it), and the partitions this node
+    //  owns from the mesh's placement feed
     sn_webhook_config_t webhook = {webhook_endpoint, config->hooks_allow, config->hooks_deny, false,
                                    config->verbose};
     self->webhook = sn_webhook_new (&webhook, error, size);
     if (!self->webhook)
         goto failed;
     sn_batch_config_t batch = {
-        batch_endpoint,  mesh_endpoint,  queue_endpoint, webhook_endpoint, config->partitions,
-        config->verbose, store_endpoint, feed_endpoint,  mesh_endpoint,    config->keep_finished};
+        batch_endpoint,  mesh_endpoint, queue_endpoint, webhook_endpoint, config->partitions,
+        config->verbose, mesh_endpoint, feed_endpoint,  mesh_endpoint,    config->keep_finished};
     self->batch = sn_batch_new (&batch, error, size);
     if (!self->batch)
         goto failed;
@@ -101,16 +103,16 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
         queue_endpoint,         mesh_endpoint,
         batch_endpoint,         config->partitions,
         SN_NODE_WORKER_TIMEOUT, config->verbose,
-        store_endpoint,         feed_endpoint,
+        mesh_endpoint,          feed_endpoint,
         mesh_endpoint,          call_ttl < INT_MAX ? (int) call_ttl : INT_MAX,
         config->keep_finished};
     self->queue = sn_queue_new (&queue, error, size);
     if (!self->queue)
         goto failed;
-    //  Jobs: events replicated through the mesh, replayed from the local store, for
-    //  the partitions the mesh's placement makes this node the owner of
+    //  Jobs: events replicated through the mesh, replayed through its scan, for the
+    //  partitions the mesh's placement makes this node the owner of
     sn_dispatch_config_t dispatch = {dispatch_endpoint,  mesh_endpoint,   jobs_endpoint,
-                                     config->partitions, config->verbose, store_endpoint,
+                                     config->partitions, config->verbose, mesh_endpoint,
                                      feed_endpoint};
     self->dispatch = sn_dispatch_new (&dispatch, error, size);
     if (!self->dispatch)

@@ -192,6 +192,8 @@ typedef struct {
     sn_members_t *members;       //  member table, NULL until started
     sn_placement_t *placement;   //  partition table, NULL until started
     uint64_t placed_version;     //  members version the placement was computed from
+    int64_t unplaced_until;      //  joining: zclock_mono until which no placement is
+                                 //  published unless a join endpoint answers; or 0
     zhashx_t *peers;             //  name -> s_peer_t, every member but self
     zhashx_t *routes;            //  identity (hex) -> name (char *) of hello'd connections
     sn_pack_t *out;              //  message being built
@@ -598,7 +600,7 @@ s_reachable (self_t *self, const char *name)
 static void
 s_publish (self_t *self)
 {
-    if (!self->feed)
+    if (!self->feed || self->unplaced_until)
         return;
     sn_pack_t *out = self->out;
     uint32_t replicas = sn_placement_replica_count (self->placement);
@@ -690,6 +692,12 @@ s_heartbeat (self_t *self)
             zsock_destroy (&peer->dealer);
             peer->probe_until = now + 2 * self->heartbeat_ms;
         }
+    }
+    if (self->unplaced_until && now >= self->unplaced_until) {
+        self->unplaced_until = 0;
+        zsys_warning ("sn_mesh: %s: no join endpoint answered in %" PRId64
+                      " ms: placing partitions with the members known",
+                      self->name, self->dead_ms);
     }
     s_members_changed (self, now);
     s_publish (self);
@@ -2995,13 +3003,19 @@ s_on_ping (self_t *self, const char *sender, const sn_value_t *root, int64_t now
     }
     //  The member at a join endpoint has answered: joining through it is done.
     const sn_member_t *member = sn_members_lookup (self->members, sender);
+    bool placing = false;
     for (size_t index = 0; member && index < self->join_count; index++)
         if (self->joins[index].dealer && streq (self->joins[index].endpoint, member->endpoint)) {
             zsock_destroy (&self->joins[index].dealer);
+            placing = self->unplaced_until != 0;
+            self->unplaced_until = 0;
             if (self->verbose)
                 zsys_info ("sn_mesh: %s: joined through %s", self->name, member->endpoint);
         }
     s_members_changed (self, now);
+    //  The first placement at once, even when the member table did not change
+    if (placing)
+        s_publish (self);
     if (refuted)
         s_ping_all (self);
     return 0;
@@ -3399,6 +3413,16 @@ s_mesh_start (self_t *self, char *error, size_t size)
     self->ae_active = (uint32_t *) zmalloc (self->partitions * sizeof (uint32_t));
     self->ae_refined = (uint32_t *) zmalloc (self->partitions * sizeof (uint32_t));
     assert (self->placement);
+    //  A node that joins publishes no placement until it has heard from the cluster:
+    //  alone, it would own every partition and its actors would replay them from
+    //  its own store only. A node restarted after a crash would then keep owning
+    //  its partitions once it heard from the others, and never replay them again
+    //  with the events written while it was down. Until a join endpoint answers,
+    //  with the member table, the actors hold their requests; after dead_ms with no
+    //  answer (the whole cluster restarting) the node goes on alone.
+    for (size_t index = 0; index < self->join_count; index++)
+        if (!streq (self->joins[index].endpoint, self->endpoint))
+            self->unplaced_until = zclock_mono () + self->dead_ms;
     //  No member table has this version: the first placement is always computed,
     //  even for a node alone whose table never changes
     self->placed_version = UINT64_MAX;

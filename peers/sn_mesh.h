@@ -20,7 +20,9 @@
 
     Joining: the actor says hello to every join endpoint each heartbeat until a ping
     arrives from the member listening there. A member answers a hello at once with a
-    ping, which carries every member the joiner needs to link to.
+    ping, which carries every member the joiner needs to link to. A joining node
+    publishes no placement until then, or until dead_ms have passed without an
+    answer: its actors replay what they own once the other replicas are known.
 
     Ops: the actor binds a ROUTER on ops_endpoint (inproc). Each request is
     [envelope frames..., payload], the payload one msgpack map {op, rid}; the reply is

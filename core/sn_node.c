@@ -11,6 +11,7 @@
 #include "sn_store.h"
 #include "sn_client.h"
 #include "sn_dispatch.h"
+#include "sn_key.h"
 
 //  ms of silence after which a worker's invocations go back to the queue.
 #define SN_NODE_WORKER_TIMEOUT 6000
@@ -170,6 +171,38 @@ sn_node_destroy (sn_node_t **self_p)
     }
 }
 
+//  Send the request in pack on sock and return the decoded answer.
+static sn_msg_t *
+s_test_ask (zsock_t *sock, sn_pack_t *pack)
+{
+    zframe_t *frame = sn_pack_frame (pack);
+    assert (zframe_send (&frame, sock, 0) == 0);
+    zpoller_t *poller = zpoller_new (sock, NULL);
+    assert (zpoller_wait (poller, 5000) == sock);
+    zpoller_destroy (&poller);
+    frame = zframe_recv (sock);
+    sn_msg_t *msg = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+    zframe_destroy (&frame);
+    assert (msg);
+    return msg;
+}
+
+//  A scan of p (limit, from and prefix when given) asked of sock.
+static sn_msg_t *
+s_test_scan (zsock_t *sock, sn_pack_t *pack, uint32_t p, const char *from)
+{
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 5 + !!from);
+    sn_pack_kv_str (pack, "op", "scan");
+    sn_pack_kv_uint (pack, "rid", 1);
+    sn_pack_kv_uint (pack, "p", p);
+    sn_pack_kv_uint (pack, "limit", 3);
+    sn_pack_kv_str (pack, "prefix", "test.");
+    if (from)
+        sn_pack_kv_str (pack, "from", from);
+    return s_test_ask (sock, pack);
+}
+
 void
 sn_node_test (bool verbose)
 {
@@ -216,6 +249,89 @@ sn_node_test (bool verbose)
     assert (!strstr (cluster, "\"replicas\":[]"));
     assert (!strstr (cluster, "\"owner\":null"));
     free (cluster);
+
+    //  The mesh's scan of a node alone is its store's scan, page for page and item
+    //  for item; a malformed scan is refused and the mesh goes on serving
+    char endpoint[64];
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-mesh-%p", (void *) node);
+    zsock_t *mesh = zsock_new_dealer (endpoint);
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-store-%p", (void *) node);
+    zsock_t *store = zsock_new_dealer (endpoint);
+    assert (mesh && store);
+    sn_pack_t *pack = sn_pack_new ();
+    for (int index = 0; index < 7; index++) {
+        sn_pack_reset (pack);
+        sn_pack_map (pack, 5);
+        sn_pack_kv_str (pack, "op", "put");
+        sn_pack_kv_uint (pack, "rid", 1);
+        sn_pack_kv_str (pack, "type", index % 3 ? "test.scan" : "other.scan");
+        sn_pack_kv_str (pack, "pkey", "scanned");
+        sn_pack_str (pack, "event");
+        sn_pack_map (pack, 1);
+        sn_pack_kv_uint (pack, "index", (uint64_t) index);
+        sn_msg_t *put = s_test_ask (mesh, pack);
+        uint64_t code = 0;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (put), "code"), &code) && code == 201);
+        sn_msg_destroy (&put);
+    }
+    uint32_t p = sn_partition ("scanned", 7, config->partitions);
+    char *from = NULL;
+    size_t pages = 0, events = 0;
+    do {
+        sn_msg_t *ours = s_test_scan (mesh, pack, p, from);
+        sn_msg_t *theirs = s_test_scan (store, pack, p, from);
+        assert (sn_value_equal (sn_msg_root (ours), sn_msg_root (theirs)));
+        events += sn_value_size (sn_value_get (sn_msg_root (ours), "events"));
+        pages++;
+        free (from);
+        from = sn_value_get_strdup (sn_msg_root (ours), "next");
+        sn_msg_destroy (&ours);
+        sn_msg_destroy (&theirs);
+    } while (from);
+    assert (pages == 2 && events == 4);
+    const char *bad[] = {"p",     "p=P",  "limit=0",  "limit=1001", "from=long",
+                         "p=str", "to=7", "prefix=7", "prefix=long"};
+    char text[300];
+    memset (text, 'x', sizeof text - 1);
+    text[sizeof text - 1] = 0;
+    for (size_t index = 0; index < sizeof bad / sizeof bad[0]; index++) {
+        sn_pack_reset (pack);
+        //  op, rid, and p unless that is what is wrong, and the field that is
+        bool no_p = streq (bad[index], "p") || strncmp (bad[index], "p=", 2) == 0;
+        sn_pack_map (pack, streq (bad[index], "p") ? 2 : no_p ? 3 : 4);
+        sn_pack_kv_str (pack, "op", "scan");
+        sn_pack_kv_uint (pack, "rid", 2);
+        if (!no_p)
+            sn_pack_kv_uint (pack, "p", p);
+        if (streq (bad[index], "p=P"))
+            sn_pack_kv_uint (pack, "p", config->partitions);
+        else if (streq (bad[index], "p=str"))
+            sn_pack_kv_str (pack, "p", "one");
+        else if (streq (bad[index], "limit=0") || streq (bad[index], "limit=1001"))
+            sn_pack_kv_uint (pack, "limit", streq (bad[index], "limit=0") ? 0 : 1001);
+        else if (streq (bad[index], "from=long"))
+            sn_pack_kv_str (pack, "from", text);
+        else if (streq (bad[index], "to=7"))
+            sn_pack_kv_uint (pack, "to", 7);
+        else if (streq (bad[index], "prefix=7"))
+            sn_pack_kv_uint (pack, "prefix", 7);
+        else if (streq (bad[index], "prefix=long"))
+            sn_pack_kv_str (pack, "prefix", text);
+        sn_msg_t *refused = s_test_ask (mesh, pack);
+        uint64_t code = 0;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (refused), "code"), &code));
+        assert (code == 400);
+        assert (sn_value_get (sn_msg_root (refused), "error"));
+        sn_msg_destroy (&refused);
+    }
+    sn_msg_t *again = s_test_scan (mesh, pack, p, NULL);
+    uint64_t again_code = 0;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (again), "code"), &again_code));
+    assert (again_code == 200);
+    sn_msg_destroy (&again);
+    sn_pack_destroy (&pack);
+    zsock_destroy (&mesh);
+    zsock_destroy (&store);
 
     //  A second node on the same endpoints fails to start, cleanly
     char other[] = "/tmp/sn_node_test_XXXXXX";

@@ -34,6 +34,11 @@
                           written, key}: the write, replicated by commit level
       bulk {puts, commit?}  -> 200 {results: [{code, key?, error?}]}: each item a put
       get {key}   -> the store's answer, from here or from another replica
+      scan {p, from?, to?, limit?, prefix?} -> the store's scan page of p ({p, events:
+                          [{key, type, ts, event}], next}), merged from our store and
+                          every reachable replica of p (peer op rscan); a replica
+                          silent past the write timeout is left out, 504 when our
+                          store is. Owners replay through it.
       forward {p, request: map} -> the answer to request, from the owner of partition p:
                           the request is delivered to the owner's frontend as if a
                           client had sent it, with "fwd" (the hops so far) added; when

@@ -59,3 +59,57 @@ def test_returning_owner_knows_what_was_queued_while_it_was_down():
     finally:
         for node in nodes:
             node.cleanup()
+
+
+def test_returning_owner_knows_the_jobs_made_while_it_was_down():
+    nodes = start_cluster(["n1", "n2", "n3"], NO_AE)
+    try:
+        old = nodes[1]
+        others = [node for node in nodes if node is not old]
+        wait_for(lambda: len({owner_of(node, 0) for node in nodes} - {None}) == 1, 30,
+                 "one partition table")
+        partitions = requests.get(old.url + "/cluster", timeout=10).json()["partitions"]
+        its = {entry["p"] for entry in partitions if entry["owner"] == old.name}
+        assert its
+
+        old.kill()
+        wait_for(lambda: all(owner_of(node, p) not in (None, old.name)
+                             for node in others for p in its), 30,
+                 "other owners while the old one is down")
+        # Each node makes a job in a partition it owns: some of them are the old
+        # owner's, taken over
+        jobs = []
+        for n in range(90):
+            node = others[n % 2]
+            r = retry(lambda: requests.post(node.url + "/jobs", timeout=10, json={
+                "destinations": ["00:0c:29:1c:e8:0%d" % (n % 9)],
+                "options": {"timeout": 600000},
+                "message": {"method": "post", "resource": "/x", "data": {"n": n}}}),
+                "job %d" % n)
+            assert r.status_code == 200, r.text
+            if r.json()["p"] in its:
+                jobs.append(r.json())
+            if len(jobs) == 5:
+                break
+        assert jobs, "no job fell in a partition of the old owner"
+
+        if "--join" not in old.extra:
+            old.extra += ["--join", f"tcp://127.0.0.1:{others[0].peers_port}"]
+        old.start()
+        wait_for(lambda: all(owner_of(node, job["p"]) == old.name
+                             for node in nodes for job in jobs), 30,
+                 "the old owner to own its partitions again")
+
+        def found():
+            return [requests.get(f"{old.url}/jobs/{job['id']}", timeout=10).status_code
+                    for job in jobs]
+        try:
+            wait_for(lambda: found() == [200] * len(jobs), 20,
+                     "every job made while it was down known at the old owner")
+        except AssertionError:
+            raise AssertionError(f"GET /jobs at the old owner: {found()}") from None
+        for node in nodes:
+            node.stop()
+    finally:
+        for node in nodes:
+            node.cleanup()

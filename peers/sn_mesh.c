@@ -1864,9 +1864,9 @@ s_range_compare (const void *a, const void *b)
     return order ? order : (x->len > y->len) - (x->len < y->len);
 }
 
-//  Every member has answered (a scan: or the time is up): merge the pages. A member's page stops at
-//  its next, so the merged page stops at the smallest next: beyond it, that member's events are not
-//  known yet. Events held by several members appear once.
+//  Every member has answered, or a scan's time is up: merge the pages. A member's
+//  page stops at its next, so the merged page stops at the smallest next: beyond it,
+//  that member's events are not known yet. Events held by several members appear once.
 static void
 s_range_answer (self_t *self, s_call_t *call)
 {
@@ -1947,9 +1947,15 @@ s_range_add (self_t *self, s_call_t *call, const char *member, sn_msg_t **msg_p,
             slot = &call->pages[index];
     if (!slot)
         return;
-    if (sn_value_is (sn_value_get (page, "events"), SN_TYPE_ARRAY)) {
+    bool valid = sn_value_is (sn_value_get (page, "events"), SN_TYPE_ARRAY);
+    //  A replica whose store refuses a scan holds up a takeover no more than one
+    //  that is silent: its page is left out
+    if (valid || (call->scan && !streq (member, self->name))) {
+        if (!valid)
+            zsys_warning ("sn_mesh: %s: scan of partition %u without %s: it answered an error",
+                          self->name, call->p, member);
         slot->msg = *msg_p;
-        slot->page = page;
+        slot->page = valid ? page : NULL;
         *msg_p = NULL;
         call->answered++;
         if (call->answered == call->sent)

@@ -14,6 +14,20 @@ from test_replication import start_cluster
 NO_AE = ["--anti-entropy-ms", "3600000"]
 
 
+def kill_primary_owner(nodes):
+    """kill -9 the owner of the primary bucket's partition and wait until the others
+    agree on another: (the partition, the old owner, the others)."""
+    p = partition("primary")
+    wait_for(lambda: len({owner_of(node, p) for node in nodes} - {None}) == 1, 30,
+             "one owner of the primary bucket's partition")
+    old = next(node for node in nodes if node.name == owner_of(nodes[0], p))
+    others = [node for node in nodes if node is not old]
+    old.kill()
+    wait_for(lambda: all(owner_of(node, p) not in (None, old.name) for node in others),
+             30, "another owner while the old one is down")
+    return p, old, others
+
+
 def enqueue_primary(nodes, count):
     """count invocations of the primary bucket, through nodes in turn: their ids."""
     ids = []
@@ -46,15 +60,7 @@ def all_queued(node, ids, what):
 def test_returning_owner_knows_what_was_queued_while_it_was_down():
     nodes = start_cluster(["n1", "n2", "n3"], NO_AE)
     try:
-        p = partition("primary")
-        wait_for(lambda: len({owner_of(node, p) for node in nodes} - {None}) == 1, 30,
-                 "one owner of the primary bucket's partition")
-        old = next(node for node in nodes if node.name == owner_of(nodes[0], p))
-        others = [node for node in nodes if node is not old]
-
-        old.kill()
-        wait_for(lambda: all(owner_of(node, p) not in (None, old.name) for node in others),
-                 30, "another owner while the old one is down")
+        p, old, others = kill_primary_owner(nodes)
         ids = enqueue_primary(others, 20)
         assert all(int(ident.rsplit("-", 1)[1]) == p for ident in ids)
 
@@ -137,14 +143,7 @@ def test_a_silent_replica_does_not_hold_up_the_replay():
     nodes = start_cluster(["n1", "n2", "n3"], NO_AE + slow_detector)
     silent = None
     try:
-        p = partition("primary")
-        wait_for(lambda: len({owner_of(node, p) for node in nodes} - {None}) == 1, 30,
-                 "one owner of the primary bucket's partition")
-        old = next(node for node in nodes if node.name == owner_of(nodes[0], p))
-        others = [node for node in nodes if node is not old]
-        old.kill()
-        wait_for(lambda: all(owner_of(node, p) not in (None, old.name) for node in others),
-                 30, "another owner while the old one is down")
+        p, old, others = kill_primary_owner(nodes)
         ids = enqueue_primary(others, 10)
 
         silent = others[1]

@@ -71,6 +71,8 @@ typedef struct {
     uint32_t write_room;        //  slots in write_calls and write_targets
     sn_pack_t *acks;            //  acks of its replica writes gathered, or NULL
     uint32_t ack_count;         //  how many
+    int64_t scan_skip_until;    //  zclock_mono until which scans leave it out: it let a
+                                //  scan page go unanswered or answered a bad one; or 0
 } s_peer_t;
 
 //  The outcome of one item of a bulk.
@@ -154,6 +156,11 @@ typedef struct {
     s_page_t *pages;            //  RANGE: the pages in so far, sent slots
     uint64_t limit;             //  RANGE: events the caller wants at most
     bool scan;                  //  RANGE: a scan of partition p, not a range of keys
+    bool late;                  //  RANGE, scan: the replicas' time is up, only our
+                                //  store's page is waited for
+    char *from, *to, *prefix;   //  RANGE: the bounds asked, to check pages; or NULL
+    size_t from_len, to_len;    //  RANGE: their lengths
+    size_t prefix_len;
 } s_call_t;
 
 //  An event kept for a replica that is down: the hint message as it came.
@@ -238,6 +245,9 @@ typedef struct {
     char *feed_endpoint;         //  where the placement is published, or NULL
     zsock_t *feed;               //  PUB there
     uint64_t forwarded;          //  requests forwarded to an owner
+    uint64_t scan_silent;        //  replicas left out of a scan page: no answer in time
+    uint64_t scan_bad;           //  replicas left out of a scan page: a malformed page
+    uint64_t scan_skipped;       //  replicas not asked for a scan page: silent or bad lately
 } self_t;
 
 static void
@@ -573,6 +583,9 @@ s_links_sync (self_t *self, int64_t now)
             free (peer->endpoint);
             peer->endpoint = strdup (member->endpoint);
             peer->incarnation = member->incarnation;
+            //  A new link is to a new process, or to one back from dead: it may
+            //  answer scans again
+            peer->scan_skip_until = 0;
             if (peer->dealer) {
                 //  The hello went first; a ping right behind it tells the member
                 //  everything we know, which is how a joiner learns the cluster.
@@ -770,6 +783,9 @@ s_call_free (s_call_t *call)
     for (uint32_t index = 0; call->pages && index < call->sent; index++)
         sn_msg_destroy (&call->pages[index].msg);
     free (call->pages);
+    free (call->from);
+    free (call->to);
+    free (call->prefix);
     if (call->items) {
         for (uint32_t index = 0; index < call->index; index++)
             free (call->items[index].error);
@@ -1884,6 +1900,16 @@ s_range_answer (self_t *self, s_call_t *call)
             cut_len = len;
         }
     }
+    //  Every page was checked to move past from; a next that does not would make the
+    //  caller ask for the same page for ever
+    if (cut && call->from &&
+        s_range_compare (&(s_range_item_t){cut, cut_len, NULL},
+                         &(s_range_item_t){call->from, call->from_len, NULL}) <= 0) {
+        sn_pack_error (self->reply, call->rid, 502, "the %s did not move past from",
+                       call->scan ? "scan" : "range");
+        s_call_answer (self, call);
+        return;
+    }
     s_range_item_t *items = (s_range_item_t *) zmalloc ((total + 1) * sizeof (s_range_item_t));
     size_t count = 0;
     for (uint32_t index = 0; index < call->sent; index++) {
@@ -1935,6 +1961,88 @@ s_range_answer (self_t *self, s_call_t *call)
     s_call_answer (self, call);
 }
 
+//  How long a scan leaves out a replica that let a page go unanswered, or answered
+//  a malformed one, before it is asked (and waited for) once more. Heartbeats do not
+//  clear it: a member may answer pings and still never answer a scan (an older build
+//  that drops rscan, a store always slower than the write timeout). Without it, such
+//  a replica costs the write timeout on every page of every partition replayed, while
+//  the queue and batch actors wait on each page as a whole. A valid page from it, or
+//  a new link to it (a new process), clears it sooner.
+#define S_SCAN_SKIP_MS 30000
+//  Longest our own store's page of a scan is waited for. It is local: a busy store
+//  (behind on commits during a write burst) answers late rather than failing the
+//  page, which would leave the partition half replayed. Under the 60 s the actors
+//  wait for a page, so that they hear the mesh's answer, whatever it is.
+#define S_SCAN_WAIT 50000
+
+//  Order of two keys, as the stores order them.
+static int
+s_key_order (const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    return s_range_compare (&(s_range_item_t){a, a_len, NULL}, &(s_range_item_t){b, b_len, NULL});
+}
+
+//  Whether a peer's page fits the range or scan asked: at most limit events, in
+//  [from, next) and below to, each with a key and an event map (and for a scan a
+//  type starting with prefix and a ts), and a next that is nil or a key past from.
+//  A page that does not could end a replay early or make it loop on the same page.
+static bool
+s_page_valid (const s_call_t *call, const sn_value_t *page, const char **why)
+{
+    const sn_value_t *events = sn_value_get (page, "events");
+    const sn_value_t *next_value = sn_value_get (page, "next");
+    size_t next_len = 0;
+    const char *next = sn_value_str (next_value, &next_len);
+    *why = "events: not an array";
+    if (!sn_value_is (events, SN_TYPE_ARRAY))
+        return false;
+    *why = "more events than asked";
+    if (sn_value_size (events) > call->limit)
+        return false;
+    *why = "next: not nil or a key past from";
+    if (next_value && !sn_value_is (next_value, SN_TYPE_NIL) &&
+        (!next || next_len == 0 || next_len > SN_KEY_MAX ||
+         (call->from && s_key_order (next, next_len, call->from, call->from_len) <= 0) ||
+         (call->to && s_key_order (next, next_len, call->to, call->to_len) >= 0)))
+        return false;
+    for (size_t index = 0; index < sn_value_size (events); index++) {
+        const sn_value_t *item = sn_value_at (events, index);
+        size_t len = 0, type_len = 0;
+        const char *key = sn_value_str (sn_value_get (item, "key"), &len);
+        const char *type = sn_value_str (sn_value_get (item, "type"), &type_len);
+        *why = "an event's key is missing or outside the page";
+        if (!key || len == 0 || len > SN_KEY_MAX ||
+            (call->from && s_key_order (key, len, call->from, call->from_len) < 0) ||
+            (next && s_key_order (key, len, next, next_len) >= 0) ||
+            (call->to && s_key_order (key, len, call->to, call->to_len) >= 0))
+            return false;
+        *why = "an event is not a map";
+        if (!sn_value_is (sn_value_get (item, "event"), SN_TYPE_MAP))
+            return false;
+        *why = "an event's type or ts is missing or not of the prefix";
+        if (call->scan && (!type || !sn_value_get (item, "ts") ||
+                           (call->prefix && (type_len < call->prefix_len ||
+                                             memcmp (type, call->prefix, call->prefix_len)))))
+            return false;
+    }
+    return true;
+}
+
+//  A replica left out of a scan page (silent or malformed) is not asked again for a
+//  while, and says so once, not once per page.
+static void
+s_scan_skip (self_t *self, const s_call_t *call, const char *member, const char *why)
+{
+    s_peer_t *peer = (s_peer_t *) zhashx_lookup (self->peers, member);
+    int64_t now = zclock_mono ();
+    if (peer && peer->scan_skip_until > now)
+        return;
+    if (peer)
+        peer->scan_skip_until = now + S_SCAN_SKIP_MS;
+    zsys_warning ("sn_mesh: %s: scan of partition %u without %s: %s; left out of scans for %d s",
+                  self->name, call->p, member, why, S_SCAN_SKIP_MS / 1000);
+}
+
 //  A member's page (from our store or a peer); msg is taken over.
 static void
 s_range_add (self_t *self, s_call_t *call, const char *member, sn_msg_t **msg_p,
@@ -1947,18 +2055,35 @@ s_range_add (self_t *self, s_call_t *call, const char *member, sn_msg_t **msg_p,
             slot = &call->pages[index];
     if (!slot)
         return;
-    bool valid = sn_value_is (sn_value_get (page, "events"), SN_TYPE_ARRAY);
-    //  A replica whose store refuses a scan holds up a takeover no more than one
-    //  that is silent: its page is left out
-    if (valid || (call->scan && !streq (member, self->name))) {
-        if (!valid)
+    bool ours = streq (member, self->name);
+    const char *why = NULL;
+    //  Our store is trusted; a peer's page is checked whole before it joins
+    bool valid = page && (ours ? sn_value_is (sn_value_get (page, "events"), SN_TYPE_ARRAY)
+                               : s_page_valid (call, page, &why));
+    //  A replica whose store refuses a scan, or whose page does not fit, holds up a
+    //  takeover no more than one that is silent: its page is left out
+    if (valid || (call->scan && !ours)) {
+        s_peer_t *peer = ours ? NULL : (s_peer_t *) zhashx_lookup (self->peers, member);
+        if (!valid && page) {
+            char reason[S_ERROR_MAX];
+            snprintf (reason, sizeof reason, "it answered a malformed page (%s)", why);
+            self->scan_bad++;
+            s_scan_skip (self, call, member, reason);
+        }
+        else if (!valid)
             zsys_warning ("sn_mesh: %s: scan of partition %u without %s: it answered an error",
                           self->name, call->p, member);
+        else if (peer)
+            peer->scan_skip_until = 0;
         slot->msg = *msg_p;
         slot->page = valid ? page : NULL;
         *msg_p = NULL;
         call->answered++;
-        if (call->answered == call->sent)
+        bool ours_in = false;
+        for (uint32_t index = 0; index < call->sent; index++)
+            if (streq (call->pages[index].name, self->name))
+                ours_in = call->pages[index].msg != NULL;
+        if (call->answered == call->sent || (call->late && ours_in))
             s_range_answer (self, call);
         return;
     }
@@ -1967,35 +2092,39 @@ s_range_add (self_t *self, s_call_t *call, const char *member, sn_msg_t **msg_p,
     s_call_answer (self, call);
 }
 
-//  A scan's time is up. A replica that has not answered must not hold up a takeover:
-//  once our own store's page is in, the pages that came are the answer. The merged
-//  next stays right without the missing pages: a page missing adds no events and no
-//  cut, so the answer is the answering members' events up to the smallest of their
-//  nexts, and the next page goes on from there. What only the silent replica holds
-//  is not in it, as when that replica is down.
+//  A scan's replicas' time is up. A replica that has not answered must not hold up a
+//  takeover: once our own store's page is in, the pages that came are the answer.
+//  The merged next stays right without the missing pages: a page missing adds no
+//  events and no cut, so the answer is the answering members' events up to the
+//  smallest of their nexts, and the next page goes on from there. What only the
+//  silent replica holds is not in it, as when that replica is down. Our own store's
+//  page is waited for longer (S_SCAN_WAIT): without it the answer would be the
+//  replicas' pages alone.
 static void
 s_scan_expire (self_t *self, s_call_t *call)
 {
     bool ours = false;
-    char silent[256] = "";
-    size_t used = 0;
-    for (uint32_t index = 0; index < call->sent; index++) {
+    for (uint32_t index = 0; index < call->sent; index++)
         if (streq (call->pages[index].name, self->name))
             ours = call->pages[index].msg != NULL;
-        else if (!call->pages[index].msg && used < sizeof silent) {
-            int wrote = snprintf (silent + used, sizeof silent - used, "%s%s", used ? ", " : "",
-                                  call->pages[index].name);
-            used += wrote > 0 ? (size_t) wrote : 0;
-        }
-    }
-    if (!ours) {
+    if (call->late) {
         sn_pack_error (self->reply, call->rid, 504, "the store did not answer the scan in time");
         s_call_answer (self, call);
         return;
     }
-    zsys_warning ("sn_mesh: %s: scan of partition %u without %s: no answer in time", self->name,
-                  call->p, silent);
-    s_range_answer (self, call);
+    call->late = true;
+    for (uint32_t index = 0; index < call->sent; index++)
+        if (!call->pages[index].msg && !streq (call->pages[index].name, self->name)) {
+            self->scan_silent++;
+            s_scan_skip (self, call, call->pages[index].name, "no answer in time");
+        }
+    if (ours)
+        s_range_answer (self, call);
+    else {
+        int64_t waited =
+            self->write_timeout_ms < S_SCAN_WAIT ? self->write_timeout_ms : S_SCAN_WAIT;
+        s_call_wait (self, call, S_SCAN_WAIT - waited);
+    }
 }
 
 //  The fields of a range or scan that travel on to the stores: limit, and from, to,
@@ -2057,6 +2186,32 @@ s_range_valid (self_t *self, const sn_value_t *root, bool scan, uint64_t *limit,
     return true;
 }
 
+//  Keep the bounds of a range or scan, which the pages are checked against. An
+//  empty from or to is no bound, as at the stores.
+static void
+s_range_bounds (s_call_t *call, const sn_value_t *root)
+{
+    size_t len = 0;
+    const char *text = sn_value_str (sn_value_get (root, "from"), &len);
+    if (text && len) {
+        call->from = (char *) zmalloc (len);
+        memcpy (call->from, text, len);
+        call->from_len = len;
+    }
+    text = sn_value_str (sn_value_get (root, "to"), &len);
+    if (text && len) {
+        call->to = (char *) zmalloc (len);
+        memcpy (call->to, text, len);
+        call->to_len = len;
+    }
+    text = call->scan ? sn_value_str (sn_value_get (root, "prefix"), &len) : NULL;
+    if (text && len) {
+        call->prefix = (char *) zmalloc (len);
+        memcpy (call->prefix, text, len);
+        call->prefix_len = len;
+    }
+}
+
 //  range {from?, to?, limit?}: the same range from every member, merged. A member that
 //  is down is not asked: with RF > 1 its events are on other replicas.
 //  scan {p, from?, to?, limit?, prefix?}: the store's scan of p from our store and
@@ -2082,6 +2237,7 @@ s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t 
     call->limit = limit;
     call->scan = scan;
     call->p = p;
+    s_range_bounds (call, root);
     size_t count;
     const sn_member_t *list = sn_members_list (self->members, &count);
     uint32_t replicas = sn_placement_replica_count (self->placement);
@@ -2099,9 +2255,24 @@ s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t 
     s_range_pack (self->req, call, root);
     if (s_store_send (self))
         snprintf (call->pages[call->sent++].name, SN_NAME_MAX + 1, "%s", self->name);
+    else if (scan) {
+        //  The replicas' pages alone could miss an event only we and a replica that
+        //  is down hold: the caller asks again later
+        free (asked);
+        sn_pack_error (self->reply, rid, 503, "the store cannot take the scan now");
+        s_call_answer (self, call);
+        sn_pack_reset (self->reply);
+        return;
+    }
+    int64_t now = zclock_mono ();
     for (size_t index = 0; index < asking; index++) {
         if (streq (asked[index], self->name) || !s_reachable (self, asked[index]))
             continue;
+        s_peer_t *peer = (s_peer_t *) zhashx_lookup (self->peers, asked[index]);
+        if (scan && peer && peer->scan_skip_until > now) {
+            self->scan_skipped++;
+            continue;
+        }
         sn_pack_reset (self->out);
         sn_pack_map (self->out, 2 + s_range_entries (call, root));
         sn_pack_kv_str (self->out, "op", scan ? "rscan" : "rrange");
@@ -2115,6 +2286,9 @@ s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t 
         sn_pack_error (self->reply, rid, 503, "no member could be asked");
         s_call_answer (self, call);
     }
+    else if (scan)
+        s_call_wait (self, call,
+                     self->write_timeout_ms < S_SCAN_WAIT ? self->write_timeout_ms : S_SCAN_WAIT);
     sn_pack_reset (self->reply);
 }
 
@@ -3009,18 +3183,21 @@ s_on_ping (self_t *self, const char *sender, const sn_value_t *root, int64_t now
     }
     //  The member at a join endpoint has answered: joining through it is done.
     const sn_member_t *member = sn_members_lookup (self->members, sender);
-    bool placing = false;
     for (size_t index = 0; member && index < self->join_count; index++)
         if (self->joins[index].dealer && streq (self->joins[index].endpoint, member->endpoint)) {
             zsock_destroy (&self->joins[index].dealer);
-            placing = self->unplaced_until != 0;
-            self->unplaced_until = 0;
             if (self->verbose)
                 zsys_info ("sn_mesh: %s: joined through %s", self->name, member->endpoint);
         }
+    //  Any member's ping carries the whole table: the cluster has answered, though
+    //  the join endpoint may name the member otherwise than it advertises itself
+    //  (a host name for its address, localhost for 127.0.0.1)
+    bool placing = self->unplaced_until != 0;
+    self->unplaced_until = 0;
+    uint64_t placed = self->placed_version;
     s_members_changed (self, now);
     //  The first placement at once, even when the member table did not change
-    if (placing)
+    if (placing && self->placed_version == placed)
         s_publish (self);
     if (refuted)
         s_ping_all (self);
@@ -3149,7 +3326,7 @@ s_pack_cluster (self_t *self, uint64_t rid)
 {
     sn_pack_t *out = self->out;
     sn_pack_reset (out);
-    sn_pack_map (out, 12);
+    sn_pack_map (out, 13);
     sn_pack_kv_uint (out, "rid", rid);
     sn_pack_kv_uint (out, "code", 200);
     sn_pack_kv_str (out, "name", self->name);
@@ -3173,6 +3350,11 @@ s_pack_cluster (self_t *self, uint64_t rid)
     sn_pack_kv_uint (out, "received", self->ae_received);
     sn_pack_kv_uint (out, "writes_failed", self->writes_failed);
     sn_pack_kv_uint (out, "forwarded", self->forwarded);
+    sn_pack_str (out, "scans");
+    sn_pack_map (out, 3);
+    sn_pack_kv_uint (out, "silent", self->scan_silent);
+    sn_pack_kv_uint (out, "malformed", self->scan_bad);
+    sn_pack_kv_uint (out, "skipped", self->scan_skipped);
 
     size_t count;
     const sn_member_t *list = sn_members_list (self->members, &count);
@@ -3822,9 +4004,79 @@ s_test_ping (zsock_t *dealer, sn_pack_t *pack, const char *from, const char *mem
     s_test_send (dealer, pack);
 }
 
+//  Whether a peer's scan page, given as {events: [[key, type, ts]...], next}, with
+//  items made maps with an event, passes the checks of a scan of limit 3 from "k2"
+//  with prefix "test.".
+static bool
+s_test_page (const char *keys[], const char *types[], size_t count, const char *next, bool ts)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 2);
+    sn_pack_str (pack, "events");
+    sn_pack_array (pack, (uint32_t) count);
+    for (size_t index = 0; index < count; index++) {
+        sn_pack_map (pack, 3 + ts);
+        sn_pack_kv_str (pack, "key", keys[index]);
+        if (types[index])
+            sn_pack_kv_str (pack, "type", types[index]);
+        else
+            sn_pack_kv_uint (pack, "type", 7);
+        if (ts)
+            sn_pack_kv_uint (pack, "ts", 1);
+        sn_pack_str (pack, "event");
+        if (streq (keys[index], "k2-scalar"))
+            sn_pack_uint (pack, 1);
+        else
+            sn_pack_map (pack, 0);
+    }
+    sn_pack_str (pack, "next");
+    if (next)
+        sn_pack_str (pack, next);
+    else
+        sn_pack_nil (pack);
+    sn_msg_t *msg = sn_msg_decode (sn_pack_data (pack), sn_pack_size (pack), 0, NULL);
+    assert (msg);
+    s_call_t call = {.limit = 3, .scan = true};
+    call.from = (char *) "k2";
+    call.from_len = 2;
+    call.prefix = (char *) "test.";
+    call.prefix_len = 5;
+    const char *why = NULL;
+    bool valid = s_page_valid (&call, sn_msg_root (msg), &why);
+    assert (valid || why);
+    sn_msg_destroy (&msg);
+    sn_pack_destroy (&pack);
+    return valid;
+}
+
 void
 sn_mesh_test (bool verbose)
 {
+    //  A peer's scan page is taken only when it fits what was asked: a next that
+    //  does not move past from would make a replay ask for the same page for ever
+    const char *keys[] = {"k2", "k3", "k4", "k5"},
+               *types[] = {"test.a", "test.b", "test.c", "test.d"};
+    assert (s_test_page (keys, types, 3, "k5", true));
+    assert (s_test_page (keys, types, 3, NULL, true));
+    assert (s_test_page (keys, types, 0, "k9", true));
+    assert (!s_test_page (keys, types, 0, "k2", true)); //  next == from
+    assert (!s_test_page (keys, types, 0, "k1", true)); //  next before from
+    assert (!s_test_page (keys, types, 0, "", true));
+    char long_key[SN_KEY_MAX + 2];
+    memset (long_key, 'k', sizeof long_key - 1);
+    long_key[sizeof long_key - 1] = 0;
+    assert (!s_test_page (keys, types, 0, long_key, true));
+    assert (!s_test_page (keys, types, 4, NULL, true)); //  more than the limit
+    assert (!s_test_page (keys, types, 3, "k4", true)); //  an event at or past next
+    const char *before[] = {"k1"}, *beyond[] = {long_key}, *scalar[] = {"k2-scalar"};
+    assert (!s_test_page (before, types, 1, NULL, true));
+    assert (!s_test_page (beyond, types, 1, NULL, true));
+    assert (!s_test_page (scalar, types, 1, NULL, true));
+    const char *other[] = {"test.a", "other.b"}, *untyped[] = {NULL};
+    assert (!s_test_page (keys, other, 2, NULL, true));
+    assert (!s_test_page (keys, untyped, 1, NULL, true));
+    assert (!s_test_page (keys, types, 1, NULL, false)); //  no ts
+
     //  A configuration that cannot work is refused with a reason
     char error[256] = "";
     sn_mesh_config_t bad = {.name = "-bad",

@@ -279,3 +279,27 @@ def test_forged_scan_pages_from_a_replica_are_left_out():
         member.done.set()
         member.join()
         node.cleanup()
+
+
+def test_a_joiner_places_once_any_member_answers():
+    # n2 names n1 "localhost" while n1 advertises 127.0.0.1: the cluster's answer
+    # still ends the wait, long before --dead-ms
+    slow_detector = ["--suspect-ms", "60000", "--dead-ms", "120000"]
+    first = Node(name="n1", extra=slow_detector).start()
+    joiner = Node(name="n2", extra=slow_detector + [
+        "--join", f"tcp://localhost:{first.peers_port}"])
+    try:
+        joiner.start()
+        # Its actors follow the placement it publishes: dispatch makes a job only
+        # once it owns partitions
+        def made():
+            r = requests.post(joiner.url + "/jobs", timeout=10, json={
+                "destinations": ["00:0c:29:1c:e8:01"], "options": {"timeout": 600000},
+                "message": {"method": "post", "resource": "/x", "data": {}}})
+            return r.status_code == 200
+        wait_for(made, 30, "the joiner to place partitions")
+        joiner.stop()
+        first.stop()
+    finally:
+        first.cleanup()
+        joiner.cleanup()

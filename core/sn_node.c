@@ -203,6 +203,70 @@ s_test_scan (zsock_t *sock, sn_pack_t *pack, uint32_t p, const char *from)
     return s_test_ask (sock, pack);
 }
 
+//  Whether the mesh on sock lists count members, all alive.
+static bool
+s_test_all_alive (zsock_t *sock, sn_pack_t *pack, size_t count)
+{
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 2);
+    sn_pack_kv_str (pack, "op", "cluster");
+    sn_pack_kv_uint (pack, "rid", 1);
+    sn_msg_t *msg = s_test_ask (sock, pack);
+    const sn_value_t *members = sn_value_get (sn_msg_root (msg), "members");
+    bool alive = sn_value_size (members) == count;
+    for (size_t index = 0; index < sn_value_size (members); index++)
+        alive = alive &&
+                sn_value_streq (sn_value_get (sn_value_at (members, index), "status"), "alive");
+    sn_msg_destroy (&msg);
+    return alive;
+}
+
+//  Put an event of type into the store on sock directly, under key when given.
+static void
+s_test_store_put (zsock_t *sock, sn_pack_t *pack, const char *key, const char *type, int index)
+{
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 5 + !!key);
+    sn_pack_kv_str (pack, "op", "put");
+    sn_pack_kv_uint (pack, "rid", 1);
+    sn_pack_kv_str (pack, "type", type);
+    sn_pack_kv_str (pack, "pkey", "merged");
+    if (key)
+        sn_pack_kv_str (pack, "key", key);
+    sn_pack_str (pack, "event");
+    sn_pack_map (pack, 1);
+    sn_pack_kv_uint (pack, "index", (uint64_t) index);
+    sn_msg_t *put = s_test_ask (sock, pack);
+    uint64_t code = 0;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (put), "code"), &code) && code == 201);
+    sn_msg_destroy (&put);
+}
+
+//  The keys of scanning p on sock from the start, page by page (at most 3 a page),
+//  appended to keys ("key\n" each).
+static void
+s_test_scan_all (zsock_t *sock, sn_pack_t *pack, uint32_t p, zchunk_t *keys)
+{
+    char *from = NULL;
+    do {
+        sn_msg_t *page = s_test_scan (sock, pack, p, from);
+        uint64_t code = 0;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (page), "code"), &code) && code == 200);
+        const sn_value_t *events = sn_value_get (sn_msg_root (page), "events");
+        assert (sn_value_size (events) <= 3);
+        for (size_t index = 0; index < sn_value_size (events); index++) {
+            char *key = sn_value_get_strdup (sn_value_at (events, index), "key");
+            assert (key);
+            zchunk_extend (keys, key, strlen (key));
+            zchunk_extend (keys, "\n", 1);
+            free (key);
+        }
+        free (from);
+        from = sn_value_get_strdup (sn_msg_root (page), "next");
+        sn_msg_destroy (&page);
+    } while (from);
+}
+
 void
 sn_node_test (bool verbose)
 {
@@ -228,6 +292,8 @@ sn_node_test (bool verbose)
     config->http = strdup ("127.0.0.1:0");
     config->map_size = 64 << 20;
     config->verbose = verbose;
+    //  The two-node merge below needs stores that differ: no repair meanwhile
+    config->anti_entropy = 3600000;
 
     sn_node_t *node = sn_node_new (config, error, sizeof error);
     if (!node)
@@ -329,6 +395,92 @@ sn_node_test (bool verbose)
     assert (sn_value_uint (sn_value_get (sn_msg_root (again), "code"), &again_code));
     assert (again_code == 200);
     sn_msg_destroy (&again);
+
+    //  Two nodes whose stores each hold events of p the other lacks: the mesh's
+    //  scan, three events a page, gives every event of the prefix once, in key
+    //  order, through pages cut at the smaller of the two stores' nexts
+    char second_dir[] = "/tmp/sn_node_test_XXXXXX";
+    assert (mkdtemp (second_dir));
+    sn_config_t *second = sn_config_new ();
+    free (second->data_dir);
+    second->data_dir = strdup (second_dir);
+    free (second->name);
+    second->name = strdup ("sntwo");
+    probe = zsock_new (ZMQ_ROUTER);
+    probe_peers = zsock_new (ZMQ_ROUTER);
+    port = zsock_bind (probe, "tcp://127.0.0.1:*");
+    peers_port = zsock_bind (probe_peers, "tcp://127.0.0.1:*");
+    assert (port > 0 && peers_port > 0);
+    zsock_destroy (&probe);
+    zsock_destroy (&probe_peers);
+    free (second->clients);
+    second->clients = zsys_sprintf ("tcp://127.0.0.1:%d", port);
+    free (second->peers);
+    second->peers = zsys_sprintf ("tcp://127.0.0.1:%d", peers_port);
+    free (second->http);
+    second->http = strdup ("127.0.0.1:0");
+    second->map_size = 64 << 20;
+    second->verbose = verbose;
+    second->anti_entropy = 3600000;
+    zlist_append (second->join, config->peers);
+    sn_node_t *two = sn_node_new (second, error, sizeof error);
+    if (!two)
+        zsys_error ("sn_node: %s", error);
+    assert (two);
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-mesh-%p", (void *) two);
+    zsock_t *mesh_two = zsock_new_dealer (endpoint);
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-store-%p", (void *) two);
+    zsock_t *store_two = zsock_new_dealer (endpoint);
+    assert (mesh_two && store_two);
+    int64_t deadline = zclock_mono () + 20000;
+    while (!(s_test_all_alive (mesh, pack, 2) && s_test_all_alive (mesh_two, pack, 2))) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (20);
+    }
+    uint32_t merged = sn_partition ("merged", 6, config->partitions);
+    const char *shared[] = {"20200101T000000000000000001-zz", "20991231T000000000000000001-zz"};
+    for (int index = 0; index < 2; index++) {
+        s_test_store_put (store, pack, shared[index], "test.shared", index);
+        s_test_store_put (store_two, pack, shared[index], "test.shared", index);
+    }
+    for (int index = 0; index < 14; index++)
+        s_test_store_put (index % 2 ? store : store_two, pack, NULL,
+                          index % 4 == 3 ? "other.merged" : "test.merged", index);
+    //  What each store holds of the prefix, sorted and without the duplicates
+    zchunk_t *expected = zchunk_new (NULL, 0);
+    s_test_scan_all (store, pack, merged, expected);
+    s_test_scan_all (store_two, pack, merged, expected);
+    zlistx_t *sorted = zlistx_new ();
+    zlistx_set_comparator (sorted, (zlistx_comparator_fn *) strcmp);
+    zlistx_set_destructor (sorted, (zlistx_destructor_fn *) zstr_free);
+    char *lines = zchunk_strdup (expected);
+    for (char *line = strtok (lines, "\n"); line; line = strtok (NULL, "\n"))
+        if (!zlistx_find (sorted, line))
+            zlistx_add_end (sorted, strdup (line));
+    free (lines);
+    zlistx_sort (sorted);
+    assert (zlistx_size (sorted) == 2 + 11); //  of 14, the 3 of other.merged are left out
+    zchunk_t *wanted = zchunk_new (NULL, 0);
+    for (char *item = (char *) zlistx_first (sorted); item; item = (char *) zlistx_next (sorted)) {
+        zchunk_extend (wanted, item, strlen (item));
+        zchunk_extend (wanted, "\n", 1);
+    }
+    zsock_t *meshes[] = {mesh, mesh_two};
+    for (int index = 0; index < 2; index++) {
+        zchunk_t *got = zchunk_new (NULL, 0);
+        s_test_scan_all (meshes[index], pack, merged, got);
+        assert (zchunk_size (got) == zchunk_size (wanted));
+        assert (memcmp (zchunk_data (got), zchunk_data (wanted), zchunk_size (got)) == 0);
+        zchunk_destroy (&got);
+    }
+    zchunk_destroy (&wanted);
+    zchunk_destroy (&expected);
+    zlistx_destroy (&sorted);
+    zsock_destroy (&mesh_two);
+    zsock_destroy (&store_two);
+    sn_node_destroy (&two);
+    sn_config_destroy (&second);
+
     sn_pack_destroy (&pack);
     zsock_destroy (&mesh);
     zsock_destroy (&store);
@@ -346,7 +498,7 @@ sn_node_test (bool verbose)
     sn_node_destroy (&node);
     sn_node_destroy (&node);
     sn_config_destroy (&config);
-    char *command = zsys_sprintf ("rm -rf '%s' '%s'", dir, other);
+    char *command = zsys_sprintf ("rm -rf '%s' '%s' '%s'", dir, other, second_dir);
     assert (system (command) == 0);
     free (command);
 }

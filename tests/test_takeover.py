@@ -220,7 +220,7 @@ class ForgingMember(threading.Thread):
                 elif msg.get("op") == "rscan":
                     frm = msg.get("from") or ""
                     self.scans[(msg["p"], frm)] += 1
-                    page = self.forged[sum(self.scans.values()) % len(self.forged)](
+                    page = self.forged[(sum(self.scans.values()) - 1) % len(self.forged)](
                         frm, msg["limit"])
                     dealer.send(msgpack.packb({"op": "rgot", "rid": msg["rid"], "code": 200,
                                                "reply": dict(page, p=msg["p"])}))

@@ -53,6 +53,11 @@
 //  ever new ids makes records here and at every member only this many at a time.
 #define S_CONNECTION_IDS 64
 
+//  A finished job stays in memory this many ms unless the config says otherwise,
+//  and at most this many leave it in one turn of the loop.
+#define S_KEEP_FINISHED (3600 * 1000)
+#define S_EVICT_STEP    1000
+
 #define S_LIST_LIMIT      100 //  job.list's default page
 #define S_ID_MAX          32  //  job ids are 19 characters
 #define S_DESTINATION_MAX 64  //  longest destination id
@@ -112,6 +117,8 @@ struct _s_job_t {
     void *ticking;        //  handle in self->ticking, or NULL
     bool visible;         //  job.created is durable: answers and dispatch
     uint32_t p;           //  its partition: sn_partition (id)
+    void *finished;       //  handle in self->finished once over, or NULL
+    uint32_t pending;     //  entries of self->pending that name it
 };
 
 struct _s_agent_t {
@@ -223,6 +230,9 @@ typedef struct {
     size_t order_size;           //  slots in order
     zlistx_t *active;            //  s_job_t * not finished yet
     zlistx_t *ticking;           //  s_job_t * that changed lately
+    zlistx_t *finished;          //  s_job_t * over, in the order they ended: eviction
+                                 //  pops the head
+    int64_t evict_at;            //  wall ms the head of finished is due, or INT64_MAX
     zhashx_t *agents;            //  destination id -> s_agent_t *, owns them
     zhashx_t *pending;           //  log rid (text) -> s_pending_t *, owns them
     uint64_t log_rid;            //  last rid sent to the log
@@ -376,6 +386,8 @@ s_pending_free (void **item_p)
 {
     s_pending_t *pending = (s_pending_t *) *item_p;
     if (pending) {
+        if (pending->job)
+            pending->job->pending--;
         zmsg_destroy (&pending->reply);
         free (pending);
         *item_p = NULL;
@@ -713,8 +725,10 @@ s_snapshot (self_t *self, const char *topic)
         job = NULL;
         sn_pack_map (self->body, 1);
         sn_pack_str (self->body, "error");
-        char error[300];
-        snprintf (error, sizeof error, "no job %s", topic);
+        char error[400];
+        snprintf (error, sizeof error,
+                  "no job %s: unknown here, or finished more than %d ms ago (--keep-finished-ms)",
+                  topic, self->config.keep_finished);
         sn_pack_str (self->body, error);
     }
     s_publish_frames (self, topic, job ? job->seq : 0, S_SNAPSHOT);
@@ -798,6 +812,7 @@ s_log (self_t *self, const char *type, s_job_t *job, s_log_kind_t kind, zmsg_t *
     }
     s_pending_t *pending = s_pending_add (self, kind);
     pending->job = job;
+    job->pending++;
     if (reply_p) {
         pending->reply = *reply_p;
         *reply_p = NULL;
@@ -868,6 +883,15 @@ s_task_requeue (self_t *self, s_task_t *task)
         zlistx_add_end (self->repump_jobs, strdup (task->job->id));
 }
 
+//  A job over leaves memory once it ended longer ago than the window (s_evict).
+static void
+s_job_retire (self_t *self, s_job_t *job)
+{
+    job->finished = zlistx_add_end (self->finished, job);
+    if (zlistx_size (self->finished) == 1)
+        self->evict_at = job->finish_at + self->config.keep_finished;
+}
+
 //  The job is over when every task is: resolved, unless it was cancelled or timed
 //  out as a whole.
 static void
@@ -880,6 +904,7 @@ s_job_check_done (self_t *self, s_job_t *job, int64_t at)
     if (s_terminal (job->status) && job->active) {
         zlistx_delete (self->active, job->active);
         job->active = NULL;
+        s_job_retire (self, job);
     }
 }
 
@@ -972,6 +997,7 @@ s_tell_to (self_t *self, const char *node, uint32_t p, s_log_kind_t kind, s_task
     s_pending_t *pending = s_pending_add (self, kind);
     if (task) {
         pending->job = task->job;
+        task->job->pending++;
         pending->task = task->index;
     }
     snprintf (pending->node, sizeof pending->node, "%s", node ? node : "");
@@ -1403,8 +1429,10 @@ s_reply_missing (self_t *self, sn_routed_t *request, uint64_t rid, uint32_t p, c
         s_reply_error (self, request, rid, 503, "partition %u is being taken over here, try again",
                        p);
     else
-        s_reply_error (self, request, rid, 404, "no %s %.*s", what, id ? (int) len : 0,
-                       id ? id : "");
+        s_reply_error (self, request, rid, 404,
+                       "no %s %.*s: unknown here, or finished more than %d ms ago"
+                       " (--keep-finished-ms)",
+                       what, id ? (int) len : 0, id ? id : "", self->config.keep_finished);
 }
 
 //  --------------------------------------------------------------------------
@@ -2969,6 +2997,73 @@ s_sweep (self_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Retention
+
+//  Whether job is over and ended longer ago than the window.
+static bool
+s_job_stale (self_t *self, const s_job_t *job, int64_t now)
+{
+    return s_terminal (job->status) && job->finish_at + self->config.keep_finished <= now;
+}
+
+//  Evicts the jobs that ended longer ago than the window, at most S_EVICT_STEP,
+//  from the head of self->finished, with their tasks. A job waits while an event
+//  of it is on its way to the log or a push to another member is unanswered (its
+//  answer names it). Tasks over are out of their agents' hands already; the count
+//  of tasks naming each agent goes down as the job is freed, and s_agents_collect
+//  frees the records nothing needs any more. The cancels an agent still has to
+//  get stay: they name the task by its id and last until its own timeout.
+static void
+s_evict (self_t *self, int64_t now)
+{
+    size_t evicted = 0;
+    s_job_t *job = (s_job_t *) zlistx_first (self->finished);
+    while (job && evicted < S_EVICT_STEP && job->pending == 0 && s_job_stale (self, job, now)) {
+        zlistx_delete (self->finished, job->finished);
+        job->finished = NULL;
+        if (job->ticking) {
+            zlistx_delete (self->ticking, job->ticking);
+            job->ticking = NULL;
+        }
+        //  The members that follow it: a refresh now gets 404, like a job unknown
+        for (void *member = zhashx_first (self->members); member;
+             member = zhashx_next (self->members)) {
+            char key[SN_NAME_MAX + S_ID_MAX + 2];
+            snprintf (key, sizeof key, "%s/%s", (const char *) zhashx_cursor (self->members),
+                      job->id);
+            zhashx_delete (self->watches, key);
+        }
+        //  Marks it for the pass over order below: every job there is visible
+        job->visible = false;
+        evicted++;
+        job = (s_job_t *) zlistx_first (self->finished);
+    }
+    if (evicted) {
+        //  One pass for the whole step: the oldest jobs are at the front of order
+        size_t kept = 0;
+        for (size_t at = 0; at < self->order_count; at++) {
+            s_job_t *listed = self->order[at];
+            if (listed->visible)
+                self->order[kept++] = listed;
+            else
+                zhashx_delete (self->jobs, listed->id);
+        }
+        self->order_count = kept;
+        if (self->verbose)
+            zsys_info ("dispatch: evicted %zu jobs that ended more than %d ms ago", evicted,
+                       self->config.keep_finished);
+    }
+    if (!job)
+        self->evict_at = INT64_MAX;
+    else if (evicted == S_EVICT_STEP)
+        self->evict_at = now; //  more are due: after the messages waiting
+    else if (job->pending)
+        self->evict_at = now + S_SWEEP_MS;
+    else
+        self->evict_at = job->finish_at + self->config.keep_finished;
+}
+
+//  --------------------------------------------------------------------------
 //  Replay
 
 //  The job an event of the partition being replayed is about, or NULL.
@@ -3165,8 +3260,9 @@ s_replay_done (self_t *self)
         self->replaying[self->replay_p] = false;
     for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
          job = (s_job_t *) zlistx_next (self->replayed)) {
-        //  The partition moved on while it was replayed
-        if (!owned) {
+        //  The partition moved on while it was replayed, or the job ended before
+        //  the window: the log says it was, memory forgets it
+        if (!owned || s_job_stale (self, job, zclock_time ())) {
             zhashx_delete (self->jobs, job->id);
             continue;
         }
@@ -3175,6 +3271,8 @@ s_replay_done (self_t *self)
             job->active = zlistx_add_end (self->active, job);
             s_job_start (self, job);
         }
+        else
+            s_job_retire (self, job);
     }
     zlistx_purge (self->replayed);
     s_replay_next (self);
@@ -3246,6 +3344,10 @@ s_partition_drop (self_t *self, uint32_t p)
             zlistx_delete (self->active, job->active);
         if (job->ticking)
             zlistx_delete (self->ticking, job->ticking);
+        if (job->finished) {
+            zlistx_delete (self->finished, job->finished);
+            self->evict_at = zclock_time (); //  s_evict looks at the new head
+        }
         for (s_pending_t *pending = (s_pending_t *) zhashx_first (self->pending); pending;
              pending = (s_pending_t *) zhashx_next (self->pending))
             if (pending->job == job)
@@ -3335,7 +3437,9 @@ s_watch_failed (self_t *self, s_pending_t *pending, const sn_value_t *root, uint
     sn_pack_map (self->body, 1);
     sn_pack_str (self->body, "error");
     char text[400];
-    if (code == 404)
+    if (code == 404 && error)
+        snprintf (text, sizeof text, "%s", error); //  the owner's reason
+    else if (code == 404)
         snprintf (text, sizeof text, "no job %s", pending->topic);
     else
         snprintf (text, sizeof text, "job %s: %s", pending->topic, error ? error : "no answer");
@@ -3428,8 +3532,10 @@ s_log_refused (self_t *self, s_pending_t *pending, const sn_value_t *root, uint6
         sn_pack_destroy (&answer);
         s_send_reply (self, &pending->reply);
     }
-    if (pending->kind == S_LOG_CREATE && pending->job)
+    if (pending->kind == S_LOG_CREATE && pending->job) {
         zhashx_delete (self->jobs, pending->job->id);
+        pending->job = NULL;
+    }
     free (error);
 }
 
@@ -3584,6 +3690,10 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     zhashx_set_destructor (self->jobs, s_job_free);
     self->active = zlistx_new ();
     self->ticking = zlistx_new ();
+    self->finished = zlistx_new ();
+    self->evict_at = INT64_MAX;
+    if (self->config.keep_finished <= 0)
+        self->config.keep_finished = S_KEEP_FINISHED;
     self->agents = zhashx_new ();
     zhashx_set_destructor (self->agents, s_agent_free);
     self->pending = zhashx_new ();
@@ -3642,6 +3752,7 @@ s_self_destroy (self_t **self_p)
         zhashx_destroy (&self->pending);
         zlistx_destroy (&self->active);
         zlistx_destroy (&self->ticking);
+        zlistx_destroy (&self->finished);
         zlistx_destroy (&self->replay_queue);
         zlistx_destroy (&self->replayed);
         //  Jobs first: their tasks count on their agents' records
@@ -3800,6 +3911,9 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
             int64_t until_expiry =
                 next_expiry == INT64_MAX ? INT64_MAX : next_expiry - zclock_time ();
             timeout = until_sweep < until_expiry ? until_sweep : until_expiry;
+            int64_t until_evict =
+                self->evict_at == INT64_MAX ? INT64_MAX : self->evict_at - zclock_time ();
+            timeout = until_evict < timeout ? until_evict : timeout;
             timeout = timeout < 0 ? 0 : timeout > S_SWEEP_MS ? S_SWEEP_MS : timeout;
         }
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, (int) timeout);
@@ -3819,6 +3933,8 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
             break;
         if (self->ready) {
             next_expiry = s_expire (self, zclock_time ());
+            if (self->evict_at <= zclock_time ())
+                s_evict (self, zclock_time ());
             if (zclock_mono () >= self->next_sweep) {
                 s_sweep (self);
                 self->next_sweep = zclock_mono () + S_SWEEP_MS;
@@ -4019,6 +4135,180 @@ s_test_placed (zsock_t *pub, uint32_t partitions, int lost, zsock_t *client, con
     return text;
 }
 
+//  Asks request (JSON) again until the reply contains expect, for at most ten
+//  seconds. Caller frees the reply.
+static char *
+s_test_until (zsock_t *client, const char *json, const char *expect)
+{
+    int64_t deadline = zclock_mono () + 10000;
+    char *reply = s_test_call (client, json, false);
+    while (!strstr (reply, expect) && zclock_mono () < deadline) {
+        free (reply);
+        zclock_sleep (10);
+        reply = s_test_call (client, json, false);
+    }
+    assert (strstr (reply, expect));
+    return reply;
+}
+
+//  A dispatch actor on store_endpoint that keeps finished jobs keep_finished ms.
+static zactor_t *
+s_test_retaining (const char *endpoint, const char *store_endpoint, const char *publish,
+                  int keep_finished, bool verbose)
+{
+    char error[256];
+    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4,
+                                   verbose,  NULL,           NULL,    keep_finished};
+    zactor_t *dispatch = sn_dispatch_new (&config, error, sizeof error);
+    assert (dispatch);
+    return dispatch;
+}
+
+//  Retention: a finished job leaves memory once it ended longer ago than the
+//  window, watched or not; a running one stays; a replay leaves out those that
+//  ended before the window.
+static void
+s_test_retention (bool verbose)
+{
+    char dir[] = "/tmp/sn_dispatch_retention_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], endpoint[64], publish[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-retention-store-%d", getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-retention-%d", getpid ());
+    snprintf (publish, sizeof publish, "inproc://sn-retention-pub-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    zactor_t *dispatch = s_test_retaining (endpoint, store_endpoint, publish, 300, verbose);
+    zsock_t *producer = zsock_new_dealer (endpoint);
+    zsock_t *agent = zsock_new_dealer (endpoint);
+
+    //  A job whose destination never comes: it runs until its timeout
+    char *reply = s_test_call (producer,
+                               "{\"op\":\"job.create\",\"rid\":1,\"destinations\":"
+                               "[\"cg-000c291ce802\"],\"message\":{\"method\":\"get\","
+                               "\"resource\":\"/r\"},\"options\":{\"timeout\":600000}}",
+                               false);
+    assert (strstr (reply, "\"code\":200"));
+    char running[S_ID_MAX];
+    s_test_field (strstr (reply, "\"job\""), "id", running, sizeof running);
+    free (reply);
+    //  A job of two tasks for one agent, watched while it finishes
+    reply = s_test_call (producer,
+                         "{\"op\":\"job.create\",\"rid\":2,\"destinations\":[\"00:0c:29:1c:e8:09\","
+                         "\"cg-000c291ce809\"],\"message\":{\"method\":\"get\",\"resource\":"
+                         "\"/r\"},\"options\":{\"timeout\":600000}}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    char done[S_ID_MAX];
+    s_test_field (strstr (reply, "\"job\""), "id", done, sizeof done);
+    free (reply);
+    zsock_t *watcher = zsock_new_sub (publish, done);
+    bool snapshot = false;
+    char *update = s_test_update (watcher, &snapshot);
+    assert (snapshot && strstr (update, "\"status\":\"created\""));
+    free (update);
+    const char *ids[] = {"00:0c:29:1c:e8:09", "cg-000c291ce809"};
+    char first_task[S_ID_MAX + 16] = "";
+    for (size_t index = 0; index < 2; index++) {
+        char *request =
+            zsys_sprintf ("{\"op\":\"agent.hello\",\"rid\":3,\"id\":\"%s\"}", ids[index]);
+        reply = s_test_call (agent, request, false);
+        assert (strstr (reply, "\"code\":200"));
+        free (reply);
+        free (request);
+        char *work = s_test_call (agent, NULL, true);
+        char task[S_ID_MAX + 16];
+        s_test_field (work, "id", task, sizeof task);
+        free (work);
+        if (index == 0)
+            snprintf (first_task, sizeof first_task, "%s", task);
+        request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":4,\"id\":\"%s\","
+                                "\"task\":\"%s\",\"code\":200}",
+                                ids[index], task);
+        reply = s_test_call (agent, request, false);
+        assert (strstr (reply, "\"code\":200"));
+        free (reply);
+        free (request);
+    }
+    //  The watcher sees the job resolved: it is in memory until the window passes
+    do {
+        update = s_test_update (watcher, &snapshot);
+        bool resolved =
+            strstr (update, "\"status\":\"resolved\"") && strstr (update, "\"resource\":\"/jobs\"");
+        free (update);
+        if (resolved)
+            break;
+    } while (true);
+
+    //  Then it is gone, with the reason, its tasks too
+    char *request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":5,\"id\":\"%s\"}", done);
+    reply = s_test_until (producer, request, "\"code\":404");
+    assert (strstr (reply, "finished more than 300 ms ago (--keep-finished-ms)"));
+    free (reply);
+    free (request);
+    request = zsys_sprintf ("{\"op\":\"task.get\",\"rid\":6,\"id\":\"%s\"}", first_task);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":404") && strstr (reply, "finished more than 300 ms ago"));
+    free (reply);
+    free (request);
+    //  A late result for one of its tasks is answered as for a task unknown
+    request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":7,\"id\":\"%s\","
+                            "\"task\":\"%s\",\"code\":200}",
+                            ids[0], first_task);
+    reply = s_test_call (agent, request, false);
+    assert (strstr (reply, "\"code\":404") && strstr (reply, "no task"));
+    free (reply);
+    free (request);
+    //  A new watcher of it gets the error, with the reason
+    zsock_t *late = zsock_new_sub (publish, done);
+    update = s_test_update (late, &snapshot);
+    assert (snapshot && strstr (update, "\"error\"") && strstr (update, "--keep-finished-ms"));
+    free (update);
+    zsock_destroy (&late);
+    zsock_destroy (&watcher);
+    //  The running job, older than the window now, stays; the list has it alone
+    request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":8,\"id\":\"%s\"}", running);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200") && strstr (reply, "\"status\":\"created\""));
+    free (reply);
+    reply = s_test_call (producer, "{\"op\":\"job.list\",\"rid\":9}", false);
+    assert (strstr (reply, running) && !strstr (reply, done));
+    free (reply);
+
+    //  A restart does not bring the finished job back, and the running one resumes;
+    //  with a window that covers it, it comes back
+    //  (an inproc peer of a destroyed actor does not reconnect: a new one)
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    dispatch = s_test_retaining (endpoint, store_endpoint, publish, 300, verbose);
+    producer = zsock_new_dealer (endpoint);
+    char *get_done = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":10,\"id\":\"%s\"}", done);
+    reply = s_test_call (producer, get_done, false);
+    assert (strstr (reply, "\"code\":404") && strstr (reply, "finished more than 300 ms ago"));
+    free (reply);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    dispatch = s_test_retaining (endpoint, store_endpoint, publish, 0, verbose);
+    producer = zsock_new_dealer (endpoint);
+    reply = s_test_call (producer, get_done, false);
+    assert (strstr (reply, "\"code\":200") && strstr (reply, "\"status\":\"resolved\""));
+    free (reply);
+    free (get_done);
+    free (request);
+
+    zsock_destroy (&agent);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
+}
+
 void
 sn_dispatch_test (bool verbose)
 {
@@ -4047,7 +4337,7 @@ sn_dispatch_test (bool verbose)
     sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
-    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4, verbose, NULL, NULL};
+    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4, verbose, NULL, NULL, 0};
     zactor_t *dispatch = sn_dispatch_new (&config, error, sizeof error);
     assert (dispatch);
 
@@ -4564,4 +4854,6 @@ sn_dispatch_test (bool verbose)
     char *command = zsys_sprintf ("rm -rf '%s'", dir);
     assert (system (command) == 0);
     free (command);
+
+    s_test_retention (verbose);
 }

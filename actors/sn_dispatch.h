@@ -117,6 +117,7 @@ typedef struct {
     bool verbose;         //  log every request
     const char *scan;     //  the store's endpoint for replay; NULL: log
     const char *feed;     //  the mesh's placement PUB; NULL: own every partition
+    int keep_finished;    //  ms a finished job stays in memory; 0: one hour
 } sn_dispatch_config_t;
 
 //  Start the actor and replay the jobs of every partition. Returns NULL with the

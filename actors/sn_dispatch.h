@@ -70,6 +70,11 @@
     A subscriber starts at its snapshot and checks that g (all jobs) or j (one job)
     goes up by one: a gap means the XPUB dropped updates for it (too slow).
 
+    A job that is over leaves memory with its tasks once it ended longer ago than
+    config "keep_finished" (ms); job.get, task.get and a subscription answer it as
+    unknown, saying it may have finished before the window, and job.list leaves it
+    out. A replay drops the jobs of the partition that ended before the window.
+
     Ops (schemas/op.<op>.json):
       job.create {timeout?, batch | destinations + message, ...} -> 200 {job}
       job.get {id, collection?}        -> 200 {job} | 404

@@ -41,7 +41,7 @@ def test_finished_jobs_leave_memory_after_the_window_and_stay_gone():
         # Then it is evicted, with its task
         code, body = wait_for(
             lambda: (lambda r: r if r[0] == 404 else None)(status(node, f"/jobs/{done['id']}")),
-            what="the finished job to be evicted")
+            timeout=30, what="the finished job to be evicted")
         reason = f"finished more than {KEEP_MS} ms ago (--keep-finished-ms)"
         assert reason in body["error"], body
         code, body = status(node, f"/tasks/{work['id']}")

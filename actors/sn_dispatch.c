@@ -58,6 +58,12 @@
 #define S_KEEP_FINISHED (3600 * 1000)
 #define S_EVICT_STEP    1000
 
+//  An answer from the log not there after this many ms is taken as lost for the
+//  job it names: a finished job waiting for it leaves memory anyway (s_evict). The
+//  mesh answers within --write-timeout-ms (5 s by default) or not at all, so an
+//  answer this late is one its ROUTER dropped, and waiting longer only pins memory.
+#define S_PENDING_LOST 60000
+
 #define S_LIST_LIMIT      100 //  job.list's default page
 #define S_ID_MAX          32  //  job ids are 19 characters
 #define S_DESTINATION_MAX 64  //  longest destination id
@@ -117,7 +123,9 @@ struct _s_job_t {
     void *ticking;        //  handle in self->ticking, or NULL
     bool visible;         //  job.created is durable: answers and dispatch
     uint32_t p;           //  its partition: sn_partition (id)
-    void *finished;       //  handle in self->finished once over, or NULL
+    void *finished;       //  handle in self->finished (or self->held) once over, or NULL
+    bool held;            //  finished is in self->held: due, but answers pending
+    int64_t evict_due;    //  mono ms it leaves memory once finished (s_job_retire)
     uint32_t pending;     //  entries of self->pending that name it
 };
 
@@ -193,6 +201,7 @@ typedef struct {
 
 typedef struct {
     uint64_t rid;               //  the log request's rid
+    int64_t sent_at;            //  mono ms it was sent
     s_log_kind_t kind;          //  what was asked, see s_log_kind_t
     zmsg_t *reply;              //  envelope and payload to send once durable, or NULL;
                                 //  S_LOG_FORWARD: the caller's envelope only
@@ -232,7 +241,9 @@ typedef struct {
     zlistx_t *ticking;           //  s_job_t * that changed lately
     zlistx_t *finished;          //  s_job_t * over, in the order they ended: eviction
                                  //  pops the head
-    int64_t evict_at;            //  wall ms the head of finished is due, or INT64_MAX
+    zlistx_t *held;              //  s_job_t * due but still named by a pending answer
+    int64_t evict_at;            //  mono ms s_evict runs next, or INT64_MAX
+    int64_t evicted_at;          //  mono ms s_evict last ran
     zhashx_t *agents;            //  destination id -> s_agent_t *, owns them
     zhashx_t *pending;           //  log rid (text) -> s_pending_t *, owns them
     uint64_t log_rid;            //  last rid sent to the log
@@ -769,6 +780,7 @@ s_pending_add (self_t *self, s_log_kind_t kind)
 {
     s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
     pending->rid = self->log_rid;
+    pending->sent_at = zclock_mono ();
     pending->kind = kind;
     char key[24];
     snprintf (key, sizeof key, "%" PRIu64, pending->rid);
@@ -884,12 +896,22 @@ s_task_requeue (self_t *self, s_task_t *task)
 }
 
 //  A job over leaves memory once it ended longer ago than the window (s_evict).
+//  The deadline is on the monotonic clock so that a step of the wall clock, or a
+//  finishAt written by a member whose clock is off, keeps no job more than one
+//  window after it ends here.
 static void
 s_job_retire (self_t *self, s_job_t *job)
 {
+    int64_t keep = self->config.keep_finished;
+    int64_t left = keep - (zclock_time () - job->finish_at);
+    left = left < 0 ? 0 : left > keep ? keep : left;
+    job->evict_due = zclock_mono () + left;
     job->finished = zlistx_add_end (self->finished, job);
-    if (zlistx_size (self->finished) == 1)
-        self->evict_at = job->finish_at + self->config.keep_finished;
+    //  Batched: no pass sooner than S_SWEEP_MS after the last one
+    int64_t at = job->evict_due > self->evicted_at + S_SWEEP_MS ? job->evict_due
+                                                                : self->evicted_at + S_SWEEP_MS;
+    if (at < self->evict_at)
+        self->evict_at = at;
 }
 
 //  The job is over when every task is: resolved, unless it was cancelled or timed
@@ -3006,61 +3028,136 @@ s_job_stale (self_t *self, const s_job_t *job, int64_t now)
     return s_terminal (job->status) && job->finish_at + self->config.keep_finished <= now;
 }
 
+static int
+s_slot_compare (const void *a, const void *b)
+{
+    size_t left = *(const size_t *) a, right = *(const size_t *) b;
+    return left < right ? -1 : left > right;
+}
+
+//  Takes job out of self->finished or self->held, and out of every record that
+//  names it, into victims; its slot in order goes into slots.
+static void
+s_evict_one (self_t *self, s_job_t *job, s_job_t **victims, size_t *slots, size_t *count)
+{
+    zlistx_delete (job->held ? self->held : self->finished, job->finished);
+    job->finished = NULL;
+    job->held = false;
+    if (job->ticking) {
+        zlistx_delete (self->ticking, job->ticking);
+        job->ticking = NULL;
+    }
+    //  The members that follow it: a refresh now gets 404, like a job unknown
+    for (void *member = zhashx_first (self->members); member;
+         member = zhashx_next (self->members)) {
+        char key[SN_NAME_MAX + S_ID_MAX + 2];
+        snprintf (key, sizeof key, "%s/%s", (const char *) zhashx_cursor (self->members), job->id);
+        zhashx_delete (self->watches, key);
+    }
+    if (job->visible) {
+        //  Found while every slot before it is still valid: O(log n)
+        size_t at = s_order_find (self, job);
+        assert (at < self->order_count && self->order[at] == job);
+        slots[*count] = at;
+    }
+    else
+        slots[*count] = SIZE_MAX;
+    victims[(*count)++] = job;
+}
+
+//  The held jobs whose answers are in leave memory. An answer pending longer than
+//  S_PENDING_LOST is given up on for the job it names, with a warning: the entry
+//  stays for its answer, which then finds no job, as after a partition drop.
+static void
+s_evict_held (self_t *self, int64_t now, s_job_t **victims, size_t *slots, size_t *count)
+{
+    if (zlistx_size (self->held) == 0)
+        return;
+    for (s_pending_t *pending = (s_pending_t *) zhashx_first (self->pending); pending;
+         pending = (s_pending_t *) zhashx_next (self->pending))
+        if (pending->job && pending->job->held && now - pending->sent_at >= S_PENDING_LOST) {
+            zsys_warning ("dispatch: no answer from the log to rid %" PRIu64
+                          " after %d ms, job %s leaves memory without it",
+                          pending->rid, S_PENDING_LOST, pending->job->id);
+            pending->job->pending--;
+            pending->job = NULL;
+        }
+    s_job_t *job = (s_job_t *) zlistx_first (self->held);
+    while (job && *count < S_EVICT_STEP) {
+        s_job_t *next = (s_job_t *) zlistx_next (self->held);
+        if (job->pending == 0)
+            s_evict_one (self, job, victims, slots, count);
+        job = next;
+    }
+}
+
 //  Evicts the jobs that ended longer ago than the window, at most S_EVICT_STEP,
-//  from the head of self->finished, with their tasks. A job waits while an event
-//  of it is on its way to the log or a push to another member is unanswered (its
-//  answer names it). Tasks over are out of their agents' hands already; the count
-//  of tasks naming each agent goes down as the job is freed, and s_agents_collect
-//  frees the records nothing needs any more. The cancels an agent still has to
-//  get stay: they name the task by its id and last until its own timeout.
+//  from the head of self->finished, with their tasks. A due job still named by a
+//  pending answer (an event on its way to the log, a push to another member: the
+//  answer reads the job) moves to self->held, so the jobs behind it do not wait,
+//  and leaves at a later pass once its answers are in. Tasks over are out of their
+//  agents' hands already; the count of tasks naming each agent goes down as the
+//  job is freed, and s_agents_collect frees the records nothing needs any more.
+//  The cancels an agent still has to get stay: they name the task by its id and
+//  last until its own timeout.
+//  The cost is O(k log n) for k jobs evicted of n visible: each slot in order is
+//  found by its key, and one compaction moves the slots between them. Passes come
+//  at most once per S_SWEEP_MS unless a whole step was due, so each covers many.
 static void
 s_evict (self_t *self, int64_t now)
 {
-    size_t evicted = 0;
+    s_job_t **victims = (s_job_t **) malloc (S_EVICT_STEP * sizeof (s_job_t *));
+    size_t *slots = (size_t *) malloc (S_EVICT_STEP * sizeof (size_t));
+    assert (victims && slots);
+    size_t count = 0;
+    s_evict_held (self, now, victims, slots, &count);
+    size_t moved = 0;
     s_job_t *job = (s_job_t *) zlistx_first (self->finished);
-    while (job && evicted < S_EVICT_STEP && job->pending == 0 && s_job_stale (self, job, now)) {
-        zlistx_delete (self->finished, job->finished);
-        job->finished = NULL;
-        if (job->ticking) {
-            zlistx_delete (self->ticking, job->ticking);
-            job->ticking = NULL;
+    while (job && count < S_EVICT_STEP && moved < S_EVICT_STEP && job->evict_due <= now) {
+        if (job->pending) {
+            zlistx_delete (self->finished, job->finished);
+            job->finished = zlistx_add_end (self->held, job);
+            job->held = true;
+            moved++;
         }
-        //  The members that follow it: a refresh now gets 404, like a job unknown
-        for (void *member = zhashx_first (self->members); member;
-             member = zhashx_next (self->members)) {
-            char key[SN_NAME_MAX + S_ID_MAX + 2];
-            snprintf (key, sizeof key, "%s/%s", (const char *) zhashx_cursor (self->members),
-                      job->id);
-            zhashx_delete (self->watches, key);
-        }
-        //  Marks it for the pass over order below: every job there is visible
-        job->visible = false;
-        evicted++;
+        else
+            s_evict_one (self, job, victims, slots, &count);
         job = (s_job_t *) zlistx_first (self->finished);
     }
-    if (evicted) {
-        //  One pass for the whole step: the oldest jobs are at the front of order
-        size_t kept = 0;
-        for (size_t at = 0; at < self->order_count; at++) {
-            s_job_t *listed = self->order[at];
-            if (listed->visible)
-                self->order[kept++] = listed;
-            else
-                zhashx_delete (self->jobs, listed->id);
+    if (count) {
+        //  One compaction: only the runs of slots between the gaps move
+        qsort (slots, count, sizeof (size_t), s_slot_compare);
+        size_t gaps = 0;
+        while (gaps < count && slots[gaps] != SIZE_MAX) {
+            size_t from = slots[gaps] + 1;
+            size_t until = gaps + 1 < count && slots[gaps + 1] != SIZE_MAX ? slots[gaps + 1]
+                                                                           : self->order_count;
+            memmove (self->order + slots[gaps] - gaps, self->order + from,
+                     (until - from) * sizeof (s_job_t *));
+            gaps++;
         }
-        self->order_count = kept;
+        self->order_count -= gaps;
+        for (size_t index = 0; index < count; index++)
+            zhashx_delete (self->jobs, victims[index]->id);
         if (self->verbose)
-            zsys_info ("dispatch: evicted %zu jobs that ended more than %d ms ago", evicted,
+            zsys_info ("dispatch: evicted %zu jobs that ended more than %d ms ago", count,
                        self->config.keep_finished);
     }
-    if (!job)
-        self->evict_at = INT64_MAX;
-    else if (evicted == S_EVICT_STEP)
+    free (victims);
+    free (slots);
+    self->evicted_at = now;
+    job = (s_job_t *) zlistx_first (self->finished);
+    if (count == S_EVICT_STEP || moved == S_EVICT_STEP)
         self->evict_at = now; //  more are due: after the messages waiting
-    else if (job->pending)
-        self->evict_at = now + S_SWEEP_MS;
-    else
-        self->evict_at = job->finish_at + self->config.keep_finished;
+    else {
+        int64_t due = job ? job->evict_due : INT64_MAX;
+        if (zlistx_size (self->held) && now + S_SWEEP_MS < due)
+            due = now + S_SWEEP_MS;
+        //  Batched: a pass frees what fell due since the last one
+        if (due != INT64_MAX && due < now + S_SWEEP_MS)
+            due = now + S_SWEEP_MS;
+        self->evict_at = due;
+    }
 }
 
 //  --------------------------------------------------------------------------
@@ -3345,8 +3442,8 @@ s_partition_drop (self_t *self, uint32_t p)
         if (job->ticking)
             zlistx_delete (self->ticking, job->ticking);
         if (job->finished) {
-            zlistx_delete (self->finished, job->finished);
-            self->evict_at = zclock_time (); //  s_evict looks at the new head
+            zlistx_delete (job->held ? self->held : self->finished, job->finished);
+            self->evict_at = zclock_mono (); //  s_evict looks at the new head
         }
         for (s_pending_t *pending = (s_pending_t *) zhashx_first (self->pending); pending;
              pending = (s_pending_t *) zhashx_next (self->pending))
@@ -3691,7 +3788,9 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->active = zlistx_new ();
     self->ticking = zlistx_new ();
     self->finished = zlistx_new ();
+    self->held = zlistx_new ();
     self->evict_at = INT64_MAX;
+    self->evicted_at = zclock_mono () - S_SWEEP_MS;
     if (self->config.keep_finished <= 0)
         self->config.keep_finished = S_KEEP_FINISHED;
     self->agents = zhashx_new ();
@@ -3753,6 +3852,7 @@ s_self_destroy (self_t **self_p)
         zlistx_destroy (&self->active);
         zlistx_destroy (&self->ticking);
         zlistx_destroy (&self->finished);
+        zlistx_destroy (&self->held);
         zlistx_destroy (&self->replay_queue);
         zlistx_destroy (&self->replayed);
         //  Jobs first: their tasks count on their agents' records
@@ -3912,7 +4012,7 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
                 next_expiry == INT64_MAX ? INT64_MAX : next_expiry - zclock_time ();
             timeout = until_sweep < until_expiry ? until_sweep : until_expiry;
             int64_t until_evict =
-                self->evict_at == INT64_MAX ? INT64_MAX : self->evict_at - zclock_time ();
+                self->evict_at == INT64_MAX ? INT64_MAX : self->evict_at - zclock_mono ();
             timeout = until_evict < timeout ? until_evict : timeout;
             timeout = timeout < 0 ? 0 : timeout > S_SWEEP_MS ? S_SWEEP_MS : timeout;
         }
@@ -3933,8 +4033,8 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
             break;
         if (self->ready) {
             next_expiry = s_expire (self, zclock_time ());
-            if (self->evict_at <= zclock_time ())
-                s_evict (self, zclock_time ());
+            if (self->evict_at <= zclock_mono ())
+                s_evict (self, zclock_mono ());
             if (zclock_mono () >= self->next_sweep) {
                 s_sweep (self);
                 self->next_sweep = zclock_mono () + S_SWEEP_MS;

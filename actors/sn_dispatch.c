@@ -4409,6 +4409,190 @@ s_test_retention (bool verbose)
     free (command);
 }
 
+//  Sends request (JSON) on client without waiting for its answer.
+static void
+s_test_send (zsock_t *client, const char *json)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    char error[256];
+    int rc = sn_json_to_pack (json, strlen (json), pack, error, sizeof error);
+    assert (rc == 0);
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, client, 0);
+    sn_pack_destroy (&pack);
+}
+
+//  A log between a dispatch actor and the store that, once told HOLD, keeps the
+//  answer to the next task.done put until told RELEASE. args: two endpoints, the
+//  one it binds and the store's.
+static void
+s_test_holder (zsock_t *pipe, void *args)
+{
+    const char **endpoints = (const char **) args;
+    zsock_t *router = zsock_new_router (endpoints[0]);
+    zsock_t *dealer = zsock_new_dealer (endpoints[1]);
+    assert (router && dealer);
+    zpoller_t *poller = zpoller_new (pipe, router, dealer, NULL);
+    zsock_signal (pipe, 0);
+    zframe_t *peer = NULL;
+    bool armed = false;
+    uint64_t held_rid = 0;
+    zmsg_t *held = NULL;
+    while (true) {
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
+        if (which == pipe) {
+            char *command = zstr_recv (pipe);
+            if (!command || streq (command, "$TERM")) {
+                zstr_free (&command);
+                break;
+            }
+            if (streq (command, "HOLD"))
+                armed = true;
+            else if (streq (command, "RELEASE") && held) {
+                zmsg_pushmem (held, zframe_data (peer), zframe_size (peer));
+                zmsg_send (&held, router);
+            }
+            zstr_free (&command);
+            zsock_signal (pipe, 0);
+        }
+        else if (which == router) {
+            zmsg_t *request = zmsg_recv (router);
+            zframe_destroy (&peer);
+            peer = zmsg_pop (request);
+            zframe_t *payload = zmsg_last (request);
+            sn_msg_t *msg = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+            assert (msg);
+            if (armed && sn_value_streq (sn_value_get (sn_msg_root (msg), "type"), "task.done")) {
+                bool has_rid = sn_value_uint (sn_value_get (sn_msg_root (msg), "rid"), &held_rid);
+                assert (has_rid);
+                armed = false;
+            }
+            sn_msg_destroy (&msg);
+            zmsg_send (&request, dealer);
+        }
+        else if (which == dealer) {
+            zmsg_t *reply = zmsg_recv (dealer);
+            zframe_t *payload = zmsg_last (reply);
+            sn_msg_t *msg = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+            assert (msg);
+            uint64_t rid = 0;
+            sn_value_uint (sn_value_get (sn_msg_root (msg), "rid"), &rid);
+            sn_msg_destroy (&msg);
+            if (held_rid && rid == held_rid) {
+                held = reply;
+                held_rid = 0;
+            }
+            else {
+                zmsg_pushmem (reply, zframe_data (peer), zframe_size (peer));
+                zmsg_send (&reply, router);
+            }
+        }
+        else
+            break;
+    }
+    zmsg_destroy (&held);
+    zframe_destroy (&peer);
+    zpoller_destroy (&poller);
+    zsock_destroy (&dealer);
+    zsock_destroy (&router);
+}
+
+//  Creates a job of one task for destination, hands the task to agent under that
+//  id and returns the job's id into job and the task's into task.
+static void
+s_test_one_task (zsock_t *producer, zsock_t *agent, const char *destination, char *job, char *task)
+{
+    char *request = zsys_sprintf ("{\"op\":\"job.create\",\"rid\":1,\"destinations\":[\"%s\"],"
+                                  "\"message\":{\"method\":\"get\",\"resource\":\"/r\"},"
+                                  "\"options\":{\"timeout\":600000}}",
+                                  destination);
+    char *reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    s_test_field (strstr (reply, "\"job\""), "id", job, S_ID_MAX);
+    free (reply);
+    free (request);
+    request = zsys_sprintf ("{\"op\":\"agent.hello\",\"rid\":2,\"id\":\"%s\"}", destination);
+    reply = s_test_call (agent, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+    char *work = s_test_call (agent, NULL, true);
+    s_test_field (work, "id", task, S_ID_MAX + 16);
+    free (work);
+}
+
+//  A finished job whose answer from the log is not in stays past the window, and
+//  the jobs that finish after it leave all the same; once the answer is in, it
+//  leaves too.
+static void
+s_test_retention_held (bool verbose)
+{
+    char dir[] = "/tmp/sn_dispatch_held_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], log_endpoint[64], endpoint[64], publish[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-held-store-%d", getpid ());
+    snprintf (log_endpoint, sizeof log_endpoint, "inproc://sn-held-log-%d", getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-held-%d", getpid ());
+    snprintf (publish, sizeof publish, "inproc://sn-held-pub-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    const char *endpoints[] = {log_endpoint, store_endpoint};
+    zactor_t *holder = zactor_new (s_test_holder, endpoints);
+    zactor_t *dispatch = s_test_retaining (endpoint, log_endpoint, publish, 300, verbose);
+    zsock_t *producer = zsock_new_dealer (endpoint);
+    zsock_t *agent = zsock_new_dealer (endpoint);
+
+    char held[S_ID_MAX], held_task[S_ID_MAX + 16], freed[S_ID_MAX], freed_task[S_ID_MAX + 16];
+    s_test_one_task (producer, agent, "cg-000c291ce811", held, held_task);
+    s_test_one_task (producer, agent, "cg-000c291ce812", freed, freed_task);
+    //  The first result's answer stays with the log; the second's comes
+    zstr_send (holder, "HOLD");
+    zsock_wait (holder);
+    char *request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":3,\"id\":\"cg-000c291ce811\","
+                                  "\"task\":\"%s\",\"code\":200}",
+                                  held_task);
+    s_test_send (agent, request);
+    free (request);
+    zsock_t *other = zsock_new_dealer (endpoint);
+    request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":4,\"id\":\"cg-000c291ce812\","
+                            "\"task\":\"%s\",\"code\":200}",
+                            freed_task);
+    char *reply = s_test_call (other, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+
+    //  The job that ended later leaves; the one with an answer pending does not
+    request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":5,\"id\":\"%s\"}", freed);
+    reply = s_test_until (producer, request, "\"code\":404");
+    free (reply);
+    free (request);
+    request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":6,\"id\":\"%s\"}", held);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200") && strstr (reply, "\"status\":\"resolved\""));
+    free (reply);
+    //  Its answer comes: it leaves, and the agent has its answer
+    zstr_send (holder, "RELEASE");
+    zsock_wait (holder);
+    reply = s_test_call (agent, NULL, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    reply = s_test_until (producer, request, "\"code\":404");
+    free (reply);
+    free (request);
+
+    zsock_destroy (&other);
+    zsock_destroy (&agent);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    zactor_destroy (&holder);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
+}
+
 void
 sn_dispatch_test (bool verbose)
 {
@@ -4956,4 +5140,5 @@ sn_dispatch_test (bool verbose)
     free (command);
 
     s_test_retention (verbose);
+    s_test_retention_held (verbose);
 }

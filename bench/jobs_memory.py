@@ -7,7 +7,8 @@ Starts build/supernode, makes JOBS jobs of one task each over 200 simulated agen
 (4 connections of 50 ids) that answer every task at once, waits for every job to
 finish, then for the window to pass (a finished job read answers 404), and prints
 VmRSS and RssAnon of the node from /proc/PID/status after the jobs finished and at
-the end.
+the end, and the CPU time the node spent from then on, over the jobs evicted: with
+the node otherwise idle, that is what eviction costs.
 """
 import os
 import sys
@@ -26,6 +27,13 @@ def memory(pid):
     with open(f"/proc/{pid}/status") as f:
         fields = dict(line.split(":", 1) for line in f)
     return {k: fields[k].strip() for k in ("VmRSS", "RssAnon")}
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime, fields 14 and 15 of the line
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():
@@ -75,13 +83,16 @@ def main():
                         results += 1
         took = time.monotonic() - start
         after = memory(node.proc.pid)
+        cpu = cpu_seconds(node.proc.pid)
         if keep < 3600000:
             wait_for(lambda: producer.call("job.get", id=first)["code"] == 404, 120,
                      "the first job to be evicted")
             wait_for(lambda: producer.call("job.list", limit=1)["jobs"] == [], 120,
                      "every job to be evicted")
         end = memory(node.proc.pid)
-        print(f"jobs={jobs} keep_ms={keep} seconds={took:.1f} after_jobs={after} end={end}")
+        cpu = cpu_seconds(node.proc.pid) - cpu
+        print(f"jobs={jobs} keep_ms={keep} seconds={took:.1f} after_jobs={after} end={end}"
+              f" evict_cpu_s={cpu:.2f} per_job_us={cpu * 1e6 / jobs:.1f}")
         node.stop()
     finally:
         node.cleanup()

@@ -244,6 +244,7 @@ typedef struct {
     zlistx_t *held;              //  s_job_t * due but still named by a pending answer
     int64_t evict_at;            //  mono ms s_evict runs next, or INT64_MAX
     int64_t evicted_at;          //  mono ms s_evict last ran
+    uint64_t evicted;            //  jobs evicted since the start
     zhashx_t *agents;            //  destination id -> s_agent_t *, owns them
     zhashx_t *pending;           //  log rid (text) -> s_pending_t *, owns them
     uint64_t log_rid;            //  last rid sent to the log
@@ -3137,6 +3138,7 @@ s_evict (self_t *self, int64_t now)
             gaps++;
         }
         self->order_count -= gaps;
+        self->evicted += count;
         for (size_t index = 0; index < count; index++)
             zhashx_delete (self->jobs, victims[index]->id);
         if (self->verbose)
@@ -3972,6 +3974,9 @@ s_handle_pipe (self_t *self)
     else if (streq (command, "AGENTS"))
         //  How many agent records are in memory: for the selftest
         zstr_sendf (self->pipe, "%zu", zhashx_size (self->agents));
+    else if (streq (command, "EVICTED"))
+        //  How many jobs left memory by s_evict: for the selftest
+        zstr_sendf (self->pipe, "%" PRIu64, self->evicted);
     else if (streq (command, "CURRENT")) {
         //  Where the agent's task in flight went ("here", a member) or "none": for
         //  the selftest
@@ -4375,6 +4380,10 @@ s_test_retention (bool verbose)
     reply = s_test_call (producer, "{\"op\":\"job.list\",\"rid\":9}", false);
     assert (strstr (reply, running) && !strstr (reply, done));
     free (reply);
+    zstr_send (dispatch, "EVICTED");
+    char *evicted = zstr_recv (dispatch);
+    assert (evicted && streq (evicted, "1"));
+    zstr_free (&evicted);
 
     //  A restart does not bring the finished job back, and the running one resumes;
     //  with a window that covers it, it comes back
@@ -4387,6 +4396,11 @@ s_test_retention (bool verbose)
     reply = s_test_call (producer, get_done, false);
     assert (strstr (reply, "\"code\":404") && strstr (reply, "finished more than 300 ms ago"));
     free (reply);
+    //  The replay left it out: nothing was evicted (replayed, it would have been at once)
+    zstr_send (dispatch, "EVICTED");
+    evicted = zstr_recv (dispatch);
+    assert (evicted && streq (evicted, "0"));
+    zstr_free (&evicted);
     reply = s_test_call (producer, request, false);
     assert (strstr (reply, "\"code\":200"));
     free (reply);

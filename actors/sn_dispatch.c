@@ -28,6 +28,15 @@
 //  How often agents' liveness and coalesced progress are looked at, in ms.
 #define S_SWEEP_MS 1000
 
+//  A replay page not answered in this many ms fails the replay: the log answers a
+//  page within --write-timeout-ms (2 s by default) when the mesh scans the
+//  replicas, at once from the local store. The replay does not hold the loop, so a
+//  long wait delays only that partition. A failed replay is tried again after
+//  S_RETRY_FIRST ms, doubling up to S_RETRY_MAX.
+#define S_SCAN_WAIT   5000
+#define S_RETRY_FIRST 1000
+#define S_RETRY_MAX   10000
+
 //  An agent's heartbeat interval when its hello gives none, and how many of them
 //  it may miss before it is taken for gone.
 #define S_HEARTBEAT_MS     5000
@@ -251,6 +260,11 @@ typedef struct {
     zlistx_t *replay_queue;      //  partitions still to replay (uint32 + 1 as pointer)
     int replay_p;                //  partition being replayed, or -1
     zlistx_t *replayed;          //  s_job_t * of the partition being replayed
+    uint64_t scan_rid;           //  rid of the page asked for
+    int64_t scan_until;          //  mono ms that page is given up, or INT64_MAX
+    int64_t *retry_at;           //  P: wall ms a failed replay is tried again, or INT64_MAX
+    uint32_t *backoff;           //  P: ms waited before that try (0: none failed)
+    int64_t retry_next;          //  the earliest retry_at
     bool ready;                  //  the first replay is over
     uint64_t seq;                //  updates published (g)
     int64_t next_sweep;          //  mono ms of the next liveness and progress sweep
@@ -738,9 +752,17 @@ s_snapshot (self_t *self, const char *topic)
         sn_pack_map (self->body, 1);
         sn_pack_str (self->body, "error");
         char error[400];
-        snprintf (error, sizeof error,
-                  "no job %s: unknown here, or finished more than %d ms ago (--keep-finished-ms)",
-                  topic, self->config.keep_finished);
+        //  A job of a partition being taken over may be in the log yet: its
+        //  subscriber is told to come again, as a request would be
+        uint32_t p = sn_partition (topic, strlen (topic), self->partitions);
+        if (self->owned[p] && self->replaying[p])
+            snprintf (error, sizeof error,
+                      "job %s: partition %u is being taken over here, try again", topic, p);
+        else
+            snprintf (
+                error, sizeof error,
+                "no job %s: unknown here, or finished more than %d ms ago (--keep-finished-ms)",
+                topic, self->config.keep_finished);
         sn_pack_str (self->body, error);
     }
     s_publish_frames (self, topic, job ? job->seq : 0, S_SNAPSHOT);
@@ -3303,6 +3325,8 @@ s_replay_event (self_t *self, const sn_value_t *type, const sn_value_t *event)
         s_job_end (self, job, S_TIMEOUT, S_TIMEOUT, at, false);
 }
 
+static void s_replay_failed (self_t *self, const char *reason);
+
 //  Asks the log for the next page of the partition being replayed.
 static void
 s_replay_ask (self_t *self, const char *from)
@@ -3318,11 +3342,12 @@ s_replay_ask (self_t *self, const char *from)
     zframe_t *frame = sn_pack_frame (self->pack);
     if (zframe_send (&frame, self->scan, ZFRAME_DONTWAIT)) {
         zframe_destroy (&frame);
-        zsys_error ("dispatch: cannot replay partition %d: the store is not taking requests",
-                    self->replay_p);
+        s_replay_failed (self, "the store is not taking requests");
         return;
     }
     s_pending_add (self, S_LOG_SCAN);
+    self->scan_rid = self->log_rid;
+    self->scan_until = zclock_mono () + S_SCAN_WAIT;
 }
 
 //  Starts replaying the next partition in the queue, or ends the replay.
@@ -3355,8 +3380,10 @@ static void
 s_replay_done (self_t *self)
 {
     bool owned = self->owned[self->replay_p];
-    if (owned)
+    if (owned) {
         self->replaying[self->replay_p] = false;
+        self->backoff[self->replay_p] = 0;
+    }
     for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
          job = (s_job_t *) zlistx_next (self->replayed)) {
         //  The partition moved on while it was replayed, or the job ended before
@@ -3377,16 +3404,82 @@ s_replay_done (self_t *self)
     s_replay_next (self);
 }
 
+//  The replay of the partition being replayed failed. It is not served half done:
+//  the jobs this try loaded are dropped (none was shown: jobs shown already are
+//  never rewritten by a replay, so the next try over them is safe), the partition
+//  stays being replayed (its requests for missing jobs are answered 503, nothing
+//  of it is shown, timed or dispatched) and it is replayed again from its first
+//  event later, while it is owned here.
+static void
+s_replay_failed (self_t *self, const char *reason)
+{
+    uint32_t p = (uint32_t) self->replay_p;
+    self->scan_until = INT64_MAX;
+    for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
+         job = (s_job_t *) zlistx_next (self->replayed))
+        zhashx_delete (self->jobs, job->id);
+    zlistx_purge (self->replayed);
+    if (self->owned[p]) {
+        uint32_t backoff = self->backoff[p] ? self->backoff[p] * 2 : S_RETRY_FIRST;
+        self->backoff[p] = backoff < S_RETRY_MAX ? backoff : S_RETRY_MAX;
+        self->retry_at[p] = zclock_time () + self->backoff[p];
+        if (self->retry_at[p] < self->retry_next)
+            self->retry_next = self->retry_at[p];
+        zsys_error ("dispatch: cannot replay partition %u: %s; trying again in %u ms", p, reason,
+                    self->backoff[p]);
+    }
+    s_replay_next (self);
+}
+
+//  Replays whose page is overdue fail; failed ones whose time has come are queued.
+static void
+s_replay_timers (self_t *self)
+{
+    if (self->replay_p >= 0 && self->scan_until <= zclock_mono ()) {
+        char key[24];
+        snprintf (key, sizeof key, "%" PRIu64, self->scan_rid);
+        //  Its answer, should it come, is no one's
+        zhashx_delete (self->pending, key);
+        s_replay_failed (self, "the log did not answer a scan page in time");
+    }
+    int64_t now = zclock_time ();
+    if (self->retry_next > now)
+        return;
+    self->retry_next = INT64_MAX;
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        if (self->retry_at[p] <= now) {
+            self->retry_at[p] = INT64_MAX;
+            if (self->owned[p])
+                zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
+        }
+        else if (self->retry_at[p] < self->retry_next)
+            self->retry_next = self->retry_at[p];
+    }
+    if (self->replay_p < 0)
+        s_replay_next (self);
+}
+
+//  ms until s_replay_timers has something to do, or -1 for never.
+static int64_t
+s_replay_wait (self_t *self)
+{
+    int64_t wait = -1;
+    if (self->replay_p >= 0 && self->scan_until != INT64_MAX)
+        wait = self->scan_until - zclock_mono ();
+    if (self->retry_next != INT64_MAX && (wait < 0 || self->retry_next - zclock_time () < wait))
+        wait = self->retry_next - zclock_time ();
+    return wait == -1 ? -1 : wait < 0 ? 0 : wait;
+}
+
 //  One page of the scan: {events: [{key, type, ts, event}], next}.
 static void
 s_replay_page (self_t *self, const sn_value_t *reply, uint64_t code)
 {
+    self->scan_until = INT64_MAX;
     if (code != 200) {
         char *error = sn_value_get_strdup (reply, "error");
-        zsys_error ("dispatch: cannot replay partition %d: %s", self->replay_p,
-                    error ? error : "no reason given");
+        s_replay_failed (self, error ? error : "no reason given");
         free (error);
-        s_replay_done (self);
         return;
     }
     const sn_value_t *events = sn_value_get (reply, "events");
@@ -3411,13 +3504,25 @@ s_replay_page (self_t *self, const sn_value_t *reply, uint64_t code)
 //  Taking partitions over and giving them up
 
 //  Forgets the jobs of partition p, owned elsewhere now: their tasks leave the
-//  agents here, their timers stop. Their events stay in the log for the new owner.
+//  agents here, their timers stop, its replay stops (the caller starts the next).
+//  Their events stay in the log for the new owner.
 static void
 s_partition_drop (self_t *self, uint32_t p)
 {
     self->replaying[p] = false;
-    if (self->replay_p == (int) p)
+    //  Tries of an earlier replay that failed end with it
+    self->backoff[p] = 0;
+    self->retry_at[p] = INT64_MAX;
+    if (self->replay_p == (int) p) {
+        //  Its scan ends here: were it to go on, a regain of p queued meanwhile
+        //  would find p shown from the cursor on and replay the rest unguarded
+        char key[24];
+        snprintf (key, sizeof key, "%" PRIu64, self->scan_rid);
+        zhashx_delete (self->pending, key);
+        self->scan_until = INT64_MAX;
+        self->replay_p = -1;
         zlistx_purge (self->replayed);
+    }
     zlistx_t *dropped = zlistx_new ();
     for (s_job_t *job = (s_job_t *) zhashx_first (self->jobs); job;
          job = (s_job_t *) zhashx_next (self->jobs))
@@ -3805,6 +3910,14 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->replay_queue = zlistx_new ();
     self->replayed = zlistx_new ();
     self->replay_p = -1;
+    self->scan_until = INT64_MAX;
+    self->retry_next = INT64_MAX;
+    self->retry_at =
+        (int64_t *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (int64_t));
+    self->backoff =
+        (uint32_t *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (uint32_t));
+    for (uint32_t p = 0; p < config->partitions; p++)
+        self->retry_at[p] = INT64_MAX;
     self->owned = (bool *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (bool));
     self->replaying =
         (bool *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (bool));
@@ -3873,6 +3986,8 @@ s_self_destroy (self_t **self_p)
         free (self->order);
         free (self->owned);
         free (self->replaying);
+        free (self->retry_at);
+        free (self->backoff);
         sn_pack_destroy (&self->pack);
         sn_pack_destroy (&self->event);
         sn_pack_destroy (&self->body);
@@ -3966,6 +4081,8 @@ s_handle_pipe (self_t *self)
         char *end = NULL;
         unsigned long p = text ? strtoul (text, &end, 10) : 0;
         if (text && *text && !*end && p < self->partitions) {
+            //  As a takeover: its missing jobs may be in the log yet
+            self->replaying[p] = self->owned[p];
             zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
             if (self->replay_p < 0)
                 s_replay_next (self);
@@ -4024,6 +4141,9 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
             timeout = until_evict < timeout ? until_evict : timeout;
             timeout = timeout < 0 ? 0 : timeout > S_SWEEP_MS ? S_SWEEP_MS : timeout;
         }
+        int64_t replay_wait = s_replay_wait (self);
+        if (replay_wait >= 0 && (timeout < 0 || replay_wait < timeout))
+            timeout = replay_wait;
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, (int) timeout);
         if (which == self->pipe)
             s_handle_pipe (self);
@@ -4039,6 +4159,7 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
             s_handle_requests (self);
         else if (!which && zpoller_terminated (self->poller))
             break;
+        s_replay_timers (self);
         if (self->ready) {
             next_expiry = s_expire (self, zclock_time ());
             if (self->evict_at <= zclock_mono ())
@@ -4072,6 +4193,7 @@ sn_dispatch_new (const sn_dispatch_config_t *config, char *error, size_t size)
 
 #include "sn_store.h"
 #include "sn_json.h"
+#include "sn_owners.h"
 
 //  Send a request given as JSON and return the next message that comes back as
 //  JSON (a reply, or a push when push is true). Caller frees.
@@ -5147,6 +5269,79 @@ sn_dispatch_test (bool verbose)
     zsock_destroy (&first);
     zsock_destroy (&second);
     zsock_destroy (&pub);
+
+    //  A replay whose scans fail partway is not served: the job's partition answers
+    //  503 and lists nothing of it, until a later try replays it whole; a page left
+    //  unanswered fails it too
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    zactor_t *proxy = zactor_new (sn_owners_scan_proxy, store_endpoint);
+    char *scans = zsys_sprintf ("%s-scans", store_endpoint);
+    zstr_send (proxy, "FAIL");
+    char *answer = zstr_recv (proxy);
+    free (answer);
+    sn_dispatch_config_t through = config;
+    through.feed = NULL;
+    through.scan = scans;
+    dispatch = sn_dispatch_new (&through, error, sizeof error);
+    assert (dispatch);
+    producer = zsock_new_dealer (endpoint);
+    request =
+        zsys_sprintf ("{\"op\":\"job.get\",\"rid\":90,\"id\":\"%s\",\"collection\":true}", job_id);
+    char *taking = zsys_sprintf ("partition %d is being taken over here, try again", job_p);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":503") && strstr (reply, taking));
+    free (reply);
+    reply =
+        s_test_call (producer, "{\"op\":\"job.list\",\"rid\":91,\"status\":\"cancelled\"}", false);
+    assert (strstr (reply, "\"code\":200") && !strstr (reply, job_id));
+    free (reply);
+    //  A subscriber is told to come again, not that the job does not exist
+    zsock_t *watching = zsock_new_sub (publish, job_id);
+    update = s_test_update (watching, &snapshot);
+    assert (snapshot && strstr (update, taking));
+    free (update);
+    zsock_destroy (&watching);
+    zstr_send (proxy, "REFUSED");
+    answer = zstr_recv (proxy);
+    unsigned long refused = strtoul (answer, NULL, 10);
+    free (answer);
+    zstr_send (proxy, "SILENT");
+    answer = zstr_recv (proxy);
+    free (answer);
+    deadline = zclock_mono () + 20000;
+    while (true) {
+        zstr_send (proxy, "REFUSED");
+        answer = zstr_recv (proxy);
+        bool silent = strtoul (answer, NULL, 10) > refused;
+        free (answer);
+        if (silent)
+            break;
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":503") && strstr (reply, taking));
+    free (reply);
+    zstr_send (proxy, "PASS");
+    answer = zstr_recv (proxy);
+    free (answer);
+    deadline = zclock_mono () + 30000;
+    while (true) {
+        reply = s_test_call (producer, request, false);
+        if (strstr (reply, "\"code\":200"))
+            break;
+        assert (strstr (reply, taking) && zclock_mono () < deadline);
+        free (reply);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+    assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"doneCount\":2"));
+    assert (strstr (reply, "\"result\":{\"ok\":1}") && strstr (reply, "\"progress\":100"));
+    free (reply);
+    free (request);
+    free (taking);
+    zactor_destroy (&proxy);
+    free (scans);
 
     zsock_destroy (&agent);
     zsock_destroy (&producer);

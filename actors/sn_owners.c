@@ -13,6 +13,11 @@
 //  Ops whose forwards may wait longer than a write.
 #define S_WAITS_MAX 4
 
+//  A takeover whose replay failed is tried again after this long, doubling up to
+//  S_RETRY_MAX.
+#define S_RETRY_FIRST 1000
+#define S_RETRY_MAX   10000
+
 //  A request held until the first placement.
 typedef struct {
     sn_routed_t *request; //  the request, owned
@@ -33,6 +38,9 @@ struct _sn_owners_t {
         char op[32];      //  a request op, or "" for a free slot
         uint32_t ms;      //  how long its forward may wait
     } waits[S_WAITS_MAX]; //  ops slower than a write, for their forwards
+    int64_t *retry_at;    //  per partition: unix ms its replay is tried again, or INT64_MAX
+    uint32_t *backoff;    //  per partition: ms waited before that try (0: replayed)
+    int64_t next_retry;   //  the earliest retry_at
 };
 
 static void
@@ -56,6 +64,11 @@ sn_owners_new (const char *feed, const char *mesh, uint32_t partitions)
     sn_owners_t *self = (sn_owners_t *) zmalloc (sizeof (sn_owners_t));
     self->partitions = partitions;
     self->owned = (bool *) zmalloc (partitions * sizeof (bool));
+    self->retry_at = (int64_t *) zmalloc (partitions * sizeof (int64_t));
+    self->backoff = (uint32_t *) zmalloc (partitions * sizeof (uint32_t));
+    for (uint32_t p = 0; p < partitions; p++)
+        self->retry_at[p] = INT64_MAX;
+    self->next_retry = INT64_MAX;
     self->held = zlistx_new ();
     zlistx_set_destructor (self->held, s_held_free);
     self->pack = sn_pack_new ();
@@ -94,6 +107,8 @@ sn_owners_destroy (sn_owners_t **self_p)
         zlist_destroy (&self->members);
         free (self->name);
         free (self->owned);
+        free (self->retry_at);
+        free (self->backoff);
         free (self);
         *self_p = NULL;
     }
@@ -109,6 +124,19 @@ zsock_t *
 sn_owners_mesh (sn_owners_t *self)
 {
     return self->mesh;
+}
+
+//  No try of partition p's replay is due (backoff: whether p is still being taken
+//  over).
+static void
+s_retry_clear (sn_owners_t *self, uint32_t p, uint32_t backoff)
+{
+    self->backoff[p] = backoff;
+    self->retry_at[p] = INT64_MAX;
+    self->next_retry = INT64_MAX;
+    for (uint32_t other = 0; other < self->partitions; other++)
+        if (self->retry_at[other] < self->next_retry)
+            self->next_retry = self->retry_at[other];
 }
 
 //  Apply one placement frame; returns the changes, or 0 when it is not one.
@@ -133,6 +161,9 @@ s_apply (sn_owners_t *self, const byte *data, size_t size, bool *gained, bool *l
                 gained[p] = owns;
                 lost[p] = !owns;
                 changes++;
+                //  Gone, or come: either way no earlier replay of it is tried again
+                if (self->backoff[p])
+                    s_retry_clear (self, p, 0);
             }
         }
         self->ready = true;
@@ -217,13 +248,18 @@ bool
 sn_owners_route (sn_owners_t *self, sn_routed_t *request, const sn_value_t *root, int64_t p,
                  zsock_t *router)
 {
-    if (p < 0 || p >= self->partitions || self->owned[p])
+    if (p < 0 || p >= self->partitions || (self->owned[p] && !self->backoff[p]))
         return false;
     uint64_t rid = 0, hops = 0;
     sn_value_uint (sn_value_get (root, "rid"), &rid);
     sn_value_uint (sn_value_get (root, "fwd"), &hops);
     char text[128];
-    if (hops >= 1) {
+    if (self->owned[p]) {
+        snprintf (text, sizeof text, "partition %" PRId64 " is being taken over here, try again",
+                  p);
+        s_answer (self, request, rid, router, text);
+    }
+    else if (hops >= 1) {
         //  The mesh thought this node the owner; it is not (yet, or any more)
         snprintf (text, sizeof text, "ownership of partition %" PRId64 " is moving, try again", p);
         s_answer (self, request, rid, router, text);
@@ -325,6 +361,56 @@ sn_owners_deadline (sn_owners_t *self)
     return self->ready ? zclock_time () : held->until;
 }
 
+int64_t
+sn_owners_replay_failed (sn_owners_t *self, uint32_t p)
+{
+    assert (p < self->partitions);
+    //  A partition owned elsewhere (a REPLAY asked on the pipe) is its owner's to
+    //  replay: tried again here, it would load state served elsewhere
+    if (!self->owned[p])
+        return INT64_MAX;
+    uint32_t backoff = self->backoff[p] ? self->backoff[p] * 2 : S_RETRY_FIRST;
+    self->backoff[p] = backoff < S_RETRY_MAX ? backoff : S_RETRY_MAX;
+    self->retry_at[p] = zclock_time () + self->backoff[p];
+    if (self->retry_at[p] < self->next_retry)
+        self->next_retry = self->retry_at[p];
+    return self->retry_at[p];
+}
+
+void
+sn_owners_replayed (sn_owners_t *self, uint32_t p)
+{
+    assert (p < self->partitions);
+    if (self->backoff[p])
+        s_retry_clear (self, p, 0);
+}
+
+bool
+sn_owners_taking_over (sn_owners_t *self, uint32_t p)
+{
+    return p < self->partitions && self->owned[p] && self->backoff[p];
+}
+
+int64_t
+sn_owners_replay_due (sn_owners_t *self, int64_t now)
+{
+    if (self->next_retry > now)
+        return -1;
+    for (uint32_t p = 0; p < self->partitions; p++)
+        if (self->retry_at[p] <= now) {
+            //  Due once: the replay's outcome sets the next try, or ends them
+            s_retry_clear (self, p, self->backoff[p]);
+            return p;
+        }
+    return -1;
+}
+
+int64_t
+sn_owners_replay_at (sn_owners_t *self)
+{
+    return self->next_retry;
+}
+
 const char *
 sn_owners_name (sn_owners_t *self)
 {
@@ -402,6 +488,104 @@ s_test_code (zsock_t *client, uint64_t rid)
     return code;
 }
 
+//  --------------------------------------------------------------------------
+//  Selftest support
+
+void
+sn_owners_scan_proxy (zsock_t *pipe, void *args)
+{
+    const char *store = (const char *) args;
+    zsock_t *front = zsock_new (ZMQ_ROUTER);
+    zsock_t *back = zsock_new_dealer (store);
+    assert (front && back && zsock_bind (front, "%s-scans", store) == 0);
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, front, back, NULL);
+    sn_pack_t *pack = sn_pack_new ();
+    zframe_t *client = NULL;
+    char mode = 'P';
+    bool once = false; //  the next refusal is the last
+    size_t refused = 0;
+    while (true) {
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
+        if (which == pipe) {
+            char *command = zstr_recv (pipe);
+            if (!command || streq (command, "$TERM")) {
+                zstr_free (&command);
+                break;
+            }
+            if (streq (command, "REFUSED"))
+                zstr_sendf (pipe, "%zu", refused);
+            else if (streq (command, "PASS") || streq (command, "FAIL") ||
+                     streq (command, "FAIL1") || streq (command, "SILENT")) {
+                mode = command[0];
+                once = streq (command, "FAIL1");
+                zstr_send (pipe, "OK");
+            }
+            else
+                zstr_sendf (pipe, "no command %s", command);
+            zstr_free (&command);
+        }
+        else if (which == front) {
+            zmsg_t *request = zmsg_recv (front);
+            zframe_destroy (&client);
+            client = zmsg_pop (request);
+            zframe_t *payload = zmsg_last (request);
+            sn_msg_t *msg =
+                sn_msg_decode_trusted (zframe_data (payload), zframe_size (payload), NULL);
+            const sn_value_t *root = sn_msg_root (msg);
+            uint64_t rid = 0, p = 0;
+            sn_value_uint (sn_value_get (root, "rid"), &rid);
+            sn_value_uint (sn_value_get (root, "p"), &p);
+            char *from = sn_value_get_strdup (root, "from");
+            char *prefix = sn_value_get_strdup (root, "prefix");
+            if (from && mode != 'P') {
+                refused++;
+                if (mode == 'F') {
+                    sn_pack_error (pack, rid, 503, "store is busy");
+                    zframe_t *frame = zframe_dup (client);
+                    zframe_send (&frame, front, ZFRAME_MORE);
+                    frame = sn_pack_frame (pack);
+                    zframe_send (&frame, front, 0);
+                }
+                if (once)
+                    mode = 'P';
+            }
+            else {
+                //  A page of one event: a replay of a few events has pages after its first
+                sn_pack_reset (pack);
+                sn_pack_map (pack, 4 + (from != NULL) + (prefix != NULL));
+                sn_pack_kv_str (pack, "op", "scan");
+                sn_pack_kv_uint (pack, "rid", rid);
+                sn_pack_kv_uint (pack, "p", p);
+                sn_pack_kv_uint (pack, "limit", 1);
+                if (from)
+                    sn_pack_kv_str (pack, "from", from);
+                if (prefix)
+                    sn_pack_kv_str (pack, "prefix", prefix);
+                zframe_t *frame = sn_pack_frame (pack);
+                zframe_send (&frame, back, 0);
+            }
+            free (from);
+            free (prefix);
+            sn_msg_destroy (&msg);
+            zmsg_destroy (&request);
+        }
+        else if (which == back) {
+            zframe_t *answer = zframe_recv (back);
+            zframe_t *frame = zframe_dup (client);
+            zframe_send (&frame, front, ZFRAME_MORE);
+            zframe_send (&answer, front, 0);
+        }
+        else
+            break;
+    }
+    zframe_destroy (&client);
+    sn_pack_destroy (&pack);
+    zpoller_destroy (&poller);
+    zsock_destroy (&front);
+    zsock_destroy (&back);
+}
+
 void
 sn_owners_test (bool verbose)
 {
@@ -413,6 +597,23 @@ sn_owners_test (bool verbose)
     assert (!sn_owners_owns (alone, 4));
     assert (sn_owners_feed (alone) == NULL);
     assert (!sn_owners_name (alone) && zlist_size (sn_owners_members (alone)) == 0);
+    //  A failed replay is tried again later and later, each try named once
+    assert (!sn_owners_taking_over (alone, 1) && sn_owners_replay_at (alone) == INT64_MAX);
+    int64_t now = zclock_time ();
+    int64_t first = sn_owners_replay_failed (alone, 1);
+    assert (first >= now + 1000 && first <= zclock_time () + 1000);
+    assert (sn_owners_taking_over (alone, 1) && !sn_owners_taking_over (alone, 2));
+    assert (sn_owners_replay_at (alone) == first);
+    assert (sn_owners_replay_due (alone, first - 1) == -1);
+    assert (sn_owners_replay_due (alone, first) == 1);
+    assert (sn_owners_replay_due (alone, first) == -1 && sn_owners_taking_over (alone, 1));
+    int64_t second = sn_owners_replay_failed (alone, 1);
+    assert (second >= first + 1000);
+    for (int round = 0; round < 5; round++)
+        sn_owners_replay_failed (alone, 1);
+    assert (sn_owners_replay_at (alone) <= zclock_time () + 10000);
+    sn_owners_replayed (alone, 1);
+    assert (!sn_owners_taking_over (alone, 1) && sn_owners_replay_at (alone) == INT64_MAX);
     sn_owners_destroy (&alone);
     sn_owners_destroy (&alone);
 
@@ -469,6 +670,10 @@ sn_owners_test (bool verbose)
         changes += sn_owners_recv (owners, gained, lost);
     }
     assert (sn_owners_owns (owners, mine) && changes == 1 && gained[mine] && !lost[mine]);
+    //  A failed replay of a partition owned elsewhere is not tried again
+    assert (sn_owners_replay_failed (owners, (mine + 1) % 4) == INT64_MAX);
+    assert (!sn_owners_taking_over (owners, (mine + 1) % 4));
+    assert (sn_owners_replay_at (owners) == INT64_MAX);
     assert (streq (sn_owners_name (owners), "a"));
     assert (zlist_size (sn_owners_members (owners)) == 2);
     assert (streq ((const char *) zlist_last (sn_owners_members (owners)), "b"));

@@ -15,6 +15,13 @@
     already (its "fwd" is 1 or more) and still lands on a node that does not own its
     partition is answered 503: the owner is changing.
 
+    A partition taken over here is served once its actor has replayed its events.
+    A replay that fails is reported here (sn_owners_replay_failed): until a later
+    one succeeds the partition is being taken over, and its requests are answered
+    503 "partition p is being taken over here, try again". The actor tries again
+    when sn_owners_replay_due names the partition: 1 s after the first failure,
+    doubling up to 10 s, until it succeeds or the partition goes elsewhere.
+
     Without a feed (selftests, a node without a mesh) the object owns every partition
     from the start and forwards nothing.
 */
@@ -78,11 +85,37 @@ sn_routed_t *sn_owners_release (sn_owners_t *self, zsock_t *router);
 //  When held requests expire (unix ms), or INT64_MAX.
 int64_t sn_owners_deadline (sn_owners_t *self);
 
+//  The replay of partition p, owned here, failed: its requests are answered 503
+//  until sn_owners_replayed. Returns when (unix ms) to try again; INT64_MAX, and
+//  nothing changes, when p is not owned here.
+int64_t sn_owners_replay_failed (sn_owners_t *self, uint32_t p);
+
+//  The replay of partition p succeeded: it is served.
+void sn_owners_replayed (sn_owners_t *self, uint32_t p);
+
+//  Whether partition p is owned here and its replay has not succeeded since it
+//  failed.
+bool sn_owners_taking_over (sn_owners_t *self, uint32_t p);
+
+//  A partition whose replay is to be tried again at now (unix ms), or -1. Each
+//  try is named once.
+int64_t sn_owners_replay_due (sn_owners_t *self, int64_t now);
+
+//  When the next replay is due (unix ms), or INT64_MAX.
+int64_t sn_owners_replay_at (sn_owners_t *self);
+
 //  This node's name and the members reachable now (self included), as the last
 //  placement said: for actors that tell every node what is connected here. NULL and
 //  an empty list before the first placement and without a feed.
 const char *sn_owners_name (sn_owners_t *self);
 zlist_t *sn_owners_members (sn_owners_t *self);
+
+//  For the selftests of the actors that replay: an actor (zactor_new with args the
+//  store's endpoint) that binds "<store>-scans" and passes scans on to the store,
+//  one event a page. Commands: "PASS", "FAIL" (pages after the first are answered
+//  503), "FAIL1" (the next such page only), "SILENT" (they are not answered), each
+//  answered "OK"; "REFUSED" answers how many pages were failed or left unanswered.
+void sn_owners_scan_proxy (zsock_t *pipe, void *args);
 
 void sn_owners_test (bool verbose);
 

@@ -24,6 +24,17 @@
 //  How long START waits for one scan page before giving up.
 #define S_SCAN_WAIT 60000
 
+//  How long a takeover waits for one. The log answers a page within
+//  --write-timeout-ms (2 s by default) when the mesh scans the replicas, at once
+//  from the local store; a page silent past this fails the replay, tried again
+//  later. The actor serves nobody meanwhile, so it stays well below the worker
+//  timeout (6 s), and the sockets are looked at after it (s_sockets_poll) before a
+//  worker can be taken for silent.
+#define S_TAKEOVER_WAIT 4000
+
+//  Sockets handled in one look after a replay, so a busy one cannot hold it.
+#define S_POLL_ROUNDS 64
+
 //  Writes waiting for the log before new requests are refused with 503.
 #define S_PENDING_MAX 50000
 
@@ -216,6 +227,7 @@ typedef struct {
     sn_queue_config_t config; //  endpoints, borrowed until START
     bool verbose;             //  log every transition
     bool terminated;          //  $TERM received
+    bool blocked;             //  a replay held the loop: look at the sockets first
     char id_prefix[17];       //  16 random hex digits, drawn once: the first half of ids
     uint64_t id_count;        //  the second half: how many ids this actor has made
     zsock_t *peers;           //  DEALER to the mesh for word and work to other nodes, or NULL
@@ -1893,8 +1905,9 @@ s_enqueued (self_t *self, s_inv_t *inv)
 {
     //  A REPLAY may have read the event back before its acknowledgement came; and
     //  if the partition moved meanwhile, its new owner has it from the log
-    if (!sn_owners_owns (self->owners, sn_partition (inv->bucket, strlen (inv->bucket),
-                                                     self->config.partitions)) ||
+    //  While its partition is being taken over, the next replay loads it instead
+    uint32_t p = sn_partition (inv->bucket, strlen (inv->bucket), self->config.partitions);
+    if (!sn_owners_owns (self->owners, p) || sn_owners_taking_over (self->owners, p) ||
         zhashx_insert (self->invocations, inv->id, inv)) {
         s_inv_destroy (&inv);
         return;
@@ -2616,9 +2629,10 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
 }
 
 //  Rebuild the invocations of partition p from its events, page by page. Waits for
-//  the log: it runs before the actor serves anyone. Returns 0, or -1 with the reason.
+//  the log, up to wait ms a page: it runs before the actor serves anyone. Returns 0,
+//  or -1 with the reason.
 static int
-s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
+s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size)
 {
     //  The replay counts again the finished invocations not in memory: those it
     //  leaves out, and those evicted since it loaded them (they are older still)
@@ -2647,7 +2661,7 @@ s_replay_partition (self_t *self, uint32_t p, char *error, size_t size)
         //  Acknowledgements of writes made before a REPLAY may come first
         uint64_t scan_rid = self->log_rid, rid = 0;
         sn_msg_t *reply = NULL;
-        while (!reply && zpoller_wait (poller, S_SCAN_WAIT) == self->scan) {
+        while (!reply && zpoller_wait (poller, wait) == self->scan) {
             frame = zframe_recv (self->scan);
             const char *reason = NULL;
             reply = frame
@@ -2721,8 +2735,9 @@ s_partition_of (self_t *self, s_inv_t *inv)
     return sn_partition (inv->bucket, strlen (inv->bucket), self->config.partitions);
 }
 
-//  Partition p is owned elsewhere now: forget its invocations and buckets. Their
-//  events stay in the log for the new owner; writes in flight still complete.
+//  Partition p is owned elsewhere now, or its replay failed: forget its invocations
+//  and buckets. Their events stay in the log for the new owner; writes in flight
+//  still complete.
 static void
 s_drop_partition (self_t *self, uint32_t p)
 {
@@ -2744,7 +2759,7 @@ s_drop_partition (self_t *self, uint32_t p)
         zhashx_delete (self->invocations, inv->id);
     }
     if (zlistx_size (gone))
-        zsys_info ("sn_queue: partition %u moved away, %zu invocations dropped", p,
+        zsys_info ("sn_queue: partition %u: %zu invocations dropped from memory", p,
                    zlistx_size (gone));
     zlistx_purge (gone);
     for (const char *state = (const char *) zhashx_first (self->buckets); state;
@@ -2783,6 +2798,29 @@ s_release_held (self_t *self)
         s_handle_request (self, request);
 }
 
+//  Partition p is taken over here: replay it. One that fails is not served half
+//  done: what it loaded is dropped, so the next try starts from nothing and its
+//  invocations, buckets and counts (gone included) come from the log alone, and
+//  requests for p are answered 503 until a try succeeds (sn_owners). Returns 0, or
+//  -1 with the reason.
+static int
+s_take_over (self_t *self, uint32_t p, char *error, size_t size)
+{
+    self->blocked = true;
+    if (s_replay_partition (self, p, S_TAKEOVER_WAIT, error, size) == 0) {
+        sn_owners_replayed (self->owners, p);
+        return 0;
+    }
+    s_drop_partition (self, p);
+    int64_t retry = sn_owners_replay_failed (self->owners, p);
+    if (retry == INT64_MAX)
+        zsys_error ("sn_queue: replaying partition %u, not owned here: %s", p, error);
+    else
+        zsys_error ("sn_queue: taking over partition %u: %s; trying again in %" PRId64 " ms", p,
+                    error, retry - zclock_time ());
+    return -1;
+}
+
 //  The partition table changed: drop what went, replay what came.
 static void
 s_placement (self_t *self)
@@ -2793,8 +2831,8 @@ s_placement (self_t *self)
                 s_drop_partition (self, p);
         for (uint32_t p = 0; p < self->config.partitions; p++) {
             char error[256];
-            if (self->gained[p] && s_replay_partition (self, p, error, sizeof error))
-                zsys_error ("sn_queue: taking over partition %u: %s", p, error);
+            if (self->gained[p])
+                s_take_over (self, p, error, sizeof error);
         }
         s_replay_finish (self);
     }
@@ -2849,7 +2887,8 @@ s_self_start (self_t *self)
     //  With a feed, partitions are replayed as the mesh hands them to this node
     char error[256];
     for (uint32_t p = 0; p < self->config.partitions; p++)
-        if (sn_owners_owns (self->owners, p) && s_replay_partition (self, p, error, sizeof error))
+        if (sn_owners_owns (self->owners, p) &&
+            s_replay_partition (self, p, S_SCAN_WAIT, error, sizeof error))
             return strdup (error);
     s_replay_finish (self);
     self->router = zsock_new (ZMQ_ROUTER);
@@ -2895,7 +2934,7 @@ s_handle_pipe (self_t *self)
         uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
         if (!partition || p >= self->config.partitions)
             snprintf (error, sizeof error, "REPLAY: no partition %s", partition ? partition : "");
-        else if (s_replay_partition (self, p, error, sizeof error) == 0)
+        else if (s_take_over (self, p, error, sizeof error) == 0)
             s_deadline (self, zclock_time ());
         zstr_send (self->pipe, *error ? error : "OK");
         zstr_free (&partition);
@@ -2909,6 +2948,35 @@ s_handle_pipe (self_t *self)
     free (command);
 }
 
+static void
+s_handle_socket (self_t *self, zsock_t *which)
+{
+    if (which == self->pipe)
+        s_handle_pipe (self);
+    else if (which == self->router)
+        s_router_drain (self);
+    else if (which == self->log)
+        s_log_drain (self);
+    else if (which == sn_owners_feed (self->owners))
+        s_placement (self);
+    else if (which == sn_owners_mesh (self->owners))
+        sn_owners_relay (self->owners, self->router);
+    else if (which == self->peers)
+        s_peers_drain (self);
+}
+
+//  Handle what waits on the sockets now, without waiting for more.
+static void
+s_sockets_poll (self_t *self)
+{
+    for (int round = 0; round < S_POLL_ROUNDS && !self->terminated; round++) {
+        zsock_t *which = (zsock_t *) zpoller_wait (self->poller, 0);
+        if (!which)
+            break;
+        s_handle_socket (self, which);
+    }
+}
+
 void
 sn_queue_actor (zsock_t *pipe, void *args)
 {
@@ -2917,6 +2985,13 @@ sn_queue_actor (zsock_t *pipe, void *args)
     while (!self->terminated) {
         if (!self->poller) {
             s_handle_pipe (self);
+            continue;
+        }
+        //  Messages that came while a replay held the loop go before any deadline:
+        //  a worker's heartbeats among them keep it alive
+        if (self->blocked) {
+            self->blocked = false;
+            s_sockets_poll (self);
             continue;
         }
         int64_t now = zclock_time ();
@@ -2939,6 +3014,19 @@ sn_queue_actor (zsock_t *pipe, void *args)
             s_release_held (self);
             continue;
         }
+        //  One takeover tried again at a time, the sockets looked at before it (the
+        //  feed first: a partition gone elsewhere is not tried again) and after it
+        if (sn_owners_replay_at (self->owners) <= now) {
+            s_sockets_poll (self);
+            //  A replay asked for meanwhile (REPLAY, a placement) goes first
+            if (self->terminated || self->blocked)
+                continue;
+            int64_t retry = sn_owners_replay_due (self->owners, zclock_time ());
+            char error[256];
+            if (retry >= 0 && s_take_over (self, (uint32_t) retry, error, sizeof error) == 0)
+                s_replay_finish (self);
+            continue;
+        }
         //  One step, then a look at the sockets (wait 0 while more are due)
         if (self->evict_at <= now)
             s_evict (self, now);
@@ -2949,21 +3037,13 @@ sn_queue_actor (zsock_t *pipe, void *args)
             wait = self->presence_at - now;
         if (sn_owners_deadline (self->owners) - now < wait)
             wait = sn_owners_deadline (self->owners) - now;
+        if (sn_owners_replay_at (self->owners) - now < wait)
+            wait = sn_owners_replay_at (self->owners) - now;
         if (self->evict_at - now < wait)
             wait = self->evict_at - now > 0 ? self->evict_at - now : 0;
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, wait > 60000 ? 60000 : (int) wait);
-        if (which == self->pipe)
-            s_handle_pipe (self);
-        else if (which == self->router)
-            s_router_drain (self);
-        else if (which == self->log)
-            s_log_drain (self);
-        else if (which && which == sn_owners_feed (self->owners))
-            s_placement (self);
-        else if (which && which == sn_owners_mesh (self->owners))
-            sn_owners_relay (self->owners, self->router);
-        else if (which && which == self->peers)
-            s_peers_drain (self);
+        if (which)
+            s_handle_socket (self, which);
         else if (zpoller_terminated (self->poller))
             break;
     }
@@ -3960,6 +4040,295 @@ s_test_retention (const char *store_endpoint, bool verbose)
     zactor_destroy (&queue);
 }
 
+//  A takeover whose scans fail partway is not served: its partition answers 503,
+//  nothing of it runs, and the replay is tried again until it completes.
+static void
+s_test_takeover_retry (bool verbose)
+{
+    char dir[] = "/tmp/sn_queue_test_retry_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], endpoint[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-queue-test-retry-store-%d",
+              getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-retry-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    //  Three invocations in primary: one finished, two queued
+    zactor_t *queue = s_test_queue (endpoint, store_endpoint, verbose);
+    s_test_client_t *producer = s_test_client_new (endpoint);
+    s_test_client_t *worker = s_test_client_new (endpoint);
+    const char *enqueue = "{\"op\": \"enqueue\", \"token\": \"k\", \"invocation\": {\"class\": "
+                          "\"retry.C\", \"method\": \"m\", \"params\": []}}";
+    char *ids[3];
+    ids[0] = s_test_enqueue (producer, enqueue);
+    assert (s_test_status (worker, "{\"op\": \"worker.hello\", \"classes\": [\"retry.C\"], "
+                                   "\"capacity\": 1}") == 200);
+    char *work = s_test_work (worker, 5000);
+    assert (work && streq (work, ids[0]));
+    char *result =
+        zsys_sprintf ("{\"op\": \"worker.result\", \"id\": \"%s\", \"code\": 200}", work);
+    assert (s_test_status (worker, result) == 200);
+    free (result);
+    free (work);
+    //  Of a class no worker here takes
+    const char *later = "{\"op\": \"enqueue\", \"token\": \"k\", \"invocation\": {\"class\": "
+                        "\"retry.D\", \"method\": \"m\", \"params\": []}}";
+    for (int index = 1; index < 3; index++)
+        ids[index] = s_test_enqueue (producer, later);
+    s_test_counts_are (producer, 2, 0, 1);
+    s_test_client_destroy (&producer);
+    s_test_client_destroy (&worker);
+    zactor_destroy (&queue);
+
+    //  Replays through a proxy that serves one event a page
+    zactor_t *proxy = zactor_new (sn_owners_scan_proxy, store_endpoint);
+    char *scans = zsys_sprintf ("%s-scans", store_endpoint);
+    sn_queue_config_t config = {endpoint, store_endpoint, NULL, 8, 2000, verbose,
+                                scans,    NULL,           NULL, 0, 0};
+    queue = sn_queue_new (&config, error, sizeof error);
+    assert (queue && s_test_size (queue) == 3);
+    producer = s_test_client_new (endpoint);
+    s_test_counts_are (producer, 2, 0, 1);
+
+    //  The second page of the takeover fails: nothing of the partition is served
+    uint32_t p = sn_partition ("primary", 7, 8);
+    char number[16];
+    snprintf (number, sizeof number, "%u", p);
+    zstr_send (proxy, "FAIL");
+    char *answer = zstr_recv (proxy);
+    free (answer);
+    zstr_sendx (queue, "REPLAY", number, NULL);
+    answer = zstr_recv (queue);
+    assert (strstr (answer, "store is busy"));
+    free (answer);
+    char *taking = zsys_sprintf ("partition %u is being taken over here, try again", p);
+    const char *requests[] = {
+        enqueue, "{\"op\": \"bucket.counts\", \"bucket_id\": \"primary\"}", NULL, NULL, NULL, NULL};
+    for (int index = 0; index < 3; index++)
+        requests[2 + index] = zsys_sprintf ("{\"op\": \"invocation\", \"id\": \"%s\"}", ids[index]);
+    for (int index = 0; requests[index]; index++) {
+        sn_msg_t *reply = s_test_call (producer, requests[index]);
+        assert (s_test_code (reply) == 503);
+        char *text = sn_value_get_strdup (sn_msg_root (reply), "error");
+        assert (text && streq (text, taking));
+        free (text);
+        sn_msg_destroy (&reply);
+    }
+    worker = s_test_client_new (endpoint);
+    assert (s_test_status (worker, "{\"op\": \"worker.hello\", \"classes\": [\"retry.D\"], "
+                                   "\"capacity\": 5}") == 200);
+    assert (s_test_status (worker, "{\"op\": \"worker.heartbeat\"}") == 200);
+    assert (zlist_size (worker->pushed) == 0 && s_test_size (queue) == 0);
+
+    //  The next try finds the log silent: it gives up on it, and tries again
+    zstr_send (proxy, "SILENT");
+    answer = zstr_recv (proxy);
+    free (answer);
+    int64_t deadline = zclock_mono () + 20000;
+    while (true) {
+        zstr_send (proxy, "REFUSED");
+        answer = zstr_recv (proxy);
+        bool silent = strtoul (answer, NULL, 10) >= 2;
+        free (answer);
+        if (silent)
+            break;
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+    zstr_send (proxy, "PASS");
+    answer = zstr_recv (proxy);
+    free (answer);
+    //  Asked on the pipe, which waits as long as the actor does
+    deadline = zclock_mono () + 30000;
+    while (s_test_size (queue) != 3) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+    char *state = s_test_state (producer, ids[0]);
+    assert (streq (state, "succeeded/200"));
+    free (state);
+    s_test_counts_are (producer, 2, 0, 1);
+    //  The queued ones run now, once each (the worker that came meanwhile was silent)
+    s_test_client_destroy (&worker);
+    worker = s_test_client_new (endpoint);
+    assert (s_test_status (worker, "{\"op\": \"worker.hello\", \"classes\": [\"retry.D\"], "
+                                   "\"capacity\": 5}") == 200);
+    for (int index = 0; index < 2; index++) {
+        work = s_test_work (worker, 5000);
+        assert (work && (streq (work, ids[1]) || streq (work, ids[2])));
+        free (work);
+    }
+    s_test_counts_are (producer, 0, 2, 1);
+
+    for (int index = 0; index < 3; index++) {
+        free ((char *) requests[2 + index]);
+        free (ids[index]);
+    }
+    free (taking);
+    free (scans);
+    s_test_client_destroy (&producer);
+    s_test_client_destroy (&worker);
+    zactor_destroy (&queue);
+    zactor_destroy (&proxy);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
+}
+
+//  An enqueue acknowledged after its partition's takeover failed is not queued: the
+//  partition answers 503, and the next replay loads the invocation from the log.
+static void
+s_test_takeover_late_ack (bool verbose)
+{
+    char dir[] = "/tmp/sn_queue_test_ack_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], endpoint[64], log_endpoint[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-queue-test-ack-store-%d",
+              getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-ack-%d", getpid ());
+    snprintf (log_endpoint, sizeof log_endpoint, "inproc://sn-queue-test-ack-log-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    //  Two events in primary, so that a replay has a second page
+    zactor_t *queue = s_test_queue (endpoint, store_endpoint, verbose);
+    s_test_client_t *producer = s_test_client_new (endpoint);
+    const char *enqueue = "{\"op\": \"enqueue\", \"token\": \"k\", \"invocation\": {\"class\": "
+                          "\"ack.C\", \"method\": \"m\", \"params\": []}}";
+    for (int index = 0; index < 2; index++) {
+        char *id = s_test_enqueue (producer, enqueue);
+        free (id);
+    }
+    s_test_client_destroy (&producer);
+    zactor_destroy (&queue);
+
+    zactor_t *proxy = zactor_new (sn_owners_scan_proxy, store_endpoint);
+    char *scans = zsys_sprintf ("%s-scans", store_endpoint);
+    zsock_t *log = zsock_new_router (log_endpoint);
+    sn_queue_config_t config = {endpoint, log_endpoint, NULL, 8, 2000, verbose,
+                                scans,    NULL,         NULL, 0, 0};
+    queue = sn_queue_new (&config, error, sizeof error);
+    assert (queue && s_test_size (queue) == 2);
+    producer = s_test_client_new (endpoint);
+    //  An enqueue whose write is in flight while the takeover fails
+    uint64_t rid = s_test_send (producer, enqueue);
+    zmsg_t *write = s_test_log_next (log, "invocation.enqueued");
+    zstr_send (proxy, "FAIL");
+    char *answer = zstr_recv (proxy);
+    free (answer);
+    uint32_t p = sn_partition ("primary", 7, 8);
+    char number[16];
+    snprintf (number, sizeof number, "%u", p);
+    zstr_sendx (queue, "REPLAY", number, NULL);
+    answer = zstr_recv (queue);
+    assert (strstr (answer, "store is busy"));
+    free (answer);
+    //  The write lands: the producer hears 202, nothing is queued
+    s_test_log_ack (log, &write);
+    sn_msg_t *reply = s_test_reply (producer, rid);
+    assert (s_test_code (reply) == 202);
+    sn_msg_destroy (&reply);
+    assert (s_test_size (queue) == 0);
+    reply = s_test_call (producer, "{\"op\": \"bucket.counts\", \"bucket_id\": \"primary\"}");
+    assert (s_test_code (reply) == 503);
+    sn_msg_destroy (&reply);
+
+    s_test_client_destroy (&producer);
+    zactor_destroy (&queue);
+    zsock_destroy (&log);
+    zactor_destroy (&proxy);
+    free (scans);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
+}
+
+//  Takeovers that keep failing on a silent log leave the actor answering its pipe
+//  between their tries.
+static void
+s_test_takeover_silent (bool verbose)
+{
+    char dir[] = "/tmp/sn_queue_test_silent_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], endpoint[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-queue-test-silent-store-%d",
+              getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-silent-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    zactor_t *queue = s_test_queue (endpoint, store_endpoint, verbose);
+    s_test_client_t *producer = s_test_client_new (endpoint);
+    //  Buckets in three partitions, two invocations each (a replay with a second page)
+    uint32_t parts[3];
+    int found = 0;
+    for (int index = 0; found < 3; index++) {
+        char name[16];
+        snprintf (name, sizeof name, "sb%d", index);
+        uint32_t p = sn_partition (name, strlen (name), 8);
+        bool fresh = true;
+        for (int other = 0; other < found; other++)
+            fresh = fresh && parts[other] != p;
+        if (!fresh)
+            continue;
+        parts[found++] = p;
+        char *state = zsys_sprintf ("{\"op\": \"bucket.state\", \"bucket_id\": \"%s\", "
+                                    "\"state\": \"active\"}",
+                                    name);
+        assert (s_test_status (producer, state) == 200);
+        free (state);
+        char *enqueue = zsys_sprintf ("{\"op\": \"enqueue\", \"bucket_id\": \"%s\", \"token\": "
+                                      "\"k\", \"invocation\": {\"class\": \"silent.C\", "
+                                      "\"method\": \"m\", \"params\": []}}",
+                                      name);
+        for (int count = 0; count < 2; count++) {
+            char *id = s_test_enqueue (producer, enqueue);
+            free (id);
+        }
+        free (enqueue);
+    }
+    s_test_client_destroy (&producer);
+    zactor_destroy (&queue);
+
+    zactor_t *proxy = zactor_new (sn_owners_scan_proxy, store_endpoint);
+    char *scans = zsys_sprintf ("%s-scans", store_endpoint);
+    sn_queue_config_t config = {endpoint, store_endpoint, NULL, 8, 2000, verbose,
+                                scans,    NULL,           NULL, 0, 0};
+    queue = sn_queue_new (&config, error, sizeof error);
+    assert (queue && s_test_size (queue) == 6);
+    zstr_send (proxy, "SILENT");
+    char *answer = zstr_recv (proxy);
+    free (answer);
+    for (int index = 0; index < 3; index++) {
+        char number[16];
+        snprintf (number, sizeof number, "%u", parts[index]);
+        zstr_sendx (queue, "REPLAY", number, NULL);
+        answer = zstr_recv (queue);
+        assert (!streq (answer, "OK"));
+        free (answer);
+    }
+    //  Retries of the three keep failing; the pipe is answered between two
+    assert (s_test_size (queue) == 0);
+    zstr_send (proxy, "PASS");
+    answer = zstr_recv (proxy);
+    free (answer);
+    int64_t deadline = zclock_mono () + 60000;
+    while (s_test_size (queue) != 6) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+    zactor_destroy (&queue);
+    zactor_destroy (&proxy);
+    free (scans);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
+}
+
 void
 sn_queue_test (bool verbose)
 {
@@ -4177,6 +4546,9 @@ sn_queue_test (bool verbose)
     zactor_destroy (&queue);
     s_test_retention (store_endpoint, verbose);
     s_test_cluster (store_endpoint, verbose);
+    s_test_takeover_retry (verbose);
+    s_test_takeover_late_ack (verbose);
+    s_test_takeover_silent (verbose);
     zactor_destroy (&store);
     char *command = zsys_sprintf ("rm -rf '%s'", dir);
     assert (system (command) == 0);

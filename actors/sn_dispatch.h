@@ -30,8 +30,8 @@
     In a cluster (config "feed": the mesh's placement PUB, and "log": the mesh's ops
     endpoint, which answers put after replicating) the actor owns the partitions
     the placement names this node the owner of, and answers nothing until the first
-    placement has been replayed. A partition it comes to own is replayed from the
-    local store (config "scan": the owner is one of the partition's replicas) and
+    placement has been replayed. A partition it comes to own is replayed through
+    config "scan" (the mesh's scan, which merges every reachable replica's events) and
     its jobs' dispatch and timers resume; a partition it stops owning has its jobs
     dropped from memory (their events stay in the log). job.create makes a job id
     whose partition is owned here; job.get, job.cancel and task.get for a job of a
@@ -120,7 +120,7 @@ typedef struct {
     const char *publish;  //  inproc endpoint the XPUB of job changes binds to
     uint32_t partitions;  //  P, to replay every partition at start
     bool verbose;         //  log every request
-    const char *scan;     //  the store's endpoint for replay; NULL: log
+    const char *scan;     //  answers scan for replay (the store, or the mesh); NULL: log
     const char *feed;     //  the mesh's placement PUB; NULL: own every partition
     int keep_finished;    //  ms a finished job stays in memory; 0: one hour
 } sn_dispatch_config_t;

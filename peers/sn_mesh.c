@@ -71,6 +71,8 @@ typedef struct {
     uint32_t write_room;        //  slots in write_calls and write_targets
     sn_pack_t *acks;            //  acks of its replica writes gathered, or NULL
     uint32_t ack_count;         //  how many
+    int64_t scan_skip_until;    //  zclock_mono until which scans leave it out: it let a
+                                //  scan page go unanswered or answered a bad one; or 0
 } s_peer_t;
 
 //  The outcome of one item of a bulk.
@@ -93,7 +95,7 @@ typedef enum {
     S_CALL_BULK,         //  a caller's bulk: its items are writes of their own
     S_CALL_FORWARD,      //  a caller's request, at a partition's owner
     S_CALL_REMOTE_FWD,   //  a peer's forwarded request, at our frontend
-    S_CALL_RANGE,        //  a caller's range, from every member
+    S_CALL_RANGE,        //  a caller's range from every member, or scan from p's replicas
     S_CALL_BATCH,        //  our store's copies of a burst of puts, as one bulk
 } s_call_kind_t;
 
@@ -108,7 +110,7 @@ typedef struct {
 typedef struct {
     char name[SN_NAME_MAX + 1]; //  the member asked
     sn_msg_t *msg;              //  the message holding its page, NULL until it answers
-    const sn_value_t *page;     //  {events: [{key, event}], next}
+    const sn_value_t *page;     //  {events: [{key, event, ...}], next}
 } s_page_t;
 
 //  A request out, to the store or to peers, and what to do with the answers.
@@ -153,6 +155,12 @@ typedef struct {
     uint32_t tries;             //  FORWARD: replicas tried so far
     s_page_t *pages;            //  RANGE: the pages in so far, sent slots
     uint64_t limit;             //  RANGE: events the caller wants at most
+    bool scan;                  //  RANGE: a scan of partition p, not a range of keys
+    bool late;                  //  RANGE, scan: the replicas' time is up, only our
+                                //  store's page is waited for
+    char *from, *to, *prefix;   //  RANGE: the bounds asked, to check pages; or NULL
+    size_t from_len, to_len;    //  RANGE: their lengths
+    size_t prefix_len;
 } s_call_t;
 
 //  An event kept for a replica that is down: the hint message as it came.
@@ -191,6 +199,8 @@ typedef struct {
     sn_members_t *members;       //  member table, NULL until started
     sn_placement_t *placement;   //  partition table, NULL until started
     uint64_t placed_version;     //  members version the placement was computed from
+    int64_t unplaced_until;      //  joining: zclock_mono until which no placement is
+                                 //  published unless a join endpoint answers; or 0
     zhashx_t *peers;             //  name -> s_peer_t, every member but self
     zhashx_t *routes;            //  identity (hex) -> name (char *) of hello'd connections
     sn_pack_t *out;              //  message being built
@@ -235,6 +245,9 @@ typedef struct {
     char *feed_endpoint;         //  where the placement is published, or NULL
     zsock_t *feed;               //  PUB there
     uint64_t forwarded;          //  requests forwarded to an owner
+    uint64_t scan_silent;        //  replicas left out of a scan page: no answer in time
+    uint64_t scan_bad;           //  replicas left out of a scan page: a malformed page
+    uint64_t scan_skipped;       //  replicas not asked for a scan page: silent or bad lately
 } self_t;
 
 static void
@@ -570,6 +583,9 @@ s_links_sync (self_t *self, int64_t now)
             free (peer->endpoint);
             peer->endpoint = strdup (member->endpoint);
             peer->incarnation = member->incarnation;
+            //  A new link is to a new process, or to one back from dead: it may
+            //  answer scans again
+            peer->scan_skip_until = 0;
             if (peer->dealer) {
                 //  The hello went first; a ping right behind it tells the member
                 //  everything we know, which is how a joiner learns the cluster.
@@ -597,7 +613,7 @@ s_reachable (self_t *self, const char *name)
 static void
 s_publish (self_t *self)
 {
-    if (!self->feed)
+    if (!self->feed || self->unplaced_until)
         return;
     sn_pack_t *out = self->out;
     uint32_t replicas = sn_placement_replica_count (self->placement);
@@ -690,6 +706,12 @@ s_heartbeat (self_t *self)
             peer->probe_until = now + 2 * self->heartbeat_ms;
         }
     }
+    if (self->unplaced_until && now >= self->unplaced_until) {
+        self->unplaced_until = 0;
+        zsys_warning ("sn_mesh: %s: no join endpoint answered in %" PRId64
+                      " ms: placing partitions with the members known",
+                      self->name, self->dead_ms);
+    }
     s_members_changed (self, now);
     s_publish (self);
     s_ping_all (self);
@@ -761,6 +783,9 @@ s_call_free (s_call_t *call)
     for (uint32_t index = 0; call->pages && index < call->sent; index++)
         sn_msg_destroy (&call->pages[index].msg);
     free (call->pages);
+    free (call->from);
+    free (call->to);
+    free (call->prefix);
     if (call->items) {
         for (uint32_t index = 0; index < call->index; index++)
             free (call->items[index].error);
@@ -1837,6 +1862,8 @@ s_frontend_recv (self_t *self)
 
 //  Most bytes of events in one merged page, as the store's own pages.
 #define S_RANGE_BYTES (4 * 1024 * 1024)
+//  Longest event type prefix a scan takes, as the store's longest type.
+#define S_PREFIX_MAX 64
 
 typedef struct {
     const char *key;        //  the event's key (not terminated)
@@ -1853,9 +1880,9 @@ s_range_compare (const void *a, const void *b)
     return order ? order : (x->len > y->len) - (x->len < y->len);
 }
 
-//  Every member has answered: merge the pages. A member's page stops at its next, so
-//  the merged page stops at the smallest next: beyond it, that member's events are
-//  not known yet. Events held by several members appear once.
+//  Every member has answered, or a scan's time is up: merge the pages. A member's
+//  page stops at its next, so the merged page stops at the smallest next: beyond it,
+//  that member's events are not known yet. Events held by several members appear once.
 static void
 s_range_answer (self_t *self, s_call_t *call)
 {
@@ -1872,6 +1899,16 @@ s_range_answer (self_t *self, s_call_t *call)
             cut = next;
             cut_len = len;
         }
+    }
+    //  Every page was checked to move past from; a next that does not would make the
+    //  caller ask for the same page for ever
+    if (cut && call->from &&
+        s_range_compare (&(s_range_item_t){cut, cut_len, NULL},
+                         &(s_range_item_t){call->from, call->from_len, NULL}) <= 0) {
+        sn_pack_error (self->reply, call->rid, 502, "the %s did not move past from",
+                       call->scan ? "scan" : "range");
+        s_call_answer (self, call);
+        return;
     }
     s_range_item_t *items = (s_range_item_t *) zmalloc ((total + 1) * sizeof (s_range_item_t));
     size_t count = 0;
@@ -1905,9 +1942,11 @@ s_range_answer (self_t *self, s_call_t *call)
     }
     sn_pack_t *reply = self->reply;
     sn_pack_reset (reply);
-    sn_pack_map (reply, 4);
+    sn_pack_map (reply, call->scan ? 5 : 4);
     sn_pack_kv_uint (reply, "rid", call->rid);
     sn_pack_kv_uint (reply, "code", 200);
+    if (call->scan)
+        sn_pack_kv_uint (reply, "p", call->p);
     sn_pack_str (reply, "events");
     sn_pack_array (reply, (uint32_t) taken);
     sn_pack_raw (reply, sn_pack_data (body), sn_pack_size (body));
@@ -1922,6 +1961,88 @@ s_range_answer (self_t *self, s_call_t *call)
     s_call_answer (self, call);
 }
 
+//  How long a scan leaves out a replica that let a page go unanswered, or answered
+//  a malformed one, before it is asked (and waited for) once more. Heartbeats do not
+//  clear it: a member may answer pings and still never answer a scan (an older build
+//  that drops rscan, a store always slower than the write timeout). Without it, such
+//  a replica costs the write timeout on every page of every partition replayed, while
+//  the queue and batch actors wait on each page as a whole. A valid page from it, or
+//  a new link to it (a new process), clears it sooner.
+#define S_SCAN_SKIP_MS 30000
+//  Longest our own store's page of a scan is waited for. It is local: a busy store
+//  (behind on commits during a write burst) answers late rather than failing the
+//  page, which would leave the partition half replayed. Under the 60 s the actors
+//  wait for a page, so that they hear the mesh's answer, whatever it is.
+#define S_SCAN_WAIT 50000
+
+//  Order of two keys, as the stores order them.
+static int
+s_key_order (const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    return s_range_compare (&(s_range_item_t){a, a_len, NULL}, &(s_range_item_t){b, b_len, NULL});
+}
+
+//  Whether a peer's page fits the range or scan asked: at most limit events, in
+//  [from, next) and below to, each with a key and an event map (and for a scan a
+//  type starting with prefix and a ts), and a next that is nil or a key past from.
+//  A page that does not could end a replay early or make it loop on the same page.
+static bool
+s_page_valid (const s_call_t *call, const sn_value_t *page, const char **why)
+{
+    const sn_value_t *events = sn_value_get (page, "events");
+    const sn_value_t *next_value = sn_value_get (page, "next");
+    size_t next_len = 0;
+    const char *next = sn_value_str (next_value, &next_len);
+    *why = "events: not an array";
+    if (!sn_value_is (events, SN_TYPE_ARRAY))
+        return false;
+    *why = "more events than asked";
+    if (sn_value_size (events) > call->limit)
+        return false;
+    *why = "next: not nil or a key past from";
+    if (next_value && !sn_value_is (next_value, SN_TYPE_NIL) &&
+        (!next || next_len == 0 || next_len > SN_KEY_MAX ||
+         (call->from && s_key_order (next, next_len, call->from, call->from_len) <= 0) ||
+         (call->to && s_key_order (next, next_len, call->to, call->to_len) >= 0)))
+        return false;
+    for (size_t index = 0; index < sn_value_size (events); index++) {
+        const sn_value_t *item = sn_value_at (events, index);
+        size_t len = 0, type_len = 0;
+        const char *key = sn_value_str (sn_value_get (item, "key"), &len);
+        const char *type = sn_value_str (sn_value_get (item, "type"), &type_len);
+        *why = "an event's key is missing or outside the page";
+        if (!key || len == 0 || len > SN_KEY_MAX ||
+            (call->from && s_key_order (key, len, call->from, call->from_len) < 0) ||
+            (next && s_key_order (key, len, next, next_len) >= 0) ||
+            (call->to && s_key_order (key, len, call->to, call->to_len) >= 0))
+            return false;
+        *why = "an event is not a map";
+        if (!sn_value_is (sn_value_get (item, "event"), SN_TYPE_MAP))
+            return false;
+        *why = "an event's type or ts is missing or not of the prefix";
+        if (call->scan && (!type || !sn_value_get (item, "ts") ||
+                           (call->prefix && (type_len < call->prefix_len ||
+                                             memcmp (type, call->prefix, call->prefix_len)))))
+            return false;
+    }
+    return true;
+}
+
+//  A replica left out of a scan page (silent or malformed) is not asked again for a
+//  while, and says so once, not once per page.
+static void
+s_scan_skip (self_t *self, const s_call_t *call, const char *member, const char *why)
+{
+    s_peer_t *peer = (s_peer_t *) zhashx_lookup (self->peers, member);
+    int64_t now = zclock_mono ();
+    if (peer && peer->scan_skip_until > now)
+        return;
+    if (peer)
+        peer->scan_skip_until = now + S_SCAN_SKIP_MS;
+    zsys_warning ("sn_mesh: %s: scan of partition %u without %s: %s; left out of scans for %d s",
+                  self->name, call->p, member, why, S_SCAN_SKIP_MS / 1000);
+}
+
 //  A member's page (from our store or a peer); msg is taken over.
 static void
 s_range_add (self_t *self, s_call_t *call, const char *member, sn_msg_t **msg_p,
@@ -1934,28 +2055,176 @@ s_range_add (self_t *self, s_call_t *call, const char *member, sn_msg_t **msg_p,
             slot = &call->pages[index];
     if (!slot)
         return;
-    if (sn_value_is (sn_value_get (page, "events"), SN_TYPE_ARRAY)) {
+    bool ours = streq (member, self->name);
+    const char *why = NULL;
+    //  Our store is trusted; a peer's page is checked whole before it joins
+    bool valid = page && (ours ? sn_value_is (sn_value_get (page, "events"), SN_TYPE_ARRAY)
+                               : s_page_valid (call, page, &why));
+    //  A replica whose store refuses a scan, or whose page does not fit, holds up a
+    //  takeover no more than one that is silent: its page is left out
+    if (valid || (call->scan && !ours)) {
+        s_peer_t *peer = ours ? NULL : (s_peer_t *) zhashx_lookup (self->peers, member);
+        if (!valid && page) {
+            char reason[S_ERROR_MAX];
+            snprintf (reason, sizeof reason, "it answered a malformed page (%s)", why);
+            self->scan_bad++;
+            s_scan_skip (self, call, member, reason);
+        }
+        else if (!valid)
+            zsys_warning ("sn_mesh: %s: scan of partition %u without %s: it answered an error",
+                          self->name, call->p, member);
+        else if (peer)
+            peer->scan_skip_until = 0;
         slot->msg = *msg_p;
-        slot->page = page;
+        slot->page = valid ? page : NULL;
         *msg_p = NULL;
         call->answered++;
-        if (call->answered == call->sent)
+        bool ours_in = false;
+        for (uint32_t index = 0; index < call->sent; index++)
+            if (streq (call->pages[index].name, self->name))
+                ours_in = call->pages[index].msg != NULL;
+        if (call->answered == call->sent || (call->late && ours_in))
             s_range_answer (self, call);
         return;
     }
-    sn_pack_error (self->reply, call->rid, 502, "a member answered the range with an error");
+    sn_pack_error (self->reply, call->rid, 502, "a member answered the %s with an error",
+                   call->scan ? "scan" : "range");
     s_call_answer (self, call);
+}
+
+//  A scan's replicas' time is up. A replica that has not answered must not hold up a
+//  takeover: once our own store's page is in, the pages that came are the answer.
+//  The merged next stays right without the missing pages: a page missing adds no
+//  events and no cut, so the answer is the answering members' events up to the
+//  smallest of their nexts, and the next page goes on from there. What only the
+//  silent replica holds is not in it, as when that replica is down. Our own store's
+//  page is waited for longer (S_SCAN_WAIT): without it the answer would be the
+//  replicas' pages alone.
+static void
+s_scan_expire (self_t *self, s_call_t *call)
+{
+    bool ours = false;
+    for (uint32_t index = 0; index < call->sent; index++)
+        if (streq (call->pages[index].name, self->name))
+            ours = call->pages[index].msg != NULL;
+    if (call->late) {
+        sn_pack_error (self->reply, call->rid, 504, "the store did not answer the scan in time");
+        s_call_answer (self, call);
+        return;
+    }
+    call->late = true;
+    for (uint32_t index = 0; index < call->sent; index++)
+        if (!call->pages[index].msg && !streq (call->pages[index].name, self->name)) {
+            self->scan_silent++;
+            s_scan_skip (self, call, call->pages[index].name, "no answer in time");
+        }
+    if (ours)
+        s_range_answer (self, call);
+    else {
+        int64_t waited =
+            self->write_timeout_ms < S_SCAN_WAIT ? self->write_timeout_ms : S_SCAN_WAIT;
+        s_call_wait (self, call, S_SCAN_WAIT - waited);
+    }
+}
+
+//  The fields of a range or scan that travel on to the stores: limit, and from, to,
+//  p, prefix when given.
+static uint32_t
+s_range_entries (const s_call_t *call, const sn_value_t *root)
+{
+    return 1 + !!sn_value_get (root, "from") + !!sn_value_get (root, "to") +
+           (call->scan ? 1 + !!sn_value_get (root, "prefix") : 0);
+}
+
+static void
+s_range_pack (sn_pack_t *pack, const s_call_t *call, const sn_value_t *root)
+{
+    sn_pack_kv_uint (pack, "limit", call->limit);
+    const char *names[] = {"from", "to", call->scan ? "prefix" : NULL};
+    for (size_t index = 0; index < 3 && names[index]; index++)
+        if (sn_value_get (root, names[index]))
+            sn_pack_kv_value (pack, names[index], sn_value_get (root, names[index]));
+    if (call->scan)
+        sn_pack_kv_uint (pack, "p", call->p);
+}
+
+//  Whether a range or scan request is valid; if not, error says why. Sets limit
+//  (100 when absent) and, for a scan, p.
+static bool
+s_range_valid (self_t *self, const sn_value_t *root, bool scan, uint64_t *limit, uint32_t *p,
+               char *error, size_t size)
+{
+    *limit = 100;
+    const sn_value_t *limit_value = sn_value_get (root, "limit");
+    if (limit_value && (!sn_value_uint (limit_value, limit) || *limit == 0 || *limit > 1000)) {
+        snprintf (error, size, "limit: must be 1 to 1000");
+        return false;
+    }
+    size_t len;
+    const char *names[] = {"from", "to"};
+    for (size_t index = 0; index < 2; index++) {
+        const sn_value_t *bound = sn_value_get (root, names[index]);
+        if (bound && (!sn_value_str (bound, &len) || len > SN_KEY_MAX)) {
+            snprintf (error, size, "%s: must be a string of at most %d bytes", names[index],
+                      SN_KEY_MAX);
+            return false;
+        }
+    }
+    if (!scan)
+        return true;
+    uint64_t partition;
+    if (!sn_value_uint (sn_value_get (root, "p"), &partition) || partition >= self->partitions) {
+        snprintf (error, size, "p: must be a partition, 0 to %u", self->partitions - 1);
+        return false;
+    }
+    *p = (uint32_t) partition;
+    const sn_value_t *prefix = sn_value_get (root, "prefix");
+    if (prefix && (!sn_value_str (prefix, &len) || len > S_PREFIX_MAX)) {
+        snprintf (error, size, "prefix: must be a string of at most %d bytes", S_PREFIX_MAX);
+        return false;
+    }
+    return true;
+}
+
+//  Keep the bounds of a range or scan, which the pages are checked against. An
+//  empty from or to is no bound, as at the stores.
+static void
+s_range_bounds (s_call_t *call, const sn_value_t *root)
+{
+    size_t len = 0;
+    const char *text = sn_value_str (sn_value_get (root, "from"), &len);
+    if (text && len) {
+        call->from = (char *) zmalloc (len);
+        memcpy (call->from, text, len);
+        call->from_len = len;
+    }
+    text = sn_value_str (sn_value_get (root, "to"), &len);
+    if (text && len) {
+        call->to = (char *) zmalloc (len);
+        memcpy (call->to, text, len);
+        call->to_len = len;
+    }
+    text = call->scan ? sn_value_str (sn_value_get (root, "prefix"), &len) : NULL;
+    if (text && len) {
+        call->prefix = (char *) zmalloc (len);
+        memcpy (call->prefix, text, len);
+        call->prefix_len = len;
+    }
 }
 
 //  range {from?, to?, limit?}: the same range from every member, merged. A member that
 //  is down is not asked: with RF > 1 its events are on other replicas.
+//  scan {p, from?, to?, limit?, prefix?}: the store's scan of p from our store and
+//  every reachable replica of p, merged, so that an owner replaying p sees what any
+//  replica acknowledged, not only what reached its own store.
 static void
-s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid)
+s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t rid, bool scan)
 {
-    uint64_t limit = 100;
-    const sn_value_t *limit_value = sn_value_get (root, "limit");
-    if (limit_value && (!sn_value_uint (limit_value, &limit) || limit == 0 || limit > 1000)) {
-        sn_pack_error (self->reply, rid, 400, "limit: must be 1 to 1000");
+    uint64_t limit;
+    uint32_t p = 0;
+    char error[S_ERROR_MAX];
+    if (!s_range_valid (self, root, scan, &limit, &p, error, sizeof error)) {
+        sn_pack_error (self->reply, rid, 400, "%s", error);
         return;
     }
     s_call_t *call = s_call_new (self, S_CALL_RANGE);
@@ -1966,64 +2235,84 @@ s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t 
     sn_routed_move (&call->routed, routed);
     call->rid = rid;
     call->limit = limit;
+    call->scan = scan;
+    call->p = p;
+    s_range_bounds (call, root);
     size_t count;
     const sn_member_t *list = sn_members_list (self->members, &count);
-    call->pages = (s_page_t *) zmalloc ((count + 1) * sizeof (s_page_t));
-    const sn_value_t *from = sn_value_get (root, "from"), *to = sn_value_get (root, "to");
+    uint32_t replicas = sn_placement_replica_count (self->placement);
+    //  The members asked: every member for a range, p's replicas for a scan
+    const char **asked = (const char **) zmalloc ((count + replicas + 1) * sizeof (char *));
+    size_t asking = 0;
+    for (size_t index = 0; !scan && index < count; index++)
+        asked[asking++] = list[index].name;
+    for (uint32_t index = 0; scan && index < replicas; index++)
+        if (sn_placement_replica (self->placement, p, index))
+            asked[asking++] = sn_placement_replica (self->placement, p, index);
+    call->pages = (s_page_t *) zmalloc ((asking + 1) * sizeof (s_page_t));
     //  Ours first, then every reachable member's
-    s_store_begin (self, call, "range", 1 + !!from + !!to);
-    sn_pack_kv_uint (self->req, "limit", limit);
-    if (from)
-        sn_pack_kv_value (self->req, "from", from);
-    if (to)
-        sn_pack_kv_value (self->req, "to", to);
+    s_store_begin (self, call, scan ? "scan" : "range", s_range_entries (call, root));
+    s_range_pack (self->req, call, root);
     if (s_store_send (self))
         snprintf (call->pages[call->sent++].name, SN_NAME_MAX + 1, "%s", self->name);
-    for (size_t index = 0; index < count; index++) {
-        if (streq (list[index].name, self->name) || !s_reachable (self, list[index].name))
-            continue;
-        sn_pack_reset (self->out);
-        sn_pack_map (self->out, 3 + !!from + !!to);
-        sn_pack_kv_str (self->out, "op", "rrange");
-        sn_pack_kv_uint (self->out, "rid", call->id);
-        sn_pack_kv_uint (self->out, "limit", limit);
-        if (from)
-            sn_pack_kv_value (self->out, "from", from);
-        if (to)
-            sn_pack_kv_value (self->out, "to", to);
-        if (s_peer_send (self, list[index].name))
-            snprintf (call->pages[call->sent++].name, SN_NAME_MAX + 1, "%s", list[index].name);
+    else if (scan) {
+        //  The replicas' pages alone could miss an event only we and a replica that
+        //  is down hold: the caller asks again later
+        free (asked);
+        sn_pack_error (self->reply, rid, 503, "the store cannot take the scan now");
+        s_call_answer (self, call);
+        sn_pack_reset (self->reply);
+        return;
     }
+    int64_t now = zclock_mono ();
+    for (size_t index = 0; index < asking; index++) {
+        if (streq (asked[index], self->name) || !s_reachable (self, asked[index]))
+            continue;
+        s_peer_t *peer = (s_peer_t *) zhashx_lookup (self->peers, asked[index]);
+        if (scan && peer && peer->scan_skip_until > now) {
+            self->scan_skipped++;
+            continue;
+        }
+        sn_pack_reset (self->out);
+        sn_pack_map (self->out, 2 + s_range_entries (call, root));
+        sn_pack_kv_str (self->out, "op", scan ? "rscan" : "rrange");
+        sn_pack_kv_uint (self->out, "rid", call->id);
+        s_range_pack (self->out, call, root);
+        if (s_peer_send (self, asked[index]))
+            snprintf (call->pages[call->sent++].name, SN_NAME_MAX + 1, "%s", asked[index]);
+    }
+    free (asked);
     if (call->sent == 0) {
         sn_pack_error (self->reply, rid, 503, "no member could be asked");
         s_call_answer (self, call);
     }
+    else if (scan)
+        s_call_wait (self, call,
+                     self->write_timeout_ms < S_SCAN_WAIT ? self->write_timeout_ms : S_SCAN_WAIT);
     sn_pack_reset (self->reply);
 }
 
-//  rrange {rid, from?, to?, limit}: a peer's range over our store.
+//  rrange {rid, from?, to?, limit} and rscan {rid, p, from?, to?, limit, prefix?}: a
+//  peer's range or scan over our store, answered with rgot.
 static int
-s_on_rrange (self_t *self, const char *sender, const sn_value_t *root)
+s_on_rrange (self_t *self, const char *sender, const sn_value_t *root, bool scan)
 {
     uint64_t their_rid, limit;
-    const sn_value_t *from = sn_value_get (root, "from"), *to = sn_value_get (root, "to");
-    size_t len;
-    if (!sn_value_uint (sn_value_get (root, "rid"), &their_rid) ||
-        !sn_value_uint (sn_value_get (root, "limit"), &limit) || limit == 0 || limit > 1000 ||
-        (from && (!sn_value_str (from, &len) || len > SN_KEY_MAX)) ||
-        (to && (!sn_value_str (to, &len) || len > SN_KEY_MAX)))
+    uint32_t p = 0;
+    char error[S_ERROR_MAX];
+    if (!sn_value_uint (sn_value_get (root, "rid"), &their_rid) || !sn_value_get (root, "limit") ||
+        !s_range_valid (self, root, scan, &limit, &p, error, sizeof error))
         return -1;
     s_call_t *call = s_call_new (self, S_CALL_REMOTE_GET);
     if (!call)
         return 0;
     call->rid = their_rid;
+    call->limit = limit;
+    call->scan = scan;
+    call->p = p;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
-    s_store_begin (self, call, "range", 1 + !!from + !!to);
-    sn_pack_kv_uint (self->req, "limit", limit);
-    if (from)
-        sn_pack_kv_value (self->req, "from", from);
-    if (to)
-        sn_pack_kv_value (self->req, "to", to);
+    s_store_begin (self, call, scan ? "scan" : "range", s_range_entries (call, root));
+    s_range_pack (self->req, call, root);
     s_store_call (self, call);
     return 0;
 }
@@ -2344,6 +2633,8 @@ s_call_expire (self_t *self, s_call_t *call)
         s_get_not_found (self, call, call->answered == call->sent);
     else if (call->kind == S_CALL_FORWARD)
         s_forward_retry (self, call);
+    else if (call->kind == S_CALL_RANGE && call->scan)
+        s_scan_expire (self, call);
     else if (call->kind == S_CALL_RANGE) {
         sn_pack_error (self->reply, call->rid, 504,
                        "%u of %u members did not answer the range in time",
@@ -2898,7 +3189,16 @@ s_on_ping (self_t *self, const char *sender, const sn_value_t *root, int64_t now
             if (self->verbose)
                 zsys_info ("sn_mesh: %s: joined through %s", self->name, member->endpoint);
         }
+    //  Any member's ping carries the whole table: the cluster has answered, though
+    //  the join endpoint may name the member otherwise than it advertises itself
+    //  (a host name for its address, localhost for 127.0.0.1)
+    bool placing = self->unplaced_until != 0;
+    self->unplaced_until = 0;
+    uint64_t placed = self->placed_version;
     s_members_changed (self, now);
+    //  The first placement at once, even when the member table did not change
+    if (placing && self->placed_version == placed)
+        s_publish (self);
     if (refuted)
         s_ping_all (self);
     return 0;
@@ -2965,7 +3265,9 @@ s_inbox_handle (self_t *self, zmsg_t *msg)
         else if (from && sn_value_streq (op, "rgot"))
             rc = s_on_rgot (self, from, root, &decoded);
         else if (from && sn_value_streq (op, "rrange"))
-            rc = s_on_rrange (self, from, root);
+            rc = s_on_rrange (self, from, root, false);
+        else if (from && sn_value_streq (op, "rscan"))
+            rc = s_on_rrange (self, from, root, true);
         else if (from && sn_value_streq (op, "digest"))
             rc = s_on_digest (self, from, root, &decoded);
         else if (from && sn_value_streq (op, "pull"))
@@ -3024,7 +3326,7 @@ s_pack_cluster (self_t *self, uint64_t rid)
 {
     sn_pack_t *out = self->out;
     sn_pack_reset (out);
-    sn_pack_map (out, 12);
+    sn_pack_map (out, 13);
     sn_pack_kv_uint (out, "rid", rid);
     sn_pack_kv_uint (out, "code", 200);
     sn_pack_kv_str (out, "name", self->name);
@@ -3048,6 +3350,11 @@ s_pack_cluster (self_t *self, uint64_t rid)
     sn_pack_kv_uint (out, "received", self->ae_received);
     sn_pack_kv_uint (out, "writes_failed", self->writes_failed);
     sn_pack_kv_uint (out, "forwarded", self->forwarded);
+    sn_pack_str (out, "scans");
+    sn_pack_map (out, 3);
+    sn_pack_kv_uint (out, "silent", self->scan_silent);
+    sn_pack_kv_uint (out, "malformed", self->scan_bad);
+    sn_pack_kv_uint (out, "skipped", self->scan_skipped);
 
     size_t count;
     const sn_member_t *list = sn_members_list (self->members, &count);
@@ -3109,16 +3416,19 @@ s_ops_handle (self_t *self)
     else if (sn_value_streq (op, "cluster"))
         s_pack_cluster (self, rid);
     else if (!self->store && (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
-                              sn_value_streq (op, "bulk") || sn_value_streq (op, "range")))
+                              sn_value_streq (op, "bulk") || sn_value_streq (op, "range") ||
+                              sn_value_streq (op, "scan")))
         sn_pack_error (self->out, rid, 503, "this mesh has no store");
     else if (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
              sn_value_streq (op, "bulk") || sn_value_streq (op, "forward") ||
-             sn_value_streq (op, "range")) {
+             sn_value_streq (op, "range") || sn_value_streq (op, "scan")) {
         sn_pack_reset (self->reply);
         if (sn_value_streq (op, "forward"))
             s_on_forward (self, routed, root, rid);
         else if (sn_value_streq (op, "range"))
-            s_on_range (self, routed, root, rid);
+            s_on_range (self, routed, root, rid, false);
+        else if (sn_value_streq (op, "scan"))
+            s_on_range (self, routed, root, rid, true);
         else if (sn_value_streq (op, "put"))
             s_on_put (self, routed, root, rid);
         else if (sn_value_streq (op, "bulk"))
@@ -3291,6 +3601,16 @@ s_mesh_start (self_t *self, char *error, size_t size)
     self->ae_active = (uint32_t *) zmalloc (self->partitions * sizeof (uint32_t));
     self->ae_refined = (uint32_t *) zmalloc (self->partitions * sizeof (uint32_t));
     assert (self->placement);
+    //  A node that joins publishes no placement until it has heard from the cluster:
+    //  alone, it would own every partition and its actors would replay them from
+    //  its own store only. A node restarted after a crash would then keep owning
+    //  its partitions once it heard from the others, and never replay them again
+    //  with the events written while it was down. Until a join endpoint answers,
+    //  with the member table, the actors hold their requests; after dead_ms with no
+    //  answer (the whole cluster restarting) the node goes on alone.
+    for (size_t index = 0; index < self->join_count; index++)
+        if (!streq (self->joins[index].endpoint, self->endpoint))
+            self->unplaced_until = zclock_mono () + self->dead_ms;
     //  No member table has this version: the first placement is always computed,
     //  even for a node alone whose table never changes
     self->placed_version = UINT64_MAX;
@@ -3684,9 +4004,79 @@ s_test_ping (zsock_t *dealer, sn_pack_t *pack, const char *from, const char *mem
     s_test_send (dealer, pack);
 }
 
+//  Whether a peer's scan page, given as {events: [[key, type, ts]...], next}, with
+//  items made maps with an event, passes the checks of a scan of limit 3 from "k2"
+//  with prefix "test.".
+static bool
+s_test_page (const char *keys[], const char *types[], size_t count, const char *next, bool ts)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 2);
+    sn_pack_str (pack, "events");
+    sn_pack_array (pack, (uint32_t) count);
+    for (size_t index = 0; index < count; index++) {
+        sn_pack_map (pack, 3 + ts);
+        sn_pack_kv_str (pack, "key", keys[index]);
+        if (types[index])
+            sn_pack_kv_str (pack, "type", types[index]);
+        else
+            sn_pack_kv_uint (pack, "type", 7);
+        if (ts)
+            sn_pack_kv_uint (pack, "ts", 1);
+        sn_pack_str (pack, "event");
+        if (streq (keys[index], "k2-scalar"))
+            sn_pack_uint (pack, 1);
+        else
+            sn_pack_map (pack, 0);
+    }
+    sn_pack_str (pack, "next");
+    if (next)
+        sn_pack_str (pack, next);
+    else
+        sn_pack_nil (pack);
+    sn_msg_t *msg = sn_msg_decode (sn_pack_data (pack), sn_pack_size (pack), 0, NULL);
+    assert (msg);
+    s_call_t call = {.limit = 3, .scan = true};
+    call.from = (char *) "k2";
+    call.from_len = 2;
+    call.prefix = (char *) "test.";
+    call.prefix_len = 5;
+    const char *why = NULL;
+    bool valid = s_page_valid (&call, sn_msg_root (msg), &why);
+    assert (valid || why);
+    sn_msg_destroy (&msg);
+    sn_pack_destroy (&pack);
+    return valid;
+}
+
 void
 sn_mesh_test (bool verbose)
 {
+    //  A peer's scan page is taken only when it fits what was asked: a next that
+    //  does not move past from would make a replay ask for the same page for ever
+    const char *keys[] = {"k2", "k3", "k4", "k5"},
+               *types[] = {"test.a", "test.b", "test.c", "test.d"};
+    assert (s_test_page (keys, types, 3, "k5", true));
+    assert (s_test_page (keys, types, 3, NULL, true));
+    assert (s_test_page (keys, types, 0, "k9", true));
+    assert (!s_test_page (keys, types, 0, "k2", true)); //  next == from
+    assert (!s_test_page (keys, types, 0, "k1", true)); //  next before from
+    assert (!s_test_page (keys, types, 0, "", true));
+    char long_key[SN_KEY_MAX + 2];
+    memset (long_key, 'k', sizeof long_key - 1);
+    long_key[sizeof long_key - 1] = 0;
+    assert (!s_test_page (keys, types, 0, long_key, true));
+    assert (!s_test_page (keys, types, 4, NULL, true)); //  more than the limit
+    assert (!s_test_page (keys, types, 3, "k4", true)); //  an event at or past next
+    const char *before[] = {"k1"}, *beyond[] = {long_key}, *scalar[] = {"k2-scalar"};
+    assert (!s_test_page (before, types, 1, NULL, true));
+    assert (!s_test_page (beyond, types, 1, NULL, true));
+    assert (!s_test_page (scalar, types, 1, NULL, true));
+    const char *other[] = {"test.a", "other.b"}, *untyped[] = {NULL};
+    assert (!s_test_page (keys, other, 2, NULL, true));
+    assert (!s_test_page (keys, untyped, 1, NULL, true));
+    assert (!s_test_page (keys, types, 1, NULL, false)); //  no ts
+
     //  A configuration that cannot work is refused with a reason
     char error[256] = "";
     sn_mesh_config_t bad = {.name = "-bad",

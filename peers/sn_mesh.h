@@ -20,7 +20,10 @@
 
     Joining: the actor says hello to every join endpoint each heartbeat until a ping
     arrives from the member listening there. A member answers a hello at once with a
-    ping, which carries every member the joiner needs to link to.
+    ping, which carries every member the joiner needs to link to. A joining node
+    publishes no placement until a member's ping arrives, or until dead_ms have
+    passed without one: its actors replay what they own once the other replicas are
+    known.
 
     Ops: the actor binds a ROUTER on ops_endpoint (inproc). Each request is
     [envelope frames..., payload], the payload one msgpack map {op, rid}; the reply is
@@ -32,6 +35,13 @@
                           written, key}: the write, replicated by commit level
       bulk {puts, commit?}  -> 200 {results: [{code, key?, error?}]}: each item a put
       get {key}   -> the store's answer, from here or from another replica
+      scan {p, from?, to?, limit?, prefix?} -> the store's scan page of p ({p, events:
+                          [{key, type, ts, event}], next}), merged from our store and
+                          every reachable replica of p (peer op rscan); a replica
+                          silent past the write timeout (at most 50 s), or whose
+                          page does not fit the scan, is left out and not asked for
+                          30 s; 504 when our store is silent for 50 s, 503 when it
+                          cannot take the request. Owners replay through it.
       forward {p, request: map} -> the answer to request, from the owner of partition p:
                           the request is delivered to the owner's frontend as if a
                           client had sent it, with "fwd" (the hops so far) added; when

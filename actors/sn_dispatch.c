@@ -62,6 +62,17 @@
 //  ever new ids makes records here and at every member only this many at a time.
 #define S_CONNECTION_IDS 64
 
+//  A finished job stays in memory this many ms unless the config says otherwise,
+//  and at most this many leave it in one turn of the loop.
+#define S_KEEP_FINISHED (3600 * 1000)
+#define S_EVICT_STEP    1000
+
+//  An answer from the log not there after this many ms is taken as lost for the
+//  job it names: a finished job waiting for it leaves memory anyway (s_evict). The
+//  mesh answers within --write-timeout-ms (5 s by default) or not at all, so an
+//  answer this late is one its ROUTER dropped, and waiting longer only pins memory.
+#define S_PENDING_LOST 60000
+
 #define S_LIST_LIMIT      100 //  job.list's default page
 #define S_ID_MAX          32  //  job ids are 19 characters
 #define S_DESTINATION_MAX 64  //  longest destination id
@@ -121,6 +132,10 @@ struct _s_job_t {
     void *ticking;        //  handle in self->ticking, or NULL
     bool visible;         //  job.created is durable: answers and dispatch
     uint32_t p;           //  its partition: sn_partition (id)
+    void *finished;       //  handle in self->finished (or self->held) once over, or NULL
+    bool held;            //  finished is in self->held: due, but answers pending
+    int64_t evict_due;    //  mono ms it leaves memory once finished (s_job_retire)
+    uint32_t pending;     //  entries of self->pending that name it
 };
 
 struct _s_agent_t {
@@ -195,6 +210,7 @@ typedef struct {
 
 typedef struct {
     uint64_t rid;               //  the log request's rid
+    int64_t sent_at;            //  mono ms it was sent
     s_log_kind_t kind;          //  what was asked, see s_log_kind_t
     zmsg_t *reply;              //  envelope and payload to send once durable, or NULL;
                                 //  S_LOG_FORWARD: the caller's envelope only
@@ -232,6 +248,12 @@ typedef struct {
     size_t order_size;           //  slots in order
     zlistx_t *active;            //  s_job_t * not finished yet
     zlistx_t *ticking;           //  s_job_t * that changed lately
+    zlistx_t *finished;          //  s_job_t * over, in the order they ended: eviction
+                                 //  pops the head
+    zlistx_t *held;              //  s_job_t * due but still named by a pending answer
+    int64_t evict_at;            //  mono ms s_evict runs next, or INT64_MAX
+    int64_t evicted_at;          //  mono ms s_evict last ran
+    uint64_t evicted;            //  jobs evicted since the start
     zhashx_t *agents;            //  destination id -> s_agent_t *, owns them
     zhashx_t *pending;           //  log rid (text) -> s_pending_t *, owns them
     uint64_t log_rid;            //  last rid sent to the log
@@ -390,6 +412,8 @@ s_pending_free (void **item_p)
 {
     s_pending_t *pending = (s_pending_t *) *item_p;
     if (pending) {
+        if (pending->job)
+            pending->job->pending--;
         zmsg_destroy (&pending->reply);
         free (pending);
         *item_p = NULL;
@@ -727,7 +751,7 @@ s_snapshot (self_t *self, const char *topic)
         job = NULL;
         sn_pack_map (self->body, 1);
         sn_pack_str (self->body, "error");
-        char error[300];
+        char error[400];
         //  A job of a partition being taken over may be in the log yet: its
         //  subscriber is told to come again, as a request would be
         uint32_t p = sn_partition (topic, strlen (topic), self->partitions);
@@ -735,7 +759,10 @@ s_snapshot (self_t *self, const char *topic)
             snprintf (error, sizeof error,
                       "job %s: partition %u is being taken over here, try again", topic, p);
         else
-            snprintf (error, sizeof error, "no job %s", topic);
+            snprintf (
+                error, sizeof error,
+                "no job %s: unknown here, or finished more than %d ms ago (--keep-finished-ms)",
+                topic, self->config.keep_finished);
         sn_pack_str (self->body, error);
     }
     s_publish_frames (self, topic, job ? job->seq : 0, S_SNAPSHOT);
@@ -776,6 +803,7 @@ s_pending_add (self_t *self, s_log_kind_t kind)
 {
     s_pending_t *pending = (s_pending_t *) zmalloc (sizeof (s_pending_t));
     pending->rid = self->log_rid;
+    pending->sent_at = zclock_mono ();
     pending->kind = kind;
     char key[24];
     snprintf (key, sizeof key, "%" PRIu64, pending->rid);
@@ -819,6 +847,7 @@ s_log (self_t *self, const char *type, s_job_t *job, s_log_kind_t kind, zmsg_t *
     }
     s_pending_t *pending = s_pending_add (self, kind);
     pending->job = job;
+    job->pending++;
     if (reply_p) {
         pending->reply = *reply_p;
         *reply_p = NULL;
@@ -889,6 +918,25 @@ s_task_requeue (self_t *self, s_task_t *task)
         zlistx_add_end (self->repump_jobs, strdup (task->job->id));
 }
 
+//  A job over leaves memory once it ended longer ago than the window (s_evict).
+//  The deadline is on the monotonic clock so that a step of the wall clock, or a
+//  finishAt written by a member whose clock is off, keeps no job more than one
+//  window after it ends here.
+static void
+s_job_retire (self_t *self, s_job_t *job)
+{
+    int64_t keep = self->config.keep_finished;
+    int64_t left = keep - (zclock_time () - job->finish_at);
+    left = left < 0 ? 0 : left > keep ? keep : left;
+    job->evict_due = zclock_mono () + left;
+    job->finished = zlistx_add_end (self->finished, job);
+    //  Batched: no pass sooner than S_SWEEP_MS after the last one
+    int64_t at = job->evict_due > self->evicted_at + S_SWEEP_MS ? job->evict_due
+                                                                : self->evicted_at + S_SWEEP_MS;
+    if (at < self->evict_at)
+        self->evict_at = at;
+}
+
 //  The job is over when every task is: resolved, unless it was cancelled or timed
 //  out as a whole.
 static void
@@ -901,6 +949,7 @@ s_job_check_done (self_t *self, s_job_t *job, int64_t at)
     if (s_terminal (job->status) && job->active) {
         zlistx_delete (self->active, job->active);
         job->active = NULL;
+        s_job_retire (self, job);
     }
 }
 
@@ -993,6 +1042,7 @@ s_tell_to (self_t *self, const char *node, uint32_t p, s_log_kind_t kind, s_task
     s_pending_t *pending = s_pending_add (self, kind);
     if (task) {
         pending->job = task->job;
+        task->job->pending++;
         pending->task = task->index;
     }
     snprintf (pending->node, sizeof pending->node, "%s", node ? node : "");
@@ -1424,8 +1474,10 @@ s_reply_missing (self_t *self, sn_routed_t *request, uint64_t rid, uint32_t p, c
         s_reply_error (self, request, rid, 503, "partition %u is being taken over here, try again",
                        p);
     else
-        s_reply_error (self, request, rid, 404, "no %s %.*s", what, id ? (int) len : 0,
-                       id ? id : "");
+        s_reply_error (self, request, rid, 404,
+                       "no %s %.*s: unknown here, or finished more than %d ms ago"
+                       " (--keep-finished-ms)",
+                       what, id ? (int) len : 0, id ? id : "", self->config.keep_finished);
 }
 
 //  --------------------------------------------------------------------------
@@ -2990,6 +3042,149 @@ s_sweep (self_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Retention
+
+//  Whether job is over and ended longer ago than the window.
+static bool
+s_job_stale (self_t *self, const s_job_t *job, int64_t now)
+{
+    return s_terminal (job->status) && job->finish_at + self->config.keep_finished <= now;
+}
+
+static int
+s_slot_compare (const void *a, const void *b)
+{
+    size_t left = *(const size_t *) a, right = *(const size_t *) b;
+    return left < right ? -1 : left > right;
+}
+
+//  Takes job out of self->finished or self->held, and out of every record that
+//  names it, into victims; its slot in order goes into slots.
+static void
+s_evict_one (self_t *self, s_job_t *job, s_job_t **victims, size_t *slots, size_t *count)
+{
+    zlistx_delete (job->held ? self->held : self->finished, job->finished);
+    job->finished = NULL;
+    job->held = false;
+    if (job->ticking) {
+        zlistx_delete (self->ticking, job->ticking);
+        job->ticking = NULL;
+    }
+    //  The members that follow it: a refresh now gets 404, like a job unknown
+    for (void *member = zhashx_first (self->members); member;
+         member = zhashx_next (self->members)) {
+        char key[SN_NAME_MAX + S_ID_MAX + 2];
+        snprintf (key, sizeof key, "%s/%s", (const char *) zhashx_cursor (self->members), job->id);
+        zhashx_delete (self->watches, key);
+    }
+    if (job->visible) {
+        //  Found while every slot before it is still valid: O(log n)
+        size_t at = s_order_find (self, job);
+        assert (at < self->order_count && self->order[at] == job);
+        slots[*count] = at;
+    }
+    else
+        slots[*count] = SIZE_MAX;
+    victims[(*count)++] = job;
+}
+
+//  The held jobs whose answers are in leave memory. An answer pending longer than
+//  S_PENDING_LOST is given up on for the job it names, with a warning: the entry
+//  stays for its answer, which then finds no job, as after a partition drop.
+static void
+s_evict_held (self_t *self, int64_t now, s_job_t **victims, size_t *slots, size_t *count)
+{
+    if (zlistx_size (self->held) == 0)
+        return;
+    for (s_pending_t *pending = (s_pending_t *) zhashx_first (self->pending); pending;
+         pending = (s_pending_t *) zhashx_next (self->pending))
+        if (pending->job && pending->job->held && now - pending->sent_at >= S_PENDING_LOST) {
+            zsys_warning ("dispatch: no answer from the log to rid %" PRIu64
+                          " after %d ms, job %s leaves memory without it",
+                          pending->rid, S_PENDING_LOST, pending->job->id);
+            pending->job->pending--;
+            pending->job = NULL;
+        }
+    s_job_t *job = (s_job_t *) zlistx_first (self->held);
+    while (job && *count < S_EVICT_STEP) {
+        s_job_t *next = (s_job_t *) zlistx_next (self->held);
+        if (job->pending == 0)
+            s_evict_one (self, job, victims, slots, count);
+        job = next;
+    }
+}
+
+//  Evicts the jobs that ended longer ago than the window, at most S_EVICT_STEP,
+//  from the head of self->finished, with their tasks. A due job still named by a
+//  pending answer (an event on its way to the log, a push to another member: the
+//  answer reads the job) moves to self->held, so the jobs behind it do not wait,
+//  and leaves at a later pass once its answers are in. Tasks over are out of their
+//  agents' hands already; the count of tasks naming each agent goes down as the
+//  job is freed, and s_agents_collect frees the records nothing needs any more.
+//  The cancels an agent still has to get stay: they name the task by its id and
+//  last until its own timeout.
+//  The cost is O(k log n) for k jobs evicted of n visible: each slot in order is
+//  found by its key, and one compaction moves the slots between them. Passes come
+//  at most once per S_SWEEP_MS unless a whole step was due, so each covers many.
+static void
+s_evict (self_t *self, int64_t now)
+{
+    s_job_t **victims = (s_job_t **) malloc (S_EVICT_STEP * sizeof (s_job_t *));
+    size_t *slots = (size_t *) malloc (S_EVICT_STEP * sizeof (size_t));
+    assert (victims && slots);
+    size_t count = 0;
+    s_evict_held (self, now, victims, slots, &count);
+    size_t moved = 0;
+    s_job_t *job = (s_job_t *) zlistx_first (self->finished);
+    while (job && count < S_EVICT_STEP && moved < S_EVICT_STEP && job->evict_due <= now) {
+        if (job->pending) {
+            zlistx_delete (self->finished, job->finished);
+            job->finished = zlistx_add_end (self->held, job);
+            job->held = true;
+            moved++;
+        }
+        else
+            s_evict_one (self, job, victims, slots, &count);
+        job = (s_job_t *) zlistx_first (self->finished);
+    }
+    if (count) {
+        //  One compaction: only the runs of slots between the gaps move
+        qsort (slots, count, sizeof (size_t), s_slot_compare);
+        size_t gaps = 0;
+        while (gaps < count && slots[gaps] != SIZE_MAX) {
+            size_t from = slots[gaps] + 1;
+            size_t until = gaps + 1 < count && slots[gaps + 1] != SIZE_MAX ? slots[gaps + 1]
+                                                                           : self->order_count;
+            memmove (self->order + slots[gaps] - gaps, self->order + from,
+                     (until - from) * sizeof (s_job_t *));
+            gaps++;
+        }
+        self->order_count -= gaps;
+        self->evicted += count;
+        for (size_t index = 0; index < count; index++)
+            zhashx_delete (self->jobs, victims[index]->id);
+        if (self->verbose)
+            zsys_info ("dispatch: evicted %zu jobs that ended more than %d ms ago", count,
+                       self->config.keep_finished);
+    }
+    free (victims);
+    free (slots);
+    self->evicted_at = now;
+    job = (s_job_t *) zlistx_first (self->finished);
+    if (count == S_EVICT_STEP || moved == S_EVICT_STEP)
+        self->evict_at = now; //  more are due: after the messages waiting
+    else {
+        int64_t due = job ? job->evict_due : INT64_MAX;
+        if (zlistx_size (self->held) && now + S_SWEEP_MS < due)
+            due = now + S_SWEEP_MS;
+        //  Batched: a pass frees what fell due since the last one
+        if (due != INT64_MAX && due < now + S_SWEEP_MS)
+            due = now + S_SWEEP_MS;
+        self->evict_at = due;
+    }
+}
+
+//  --------------------------------------------------------------------------
 //  Replay
 
 //  The job an event of the partition being replayed is about, or NULL.
@@ -3191,8 +3386,9 @@ s_replay_done (self_t *self)
     }
     for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
          job = (s_job_t *) zlistx_next (self->replayed)) {
-        //  The partition moved on while it was replayed
-        if (!owned) {
+        //  The partition moved on while it was replayed, or the job ended before
+        //  the window: the log says it was, memory forgets it
+        if (!owned || s_job_stale (self, job, zclock_time ())) {
             zhashx_delete (self->jobs, job->id);
             continue;
         }
@@ -3201,6 +3397,8 @@ s_replay_done (self_t *self)
             job->active = zlistx_add_end (self->active, job);
             s_job_start (self, job);
         }
+        else
+            s_job_retire (self, job);
     }
     zlistx_purge (self->replayed);
     s_replay_next (self);
@@ -3350,6 +3548,10 @@ s_partition_drop (self_t *self, uint32_t p)
             zlistx_delete (self->active, job->active);
         if (job->ticking)
             zlistx_delete (self->ticking, job->ticking);
+        if (job->finished) {
+            zlistx_delete (job->held ? self->held : self->finished, job->finished);
+            self->evict_at = zclock_mono (); //  s_evict looks at the new head
+        }
         for (s_pending_t *pending = (s_pending_t *) zhashx_first (self->pending); pending;
              pending = (s_pending_t *) zhashx_next (self->pending))
             if (pending->job == job)
@@ -3439,7 +3641,12 @@ s_watch_failed (self_t *self, s_pending_t *pending, const sn_value_t *root, uint
     sn_pack_map (self->body, 1);
     sn_pack_str (self->body, "error");
     char text[400];
-    if (code == 404)
+    //  The owner's reason when it is about the job (evicted, say); a 404 for
+    //  another reason (members that disagree for a moment) is not the
+    //  subscriber's business
+    if (code == 404 && error && strncmp (error, "no job ", 7) == 0)
+        snprintf (text, sizeof text, "%s", error);
+    else if (code == 404)
         snprintf (text, sizeof text, "no job %s", pending->topic);
     else
         snprintf (text, sizeof text, "job %s: %s", pending->topic, error ? error : "no answer");
@@ -3532,8 +3739,10 @@ s_log_refused (self_t *self, s_pending_t *pending, const sn_value_t *root, uint6
         sn_pack_destroy (&answer);
         s_send_reply (self, &pending->reply);
     }
-    if (pending->kind == S_LOG_CREATE && pending->job)
+    if (pending->kind == S_LOG_CREATE && pending->job) {
         zhashx_delete (self->jobs, pending->job->id);
+        pending->job = NULL;
+    }
     free (error);
 }
 
@@ -3688,6 +3897,12 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     zhashx_set_destructor (self->jobs, s_job_free);
     self->active = zlistx_new ();
     self->ticking = zlistx_new ();
+    self->finished = zlistx_new ();
+    self->held = zlistx_new ();
+    self->evict_at = INT64_MAX;
+    self->evicted_at = zclock_mono () - S_SWEEP_MS;
+    if (self->config.keep_finished <= 0)
+        self->config.keep_finished = S_KEEP_FINISHED;
     self->agents = zhashx_new ();
     zhashx_set_destructor (self->agents, s_agent_free);
     self->pending = zhashx_new ();
@@ -3754,6 +3969,8 @@ s_self_destroy (self_t **self_p)
         zhashx_destroy (&self->pending);
         zlistx_destroy (&self->active);
         zlistx_destroy (&self->ticking);
+        zlistx_destroy (&self->finished);
+        zlistx_destroy (&self->held);
         zlistx_destroy (&self->replay_queue);
         zlistx_destroy (&self->replayed);
         //  Jobs first: their tasks count on their agents' records
@@ -3877,6 +4094,9 @@ s_handle_pipe (self_t *self)
     else if (streq (command, "AGENTS"))
         //  How many agent records are in memory: for the selftest
         zstr_sendf (self->pipe, "%zu", zhashx_size (self->agents));
+    else if (streq (command, "EVICTED"))
+        //  How many jobs left memory by s_evict: for the selftest
+        zstr_sendf (self->pipe, "%" PRIu64, self->evicted);
     else if (streq (command, "CURRENT")) {
         //  Where the agent's task in flight went ("here", a member) or "none": for
         //  the selftest
@@ -3916,6 +4136,9 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
             int64_t until_expiry =
                 next_expiry == INT64_MAX ? INT64_MAX : next_expiry - zclock_time ();
             timeout = until_sweep < until_expiry ? until_sweep : until_expiry;
+            int64_t until_evict =
+                self->evict_at == INT64_MAX ? INT64_MAX : self->evict_at - zclock_mono ();
+            timeout = until_evict < timeout ? until_evict : timeout;
             timeout = timeout < 0 ? 0 : timeout > S_SWEEP_MS ? S_SWEEP_MS : timeout;
         }
         int64_t replay_wait = s_replay_wait (self);
@@ -3939,6 +4162,8 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
         s_replay_timers (self);
         if (self->ready) {
             next_expiry = s_expire (self, zclock_time ());
+            if (self->evict_at <= zclock_mono ())
+                s_evict (self, zclock_mono ());
             if (zclock_mono () >= self->next_sweep) {
                 s_sweep (self);
                 self->next_sweep = zclock_mono () + S_SWEEP_MS;
@@ -4140,6 +4365,373 @@ s_test_placed (zsock_t *pub, uint32_t partitions, int lost, zsock_t *client, con
     return text;
 }
 
+//  Asks request (JSON) again until the reply contains expect, for at most ten
+//  seconds. Caller frees the reply.
+static char *
+s_test_until (zsock_t *client, const char *json, const char *expect)
+{
+    int64_t deadline = zclock_mono () + 10000;
+    char *reply = s_test_call (client, json, false);
+    while (!strstr (reply, expect) && zclock_mono () < deadline) {
+        free (reply);
+        zclock_sleep (10);
+        reply = s_test_call (client, json, false);
+    }
+    assert (strstr (reply, expect));
+    return reply;
+}
+
+//  A dispatch actor on store_endpoint that keeps finished jobs keep_finished ms.
+static zactor_t *
+s_test_retaining (const char *endpoint, const char *store_endpoint, const char *publish,
+                  int keep_finished, bool verbose)
+{
+    char error[256];
+    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4,
+                                   verbose,  NULL,           NULL,    keep_finished};
+    zactor_t *dispatch = sn_dispatch_new (&config, error, sizeof error);
+    assert (dispatch);
+    return dispatch;
+}
+
+//  Retention: a finished job leaves memory once it ended longer ago than the
+//  window, watched or not; a running one stays; a replay leaves out those that
+//  ended before the window.
+static void
+s_test_retention (bool verbose)
+{
+    char dir[] = "/tmp/sn_dispatch_retention_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], endpoint[64], publish[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-retention-store-%d", getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-retention-%d", getpid ());
+    snprintf (publish, sizeof publish, "inproc://sn-retention-pub-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    zactor_t *dispatch = s_test_retaining (endpoint, store_endpoint, publish, 300, verbose);
+    zsock_t *producer = zsock_new_dealer (endpoint);
+    zsock_t *agent = zsock_new_dealer (endpoint);
+
+    //  A job whose destination never comes: it runs until its timeout
+    char *reply = s_test_call (producer,
+                               "{\"op\":\"job.create\",\"rid\":1,\"destinations\":"
+                               "[\"cg-000c291ce802\"],\"message\":{\"method\":\"get\","
+                               "\"resource\":\"/r\"},\"options\":{\"timeout\":600000}}",
+                               false);
+    assert (strstr (reply, "\"code\":200"));
+    char running[S_ID_MAX];
+    s_test_field (strstr (reply, "\"job\""), "id", running, sizeof running);
+    free (reply);
+    //  A job of two tasks for two agents, watched while it finishes
+    reply = s_test_call (producer,
+                         "{\"op\":\"job.create\",\"rid\":2,\"destinations\":[\"00:0c:29:1c:e8:09\","
+                         "\"cg-000c291ce809\"],\"message\":{\"method\":\"get\",\"resource\":"
+                         "\"/r\"},\"options\":{\"timeout\":600000}}",
+                         false);
+    assert (strstr (reply, "\"code\":200"));
+    char done[S_ID_MAX];
+    s_test_field (strstr (reply, "\"job\""), "id", done, sizeof done);
+    free (reply);
+    zsock_t *watcher = zsock_new_sub (publish, done);
+    bool snapshot = false;
+    char *update = s_test_update (watcher, &snapshot);
+    assert (snapshot && strstr (update, "\"status\":\"created\""));
+    free (update);
+    const char *ids[] = {"00:0c:29:1c:e8:09", "cg-000c291ce809"};
+    char first_task[S_ID_MAX + 16] = "";
+    for (size_t index = 0; index < 2; index++) {
+        char *request =
+            zsys_sprintf ("{\"op\":\"agent.hello\",\"rid\":3,\"id\":\"%s\"}", ids[index]);
+        reply = s_test_call (agent, request, false);
+        assert (strstr (reply, "\"code\":200"));
+        free (reply);
+        free (request);
+        char *work = s_test_call (agent, NULL, true);
+        char task[S_ID_MAX + 16];
+        s_test_field (work, "id", task, sizeof task);
+        free (work);
+        if (index == 0)
+            snprintf (first_task, sizeof first_task, "%s", task);
+        request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":4,\"id\":\"%s\","
+                                "\"task\":\"%s\",\"code\":200}",
+                                ids[index], task);
+        reply = s_test_call (agent, request, false);
+        assert (strstr (reply, "\"code\":200"));
+        free (reply);
+        free (request);
+    }
+    //  The watcher sees the job resolved: it is in memory until the window passes
+    do {
+        update = s_test_update (watcher, &snapshot);
+        bool resolved =
+            strstr (update, "\"status\":\"resolved\"") && strstr (update, "\"resource\":\"/jobs\"");
+        free (update);
+        if (resolved)
+            break;
+    } while (true);
+
+    //  Then it is gone, with the reason, its tasks too
+    char *request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":5,\"id\":\"%s\"}", done);
+    reply = s_test_until (producer, request, "\"code\":404");
+    assert (strstr (reply, "finished more than 300 ms ago (--keep-finished-ms)"));
+    free (reply);
+    free (request);
+    request = zsys_sprintf ("{\"op\":\"task.get\",\"rid\":6,\"id\":\"%s\"}", first_task);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":404") && strstr (reply, "finished more than 300 ms ago"));
+    free (reply);
+    free (request);
+    //  A late result for one of its tasks is answered as for a task unknown
+    request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":7,\"id\":\"%s\","
+                            "\"task\":\"%s\",\"code\":200}",
+                            ids[0], first_task);
+    reply = s_test_call (agent, request, false);
+    assert (strstr (reply, "\"code\":404") && strstr (reply, "no task"));
+    free (reply);
+    free (request);
+    //  A new watcher of it gets the error, with the reason
+    zsock_t *late = zsock_new_sub (publish, done);
+    update = s_test_update (late, &snapshot);
+    assert (snapshot && strstr (update, "\"error\"") && strstr (update, "--keep-finished-ms"));
+    free (update);
+    zsock_destroy (&late);
+    zsock_destroy (&watcher);
+    //  The running job, older than the window now, stays; the list has it alone
+    request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":8,\"id\":\"%s\"}", running);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200") && strstr (reply, "\"status\":\"created\""));
+    free (reply);
+    reply = s_test_call (producer, "{\"op\":\"job.list\",\"rid\":9}", false);
+    assert (strstr (reply, running) && !strstr (reply, done));
+    free (reply);
+    zstr_send (dispatch, "EVICTED");
+    char *evicted = zstr_recv (dispatch);
+    assert (evicted && streq (evicted, "1"));
+    zstr_free (&evicted);
+
+    //  A restart does not bring the finished job back, and the running one resumes;
+    //  with a window that covers it, it comes back
+    //  (an inproc peer of a destroyed actor does not reconnect: a new one)
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    dispatch = s_test_retaining (endpoint, store_endpoint, publish, 300, verbose);
+    producer = zsock_new_dealer (endpoint);
+    char *get_done = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":10,\"id\":\"%s\"}", done);
+    reply = s_test_call (producer, get_done, false);
+    assert (strstr (reply, "\"code\":404") && strstr (reply, "finished more than 300 ms ago"));
+    free (reply);
+    //  The replay left it out: nothing was evicted (replayed, it would have been at once)
+    zstr_send (dispatch, "EVICTED");
+    evicted = zstr_recv (dispatch);
+    assert (evicted && streq (evicted, "0"));
+    zstr_free (&evicted);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    dispatch = s_test_retaining (endpoint, store_endpoint, publish, 0, verbose);
+    producer = zsock_new_dealer (endpoint);
+    reply = s_test_call (producer, get_done, false);
+    assert (strstr (reply, "\"code\":200") && strstr (reply, "\"status\":\"resolved\""));
+    free (reply);
+    free (get_done);
+    free (request);
+
+    zsock_destroy (&agent);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
+}
+
+//  Sends request (JSON) on client without waiting for its answer.
+static void
+s_test_send (zsock_t *client, const char *json)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    char error[256];
+    int rc = sn_json_to_pack (json, strlen (json), pack, error, sizeof error);
+    assert (rc == 0);
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, client, 0);
+    sn_pack_destroy (&pack);
+}
+
+//  A log between a dispatch actor and the store that, once told HOLD, keeps the
+//  answer to the next task.done put until told RELEASE. args: two endpoints, the
+//  one it binds and the store's.
+static void
+s_test_holder (zsock_t *pipe, void *args)
+{
+    const char **endpoints = (const char **) args;
+    zsock_t *router = zsock_new_router (endpoints[0]);
+    zsock_t *dealer = zsock_new_dealer (endpoints[1]);
+    assert (router && dealer);
+    zpoller_t *poller = zpoller_new (pipe, router, dealer, NULL);
+    zsock_signal (pipe, 0);
+    zframe_t *peer = NULL;
+    bool armed = false;
+    uint64_t held_rid = 0;
+    zmsg_t *held = NULL;
+    while (true) {
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
+        if (which == pipe) {
+            char *command = zstr_recv (pipe);
+            if (!command || streq (command, "$TERM")) {
+                zstr_free (&command);
+                break;
+            }
+            if (streq (command, "HOLD"))
+                armed = true;
+            else if (streq (command, "RELEASE") && held) {
+                zmsg_pushmem (held, zframe_data (peer), zframe_size (peer));
+                zmsg_send (&held, router);
+            }
+            zstr_free (&command);
+            zsock_signal (pipe, 0);
+        }
+        else if (which == router) {
+            zmsg_t *request = zmsg_recv (router);
+            zframe_destroy (&peer);
+            peer = zmsg_pop (request);
+            zframe_t *payload = zmsg_last (request);
+            sn_msg_t *msg = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+            assert (msg);
+            if (armed && sn_value_streq (sn_value_get (sn_msg_root (msg), "type"), "task.done")) {
+                bool has_rid = sn_value_uint (sn_value_get (sn_msg_root (msg), "rid"), &held_rid);
+                assert (has_rid);
+                armed = false;
+            }
+            sn_msg_destroy (&msg);
+            zmsg_send (&request, dealer);
+        }
+        else if (which == dealer) {
+            zmsg_t *reply = zmsg_recv (dealer);
+            zframe_t *payload = zmsg_last (reply);
+            sn_msg_t *msg = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+            assert (msg);
+            uint64_t rid = 0;
+            sn_value_uint (sn_value_get (sn_msg_root (msg), "rid"), &rid);
+            sn_msg_destroy (&msg);
+            if (held_rid && rid == held_rid) {
+                held = reply;
+                held_rid = 0;
+            }
+            else {
+                zmsg_pushmem (reply, zframe_data (peer), zframe_size (peer));
+                zmsg_send (&reply, router);
+            }
+        }
+        else
+            break;
+    }
+    zmsg_destroy (&held);
+    zframe_destroy (&peer);
+    zpoller_destroy (&poller);
+    zsock_destroy (&dealer);
+    zsock_destroy (&router);
+}
+
+//  Creates a job of one task for destination, hands the task to agent under that
+//  id and returns the job's id into job and the task's into task.
+static void
+s_test_one_task (zsock_t *producer, zsock_t *agent, const char *destination, char *job, char *task)
+{
+    char *request = zsys_sprintf ("{\"op\":\"job.create\",\"rid\":1,\"destinations\":[\"%s\"],"
+                                  "\"message\":{\"method\":\"get\",\"resource\":\"/r\"},"
+                                  "\"options\":{\"timeout\":600000}}",
+                                  destination);
+    char *reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    s_test_field (strstr (reply, "\"job\""), "id", job, S_ID_MAX);
+    free (reply);
+    free (request);
+    request = zsys_sprintf ("{\"op\":\"agent.hello\",\"rid\":2,\"id\":\"%s\"}", destination);
+    reply = s_test_call (agent, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+    char *work = s_test_call (agent, NULL, true);
+    s_test_field (work, "id", task, S_ID_MAX + 16);
+    free (work);
+}
+
+//  A finished job whose answer from the log is not in stays past the window, and
+//  the jobs that finish after it leave all the same; once the answer is in, it
+//  leaves too.
+static void
+s_test_retention_held (bool verbose)
+{
+    char dir[] = "/tmp/sn_dispatch_held_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], log_endpoint[64], endpoint[64], publish[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-held-store-%d", getpid ());
+    snprintf (log_endpoint, sizeof log_endpoint, "inproc://sn-held-log-%d", getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-held-%d", getpid ());
+    snprintf (publish, sizeof publish, "inproc://sn-held-pub-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    const char *endpoints[] = {log_endpoint, store_endpoint};
+    zactor_t *holder = zactor_new (s_test_holder, endpoints);
+    zactor_t *dispatch = s_test_retaining (endpoint, log_endpoint, publish, 300, verbose);
+    zsock_t *producer = zsock_new_dealer (endpoint);
+    zsock_t *agent = zsock_new_dealer (endpoint);
+
+    char held[S_ID_MAX], held_task[S_ID_MAX + 16], freed[S_ID_MAX], freed_task[S_ID_MAX + 16];
+    s_test_one_task (producer, agent, "cg-000c291ce811", held, held_task);
+    s_test_one_task (producer, agent, "cg-000c291ce812", freed, freed_task);
+    //  The first result's answer stays with the log; the second's comes
+    zstr_send (holder, "HOLD");
+    zsock_wait (holder);
+    char *request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":3,\"id\":\"cg-000c291ce811\","
+                                  "\"task\":\"%s\",\"code\":200}",
+                                  held_task);
+    s_test_send (agent, request);
+    free (request);
+    zsock_t *other = zsock_new_dealer (endpoint);
+    request = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":4,\"id\":\"cg-000c291ce812\","
+                            "\"task\":\"%s\",\"code\":200}",
+                            freed_task);
+    char *reply = s_test_call (other, request, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (request);
+
+    //  The job that ended later leaves; the one with an answer pending does not
+    request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":5,\"id\":\"%s\"}", freed);
+    reply = s_test_until (producer, request, "\"code\":404");
+    free (reply);
+    free (request);
+    request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":6,\"id\":\"%s\"}", held);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200") && strstr (reply, "\"status\":\"resolved\""));
+    free (reply);
+    //  Its answer comes: it leaves, and the agent has its answer
+    zstr_send (holder, "RELEASE");
+    zsock_wait (holder);
+    reply = s_test_call (agent, NULL, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    reply = s_test_until (producer, request, "\"code\":404");
+    free (reply);
+    free (request);
+
+    zsock_destroy (&other);
+    zsock_destroy (&agent);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    zactor_destroy (&holder);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
+}
+
 void
 sn_dispatch_test (bool verbose)
 {
@@ -4168,7 +4760,7 @@ sn_dispatch_test (bool verbose)
     sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
-    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4, verbose, NULL, NULL};
+    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4, verbose, NULL, NULL, 0};
     zactor_t *dispatch = sn_dispatch_new (&config, error, sizeof error);
     assert (dispatch);
 
@@ -4758,4 +5350,7 @@ sn_dispatch_test (bool verbose)
     char *command = zsys_sprintf ("rm -rf '%s'", dir);
     assert (system (command) == 0);
     free (command);
+
+    s_test_retention (verbose);
+    s_test_retention_held (verbose);
 }

@@ -70,6 +70,11 @@
     A subscriber starts at its snapshot and checks that g (all jobs) or j (one job)
     goes up by one: a gap means the XPUB dropped updates for it (too slow).
 
+    A job that is over leaves memory with its tasks once it ended longer ago than
+    config "keep_finished" (ms); job.get, task.get and a subscription answer it as
+    unknown, saying it may have finished before the window, and job.list leaves it
+    out. A replay drops the jobs of the partition that ended before the window.
+
     Ops (schemas/op.<op>.json):
       job.create {timeout?, batch | destinations + message, ...} -> 200 {job}
       job.get {id, collection?}        -> 200 {job} | 404
@@ -117,6 +122,7 @@ typedef struct {
     bool verbose;         //  log every request
     const char *scan;     //  answers scan for replay (the store, or the mesh); NULL: log
     const char *feed;     //  the mesh's placement PUB; NULL: own every partition
+    int keep_finished;    //  ms a finished job stays in memory; 0: one hour
 } sn_dispatch_config_t;
 
 //  Start the actor and replay the jobs of every partition. Returns NULL with the

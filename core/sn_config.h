@@ -20,7 +20,7 @@
             heartbeat_ms = 500          failure detector: ping interval,
             suspect_ms = 2000           silence before suspect,
             dead_ms = 4000              suspicion before dead
-            keep_finished_ms = 3600000  finished invocations kept in memory
+            keep_finished_ms = 3600000  finished invocations and jobs kept in memory
             verbose = 0
             callback_allow = *                 hosts callbacks may go to
             callback_deny = .internal, 10.0.0.1  hosts they may not (checked first)
@@ -52,7 +52,7 @@ typedef struct {
     int heartbeat;       //  ms between pings to every member
     int suspect;         //  ms of silence before a member is suspect
     int dead;            //  ms of suspicion before a member is dead
-    int keep_finished;   //  ms a finished invocation stays in memory
+    int keep_finished;   //  ms a finished invocation or job stays in memory
     char *hooks_allow;   //  hosts bucket callbacks may go to, comma-separated; NULL: any
     char *hooks_deny;    //  hosts they may not go to, checked first; NULL: none
     bool verbose;

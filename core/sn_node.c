@@ -112,9 +112,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
         goto failed;
     //  Jobs: events replicated through the mesh, replayed through its scan, for the
     //  partitions the mesh's placement makes this node the owner of
-    sn_dispatch_config_t dispatch = {dispatch_endpoint,  mesh_endpoint,   jobs_endpoint,
-                                     config->partitions, config->verbose, mesh_endpoint,
-                                     feed_endpoint};
+    sn_dispatch_config_t dispatch = {dispatch_endpoint,  mesh_endpoint,        jobs_endpoint,
+                                     config->partitions, config->verbose,      mesh_endpoint,
+                                     feed_endpoint,      config->keep_finished};
     self->dispatch = sn_dispatch_new (&dispatch, error, size);
     if (!self->dispatch)
         goto failed;

@@ -11,6 +11,15 @@ s_set (char **field, const char *value)
     *field = strdup (value);
 }
 
+//  Set an optional file; an empty value unsets it, so that a flag can turn off
+//  what the config file turned on.
+static void
+s_set_path (char **field, const char *value)
+{
+    free (*field);
+    *field = *value ? strdup (value) : NULL;
+}
+
 //  Parse a whole decimal number within [min, max]. Returns 0, or -1.
 static int
 s_number (const char *text, uint64_t min, uint64_t max, uint64_t *result)
@@ -82,6 +91,7 @@ sn_config_destroy (sn_config_t **self_p)
         free (self->peers);
         free (self->hooks_allow);
         free (self->hooks_deny);
+        free (self->http_tokens);
         zlist_destroy (&self->join);
         free (self);
         *self_p = NULL;
@@ -169,6 +179,8 @@ s_apply (sn_config_t *self, const char *option, const char *value, char *error, 
     }
     else if (streq (option, "verbose"))
         self->verbose = streq (value, "1") || streq (value, "true");
+    else if (streq (option, "http_tokens") || streq (option, "http-tokens"))
+        s_set_path (&self->http_tokens, value);
     else if (streq (option, "callback_allow") || streq (option, "callback-allow"))
         s_set (&self->hooks_allow, value);
     else if (streq (option, "callback_deny") || streq (option, "callback-deny"))
@@ -278,6 +290,10 @@ sn_config_check (sn_config_t *self, char *error, size_t size)
         snprintf (error, size, "data directory must not be empty");
         return -1;
     }
+    if (self->http_tokens && access (self->http_tokens, R_OK)) {
+        snprintf (error, size, "http-tokens %s: %s", self->http_tokens, strerror (errno));
+        return -1;
+    }
     return 0;
 }
 
@@ -327,6 +343,15 @@ sn_config_test (bool verbose)
     assert (config->anti_entropy == 250 && config->write_timeout == 900);
     assert (sn_config_parse_args (config, 6, timings, error, sizeof error) == -1);
     assert (strstr (error, "dead-ms"));
+    char *tokens[] = {"--http-tokens", "/nonexistent/tokens"};
+    assert (sn_config_parse_args (config, 2, tokens, error, sizeof error) == 0);
+    assert (streq (config->http_tokens, "/nonexistent/tokens"));
+    assert (sn_config_check (config, error, sizeof error) == -1);
+    assert (strstr (error, "http-tokens /nonexistent/tokens: No such file"));
+    char *no_tokens[] = {"--http-tokens="};
+    assert (sn_config_parse_args (config, 1, no_tokens, error, sizeof error) == 0);
+    assert (!config->http_tokens);
+    assert (sn_config_check (config, error, sizeof error) == 0);
     char *keep[] = {"--keep-finished-ms", "250"};
     assert (sn_config_parse_args (config, 2, keep, error, sizeof error) == 0);
     assert (config->keep_finished == 250);

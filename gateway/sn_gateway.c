@@ -30,6 +30,7 @@
 #include "sn_gateway.h"
 #include "sn_msg.h"
 #include "sn_json.h"
+#include "sn_tokens.h"
 #include <civetweb.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -55,6 +56,7 @@ struct _sn_gateway_t {
     int timeout;            //  ms a handler waits for the node's reply
     bool verbose;           //  log every request
     char *jobs;             //  XPUB of job changes for WebSockets, or NULL
+    sn_tokens_t *tokens;    //  bearer tokens asked of every request but GET /health, or NULL
     pthread_t starter;      //  thread in mg_start2: its log lines explain a failed start
     char start_error[256];  //  first thing civetweb complained about while starting
 };
@@ -78,6 +80,7 @@ typedef struct {
     int status;                         //  HTTP status of the answer
     char *answer;                       //  JSON text of the answer
     const char *allow;                  //  methods for a 405's Allow header
+    bool challenge;                     //  a 401: say which scheme is wanted
     bool close;                         //  body not read to its end: close the connection
 } s_request_t;
 
@@ -135,6 +138,16 @@ s_send (s_request_t *request)
         mg_disable_connection_keep_alive (request->conn);
     if (request->status == 200)
         mg_send_http_ok (request->conn, "application/json", (long long) size);
+    else if (request->challenge && mg_get_header (request->conn, "Upgrade")) {
+        //  civetweb refuses its header functions on a WebSocket upgrade request, the
+        //  one answer it cannot build for us: the refusal of a client without a token
+        mg_printf (request->conn,
+                   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: "
+                   "%zu\r\nWWW-Authenticate: Bearer realm=\"supernode\"\r\nConnection: "
+                   "close\r\n\r\n",
+                   request->status, mg_get_response_code_text (request->conn, request->status),
+                   size);
+    }
     else {
         char length[32];
         snprintf (length, sizeof (length), "%zu", size);
@@ -143,6 +156,9 @@ s_send (s_request_t *request)
         mg_response_header_add (request->conn, "Content-Length", length, -1);
         if (request->allow)
             mg_response_header_add (request->conn, "Allow", request->allow, -1);
+        if (request->challenge)
+            mg_response_header_add (request->conn, "WWW-Authenticate", "Bearer realm=\"supernode\"",
+                                    -1);
         mg_response_header_send (request->conn);
     }
     if (!streq (request->info->request_method, "HEAD"))
@@ -873,6 +889,42 @@ s_route_jobs (s_request_t *request, const char *path, const char *method)
 }
 
 //  --------------------------------------------------------------------------
+//  Bearer tokens.
+
+//  True when the request may go on: no tokens are asked for, or it carries one of
+//  them in its Authorization header, or, for a WebSocket (ws), in its access_token
+//  query parameter: a browser cannot give a WebSocket any header.
+static bool
+s_authorized (sn_gateway_t *self, const struct mg_connection *conn, bool ws)
+{
+    if (!self->tokens)
+        return true;
+    if (sn_tokens_allow_header (self->tokens, mg_get_header (conn, "Authorization")))
+        return true;
+    const char *query = mg_get_request_info (conn)->query_string;
+    if (!ws || !query)
+        return false;
+    char token[SN_TOKEN_MAX + 1];
+    int size = mg_get_var (query, strlen (query), "access_token", token, sizeof token);
+    bool allowed = size > 0 && sn_tokens_allow (self->tokens, token, (size_t) size);
+    explicit_bzero (token, sizeof token);
+    return allowed;
+}
+
+//  Refuses a request without a valid token: 401, with the scheme wanted.
+static void
+s_unauthorized (s_request_t *request)
+{
+    request->challenge = true;
+    if (mg_get_header (request->conn, "Authorization"))
+        s_fail (request, 401, "the bearer token is not one this node accepts");
+    else
+        s_fail (request, 401,
+                "this node asks for a bearer token: send Authorization: "
+                "Bearer <token>");
+}
+
+//  --------------------------------------------------------------------------
 //  Jobs over WebSocket: GET /jobs/:id/ws and GET /jobs/ws.
 //
 //  Each connection gets a writer thread with a SUB to the dispatch actor's XPUB.
@@ -1179,6 +1231,31 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
 //  --------------------------------------------------------------------------
 //  civetweb callbacks.
 
+//  Runs before civetweb routes any request, WebSocket upgrades included, so that a
+//  request without a valid token reaches no handler. Returns 0 to let it through,
+//  or the status of the answer sent here.
+static int
+s_begin_request (struct mg_connection *conn)
+{
+    sn_gateway_t *self = (sn_gateway_t *) mg_get_user_data (mg_get_context (conn));
+    if (!self->tokens)
+        return 0;
+    const struct mg_request_info *info = mg_get_request_info (conn);
+    //  GET /health stays open for load balancers' probes: it tells only that the
+    //  node is up, its name and its members
+    if (streq (info->local_uri, "/health") && streq (info->request_method, "GET"))
+        return 0;
+    const char *upgrade = mg_get_header (conn, "Upgrade");
+    bool ws = upgrade && strcasecmp (upgrade, "websocket") == 0;
+    if (s_authorized (self, conn, ws))
+        return 0;
+    s_request_t request = {.gateway = self, .conn = conn, .info = info, .close = true};
+    s_unauthorized (&request);
+    s_send (&request);
+    free (request.answer);
+    return request.status;
+}
+
 //  Runs on each new civetweb thread: a worker gets its own DEALER to the node. When
 //  that fails the thread still runs, and answers 503.
 static void *
@@ -1265,6 +1342,13 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     self->verbose = config->verbose;
     self->jobs = config->jobs ? strdup (config->jobs) : NULL;
     self->starter = pthread_self ();
+    if (config->tokens) {
+        self->tokens = sn_tokens_load (config->tokens, error, size);
+        if (!self->tokens) {
+            sn_gateway_destroy (&self);
+            return NULL;
+        }
+    }
 
     char threads[16], timeout[16];
     snprintf (threads, sizeof (threads), "%d", config->threads);
@@ -1286,6 +1370,7 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     callbacks.exit_thread = s_exit_thread;
     callbacks.log_message = s_log_message;
     callbacks.init_context = s_init_context;
+    callbacks.begin_request = s_begin_request;
     struct mg_init_data init = {
         .callbacks = &callbacks, .user_data = self, .configuration_options = options};
     char reason[256] = "";
@@ -1374,6 +1459,7 @@ sn_gateway_destroy (sn_gateway_t **self_p)
         mg_exit_library ();
         free (self->node);
         free (self->jobs);
+        sn_tokens_destroy (&self->tokens);
         free (self);
         *self_p = NULL;
     }
@@ -1884,6 +1970,53 @@ sn_gateway_test (bool verbose)
 
     sn_gateway_destroy (&gateway);
     sn_gateway_destroy (&gateway);
+
+    //  With tokens asked for, only GET /health goes without one
+    char tokens_path[] = "/tmp/sn_gateway_tokens_XXXXXX";
+    int fd = mkstemp (tokens_path);
+    assert (fd >= 0);
+    const char *tokens = "# test\nabcdefghijklmnop-0123\n";
+    assert (write (fd, tokens, strlen (tokens)) == (ssize_t) strlen (tokens));
+    close (fd);
+    config.tokens = tokens_path;
+    for (int attempt = 0; attempt < 5 && !gateway; attempt++) {
+        port = s_free_port ();
+        snprintf (listen, sizeof (listen), "127.0.0.1:%d", port);
+        gateway = sn_gateway_new (&config, error, sizeof (error));
+    }
+    assert (gateway);
+    s_http (port, "POST", "/events", NULL, "{\"a\": 1}", &response);
+    assert (response.status == 401);
+    assert (s_has_header (&response, "WWW-Authenticate: Bearer realm=\"supernode\""));
+    assert (strstr (s_member (&response, "error"), "send Authorization: Bearer <token>"));
+    s_response_reset (&response);
+    s_http (port, "POST", "/events", "Authorization: Bearer abcdefghijklmnop-0124\r\n",
+            "{\"a\": 1}", &response);
+    assert (response.status == 401);
+    assert (streq (s_member (&response, "error"), "the bearer token is not one this node accepts"));
+    s_response_reset (&response);
+    //  Only a WebSocket may carry it in the query
+    s_http (port, "GET", "/events/k?access_token=abcdefghijklmnop-0123", NULL, NULL, &response);
+    assert (response.status == 401);
+    s_response_reset (&response);
+    s_http (port, "POST", "/events", "Authorization: Bearer abcdefghijklmnop-0123\r\n",
+            "{\"a\": 1}", &response);
+    assert (response.status == 201);
+    s_response_reset (&response);
+    s_http (port, "GET", "/nope", NULL, NULL, &response);
+    assert (response.status == 401); //  no route is told to a stranger
+    s_response_reset (&response);
+    s_http (port, "GET", "/health", NULL, NULL, &response);
+    assert (response.status == 200);
+    s_response_reset (&response);
+    sn_gateway_destroy (&gateway);
+
+    //  A bad tokens file stops the start, with the reason
+    config.tokens = "/nonexistent/tokens";
+    assert (sn_gateway_new (&config, error, sizeof (error)) == NULL);
+    assert (strstr (error, "tokens file /nonexistent/tokens"));
+    unlink (tokens_path);
+
     zactor_destroy (&node);
     free (endpoint);
 }

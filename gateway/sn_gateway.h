@@ -24,11 +24,13 @@ typedef struct {
     int timeout;        //  ms to wait for the node (504 after) or for a whole body (408)
     int threads;        //  civetweb worker threads
     bool verbose;
-    const char *jobs; //  the dispatch actor's XPUB of job changes, for WebSockets; or NULL
+    const char *jobs;   //  the dispatch actor's XPUB of job changes, for WebSockets; or NULL
+    const char *tokens; //  file of bearer tokens every request but GET /health must
+                        //  carry (see sn_tokens.h); or NULL: no tokens asked for
 } sn_gateway_config_t;
 
 //  Start listening. Returns NULL with the reason in error (for example, the port is
-//  taken).
+//  taken, or the tokens file holds a token too short).
 sn_gateway_t *sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size);
 void sn_gateway_destroy (sn_gateway_t **self_p);
 

@@ -12,6 +12,7 @@
 #include "sn_store.h"
 #include "sn_frontend.h"
 #include "sn_gateway.h"
+#include "sn_tokens.h"
 #include "sn_client.h"
 #include "sn_node.h"
 #include "sn_members.h"
@@ -38,6 +39,7 @@ static const sn_test_t s_tests[] = {{"sn_actor", sn_actor_test},
                                     {"sn_store", sn_store_test},
                                     {"sn_frontend", sn_frontend_test},
                                     {"sn_gateway", sn_gateway_test},
+                                    {"sn_tokens", sn_tokens_test},
                                     {"sn_client", sn_client_test},
                                     {"sn_node", sn_node_test},
                                     {"sn_members", sn_members_test},

@@ -689,6 +689,25 @@ s_publish_job (self_t *self, s_job_t *job)
     s_relay (self, job, S_UPDATE, NULL);
 }
 
+//  A job leaving memory (s_evict_one): its subscribers, here and on the members
+//  that follow it, get the reason a late one would get, and their WebSockets close
+//  as for a job unknown. Subscribers of every job get it too, to keep their count
+//  of updates whole; their writers pass over it.
+static void
+s_publish_gone (self_t *self, s_job_t *job)
+{
+    char error[200];
+    snprintf (error, sizeof error,
+              "job %s left memory: it finished more than %d ms ago (--keep-finished-ms)", job->id,
+              self->config.keep_finished);
+    sn_pack_reset (self->body);
+    sn_pack_map (self->body, 1);
+    sn_pack_kv_str (self->body, "error", error);
+    self->seq++;
+    s_publish_frames (self, job->id, ++job->seq, S_UPDATE);
+    s_relay (self, job, S_UPDATE, NULL);
+}
+
 //  Every sweep: the sequence numbers as they stand, on "" for the subscribers of
 //  every job and on each job that changed lately, here and to the members that
 //  follow it. A subscriber whose last updates were dropped, or lost on the way from
@@ -3070,6 +3089,8 @@ s_evict_one (self_t *self, s_job_t *job, s_job_t **victims, size_t *slots, size_
         zlistx_delete (self->ticking, job->ticking);
         job->ticking = NULL;
     }
+    if (job->visible)
+        s_publish_gone (self, job);
     //  The members that follow it: a refresh now gets 404, like a job unknown
     for (void *member = zhashx_first (self->members); member;
          member = zhashx_next (self->members)) {
@@ -4490,6 +4511,15 @@ s_test_retention (bool verbose)
     assert (strstr (reply, "\"code\":404") && strstr (reply, "no task"));
     free (reply);
     free (request);
+    //  Its watcher was told as it left, after the updates and ticks before
+    do {
+        update = s_test_update (watcher, &snapshot);
+        bool gone = strstr (update, "\"error\"") && strstr (update, "left memory");
+        assert (!snapshot);
+        free (update);
+        if (gone)
+            break;
+    } while (true);
     //  A new watcher of it gets the error, with the reason
     zsock_t *late = zsock_new_sub (publish, done);
     update = s_test_update (late, &snapshot);

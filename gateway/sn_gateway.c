@@ -1081,13 +1081,17 @@ s_ws_writer (zsock_t *pipe, void *args)
                 sn_msg_decode_trusted (zframe_data (body), zframe_size (body), NULL);
             const sn_value_t *root = decoded ? sn_msg_root (decoded) : NULL;
             char *text = sn_json_text (root);
-            if (sn_value_get (root, "error")) {
+            //  An error ends the stream of one job (unknown, or gone from memory);
+            //  the subscribers of every job are not shown a job gone
+            bool error = sn_value_get (root, "error") != NULL;
+            if (error && *ws->topic) {
                 mg_websocket_write (ws->conn, MG_WEBSOCKET_OPCODE_TEXT, text, strlen (text));
                 s_ws_close (ws->conn, S_WS_NOT_HERE, "no such job");
                 open = false;
             }
-            else if (text && mg_websocket_write (ws->conn, MG_WEBSOCKET_OPCODE_TEXT, text,
-                                                 strlen (text)) <= 0) {
+            else if (!error && text &&
+                     mg_websocket_write (ws->conn, MG_WEBSOCKET_OPCODE_TEXT, text, strlen (text)) <=
+                         0) {
                 //  The client read nothing for the whole timeout
                 if (ws->gateway->verbose)
                     zsys_info ("sn_gateway: WebSocket for '%s' stopped reading", ws->topic);

@@ -31,6 +31,8 @@ def test_finished_jobs_leave_memory_after_the_window_and_stay_gone():
         ws = websocket.create_connection(ws_url(node, f"/jobs/{done['id']}/ws"),
                                          timeout=30 * SLOW)
         assert json.loads(ws.recv())["resource"] == "/jobs"
+        every = websocket.create_connection(ws_url(node, "/jobs/ws"), timeout=30 * SLOW)
+        assert json.loads(every.recv())["resource"] == "/jobs/ws"
         work = agent.work()
         assert agent.result(work["id"], 200, {"ok": 1})["code"] == 200
         # The watcher sees it finish
@@ -49,6 +51,24 @@ def test_finished_jobs_leave_memory_after_the_window_and_stay_gone():
         # A late result for its task is answered as for a task unknown
         late = agent.result(work["id"], 200, {})
         assert late["code"] == 404 and "no task" in late["error"], late
+        # The WebSocket open on it was told as it left, and closed with 4404
+        while True:
+            message = json.loads(ws.recv())
+            if "error" in message:
+                break
+            assert message["resource"] in ("/jobs", "/jobs/update"), message
+        assert f"left memory: it finished more than {KEEP_MS} ms ago" in message["error"]
+        assert ws_close_code(ws) == 4404
+        # One on every job stays open, is not shown the job gone, and goes on
+        later = post_job(node, {"destinations": [MACS[1]],
+                                "message": {"method": "get", "resource": "/later"},
+                                "options": {"timeout": 600000}})
+        while True:
+            message = json.loads(every.recv())
+            assert "error" not in message, message
+            if message["resource"] == "/jobs" and message["data"]["id"] == later["id"]:
+                break
+        every.close()
         # A new WebSocket on it gets the reason and 4404
         again = websocket.create_connection(ws_url(node, f"/jobs/{done['id']}/ws"),
                                             timeout=30 * SLOW)
@@ -60,7 +80,7 @@ def test_finished_jobs_leave_memory_after_the_window_and_stay_gone():
         code, body = status(node, f"/jobs/{running['id']}")
         assert code == 200 and body["status"] == "created", body
         listed = [job["id"] for job in status(node, "/jobs")[1]["jobs"]]
-        assert listed == [running["id"]]
+        assert listed == [later["id"], running["id"]]
         agent.close()
         node.stop()
 

@@ -1,6 +1,7 @@
 /*  sn_config: every option of a node, with embedded defaults, a ZPL file and flags.
  */
 #include "sn_config.h"
+#include "sn_tokens.h"
 #include "sn_key.h"
 
 //  Replace a string field with a copy of value.
@@ -290,9 +291,15 @@ sn_config_check (sn_config_t *self, char *error, size_t size)
         snprintf (error, size, "data directory must not be empty");
         return -1;
     }
-    if (self->http_tokens && access (self->http_tokens, R_OK)) {
-        snprintf (error, size, "http-tokens %s: %s", self->http_tokens, strerror (errno));
-        return -1;
+    if (self->http_tokens) {
+        //  Read now, so that a bad file stops the node before anything starts
+        char reason[256];
+        sn_tokens_t *tokens = sn_tokens_load (self->http_tokens, reason, sizeof reason);
+        if (!tokens) {
+            snprintf (error, size, "http-tokens: %s", reason);
+            return -1;
+        }
+        sn_tokens_destroy (&tokens);
     }
     return 0;
 }
@@ -347,7 +354,7 @@ sn_config_test (bool verbose)
     assert (sn_config_parse_args (config, 2, tokens, error, sizeof error) == 0);
     assert (streq (config->http_tokens, "/nonexistent/tokens"));
     assert (sn_config_check (config, error, sizeof error) == -1);
-    assert (strstr (error, "http-tokens /nonexistent/tokens: No such file"));
+    assert (strstr (error, "http-tokens: tokens file /nonexistent/tokens: No such file"));
     char *no_tokens[] = {"--http-tokens="};
     assert (sn_config_parse_args (config, 1, no_tokens, error, sizeof error) == 0);
     assert (!config->http_tokens);

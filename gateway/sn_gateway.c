@@ -138,9 +138,9 @@ s_send (s_request_t *request)
         mg_disable_connection_keep_alive (request->conn);
     if (request->status == 200)
         mg_send_http_ok (request->conn, "application/json", (long long) size);
-    else if (request->challenge && mg_get_header (request->conn, "Upgrade")) {
-        //  civetweb refuses its header functions on a WebSocket upgrade request, the
-        //  one answer it cannot build for us: the refusal of a client without a token
+    else if (mg_response_header_start (request->conn, request->status) == -2) {
+        //  civetweb refuses its header functions on a WebSocket upgrade request: the
+        //  one answer it cannot build for us, the refusal of a client without a token
         mg_printf (request->conn,
                    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: "
                    "%zu\r\nWWW-Authenticate: Bearer realm=\"supernode\"\r\nConnection: "
@@ -151,7 +151,6 @@ s_send (s_request_t *request)
     else {
         char length[32];
         snprintf (length, sizeof (length), "%zu", size);
-        mg_response_header_start (request->conn, request->status);
         mg_response_header_add (request->conn, "Content-Type", "application/json", -1);
         mg_response_header_add (request->conn, "Content-Length", length, -1);
         if (request->allow)
@@ -891,37 +890,72 @@ s_route_jobs (s_request_t *request, const char *path, const char *method)
 //  --------------------------------------------------------------------------
 //  Bearer tokens.
 
-//  True when the request may go on: no tokens are asked for, or it carries one of
-//  them in its Authorization header, or, for a WebSocket (ws), in its access_token
-//  query parameter: a browser cannot give a WebSocket any header.
+//  True when value holds word, in any case.
 static bool
-s_authorized (sn_gateway_t *self, const struct mg_connection *conn, bool ws)
+s_holds (const char *value, const char *word)
 {
-    if (!self->tokens)
-        return true;
-    if (sn_tokens_allow_header (self->tokens, mg_get_header (conn, "Authorization")))
-        return true;
-    const char *query = mg_get_request_info (conn)->query_string;
-    if (!ws || !query)
-        return false;
-    char token[SN_TOKEN_MAX + 1];
-    int size = mg_get_var (query, strlen (query), "access_token", token, sizeof token);
-    bool allowed = size > 0 && sn_tokens_allow (self->tokens, token, (size_t) size);
-    explicit_bzero (token, sizeof token);
-    return allowed;
+    size_t size = strlen (word);
+    for (; value && *value; value++)
+        if (strncasecmp (value, word, size) == 0)
+            return true;
+    return false;
 }
 
-//  Refuses a request without a valid token: 401, with the scheme wanted.
-static void
-s_unauthorized (s_request_t *request)
+//  True for a WebSocket upgrade civetweb will serve (the test it makes itself: a
+//  GET with Connection naming upgrade and Upgrade naming websocket) on a path of
+//  ours: only such a request may carry its token in the query.
+static bool
+s_websocket (const struct mg_connection *conn)
 {
+    const struct mg_request_info *info = mg_get_request_info (conn);
+    const char *connection = mg_get_header (conn, "Connection");
+    const char *upgrade = mg_get_header (conn, "Upgrade");
+    const char *path = info->local_uri;
+    size_t size = strlen (path);
+    bool ours = streq (path, "/jobs/ws") ||
+                (strncmp (path, "/jobs/", 6) == 0 && size > 9 && streq (path + size - 3, "/ws"));
+    return streq (info->request_method, "GET") && s_holds (connection, "upgrade") &&
+           s_holds (upgrade, "websocket") && ours;
+}
+
+//  The token a request presents: the Authorization header's value, or for a
+//  WebSocket (a browser cannot give one a header) the access_token query
+//  parameter, URL-decoded into buffer. NULL when it presents none.
+static const char *
+s_presented (const struct mg_connection *conn, char *buffer, size_t size, bool *header)
+{
+    const char *authorization = mg_get_header (conn, "Authorization");
+    *header = authorization != NULL;
+    if (authorization || !s_websocket (conn))
+        return authorization;
+    const char *query = mg_get_request_info (conn)->query_string;
+    //  -1 when absent, -2 when longer than any token
+    int length = query ? mg_get_var (query, strlen (query), "access_token", buffer, size) : -1;
+    return length >= 0 || length == -2 ? buffer : NULL;
+}
+
+//  Answers a request without a valid token: 401, with the scheme wanted. Returns
+//  true when the request may go on.
+static bool
+s_authorized (s_request_t *request)
+{
+    sn_tokens_t *tokens = request->gateway->tokens;
+    char buffer[SN_TOKEN_MAX + 1] = "";
+    bool header = false;
+    const char *token = s_presented (request->conn, buffer, sizeof buffer, &header);
+    bool allowed = header ? sn_tokens_allow_header (tokens, token)
+                          : token && sn_tokens_allow (tokens, token, strlen (token));
+    explicit_bzero (buffer, sizeof buffer);
+    if (allowed)
+        return true;
     request->challenge = true;
-    if (mg_get_header (request->conn, "Authorization"))
+    if (token)
         s_fail (request, 401, "the bearer token is not one this node accepts");
     else
         s_fail (request, 401,
                 "this node asks for a bearer token: send Authorization: "
                 "Bearer <token>");
+    return false;
 }
 
 //  --------------------------------------------------------------------------
@@ -1246,15 +1280,12 @@ s_begin_request (struct mg_connection *conn)
         return 0;
     const struct mg_request_info *info = mg_get_request_info (conn);
     //  GET /health stays open for load balancers' probes: it tells only that the
-    //  node is up, its name and its members
+    //  node is up, its name and how many events it holds
     if (streq (info->local_uri, "/health") && streq (info->request_method, "GET"))
         return 0;
-    const char *upgrade = mg_get_header (conn, "Upgrade");
-    bool ws = upgrade && strcasecmp (upgrade, "websocket") == 0;
-    if (s_authorized (self, conn, ws))
-        return 0;
     s_request_t request = {.gateway = self, .conn = conn, .info = info, .close = true};
-    s_unauthorized (&request);
+    if (s_authorized (&request))
+        return 0;
     s_send (&request);
     free (request.answer);
     return request.status;
@@ -1389,7 +1420,8 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
         return NULL;
     }
     if (self->verbose)
-        zsys_info ("sn_gateway: listening on %s, %d threads", config->listen, config->threads);
+        zsys_info ("sn_gateway: listening on %s, %d threads, %zu bearer tokens", config->listen,
+                   config->threads, self->tokens ? sn_tokens_size (self->tokens) : 0);
     return self;
 }
 

@@ -48,14 +48,19 @@ sn_tokens_load (const char *path, char *error, size_t size)
     }
     sn_tokens_t *self = (sn_tokens_t *) zmalloc (sizeof (sn_tokens_t));
     self->tokens = (s_token_t *) zmalloc (S_TOKENS_MAX * sizeof (s_token_t));
-    char line[S_LINE_MAX + 2];
+    char *line = NULL;
+    size_t capacity = 0;
+    ssize_t read;
     const char *problem = NULL;
     size_t number = 0;
-    while (!problem && fgets (line, sizeof line, file)) {
+    while (!problem && (read = getline (&line, &capacity, file)) != -1) {
         number++;
-        size_t length = strlen (line);
-        if (length > S_LINE_MAX && line[length - 1] != '\n') {
+        if (read > S_LINE_MAX) {
             problem = "line longer than 1024 bytes";
+            break;
+        }
+        if (strlen (line) != (size_t) read) {
+            problem = "line holds a NUL byte";
             break;
         }
         char *start = line;
@@ -75,6 +80,9 @@ sn_tokens_load (const char *path, char *error, size_t size)
             memcpy (token->text, start, token->size);
         }
     }
+    if (line)
+        explicit_bzero (line, capacity);
+    free (line);
     bool unreadable = ferror (file) != 0;
     fclose (file);
     if (!problem && unreadable)
@@ -159,7 +167,7 @@ s_file_with (const char *text)
     return path;
 }
 
-//  Loads a file holding text and returns the error, or "" when it loaded.
+//  Loads a file holding text, which must fail with an error holding expected.
 static void
 s_expect_error (const char *text, const char *expected)
 {
@@ -211,6 +219,15 @@ sn_tokens_test (bool verbose)
     s_expect_error ("0123456789abcdef\nshort\n", "line 2: token shorter than 16");
     s_expect_error ("0123456789 abcdef\n", "line 1: token holds a character");
     s_expect_error ("0123456789abcdef\x01\n", "line 1: token holds a character");
+    char with_nul[] = "0123456789abcdef\n0123456789abcdef\0xyz\n";
+    char *nul_path = s_file_with ("");
+    FILE *nul_file = fopen (nul_path, "w");
+    assert (nul_file && fwrite (with_nul, 1, sizeof with_nul - 1, nul_file) == sizeof with_nul - 1);
+    fclose (nul_file);
+    assert (sn_tokens_load (nul_path, error, sizeof error) == NULL);
+    assert (strstr (error, "line 2: line holds a NUL byte"));
+    unlink (nul_path);
+    free (nul_path);
     char *long_line = (char *) malloc (3000);
     memset (long_line, 'x', 2999);
     long_line[2999] = 0;

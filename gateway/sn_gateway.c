@@ -1770,6 +1770,22 @@ s_response_reset (s_response_t *response)
     memset (response, 0, sizeof (*response));
 }
 
+//  A gateway on a free port, for a config whose listen points at listen (32 bytes).
+//  The kernel picked the port: another process may take it before us, so this retries.
+static sn_gateway_t *
+s_test_gateway (const sn_gateway_config_t *config, char *listen, int *port)
+{
+    char error[256] = "";
+    sn_gateway_t *gateway = NULL;
+    for (int attempt = 0; attempt < 5 && !gateway; attempt++) {
+        *port = s_free_port ();
+        snprintf (listen, 32, "127.0.0.1:%d", *port);
+        gateway = sn_gateway_new (config, error, sizeof (error));
+    }
+    assert (gateway);
+    return gateway;
+}
+
 void
 sn_gateway_test (bool verbose)
 {
@@ -1777,7 +1793,6 @@ sn_gateway_test (bool verbose)
     zactor_t *node = zactor_new (s_fake_node, endpoint);
     assert (node);
 
-    //  The kernel picked the port: another process may take it before us, so retry
     char error[256] = "";
     char listen[32];
     sn_gateway_config_t config = {.listen = listen,
@@ -1789,13 +1804,7 @@ sn_gateway_test (bool verbose)
                                   .threads = 1,
                                   .verbose = verbose};
     int port = 0;
-    sn_gateway_t *gateway = NULL;
-    for (int attempt = 0; attempt < 5 && !gateway; attempt++) {
-        port = s_free_port ();
-        snprintf (listen, sizeof (listen), "127.0.0.1:%d", port);
-        gateway = sn_gateway_new (&config, error, sizeof (error));
-    }
-    assert (gateway);
+    sn_gateway_t *gateway = s_test_gateway (&config, listen, &port);
 
     //  A taken port is refused with the reason
     sn_gateway_t *second = sn_gateway_new (&config, error, sizeof (error));
@@ -2015,12 +2024,7 @@ sn_gateway_test (bool verbose)
     assert (write (fd, tokens, strlen (tokens)) == (ssize_t) strlen (tokens));
     close (fd);
     config.tokens = tokens_path;
-    for (int attempt = 0; attempt < 5 && !gateway; attempt++) {
-        port = s_free_port ();
-        snprintf (listen, sizeof (listen), "127.0.0.1:%d", port);
-        gateway = sn_gateway_new (&config, error, sizeof (error));
-    }
-    assert (gateway);
+    gateway = s_test_gateway (&config, listen, &port);
     s_http (port, "POST", "/events", NULL, "{\"a\": 1}", &response);
     assert (response.status == 401);
     assert (s_has_header (&response, "WWW-Authenticate: Bearer realm=\"supernode\""));

@@ -93,6 +93,7 @@ sn_config_destroy (sn_config_t **self_p)
         free (self->hooks_allow);
         free (self->hooks_deny);
         free (self->http_tokens);
+        free (self->http_cert);
         zlist_destroy (&self->join);
         free (self);
         *self_p = NULL;
@@ -180,6 +181,8 @@ s_apply (sn_config_t *self, const char *option, const char *value, char *error, 
     }
     else if (streq (option, "verbose"))
         self->verbose = streq (value, "1") || streq (value, "true");
+    else if (streq (option, "http_cert") || streq (option, "http-cert"))
+        s_set_path (&self->http_cert, value);
     else if (streq (option, "http_tokens") || streq (option, "http-tokens"))
         s_set_path (&self->http_tokens, value);
     else if (streq (option, "callback_allow") || streq (option, "callback-allow"))
@@ -291,6 +294,10 @@ sn_config_check (sn_config_t *self, char *error, size_t size)
         snprintf (error, size, "data directory must not be empty");
         return -1;
     }
+    if (self->http_cert && access (self->http_cert, R_OK)) {
+        snprintf (error, size, "http-cert %s: %s", self->http_cert, strerror (errno));
+        return -1;
+    }
     if (self->http_tokens) {
         //  Read now, so that a bad file stops the node before anything starts
         char reason[256];
@@ -355,6 +362,13 @@ sn_config_test (bool verbose)
     assert (streq (config->http_tokens, "/nonexistent/tokens"));
     assert (sn_config_check (config, error, sizeof error) == -1);
     assert (strstr (error, "http-tokens: tokens file /nonexistent/tokens: No such file"));
+    char *cert[] = {"--http-cert", "/nonexistent/node.pem", "--http-tokens="};
+    assert (sn_config_parse_args (config, 3, cert, error, sizeof error) == 0);
+    assert (sn_config_check (config, error, sizeof error) == -1);
+    assert (strstr (error, "http-cert /nonexistent/node.pem: No such file"));
+    char *no_cert[] = {"--http-cert="};
+    assert (sn_config_parse_args (config, 1, no_cert, error, sizeof error) == 0);
+    assert (!config->http_cert);
     char *no_tokens[] = {"--http-tokens="};
     assert (sn_config_parse_args (config, 1, no_tokens, error, sizeof error) == 0);
     assert (!config->http_tokens);

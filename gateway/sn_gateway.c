@@ -40,6 +40,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+//  In the library that supplies civetweb what it lacks in OpenSSL 3
+//  (gateway/tls/sn_sslcompat.c): calling it keeps that library linked.
+int sn_sslcompat_linked (void);
+
 //  civetweb's thread_type for the threads that serve connections.
 #define S_WORKER_THREAD 1
 
@@ -1369,7 +1373,18 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
         return NULL;
     }
     zsys_init ();
-    mg_init_library (0);
+    if (config->cert) {
+        sn_sslcompat_linked ();
+        if (!(mg_init_library (MG_FEATURES_TLS) & MG_FEATURES_TLS)) {
+            mg_exit_library ();
+            snprintf (error, size,
+                      "cannot serve HTTPS: civetweb could not load OpenSSL (libssl.so and "
+                      "libcrypto.so, from libssl-dev)");
+            return NULL;
+        }
+    }
+    else
+        mg_init_library (0);
     sn_gateway_t *self = (sn_gateway_t *) zmalloc (sizeof (sn_gateway_t));
     self->node = strdup (config->node);
     self->max_body = config->max_body;
@@ -1392,14 +1407,19 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     snprintf (timeout, sizeof (timeout), "%d", config->timeout);
     //  Keys travel percent-encoded in the path: it is decoded after splitting, so
     //  that an encoded '/' stays inside the key
-    const char *options[] = {"listening_ports", config->listen, "num_threads", threads,
-                             "request_timeout_ms", timeout, "enable_keep_alive", "yes",
-                             "decode_url", "no",
-                             //  Headers and body go out in separate writes: without
-                             //  this every answer waits for the client's delayed ACK
-                             "tcp_nodelay", "1",
-                             //  A WebSocket waiting for updates is idle, not dead
-                             "enable_websocket_ping_pong", "yes", NULL};
+    //  With a certificate the port speaks HTTPS only (civetweb's "s" suffix)
+    char *listen = zsys_sprintf ("%s%s", config->listen, config->cert ? "s" : "");
+    const char *options[] = {
+        "listening_ports", listen, "num_threads", threads, "request_timeout_ms", timeout,
+        "enable_keep_alive", "yes", "decode_url", "no",
+        //  Headers and body go out in separate writes: without
+        //  this every answer waits for the client's delayed ACK
+        "tcp_nodelay", "1",
+        //  A WebSocket waiting for updates is idle, not dead
+        "enable_websocket_ping_pong", "yes",
+        //  Without a certificate the list ends here; with one,
+        //  TLS 1.2 and later only (civetweb's 4)
+        config->cert ? "ssl_certificate" : NULL, config->cert, "ssl_protocol_version", "4", NULL};
     struct mg_callbacks callbacks = {0};
     callbacks.init_thread = s_init_thread;
     callbacks.exit_thread = s_exit_thread;
@@ -1413,6 +1433,7 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     struct mg_error_data failure = {
         .code = &code, .text = reason, .text_buffer_size = sizeof (reason)};
     self->ctx = mg_start2 (&init, &failure);
+    zstr_free (&listen);
     if (!self->ctx) {
         snprintf (error, size, "cannot listen on %s: %s", config->listen,
                   self->start_error[0] ? self->start_error : reason);
@@ -1420,8 +1441,9 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
         return NULL;
     }
     if (self->verbose)
-        zsys_info ("sn_gateway: listening on %s, %d threads, %zu bearer tokens", config->listen,
-                   config->threads, self->tokens ? sn_tokens_size (self->tokens) : 0);
+        zsys_info ("sn_gateway: listening on %s%s, %d threads, %zu bearer tokens", config->listen,
+                   config->cert ? " (HTTPS)" : "", config->threads,
+                   self->tokens ? sn_tokens_size (self->tokens) : 0);
     return self;
 }
 

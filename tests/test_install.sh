@@ -10,6 +10,13 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 for f in bin/supernode include/sn_client.h; do
     [ -e "$prefix/$f" ] || { echo "missing $f"; exit 1; }
 done
+# The library that gives civetweb what it lacks in OpenSSL 3, where only supernode
+# looks, and the installed binary finds it there
+compat=$(find "$prefix" -path '*/supernode/libssl.so')
+[ -n "$compat" ] || { echo "missing lib/supernode/libssl.so"; exit 1; }
+loaded=$(ldd "$prefix/bin/supernode" | awk '$1 == "libssl.so" { print $3 }')
+[ -n "$loaded" ] && [ "$(realpath "$loaded")" = "$(realpath "$compat")" ] ||
+    { echo "bin/supernode loads libssl.so from '$loaded', not $compat"; exit 1; }
 pc=$(find "$prefix" -name supernode.pc)
 [ -n "$pc" ] || { echo "missing supernode.pc"; exit 1; }
 export PKG_CONFIG_PATH=$(dirname "$pc")

@@ -282,8 +282,10 @@ sn_config_check (sn_config_t *self, char *error, size_t size)
     }
     const char *colon = strrchr (self->http, ':');
     uint64_t port;
-    if (!colon || s_number (colon + 1, 1, 65535, &port)) {
-        snprintf (error, size, "http '%s' must be HOST:PORT", self->http);
+    //  One address only: civetweb would take a list, and only its last port would
+    //  get the HTTPS suffix
+    if (!colon || s_number (colon + 1, 1, 65535, &port) || strpbrk (self->http, ", \t")) {
+        snprintf (error, size, "http '%s' must be one HOST:PORT", self->http);
         return -1;
     }
     if (strncmp (self->clients, "tcp://", 6) && strncmp (self->clients, "ipc://", 6)) {
@@ -366,6 +368,12 @@ sn_config_test (bool verbose)
     assert (sn_config_parse_args (config, 3, cert, error, sizeof error) == 0);
     assert (sn_config_check (config, error, sizeof error) == -1);
     assert (strstr (error, "http-cert /nonexistent/node.pem: No such file"));
+    char *two_ports[] = {"--http", "127.0.0.1:9001,127.0.0.1:9002", "--http-cert="};
+    assert (sn_config_parse_args (config, 3, two_ports, error, sizeof error) == 0);
+    assert (sn_config_check (config, error, sizeof error) == -1);
+    assert (strstr (error, "must be one HOST:PORT"));
+    char *one_port[] = {"--http", "127.0.0.1:9001"};
+    assert (sn_config_parse_args (config, 2, one_port, error, sizeof error) == 0);
     char *no_cert[] = {"--http-cert="};
     assert (sn_config_parse_args (config, 1, no_cert, error, sizeof error) == 0);
     assert (!config->http_cert);

@@ -35,14 +35,13 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <dirent.h>
+#include <dlfcn.h>
+#include <libgen.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-//  In the library that supplies civetweb what it lacks in OpenSSL 3
-//  (gateway/tls/sn_sslcompat.c): calling it keeps that library linked.
-int sn_sslcompat_linked (void);
 
 //  civetweb's thread_type for the threads that serve connections.
 #define S_WORKER_THREAD 1
@@ -1361,6 +1360,37 @@ s_log_message (const struct mg_connection *conn, const char *message)
     return 1;
 }
 
+//  Loads the two libraries of gateway/tls/, whose sonames are libssl.so and
+//  libcrypto.so, the names civetweb dlopens: it then finds them already loaded,
+//  and through them OpenSSL 3 with the one function it lacks there (see
+//  gateway/tls/sn_sslcompat.c). Installed, they are in lib/supernode beside the
+//  binary's bin; in the build tree, in its sslcompat directory. Only a node that
+//  serves HTTPS loads them, and they stay loaded. Returns 0, or -1 with the reason.
+static int
+s_load_openssl (char *error, size_t size)
+{
+    char self[PATH_MAX];
+    ssize_t length = readlink ("/proc/self/exe", self, sizeof self - 1);
+    self[length > 0 ? length : 0] = 0;
+    char *installed = zsys_sprintf ("%s/%s", dirname (self), SN_SSLCOMPAT_FROM_BIN);
+    const char *places[] = {installed, SN_SSLCOMPAT_BUILD_DIR};
+    bool loaded = false;
+    for (size_t index = 0; index < 2 && !loaded; index++) {
+        char *crypto = zsys_sprintf ("%s/libcrypto.so", places[index]);
+        char *ssl = zsys_sprintf ("%s/libssl.so", places[index]);
+        loaded = dlopen (crypto, RTLD_NOW | RTLD_GLOBAL) && dlopen (ssl, RTLD_NOW | RTLD_GLOBAL);
+        zstr_free (&crypto);
+        zstr_free (&ssl);
+    }
+    if (!loaded)
+        snprintf (error, size,
+                  "cannot serve HTTPS: libssl.so and libcrypto.so of supernode "
+                  "are not in %s: %s",
+                  installed, dlerror ());
+    zstr_free (&installed);
+    return loaded ? 0 : -1;
+}
+
 //  --------------------------------------------------------------------------
 //  Public API.
 
@@ -1374,12 +1404,12 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     }
     zsys_init ();
     if (config->cert) {
-        sn_sslcompat_linked ();
+        if (s_load_openssl (error, size))
+            return NULL;
         if (!(mg_init_library (MG_FEATURES_TLS) & MG_FEATURES_TLS)) {
             mg_exit_library ();
             snprintf (error, size,
-                      "cannot serve HTTPS: civetweb could not load OpenSSL (libssl.so and "
-                      "libcrypto.so, from libssl-dev)");
+                      "cannot serve HTTPS: civetweb could not set up OpenSSL 3 (libssl.so.3)");
             return NULL;
         }
     }

@@ -79,8 +79,9 @@ s_run (int argc, char **argv)
         sn_config_destroy (&config);
         return 1;
     }
-    zsys_info ("supernode: %s listening on http://%s and %s, data in %s", config->name,
-               config->http, config->clients, config->data_dir);
+    zsys_info ("supernode: %s listening on %s://%s and %s, data in %s", config->name,
+               config->http_cert ? "https" : "http", config->http, config->clients,
+               config->data_dir);
     int signal_number = 0;
     sigwait (&signals, &signal_number);
     zsys_info ("supernode: %s stopping on %s", config->name, strsignal (signal_number));

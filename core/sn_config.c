@@ -93,6 +93,7 @@ sn_config_destroy (sn_config_t **self_p)
         free (self->hooks_allow);
         free (self->hooks_deny);
         free (self->http_tokens);
+        free (self->http_cert);
         zlist_destroy (&self->join);
         free (self);
         *self_p = NULL;
@@ -180,6 +181,8 @@ s_apply (sn_config_t *self, const char *option, const char *value, char *error, 
     }
     else if (streq (option, "verbose"))
         self->verbose = streq (value, "1") || streq (value, "true");
+    else if (streq (option, "http_cert") || streq (option, "http-cert"))
+        s_set_path (&self->http_cert, value);
     else if (streq (option, "http_tokens") || streq (option, "http-tokens"))
         s_set_path (&self->http_tokens, value);
     else if (streq (option, "callback_allow") || streq (option, "callback-allow"))
@@ -279,8 +282,10 @@ sn_config_check (sn_config_t *self, char *error, size_t size)
     }
     const char *colon = strrchr (self->http, ':');
     uint64_t port;
-    if (!colon || s_number (colon + 1, 1, 65535, &port)) {
-        snprintf (error, size, "http '%s' must be HOST:PORT", self->http);
+    //  One address only: civetweb would take a list, and only its last port would
+    //  get the HTTPS suffix
+    if (!colon || s_number (colon + 1, 1, 65535, &port) || strpbrk (self->http, ", \t")) {
+        snprintf (error, size, "http '%s' must be one HOST:PORT", self->http);
         return -1;
     }
     if (strncmp (self->clients, "tcp://", 6) && strncmp (self->clients, "ipc://", 6)) {
@@ -289,6 +294,10 @@ sn_config_check (sn_config_t *self, char *error, size_t size)
     }
     if (!*self->data_dir) {
         snprintf (error, size, "data directory must not be empty");
+        return -1;
+    }
+    if (self->http_cert && access (self->http_cert, R_OK)) {
+        snprintf (error, size, "http-cert %s: %s", self->http_cert, strerror (errno));
         return -1;
     }
     if (self->http_tokens) {
@@ -355,6 +364,19 @@ sn_config_test (bool verbose)
     assert (streq (config->http_tokens, "/nonexistent/tokens"));
     assert (sn_config_check (config, error, sizeof error) == -1);
     assert (strstr (error, "http-tokens: tokens file /nonexistent/tokens: No such file"));
+    char *cert[] = {"--http-cert", "/nonexistent/node.pem", "--http-tokens="};
+    assert (sn_config_parse_args (config, 3, cert, error, sizeof error) == 0);
+    assert (sn_config_check (config, error, sizeof error) == -1);
+    assert (strstr (error, "http-cert /nonexistent/node.pem: No such file"));
+    char *two_ports[] = {"--http", "127.0.0.1:9001,127.0.0.1:9002", "--http-cert="};
+    assert (sn_config_parse_args (config, 3, two_ports, error, sizeof error) == 0);
+    assert (sn_config_check (config, error, sizeof error) == -1);
+    assert (strstr (error, "must be one HOST:PORT"));
+    char *one_port[] = {"--http", "127.0.0.1:9001"};
+    assert (sn_config_parse_args (config, 2, one_port, error, sizeof error) == 0);
+    char *no_cert[] = {"--http-cert="};
+    assert (sn_config_parse_args (config, 1, no_cert, error, sizeof error) == 0);
+    assert (!config->http_cert);
     char *no_tokens[] = {"--http-tokens="};
     assert (sn_config_parse_args (config, 1, no_tokens, error, sizeof error) == 0);
     assert (!config->http_tokens);

@@ -16,6 +16,7 @@
             http_threads = 32
             http_timeout_ms = 10000
             http_tokens = tokens.txt     bearer tokens HTTP clients must send
+            http_cert = node.pem         certificate and key: the gateway speaks HTTPS
             write_timeout_ms = 2000     replica writes and reads
             anti_entropy_ms = 2000      between anti-entropy rounds
             heartbeat_ms = 500          failure detector: ping interval,
@@ -49,6 +50,7 @@ typedef struct {
     int http_threads;    //  civetweb worker threads
     int http_timeout;    //  ms the gateway waits for the node, or for a request body
     char *http_tokens;   //  file of the bearer tokens HTTP clients must send, or NULL
+    char *http_cert;     //  PEM file with the gateway's certificate and key, or NULL
     int write_timeout;   //  ms a replica write or read may take
     int anti_entropy;    //  ms between anti-entropy rounds
     int heartbeat;       //  ms between pings to every member

@@ -141,7 +141,7 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
         goto failed;
     sn_gateway_config_t gateway = {config->http,         front_endpoint,       config->max_body,
                                    config->http_timeout, config->http_threads, config->verbose,
-                                   jobs_endpoint,        config->http_tokens};
+                                   jobs_endpoint,        config->http_tokens,  config->http_cert};
     self->gateway = sn_gateway_new (&gateway, error, size);
     if (!self->gateway)
         goto failed;

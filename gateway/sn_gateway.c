@@ -35,6 +35,9 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <dirent.h>
+#include <dlfcn.h>
+#include <libgen.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -1357,6 +1360,37 @@ s_log_message (const struct mg_connection *conn, const char *message)
     return 1;
 }
 
+//  Loads the two libraries of gateway/tls/, whose sonames are libssl.so and
+//  libcrypto.so, the names civetweb dlopens: it then finds them already loaded,
+//  and through them OpenSSL 3 with the one function it lacks there (see
+//  gateway/tls/sn_sslcompat.c). Installed, they are in lib/supernode beside the
+//  binary's bin; in the build tree, in its sslcompat directory. Only a node that
+//  serves HTTPS loads them, and they stay loaded. Returns 0, or -1 with the reason.
+static int
+s_load_openssl (char *error, size_t size)
+{
+    char self[PATH_MAX];
+    ssize_t length = readlink ("/proc/self/exe", self, sizeof self - 1);
+    self[length > 0 ? length : 0] = 0;
+    char *installed = zsys_sprintf ("%s/%s", dirname (self), SN_SSLCOMPAT_FROM_BIN);
+    const char *places[] = {installed, SN_SSLCOMPAT_BUILD_DIR};
+    bool loaded = false;
+    for (size_t index = 0; index < 2 && !loaded; index++) {
+        char *crypto = zsys_sprintf ("%s/libcrypto.so", places[index]);
+        char *ssl = zsys_sprintf ("%s/libssl.so", places[index]);
+        loaded = dlopen (crypto, RTLD_NOW | RTLD_GLOBAL) && dlopen (ssl, RTLD_NOW | RTLD_GLOBAL);
+        zstr_free (&crypto);
+        zstr_free (&ssl);
+    }
+    if (!loaded)
+        snprintf (error, size,
+                  "cannot serve HTTPS: libssl.so and libcrypto.so of supernode "
+                  "are not in %s: %s",
+                  installed, dlerror ());
+    zstr_free (&installed);
+    return loaded ? 0 : -1;
+}
+
 //  --------------------------------------------------------------------------
 //  Public API.
 
@@ -1369,7 +1403,18 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
         return NULL;
     }
     zsys_init ();
-    mg_init_library (0);
+    if (config->cert) {
+        if (s_load_openssl (error, size))
+            return NULL;
+        if (!(mg_init_library (MG_FEATURES_TLS) & MG_FEATURES_TLS)) {
+            mg_exit_library ();
+            snprintf (error, size,
+                      "cannot serve HTTPS: civetweb could not set up OpenSSL 3 (libssl.so.3)");
+            return NULL;
+        }
+    }
+    else
+        mg_init_library (0);
     sn_gateway_t *self = (sn_gateway_t *) zmalloc (sizeof (sn_gateway_t));
     self->node = strdup (config->node);
     self->max_body = config->max_body;
@@ -1392,14 +1437,19 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     snprintf (timeout, sizeof (timeout), "%d", config->timeout);
     //  Keys travel percent-encoded in the path: it is decoded after splitting, so
     //  that an encoded '/' stays inside the key
-    const char *options[] = {"listening_ports", config->listen, "num_threads", threads,
-                             "request_timeout_ms", timeout, "enable_keep_alive", "yes",
-                             "decode_url", "no",
-                             //  Headers and body go out in separate writes: without
-                             //  this every answer waits for the client's delayed ACK
-                             "tcp_nodelay", "1",
-                             //  A WebSocket waiting for updates is idle, not dead
-                             "enable_websocket_ping_pong", "yes", NULL};
+    //  With a certificate the port speaks HTTPS only (civetweb's "s" suffix)
+    char *listen = zsys_sprintf ("%s%s", config->listen, config->cert ? "s" : "");
+    const char *options[] = {
+        "listening_ports", listen, "num_threads", threads, "request_timeout_ms", timeout,
+        "enable_keep_alive", "yes", "decode_url", "no",
+        //  Headers and body go out in separate writes: without
+        //  this every answer waits for the client's delayed ACK
+        "tcp_nodelay", "1",
+        //  A WebSocket waiting for updates is idle, not dead
+        "enable_websocket_ping_pong", "yes",
+        //  Without a certificate the list ends here; with one,
+        //  TLS 1.2 and later only (civetweb's 4)
+        config->cert ? "ssl_certificate" : NULL, config->cert, "ssl_protocol_version", "4", NULL};
     struct mg_callbacks callbacks = {0};
     callbacks.init_thread = s_init_thread;
     callbacks.exit_thread = s_exit_thread;
@@ -1413,6 +1463,7 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
     struct mg_error_data failure = {
         .code = &code, .text = reason, .text_buffer_size = sizeof (reason)};
     self->ctx = mg_start2 (&init, &failure);
+    zstr_free (&listen);
     if (!self->ctx) {
         snprintf (error, size, "cannot listen on %s: %s", config->listen,
                   self->start_error[0] ? self->start_error : reason);
@@ -1420,8 +1471,9 @@ sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size)
         return NULL;
     }
     if (self->verbose)
-        zsys_info ("sn_gateway: listening on %s, %d threads, %zu bearer tokens", config->listen,
-                   config->threads, self->tokens ? sn_tokens_size (self->tokens) : 0);
+        zsys_info ("sn_gateway: listening on %s%s, %d threads, %zu bearer tokens", config->listen,
+                   config->cert ? " (HTTPS)" : "", config->threads,
+                   self->tokens ? sn_tokens_size (self->tokens) : 0);
     return self;
 }
 

@@ -27,10 +27,12 @@ typedef struct {
     const char *jobs;   //  the dispatch actor's XPUB of job changes, for WebSockets; or NULL
     const char *tokens; //  file of bearer tokens every request but GET /health must
                         //  carry (see sn_tokens.h); or NULL: no tokens asked for
+    const char *cert;   //  PEM file with the certificate (chain) and its key: the
+                        //  port speaks HTTPS only; or NULL: plain HTTP
 } sn_gateway_config_t;
 
 //  Start listening. Returns NULL with the reason in error (for example, the port is
-//  taken, or the tokens file holds a token too short).
+//  taken, the certificate does not load, or the tokens file holds a token too short).
 sn_gateway_t *sn_gateway_new (const sn_gateway_config_t *config, char *error, size_t size);
 void sn_gateway_destroy (sn_gateway_t **self_p);
 

@@ -325,10 +325,11 @@ def test_slow_websocket_client_is_closed_and_never_slows_the_node(node):
         assert r.status_code == 200
     assert requests.get(node.url + "/health", timeout=10).status_code == 200
     # What was queued arrives, then the connection ends: with a close that says why,
-    # or cut off when even that could not be written whole
+    # or cut off when even that could not be written whole (the client then sees the
+    # stream end, or a reset when the node's shutdown found its data unread)
     try:
         assert ws_close_code(every) == 1008
-    except websocket.WebSocketConnectionClosedException:
+    except (websocket.WebSocketConnectionClosedException, ConnectionResetError):
         pass
     every.close()
     # A new watcher is served as usual

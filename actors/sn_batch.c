@@ -950,6 +950,38 @@ s_op_delete (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_
     sn_pack_destroy (&event);
 }
 
+//  batch.stats: the buckets this node holds (those of the partitions it owns) and
+//  their results by commit state, summed, from memory only (GET /metrics).
+static void
+s_op_stats (self_t *self, sn_routed_t *request, uint64_t rid)
+{
+    uint64_t waiting = 0, committing = 0, delivered = 0, abandoned = 0, commits = 0;
+    for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->buckets); bucket;
+         bucket = (s_bucket_t *) zhashx_next (self->buckets)) {
+        waiting += zlistx_size (bucket->results);
+        for (s_commit_t *commit = (s_commit_t *) zlistx_first (bucket->commits); commit;
+             commit = (s_commit_t *) zlistx_next (bucket->commits))
+            committing += commit->items;
+        commits += zlistx_size (bucket->commits);
+        delivered += bucket->delivered;
+        abandoned += bucket->abandoned;
+    }
+    sn_pack_t *out = self->reply;
+    sn_pack_reset (out);
+    sn_pack_map (out, 5);
+    sn_pack_kv_uint (out, "rid", rid);
+    sn_pack_kv_uint (out, "code", 200);
+    sn_pack_kv_uint (out, "buckets", zhashx_size (self->buckets));
+    sn_pack_kv_uint (out, "commits_pending", commits);
+    sn_pack_str (out, "counts");
+    sn_pack_map (out, 4);
+    sn_pack_kv_uint (out, "waiting", waiting);
+    sn_pack_kv_uint (out, "committing", committing);
+    sn_pack_kv_uint (out, "delivered", delivered);
+    sn_pack_kv_uint (out, "abandoned", abandoned);
+    s_reply_send (self, request);
+}
+
 static void
 s_handle_request (self_t *self, sn_routed_t *request)
 {
@@ -970,6 +1002,8 @@ s_handle_request (self_t *self, sn_routed_t *request)
     }
     else if (!msg)
         s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
+    else if (sn_value_streq (op, "batch.stats"))
+        s_op_stats (self, request, rid);
     else if (sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
                               self->router)) {
         //  forwarded to the owner, held, or answered

@@ -3828,6 +3828,35 @@ s_handle_log (self_t *self, zsock_t *socket)
 //  --------------------------------------------------------------------------
 //  Requests
 
+//  dispatch.stats: jobs of the partitions this node owns by status, their tasks in
+//  flight, agents connected here, from memory only (GET /metrics).
+static void
+s_op_dispatch_stats (self_t *self, sn_routed_t *request, uint64_t rid)
+{
+    uint64_t jobs[S_DISPATCHING + 1] = {0};
+    uint64_t in_flight = 0, agents = 0;
+    for (s_job_t *job = (s_job_t *) zhashx_first (self->jobs); job;
+         job = (s_job_t *) zhashx_next (self->jobs))
+        if (job->visible) {
+            jobs[job->status]++;
+            in_flight += job->in_flight;
+        }
+    for (s_agent_t *agent = (s_agent_t *) zhashx_first (self->agents); agent;
+         agent = (s_agent_t *) zhashx_next (self->agents))
+        if (agent->envelope)
+            agents++;
+    s_reply_start (self, rid, 200, 4);
+    sn_pack_str (self->pack, "jobs");
+    s_status_t statuses[] = {S_CREATED, S_DISPATCHING, S_RESOLVED, S_CANCELLED, S_TIMEOUT};
+    sn_pack_map (self->pack, sizeof statuses / sizeof statuses[0]);
+    for (size_t index = 0; index < sizeof statuses / sizeof statuses[0]; index++)
+        sn_pack_kv_uint (self->pack, s_status_names[statuses[index]], jobs[statuses[index]]);
+    sn_pack_kv_uint (self->pack, "tasks_in_flight", in_flight);
+    sn_pack_kv_uint (self->pack, "agents", agents);
+    sn_pack_kv_uint (self->pack, "evicted", self->evicted);
+    s_reply_set (self, request);
+}
+
 static void
 s_handle_request (self_t *self, sn_routed_t *request)
 {
@@ -3841,6 +3870,8 @@ s_handle_request (self_t *self, sn_routed_t *request)
     bool answered = false;
     if (!msg)
         s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
+    else if (sn_value_streq (op, "dispatch.stats"))
+        s_op_dispatch_stats (self, request, rid);
     else if (sn_value_streq (op, "job.create"))
         s_op_job_create (self, request, root, rid);
     else if (sn_value_streq (op, "job.get"))

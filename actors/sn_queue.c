@@ -2403,6 +2403,35 @@ s_op_bucket_state (self_t *self, sn_routed_t *request, const sn_value_t *root, u
     s_reply_code (self, request, rid, 200);
 }
 
+//  queue.stats: invocations by state summed over the buckets of the partitions this
+//  node owns, workers connected here, invocations in memory, from memory only
+//  (GET /metrics).
+static void
+s_op_queue_stats (self_t *self, sn_routed_t *request, uint64_t rid)
+{
+    s_counts_t sum = {0, 0, 0, 0};
+    for (s_counts_t *counts = (s_counts_t *) zhashx_first (self->counts); counts;
+         counts = (s_counts_t *) zhashx_next (self->counts)) {
+        sum.queued += counts->queued;
+        sum.running += counts->running;
+        sum.finished += counts->finished + counts->gone;
+    }
+    sn_pack_t *out = self->reply;
+    sn_pack_reset (out);
+    sn_pack_map (out, 6);
+    sn_pack_kv_uint (out, "rid", rid);
+    sn_pack_kv_uint (out, "code", 200);
+    sn_pack_str (out, "invocations");
+    sn_pack_map (out, 3);
+    sn_pack_kv_uint (out, "queued", sum.queued);
+    sn_pack_kv_uint (out, "running", sum.running);
+    sn_pack_kv_uint (out, "finished", sum.finished);
+    sn_pack_kv_uint (out, "in_memory", zhashx_size (self->invocations));
+    sn_pack_kv_uint (out, "workers", zhashx_size (self->workers));
+    sn_pack_kv_uint (out, "results_held", self->held);
+    s_reply_send (self, request);
+}
+
 //  One request from the frontend. The request is owned here from now on.
 static void
 s_handle_request (self_t *self, sn_routed_t *request)
@@ -2416,6 +2445,8 @@ s_handle_request (self_t *self, sn_routed_t *request)
     const sn_value_t *op = sn_value_get (root, "op");
     if (!msg)
         s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
+    else if (sn_value_streq (op, "queue.stats"))
+        s_op_queue_stats (self, request, rid);
     else if ((sn_value_streq (op, "enqueue") || sn_value_streq (op, "invocation") ||
               sn_value_streq (op, "bucket.counts") ||
               //  A result or progress passed on by another node: only the owner knows

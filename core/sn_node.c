@@ -124,12 +124,16 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
         {{"cluster put get bulk range", mesh_endpoint},
          {"enqueue invocation worker.hello worker.heartbeat "
           "worker.progress worker.result bucket.counts "
-          "worker.at worker.push",
+          "worker.at worker.push "
+          "queue.stats",
           queue_endpoint},
-         {"batch.create batch.get batch.update batch.delete", batch_endpoint},
+         {"batch.create batch.get batch.update batch.delete "
+          "batch.stats",
+          batch_endpoint},
          {"job.create job.get job.list job.cancel task.get agent.hello "
           "agent.heartbeat agent.progress agent.result agent.at agent.push job.watch "
-          "job.update",
+          "job.update "
+          "dispatch.stats",
           dispatch_endpoint},
          {"*", store_endpoint}},
         self->schema,

@@ -11,6 +11,7 @@
                               -> 200 {events: [{key, event}], next: key | null}
         GET  /health          -> 200 {status: "ok", name, events}
         GET  /cluster         -> 200 {name, members, partitions, dropped}
+        GET  /metrics         -> 200 text/plain, the Prometheus text format (sn_metrics)
         POST /enqueue         {token, invocation, data?, bucket_id?, ...} -> 202 {id}
         GET  /invocations/:id -> 200 the invocation, with code and response once finished
         POST /batch           {callback_url, bucket_id, ...} -> 201 the bucket, with its secret
@@ -31,6 +32,7 @@
 #include "sn_msg.h"
 #include "sn_json.h"
 #include "sn_tokens.h"
+#include "sn_metrics.h"
 #include <civetweb.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -83,6 +85,7 @@ typedef struct {
     int status;                         //  HTTP status of the answer
     char *answer;                       //  JSON text of the answer
     const char *allow;                  //  methods for a 405's Allow header
+    const char *type;                   //  Content-Type of a 200 answer, NULL for JSON
     bool challenge;                     //  a 401: say which scheme is wanted
     bool close;                         //  body not read to its end: close the connection
 } s_request_t;
@@ -140,7 +143,8 @@ s_send (s_request_t *request)
     if (request->close)
         mg_disable_connection_keep_alive (request->conn);
     if (request->status == 200)
-        mg_send_http_ok (request->conn, "application/json", (long long) size);
+        mg_send_http_ok (request->conn, request->type ? request->type : "application/json",
+                         (long long) size);
     else if (mg_response_header_start (request->conn, request->status) == -2) {
         //  civetweb refuses its header functions on a WebSocket upgrade request: the
         //  one answer it cannot build for us, the refusal of a client without a token
@@ -531,6 +535,30 @@ s_get_cluster (s_request_t *request)
     if (reply)
         s_answer_reply (request, reply);
     sn_msg_destroy (&reply);
+}
+
+//  GET /metrics: each source's op in turn; one that fails is left out and named in
+//  supernode_scrape_errors, the others are still served.
+static void
+s_get_metrics (s_request_t *request)
+{
+    sn_metrics_t *metrics = sn_metrics_new ();
+    for (size_t index = 0; sn_metrics_source (index); index++) {
+        s_begin (request, sn_metrics_source_op (index), 2);
+        sn_msg_t *reply = s_ask_node (request);
+        sn_metrics_set (metrics, sn_metrics_source (index), reply ? s_reply_members (reply) : NULL);
+        sn_msg_destroy (&reply);
+    }
+    char *text = sn_metrics_render (metrics);
+    sn_metrics_destroy (&metrics);
+    if (text) {
+        free (request->answer);
+        request->answer = text;
+        request->status = 200;
+        request->type = SN_METRICS_CONTENT_TYPE;
+    }
+    else
+        s_fail (request, 500, "out of memory rendering the metrics");
 }
 
 //  --------------------------------------------------------------------------
@@ -1238,6 +1266,12 @@ s_route (s_request_t *request)
     else if (streq (path, "/cluster")) {
         if (streq (method, "GET"))
             s_get_cluster (request);
+        else
+            s_not_allowed (request, "GET");
+    }
+    else if (streq (path, "/metrics")) {
+        if (streq (method, "GET"))
+            s_get_metrics (request);
         else
             s_not_allowed (request, "GET");
     }
@@ -2021,6 +2055,23 @@ sn_gateway_test (bool verbose)
     assert (!json_object_get (response.json, "rid"));
     s_response_reset (&response);
     s_http (port, "DELETE", "/cluster", NULL, NULL, &response);
+    assert (response.status == 405);
+    assert (s_has_header (&response, "Allow: GET"));
+    s_response_reset (&response);
+
+    //  GET /metrics: the fake node answers cluster and health, and refuses the stats
+    //  ops, whose metrics are left out and named as scrape errors
+    s_http (port, "GET", "/metrics", NULL, NULL, &response);
+    assert (response.status == 200);
+    assert (s_has_header (&response, "Content-Type: " SN_METRICS_CONTENT_TYPE));
+    assert (strstr (response.body, "\nsupernode_events 1\n"));
+    assert (strstr (response.body, "\nsupernode_members{status=\"alive\"} 0\n"));
+    assert (strstr (response.body, "\nsupernode_scrape_errors{source=\"health\"} 0\n"));
+    assert (strstr (response.body, "\nsupernode_scrape_errors{source=\"queue\"} 1\n"));
+    assert (strstr (response.body, "\nsupernode_scrape_errors{source=\"dispatch\"} 1\n"));
+    assert (!strstr (response.body, "supernode_workers"));
+    s_response_reset (&response);
+    s_http (port, "PUT", "/metrics", NULL, "{}", &response);
     assert (response.status == 405);
     assert (s_has_header (&response, "Allow: GET"));
     s_response_reset (&response);

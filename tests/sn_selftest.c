@@ -13,6 +13,7 @@
 #include "sn_frontend.h"
 #include "sn_gateway.h"
 #include "sn_tokens.h"
+#include "sn_metrics.h"
 #include "sn_client.h"
 #include "sn_node.h"
 #include "sn_members.h"
@@ -40,6 +41,7 @@ static const sn_test_t s_tests[] = {{"sn_actor", sn_actor_test},
                                     {"sn_frontend", sn_frontend_test},
                                     {"sn_gateway", sn_gateway_test},
                                     {"sn_tokens", sn_tokens_test},
+                                    {"sn_metrics", sn_metrics_test},
                                     {"sn_client", sn_client_test},
                                     {"sn_node", sn_node_test},
                                     {"sn_members", sn_members_test},

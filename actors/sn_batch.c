@@ -138,6 +138,7 @@ typedef struct {
     bool verbose;             //  log every commit
     bool terminated;          //  $TERM received
     bool blocked;             //  a replay held the loop: look at the sockets first
+    zhashx_t *known;          //  while a re-read runs: ids of the buckets held before it
 } self_t;
 
 //  --------------------------------------------------------------------------
@@ -1093,6 +1094,29 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
 {
     char *id = sn_value_get_strdup (event, "bucket_id");
     s_bucket_t *bucket = id ? (s_bucket_t *) zhashx_lookup (self->buckets, id) : NULL;
+    if (id && self->known && zhashx_lookup (self->known, id)) {
+        //  A re-read over a bucket held here: its settings, commits and deliveries
+        //  are newer here than anything the log adds; only results it missed join,
+        //  and results committed already stay committed
+        if (streq (type, "invocation.done"))
+            s_collect (self, id, event);
+        else if (streq (type, "batch.commit") && bucket) {
+            const sn_value_t *ids = sn_value_get (event, "ids");
+            int64_t committed_at = zclock_time ();
+            sn_value_int (sn_value_get (event, "created_at"), &committed_at);
+            for (size_t index = 0; index < sn_value_size (ids); index++) {
+                char *done = sn_value_strdup (sn_value_at (ids, index));
+                void *handle = done ? zhashx_lookup (bucket->seen, done) : NULL;
+                if (handle && handle != s_committed)
+                    zlistx_delete (bucket->results, handle);
+                if (done)
+                    s_seen_committed (bucket, done, committed_at);
+                free (done);
+            }
+        }
+        free (id);
+        return;
+    }
     if (streq (type, "bucket.created") && id) {
         bucket = s_bucket_new (id);
         s_bucket_apply (bucket, event, self->pack);
@@ -1136,6 +1160,8 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
         char *key = sn_value_get_strdup (event, "key");
         for (s_bucket_t *owner = (s_bucket_t *) zhashx_first (self->buckets); owner && key;
              owner = (s_bucket_t *) zhashx_next (self->buckets)) {
+            if (self->known && zhashx_lookup (self->known, owner->id))
+                continue;
             s_commit_t *commit = s_commit_find (owner, key);
             if (!commit)
                 continue;
@@ -1169,8 +1195,13 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
     int rc = 0;
     while (rc == 0) {
         sn_pack_reset (self->pack);
-        sn_pack_map (self->pack, 4 + (from != NULL));
+        bool reread = !from && sn_owners_rereading (self->owners, p);
+        sn_pack_map (self->pack, 4 + (from != NULL) + reread);
         sn_pack_kv_str (self->pack, "op", "scan");
+        if (reread) {
+            sn_pack_str (self->pack, "reread");
+            sn_pack_bool (self->pack, true);
+        }
         sn_pack_kv_uint (self->pack, "rid", ++self->rid);
         sn_pack_kv_uint (self->pack, "p", p);
         sn_pack_kv_uint (self->pack, "limit", S_SCAN_LIMIT);
@@ -1211,6 +1242,7 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
             rc = -1;
             break;
         }
+        sn_owners_scan_page (self->owners, p, root);
         const sn_value_t *events = sn_value_get (root, "events");
         for (size_t index = 0; index < sn_value_size (events); index++) {
             const sn_value_t *item = sn_value_at (events, index);
@@ -1245,14 +1277,16 @@ s_link (const char *endpoint)
 }
 
 //  After a replay of partition p (all of them when p is -1): its commits are due,
-//  its delivery is tried at once.
+//  its delivery is tried at once; after a re-read, those of the buckets it loaded
+//  (those held before keep their timers).
 static void
 s_settle (self_t *self, int64_t p)
 {
     int64_t now = zclock_time ();
     for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->buckets); bucket;
          bucket = (s_bucket_t *) zhashx_next (self->buckets)) {
-        if (p >= 0 && s_partition_of (self, bucket->id) != (uint32_t) p)
+        if ((p >= 0 && s_partition_of (self, bucket->id) != (uint32_t) p) ||
+            (self->known && zhashx_lookup (self->known, bucket->id)))
             continue;
         if (zlistx_size (bucket->results))
             bucket->next_commit = now + bucket->batch_timeout;
@@ -1303,6 +1337,7 @@ static int
 s_take_over (self_t *self, uint32_t p, char *error, size_t size)
 {
     self->blocked = true;
+    sn_owners_scan_begin (self->owners, p);
     if (s_replay_partition (self, p, S_TAKEOVER_WAIT, error, size) == 0) {
         sn_owners_replayed (self->owners, p);
         s_settle (self, p);
@@ -1318,6 +1353,30 @@ s_take_over (self_t *self, uint32_t p, char *error, size_t size)
         zsys_error ("sn_batch: taking over partition %u: %s; trying again in %" PRId64 " ms", p,
                     error, retry - zclock_time ());
     return -1;
+}
+
+//  Partition p, served here, is read again (sn_owners_reread_due). A bucket held
+//  here only gains the results it missed (collected once, as ever: those committed
+//  stay so); a bucket not held here is loaded whole, as a replay does. One that
+//  fails keeps what it applied (all of it from the log), and p is read again later.
+static void
+s_reread (self_t *self, uint32_t p)
+{
+    self->blocked = true;
+    self->known = zhashx_new ();
+    for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->buckets); bucket;
+         bucket = (s_bucket_t *) zhashx_next (self->buckets))
+        if (s_partition_of (self, bucket->id) == p)
+            zhashx_insert (self->known, bucket->id, (void *) "");
+    char error[256];
+    if (s_replay_partition (self, p, S_TAKEOVER_WAIT, error, sizeof error) == 0)
+        sn_owners_replayed (self->owners, p);
+    else {
+        sn_owners_reread_failed (self->owners, p);
+        zsys_warning ("sn_batch: reading partition %u again: %s; read again later", p, error);
+    }
+    s_settle (self, p);
+    zhashx_destroy (&self->known);
 }
 
 //  The partition table changed: drop what went, replay what came.
@@ -1531,10 +1590,21 @@ sn_batch_actor (zsock_t *pipe, void *args)
                 s_take_over (self, (uint32_t) retry, error, sizeof error);
             continue;
         }
+        if (sn_owners_reread_at (self->owners) <= now) {
+            s_sockets_poll (self);
+            if (self->terminated || self->blocked)
+                continue;
+            int64_t again = sn_owners_reread_due (self->owners, zclock_time ());
+            if (again >= 0)
+                s_reread (self, (uint32_t) again);
+            continue;
+        }
         if (sn_owners_deadline (self->owners) < next)
             next = sn_owners_deadline (self->owners);
         if (sn_owners_replay_at (self->owners) < next)
             next = sn_owners_replay_at (self->owners);
+        if (sn_owners_reread_at (self->owners) < next)
+            next = sn_owners_reread_at (self->owners);
         zsock_t *which =
             (zsock_t *) zpoller_wait (self->poller, next > now ? (int) (next - now) : 0);
         if (which)

@@ -16,6 +16,7 @@
 #include "sn_key.h"
 #include "sn_msg.h"
 #include "sn_routed.h"
+#include "sn_owners.h"
 
 //  Most writes sent to the log and not yet acknowledged; above it the actor stops
 //  reading requests until the log catches up.
@@ -259,6 +260,8 @@ typedef struct {
     uint64_t log_rid;            //  last rid sent to the log
     zlistx_t *replay_queue;      //  partitions still to replay (uint32 + 1 as pointer)
     int replay_p;                //  partition being replayed, or -1
+    bool reread;                 //  that replay reads again a partition served here
+    sn_owners_t *reads;          //  which replicas the replays read; re-reads due
     zlistx_t *replayed;          //  s_job_t * of the partition being replayed
     uint64_t scan_rid;           //  rid of the page asked for
     int64_t scan_until;          //  mono ms that page is given up, or INT64_MAX
@@ -3332,8 +3335,14 @@ static void
 s_replay_ask (self_t *self, const char *from)
 {
     sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, 4 + (from != NULL));
+    //  The mesh counts re-reads
+    bool reread = !from && self->reread;
+    sn_pack_map (self->pack, 4 + (from != NULL) + reread);
     sn_pack_kv_str (self->pack, "op", "scan");
+    if (reread) {
+        sn_pack_str (self->pack, "reread");
+        sn_pack_bool (self->pack, true);
+    }
     sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
     sn_pack_kv_uint (self->pack, "limit", 1000);
     sn_pack_kv_uint (self->pack, "p", (uint64_t) self->replay_p);
@@ -3357,13 +3366,21 @@ s_replay_next (self_t *self)
     self->replay_p = -1;
     void *item;
     while (self->replay_p < 0 && (item = zlistx_first (self->replay_queue))) {
-        int p = (int) ((uintptr_t) item - 1);
+        //  Re-reads are queued as P + p + 1
+        uint32_t entry = (uint32_t) ((uintptr_t) item - 1);
+        bool reread = entry >= self->partitions;
+        int p = (int) (reread ? entry - self->partitions : entry);
         zlistx_delete (self->replay_queue, zlistx_cursor (self->replay_queue));
-        //  A partition lost again before its turn is not replayed
-        if (self->owned[p]) {
+        //  A partition lost again before its turn is not replayed; one being taken
+        //  over is replayed whole anyway
+        if (self->owned[p] && (!reread || !self->replaying[p])) {
             self->replay_p = p;
+            self->reread = reread;
+            sn_owners_scan_begin (self->reads, (uint32_t) p);
             s_replay_ask (self, NULL);
         }
+        else if (reread)
+            sn_owners_reread_failed (self->reads, (uint32_t) p);
     }
     if (self->replay_p < 0 && !self->ready && self->placed) {
         self->ready = true;
@@ -3383,6 +3400,7 @@ s_replay_done (self_t *self)
     if (owned) {
         self->replaying[self->replay_p] = false;
         self->backoff[self->replay_p] = 0;
+        sn_owners_replayed (self->reads, (uint32_t) self->replay_p);
     }
     for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
          job = (s_job_t *) zlistx_next (self->replayed)) {
@@ -3419,7 +3437,12 @@ s_replay_failed (self_t *self, const char *reason)
          job = (s_job_t *) zlistx_next (self->replayed))
         zhashx_delete (self->jobs, job->id);
     zlistx_purge (self->replayed);
-    if (self->owned[p]) {
+    if (self->reread) {
+        //  The partition stays served with what it held; it is read again later
+        sn_owners_reread_failed (self->reads, p);
+        zsys_warning ("dispatch: reading partition %u again: %s; read again later", p, reason);
+    }
+    else if (self->owned[p]) {
         uint32_t backoff = self->backoff[p] ? self->backoff[p] * 2 : S_RETRY_FIRST;
         self->backoff[p] = backoff < S_RETRY_MAX ? backoff : S_RETRY_MAX;
         self->retry_at[p] = zclock_time () + self->backoff[p];
@@ -3443,6 +3466,12 @@ s_replay_timers (self_t *self)
         s_replay_failed (self, "the log did not answer a scan page in time");
     }
     int64_t now = zclock_time ();
+    int64_t again;
+    while ((again = sn_owners_reread_due (self->reads, now)) >= 0)
+        zlistx_add_end (self->replay_queue,
+                        (void *) (uintptr_t) (self->partitions + (uint32_t) again + 1));
+    if (self->replay_p < 0 && zlistx_size (self->replay_queue))
+        s_replay_next (self);
     if (self->retry_next > now)
         return;
     self->retry_next = INT64_MAX;
@@ -3468,6 +3497,9 @@ s_replay_wait (self_t *self)
         wait = self->scan_until - zclock_mono ();
     if (self->retry_next != INT64_MAX && (wait < 0 || self->retry_next - zclock_time () < wait))
         wait = self->retry_next - zclock_time ();
+    int64_t reread_at = sn_owners_reread_at (self->reads);
+    if (reread_at != INT64_MAX && (wait < 0 || reread_at - zclock_time () < wait))
+        wait = reread_at - zclock_time ();
     return wait == -1 ? -1 : wait < 0 ? 0 : wait;
 }
 
@@ -3482,6 +3514,7 @@ s_replay_page (self_t *self, const sn_value_t *reply, uint64_t code)
         free (error);
         return;
     }
+    sn_owners_scan_page (self->reads, (uint32_t) self->replay_p, reply);
     const sn_value_t *events = sn_value_get (reply, "events");
     for (size_t index = 0; index < sn_value_size (events); index++) {
         const sn_value_t *item = sn_value_at (events, index);
@@ -3603,6 +3636,7 @@ s_handle_placement (self_t *self, const sn_value_t *root)
         self->name[self_len] = 0;
         s_members_update (self, sn_value_get (root, "members"));
     }
+    sn_owners_reread_check (self->reads, root);
     self->placed = true;
     if (self->replay_p < 0)
         s_replay_next (self);
@@ -3912,6 +3946,7 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->replay_p = -1;
     self->scan_until = INT64_MAX;
     self->retry_next = INT64_MAX;
+    self->reads = sn_owners_new (NULL, NULL, config->partitions ? config->partitions : 1);
     self->retry_at =
         (int64_t *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (int64_t));
     self->backoff =
@@ -3973,6 +4008,7 @@ s_self_destroy (self_t **self_p)
         zlistx_destroy (&self->held);
         zlistx_destroy (&self->replay_queue);
         zlistx_destroy (&self->replayed);
+        sn_owners_destroy (&self->reads);
         //  Jobs first: their tasks count on their agents' records
         zhashx_destroy (&self->jobs);
         zhashx_destroy (&self->agents);

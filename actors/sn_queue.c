@@ -2647,8 +2647,13 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
     int rc = 0;
     while (rc == 0) {
         sn_pack_t *request = sn_pack_new ();
-        sn_pack_map (request, 4 + (from != NULL));
+        bool reread = !from && sn_owners_rereading (self->owners, p);
+        sn_pack_map (request, 4 + (from != NULL) + reread);
         sn_pack_kv_str (request, "op", "scan");
+        if (reread) {
+            sn_pack_str (request, "reread");
+            sn_pack_bool (request, true);
+        }
         sn_pack_kv_uint (request, "rid", ++self->log_rid);
         sn_pack_kv_uint (request, "p", p);
         sn_pack_kv_uint (request, "limit", S_SCAN_LIMIT);
@@ -2690,6 +2695,7 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
             rc = -1;
             break;
         }
+        sn_owners_scan_page (self->owners, p, root);
         const sn_value_t *events = sn_value_get (root, "events");
         for (size_t index = 0; index < sn_value_size (events); index++) {
             const sn_value_t *item = sn_value_at (events, index);
@@ -2807,6 +2813,7 @@ static int
 s_take_over (self_t *self, uint32_t p, char *error, size_t size)
 {
     self->blocked = true;
+    sn_owners_scan_begin (self->owners, p);
     if (s_replay_partition (self, p, S_TAKEOVER_WAIT, error, size) == 0) {
         sn_owners_replayed (self->owners, p);
         return 0;
@@ -2819,6 +2826,25 @@ s_take_over (self_t *self, uint32_t p, char *error, size_t size)
         zsys_error ("sn_queue: taking over partition %u: %s; trying again in %" PRId64 " ms", p,
                     error, retry - zclock_time ());
     return -1;
+}
+
+//  Partition p, served here, is read again (sn_owners_reread_due): its events are
+//  applied over the state held, as a replay's are, so only what was missed (an
+//  invocation, its end) changes anything; running invocations stay running. One
+//  that fails leaves p served with what it applied, all of it from the log, and p
+//  is read again later.
+static void
+s_reread (self_t *self, uint32_t p)
+{
+    self->blocked = true;
+    char error[256];
+    if (s_replay_partition (self, p, S_TAKEOVER_WAIT, error, sizeof error) == 0)
+        sn_owners_replayed (self->owners, p);
+    else {
+        sn_owners_reread_failed (self->owners, p);
+        zsys_warning ("sn_queue: reading partition %u again: %s; read again later", p, error);
+    }
+    s_replay_finish (self);
 }
 
 //  The partition table changed: drop what went, replay what came.
@@ -3027,6 +3053,15 @@ sn_queue_actor (zsock_t *pipe, void *args)
                 s_replay_finish (self);
             continue;
         }
+        if (sn_owners_reread_at (self->owners) <= now) {
+            s_sockets_poll (self);
+            if (self->terminated || self->blocked)
+                continue;
+            int64_t again = sn_owners_reread_due (self->owners, zclock_time ());
+            if (again >= 0)
+                s_reread (self, (uint32_t) again);
+            continue;
+        }
         //  One step, then a look at the sockets (wait 0 while more are due)
         if (self->evict_at <= now)
             s_evict (self, now);
@@ -3039,6 +3074,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
             wait = sn_owners_deadline (self->owners) - now;
         if (sn_owners_replay_at (self->owners) - now < wait)
             wait = sn_owners_replay_at (self->owners) - now;
+        if (sn_owners_reread_at (self->owners) - now < wait)
+            wait = sn_owners_reread_at (self->owners) - now;
         if (self->evict_at - now < wait)
             wait = self->evict_at - now > 0 ? self->evict_at - now : 0;
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, wait > 60000 ? 60000 : (int) wait);

@@ -117,3 +117,21 @@ def test_node_restarted_alone_learns_what_was_acknowledged_while_it_was_down():
     finally:
         for node in nodes:
             node.cleanup()
+
+
+def test_scan_and_its_reread_flag_are_not_client_ops():
+    from harness import Client, Node
+    node = Node(name="n1").start()
+    client = Client(node.endpoint)
+    try:
+        for fields in ({"p": 0, "reread": True}, {"p": 0, "reread": "x" * 100000},
+                       {"p": 99999, "reread": [1, [2, [3]]]}):
+            reply = client.call("scan", **fields)
+            assert reply["code"] == 400, reply
+            assert "unknown op" in reply["error"], reply
+        assert requests.get(node.url + "/health", timeout=5).status_code == 200
+        assert cluster(node)["scans"]["rereads"] == 0
+        client.close()
+        node.stop()
+    finally:
+        node.cleanup()

@@ -458,21 +458,8 @@ sn_owners_members (sn_owners_t *self)
 //  --------------------------------------------------------------------------
 //  Re-reads: what a replay did not read
 
-//  Longest replica list and name taken from a placement or a scan reply.
+//  Longest replica list and merged list taken from a placement or a scan reply.
 #define S_NAMES_MAX 64
-
-//  Whether names (an array) holds name.
-static bool
-s_names_hold (const sn_value_t *names, const char *name, size_t len)
-{
-    for (size_t index = 0; index < sn_value_size (names) && index < S_NAMES_MAX; index++) {
-        size_t other_len = 0;
-        const char *other = sn_value_str (sn_value_at (names, index), &other_len);
-        if (other && other_len == len && memcmp (other, name, len) == 0)
-            return true;
-    }
-    return false;
-}
 
 //  Partition p is not read again: not owned, or taken over anew.
 static void
@@ -496,6 +483,13 @@ sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
     const sn_value_t *members = sn_value_get (root, "members");
     if (!name || sn_value_size (owners) != self->partitions)
         return;
+    zhashx_t *reachable = zhashx_new ();
+    for (size_t index = 0; index < sn_value_size (members); index++) {
+        char *member = sn_value_strdup (sn_value_at (members, index));
+        if (member && strlen (member) <= SN_NAME_MAX)
+            zhashx_update (reachable, member, (void *) "");
+        free (member);
+    }
     int64_t now = zclock_time ();
     for (uint32_t p = 0; p < self->partitions; p++) {
         size_t len = 0;
@@ -513,13 +507,12 @@ sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
              index++) {
             size_t replica_len = 0;
             const char *replica = sn_value_str (sn_value_at (list, index), &replica_len);
-            if (!replica || replica_len > SN_NAME_MAX ||
-                !s_names_hold (members, replica, replica_len))
+            if (!replica || replica_len > SN_NAME_MAX)
                 continue;
             char text[SN_NAME_MAX + 1];
             memcpy (text, replica, replica_len);
             text[replica_len] = 0;
-            missed = !zhashx_lookup (self->read[p], text);
+            missed = zhashx_lookup (reachable, text) && !zhashx_lookup (self->read[p], text);
         }
         if (!missed) {
             //  Read whole: a replica that leaves and comes back is not read again,
@@ -531,6 +524,7 @@ sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
         else if (self->reread_at[p] == INT64_MAX)
             self->reread_at[p] = self->reread_ok[p] > now ? self->reread_ok[p] : now;
     }
+    zhashx_destroy (&reachable);
 }
 
 int64_t

@@ -18,6 +18,11 @@
 #define S_RETRY_FIRST 1000
 #define S_RETRY_MAX   10000
 
+//  Re-reads of a partition are spaced from S_RETRY_FIRST doubling up to this (ms):
+//  a replica that is reachable but never merged (it answers scans with errors)
+//  costs one re-read every few minutes, not a storm
+#define S_REREAD_MAX 300000
+
 //  A request held until the first placement.
 typedef struct {
     sn_routed_t *request; //  the request, owned
@@ -514,13 +519,11 @@ sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
             text[replica_len] = 0;
             missed = zhashx_lookup (reachable, text) && !zhashx_lookup (self->read[p], text);
         }
-        if (!missed) {
-            //  Read whole: a replica that leaves and comes back is not read again,
-            //  and one never read is read at once
-            self->reread_gap[p] = 0;
-            self->reread_ok[p] = 0;
+        //  Read whole: a replica that leaves and comes back is not read again. The
+        //  spacing is kept: only a re-read that reads a replica more resets it, so
+        //  one that never merges gets no fresh start each time it flaps
+        if (!missed)
             self->reread_at[p] = INT64_MAX;
-        }
         else if (self->reread_at[p] == INT64_MAX)
             self->reread_at[p] = self->reread_ok[p] > now ? self->reread_ok[p] : now;
     }
@@ -531,11 +534,12 @@ int64_t
 sn_owners_reread_due (sn_owners_t *self, int64_t now)
 {
     for (uint32_t p = 0; p < self->partitions; p++)
-        if (self->reread_at[p] <= now && !self->rereading[p]) {
+        //  One being taken over is replayed whole by its takeover
+        if (self->reread_at[p] <= now && !self->rereading[p] && !self->backoff[p]) {
             //  The next one waits longer, until one reads every replica reachable
             self->reread_gap[p] = self->reread_gap[p] ? self->reread_gap[p] * 2 : S_RETRY_FIRST;
-            if (self->reread_gap[p] > S_RETRY_MAX)
-                self->reread_gap[p] = S_RETRY_MAX;
+            if (self->reread_gap[p] > S_REREAD_MAX)
+                self->reread_gap[p] = S_REREAD_MAX;
             self->reread_ok[p] = now + self->reread_gap[p];
             self->reread_at[p] = INT64_MAX;
             self->rereading[p] = true;
@@ -551,7 +555,7 @@ sn_owners_reread_at (sn_owners_t *self)
 {
     int64_t at = INT64_MAX;
     for (uint32_t p = 0; p < self->partitions; p++)
-        if (self->reread_at[p] < at && !self->rereading[p])
+        if (self->reread_at[p] < at && !self->rereading[p] && !self->backoff[p])
             at = self->reread_at[p];
     return at;
 }
@@ -569,6 +573,28 @@ sn_owners_reread_failed (sn_owners_t *self, uint32_t p)
         return;
     zhashx_destroy (&self->reading[p]);
     self->rereading[p] = false;
+}
+
+int
+sn_owners_reread_soon (sn_owners_t *self, uint32_t p)
+{
+    if (p >= self->partitions)
+        return -1;
+    if (!self->rereading[p])
+        self->reread_at[p] = zclock_time ();
+    return 0;
+}
+
+bool
+sn_owners_reread_complete (sn_owners_t *self, uint32_t p)
+{
+    if (p >= self->partitions || !self->rereading[p] || !self->reading[p])
+        return false;
+    if (self->read[p])
+        for (void *item = zhashx_first (self->read[p]); item; item = zhashx_next (self->read[p]))
+            if (!zhashx_lookup (self->reading[p], zhashx_cursor (self->read[p])))
+                return false;
+    return true;
 }
 
 uint64_t
@@ -615,8 +641,16 @@ s_read_keep (sn_owners_t *self, uint32_t p)
         return;
     if (!self->read[p])
         self->read[p] = zhashx_new ();
+    bool more = false;
     for (void *item = zhashx_first (self->reading[p]); item; item = zhashx_next (self->reading[p]))
-        zhashx_update (self->read[p], zhashx_cursor (self->reading[p]), (void *) "");
+        if (!zhashx_lookup (self->read[p], zhashx_cursor (self->reading[p]))) {
+            zhashx_insert (self->read[p], zhashx_cursor (self->reading[p]), (void *) "");
+            more = true;
+        }
+    if (more) {
+        self->reread_gap[p] = 0;
+        self->reread_ok[p] = 0;
+    }
     zhashx_destroy (&self->reading[p]);
     self->rereading[p] = false;
 }
@@ -783,7 +817,19 @@ s_test_rereads (void)
     assert (sn_owners_reread_due (owners, now) == 0);
     assert (sn_owners_rereading (owners, 0) && !sn_owners_rereading (owners, 1));
     assert (sn_owners_reread_due (owners, now) == -1 && sn_owners_rereads (owners) == 1);
-    //  A re-read that missed b on one page did not read it: read again, 1 s later
+    //  A re-read that missed b on one page did not read it: read again, 1 s later.
+    //  It read a, every replica read before: complete. One that left a out is not
+    assert (!sn_owners_reread_complete (owners, 0));
+    sn_owners_scan_begin (owners, 0);
+    sn_msg_t *first = s_test_page ("b");
+    sn_owners_scan_page (owners, 0, sn_msg_root (first));
+    assert (!sn_owners_reread_complete (owners, 0));
+    sn_msg_destroy (&first);
+    first = s_test_page ("ab");
+    sn_owners_scan_begin (owners, 0);
+    sn_owners_scan_page (owners, 0, sn_msg_root (first));
+    assert (sn_owners_reread_complete (owners, 0) && !sn_owners_reread_complete (owners, 1));
+    sn_msg_destroy (&first);
     s_test_replay (owners, 0, (const char *[]){"ab", "a", "ab", NULL});
     assert (!sn_owners_rereading (owners, 0));
     s_test_placed (owners, "ab");
@@ -801,13 +847,16 @@ s_test_rereads (void)
     s_test_replay (owners, 0, (const char *[]){"?", NULL});
     s_test_placed (owners, "ab");
     assert (sn_owners_reread_at (owners) >= later + 4000);
-    //  The gap stops doubling at 10 s
-    for (int round = 0; round < 6; round++) {
+    //  The gap stops doubling at 5 min; a replica that flaps meanwhile does not
+    //  shorten it
+    for (int round = 0; round < 8; round++) {
         int64_t due = sn_owners_reread_at (owners);
         assert (sn_owners_reread_due (owners, due) == 0);
         sn_owners_reread_failed (owners, 0);
+        s_test_placed (owners, "a");
         s_test_placed (owners, "ab");
-        assert (sn_owners_reread_at (owners) <= due + 10000);
+        assert (sn_owners_reread_at (owners) <= due + 300000);
+        assert (sn_owners_reread_at (owners) >= due + (round < 6 ? 8000 << round : 300000));
     }
     //  Read whole: b and c leaving and coming back cause no re-read
     int64_t due = sn_owners_reread_at (owners);

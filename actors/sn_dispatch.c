@@ -262,6 +262,7 @@ typedef struct {
     int replay_p;                //  partition being replayed, or -1
     bool reread;                 //  that replay reads again a partition served here
     sn_owners_t *reads;          //  which replicas the replays read; re-reads due
+    uint64_t rereads;            //  re-reads ended, adopted or discarded (for tests)
     zlistx_t *replayed;          //  s_job_t * of the partition being replayed
     uint64_t scan_rid;           //  rid of the page asked for
     int64_t scan_until;          //  mono ms that page is given up, or INT64_MAX
@@ -3379,8 +3380,10 @@ s_replay_next (self_t *self)
             sn_owners_scan_begin (self->reads, (uint32_t) p);
             s_replay_ask (self, NULL);
         }
-        else if (reread)
+        else if (reread) {
             sn_owners_reread_failed (self->reads, (uint32_t) p);
+            self->rereads++;
+        }
     }
     if (self->replay_p < 0 && !self->ready && self->placed) {
         self->ready = true;
@@ -3397,6 +3400,15 @@ static void
 s_replay_done (self_t *self)
 {
     bool owned = self->owned[self->replay_p];
+    //  A re-read is adopted only when complete: one that left out a replica read
+    //  before may lack the end of a job finished and dropped here, which it would
+    //  bring back and run again
+    if (owned && self->reread &&
+        !sn_owners_reread_complete (self->reads, (uint32_t) self->replay_p)) {
+        s_replay_failed (self, "a replica read before was not merged on every page");
+        return;
+    }
+    self->rereads += self->reread;
     if (owned) {
         self->replaying[self->replay_p] = false;
         self->backoff[self->replay_p] = 0;
@@ -3440,7 +3452,10 @@ s_replay_failed (self_t *self, const char *reason)
     if (self->reread) {
         //  The partition stays served with what it held; it is read again later
         sn_owners_reread_failed (self->reads, p);
-        zsys_warning ("dispatch: reading partition %u again: %s; read again later", p, reason);
+        self->rereads++;
+        zsys_warning ("dispatch: reading partition %u again: %s; nothing of it kept, read again "
+                      "later",
+                      p, reason);
     }
     else if (self->owned[p]) {
         uint32_t backoff = self->backoff[p] ? self->backoff[p] * 2 : S_RETRY_FIRST;
@@ -3466,25 +3481,27 @@ s_replay_timers (self_t *self)
         s_replay_failed (self, "the log did not answer a scan page in time");
     }
     int64_t now = zclock_time ();
-    int64_t again;
-    while ((again = sn_owners_reread_due (self->reads, now)) >= 0)
-        zlistx_add_end (self->replay_queue,
-                        (void *) (uintptr_t) (self->partitions + (uint32_t) again + 1));
-    if (self->replay_p < 0 && zlistx_size (self->replay_queue))
-        s_replay_next (self);
-    if (self->retry_next > now)
-        return;
-    self->retry_next = INT64_MAX;
-    for (uint32_t p = 0; p < self->partitions; p++) {
-        if (self->retry_at[p] <= now) {
-            self->retry_at[p] = INT64_MAX;
-            if (self->owned[p])
-                zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
+    if (self->retry_next <= now) {
+        self->retry_next = INT64_MAX;
+        for (uint32_t p = 0; p < self->partitions; p++) {
+            if (self->retry_at[p] <= now) {
+                self->retry_at[p] = INT64_MAX;
+                if (self->owned[p])
+                    zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
+            }
+            else if (self->retry_at[p] < self->retry_next)
+                self->retry_next = self->retry_at[p];
         }
-        else if (self->retry_at[p] < self->retry_next)
-            self->retry_next = self->retry_at[p];
     }
-    if (self->replay_p < 0)
+    //  Takeovers first: a re-read is taken only when no replay runs or waits, so
+    //  a partition gained waits behind one re-read at most
+    if (self->replay_p < 0 && !zlistx_size (self->replay_queue)) {
+        int64_t again = sn_owners_reread_due (self->reads, now);
+        if (again >= 0)
+            zlistx_add_end (self->replay_queue,
+                            (void *) (uintptr_t) (self->partitions + (uint32_t) again + 1));
+    }
+    if (self->replay_p < 0 && zlistx_size (self->replay_queue))
         s_replay_next (self);
 }
 
@@ -3497,7 +3514,10 @@ s_replay_wait (self_t *self)
         wait = self->scan_until - zclock_mono ();
     if (self->retry_next != INT64_MAX && (wait < 0 || self->retry_next - zclock_time () < wait))
         wait = self->retry_next - zclock_time ();
-    int64_t reread_at = sn_owners_reread_at (self->reads);
+    //  A re-read due waits for the replays under way (s_replay_timers)
+    int64_t reread_at = self->replay_p < 0 && !zlistx_size (self->replay_queue)
+                            ? sn_owners_reread_at (self->reads)
+                            : INT64_MAX;
     if (reread_at != INT64_MAX && (wait < 0 || reread_at - zclock_time () < wait))
         wait = reread_at - zclock_time ();
     return wait == -1 ? -1 : wait < 0 ? 0 : wait;
@@ -4127,6 +4147,21 @@ s_handle_pipe (self_t *self)
             zsys_error ("dispatch: REPLAY needs a partition below %u", self->partitions);
         free (text);
     }
+    else if (streq (command, "REREAD")) {
+        //  For tests: partition p is due to be read again now, as when a replica
+        //  its replays did not read becomes reachable; REREADS counts those ended
+        char *text = zmsg_popstr (msg);
+        char *end = NULL;
+        unsigned long p = text ? strtoul (text, &end, 10) : 0;
+        if (text && *text && !*end && p < self->partitions &&
+            sn_owners_reread_soon (self->reads, (uint32_t) p) == 0)
+            zstr_send (self->pipe, "OK");
+        else
+            zstr_sendf (self->pipe, "REREAD: no partition %s", text ? text : "");
+        free (text);
+    }
+    else if (streq (command, "REREADS"))
+        zstr_sendf (self->pipe, "%" PRIu64, self->rereads);
     else if (streq (command, "AGENTS"))
         //  How many agent records are in memory: for the selftest
         zstr_sendf (self->pipe, "%zu", zhashx_size (self->agents));
@@ -4428,6 +4463,113 @@ s_test_retaining (const char *endpoint, const char *store_endpoint, const char *
     zactor_t *dispatch = sn_dispatch_new (&config, error, sizeof error);
     assert (dispatch);
     return dispatch;
+}
+
+//  A job finished and evicted here does not come back from a re-read that fails
+//  after its first page (the job's creation), nor from one that completes.
+static void
+s_test_reread_evicted (bool verbose)
+{
+    char dir[] = "/tmp/sn_dispatch_reread_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], endpoint[64], publish[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-reread-store-%d", getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-reread-%d", getpid ());
+    snprintf (publish, sizeof publish, "inproc://sn-reread-pub-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    zactor_t *proxy = zactor_new (sn_owners_scan_proxy, store_endpoint);
+    char *scans = zsys_sprintf ("%s-scans", store_endpoint);
+    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4, verbose, scans, NULL, 300};
+    zactor_t *dispatch = sn_dispatch_new (&config, error, sizeof error);
+    assert (dispatch);
+    zsock_t *producer = zsock_new_dealer (endpoint);
+    zsock_t *agent = zsock_new_dealer (endpoint);
+    char *reply = s_test_call (producer,
+                               "{\"op\":\"job.create\",\"rid\":1,\"destinations\":"
+                               "[\"cg-000c291ce811\"],\"message\":{\"method\":\"get\","
+                               "\"resource\":\"/r\"},\"options\":{\"timeout\":600000}}",
+                               false);
+    assert (strstr (reply, "\"code\":200"));
+    char job[S_ID_MAX];
+    s_test_field (strstr (reply, "\"job\""), "id", job, sizeof job);
+    free (reply);
+    char *request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":2,\"id\":\"%s\"}", job);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200") && strstr (reply, "\"p\":"));
+    uint32_t p = (uint32_t) atoi (strstr (reply, "\"p\":") + 4);
+    free (reply);
+    reply =
+        s_test_call (agent, "{\"op\":\"agent.hello\",\"rid\":3,\"id\":\"cg-000c291ce811\"}", false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    char *work = s_test_call (agent, NULL, true);
+    char task[S_ID_MAX + 16];
+    s_test_field (work, "id", task, sizeof task);
+    free (work);
+    char *result = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":4,\"id\":\"cg-000c291ce811\","
+                                 "\"task\":\"%s\",\"code\":200}",
+                                 task);
+    reply = s_test_call (agent, result, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (result);
+    reply = s_test_until (producer, request, "\"code\":404");
+    free (reply);
+    for (int round = 0; round < 2; round++) {
+        //  First its pages after the first fail, then it is read whole
+        zstr_send (proxy, round == 0 ? "FAIL" : "PASS");
+        char *answer = zstr_recv (proxy);
+        free (answer);
+        zstr_send (dispatch, "REREADS");
+        answer = zstr_recv (dispatch);
+        uint64_t before = strtoull (answer, NULL, 10);
+        free (answer);
+        char number[16];
+        snprintf (number, sizeof number, "%u", p);
+        zstr_sendx (dispatch, "REREAD", number, NULL);
+        answer = zstr_recv (dispatch);
+        assert (streq (answer, "OK"));
+        free (answer);
+        int64_t deadline = zclock_mono () + 30000;
+        while (true) {
+            zstr_send (dispatch, "REREADS");
+            answer = zstr_recv (dispatch);
+            bool ended = strtoull (answer, NULL, 10) > before;
+            free (answer);
+            if (ended)
+                break;
+            assert (zclock_mono () < deadline);
+            zclock_sleep (10); //  poll interval of the wait, not synchronisation
+        }
+        if (round == 0) {
+            zstr_send (proxy, "REFUSED");
+            answer = zstr_recv (proxy);
+            assert (strtoul (answer, NULL, 10) >= 1);
+            free (answer);
+        }
+        reply = s_test_call (producer, request, false);
+        assert (strstr (reply, "\"code\":404"));
+        free (reply);
+        reply = s_test_call (producer, "{\"op\":\"job.list\",\"rid\":5}", false);
+        assert (strstr (reply, "\"code\":200") && !strstr (reply, job));
+        free (reply);
+    }
+    zstr_sendx (dispatch, "REREAD", "9", NULL);
+    char *answer = zstr_recv (dispatch);
+    assert (strstr (answer, "no partition"));
+    free (answer);
+    free (request);
+    free (scans);
+    zsock_destroy (&agent);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    zactor_destroy (&proxy);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
 }
 
 //  Retention: a finished job leaves memory once it ended longer ago than the
@@ -5388,5 +5530,6 @@ sn_dispatch_test (bool verbose)
     free (command);
 
     s_test_retention (verbose);
+    s_test_reread_evicted (verbose);
     s_test_retention_held (verbose);
 }

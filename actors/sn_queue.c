@@ -2600,8 +2600,11 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
     if (!inv)
         return;
     if (self->staged && streq (type, "invocation.done")) {
-        //  Finished in the log: never adopted (see s_reread)
-        s_inv_set_state (self, inv, S_SUCCEEDED);
+        //  Finished in the log: never adopted (see s_reread), and dropped now, so
+        //  that a re-read holds only what is unfinished, as a takeover does, not a
+        //  partition's whole history
+        zhashx_delete (self->staged, inv->id);
+        s_inv_destroy (&inv);
         return;
     }
     uint64_t attempts = 0;

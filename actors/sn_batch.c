@@ -138,6 +138,8 @@ typedef struct {
     bool verbose;             //  log every commit
     bool terminated;          //  $TERM received
     bool blocked;             //  a replay held the loop: look at the sockets first
+    zhashx_t *staging;        //  while a re-read runs: id -> s_bucket_t it read, owned
+    uint64_t rereads;         //  re-reads ended, adopted or discarded (for tests)
 } self_t;
 
 //  --------------------------------------------------------------------------
@@ -503,9 +505,9 @@ s_seen_committed (s_bucket_t *bucket, const char *id, int64_t at)
 //  One finished invocation (its invocation.done event) joins its bucket's next
 //  commit, once.
 static void
-s_collect (self_t *self, const char *bucket_id, const sn_value_t *event)
+s_collect (self_t *self, zhashx_t *buckets, const char *bucket_id, const sn_value_t *event)
 {
-    s_bucket_t *bucket = (s_bucket_t *) zhashx_lookup (self->buckets, bucket_id);
+    s_bucket_t *bucket = (s_bucket_t *) zhashx_lookup (buckets, bucket_id);
     char *id = sn_value_get_strdup (event, "id");
     if (!bucket || !bucket->callback || !id || zhashx_lookup (bucket->seen, id)) {
         free (id);
@@ -995,7 +997,7 @@ s_handle_request (self_t *self, sn_routed_t *request)
     if (sn_value_streq (op, "finished")) {
         char *bucket = sn_value_get_strdup (root, "bucket_id");
         if (bucket)
-            s_collect (self, bucket, sn_value_get (root, "event"));
+            s_collect (self, self->buckets, bucket, sn_value_get (root, "event"));
         free (bucket);
         sn_routed_close (request);
         free (request);
@@ -1125,19 +1127,23 @@ s_handle_answer (self_t *self, char prefix, zframe_t *frame)
 static void
 s_replay_event (self_t *self, const char *type, const sn_value_t *event)
 {
+    //  A re-read builds the buckets of p apart (s_reread)
+    zhashx_t *buckets = self->staging ? self->staging : self->buckets;
     char *id = sn_value_get_strdup (event, "bucket_id");
-    s_bucket_t *bucket = id ? (s_bucket_t *) zhashx_lookup (self->buckets, id) : NULL;
+    s_bucket_t *bucket = id ? (s_bucket_t *) zhashx_lookup (buckets, id) : NULL;
     if (streq (type, "bucket.created") && id) {
+        if (self->staging)
+            s_bucket_destroy (&bucket);
         bucket = s_bucket_new (id);
         s_bucket_apply (bucket, event, self->pack);
-        zhashx_update (self->buckets, id, bucket);
+        zhashx_update (buckets, id, bucket);
     }
     else if (streq (type, "bucket.updated") && bucket)
         s_bucket_apply (bucket, event, self->pack);
     else if (streq (type, "bucket.deleted") && bucket)
         bucket->deleted = true;
     else if (streq (type, "invocation.done") && id)
-        s_collect (self, id, event);
+        s_collect (self, buckets, id, event);
     else if (streq (type, "batch.commit") && bucket) {
         const sn_value_t *ids = sn_value_get (event, "ids");
         int64_t committed_at = zclock_time ();
@@ -1168,8 +1174,8 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
     if (streq (type, "batch.delivered") || streq (type, "batch.abandoned")) {
         //  These carry the key only: find the commit in any bucket of the partition
         char *key = sn_value_get_strdup (event, "key");
-        for (s_bucket_t *owner = (s_bucket_t *) zhashx_first (self->buckets); owner && key;
-             owner = (s_bucket_t *) zhashx_next (self->buckets)) {
+        for (s_bucket_t *owner = (s_bucket_t *) zhashx_first (buckets); owner && key;
+             owner = (s_bucket_t *) zhashx_next (buckets)) {
             s_commit_t *commit = s_commit_find (owner, key);
             if (!commit)
                 continue;
@@ -1203,8 +1209,13 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
     int rc = 0;
     while (rc == 0) {
         sn_pack_reset (self->pack);
-        sn_pack_map (self->pack, 4 + (from != NULL));
+        bool reread = !from && sn_owners_rereading (self->owners, p);
+        sn_pack_map (self->pack, 4 + (from != NULL) + reread);
         sn_pack_kv_str (self->pack, "op", "scan");
+        if (reread) {
+            sn_pack_str (self->pack, "reread");
+            sn_pack_bool (self->pack, true);
+        }
         sn_pack_kv_uint (self->pack, "rid", ++self->rid);
         sn_pack_kv_uint (self->pack, "p", p);
         sn_pack_kv_uint (self->pack, "limit", S_SCAN_LIMIT);
@@ -1245,6 +1256,7 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
             rc = -1;
             break;
         }
+        sn_owners_scan_page (self->owners, p, root);
         const sn_value_t *events = sn_value_get (root, "events");
         for (size_t index = 0; index < sn_value_size (events); index++) {
             const sn_value_t *item = sn_value_at (events, index);
@@ -1278,23 +1290,27 @@ s_link (const char *endpoint)
     return link;
 }
 
-//  After a replay of partition p (all of them when p is -1): its commits are due,
-//  its delivery is tried at once.
+//  A bucket replayed: its commits are due, its delivery is tried at once.
+static void
+s_settle_bucket (s_bucket_t *bucket, int64_t now)
+{
+    if (zlistx_size (bucket->results))
+        bucket->next_commit = now + bucket->batch_timeout;
+    for (s_commit_t *commit = (s_commit_t *) zlistx_first (bucket->commits); commit;
+         commit = (s_commit_t *) zlistx_next (bucket->commits))
+        if (!commit->in_flight)
+            commit->next_try = now;
+}
+
+//  After a replay of partition p (all of them when p is -1), every bucket of it.
 static void
 s_settle (self_t *self, int64_t p)
 {
     int64_t now = zclock_time ();
     for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->buckets); bucket;
-         bucket = (s_bucket_t *) zhashx_next (self->buckets)) {
-        if (p >= 0 && s_partition_of (self, bucket->id) != (uint32_t) p)
-            continue;
-        if (zlistx_size (bucket->results))
-            bucket->next_commit = now + bucket->batch_timeout;
-        for (s_commit_t *commit = (s_commit_t *) zlistx_first (bucket->commits); commit;
-             commit = (s_commit_t *) zlistx_next (bucket->commits))
-            if (!commit->in_flight)
-                commit->next_try = now;
-    }
+         bucket = (s_bucket_t *) zhashx_next (self->buckets))
+        if (p < 0 || s_partition_of (self, bucket->id) == (uint32_t) p)
+            s_settle_bucket (bucket, now);
 }
 
 //  Partition p is owned elsewhere now, or its replay failed: forget its buckets
@@ -1337,6 +1353,7 @@ static int
 s_take_over (self_t *self, uint32_t p, char *error, size_t size)
 {
     self->blocked = true;
+    sn_owners_scan_begin (self->owners, p);
     if (s_replay_partition (self, p, S_TAKEOVER_WAIT, error, size) == 0) {
         sn_owners_replayed (self->owners, p);
         s_settle (self, p);
@@ -1352,6 +1369,73 @@ s_take_over (self_t *self, uint32_t p, char *error, size_t size)
         zsys_error ("sn_batch: taking over partition %u: %s; trying again in %" PRId64 " ms", p,
                     error, retry - zclock_time ());
     return -1;
+}
+
+//  Partition p, served here, is read again (sn_owners_reread_due). The re-read
+//  replays p apart, into self->staging, touching nothing held. Only a complete
+//  one (every page came, and merged every replica the replays of p read:
+//  sn_owners_reread_complete) is adopted: a bucket not held here is loaded whole,
+//  as a takeover loads it; a bucket held here keeps its settings, commits and
+//  timers and gains only the results the replay left waiting (in no batch.commit
+//  of the scan) that it has not seen. That is safe: a complete scan holds every
+//  event this node wrote or read before, every commit made here included, so a
+//  result committed here (even one whose id was forgotten since) is in a commit
+//  of the scan and is not collected again. Anything else is discarded whole.
+static void
+s_reread (self_t *self, uint32_t p)
+{
+    self->blocked = true;
+    self->staging = zhashx_new ();
+    if (s_partition_of (self, "primary") == p)
+        zhashx_insert (self->staging, "primary", s_bucket_new ("primary"));
+    char error[256];
+    bool adopt = s_replay_partition (self, p, S_TAKEOVER_WAIT, error, sizeof error) == 0;
+    if (adopt && !sn_owners_reread_complete (self->owners, p)) {
+        snprintf (error, sizeof error, "a replica read before was not merged on every page");
+        adopt = false;
+    }
+    int64_t now = zclock_time ();
+    size_t loaded = 0, results = 0;
+    for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->staging); bucket;
+         bucket = (s_bucket_t *) zhashx_next (self->staging)) {
+        s_bucket_t *held = (s_bucket_t *) zhashx_lookup (self->buckets, bucket->id);
+        if (adopt && !held) {
+            zhashx_insert (self->buckets, bucket->id, bucket);
+            s_settle_bucket (bucket, now);
+            loaded++;
+            continue;
+        }
+        if (adopt && held->callback) {
+            bool waiting = zlistx_size (held->results) > 0;
+            s_result_t *result;
+            while ((result = (s_result_t *) zlistx_first (bucket->results))) {
+                zlistx_detach_cur (bucket->results);
+                if (zhashx_lookup (held->seen, result->id)) {
+                    s_result_free ((void **) &result);
+                    continue;
+                }
+                zhashx_insert (held->seen, result->id, zlistx_add_end (held->results, result));
+                results++;
+            }
+            if (!waiting && zlistx_size (held->results))
+                held->next_commit = now + held->batch_timeout;
+        }
+        s_bucket_destroy (&bucket);
+    }
+    zhashx_destroy (&self->staging);
+    if (adopt) {
+        sn_owners_replayed (self->owners, p);
+        if (loaded || results)
+            zsys_info ("sn_batch: read partition %u again: %zu buckets loaded, %zu results added",
+                       p, loaded, results);
+    }
+    else {
+        sn_owners_reread_failed (self->owners, p);
+        zsys_warning ("sn_batch: reading partition %u again: %s; nothing of it kept, read "
+                      "again later",
+                      p, error);
+    }
+    self->rereads++;
 }
 
 //  The partition table changed: drop what went, replay what came.
@@ -1438,6 +1522,20 @@ s_handle_pipe (self_t *self)
         zstr_send (self->pipe, *error ? error : "OK");
         zstr_free (&partition);
     }
+    else if (streq (command, "REREAD")) {
+        //  For tests: read partition p again over the state held, as when a replica
+        //  its replay did not read becomes reachable
+        char *partition = zstr_recv (self->pipe);
+        uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
+        if (partition && p < self->config.partitions &&
+            sn_owners_reread_soon (self->owners, p) == 0)
+            zstr_send (self->pipe, "OK");
+        else
+            zstr_sendf (self->pipe, "REREAD: no partition %s", partition ? partition : "");
+        zstr_free (&partition);
+    }
+    else if (streq (command, "REREADS"))
+        zstr_sendf (self->pipe, "%" PRIu64, self->rereads);
     else if (streq (command, "SEEN")) {
         //  For tests: the size of bucket B's seen table, or "none" without B
         char *id = zstr_recv (self->pipe);
@@ -1565,10 +1663,21 @@ sn_batch_actor (zsock_t *pipe, void *args)
                 s_take_over (self, (uint32_t) retry, error, sizeof error);
             continue;
         }
+        if (sn_owners_reread_at (self->owners) <= now) {
+            s_sockets_poll (self);
+            if (self->terminated || self->blocked)
+                continue;
+            int64_t again = sn_owners_reread_due (self->owners, zclock_time ());
+            if (again >= 0)
+                s_reread (self, (uint32_t) again);
+            continue;
+        }
         if (sn_owners_deadline (self->owners) < next)
             next = sn_owners_deadline (self->owners);
         if (sn_owners_replay_at (self->owners) < next)
             next = sn_owners_replay_at (self->owners);
+        if (sn_owners_reread_at (self->owners) < next)
+            next = sn_owners_reread_at (self->owners);
         zsock_t *which =
             (zsock_t *) zpoller_wait (self->poller, next > now ? (int) (next - now) : 0);
         if (which)
@@ -1696,6 +1805,48 @@ s_test_ask (zsock_t *client, const char *json)
     zframe_destroy (&frame);
     assert (reply);
     return reply;
+}
+
+//  Partition p is read again through the actor's own due path (REREAD makes it
+//  due now); returns once that re-read ended.
+static void
+s_test_reread (zactor_t *batch, uint32_t p)
+{
+    zstr_send (batch, "REREADS");
+    char *answer = zstr_recv (batch);
+    uint64_t before = strtoull (answer, NULL, 10);
+    free (answer);
+    char number[16];
+    snprintf (number, sizeof number, "%u", p);
+    zstr_sendx (batch, "REREAD", number, NULL);
+    answer = zstr_recv (batch);
+    assert (streq (answer, "OK"));
+    free (answer);
+    int64_t deadline = zclock_mono () + 30000;
+    while (true) {
+        zstr_send (batch, "REREADS");
+        answer = zstr_recv (batch);
+        bool ended = strtoull (answer, NULL, 10) > before;
+        free (answer);
+        if (ended)
+            break;
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval, not synchronisation
+    }
+}
+
+//  b's counts as "delivered/waiting/commits_pending" (caller frees).
+static char *
+s_test_counts (zsock_t *client)
+{
+    sn_msg_t *reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}");
+    const sn_value_t *bucket = sn_value_get (sn_msg_root (reply), "bucket");
+    uint64_t delivered = 9, waiting = 9, pending = 9;
+    sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "delivered"), &delivered);
+    sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "waiting"), &waiting);
+    sn_value_uint (sn_value_get (bucket, "commits_pending"), &pending);
+    sn_msg_destroy (&reply);
+    return zsys_sprintf ("%" PRIu64 "/%" PRIu64 "/%" PRIu64, delivered, waiting, pending);
 }
 
 static int64_t
@@ -1893,6 +2044,25 @@ sn_batch_test (bool verbose)
     sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "waiting"), &waiting);
     assert (delivered == 1 && waiting == 0);
     sn_msg_destroy (&reply);
+    //  A re-read over the bucket held changes nothing it knows: the result whose id
+    //  was forgotten is found committed again (and forgotten again), not collected
+    //  for a second commit, and the delivered commit is neither posted again nor
+    //  counted twice
+    s_test_reread (batch, sn_partition ("b", 1, 8));
+    reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}");
+    bucket = sn_value_get (sn_msg_root (reply), "bucket");
+    pending = 9;
+    sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "delivered"), &delivered);
+    sn_value_uint (sn_value_get (sn_value_get (bucket, "counts"), "waiting"), &waiting);
+    sn_value_uint (sn_value_get (bucket, "commits_pending"), &pending);
+    assert (delivered == 1 && waiting == 0 && pending == 0);
+    assert (
+        sn_value_streq (sn_value_get (sn_value_get (bucket, "last_commit"), "state"), "delivered"));
+    sn_msg_destroy (&reply);
+    zstr_sendx (batch, "REREAD", "99", NULL);
+    answer = zstr_recv (batch);
+    assert (strstr (answer, "no partition"));
+    free (answer);
 
     //  A takeover whose scans fail partway is not served: b answers 503 and nothing
     //  of it is held, until a later try replays it whole
@@ -2019,6 +2189,55 @@ sn_batch_test (bool verbose)
     }
     sn_msg_destroy (&reply);
     free (get);
+
+    //  A result only the log holds (as if written on a replica not read): a
+    //  re-read that fails after its first page keeps nothing of it; one that
+    //  completes adds it alone (i1, committed, is not), posted once
+    zsock_t *log = zsock_new_dealer (store_ep);
+    reply = s_test_ask (log, "{\"op\": \"put\", \"type\": \"invocation.done\", \"pkey\": "
+                             "\"b\", \"event\": {\"bucket_id\": \"b\", \"id\": \"i2\", "
+                             "\"code\": 200, \"token\": \"t2\", \"response\": [2]}}");
+    assert (s_test_code (reply) == 201);
+    sn_msg_destroy (&reply);
+    zsock_destroy (&log);
+    zstr_send (proxy, "FAIL");
+    answer = zstr_recv (proxy);
+    free (answer);
+    zstr_send (proxy, "REFUSED");
+    answer = zstr_recv (proxy);
+    unsigned long refused = strtoul (answer, NULL, 10);
+    free (answer);
+    s_test_reread (batch, p);
+    zstr_send (proxy, "REFUSED");
+    answer = zstr_recv (proxy);
+    assert (strtoul (answer, NULL, 10) == refused + 1);
+    free (answer);
+    char *counts = s_test_counts (client);
+    assert (streq (counts, "1/0/0"));
+    free (counts);
+    zstr_send (proxy, "PASS");
+    answer = zstr_recv (proxy);
+    free (answer);
+    s_test_reread (batch, p);
+    request = s_test_http_read (receiver, &peer);
+    assert (strstr (request, "\"token\":\"t2\"") && !strstr (request, "\"token\":\"t\""));
+    s_test_http_answer (receiver, &peer, 204, "");
+    free (request);
+    deadline = zclock_mono () + 20000;
+    while (true) {
+        counts = s_test_counts (client);
+        bool done = streq (counts, "2/0/0");
+        free (counts);
+        if (done)
+            break;
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval, not synchronisation
+    }
+    //  Read again, whole: nothing more to commit or post
+    s_test_reread (batch, p);
+    counts = s_test_counts (client);
+    assert (streq (counts, "2/0/0"));
+    free (counts);
     zactor_destroy (&proxy);
     free (scans);
 

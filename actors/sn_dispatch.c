@@ -16,6 +16,7 @@
 #include "sn_key.h"
 #include "sn_msg.h"
 #include "sn_routed.h"
+#include "sn_owners.h"
 
 //  Most writes sent to the log and not yet acknowledged; above it the actor stops
 //  reading requests until the log catches up.
@@ -259,6 +260,9 @@ typedef struct {
     uint64_t log_rid;            //  last rid sent to the log
     zlistx_t *replay_queue;      //  partitions still to replay (uint32 + 1 as pointer)
     int replay_p;                //  partition being replayed, or -1
+    bool reread;                 //  that replay reads again a partition served here
+    sn_owners_t *reads;          //  which replicas the replays read; re-reads due
+    uint64_t rereads;            //  re-reads ended, adopted or discarded (for tests)
     zlistx_t *replayed;          //  s_job_t * of the partition being replayed
     uint64_t scan_rid;           //  rid of the page asked for
     int64_t scan_until;          //  mono ms that page is given up, or INT64_MAX
@@ -3353,8 +3357,14 @@ static void
 s_replay_ask (self_t *self, const char *from)
 {
     sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, 4 + (from != NULL));
+    //  The mesh counts re-reads
+    bool reread = !from && self->reread;
+    sn_pack_map (self->pack, 4 + (from != NULL) + reread);
     sn_pack_kv_str (self->pack, "op", "scan");
+    if (reread) {
+        sn_pack_str (self->pack, "reread");
+        sn_pack_bool (self->pack, true);
+    }
     sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
     sn_pack_kv_uint (self->pack, "limit", 1000);
     sn_pack_kv_uint (self->pack, "p", (uint64_t) self->replay_p);
@@ -3378,12 +3388,22 @@ s_replay_next (self_t *self)
     self->replay_p = -1;
     void *item;
     while (self->replay_p < 0 && (item = zlistx_first (self->replay_queue))) {
-        int p = (int) ((uintptr_t) item - 1);
+        //  Re-reads are queued as P + p + 1
+        uint32_t entry = (uint32_t) ((uintptr_t) item - 1);
+        bool reread = entry >= self->partitions;
+        int p = (int) (reread ? entry - self->partitions : entry);
         zlistx_delete (self->replay_queue, zlistx_cursor (self->replay_queue));
-        //  A partition lost again before its turn is not replayed
-        if (self->owned[p]) {
+        //  A partition lost again before its turn is not replayed; one being taken
+        //  over is replayed whole anyway
+        if (self->owned[p] && (!reread || !self->replaying[p])) {
             self->replay_p = p;
+            self->reread = reread;
+            sn_owners_scan_begin (self->reads, (uint32_t) p);
             s_replay_ask (self, NULL);
+        }
+        else if (reread) {
+            sn_owners_reread_failed (self->reads, (uint32_t) p);
+            self->rereads++;
         }
     }
     if (self->replay_p < 0 && !self->ready && self->placed) {
@@ -3401,9 +3421,19 @@ static void
 s_replay_done (self_t *self)
 {
     bool owned = self->owned[self->replay_p];
+    //  A re-read is adopted only when complete: one that left out a replica read
+    //  before may lack the end of a job finished and dropped here, which it would
+    //  bring back and run again
+    if (owned && self->reread &&
+        !sn_owners_reread_complete (self->reads, (uint32_t) self->replay_p)) {
+        s_replay_failed (self, "a replica read before was not merged on every page");
+        return;
+    }
+    self->rereads += self->reread;
     if (owned) {
         self->replaying[self->replay_p] = false;
         self->backoff[self->replay_p] = 0;
+        sn_owners_replayed (self->reads, (uint32_t) self->replay_p);
     }
     for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
          job = (s_job_t *) zlistx_next (self->replayed)) {
@@ -3440,7 +3470,15 @@ s_replay_failed (self_t *self, const char *reason)
          job = (s_job_t *) zlistx_next (self->replayed))
         zhashx_delete (self->jobs, job->id);
     zlistx_purge (self->replayed);
-    if (self->owned[p]) {
+    if (self->reread) {
+        //  The partition stays served with what it held; it is read again later
+        sn_owners_reread_failed (self->reads, p);
+        self->rereads++;
+        zsys_warning ("dispatch: reading partition %u again: %s; nothing of it kept, read again "
+                      "later",
+                      p, reason);
+    }
+    else if (self->owned[p]) {
         uint32_t backoff = self->backoff[p] ? self->backoff[p] * 2 : S_RETRY_FIRST;
         self->backoff[p] = backoff < S_RETRY_MAX ? backoff : S_RETRY_MAX;
         self->retry_at[p] = zclock_time () + self->backoff[p];
@@ -3464,19 +3502,27 @@ s_replay_timers (self_t *self)
         s_replay_failed (self, "the log did not answer a scan page in time");
     }
     int64_t now = zclock_time ();
-    if (self->retry_next > now)
-        return;
-    self->retry_next = INT64_MAX;
-    for (uint32_t p = 0; p < self->partitions; p++) {
-        if (self->retry_at[p] <= now) {
-            self->retry_at[p] = INT64_MAX;
-            if (self->owned[p])
-                zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
+    if (self->retry_next <= now) {
+        self->retry_next = INT64_MAX;
+        for (uint32_t p = 0; p < self->partitions; p++) {
+            if (self->retry_at[p] <= now) {
+                self->retry_at[p] = INT64_MAX;
+                if (self->owned[p])
+                    zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
+            }
+            else if (self->retry_at[p] < self->retry_next)
+                self->retry_next = self->retry_at[p];
         }
-        else if (self->retry_at[p] < self->retry_next)
-            self->retry_next = self->retry_at[p];
     }
-    if (self->replay_p < 0)
+    //  Takeovers first: a re-read is taken only when no replay runs or waits, so
+    //  a partition gained waits behind one re-read at most
+    if (self->replay_p < 0 && !zlistx_size (self->replay_queue)) {
+        int64_t again = sn_owners_reread_due (self->reads, now);
+        if (again >= 0)
+            zlistx_add_end (self->replay_queue,
+                            (void *) (uintptr_t) (self->partitions + (uint32_t) again + 1));
+    }
+    if (self->replay_p < 0 && zlistx_size (self->replay_queue))
         s_replay_next (self);
 }
 
@@ -3489,6 +3535,12 @@ s_replay_wait (self_t *self)
         wait = self->scan_until - zclock_mono ();
     if (self->retry_next != INT64_MAX && (wait < 0 || self->retry_next - zclock_time () < wait))
         wait = self->retry_next - zclock_time ();
+    //  A re-read due waits for the replays under way (s_replay_timers)
+    int64_t reread_at = self->replay_p < 0 && !zlistx_size (self->replay_queue)
+                            ? sn_owners_reread_at (self->reads)
+                            : INT64_MAX;
+    if (reread_at != INT64_MAX && (wait < 0 || reread_at - zclock_time () < wait))
+        wait = reread_at - zclock_time ();
     return wait == -1 ? -1 : wait < 0 ? 0 : wait;
 }
 
@@ -3503,6 +3555,7 @@ s_replay_page (self_t *self, const sn_value_t *reply, uint64_t code)
         free (error);
         return;
     }
+    sn_owners_scan_page (self->reads, (uint32_t) self->replay_p, reply);
     const sn_value_t *events = sn_value_get (reply, "events");
     for (size_t index = 0; index < sn_value_size (events); index++) {
         const sn_value_t *item = sn_value_at (events, index);
@@ -3624,6 +3677,7 @@ s_handle_placement (self_t *self, const sn_value_t *root)
         self->name[self_len] = 0;
         s_members_update (self, sn_value_get (root, "members"));
     }
+    sn_owners_reread_check (self->reads, root);
     self->placed = true;
     if (self->replay_p < 0)
         s_replay_next (self);
@@ -3964,6 +4018,7 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     self->replay_p = -1;
     self->scan_until = INT64_MAX;
     self->retry_next = INT64_MAX;
+    self->reads = sn_owners_new (NULL, NULL, config->partitions ? config->partitions : 1);
     self->retry_at =
         (int64_t *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (int64_t));
     self->backoff =
@@ -4025,6 +4080,7 @@ s_self_destroy (self_t **self_p)
         zlistx_destroy (&self->held);
         zlistx_destroy (&self->replay_queue);
         zlistx_destroy (&self->replayed);
+        sn_owners_destroy (&self->reads);
         //  Jobs first: their tasks count on their agents' records
         zhashx_destroy (&self->jobs);
         zhashx_destroy (&self->agents);
@@ -4143,6 +4199,21 @@ s_handle_pipe (self_t *self)
             zsys_error ("dispatch: REPLAY needs a partition below %u", self->partitions);
         free (text);
     }
+    else if (streq (command, "REREAD")) {
+        //  For tests: partition p is due to be read again now, as when a replica
+        //  its replays did not read becomes reachable; REREADS counts those ended
+        char *text = zmsg_popstr (msg);
+        char *end = NULL;
+        unsigned long p = text ? strtoul (text, &end, 10) : 0;
+        if (text && *text && !*end && p < self->partitions &&
+            sn_owners_reread_soon (self->reads, (uint32_t) p) == 0)
+            zstr_send (self->pipe, "OK");
+        else
+            zstr_sendf (self->pipe, "REREAD: no partition %s", text ? text : "");
+        free (text);
+    }
+    else if (streq (command, "REREADS"))
+        zstr_sendf (self->pipe, "%" PRIu64, self->rereads);
     else if (streq (command, "AGENTS"))
         //  How many agent records are in memory: for the selftest
         zstr_sendf (self->pipe, "%zu", zhashx_size (self->agents));
@@ -4444,6 +4515,113 @@ s_test_retaining (const char *endpoint, const char *store_endpoint, const char *
     zactor_t *dispatch = sn_dispatch_new (&config, error, sizeof error);
     assert (dispatch);
     return dispatch;
+}
+
+//  A job finished and evicted here does not come back from a re-read that fails
+//  after its first page (the job's creation), nor from one that completes.
+static void
+s_test_reread_evicted (bool verbose)
+{
+    char dir[] = "/tmp/sn_dispatch_reread_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], endpoint[64], publish[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-reread-store-%d", getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-reread-%d", getpid ());
+    snprintf (publish, sizeof publish, "inproc://sn-reread-pub-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    zactor_t *proxy = zactor_new (sn_owners_scan_proxy, store_endpoint);
+    char *scans = zsys_sprintf ("%s-scans", store_endpoint);
+    sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4, verbose, scans, NULL, 300};
+    zactor_t *dispatch = sn_dispatch_new (&config, error, sizeof error);
+    assert (dispatch);
+    zsock_t *producer = zsock_new_dealer (endpoint);
+    zsock_t *agent = zsock_new_dealer (endpoint);
+    char *reply = s_test_call (producer,
+                               "{\"op\":\"job.create\",\"rid\":1,\"destinations\":"
+                               "[\"cg-000c291ce811\"],\"message\":{\"method\":\"get\","
+                               "\"resource\":\"/r\"},\"options\":{\"timeout\":600000}}",
+                               false);
+    assert (strstr (reply, "\"code\":200"));
+    char job[S_ID_MAX];
+    s_test_field (strstr (reply, "\"job\""), "id", job, sizeof job);
+    free (reply);
+    char *request = zsys_sprintf ("{\"op\":\"job.get\",\"rid\":2,\"id\":\"%s\"}", job);
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":200") && strstr (reply, "\"p\":"));
+    uint32_t p = (uint32_t) atoi (strstr (reply, "\"p\":") + 4);
+    free (reply);
+    reply =
+        s_test_call (agent, "{\"op\":\"agent.hello\",\"rid\":3,\"id\":\"cg-000c291ce811\"}", false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    char *work = s_test_call (agent, NULL, true);
+    char task[S_ID_MAX + 16];
+    s_test_field (work, "id", task, sizeof task);
+    free (work);
+    char *result = zsys_sprintf ("{\"op\":\"agent.result\",\"rid\":4,\"id\":\"cg-000c291ce811\","
+                                 "\"task\":\"%s\",\"code\":200}",
+                                 task);
+    reply = s_test_call (agent, result, false);
+    assert (strstr (reply, "\"code\":200"));
+    free (reply);
+    free (result);
+    reply = s_test_until (producer, request, "\"code\":404");
+    free (reply);
+    for (int round = 0; round < 2; round++) {
+        //  First its pages after the first fail, then it is read whole
+        zstr_send (proxy, round == 0 ? "FAIL" : "PASS");
+        char *answer = zstr_recv (proxy);
+        free (answer);
+        zstr_send (dispatch, "REREADS");
+        answer = zstr_recv (dispatch);
+        uint64_t before = strtoull (answer, NULL, 10);
+        free (answer);
+        char number[16];
+        snprintf (number, sizeof number, "%u", p);
+        zstr_sendx (dispatch, "REREAD", number, NULL);
+        answer = zstr_recv (dispatch);
+        assert (streq (answer, "OK"));
+        free (answer);
+        int64_t deadline = zclock_mono () + 30000;
+        while (true) {
+            zstr_send (dispatch, "REREADS");
+            answer = zstr_recv (dispatch);
+            bool ended = strtoull (answer, NULL, 10) > before;
+            free (answer);
+            if (ended)
+                break;
+            assert (zclock_mono () < deadline);
+            zclock_sleep (10); //  poll interval of the wait, not synchronisation
+        }
+        if (round == 0) {
+            zstr_send (proxy, "REFUSED");
+            answer = zstr_recv (proxy);
+            assert (strtoul (answer, NULL, 10) >= 1);
+            free (answer);
+        }
+        reply = s_test_call (producer, request, false);
+        assert (strstr (reply, "\"code\":404"));
+        free (reply);
+        reply = s_test_call (producer, "{\"op\":\"job.list\",\"rid\":5}", false);
+        assert (strstr (reply, "\"code\":200") && !strstr (reply, job));
+        free (reply);
+    }
+    zstr_sendx (dispatch, "REREAD", "9", NULL);
+    char *answer = zstr_recv (dispatch);
+    assert (strstr (answer, "no partition"));
+    free (answer);
+    free (request);
+    free (scans);
+    zsock_destroy (&agent);
+    zsock_destroy (&producer);
+    zactor_destroy (&dispatch);
+    zactor_destroy (&proxy);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
 }
 
 //  Retention: a finished job leaves memory once it ended longer ago than the
@@ -5413,5 +5591,6 @@ sn_dispatch_test (bool verbose)
     free (command);
 
     s_test_retention (verbose);
+    s_test_reread_evicted (verbose);
     s_test_retention_held (verbose);
 }

@@ -18,6 +18,11 @@
 #define S_RETRY_FIRST 1000
 #define S_RETRY_MAX   10000
 
+//  Re-reads of a partition are spaced from S_RETRY_FIRST doubling up to this (ms):
+//  a replica that is reachable but never merged (it answers scans with errors)
+//  costs one re-read every few minutes, not a storm
+#define S_REREAD_MAX 300000
+
 //  A request held until the first placement.
 typedef struct {
     sn_routed_t *request; //  the request, owned
@@ -41,6 +46,13 @@ struct _sn_owners_t {
     int64_t *retry_at;    //  per partition: unix ms its replay is tried again, or INT64_MAX
     uint32_t *backoff;    //  per partition: ms waited before that try (0: replayed)
     int64_t next_retry;   //  the earliest retry_at
+    zhashx_t **read;      //  per partition: replicas the replays of it read whole, or NULL
+    zhashx_t **reading;   //  per partition: replicas merged on every page so far, or NULL
+    bool *rereading;      //  per partition: a re-read of it is under way
+    int64_t *reread_at;   //  per partition: unix ms it is read again, or INT64_MAX
+    uint32_t *reread_gap; //  per partition: ms between its re-reads now (0: none lately)
+    int64_t *reread_ok;   //  per partition: unix ms before which it is not read again
+    uint64_t rereads;     //  re-reads begun
 };
 
 static void
@@ -66,8 +78,16 @@ sn_owners_new (const char *feed, const char *mesh, uint32_t partitions)
     self->owned = (bool *) zmalloc (partitions * sizeof (bool));
     self->retry_at = (int64_t *) zmalloc (partitions * sizeof (int64_t));
     self->backoff = (uint32_t *) zmalloc (partitions * sizeof (uint32_t));
-    for (uint32_t p = 0; p < partitions; p++)
+    self->read = (zhashx_t **) zmalloc (partitions * sizeof (zhashx_t *));
+    self->reading = (zhashx_t **) zmalloc (partitions * sizeof (zhashx_t *));
+    self->rereading = (bool *) zmalloc (partitions * sizeof (bool));
+    self->reread_at = (int64_t *) zmalloc (partitions * sizeof (int64_t));
+    self->reread_gap = (uint32_t *) zmalloc (partitions * sizeof (uint32_t));
+    self->reread_ok = (int64_t *) zmalloc (partitions * sizeof (int64_t));
+    for (uint32_t p = 0; p < partitions; p++) {
         self->retry_at[p] = INT64_MAX;
+        self->reread_at[p] = INT64_MAX;
+    }
     self->next_retry = INT64_MAX;
     self->held = zlistx_new ();
     zlistx_set_destructor (self->held, s_held_free);
@@ -109,6 +129,16 @@ sn_owners_destroy (sn_owners_t **self_p)
         free (self->owned);
         free (self->retry_at);
         free (self->backoff);
+        for (uint32_t p = 0; p < self->partitions; p++) {
+            zhashx_destroy (&self->read[p]);
+            zhashx_destroy (&self->reading[p]);
+        }
+        free (self->read);
+        free (self->reading);
+        free (self->rereading);
+        free (self->reread_at);
+        free (self->reread_gap);
+        free (self->reread_ok);
         free (self);
         *self_p = NULL;
     }
@@ -125,6 +155,9 @@ sn_owners_mesh (sn_owners_t *self)
 {
     return self->mesh;
 }
+
+static void s_reread_forget (sn_owners_t *self, uint32_t p);
+static void s_read_keep (sn_owners_t *self, uint32_t p);
 
 //  No try of partition p's replay is due (backoff: whether p is still being taken
 //  over).
@@ -164,9 +197,11 @@ s_apply (sn_owners_t *self, const byte *data, size_t size, bool *gained, bool *l
                 //  Gone, or come: either way no earlier replay of it is tried again
                 if (self->backoff[p])
                     s_retry_clear (self, p, 0);
+                s_reread_forget (self, p);
             }
         }
         self->ready = true;
+        sn_owners_reread_check (self, root);
         free (self->name);
         self->name = strndup (name, name_len);
         zlist_purge (self->members);
@@ -365,6 +400,7 @@ int64_t
 sn_owners_replay_failed (sn_owners_t *self, uint32_t p)
 {
     assert (p < self->partitions);
+    zhashx_destroy (&self->reading[p]);
     //  A partition owned elsewhere (a REPLAY asked on the pipe) is its owner's to
     //  replay: tried again here, it would load state served elsewhere
     if (!self->owned[p])
@@ -383,6 +419,7 @@ sn_owners_replayed (sn_owners_t *self, uint32_t p)
     assert (p < self->partitions);
     if (self->backoff[p])
         s_retry_clear (self, p, 0);
+    s_read_keep (self, p);
 }
 
 bool
@@ -421,6 +458,201 @@ zlist_t *
 sn_owners_members (sn_owners_t *self)
 {
     return self->members;
+}
+
+//  --------------------------------------------------------------------------
+//  Re-reads: what a replay did not read
+
+//  Longest replica list and merged list taken from a placement or a scan reply.
+#define S_NAMES_MAX 64
+
+//  Partition p is not read again: not owned, or taken over anew.
+static void
+s_reread_forget (sn_owners_t *self, uint32_t p)
+{
+    zhashx_destroy (&self->read[p]);
+    zhashx_destroy (&self->reading[p]);
+    self->rereading[p] = false;
+    self->reread_at[p] = INT64_MAX;
+    self->reread_gap[p] = 0;
+    self->reread_ok[p] = 0;
+}
+
+void
+sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
+{
+    size_t name_len = 0;
+    const char *name = sn_value_str (sn_value_get (root, "self"), &name_len);
+    const sn_value_t *owners = sn_value_get (root, "owners");
+    const sn_value_t *replicas = sn_value_get (root, "replicas");
+    const sn_value_t *members = sn_value_get (root, "members");
+    if (!name || sn_value_size (owners) != self->partitions)
+        return;
+    zhashx_t *reachable = zhashx_new ();
+    for (size_t index = 0; index < sn_value_size (members); index++) {
+        char *member = sn_value_strdup (sn_value_at (members, index));
+        if (member && strlen (member) <= SN_NAME_MAX)
+            zhashx_update (reachable, member, (void *) "");
+        free (member);
+    }
+    int64_t now = zclock_time ();
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        size_t len = 0;
+        const char *owner = sn_value_str (sn_value_at (owners, p), &len);
+        if (!owner || len != name_len || memcmp (owner, name, len)) {
+            s_reread_forget (self, p);
+            continue;
+        }
+        //  Not replayed yet (or failed, being taken over): its replay reads them all
+        if (!self->read[p] || self->rereading[p])
+            continue;
+        const sn_value_t *list = sn_value_at (replicas, p);
+        bool missed = false;
+        for (size_t index = 0; index < sn_value_size (list) && index < S_NAMES_MAX && !missed;
+             index++) {
+            size_t replica_len = 0;
+            const char *replica = sn_value_str (sn_value_at (list, index), &replica_len);
+            if (!replica || replica_len > SN_NAME_MAX)
+                continue;
+            char text[SN_NAME_MAX + 1];
+            memcpy (text, replica, replica_len);
+            text[replica_len] = 0;
+            missed = zhashx_lookup (reachable, text) && !zhashx_lookup (self->read[p], text);
+        }
+        //  Read whole: a replica that leaves and comes back is not read again. The
+        //  spacing is kept: only a re-read that reads a replica more resets it, so
+        //  one that never merges gets no fresh start each time it flaps
+        if (!missed)
+            self->reread_at[p] = INT64_MAX;
+        else if (self->reread_at[p] == INT64_MAX)
+            self->reread_at[p] = self->reread_ok[p] > now ? self->reread_ok[p] : now;
+    }
+    zhashx_destroy (&reachable);
+}
+
+int64_t
+sn_owners_reread_due (sn_owners_t *self, int64_t now)
+{
+    for (uint32_t p = 0; p < self->partitions; p++)
+        //  One being taken over is replayed whole by its takeover
+        if (self->reread_at[p] <= now && !self->rereading[p] && !self->backoff[p]) {
+            //  The next one waits longer, until one reads every replica reachable
+            self->reread_gap[p] = self->reread_gap[p] ? self->reread_gap[p] * 2 : S_RETRY_FIRST;
+            if (self->reread_gap[p] > S_REREAD_MAX)
+                self->reread_gap[p] = S_REREAD_MAX;
+            self->reread_ok[p] = now + self->reread_gap[p];
+            self->reread_at[p] = INT64_MAX;
+            self->rereading[p] = true;
+            self->rereads++;
+            sn_owners_scan_begin (self, p);
+            return p;
+        }
+    return -1;
+}
+
+int64_t
+sn_owners_reread_at (sn_owners_t *self)
+{
+    int64_t at = INT64_MAX;
+    for (uint32_t p = 0; p < self->partitions; p++)
+        if (self->reread_at[p] < at && !self->rereading[p] && !self->backoff[p])
+            at = self->reread_at[p];
+    return at;
+}
+
+bool
+sn_owners_rereading (sn_owners_t *self, uint32_t p)
+{
+    return p < self->partitions && self->rereading[p];
+}
+
+void
+sn_owners_reread_failed (sn_owners_t *self, uint32_t p)
+{
+    if (p >= self->partitions)
+        return;
+    zhashx_destroy (&self->reading[p]);
+    self->rereading[p] = false;
+}
+
+int
+sn_owners_reread_soon (sn_owners_t *self, uint32_t p)
+{
+    if (p >= self->partitions)
+        return -1;
+    if (!self->rereading[p])
+        self->reread_at[p] = zclock_time ();
+    return 0;
+}
+
+bool
+sn_owners_reread_complete (sn_owners_t *self, uint32_t p)
+{
+    if (p >= self->partitions || !self->rereading[p] || !self->reading[p])
+        return false;
+    if (self->read[p])
+        for (void *item = zhashx_first (self->read[p]); item; item = zhashx_next (self->read[p]))
+            if (!zhashx_lookup (self->reading[p], zhashx_cursor (self->read[p])))
+                return false;
+    return true;
+}
+
+uint64_t
+sn_owners_rereads (sn_owners_t *self)
+{
+    return self->rereads;
+}
+
+void
+sn_owners_scan_begin (sn_owners_t *self, uint32_t p)
+{
+    if (p < self->partitions)
+        zhashx_destroy (&self->reading[p]);
+}
+
+void
+sn_owners_scan_page (sn_owners_t *self, uint32_t p, const sn_value_t *reply)
+{
+    if (p >= self->partitions)
+        return;
+    const sn_value_t *merged = sn_value_get (reply, "merged");
+    zhashx_t *kept = zhashx_new ();
+    for (size_t index = 0; index < sn_value_size (merged) && index < S_NAMES_MAX; index++) {
+        size_t len = 0;
+        const char *name = sn_value_str (sn_value_at (merged, index), &len);
+        if (!name || len == 0 || len > SN_NAME_MAX)
+            continue;
+        char text[SN_NAME_MAX + 1];
+        memcpy (text, name, len);
+        text[len] = 0;
+        //  A replica counts as read when its page joined every page of the scan
+        if (!self->reading[p] || zhashx_lookup (self->reading[p], text))
+            zhashx_update (kept, text, (void *) "");
+    }
+    zhashx_destroy (&self->reading[p]);
+    self->reading[p] = kept;
+}
+
+//  What the replay of p read joins what earlier ones read: their events are held.
+static void
+s_read_keep (sn_owners_t *self, uint32_t p)
+{
+    if (!self->reading[p])
+        return;
+    if (!self->read[p])
+        self->read[p] = zhashx_new ();
+    bool more = false;
+    for (void *item = zhashx_first (self->reading[p]); item; item = zhashx_next (self->reading[p]))
+        if (!zhashx_lookup (self->read[p], zhashx_cursor (self->reading[p]))) {
+            zhashx_insert (self->read[p], zhashx_cursor (self->reading[p]), (void *) "");
+            more = true;
+        }
+    if (more) {
+        self->reread_gap[p] = 0;
+        self->reread_ok[p] = 0;
+    }
+    zhashx_destroy (&self->reading[p]);
+    self->rereading[p] = false;
 }
 
 //  --------------------------------------------------------------------------
@@ -486,6 +718,198 @@ s_test_code (zsock_t *client, uint64_t rid)
     sn_msg_destroy (&msg);
     zframe_destroy (&frame);
     return code;
+}
+
+//  A placement for the re-read bookkeeping: "a" owns every partition, each with
+//  replicas a, b, c; members reachable.
+static sn_msg_t *
+s_test_placement (const char *members)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 5);
+    sn_pack_kv_str (pack, "op", "placement");
+    sn_pack_kv_str (pack, "self", "a");
+    sn_pack_str (pack, "owners");
+    sn_pack_array (pack, 2);
+    sn_pack_str (pack, "a");
+    sn_pack_str (pack, "a");
+    sn_pack_str (pack, "replicas");
+    sn_pack_array (pack, 2);
+    for (int p = 0; p < 2; p++) {
+        sn_pack_array (pack, 3);
+        sn_pack_str (pack, "a");
+        sn_pack_str (pack, "b");
+        sn_pack_str (pack, "c");
+    }
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, (uint32_t) strlen (members));
+    for (const char *name = members; *name; name++)
+        sn_pack_strn (pack, name, 1);
+    sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
+    sn_pack_destroy (&pack);
+    return msg;
+}
+
+//  A scan page's reply {code, merged: [names]}; merged NULL packs a malformed one.
+static sn_msg_t *
+s_test_page (const char *merged)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 2);
+    sn_pack_kv_uint (pack, "code", 200);
+    sn_pack_str (pack, "merged");
+    if (merged) {
+        sn_pack_array (pack, (uint32_t) strlen (merged));
+        for (const char *name = merged; *name; name++)
+            sn_pack_strn (pack, name, 1);
+    }
+    else {
+        //  Not names: a number, an empty name, a name too long
+        sn_pack_array (pack, 3);
+        sn_pack_uint (pack, 7);
+        sn_pack_str (pack, "");
+        char longer[SN_NAME_MAX + 2];
+        memset (longer, 'x', sizeof longer - 1);
+        longer[sizeof longer - 1] = 0;
+        sn_pack_str (pack, longer);
+    }
+    sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
+    sn_pack_destroy (&pack);
+    return msg;
+}
+
+//  Replay p with pages whose merged lists are given.
+static void
+s_test_replay (sn_owners_t *owners, uint32_t p, const char *const *pages)
+{
+    sn_owners_scan_begin (owners, p);
+    for (int index = 0; pages[index]; index++) {
+        sn_msg_t *page = s_test_page (streq (pages[index], "?") ? NULL : pages[index]);
+        sn_owners_scan_page (owners, p, sn_msg_root (page));
+        sn_msg_destroy (&page);
+    }
+    sn_owners_replayed (owners, p);
+}
+
+static void
+s_test_placed (sn_owners_t *owners, const char *members)
+{
+    sn_msg_t *msg = s_test_placement (members);
+    sn_owners_reread_check (owners, sn_msg_root (msg));
+    sn_msg_destroy (&msg);
+}
+
+static void
+s_test_rereads (void)
+{
+    sn_owners_t *owners = sn_owners_new (NULL, NULL, 2);
+    //  Placed alone, replayed alone: nothing to read again while b and c are away
+    s_test_placed (owners, "a");
+    assert (sn_owners_reread_at (owners) == INT64_MAX);
+    s_test_replay (owners, 0, (const char *[]){"a", "a", NULL});
+    s_test_replay (owners, 1, (const char *[]){"ab", "ab", NULL});
+    s_test_placed (owners, "a");
+    assert (sn_owners_reread_at (owners) == INT64_MAX && sn_owners_rereads (owners) == 0);
+    //  b comes: partition 0 did not read it, 1 did
+    s_test_placed (owners, "ab");
+    int64_t now = zclock_time ();
+    assert (sn_owners_reread_at (owners) <= now);
+    assert (sn_owners_reread_due (owners, now) == 0);
+    assert (sn_owners_rereading (owners, 0) && !sn_owners_rereading (owners, 1));
+    assert (sn_owners_reread_due (owners, now) == -1 && sn_owners_rereads (owners) == 1);
+    //  A re-read that missed b on one page did not read it: read again, 1 s later.
+    //  It read a, every replica read before: complete. One that left a out is not
+    assert (!sn_owners_reread_complete (owners, 0));
+    sn_owners_scan_begin (owners, 0);
+    sn_msg_t *first = s_test_page ("b");
+    sn_owners_scan_page (owners, 0, sn_msg_root (first));
+    assert (!sn_owners_reread_complete (owners, 0));
+    sn_msg_destroy (&first);
+    first = s_test_page ("ab");
+    sn_owners_scan_begin (owners, 0);
+    sn_owners_scan_page (owners, 0, sn_msg_root (first));
+    assert (sn_owners_reread_complete (owners, 0) && !sn_owners_reread_complete (owners, 1));
+    sn_msg_destroy (&first);
+    s_test_replay (owners, 0, (const char *[]){"ab", "a", "ab", NULL});
+    assert (!sn_owners_rereading (owners, 0));
+    s_test_placed (owners, "ab");
+    int64_t at = sn_owners_reread_at (owners);
+    assert (at >= now + 1000 && at <= zclock_time () + 1000);
+    assert (sn_owners_reread_due (owners, at - 1) == -1);
+    assert (sn_owners_reread_due (owners, at) == 0);
+    //  One that fails keeps nothing, and waits longer; a malformed merged list
+    //  reads nothing
+    sn_owners_reread_failed (owners, 0);
+    s_test_placed (owners, "ab");
+    int64_t later = sn_owners_reread_at (owners);
+    assert (later >= at + 2000);
+    assert (sn_owners_reread_due (owners, later) == 0);
+    s_test_replay (owners, 0, (const char *[]){"?", NULL});
+    s_test_placed (owners, "ab");
+    assert (sn_owners_reread_at (owners) >= later + 4000);
+    //  The gap stops doubling at 5 min; a replica that flaps meanwhile does not
+    //  shorten it
+    for (int round = 0; round < 8; round++) {
+        int64_t due = sn_owners_reread_at (owners);
+        assert (sn_owners_reread_due (owners, due) == 0);
+        sn_owners_reread_failed (owners, 0);
+        s_test_placed (owners, "a");
+        s_test_placed (owners, "ab");
+        assert (sn_owners_reread_at (owners) <= due + 300000);
+        assert (sn_owners_reread_at (owners) >= due + (round < 6 ? 8000 << round : 300000));
+    }
+    //  Read whole: b and c leaving and coming back cause no re-read
+    int64_t due = sn_owners_reread_at (owners);
+    assert (sn_owners_reread_due (owners, due) == 0);
+    s_test_replay (owners, 0, (const char *[]){"ab", "ab", NULL});
+    uint64_t rereads = sn_owners_rereads (owners);
+    for (int round = 0; round < 5; round++) {
+        s_test_placed (owners, "a");
+        s_test_placed (owners, "ab");
+        assert (sn_owners_reread_at (owners) == INT64_MAX);
+    }
+    assert (sn_owners_rereads (owners) == rereads);
+    //  c comes: both partitions missed it; the gap was reset by the whole read
+    s_test_placed (owners, "abc");
+    now = zclock_time ();
+    assert (sn_owners_reread_at (owners) <= now);
+    assert (sn_owners_reread_due (owners, now) == 0);
+    assert (sn_owners_reread_due (owners, now) == 1);
+    s_test_replay (owners, 0, (const char *[]){"abc", NULL});
+    s_test_replay (owners, 1, (const char *[]){"ac", NULL});
+    s_test_placed (owners, "abc");
+    assert (sn_owners_reread_at (owners) == INT64_MAX);
+    //  A partition owned elsewhere forgets what was read: owned again, its takeover
+    //  replay reads anew
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 4);
+    sn_pack_kv_str (pack, "op", "placement");
+    sn_pack_kv_str (pack, "self", "a");
+    sn_pack_str (pack, "owners");
+    sn_pack_array (pack, 2);
+    sn_pack_str (pack, "b");
+    sn_pack_nil (pack);
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, 1);
+    sn_pack_str (pack, "a");
+    sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
+    sn_owners_reread_check (owners, sn_msg_root (msg));
+    sn_msg_destroy (&msg);
+    sn_pack_destroy (&pack);
+    s_test_placed (owners, "abc");
+    assert (sn_owners_reread_at (owners) == INT64_MAX);
+    //  A placement without replicas or members, or not for these partitions, is
+    //  ignored
+    pack = sn_pack_new ();
+    sn_pack_map (pack, 2);
+    sn_pack_kv_str (pack, "self", "a");
+    sn_pack_kv_str (pack, "owners", "a");
+    msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
+    sn_owners_reread_check (owners, sn_msg_root (msg));
+    sn_owners_reread_check (owners, NULL);
+    sn_msg_destroy (&msg);
+    sn_pack_destroy (&pack);
+    sn_owners_destroy (&owners);
 }
 
 //  --------------------------------------------------------------------------
@@ -616,6 +1040,7 @@ sn_owners_test (bool verbose)
     assert (!sn_owners_taking_over (alone, 1) && sn_owners_replay_at (alone) == INT64_MAX);
     sn_owners_destroy (&alone);
     sn_owners_destroy (&alone);
+    s_test_rereads ();
 
     //  Partitions of requests
     sn_owners_t *owners =

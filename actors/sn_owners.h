@@ -104,6 +104,47 @@ int64_t sn_owners_replay_due (sn_owners_t *self, int64_t now);
 //  When the next replay is due (unix ms), or INT64_MAX.
 int64_t sn_owners_replay_at (sn_owners_t *self);
 
+//  Re-reads. A replay (sn_owners_scan_begin, then sn_owners_scan_page with each
+//  page's reply, then sn_owners_replayed) notes which replicas its scan merged on
+//  every page (the mesh's "merged"). When a placement shows a replica of a
+//  partition owned here that is reachable now and was not read so, the partition
+//  is read again: sn_owners_reread_due names it, and the actor stages what the
+//  scan holds that it lacks, without touching the state held; when every page
+//  came and sn_owners_reread_complete it adopts that and calls
+//  sn_owners_replayed, else it discards it and calls sn_owners_reread_failed (p
+//  stays served and is read again at a later placement). Re-reads of a partition are at least 1 s
+//  apart, doubling up to 5 min, reset when one reads a replica not read before.
+void sn_owners_scan_begin (sn_owners_t *self, uint32_t p);
+void sn_owners_scan_page (sn_owners_t *self, uint32_t p, const sn_value_t *reply);
+
+//  Apply a placement to the re-read bookkeeping (sn_owners_recv does it; for an
+//  actor that follows ownership itself).
+void sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root);
+
+//  A partition to read again at now (unix ms), or -1; each named once. When the
+//  next one is due (unix ms), or INT64_MAX.
+int64_t sn_owners_reread_due (sn_owners_t *self, int64_t now);
+int64_t sn_owners_reread_at (sn_owners_t *self);
+
+//  Whether a re-read of p is under way, and its end when it failed.
+bool sn_owners_rereading (sn_owners_t *self, uint32_t p);
+void sn_owners_reread_failed (sn_owners_t *self, uint32_t p);
+
+//  Whether the re-read of p under way read, on every page, every replica the
+//  replays of p read before (ask before sn_owners_replayed). Only such a re-read
+//  holds every event those replays and this node's own writes hold (the log is
+//  append-only), so only its effect may be adopted: an entity finished and
+//  dropped here has its end in it. Any other re-read is discarded whole
+//  (sn_owners_reread_failed).
+bool sn_owners_reread_complete (sn_owners_t *self, uint32_t p);
+
+//  Re-reads begun.
+uint64_t sn_owners_rereads (sn_owners_t *self);
+
+//  For tests: p is due to be read again now (as a placement would make it).
+//  Returns 0, or -1 when there is no partition p.
+int sn_owners_reread_soon (sn_owners_t *self, uint32_t p);
+
 //  This node's name and the members reachable now (self included), as the last
 //  placement said: for actors that tell every node what is connected here. NULL and
 //  an empty list before the first placement and without a feed.

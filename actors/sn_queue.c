@@ -219,6 +219,9 @@ typedef struct {
     zhashx_t *workers;        //  envelope hex -> s_worker_t, owned
     zhashx_t *pending;        //  rid (the key itself) -> s_pending_t: writes not acked
     zhashx_t *buckets;        //  bucket_id -> "" for buckets that accept enqueues
+    zhashx_t *staged;         //  while a re-read runs: id -> s_inv_t unknown here, owned
+    zhashx_t *staged_buckets; //  while a re-read runs: buckets unknown here, as buckets
+    uint64_t rereads;         //  re-reads ended, adopted or discarded (for tests)
     sn_pack_t *pack;          //  scratch for events and pushes
     sn_pack_t *reply;         //  scratch for replies
     sn_pack_t *put;           //  scratch for writes to the log
@@ -2585,8 +2588,11 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
 {
     if (streq (type, "bucket.created") || streq (type, "bucket.deleted")) {
         char *bucket = sn_value_get_strdup (event, "bucket_id");
-        if (bucket)
-            zhashx_update (self->buckets, bucket,
+        //  A re-read never changes a bucket known here: one whose delete the batch
+        //  actor reported may not be in the log yet
+        zhashx_t *into = self->staged_buckets ? self->staged_buckets : self->buckets;
+        if (bucket && (!self->staged_buckets || !zhashx_lookup (self->buckets, bucket)))
+            zhashx_update (into, bucket,
                            (void *) (streq (type, "bucket.deleted") ? "deleted" : ""));
         free (bucket);
         return;
@@ -2595,7 +2601,8 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
         return;
     if (streq (type, "invocation.enqueued")) {
         s_inv_t *inv = s_inv_from_event (event);
-        if (!inv || zhashx_lookup (self->invocations, inv->id)) {
+        if (!inv || zhashx_lookup (self->invocations, inv->id) ||
+            (self->staged && zhashx_lookup (self->staged, inv->id))) {
             s_inv_destroy (&inv);
             return;
         }
@@ -2604,16 +2611,33 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
         inv->enqueued_size = sn_pack_size (self->pack);
         inv->enqueued = (byte *) malloc (inv->enqueued_size);
         memcpy (inv->enqueued, sn_pack_data (self->pack), inv->enqueued_size);
+        if (self->staged) {
+            //  Not counted nor queued: s_reread adopts it or not at the end
+            zhashx_insert (self->staged, inv->id, inv);
+            return;
+        }
         zhashx_insert (self->invocations, inv->id, inv);
         s_inv_count (self, inv);
         inv->queued_handle = zlistx_add_end (self->queued, inv);
         return;
     }
+    //  A re-read applies events to the invocations it staged only: one known here
+    //  is newer here than anything the log adds
     char *id = sn_value_get_strdup (event, "id");
-    s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
+    s_inv_t *inv = !id            ? NULL
+                   : self->staged ? (s_inv_t *) zhashx_lookup (self->staged, id)
+                                  : (s_inv_t *) zhashx_lookup (self->invocations, id);
     free (id);
     if (!inv)
         return;
+    if (self->staged && streq (type, "invocation.done")) {
+        //  Finished in the log: never adopted (see s_reread), and dropped now, so
+        //  that a re-read holds only what is unfinished, as a takeover does, not a
+        //  partition's whole history
+        zhashx_delete (self->staged, inv->id);
+        s_inv_destroy (&inv);
+        return;
+    }
     uint64_t attempts = 0;
     if (sn_value_uint (sn_value_get (event, "attempts"), &attempts))
         inv->attempts = (uint32_t) attempts;
@@ -2665,9 +2689,10 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
 static int
 s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size)
 {
-    //  The replay counts again the finished invocations not in memory: those it
-    //  leaves out, and those evicted since it loaded them (they are older still)
-    for (s_counts_t *counts = (s_counts_t *) zhashx_first (self->counts); counts;
+    //  A takeover counts again the finished invocations not in memory: those it
+    //  leaves out, and those evicted since it loaded them (they are older still).
+    //  A re-read never touches a count
+    for (s_counts_t *counts = (s_counts_t *) zhashx_first (self->counts); counts && !self->staged;
          counts = (s_counts_t *) zhashx_next (self->counts)) {
         const char *bucket = (const char *) zhashx_cursor (self->counts);
         if (sn_partition (bucket, strlen (bucket), self->config.partitions) == p)
@@ -2678,8 +2703,13 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
     int rc = 0;
     while (rc == 0) {
         sn_pack_t *request = sn_pack_new ();
-        sn_pack_map (request, 4 + (from != NULL));
+        bool reread = !from && sn_owners_rereading (self->owners, p);
+        sn_pack_map (request, 4 + (from != NULL) + reread);
         sn_pack_kv_str (request, "op", "scan");
+        if (reread) {
+            sn_pack_str (request, "reread");
+            sn_pack_bool (request, true);
+        }
         sn_pack_kv_uint (request, "rid", ++self->log_rid);
         sn_pack_kv_uint (request, "p", p);
         sn_pack_kv_uint (request, "limit", S_SCAN_LIMIT);
@@ -2721,6 +2751,7 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
             rc = -1;
             break;
         }
+        sn_owners_scan_page (self->owners, p, root);
         const sn_value_t *events = sn_value_get (root, "events");
         for (size_t index = 0; index < sn_value_size (events); index++) {
             const sn_value_t *item = sn_value_at (events, index);
@@ -2838,6 +2869,7 @@ static int
 s_take_over (self_t *self, uint32_t p, char *error, size_t size)
 {
     self->blocked = true;
+    sn_owners_scan_begin (self->owners, p);
     if (s_replay_partition (self, p, S_TAKEOVER_WAIT, error, size) == 0) {
         sn_owners_replayed (self->owners, p);
         return 0;
@@ -2850,6 +2882,61 @@ s_take_over (self_t *self, uint32_t p, char *error, size_t size)
         zsys_error ("sn_queue: taking over partition %u: %s; trying again in %" PRId64 " ms", p,
                     error, retry - zclock_time ());
     return -1;
+}
+
+//  Partition p, served here, is read again (sn_owners_reread_due). The re-read
+//  only adds: it stages the invocations unknown here with their history as the
+//  scan shows it, and the buckets unknown here, touching nothing held (nor any
+//  count). Only a complete re-read (every page came, and merged every replica the
+//  replays of p read: sn_owners_reread_complete) is adopted, and of it only the
+//  invocations not finished in it. That is safe: a complete scan holds every
+//  event this node wrote or read before, so an invocation finished here (evicted
+//  or not) shows finished in it and is never adopted, and one known here is not
+//  touched; what is adopted was enqueued and is finished on no replica read,
+//  which is what a takeover would queue. Anything else is discarded whole.
+static void
+s_reread (self_t *self, uint32_t p)
+{
+    self->blocked = true;
+    self->staged = zhashx_new ();
+    self->staged_buckets = zhashx_new ();
+    char error[256];
+    bool adopt = s_replay_partition (self, p, S_TAKEOVER_WAIT, error, sizeof error) == 0;
+    if (adopt && !sn_owners_reread_complete (self->owners, p)) {
+        snprintf (error, sizeof error, "a replica read before was not merged on every page");
+        adopt = false;
+    }
+    size_t added = 0;
+    if (adopt) {
+        for (const char *state = (const char *) zhashx_first (self->staged_buckets); state;
+             state = (const char *) zhashx_next (self->staged_buckets))
+            zhashx_update (self->buckets, zhashx_cursor (self->staged_buckets), (void *) state);
+        for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->staged); inv;
+             inv = (s_inv_t *) zhashx_next (self->staged)) {
+            if (inv->state != S_QUEUED || zhashx_insert (self->invocations, inv->id, inv))
+                continue;
+            s_inv_count (self, inv);
+            inv->queued_handle = zlistx_add_end (self->queued, inv);
+            added++;
+        }
+        sn_owners_replayed (self->owners, p);
+        if (added)
+            zsys_info ("sn_queue: read partition %u again: %zu queued invocations added", p, added);
+    }
+    else {
+        sn_owners_reread_failed (self->owners, p);
+        zsys_warning ("sn_queue: reading partition %u again: %s; nothing of it kept, read "
+                      "again later",
+                      p, error);
+    }
+    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->staged); inv;
+         inv = (s_inv_t *) zhashx_next (self->staged))
+        if (zhashx_lookup (self->invocations, inv->id) != inv)
+            s_inv_destroy (&inv);
+    zhashx_destroy (&self->staged);
+    zhashx_destroy (&self->staged_buckets);
+    self->rereads++;
+    s_deadline (self, zclock_time ());
 }
 
 //  The partition table changed: drop what went, replay what came.
@@ -2972,6 +3059,20 @@ s_handle_pipe (self_t *self)
     }
     else if (streq (command, "SIZE"))
         zstr_sendf (self->pipe, "%zu", zhashx_size (self->invocations));
+    else if (streq (command, "REREAD")) {
+        //  For tests: partition p is due to be read again now, as when a replica
+        //  its replays did not read becomes reachable; REREADS counts those ended
+        char *partition = zstr_recv (self->pipe);
+        uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
+        if (partition && p < self->config.partitions &&
+            sn_owners_reread_soon (self->owners, p) == 0)
+            zstr_send (self->pipe, "OK");
+        else
+            zstr_sendf (self->pipe, "REREAD: no partition %s", partition ? partition : "");
+        zstr_free (&partition);
+    }
+    else if (streq (command, "REREADS"))
+        zstr_sendf (self->pipe, "%" PRIu64, self->rereads);
     else if (streq (command, "$TERM"))
         self->terminated = true;
     else
@@ -3058,6 +3159,15 @@ sn_queue_actor (zsock_t *pipe, void *args)
                 s_replay_finish (self);
             continue;
         }
+        if (sn_owners_reread_at (self->owners) <= now) {
+            s_sockets_poll (self);
+            if (self->terminated || self->blocked)
+                continue;
+            int64_t again = sn_owners_reread_due (self->owners, zclock_time ());
+            if (again >= 0)
+                s_reread (self, (uint32_t) again);
+            continue;
+        }
         //  One step, then a look at the sockets (wait 0 while more are due)
         if (self->evict_at <= now)
             s_evict (self, now);
@@ -3070,6 +3180,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
             wait = sn_owners_deadline (self->owners) - now;
         if (sn_owners_replay_at (self->owners) - now < wait)
             wait = sn_owners_replay_at (self->owners) - now;
+        if (sn_owners_reread_at (self->owners) - now < wait)
+            wait = sn_owners_reread_at (self->owners) - now;
         if (self->evict_at - now < wait)
             wait = self->evict_at - now > 0 ? self->evict_at - now : 0;
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, wait > 60000 ? 60000 : (int) wait);
@@ -4208,6 +4320,119 @@ s_test_takeover_retry (bool verbose)
     free (command);
 }
 
+//  Partition p is read again through the actor's own due path (REREAD makes it
+//  due now); returns once that re-read ended.
+static void
+s_test_reread (zactor_t *queue, uint32_t p)
+{
+    zstr_send (queue, "REREADS");
+    char *answer = zstr_recv (queue);
+    uint64_t before = strtoull (answer, NULL, 10);
+    free (answer);
+    char number[16];
+    snprintf (number, sizeof number, "%u", p);
+    zstr_sendx (queue, "REREAD", number, NULL);
+    answer = zstr_recv (queue);
+    assert (streq (answer, "OK"));
+    free (answer);
+    int64_t deadline = zclock_mono () + 30000;
+    while (true) {
+        zstr_send (queue, "REREADS");
+        answer = zstr_recv (queue);
+        bool ended = strtoull (answer, NULL, 10) > before;
+        free (answer);
+        if (ended)
+            break;
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+}
+
+//  A re-read never brings back an invocation finished and evicted here: not when
+//  it fails after its first page (which holds the enqueue), nor when it completes
+//  (the end is in it). Counts never drop, nothing is handed to a worker again.
+static void
+s_test_reread_finished (bool verbose)
+{
+    char dir[] = "/tmp/sn_queue_test_reread_XXXXXX";
+    assert (mkdtemp (dir));
+    char store_endpoint[64], endpoint[64], error[256];
+    snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-queue-test-reread-store-%d",
+              getpid ());
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-reread-%d", getpid ());
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false};
+    zactor_t *store = sn_store_new (&store_config, error, sizeof error);
+    assert (store);
+    zactor_t *proxy = zactor_new (sn_owners_scan_proxy, store_endpoint);
+    char *scans = zsys_sprintf ("%s-scans", store_endpoint);
+    sn_queue_config_t config = {endpoint, store_endpoint, NULL, 8, 2000, verbose,
+                                scans,    NULL,           NULL, 0, 1};
+    zactor_t *queue = sn_queue_new (&config, error, sizeof error);
+    assert (queue);
+    s_test_client_t *producer = s_test_client_new (endpoint);
+    s_test_client_t *worker = s_test_client_new (endpoint);
+    char *id = s_test_enqueue (producer, "{\"op\": \"enqueue\", \"token\": \"k\", \"invocation\": "
+                                         "{\"class\": \"reread.C\", \"method\": \"m\", "
+                                         "\"params\": []}}");
+    assert (s_test_status (worker, "{\"op\": \"worker.hello\", \"classes\": [\"reread.C\"], "
+                                   "\"capacity\": 1}") == 200);
+    char *work = s_test_work (worker, 5000);
+    assert (work && streq (work, id));
+    free (work);
+    char *result = zsys_sprintf ("{\"op\": \"worker.result\", \"id\": \"%s\", \"code\": 200}", id);
+    assert (s_test_status (worker, result) == 200);
+    free (result);
+    //  Finished and evicted (a window of 1 ms)
+    int64_t deadline = zclock_mono () + 20000;
+    while (s_test_size (queue) != 0) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+    s_test_counts_are (producer, 0, 0, 1);
+    char *get = zsys_sprintf ("{\"op\": \"invocation\", \"id\": \"%s\"}", id);
+    uint32_t p = sn_partition ("primary", 7, 8);
+    //  Its pages after the first fail: the enqueue was read, the end was not
+    zstr_send (proxy, "FAIL");
+    char *answer = zstr_recv (proxy);
+    free (answer);
+    s_test_reread (queue, p);
+    zstr_send (proxy, "REFUSED");
+    answer = zstr_recv (proxy);
+    assert (strtoul (answer, NULL, 10) >= 1);
+    free (answer);
+    assert (s_test_size (queue) == 0);
+    s_test_counts_are (producer, 0, 0, 1);
+    assert (s_test_status (producer, get) == 404);
+    assert (s_test_status (worker, "{\"op\": \"worker.heartbeat\"}") == 200);
+    assert (zlist_size (worker->pushed) == 0);
+    //  Read whole: the end is read too, and nothing changes either
+    zstr_send (proxy, "PASS");
+    answer = zstr_recv (proxy);
+    free (answer);
+    s_test_reread (queue, p);
+    assert (s_test_size (queue) == 0);
+    s_test_counts_are (producer, 0, 0, 1);
+    assert (s_test_status (producer, get) == 404);
+    assert (s_test_status (worker, "{\"op\": \"worker.heartbeat\"}") == 200);
+    assert (zlist_size (worker->pushed) == 0);
+    zstr_sendx (queue, "REREAD", "99", NULL);
+    answer = zstr_recv (queue);
+    assert (strstr (answer, "no partition"));
+    free (answer);
+
+    free (get);
+    free (id);
+    free (scans);
+    s_test_client_destroy (&producer);
+    s_test_client_destroy (&worker);
+    zactor_destroy (&queue);
+    zactor_destroy (&proxy);
+    zactor_destroy (&store);
+    char *command = zsys_sprintf ("rm -rf '%s'", dir);
+    assert (system (command) == 0);
+    free (command);
+}
+
 //  An enqueue acknowledged after its partition's takeover failed is not queued: the
 //  partition answers 503, and the next replay loads the invocation from the log.
 static void
@@ -4579,6 +4804,7 @@ sn_queue_test (bool verbose)
     s_test_cluster (store_endpoint, verbose);
     s_test_takeover_retry (verbose);
     s_test_takeover_late_ack (verbose);
+    s_test_reread_finished (verbose);
     s_test_takeover_silent (verbose);
     zactor_destroy (&store);
     char *command = zsys_sprintf ("rm -rf '%s'", dir);

@@ -248,6 +248,7 @@ typedef struct {
     uint64_t scan_silent;        //  replicas left out of a scan page: no answer in time
     uint64_t scan_bad;           //  replicas left out of a scan page: a malformed page
     uint64_t scan_skipped;       //  replicas not asked for a scan page: silent or bad lately
+    uint64_t scan_rereads;       //  re-reads begun: scans with reread from a first event
 } self_t;
 
 static void
@@ -1942,11 +1943,22 @@ s_range_answer (self_t *self, s_call_t *call)
     }
     sn_pack_t *reply = self->reply;
     sn_pack_reset (reply);
-    sn_pack_map (reply, call->scan ? 5 : 4);
+    sn_pack_map (reply, call->scan ? 6 : 4);
     sn_pack_kv_uint (reply, "rid", call->rid);
     sn_pack_kv_uint (reply, "code", 200);
-    if (call->scan)
+    if (call->scan) {
         sn_pack_kv_uint (reply, "p", call->p);
+        //  The members whose page joined this one: the owner re-reads p when a
+        //  replica it did not read on every page of its replay becomes reachable
+        uint32_t merged = 0;
+        for (uint32_t index = 0; index < call->sent; index++)
+            merged += call->pages[index].page != NULL;
+        sn_pack_str (reply, "merged");
+        sn_pack_array (reply, merged);
+        for (uint32_t index = 0; index < call->sent; index++)
+            if (call->pages[index].page)
+                sn_pack_str (reply, call->pages[index].name);
+    }
     sn_pack_str (reply, "events");
     sn_pack_array (reply, (uint32_t) taken);
     sn_pack_raw (reply, sn_pack_data (body), sn_pack_size (body));
@@ -2238,6 +2250,9 @@ s_on_range (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t 
     call->scan = scan;
     call->p = p;
     s_range_bounds (call, root);
+    bool reread = false;
+    if (scan && !call->from && sn_value_bool (sn_value_get (root, "reread"), &reread) && reread)
+        self->scan_rereads++;
     size_t count;
     const sn_member_t *list = sn_members_list (self->members, &count);
     uint32_t replicas = sn_placement_replica_count (self->placement);
@@ -3351,10 +3366,11 @@ s_pack_cluster (self_t *self, uint64_t rid)
     sn_pack_kv_uint (out, "writes_failed", self->writes_failed);
     sn_pack_kv_uint (out, "forwarded", self->forwarded);
     sn_pack_str (out, "scans");
-    sn_pack_map (out, 3);
+    sn_pack_map (out, 4);
     sn_pack_kv_uint (out, "silent", self->scan_silent);
     sn_pack_kv_uint (out, "malformed", self->scan_bad);
     sn_pack_kv_uint (out, "skipped", self->scan_skipped);
+    sn_pack_kv_uint (out, "rereads", self->scan_rereads);
 
     size_t count;
     const sn_member_t *list = sn_members_list (self->members, &count);

@@ -107,6 +107,12 @@ s_self_start (self_t *self)
     //  timeout the read that finds nothing returns at once, and one poll serves
     //  many messages.
     zsock_set_rcvtimeo (self->router, 0);
+    if (self->config.curve_secret) {
+        //  Set before binding: libzmq takes the mechanism of a listener when it binds
+        zsock_set_zap_domain (self->router, self->config.zap_domain);
+        zsock_set_curve_server (self->router, 1);
+        zsock_set_curve_secretkey (self->router, self->config.curve_secret);
+    }
     if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
         return zsys_sprintf ("cannot bind clients endpoint %s: %s", self->config.endpoint,
                              zmq_strerror (zmq_errno ()));
@@ -461,7 +467,9 @@ sn_frontend_test (bool verbose)
                                    schema,
                                    verbose,
                                    internal,
-                                   "cluster"};
+                                   "cluster",
+                                   NULL,
+                                   NULL};
     zactor_t *frontend = sn_frontend_new (&config, error, sizeof error);
     assert (frontend);
 
@@ -471,6 +479,8 @@ sn_frontend_test (bool verbose)
                                   {{"*", store_endpoint}},
                                   schema,
                                   verbose,
+                                  NULL,
+                                  NULL,
                                   NULL,
                                   NULL};
     assert (sn_frontend_new (&clash, error, sizeof error) == NULL);

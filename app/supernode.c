@@ -14,6 +14,10 @@
     supernode job create JSON [--watch] | get ID [--collection] | cancel ID
     supernode job list [--status S] [--limit N] [--before ID]
     supernode agent --id ID [--exec COMMAND] [--node ENDPOINT]
+    supernode keygen FILE
+
+    Every client command also takes --server-key KEY|FILE and --curve-cert FILE to
+    talk to a node whose client endpoint is CURVE (run --curve-cert).
 
     Client commands print JSON on stdout and errors on stderr, and exit 1 when the
     node refuses or does not answer, 2 when the command line is wrong.
@@ -48,7 +52,83 @@ s_usage (FILE *stream)
              "  supernode job create JSON [--watch] | get ID [--collection] | cancel ID\n"
              "  supernode job list [--status S] [--limit N] [--before ID]\n"
              "  supernode agent --id ID [--exec COMMAND]\n"
-             "client commands talk to --node (default " SN_DEFAULT_NODE ")\n");
+             "  supernode keygen FILE\n"
+             "client commands talk to --node (default " SN_DEFAULT_NODE ");\n"
+             "with --server-key KEY|FILE --curve-cert FILE over CURVE\n");
+}
+
+//  CURVE for client commands: the node's public key (Z85 or its certificate file)
+//  and this client's certificate, from --server-key and --curve-cert, or NULL.
+static const char *s_server_key;
+static const char *s_curve_cert;
+
+//  Take --server-key and --curve-cert out of argv wherever they stand, so that
+//  every client command has them. Returns the arguments left, or -1.
+static int
+s_curve_args (int argc, char **argv)
+{
+    int left = 0;
+    for (int arg = 0; arg < argc; arg++) {
+        const char **target = streq (argv[arg], "--server-key")   ? &s_server_key
+                              : streq (argv[arg], "--curve-cert") ? &s_curve_cert
+                                                                  : NULL;
+        if (!target)
+            argv[left++] = argv[arg];
+        else if (arg + 1 < argc)
+            *target = argv[++arg];
+        else {
+            fprintf (stderr, "supernode: %s needs a value\n", argv[arg]);
+            return -1;
+        }
+    }
+    if (!!s_server_key != !!s_curve_cert) {
+        fprintf (stderr, "supernode: --server-key and --curve-cert go together\n");
+        return -1;
+    }
+    return left;
+}
+
+//  A client of node, over CURVE when --server-key was given; NULL with the reason
+//  on stderr.
+static sn_client_t *
+s_client_new (const char *node)
+{
+    if (!s_server_key)
+        return sn_client_new (node);
+    char error[512];
+    sn_client_t *client =
+        sn_client_new_curve (node, s_server_key, s_curve_cert, error, sizeof error);
+    if (!client)
+        fprintf (stderr, "supernode: %s\n", error);
+    return client;
+}
+
+//  Write a new certificate: FILE (public) and FILE_secret, readable by its owner only.
+static int
+s_keygen (int argc, char **argv)
+{
+    if (argc != 1 || strncmp (argv[0], "-", 1) == 0) {
+        fprintf (stderr, "supernode: keygen takes one FILE\n");
+        return 2;
+    }
+    char secret[4096];
+    snprintf (secret, sizeof secret, "%s_secret", argv[0]);
+    if (zsys_file_exists (argv[0]) || zsys_file_exists (secret)) {
+        fprintf (stderr, "supernode: %s or %s exists already: not overwritten\n", argv[0], secret);
+        return 1;
+    }
+    zcert_t *cert = zcert_new ();
+    int rc = cert ? zcert_save_public (cert, argv[0]) : -1;
+    mode_t mask = umask (077);
+    if (rc == 0)
+        rc = zcert_save_secret (cert, secret);
+    umask (mask);
+    if (rc == 0)
+        printf ("%s\n", zcert_public_txt (cert));
+    else
+        fprintf (stderr, "supernode: cannot write %s: %s\n", argv[0], strerror (errno));
+    zcert_destroy (&cert);
+    return rc == 0 ? 0 : 1;
 }
 
 //  Run a node until SIGINT or SIGTERM.
@@ -400,7 +480,7 @@ s_worker (int argc, char **argv)
         return 2;
     }
     zsys_handler_set (NULL);
-    sn_client_t *client = sn_client_new (node);
+    sn_client_t *client = s_client_new (node);
     if (!client) {
         fprintf (stderr, "supernode: cannot use node endpoint '%s'\n", node);
         return 2;
@@ -436,7 +516,7 @@ s_client_command (const char *command, int argc, char **argv)
     if (s_parse_client_args (argc, argv, &args))
         return 2;
     zsys_handler_set (NULL);
-    sn_client_t *client = sn_client_new (args.node);
+    sn_client_t *client = s_client_new (args.node);
     if (!client) {
         fprintf (stderr, "supernode: cannot use node endpoint '%s'\n", args.node);
         return 2;
@@ -638,7 +718,7 @@ s_job_command (int argc, char **argv)
     if (s_parse_job_args (argc, argv, &args) || args.positionals < 1)
         return 2;
     zsys_handler_set (NULL);
-    sn_client_t *client = sn_client_new (args.node);
+    sn_client_t *client = s_client_new (args.node);
     if (!client) {
         fprintf (stderr, "supernode: cannot use node endpoint '%s'\n", args.node);
         return 2;
@@ -840,7 +920,7 @@ s_agent_command (int argc, char **argv)
         return 2;
     }
     zsys_init ();
-    sn_client_t *client = sn_client_new (args.node);
+    sn_client_t *client = s_client_new (args.node);
     if (!client) {
         fprintf (stderr, "supernode: cannot use node endpoint '%s'\n", args.node);
         return 2;
@@ -895,6 +975,11 @@ main (int argc, char **argv)
     const char *command = argv[1];
     if (streq (command, "run"))
         return s_run (argc - 2, argv + 2);
+    if (streq (command, "keygen"))
+        return s_keygen (argc - 2, argv + 2);
+    argc = s_curve_args (argc, argv);
+    if (argc < 0)
+        return 2;
     if (streq (command, "worker"))
         return s_worker (argc - 2, argv + 2);
     if (streq (command, "put") || streq (command, "get") || streq (command, "range") ||

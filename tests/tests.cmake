@@ -1,7 +1,7 @@
 # Unit tests: one selftest per class, CZMQ style.
 foreach (class sn_actor sn_routed sn_msg sn_json sn_schema sn_key sn_config sn_store sn_frontend sn_gateway
                sn_client sn_node sn_members sn_placement sn_mesh sn_queue
-               sn_webhook sn_batch sn_dispatch sn_owners)
+               sn_webhook sn_batch sn_dispatch sn_owners sn_zap)
     add_test (NAME unit.${class} COMMAND sn_selftest ${class})
 endforeach ()
 

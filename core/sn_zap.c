@@ -1,0 +1,536 @@
+/*  sn_zap: the ZAP handler of the process, answering CURVE handshakes by domain.
+ */
+#include "sn_zap.h"
+#include <dirent.h>
+#include <pthread.h>
+
+//  Where libzmq sends ZAP requests (RFC 27), in every context.
+#define S_ZAP_ENDPOINT "inproc://zeromq.zap.01"
+
+//  How often a refusal is logged at most: a client with the wrong key retries for ever.
+#define S_LOG_EVERY 10000
+
+struct _sn_zap_t {
+    zlistx_t *domains; //  s_domain_t this handle registered
+};
+
+//  The keys allowed on one domain by one call.
+typedef struct {
+    char *name;          //  the ZAP domain
+    zcertstore_t *certs; //  the allowed public keys (from a directory, or in memory)
+} s_domain_t;
+
+//  Held while a handle is made or destroyed, so that the handler is bound and
+//  unbound by one thread at a time.
+static pthread_mutex_t s_life = PTHREAD_MUTEX_INITIALIZER;
+//  Held while the domain table is read or changed; the handler takes it per request.
+static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
+static zactor_t *s_handler; //  the running handler, or NULL
+static size_t s_users;      //  live handles
+static zlistx_t *s_handles; //  sn_zap_t of every live handle
+static uint64_t s_refused;  //  handshakes refused
+static int64_t s_last_log;  //  zclock_mono of the last refusal logged
+
+static void
+s_domain_destroy (void **item_p)
+{
+    s_domain_t *domain = (s_domain_t *) *item_p;
+    if (domain) {
+        free (domain->name);
+        zcertstore_destroy (&domain->certs);
+        free (domain);
+        *item_p = NULL;
+    }
+}
+
+//  Whether key (Z85) is allowed on domain. Called with s_lock held.
+static bool
+s_allowed (const char *domain, const char *key)
+{
+    for (sn_zap_t *handle = (sn_zap_t *) zlistx_first (s_handles); handle;
+         handle = (sn_zap_t *) zlistx_next (s_handles))
+        for (s_domain_t *entry = (s_domain_t *) zlistx_first (handle->domains); entry;
+             entry = (s_domain_t *) zlistx_next (handle->domains))
+            if (streq (entry->name, domain) && zcertstore_lookup (entry->certs, key))
+                return true;
+    return false;
+}
+
+//  A frame's text, at most size - 1 bytes of it.
+static void
+s_frame_text (zframe_t *frame, char *text, size_t size)
+{
+    size_t length = frame ? zframe_size (frame) : 0;
+    if (length > size - 1)
+        length = size - 1;
+    if (length)
+        memcpy (text, zframe_data (frame), length);
+    text[length] = 0;
+    for (size_t index = 0; index < length; index++)
+        if (text[index] < 0x20 || text[index] > 0x7e)
+            text[index] = '?';
+}
+
+//  Answer one request from the ROUTER, or drop it when it is not ZAP 1.0.
+static void
+s_handle (zsock_t *router, bool verbose)
+{
+    zmsg_t *request = zmsg_recv (router);
+    if (!request)
+        return;
+    //  [routing id, empty, version, request id, domain, address, identity,
+    //   mechanism, credentials...]
+    zframe_t *route = zmsg_pop (request);
+    zframe_t *empty = zmsg_pop (request);
+    zframe_t *version = zmsg_pop (request);
+    zframe_t *request_id = zmsg_pop (request);
+    if (!route || !empty || zframe_size (empty) != 0 || !version || !request_id ||
+        !zframe_streq (version, "1.0")) {
+        if (verbose)
+            zsys_info ("sn_zap: malformed request dropped");
+        zframe_destroy (&route);
+        zframe_destroy (&empty);
+        zframe_destroy (&version);
+        zframe_destroy (&request_id);
+        zmsg_destroy (&request);
+        return;
+    }
+    char domain[256], address[64], mechanism[16], key[41] = "";
+    zframe_t *frame = zmsg_first (request);
+    s_frame_text (frame, domain, sizeof domain);
+    s_frame_text (zmsg_next (request), address, sizeof address);
+    zmsg_next (request); //  the routing id the client asked for, unused
+    s_frame_text (zmsg_next (request), mechanism, sizeof mechanism);
+    zframe_t *credentials = zmsg_next (request);
+    bool allowed = false;
+    if (zmsg_size (request) == 5 && streq (mechanism, "CURVE") && credentials &&
+        zframe_size (credentials) == 32 && zmq_z85_encode (key, zframe_data (credentials), 32)) {
+        pthread_mutex_lock (&s_lock);
+        allowed = s_allowed (domain, key);
+        pthread_mutex_unlock (&s_lock);
+    }
+    if (!allowed) {
+        pthread_mutex_lock (&s_lock);
+        s_refused++;
+        int64_t now = zclock_mono ();
+        bool log = verbose || s_last_log == 0 || now - s_last_log >= S_LOG_EVERY;
+        if (log)
+            s_last_log = now;
+        pthread_mutex_unlock (&s_lock);
+        if (log)
+            zsys_warning ("sn_zap: refused %s%s%s from %s on %s", mechanism, *key ? " key " : "",
+                          key, address, domain);
+    }
+    zmsg_t *reply = zmsg_new ();
+    zmsg_append (reply, &route);
+    zmsg_append (reply, &empty);
+    zmsg_append (reply, &version);
+    zmsg_append (reply, &request_id);
+    zmsg_addstr (reply, allowed ? "200" : "400");
+    zmsg_addstr (reply, allowed ? "OK" : "key not allowed");
+    zmsg_addstr (reply, allowed ? key : "");
+    zmsg_addmem (reply, NULL, 0); //  no metadata
+    zmsg_send (&reply, router);
+    zmsg_destroy (&request);
+}
+
+static void
+s_handler_actor (zsock_t *pipe, void *args)
+{
+    bool verbose = args != NULL;
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    zsock_set_linger (router, 0);
+    //  zactor_new takes the signal; whether the bind worked comes after it
+    zsock_signal (pipe, 0);
+    if (zsock_bind (router, S_ZAP_ENDPOINT) == -1) {
+        zsock_destroy (&router);
+        zstr_send (pipe, "cannot bind");
+        return;
+    }
+    zstr_send (pipe, "OK");
+    zpoller_t *poller = zpoller_new (pipe, router, NULL);
+    while (true) {
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
+        if (which == router)
+            s_handle (router, verbose);
+        else if (which == pipe) {
+            char *command = zstr_recv (pipe);
+            bool term = !command || streq (command, "$TERM");
+            free (command);
+            if (term)
+                break;
+        }
+        else if (zpoller_terminated (poller))
+            break;
+    }
+    zpoller_destroy (&poller);
+    zsock_destroy (&router);
+}
+
+sn_zap_t *
+sn_zap_new (char *error, size_t size)
+{
+    if (!zsys_has_curve ()) {
+        snprintf (error, size,
+                  "this libzmq was built without CURVE (libsodium): no --curve options");
+        return NULL;
+    }
+    pthread_mutex_lock (&s_life);
+    if (!s_handler) {
+        zactor_t *handler = zactor_new (s_handler_actor, NULL);
+        char *status = handler ? zstr_recv (handler) : NULL;
+        bool bound = status && streq (status, "OK");
+        free (status);
+        if (!bound) {
+            zactor_destroy (&handler);
+            pthread_mutex_unlock (&s_life);
+            snprintf (error, size, "cannot bind the ZAP handler at %s", S_ZAP_ENDPOINT);
+            return NULL;
+        }
+        s_handler = handler;
+    }
+    sn_zap_t *self = (sn_zap_t *) zmalloc (sizeof (sn_zap_t));
+    self->domains = zlistx_new ();
+    zlistx_set_destructor (self->domains, s_domain_destroy);
+    pthread_mutex_lock (&s_lock);
+    if (!s_handles)
+        s_handles = zlistx_new ();
+    zlistx_add_end (s_handles, self);
+    s_users++;
+    pthread_mutex_unlock (&s_lock);
+    pthread_mutex_unlock (&s_life);
+    return self;
+}
+
+void
+sn_zap_destroy (sn_zap_t **self_p)
+{
+    assert (self_p);
+    if (!*self_p)
+        return;
+    sn_zap_t *self = *self_p;
+    pthread_mutex_lock (&s_life);
+    pthread_mutex_lock (&s_lock);
+    void *handle = zlistx_find (s_handles, self);
+    assert (handle);
+    zlistx_delete (s_handles, handle);
+    zlistx_destroy (&self->domains);
+    bool last = --s_users == 0;
+    if (last)
+        zlistx_destroy (&s_handles);
+    pthread_mutex_unlock (&s_lock);
+    //  Outside s_lock: the handler may be waiting for it
+    if (last)
+        zactor_destroy (&s_handler);
+    pthread_mutex_unlock (&s_life);
+    free (self);
+    *self_p = NULL;
+}
+
+//  Add an entry to the table under s_lock.
+static void
+s_add (sn_zap_t *self, const char *name, zcertstore_t *certs)
+{
+    s_domain_t *domain = (s_domain_t *) zmalloc (sizeof (s_domain_t));
+    domain->name = strdup (name);
+    domain->certs = certs;
+    pthread_mutex_lock (&s_lock);
+    zlistx_add_end (self->domains, domain);
+    pthread_mutex_unlock (&s_lock);
+}
+
+int
+sn_zap_allow_dir (sn_zap_t *self, const char *domain, const char *dir, char *error, size_t size)
+{
+    assert (self && domain && dir);
+    DIR *handle = opendir (dir);
+    if (!handle) {
+        snprintf (error, size, "cannot read the directory %s: %s", dir, strerror (errno));
+        return -1;
+    }
+    int rc = 0;
+    struct dirent *entry;
+    while (rc == 0 && (entry = readdir (handle))) {
+        //  zcertstore skips hidden files too
+        if (entry->d_name[0] == '.')
+            continue;
+        size_t length = strlen (entry->d_name);
+        if (length > 7 && streq (entry->d_name + length - 7, "_secret"))
+            continue;
+        char path[PATH_MAX], public_key[41], secret_key[41], reason[256];
+        snprintf (path, sizeof path, "%s/%s", dir, entry->d_name);
+        if (zsys_file_mode (path) != -1 && S_ISDIR (zsys_file_mode (path))) {
+            snprintf (error, size, "%s is a directory: put the certificates right in %s", path,
+                      dir);
+            rc = -1;
+        }
+        else if (sn_zap_cert_load (path, false, public_key, secret_key, reason, sizeof reason)) {
+            snprintf (error, size, "%s", reason);
+            rc = -1;
+        }
+    }
+    closedir (handle);
+    if (rc == 0)
+        s_add (self, domain, zcertstore_new (dir));
+    return rc;
+}
+
+int
+sn_zap_allow_key (sn_zap_t *self, const char *domain, const char *public_key)
+{
+    assert (self && domain && public_key);
+    byte key[32], secret[32] = {0};
+    if (strlen (public_key) != 40 || !zmq_z85_decode (key, public_key))
+        return -1;
+    zcertstore_t *certs = zcertstore_new (NULL);
+    zcert_t *cert = zcert_new_from (key, secret);
+    zcertstore_insert (certs, &cert);
+    s_add (self, domain, certs);
+    return 0;
+}
+
+uint64_t
+sn_zap_refused (void)
+{
+    pthread_mutex_lock (&s_lock);
+    uint64_t refused = s_refused;
+    pthread_mutex_unlock (&s_lock);
+    return refused;
+}
+
+//  A key read from a certificate: 40 characters of Z85 that decode.
+static bool
+s_key_valid (const char *text, byte *key)
+{
+    return text && strlen (text) == 40 && zmq_z85_decode (key, text);
+}
+
+int
+sn_zap_cert_load (const char *path, bool secret, char *public_key, char *secret_key, char *error,
+                  size_t size)
+{
+    assert (path && public_key && secret_key);
+    char file[PATH_MAX];
+    snprintf (file, sizeof file, secret ? "%s_secret" : "%s", path);
+    if (!zsys_file_exists (file)) {
+        if (secret)
+            snprintf (error, size,
+                      "%s: no such file (a certificate is FILE and FILE_secret, as supernode "
+                      "keygen FILE writes them)",
+                      file);
+        else
+            snprintf (error, size, "%s: no such file", file);
+        return -1;
+    }
+    zconfig_t *root = zconfig_load (file);
+    byte public_bytes[32], secret_bytes[32], derived[41];
+    const char *public_text = root ? zconfig_get (root, "/curve/public-key", NULL) : NULL;
+    const char *secret_text = root ? zconfig_get (root, "/curve/secret-key", NULL) : NULL;
+    int rc = -1;
+    if (!root)
+        snprintf (error, size, "%s: cannot read it as a certificate", file);
+    else if (!s_key_valid (public_text, public_bytes))
+        snprintf (error, size, "%s: not a certificate (no valid curve public-key)", file);
+    else if (secret && !s_key_valid (secret_text, secret_bytes))
+        snprintf (error, size, "%s: not a secret certificate (no valid curve secret-key)", file);
+    else if (secret && (zmq_curve_public ((char *) derived, secret_text) != 0 ||
+                        !streq ((char *) derived, public_text)))
+        snprintf (error, size, "%s: its public and secret keys do not belong together", file);
+    else {
+        snprintf (public_key, 41, "%s", public_text);
+        snprintf (secret_key, 41, "%s", secret ? secret_text : "");
+        rc = 0;
+    }
+    zconfig_destroy (&root);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest
+
+//  Whether a CURVE client with cert reaches a server on endpoint: a request gets
+//  an answer from the server's echo within ms.
+static bool
+s_test_reaches (zsock_t *server, const char *endpoint, const char *server_key, zcert_t *cert,
+                int ms)
+{
+    zsock_t *client = zsock_new (ZMQ_DEALER);
+    zsock_set_linger (client, 0);
+    if (cert) {
+        zcert_apply (cert, client);
+        zsock_set_curve_serverkey (client, server_key);
+    }
+    assert (zsock_connect (client, "%s", endpoint) == 0);
+    zstr_send (client, "hello");
+    bool reached = false;
+    zpoller_t *poller = zpoller_new (server, NULL);
+    if (zpoller_wait (poller, ms) == server) {
+        zmsg_t *msg = zmsg_recv (server);
+        zmsg_send (&msg, server);
+        zpoller_destroy (&poller);
+        poller = zpoller_new (client, NULL);
+        if (zpoller_wait (poller, 5000) == client) {
+            char *echo = zstr_recv (client);
+            reached = echo && streq (echo, "hello");
+            free (echo);
+        }
+    }
+    zpoller_destroy (&poller);
+    zsock_destroy (&client);
+    return reached;
+}
+
+//  A CURVE server ROUTER on a free port of loopback, in domain, with cert.
+static zsock_t *
+s_test_server (zcert_t *cert, const char *domain, char *endpoint)
+{
+    zsock_t *server = zsock_new (ZMQ_ROUTER);
+    zsock_set_linger (server, 0);
+    zsock_set_zap_domain (server, domain);
+    zsock_set_curve_server (server, 1);
+    zcert_apply (cert, server);
+    int port = zsock_bind (server, "tcp://127.0.0.1:*");
+    assert (port > 0);
+    sprintf (endpoint, "tcp://127.0.0.1:%d", port);
+    return server;
+}
+
+void
+sn_zap_test (bool verbose)
+{
+    if (!zsys_has_curve ()) {
+        zsys_info ("sn_zap: this libzmq has no CURVE: nothing to test");
+        return;
+    }
+    char error[512];
+    char dir[] = "/tmp/sn_zap_test_XXXXXX";
+    assert (mkdtemp (dir));
+    char path[PATH_MAX];
+
+    //  Certificates: the server's, an allowed client's (in dir), a stranger's
+    zcert_t *server_cert = zcert_new ();
+    zcert_t *allowed = zcert_new ();
+    zcert_t *stranger = zcert_new ();
+    snprintf (path, sizeof path, "%s/allowed", dir);
+    assert (zcert_save (allowed, path) == 0); //  and allowed_secret, which is skipped
+    char public_key[41], secret_key[41];
+    assert (sn_zap_cert_load (path, true, public_key, secret_key, error, sizeof error) == 0);
+    assert (streq (public_key, zcert_public_txt (allowed)));
+    assert (streq (secret_key, zcert_secret_txt (allowed)));
+    assert (sn_zap_cert_load (path, false, public_key, secret_key, error, sizeof error) == 0);
+    assert (streq (public_key, zcert_public_txt (allowed)) && *secret_key == 0);
+
+    //  Bad certificates are named: missing, missing secret, garbage, mismatched keys
+    char bad[PATH_MAX];
+    snprintf (bad, sizeof bad, "%s/none", dir);
+    assert (sn_zap_cert_load (bad, false, public_key, secret_key, error, sizeof error) == -1);
+    assert (strstr (error, "no such file"));
+    char bad_dir[] = "/tmp/sn_zap_test_XXXXXX";
+    assert (mkdtemp (bad_dir));
+    snprintf (bad, sizeof bad, "%s/public", bad_dir);
+    assert (zcert_save_public (stranger, bad) == 0);
+    assert (sn_zap_cert_load (bad, true, public_key, secret_key, error, sizeof error) == -1);
+    assert (strstr (error, "_secret: no such file"));
+    snprintf (bad, sizeof bad, "%s/garbage", bad_dir);
+    FILE *file = fopen (bad, "w");
+    assert (file);
+    fputs ("curve\n    public-key = \"short\"\n", file);
+    fclose (file);
+    assert (sn_zap_cert_load (bad, false, public_key, secret_key, error, sizeof error) == -1);
+    assert (strstr (error, "not a certificate"));
+    snprintf (bad, sizeof bad, "%s/mixed_secret", bad_dir);
+    file = fopen (bad, "w");
+    assert (file);
+    fprintf (file, "curve\n    public-key = \"%s\"\n    secret-key = \"%s\"\n",
+             zcert_public_txt (stranger), zcert_secret_txt (allowed));
+    fclose (file);
+    snprintf (bad, sizeof bad, "%s/mixed", bad_dir);
+    assert (sn_zap_cert_load (bad, true, public_key, secret_key, error, sizeof error) == -1);
+    assert (strstr (error, "do not belong together"));
+
+    sn_zap_t *zap = sn_zap_new (error, sizeof error);
+    assert (zap);
+    //  A directory holding anything but certificates, or none at all, is refused
+    assert (sn_zap_allow_dir (zap, "test-clients", bad_dir, error, sizeof error) == -1);
+    assert (strstr (error, "not a"));
+    assert (sn_zap_allow_dir (zap, "test-clients", "/nonexistent/sn", error, sizeof error) == -1);
+    assert (strstr (error, "cannot read the directory"));
+    assert (sn_zap_allow_dir (zap, "test-clients", dir, error, sizeof error) == 0);
+    assert (sn_zap_allow_key (zap, "test-peers", "short") == -1);
+    assert (sn_zap_allow_key (zap, "test-peers", zcert_public_txt (stranger)) == 0);
+
+    char endpoint[64], peers_endpoint[64];
+    zsock_t *server = s_test_server (server_cert, "test-clients", endpoint);
+    zsock_t *peers = s_test_server (server_cert, "test-peers", peers_endpoint);
+    const char *server_key = zcert_public_txt (server_cert);
+    //  The allowed key gets in on its domain only; a stranger, a client without
+    //  CURVE and one with the wrong server key do not
+    uint64_t refused = sn_zap_refused ();
+    assert (s_test_reaches (server, endpoint, server_key, allowed, 5000));
+    assert (!s_test_reaches (server, endpoint, server_key, stranger, 200));
+    assert (!s_test_reaches (server, endpoint, server_key, NULL, 200));
+    assert (!s_test_reaches (server, endpoint, zcert_public_txt (stranger), allowed, 200));
+    assert (s_test_reaches (peers, peers_endpoint, server_key, stranger, 5000));
+    assert (!s_test_reaches (peers, peers_endpoint, server_key, allowed, 200));
+    assert (sn_zap_refused () >= refused + 2);
+
+    //  A second handle (another node in the process) shares the handler; its
+    //  domains go with it
+    sn_zap_t *second = sn_zap_new (error, sizeof error);
+    assert (second);
+    assert (sn_zap_allow_key (second, "test-second", zcert_public_txt (allowed)) == 0);
+    zsock_t *other = s_test_server (server_cert, "test-second", peers_endpoint);
+    assert (s_test_reaches (other, peers_endpoint, server_key, allowed, 5000));
+    sn_zap_destroy (&second);
+    sn_zap_destroy (&second);
+    assert (!s_test_reaches (other, peers_endpoint, server_key, allowed, 200));
+    zsock_destroy (&other);
+    //  ... while the first handle's domains still answer
+    assert (s_test_reaches (server, endpoint, server_key, allowed, 5000));
+
+    //  A certificate added to the directory is allowed at its next handshake
+    snprintf (path, sizeof path, "%s/late", dir);
+    assert (zcert_save_public (stranger, path) == 0);
+    assert (s_test_reaches (server, endpoint, server_key, stranger, 5000));
+
+    //  Garbage on the ZAP endpoint is dropped or refused, and the handler goes on
+    zsock_t *raw = zsock_new_dealer (S_ZAP_ENDPOINT);
+    assert (raw);
+    zstr_send (raw, "garbage");
+    zstr_sendm (raw, "");
+    zstr_send (raw, "2.0");
+    zstr_sendx (raw, "", "1.0", NULL);
+    zstr_sendx (raw, "", "1.0", "7", "test-clients", "127.0.0.1", "", "NULL", NULL);
+    zstr_sendx (raw, "", "1.0", "8", "test-clients", "127.0.0.1", "", "CURVE", "short", NULL);
+    zstr_sendx (raw, "", "1.0", "9", "test-clients", "127.0.0.1", "", "CURVE", "a", "b", NULL);
+    const char *expected[] = {"7", "8", "9"};
+    zpoller_t *poller = zpoller_new (raw, NULL);
+    for (int index = 0; index < 3; index++) {
+        assert (zpoller_wait (poller, 5000) == raw);
+        zmsg_t *reply = zmsg_recv (raw);
+        assert (zmsg_size (reply) == 7);
+        char *delimiter = zmsg_popstr (reply), *version = zmsg_popstr (reply);
+        char *id = zmsg_popstr (reply), *status = zmsg_popstr (reply);
+        assert (streq (id, expected[index]) && streq (status, "400"));
+        zstr_free (&delimiter);
+        zstr_free (&version);
+        zstr_free (&id);
+        zstr_free (&status);
+        zmsg_destroy (&reply);
+    }
+    zpoller_destroy (&poller);
+    zsock_destroy (&raw);
+    assert (s_test_reaches (server, endpoint, server_key, allowed, 5000));
+
+    zsock_destroy (&server);
+    zsock_destroy (&peers);
+    sn_zap_destroy (&zap);
+    zcert_destroy (&server_cert);
+    zcert_destroy (&allowed);
+    zcert_destroy (&stranger);
+    char *command = zsys_sprintf ("rm -rf '%s' '%s'", dir, bad_dir);
+    assert (system (command) == 0);
+    free (command);
+    if (verbose)
+        zsys_info ("sn_zap: ok");
+}

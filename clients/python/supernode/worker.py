@@ -62,8 +62,8 @@ def run(cls, work):
 
 
 class Worker:
-    def __init__(self, node, classes, capacity):
-        self.client = Client(node)
+    def __init__(self, node, classes, capacity, server_key=None, cert=None):
+        self.client = Client(node, server_key=server_key, cert=cert)
         self.classes = classes
         self.capacity = capacity
         self.pool = concurrent.futures.ThreadPoolExecutor(capacity)
@@ -127,13 +127,17 @@ def main(argv=None):
     parser.add_argument("--class", dest="classes", action="append", required=True,
                         help="module.Class to run (repeatable)")
     parser.add_argument("--capacity", type=int, default=4)
+    parser.add_argument("--server-key", help="the node's CURVE public key, or its certificate file")
+    parser.add_argument("--curve-cert", help="this worker's certificate file (and FILE_secret)")
     args = parser.parse_args(argv)
+    if (args.server_key is None) != (args.curve_cert is None):
+        parser.error("--server-key and --curve-cert go together")
     sys.path.insert(0, os.getcwd())
     classes = {path: load(path) for path in args.classes}
     print("supernode.worker: running %s for %s" % (", ".join(classes), args.node),
           file=sys.stderr, flush=True)
     try:
-        Worker(args.node, classes, args.capacity).loop()
+        Worker(args.node, classes, args.capacity, args.server_key, args.curve_cert).loop()
     except KeyboardInterrupt:
         pass
 

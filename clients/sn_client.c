@@ -907,4 +907,30 @@ sn_client_test (bool verbose)
     sn_client_destroy (&client);
     sn_client_destroy (&client);
     zactor_destroy (&node);
+
+    //  CURVE: the keys and certificate are checked before anything connects
+    if (zsys_has_curve ()) {
+        char error[512], path[] = "/tmp/sn_client_test_XXXXXX";
+        int fd = mkstemp (path);
+        assert (fd >= 0);
+        close (fd);
+        zcert_t *cert = zcert_new ();
+        assert (zcert_save (cert, path) == 0);
+        const char *server = zcert_public_txt (cert);
+        assert (!sn_client_new_curve ("tcp://127.0.0.1:1", server, NULL, error, sizeof error));
+        assert (!sn_client_new_curve ("tcp://127.0.0.1:1", "short", path, error, sizeof error));
+        assert (strstr (error, "neither"));
+        assert (!sn_client_new_curve ("tcp://127.0.0.1:1", server, "/nonexistent", error,
+                                      sizeof error));
+        assert (strstr (error, "not a client certificate"));
+        assert (!sn_client_new_curve ("nonsense", server, path, error, sizeof error));
+        client = sn_client_new_curve ("tcp://127.0.0.1:1", path, path, error, sizeof error);
+        assert (client);
+        sn_client_destroy (&client);
+        char *secret = zsys_sprintf ("%s_secret", path);
+        unlink (secret);
+        free (secret);
+        unlink (path);
+        zcert_destroy (&cert);
+    }
 }

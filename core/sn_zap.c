@@ -73,7 +73,7 @@ s_frame_text (zframe_t *frame, char *text, size_t size)
 
 //  Answer one request from the ROUTER, or drop it when it is not ZAP 1.0.
 static void
-s_handle (zsock_t *router, bool verbose)
+s_handle (zsock_t *router)
 {
     zmsg_t *request = zmsg_recv (router);
     if (!request)
@@ -86,8 +86,6 @@ s_handle (zsock_t *router, bool verbose)
     zframe_t *request_id = zmsg_pop (request);
     if (!route || !empty || zframe_size (empty) != 0 || !version || !request_id ||
         !zframe_streq (version, "1.0")) {
-        if (verbose)
-            zsys_info ("sn_zap: malformed request dropped");
         zframe_destroy (&route);
         zframe_destroy (&empty);
         zframe_destroy (&version);
@@ -113,7 +111,7 @@ s_handle (zsock_t *router, bool verbose)
         pthread_mutex_lock (&s_lock);
         s_refused++;
         int64_t now = zclock_mono ();
-        bool log = verbose || s_last_log == 0 || now - s_last_log >= S_LOG_EVERY;
+        bool log = s_last_log == 0 || now - s_last_log >= S_LOG_EVERY;
         if (log)
             s_last_log = now;
         pthread_mutex_unlock (&s_lock);
@@ -137,7 +135,6 @@ s_handle (zsock_t *router, bool verbose)
 static void
 s_handler_actor (zsock_t *pipe, void *args)
 {
-    bool verbose = args != NULL;
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     zsock_set_linger (router, 0);
     //  zactor_new takes the signal; whether the bind worked comes after it
@@ -152,7 +149,7 @@ s_handler_actor (zsock_t *pipe, void *args)
     while (true) {
         zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
         if (which == router)
-            s_handle (router, verbose);
+            s_handle (router);
         else if (which == pipe) {
             char *command = zstr_recv (pipe);
             bool term = !command || streq (command, "$TERM");

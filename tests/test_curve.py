@@ -180,7 +180,13 @@ def test_python_client_and_worker_over_curve(keys):
         def finished():
             inv = c.invocation(ident)
             return inv if inv["state"] in ("succeeded", "failed") else None
-        assert wait_for(finished, 30, "the worker over CURVE")["response"] == 5
+        try:
+            done = wait_for(finished, 30, "the worker over CURVE")
+        except AssertionError:
+            log.seek(0)
+            raise AssertionError("worker log:\n" + log.read().decode(errors="replace")
+                                 + "\nnode log:\n" + node.logs())
+        assert done["response"] == 5, done
         with pytest.raises(ValueError):
             supernode.Client(node.endpoint, server_key=keys[1]["node"])
     finally:

@@ -20,7 +20,7 @@ import traceback
 import msgpack
 import zmq
 
-from . import DEFAULT_NODE, Client, Retry
+from . import DEFAULT_NODE, Client, Error, Retry
 
 
 def load(path):
@@ -77,8 +77,18 @@ class Worker:
         self.beat_rid = None
 
     def hello(self):
-        reply = self.client.call("worker.hello", classes=list(self.classes),
-                                 capacity=self.capacity, name="python-%d" % os.getpid())
+        # A node that is not up yet, or slow to answer (or, over CURVE, one that does
+        # not let this worker in), is asked again until it answers, as the CLI's worker does
+        while True:
+            try:
+                reply = self.client.call("worker.hello", classes=list(self.classes),
+                                         capacity=self.capacity, name="python-%d" % os.getpid())
+                break
+            except Error as error:
+                if error.code is not None:
+                    raise
+                print("supernode.worker: %s; saying hello again" % error, file=sys.stderr,
+                      flush=True)
         self.heartbeat = reply.get("heartbeat", 1000) / 1000.0
         self.next_beat = time.monotonic() + self.heartbeat
 

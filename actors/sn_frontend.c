@@ -8,6 +8,7 @@
 #include "sn_actor.h"
 #include "sn_msg.h"
 #include "sn_routed.h"
+#include "sn_zap.h"
 
 //  Largest request frame answered with an error rather than a disconnect; above
 //  it libzmq drops the connection (ZMQ_MAXMSGSIZE) before we read anything.
@@ -107,12 +108,12 @@ s_self_start (self_t *self)
     //  timeout the read that finds nothing returns at once, and one poll serves
     //  many messages.
     zsock_set_rcvtimeo (self->router, 0);
-    if (self->config.curve_secret) {
-        //  Set before binding: libzmq takes the mechanism of a listener when it binds
-        zsock_set_zap_domain (self->router, self->config.zap_domain);
-        zsock_set_curve_server (self->router, 1);
-        zsock_set_curve_secretkey (self->router, self->config.curve_secret);
-    }
+    //  Set before binding: libzmq takes the mechanism of a listener when it binds
+    if (self->config.curve_secret &&
+        sn_zap_server (self->router, self->config.zap_domain, self->config.curve_secret))
+        return zsys_sprintf ("cannot make clients endpoint %s a CURVE server that refuses "
+                             "unknown clients: %s",
+                             self->config.endpoint, zmq_strerror (zmq_errno ()));
     if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
         return zsys_sprintf ("cannot bind clients endpoint %s: %s", self->config.endpoint,
                              zmq_strerror (zmq_errno ()));

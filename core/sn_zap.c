@@ -7,6 +7,11 @@
 //  Where libzmq sends ZAP requests (RFC 27), in every context.
 #define S_ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
+//  libzmq 4.3 has it without the draft API, but its header declares it only with it.
+#ifndef ZMQ_ZAP_ENFORCE_DOMAIN
+#define ZMQ_ZAP_ENFORCE_DOMAIN 93
+#endif
+
 //  How often a refusal is logged at most: a client with the wrong key retries for ever.
 #define S_LOG_EVERY 10000
 
@@ -146,18 +151,21 @@ s_handler_actor (zsock_t *pipe, void *args)
     }
     zstr_send (pipe, "OK");
     zpoller_t *poller = zpoller_new (pipe, router, NULL);
+    //  A signal to the process (EINTR, zsys_interrupted) must not stop the handler:
+    //  only $TERM or the context ending do
+    zpoller_set_nonstop (poller, true);
     while (true) {
         zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
         if (which == router)
             s_handle (router);
         else if (which == pipe) {
             char *command = zstr_recv (pipe);
-            bool term = !command || streq (command, "$TERM");
+            bool term = command ? streq (command, "$TERM") : zmq_errno () == ETERM;
             free (command);
             if (term)
                 break;
         }
-        else if (zpoller_terminated (poller))
+        else if (zmq_errno () == ETERM)
             break;
     }
     zpoller_destroy (&poller);
@@ -286,6 +294,19 @@ sn_zap_allow_key (sn_zap_t *self, const char *domain, const char *public_key)
     return 0;
 }
 
+int
+sn_zap_server (zsock_t *sock, const char *domain, const char *secret_key)
+{
+    assert (sock && domain && secret_key);
+    int one = 1;
+    zsock_set_zap_domain (sock, domain);
+    if (zmq_setsockopt (zsock_resolve (sock), ZMQ_ZAP_ENFORCE_DOMAIN, &one, sizeof one))
+        return -1;
+    zsock_set_curve_server (sock, 1);
+    zsock_set_curve_secretkey (sock, secret_key);
+    return zsock_curve_server (sock) == 1 ? 0 : -1;
+}
+
 uint64_t
 sn_zap_refused (void)
 {
@@ -361,11 +382,13 @@ s_test_reaches (zsock_t *server, const char *endpoint, const char *server_key, z
     zstr_send (client, "hello");
     bool reached = false;
     zpoller_t *poller = zpoller_new (server, NULL);
+    zpoller_set_nonstop (poller, true);
     if (zpoller_wait (poller, ms) == server) {
         zmsg_t *msg = zmsg_recv (server);
         zmsg_send (&msg, server);
         zpoller_destroy (&poller);
         poller = zpoller_new (client, NULL);
+        zpoller_set_nonstop (poller, true);
         if (zpoller_wait (poller, 5000) == client) {
             char *echo = zstr_recv (client);
             reached = echo && streq (echo, "hello");
@@ -383,9 +406,7 @@ s_test_server (zcert_t *cert, const char *domain, char *endpoint)
 {
     zsock_t *server = zsock_new (ZMQ_ROUTER);
     zsock_set_linger (server, 0);
-    zsock_set_zap_domain (server, domain);
-    zsock_set_curve_server (server, 1);
-    zcert_apply (cert, server);
+    assert (sn_zap_server (server, domain, zcert_secret_txt (cert)) == 0);
     int port = zsock_bind (server, "tcp://127.0.0.1:*");
     assert (port > 0);
     sprintf (endpoint, "tcp://127.0.0.1:%d", port);
@@ -445,6 +466,13 @@ sn_zap_test (bool verbose)
     assert (sn_zap_cert_load (bad, true, public_key, secret_key, error, sizeof error) == -1);
     assert (strstr (error, "do not belong together"));
 
+    //  With no handler bound, a CURVE server refuses even a client it would allow
+    char endpoint[64], peers_endpoint[64];
+    const char *server_key = zcert_public_txt (server_cert);
+    zsock_t *server = s_test_server (server_cert, "test-clients", endpoint);
+    assert (!s_test_reaches (server, endpoint, server_key, allowed, 500));
+    zsock_destroy (&server);
+
     sn_zap_t *zap = sn_zap_new (error, sizeof error);
     assert (zap);
     //  A directory holding anything but certificates, or none at all, is refused
@@ -456,10 +484,8 @@ sn_zap_test (bool verbose)
     assert (sn_zap_allow_key (zap, "test-peers", "short") == -1);
     assert (sn_zap_allow_key (zap, "test-peers", zcert_public_txt (stranger)) == 0);
 
-    char endpoint[64], peers_endpoint[64];
-    zsock_t *server = s_test_server (server_cert, "test-clients", endpoint);
+    server = s_test_server (server_cert, "test-clients", endpoint);
     zsock_t *peers = s_test_server (server_cert, "test-peers", peers_endpoint);
-    const char *server_key = zcert_public_txt (server_cert);
     //  The allowed key gets in on its domain only; a stranger, a client without
     //  CURVE and one with the wrong server key do not
     uint64_t refused = sn_zap_refused ();
@@ -517,6 +543,14 @@ sn_zap_test (bool verbose)
     }
     zpoller_destroy (&poller);
     zsock_destroy (&raw);
+    assert (s_test_reaches (server, endpoint, server_key, allowed, 5000));
+
+    //  A signal to the process (it sets zsys_interrupted) does not stop the handler:
+    //  handshakes made while it is set and after it are still answered
+    zsys_interrupted = 1;
+    assert (s_test_reaches (server, endpoint, server_key, allowed, 5000));
+    assert (s_test_reaches (server, endpoint, server_key, allowed, 5000));
+    zsys_interrupted = 0;
     assert (s_test_reaches (server, endpoint, server_key, allowed, 5000));
 
     zsock_destroy (&server);

@@ -40,6 +40,12 @@ int sn_zap_allow_dir (sn_zap_t *self, const char *domain, const char *dir, char 
 //  Allow one public key (Z85, 40 characters) on domain. Returns 0, or -1.
 int sn_zap_allow_key (sn_zap_t *self, const char *domain, const char *public_key);
 
+//  Make sock a CURVE server on domain with secret_key (Z85) that refuses every
+//  client when no ZAP handler answers (ZMQ_ZAP_ENFORCE_DOMAIN): without it libzmq
+//  lets anyone holding the server's public key in. Call before binding. Returns 0,
+//  or -1 when this libzmq refuses one of the options.
+int sn_zap_server (zsock_t *sock, const char *domain, const char *secret_key);
+
 //  Handshakes refused so far, by every handle.
 uint64_t sn_zap_refused (void);
 

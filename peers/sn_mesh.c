@@ -20,6 +20,7 @@
 #include "sn_msg.h"
 #include "sn_placement.h"
 #include "sn_store.h"
+#include "sn_zap.h"
 
 //  Messages queued to one peer before ZeroMQ drops them: a few seconds of writes
 //  at full speed. A write that cannot be queued counts as not written there.
@@ -3574,10 +3575,12 @@ s_mesh_start (self_t *self, char *error, size_t size)
     assert (self->inbox);
     zsock_set_router_handover (self->inbox, 1);
     zsock_set_rcvtimeo (self->inbox, 0);
-    if (self->curve_public) {
-        zsock_set_zap_domain (self->inbox, self->zap_domain);
-        zsock_set_curve_server (self->inbox, 1);
-        zsock_set_curve_secretkey (self->inbox, self->curve_secret);
+    if (self->curve_public && sn_zap_server (self->inbox, self->zap_domain, self->curve_secret)) {
+        snprintf (error, size,
+                  "cannot make the mesh inbox a CURVE server that refuses unknown peers: %s",
+                  zmq_strerror (zmq_errno ()));
+        zsock_destroy (&self->inbox);
+        return -1;
     }
     if (zsock_bind (self->inbox, "%s", self->endpoint) == -1) {
         snprintf (error, size, "cannot bind mesh to %s: %s", self->endpoint,

@@ -2,6 +2,7 @@
  */
 #include "sn_zap.h"
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 
 //  Where libzmq sends ZAP requests (RFC 27), in every context.
@@ -15,14 +16,21 @@
 //  How often a refusal is logged at most: a client with the wrong key retries for ever.
 #define S_LOG_EVERY 10000
 
+//  How often, in ms, the handler reads the directories of allowed keys again.
+#define S_RESCAN_EVERY 1000
+
+//  Largest certificate file read: one is some 200 bytes, anything larger is not one.
+#define S_CERT_MAX 65536
+
 struct _sn_zap_t {
     zlistx_t *domains; //  s_domain_t this handle registered
 };
 
 //  The keys allowed on one domain by one call.
 typedef struct {
-    char *name;          //  the ZAP domain
-    zcertstore_t *certs; //  the allowed public keys (from a directory, or in memory)
+    char *name;     //  the ZAP domain
+    char *dir;      //  the directory the keys are read from, or NULL: given one by one
+    zhashx_t *keys; //  the allowed public keys (Z85) as the table's keys
 } s_domain_t;
 
 //  Held while a handle is made or destroyed, so that the handler is bound and
@@ -35,6 +43,8 @@ static size_t s_users;      //  live handles
 static zlistx_t *s_handles; //  sn_zap_t of every live handle
 static uint64_t s_refused;  //  handshakes refused
 static int64_t s_last_log;  //  zclock_mono of the last refusal logged
+//  zclock_mono of the last bad directory entry logged; the handler's thread only
+static int64_t s_last_bad_log;
 
 static void
 s_domain_destroy (void **item_p)
@@ -42,7 +52,8 @@ s_domain_destroy (void **item_p)
     s_domain_t *domain = (s_domain_t *) *item_p;
     if (domain) {
         free (domain->name);
-        zcertstore_destroy (&domain->certs);
+        free (domain->dir);
+        zhashx_destroy (&domain->keys);
         free (domain);
         *item_p = NULL;
     }
@@ -56,9 +67,172 @@ s_allowed (const char *domain, const char *key)
          handle = (sn_zap_t *) zlistx_next (s_handles))
         for (s_domain_t *entry = (s_domain_t *) zlistx_first (handle->domains); entry;
              entry = (s_domain_t *) zlistx_next (handle->domains))
-            if (streq (entry->name, domain) && zcertstore_lookup (entry->certs, key))
+            if (streq (entry->name, domain) && zhashx_lookup (entry->keys, key))
                 return true;
     return false;
+}
+
+//  A key read from a certificate: 40 characters of Z85 that decode.
+static bool
+s_key_valid (const char *text, byte *key)
+{
+    return text && strlen (text) == 40 && zmq_z85_decode (key, text);
+}
+
+//  The text of the regular file name (in the directory dirfd, or AT_FDCWD), at most
+//  S_CERT_MAX bytes: never blocks on a FIFO or a device, follows no symlink when
+//  flags has O_NOFOLLOW. Returns it (free it), or NULL with the reason in error.
+static char *
+s_read_file (int dirfd, const char *name, int flags, char *error, size_t size)
+{
+    int fd = openat (dirfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | flags);
+    if (fd == -1) {
+        snprintf (error, size, "%s: cannot open it: %s", name,
+                  errno == ELOOP ? "a symlink (not followed)" : strerror (errno));
+        return NULL;
+    }
+    struct stat st;
+    char *text = NULL;
+    if (fstat (fd, &st) || !S_ISREG (st.st_mode))
+        snprintf (error, size, "%s: not a regular file", name);
+    else if (st.st_size > S_CERT_MAX)
+        snprintf (error, size, "%s: larger than %d bytes: not a certificate", name, S_CERT_MAX);
+    else {
+        text = (char *) zmalloc (S_CERT_MAX + 1);
+        size_t length = 0;
+        ssize_t got;
+        while (length < S_CERT_MAX && ((got = read (fd, text + length, S_CERT_MAX - length)) > 0 ||
+                                       (got == -1 && errno == EINTR)))
+            if (got > 0)
+                length += (size_t) got;
+        text[length] = 0;
+        if (got == -1) {
+            snprintf (error, size, "%s: cannot read it: %s", name, strerror (errno));
+            free (text);
+            text = NULL;
+        }
+    }
+    close (fd);
+    return text;
+}
+
+//  The public key (Z85, 41 bytes) of a certificate's text. Returns 0, or -1.
+static int
+s_cert_public (const char *text, char *public_key)
+{
+    zconfig_t *root = zconfig_str_load (text);
+    const char *public_text = root ? zconfig_get (root, "/curve/public-key", NULL) : NULL;
+    byte bytes[32];
+    int rc = s_key_valid (public_text, bytes) ? 0 : -1;
+    if (rc == 0)
+        snprintf (public_key, 41, "%s", public_text);
+    zconfig_destroy (&root);
+    return rc;
+}
+
+//  The public keys of the certificates right in dir: no subdirectory is read, no
+//  symlink followed, hidden files are skipped. Returns the set (never NULL: empty
+//  when dir cannot be read) and the number of entries that are not certificates,
+//  _secret files and subdirectories included, the first one described in problem.
+static zhashx_t *
+s_load_dir (const char *dir, size_t *problems, char *problem, size_t size)
+{
+    zhashx_t *keys = zhashx_new ();
+    *problems = 0;
+    DIR *handle = opendir (dir);
+    if (!handle) {
+        snprintf (problem, size, "cannot read the directory %s: %s", dir, strerror (errno));
+        *problems = 1;
+        return keys;
+    }
+    char reason[PATH_MAX + 128] = "";
+    struct dirent *entry;
+    while ((entry = readdir (handle))) {
+        const char *name = entry->d_name;
+        if (name[0] == '.')
+            continue;
+        size_t length = strlen (name);
+        struct stat st;
+        char public_key[41];
+        char *text = NULL;
+        *reason = 0;
+        if (fstatat (dirfd (handle), name, &st, AT_SYMLINK_NOFOLLOW))
+            snprintf (reason, sizeof reason, "%s: %s", name, strerror (errno));
+        else if (S_ISDIR (st.st_mode))
+            snprintf (reason, sizeof reason, "%s is a directory: put the certificates right in %s",
+                      name, dir);
+        else if (!S_ISREG (st.st_mode))
+            snprintf (reason, sizeof reason, "%s: not a regular file (symlinks are not followed)",
+                      name);
+        else if (length > 7 && streq (name + length - 7, "_secret"))
+            snprintf (reason, sizeof reason,
+                      "%s: a secret key does not belong here: only clients' public files", name);
+        else if (!(text = s_read_file (dirfd (handle), name, O_NOFOLLOW, reason, sizeof reason)))
+            ;
+        else if (s_cert_public (text, public_key))
+            snprintf (reason, sizeof reason, "%s: not a certificate (no valid curve public-key)",
+                      name);
+        else
+            zhashx_insert (keys, public_key, (void *) "");
+        if (text) {
+            explicit_bzero (text, strlen (text));
+            free (text);
+        }
+        if (*reason && (*problems)++ == 0)
+            snprintf (problem, size, "%s/%s", dir, reason);
+    }
+    closedir (handle);
+    return keys;
+}
+
+//  Read every directory of allowed keys again and swap the new sets in: a key whose
+//  file was removed or replaced is refused from now on. The directories are read
+//  outside s_lock so that handshakes never wait on them.
+static void
+s_rescan (void)
+{
+    zlistx_t *dirs = zlistx_new ();
+    zlistx_set_destructor (dirs, (czmq_destructor *) zstr_free);
+    zlistx_set_comparator (dirs, (czmq_comparator *) strcmp);
+    pthread_mutex_lock (&s_lock);
+    for (sn_zap_t *handle = (sn_zap_t *) zlistx_first (s_handles); handle;
+         handle = (sn_zap_t *) zlistx_next (s_handles))
+        for (s_domain_t *entry = (s_domain_t *) zlistx_first (handle->domains); entry;
+             entry = (s_domain_t *) zlistx_next (handle->domains))
+            if (entry->dir && !zlistx_find (dirs, entry->dir))
+                zlistx_add_end (dirs, strdup (entry->dir));
+    pthread_mutex_unlock (&s_lock);
+    if (zlistx_size (dirs) == 0) {
+        zlistx_destroy (&dirs);
+        return;
+    }
+    zhashx_t *loaded = zhashx_new ();
+    zhashx_set_destructor (loaded, (czmq_destructor *) zhashx_destroy);
+    for (char *dir = (char *) zlistx_first (dirs); dir; dir = (char *) zlistx_next (dirs)) {
+        size_t problems;
+        char problem[PATH_MAX + 256];
+        zhashx_insert (loaded, dir, s_load_dir (dir, &problems, problem, sizeof problem));
+        int64_t now = zclock_mono ();
+        if (problems && (s_last_bad_log == 0 || now - s_last_bad_log >= S_LOG_EVERY)) {
+            s_last_bad_log = now;
+            zsys_warning ("sn_zap: %zu entries skipped, keys allowed without them: %s", problems,
+                          problem);
+        }
+    }
+    pthread_mutex_lock (&s_lock);
+    for (sn_zap_t *handle = (sn_zap_t *) zlistx_first (s_handles); handle;
+         handle = (sn_zap_t *) zlistx_next (s_handles))
+        for (s_domain_t *entry = (s_domain_t *) zlistx_first (handle->domains); entry;
+             entry = (s_domain_t *) zlistx_next (handle->domains)) {
+            zhashx_t *keys = entry->dir ? (zhashx_t *) zhashx_lookup (loaded, entry->dir) : NULL;
+            if (keys) {
+                zhashx_destroy (&entry->keys);
+                entry->keys = zhashx_dup (keys);
+            }
+        }
+    pthread_mutex_unlock (&s_lock);
+    zhashx_destroy (&loaded);
+    zlistx_destroy (&dirs);
 }
 
 //  A frame's text, at most size - 1 bytes of it.
@@ -154,8 +328,14 @@ s_handler_actor (zsock_t *pipe, void *args)
     //  A signal to the process (EINTR, zsys_interrupted) must not stop the handler:
     //  only $TERM or the context ending do
     zpoller_set_nonstop (poller, true);
+    int64_t next_scan = zclock_mono () + S_RESCAN_EVERY;
     while (true) {
-        zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
+        int64_t now = zclock_mono ();
+        if (now >= next_scan) {
+            s_rescan ();
+            next_scan = now + S_RESCAN_EVERY;
+        }
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, (int) (next_scan - now));
         if (which == router)
             s_handle (router);
         else if (which == pipe) {
@@ -165,7 +345,7 @@ s_handler_actor (zsock_t *pipe, void *args)
             if (term)
                 break;
         }
-        else if (zmq_errno () == ETERM)
+        else if (!zpoller_expired (poller) && zmq_errno () == ETERM)
             break;
     }
     zpoller_destroy (&poller);
@@ -232,13 +412,14 @@ sn_zap_destroy (sn_zap_t **self_p)
     *self_p = NULL;
 }
 
-//  Add an entry to the table under s_lock.
+//  Add an entry to the table under s_lock; it takes keys and dir.
 static void
-s_add (sn_zap_t *self, const char *name, zcertstore_t *certs)
+s_add (sn_zap_t *self, const char *name, char *dir, zhashx_t *keys)
 {
     s_domain_t *domain = (s_domain_t *) zmalloc (sizeof (s_domain_t));
     domain->name = strdup (name);
-    domain->certs = certs;
+    domain->dir = dir;
+    domain->keys = keys;
     pthread_mutex_lock (&s_lock);
     zlistx_add_end (self->domains, domain);
     pthread_mutex_unlock (&s_lock);
@@ -248,49 +429,26 @@ int
 sn_zap_allow_dir (sn_zap_t *self, const char *domain, const char *dir, char *error, size_t size)
 {
     assert (self && domain && dir);
-    DIR *handle = opendir (dir);
-    if (!handle) {
-        snprintf (error, size, "cannot read the directory %s: %s", dir, strerror (errno));
+    size_t problems;
+    zhashx_t *keys = s_load_dir (dir, &problems, error, size);
+    if (problems) {
+        zhashx_destroy (&keys);
         return -1;
     }
-    int rc = 0;
-    struct dirent *entry;
-    while (rc == 0 && (entry = readdir (handle))) {
-        //  zcertstore skips hidden files too
-        if (entry->d_name[0] == '.')
-            continue;
-        size_t length = strlen (entry->d_name);
-        if (length > 7 && streq (entry->d_name + length - 7, "_secret"))
-            continue;
-        char path[PATH_MAX], public_key[41], secret_key[41], reason[256];
-        snprintf (path, sizeof path, "%s/%s", dir, entry->d_name);
-        if (zsys_file_mode (path) != -1 && S_ISDIR (zsys_file_mode (path))) {
-            snprintf (error, size, "%s is a directory: put the certificates right in %s", path,
-                      dir);
-            rc = -1;
-        }
-        else if (sn_zap_cert_load (path, false, public_key, secret_key, reason, sizeof reason)) {
-            snprintf (error, size, "%s", reason);
-            rc = -1;
-        }
-    }
-    closedir (handle);
-    if (rc == 0)
-        s_add (self, domain, zcertstore_new (dir));
-    return rc;
+    s_add (self, domain, strdup (dir), keys);
+    return 0;
 }
 
 int
 sn_zap_allow_key (sn_zap_t *self, const char *domain, const char *public_key)
 {
     assert (self && domain && public_key);
-    byte key[32], secret[32] = {0};
-    if (strlen (public_key) != 40 || !zmq_z85_decode (key, public_key))
+    byte key[32];
+    if (!s_key_valid (public_key, key))
         return -1;
-    zcertstore_t *certs = zcertstore_new (NULL);
-    zcert_t *cert = zcert_new_from (key, secret);
-    zcertstore_insert (certs, &cert);
-    s_add (self, domain, certs);
+    zhashx_t *keys = zhashx_new ();
+    zhashx_insert (keys, public_key, (void *) "");
+    s_add (self, domain, NULL, keys);
     return 0;
 }
 
@@ -316,13 +474,6 @@ sn_zap_refused (void)
     return refused;
 }
 
-//  A key read from a certificate: 40 characters of Z85 that decode.
-static bool
-s_key_valid (const char *text, byte *key)
-{
-    return text && strlen (text) == 40 && zmq_z85_decode (key, text);
-}
-
 int
 sn_zap_cert_load (const char *path, bool secret, char *public_key, char *secret_key, char *error,
                   size_t size)
@@ -340,7 +491,13 @@ sn_zap_cert_load (const char *path, bool secret, char *public_key, char *secret_
             snprintf (error, size, "%s: no such file", file);
         return -1;
     }
-    zconfig_t *root = zconfig_load (file);
+    //  Not zconfig_load: it would block on a FIFO and read a file of any size
+    char *text = s_read_file (AT_FDCWD, file, 0, error, size);
+    if (!text)
+        return -1;
+    zconfig_t *root = zconfig_str_load (text);
+    explicit_bzero (text, strlen (text));
+    free (text);
     byte public_bytes[32], secret_bytes[32], derived[41];
     const char *public_text = root ? zconfig_get (root, "/curve/public-key", NULL) : NULL;
     const char *secret_text = root ? zconfig_get (root, "/curve/secret-key", NULL) : NULL;
@@ -359,6 +516,9 @@ sn_zap_cert_load (const char *path, bool secret, char *public_key, char *secret_
         snprintf (secret_key, 41, "%s", secret ? secret_text : "");
         rc = 0;
     }
+    if (secret_text)
+        explicit_bzero ((char *) secret_text, strlen (secret_text));
+    explicit_bzero (secret_bytes, sizeof secret_bytes);
     zconfig_destroy (&root);
     return rc;
 }
@@ -400,6 +560,18 @@ s_test_reaches (zsock_t *server, const char *endpoint, const char *server_key, z
     return reached;
 }
 
+//  Whether the client reaches the server within 10 s: the directory is read again
+//  about once a second.
+static bool
+s_test_reaches_soon (zsock_t *server, const char *endpoint, const char *server_key, zcert_t *cert)
+{
+    int64_t deadline = zclock_mono () + 10000;
+    while (zclock_mono () < deadline)
+        if (s_test_reaches (server, endpoint, server_key, cert, 200))
+            return true;
+    return false;
+}
+
 //  A CURVE server ROUTER on a free port of loopback, in domain, with cert.
 static zsock_t *
 s_test_server (zcert_t *cert, const char *domain, char *endpoint)
@@ -430,7 +602,7 @@ sn_zap_test (bool verbose)
     zcert_t *allowed = zcert_new ();
     zcert_t *stranger = zcert_new ();
     snprintf (path, sizeof path, "%s/allowed", dir);
-    assert (zcert_save (allowed, path) == 0); //  and allowed_secret, which is skipped
+    assert (zcert_save (allowed, path) == 0); //  and allowed_secret
     char public_key[41], secret_key[41];
     assert (sn_zap_cert_load (path, true, public_key, secret_key, error, sizeof error) == 0);
     assert (streq (public_key, zcert_public_txt (allowed)));
@@ -477,9 +649,26 @@ sn_zap_test (bool verbose)
     assert (zap);
     //  A directory holding anything but certificates, or none at all, is refused
     assert (sn_zap_allow_dir (zap, "test-clients", bad_dir, error, sizeof error) == -1);
-    assert (strstr (error, "not a"));
+    assert (strstr (error, "not a certificate") || strstr (error, "secret key"));
     assert (sn_zap_allow_dir (zap, "test-clients", "/nonexistent/sn", error, sizeof error) == -1);
     assert (strstr (error, "cannot read the directory"));
+    //  ... and so is one holding a secret key, a FIFO (never opened), or a symlink
+    assert (sn_zap_allow_dir (zap, "test-clients", dir, error, sizeof error) == -1);
+    assert (strstr (error, "allowed_secret: a secret key does not belong here"));
+    snprintf (path, sizeof path, "%s/allowed_secret", dir);
+    assert (unlink (path) == 0);
+    char odd_dir[] = "/tmp/sn_zap_test_XXXXXX";
+    assert (mkdtemp (odd_dir));
+    snprintf (path, sizeof path, "%s/fifo", odd_dir);
+    assert (mkfifo (path, 0600) == 0);
+    assert (sn_zap_allow_dir (zap, "test-clients", odd_dir, error, sizeof error) == -1);
+    assert (strstr (error, "fifo: not a regular file"));
+    assert (unlink (path) == 0);
+    snprintf (path, sizeof path, "%s/link", odd_dir);
+    snprintf (bad, sizeof bad, "%s/allowed", dir);
+    assert (symlink (bad, path) == 0);
+    assert (sn_zap_allow_dir (zap, "test-clients", odd_dir, error, sizeof error) == -1);
+    assert (strstr (error, "link: not a regular file"));
     assert (sn_zap_allow_dir (zap, "test-clients", dir, error, sizeof error) == 0);
     assert (sn_zap_allow_key (zap, "test-peers", "short") == -1);
     assert (sn_zap_allow_key (zap, "test-peers", zcert_public_txt (stranger)) == 0);
@@ -511,10 +700,42 @@ sn_zap_test (bool verbose)
     //  ... while the first handle's domains still answer
     assert (s_test_reaches (server, endpoint, server_key, allowed, 5000));
 
-    //  A certificate added to the directory is allowed at its next handshake
+    //  A certificate added to the directory is allowed after the next rescan
     snprintf (path, sizeof path, "%s/late", dir);
     assert (zcert_save_public (stranger, path) == 0);
-    assert (s_test_reaches (server, endpoint, server_key, stranger, 5000));
+    assert (s_test_reaches_soon (server, endpoint, server_key, stranger));
+
+    //  Rotation: another key renamed over late, with an older mtime and the same
+    //  size, replaces it; the old key is refused from the same rescan on
+    zcert_t *third = zcert_new ();
+    snprintf (bad, sizeof bad, "%s/.late", dir); //  hidden: never read
+    assert (zcert_save_public (third, bad) == 0);
+    struct timeval old_times[2] = {{1000000000, 0}, {1000000000, 0}};
+    assert (utimes (bad, old_times) == 0);
+    assert (rename (bad, path) == 0);
+    assert (s_test_reaches_soon (server, endpoint, server_key, third));
+    assert (!s_test_reaches (server, endpoint, server_key, stranger, 200));
+
+    //  A removed file takes its key with it; a FIFO, a symlink to a certificate and
+    //  a subdirectory holding one are skipped and do not stop the rescan
+    assert (unlink (path) == 0);
+    snprintf (path, sizeof path, "%s/fifo", dir);
+    assert (mkfifo (path, 0600) == 0);
+    snprintf (path, sizeof path, "%s/link", dir);
+    snprintf (bad, sizeof bad, "%s/public", bad_dir); //  the stranger's
+    assert (symlink (bad, path) == 0);
+    snprintf (path, sizeof path, "%s/sub", dir);
+    assert (mkdir (path, 0700) == 0);
+    snprintf (path, sizeof path, "%s/sub/stranger", dir);
+    assert (zcert_save_public (stranger, path) == 0);
+    zcert_t *fourth = zcert_new ();
+    snprintf (path, sizeof path, "%s/fourth", dir);
+    assert (zcert_save_public (fourth, path) == 0);
+    assert (s_test_reaches_soon (server, endpoint, server_key, fourth));
+    assert (!s_test_reaches (server, endpoint, server_key, third, 200));
+    assert (!s_test_reaches (server, endpoint, server_key, stranger, 200));
+    zcert_destroy (&third);
+    zcert_destroy (&fourth);
 
     //  Garbage on the ZAP endpoint is dropped or refused, and the handler goes on
     zsock_t *raw = zsock_new_dealer (S_ZAP_ENDPOINT);
@@ -559,7 +780,7 @@ sn_zap_test (bool verbose)
     zcert_destroy (&server_cert);
     zcert_destroy (&allowed);
     zcert_destroy (&stranger);
-    char *command = zsys_sprintf ("rm -rf '%s' '%s'", dir, bad_dir);
+    char *command = zsys_sprintf ("rm -rf '%s' '%s' '%s'", dir, bad_dir, odd_dir);
     assert (system (command) == 0);
     free (command);
     if (verbose)

@@ -9,8 +9,9 @@
 
     A request is allowed only when its mechanism is CURVE, its domain is one that
     some sn_zap_t registered, and the client's public key is in that domain's list:
-    the keys of the certificates in a directory (read again when the directory
-    changes) and any single keys given. Anything else is refused with 400;
+    the keys of the certificates in a directory (the handler reads it again about
+    once a second and swaps the new set in, so a key whose file is removed or
+    replaced is refused from then on) and any single keys given. Anything else is refused with 400;
     malformed requests are dropped without an answer.
 */
 #ifndef SN_ZAP_H_INCLUDED
@@ -31,9 +32,11 @@ sn_zap_t *sn_zap_new (char *error, size_t size);
 //  Forget the domains of this handle; the last handle stops the handler.
 void sn_zap_destroy (sn_zap_t **self_p);
 
-//  Allow, on domain, the public keys of the certificates in dir (zcert files; the
-//  _secret files are skipped). The directory must be readable and every file in it
-//  a certificate. Returns 0, or -1 with the reason in error.
+//  Allow, on domain, the public keys of the certificates right in dir (zcert public
+//  files, at most 64 KiB; hidden files are skipped). The directory must be readable
+//  and hold only regular files that are certificates: no subdirectory, symlink, FIFO
+//  or _secret file. Returns 0, or -1 with the reason in error. Later rescans skip
+//  such entries with a warning (at most one every 10 s) and allow the rest.
 int sn_zap_allow_dir (sn_zap_t *self, const char *domain, const char *dir, char *error,
                       size_t size);
 

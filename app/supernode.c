@@ -25,6 +25,7 @@
 #include "sn_client.h"
 #include "sn_config.h"
 #include "sn_node.h"
+#include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
@@ -103,7 +104,38 @@ s_client_new (const char *node)
     return client;
 }
 
-//  Write a new certificate: FILE (public) and FILE_secret, readable by its owner only.
+//  Write text to path, a file this call creates with mode: an existing file or a
+//  symlink (even a dangling one) is never written through. Returns 0, or -1 with
+//  errno set and nothing left behind.
+static int
+s_write_new (const char *path, const char *text, mode_t mode)
+{
+    int fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd == -1)
+        return -1;
+    size_t length = strlen (text), done = 0;
+    while (done < length) {
+        ssize_t wrote = write (fd, text + done, length - done);
+        if (wrote > 0)
+            done += (size_t) wrote;
+        else if (wrote == -1 && errno != EINTR)
+            break;
+    }
+    int rc = done == length && fsync (fd) == 0 ? 0 : -1;
+    int saved = errno;
+    if (close (fd) && rc == 0) {
+        rc = -1;
+        saved = errno;
+    }
+    if (rc) {
+        unlink (path);
+        errno = saved;
+    }
+    return rc;
+}
+
+//  Write a new certificate: FILE (public, 0644) and FILE_secret (0600), both created
+//  by this call; when the secret cannot be written the public file goes too.
 static int
 s_keygen (int argc, char **argv)
 {
@@ -111,24 +143,44 @@ s_keygen (int argc, char **argv)
         fprintf (stderr, "supernode: keygen takes one FILE\n");
         return 2;
     }
-    char secret[4096];
-    snprintf (secret, sizeof secret, "%s_secret", argv[0]);
-    if (zsys_file_exists (argv[0]) || zsys_file_exists (secret)) {
-        fprintf (stderr, "supernode: %s or %s exists already: not overwritten\n", argv[0], secret);
+    char secret_path[4096];
+    snprintf (secret_path, sizeof secret_path, "%s_secret", argv[0]);
+    char public_key[41], secret_key[41];
+    if (zmq_curve_keypair (public_key, secret_key)) {
+        fprintf (stderr, "supernode: cannot make a key pair: %s\n", zmq_strerror (zmq_errno ()));
         return 1;
     }
-    zcert_t *cert = zcert_new ();
-    int rc = cert ? zcert_save_public (cert, argv[0]) : -1;
-    mode_t mask = umask (077);
-    if (rc == 0)
-        rc = zcert_save_secret (cert, secret);
-    umask (mask);
-    if (rc == 0)
-        printf ("%s\n", zcert_public_txt (cert));
-    else
-        fprintf (stderr, "supernode: cannot write %s: %s\n", argv[0], strerror (errno));
-    zcert_destroy (&cert);
-    return rc == 0 ? 0 : 1;
+    //  The zcert format, so that sn_zap and CZMQ tools read it
+    char public_text[256], secret_text[320];
+    snprintf (public_text, sizeof public_text,
+              "#   supernode CURVE certificate: the public key, to give to the nodes\n"
+              "curve\n    public-key = \"%s\"\n",
+              public_key);
+    snprintf (secret_text, sizeof secret_text,
+              "#   supernode CURVE certificate: the SECRET key, never to be shared\n"
+              "curve\n    public-key = \"%s\"\n    secret-key = \"%s\"\n",
+              public_key, secret_key);
+    const char *failed = NULL;
+    if (s_write_new (argv[0], public_text, 0644))
+        failed = argv[0];
+    else if (s_write_new (secret_path, secret_text, 0600)) {
+        int saved = errno;
+        unlink (argv[0]);
+        errno = saved;
+        failed = secret_path;
+    }
+    explicit_bzero (secret_key, sizeof secret_key);
+    explicit_bzero (secret_text, sizeof secret_text);
+    if (failed) {
+        if (errno == EEXIST || errno == ELOOP)
+            fprintf (stderr, "supernode: %s exists already (or is a symlink): not overwritten\n",
+                     failed);
+        else
+            fprintf (stderr, "supernode: cannot write %s: %s\n", failed, strerror (errno));
+        return 1;
+    }
+    printf ("%s\n", public_key);
+    return 0;
 }
 
 //  Run a node until SIGINT or SIGTERM.

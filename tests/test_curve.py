@@ -81,6 +81,29 @@ def test_keygen_writes_a_pair_and_never_overwrites(keys):
     out = subprocess.run([BIN, "keygen"], capture_output=True, text=True)
     assert out.returncode == 2
 
+    # The secret file is read-write for its owner only (0600)
+    assert os.stat(node_path + "_secret").st_mode & 0o777 == 0o600
+
+    # An existing secret alone, or a dangling symlink where either file would go, is
+    # never written through, and no half pair is left behind
+    lone = path(keys, "lone")
+    with open(lone + "_secret", "w") as f:
+        f.write("mine")
+    out = subprocess.run([BIN, "keygen", lone], capture_output=True, text=True)
+    assert out.returncode == 1 and "not overwritten" in out.stderr, out.stderr
+    assert not os.path.lexists(lone)
+    with open(lone + "_secret") as f:
+        assert f.read() == "mine"
+    target = path(keys, "target")
+    for link in ("dangling", "dangling2_secret"):
+        os.symlink(target, path(keys, link))
+    for name in ("dangling", "dangling2"):
+        out = subprocess.run([BIN, "keygen", path(keys, name)], capture_output=True, text=True)
+        assert out.returncode == 1 and "not overwritten" in out.stderr, out.stderr
+        assert not os.path.lexists(target)
+    assert not os.path.lexists(path(keys, "dangling_secret"))
+    assert not os.path.lexists(path(keys, "dangling2"))
+
 
 def test_only_allowed_clients_get_in(keys):
     # The CURVE options from the config file, as ZPL keys

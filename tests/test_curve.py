@@ -10,8 +10,10 @@ import tempfile
 import textwrap
 import time
 
+import msgpack
 import pytest
 import requests
+import zmq
 
 from harness import BIN, SLOW, Node, wait_for
 
@@ -144,6 +146,11 @@ def test_only_allowed_clients_get_in(keys):
                              capture_output=True, text=True)
         assert out.returncode == 0 and cli_key in out.stdout, out.stderr
         assert not [e for e in stored_events(node) if e == {"who": "mallory"}]
+
+        # The CLI with a certificate not allowed gets no answer, exits 1, stores nothing
+        out = cli(node, "put", '{"who": "mallory-cli"}', keys=keys, cert="mallory")
+        assert out.returncode == 1, (out.stdout, out.stderr)
+        assert not [e for e in stored_events(node) if e == {"who": "mallory-cli"}]
 
         # Wrong CLI flags are named
         out = subprocess.run([BIN, "get", cli_key, "--server-key", keys[1]["node"]],
@@ -293,6 +300,23 @@ def test_only_cluster_members_join(keys):
         assert r.status_code == 201 and r.json()["written"] == 3, r.text
         key = r.json()["key"]
         assert requests.get(n3.url + "/events/" + key, timeout=10).json() == {"member": "write"}
+
+        # A peer that knows the cluster's public key (anyone may) but holds a key
+        # pair of its own passes libzmq's checks and is refused by n1's ZAP handler;
+        # its hello (the members' default --partitions and --rf) is never seen
+        public, secret = zmq.curve_keypair()
+        raw = zmq.Context.instance().socket(zmq.DEALER)
+        raw.linger = 0
+        raw.curve_serverkey = keys[1]["cluster"].encode()
+        raw.curve_publickey = public
+        raw.curve_secretkey = secret
+        raw.connect(f"tcp://127.0.0.1:{n1.peers_port}")
+        raw.send(msgpack.packb({"op": "hello", "name": "n9", "endpoint": "tcp://127.0.0.1:9",
+                                "incarnation": 1, "partitions": 64,
+                                "rf": 3, "ticket": 1}, use_bin_type=False))
+        wait_for(lambda: "sn_zap: refused CURVE key " + public.decode() in n1.logs(), 20,
+                 "n1 to log the refusal of the raw peer")
+        raw.close()
 
         # One with another cluster certificate and one without CURVE try to join,
         # and take a write each

@@ -213,6 +213,8 @@ sn_node_destroy (sn_node_t **self_p)
         sn_schema_destroy (&self->schema);
         //  Last: no CURVE socket may outlive the handler, or libzmq lets anyone in
         sn_zap_destroy (&self->zap);
+        explicit_bzero (self->curve_secret, sizeof self->curve_secret);
+        explicit_bzero (self->cluster_secret, sizeof self->cluster_secret);
         free (self);
         *self_p = NULL;
     }

@@ -669,6 +669,15 @@ sn_zap_test (bool verbose)
     assert (symlink (bad, path) == 0);
     assert (sn_zap_allow_dir (zap, "test-clients", odd_dir, error, sizeof error) == -1);
     assert (strstr (error, "link: not a regular file"));
+    assert (unlink (path) == 0);
+    snprintf (path, sizeof path, "%s/huge", odd_dir);
+    file = fopen (path, "w");
+    assert (file);
+    for (int line = 0; line < 2000; line++)
+        fprintf (file, "#   a comment line that makes the file larger than any certificate\n");
+    fclose (file);
+    assert (sn_zap_allow_dir (zap, "test-clients", odd_dir, error, sizeof error) == -1);
+    assert (strstr (error, "huge: larger than 65536 bytes"));
     assert (sn_zap_allow_dir (zap, "test-clients", dir, error, sizeof error) == 0);
     assert (sn_zap_allow_key (zap, "test-peers", "short") == -1);
     assert (sn_zap_allow_key (zap, "test-peers", zcert_public_txt (stranger)) == 0);

@@ -393,6 +393,8 @@ s_self_destroy (self_t **self_p)
     free (self->endpoint);
     free (self->ops_endpoint);
     free (self->curve_public);
+    if (self->curve_secret)
+        explicit_bzero (self->curve_secret, strlen (self->curve_secret));
     free (self->curve_secret);
     free (self->zap_domain);
     free (self);

@@ -8,6 +8,7 @@
 #include "sn_actor.h"
 #include "sn_msg.h"
 #include "sn_routed.h"
+#include "sn_zap.h"
 
 //  Largest request frame answered with an error rather than a disconnect; above
 //  it libzmq drops the connection (ZMQ_MAXMSGSIZE) before we read anything.
@@ -107,6 +108,12 @@ s_self_start (self_t *self)
     //  timeout the read that finds nothing returns at once, and one poll serves
     //  many messages.
     zsock_set_rcvtimeo (self->router, 0);
+    //  Set before binding: libzmq takes the mechanism of a listener when it binds
+    if (self->config.curve_secret &&
+        sn_zap_server (self->router, self->config.zap_domain, self->config.curve_secret))
+        return zsys_sprintf ("cannot make clients endpoint %s a CURVE server that refuses "
+                             "unknown clients: %s",
+                             self->config.endpoint, zmq_strerror (zmq_errno ()));
     if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
         return zsys_sprintf ("cannot bind clients endpoint %s: %s", self->config.endpoint,
                              zmq_strerror (zmq_errno ()));
@@ -461,7 +468,9 @@ sn_frontend_test (bool verbose)
                                    schema,
                                    verbose,
                                    internal,
-                                   "cluster"};
+                                   "cluster",
+                                   NULL,
+                                   NULL};
     zactor_t *frontend = sn_frontend_new (&config, error, sizeof error);
     assert (frontend);
 
@@ -471,6 +480,8 @@ sn_frontend_test (bool verbose)
                                   {{"*", store_endpoint}},
                                   schema,
                                   verbose,
+                                  NULL,
+                                  NULL,
                                   NULL,
                                   NULL};
     assert (sn_frontend_new (&clash, error, sizeof error) == NULL);

@@ -41,6 +41,9 @@ typedef struct {
     bool verbose;                                       //  log every request
     const char *internal;     //  inproc endpoint for the mesh alone, or NULL
     const char *internal_ops; //  ops taken only from internal, separated by spaces, or NULL
+    const char *curve_secret; //  with it (Z85), endpoint is a CURVE server with this secret
+                              //  key; NULL: open. inproc connections are never affected
+    const char *zap_domain;   //  the ZAP domain that says which clients are let in
 } sn_frontend_config_t;
 
 //  Start the frontend. Returns NULL with the reason in error when an endpoint cannot

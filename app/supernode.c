@@ -14,6 +14,10 @@
     supernode job create JSON [--watch] | get ID [--collection] | cancel ID
     supernode job list [--status S] [--limit N] [--before ID]
     supernode agent --id ID [--exec COMMAND] [--node ENDPOINT]
+    supernode keygen FILE
+
+    Every client command also takes --server-key KEY|FILE and --curve-cert FILE to
+    talk to a node whose client endpoint is CURVE (run --curve-cert).
 
     Client commands print JSON on stdout and errors on stderr, and exit 1 when the
     node refuses or does not answer, 2 when the command line is wrong.
@@ -21,6 +25,7 @@
 #include "sn_client.h"
 #include "sn_config.h"
 #include "sn_node.h"
+#include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
@@ -48,7 +53,134 @@ s_usage (FILE *stream)
              "  supernode job create JSON [--watch] | get ID [--collection] | cancel ID\n"
              "  supernode job list [--status S] [--limit N] [--before ID]\n"
              "  supernode agent --id ID [--exec COMMAND]\n"
-             "client commands talk to --node (default " SN_DEFAULT_NODE ")\n");
+             "  supernode keygen FILE\n"
+             "client commands talk to --node (default " SN_DEFAULT_NODE ");\n"
+             "with --server-key KEY|FILE --curve-cert FILE over CURVE\n");
+}
+
+//  CURVE for client commands: the node's public key (Z85 or its certificate file)
+//  and this client's certificate, from --server-key and --curve-cert, or NULL.
+static const char *s_server_key;
+static const char *s_curve_cert;
+
+//  Take --server-key and --curve-cert out of argv wherever they stand, so that
+//  every client command has them. Returns the arguments left, or -1.
+static int
+s_curve_args (int argc, char **argv)
+{
+    int left = 0;
+    for (int arg = 0; arg < argc; arg++) {
+        const char **target = streq (argv[arg], "--server-key")   ? &s_server_key
+                              : streq (argv[arg], "--curve-cert") ? &s_curve_cert
+                                                                  : NULL;
+        if (!target)
+            argv[left++] = argv[arg];
+        else if (arg + 1 < argc)
+            *target = argv[++arg];
+        else {
+            fprintf (stderr, "supernode: %s needs a value\n", argv[arg]);
+            return -1;
+        }
+    }
+    if (!!s_server_key != !!s_curve_cert) {
+        fprintf (stderr, "supernode: --server-key and --curve-cert go together\n");
+        return -1;
+    }
+    return left;
+}
+
+//  A client of node, over CURVE when --server-key was given; NULL with the reason
+//  on stderr.
+static sn_client_t *
+s_client_new (const char *node)
+{
+    if (!s_server_key)
+        return sn_client_new (node);
+    char error[512];
+    sn_client_t *client =
+        sn_client_new_curve (node, s_server_key, s_curve_cert, error, sizeof error);
+    if (!client)
+        fprintf (stderr, "supernode: %s\n", error);
+    return client;
+}
+
+//  Write text to path, a file this call creates with mode: an existing file or a
+//  symlink (even a dangling one) is never written through. Returns 0, or -1 with
+//  errno set and nothing left behind.
+static int
+s_write_new (const char *path, const char *text, mode_t mode)
+{
+    int fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd == -1)
+        return -1;
+    size_t length = strlen (text), done = 0;
+    while (done < length) {
+        ssize_t wrote = write (fd, text + done, length - done);
+        if (wrote > 0)
+            done += (size_t) wrote;
+        else if (wrote == -1 && errno != EINTR)
+            break;
+    }
+    int rc = done == length && fsync (fd) == 0 ? 0 : -1;
+    int saved = errno;
+    if (close (fd) && rc == 0) {
+        rc = -1;
+        saved = errno;
+    }
+    if (rc) {
+        unlink (path);
+        errno = saved;
+    }
+    return rc;
+}
+
+//  Write a new certificate: FILE (public, 0644) and FILE_secret (0600), both created
+//  by this call; when the secret cannot be written the public file goes too.
+static int
+s_keygen (int argc, char **argv)
+{
+    if (argc != 1 || strncmp (argv[0], "-", 1) == 0) {
+        fprintf (stderr, "supernode: keygen takes one FILE\n");
+        return 2;
+    }
+    char secret_path[4096];
+    snprintf (secret_path, sizeof secret_path, "%s_secret", argv[0]);
+    char public_key[41], secret_key[41];
+    if (zmq_curve_keypair (public_key, secret_key)) {
+        fprintf (stderr, "supernode: cannot make a key pair: %s\n", zmq_strerror (zmq_errno ()));
+        return 1;
+    }
+    //  The zcert format, so that sn_zap and CZMQ tools read it
+    char public_text[256], secret_text[320];
+    snprintf (public_text, sizeof public_text,
+              "#   supernode CURVE certificate: the public key, to give to the nodes\n"
+              "curve\n    public-key = \"%s\"\n",
+              public_key);
+    snprintf (secret_text, sizeof secret_text,
+              "#   supernode CURVE certificate: the SECRET key, never to be shared\n"
+              "curve\n    public-key = \"%s\"\n    secret-key = \"%s\"\n",
+              public_key, secret_key);
+    const char *failed = NULL;
+    if (s_write_new (argv[0], public_text, 0644))
+        failed = argv[0];
+    else if (s_write_new (secret_path, secret_text, 0600)) {
+        int saved = errno;
+        unlink (argv[0]);
+        errno = saved;
+        failed = secret_path;
+    }
+    explicit_bzero (secret_key, sizeof secret_key);
+    explicit_bzero (secret_text, sizeof secret_text);
+    if (failed) {
+        if (errno == EEXIST || errno == ELOOP)
+            fprintf (stderr, "supernode: %s exists already (or is a symlink): not overwritten\n",
+                     failed);
+        else
+            fprintf (stderr, "supernode: cannot write %s: %s\n", failed, strerror (errno));
+        return 1;
+    }
+    printf ("%s\n", public_key);
+    return 0;
 }
 
 //  Run a node until SIGINT or SIGTERM.
@@ -401,7 +533,7 @@ s_worker (int argc, char **argv)
         return 2;
     }
     zsys_handler_set (NULL);
-    sn_client_t *client = sn_client_new (node);
+    sn_client_t *client = s_client_new (node);
     if (!client) {
         fprintf (stderr, "supernode: cannot use node endpoint '%s'\n", node);
         return 2;
@@ -437,7 +569,7 @@ s_client_command (const char *command, int argc, char **argv)
     if (s_parse_client_args (argc, argv, &args))
         return 2;
     zsys_handler_set (NULL);
-    sn_client_t *client = sn_client_new (args.node);
+    sn_client_t *client = s_client_new (args.node);
     if (!client) {
         fprintf (stderr, "supernode: cannot use node endpoint '%s'\n", args.node);
         return 2;
@@ -639,7 +771,7 @@ s_job_command (int argc, char **argv)
     if (s_parse_job_args (argc, argv, &args) || args.positionals < 1)
         return 2;
     zsys_handler_set (NULL);
-    sn_client_t *client = sn_client_new (args.node);
+    sn_client_t *client = s_client_new (args.node);
     if (!client) {
         fprintf (stderr, "supernode: cannot use node endpoint '%s'\n", args.node);
         return 2;
@@ -841,7 +973,7 @@ s_agent_command (int argc, char **argv)
         return 2;
     }
     zsys_init ();
-    sn_client_t *client = sn_client_new (args.node);
+    sn_client_t *client = s_client_new (args.node);
     if (!client) {
         fprintf (stderr, "supernode: cannot use node endpoint '%s'\n", args.node);
         return 2;
@@ -896,6 +1028,11 @@ main (int argc, char **argv)
     const char *command = argv[1];
     if (streq (command, "run"))
         return s_run (argc - 2, argv + 2);
+    if (streq (command, "keygen"))
+        return s_keygen (argc - 2, argv + 2);
+    argc = s_curve_args (argc, argv);
+    if (argc < 0)
+        return 2;
     if (streq (command, "worker"))
         return s_worker (argc - 2, argv + 2);
     if (streq (command, "put") || streq (command, "get") || streq (command, "range") ||

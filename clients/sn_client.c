@@ -23,8 +23,9 @@ struct _sn_client_t {
     int agent_beat;    //  agent: its heartbeat, ms
 };
 
-sn_client_t *
-sn_client_new (const char *endpoint)
+//  A client on a DEALER to endpoint; with cert, a CURVE client of server_key (Z85).
+static sn_client_t *
+s_client_new (const char *endpoint, zcert_t *cert, const char *server_key)
 {
     if (!endpoint)
         return NULL;
@@ -32,6 +33,11 @@ sn_client_new (const char *endpoint)
     zsock_set_linger (dealer, 0);
     zsock_set_sndhwm (dealer, 100000);
     zsock_set_rcvhwm (dealer, 100000);
+    if (cert) {
+        //  Before connecting: libzmq takes the mechanism when the connection is made
+        zcert_apply (cert, dealer);
+        zsock_set_curve_serverkey (dealer, server_key);
+    }
     if (zsock_connect (dealer, "%s", endpoint) == -1) {
         zsock_destroy (&dealer);
         return NULL;
@@ -45,6 +51,69 @@ sn_client_new (const char *endpoint)
     self->work = zlist_new ();
     self->pushes = zlist_new ();
     zlist_autofree (self->pushes);
+    return self;
+}
+
+sn_client_t *
+sn_client_new (const char *endpoint)
+{
+    return s_client_new (endpoint, NULL, NULL);
+}
+
+//  A CURVE key given as text: 40 characters of Z85 that decode.
+static bool
+s_z85_key (const char *text)
+{
+    byte key[32];
+    return text && strlen (text) == 40 && zmq_z85_decode (key, text);
+}
+
+sn_client_t *
+sn_client_new_curve (const char *endpoint, const char *server_key, const char *cert_path,
+                     char *error, size_t size)
+{
+    if (!server_key || !cert_path) {
+        snprintf (error, size, "CURVE needs the node's public key and a client certificate");
+        return NULL;
+    }
+    if (!zsys_has_curve ()) {
+        snprintf (error, size, "this libzmq was built without CURVE (libsodium)");
+        return NULL;
+    }
+    //  The node's key, given or read from its public certificate
+    char key[41];
+    if (s_z85_key (server_key))
+        snprintf (key, sizeof key, "%s", server_key);
+    else {
+        zcert_t *server = zsys_file_exists (server_key) ? zcert_load (server_key) : NULL;
+        if (!server || !s_z85_key (zcert_public_txt (server))) {
+            snprintf (error, size,
+                      "server key '%s' is neither 40 characters of Z85 nor a certificate file",
+                      server_key);
+            zcert_destroy (&server);
+            return NULL;
+        }
+        snprintf (key, sizeof key, "%s", zcert_public_txt (server));
+        zcert_destroy (&server);
+    }
+    //  zcert_load takes FILE_secret when it is there, FILE alone otherwise: a
+    //  client needs its secret key
+    char secret_path[4096];
+    snprintf (secret_path, sizeof secret_path, "%s_secret", cert_path);
+    zcert_t *cert = zsys_file_exists (secret_path) ? zcert_load (cert_path) : NULL;
+    if (!cert || !s_z85_key (zcert_public_txt (cert)) || !s_z85_key (zcert_secret_txt (cert)) ||
+        streq (zcert_secret_txt (cert), "0000000000000000000000000000000000000000")) {
+        snprintf (error, size,
+                  "%s is not a client certificate with its secret (FILE and FILE_secret, as "
+                  "supernode keygen FILE writes them)",
+                  cert_path);
+        zcert_destroy (&cert);
+        return NULL;
+    }
+    sn_client_t *self = s_client_new (endpoint, cert, key);
+    zcert_destroy (&cert);
+    if (!self)
+        snprintf (error, size, "cannot use endpoint '%s'", endpoint ? endpoint : "");
     return self;
 }
 
@@ -838,4 +907,30 @@ sn_client_test (bool verbose)
     sn_client_destroy (&client);
     sn_client_destroy (&client);
     zactor_destroy (&node);
+
+    //  CURVE: the keys and certificate are checked before anything connects
+    if (zsys_has_curve ()) {
+        char error[512], path[] = "/tmp/sn_client_test_XXXXXX";
+        int fd = mkstemp (path);
+        assert (fd >= 0);
+        close (fd);
+        zcert_t *cert = zcert_new ();
+        assert (zcert_save (cert, path) == 0);
+        const char *server = zcert_public_txt (cert);
+        assert (!sn_client_new_curve ("tcp://127.0.0.1:1", server, NULL, error, sizeof error));
+        assert (!sn_client_new_curve ("tcp://127.0.0.1:1", "short", path, error, sizeof error));
+        assert (strstr (error, "neither"));
+        assert (!sn_client_new_curve ("tcp://127.0.0.1:1", server, "/nonexistent", error,
+                                      sizeof error));
+        assert (strstr (error, "not a client certificate"));
+        assert (!sn_client_new_curve ("nonsense", server, path, error, sizeof error));
+        client = sn_client_new_curve ("tcp://127.0.0.1:1", path, path, error, sizeof error);
+        assert (client);
+        sn_client_destroy (&client);
+        char *secret = zsys_sprintf ("%s_secret", path);
+        unlink (secret);
+        free (secret);
+        unlink (path);
+        zcert_destroy (&cert);
+    }
 }

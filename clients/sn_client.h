@@ -35,6 +35,17 @@ typedef struct _sn_client_t sn_client_t;
 
 //  Connect to a node's client endpoint. Returns NULL if the endpoint is malformed.
 sn_client_t *sn_client_new (const char *endpoint);
+
+//  Connect to a node whose client endpoint is CURVE (supernode run --curve-cert).
+//  server_key is the node's public key: 40 characters of Z85, or the path of its
+//  public certificate file. cert is the path of this client's certificate, as
+//  `supernode keygen FILE` writes it (FILE and FILE_secret; the path names FILE);
+//  the node lets it in when FILE is in its --curve-clients directory. Returns NULL
+//  with the reason in error when a key or a file is not usable or the endpoint is
+//  malformed. A node that does not let the client in never answers: calls then fail
+//  with -1 after the timeout, as with a node that is down.
+sn_client_t *sn_client_new_curve (const char *endpoint, const char *server_key, const char *cert,
+                                  char *error, size_t size);
 void sn_client_destroy (sn_client_t **self_p);
 
 //  How long simple calls and sn_client_recv wait for a reply, in ms (default 10000).

@@ -94,6 +94,9 @@ sn_config_destroy (sn_config_t **self_p)
         free (self->hooks_deny);
         free (self->http_tokens);
         free (self->http_cert);
+        free (self->curve_cert);
+        free (self->curve_clients);
+        free (self->curve_cluster);
         zlist_destroy (&self->join);
         free (self);
         *self_p = NULL;
@@ -189,6 +192,12 @@ s_apply (sn_config_t *self, const char *option, const char *value, char *error, 
         s_set (&self->hooks_allow, value);
     else if (streq (option, "callback_deny") || streq (option, "callback-deny"))
         s_set (&self->hooks_deny, value);
+    else if (streq (option, "curve_cert") || streq (option, "curve-cert"))
+        s_set (&self->curve_cert, value);
+    else if (streq (option, "curve_clients") || streq (option, "curve-clients"))
+        s_set (&self->curve_clients, value);
+    else if (streq (option, "curve_cluster") || streq (option, "curve-cluster"))
+        s_set (&self->curve_cluster, value);
     else {
         snprintf (error, size, "unknown option '%s'", option);
         return -1;
@@ -310,6 +319,18 @@ sn_config_check (sn_config_t *self, char *error, size_t size)
         }
         sn_tokens_destroy (&tokens);
     }
+    //  CURVE on the clients endpoint always names who is let in: a server key alone
+    //  would let in anyone who has it, and it is not a secret
+    if (!!self->curve_cert != !!self->curve_clients) {
+        snprintf (error, size,
+                  "curve-cert and curve-clients go together: the node's certificate "
+                  "and the directory of the client certificates let in");
+        return -1;
+    }
+    if ((self->curve_cert || self->curve_cluster) && !zsys_has_curve ()) {
+        snprintf (error, size, "this libzmq was built without CURVE (libsodium): no curve options");
+        return -1;
+    }
     return 0;
 }
 
@@ -420,6 +441,19 @@ sn_config_test (bool verbose)
     char *bad_http[] = {"--name", "n1", "--http", "localhost"};
     assert (sn_config_parse_args (config, 4, bad_http, error, sizeof error) == 0);
     assert (sn_config_check (config, error, sizeof error) == -1);
+    //  CURVE on clients needs both the node's certificate and the allowed clients
+    sn_config_destroy (&config);
+    config = sn_config_new ();
+    char *curve[] = {"--curve-cert", "/x/node", "--curve_clients=/x/clients", "--curve-cluster",
+                     "/x/cluster"};
+    assert (sn_config_parse_args (config, 2, curve, error, sizeof error) == 0);
+    assert (streq (config->curve_cert, "/x/node"));
+    assert (sn_config_check (config, error, sizeof error) == -1);
+    assert (strstr (error, "curve-clients"));
+    assert (sn_config_parse_args (config, 5, curve, error, sizeof error) == 0);
+    assert (streq (config->curve_clients, "/x/clients"));
+    assert (streq (config->curve_cluster, "/x/cluster"));
+    assert (sn_config_check (config, error, sizeof error) == (zsys_has_curve () ? 0 : -1));
     if (verbose)
         zsys_info ("sn_config: last error: %s", error);
     sn_config_destroy (&config);

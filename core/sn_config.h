@@ -26,6 +26,11 @@
             verbose = 0
             callback_allow = *                 hosts callbacks may go to
             callback_deny = .internal, 10.0.0.1  hosts they may not (checked first)
+            curve_cert = /etc/supernode/node       the clients endpoint is CURVE, with this
+                                                   certificate (and node_secret)
+            curve_clients = /etc/supernode/clients   public certificates of the clients let in
+            curve_cluster = /etc/supernode/cluster   the peer links are CURVE: every member
+                                                     holds this certificate (and _secret)
 */
 #ifndef SN_CONFIG_H_INCLUDED
 #define SN_CONFIG_H_INCLUDED
@@ -59,6 +64,9 @@ typedef struct {
     int keep_finished;   //  ms a finished invocation or job stays in memory
     char *hooks_allow;   //  hosts bucket callbacks may go to, comma-separated; NULL: any
     char *hooks_deny;    //  hosts they may not go to, checked first; NULL: none
+    char *curve_cert;    //  the node's certificate for CURVE on clients, or NULL: open
+    char *curve_clients; //  directory of the client certificates allowed in, or NULL
+    char *curve_cluster; //  the cluster's certificate for CURVE on peer links, or NULL
     bool verbose;
 } sn_config_t;
 

@@ -12,6 +12,7 @@
 #include "sn_client.h"
 #include "sn_dispatch.h"
 #include "sn_key.h"
+#include "sn_zap.h"
 
 //  ms of silence after which a worker's invocations go back to the queue.
 #define SN_NODE_WORKER_TIMEOUT 6000
@@ -26,7 +27,44 @@ struct _sn_node_t {
     zactor_t *dispatch;    //  jobs, tasks and device agents
     zactor_t *frontend;    //  decodes, validates and routes every request
     sn_gateway_t *gateway; //  HTTP and WebSocket
+    sn_zap_t *zap;         //  CURVE: who is let in on the clients and peers endpoints
+    char curve_public[41]; //  CURVE on clients: the node's keys (Z85), or "": open
+    char curve_secret[41];
+    char cluster_public[41]; //  CURVE on peer links: the cluster's keys, or "": open
+    char cluster_secret[41];
+    char clients_domain[64]; //  ZAP domains, named after the node: two nodes may share a
+    char peers_domain[64];   //  process, and so the ZAP handler
 };
+
+//  Load the certificates of the CURVE options and start answering the handshakes
+//  on both endpoints. Returns 0, or -1 with the reason in error.
+static int
+s_curve_start (sn_node_t *self, const sn_config_t *config, char *error, size_t size)
+{
+    if (!config->curve_cert && !config->curve_cluster)
+        return 0;
+    char reason[512];
+    snprintf (self->clients_domain, sizeof self->clients_domain, "sn-clients-%p", (void *) self);
+    snprintf (self->peers_domain, sizeof self->peers_domain, "sn-peers-%p", (void *) self);
+    self->zap = sn_zap_new (error, size);
+    if (!self->zap)
+        return -1;
+    if (config->curve_cert && (sn_zap_cert_load (config->curve_cert, true, self->curve_public,
+                                                 self->curve_secret, reason, sizeof reason) ||
+                               sn_zap_allow_dir (self->zap, self->clients_domain,
+                                                 config->curve_clients, reason, sizeof reason))) {
+        snprintf (error, size, "curve: %s", reason);
+        return -1;
+    }
+    if (config->curve_cluster &&
+        (sn_zap_cert_load (config->curve_cluster, true, self->cluster_public, self->cluster_secret,
+                           reason, sizeof reason) ||
+         sn_zap_allow_key (self->zap, self->peers_domain, self->cluster_public))) {
+        snprintf (error, size, "curve-cluster: %s", reason);
+        return -1;
+    }
+    return 0;
+}
 
 sn_node_t *
 sn_node_new (const sn_config_t *config, char *error, size_t size)
@@ -52,6 +90,8 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     snprintf (batch_endpoint, sizeof batch_endpoint, "inproc://sn-batch-%p", (void *) self);
     snprintf (webhook_endpoint, sizeof webhook_endpoint, "inproc://sn-webhook-%p", (void *) self);
 
+    if (s_curve_start (self, config, error, size))
+        goto failed;
     self->schema = sn_schema_new ();
     if (!self->schema) {
         snprintf (error, size, "embedded schemas do not parse");
@@ -76,7 +116,10 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
                              .write_timeout_ms = config->write_timeout,
                              .anti_entropy_ms = config->anti_entropy,
                              .frontend = internal_endpoint,
-                             .feed = feed_endpoint};
+                             .feed = feed_endpoint,
+                             .curve_public = *self->cluster_public ? self->cluster_public : NULL,
+                             .curve_secret = *self->cluster_secret ? self->cluster_secret : NULL,
+                             .zap_domain = self->peers_domain};
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
         goto failed;
@@ -139,7 +182,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
         self->schema,
         config->verbose,
         internal_endpoint,
-        "worker.at worker.push agent.at agent.push job.watch job.update"};
+        "worker.at worker.push agent.at agent.push job.watch job.update",
+        *self->curve_secret ? self->curve_secret : NULL,
+        self->clients_domain};
     self->frontend = sn_frontend_new (&frontend, error, size);
     if (!self->frontend)
         goto failed;
@@ -170,6 +215,10 @@ sn_node_destroy (sn_node_t **self_p)
         zactor_destroy (&self->mesh);
         zactor_destroy (&self->store);
         sn_schema_destroy (&self->schema);
+        //  Last: no CURVE socket may outlive the handler, or libzmq lets anyone in
+        sn_zap_destroy (&self->zap);
+        explicit_bzero (self->curve_secret, sizeof self->curve_secret);
+        explicit_bzero (self->cluster_secret, sizeof self->cluster_secret);
         free (self);
         *self_p = NULL;
     }

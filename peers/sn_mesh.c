@@ -20,6 +20,7 @@
 #include "sn_msg.h"
 #include "sn_placement.h"
 #include "sn_store.h"
+#include "sn_zap.h"
 
 //  Messages queued to one peer before ZeroMQ drops them: a few seconds of writes
 //  at full speed. A write that cannot be queued counts as not written there.
@@ -249,6 +250,9 @@ typedef struct {
     uint64_t scan_bad;           //  replicas left out of a scan page: a malformed page
     uint64_t scan_skipped;       //  replicas not asked for a scan page: silent or bad lately
     uint64_t scan_rereads;       //  re-reads begun: scans with reread from a first event
+    char *curve_public;          //  cluster certificate's public key (Z85), or NULL: open
+    char *curve_secret;          //  its secret key
+    char *zap_domain;            //  the inbox's ZAP domain
 } self_t;
 
 static void
@@ -339,6 +343,11 @@ s_self_new (zsock_t *pipe, const sn_mesh_config_t *config)
     self->burst = sn_pack_new ();
     self->frontend_endpoint = config->frontend ? strdup (config->frontend) : NULL;
     self->feed_endpoint = config->feed ? strdup (config->feed) : NULL;
+    if (config->curve_public && config->curve_secret) {
+        self->curve_public = strdup (config->curve_public);
+        self->curve_secret = strdup (config->curve_secret);
+        self->zap_domain = strdup (config->zap_domain ? config->zap_domain : "");
+    }
     return self;
 }
 
@@ -384,6 +393,11 @@ s_self_destroy (self_t **self_p)
     free (self->name);
     free (self->endpoint);
     free (self->ops_endpoint);
+    free (self->curve_public);
+    if (self->curve_secret)
+        explicit_bzero (self->curve_secret, strlen (self->curve_secret));
+    free (self->curve_secret);
+    free (self->zap_domain);
     free (self);
     *self_p = NULL;
 }
@@ -434,6 +448,18 @@ s_refusal (self_t *self, s_refusal_t *refusal, int64_t now, const char *format, 
 
 static void s_send (self_t *self, zsock_t *dealer);
 
+//  With a cluster certificate, a DEALER to a peer is a CURVE client holding it and
+//  expecting it of the server: only a member can answer, and only a member is let in.
+static void
+s_curve_client (self_t *self, zsock_t *dealer)
+{
+    if (!self->curve_public)
+        return;
+    zsock_set_curve_serverkey (dealer, self->curve_public);
+    zsock_set_curve_publickey (dealer, self->curve_public);
+    zsock_set_curve_secretkey (dealer, self->curve_secret);
+}
+
 //  A hello refused for a placement that is not ours: tell the node why, echoing its
 //  ticket, on a link of its own that lives only for that message (it is not a
 //  member here). At most one such link every S_REFUSAL_EVERY ms, and only over tcp:
@@ -451,6 +477,7 @@ s_refuse (self_t *self, int64_t now, const char *endpoint, uint64_t ticket, cons
     zsock_set_sndhwm (dealer, 1);
     zsock_set_sndtimeo (dealer, 0);
     zsock_set_linger (dealer, 1000);
+    s_curve_client (self, dealer);
     if (zsock_connect (dealer, "%s", endpoint) == 0) {
         sn_pack_reset (self->out);
         sn_pack_map (self->out, 4);
@@ -517,6 +544,7 @@ s_dealer_new (self_t *self, const char *endpoint)
     zuuid_t *uuid = zuuid_new ();
     zsock_set_identity (dealer, zuuid_str (uuid));
     zuuid_destroy (&uuid);
+    s_curve_client (self, dealer);
     if (zsock_connect (dealer, "%s", endpoint) == -1) {
         //  A member advertised an endpoint ZeroMQ cannot use; it stays unlinked.
         if (self->verbose)
@@ -3565,6 +3593,13 @@ s_mesh_start (self_t *self, char *error, size_t size)
     assert (self->inbox);
     zsock_set_router_handover (self->inbox, 1);
     zsock_set_rcvtimeo (self->inbox, 0);
+    if (self->curve_public && sn_zap_server (self->inbox, self->zap_domain, self->curve_secret)) {
+        snprintf (error, size,
+                  "cannot make the mesh inbox a CURVE server that refuses unknown peers: %s",
+                  zmq_strerror (zmq_errno ()));
+        zsock_destroy (&self->inbox);
+        return -1;
+    }
     if (zsock_bind (self->inbox, "%s", self->endpoint) == -1) {
         snprintf (error, size, "cannot bind mesh to %s: %s", self->endpoint,
                   zmq_strerror (zmq_errno ()));

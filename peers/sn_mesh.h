@@ -87,6 +87,10 @@ typedef struct {
     const char *frontend;     //  the frontend's inproc endpoint, where forwarded requests
                               //  are delivered; NULL: no forwarding (tests)
     const char *feed;         //  inproc endpoint to bind the placement PUB to, or NULL
+    const char *curve_public; //  the cluster certificate's keys (Z85): with them every
+    const char *curve_secret; //  peer link is CURVE, the inbox a server and every DEALER
+                              //  a client of that one key pair; NULL: open links
+    const char *zap_domain;   //  the inbox's ZAP domain, which lets in the cluster key only
 } sn_mesh_config_t;
 
 //  Start a mesh actor. Returns NULL with the reason in error when the configuration is

@@ -24,6 +24,7 @@
 #include "sn_batch.h"
 #include "sn_dispatch.h"
 #include "sn_owners.h"
+#include "sn_zap.h"
 
 typedef struct {
     const char *name;
@@ -52,6 +53,7 @@ static const sn_test_t s_tests[] = {{"sn_actor", sn_actor_test},
                                     {"sn_batch", sn_batch_test},
                                     {"sn_dispatch", sn_dispatch_test},
                                     {"sn_owners", sn_owners_test},
+                                    {"sn_zap", sn_zap_test},
                                     {NULL, NULL}};
 
 static int

@@ -10,11 +10,18 @@ python3-msgpack only).
 async_<method>(*args) enqueues {class: "mailer.User", method: "<method>", params: [args]}
 and returns the invocation's id once the node has it on disk. A worker started with
 `python3 -m supernode.worker --node ENDPOINT --class mailer.User` runs it.
+
+A node whose client endpoint is CURVE (supernode run --curve-cert) needs
+server_key (its public key, Z85 text or its public certificate file) and cert
+(this client's certificate file, with FILE_secret beside it, as
+`supernode keygen FILE` writes them) on Client, asyncify and the worker
+(--server-key, --curve-cert).
 """
 import os
 
 import msgpack
 import zmq
+import zmq.auth
 
 __all__ = ["Client", "Error", "Retry", "asyncify"]
 
@@ -34,14 +41,39 @@ class Retry(Exception):
     """Raise in a method run by a worker to have it retried later (with backoff)."""
 
 
-class Client:
-    """One DEALER to a node's client endpoint, speaking msgpack {op, rid, ...}."""
+def _curve_key(text_or_path):
+    """A CURVE public key given as 40 characters of Z85 or as a certificate file."""
+    if len(text_or_path) == 40 and not os.path.exists(text_or_path):
+        return text_or_path.encode()
+    public, _ = zmq.auth.load_certificate(text_or_path)
+    return public
 
-    def __init__(self, node=DEFAULT_NODE, timeout=10.0):
+
+def curve_setup(socket, server_key, cert):
+    """Make socket a CURVE client of server_key with the certificate cert (FILE,
+    with FILE_secret beside it), before it connects."""
+    if (server_key is None) != (cert is None):
+        raise ValueError("server_key and cert go together")
+    if server_key is None:
+        return
+    public, secret = zmq.auth.load_certificate(cert + "_secret")
+    if not secret:
+        raise ValueError("%s_secret holds no secret key" % cert)
+    socket.curve_serverkey = _curve_key(server_key)
+    socket.curve_publickey = public
+    socket.curve_secretkey = secret
+
+
+class Client:
+    """One DEALER to a node's client endpoint, speaking msgpack {op, rid, ...}.
+    With server_key and cert, over CURVE (see the module's doc)."""
+
+    def __init__(self, node=DEFAULT_NODE, timeout=10.0, server_key=None, cert=None):
         self.node = node
         self.timeout = timeout
         self.socket = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        curve_setup(self.socket, server_key, cert)
         self.socket.connect(node)
         self.rid = 0
         self.pushed = []  # work that arrived while waiting for a reply
@@ -95,15 +127,16 @@ def class_path(cls):
     return "%s.%s" % (cls.__module__, cls.__qualname__)
 
 
-def asyncify(cls, node=DEFAULT_NODE, bucket_id=None, client=None):
+def asyncify(cls, node=DEFAULT_NODE, bucket_id=None, client=None, server_key=None, cert=None):
     """A subclass of cls whose async_<method>(*args) enqueues <method>(*args) for a
-    worker and returns the invocation id, for every public method of cls."""
+    worker and returns the invocation id, for every public method of cls. server_key
+    and cert: for a node whose client endpoint is CURVE."""
     path = class_path(cls)
     shared = {"client": client}
 
     def connection():
         if shared["client"] is None:
-            shared["client"] = Client(node)
+            shared["client"] = Client(node, server_key=server_key, cert=cert)
         return shared["client"]
 
     def make(name):

@@ -20,7 +20,7 @@ import traceback
 import msgpack
 import zmq
 
-from . import DEFAULT_NODE, Client, Retry
+from . import DEFAULT_NODE, Client, Error, Retry
 
 
 def load(path):
@@ -62,8 +62,8 @@ def run(cls, work):
 
 
 class Worker:
-    def __init__(self, node, classes, capacity):
-        self.client = Client(node)
+    def __init__(self, node, classes, capacity, server_key=None, cert=None):
+        self.client = Client(node, server_key=server_key, cert=cert)
         self.classes = classes
         self.capacity = capacity
         self.pool = concurrent.futures.ThreadPoolExecutor(capacity)
@@ -77,8 +77,18 @@ class Worker:
         self.beat_rid = None
 
     def hello(self):
-        reply = self.client.call("worker.hello", classes=list(self.classes),
-                                 capacity=self.capacity, name="python-%d" % os.getpid())
+        # A node that is not up yet, or slow to answer (or, over CURVE, one that does
+        # not let this worker in), is asked again until it answers, as the CLI's worker does
+        while True:
+            try:
+                reply = self.client.call("worker.hello", classes=list(self.classes),
+                                         capacity=self.capacity, name="python-%d" % os.getpid())
+                break
+            except Error as error:
+                if error.code is not None:
+                    raise
+                print("supernode.worker: %s; saying hello again" % error, file=sys.stderr,
+                      flush=True)
         self.heartbeat = reply.get("heartbeat", 1000) / 1000.0
         self.next_beat = time.monotonic() + self.heartbeat
 
@@ -127,13 +137,17 @@ def main(argv=None):
     parser.add_argument("--class", dest="classes", action="append", required=True,
                         help="module.Class to run (repeatable)")
     parser.add_argument("--capacity", type=int, default=4)
+    parser.add_argument("--server-key", help="the node's CURVE public key, or its certificate file")
+    parser.add_argument("--curve-cert", help="this worker's certificate file (and FILE_secret)")
     args = parser.parse_args(argv)
+    if (args.server_key is None) != (args.curve_cert is None):
+        parser.error("--server-key and --curve-cert go together")
     sys.path.insert(0, os.getcwd())
     classes = {path: load(path) for path in args.classes}
     print("supernode.worker: running %s for %s" % (", ".join(classes), args.node),
           file=sys.stderr, flush=True)
     try:
-        Worker(args.node, classes, args.capacity).loop()
+        Worker(args.node, classes, args.capacity, args.server_key, args.curve_cert).loop()
     except KeyboardInterrupt:
         pass
 

@@ -48,6 +48,9 @@ s_client_new (const char *endpoint, zcert_t *cert, const char *server_key)
     self->pack = sn_pack_new ();
     self->next_rid = 1;
     self->timeout = 10000;
+    //  A send waits at most the timeout too: a connection the node refused (a CURVE
+    //  key it does not allow) leaves the DEALER no link, and a send would block for ever
+    zsock_set_sndtimeo (dealer, self->timeout);
     self->work = zlist_new ();
     self->pushes = zlist_new ();
     zlist_autofree (self->pushes);
@@ -145,6 +148,7 @@ sn_client_set_timeout (sn_client_t *self, int msecs)
 {
     assert (self);
     self->timeout = msecs;
+    zsock_set_sndtimeo (self->dealer, msecs);
 }
 
 const char *
@@ -161,7 +165,9 @@ s_send_pack (sn_client_t *self)
     zframe_t *frame = sn_pack_frame (self->pack);
     if (zframe_send (&frame, self->dealer, 0) == -1) {
         zframe_destroy (&frame);
-        snprintf (self->error, sizeof self->error, "cannot send: %s", zmq_strerror (zmq_errno ()));
+        snprintf (self->error, sizeof self->error, "cannot send: %s",
+                  zmq_errno () == EAGAIN ? "no link to the node (refused, or not up)"
+                                         : zmq_strerror (zmq_errno ()));
         return -1;
     }
     return 0;

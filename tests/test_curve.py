@@ -271,6 +271,14 @@ def test_python_client_and_worker_over_curve(keys):
         assert done["response"] == 5, done
         with pytest.raises(ValueError):
             supernode.Client(node.endpoint, server_key=keys[1]["node"])
+        # A client the node refuses gets an Error on every call, never a send that
+        # blocks for ever once the refused link is gone
+        refused = supernode.Client(node.endpoint, timeout=2 * SLOW,
+                                   server_key=path(keys, "node"), cert=path(keys, "mallory"))
+        for _ in range(3):
+            with pytest.raises(supernode.Error):
+                refused.call("health")
+        refused.close()
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()

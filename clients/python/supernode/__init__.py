@@ -73,6 +73,9 @@ class Client:
         self.timeout = timeout
         self.socket = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        # A send waits at most the timeout: a connection the node refused (a CURVE key
+        # it does not allow) leaves no link, and a send would block for ever
+        self.socket.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
         curve_setup(self.socket, server_key, cert)
         self.socket.connect(node)
         self.rid = 0
@@ -80,7 +83,11 @@ class Client:
 
     def send(self, op, **fields):
         self.rid += 1
-        self.socket.send(msgpack.packb(dict(fields, op=op, rid=self.rid), use_bin_type=False))
+        try:
+            self.socket.send(msgpack.packb(dict(fields, op=op, rid=self.rid), use_bin_type=False))
+        except zmq.Again:
+            raise Error(None, "cannot send to %s within %s s: no link to the node (refused, "
+                              "or not up)" % (self.node, self.timeout))
         return self.rid
 
     def receive(self, timeout):

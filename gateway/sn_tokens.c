@@ -137,9 +137,12 @@ sn_tokens_allow_header (sn_tokens_t *self, const char *header)
 {
     assert (self);
     //  The scheme is case-insensitive (RFC 9110); the token is not
-    if (!header || strncasecmp (header, "Bearer ", 7) != 0)
+    const char scheme[] = "Bearer ";
+    size_t scheme_size = sizeof scheme - 1;
+    if (!header || strnlen (header, scheme_size) < scheme_size ||
+        strncasecmp (header, scheme, scheme_size) != 0)
         return false;
-    const char *token = header + 7;
+    const char *token = header + scheme_size;
     while (*token == ' ')
         token++;
     size_t size = strlen (token);

@@ -1373,12 +1373,13 @@ s_take_over (self_t *self, uint32_t p, char *error, size_t size)
 
 //  Partition p, served here, is read again (sn_owners_reread_due). The re-read
 //  replays p apart, into self->staging, touching nothing held. Only a complete
-//  one (every page came, and merged every replica the replays of p read:
-//  sn_owners_reread_complete) is adopted: a bucket not held here is loaded whole,
-//  as a takeover loads it; a bucket held here keeps its settings, commits and
-//  timers and gains only the results the replay left waiting (in no batch.commit
-//  of the scan) that it has not seen. That is safe: a complete scan holds every
-//  event this node wrote or read before, every commit made here included, so a
+//  one (every page came, and merged every replica the replays of p read and a
+//  read quorum of p's replicas: sn_owners_reread_complete) is adopted: a bucket
+//  not held here is loaded whole, as a takeover loads it; a bucket held here keeps
+//  its settings, commits and timers and gains only the results the replay left
+//  waiting (in no batch.commit of the scan) that it has not seen. That is safe: a
+//  complete scan holds every event this node wrote (acknowledged at QUORUM) or
+//  read before, every commit made here included, so a
 //  result committed here (even one whose id was forgotten since) is in a commit
 //  of the scan and is not collected again. Anything else is discarded whole.
 static void
@@ -1391,7 +1392,8 @@ s_reread (self_t *self, uint32_t p)
     char error[256];
     bool adopt = s_replay_partition (self, p, S_TAKEOVER_WAIT, error, sizeof error) == 0;
     if (adopt && !sn_owners_reread_complete (self->owners, p)) {
-        snprintf (error, sizeof error, "a replica read before was not merged on every page");
+        snprintf (error, sizeof error,
+                  "the replicas merged on every page lack a read quorum or one read before");
         adopt = false;
     }
     int64_t now = zclock_time ();

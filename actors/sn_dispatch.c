@@ -3422,11 +3422,12 @@ s_replay_done (self_t *self)
 {
     bool owned = self->owned[self->replay_p];
     //  A re-read is adopted only when complete: one that left out a replica read
-    //  before may lack the end of a job finished and dropped here, which it would
-    //  bring back and run again
+    //  before, or merged no read quorum of p's replicas, may lack the end of a job
+    //  finished and dropped here, which it would bring back and run again
     if (owned && self->reread &&
         !sn_owners_reread_complete (self->reads, (uint32_t) self->replay_p)) {
-        s_replay_failed (self, "a replica read before was not merged on every page");
+        s_replay_failed (self,
+                         "the replicas merged on every page lack a read quorum or one read before");
         return;
     }
     self->rereads += self->reread;

@@ -53,6 +53,7 @@ struct _sn_owners_t {
     uint32_t *reread_gap; //  per partition: ms between its re-reads now (0: none lately)
     int64_t *reread_ok;   //  per partition: unix ms before which it is not read again
     uint64_t rereads;     //  re-reads begun
+    sn_msg_t *placed;     //  replica lists of the latest placement, or NULL before one
 };
 
 static void
@@ -139,6 +140,7 @@ sn_owners_destroy (sn_owners_t **self_p)
         free (self->reread_at);
         free (self->reread_gap);
         free (self->reread_ok);
+        sn_msg_destroy (&self->placed);
         free (self);
         *self_p = NULL;
     }
@@ -488,6 +490,14 @@ sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
     const sn_value_t *members = sn_value_get (root, "members");
     if (!name || sn_value_size (owners) != self->partitions)
         return;
+    //  Kept whole for sn_owners_reread_complete, which counts the read quorum
+    //  against the replicas named now, not at the re-read's start
+    sn_pack_reset (self->pack);
+    sn_pack_value (self->pack, replicas);
+    sn_msg_destroy (&self->placed);
+    self->placed =
+        sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), NULL);
+    sn_pack_reset (self->pack);
     zhashx_t *reachable = zhashx_new ();
     for (size_t index = 0; index < sn_value_size (members); index++) {
         char *member = sn_value_strdup (sn_value_at (members, index));
@@ -585,6 +595,38 @@ sn_owners_reread_soon (sn_owners_t *self, uint32_t p)
     return 0;
 }
 
+//  Whether the replicas merged on every page of p's scan so far include a read
+//  quorum of p's replicas in the latest placement: more than half of the entries
+//  of p's list there. A write acknowledged at QUORUM is on more than half of the
+//  same list (the mesh writes to it), so on one replica merged. A name merged that
+//  the list does not hold counts for nothing; an entry that is no name, or a name
+//  listed twice, counts as a replica not read: a malformed list makes the quorum
+//  harder to meet, never easier. Before any placement (no mesh) this node's store
+//  is the only one.
+static bool
+s_quorum_read (sn_owners_t *self, uint32_t p)
+{
+    if (!self->placed)
+        return true;
+    const sn_value_t *list = sn_value_at (sn_msg_root (self->placed), p);
+    size_t replicas = sn_value_is (list, SN_TYPE_ARRAY) ? sn_value_size (list) : 0;
+    zhashx_t *counted = zhashx_new ();
+    for (size_t index = 0; index < replicas && index < S_NAMES_MAX; index++) {
+        size_t len = 0;
+        const char *name = sn_value_str (sn_value_at (list, index), &len);
+        if (!name || len == 0 || len > SN_NAME_MAX)
+            continue;
+        char text[SN_NAME_MAX + 1];
+        memcpy (text, name, len);
+        text[len] = 0;
+        if (zhashx_lookup (self->reading[p], text))
+            zhashx_update (counted, text, (void *) "");
+    }
+    bool quorum = zhashx_size (counted) >= replicas / 2 + 1;
+    zhashx_destroy (&counted);
+    return quorum;
+}
+
 bool
 sn_owners_reread_complete (sn_owners_t *self, uint32_t p)
 {
@@ -594,7 +636,7 @@ sn_owners_reread_complete (sn_owners_t *self, uint32_t p)
         for (void *item = zhashx_first (self->read[p]); item; item = zhashx_next (self->read[p]))
             if (!zhashx_lookup (self->reading[p], zhashx_cursor (self->read[p])))
                 return false;
-    return true;
+    return s_quorum_read (self, p);
 }
 
 uint64_t
@@ -912,6 +954,147 @@ s_test_rereads (void)
     sn_owners_destroy (&owners);
 }
 
+//  A placement where "a" owns both partitions, each with the replicas list names
+//  (a letter each, '-' for an entry that is no name), members reachable.
+static void
+s_test_listed (sn_owners_t *owners, const char *list, const char *members)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 5);
+    sn_pack_kv_str (pack, "op", "placement");
+    sn_pack_kv_str (pack, "self", "a");
+    sn_pack_str (pack, "owners");
+    sn_pack_array (pack, 2);
+    sn_pack_str (pack, "a");
+    sn_pack_str (pack, "a");
+    sn_pack_str (pack, "replicas");
+    sn_pack_array (pack, 2);
+    for (int p = 0; p < 2; p++) {
+        sn_pack_array (pack, (uint32_t) strlen (list));
+        for (const char *name = list; *name; name++)
+            if (*name == '-')
+                sn_pack_nil (pack);
+            else
+                sn_pack_strn (pack, name, 1);
+    }
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, (uint32_t) strlen (members));
+    for (const char *name = members; *name; name++)
+        sn_pack_strn (pack, name, 1);
+    sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (pack), sn_pack_size (pack), NULL);
+    sn_owners_reread_check (owners, sn_msg_root (msg));
+    sn_msg_destroy (&msg);
+    sn_pack_destroy (&pack);
+}
+
+//  Whether the re-read of p under way, scanned anew with pages whose merged lists
+//  are given, is complete.
+static bool
+s_test_complete (sn_owners_t *owners, uint32_t p, const char *const *pages)
+{
+    assert (sn_owners_rereading (owners, p));
+    sn_owners_scan_begin (owners, p);
+    for (int index = 0; pages[index]; index++) {
+        sn_msg_t *page = s_test_page (pages[index]);
+        sn_owners_scan_page (owners, p, sn_msg_root (page));
+        sn_msg_destroy (&page);
+    }
+    return sn_owners_reread_complete (owners, p);
+}
+
+//  A re-read is complete only when the replicas merged on every page are a read
+//  quorum of the replicas the latest placement names.
+static void
+s_test_quorum (void)
+{
+    sn_owners_t *owners = sn_owners_new (NULL, NULL, 2);
+    //  No placement (no mesh): this node's store alone, as ever
+    assert (sn_owners_reread_soon (owners, 0) == 0);
+    assert (sn_owners_reread_due (owners, zclock_time ()) == 0);
+    assert (s_test_complete (owners, 0, (const char *[]){"a", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"", NULL}));
+    sn_owners_reread_failed (owners, 0);
+
+    //  RF 1: its own store is the quorum
+    s_test_listed (owners, "a", "ab");
+    s_test_replay (owners, 0, (const char *[]){"a", NULL});
+    assert (sn_owners_reread_soon (owners, 0) == 0);
+    assert (sn_owners_reread_due (owners, zclock_time ()) == 0);
+    assert (s_test_complete (owners, 0, (const char *[]){"a", "a", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
+    assert (!s_test_complete (owners, 0, (const char *[]){"b", NULL}));
+    sn_owners_reread_failed (owners, 0);
+    sn_owners_destroy (&owners);
+
+    //  RF 3, replayed alone: b comes, the partition is read again
+    owners = sn_owners_new (NULL, NULL, 2);
+    s_test_listed (owners, "a", "a");
+    s_test_replay (owners, 0, (const char *[]){"a", "a", NULL});
+    s_test_listed (owners, "abc", "ab");
+    int64_t now = zclock_time ();
+    assert (sn_owners_reread_due (owners, now) == 0);
+    //  Its own store alone read everything read before, but is one of three
+    assert (!s_test_complete (owners, 0, (const char *[]){"a", "a", NULL}));
+    //  With one other replica on every page: two of three
+    assert (s_test_complete (owners, 0, (const char *[]){"ab", "ab", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"ac", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"abc", "abc", NULL}));
+    //  Without its own store, b and c are a quorum, but a was read before
+    assert (!s_test_complete (owners, 0, (const char *[]){"bc", NULL}));
+    //  Names that are no replica of p count for nothing
+    assert (!s_test_complete (owners, 0, (const char *[]){"ax", NULL}));
+    assert (!s_test_complete (owners, 0, (const char *[]){"axyz", "axyz", NULL}));
+    //  A replica counts only when merged on every page: each page below holds two
+    //  of three, but only a is on all of them
+    assert (!s_test_complete (owners, 0, (const char *[]){"abc", "ab", "ac", NULL}));
+    assert (!s_test_complete (owners, 0, (const char *[]){"ab", "a", "ab", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"abc", "abc", "ab", NULL}));
+    //  The placement at the time of asking counts: b pushed out of p's list makes
+    //  the same pages short of a quorum, b back makes them one again
+    s_test_listed (owners, "acd", "abcd");
+    assert (!s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"abd", NULL}));
+    s_test_listed (owners, "abc", "ab");
+    assert (s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
+    //  Fewer replicas than RF (two members): both of them
+    s_test_listed (owners, "ab", "ab");
+    assert (!s_test_complete (owners, 0, (const char *[]){"a", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
+    //  An entry that is no name, or a name listed twice, is a replica not read
+    s_test_listed (owners, "a-c", "abc");
+    assert (!s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"ac", NULL}));
+    s_test_listed (owners, "aab", "ab");
+    assert (!s_test_complete (owners, 0, (const char *[]){"a", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
+    //  An empty list: no quorum can be shown
+    s_test_listed (owners, "", "ab");
+    assert (!s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
+
+    //  One short of a quorum is discarded and read again no sooner than the
+    //  spacing says: 1 s, then 2 s; the partition stays served meanwhile
+    s_test_listed (owners, "abc", "ab");
+    assert (!s_test_complete (owners, 0, (const char *[]){"a", NULL}));
+    sn_owners_reread_failed (owners, 0);
+    assert (sn_owners_owns (owners, 0) && !sn_owners_taking_over (owners, 0));
+    s_test_listed (owners, "abc", "ab");
+    int64_t at = sn_owners_reread_at (owners);
+    assert (at >= now + 1000);
+    assert (sn_owners_reread_due (owners, at - 1) == -1);
+    assert (sn_owners_reread_due (owners, at) == 0);
+    assert (!s_test_complete (owners, 0, (const char *[]){"a", NULL}));
+    sn_owners_reread_failed (owners, 0);
+    s_test_listed (owners, "abc", "ab");
+    assert (sn_owners_reread_at (owners) >= at + 2000);
+    //  Complete once b is merged: adopted, and b is not read again
+    assert (sn_owners_reread_due (owners, sn_owners_reread_at (owners)) == 0);
+    assert (s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
+    sn_owners_replayed (owners, 0);
+    s_test_listed (owners, "abc", "ab");
+    assert (sn_owners_reread_at (owners) == INT64_MAX);
+    sn_owners_destroy (&owners);
+}
+
 //  --------------------------------------------------------------------------
 //  Selftest support
 
@@ -1041,6 +1224,7 @@ sn_owners_test (bool verbose)
     sn_owners_destroy (&alone);
     sn_owners_destroy (&alone);
     s_test_rereads ();
+    s_test_quorum ();
 
     //  Partitions of requests
     sn_owners_t *owners =

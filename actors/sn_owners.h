@@ -131,11 +131,17 @@ bool sn_owners_rereading (sn_owners_t *self, uint32_t p);
 void sn_owners_reread_failed (sn_owners_t *self, uint32_t p);
 
 //  Whether the re-read of p under way read, on every page, every replica the
-//  replays of p read before (ask before sn_owners_replayed). Only such a re-read
-//  holds every event those replays and this node's own writes hold (the log is
-//  append-only), so only its effect may be adopted: an entity finished and
-//  dropped here has its end in it. Any other re-read is discarded whole
-//  (sn_owners_reread_failed).
+//  replays of p read before and a read quorum of p's replicas: more than half of
+//  the n names p's replica list holds in the latest placement applied (at this
+//  call, so a placement that changed during the re-read counts as it is now; n is
+//  the list's length, fewer than RF while members are missing; this node counts
+//  when it is one of them, a name that is not counts for nothing). Ask before
+//  sn_owners_replayed. Only such a re-read holds every event those replays read
+//  and every event acknowledged at QUORUM under that list, this node's own writes
+//  included (the log is append-only), so only its effect may be adopted: an
+//  entity finished and dropped here has its end in it. Any other re-read is
+//  discarded whole (sn_owners_reread_failed). Before any placement (no mesh) the
+//  quorum is this node's store alone.
 bool sn_owners_reread_complete (sn_owners_t *self, uint32_t p);
 
 //  Re-reads begun.

@@ -2888,9 +2888,10 @@ s_take_over (self_t *self, uint32_t p, char *error, size_t size)
 //  only adds: it stages the invocations unknown here with their history as the
 //  scan shows it, and the buckets unknown here, touching nothing held (nor any
 //  count). Only a complete re-read (every page came, and merged every replica the
-//  replays of p read: sn_owners_reread_complete) is adopted, and of it only the
-//  invocations not finished in it. That is safe: a complete scan holds every
-//  event this node wrote or read before, so an invocation finished here (evicted
+//  replays of p read and a read quorum of p's replicas: sn_owners_reread_complete)
+//  is adopted, and of it only the invocations not finished in it. That is safe: a
+//  complete scan holds every event this node wrote (acknowledged at QUORUM) or
+//  read before, so an invocation finished here (evicted
 //  or not) shows finished in it and is never adopted, and one known here is not
 //  touched; what is adopted was enqueued and is finished on no replica read,
 //  which is what a takeover would queue. Anything else is discarded whole.
@@ -2903,7 +2904,8 @@ s_reread (self_t *self, uint32_t p)
     char error[256];
     bool adopt = s_replay_partition (self, p, S_TAKEOVER_WAIT, error, sizeof error) == 0;
     if (adopt && !sn_owners_reread_complete (self->owners, p)) {
-        snprintf (error, sizeof error, "a replica read before was not merged on every page");
+        snprintf (error, sizeof error,
+                  "the replicas merged on every page lack a read quorum or one read before");
         adopt = false;
     }
     size_t added = 0;

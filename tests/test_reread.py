@@ -7,7 +7,7 @@ import requests
 from harness import wait_for
 from test_owners import owner_of, partition, retry
 from test_replication import all_see, cluster, start_cluster
-from test_takeover import NO_AE, enqueue_primary, states
+from test_takeover import NO_AE, ForgingMember, enqueue_primary, states
 
 
 def strip_join(node):
@@ -117,6 +117,47 @@ def test_node_restarted_alone_learns_what_was_acknowledged_while_it_was_down():
     finally:
         for node in nodes:
             node.cleanup()
+
+
+def test_a_reread_of_its_own_store_alone_is_not_adopted():
+    # n1 joins x2 and x3, which acknowledge every write and answer every scan with
+    # a malformed page: with RF 3 each partition's replicas are n1, x2 and x3, so
+    # every write is acknowledged at QUORUM, yet x2 and x3 are left out of every
+    # page. n1's replays read its own store only; x2 and x3 being reachable and not
+    # read, n1 reads its partitions again, and each re-read merges its own store
+    # alone: one replica of three, no read quorum, so none is adopted (a write its
+    # store refused and x2 and x3 acknowledged would be missing from it), while n1
+    # serves its partitions as before.
+    from harness import Node
+    malformed = [lambda frm, limit: {"events": [], "next": "k" * 200}]
+    members = [ForgingMember(malformed, name) for name in ("x2", "x3")]
+    node = Node(name="n1", extra=["--heartbeat-ms", "100", "--suspect-ms", "60000",
+                                  "--dead-ms", "60000", "--write-timeout-ms", "1500",
+                                  "--join", members[0].endpoint])
+    for member in members:
+        member.peers_port = node.peers_port
+        member.start()
+    try:
+        node.start()
+        # (with these three names, n1 ranks first for the primary bucket's partition)
+        p = partition("primary")
+        wait_for(lambda: owner_of(node, p) == "n1" and {
+            m["name"] for m in cluster(node)["members"]} >= {"n1", "x2", "x3"}, 30,
+            "n1 owns the primary bucket's partition, x2 and x3 members")
+        wait_for(lambda: "lack a read quorum" in node.logs(), 30,
+                 "a re-read discarded for want of a read quorum")
+        assert rereads(node) > 0
+        # Served meanwhile: enqueued (x2 and x3 acknowledge), queued, listed
+        ids = enqueue_primary([node], 3)
+        assert states(node, ids) == ["queued"] * 3
+        scans = cluster(node)["scans"]
+        assert scans["malformed"] >= 1, scans
+        node.stop()
+    finally:
+        for member in members:
+            member.done.set()
+            member.join()
+        node.cleanup()
 
 
 def test_scan_and_its_reread_flag_are_not_client_ops():

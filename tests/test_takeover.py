@@ -177,12 +177,13 @@ def test_a_silent_replica_does_not_hold_up_the_replay():
 
 
 class ForgingMember(threading.Thread):
-    """A member x2 that n1 joins through: it says hello, pings, stores every replica
-    write (it acks them) and answers every rscan with the next of forged, each a
-    page that does not fit the scan asked."""
+    """A member (x2 unless named) that n1 joins through: it says hello, pings, acks
+    every replica write (storing none) and answers every rscan with the next of
+    forged, each a page that does not fit the scan asked."""
 
-    def __init__(self, forged):
+    def __init__(self, forged, name="x2"):
         super().__init__(daemon=True)
+        self.name = name
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.forged = forged
         self.scans = collections.Counter()
@@ -202,10 +203,10 @@ class ForgingMember(threading.Thread):
             while not self.done.is_set():
                 if time.monotonic() - sent > 0.1:
                     dealer.send(msgpack.packb({
-                        "op": "hello", "name": "x2", "endpoint": self.endpoint,
+                        "op": "hello", "name": self.name, "endpoint": self.endpoint,
                         "incarnation": 1, "partitions": 64, "rf": 3, "ticket": 1}))
-                    dealer.send(msgpack.packb({"op": "ping", "from": "x2", "members": [
-                        ["x2", self.endpoint, 1, "alive"]]}))
+                    dealer.send(msgpack.packb({"op": "ping", "from": self.name, "members": [
+                        [self.name, self.endpoint, 1, "alive"]]}))
                     sent = time.monotonic()
                 if not router.poll(50):
                     continue

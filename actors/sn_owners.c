@@ -497,6 +497,7 @@ sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
     sn_msg_destroy (&self->placed);
     self->placed =
         sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), NULL);
+    assert (self->placed);
     sn_pack_reset (self->pack);
     zhashx_t *reachable = zhashx_new ();
     for (size_t index = 0; index < sn_value_size (members); index++) {

@@ -37,6 +37,7 @@
 
 //  Writes waiting for the log before new requests are refused with 503.
 #define S_PENDING_MAX 50000
+#define S_BURST_MAX   1000 //  writes gathered into one message to the log
 
 //  Longest invocation id: 32 hex digits, "-", a partition number.
 #define S_ID_MAX 48
@@ -197,6 +198,7 @@ typedef struct {
     sn_routed_t *reply; //  the request to answer, its payload already the reply
     uint64_t rid;       //  the request's rid, for an error reply
     s_inv_t *finished;  //  an invocation whose result the batch actor is told of
+    uint64_t burst;     //  rid of the message to the log that carries the write
 } s_pending_t;
 
 typedef struct {
@@ -224,7 +226,10 @@ typedef struct {
     uint64_t rereads;         //  re-reads ended, adopted or discarded (for tests)
     sn_pack_t *pack;          //  scratch for events and pushes
     sn_pack_t *reply;         //  scratch for replies
-    sn_pack_t *put;           //  scratch for writes to the log
+    sn_pack_t *put;           //  scratch for messages to the log
+    sn_pack_t *burst;         //  writes gathered for the log, as bulk items
+    uint32_t burst_count;     //  items in burst
+    uint64_t burst_rid;       //  rid of the first of them; the others follow it
     uint64_t log_rid;         //  last rid sent to the log
     int64_t next_deadline;    //  unix ms of the earliest timer, or INT64_MAX
     sn_queue_config_t config; //  endpoints, borrowed until START
@@ -434,6 +439,7 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     self->pack = sn_pack_new ();
     self->reply = sn_pack_new ();
     self->put = sn_pack_new ();
+    self->burst = sn_pack_new ();
     self->next_deadline = INT64_MAX;
     return self;
 }
@@ -473,6 +479,7 @@ s_self_destroy (self_t **self_p)
         sn_pack_destroy (&self->pack);
         sn_pack_destroy (&self->reply);
         sn_pack_destroy (&self->put);
+        sn_pack_destroy (&self->burst);
         free (self);
         *self_p = NULL;
     }
@@ -607,9 +614,41 @@ s_log_refused (self_t *self, s_pending_t *pending, const char *why)
     s_pending_free ((void **) &pending);
 }
 
+static void s_log_settle (self_t *self, uint64_t rid, uint64_t code, const char *error,
+                          size_t error_len);
+
+//  The writes gathered are sent as one bulk, whose results come back in the order of
+//  the writes, rids burst_rid and up. One message for what a loop of the actor
+//  gathered costs the log one decode and one answer, not one per write.
+static void
+s_log_flush (self_t *self)
+{
+    if (self->burst_count == 0)
+        return;
+    sn_pack_t *request = self->put;
+    sn_pack_reset (request);
+    sn_pack_map (request, 3);
+    sn_pack_kv_str (request, "op", "bulk");
+    sn_pack_kv_uint (request, "rid", self->burst_rid);
+    sn_pack_str (request, "puts");
+    sn_pack_array (request, self->burst_count);
+    sn_pack_raw (request, sn_pack_data (self->burst), sn_pack_size (self->burst));
+    uint64_t first = self->burst_rid;
+    uint32_t count = self->burst_count;
+    sn_pack_reset (self->burst);
+    self->burst_count = 0;
+    if (zmq_send (zsock_resolve (self->log), sn_pack_data (request), sn_pack_size (request),
+                  ZMQ_DONTWAIT) == -1) {
+        const char *why = "log is not accepting writes";
+        for (uint64_t rid = first; rid < first + count; rid++)
+            s_log_settle (self, rid, 503, why, strlen (why));
+    }
+}
+
 //  Write the event in self->pack as type, in the bucket's partition. pending says
-//  what to do once it is on disk, and is owned here from now on. Returns 0, or -1
-//  when the log cannot take it (pending is then destroyed).
+//  what to do once it is on disk, and is owned here from now on. The write goes with
+//  the others of this loop of the actor (s_log_flush). Returns 0, or -1 when the log
+//  cannot take it (pending is then destroyed).
 static int
 s_log_write (self_t *self, const char *type, const char *bucket, s_pending_t *pending)
 {
@@ -617,22 +656,20 @@ s_log_write (self_t *self, const char *type, const char *bucket, s_pending_t *pe
         s_log_refused (self, pending, "too many writes in flight");
         return -1;
     }
-    sn_pack_t *request = self->put;
-    sn_pack_reset (request);
-    sn_pack_map (request, 5);
-    sn_pack_kv_str (request, "op", "put");
-    sn_pack_kv_uint (request, "rid", ++self->log_rid);
-    sn_pack_kv_str (request, "type", type);
-    sn_pack_kv_str (request, "pkey", bucket);
-    sn_pack_str (request, "event");
-    sn_pack_raw (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    if (zmq_send (zsock_resolve (self->log), sn_pack_data (request), sn_pack_size (request),
-                  ZMQ_DONTWAIT) == -1) {
-        zsys_error ("sn_queue: cannot write %s for %s: log is not accepting", type, bucket);
-        s_log_refused (self, pending, "log is not accepting writes");
-        return -1;
-    }
-    zhashx_insert (self->pending, (void *) (uintptr_t) self->log_rid, pending);
+    if (self->burst_count == S_BURST_MAX)
+        s_log_flush (self);
+    uint64_t rid = ++self->log_rid;
+    if (self->burst_count == 0)
+        self->burst_rid = rid;
+    pending->burst = self->burst_rid;
+    sn_pack_t *item = self->burst;
+    sn_pack_map (item, 3);
+    sn_pack_kv_str (item, "type", type);
+    sn_pack_kv_str (item, "pkey", bucket);
+    sn_pack_str (item, "event");
+    sn_pack_raw (item, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    self->burst_count++;
+    zhashx_insert (self->pending, (void *) (uintptr_t) rid, pending);
     return 0;
 }
 
@@ -2521,15 +2558,12 @@ s_notify_finished (self_t *self, s_inv_t *inv)
         zframe_destroy (&frame);
 }
 
-//  Acknowledgements from the log: finish what waited for them.
+//  The log's answer to the write with rid: finish what waited for it.
 static void
-s_log_answer (self_t *self, const sn_value_t *root)
+s_log_settle (self_t *self, uint64_t rid, uint64_t code, const char *error, size_t error_len)
 {
-    uint64_t rid = 0, code = 0;
-    sn_value_uint (sn_value_get (root, "rid"), &rid);
-    sn_value_uint (sn_value_get (root, "code"), &code);
     void *key = (void *) (uintptr_t) rid;
-    s_pending_t *pending = rid ? (s_pending_t *) zhashx_lookup (self->pending, key) : NULL;
+    s_pending_t *pending = (s_pending_t *) zhashx_lookup (self->pending, key);
     if (!pending)
         return;
     if (pending->finished) {
@@ -2552,17 +2586,46 @@ s_log_answer (self_t *self, const sn_value_t *root)
         }
     }
     else {
-        char *error = sn_value_get_strdup (root, "error");
-        zsys_error ("sn_queue: log refused a write with %" PRIu64 ": %s", code,
-                    error ? error : "?");
+        if (!error) {
+            error = "log refused the write";
+            error_len = strlen (error);
+        }
+        zsys_error ("sn_queue: log refused a write with %" PRIu64 ": %.*s", code, (int) error_len,
+                    error);
         if (pending->reply) {
-            s_reply_error (self, pending->reply, pending->rid, 503, "not stored: %s",
-                           error ? error : "log refused the write");
+            s_reply_error (self, pending->reply, pending->rid, 503, "not stored: %.*s",
+                           (int) error_len, error);
             pending->reply = NULL;
         }
-        free (error);
     }
     zhashx_delete (self->pending, key);
+}
+
+//  The log's answer to a bulk of writes: each write's result in their order, or one
+//  error for all of them.
+static void
+s_log_answer (self_t *self, const sn_value_t *root)
+{
+    uint64_t rid = 0, code = 0;
+    sn_value_uint (sn_value_get (root, "rid"), &rid);
+    sn_value_uint (sn_value_get (root, "code"), &code);
+    const sn_value_t *results = sn_value_get (root, "results");
+    size_t count =
+        code == 200 && sn_value_is (results, SN_TYPE_ARRAY) ? sn_value_size (results) : 0;
+    for (uint64_t index = 0; rid; index++) {
+        s_pending_t *pending =
+            (s_pending_t *) zhashx_lookup (self->pending, (void *) (uintptr_t) (rid + index));
+        if (!pending || pending->burst != rid)
+            break;
+        const sn_value_t *result = index < count ? sn_value_at (results, index) : root;
+        uint64_t item_code = 0;
+        sn_value_uint (sn_value_get (result, "code"), &item_code);
+        if (index >= count && item_code == 200)
+            item_code = 500; //  an answer with fewer results than writes
+        size_t error_len = 0;
+        const char *error = sn_value_str (sn_value_get (result, "error"), &error_len);
+        s_log_settle (self, rid + index, item_code, error, error_len);
+    }
 }
 
 static void
@@ -2717,6 +2780,8 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
             sn_pack_kv_str (request, "from", from);
         zframe_t *frame = sn_pack_frame (request);
         sn_pack_destroy (&request);
+        //  What was gathered goes first: the replay holds this loop for its pages
+        s_log_flush (self);
         zframe_send (&frame, self->scan, 0);
         zstr_free (&from);
         //  Acknowledgements of writes made before a REPLAY may come first
@@ -3117,6 +3182,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
     self_t *self = s_self_new (pipe, (const sn_queue_config_t *) args);
     zsock_signal (pipe, 0);
     while (!self->terminated) {
+        //  The writes the last step gathered go now, as one message
+        s_log_flush (self);
         if (!self->poller) {
             s_handle_pipe (self);
             continue;
@@ -3967,25 +4034,39 @@ s_test_counts_are (s_test_client_t *client, uint64_t queued, uint64_t running, u
     free (wanted);
 }
 
-//  The next write the queue makes on a log the test stands in for: its type must
-//  be type. Returns the frames to answer it with (the sender, then the rid).
+//  The next bulk of writes the queue sends to a log the test stands in for: their
+//  types must be types (space-separated, in order). Returns the frames to answer it
+//  with (the sender, then "rid count").
 static zmsg_t *
-s_test_log_next (zsock_t *log, const char *type)
+s_test_log_next (zsock_t *log, const char *types)
 {
     zpoller_t *poller = zpoller_new (log, NULL);
     assert (zpoller_wait (poller, 5000) == log);
     zpoller_destroy (&poller);
     zmsg_t *msg = zmsg_recv (log);
     zframe_t *payload = zmsg_last (msg);
-    sn_msg_t *put = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
-    assert (put && sn_value_streq (sn_value_get (sn_msg_root (put), "op"), "put"));
-    assert (sn_value_streq (sn_value_get (sn_msg_root (put), "type"), type));
+    sn_msg_t *bulk = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+    const sn_value_t *root = sn_msg_root (bulk);
+    assert (bulk && sn_value_streq (sn_value_get (root, "op"), "bulk"));
+    const sn_value_t *puts = sn_value_get (root, "puts");
+    size_t count = sn_value_size (puts);
+    const char *type = types;
+    for (size_t index = 0; index < count; index++) {
+        size_t len = strcspn (type, " "), got_len = 0;
+        const char *got = sn_value_str (sn_value_get (sn_value_at (puts, index), "type"), &got_len);
+        if (!got || got_len != len || memcmp (got, type, len))
+            zsys_error ("sn_queue test: write %zu of %zu is %.*s, wanted %s", index, count,
+                        (int) got_len, got ? got : "?", types);
+        assert (got && got_len == len && memcmp (got, type, len) == 0);
+        type += len + (type[len] == ' ');
+    }
+    assert (count > 0 && *type == 0);
     uint64_t rid = 0;
-    assert (sn_value_uint (sn_value_get (sn_msg_root (put), "rid"), &rid));
-    sn_msg_destroy (&put);
+    assert (sn_value_uint (sn_value_get (root, "rid"), &rid));
+    sn_msg_destroy (&bulk);
     zmsg_remove (msg, payload);
     zframe_destroy (&payload);
-    zmsg_addstrf (msg, "%" PRIu64, rid);
+    zmsg_addstrf (msg, "%" PRIu64 " %zu", rid, count);
     return msg;
 }
 
@@ -3997,11 +4078,19 @@ s_test_log_ack (zsock_t *log, zmsg_t **write)
     char *rid = zframe_strdup (last);
     zmsg_remove (*write, last);
     zframe_destroy (&last);
+    char *count = NULL;
     sn_pack_t *pack = sn_pack_new ();
     sn_pack_map (pack, 3);
-    sn_pack_kv_uint (pack, "rid", strtoull (rid, NULL, 10));
-    sn_pack_kv_uint (pack, "code", 201);
-    sn_pack_kv_str (pack, "key", "k");
+    sn_pack_kv_uint (pack, "rid", strtoull (rid, &count, 10));
+    sn_pack_kv_uint (pack, "code", 200);
+    sn_pack_str (pack, "results");
+    uint32_t writes = (uint32_t) strtoul (count, NULL, 10);
+    sn_pack_array (pack, writes);
+    for (uint32_t index = 0; index < writes; index++) {
+        sn_pack_map (pack, 2);
+        sn_pack_kv_uint (pack, "code", 201);
+        sn_pack_kv_str (pack, "key", "k");
+    }
     zframe_t *frame = sn_pack_frame (pack);
     zmsg_append (*write, &frame);
     assert (zmsg_send (write, log) == 0);
@@ -4060,7 +4149,8 @@ s_test_retention (const char *store_endpoint, bool verbose)
                                  id);
     rid = s_test_send (worker, result);
     free (result);
-    write = s_test_log_next (log, "invocation.retry");
+    //  Its retry is due at once (backoff 0): it runs again in the same step
+    write = s_test_log_next (log, "invocation.retry invocation.started");
     s_test_log_ack (log, &write);
     reply = s_test_reply (worker, rid);
     assert (s_test_code (reply) == 200);
@@ -4068,8 +4158,6 @@ s_test_retention (const char *store_endpoint, bool verbose)
     work = s_test_work (worker, 5000);
     assert (work && streq (work, id));
     free (work);
-    write = s_test_log_next (log, "invocation.started");
-    s_test_log_ack (log, &write);
     s_test_counts_are (producer, queued, running + 1, finished);
     result = zsys_sprintf ("{\"op\": \"worker.result\", \"id\": \"%s\", \"code\": 200}", id);
     rid = s_test_send (worker, result);
@@ -4183,6 +4271,112 @@ s_test_retention (const char *store_endpoint, bool verbose)
     }
     s_test_client_destroy (&producer);
     zactor_destroy (&queue);
+}
+
+//  Answer the next message of writes on log: write number at (counting from 0 over
+//  the messages answered so far) is refused with 507 "no room", the others stored.
+//  Returns how many writes the message held.
+static size_t
+s_test_log_answer (zsock_t *log, size_t at, size_t written)
+{
+    zmsg_t *msg = zmsg_recv (log);
+    assert (msg);
+    zframe_t *payload = zmsg_last (msg);
+    sn_msg_t *bulk = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+    assert (bulk);
+    uint64_t rid = 0;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (bulk), "rid"), &rid));
+    size_t count = sn_value_size (sn_value_get (sn_msg_root (bulk), "puts"));
+    sn_msg_destroy (&bulk);
+    zmsg_remove (msg, payload);
+    zframe_destroy (&payload);
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 3);
+    sn_pack_kv_uint (pack, "rid", rid);
+    sn_pack_kv_uint (pack, "code", 200);
+    sn_pack_str (pack, "results");
+    sn_pack_array (pack, (uint32_t) count);
+    for (size_t index = 0; index < count; index++) {
+        sn_pack_map (pack, 2);
+        bool refused = written + index == at;
+        sn_pack_kv_uint (pack, "code", refused ? 507 : 201);
+        sn_pack_kv_str (pack, refused ? "error" : "key", refused ? "no room" : "k");
+    }
+    zframe_t *frame = sn_pack_frame (pack);
+    zmsg_append (msg, &frame);
+    assert (zmsg_send (&msg, log) == 0);
+    sn_pack_destroy (&pack);
+    return count;
+}
+
+//  The log refuses writes, a whole bulk or one write of it: each enqueue hears its
+//  own write's fate, and only those stored are queued.
+static void
+s_test_log_refusals (const char *store_endpoint, bool verbose)
+{
+    char endpoint[64], log_endpoint[64];
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-refusals-%d", getpid ());
+    snprintf (log_endpoint, sizeof log_endpoint, "inproc://sn-queue-test-refusals-log-%d",
+              getpid ());
+    zsock_t *log = zsock_new_router (log_endpoint);
+    assert (log);
+    sn_queue_config_t config = {endpoint,       log_endpoint, NULL, 8, 2000, verbose,
+                                store_endpoint, NULL,         NULL, 0, 0};
+    char error[256];
+    zactor_t *queue = sn_queue_new (&config, error, sizeof error);
+    assert (queue);
+    s_test_client_t *producer = s_test_client_new (endpoint);
+    char *counts = s_test_counts (producer);
+    uint64_t queued = 0, running = 0, finished = 0;
+    assert (sscanf (counts, "%" SCNu64 "/%" SCNu64 "/%" SCNu64, &queued, &running, &finished) == 3);
+    free (counts);
+    const char *enqueue = "{\"op\": \"enqueue\", \"token\": \"k\", \"invocation\": "
+                          "{\"class\": \"refused.C\", \"method\": \"m\", \"params\": []}}";
+
+    //  The whole bulk refused: the enqueue hears the log's error
+    uint64_t rid = s_test_send (producer, enqueue);
+    zmsg_t *msg = zmsg_recv (log);
+    zframe_t *payload = zmsg_last (msg);
+    sn_msg_t *bulk = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+    uint64_t bulk_rid = 0;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (bulk), "rid"), &bulk_rid));
+    sn_msg_destroy (&bulk);
+    zmsg_remove (msg, payload);
+    zframe_destroy (&payload);
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 3);
+    sn_pack_kv_uint (pack, "rid", bulk_rid);
+    sn_pack_kv_uint (pack, "code", 503);
+    sn_pack_kv_str (pack, "error", "disk full");
+    zframe_t *frame = sn_pack_frame (pack);
+    sn_pack_destroy (&pack);
+    zmsg_append (msg, &frame);
+    assert (zmsg_send (&msg, log) == 0);
+    sn_msg_t *reply = s_test_reply (producer, rid);
+    assert (s_test_code (reply) == 503);
+    char *text = sn_value_get_strdup (sn_msg_root (reply), "error");
+    assert (text && strstr (text, "not stored: disk full"));
+    free (text);
+    sn_msg_destroy (&reply);
+
+    //  Three enqueues, in one bulk or more: the second write is refused alone
+    uint64_t rids[3];
+    for (int index = 0; index < 3; index++)
+        rids[index] = s_test_send (producer, enqueue);
+    for (size_t written = 0; written < 3;)
+        written += s_test_log_answer (log, 1, written);
+    for (int index = 0; index < 3; index++) {
+        reply = s_test_reply (producer, rids[index]);
+        assert (s_test_code (reply) == (index == 1 ? 503 : 202));
+        text = sn_value_get_strdup (sn_msg_root (reply), "error");
+        assert (index == 1 ? text && strstr (text, "not stored: no room") : !text);
+        free (text);
+        sn_msg_destroy (&reply);
+    }
+    s_test_counts_are (producer, queued + 2, running, finished);
+    s_test_client_destroy (&producer);
+    zactor_destroy (&queue);
+    zsock_destroy (&log);
 }
 
 //  A takeover whose scans fail partway is not served: its partition answers 503,
@@ -4803,6 +4997,7 @@ sn_queue_test (bool verbose)
     s_test_client_destroy (&worker);
     zactor_destroy (&queue);
     s_test_retention (store_endpoint, verbose);
+    s_test_log_refusals (store_endpoint, verbose);
     s_test_cluster (store_endpoint, verbose);
     s_test_takeover_retry (verbose);
     s_test_takeover_late_ack (verbose);

@@ -537,18 +537,61 @@ s_get_cluster (s_request_t *request)
     sn_msg_destroy (&reply);
 }
 
-//  GET /metrics: each source's op in turn; one that fails is left out and named in
-//  supernode_scrape_errors, the others are still served.
+//  GET /metrics: every source's op asked at once, so a scrape takes one timeout at
+//  most however many sources are silent; one that fails or does not answer in time
+//  is left out and named in supernode_scrape_errors, the others are still served.
 static void
 s_get_metrics (s_request_t *request)
 {
-    sn_metrics_t *metrics = sn_metrics_new ();
-    for (size_t index = 0; sn_metrics_source (index); index++) {
+    s_thread_t *thread = request->thread;
+    size_t count = 0;
+    while (sn_metrics_source (count))
+        count++;
+    sn_msg_t **replies = (sn_msg_t **) zmalloc (count * sizeof (sn_msg_t *));
+    bool *answered = (bool *) zmalloc (count * sizeof (bool));
+    uint64_t first = thread->rid + 1;
+    size_t waiting = 0;
+    for (size_t index = 0; index < count; index++) {
         s_begin (request, sn_metrics_source_op (index), 2);
-        sn_msg_t *reply = s_ask_node (request);
-        sn_metrics_set (metrics, sn_metrics_source (index), reply ? s_reply_members (reply) : NULL);
-        sn_msg_destroy (&reply);
+        zframe_t *frame = sn_pack_frame (thread->pack);
+        if (zframe_send (&frame, thread->dealer, ZFRAME_DONTWAIT))
+            zframe_destroy (&frame);
+        else
+            waiting++;
     }
+    int64_t deadline = zclock_mono () + request->gateway->timeout;
+    while (waiting > 0) {
+        int64_t remaining = deadline - zclock_mono ();
+        if (remaining <= 0 || !zpoller_wait (thread->poller, (int) remaining))
+            break;
+        zmsg_t *msg = zmsg_recv (thread->dealer);
+        zframe_t *payload = msg && zmsg_size (msg) == 1 ? zmsg_first (msg) : NULL;
+        sn_msg_t *reply =
+            payload ? sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL) : NULL;
+        zmsg_destroy (&msg);
+        uint64_t rid = 0, code = 0;
+        const sn_value_t *root = sn_msg_root (reply);
+        //  A late answer to an earlier request of this thread is not one of ours
+        if (!reply || !sn_value_uint (sn_value_get (root, "rid"), &rid) || rid < first ||
+            rid - first >= count || answered[rid - first]) {
+            sn_msg_destroy (&reply);
+            continue;
+        }
+        answered[rid - first] = true;
+        waiting--;
+        if (sn_value_uint (sn_value_get (root, "code"), &code) && code >= 200 && code < 300)
+            replies[rid - first] = reply;
+        else
+            sn_msg_destroy (&reply);
+    }
+    sn_metrics_t *metrics = sn_metrics_new ();
+    for (size_t index = 0; index < count; index++) {
+        sn_metrics_set (metrics, sn_metrics_source (index),
+                        replies[index] ? s_reply_members (replies[index]) : NULL);
+        sn_msg_destroy (&replies[index]);
+    }
+    free (replies);
+    free (answered);
     char *text = sn_metrics_render (metrics);
     sn_metrics_destroy (&metrics);
     if (text) {
@@ -1603,6 +1646,8 @@ sn_gateway_destroy (sn_gateway_t **self_p)
 //             comes, too late, with event {key: "late"}; else 200 with event {key}
 //    range    one event {from, to}; next is "k2" when limit is 1, else nil
 //    health   200 {name: "fake", events: 1}
+//    batch.stats   answered only once dispatch.stats comes: 200 {buckets: 7}
+//    queue.stats   never answered
 static void
 s_fake_answer (const sn_value_t *request, sn_pack_t *reply, bool *silent)
 {
@@ -1696,6 +1741,8 @@ s_fake_node (zsock_t *pipe, void *args)
     sn_pack_t *reply = sn_pack_new ();
     uint64_t late_rid = 0;          //  rid of the request left unanswered, or 0
     zframe_t *late_identity = NULL; //  who sent it
+    uint64_t held_rid = 0;          //  rid of a batch.stats waiting for dispatch.stats
+    zframe_t *held_identity = NULL; //  who sent it
     zsock_signal (pipe, 0);
     while (true) {
         zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
@@ -1720,8 +1767,29 @@ s_fake_node (zsock_t *pipe, void *args)
                 sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, &reason);
             assert (request);
             bool silent = false;
-            s_fake_answer (sn_msg_root (request), reply, &silent);
-            if (silent) {
+            const sn_value_t *op = sn_value_get (sn_msg_root (request), "op");
+            if (sn_value_streq (op, "dispatch.stats") && held_identity) {
+                sn_pack_reset (reply);
+                sn_pack_map (reply, 3);
+                sn_pack_kv_uint (reply, "rid", held_rid);
+                sn_pack_kv_uint (reply, "code", 200);
+                sn_pack_kv_uint (reply, "buckets", 7);
+                zframe_t *held = sn_pack_frame (reply);
+                zframe_send (&held_identity, router, ZFRAME_MORE);
+                zframe_send (&held, router, 0);
+            }
+            if (sn_value_streq (op, "batch.stats")) {
+                sn_value_uint (sn_value_get (sn_msg_root (request), "rid"), &held_rid);
+                zframe_destroy (&held_identity);
+                held_identity = zframe_dup (identity);
+            }
+            else if (sn_value_streq (op, "queue.stats"))
+                ; //  never answered
+            else
+                s_fake_answer (sn_msg_root (request), reply, &silent);
+            if (sn_value_streq (op, "batch.stats") || sn_value_streq (op, "queue.stats"))
+                ;
+            else if (silent) {
                 sn_value_uint (sn_value_get (sn_msg_root (request), "rid"), &late_rid);
                 late_identity = zframe_dup (identity);
             }
@@ -1744,6 +1812,7 @@ s_fake_node (zsock_t *pipe, void *args)
         }
     }
     zframe_destroy (&late_identity);
+    zframe_destroy (&held_identity);
     sn_pack_destroy (&reply);
     zpoller_destroy (&poller);
     zsock_destroy (&router);
@@ -2059,8 +2128,10 @@ sn_gateway_test (bool verbose)
     assert (s_has_header (&response, "Allow: GET"));
     s_response_reset (&response);
 
-    //  GET /metrics: the fake node answers cluster and health, and refuses the stats
-    //  ops, whose metrics are left out and named as scrape errors
+    //  GET /metrics: the fake node answers cluster and health, never answers
+    //  queue.stats and refuses dispatch.stats, whose metrics are left out and named as
+    //  scrape errors; it answers batch.stats only once dispatch.stats has come, which
+    //  only a gateway asking every source at once gets
     s_http (port, "GET", "/metrics", NULL, NULL, &response);
     assert (response.status == 200);
     assert (s_has_header (&response, "Content-Type: " SN_METRICS_CONTENT_TYPE));
@@ -2069,6 +2140,8 @@ sn_gateway_test (bool verbose)
     assert (strstr (response.body, "\nsupernode_scrape_errors{source=\"health\"} 0\n"));
     assert (strstr (response.body, "\nsupernode_scrape_errors{source=\"queue\"} 1\n"));
     assert (strstr (response.body, "\nsupernode_scrape_errors{source=\"dispatch\"} 1\n"));
+    assert (strstr (response.body, "\nsupernode_scrape_errors{source=\"batch\"} 0\n"));
+    assert (strstr (response.body, "\nsupernode_buckets 7\n"));
     assert (!strstr (response.body, "supernode_workers"));
     s_response_reset (&response);
     s_http (port, "PUT", "/metrics", NULL, "{}", &response);

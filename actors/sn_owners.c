@@ -491,14 +491,18 @@ sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
     if (!name || sn_value_size (owners) != self->partitions)
         return;
     //  Kept whole for sn_owners_reread_complete, which counts the read quorum
-    //  against the replicas named now, not at the re-read's start
-    sn_pack_reset (self->pack);
-    sn_pack_value (self->pack, replicas);
-    sn_msg_destroy (&self->placed);
-    self->placed =
-        sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), NULL);
-    assert (self->placed);
-    sn_pack_reset (self->pack);
+    //  against the replicas named now, not at the re-read's start. Copied only
+    //  when the lists differ from those kept: every heartbeat repeats them, and
+    //  comparing the values is safe whatever the mesh's version numbers do
+    if (!self->placed || !sn_value_equal (sn_msg_root (self->placed), replicas)) {
+        sn_pack_reset (self->pack);
+        sn_pack_value (self->pack, replicas);
+        sn_msg_destroy (&self->placed);
+        self->placed =
+            sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), NULL);
+        assert (self->placed);
+        sn_pack_reset (self->pack);
+    }
     zhashx_t *reachable = zhashx_new ();
     for (size_t index = 0; index < sn_value_size (members); index++) {
         char *member = sn_value_strdup (sn_value_at (members, index));

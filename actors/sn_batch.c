@@ -1391,11 +1391,8 @@ s_reread (self_t *self, uint32_t p)
         zhashx_insert (self->staging, "primary", s_bucket_new ("primary"));
     char error[256];
     bool adopt = s_replay_partition (self, p, S_TAKEOVER_WAIT, error, sizeof error) == 0;
-    if (adopt && !sn_owners_reread_complete (self->owners, p)) {
-        snprintf (error, sizeof error,
-                  "the replicas merged on every page lack a read quorum or one read before");
+    if (adopt && !sn_owners_reread_complete (self->owners, p, error, sizeof error))
         adopt = false;
-    }
     int64_t now = zclock_time ();
     size_t loaded = 0, results = 0;
     for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->staging); bucket;

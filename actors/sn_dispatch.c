@@ -3424,10 +3424,10 @@ s_replay_done (self_t *self)
     //  A re-read is adopted only when complete: one that left out a replica read
     //  before, or merged no read quorum of p's replicas, may lack the end of a job
     //  finished and dropped here, which it would bring back and run again
+    char why[256];
     if (owned && self->reread &&
-        !sn_owners_reread_complete (self->reads, (uint32_t) self->replay_p)) {
-        s_replay_failed (self,
-                         "the replicas merged on every page lack a read quorum or one read before");
+        !sn_owners_reread_complete (self->reads, (uint32_t) self->replay_p, why, sizeof why)) {
+        s_replay_failed (self, why);
         return;
     }
     self->rereads += self->reread;

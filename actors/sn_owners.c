@@ -480,6 +480,32 @@ s_reread_forget (sn_owners_t *self, uint32_t p)
     self->reread_ok[p] = 0;
 }
 
+//  Whether name is one of the entries of the replica list.
+static bool
+s_listed (const sn_value_t *list, const char *name)
+{
+    size_t name_len = strlen (name);
+    for (size_t index = 0; index < sn_value_size (list) && index < S_NAMES_MAX; index++) {
+        size_t len = 0;
+        const char *entry = sn_value_str (sn_value_at (list, index), &len);
+        if (entry && len == name_len && memcmp (entry, name, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+//  The replicas read drop those the replica list no longer holds.
+static void
+s_read_prune (zhashx_t *read, const sn_value_t *list)
+{
+    zlistx_t *names = zhashx_keys (read);
+    for (const char *name = (const char *) zlistx_first (names); name;
+         name = (const char *) zlistx_next (names))
+        if (!s_listed (list, name))
+            zhashx_delete (read, name);
+    zlistx_destroy (&names);
+}
+
 void
 sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
 {
@@ -491,14 +517,18 @@ sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
     if (!name || sn_value_size (owners) != self->partitions)
         return;
     //  Kept whole for sn_owners_reread_complete, which counts the read quorum
-    //  against the replicas named now, not at the re-read's start
-    sn_pack_reset (self->pack);
-    sn_pack_value (self->pack, replicas);
-    sn_msg_destroy (&self->placed);
-    self->placed =
-        sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), NULL);
-    assert (self->placed);
-    sn_pack_reset (self->pack);
+    //  against the replicas named now, not at the re-read's start. Copied only
+    //  when the lists differ from those kept: every heartbeat repeats them, and
+    //  comparing the values is safe whatever the mesh's version numbers do
+    if (!self->placed || !sn_value_equal (sn_msg_root (self->placed), replicas)) {
+        sn_pack_reset (self->pack);
+        sn_pack_value (self->pack, replicas);
+        sn_msg_destroy (&self->placed);
+        self->placed =
+            sn_msg_decode_trusted (sn_pack_data (self->pack), sn_pack_size (self->pack), NULL);
+        assert (self->placed);
+        sn_pack_reset (self->pack);
+    }
     zhashx_t *reachable = zhashx_new ();
     for (size_t index = 0; index < sn_value_size (members); index++) {
         char *member = sn_value_strdup (sn_value_at (members, index));
@@ -515,9 +545,15 @@ sn_owners_reread_check (sn_owners_t *self, const sn_value_t *root)
             continue;
         }
         //  Not replayed yet (or failed, being taken over): its replay reads them all
-        if (!self->read[p] || self->rereading[p])
+        if (!self->read[p])
             continue;
         const sn_value_t *list = sn_value_at (replicas, p);
+        //  A replica read that left p's list is no longer asked for: the read
+        //  quorum covers the writes made under the list as it is now
+        if (sn_value_is (list, SN_TYPE_ARRAY))
+            s_read_prune (self->read[p], list);
+        if (self->rereading[p])
+            continue;
         bool missed = false;
         for (size_t index = 0; index < sn_value_size (list) && index < S_NAMES_MAX && !missed;
              index++) {
@@ -596,17 +632,20 @@ sn_owners_reread_soon (sn_owners_t *self, uint32_t p)
     return 0;
 }
 
-//  Whether the replicas merged on every page of p's scan so far include a read
-//  quorum of p's replicas in the latest placement: more than half of the entries
-//  of p's list there. A write acknowledged at QUORUM is on more than half of the
-//  same list (the mesh writes to it), so on one replica merged. A name merged that
-//  the list does not hold counts for nothing; an entry that is no name, or a name
-//  listed twice, counts as a replica not read: a malformed list makes the quorum
-//  harder to meet, never easier. Before any placement (no mesh) this node's store
-//  is the only one.
+//  How many of p's replicas in the latest placement were merged on every page of
+//  p's scan so far, and how many make a read quorum (the minimum that overlaps
+//  every write quorum). The mesh acknowledges a QUORUM write once replicas / 2 + 1
+//  of p's n replicas hold it (peers/sn_mesh.c s_level_need), so any n - (n / 2 +
+//  1) + 1 of them, (n + 1) / 2, include one that holds it: with n = 2 this
+//  node's store alone, as every such write is on both. A name merged that the list
+//  does not hold counts for nothing; an entry that is no name, or a name listed
+//  twice, counts as a replica not read: a malformed list makes the quorum harder
+//  to meet, never easier, and an empty one cannot be met. Before any placement (no
+//  mesh) this node's store is the only one.
 static bool
-s_quorum_read (sn_owners_t *self, uint32_t p)
+s_quorum_read (sn_owners_t *self, uint32_t p, size_t *merged_p, size_t *replicas_p)
 {
+    *merged_p = *replicas_p = 0;
     if (!self->placed)
         return true;
     const sn_value_t *list = sn_value_at (sn_msg_root (self->placed), p);
@@ -623,21 +662,38 @@ s_quorum_read (sn_owners_t *self, uint32_t p)
         if (zhashx_lookup (self->reading[p], text))
             zhashx_update (counted, text, (void *) "");
     }
-    bool quorum = zhashx_size (counted) >= replicas / 2 + 1;
+    *merged_p = zhashx_size (counted);
+    *replicas_p = replicas;
     zhashx_destroy (&counted);
-    return quorum;
+    return replicas > 0 && *merged_p >= replicas - (replicas / 2 + 1) + 1;
 }
 
 bool
-sn_owners_reread_complete (sn_owners_t *self, uint32_t p)
+sn_owners_reread_complete (sn_owners_t *self, uint32_t p, char *why, size_t size)
 {
-    if (p >= self->partitions || !self->rereading[p] || !self->reading[p])
+    char ignored[1];
+    if (!why) {
+        why = ignored;
+        size = sizeof ignored;
+    }
+    if (p >= self->partitions || !self->rereading[p] || !self->reading[p]) {
+        snprintf (why, size, "no re-read of it has scanned a page");
         return false;
+    }
     if (self->read[p])
         for (void *item = zhashx_first (self->read[p]); item; item = zhashx_next (self->read[p]))
-            if (!zhashx_lookup (self->reading[p], zhashx_cursor (self->read[p])))
+            if (!zhashx_lookup (self->reading[p], zhashx_cursor (self->read[p]))) {
+                snprintf (why, size, "replica %s read before was not merged on every page",
+                          (const char *) zhashx_cursor (self->read[p]));
                 return false;
-    return s_quorum_read (self, p);
+            }
+    size_t merged, replicas;
+    if (!s_quorum_read (self, p, &merged, &replicas)) {
+        snprintf (why, size, "lacks a read quorum (%zu of %zu replicas merged on every page)",
+                  merged, replicas);
+        return false;
+    }
+    return true;
 }
 
 uint64_t
@@ -862,16 +918,17 @@ s_test_rereads (void)
     assert (sn_owners_reread_due (owners, now) == -1 && sn_owners_rereads (owners) == 1);
     //  A re-read that missed b on one page did not read it: read again, 1 s later.
     //  It read a, every replica read before: complete. One that left a out is not
-    assert (!sn_owners_reread_complete (owners, 0));
+    assert (!sn_owners_reread_complete (owners, 0, NULL, 0));
     sn_owners_scan_begin (owners, 0);
     sn_msg_t *first = s_test_page ("b");
     sn_owners_scan_page (owners, 0, sn_msg_root (first));
-    assert (!sn_owners_reread_complete (owners, 0));
+    assert (!sn_owners_reread_complete (owners, 0, NULL, 0));
     sn_msg_destroy (&first);
     first = s_test_page ("ab");
     sn_owners_scan_begin (owners, 0);
     sn_owners_scan_page (owners, 0, sn_msg_root (first));
-    assert (sn_owners_reread_complete (owners, 0) && !sn_owners_reread_complete (owners, 1));
+    assert (sn_owners_reread_complete (owners, 0, NULL, 0) &&
+            !sn_owners_reread_complete (owners, 1, NULL, 0));
     sn_msg_destroy (&first);
     s_test_replay (owners, 0, (const char *[]){"ab", "a", "ab", NULL});
     assert (!sn_owners_rereading (owners, 0));
@@ -1000,7 +1057,7 @@ s_test_complete (sn_owners_t *owners, uint32_t p, const char *const *pages)
         sn_owners_scan_page (owners, p, sn_msg_root (page));
         sn_msg_destroy (&page);
     }
-    return sn_owners_reread_complete (owners, p);
+    return sn_owners_reread_complete (owners, p, NULL, 0);
 }
 
 //  A re-read is complete only when the replicas merged on every page are a read
@@ -1057,10 +1114,19 @@ s_test_quorum (void)
     assert (s_test_complete (owners, 0, (const char *[]){"abd", NULL}));
     s_test_listed (owners, "abc", "ab");
     assert (s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
-    //  Fewer replicas than RF (two members): both of them
+    //  Fewer replicas than RF (two members): either is a quorum, as every QUORUM
+    //  write is on both; b alone still lacks a, read before
     s_test_listed (owners, "ab", "ab");
-    assert (!s_test_complete (owners, 0, (const char *[]){"a", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"a", NULL}));
+    assert (!s_test_complete (owners, 0, (const char *[]){"b", NULL}));
     assert (s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
+    //  The fewest that overlap a write quorum of n / 2 + 1: 2 of 4, 3 of 5
+    s_test_listed (owners, "abcd", "abcd");
+    assert (s_test_complete (owners, 0, (const char *[]){"ad", NULL}));
+    assert (!s_test_complete (owners, 0, (const char *[]){"a", NULL}));
+    s_test_listed (owners, "abcde", "abcde");
+    assert (!s_test_complete (owners, 0, (const char *[]){"abx", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"abe", NULL}));
     //  An entry that is no name, or a name listed twice, is a replica not read
     s_test_listed (owners, "a-c", "abc");
     assert (!s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
@@ -1093,6 +1159,42 @@ s_test_quorum (void)
     sn_owners_replayed (owners, 0);
     s_test_listed (owners, "abc", "ab");
     assert (sn_owners_reread_at (owners) == INT64_MAX);
+    sn_owners_destroy (&owners);
+
+    //  Read a, b and c; c leaves p's list for d. A replica read that left the list
+    //  is no longer asked for: a re-read of a, b and d is complete, and so is one
+    //  of a quorum of the list without c
+    owners = sn_owners_new (NULL, NULL, 2);
+    s_test_listed (owners, "abc", "abc");
+    s_test_replay (owners, 0, (const char *[]){"abc", "abc", NULL});
+    s_test_listed (owners, "abd", "abd");
+    assert (sn_owners_reread_due (owners, zclock_time ()) == 0);
+    assert (s_test_complete (owners, 0, (const char *[]){"abd", "abd", NULL}));
+    assert (s_test_complete (owners, 0, (const char *[]){"ab", NULL}));
+    //  b, read before and still listed, is asked for
+    assert (!s_test_complete (owners, 0, (const char *[]){"ad", NULL}));
+    char why[128];
+    assert (!sn_owners_reread_complete (owners, 0, why, sizeof why));
+    assert (streq (why, "replica b read before was not merged on every page"));
+    assert (!s_test_complete (owners, 0, (const char *[]){"a", "ab", NULL}));
+    assert (!sn_owners_reread_complete (owners, 0, why, sizeof why));
+    assert (streq (why, "replica b read before was not merged on every page"));
+    sn_owners_reread_failed (owners, 0);
+    assert (!sn_owners_reread_complete (owners, 0, why, sizeof why));
+    assert (streq (why, "no re-read of it has scanned a page"));
+    //  The quorum's reason counts the replicas merged on every page; a short
+    //  buffer is cut, not overrun
+    sn_owners_destroy (&owners);
+    owners = sn_owners_new (NULL, NULL, 2);
+    s_test_listed (owners, "a", "a");
+    s_test_replay (owners, 0, (const char *[]){"a", NULL});
+    s_test_listed (owners, "abc", "abc");
+    assert (sn_owners_reread_due (owners, zclock_time ()) == 0);
+    assert (!s_test_complete (owners, 0, (const char *[]){"ab", "ac", NULL}));
+    assert (!sn_owners_reread_complete (owners, 0, why, sizeof why));
+    assert (streq (why, "lacks a read quorum (1 of 3 replicas merged on every page)"));
+    assert (!sn_owners_reread_complete (owners, 0, why, 8));
+    assert (streq (why, "lacks a"));
     sn_owners_destroy (&owners);
 }
 

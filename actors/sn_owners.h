@@ -131,18 +131,21 @@ bool sn_owners_rereading (sn_owners_t *self, uint32_t p);
 void sn_owners_reread_failed (sn_owners_t *self, uint32_t p);
 
 //  Whether the re-read of p under way read, on every page, every replica the
-//  replays of p read before and a read quorum of p's replicas: more than half of
-//  the n names p's replica list holds in the latest placement applied (at this
+//  replays of p read before that p's replica list still holds, and a read quorum
+//  of p's replicas: (n + 1) / 2 of the n names p's replica list holds in the
+//  latest placement applied, the fewest that overlap every write quorum (at this
 //  call, so a placement that changed during the re-read counts as it is now; n is
-//  the list's length, fewer than RF while members are missing; this node counts
-//  when it is one of them, a name that is not counts for nothing). Ask before
-//  sn_owners_replayed. Only such a re-read holds every event those replays read
-//  and every event acknowledged at QUORUM under that list, this node's own writes
-//  included (the log is append-only), so only its effect may be adopted: an
-//  entity finished and dropped here has its end in it. Any other re-read is
-//  discarded whole (sn_owners_reread_failed). Before any placement (no mesh) the
-//  quorum is this node's store alone.
-bool sn_owners_reread_complete (sn_owners_t *self, uint32_t p);
+//  the list's length, RF unless the cluster has fewer members: a member that left
+//  no longer counts, a dead one still does; this node counts when it is one of
+//  them, a name that is not counts for nothing). Ask before sn_owners_replayed.
+//  Only such a re-read holds every event those replays read and every event
+//  acknowledged at QUORUM under that list, this node's own writes included (the
+//  log is append-only), so only its effect may be adopted: an entity finished and
+//  dropped here has its end in it. Any other re-read is discarded whole
+//  (sn_owners_reread_failed); why (when not NULL, size bytes) then says which
+//  rule it broke. Before any placement (no mesh) the quorum is this node's store
+//  alone.
+bool sn_owners_reread_complete (sn_owners_t *self, uint32_t p, char *why, size_t size);
 
 //  Re-reads begun.
 uint64_t sn_owners_rereads (sn_owners_t *self);

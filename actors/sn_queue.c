@@ -2968,11 +2968,8 @@ s_reread (self_t *self, uint32_t p)
     self->staged_buckets = zhashx_new ();
     char error[256];
     bool adopt = s_replay_partition (self, p, S_TAKEOVER_WAIT, error, sizeof error) == 0;
-    if (adopt && !sn_owners_reread_complete (self->owners, p)) {
-        snprintf (error, sizeof error,
-                  "the replicas merged on every page lack a read quorum or one read before");
+    if (adopt && !sn_owners_reread_complete (self->owners, p, error, sizeof error))
         adopt = false;
-    }
     size_t added = 0;
     if (adopt) {
         for (const char *state = (const char *) zhashx_first (self->staged_buckets); state;

@@ -144,7 +144,8 @@ def test_a_reread_of_its_own_store_alone_is_not_adopted():
         wait_for(lambda: owner_of(node, p) == "n1" and {
             m["name"] for m in cluster(node)["members"]} >= {"n1", "x2", "x3"}, 30,
             "n1 owns the primary bucket's partition, x2 and x3 members")
-        wait_for(lambda: "lack a read quorum" in node.logs(), 30,
+        wait_for(lambda: "lacks a read quorum (1 of 3 replicas merged on every page)"
+                 in node.logs(), 30,
                  "a re-read discarded for want of a read quorum")
         assert rereads(node) > 0
         # Served meanwhile: enqueued (x2 and x3 acknowledge), queued, listed

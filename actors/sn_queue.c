@@ -37,7 +37,8 @@
 
 //  Writes waiting for the log before new requests are refused with 503.
 #define S_PENDING_MAX 50000
-#define S_BURST_MAX   1000 //  writes gathered into one message to the log
+#define S_BURST_MAX   1000              //  writes gathered into one message to the log
+#define S_BURST_BYTES (8 * 1024 * 1024) //  and their bytes: one store transaction
 
 //  Longest invocation id: 32 hex digits, "-", a partition number.
 #define S_ID_MAX 48
@@ -656,7 +657,9 @@ s_log_write (self_t *self, const char *type, const char *bucket, s_pending_t *pe
         s_log_refused (self, pending, "too many writes in flight");
         return -1;
     }
-    if (self->burst_count == S_BURST_MAX)
+    if (self->burst_count == S_BURST_MAX ||
+        (self->burst_count &&
+         sn_pack_size (self->burst) + sn_pack_size (self->pack) > S_BURST_BYTES))
         s_log_flush (self);
     uint64_t rid = ++self->log_rid;
     if (self->burst_count == 0)
@@ -2773,7 +2776,8 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
             sn_pack_str (request, "reread");
             sn_pack_bool (request, true);
         }
-        sn_pack_kv_uint (request, "rid", ++self->log_rid);
+        uint64_t scan_rid = ++self->log_rid, rid = 0;
+        sn_pack_kv_uint (request, "rid", scan_rid);
         sn_pack_kv_uint (request, "p", p);
         sn_pack_kv_uint (request, "limit", S_SCAN_LIMIT);
         if (from)
@@ -2785,7 +2789,6 @@ s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size
         zframe_send (&frame, self->scan, 0);
         zstr_free (&from);
         //  Acknowledgements of writes made before a REPLAY may come first
-        uint64_t scan_rid = self->log_rid, rid = 0;
         sn_msg_t *reply = NULL;
         while (!reply && zpoller_wait (poller, wait) == self->scan) {
             frame = zframe_recv (self->scan);
@@ -3256,6 +3259,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
         else if (zpoller_terminated (self->poller))
             break;
     }
+    //  What the last step gathered still goes: a result not sent would run again
+    s_log_flush (self);
     s_self_destroy (&self);
 }
 
@@ -4043,8 +4048,9 @@ s_test_log_next (zsock_t *log, const char *types)
     zmsg_t *msg = zmsg_recv (log);
     zframe_t *payload = zmsg_last (msg);
     sn_msg_t *bulk = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+    assert (bulk);
     const sn_value_t *root = sn_msg_root (bulk);
-    assert (bulk && sn_value_streq (sn_value_get (root, "op"), "bulk"));
+    assert (sn_value_streq (sn_value_get (root, "op"), "bulk"));
     const sn_value_t *puts = sn_value_get (root, "puts");
     size_t count = sn_value_size (puts);
     const char *type = types;
@@ -4270,30 +4276,47 @@ s_test_retention (const char *store_endpoint, bool verbose)
     zactor_destroy (&queue);
 }
 
-//  Answer the next message of writes on log: write number at (counting from 0 over
-//  the messages answered so far) is refused with 507 "no room", the others stored.
-//  Returns how many writes the message held.
-static size_t
-s_test_log_answer (zsock_t *log, size_t at, size_t written)
+//  The next message of writes on log, within 5 s, as [sender, payload]; its rid and
+//  how many writes it holds are set.
+static zmsg_t *
+s_test_log_bulk (zsock_t *log, uint64_t *rid, size_t *count)
 {
+    zpoller_t *poller = zpoller_new (log, NULL);
+    assert (zpoller_wait (poller, 5000) == log);
+    zpoller_destroy (&poller);
     zmsg_t *msg = zmsg_recv (log);
-    assert (msg);
+    assert (msg && zmsg_size (msg) == 2);
     zframe_t *payload = zmsg_last (msg);
     sn_msg_t *bulk = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
     assert (bulk);
-    uint64_t rid = 0;
-    assert (sn_value_uint (sn_value_get (sn_msg_root (bulk), "rid"), &rid));
-    size_t count = sn_value_size (sn_value_get (sn_msg_root (bulk), "puts"));
+    assert (sn_value_streq (sn_value_get (sn_msg_root (bulk), "op"), "bulk"));
+    assert (sn_value_uint (sn_value_get (sn_msg_root (bulk), "rid"), rid));
+    *count = sn_value_size (sn_value_get (sn_msg_root (bulk), "puts"));
     sn_msg_destroy (&bulk);
+    return msg;
+}
+
+//  Answer the next message of writes on log: write number at (counting from 0 over
+//  the messages answered so far) is refused with 507 "no room", the others stored;
+//  the answer holds short results fewer than the writes. Returns how many writes the
+//  message held.
+static size_t
+s_test_log_answer (zsock_t *log, size_t at, size_t written, size_t short_by)
+{
+    uint64_t rid = 0;
+    size_t count = 0;
+    zmsg_t *msg = s_test_log_bulk (log, &rid, &count);
+    zframe_t *payload = zmsg_last (msg);
     zmsg_remove (msg, payload);
     zframe_destroy (&payload);
+    size_t results = count > short_by ? count - short_by : 0;
     sn_pack_t *pack = sn_pack_new ();
     sn_pack_map (pack, 3);
     sn_pack_kv_uint (pack, "rid", rid);
     sn_pack_kv_uint (pack, "code", 200);
     sn_pack_str (pack, "results");
-    sn_pack_array (pack, (uint32_t) count);
-    for (size_t index = 0; index < count; index++) {
+    sn_pack_array (pack, (uint32_t) results);
+    for (size_t index = 0; index < results; index++) {
         sn_pack_map (pack, 2);
         bool refused = written + index == at;
         sn_pack_kv_uint (pack, "code", refused ? 507 : 201);
@@ -4306,8 +4329,43 @@ s_test_log_answer (zsock_t *log, size_t at, size_t written)
     return count;
 }
 
-//  The log refuses writes, a whole bulk or one write of it: each enqueue hears its
-//  own write's fate, and only those stored are queued.
+//  Answer the next message of writes on log with one error for all of them.
+static size_t
+s_test_log_refuse (zsock_t *log, const char *error)
+{
+    uint64_t rid = 0;
+    size_t count = 0;
+    zmsg_t *msg = s_test_log_bulk (log, &rid, &count);
+    zframe_t *payload = zmsg_last (msg);
+    zmsg_remove (msg, payload);
+    zframe_destroy (&payload);
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_error (pack, rid, 503, "%s", error);
+    zframe_t *frame = sn_pack_frame (pack);
+    sn_pack_destroy (&pack);
+    zmsg_append (msg, &frame);
+    assert (zmsg_send (&msg, log) == 0);
+    return count;
+}
+
+//  Each of producer's requests rids[count] is answered code, and a 503 with error.
+static void
+s_test_replies_are (s_test_client_t *producer, uint64_t *rids, size_t count, const int *codes,
+                    const char *error)
+{
+    for (size_t index = 0; index < count; index++) {
+        sn_msg_t *reply = s_test_reply (producer, rids[index]);
+        assert (s_test_code (reply) == codes[index]);
+        char *text = sn_value_get_strdup (sn_msg_root (reply), "error");
+        assert (codes[index] == 503 ? text && strstr (text, error) : !text);
+        free (text);
+        sn_msg_destroy (&reply);
+    }
+}
+
+//  The log refuses writes, a whole bulk, one write of it, or answers fewer results
+//  than writes: each enqueue hears its own write's fate, and only those stored are
+//  queued.
 static void
 s_test_log_refusals (const char *store_endpoint, bool verbose)
 {
@@ -4329,47 +4387,27 @@ s_test_log_refusals (const char *store_endpoint, bool verbose)
     free (counts);
     const char *enqueue = "{\"op\": \"enqueue\", \"token\": \"k\", \"invocation\": "
                           "{\"class\": \"refused.C\", \"method\": \"m\", \"params\": []}}";
-
-    //  The whole bulk refused: the enqueue hears the log's error
-    uint64_t rid = s_test_send (producer, enqueue);
-    zmsg_t *msg = zmsg_recv (log);
-    zframe_t *payload = zmsg_last (msg);
-    sn_msg_t *bulk = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
-    uint64_t bulk_rid = 0;
-    assert (sn_value_uint (sn_value_get (sn_msg_root (bulk), "rid"), &bulk_rid));
-    sn_msg_destroy (&bulk);
-    zmsg_remove (msg, payload);
-    zframe_destroy (&payload);
-    sn_pack_t *pack = sn_pack_new ();
-    sn_pack_map (pack, 3);
-    sn_pack_kv_uint (pack, "rid", bulk_rid);
-    sn_pack_kv_uint (pack, "code", 503);
-    sn_pack_kv_str (pack, "error", "disk full");
-    zframe_t *frame = sn_pack_frame (pack);
-    sn_pack_destroy (&pack);
-    zmsg_append (msg, &frame);
-    assert (zmsg_send (&msg, log) == 0);
-    sn_msg_t *reply = s_test_reply (producer, rid);
-    assert (s_test_code (reply) == 503);
-    char *text = sn_value_get_strdup (sn_msg_root (reply), "error");
-    assert (text && strstr (text, "not stored: disk full"));
-    free (text);
-    sn_msg_destroy (&reply);
-
-    //  Three enqueues, in one bulk or more: the second write is refused alone
     uint64_t rids[3];
+
+    //  Whole bulks refused: every enqueue in them hears the log's error
     for (int index = 0; index < 3; index++)
         rids[index] = s_test_send (producer, enqueue);
     for (size_t written = 0; written < 3;)
-        written += s_test_log_answer (log, 1, written);
-    for (int index = 0; index < 3; index++) {
-        reply = s_test_reply (producer, rids[index]);
-        assert (s_test_code (reply) == (index == 1 ? 503 : 202));
-        text = sn_value_get_strdup (sn_msg_root (reply), "error");
-        assert (index == 1 ? text && strstr (text, "not stored: no room") : !text);
-        free (text);
-        sn_msg_destroy (&reply);
-    }
+        written += s_test_log_refuse (log, "disk full");
+    s_test_replies_are (producer, rids, 3, (int[]){503, 503, 503}, "not stored: disk full");
+
+    //  Three enqueues, in one bulk or more: the second write is refused alone
+    for (int index = 0; index < 3; index++)
+        rids[index] = s_test_send (producer, enqueue);
+    for (size_t written = 0; written < 3;)
+        written += s_test_log_answer (log, 1, written, 0);
+    s_test_replies_are (producer, rids, 3, (int[]){202, 503, 202}, "not stored: no room");
+
+    //  An answer short of one result: the write it lacks is not stored
+    rids[0] = s_test_send (producer, enqueue);
+    assert (s_test_log_answer (log, SIZE_MAX, 0, 1) == 1);
+    s_test_replies_are (producer, rids, 1, (int[]){503}, "not stored: ");
+
     s_test_counts_are (producer, queued + 2, running, finished);
     s_test_client_destroy (&producer);
     zactor_destroy (&queue);

@@ -1586,6 +1586,15 @@ s_get_not_found (self_t *self, s_call_t *call, bool complete)
     s_call_answer (self, call);
 }
 
+//  Whether a store's get reply holds a user event: `get` is the AllData read, and
+//  internal events (a bucket's secret among them) stay behind their own APIs.
+static bool
+s_user_event (const sn_value_t *reply)
+{
+    const sn_value_t *type = sn_value_get (reply, "type");
+    return !type || sn_value_streq (type, "event");
+}
+
 //  Not here: ask the other replicas of the key's partition.
 static void
 s_get_elsewhere (self_t *self, s_call_t *call)
@@ -2573,8 +2582,10 @@ s_store_recv (self_t *self)
         else if (call->kind == S_CALL_REMOTE_WRITE)
             s_remote_stored (self, call, code, error, error_len);
         else if (call->kind == S_CALL_GET) {
-            if (code == 200)
+            if (code == 200 && s_user_event (root))
                 s_get_answer (self, call, root);
+            else if (code == 200)
+                s_get_not_found (self, call, true); //  the same type on every replica
             else
                 s_get_elsewhere (self, call);
         }
@@ -2918,12 +2929,13 @@ s_on_rgot (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t **
         (call->answered_mask & (1ull << index)))
         return 0;
     call->answered_mask |= 1ull << index;
-    if (code == 200 && sn_value_is (sn_value_get (reply, "event"), SN_TYPE_MAP))
+    bool found = code == 200 && sn_value_is (sn_value_get (reply, "event"), SN_TYPE_MAP);
+    if (found && s_user_event (reply))
         s_get_answer (self, call, reply);
     else {
-        //  Only "not here" counts towards a 404; a replica that failed is one that
-        //  did not answer
-        if (code != 404)
+        //  Only "not here" (or an internal event) counts towards a 404; a replica
+        //  that failed is one that did not answer
+        if (code != 404 && !found)
             call->refusals++;
         if (++call->answered == call->sent)
             s_get_not_found (self, call, call->refusals == 0);

@@ -12,7 +12,7 @@ import zmq
 
 from harness import Node, free_port, wait_for
 from test_owners import owner_of, partition, retry
-from test_replication import start_cluster
+from test_replication import cluster, start_cluster
 
 # Anti-entropy would copy the missed events sooner or later and hide a replay that
 # reads one store only: here it does not run within the test.
@@ -187,6 +187,7 @@ class ForgingMember(threading.Thread):
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.forged = forged
         self.scans = collections.Counter()
+        self.writes = {}  # key -> type of every replica write received
         self.peers_port = None
         self.done = threading.Event()
 
@@ -212,6 +213,8 @@ class ForgingMember(threading.Thread):
                     continue
                 _, payload = router.recv_multipart()
                 msg = msgpack.unpackb(payload, raw=False)
+                for write in msg.get("writes", [msg] if msg.get("op") == "rput" else []):
+                    self.writes[write.get("key")] = write.get("type", "event")
                 if msg.get("op") == "rputs":
                     dealer.send(msgpack.packb({"op": "racks", "acks": [
                         {"rid": w["rid"], "i": w["i"], "code": 201} for w in msg["writes"]]}))
@@ -304,3 +307,43 @@ def test_a_joiner_places_once_any_member_answers():
     finally:
         first.cleanup()
         joiner.cleanup()
+
+
+def test_internal_events_are_not_read_as_events():
+    # GET /events/:key and the ZeroMQ get are the AllData read: an internal event
+    # (here an enqueue's, with its params) is not found there, even by its key, on
+    # this node's store or a replica's. x2 learns the keys as n1 replicates to it.
+    from harness import Client
+    empty = [lambda frm, limit: {"events": [], "next": None}]
+    member = ForgingMember(empty)
+    node = Node(name="n1", extra=["--heartbeat-ms", "100", "--suspect-ms", "60000",
+                                  "--dead-ms", "60000", "--join", member.endpoint])
+    member.peers_port = node.peers_port
+    member.start()
+    client = None
+    try:
+        node.start()
+        wait_for(lambda: {m["name"] for m in cluster(node)["members"]} >= {"n1", "x2"}, 30,
+                 "x2 a member")
+        enqueue_primary([node], 1)
+        r = requests.post(node.url + "/events", json={"user": 1}, timeout=10)
+        assert r.status_code == 201, r.text
+        user = r.json()["key"]
+        wait_for(lambda: user in member.writes and "invocation.enqueued" in
+                 member.writes.values(), 30, "both writes replicated to x2")
+        internal = next(k for k, t in member.writes.items() if t == "invocation.enqueued")
+        r = requests.get(node.url + "/events/" + internal, timeout=10)
+        assert r.status_code == 404, r.text
+        assert "calc.Sum" not in r.text
+        r = requests.get(node.url + "/events/" + user, timeout=10)
+        assert r.status_code == 200 and r.json() == {"user": 1}, r.text
+        client = Client(node.endpoint)
+        reply = client.call("get", key=internal)
+        assert reply["code"] == 404, reply
+        node.stop()
+    finally:
+        if client:
+            client.close()
+        member.done.set()
+        member.join()
+        node.cleanup()

@@ -2,12 +2,15 @@
 ago (through /_put, before the node had a retention) are deleted once it is restarted
 with an hour's retention, while recent user events and internal ones stay; old keys
 are then refused; two replicas with the same retention converge without bringing
-expired events back; a node with another retention is refused; bad values stop the
-node with status 2."""
+expired events back; a peer's replica write and repair push of expired user events
+are acknowledged and not stored; a node with another retention is refused; bad
+values stop the node with status 2."""
 import datetime
 import subprocess
 
+import msgpack
 import requests
+import zmq
 
 from harness import BIN, SLOW, Client, Node, wait_for
 
@@ -189,6 +192,45 @@ def test_replicas_converge_without_bringing_expired_events_back():
     finally:
         for node in nodes:
             node.cleanup()
+
+
+def test_copies_of_expired_events_are_acknowledged_and_not_stored():
+    node = Node("n1", extra=FAST + RETENTION).start()
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    try:
+        raw.connect(f"tcp://127.0.0.1:{node.peers_port}")
+        raw.send(msgpack.packb({"op": "hello", "name": "x9", "endpoint": "tcp://127.0.0.1:1",
+                                "incarnation": 1, "partitions": 64, "rf": 3, "ticket": 1,
+                                "retention": HOUR}))
+        wait_for(lambda: any(m["name"] == "x9" for m in requests.get(
+            node.url + "/cluster", timeout=10 * SLOW).json()["members"]), 10 * SLOW,
+            "x9 to be a member")
+        old_at = now_ms() - 2 * HOUR
+        copied, pushed, internal = key_at(old_at, 1), key_at(old_at, 2), key_at(old_at, 3)
+        # A replica write and an anti-entropy push of expired user events, and a push of
+        # an old internal event, which is kept
+        raw.send(msgpack.packb({"op": "rput", "rid": 1, "i": 0, "key": copied, "p": 1,
+                                "event": {"n": 1}}))
+        raw.send(msgpack.packb({"op": "repair", "p": 2, "events": [
+            {"key": pushed, "type": "event", "event": {"n": 2}},
+            {"key": internal, "type": "job.created", "event": {"n": 3}}]}))
+        wait_for(lambda: health(node)["expired_ignored"] == 2, 10, "the copies to be dropped")
+        wait_for(lambda: requests.get(node.url + "/events/" + internal,
+                                      timeout=10 * SLOW).status_code == 200, 10,
+                 "the internal event to be stored")
+        # x9 leaves, so that reads do not wait for it
+        raw.send(msgpack.packb({"op": "bye", "from": "x9", "incarnation": 1}))
+        wait_for(lambda: any(m["name"] == "x9" and m["status"] == "left" for m in requests.get(
+            node.url + "/cluster", timeout=10 * SLOW).json()["members"]), 10, "x9 to leave")
+        for key in (copied, pushed):
+            assert requests.get(node.url + "/events/" + key, timeout=10 * SLOW).status_code == 404
+        assert not set(all_keys(node, "")) & {copied, pushed}
+        assert health(node)["expired"] == 0
+        node.stop()
+    finally:
+        raw.close()
+        node.cleanup()
 
 
 def test_a_node_with_another_retention_is_refused():

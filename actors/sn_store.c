@@ -110,8 +110,7 @@ typedef struct {
     size_t user_prefix_size;       //  bytes in user_prefix
     int code;                      //  code of the reply just built, for the log
     int64_t retention;             //  ms user events are kept, by key time; 0: for ever
-    int64_t horizon;               //  user events with key time before it have expired;
-                                   //  never goes back
+    sn_horizon_t horizon;          //  user events with key time before it have expired
     int64_t next_sweep;            //  zclock_mono of the next sweep pass
     char swept[SN_KEY_MAX];        //  the sweep goes on from this key: every user event
     size_t swept_len;              //  below it is deleted; 0 bytes: from the first key
@@ -521,16 +520,21 @@ s_keygen_observe (self_t *self, const char *key, size_t key_len, int64_t ts)
 
 //  The retention horizon: user events whose key time is before it have expired; 0
 //  without a retention. It never goes back, even when the clock does, so that a key
-//  the sweep has passed is never stored again.
+//  the sweep has passed is never stored again; and it moves no faster than monotonic
+//  time, so that a wall clock stepped forward does not delete events early.
 static int64_t
 s_horizon (self_t *self)
 {
-    if (self->retention) {
-        int64_t horizon = zclock_time () - self->retention;
-        if (horizon > self->horizon)
-            self->horizon = horizon;
-    }
-    return self->horizon;
+    if (!self->retention)
+        return 0;
+    int64_t horizon =
+        sn_horizon_advance (&self->horizon, zclock_time (), zclock_mono (), self->retention);
+    if (sn_horizon_warn (&self->horizon, zclock_mono ()))
+        zsys_warning ("sn_store: the wall clock is %" PRId64
+                      " s ahead of monotonic time since start: "
+                      "retention follows monotonic time until restart",
+                      self->horizon.ahead / 1000);
+    return horizon;
 }
 
 //  True for the record of a user event: records are written type first.

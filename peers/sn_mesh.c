@@ -261,8 +261,7 @@ typedef struct {
     char *curve_secret;          //  its secret key
     char *zap_domain;            //  the inbox's ZAP domain
     int64_t retention;           //  ms user events are kept, by key time; 0: for ever
-    int64_t horizon;             //  user events with key time before it have expired;
-                                 //  never goes back
+    sn_horizon_t horizon;        //  user events with key time before it have expired
 } self_t;
 
 static void
@@ -1217,16 +1216,21 @@ s_hints_deliver (self_t *self)
 }
 
 //  The retention horizon: user events whose key time is before it have expired; 0
-//  without a retention. It never goes back, even when the clock does.
+//  without a retention. It never goes back, even when the clock does, and moves no
+//  faster than monotonic time, as the store's does (sn_horizon_t).
 static int64_t
 s_horizon (self_t *self)
 {
-    if (self->retention) {
-        int64_t horizon = zclock_time () - self->retention;
-        if (horizon > self->horizon)
-            self->horizon = horizon;
-    }
-    return self->horizon;
+    if (!self->retention)
+        return 0;
+    int64_t horizon =
+        sn_horizon_advance (&self->horizon, zclock_time (), zclock_mono (), self->retention);
+    if (sn_horizon_warn (&self->horizon, zclock_mono ()))
+        zsys_warning ("sn_mesh: the wall clock is %" PRId64
+                      " s ahead of monotonic time since start: "
+                      "retention follows monotonic time until restart",
+                      self->horizon.ahead / 1000);
+    return horizon;
 }
 
 //  True for a user event (no type, or "event") whose key time is past the horizon.

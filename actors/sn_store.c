@@ -52,10 +52,14 @@
 #define S_ERROR_MAX       256  //  longest error text built here
 
 //  A pass of the retention sweep is one write transaction between batches: it deletes
-//  at most S_SWEEP_DELETES user events and looks at most at S_SWEEP_LOOKS records
-//  (internal ones are passed over), so that puts wait for it a few ms at most.
+//  at most S_SWEEP_DELETES user events of at most S_SWEEP_BYTES together (past the
+//  first) and looks at most at S_SWEEP_LOOKS records (internal ones are passed over),
+//  so that puts wait for it a few ms at most.
 #define S_SWEEP_DELETES 2000
+#define S_SWEEP_BYTES   (8 * 1024 * 1024)
 #define S_SWEEP_LOOKS   20000
+//  Least time between two logs of a failing sweep, in ms
+#define S_SWEEP_LOG_EVERY (60 * 1000)
 //  Between passes once the sweep has caught up with the horizon, in ms
 #define S_SWEEP_EVERY 1000
 
@@ -115,6 +119,10 @@ typedef struct {
     char swept[SN_KEY_MAX];        //  the sweep goes on from this key: every user event
     size_t swept_len;              //  below it is deleted; 0 bytes: from the first key
     uint64_t expired;              //  user events the sweep deleted since start
+    uint64_t sweeps;               //  sweep passes that ended well since start
+    size_t sweep_deletes;          //  most deletions of the next pass: smaller after a
+                                   //  full map, so that a commit can free pages
+    int64_t sweep_logged;          //  zclock_mono of the last failed pass logged; 0: none
     uint64_t expired_ignored;      //  copies of expired user events acknowledged unstored
 } self_t;
 
@@ -131,6 +139,7 @@ s_self_new (zsock_t *pipe, const sn_store_config_t *config)
     self->map_size = config->map_size;
     self->verbose = config->verbose;
     self->retention = config->event_retention_ms > 0 ? config->event_retention_ms : 0;
+    self->sweep_deletes = S_SWEEP_DELETES;
     self->batch = (s_request_t *) zmalloc (S_BATCH_MAX * sizeof (s_request_t));
     self->digest_delta = zhashx_new ();
     zhashx_set_destructor (self->digest_delta, s_digest_delta_free);
@@ -1164,7 +1173,7 @@ s_op_keygen (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid
     return 0;
 }
 
-//  health {} -> 200 {name, events, event_retention_ms, expired, expired_ignored}
+//  health {} -> 200 {name, events, event_retention_ms, expired, expired_ignored, sweeps}
 static int
 s_op_health (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
 {
@@ -1172,27 +1181,66 @@ s_op_health (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid
     int rc = mdb_stat (txn, self->events, &stat);
     if (rc)
         return rc;
-    s_reply_start (self, rid, 200, 5);
+    s_reply_start (self, rid, 200, 6);
     sn_pack_kv_str (self->reply, "name", self->name);
     sn_pack_kv_uint (self->reply, "events", stat.ms_entries);
     sn_pack_kv_uint (self->reply, "event_retention_ms", (uint64_t) self->retention);
     sn_pack_kv_uint (self->reply, "expired", self->expired);
     sn_pack_kv_uint (self->reply, "expired_ignored", self->expired_ignored);
+    sn_pack_kv_uint (self->reply, "sweeps", self->sweeps);
     return 0;
 }
 
 //  --------------------------------------------------------------------------
 //  Retention sweep
 
-//  The partition of a stored record, or -1 when it has none (only damage does that).
+//  The msgpack unsigned integer at data[*at], or -1 when there is none there.
 static int64_t
-s_record_p (const MDB_val *data)
+s_read_uint (const byte *data, size_t size, size_t *at)
 {
-    sn_msg_t *record = sn_msg_decode (data->mv_data, data->mv_size, data->mv_size, NULL);
-    uint64_t p = 0;
-    bool found = record && sn_value_uint (sn_value_get (sn_msg_root (record), "p"), &p);
-    sn_msg_destroy (&record);
-    return found ? (int64_t) p : -1;
+    if (*at >= size)
+        return -1;
+    byte head = data[(*at)++];
+    size_t width = head < 0x80    ? 0
+                   : head == 0xcc ? 1
+                   : head == 0xcd ? 2
+                   : head == 0xce ? 4
+                   : head == 0xcf ? 8
+                                  : 9;
+    if (width == 9 || size - *at < width)
+        return -1;
+    uint64_t value = width ? 0 : head;
+    for (size_t index = 0; index < width; index++)
+        value = value << 8 | data[(*at)++];
+    return value > INT64_MAX ? -1 : (int64_t) value;
+}
+
+//  The partition of a stored user event record, or -1 when it has none (only damage
+//  does that). Read from the record's fixed prefix {type, ts, p, ...} without decoding
+//  its body, which may be a megabyte.
+static int64_t
+s_record_p (self_t *self, const MDB_val *data)
+{
+    const byte *bytes = (const byte *) data->mv_data;
+    size_t size = data->mv_size, at = self->user_prefix_size;
+    if (size < at || size - at < 4 || memcmp (bytes + at, "\xa2ts", 3) != 0)
+        return -1;
+    at += 3;
+    //  ts: any msgpack integer
+    byte head = bytes[at++];
+    size_t width = head < 0x80 || head >= 0xe0    ? 0
+                   : head == 0xcc || head == 0xd0 ? 1
+                   : head == 0xcd || head == 0xd1 ? 2
+                   : head == 0xce || head == 0xd2 ? 4
+                   : head == 0xcf || head == 0xd3 ? 8
+                                                  : 9;
+    if (width == 9 || size - at < width + 2)
+        return -1;
+    at += width;
+    if (memcmp (bytes + at, "\xa1p", 2) != 0)
+        return -1;
+    at += 2;
+    return s_read_uint (bytes, size, &at);
 }
 
 //  One pass of the sweep: from where the last one stopped, delete the user events
@@ -1212,7 +1260,7 @@ s_sweep (self_t *self)
     MDB_val key = {self->swept_len, self->swept}, data;
     if (rc == 0)
         rc = mdb_cursor_get (cursor, &key, &data, self->swept_len ? MDB_SET_RANGE : MDB_FIRST);
-    size_t looked = 0;
+    size_t looked = 0, bytes = 0;
     uint64_t deleted = 0;
     //  Where the next pass starts: the horizon's key once every key below it is
     //  done, which the horizon never going back keeps true
@@ -1221,7 +1269,7 @@ s_sweep (self_t *self)
     for (; rc == 0; rc = mdb_cursor_get (cursor, &key, &data, MDB_NEXT)) {
         if (s_key_compare (&key, &horizon) >= 0)
             break;
-        if (looked == S_SWEEP_LOOKS || deleted == S_SWEEP_DELETES) {
+        if (looked == S_SWEEP_LOOKS || deleted == self->sweep_deletes || bytes >= S_SWEEP_BYTES) {
             memcpy (resume_key, key.mv_data, key.mv_size);
             resume.mv_size = key.mv_size;
             resume.mv_data = resume_key;
@@ -1230,7 +1278,7 @@ s_sweep (self_t *self)
         looked++;
         if (!s_user_record (self, &data))
             continue;
-        int64_t p = s_record_p (&data);
+        int64_t p = s_record_p (self, &data);
         if (p < 0 || p >= self->partitions) {
             zsys_error ("sn_store: %.*s: record is damaged, not expired", (int) key.mv_size,
                         (char *) key.mv_data);
@@ -1248,7 +1296,11 @@ s_sweep (self_t *self)
         //  The cursor then stands on the next record, which MDB_NEXT returns
         if (rc == 0)
             rc = mdb_cursor_del (cursor, 0);
+        //  Not to MDB_NEXT after a failure, which would only report the spoilt txn
+        if (rc)
+            break;
         deleted++;
+        bytes += data.mv_size;
     }
     if (rc == MDB_NOTFOUND)
         rc = 0;
@@ -1263,10 +1315,22 @@ s_sweep (self_t *self)
     if (txn)
         mdb_txn_abort (txn);
     s_digest_reset (self);
+    //  Deleting takes pages too, which a full map may not have: smaller passes, one
+    //  event at the least, commit and so free pages that later passes reuse
+    if (rc == MDB_MAP_FULL && self->sweep_deletes > 1) {
+        self->sweep_deletes /= 2;
+        return true;
+    }
     if (rc) {
-        zsys_error ("sn_store: retention sweep failed: %s", mdb_strerror (rc));
+        int64_t now = zclock_mono ();
+        if (!self->sweep_logged || now - self->sweep_logged >= S_SWEEP_LOG_EVERY) {
+            zsys_error ("sn_store: retention sweep failed: %s", mdb_strerror (rc));
+            self->sweep_logged = now;
+        }
         return false;
     }
+    self->sweep_deletes = S_SWEEP_DELETES;
+    self->sweeps++;
     memcpy (self->swept, resume.mv_data, resume.mv_size);
     self->swept_len = resume.mv_size;
     self->expired += deleted;
@@ -2397,7 +2461,7 @@ s_test_full (const char *base, bool verbose)
 
 //  Open the store of test with a retention and connect a fresh client.
 static void
-s_test_retention_open (s_test_t *test, int64_t retention)
+s_test_retention_open (s_test_t *test, int64_t retention, size_t map_size)
 {
     static int instance = 0;
     char endpoint[128], error[S_ERROR_MAX];
@@ -2408,7 +2472,7 @@ s_test_retention_open (s_test_t *test, int64_t retention)
     config.name = "n1";
     config.partitions = test->partitions;
     config.endpoint = endpoint;
-    config.map_size = 64 * 1024 * 1024;
+    config.map_size = map_size;
     config.event_retention_ms = retention;
     test->store = sn_store_new (&config, error, sizeof error);
     assert (test->store);
@@ -2465,7 +2529,7 @@ s_test_retention (const char *base, bool verbose)
     test.stored = zhashx_new ();
     zhashx_set_destructor (test.stored, s_test_event_free);
     test.verbose = verbose;
-    s_test_retention_open (&test, 0);
+    s_test_retention_open (&test, 0, 64 * 1024 * 1024);
 
     //  Two hours ago: 4,500 user events with 60 internal ones among them (at even and
     //  odd ms: keys of one ms would be the same); a minute
@@ -2515,7 +2579,7 @@ s_test_retention (const char *base, bool verbose)
     s_test_stop (&test);
 
     //  With an hour's retention the sweep deletes the old user events, in passes
-    s_test_retention_open (&test, 3600 * 1000);
+    s_test_retention_open (&test, 3600 * 1000, 64 * 1024 * 1024);
     assert (s_test_health (&test, "event_retention_ms") == 3600 * 1000);
     int64_t deadline = zclock_mono () + 10000;
     while (s_test_health (&test, "expired") < (uint64_t) old_count) {
@@ -2565,7 +2629,7 @@ s_test_retention (const char *base, bool verbose)
     s_test_stop (&test);
 
     //  After a restart the sweep finds nothing more to delete
-    s_test_retention_open (&test, 3600 * 1000);
+    s_test_retention_open (&test, 3600 * 1000, 64 * 1024 * 1024);
     s_test_check_stored (&test);
     s_test_check_digests (&test);
     assert (s_test_health (&test, "expired") == 0);
@@ -2575,6 +2639,49 @@ s_test_retention (const char *base, bool verbose)
     s_test_remove_store (test.dir);
     zstr_free (&test.dir);
     zhashx_destroy (&test.stored);
+    sn_pack_destroy (&test.request);
+}
+
+//  A store filled with old user events until it is full still sweeps them: a pass
+//  that cannot get the pages it needs is retried smaller until commits free some.
+static void
+s_test_retention_full (const char *base, bool verbose)
+{
+    s_test_t test = {0};
+    test.dir = zsys_sprintf ("%s/retention-full", base);
+    test.partitions = 4;
+    test.request = sn_pack_new ();
+    test.verbose = verbose;
+    const size_t map_size = 1024 * 1024;
+    s_test_retention_open (&test, 0, map_size);
+    //  Records past half a page, each on pages of its own that a deletion frees
+    char *text = (char *) zmalloc (3000);
+    memset (text, 'x', 2999);
+    int64_t old = zclock_time () - 2 * 3600 * 1000;
+    char key[SN_KEY_MAX + 1];
+    uint64_t code = 201;
+    int puts;
+    for (puts = 0; code == 201; puts++) {
+        assert (puts < 100000);
+        s_test_key (old + puts, key);
+        code = s_test_put (&test, key, NULL, NULL, puts, text, NULL);
+    }
+    assert (code == 507);
+    free (text);
+    s_test_stop (&test);
+
+    s_test_retention_open (&test, 3600 * 1000, map_size);
+    int64_t deadline = zclock_mono () + 30000;
+    while (s_test_health (&test, "events") > 0) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10);
+    }
+    assert (s_test_health (&test, "expired") == (uint64_t) puts - 1);
+    s_test_key (zclock_time (), key);
+    assert (s_test_put (&test, key, NULL, NULL, 1, "room again", NULL) == 201);
+    s_test_stop (&test);
+    s_test_remove_store (test.dir);
+    zstr_free (&test.dir);
     sn_pack_destroy (&test.request);
 }
 
@@ -2667,6 +2774,7 @@ sn_store_test (bool verbose)
 
     s_test_full (base, verbose);
     s_test_retention (base, verbose);
+    s_test_retention_full (base, verbose);
 
     s_test_remove_store (test.dir);
     zsys_dir_delete ("%s/nested", base);

@@ -51,7 +51,11 @@
 //  retention horizon: replicas delete the user events there at slightly different
 //  moments (their sweeps, their clocks), so their digests of those hours differ for
 //  a while by events that are expired anyway. Their internal events are compared
-//  once the horizon has passed them.
+//  once the horizon has passed them. The margin is the largest clock skew between
+//  nodes the README says is tolerated (4 min) plus the store's sweep period (1 s,
+//  rounded up to a minute): with more skew, replicas' digests of the hours just past
+//  the margin differ until every node has swept them, and anti-entropy compares and
+//  copies them back and forth (copies the receivers then drop) for that while.
 #define S_HORIZON_MARGIN (5 * 60 * 1000)
 
 //  Identities remembered per member: its member DEALER, its join DEALER and a couple
@@ -2009,8 +2013,11 @@ s_range_answer (self_t *self, s_call_t *call)
             s_range_item_t candidate = {key, len, item};
             if (cut && s_range_compare (&candidate, &(s_range_item_t){cut, cut_len, NULL}) >= 0)
                 continue;
-            //  A range holds user events only: one a member has not swept yet is left out
-            if (!call->scan && s_expired (self, NULL, sn_key_time (key, len)))
+            //  A user event a member has not swept yet is left out, of a range (user
+            //  events only) and of a scan (whose items say their type) alike
+            const sn_value_t *type = sn_value_get (item, "type");
+            if ((!call->scan || type) &&
+                s_expired (self, call->scan ? type : NULL, sn_key_time (key, len)))
                 continue;
             items[count++] = candidate;
         }

@@ -1876,7 +1876,7 @@ sn_batch_test (bool verbose)
     snprintf (queue_ep, sizeof queue_ep, "inproc://sn-batch-test-queue-%d", getpid ());
     snprintf (webhook_ep, sizeof webhook_ep, "inproc://sn-batch-test-webhook-%d", getpid ());
     snprintf (batch_ep, sizeof batch_ep, "inproc://sn-batch-test-%d", getpid ());
-    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_ep, false};
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_ep, false, 0};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     sn_webhook_config_t webhook_config = {webhook_ep, NULL, NULL, false, verbose};
     zactor_t *webhook = sn_webhook_new (&webhook_config, error, sizeof error);

@@ -4529,7 +4529,7 @@ s_test_reread_evicted (bool verbose)
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-reread-store-%d", getpid ());
     snprintf (endpoint, sizeof endpoint, "inproc://sn-reread-%d", getpid ());
     snprintf (publish, sizeof publish, "inproc://sn-reread-pub-%d", getpid ());
-    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose, 0};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
     zactor_t *proxy = zactor_new (sn_owners_scan_proxy, store_endpoint);
@@ -4637,7 +4637,7 @@ s_test_retention (bool verbose)
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-retention-store-%d", getpid ());
     snprintf (endpoint, sizeof endpoint, "inproc://sn-retention-%d", getpid ());
     snprintf (publish, sizeof publish, "inproc://sn-retention-pub-%d", getpid ());
-    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose, 0};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
     zactor_t *dispatch = s_test_retaining (endpoint, store_endpoint, publish, 300, verbose);
@@ -4913,7 +4913,7 @@ s_test_retention_held (bool verbose)
     snprintf (log_endpoint, sizeof log_endpoint, "inproc://sn-held-log-%d", getpid ());
     snprintf (endpoint, sizeof endpoint, "inproc://sn-held-%d", getpid ());
     snprintf (publish, sizeof publish, "inproc://sn-held-pub-%d", getpid ());
-    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose, 0};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
     const char *endpoints[] = {log_endpoint, store_endpoint};
@@ -4997,7 +4997,7 @@ sn_dispatch_test (bool verbose)
               getpid ());
     snprintf (endpoint, sizeof endpoint, "inproc://sn-dispatch-test-%d", getpid ());
     snprintf (publish, sizeof publish, "inproc://sn-dispatch-test-pub-%d", getpid ());
-    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose};
+    sn_store_config_t store_config = {dir, "t1", 4, 64 << 20, store_endpoint, verbose, 0};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
     sn_dispatch_config_t config = {endpoint, store_endpoint, publish, 4, verbose, NULL, NULL, 0};

@@ -4425,7 +4425,7 @@ s_test_takeover_retry (bool verbose)
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-queue-test-retry-store-%d",
               getpid ());
     snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-retry-%d", getpid ());
-    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false};
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false, 0};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
     //  Three invocations in primary: one finished, two queued
@@ -4591,7 +4591,7 @@ s_test_reread_finished (bool verbose)
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-queue-test-reread-store-%d",
               getpid ());
     snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-reread-%d", getpid ());
-    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false};
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false, 0};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
     zactor_t *proxy = zactor_new (sn_owners_scan_proxy, store_endpoint);
@@ -4676,7 +4676,7 @@ s_test_takeover_late_ack (bool verbose)
               getpid ());
     snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-ack-%d", getpid ());
     snprintf (log_endpoint, sizeof log_endpoint, "inproc://sn-queue-test-ack-log-%d", getpid ());
-    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false};
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false, 0};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
     //  Two events in primary, so that a replay has a second page
@@ -4744,7 +4744,7 @@ s_test_takeover_silent (bool verbose)
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-queue-test-silent-store-%d",
               getpid ());
     snprintf (endpoint, sizeof endpoint, "inproc://sn-queue-test-silent-%d", getpid ());
-    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false};
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false, 0};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
     zactor_t *queue = s_test_queue (endpoint, store_endpoint, verbose);
@@ -4824,7 +4824,7 @@ sn_queue_test (bool verbose)
     char store_endpoint[64], queue_endpoint[64], error[256];
     snprintf (store_endpoint, sizeof store_endpoint, "inproc://sn-queue-test-store-%d", getpid ());
     snprintf (queue_endpoint, sizeof queue_endpoint, "inproc://sn-queue-test-%d", getpid ());
-    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false};
+    sn_store_config_t store_config = {dir, "t1", 8, 64 << 20, store_endpoint, false, 0};
     zactor_t *store = sn_store_new (&store_config, error, sizeof error);
     assert (store);
     zactor_t *queue = s_test_queue (queue_endpoint, store_endpoint, verbose);

@@ -51,6 +51,18 @@
 #define S_PKEY_MAX        256  //  longest partition key
 #define S_ERROR_MAX       256  //  longest error text built here
 
+//  A pass of the retention sweep is one write transaction between batches: it deletes
+//  at most S_SWEEP_DELETES user events of at most S_SWEEP_BYTES together (past the
+//  first) and looks at most at S_SWEEP_LOOKS records (internal ones are passed over),
+//  so that puts wait for it a few ms at most.
+#define S_SWEEP_DELETES 2000
+#define S_SWEEP_BYTES   (8 * 1024 * 1024)
+#define S_SWEEP_LOOKS   20000
+//  Least time between two logs of a failing sweep, in ms
+#define S_SWEEP_LOG_EVERY (60 * 1000)
+//  Between passes once the sweep has caught up with the horizon, in ms
+#define S_SWEEP_EVERY 1000
+
 //  One request of the batch being run.
 typedef struct {
     sn_routed_t routed; //  envelope and payload; the payload becomes the reply
@@ -60,10 +72,11 @@ typedef struct {
 
 //  What the running batch adds to one digest bucket.
 typedef struct {
-    uint32_t p;     //  partition
-    uint64_t start; //  bucket start, ms
-    uint64_t count; //  events added
-    uint64_t xor ;  //  XOR of their key hashes
+    uint32_t p;       //  partition
+    uint64_t start;   //  bucket start, ms
+    uint64_t count;   //  events added
+    uint64_t removed; //  events deleted by the retention sweep
+    uint64_t xor ;    //  XOR of the key hashes of both
 } s_digest_delta_t;
 
 static void
@@ -100,6 +113,17 @@ typedef struct {
     byte user_prefix[16];          //  how every user event record starts
     size_t user_prefix_size;       //  bytes in user_prefix
     int code;                      //  code of the reply just built, for the log
+    int64_t retention;             //  ms user events are kept, by key time; 0: for ever
+    sn_horizon_t horizon;          //  user events with key time before it have expired
+    int64_t next_sweep;            //  zclock_mono of the next sweep pass
+    char swept[SN_KEY_MAX];        //  the sweep goes on from this key: every user event
+    size_t swept_len;              //  below it is deleted; 0 bytes: from the first key
+    uint64_t expired;              //  user events the sweep deleted since start
+    uint64_t sweeps;               //  sweep passes that ended well since start
+    size_t sweep_deletes;          //  most deletions of the next pass: smaller after a
+                                   //  full map, so that a commit can free pages
+    int64_t sweep_logged;          //  zclock_mono of the last failed pass logged; 0: none
+    uint64_t expired_ignored;      //  copies of expired user events acknowledged unstored
 } self_t;
 
 static self_t *
@@ -114,6 +138,8 @@ s_self_new (zsock_t *pipe, const sn_store_config_t *config)
     self->partitions = config->partitions;
     self->map_size = config->map_size;
     self->verbose = config->verbose;
+    self->retention = config->event_retention_ms > 0 ? config->event_retention_ms : 0;
+    self->sweep_deletes = S_SWEEP_DELETES;
     self->batch = (s_request_t *) zmalloc (S_BATCH_MAX * sizeof (s_request_t));
     self->digest_delta = zhashx_new ();
     zhashx_set_destructor (self->digest_delta, s_digest_delta_free);
@@ -398,11 +424,12 @@ s_refuse (s_outcome_t *outcome, int code, const char *error)
     return 0;
 }
 
-//  Count the event in its partition's digest bucket. The counts of a batch are
-//  gathered in memory and written once per bucket by s_digest_flush, in the same
-//  transaction: a batch of a thousand puts touches a handful of buckets.
+//  Count the event in its partition's digest bucket, or with removed take it out.
+//  The counts of a batch are gathered in memory and written once per bucket by
+//  s_digest_flush, in the same transaction: a batch of a thousand puts touches a
+//  handful of buckets.
 static void
-s_digest_add (self_t *self, uint32_t p, int64_t ts, const char *key, size_t key_len)
+s_digest_add (self_t *self, uint32_t p, int64_t ts, const char *key, size_t key_len, bool removed)
 {
     uint64_t start = (uint64_t) (ts - ts % SN_STORE_BUCKET_MS);
     //  The events of a batch are mostly of the same hour: the partition's last
@@ -421,7 +448,10 @@ s_digest_add (self_t *self, uint32_t p, int64_t ts, const char *key, size_t key_
         if (p < self->partitions)
             self->last_delta[p] = delta;
     }
-    delta->count++;
+    if (removed)
+        delta->removed++;
+    else
+        delta->count++;
     delta->xor ^= sn_hash (key, key_len);
 }
 
@@ -452,12 +482,24 @@ s_digest_flush (self_t *self, MDB_txn *txn)
             rc = MDB_CORRUPTED;
         else if (rc == MDB_NOTFOUND)
             rc = 0;
+        if (rc == 0 && bucket[0] + delta->count < delta->removed) {
+            //  Only a damaged bucket can count fewer events than were deleted from it
+            zsys_error ("sn_store: digest of partition %u at %" PRIu64 " counted too few", delta->p,
+                        delta->start);
+            bucket[0] = delta->removed - delta->count;
+        }
         if (rc == 0) {
-            bucket[0] += delta->count;
+            bucket[0] += delta->count - delta->removed;
             bucket[1] ^= delta->xor ;
             data.mv_size = sizeof bucket;
             data.mv_data = bucket;
-            rc = mdb_put (txn, self->digest, &dkey, &data, 0);
+            //  An empty bucket is no bucket, as on a replica that never held its events
+            if (bucket[0])
+                rc = mdb_put (txn, self->digest, &dkey, &data, 0);
+            else
+                rc = mdb_del (txn, self->digest, &dkey, NULL);
+            if (rc == MDB_NOTFOUND)
+                rc = 0;
         }
     }
     s_digest_reset (self);
@@ -483,6 +525,42 @@ s_keygen_observe (self_t *self, const char *key, size_t key_len, int64_t ts)
         sn_keygen_resume (self->keygen, ts, seq);
         self->keygen_dirty = true;
     }
+}
+
+//  The retention horizon: user events whose key time is before it have expired; 0
+//  without a retention. It never goes back, even when the clock does, so that a key
+//  the sweep has passed is never stored again; and it moves no faster than monotonic
+//  time, so that a wall clock stepped forward does not delete events early.
+static int64_t
+s_horizon (self_t *self)
+{
+    if (!self->retention)
+        return 0;
+    int64_t horizon =
+        sn_horizon_advance (&self->horizon, zclock_time (), zclock_mono (), self->retention);
+    if (sn_horizon_warn (&self->horizon, zclock_mono ()))
+        zsys_warning ("sn_store: the wall clock is %" PRId64
+                      " s ahead of monotonic time since start: "
+                      "retention follows monotonic time until restart",
+                      self->horizon.ahead / 1000);
+    return horizon;
+}
+
+//  True for the record of a user event: records are written type first.
+static bool
+s_user_record (self_t *self, const MDB_val *data)
+{
+    return data->mv_size >= self->user_prefix_size &&
+           memcmp (data->mv_data, self->user_prefix, self->user_prefix_size) == 0;
+}
+
+//  True for a user event past the horizon: as good as deleted, whether the sweep has
+//  reached it yet or not.
+static bool
+s_expired (self_t *self, const MDB_val *key, const MDB_val *data)
+{
+    return self->retention && s_user_record (self, data) &&
+           sn_key_time ((const char *) key->mv_data, key->mv_size) < s_horizon (self);
 }
 
 //  Store one event described by item {event, key?, type?, pkey?, p?}. Refusals (4xx)
@@ -561,6 +639,23 @@ s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, bool replica,
         p = (uint32_t) given_p;
     }
 
+    //  A user event past the horizon has expired. A copy of one (a replica write, a
+    //  hint, an anti-entropy push from a replica that has not swept it yet) is done
+    //  with: acknowledged, so that its sender lets it go, and not stored, so that it
+    //  does not come back. A client's own write of one is refused.
+    if (type_len == 5 && memcmp (type, "event", 5) == 0 && ts < s_horizon (self)) {
+        if (!replica) {
+            snprintf (outcome->error, sizeof outcome->error,
+                      "key: %s is older than the event retention (%" PRId64 " ms)", outcome->key,
+                      self->retention);
+            outcome->code = 422;
+            return 0;
+        }
+        self->expired_ignored++;
+        outcome->code = 201;
+        return 0;
+    }
+
     sn_pack_reset (self->record);
     sn_pack_map (self->record, 4);
     sn_pack_str (self->record, "type");
@@ -603,7 +698,7 @@ s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, bool replica,
     MDB_val index_key = {2 + key_len, index}, empty = {0, NULL};
     rc = mdb_put (txn, self->byp, &index_key, &empty, 0);
     if (rc == 0) {
-        s_digest_add (self, p, ts, outcome->key, key_len);
+        s_digest_add (self, p, ts, outcome->key, key_len, false);
         outcome->code = 201;
     }
     return rc;
@@ -691,6 +786,8 @@ s_op_get (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
         return 0;
     }
     int rc = mdb_get (txn, self->events, &key, &data);
+    if (rc == 0 && s_expired (self, &key, &data))
+        rc = MDB_NOTFOUND;
     if (rc == MDB_NOTFOUND) {
         s_reply_error (self, rid, 404, "key %.*s not found", (int) key.mv_size,
                        (char *) key.mv_data);
@@ -787,6 +884,14 @@ s_op_range (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
     if (limit > S_RANGE_LIMIT_MAX)
         limit = S_RANGE_LIMIT_MAX;
     uint64_t scan_max = 10 * limit + 100;
+    //  Keys are in time order: expired user events all sort before the horizon's key
+    char floor[SN_KEY_TIME_LEN + 1];
+    MDB_val horizon = {SN_KEY_TIME_LEN, floor};
+    if (self->retention) {
+        sn_key_time_prefix (s_horizon (self), floor);
+        if (!from.mv_size || s_key_compare (&from, &horizon) < 0)
+            from = horizon;
+    }
 
     MDB_cursor *cursor;
     int rc = mdb_cursor_open (txn, self->events, &cursor);
@@ -809,9 +914,7 @@ s_op_range (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
             break;
         }
         scanned++;
-        if (data.mv_size >= self->user_prefix_size &&
-            memcmp (data.mv_data, self->user_prefix, self->user_prefix_size) == 0 &&
-            s_range_item (self, &key, &data))
+        if (s_user_record (self, &data) && s_range_item (self, &key, &data))
             count++;
     }
     mdb_cursor_close (cursor);
@@ -1016,6 +1119,8 @@ s_op_scan (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
             break;
         }
         scanned++;
+        if (s_expired (self, &key, &data))
+            continue;
         sn_msg_t *record = sn_msg_decode (data.mv_data, data.mv_size, data.mv_size, NULL);
         const sn_value_t *root = record ? sn_msg_root (record) : NULL;
         const sn_value_t *type = sn_value_get (root, "type");
@@ -1068,7 +1173,7 @@ s_op_keygen (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid
     return 0;
 }
 
-//  health {} -> 200 {name, events}
+//  health {} -> 200 {name, events, event_retention_ms, expired, expired_ignored, sweeps}
 static int
 s_op_health (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
 {
@@ -1076,10 +1181,162 @@ s_op_health (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid
     int rc = mdb_stat (txn, self->events, &stat);
     if (rc)
         return rc;
-    s_reply_start (self, rid, 200, 2);
+    s_reply_start (self, rid, 200, 6);
     sn_pack_kv_str (self->reply, "name", self->name);
     sn_pack_kv_uint (self->reply, "events", stat.ms_entries);
+    sn_pack_kv_uint (self->reply, "event_retention_ms", (uint64_t) self->retention);
+    sn_pack_kv_uint (self->reply, "expired", self->expired);
+    sn_pack_kv_uint (self->reply, "expired_ignored", self->expired_ignored);
+    sn_pack_kv_uint (self->reply, "sweeps", self->sweeps);
     return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Retention sweep
+
+//  The msgpack unsigned integer at data[*at], or -1 when there is none there.
+static int64_t
+s_read_uint (const byte *data, size_t size, size_t *at)
+{
+    if (*at >= size)
+        return -1;
+    byte head = data[(*at)++];
+    size_t width = head < 0x80    ? 0
+                   : head == 0xcc ? 1
+                   : head == 0xcd ? 2
+                   : head == 0xce ? 4
+                   : head == 0xcf ? 8
+                                  : 9;
+    if (width == 9 || size - *at < width)
+        return -1;
+    uint64_t value = width ? 0 : head;
+    for (size_t index = 0; index < width; index++)
+        value = value << 8 | data[(*at)++];
+    return value > INT64_MAX ? -1 : (int64_t) value;
+}
+
+//  The partition of a stored user event record, or -1 when it has none (only damage
+//  does that). Read from the record's fixed prefix {type, ts, p, ...} without decoding
+//  its body, which may be a megabyte.
+static int64_t
+s_record_p (self_t *self, const MDB_val *data)
+{
+    const byte *bytes = (const byte *) data->mv_data;
+    size_t size = data->mv_size, at = self->user_prefix_size;
+    if (size < at || size - at < 4 || memcmp (bytes + at, "\xa2ts", 3) != 0)
+        return -1;
+    at += 3;
+    //  ts: any msgpack integer
+    byte head = bytes[at++];
+    size_t width = head < 0x80 || head >= 0xe0    ? 0
+                   : head == 0xcc || head == 0xd0 ? 1
+                   : head == 0xcd || head == 0xd1 ? 2
+                   : head == 0xce || head == 0xd2 ? 4
+                   : head == 0xcf || head == 0xd3 ? 8
+                                                  : 9;
+    if (width == 9 || size - at < width + 2)
+        return -1;
+    at += width;
+    if (memcmp (bytes + at, "\xa1p", 2) != 0)
+        return -1;
+    at += 2;
+    return s_read_uint (bytes, size, &at);
+}
+
+//  One pass of the sweep: from where the last one stopped, delete the user events
+//  before the horizon, each with its index entry and its share of its digest bucket,
+//  in one transaction. Returns true when there is more to delete at once.
+static bool
+s_sweep (self_t *self)
+{
+    char floor[SN_KEY_TIME_LEN + 1];
+    sn_key_time_prefix (s_horizon (self), floor);
+    MDB_val horizon = {SN_KEY_TIME_LEN, floor};
+    MDB_txn *txn = NULL;
+    MDB_cursor *cursor = NULL;
+    int rc = mdb_txn_begin (self->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open (txn, self->events, &cursor);
+    MDB_val key = {self->swept_len, self->swept}, data;
+    if (rc == 0)
+        rc = mdb_cursor_get (cursor, &key, &data, self->swept_len ? MDB_SET_RANGE : MDB_FIRST);
+    size_t looked = 0, bytes = 0;
+    uint64_t deleted = 0;
+    //  Where the next pass starts: the horizon's key once every key below it is
+    //  done, which the horizon never going back keeps true
+    MDB_val resume = horizon;
+    char resume_key[SN_KEY_MAX];
+    for (; rc == 0; rc = mdb_cursor_get (cursor, &key, &data, MDB_NEXT)) {
+        if (s_key_compare (&key, &horizon) >= 0)
+            break;
+        if (looked == S_SWEEP_LOOKS || deleted == self->sweep_deletes || bytes >= S_SWEEP_BYTES) {
+            memcpy (resume_key, key.mv_data, key.mv_size);
+            resume.mv_size = key.mv_size;
+            resume.mv_data = resume_key;
+            break;
+        }
+        looked++;
+        if (!s_user_record (self, &data))
+            continue;
+        int64_t p = s_record_p (self, &data);
+        if (p < 0 || p >= self->partitions) {
+            zsys_error ("sn_store: %.*s: record is damaged, not expired", (int) key.mv_size,
+                        (char *) key.mv_data);
+            continue;
+        }
+        byte index[2 + SN_KEY_MAX];
+        s_put_be16 (index, (uint32_t) p);
+        memcpy (index + 2, key.mv_data, key.mv_size);
+        MDB_val index_key = {2 + key.mv_size, index};
+        s_digest_add (self, (uint32_t) p, sn_key_time ((const char *) key.mv_data, key.mv_size),
+                      (const char *) key.mv_data, key.mv_size, true);
+        rc = mdb_del (txn, self->byp, &index_key, NULL);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+        //  The cursor then stands on the next record, which MDB_NEXT returns
+        if (rc == 0)
+            rc = mdb_cursor_del (cursor, 0);
+        //  Not to MDB_NEXT after a failure, which would only report the spoilt txn
+        if (rc)
+            break;
+        deleted++;
+        bytes += data.mv_size;
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (cursor)
+        mdb_cursor_close (cursor);
+    if (rc == 0 && deleted)
+        rc = s_digest_flush (self, txn);
+    if (rc == 0 && deleted) {
+        rc = mdb_txn_commit (txn);
+        txn = NULL;
+    }
+    if (txn)
+        mdb_txn_abort (txn);
+    s_digest_reset (self);
+    //  Deleting takes pages too, which a full map may not have: smaller passes, one
+    //  event at the least, commit and so free pages that later passes reuse
+    if (rc == MDB_MAP_FULL && self->sweep_deletes > 1) {
+        self->sweep_deletes /= 2;
+        return true;
+    }
+    if (rc) {
+        int64_t now = zclock_mono ();
+        if (!self->sweep_logged || now - self->sweep_logged >= S_SWEEP_LOG_EVERY) {
+            zsys_error ("sn_store: retention sweep failed: %s", mdb_strerror (rc));
+            self->sweep_logged = now;
+        }
+        return false;
+    }
+    self->sweep_deletes = S_SWEEP_DELETES;
+    self->sweeps++;
+    memcpy (self->swept, resume.mv_data, resume.mv_size);
+    self->swept_len = resume.mv_size;
+    self->expired += deleted;
+    if (self->verbose && deleted)
+        zsys_info ("sn_store: retention sweep deleted %" PRIu64 " events", deleted);
+    return resume.mv_data == resume_key;
 }
 
 //  --------------------------------------------------------------------------
@@ -1255,15 +1512,23 @@ sn_store_actor (zsock_t *pipe, void *args)
 {
     self_t *self = s_self_new (pipe, (const sn_store_config_t *) args);
     zsock_signal (pipe, 0);
-    //  No timers: the store only answers, so it waits for as long as it takes.
+    //  The one timer is the retention sweep's: without it the store only answers, so
+    //  it waits for as long as it takes.
     while (!self->terminated) {
-        zsock_t *which = (zsock_t *) zpoller_wait (self->poller, -1);
+        bool sweeping = self->retention && self->env;
+        int64_t wait = self->next_sweep - zclock_mono ();
+        zsock_t *which = (zsock_t *) zpoller_wait (self->poller, !sweeping  ? -1
+                                                                 : wait > 0 ? (int) wait
+                                                                            : 0);
         if (which == self->pipe)
             s_pipe_command (self);
         else if (which && which == self->router)
             s_router_drain (self);
         else if (zpoller_terminated (self->poller))
             break;
+        //  Checked after every batch too, so that a stream of puts cannot hold it off
+        if (sweeping && self->env && zclock_mono () >= self->next_sweep)
+            self->next_sweep = zclock_mono () + (s_sweep (self) ? 0 : S_SWEEP_EVERY);
     }
     s_self_destroy (&self);
 }
@@ -2194,6 +2459,232 @@ s_test_full (const char *base, bool verbose)
     zstr_free (&test.dir);
 }
 
+//  Open the store of test with a retention and connect a fresh client.
+static void
+s_test_retention_open (s_test_t *test, int64_t retention, size_t map_size)
+{
+    static int instance = 0;
+    char endpoint[128], error[S_ERROR_MAX];
+    snprintf (endpoint, sizeof endpoint, "inproc://sn-store-retention-%d-%d", getpid (),
+              ++instance);
+    sn_store_config_t config = {0};
+    config.data_dir = test->dir;
+    config.name = "n1";
+    config.partitions = test->partitions;
+    config.endpoint = endpoint;
+    config.map_size = map_size;
+    config.event_retention_ms = retention;
+    test->store = sn_store_new (&config, error, sizeof error);
+    assert (test->store);
+    test->dealer = zsock_new_dealer (endpoint);
+    assert (test->dealer);
+    zsock_set_rcvtimeo (test->dealer, 10000);
+}
+
+//  One number of the store's health.
+static uint64_t
+s_test_health (s_test_t *test, const char *name)
+{
+    uint64_t rid = s_test_begin (test, "health", 0);
+    sn_msg_t *reply = s_test_call (test, rid);
+    uint64_t value = UINT64_MAX;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (reply), name), &value));
+    sn_msg_destroy (&reply);
+    return value;
+}
+
+//  A write of one event under key, as a replica's copy or a client's.
+static uint64_t
+s_test_put_as (s_test_t *test, const char *key, const char *type, bool replica)
+{
+    uint64_t rid = s_test_begin (test, "put", 2 + !!type + replica);
+    sn_pack_str (test->request, "event");
+    s_test_body (test->request, 7000, "late");
+    sn_pack_kv_str (test->request, "key", key);
+    if (type)
+        sn_pack_kv_str (test->request, "type", type);
+    if (replica) {
+        sn_pack_str (test->request, "replica");
+        sn_pack_bool (test->request, true);
+    }
+    sn_msg_t *reply = s_test_call (test, rid);
+    uint64_t code = s_test_code (reply);
+    if (code == 422)
+        s_test_check_error (reply, 422, "older than the event retention (3600000 ms)");
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+//  A store restarted with a retention deletes the user events older than it, in
+//  passes of at most S_SWEEP_DELETES, keeps its digests equal to what it holds and
+//  every internal event, refuses old keys from clients and acknowledges replicas'
+//  copies of expired events without storing them.
+static void
+s_test_retention (const char *base, bool verbose)
+{
+    s_test_t test = {0};
+    test.dir = zsys_sprintf ("%s/retention", base);
+    test.partitions = 16;
+    test.request = sn_pack_new ();
+    test.stored = zhashx_new ();
+    zhashx_set_destructor (test.stored, s_test_event_free);
+    test.verbose = verbose;
+    s_test_retention_open (&test, 0, 64 * 1024 * 1024);
+
+    //  Two hours ago: 4,500 user events with 60 internal ones among them (at even and
+    //  odd ms: keys of one ms would be the same); a minute
+    //  ago: 10 user events
+    const int old_count = 4500, internal_count = 60, recent_count = 10;
+    int64_t now = zclock_time ();
+    int64_t old = now - 2 * 3600 * 1000;
+    char key[SN_KEY_MAX + 1], first_old[SN_KEY_MAX + 1] = "", internal_key[SN_KEY_MAX + 1];
+    zlistx_t *expired = zlistx_new ();
+    zlistx_set_destructor (expired, (zlistx_destructor_fn *) zstr_free);
+    uint64_t rid = s_test_begin (&test, "bulk", 1);
+    sn_pack_str (test.request, "puts");
+    sn_pack_array (test.request, (uint32_t) (old_count + internal_count + recent_count));
+    for (int index = 0; index < old_count + internal_count + recent_count; index++) {
+        bool internal = index >= old_count && index < old_count + internal_count;
+        bool recent = index >= old_count + internal_count;
+        int64_t at = recent     ? now - 60000 + index
+                     : internal ? old + (index - old_count) * 140 + 1
+                                : old + 2 * index;
+        s_test_key (at, key);
+        sn_pack_map (test.request, internal ? 4 : 2);
+        sn_pack_str (test.request, "event");
+        s_test_body (test.request, index, "retention");
+        sn_pack_kv_str (test.request, "key", key);
+        if (internal) {
+            sn_pack_kv_str (test.request, "type", "job.created");
+            sn_pack_kv_str (test.request, "pkey", "J9");
+            strcpy (internal_key, key);
+        }
+        s_test_remember (&test, key, index, internal ? "J9" : NULL);
+        if (!internal && !recent)
+            zlistx_add_end (expired, strdup (key));
+        if (index == 0)
+            strcpy (first_old, key);
+    }
+    sn_msg_t *reply = s_test_call (&test, rid);
+    assert (s_test_code (reply) == 200);
+    const sn_value_t *results = sn_value_get (sn_msg_root (reply), "results");
+    for (size_t index = 0; index < sn_value_size (results); index++) {
+        uint64_t code = 0;
+        assert (sn_value_uint (sn_value_get (sn_value_at (results, index), "code"), &code));
+        assert (code == 201);
+    }
+    sn_msg_destroy (&reply);
+    assert (s_test_health (&test, "event_retention_ms") == 0);
+    s_test_check_digests (&test);
+    s_test_stop (&test);
+
+    //  With an hour's retention the sweep deletes the old user events, in passes
+    s_test_retention_open (&test, 3600 * 1000, 64 * 1024 * 1024);
+    assert (s_test_health (&test, "event_retention_ms") == 3600 * 1000);
+    int64_t deadline = zclock_mono () + 10000;
+    while (s_test_health (&test, "expired") < (uint64_t) old_count) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10);
+    }
+    assert (s_test_health (&test, "expired") == (uint64_t) old_count);
+    for (const char *gone = (const char *) zlistx_first (expired); gone;
+         gone = (const char *) zlistx_next (expired))
+        zhashx_delete (test.stored, gone);
+    s_test_check_stored (&test);  //  internal and recent ones, and health's count
+    s_test_check_digests (&test); //  against what is stored now
+    reply = s_test_get (&test, first_old, 404);
+    sn_msg_destroy (&reply);
+
+    //  A range from the start holds the recent user events only
+    rid = s_test_begin (&test, "range", 1);
+    sn_pack_kv_uint (test.request, "limit", 1000);
+    reply = s_test_call (&test, rid);
+    const sn_value_t *events = sn_value_get (sn_msg_root (reply), "events");
+    assert (sn_value_size (events) == (size_t) recent_count);
+    sn_msg_destroy (&reply);
+
+    //  An old key from a client is refused; a replica's copy of an expired user event
+    //  is acknowledged and not stored; old internal events are stored as ever
+    s_test_key (old + 5000, key);
+    assert (s_test_put_as (&test, key, NULL, false) == 422);
+    assert (s_test_put_as (&test, key, "event", false) == 422);
+    assert (s_test_put_as (&test, key, NULL, true) == 201);
+    assert (s_test_health (&test, "expired_ignored") == 1);
+    reply = s_test_get (&test, key, 404);
+    sn_msg_destroy (&reply);
+    s_test_key (old + 5001, key);
+    assert (s_test_put_as (&test, key, "job.updated", false) == 201);
+    s_test_event_t *event = (s_test_event_t *) zmalloc (sizeof (s_test_event_t));
+    event->n = 7000;
+    event->p = sn_partition (key, strlen (key), test.partitions);
+    zhashx_update (test.stored, key, event);
+    s_test_key (now - 1000, key);
+    assert (s_test_put_as (&test, key, NULL, false) == 201); //  within the retention
+    s_test_remember (&test, key, 7000, NULL);
+    s_test_check_stored (&test);
+    s_test_check_digests (&test);
+    reply = s_test_get (&test, internal_key, 200);
+    sn_msg_destroy (&reply);
+
+    s_test_stop (&test);
+
+    //  After a restart the sweep finds nothing more to delete
+    s_test_retention_open (&test, 3600 * 1000, 64 * 1024 * 1024);
+    s_test_check_stored (&test);
+    s_test_check_digests (&test);
+    assert (s_test_health (&test, "expired") == 0);
+    s_test_stop (&test);
+
+    zlistx_destroy (&expired);
+    s_test_remove_store (test.dir);
+    zstr_free (&test.dir);
+    zhashx_destroy (&test.stored);
+    sn_pack_destroy (&test.request);
+}
+
+//  A store filled with old user events until it is full still sweeps them: a pass
+//  that cannot get the pages it needs is retried smaller until commits free some.
+static void
+s_test_retention_full (const char *base, bool verbose)
+{
+    s_test_t test = {0};
+    test.dir = zsys_sprintf ("%s/retention-full", base);
+    test.partitions = 4;
+    test.request = sn_pack_new ();
+    test.verbose = verbose;
+    const size_t map_size = 1024 * 1024;
+    s_test_retention_open (&test, 0, map_size);
+    //  Records past half a page, each on pages of its own that a deletion frees
+    char *text = (char *) zmalloc (3000);
+    memset (text, 'x', 2999);
+    int64_t old = zclock_time () - 2 * 3600 * 1000;
+    char key[SN_KEY_MAX + 1];
+    uint64_t code = 201;
+    int puts;
+    for (puts = 0; code == 201; puts++) {
+        assert (puts < 100000);
+        s_test_key (old + puts, key);
+        code = s_test_put (&test, key, NULL, NULL, puts, text, NULL);
+    }
+    assert (code == 507);
+    free (text);
+    s_test_stop (&test);
+
+    s_test_retention_open (&test, 3600 * 1000, map_size);
+    int64_t deadline = zclock_mono () + 30000;
+    while (s_test_health (&test, "events") > 0) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10);
+    }
+    assert (s_test_health (&test, "expired") == (uint64_t) puts - 1);
+    s_test_key (zclock_time (), key);
+    assert (s_test_put (&test, key, NULL, NULL, 1, "room again", NULL) == 201);
+    s_test_stop (&test);
+    s_test_remove_store (test.dir);
+    zstr_free (&test.dir);
+    sn_pack_destroy (&test.request);
+}
+
 void
 sn_store_test (bool verbose)
 {
@@ -2282,6 +2773,8 @@ sn_store_test (bool verbose)
     assert (sn_store_new (&config, error, sizeof error) == NULL);
 
     s_test_full (base, verbose);
+    s_test_retention (base, verbose);
+    s_test_retention_full (base, verbose);
 
     s_test_remove_store (test.dir);
     zsys_dir_delete ("%s/nested", base);

@@ -177,6 +177,20 @@ s_apply (sn_config_t *self, const char *option, const char *value, char *error, 
         }
         self->keep_finished = (int) number;
     }
+    else if (streq (option, "event_retention_ms") || streq (option, "event-retention-ms")) {
+        //  0 keeps user events for ever. Otherwise at least an hour, so that the hours
+        //  anti-entropy compares are whole hours on either side of the horizon, and at
+        //  most about 100 years, well inside what a key's time can hold
+        if (s_number (value, 0, SN_CONFIG_RETENTION_MAX, &number) ||
+            (number && number < SN_CONFIG_RETENTION_MIN)) {
+            snprintf (error, size,
+                      "%s: '%s' is not 0 (keep for ever) or a number of ms from %lld to %lld",
+                      option, value, (long long) SN_CONFIG_RETENTION_MIN,
+                      (long long) SN_CONFIG_RETENTION_MAX);
+            return -1;
+        }
+        self->event_retention = (int64_t) number;
+    }
     else if (s_timing (self, option)) {
         if (s_number (value, 10, 3600000, &number))
             goto bad_number;
@@ -408,6 +422,22 @@ sn_config_test (bool verbose)
     keep[1] = "5";
     assert (sn_config_parse_args (config, 2, keep, error, sizeof error) == -1);
     assert (strstr (error, "keep-finished-ms"));
+    //  Retention of user events: 0 or at least an hour, a whole number
+    assert (config->event_retention == 0);
+    char *retention[] = {"--event-retention-ms", "3600000"};
+    assert (sn_config_parse_args (config, 2, retention, error, sizeof error) == 0);
+    assert (config->event_retention == 3600000);
+    const char *bad_retentions[] = {"3599999", "-1", "1h", "", "99999999999999999999", "1.5"};
+    for (size_t index = 0; index < sizeof bad_retentions / sizeof *bad_retentions; index++) {
+        retention[1] = (char *) bad_retentions[index];
+        assert (sn_config_parse_args (config, 2, retention, error, sizeof error) == -1);
+        assert (strstr (error, "event-retention-ms: '"));
+        assert (strstr (error, "not 0 (keep for ever) or a number of ms from 3600000"));
+    }
+    assert (config->event_retention == 3600000);
+    retention[1] = "0";
+    assert (sn_config_parse_args (config, 2, retention, error, sizeof error) == 0);
+    assert (config->event_retention == 0);
     char *unknown[] = {"--colour", "red"};
     assert (sn_config_parse_args (config, 2, unknown, error, sizeof error) == -1);
     assert (strstr (error, "unknown option 'colour'"));
@@ -423,7 +453,13 @@ sn_config_test (bool verbose)
     char bad_path[] = "/tmp/sn_config_test_XXXXXX";
     fd = mkstemp (bad_path);
     assert (fd >= 0);
-    const char *bad_text = "node\n    partitions = lots\n";
+    const char *bad_text = "node\n    event_retention_ms = 7200000\n";
+    assert (write (fd, bad_text, strlen (bad_text)) == (ssize_t) strlen (bad_text));
+    close (fd);
+    assert (sn_config_load (config, bad_path, error, sizeof error) == 0);
+    assert (config->event_retention == 7200000);
+    fd = open (bad_path, O_WRONLY | O_TRUNC);
+    bad_text = "node\n    partitions = lots\n";
     assert (write (fd, bad_text, strlen (bad_text)) == (ssize_t) strlen (bad_text));
     close (fd);
     assert (sn_config_load (config, bad_path, error, sizeof error) == -1);

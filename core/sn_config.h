@@ -23,6 +23,8 @@
             suspect_ms = 2000           silence before suspect,
             dead_ms = 4000              suspicion before dead
             keep_finished_ms = 3600000  finished invocations and jobs kept in memory
+            event_retention_ms = 0      user events older than this are deleted; 0
+                                        keeps them for ever, else at least 3600000
             verbose = 0
             callback_allow = *                 hosts callbacks may go to
             callback_deny = .internal, 10.0.0.1  hosts they may not (checked first)
@@ -40,6 +42,10 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+//  Bounds of --event-retention-ms other than 0: an hour, and about 100 years.
+#define SN_CONFIG_RETENTION_MIN (3600 * 1000LL)
+#define SN_CONFIG_RETENTION_MAX (100LL * 366 * 24 * 3600 * 1000)
 
 typedef struct {
     char *name;          //  node name; defaults to the host name
@@ -68,6 +74,9 @@ typedef struct {
     char *curve_clients; //  directory of the client certificates allowed in, or NULL
     char *curve_cluster; //  the cluster's certificate for CURVE on peer links, or NULL
     bool verbose;
+
+    //  ms user events are kept, by key time; 0: for ever
+    int64_t event_retention;
 } sn_config_t;
 
 //  A config holding the embedded defaults.

@@ -236,9 +236,93 @@ sn_partition (const void *pkey, size_t size, uint32_t partitions)
     return (uint32_t) (sn_hash (pkey, size) % partitions);
 }
 
+int64_t
+sn_horizon_advance (sn_horizon_t *self, int64_t wall, int64_t mono, int64_t retention)
+{
+    int64_t candidate = wall - retention;
+    if (!self->started) {
+        self->started = true;
+        self->horizon = self->anchor = candidate;
+        self->anchor_at = mono;
+        self->ahead = 0;
+        return self->horizon;
+    }
+    //  The limit counts from the last agreement, not from the last call, so that the
+    //  slack is not added once per call
+    int64_t limit = self->anchor + (mono - self->anchor_at) + SN_HORIZON_SLACK_MS;
+    self->ahead = 0;
+    if (candidate > limit) {
+        self->ahead = candidate - limit;
+        if (limit > self->horizon)
+            self->horizon = limit;
+    }
+    else if (candidate >= self->horizon) {
+        self->horizon = self->anchor = candidate;
+        self->anchor_at = mono;
+    }
+    //  A clock stepped back keeps the anchor, so that the horizon goes on from where it
+    //  was once the clock is right again
+    return self->horizon;
+}
+
+bool
+sn_horizon_warn (sn_horizon_t *self, int64_t mono)
+{
+    if (self->ahead <= 60 * 1000 || (self->warned_at && mono - self->warned_at < 60 * 1000))
+        return false;
+    self->warned_at = mono;
+    return true;
+}
+
+//  A simulated run: the wall clock steps forward and back, the monotonic one does not.
+static void
+s_horizon_test (void)
+{
+    int64_t hour = 3600 * 1000LL, wall = 1795349594123LL, mono = 1000;
+    sn_horizon_t horizon = {0};
+    assert (sn_horizon_advance (&horizon, wall, mono, hour) == wall - hour);
+    assert (!sn_horizon_warn (&horizon, mono));
+    //  Both clocks agree: the horizon follows the wall clock
+    wall += 5000, mono += 5000;
+    assert (sn_horizon_advance (&horizon, wall, mono, hour) == wall - hour);
+    //  The wall clock steps a day forward: the horizon moves as fast as mono time,
+    //  however often it is asked
+    int64_t before = horizon.horizon;
+    wall += 24 * hour;
+    for (int index = 0; index < 1000; index++) {
+        wall += 10, mono += 10;
+        sn_horizon_advance (&horizon, wall, mono, hour);
+    }
+    assert (horizon.horizon <= before + 10000 + SN_HORIZON_SLACK_MS);
+    assert (horizon.horizon >= before + 10000);
+    assert (horizon.ahead > 23 * hour);
+    assert (sn_horizon_warn (&horizon, mono));
+    assert (!sn_horizon_warn (&horizon, mono + 1000));
+    assert (sn_horizon_warn (&horizon, mono + 61000));
+    //  The wall clock steps back to the right time: the horizon is where mono time
+    //  put it, and follows the wall clock again
+    wall -= 24 * hour, mono += 1000, wall += 1000;
+    assert (sn_horizon_advance (&horizon, wall, mono, hour) == wall - hour);
+    assert (horizon.ahead == 0);
+    //  Stepped an hour back: the horizon stays, then the clock comes back and the
+    //  horizon goes on from the time it would have had
+    before = horizon.horizon;
+    wall -= hour;
+    for (int index = 0; index < 100; index++) {
+        wall += 100, mono += 100;
+        assert (sn_horizon_advance (&horizon, wall, mono, hour) == before);
+    }
+    wall += hour;
+    assert (sn_horizon_advance (&horizon, wall, mono, hour) == wall - hour);
+    //  Small drift between both clocks is taken
+    wall += 1500, mono += 1000;
+    assert (sn_horizon_advance (&horizon, wall, mono, hour) == wall - hour);
+}
+
 void
 sn_key_test (bool verbose)
 {
+    s_horizon_test ();
     sn_keygen_t *keygen = sn_keygen_new ("n1");
     char key[SN_KEY_MAX + 1], previous[SN_KEY_MAX + 1];
     //  2026-11-22 12:13:14.123 UTC

@@ -55,6 +55,32 @@ uint64_t sn_hash (const void *data, size_t size);
 //  The partition of a partition key: sn_hash (key) mod partitions.
 uint32_t sn_partition (const void *pkey, size_t size, uint32_t partitions);
 
+//  The retention horizon of a running process: user events whose key time is before
+//  it have expired. It follows the wall clock less the retention, but never goes back
+//  and never moves faster than the monotonic clock (plus SN_HORIZON_SLACK_MS), so that
+//  a wall clock stepped forward cannot expire data early while the process runs. A
+//  plain value the caller embeds and zeroes; every field is the helper's.
+typedef struct {
+    bool started;      //  set by the first sn_horizon_advance
+    int64_t horizon;   //  ms, the horizon now
+    int64_t anchor;    //  ms, a horizon the wall clock agreed with
+    int64_t anchor_at; //  the monotonic ms of anchor
+    int64_t ahead;     //  ms the wall clock ran ahead of the clamp at the last advance
+    int64_t warned_at; //  the monotonic ms of the last warning; 0: never
+} sn_horizon_t;
+
+//  How much faster than the monotonic clock the wall clock may advance the horizon
+//  between two agreements: it absorbs the drift between both clocks.
+#define SN_HORIZON_SLACK_MS 1000
+
+//  Advance the horizon to wall - retention (ms) at monotonic time mono (ms), within
+//  the rules above, and return it. The first call takes wall - retention as it is.
+int64_t sn_horizon_advance (sn_horizon_t *self, int64_t wall, int64_t mono, int64_t retention);
+
+//  True at most once a minute while the wall clock runs ahead of the horizon's clamp
+//  by more than a minute: the caller logs a warning.
+bool sn_horizon_warn (sn_horizon_t *self, int64_t mono);
+
 void sn_key_test (bool verbose);
 
 #ifdef __cplusplus

@@ -97,8 +97,9 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
         snprintf (error, size, "embedded schemas do not parse");
         goto failed;
     }
-    sn_store_config_t store = {config->data_dir, config->name,   config->partitions,
-                               config->map_size, store_endpoint, config->verbose};
+    sn_store_config_t store = {config->data_dir,       config->name,   config->partitions,
+                               config->map_size,       store_endpoint, config->verbose,
+                               config->event_retention};
     self->store = sn_store_new (&store, error, size);
     if (!self->store)
         goto failed;
@@ -119,7 +120,8 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
                              .feed = feed_endpoint,
                              .curve_public = *self->cluster_public ? self->cluster_public : NULL,
                              .curve_secret = *self->cluster_secret ? self->cluster_secret : NULL,
-                             .zap_domain = self->peers_domain};
+                             .zap_domain = self->peers_domain,
+                             .event_retention_ms = config->event_retention};
     self->mesh = sn_mesh_new (&mesh, error, size);
     if (!self->mesh)
         goto failed;

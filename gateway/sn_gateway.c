@@ -9,7 +9,8 @@
         GET  /events/:key     -> 200 the stored event itself | 404
         GET  /events?from=&to=&limit=
                               -> 200 {events: [{key, event}], next: key | null}
-        GET  /health          -> 200 {status: "ok", name, events}
+        GET  /health          -> 200 {status: "ok", name, events, event_retention_ms,
+                                 expired, expired_ignored, sweeps}: the store's health
         GET  /cluster         -> 200 {name, members, partitions, dropped}
         GET  /metrics         -> 200 text/plain, the Prometheus text format (sn_metrics)
         POST /enqueue         {token, invocation, data?, bucket_id?, ...} -> 202 {id}

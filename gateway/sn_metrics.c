@@ -257,6 +257,8 @@ sn_metrics_render (sn_metrics_t *self)
     }
     s_scalar (out, health, "events", "supernode_events", "gauge",
               "Events in this node's store, internal ones included.");
+    s_scalar (out, health, "expired", "supernode_events_expired_total", "counter",
+              "User events past --event-retention-ms this node's store deleted since it started.");
 
     json_t *queue = s_reply (self, "queue");
     const char *states[] = {"queued", "running", "finished", NULL};

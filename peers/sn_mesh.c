@@ -47,6 +47,17 @@
 #define S_FORWARD_WAIT_MAX 60000  //  longest ms a forward's try may take
 #define S_PROBE_BEATS      10     //  heartbeats between hellos to members gone
 
+//  Anti-entropy leaves alone the hours of key time within this many ms of the
+//  retention horizon: replicas delete the user events there at slightly different
+//  moments (their sweeps, their clocks), so their digests of those hours differ for
+//  a while by events that are expired anyway. Their internal events are compared
+//  once the horizon has passed them. The margin is the largest clock skew between
+//  nodes the README says is tolerated (4 min) plus the store's sweep period (1 s,
+//  rounded up to a minute): with more skew, replicas' digests of the hours just past
+//  the margin differ until every node has swept them, and anti-entropy compares and
+//  copies them back and forth (copies the receivers then drop) for that while.
+#define S_HORIZON_MARGIN (5 * 60 * 1000)
+
 //  Identities remembered per member: its member DEALER, its join DEALER and a couple
 //  of predecessors from before a restart. Older ones are forgotten.
 #define S_ROUTES_MAX 4
@@ -253,6 +264,8 @@ typedef struct {
     char *curve_public;          //  cluster certificate's public key (Z85), or NULL: open
     char *curve_secret;          //  its secret key
     char *zap_domain;            //  the inbox's ZAP domain
+    int64_t retention;           //  ms user events are kept, by key time; 0: for ever
+    sn_horizon_t horizon;        //  user events with key time before it have expired
 } self_t;
 
 static void
@@ -326,6 +339,7 @@ s_self_new (zsock_t *pipe, const sn_mesh_config_t *config)
     self->store_endpoint = config->store ? strdup (config->store) : NULL;
     self->write_timeout_ms = config->write_timeout_ms > 0 ? config->write_timeout_ms : 2000;
     self->anti_entropy_ms = config->anti_entropy_ms > 0 ? config->anti_entropy_ms : 2000;
+    self->retention = config->event_retention_ms > 0 ? config->event_retention_ms : 0;
     self->calls = (s_call_t **) zmalloc (S_CALLS * sizeof (s_call_t *));
     self->next_call = self->oldest_call = 1;
     self->ae_seen = zhashx_new ();
@@ -410,7 +424,7 @@ s_pack_hello (self_t *self)
 {
     const sn_member_t *me = sn_members_self (self->members);
     sn_pack_reset (self->out);
-    sn_pack_map (self->out, 7);
+    sn_pack_map (self->out, 8);
     sn_pack_kv_str (self->out, "op", "hello");
     sn_pack_kv_str (self->out, "name", me->name);
     sn_pack_kv_str (self->out, "endpoint", me->endpoint);
@@ -418,6 +432,7 @@ s_pack_hello (self_t *self)
     sn_pack_kv_uint (self->out, "partitions", self->partitions);
     sn_pack_kv_uint (self->out, "rf", self->rf);
     sn_pack_kv_uint (self->out, "ticket", self->ticket);
+    sn_pack_kv_uint (self->out, "retention", (uint64_t) self->retention);
 }
 
 //  How often a refusal is logged, and a refused node told why, at most: a
@@ -1204,6 +1219,44 @@ s_hints_deliver (self_t *self)
     zlist_destroy (&gone);
 }
 
+//  The retention horizon: user events whose key time is before it have expired; 0
+//  without a retention. It never goes back, even when the clock does, and moves no
+//  faster than monotonic time, as the store's does (sn_horizon_t).
+static int64_t
+s_horizon (self_t *self)
+{
+    if (!self->retention)
+        return 0;
+    int64_t horizon =
+        sn_horizon_advance (&self->horizon, zclock_time (), zclock_mono (), self->retention);
+    if (sn_horizon_warn (&self->horizon, zclock_mono ()))
+        zsys_warning ("sn_mesh: the wall clock is %" PRId64
+                      " s ahead of monotonic time since start: "
+                      "retention follows monotonic time until restart",
+                      self->horizon.ahead / 1000);
+    return horizon;
+}
+
+//  True for a user event (no type, or "event") whose key time is past the horizon.
+static bool
+s_expired (self_t *self, const sn_value_t *type, int64_t ts)
+{
+    return self->retention && (!type || sn_value_streq (type, "event")) && ts < s_horizon (self);
+}
+
+//  True when anti-entropy leaves the hour of key time holding t alone: within
+//  S_HORIZON_MARGIN of the horizon.
+static bool
+s_ae_skip (self_t *self, uint64_t t)
+{
+    if (!self->retention)
+        return false;
+    int64_t start = (int64_t) (t - t % SN_STORE_BUCKET_MS);
+    int64_t horizon = s_horizon (self);
+    return start + SN_STORE_BUCKET_MS > horizon - S_HORIZON_MARGIN &&
+           start <= horizon + S_HORIZON_MARGIN;
+}
+
 //  The commit level of a request, QUORUM by default; NULL when it names none.
 static const char *
 s_level (const sn_value_t *root)
@@ -1265,6 +1318,14 @@ s_write_begin (self_t *self, const sn_value_t *root, const char *level, int *cod
             *code = 400;
             snprintf (error, S_ERROR_MAX, "key: keys ending in -%s are made by node %s only",
                       suffix, suffix);
+            return NULL;
+        }
+        //  It would be deleted as soon as written, and the replicas drop it
+        if (s_expired (self, type, sn_key_time (given, key_len))) {
+            *code = 422;
+            snprintf (error, S_ERROR_MAX,
+                      "key: %.*s is older than the event retention (%" PRId64 " ms)", (int) key_len,
+                      given, self->retention);
             return NULL;
         }
         memcpy (key, given, key_len);
@@ -1961,6 +2022,12 @@ s_range_answer (self_t *self, s_call_t *call)
             s_range_item_t candidate = {key, len, item};
             if (cut && s_range_compare (&candidate, &(s_range_item_t){cut, cut_len, NULL}) >= 0)
                 continue;
+            //  A user event a member has not swept yet is left out, of a range (user
+            //  events only) and of a scan (whose items say their type) alike
+            const sn_value_t *type = sn_value_get (item, "type");
+            if ((!call->scan || type) &&
+                s_expired (self, call->scan ? type : NULL, sn_key_time (key, len)))
+                continue;
             items[count++] = candidate;
         }
     }
@@ -2501,20 +2568,13 @@ s_compare (self_t *self, s_call_t *call, const sn_value_t *ours)
             !(sn_value_uint (sn_value_at (b, 0), &t2) && sn_value_uint (sn_value_at (b, 1), &c2) &&
               sn_value_uint (sn_value_at (b, 2), &x2)))
             return; //  malformed: checked on arrival, so never here
-        if (t1 == t2) {
-            if (c1 != c2 || x1 != x2)
-                differ[differ_count++] = t1;
-            i++;
-            j++;
-        }
-        else if (t1 < t2) {
-            differ[differ_count++] = t1;
-            i++;
-        }
-        else {
-            differ[differ_count++] = t2;
-            j++;
-        }
+        uint64_t t = t1 < t2 ? t1 : t2;
+        if (t1 == t2 && c1 == c2 && x1 == x2)
+            ;
+        else if (!s_ae_skip (self, t))
+            differ[differ_count++] = t;
+        i += t1 == t;
+        j += t2 == t;
     }
     //  Minutes of an hour that had settled already: copied at once
     if (call->refined) {
@@ -2929,6 +2989,12 @@ s_on_rgot (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t **
         (call->answered_mask & (1ull << index)))
         return 0;
     call->answered_mask |= 1ull << index;
+    //  A replica that has not swept an expired event yet (its clock behind ours)
+    //  answers as if it had
+    int64_t ts = 0;
+    if (code == 200 && sn_value_int (sn_value_get (reply, "ts"), &ts) &&
+        s_expired (self, sn_value_get (reply, "type"), ts))
+        code = 404;
     bool found = code == 200 && sn_value_is (sn_value_get (reply, "event"), SN_TYPE_MAP);
     if (found && s_user_event (reply))
         s_get_answer (self, call, reply);
@@ -2972,6 +3038,8 @@ s_on_digest (self_t *self, const char *sender, const sn_value_t *root, sn_msg_t 
     }
     if (!sn_placement_holds (self->placement, (uint32_t) p, self->name))
         return 0; //  placement moved under the exchange; the next round is right
+    if (refined && s_ae_skip (self, within))
+        return 0;
     //  An exchange of this partition under way already: the next round asks again.
     //  A refined digest is part of an exchange the peer began, for an hour of its own:
     //  taken while this partition has few refined calls in flight.
@@ -3020,7 +3088,8 @@ s_on_pull (self_t *self, const char *sender, const sn_value_t *root)
         return 0;
     for (size_t index = 0; index < sn_value_size (buckets); index++) {
         sn_value_uint (sn_value_at (buckets, index), &t);
-        s_push_bucket (self, sender, (uint32_t) p, t, span);
+        if (!s_ae_skip (self, t))
+            s_push_bucket (self, sender, (uint32_t) p, t, span);
     }
     return 0;
 }
@@ -3133,7 +3202,7 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
 {
     char *name = sn_value_get_strdup (root, "name");
     char *endpoint = sn_value_get_strdup (root, "endpoint");
-    uint64_t incarnation, partitions, rf, ticket;
+    uint64_t incarnation, partitions, rf, ticket, retention = 0;
     int rc = -1;
     bool valid = name && endpoint && sn_name_valid (name) && strlen (endpoint) > 0 &&
                  strlen (endpoint) <= SN_ENDPOINT_MAX &&
@@ -3141,6 +3210,8 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
                  sn_value_uint (sn_value_get (root, "partitions"), &partitions) &&
                  sn_value_uint (sn_value_get (root, "rf"), &rf) &&
                  sn_value_uint (sn_value_get (root, "ticket"), &ticket) &&
+                 (!sn_value_get (root, "retention") ||
+                  sn_value_uint (sn_value_get (root, "retention"), &retention)) &&
                  !streq (name, self->name);
     //  Nodes that place partitions differently would each write where the others
     //  never look: such a node is refused, and both sides say why.
@@ -3150,6 +3221,20 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
                   "%s runs with --partitions %" PRIu64 " --rf %" PRIu64
                   ", %s with --partitions %u --rf %u: every node of a cluster needs the same",
                   name, partitions, rf, self->name, self->partitions, self->rf);
+        s_refusal (self, &self->refused, now, "hello from %s refused: %s", name, reason);
+        s_refuse (self, now, endpoint, ticket, reason);
+        valid = false;
+        rc = 0;
+    }
+    //  A member that keeps user events longer would copy back, round after round,
+    //  every event the others have deleted, and answer reads with them. A hello
+    //  without the field comes from a build that keeps them for ever.
+    if (valid && retention != (uint64_t) self->retention) {
+        char reason[S_ERROR_MAX];
+        snprintf (reason, sizeof reason,
+                  "%s runs with --event-retention-ms %" PRIu64 ", %s with %" PRId64
+                  ": every node of a cluster needs the same",
+                  name, retention, self->name, self->retention);
         s_refusal (self, &self->refused, now, "hello from %s refused: %s", name, reason);
         s_refuse (self, now, endpoint, ticket, reason);
         valid = false;
@@ -4387,6 +4472,33 @@ sn_mesh_test (bool verbose)
     assert (s_test_wait_member (&a, "X", "alive", 0, 5000));
     assert (s_test_wait_member (&a, "B", "alive", b_incarnation, 5000));
     assert (s_test_wait_member (&c, "B", "alive", b_incarnation, 5000));
+
+    //  A hello keeping user events for another time is refused, and says why
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 8);
+    sn_pack_kv_str (pack, "op", "hello");
+    sn_pack_kv_str (pack, "name", "Y");
+    sn_pack_kv_str (pack, "endpoint", "tcp://127.0.0.1:1");
+    sn_pack_kv_uint (pack, "incarnation", 1);
+    sn_pack_kv_uint (pack, "partitions", 16);
+    sn_pack_kv_uint (pack, "rf", 2);
+    sn_pack_kv_uint (pack, "ticket", 1);
+    sn_pack_kv_uint (pack, "retention", 7200000);
+    s_test_send (raw, pack);
+    bool other_retention = false;
+    deadline = zclock_mono () + 5000;
+    while (!other_retention && zclock_mono () < deadline) {
+        sn_msg_t *view = s_test_cluster (&a);
+        char *reason = sn_value_get_strdup (sn_value_get (sn_msg_root (view), "refused"), "reason");
+        other_retention =
+            reason && strstr (reason, "Y runs with --event-retention-ms 7200000, A with 0");
+        assert (!s_test_member (view, "Y", NULL));
+        free (reason);
+        sn_msg_destroy (&view);
+        if (!other_retention)
+            zpoller_wait (a.poller, 10);
+    }
+    assert (other_retention);
     zsock_destroy (&raw);
     //  X never answers: it is declared dead
     assert (s_test_wait_member (&a, "X", "dead", 0, 5000));

@@ -91,6 +91,10 @@ typedef struct {
     const char *curve_secret; //  peer link is CURVE, the inbox a server and every DEALER
                               //  a client of that one key pair; NULL: open links
     const char *zap_domain;   //  the inbox's ZAP domain, which lets in the cluster key only
+
+    //  User events older than this many ms are expired, 0: never. The same on every
+    //  member: a hello says it, and one with another value is refused
+    int64_t event_retention_ms;
 } sn_mesh_config_t;
 
 //  Start a mesh actor. Returns NULL with the reason in error when the configuration is

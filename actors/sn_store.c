@@ -534,16 +534,7 @@ s_keygen_observe (self_t *self, const char *key, size_t key_len, int64_t ts)
 static int64_t
 s_horizon (self_t *self)
 {
-    if (!self->retention)
-        return 0;
-    int64_t horizon =
-        sn_horizon_advance (&self->horizon, zclock_time (), zclock_mono (), self->retention);
-    if (sn_horizon_warn (&self->horizon, zclock_mono ()))
-        zsys_warning ("sn_store: the wall clock is %" PRId64
-                      " s ahead of monotonic time since start: "
-                      "retention follows monotonic time until restart",
-                      self->horizon.ahead / 1000);
-    return horizon;
+    return sn_horizon_now (&self->horizon, self->retention, "sn_store");
 }
 
 //  True for the record of a user event: records are written type first.

@@ -274,6 +274,19 @@ sn_horizon_warn (sn_horizon_t *self, int64_t mono)
     return true;
 }
 
+int64_t
+sn_horizon_now (sn_horizon_t *self, int64_t retention, const char *owner)
+{
+    if (!retention)
+        return 0;
+    int64_t horizon = sn_horizon_advance (self, zclock_time (), zclock_mono (), retention);
+    if (sn_horizon_warn (self, zclock_mono ()))
+        zsys_warning ("%s: the wall clock is %" PRId64 " s ahead of monotonic time since start: "
+                      "retention follows monotonic time until restart",
+                      owner, self->ahead / 1000);
+    return horizon;
+}
+
 //  A simulated run: the wall clock steps forward and back, the monotonic one does not.
 static void
 s_horizon_test (void)

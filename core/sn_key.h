@@ -81,6 +81,10 @@ int64_t sn_horizon_advance (sn_horizon_t *self, int64_t wall, int64_t mono, int6
 //  by more than a minute: the caller logs a warning.
 bool sn_horizon_warn (sn_horizon_t *self, int64_t mono);
 
+//  The horizon now by this process's clocks (sn_horizon_advance), or 0 without a
+//  retention; warns, as owner (the class name), while the wall clock runs ahead.
+int64_t sn_horizon_now (sn_horizon_t *self, int64_t retention, const char *owner);
+
 void sn_key_test (bool verbose);
 
 #ifdef __cplusplus

@@ -1225,16 +1225,7 @@ s_hints_deliver (self_t *self)
 static int64_t
 s_horizon (self_t *self)
 {
-    if (!self->retention)
-        return 0;
-    int64_t horizon =
-        sn_horizon_advance (&self->horizon, zclock_time (), zclock_mono (), self->retention);
-    if (sn_horizon_warn (&self->horizon, zclock_mono ()))
-        zsys_warning ("sn_mesh: the wall clock is %" PRId64
-                      " s ahead of monotonic time since start: "
-                      "retention follows monotonic time until restart",
-                      self->horizon.ahead / 1000);
-    return horizon;
+    return sn_horizon_now (&self->horizon, self->retention, "sn_mesh");
 }
 
 //  True for a user event (no type, or "event") whose key time is past the horizon.

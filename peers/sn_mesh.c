@@ -4490,6 +4490,26 @@ sn_mesh_test (bool verbose)
             zpoller_wait (a.poller, 10);
     }
     assert (other_retention);
+    //  One whose retention is not a number is dropped, and Z is no member
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 8);
+    sn_pack_kv_str (pack, "op", "hello");
+    sn_pack_kv_str (pack, "name", "Z");
+    sn_pack_kv_str (pack, "endpoint", "tcp://127.0.0.1:1");
+    sn_pack_kv_uint (pack, "incarnation", 1);
+    sn_pack_kv_uint (pack, "partitions", 16);
+    sn_pack_kv_uint (pack, "rf", 2);
+    sn_pack_kv_uint (pack, "ticket", 1);
+    sn_pack_kv_str (pack, "retention", "for ever");
+    dropped = s_test_dropped (&a);
+    s_test_send (raw, pack);
+    deadline = zclock_mono () + 5000;
+    while (s_test_dropped (&a) < dropped + 1 && zclock_mono () < deadline)
+        zpoller_wait (a.poller, 10);
+    assert (s_test_dropped (&a) >= dropped + 1);
+    sn_msg_t *view = s_test_cluster (&a);
+    assert (!s_test_member (view, "Z", NULL));
+    sn_msg_destroy (&view);
     zsock_destroy (&raw);
     //  X never answers: it is declared dead
     assert (s_test_wait_member (&a, "X", "dead", 0, 5000));

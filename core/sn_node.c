@@ -166,7 +166,7 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     sn_frontend_config_t frontend = {
         config->clients,
         front_endpoint,
-        {{"cluster put get bulk range", mesh_endpoint},
+        {{"cluster put puts get bulk range", mesh_endpoint},
          {"enqueue invocation worker.hello worker.heartbeat "
           "worker.progress worker.result bucket.counts "
           "worker.at worker.push "

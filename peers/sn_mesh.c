@@ -1429,6 +1429,51 @@ s_on_put (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t ri
     sn_pack_reset (self->reply); //  answered through the call, not by the caller
 }
 
+//  puts {items: [[envelope frame..., put]...]}: the frontend's puts of one burst,
+//  each taken and answered as if it had come alone, to its own envelope. An item
+//  without a whole envelope cannot be answered, and the frontend makes none.
+static void
+s_on_puts (self_t *self, sn_routed_t *routed, const sn_value_t *root)
+{
+    const sn_value_t *items = sn_value_get (root, "items");
+    for (size_t index = 0; index < sn_value_size (items); index++) {
+        const sn_value_t *item = sn_value_at (items, index);
+        size_t frames = sn_value_size (item);
+        const sn_value_t *put = sn_value_at (item, frames ? frames - 1 : 0);
+        //  The link's identity, the envelope, the answer
+        if (!sn_value_is (item, SN_TYPE_ARRAY) || frames < 2 || frames + 1 > SN_ROUTED_MAX ||
+            !sn_value_is (put, SN_TYPE_MAP) || routed->count < 1)
+            continue;
+        sn_routed_t answer;
+        answer.count = 0;
+        answer.overflowed = false;
+        zmq_msg_init (&answer.frames[answer.count]);
+        zmq_msg_copy (&answer.frames[answer.count++], &routed->frames[0]);
+        for (size_t frame = 0; frame + 1 < frames; frame++) {
+            size_t size = 0;
+            const byte *data = sn_value_bin (sn_value_at (item, frame), &size);
+            zmq_msg_init_size (&answer.frames[answer.count], data ? size : 0);
+            if (data)
+                memcpy (zmq_msg_data (&answer.frames[answer.count]), data, size);
+            answer.count++;
+        }
+        zmq_msg_init (&answer.frames[answer.count++]);
+        uint64_t rid = 0;
+        sn_value_uint (sn_value_get (put, "rid"), &rid);
+        sn_pack_reset (self->reply);
+        if (self->store)
+            s_on_put (self, &answer, put, rid);
+        else
+            sn_pack_error (self->reply, rid, 503, "this mesh has no store");
+        if (answer.count && sn_pack_size (self->reply)) {
+            sn_routed_set_payload (&answer, sn_pack_data (self->reply), sn_pack_size (self->reply));
+            if (sn_routed_send (&answer, self->ops))
+                sn_routed_close (&answer);
+        }
+        sn_routed_close (&answer);
+    }
+}
+
 static void
 s_bulk_answer (self_t *self, s_call_t *bulk)
 {
@@ -3547,6 +3592,12 @@ s_ops_handle (self_t *self)
         sn_pack_error (self->out, rid, 400, "op: must be a string");
     else if (sn_value_streq (op, "cluster"))
         s_pack_cluster (self, rid);
+    else if (sn_value_streq (op, "puts")) {
+        s_on_puts (self, routed, root);
+        sn_msg_destroy (&request);
+        sn_routed_close (routed);
+        return;
+    }
     else if (!self->store && (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
                               sn_value_streq (op, "bulk") || sn_value_streq (op, "range") ||
                               sn_value_streq (op, "scan")))
@@ -4249,6 +4300,46 @@ sn_mesh_test (bool verbose)
     }
     uint64_t b_incarnation = 0;
     assert (sn_value_streq (s_test_member (msg, "B", &b_incarnation), "alive"));
+    sn_msg_destroy (&msg);
+
+    //  The frontend's puts: each put answered to its own envelope, here refused
+    //  (these test meshes have no store); an item without an envelope is not
+    //  answered at all
+    sn_pack_t *puts = sn_pack_new ();
+    sn_pack_map (puts, 3);
+    sn_pack_kv_str (puts, "op", "puts");
+    sn_pack_kv_uint (puts, "rid", 0);
+    sn_pack_str (puts, "items");
+    sn_pack_array (puts, 4);
+    for (uint64_t rid = 5; rid <= 6; rid++) {
+        sn_pack_array (puts, 2);
+        sn_pack_bin (puts, rid == 5 ? "E5" : "E6", 2);
+        sn_pack_map (puts, 2);
+        sn_pack_kv_uint (puts, "rid", rid);
+        sn_pack_str (puts, "event");
+        sn_pack_map (puts, 0);
+    }
+    sn_pack_str (puts, "junk");
+    sn_pack_array (puts, 1);
+    sn_pack_map (puts, 0);
+    zframe_t *puts_frame = sn_pack_frame (puts);
+    zframe_send (&puts_frame, b.client, 0);
+    for (uint64_t rid = 5; rid <= 6; rid++) {
+        assert (zpoller_wait (b.poller, 5000) == b.client);
+        zmsg_t *answer = zmsg_recv (b.client);
+        assert (zmsg_size (answer) == 2);
+        assert (zframe_streq (zmsg_first (answer), rid == 5 ? "E5" : "E6"));
+        zframe_t *body = zmsg_next (answer);
+        sn_msg_t *reply = sn_msg_decode (zframe_data (body), zframe_size (body), 0, NULL);
+        uint64_t value = 0, code = 0;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &value) && value == rid);
+        assert (sn_value_uint (sn_value_get (sn_msg_root (reply), "code"), &code) && code == 503);
+        sn_msg_destroy (&reply);
+        zmsg_destroy (&answer);
+    }
+    sn_pack_destroy (&puts);
+    msg = s_test_cluster (&b);
+    assert (sn_value_get (sn_msg_root (msg), "members"));
     sn_msg_destroy (&msg);
 
     //  The partition table is published on the feed

@@ -32,12 +32,17 @@
 //  reading clients and waits for replies.
 #define SN_FRONTEND_WINDOW 10000
 
-//  How many requests may wait for an actor before new ones are refused with 503.
+//  How many messages may wait for an actor before new requests are refused with 503:
+//  a request each, but for gathered puts, up to SN_FRONTEND_BURST in one.
 #define SN_FRONTEND_BACKLOG 50000
 
-//  Most bytes of puts gathered into one message; a put that would pass it starts
-//  another.
+//  Most bytes of puts, envelopes included, gathered into one message; a put that
+//  would pass it starts another.
 #define SN_FRONTEND_GATHER_BYTES (4 * 1024 * 1024)
+
+//  Most bytes of envelope a gathered put may have: a client's is a routing id and
+//  perhaps an empty delimiter. A put with more goes on alone.
+#define SN_FRONTEND_GATHER_ENVELOPE 256
 
 typedef struct {
     zsock_t *pipe;                          //  our end of the actor pipe
@@ -109,7 +114,7 @@ s_actor_link (const char *endpoint)
     return link;
 }
 
-static zsock_t *s_route (self_t *self, const char *name, size_t size);
+static zsock_t *s_named (self_t *self, const char *name, size_t size);
 
 //  Bind and connect everything. Returns NULL, or the reason it failed.
 static char *
@@ -162,16 +167,16 @@ s_self_start (self_t *self)
     }
     if (!self->fallback)
         return zsys_sprintf ("no route takes the ops no other route names");
-    //  Puts are gathered only for an actor that takes both
-    zsock_t *put_link = s_route (self, "put", 3);
-    if (put_link == s_route (self, "puts", 4))
+    //  Puts are gathered only for an actor that names both
+    zsock_t *put_link = s_named (self, "put", 3);
+    if (put_link && put_link == s_named (self, "puts", 4))
         self->put_link = put_link;
     return NULL;
 }
 
-//  The link to the actor that serves the op of that name.
+//  The link to the actor whose route names the op of that name, or NULL.
 static zsock_t *
-s_route (self_t *self, const char *name, size_t size)
+s_named (self_t *self, const char *name, size_t size)
 {
     for (size_t index = 0; name && index < self->link_count; index++) {
         const char *ops = self->config.routes[index].ops;
@@ -183,7 +188,15 @@ s_route (self_t *self, const char *name, size_t size)
             ops += strspn (ops, " ");
         }
     }
-    return self->fallback;
+    return NULL;
+}
+
+//  The link to the actor that serves the op of that name.
+static zsock_t *
+s_route (self_t *self, const char *name, size_t size)
+{
+    zsock_t *link = s_named (self, name, size);
+    return link ? link : self->fallback;
 }
 
 //  True when name is one of the space-separated words of list.
@@ -256,6 +269,35 @@ s_answer (self_t *self, sn_routed_t *request, uint64_t rid, int code, const char
 //  alone, as soon as its own outcome is known, and this actor still keeps nothing
 //  per request. No client can send a "puts": it has no schema.
 
+//  The actor cannot take the puts now: each is answered 503, as it would have been
+//  alone, to the envelope inside.
+static void
+s_gather_refuse (self_t *self, sn_pack_t *puts)
+{
+    sn_msg_t *msg = sn_msg_decode_trusted (sn_pack_data (puts), sn_pack_size (puts), NULL);
+    const sn_value_t *items = sn_value_get (sn_msg_root (msg), "items");
+    for (size_t index = 0; index < sn_value_size (items); index++) {
+        const sn_value_t *item = sn_value_at (items, index);
+        size_t frames = sn_value_size (item);
+        sn_routed_t request = {.count = 0};
+        for (size_t frame = 0; frame < frames; frame++) {
+            size_t size = 0;
+            const byte *data = sn_value_bin (sn_value_at (item, frame), &size);
+            if (frame + 1 == frames)
+                data = NULL, size = 0; //  the put itself: its answer goes there
+            zmq_msg_init_size (&request.frames[request.count], data ? size : 0);
+            if (data)
+                memcpy (zmq_msg_data (&request.frames[request.count]), data, size);
+            request.count++;
+        }
+        uint64_t rid = 0;
+        sn_value_uint (sn_value_get (sn_value_at (item, frames - 1), "rid"), &rid);
+        if (request.count)
+            s_answer (self, &request, rid, 503, "node is busy: too many requests in flight", false);
+    }
+    sn_msg_destroy (&msg);
+}
+
 //  Pass the staged puts on as one message.
 static void
 s_gather_flush (self_t *self)
@@ -273,21 +315,26 @@ s_gather_flush (self_t *self)
     size_t count = self->staged_count;
     self->staged_count = 0;
     sn_pack_reset (self->staged);
-    //  The link queues far more than the window lets through: a refusal means the
-    //  actor is gone, and these clients see their puts time out, as they would
-    //  have one by one
     if (zmq_send (zsock_resolve (self->put_link), sn_pack_data (puts), sn_pack_size (puts),
-                  ZMQ_DONTWAIT) == (int) sn_pack_size (puts))
+                  ZMQ_DONTWAIT) != -1)
         self->in_flight += count;
+    else
+        s_gather_refuse (self, puts);
 }
 
-//  Stage a valid put from a client for the next "puts"; the request is used up.
-static void
+//  Stage a valid put from a client for the next "puts", and use the request up; or
+//  false, and it goes on alone.
+static bool
 s_gather_add (self_t *self, sn_routed_t *request)
 {
-    size_t size = sn_routed_size (request);
-    if (self->staged_count && (self->staged_count == SN_FRONTEND_BURST ||
-                               sn_pack_size (self->staged) + size > SN_FRONTEND_GATHER_BYTES))
+    size_t size = sn_routed_size (request), envelope = 0;
+    for (size_t index = 0; index + 1 < request->count; index++)
+        envelope += zmq_msg_size (&request->frames[index]);
+    if (envelope > SN_FRONTEND_GATHER_ENVELOPE)
+        return false;
+    if (self->staged_count &&
+        (self->staged_count == SN_FRONTEND_BURST ||
+         sn_pack_size (self->staged) + envelope + size > SN_FRONTEND_GATHER_BYTES))
         s_gather_flush (self);
     sn_pack_array (self->staged, (uint32_t) request->count);
     for (size_t index = 0; index + 1 < request->count; index++)
@@ -296,6 +343,7 @@ s_gather_add (self_t *self, sn_routed_t *request)
     sn_pack_raw (self->staged, sn_routed_data (request), size);
     self->staged_count++;
     sn_routed_close (request);
+    return true;
 }
 
 //  One request from a client, or from another node through the mesh (internal):
@@ -303,7 +351,9 @@ s_gather_add (self_t *self, sn_routed_t *request)
 static void
 s_handle_request (self_t *self, sn_routed_t *request, bool internal)
 {
-    if (request->overflowed) {
+    //  The actor's ROUTER puts the link's identity in front: a request must leave
+    //  room for it, or its answer could not find its way back
+    if (request->overflowed || (!internal && request->count + 1 > SN_ROUTED_MAX)) {
         s_answer (self, request, 0, 400, "expected one frame holding one msgpack map", internal);
         return;
     }
@@ -355,10 +405,8 @@ s_handle_request (self_t *self, sn_routed_t *request, bool internal)
         s_answer (self, request, rid, code, error, internal);
         return;
     }
-    if (put) {
-        s_gather_add (self, request);
+    if (put && s_gather_add (self, request))
         return;
-    }
     //  What a client sends after its puts reaches the actor after them
     if (actor == self->put_link)
         s_gather_flush (self);
@@ -590,7 +638,9 @@ sn_frontend_test (bool verbose)
     snprintf (internal, sizeof internal, "inproc://sn-frontend-test-internal-%d", getpid ());
     sn_frontend_config_t config = {"tcp://127.0.0.1:*",
                                    inproc,
-                                   {{"health-not cluster", mesh_endpoint}, {"*", store_endpoint}},
+                                   {{"health-not cluster", mesh_endpoint},
+                                    {"put puts health", store_endpoint},
+                                    {"*", store_endpoint}},
                                    schema,
                                    verbose,
                                    internal,
@@ -733,6 +783,57 @@ sn_frontend_test (bool verbose)
     }
     zpoller_destroy (&other_poller);
     zsock_destroy (&other);
+
+    //  A REQ client's envelope (an empty delimiter after its identity) comes back
+    //  whole
+    zsock_t *req = zsock_new_req (inproc);
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 3);
+    sn_pack_kv_str (pack, "op", "put");
+    sn_pack_kv_uint (pack, "rid", 12);
+    sn_pack_str (pack, "event");
+    sn_pack_map (pack, 1);
+    sn_pack_kv_uint (pack, "n", 12);
+    zframe_t *req_frame = sn_pack_frame (pack);
+    zframe_send (&req_frame, req, 0);
+    zpoller_t *req_poller = zpoller_new (req, NULL);
+    assert (zpoller_wait (req_poller, 5000) == req);
+    req_frame = zframe_recv (req);
+    sn_msg_t *req_reply = sn_msg_decode (zframe_data (req_frame), zframe_size (req_frame), 0, NULL);
+    assert (sn_value_streq (sn_value_get (sn_msg_root (req_reply), "key"), "k12"));
+    sn_msg_destroy (&req_reply);
+    zframe_destroy (&req_frame);
+    zpoller_destroy (&req_poller);
+    zsock_destroy (&req);
+
+    //  A request with more envelope frames than an actor's answer can carry back is
+    //  refused here, gathered put or not
+    for (size_t extra = 7; extra <= 9; extra++) {
+        zmsg_t *framed = zmsg_new ();
+        for (size_t index = 0; index < extra; index++)
+            zmsg_addstr (framed, "junk");
+        sn_pack_reset (pack);
+        sn_pack_map (pack, 3);
+        sn_pack_kv_str (pack, "op", "put");
+        sn_pack_kv_uint (pack, "rid", 13);
+        sn_pack_str (pack, "event");
+        sn_pack_map (pack, 0);
+        zmsg_addmem (framed, sn_pack_data (pack), sn_pack_size (pack));
+        zmsg_send (&framed, client);
+        assert (zpoller_wait (poller, 5000) == client);
+        framed = zmsg_recv (client);
+        //  Past what the frontend holds, only the identity is kept
+        assert (zmsg_size (framed) == (extra < 9 ? extra + 1 : 1));
+        zframe_t *last = zmsg_last (framed);
+        sn_msg_t *answer = sn_msg_decode (zframe_data (last), zframe_size (last), 0, NULL);
+        uint64_t code = 0;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (answer), "code"), &code));
+        //  The client's DEALER, the frontend's ROUTER identity and the link's: eight
+        //  frames of its own leave no room
+        assert (code == (extra < 8 ? 201 : 400));
+        sn_msg_destroy (&answer);
+        zmsg_destroy (&framed);
+    }
 
     //  puts is the node's own: no client can send one
     sn_pack_reset (pack);

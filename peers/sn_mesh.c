@@ -3570,7 +3570,7 @@ s_pack_cluster (self_t *self, uint64_t rid)
     sn_pack_kv_uint (out, "dropped", self->dropped);
 }
 
-static void
+static size_t
 s_ops_handle (self_t *self)
 {
     sn_routed_t *routed = &self->incoming;
@@ -3593,10 +3593,11 @@ s_ops_handle (self_t *self)
     else if (sn_value_streq (op, "cluster"))
         s_pack_cluster (self, rid);
     else if (sn_value_streq (op, "puts")) {
+        size_t count = sn_value_size (sn_value_get (root, "items"));
         s_on_puts (self, routed, root);
         sn_msg_destroy (&request);
         sn_routed_close (routed);
-        return;
+        return count ? count : 1;
     }
     else if (!self->store && (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
                               sn_value_streq (op, "bulk") || sn_value_streq (op, "range") ||
@@ -3626,7 +3627,7 @@ s_ops_handle (self_t *self)
                 sn_routed_close (routed);
         }
         sn_routed_close (routed);
-        return;
+        return 1;
     }
     else {
         size_t len;
@@ -3638,6 +3639,7 @@ s_ops_handle (self_t *self)
     sn_routed_set_payload (routed, sn_pack_data (self->out), sn_pack_size (self->out));
     if (sn_routed_send (routed, self->ops))
         sn_routed_close (routed);
+    return 1;
 }
 
 //  Everything waiting, a burst at a time: the store batches what arrives together,
@@ -3647,10 +3649,12 @@ s_ops_recv (self_t *self)
 {
     self->burst_count = 0;
     sn_pack_reset (self->burst);
-    for (int count = 0; count < S_BURST; count++) {
+    //  The frontend's puts count one each: the burst bounds the work between two
+    //  looks at the peers
+    for (size_t count = 0; count < S_BURST;) {
         if (sn_routed_recv (&self->incoming, self->ops))
             break;
-        s_ops_handle (self);
+        count += s_ops_handle (self);
     }
     s_burst_flush (self);
 }

@@ -4048,18 +4048,36 @@ s_test_dropped (s_test_node_t *node)
     return dropped;
 }
 
-//  Wait until node sees member name with status at an incarnation above above.
-//  Between looks the client's poller paces the loop; nothing arrives on it.
+//  Whether a member's status is one of statuses, words apart; any status when NULL.
 static bool
-s_test_wait_member (s_test_node_t *node, const char *name, const char *status, uint64_t above,
+s_test_status_in (const sn_value_t *status, const char *statuses)
+{
+    if (!sn_value_is (status, SN_TYPE_STRING))
+        return false;
+    if (!statuses)
+        return true;
+    char copy[64];
+    snprintf (copy, sizeof copy, "%s", statuses);
+    char *state = NULL;
+    for (char *word = strtok_r (copy, " ", &state); word; word = strtok_r (NULL, " ", &state))
+        if (sn_value_streq (status, word))
+            return true;
+    return false;
+}
+
+//  Wait until node sees member name with one of statuses (any when NULL) at an
+//  incarnation above above. Between looks the client's poller paces the loop;
+//  nothing arrives on it.
+static bool
+s_test_wait_member (s_test_node_t *node, const char *name, const char *statuses, uint64_t above,
                     int timeout_ms)
 {
     int64_t deadline = zclock_mono () + timeout_ms;
     while (true) {
         sn_msg_t *msg = s_test_cluster (node);
         uint64_t incarnation = 0;
-        bool seen =
-            sn_value_streq (s_test_member (msg, name, &incarnation), status) && incarnation > above;
+        bool seen = s_test_status_in (s_test_member (msg, name, &incarnation), statuses) &&
+                    incarnation > above;
         sn_msg_destroy (&msg);
         if (seen)
             return true;
@@ -4458,9 +4476,12 @@ sn_mesh_test (bool verbose)
 
     //  Refutation: X says hello, then claims B is suspect. B hears it from A and
     //  comes back alive at a higher incarnation.
+    //  X is alive only until suspect_ms after its hello, as it never answers: a test
+    //  slowed down by a loaded machine may first look later, so the hello is seen in
+    //  X being a member at all.
     s_test_hello (raw, pack, "X");
     s_test_ping (raw, pack, "X", "B", b.endpoint, b_incarnation, "suspect");
-    assert (s_test_wait_member (&a, "X", "alive", 0, 5000));
+    assert (s_test_wait_member (&a, "X", NULL, 0, 5000));
     assert (s_test_wait_member (&a, "B", "alive", b_incarnation, 5000));
     assert (s_test_wait_member (&c, "B", "alive", b_incarnation, 5000));
 
@@ -4519,19 +4540,22 @@ sn_mesh_test (bool verbose)
     assert (s_test_wait_member (&a, "C", "left", 0, 5000));
     assert (s_test_wait_member (&b, "C", "left", 0, 5000));
 
-    //  A crash is found by the failure detector: D turns suspect, then dead
+    //  A crash is found by the failure detector: D turns suspect, then dead. D is
+    //  suspect for dead_ms only, which a loaded machine can keep the test from looking
+    //  in (stopping D alone may take that long), so suspect or dead is the first sign;
+    //  sn_members_test holds that suspicion comes before death.
     s_test_start (&d, "D", a.endpoint, verbose);
     assert (s_test_wait_member (&a, "D", "alive", 0, 5000));
     assert (s_test_wait_member (&b, "D", "alive", 0, 5000));
     zstr_send (d.mesh, "SILENT");
     s_test_stop (&d);
-    assert (s_test_wait_member (&a, "D", "suspect", 0, 5000));
+    assert (s_test_wait_member (&a, "D", "suspect dead", 0, 5000));
     assert (s_test_wait_member (&a, "D", "dead", 0, 5000));
     assert (s_test_wait_member (&b, "D", "dead", 0, 5000));
-    msg = s_test_cluster (&a);
-    assert (sn_value_streq (s_test_member (msg, "A", NULL), "alive"));
-    assert (sn_value_streq (s_test_member (msg, "B", NULL), "alive"));
-    sn_msg_destroy (&msg);
+    //  The living stay: a loaded machine may have made one suspect for a moment, and
+    //  it refutes
+    assert (s_test_wait_member (&a, "A", "alive", 0, 5000));
+    assert (s_test_wait_member (&a, "B", "alive", 0, 5000));
 
     sn_pack_destroy (&pack);
     s_test_stop (&b);

@@ -419,12 +419,18 @@ s_self_destroy (self_t **self_p)
 //  --------------------------------------------------------------------------
 //  Outgoing peer messages, built into self->out
 
+//  A hello on a link to a member names it in to: whoever listens at its endpoint
+//  now may be another node (the port reused after the member went), which must not
+//  take us, and the news in the pings behind, for its own cluster. A hello to a join
+//  endpoint names no one.
 static void
-s_pack_hello (self_t *self)
+s_pack_hello (self_t *self, const char *to)
 {
     const sn_member_t *me = sn_members_self (self->members);
     sn_pack_reset (self->out);
-    sn_pack_map (self->out, 8);
+    sn_pack_map (self->out, to ? 9 : 8);
+    if (to)
+        sn_pack_kv_str (self->out, "to", to);
     sn_pack_kv_str (self->out, "op", "hello");
     sn_pack_kv_str (self->out, "name", me->name);
     sn_pack_kv_str (self->out, "endpoint", me->endpoint);
@@ -546,10 +552,11 @@ s_send (self_t *self, zsock_t *dealer)
         zsys_info ("sn_mesh: %s: send dropped: %s", self->name, zmq_strerror (zmq_errno ()));
 }
 
-//  A DEALER to a peer inbox that says hello first. Options are set before connecting
-//  so that they apply to the connection from the start.
+//  A DEALER to a peer inbox that says hello first, to the member named to (NULL for
+//  a join endpoint). Options are set before connecting so that they apply to the
+//  connection from the start.
 static zsock_t *
-s_dealer_new (self_t *self, const char *endpoint)
+s_dealer_new (self_t *self, const char *endpoint, const char *to)
 {
     zsock_t *dealer = zsock_new (ZMQ_DEALER);
     assert (dealer);
@@ -567,7 +574,7 @@ s_dealer_new (self_t *self, const char *endpoint)
         zsock_destroy (&dealer);
         return NULL;
     }
-    s_pack_hello (self);
+    s_pack_hello (self, to);
     s_send (self, dealer);
     return dealer;
 }
@@ -623,7 +630,7 @@ s_links_sync (self_t *self, int64_t now)
                 zsys_info ("sn_mesh: %s: unlinked %s", self->name, member->name);
         }
         if (wanted && !peer->dealer) {
-            peer->dealer = s_dealer_new (self, member->endpoint);
+            peer->dealer = s_dealer_new (self, member->endpoint, member->name);
             free (peer->endpoint);
             peer->endpoint = strdup (member->endpoint);
             peer->incarnation = member->incarnation;
@@ -759,7 +766,7 @@ s_heartbeat (self_t *self)
     s_members_changed (self, now);
     s_publish (self);
     s_ping_all (self);
-    s_pack_hello (self);
+    s_pack_hello (self, NULL);
     for (size_t index = 0; index < self->join_count; index++)
         if (self->joins[index].dealer)
             s_send (self, self->joins[index].dealer);
@@ -3204,6 +3211,14 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
                  (!sn_value_get (root, "retention") ||
                   sn_value_uint (sn_value_get (root, "retention"), &retention)) &&
                  !streq (name, self->name);
+    //  Meant for a member that used to listen at our endpoint: not for us to take
+    const sn_value_t *to = sn_value_get (root, "to");
+    if (valid && to && !sn_value_streq (to, self->name)) {
+        valid = false;
+        if (self->verbose)
+            zsys_info ("sn_mesh: %s: dropped a hello from %s meant for another node", self->name,
+                       name);
+    }
     //  Nodes that place partitions differently would each write where the others
     //  never look: such a node is refused, and both sides say why.
     if (valid && (partitions != self->partitions || rf != self->rf)) {
@@ -3760,7 +3775,7 @@ s_mesh_start (self_t *self, char *error, size_t size)
     //  Joining ourselves would never be answered.
     for (size_t index = 0; index < self->join_count; index++)
         if (!streq (self->joins[index].endpoint, self->endpoint))
-            self->joins[index].dealer = s_dealer_new (self, self->joins[index].endpoint);
+            self->joins[index].dealer = s_dealer_new (self, self->joins[index].endpoint, NULL);
     self->next_heartbeat = zclock_mono () + self->heartbeat_ms;
     if (self->verbose)
         zsys_info ("sn_mesh: %s: listening on %s", self->name, self->endpoint);
@@ -4473,6 +4488,28 @@ sn_mesh_test (bool verbose)
     while (s_test_dropped (&a) < dropped + 1 && zclock_mono () < deadline)
         zpoller_wait (a.poller, 10);
     assert (s_test_dropped (&a) >= dropped + 1);
+
+    //  A hello meant for another node, one that listened at A's endpoint before, is
+    //  dropped, and W is no member: A does not take W's cluster for its own
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 8);
+    sn_pack_kv_str (pack, "op", "hello");
+    sn_pack_kv_str (pack, "to", "D");
+    sn_pack_kv_str (pack, "name", "W");
+    sn_pack_kv_str (pack, "endpoint", "tcp://127.0.0.1:1");
+    sn_pack_kv_uint (pack, "incarnation", 1);
+    sn_pack_kv_uint (pack, "partitions", 16);
+    sn_pack_kv_uint (pack, "rf", 2);
+    sn_pack_kv_uint (pack, "ticket", 1);
+    dropped = s_test_dropped (&a);
+    s_test_send (raw, pack);
+    deadline = zclock_mono () + 5000;
+    while (s_test_dropped (&a) < dropped + 1 && zclock_mono () < deadline)
+        zpoller_wait (a.poller, 10);
+    assert (s_test_dropped (&a) >= dropped + 1);
+    msg = s_test_cluster (&a);
+    assert (!s_test_member (msg, "W", NULL));
+    sn_msg_destroy (&msg);
 
     //  Refutation: X says hello, then claims B is suspect. B hears it from A and
     //  comes back alive at a higher incarnation.

@@ -3960,9 +3960,11 @@ s_test_start (s_test_node_t *node, const char *name, const char *join, bool verb
     snprintf (front, sizeof front, "inproc://sn-mesh-test-front-%s", name);
     snprintf (feed, sizeof feed, "inproc://sn-mesh-test-feed-%s", name);
     node->front = zactor_new (s_test_front, node->name);
+    //  A forward's try at one replica lasts the write timeout: the steps that name who
+    //  answers need the owner's answer within it, on a loaded machine too
     sn_mesh_config_t config = {.frontend = front,
                                .feed = feed,
-                               .write_timeout_ms = 300,
+                               .write_timeout_ms = 1000,
                                .name = name,
                                .endpoint = "tcp://127.0.0.1:*",
                                .join = joins,
@@ -4374,7 +4376,7 @@ sn_mesh_test (bool verbose)
     sn_pack_kv_str (forward, "op", "forward");
     sn_pack_kv_uint (forward, "rid", 76);
     sn_pack_kv_str (forward, "node", "B");
-    sn_pack_kv_uint (forward, "timeout", 1500);
+    sn_pack_kv_uint (forward, "timeout", 3000);
     sn_pack_str (forward, "request");
     sn_pack_map (forward, 1);
     sn_pack_kv_str (forward, "op", "anything");

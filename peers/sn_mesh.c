@@ -419,12 +419,18 @@ s_self_destroy (self_t **self_p)
 //  --------------------------------------------------------------------------
 //  Outgoing peer messages, built into self->out
 
+//  A hello on a link to a member names it in to: whoever listens at its endpoint
+//  now may be another node (the port reused after the member went), which must not
+//  take us, and the news in the pings behind, for its own cluster. A hello to a join
+//  endpoint names no one.
 static void
-s_pack_hello (self_t *self)
+s_pack_hello (self_t *self, const char *to)
 {
     const sn_member_t *me = sn_members_self (self->members);
     sn_pack_reset (self->out);
-    sn_pack_map (self->out, 8);
+    sn_pack_map (self->out, to ? 9 : 8);
+    if (to)
+        sn_pack_kv_str (self->out, "to", to);
     sn_pack_kv_str (self->out, "op", "hello");
     sn_pack_kv_str (self->out, "name", me->name);
     sn_pack_kv_str (self->out, "endpoint", me->endpoint);
@@ -546,10 +552,11 @@ s_send (self_t *self, zsock_t *dealer)
         zsys_info ("sn_mesh: %s: send dropped: %s", self->name, zmq_strerror (zmq_errno ()));
 }
 
-//  A DEALER to a peer inbox that says hello first. Options are set before connecting
-//  so that they apply to the connection from the start.
+//  A DEALER to a peer inbox that says hello first, to the member named to (NULL for
+//  a join endpoint). Options are set before connecting so that they apply to the
+//  connection from the start.
 static zsock_t *
-s_dealer_new (self_t *self, const char *endpoint)
+s_dealer_new (self_t *self, const char *endpoint, const char *to)
 {
     zsock_t *dealer = zsock_new (ZMQ_DEALER);
     assert (dealer);
@@ -567,7 +574,7 @@ s_dealer_new (self_t *self, const char *endpoint)
         zsock_destroy (&dealer);
         return NULL;
     }
-    s_pack_hello (self);
+    s_pack_hello (self, to);
     s_send (self, dealer);
     return dealer;
 }
@@ -623,7 +630,7 @@ s_links_sync (self_t *self, int64_t now)
                 zsys_info ("sn_mesh: %s: unlinked %s", self->name, member->name);
         }
         if (wanted && !peer->dealer) {
-            peer->dealer = s_dealer_new (self, member->endpoint);
+            peer->dealer = s_dealer_new (self, member->endpoint, member->name);
             free (peer->endpoint);
             peer->endpoint = strdup (member->endpoint);
             peer->incarnation = member->incarnation;
@@ -759,7 +766,7 @@ s_heartbeat (self_t *self)
     s_members_changed (self, now);
     s_publish (self);
     s_ping_all (self);
-    s_pack_hello (self);
+    s_pack_hello (self, NULL);
     for (size_t index = 0; index < self->join_count; index++)
         if (self->joins[index].dealer)
             s_send (self, self->joins[index].dealer);
@@ -3249,6 +3256,14 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
                  (!sn_value_get (root, "retention") ||
                   sn_value_uint (sn_value_get (root, "retention"), &retention)) &&
                  !streq (name, self->name);
+    //  Meant for a member that used to listen at our endpoint: not for us to take
+    const sn_value_t *to = sn_value_get (root, "to");
+    if (valid && to && !sn_value_streq (to, self->name)) {
+        valid = false;
+        if (self->verbose)
+            zsys_info ("sn_mesh: %s: dropped a hello from %s meant for another node", self->name,
+                       name);
+    }
     //  Nodes that place partitions differently would each write where the others
     //  never look: such a node is refused, and both sides say why.
     if (valid && (partitions != self->partitions || rf != self->rf)) {
@@ -3815,7 +3830,7 @@ s_mesh_start (self_t *self, char *error, size_t size)
     //  Joining ourselves would never be answered.
     for (size_t index = 0; index < self->join_count; index++)
         if (!streq (self->joins[index].endpoint, self->endpoint))
-            self->joins[index].dealer = s_dealer_new (self, self->joins[index].endpoint);
+            self->joins[index].dealer = s_dealer_new (self, self->joins[index].endpoint, NULL);
     self->next_heartbeat = zclock_mono () + self->heartbeat_ms;
     if (self->verbose)
         zsys_info ("sn_mesh: %s: listening on %s", self->name, self->endpoint);
@@ -4000,9 +4015,11 @@ s_test_start (s_test_node_t *node, const char *name, const char *join, bool verb
     snprintf (front, sizeof front, "inproc://sn-mesh-test-front-%s", name);
     snprintf (feed, sizeof feed, "inproc://sn-mesh-test-feed-%s", name);
     node->front = zactor_new (s_test_front, node->name);
+    //  A forward's try at one replica lasts the write timeout: the steps that name who
+    //  answers need the owner's answer within it, on a loaded machine too
     sn_mesh_config_t config = {.frontend = front,
                                .feed = feed,
-                               .write_timeout_ms = 300,
+                               .write_timeout_ms = 1000,
                                .name = name,
                                .endpoint = "tcp://127.0.0.1:*",
                                .join = joins,
@@ -4103,18 +4120,36 @@ s_test_dropped (s_test_node_t *node)
     return dropped;
 }
 
-//  Wait until node sees member name with status at an incarnation above above.
-//  Between looks the client's poller paces the loop; nothing arrives on it.
+//  Whether a member's status is one of statuses, words apart; any status when NULL.
 static bool
-s_test_wait_member (s_test_node_t *node, const char *name, const char *status, uint64_t above,
+s_test_status_in (const sn_value_t *status, const char *statuses)
+{
+    if (!sn_value_is (status, SN_TYPE_STRING))
+        return false;
+    if (!statuses)
+        return true;
+    char copy[64];
+    snprintf (copy, sizeof copy, "%s", statuses);
+    char *state = NULL;
+    for (char *word = strtok_r (copy, " ", &state); word; word = strtok_r (NULL, " ", &state))
+        if (sn_value_streq (status, word))
+            return true;
+    return false;
+}
+
+//  Wait until node sees member name with one of statuses (any when NULL) at an
+//  incarnation above above. Between looks the client's poller paces the loop;
+//  nothing arrives on it.
+static bool
+s_test_wait_member (s_test_node_t *node, const char *name, const char *statuses, uint64_t above,
                     int timeout_ms)
 {
     int64_t deadline = zclock_mono () + timeout_ms;
     while (true) {
         sn_msg_t *msg = s_test_cluster (node);
         uint64_t incarnation = 0;
-        bool seen =
-            sn_value_streq (s_test_member (msg, name, &incarnation), status) && incarnation > above;
+        bool seen = s_test_status_in (s_test_member (msg, name, &incarnation), statuses) &&
+                    incarnation > above;
         sn_msg_destroy (&msg);
         if (seen)
             return true;
@@ -4436,7 +4471,7 @@ sn_mesh_test (bool verbose)
     sn_pack_kv_str (forward, "op", "forward");
     sn_pack_kv_uint (forward, "rid", 76);
     sn_pack_kv_str (forward, "node", "B");
-    sn_pack_kv_uint (forward, "timeout", 1500);
+    sn_pack_kv_uint (forward, "timeout", 3000);
     sn_pack_str (forward, "request");
     sn_pack_map (forward, 1);
     sn_pack_kv_str (forward, "op", "anything");
@@ -4551,11 +4586,36 @@ sn_mesh_test (bool verbose)
         zpoller_wait (a.poller, 10);
     assert (s_test_dropped (&a) >= dropped + 1);
 
+    //  A hello meant for another node, one that listened at A's endpoint before, is
+    //  dropped, and W is no member: A does not take W's cluster for its own
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 8);
+    sn_pack_kv_str (pack, "op", "hello");
+    sn_pack_kv_str (pack, "to", "D");
+    sn_pack_kv_str (pack, "name", "W");
+    sn_pack_kv_str (pack, "endpoint", "tcp://127.0.0.1:1");
+    sn_pack_kv_uint (pack, "incarnation", 1);
+    sn_pack_kv_uint (pack, "partitions", 16);
+    sn_pack_kv_uint (pack, "rf", 2);
+    sn_pack_kv_uint (pack, "ticket", 1);
+    dropped = s_test_dropped (&a);
+    s_test_send (raw, pack);
+    deadline = zclock_mono () + 5000;
+    while (s_test_dropped (&a) < dropped + 1 && zclock_mono () < deadline)
+        zpoller_wait (a.poller, 10);
+    assert (s_test_dropped (&a) >= dropped + 1);
+    msg = s_test_cluster (&a);
+    assert (!s_test_member (msg, "W", NULL));
+    sn_msg_destroy (&msg);
+
     //  Refutation: X says hello, then claims B is suspect. B hears it from A and
     //  comes back alive at a higher incarnation.
+    //  X is alive only until suspect_ms after its hello, as it never answers: a test
+    //  slowed down by a loaded machine may first look later, so the hello is seen in
+    //  X being a member at all.
     s_test_hello (raw, pack, "X");
     s_test_ping (raw, pack, "X", "B", b.endpoint, b_incarnation, "suspect");
-    assert (s_test_wait_member (&a, "X", "alive", 0, 5000));
+    assert (s_test_wait_member (&a, "X", NULL, 0, 5000));
     assert (s_test_wait_member (&a, "B", "alive", b_incarnation, 5000));
     assert (s_test_wait_member (&c, "B", "alive", b_incarnation, 5000));
 
@@ -4614,19 +4674,22 @@ sn_mesh_test (bool verbose)
     assert (s_test_wait_member (&a, "C", "left", 0, 5000));
     assert (s_test_wait_member (&b, "C", "left", 0, 5000));
 
-    //  A crash is found by the failure detector: D turns suspect, then dead
+    //  A crash is found by the failure detector: D turns suspect, then dead. D is
+    //  suspect for dead_ms only, which a loaded machine can keep the test from looking
+    //  in (stopping D alone may take that long), so suspect or dead is the first sign;
+    //  sn_members_test holds that suspicion comes before death.
     s_test_start (&d, "D", a.endpoint, verbose);
     assert (s_test_wait_member (&a, "D", "alive", 0, 5000));
     assert (s_test_wait_member (&b, "D", "alive", 0, 5000));
     zstr_send (d.mesh, "SILENT");
     s_test_stop (&d);
-    assert (s_test_wait_member (&a, "D", "suspect", 0, 5000));
+    assert (s_test_wait_member (&a, "D", "suspect dead", 0, 5000));
     assert (s_test_wait_member (&a, "D", "dead", 0, 5000));
     assert (s_test_wait_member (&b, "D", "dead", 0, 5000));
-    msg = s_test_cluster (&a);
-    assert (sn_value_streq (s_test_member (msg, "A", NULL), "alive"));
-    assert (sn_value_streq (s_test_member (msg, "B", NULL), "alive"));
-    sn_msg_destroy (&msg);
+    //  The living stay: a loaded machine may have made one suspect for a moment, and
+    //  it refutes
+    assert (s_test_wait_member (&a, "A", "alive", 0, 5000));
+    assert (s_test_wait_member (&a, "B", "alive", 0, 5000));
 
     sn_pack_destroy (&pack);
     s_test_stop (&b);

@@ -90,39 +90,41 @@ static const char *s_state_names[] = {"queued", "running", "succeeded", "failed"
 
 typedef struct _s_worker_t s_worker_t;
 
-//  One invocation, from enqueue to its result.
+//  One invocation, from enqueue to its result. The queue holds every invocation it
+//  owns in memory: the strings and the event live in the same allocation, after the
+//  struct (s_inv_new).
 typedef struct {
-    char id[S_ID_MAX];     //  "<32 hex>-<partition>": where it lives is in its name
-    char *bucket;          //  bucket_id
-    char *class_name;      //  invocation.class, to match workers
-    byte *enqueued;        //  the invocation.enqueued event (msgpack map)
-    size_t enqueued_size;  //  its bytes
-    byte *response;        //  msgpack value the worker answered, or NULL
-    size_t response_size;  //  its bytes
-    char *error;           //  the worker's or our error text, or NULL
-    s_state_t state;       //  where it is
-    int code;              //  item code once finished
-    uint32_t attempts;     //  times handed to a worker
-    uint32_t max_attempts; //  attempts before a retryable failure is final
-    int64_t backoff;       //  ms before the first retry
-    int64_t timeout;       //  ms one attempt may run
-    int64_t worker_wait;   //  ms to wait for a worker of the class
-    int64_t created_at;    //  unix ms of enqueue
-    int64_t run_at;        //  unix ms before which it is not handed out
-    int64_t started_at;    //  unix ms of the current or last attempt
-    int64_t finished_at;   //  unix ms of the result, or 0
-    double progress;       //  last progress the worker reported (not durable)
-    s_worker_t *worker;    //  who runs it, while running here
-    char *remote;          //  the node whose worker runs it, while running there
-    char lease[17];        //  while running there: what its result must carry
-    char epoch[17];        //  while running there: the start of that node that took it, as
-                           //  the push's answer said; "" while not known
-    bool pushing;          //  while running there: its push waits for the member's answer
-    int64_t push_again;    //  while running there: unix ms to send the same push again,
-                           //  its outcome not known; or 0
-    void *queued_handle;   //  its place in self->queued, while queued
-    bool counted;          //  in self->invocations: its state is in its bucket's counts
-    void *finished_handle; //  its place in self->finished, once settled
+    char id[S_ID_MAX];      //  "<32 hex>-<partition>": where it lives is in its name
+    const char *bucket;     //  bucket_id
+    const char *class_name; //  invocation.class, to match workers
+    const byte *enqueued;   //  the invocation.enqueued event (msgpack map)
+    size_t enqueued_size;   //  its bytes
+    byte *response;         //  msgpack value the worker answered, or NULL
+    size_t response_size;   //  its bytes
+    char *error;            //  the worker's or our error text, or NULL
+    s_state_t state;        //  where it is
+    int code;               //  item code once finished
+    uint32_t attempts;      //  times handed to a worker
+    uint32_t max_attempts;  //  attempts before a retryable failure is final
+    int64_t backoff;        //  ms before the first retry
+    int64_t timeout;        //  ms one attempt may run
+    int64_t worker_wait;    //  ms to wait for a worker of the class
+    int64_t created_at;     //  unix ms of enqueue
+    int64_t run_at;         //  unix ms before which it is not handed out
+    int64_t started_at;     //  unix ms of the current or last attempt
+    int64_t finished_at;    //  unix ms of the result, or 0
+    double progress;        //  last progress the worker reported (not durable)
+    s_worker_t *worker;     //  who runs it, while running here
+    char *remote;           //  the node whose worker runs it, while running there
+    char lease[17];         //  while running there: what its result must carry
+    char epoch[17];         //  while running there: the start of that node that took it, as
+                            //  the push's answer said; "" while not known
+    bool pushing;           //  while running there: its push waits for the member's answer
+    int64_t push_again;     //  while running there: unix ms to send the same push again,
+                            //  its outcome not known; or 0
+    void *queued_handle;    //  its place in self->queued, while queued
+    bool counted;           //  in self->invocations: its state is in its bucket's counts
+    void *finished_handle;  //  its place in self->finished, once settled
 } s_inv_t;
 
 //  What bucket.counts answers, kept at every change of state. finished counts
@@ -260,10 +262,7 @@ s_inv_destroy (s_inv_t **self_p)
 {
     s_inv_t *self = *self_p;
     if (self) {
-        free (self->bucket);
-        free (self->class_name);
         free (self->remote);
-        free (self->enqueued);
         free (self->response);
         free (self->error);
         free (self);
@@ -743,21 +742,36 @@ s_reply_when_written (self_t *self, const char *type, s_inv_t *inv, sn_routed_t 
 //  --------------------------------------------------------------------------
 //  Transitions
 
-//  A queued invocation id of bucket (taken), its class and options read from values:
-//  the enqueue request, or its invocation.enqueued event, which use the same names.
-//  NULL when one is missing (bucket is then still the caller's).
+//  A queued invocation id of bucket, its class and options read from values: the
+//  enqueue request, or its invocation.enqueued event, which use the same names. It
+//  keeps a copy of event, that event. NULL when one is missing.
 static s_inv_t *
-s_inv_new (const char *id, size_t id_len, char *bucket, const sn_value_t *values)
+s_inv_new (const char *id, size_t id_len, const char *bucket, size_t bucket_len,
+           const sn_value_t *values, const void *event, size_t event_size)
 {
-    char *class_name = sn_value_get_strdup (sn_value_get (values, "invocation"), "class");
-    if (!id || id_len == 0 || id_len >= S_ID_MAX || !bucket || !class_name) {
-        free (class_name);
+    size_t class_len = 0;
+    const char *class_name =
+        sn_value_str (sn_value_get (sn_value_get (values, "invocation"), "class"), &class_len);
+    if (!id || id_len == 0 || id_len >= S_ID_MAX || !bucket || !class_name)
         return NULL;
-    }
-    s_inv_t *inv = (s_inv_t *) zmalloc (sizeof (s_inv_t));
+    //  One allocation, not four: the struct, the event, the bucket and the class
+    s_inv_t *inv =
+        (s_inv_t *) malloc (sizeof (s_inv_t) + event_size + bucket_len + 1 + class_len + 1);
+    assert (inv);
+    memset (inv, 0, sizeof (s_inv_t));
+    byte *tail = (byte *) (inv + 1);
+    memcpy (tail, event, event_size);
+    inv->enqueued = tail;
+    inv->enqueued_size = event_size;
+    tail += event_size;
+    memcpy (tail, bucket, bucket_len);
+    tail[bucket_len] = 0;
+    inv->bucket = (const char *) tail;
+    tail += bucket_len + 1;
+    memcpy (tail, class_name, class_len);
+    tail[class_len] = 0;
+    inv->class_name = (const char *) tail;
     memcpy (inv->id, id, id_len);
-    inv->bucket = bucket;
-    inv->class_name = class_name;
     uint64_t number = 0;
     inv->max_attempts = sn_value_uint (sn_value_get (values, "max_attempts"), &number) && number
                             ? (uint32_t) number
@@ -773,20 +787,19 @@ s_inv_new (const char *id, size_t id_len, char *bucket, const sn_value_t *values
     return inv;
 }
 
-//  Read the invocation.enqueued event back into an invocation.
+//  Read the invocation.enqueued event back into an invocation; data and size are
+//  the event's bytes.
 static s_inv_t *
-s_inv_from_event (const sn_value_t *event)
+s_inv_from_event (const sn_value_t *event, const void *data, size_t size)
 {
-    size_t id_len = 0;
+    size_t id_len = 0, bucket_len = 0;
     const char *id = sn_value_str (sn_value_get (event, "id"), &id_len);
-    char *bucket = sn_value_get_strdup (event, "bucket_id");
-    s_inv_t *inv = s_inv_new (id, id_len, bucket, event);
+    const char *bucket = sn_value_str (sn_value_get (event, "bucket_id"), &bucket_len);
+    s_inv_t *inv = s_inv_new (id, id_len, bucket, bucket_len, event, data, size);
     if (inv) {
         sn_value_int (sn_value_get (event, "created_at"), &inv->created_at);
         sn_value_int (sn_value_get (event, "run_at"), &inv->run_at);
     }
-    else
-        free (bucket);
     return inv;
 }
 
@@ -1913,19 +1926,15 @@ s_op_enqueue (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
     sn_pack_int (self->pack, run_at);
 
     //  The options are the request's, as stored
-    char *copy = strdup (bucket);
-    s_inv_t *inv = s_inv_new (id, strlen (id), copy, root);
+    s_inv_t *inv = s_inv_new (id, strlen (id), bucket, strlen (bucket), root,
+                              sn_pack_data (self->pack), sn_pack_size (self->pack));
     if (!inv) {
         s_reply_error (self, request, rid, 400, "/invocation/class: a string is required");
-        free (copy);
         free (bucket);
         return;
     }
     inv->created_at = now;
     inv->run_at = run_at;
-    inv->enqueued_size = sn_pack_size (self->pack);
-    inv->enqueued = (byte *) malloc (inv->enqueued_size);
-    memcpy (inv->enqueued, sn_pack_data (self->pack), inv->enqueued_size);
 
     sn_pack_reset (self->reply);
     sn_pack_map (self->reply, 3);
@@ -2666,17 +2675,15 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
     if (strncmp (type, "invocation.", 11))
         return;
     if (streq (type, "invocation.enqueued")) {
-        s_inv_t *inv = s_inv_from_event (event);
+        sn_pack_reset (self->pack);
+        sn_pack_value (self->pack, event);
+        s_inv_t *inv =
+            s_inv_from_event (event, sn_pack_data (self->pack), sn_pack_size (self->pack));
         if (!inv || zhashx_lookup (self->invocations, inv->id) ||
             (self->staged && zhashx_lookup (self->staged, inv->id))) {
             s_inv_destroy (&inv);
             return;
         }
-        sn_pack_reset (self->pack);
-        sn_pack_value (self->pack, event);
-        inv->enqueued_size = sn_pack_size (self->pack);
-        inv->enqueued = (byte *) malloc (inv->enqueued_size);
-        memcpy (inv->enqueued, sn_pack_data (self->pack), inv->enqueued_size);
         if (self->staged) {
             //  Not counted nor queued: s_reread adopts it or not at the end
             zhashx_insert (self->staged, inv->id, inv);

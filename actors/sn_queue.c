@@ -8,6 +8,7 @@
 #include "sn_json.h"
 #include "sn_store.h"
 #include "sn_owners.h"
+#include "sn_idmap.h"
 
 #include <sys/random.h>
 
@@ -214,7 +215,7 @@ typedef struct {
     bool *lost;               //  scratch per partition: ownership went
     zsock_t *batch;           //  DEALER to the batch actor, told of every result; or NULL
     zpoller_t *poller;        //  pipe, router, log
-    zhashx_t *invocations;    //  id (the invocation's own) -> s_inv_t, owned
+    sn_idmap_t *invocations;  //  id (the invocation's own) -> s_inv_t, owned
     zlistx_t *finished;       //  s_inv_t finished and settled (on disk, the batch actor
                               //  told), in the order they settled: eviction pops the head
     zhashx_t *counts;         //  bucket_id -> s_counts_t, owned
@@ -412,12 +413,10 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     zlistx_set_destructor (self->call_order, s_plain_free);
     self->out = sn_pack_new ();
     self->presence_at = INT64_MAX;
-    self->invocations = zhashx_new ();
-    zhashx_set_destructor (self->invocations, s_inv_free);
     //  Keyed by the id inside each invocation, which lives as long as its entry:
     //  no copy of the key per invocation
-    zhashx_set_key_duplicator (self->invocations, NULL);
-    zhashx_set_key_destructor (self->invocations, NULL);
+    self->invocations = sn_idmap_new ();
+    sn_idmap_set_destructor (self->invocations, s_inv_free);
     self->queued = zlistx_new ();
     self->finished = zlistx_new ();
     self->counts = zhashx_new ();
@@ -474,7 +473,7 @@ s_self_destroy (self_t **self_p)
         zhashx_destroy (&self->counts);
         zhashx_destroy (&self->running);
         zhashx_destroy (&self->workers);
-        zhashx_destroy (&self->invocations);
+        sn_idmap_destroy (&self->invocations);
         zhashx_destroy (&self->buckets);
         sn_pack_destroy (&self->pack);
         sn_pack_destroy (&self->reply);
@@ -576,7 +575,7 @@ s_inv_evict (self_t *self, s_inv_t *inv)
             counts->finished--;
         counts->gone++;
     }
-    zhashx_delete (self->invocations, inv->id);
+    sn_idmap_delete (self->invocations, inv->id);
 }
 
 //  Evict the settled invocations that finished more than the window ago, at most
@@ -1136,7 +1135,7 @@ s_calls_expire (self_t *self, int64_t now)
         //  A push whose answer is lost may have been taken by any start of the node:
         //  sent again, or taken back by the next new start's word
         s_inv_t *inv =
-            call->result ? NULL : (s_inv_t *) zhashx_lookup (self->invocations, call->id);
+            call->result ? NULL : (s_inv_t *) sn_idmap_lookup (self->invocations, call->id);
         if (inv && inv->pushing && streq (inv->lease, call->lease))
             s_inv_push_later (self, inv);
         s_hold_t *hold = call->result ? (s_hold_t *) zhashx_lookup (self->holds, call->id) : NULL;
@@ -1419,7 +1418,7 @@ s_peers_drain (self_t *self)
             sn_msg_destroy (&answer);
             continue;
         }
-        s_inv_t *inv = call ? (s_inv_t *) zhashx_lookup (self->invocations, call->id) : NULL;
+        s_inv_t *inv = call ? (s_inv_t *) sn_idmap_lookup (self->invocations, call->id) : NULL;
         if (inv && inv->state == S_RUNNING && inv->remote && streq (inv->lease, call->lease)) {
             inv->pushing = false;
             s_node_t *node = (s_node_t *) zhashx_lookup (self->nodes, inv->remote);
@@ -1960,7 +1959,7 @@ s_enqueued (self_t *self, s_inv_t *inv)
     //  While its partition is being taken over, the next replay loads it instead
     uint32_t p = sn_partition (inv->bucket, strlen (inv->bucket), self->config.partitions);
     if (!sn_owners_owns (self->owners, p) || sn_owners_taking_over (self->owners, p) ||
-        zhashx_insert (self->invocations, inv->id, inv)) {
+        sn_idmap_insert (self->invocations, inv->id, inv)) {
         s_inv_destroy (&inv);
         return;
     }
@@ -1974,7 +1973,7 @@ static void
 s_op_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid)
 {
     char *id = sn_value_get_strdup (root, "id");
-    s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
+    s_inv_t *inv = id ? (s_inv_t *) sn_idmap_lookup (self->invocations, id) : NULL;
     if (!inv) {
         s_reply_error (self, request, rid, 404,
                        "no invocation %s: unknown here, or finished more than %d"
@@ -2129,7 +2128,7 @@ s_running_invocation (self_t *self, sn_routed_t *request, const sn_value_t *root
                       s_worker_t *worker, const char *lease)
 {
     char *id = sn_value_get_strdup (root, "id");
-    s_inv_t *inv = id ? (s_inv_t *) zhashx_lookup (self->invocations, id) : NULL;
+    s_inv_t *inv = id ? (s_inv_t *) sn_idmap_lookup (self->invocations, id) : NULL;
     if (!inv)
         s_reply_error (self, request, rid, 404, "no invocation %s", id ? id : "?");
     else if (inv->state != S_RUNNING ||
@@ -2156,7 +2155,7 @@ s_held_elsewhere (self_t *self, sn_routed_t *request, const sn_value_t *root, ui
 {
     char *id = sn_value_get_strdup (root, "id");
     s_hold_t *hold = id ? (s_hold_t *) zhashx_lookup (self->holds, id) : NULL;
-    bool owned_here = id && zhashx_lookup (self->invocations, id);
+    bool owned_here = id && sn_idmap_lookup (self->invocations, id);
     free (id);
     if (!hold || hold->done || !streq (hold->worker_key, worker->key))
         return false;
@@ -2478,7 +2477,7 @@ s_op_queue_stats (self_t *self, sn_routed_t *request, uint64_t rid)
     sn_pack_kv_uint (out, "queued", sum.queued);
     sn_pack_kv_uint (out, "running", sum.running);
     sn_pack_kv_uint (out, "finished", sum.finished);
-    sn_pack_kv_uint (out, "in_memory", zhashx_size (self->invocations));
+    sn_pack_kv_uint (out, "in_memory", sn_idmap_size (self->invocations));
     sn_pack_kv_uint (out, "workers", zhashx_size (self->workers));
     sn_pack_kv_uint (out, "results_held", self->held);
     s_reply_send (self, request);
@@ -2679,7 +2678,7 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
         sn_pack_value (self->pack, event);
         s_inv_t *inv =
             s_inv_from_event (event, sn_pack_data (self->pack), sn_pack_size (self->pack));
-        if (!inv || zhashx_lookup (self->invocations, inv->id) ||
+        if (!inv || sn_idmap_lookup (self->invocations, inv->id) ||
             (self->staged && zhashx_lookup (self->staged, inv->id))) {
             s_inv_destroy (&inv);
             return;
@@ -2689,7 +2688,7 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
             zhashx_insert (self->staged, inv->id, inv);
             return;
         }
-        zhashx_insert (self->invocations, inv->id, inv);
+        sn_idmap_insert (self->invocations, inv->id, inv);
         s_inv_count (self, inv);
         inv->queued_handle = zlistx_add_end (self->queued, inv);
         return;
@@ -2699,7 +2698,7 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
     char *id = sn_value_get_strdup (event, "id");
     s_inv_t *inv = !id            ? NULL
                    : self->staged ? (s_inv_t *) zhashx_lookup (self->staged, id)
-                                  : (s_inv_t *) zhashx_lookup (self->invocations, id);
+                                  : (s_inv_t *) sn_idmap_lookup (self->invocations, id);
     free (id);
     if (!inv)
         return;
@@ -2851,8 +2850,8 @@ s_replay_finish (self_t *self)
 {
     int64_t now = zclock_time ();
     size_t queued = 0, finished = 0;
-    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->invocations); inv;
-         inv = (s_inv_t *) zhashx_next (self->invocations)) {
+    for (s_inv_t *inv = (s_inv_t *) sn_idmap_first (self->invocations); inv;
+         inv = (s_inv_t *) sn_idmap_next (self->invocations)) {
         if (inv->state == S_QUEUED)
             queued++;
         else
@@ -2879,8 +2878,8 @@ static void
 s_drop_partition (self_t *self, uint32_t p)
 {
     zlistx_t *gone = zlistx_new ();
-    for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->invocations); inv;
-         inv = (s_inv_t *) zhashx_next (self->invocations))
+    for (s_inv_t *inv = (s_inv_t *) sn_idmap_first (self->invocations); inv;
+         inv = (s_inv_t *) sn_idmap_next (self->invocations))
         if (s_partition_of (self, inv) == p)
             zlistx_add_end (gone, inv);
     for (s_pending_t *pending = (s_pending_t *) zhashx_first (self->pending); pending;
@@ -2893,7 +2892,7 @@ s_drop_partition (self_t *self, uint32_t p)
         s_inv_release (self, inv);
         if (inv->finished_handle)
             zlistx_delete (self->finished, inv->finished_handle);
-        zhashx_delete (self->invocations, inv->id);
+        sn_idmap_delete (self->invocations, inv->id);
     }
     if (zlistx_size (gone))
         zsys_info ("sn_queue: partition %u: %zu invocations dropped from memory", p,
@@ -2987,7 +2986,7 @@ s_reread (self_t *self, uint32_t p)
             zhashx_update (self->buckets, zhashx_cursor (self->staged_buckets), (void *) state);
         for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->staged); inv;
              inv = (s_inv_t *) zhashx_next (self->staged)) {
-            if (inv->state != S_QUEUED || zhashx_insert (self->invocations, inv->id, inv))
+            if (inv->state != S_QUEUED || sn_idmap_insert (self->invocations, inv->id, inv))
                 continue;
             s_inv_count (self, inv);
             inv->queued_handle = zlistx_add_end (self->queued, inv);
@@ -3005,7 +3004,7 @@ s_reread (self_t *self, uint32_t p)
     }
     for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->staged); inv;
          inv = (s_inv_t *) zhashx_next (self->staged))
-        if (zhashx_lookup (self->invocations, inv->id) != inv)
+        if (sn_idmap_lookup (self->invocations, inv->id) != inv)
             s_inv_destroy (&inv);
     zhashx_destroy (&self->staged);
     zhashx_destroy (&self->staged_buckets);
@@ -3132,7 +3131,7 @@ s_handle_pipe (self_t *self)
         zstr_free (&partition);
     }
     else if (streq (command, "SIZE"))
-        zstr_sendf (self->pipe, "%zu", zhashx_size (self->invocations));
+        zstr_sendf (self->pipe, "%zu", sn_idmap_size (self->invocations));
     else if (streq (command, "REREAD")) {
         //  For tests: partition p is due to be read again now, as when a replica
         //  its replays did not read becomes reachable; REREADS counts those ended

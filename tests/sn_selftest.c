@@ -25,6 +25,7 @@
 #include "sn_dispatch.h"
 #include "sn_owners.h"
 #include "sn_zap.h"
+#include "sn_idmap.h"
 
 typedef struct {
     const char *name;
@@ -54,6 +55,7 @@ static const sn_test_t s_tests[] = {{"sn_actor", sn_actor_test},
                                     {"sn_dispatch", sn_dispatch_test},
                                     {"sn_owners", sn_owners_test},
                                     {"sn_zap", sn_zap_test},
+                                    {"sn_idmap", sn_idmap_test},
                                     {NULL, NULL}};
 
 static int

@@ -2799,7 +2799,7 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
         inv->enqueued = (byte *) malloc (inv->enqueued_size);
         memcpy (inv->enqueued, sn_pack_data (self->pack), inv->enqueued_size);
         if (self->staged) {
-            //  Not counted nor queued: s_reread adopts it or not at the end
+            //  Not counted nor queued: s_reread_end adopts it or not at the end
             zhashx_insert (self->staged, inv->id, inv);
             return;
         }
@@ -2818,7 +2818,7 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
     if (!inv)
         return;
     if (self->staged && streq (type, "invocation.done")) {
-        //  Finished in the log: never adopted (see s_reread), and dropped now, so
+        //  Finished in the log: never adopted (see s_reread_end), and dropped now, so
         //  that a re-read holds only what is unfinished, as a takeover does, not a
         //  partition's whole history
         zhashx_delete (self->staged, inv->id);

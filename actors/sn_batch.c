@@ -1653,6 +1653,24 @@ s_replay_forget (self_t *self, uint32_t p)
     }
 }
 
+//  Partition p was lost and gained again in one drain of the feed while its
+//  takeover scanned it: the owner meanwhile may have written behind the scan's
+//  cursor, and the replicas it read so far count for nothing (sn_owners forgot
+//  them). The takeover starts over from the first page, from nothing, without a
+//  backoff (nothing failed); its requests wait on. The answer of the page asked
+//  for, should it come, is no one's.
+static void
+s_replay_restart (self_t *self, uint32_t p)
+{
+    self->replay_p = -1;
+    self->scan_rid = 0;
+    self->scan_until = INT64_MAX;
+    s_drop_partition (self, p);
+    if (s_partition_of (self, "primary") == p)
+        zhashx_update (self->buckets, "primary", s_bucket_new ("primary"));
+    zlistx_add_start (self->replay_queue, (void *) (uintptr_t) (p + 1));
+}
+
 //  The partition table changed: drop what went, replay what came (in turn, from
 //  the actor's loop).
 static void
@@ -1665,7 +1683,9 @@ s_placement (self_t *self)
                 s_replay_forget (self, p);
             }
         for (uint32_t p = 0; p < self->config.partitions; p++)
-            if (self->gained[p])
+            if (self->gained[p] && self->replay_p == (int64_t) p && !self->reread)
+                s_replay_restart (self, p);
+            else if (self->gained[p])
                 s_replay_queue (self, p);
     }
     s_release_held (self);

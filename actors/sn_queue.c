@@ -3240,6 +3240,22 @@ s_replay_forget (self_t *self, uint32_t p)
     }
 }
 
+//  Partition p was lost and gained again in one drain of the feed while its
+//  takeover scanned it: the owner meanwhile may have written behind the scan's
+//  cursor, and the replicas it read so far count for nothing (sn_owners forgot
+//  them). The takeover starts over from the first page, from nothing, without a
+//  backoff (nothing failed); its requests wait on. The answer of the page asked
+//  for, should it come, is no one's.
+static void
+s_replay_restart (self_t *self, uint32_t p)
+{
+    self->replay_p = -1;
+    self->scan_rid = 0;
+    self->scan_until = INT64_MAX;
+    s_drop_partition (self, p);
+    zlistx_add_start (self->replay_queue, (void *) (uintptr_t) (p + 1));
+}
+
 //  The partition table changed: drop what went, replay what came (in turn, from
 //  the actor's loop).
 static void
@@ -3252,7 +3268,9 @@ s_placement (self_t *self)
                 s_replay_forget (self, p);
             }
         for (uint32_t p = 0; p < self->config.partitions; p++)
-            if (self->gained[p])
+            if (self->gained[p] && self->replay_p == (int64_t) p && !self->reread)
+                s_replay_restart (self, p);
+            else if (self->gained[p])
                 s_replay_queue (self, p);
     }
     s_nodes_update (self);
@@ -5262,7 +5280,29 @@ s_test_replay_async (bool verbose)
     free (work);
     s_test_client_destroy (&worker);
 
-    //  A page that never comes fails the takeover: what waited hears 503, and pp
+    //  pp lost and gained again while its page waits: the takeover starts over from
+    //  the first page (the page held back is no one's), whether the two placements
+    //  came in one drain of the feed or not
+    zstr_sendx (queue, "REPLAY", number, NULL);
+    scan = s_test_scan_next (scans, &p, &reread);
+    assert (scan && p == pp && !reread);
+    s_test_placement (feed, "b", false);
+    s_test_placement (feed, "a", false);
+    s_test_scan_pass (scans, back, &scan);
+    //  Every partition was lost and gained: one scan of each, pp's among them
+    bool again = false;
+    for (int index = 0; index < 8; index++) {
+        scan = s_test_scan_next (scans, &p, &reread);
+        assert (scan && !reread);
+        again = again || p == pp;
+        s_test_scan_pass (scans, back, &scan);
+    }
+    assert (again);
+    answer = zstr_recv (queue);
+    assert (streq (answer, "OK") || streq (answer, "REPLAY: the partition went elsewhere"));
+    free (answer);
+    s_test_answered (producer, get_x, 200, NULL);
+
     //  answers 503 until the next try, whose page comes
     zstr_sendx (queue, "REPLAY", number, NULL);
     scan = s_test_scan_next (scans, &p, &reread);

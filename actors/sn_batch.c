@@ -1485,9 +1485,12 @@ s_reread_begin (self_t *self, uint32_t p)
 //  its settings, commits and timers and gains only the results the replay left
 //  waiting (in no batch.commit of the scan) that it has not seen. That is safe: a
 //  complete scan holds every event this node wrote (acknowledged at QUORUM) or
-//  read before, every commit made here included, so a result committed here (even
-//  one whose id was forgotten since) is in a commit of the scan and is not
-//  collected again. Anything else is discarded whole.
+//  read before it began, every commit made here before included, so a result
+//  committed here then (even one whose id was forgotten since) is in a commit of
+//  the scan and is not collected again; one committed while it ran may not be (the
+//  commit may be behind the cursor), but no id of p leaves seen meanwhile
+//  (s_timers), so it is seen here and not collected again. Anything else is
+//  discarded whole.
 static void
 s_reread_end (self_t *self, uint32_t p, const char *failed)
 {
@@ -1833,7 +1836,12 @@ s_timers (self_t *self)
         //  pages may hold what waits here (s_settle makes it due at the end)
         if (self->takings && self->taking[s_partition_of (self, bucket->id)])
             continue;
-        s_forget_t *oldest = (s_forget_t *) zlistx_first (bucket->forget);
+        //  A committed id of the partition read again does not leave seen before the
+        //  re-read ends: the re-read may have staged that result from a page read
+        //  before its commit (s_reread_end)
+        bool rereading = self->replay_p >= 0 && self->reread &&
+                         s_partition_of (self, bucket->id) == (uint32_t) self->replay_p;
+        s_forget_t *oldest = rereading ? NULL : (s_forget_t *) zlistx_first (bucket->forget);
         while (oldest && oldest->at + keep <= now && forgotten < S_FORGET_STEP) {
             if (zhashx_lookup (bucket->seen, oldest->id) == s_committed)
                 zhashx_delete (bucket->seen, oldest->id);

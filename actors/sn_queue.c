@@ -630,16 +630,26 @@ s_inv_evict (self_t *self, s_inv_t *inv)
     zhashx_delete (self->invocations, inv->id);
 }
 
+static uint32_t s_partition_of (self_t *self, s_inv_t *inv);
+
 //  Evict the settled invocations that finished more than the window ago, at most
 //  S_EVICT_STEP of them, from the head of self->finished. The list is in the order
 //  they settled, which is about the order they finished: one that finished earlier
 //  than the head (replayed after it) waits for the head, at most one window more.
+//  One of the partition read again waits until that re-read ends (s_reread_end
+//  evicts then): its done may be behind the re-read's cursor, and the re-read must
+//  still find it here not to adopt it again.
 static void
 s_evict (self_t *self, int64_t now)
 {
     int64_t window = self->config.keep_finished;
     s_inv_t *inv = (s_inv_t *) zlistx_first (self->finished);
     for (int step = 0; inv && inv->finished_at + window <= now && step < S_EVICT_STEP; step++) {
+        if (self->replay_p >= 0 && self->reread &&
+            s_partition_of (self, inv) == (uint32_t) self->replay_p) {
+            self->evict_at = INT64_MAX;
+            return;
+        }
         s_inv_evict (self, inv);
         inv = (s_inv_t *) zlistx_first (self->finished);
     }
@@ -3097,12 +3107,15 @@ s_reread_begin (self_t *self, uint32_t p)
 //  The re-read of p ended: every page came (failed NULL) or not. Only a complete
 //  re-read (every page came, and merged every replica the replays of p read and a
 //  read quorum of p's replicas: sn_owners_reread_complete) is adopted, and of it
-//  only the invocations not finished in it. That is safe: a complete scan holds
-//  every event this node wrote (acknowledged at QUORUM) or read before, so an
-//  invocation finished here (evicted or not) shows finished in it and is never
-//  adopted, and one known here is not touched; what is adopted was enqueued and is
-//  finished on no replica read, which is what a takeover would queue. Anything
-//  else is discarded whole.
+//  only the invocations not finished in it and not known here. That is safe: a
+//  complete scan holds every event this node wrote (acknowledged at QUORUM) or
+//  read before it began, so an invocation finished here before (evicted or not)
+//  shows finished in it and is never adopted; one finished while it ran may not
+//  (its done may be behind the cursor), but none of p is evicted meanwhile
+//  (s_evict), so it is still known here and not touched. What is adopted was
+//  enqueued and is finished on no replica read, which is what a takeover would
+//  queue. Anything else is discarded whole. The evictions of p held back are due
+//  now.
 static void
 s_reread_end (self_t *self, uint32_t p, const char *failed)
 {
@@ -3140,6 +3153,8 @@ s_reread_end (self_t *self, uint32_t p, const char *failed)
     zhashx_destroy (&self->staged);
     zhashx_destroy (&self->staged_buckets);
     self->rereads++;
+    s_inv_t *head = (s_inv_t *) zlistx_first (self->finished);
+    self->evict_at = head ? head->finished_at + self->config.keep_finished : INT64_MAX;
     s_deadline (self, zclock_time ());
 }
 

@@ -96,6 +96,7 @@ typedef struct _s_worker_t s_worker_t;
 typedef struct {
     char id[S_ID_MAX];     //  "<32 hex>-<partition>": where it lives is in its name
     char *bucket;          //  bucket_id
+    uint32_t partition;    //  sn_partition of bucket, computed once
     char *class_name;      //  invocation.class, to match workers
     byte *enqueued;        //  the invocation.enqueued event (msgpack map)
     size_t enqueued_size;  //  its bytes
@@ -804,10 +805,12 @@ s_reply_when_written (self_t *self, const char *type, s_inv_t *inv, sn_routed_t 
 //  Transitions
 
 //  A queued invocation id of bucket (taken), its class and options read from values:
-//  the enqueue request, or its invocation.enqueued event, which use the same names.
-//  NULL when one is missing (bucket is then still the caller's).
+//  the enqueue request, or its invocation.enqueued event, which use the same names;
+//  the node has partitions partitions. NULL when one is missing (bucket is then
+//  still the caller's).
 static s_inv_t *
-s_inv_new (const char *id, size_t id_len, char *bucket, const sn_value_t *values)
+s_inv_new (const char *id, size_t id_len, char *bucket, const sn_value_t *values,
+           uint32_t partitions)
 {
     char *class_name = sn_value_get_strdup (sn_value_get (values, "invocation"), "class");
     if (!id || id_len == 0 || id_len >= S_ID_MAX || !bucket || !class_name) {
@@ -817,6 +820,7 @@ s_inv_new (const char *id, size_t id_len, char *bucket, const sn_value_t *values
     s_inv_t *inv = (s_inv_t *) zmalloc (sizeof (s_inv_t));
     memcpy (inv->id, id, id_len);
     inv->bucket = bucket;
+    inv->partition = sn_partition (bucket, strlen (bucket), partitions);
     inv->class_name = class_name;
     uint64_t number = 0;
     inv->max_attempts = sn_value_uint (sn_value_get (values, "max_attempts"), &number) && number
@@ -835,12 +839,12 @@ s_inv_new (const char *id, size_t id_len, char *bucket, const sn_value_t *values
 
 //  Read the invocation.enqueued event back into an invocation.
 static s_inv_t *
-s_inv_from_event (const sn_value_t *event)
+s_inv_from_event (const sn_value_t *event, uint32_t partitions)
 {
     size_t id_len = 0;
     const char *id = sn_value_str (sn_value_get (event, "id"), &id_len);
     char *bucket = sn_value_get_strdup (event, "bucket_id");
-    s_inv_t *inv = s_inv_new (id, id_len, bucket, event);
+    s_inv_t *inv = s_inv_new (id, id_len, bucket, event, partitions);
     if (inv) {
         sn_value_int (sn_value_get (event, "created_at"), &inv->created_at);
         sn_value_int (sn_value_get (event, "run_at"), &inv->run_at);
@@ -1412,8 +1416,7 @@ s_inv_push_send (self_t *self, s_inv_t *inv)
 static bool
 s_loading (self_t *self, s_inv_t *inv)
 {
-    return self->takings &&
-           self->taking[sn_partition (inv->bucket, strlen (inv->bucket), self->config.partitions)];
+    return self->takings && self->taking[s_partition_of (self, inv)];
 }
 
 //  Hand out every due invocation a worker has room for, oldest first: to a worker
@@ -1986,7 +1989,7 @@ s_op_enqueue (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
 
     //  The options are the request's, as stored
     char *copy = strdup (bucket);
-    s_inv_t *inv = s_inv_new (id, strlen (id), copy, root);
+    s_inv_t *inv = s_inv_new (id, strlen (id), copy, root, self->config.partitions);
     if (!inv) {
         s_reply_error (self, request, rid, 400, "/invocation/class: a string is required");
         free (copy);
@@ -2022,7 +2025,7 @@ s_enqueued (self_t *self, s_inv_t *inv)
     //  if the partition moved meanwhile, its new owner has it from the log. While
     //  its takeover failed, the next replay loads it instead; while that replay
     //  runs, it is kept (the scan may have passed its key), dropped if it fails
-    uint32_t p = sn_partition (inv->bucket, strlen (inv->bucket), self->config.partitions);
+    uint32_t p = s_partition_of (self, inv);
     if (!sn_owners_owns (self->owners, p) ||
         (sn_owners_taking_over (self->owners, p) && !self->taking[p]) ||
         zhashx_insert (self->invocations, inv->id, inv)) {
@@ -2797,7 +2800,7 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
     if (strncmp (type, "invocation.", 11))
         return;
     if (streq (type, "invocation.enqueued")) {
-        s_inv_t *inv = s_inv_from_event (event);
+        s_inv_t *inv = s_inv_from_event (event, self->config.partitions);
         if (!inv || zhashx_lookup (self->invocations, inv->id) ||
             (self->staged && zhashx_lookup (self->staged, inv->id))) {
             s_inv_destroy (&inv);
@@ -2905,7 +2908,8 @@ s_replay_finish (self_t *self)
 static uint32_t
 s_partition_of (self_t *self, s_inv_t *inv)
 {
-    return sn_partition (inv->bucket, strlen (inv->bucket), self->config.partitions);
+    assert (inv->partition < self->config.partitions);
+    return inv->partition;
 }
 
 //  Partition p is owned elsewhere now, or its replay failed: forget its invocations

@@ -125,7 +125,7 @@ typedef struct {
     sn_routed_t *request; //  the request, owned
     uint64_t rid;         //  its rid, for the 503
     uint32_t p;           //  its partition
-    int64_t until;        //  unix ms it is answered 503 instead
+    int64_t until;        //  zclock_mono ms it is answered 503 instead
 } s_parked_t;
 
 typedef struct {
@@ -1052,11 +1052,12 @@ s_park (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid
     parked->request = request;
     parked->rid = rid;
     parked->p = p;
-    parked->until = zclock_time () + S_PARK_WAIT;
+    parked->until = zclock_mono () + S_PARK_WAIT;
     zlistx_add_end (self->parked, parked);
 }
 
-//  Requests that waited too long for their partition's takeover hear 503.
+//  Requests that waited too long for their partition's takeover (until zclock_mono
+//  ms now) hear 503.
 static void
 s_parked_expire (self_t *self, int64_t now)
 {
@@ -1064,6 +1065,18 @@ s_parked_expire (self_t *self, int64_t now)
     while ((parked = (s_parked_t *) zlistx_first (self->parked)) && parked->until <= now) {
         s_reply_error (self, parked->request, parked->rid, 503,
                        "partition %u is being taken over here, try again", parked->p);
+        parked->request = NULL;
+        zlistx_delete (self->parked, zlistx_cursor (self->parked));
+    }
+}
+
+//  At $TERM the requests still waiting for a takeover hear that none will end here.
+static void
+s_parked_stop (self_t *self)
+{
+    s_parked_t *parked;
+    while ((parked = (s_parked_t *) zlistx_first (self->parked))) {
+        s_reply_error (self, parked->request, parked->rid, 503, "node is stopping");
         parked->request = NULL;
         zlistx_delete (self->parked, zlistx_cursor (self->parked));
     }
@@ -1091,6 +1104,9 @@ s_handle_request (self_t *self, sn_routed_t *request)
         s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
     else if (sn_value_streq (op, "batch.stats"))
         s_op_stats (self, request, rid);
+    else if (!sn_value_streq (op, "batch.create") && !sn_value_streq (op, "batch.get") &&
+             !sn_value_streq (op, "batch.update") && !sn_value_streq (op, "batch.delete"))
+        s_reply_error (self, request, rid, 400, "/op: the batch actor does not serve this op");
     else if (sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
                               self->router)) {
         //  forwarded to the owner, held, or answered
@@ -1109,10 +1125,8 @@ s_handle_request (self_t *self, sn_routed_t *request)
     }
     else if (sn_value_streq (op, "batch.update"))
         s_op_update (self, request, root, rid);
-    else if (sn_value_streq (op, "batch.delete"))
-        s_op_delete (self, request, root, rid);
     else
-        s_reply_error (self, request, rid, 400, "/op: the batch actor does not serve this op");
+        s_op_delete (self, request, root, rid);
     sn_msg_destroy (&msg);
 }
 
@@ -1916,8 +1930,8 @@ sn_batch_actor (zsock_t *pipe, void *args)
             continue;
         }
         s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked);
-        if (parked && parked->until <= now) {
-            s_parked_expire (self, now);
+        if (parked && parked->until <= zclock_mono ()) {
+            s_parked_expire (self, zclock_mono ());
             continue;
         }
         //  A page not come in time fails its replay
@@ -1953,8 +1967,8 @@ sn_batch_actor (zsock_t *pipe, void *args)
             next = sn_owners_replay_at (self->owners);
         if (idle && sn_owners_reread_at (self->owners) < next)
             next = sn_owners_reread_at (self->owners);
-        if (parked && parked->until < next)
-            next = parked->until;
+        if (parked && now + (parked->until - zclock_mono ()) < next)
+            next = now + (parked->until - zclock_mono ());
         if (!idle && self->scan_until != INT64_MAX &&
             now + (self->scan_until - zclock_mono ()) < next)
             next = now + (self->scan_until - zclock_mono ());
@@ -1965,6 +1979,7 @@ sn_batch_actor (zsock_t *pipe, void *args)
         else if (zpoller_terminated (self->poller))
             break;
     }
+    s_parked_stop (self);
     s_self_destroy (&self);
 }
 

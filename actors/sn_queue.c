@@ -198,7 +198,7 @@ typedef struct {
     sn_routed_t *request; //  the request, owned
     uint64_t rid;         //  its rid, for the 503
     uint32_t p;           //  its partition
-    int64_t until;        //  unix ms it is answered 503 instead
+    int64_t until;        //  zclock_mono ms it is answered 503 instead
 } s_parked_t;
 
 //  What to do when the log has acknowledged a write.
@@ -2569,11 +2569,12 @@ s_park (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid
     parked->request = request;
     parked->rid = rid;
     parked->p = p;
-    parked->until = zclock_time () + S_PARK_WAIT;
+    parked->until = zclock_mono () + S_PARK_WAIT;
     zlistx_add_end (self->parked, parked);
 }
 
-//  Requests that waited too long for their partition's takeover hear 503.
+//  Requests that waited too long for their partition's takeover (until zclock_mono
+//  ms now) hear 503.
 static void
 s_parked_expire (self_t *self, int64_t now)
 {
@@ -2581,6 +2582,18 @@ s_parked_expire (self_t *self, int64_t now)
     while ((parked = (s_parked_t *) zlistx_first (self->parked)) && parked->until <= now) {
         s_reply_error (self, parked->request, parked->rid, 503,
                        "partition %u is being taken over here, try again", parked->p);
+        parked->request = NULL;
+        zlistx_delete (self->parked, zlistx_cursor (self->parked));
+    }
+}
+
+//  At $TERM the requests still waiting for a takeover hear that none will end here.
+static void
+s_parked_stop (self_t *self)
+{
+    s_parked_t *parked;
+    while ((parked = (s_parked_t *) zlistx_first (self->parked))) {
+        s_reply_error (self, parked->request, parked->rid, 503, "node is stopping");
         parked->request = NULL;
         zlistx_delete (self->parked, zlistx_cursor (self->parked));
     }
@@ -3496,8 +3509,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
             continue;
         }
         s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked);
-        if (parked && parked->until <= now) {
-            s_parked_expire (self, now);
+        if (parked && parked->until <= zclock_mono ()) {
+            s_parked_expire (self, zclock_mono ());
             continue;
         }
         //  A page not come in time fails its replay
@@ -3540,8 +3553,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
             wait = sn_owners_deadline (self->owners) - now;
         if (sn_owners_replay_at (self->owners) - now < wait)
             wait = sn_owners_replay_at (self->owners) - now;
-        if (parked && parked->until - now < wait)
-            wait = parked->until - now;
+        if (parked && parked->until - zclock_mono () < wait)
+            wait = parked->until - zclock_mono () > 0 ? parked->until - zclock_mono () : 0;
         if (idle && sn_owners_reread_at (self->owners) - now < wait)
             wait = sn_owners_reread_at (self->owners) - now;
         if (!idle && self->scan_until != INT64_MAX && self->scan_until - zclock_mono () < wait)
@@ -3554,6 +3567,7 @@ sn_queue_actor (zsock_t *pipe, void *args)
         else if (zpoller_terminated (self->poller))
             break;
     }
+    s_parked_stop (self);
     //  What the last step gathered still goes: a result not sent would run again
     s_log_flush (self);
     s_self_destroy (&self);

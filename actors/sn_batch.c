@@ -2327,6 +2327,44 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     free (answer);
     assert (s_test_answer_code (waiting) == 200);
 
+    //  b's partition lost and gained again while its page waits: the takeover starts
+    //  over from the first page (the page held back is no one's), whether the two
+    //  placements came in one drain of the feed or not
+    zstr_sendx (batch, "REPLAY", number, NULL);
+    scan = s_test_scan_next (scans, &p, &reread);
+    assert (scan && p == pb && !reread);
+    for (int round = 0; round < 2; round++) {
+        pack = sn_pack_new ();
+        sn_pack_map (pack, 5);
+        sn_pack_kv_str (pack, "op", "placement");
+        sn_pack_kv_str (pack, "self", "a");
+        sn_pack_kv_uint (pack, "version", 1);
+        sn_pack_str (pack, "owners");
+        sn_pack_array (pack, 8);
+        for (int at = 0; at < 8; at++)
+            sn_pack_str (pack, round ? "a" : "z");
+        sn_pack_str (pack, "members");
+        sn_pack_array (pack, 1);
+        sn_pack_str (pack, "a");
+        zframe_t *frame = sn_pack_frame (pack);
+        zframe_send (&frame, feed, 0);
+        sn_pack_destroy (&pack);
+    }
+    s_test_scan_pass (scans, back, &scan);
+    //  Every partition was lost and gained: one scan of each, b's among them
+    bool again = false;
+    for (int index = 0; index < 8; index++) {
+        scan = s_test_scan_next (scans, &p, &reread);
+        assert (scan && !reread);
+        again = again || p == pb;
+        s_test_scan_pass (scans, back, &scan);
+    }
+    assert (again);
+    answer = zstr_recv (batch);
+    assert (streq (answer, "OK") || streq (answer, "REPLAY: the partition went elsewhere"));
+    free (answer);
+    assert (s_test_ask_until (client, get_b) == 200);
+
     //  A page that never comes fails the takeover: what waited hears 503, and b
     //  answers 503 until the next try, whose page comes
     zstr_sendx (batch, "REPLAY", number, NULL);

@@ -5315,12 +5315,19 @@ s_test_replay_async (bool verbose)
 
     //  pp lost and gained again while its page waits: the takeover starts over from
     //  the first page (the page held back is no one's), whether the two placements
-    //  came in one drain of the feed or not
+    //  came in one drain of the feed or not (requests keep the actor busy while they
+    //  come, so they mostly come in one)
     zstr_sendx (queue, "REPLAY", number, NULL);
     scan = s_test_scan_next (scans, &p, &reread);
     assert (scan && p == pp && !reread);
+    uint64_t busy = 0;
+    for (int index = 0; index < 1000; index++)
+        busy = s_test_send (producer, "{\"op\": \"queue.stats\"}");
     s_test_placement (feed, "b", false);
     s_test_placement (feed, "a", false);
+    reply = s_test_reply (producer, busy);
+    assert (s_test_code (reply) == 200);
+    sn_msg_destroy (&reply);
     s_test_scan_pass (scans, back, &scan);
     //  Every partition was lost and gained: one scan of each, pp's among them
     bool again = false;

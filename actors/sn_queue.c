@@ -5106,8 +5106,11 @@ s_test_takeover_silent (bool verbose)
         assert (!streq (answer, "OK"));
         free (answer);
     }
-    //  Retries of the three keep failing; the pipe is answered between two
-    assert (s_test_size (queue) == 0);
+    //  Retries of the three keep failing; the pipe is answered between two, and
+    //  while one scans. Nothing a failed try loaded stays (each partition held two);
+    //  the retry under way, if any, holds its first page, one invocation (the proxy
+    //  passes first pages only, of one event each), not handed out until it is over
+    assert (s_test_size (queue) <= 1);
     zstr_send (proxy, "PASS");
     answer = zstr_recv (proxy);
     free (answer);

@@ -91,6 +91,9 @@ bool sn_value_bool (const sn_value_t *value, bool *result);
 //  String bytes (not NUL-terminated) and length, or NULL when not a string.
 const char *sn_value_str (const sn_value_t *value, size_t *len_p);
 
+//  The bytes of a bin value, or NULL for anything else.
+const byte *sn_value_bin (const sn_value_t *value, size_t *size_p);
+
 //  A NUL-terminated copy of a string value, or NULL. Caller frees.
 char *sn_value_strdup (const sn_value_t *value);
 
@@ -118,6 +121,7 @@ void sn_pack_map (sn_pack_t *self, uint32_t entries);
 void sn_pack_array (sn_pack_t *self, uint32_t elements);
 void sn_pack_str (sn_pack_t *self, const char *text);
 void sn_pack_strn (sn_pack_t *self, const char *text, size_t len);
+void sn_pack_bin (sn_pack_t *self, const void *data, size_t size);
 void sn_pack_uint (sn_pack_t *self, uint64_t number);
 void sn_pack_int (sn_pack_t *self, int64_t number);
 void sn_pack_double (sn_pack_t *self, double number);

@@ -166,7 +166,7 @@ sn_node_new (const sn_config_t *config, char *error, size_t size)
     sn_frontend_config_t frontend = {
         config->clients,
         front_endpoint,
-        {{"cluster put get bulk range", mesh_endpoint},
+        {{"cluster put puts get bulk range", mesh_endpoint},
          {"enqueue invocation worker.hello worker.heartbeat "
           "worker.progress worker.result bucket.counts "
           "worker.at worker.push "
@@ -322,6 +322,34 @@ s_test_scan_all (zsock_t *sock, sn_pack_t *pack, uint32_t p, zchunk_t *keys)
     } while (from);
 }
 
+//  Start a node of config on free client and peer ports: bind any two, note them,
+//  let them go together, so that neither is handed out again for the other. Another
+//  process may take one before the node binds it: then other ports are tried.
+static sn_node_t *
+s_test_node_new (sn_config_t *config)
+{
+    sn_node_t *node = NULL;
+    char error[256];
+    for (int attempt = 0; !node && attempt < 10; attempt++) {
+        zsock_t *probe = zsock_new (ZMQ_ROUTER), *probe_peers = zsock_new (ZMQ_ROUTER);
+        int port = zsock_bind (probe, "tcp://127.0.0.1:*");
+        int peers_port = zsock_bind (probe_peers, "tcp://127.0.0.1:*");
+        assert (port > 0 && peers_port > 0);
+        zsock_destroy (&probe);
+        zsock_destroy (&probe_peers);
+        free (config->clients);
+        config->clients = zsys_sprintf ("tcp://127.0.0.1:%d", port);
+        free (config->peers);
+        config->peers = zsys_sprintf ("tcp://127.0.0.1:%d", peers_port);
+        node = sn_node_new (config, error, sizeof error);
+        if (!node)
+            zsys_error ("sn_node: %s", error);
+        assert (node || strstr (error, "cannot bind"));
+    }
+    assert (node);
+    return node;
+}
+
 void
 sn_node_test (bool verbose)
 {
@@ -331,18 +359,6 @@ sn_node_test (bool verbose)
     sn_config_t *config = sn_config_new ();
     free (config->data_dir);
     config->data_dir = strdup (dir);
-    //  Free ports for the client and peer endpoints: bind any two, note them, let
-    //  them go together, so that neither is handed out again for the other
-    zsock_t *probe = zsock_new (ZMQ_ROUTER), *probe_peers = zsock_new (ZMQ_ROUTER);
-    int port = zsock_bind (probe, "tcp://127.0.0.1:*");
-    int peers_port = zsock_bind (probe_peers, "tcp://127.0.0.1:*");
-    assert (port > 0 && peers_port > 0);
-    zsock_destroy (&probe);
-    zsock_destroy (&probe_peers);
-    free (config->clients);
-    config->clients = zsys_sprintf ("tcp://127.0.0.1:%d", port);
-    free (config->peers);
-    config->peers = zsys_sprintf ("tcp://127.0.0.1:%d", peers_port);
     free (config->http);
     config->http = strdup ("127.0.0.1:0");
     config->map_size = 64 << 20;
@@ -350,10 +366,7 @@ sn_node_test (bool verbose)
     //  The two-node merge below needs stores that differ: no repair meanwhile
     config->anti_entropy = 3600000;
 
-    sn_node_t *node = sn_node_new (config, error, sizeof error);
-    if (!node)
-        zsys_error ("sn_node: %s", error);
-    assert (node);
+    sn_node_t *node = s_test_node_new (config);
     sn_client_t *client = sn_client_new (config->clients);
     char *key = NULL, *event = NULL;
     assert (sn_client_put (client, "{\"node\": \"test\"}", &key) == 201);
@@ -466,27 +479,13 @@ sn_node_test (bool verbose)
     second->data_dir = strdup (second_dir);
     free (second->name);
     second->name = strdup ("sntwo");
-    probe = zsock_new (ZMQ_ROUTER);
-    probe_peers = zsock_new (ZMQ_ROUTER);
-    port = zsock_bind (probe, "tcp://127.0.0.1:*");
-    peers_port = zsock_bind (probe_peers, "tcp://127.0.0.1:*");
-    assert (port > 0 && peers_port > 0);
-    zsock_destroy (&probe);
-    zsock_destroy (&probe_peers);
-    free (second->clients);
-    second->clients = zsys_sprintf ("tcp://127.0.0.1:%d", port);
-    free (second->peers);
-    second->peers = zsys_sprintf ("tcp://127.0.0.1:%d", peers_port);
     free (second->http);
     second->http = strdup ("127.0.0.1:0");
     second->map_size = 64 << 20;
     second->verbose = verbose;
     second->anti_entropy = 3600000;
     zlist_append (second->join, config->peers);
-    sn_node_t *two = sn_node_new (second, error, sizeof error);
-    if (!two)
-        zsys_error ("sn_node: %s", error);
-    assert (two);
+    sn_node_t *two = s_test_node_new (second);
     snprintf (endpoint, sizeof endpoint, "inproc://sn-mesh-%p", (void *) two);
     zsock_t *mesh_two = zsock_new_dealer (endpoint);
     snprintf (endpoint, sizeof endpoint, "inproc://sn-store-%p", (void *) two);

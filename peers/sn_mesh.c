@@ -419,12 +419,18 @@ s_self_destroy (self_t **self_p)
 //  --------------------------------------------------------------------------
 //  Outgoing peer messages, built into self->out
 
+//  A hello on a link to a member names it in to: whoever listens at its endpoint
+//  now may be another node (the port reused after the member went), which must not
+//  take us, and the news in the pings behind, for its own cluster. A hello to a join
+//  endpoint names no one.
 static void
-s_pack_hello (self_t *self)
+s_pack_hello (self_t *self, const char *to)
 {
     const sn_member_t *me = sn_members_self (self->members);
     sn_pack_reset (self->out);
-    sn_pack_map (self->out, 8);
+    sn_pack_map (self->out, to ? 9 : 8);
+    if (to)
+        sn_pack_kv_str (self->out, "to", to);
     sn_pack_kv_str (self->out, "op", "hello");
     sn_pack_kv_str (self->out, "name", me->name);
     sn_pack_kv_str (self->out, "endpoint", me->endpoint);
@@ -546,10 +552,11 @@ s_send (self_t *self, zsock_t *dealer)
         zsys_info ("sn_mesh: %s: send dropped: %s", self->name, zmq_strerror (zmq_errno ()));
 }
 
-//  A DEALER to a peer inbox that says hello first. Options are set before connecting
-//  so that they apply to the connection from the start.
+//  A DEALER to a peer inbox that says hello first, to the member named to (NULL for
+//  a join endpoint). Options are set before connecting so that they apply to the
+//  connection from the start.
 static zsock_t *
-s_dealer_new (self_t *self, const char *endpoint)
+s_dealer_new (self_t *self, const char *endpoint, const char *to)
 {
     zsock_t *dealer = zsock_new (ZMQ_DEALER);
     assert (dealer);
@@ -567,7 +574,7 @@ s_dealer_new (self_t *self, const char *endpoint)
         zsock_destroy (&dealer);
         return NULL;
     }
-    s_pack_hello (self);
+    s_pack_hello (self, to);
     s_send (self, dealer);
     return dealer;
 }
@@ -623,7 +630,7 @@ s_links_sync (self_t *self, int64_t now)
                 zsys_info ("sn_mesh: %s: unlinked %s", self->name, member->name);
         }
         if (wanted && !peer->dealer) {
-            peer->dealer = s_dealer_new (self, member->endpoint);
+            peer->dealer = s_dealer_new (self, member->endpoint, member->name);
             free (peer->endpoint);
             peer->endpoint = strdup (member->endpoint);
             peer->incarnation = member->incarnation;
@@ -759,7 +766,7 @@ s_heartbeat (self_t *self)
     s_members_changed (self, now);
     s_publish (self);
     s_ping_all (self);
-    s_pack_hello (self);
+    s_pack_hello (self, NULL);
     for (size_t index = 0; index < self->join_count; index++)
         if (self->joins[index].dealer)
             s_send (self, self->joins[index].dealer);
@@ -1427,6 +1434,51 @@ s_on_put (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t ri
     call->rid = rid;
     s_write_settle (self, call);
     sn_pack_reset (self->reply); //  answered through the call, not by the caller
+}
+
+//  puts {items: [[envelope frame..., put]...]}: the frontend's puts of one burst,
+//  each taken and answered as if it had come alone, to its own envelope. An item
+//  without a whole envelope cannot be answered, and the frontend makes none.
+static void
+s_on_puts (self_t *self, sn_routed_t *routed, const sn_value_t *root)
+{
+    const sn_value_t *items = sn_value_get (root, "items");
+    for (size_t index = 0; index < sn_value_size (items); index++) {
+        const sn_value_t *item = sn_value_at (items, index);
+        size_t frames = sn_value_size (item);
+        const sn_value_t *put = sn_value_at (item, frames ? frames - 1 : 0);
+        //  The link's identity, the envelope, the answer
+        if (!sn_value_is (item, SN_TYPE_ARRAY) || frames < 2 || frames + 1 > SN_ROUTED_MAX ||
+            !sn_value_is (put, SN_TYPE_MAP) || routed->count < 1)
+            continue;
+        sn_routed_t answer;
+        answer.count = 0;
+        answer.overflowed = false;
+        zmq_msg_init (&answer.frames[answer.count]);
+        zmq_msg_copy (&answer.frames[answer.count++], &routed->frames[0]);
+        for (size_t frame = 0; frame + 1 < frames; frame++) {
+            size_t size = 0;
+            const byte *data = sn_value_bin (sn_value_at (item, frame), &size);
+            zmq_msg_init_size (&answer.frames[answer.count], data ? size : 0);
+            if (data)
+                memcpy (zmq_msg_data (&answer.frames[answer.count]), data, size);
+            answer.count++;
+        }
+        zmq_msg_init (&answer.frames[answer.count++]);
+        uint64_t rid = 0;
+        sn_value_uint (sn_value_get (put, "rid"), &rid);
+        sn_pack_reset (self->reply);
+        if (self->store)
+            s_on_put (self, &answer, put, rid);
+        else
+            sn_pack_error (self->reply, rid, 503, "this mesh has no store");
+        if (answer.count && sn_pack_size (self->reply)) {
+            sn_routed_set_payload (&answer, sn_pack_data (self->reply), sn_pack_size (self->reply));
+            if (sn_routed_send (&answer, self->ops))
+                sn_routed_close (&answer);
+        }
+        sn_routed_close (&answer);
+    }
 }
 
 static void
@@ -3204,6 +3256,14 @@ s_on_hello (self_t *self, const char *identity, const sn_value_t *root, int64_t 
                  (!sn_value_get (root, "retention") ||
                   sn_value_uint (sn_value_get (root, "retention"), &retention)) &&
                  !streq (name, self->name);
+    //  Meant for a member that used to listen at our endpoint: not for us to take
+    const sn_value_t *to = sn_value_get (root, "to");
+    if (valid && to && !sn_value_streq (to, self->name)) {
+        valid = false;
+        if (self->verbose)
+            zsys_info ("sn_mesh: %s: dropped a hello from %s meant for another node", self->name,
+                       name);
+    }
     //  Nodes that place partitions differently would each write where the others
     //  never look: such a node is refused, and both sides say why.
     if (valid && (partitions != self->partitions || rf != self->rf)) {
@@ -3525,7 +3585,7 @@ s_pack_cluster (self_t *self, uint64_t rid)
     sn_pack_kv_uint (out, "dropped", self->dropped);
 }
 
-static void
+static size_t
 s_ops_handle (self_t *self)
 {
     sn_routed_t *routed = &self->incoming;
@@ -3547,6 +3607,13 @@ s_ops_handle (self_t *self)
         sn_pack_error (self->out, rid, 400, "op: must be a string");
     else if (sn_value_streq (op, "cluster"))
         s_pack_cluster (self, rid);
+    else if (sn_value_streq (op, "puts")) {
+        size_t count = sn_value_size (sn_value_get (root, "items"));
+        s_on_puts (self, routed, root);
+        sn_msg_destroy (&request);
+        sn_routed_close (routed);
+        return count ? count : 1;
+    }
     else if (!self->store && (sn_value_streq (op, "put") || sn_value_streq (op, "get") ||
                               sn_value_streq (op, "bulk") || sn_value_streq (op, "range") ||
                               sn_value_streq (op, "scan")))
@@ -3575,7 +3642,7 @@ s_ops_handle (self_t *self)
                 sn_routed_close (routed);
         }
         sn_routed_close (routed);
-        return;
+        return 1;
     }
     else {
         size_t len;
@@ -3587,6 +3654,7 @@ s_ops_handle (self_t *self)
     sn_routed_set_payload (routed, sn_pack_data (self->out), sn_pack_size (self->out));
     if (sn_routed_send (routed, self->ops))
         sn_routed_close (routed);
+    return 1;
 }
 
 //  Everything waiting, a burst at a time: the store batches what arrives together,
@@ -3596,10 +3664,12 @@ s_ops_recv (self_t *self)
 {
     self->burst_count = 0;
     sn_pack_reset (self->burst);
-    for (int count = 0; count < S_BURST; count++) {
+    //  The frontend's puts count one each: the burst bounds the work between two
+    //  looks at the peers
+    for (size_t count = 0; count < S_BURST;) {
         if (sn_routed_recv (&self->incoming, self->ops))
             break;
-        s_ops_handle (self);
+        count += s_ops_handle (self);
     }
     s_burst_flush (self);
 }
@@ -3760,7 +3830,7 @@ s_mesh_start (self_t *self, char *error, size_t size)
     //  Joining ourselves would never be answered.
     for (size_t index = 0; index < self->join_count; index++)
         if (!streq (self->joins[index].endpoint, self->endpoint))
-            self->joins[index].dealer = s_dealer_new (self, self->joins[index].endpoint);
+            self->joins[index].dealer = s_dealer_new (self, self->joins[index].endpoint, NULL);
     self->next_heartbeat = zclock_mono () + self->heartbeat_ms;
     if (self->verbose)
         zsys_info ("sn_mesh: %s: listening on %s", self->name, self->endpoint);
@@ -3945,9 +4015,11 @@ s_test_start (s_test_node_t *node, const char *name, const char *join, bool verb
     snprintf (front, sizeof front, "inproc://sn-mesh-test-front-%s", name);
     snprintf (feed, sizeof feed, "inproc://sn-mesh-test-feed-%s", name);
     node->front = zactor_new (s_test_front, node->name);
+    //  A forward's try at one replica lasts the write timeout: the steps that name who
+    //  answers need the owner's answer within it, on a loaded machine too
     sn_mesh_config_t config = {.frontend = front,
                                .feed = feed,
-                               .write_timeout_ms = 300,
+                               .write_timeout_ms = 1000,
                                .name = name,
                                .endpoint = "tcp://127.0.0.1:*",
                                .join = joins,
@@ -4048,18 +4120,36 @@ s_test_dropped (s_test_node_t *node)
     return dropped;
 }
 
-//  Wait until node sees member name with status at an incarnation above above.
-//  Between looks the client's poller paces the loop; nothing arrives on it.
+//  Whether a member's status is one of statuses, words apart; any status when NULL.
 static bool
-s_test_wait_member (s_test_node_t *node, const char *name, const char *status, uint64_t above,
+s_test_status_in (const sn_value_t *status, const char *statuses)
+{
+    if (!sn_value_is (status, SN_TYPE_STRING))
+        return false;
+    if (!statuses)
+        return true;
+    char copy[64];
+    snprintf (copy, sizeof copy, "%s", statuses);
+    char *state = NULL;
+    for (char *word = strtok_r (copy, " ", &state); word; word = strtok_r (NULL, " ", &state))
+        if (sn_value_streq (status, word))
+            return true;
+    return false;
+}
+
+//  Wait until node sees member name with one of statuses (any when NULL) at an
+//  incarnation above above. Between looks the client's poller paces the loop;
+//  nothing arrives on it.
+static bool
+s_test_wait_member (s_test_node_t *node, const char *name, const char *statuses, uint64_t above,
                     int timeout_ms)
 {
     int64_t deadline = zclock_mono () + timeout_ms;
     while (true) {
         sn_msg_t *msg = s_test_cluster (node);
         uint64_t incarnation = 0;
-        bool seen =
-            sn_value_streq (s_test_member (msg, name, &incarnation), status) && incarnation > above;
+        bool seen = s_test_status_in (s_test_member (msg, name, &incarnation), statuses) &&
+                    incarnation > above;
         sn_msg_destroy (&msg);
         if (seen)
             return true;
@@ -4251,6 +4341,46 @@ sn_mesh_test (bool verbose)
     assert (sn_value_streq (s_test_member (msg, "B", &b_incarnation), "alive"));
     sn_msg_destroy (&msg);
 
+    //  The frontend's puts: each put answered to its own envelope, here refused
+    //  (these test meshes have no store); an item without an envelope is not
+    //  answered at all
+    sn_pack_t *puts = sn_pack_new ();
+    sn_pack_map (puts, 3);
+    sn_pack_kv_str (puts, "op", "puts");
+    sn_pack_kv_uint (puts, "rid", 0);
+    sn_pack_str (puts, "items");
+    sn_pack_array (puts, 4);
+    for (uint64_t rid = 5; rid <= 6; rid++) {
+        sn_pack_array (puts, 2);
+        sn_pack_bin (puts, rid == 5 ? "E5" : "E6", 2);
+        sn_pack_map (puts, 2);
+        sn_pack_kv_uint (puts, "rid", rid);
+        sn_pack_str (puts, "event");
+        sn_pack_map (puts, 0);
+    }
+    sn_pack_str (puts, "junk");
+    sn_pack_array (puts, 1);
+    sn_pack_map (puts, 0);
+    zframe_t *puts_frame = sn_pack_frame (puts);
+    zframe_send (&puts_frame, b.client, 0);
+    for (uint64_t rid = 5; rid <= 6; rid++) {
+        assert (zpoller_wait (b.poller, 5000) == b.client);
+        zmsg_t *answer = zmsg_recv (b.client);
+        assert (zmsg_size (answer) == 2);
+        assert (zframe_streq (zmsg_first (answer), rid == 5 ? "E5" : "E6"));
+        zframe_t *body = zmsg_next (answer);
+        sn_msg_t *reply = sn_msg_decode (zframe_data (body), zframe_size (body), 0, NULL);
+        uint64_t value = 0, code = 0;
+        assert (sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &value) && value == rid);
+        assert (sn_value_uint (sn_value_get (sn_msg_root (reply), "code"), &code) && code == 503);
+        sn_msg_destroy (&reply);
+        zmsg_destroy (&answer);
+    }
+    sn_pack_destroy (&puts);
+    msg = s_test_cluster (&b);
+    assert (sn_value_get (sn_msg_root (msg), "members"));
+    sn_msg_destroy (&msg);
+
     //  The partition table is published on the feed
     zsock_t *feed = zsock_new_sub ("inproc://sn-mesh-test-feed-A", "");
     assert (feed);
@@ -4341,7 +4471,7 @@ sn_mesh_test (bool verbose)
     sn_pack_kv_str (forward, "op", "forward");
     sn_pack_kv_uint (forward, "rid", 76);
     sn_pack_kv_str (forward, "node", "B");
-    sn_pack_kv_uint (forward, "timeout", 1500);
+    sn_pack_kv_uint (forward, "timeout", 3000);
     sn_pack_str (forward, "request");
     sn_pack_map (forward, 1);
     sn_pack_kv_str (forward, "op", "anything");
@@ -4456,11 +4586,36 @@ sn_mesh_test (bool verbose)
         zpoller_wait (a.poller, 10);
     assert (s_test_dropped (&a) >= dropped + 1);
 
+    //  A hello meant for another node, one that listened at A's endpoint before, is
+    //  dropped, and W is no member: A does not take W's cluster for its own
+    sn_pack_reset (pack);
+    sn_pack_map (pack, 8);
+    sn_pack_kv_str (pack, "op", "hello");
+    sn_pack_kv_str (pack, "to", "D");
+    sn_pack_kv_str (pack, "name", "W");
+    sn_pack_kv_str (pack, "endpoint", "tcp://127.0.0.1:1");
+    sn_pack_kv_uint (pack, "incarnation", 1);
+    sn_pack_kv_uint (pack, "partitions", 16);
+    sn_pack_kv_uint (pack, "rf", 2);
+    sn_pack_kv_uint (pack, "ticket", 1);
+    dropped = s_test_dropped (&a);
+    s_test_send (raw, pack);
+    deadline = zclock_mono () + 5000;
+    while (s_test_dropped (&a) < dropped + 1 && zclock_mono () < deadline)
+        zpoller_wait (a.poller, 10);
+    assert (s_test_dropped (&a) >= dropped + 1);
+    msg = s_test_cluster (&a);
+    assert (!s_test_member (msg, "W", NULL));
+    sn_msg_destroy (&msg);
+
     //  Refutation: X says hello, then claims B is suspect. B hears it from A and
     //  comes back alive at a higher incarnation.
+    //  X is alive only until suspect_ms after its hello, as it never answers: a test
+    //  slowed down by a loaded machine may first look later, so the hello is seen in
+    //  X being a member at all.
     s_test_hello (raw, pack, "X");
     s_test_ping (raw, pack, "X", "B", b.endpoint, b_incarnation, "suspect");
-    assert (s_test_wait_member (&a, "X", "alive", 0, 5000));
+    assert (s_test_wait_member (&a, "X", NULL, 0, 5000));
     assert (s_test_wait_member (&a, "B", "alive", b_incarnation, 5000));
     assert (s_test_wait_member (&c, "B", "alive", b_incarnation, 5000));
 
@@ -4519,19 +4674,22 @@ sn_mesh_test (bool verbose)
     assert (s_test_wait_member (&a, "C", "left", 0, 5000));
     assert (s_test_wait_member (&b, "C", "left", 0, 5000));
 
-    //  A crash is found by the failure detector: D turns suspect, then dead
+    //  A crash is found by the failure detector: D turns suspect, then dead. D is
+    //  suspect for dead_ms only, which a loaded machine can keep the test from looking
+    //  in (stopping D alone may take that long), so suspect or dead is the first sign;
+    //  sn_members_test holds that suspicion comes before death.
     s_test_start (&d, "D", a.endpoint, verbose);
     assert (s_test_wait_member (&a, "D", "alive", 0, 5000));
     assert (s_test_wait_member (&b, "D", "alive", 0, 5000));
     zstr_send (d.mesh, "SILENT");
     s_test_stop (&d);
-    assert (s_test_wait_member (&a, "D", "suspect", 0, 5000));
+    assert (s_test_wait_member (&a, "D", "suspect dead", 0, 5000));
     assert (s_test_wait_member (&a, "D", "dead", 0, 5000));
     assert (s_test_wait_member (&b, "D", "dead", 0, 5000));
-    msg = s_test_cluster (&a);
-    assert (sn_value_streq (s_test_member (msg, "A", NULL), "alive"));
-    assert (sn_value_streq (s_test_member (msg, "B", NULL), "alive"));
-    sn_msg_destroy (&msg);
+    //  The living stay: a loaded machine may have made one suspect for a moment, and
+    //  it refutes
+    assert (s_test_wait_member (&a, "A", "alive", 0, 5000));
+    assert (s_test_wait_member (&a, "B", "alive", 0, 5000));
 
     sn_pack_destroy (&pack);
     s_test_stop (&b);

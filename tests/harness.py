@@ -90,11 +90,34 @@ class Node:
                 "--map-size-mb", "256"] + self.extra
 
     def start(self, wait=True):
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args(), stdout=self.log, stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_ready()
-        return self
+        for attempt in range(5):
+            offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+            self.log = open(self.log_path, "ab")
+            self.proc = subprocess.Popen(self.args(), stdout=self.log, stderr=subprocess.STDOUT)
+            if not wait:
+                return self
+            try:
+                self.wait_ready()
+                self.started = True
+                return self
+            except AssertionError:
+                # Another process took a port between free_port() and the bind: on the
+                # node's first start nothing knows its ports yet, so take others
+                if getattr(self, "started", False) or not self._port_taken(offset):
+                    raise
+                self.proc.wait()
+                self.log.close()
+                self.http_port = free_port()
+                self.clients_port = free_port()
+                self.peers_port = free_port()
+        raise AssertionError(f"node {self.name} found no free ports")
+
+    def _port_taken(self, offset):
+        if self.proc.poll() is None:
+            return False
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return b"Address already in use" in f.read()
 
     def healthy(self):
         if self.proc.poll() is not None:

@@ -256,6 +256,7 @@ typedef struct {
     uint64_t log_rid;         //  last rid sent to the log
     int64_t next_deadline;    //  unix ms of the earliest timer, or INT64_MAX
     sn_queue_config_t config; //  endpoints, borrowed until START
+    char *bound;              //  the endpoint the router bound, unbound at the end
     bool verbose;             //  log every transition
     bool terminated;          //  $TERM received
     char id_prefix[17];       //  16 random hex digits, drawn once: the first half of ids
@@ -495,8 +496,9 @@ s_self_destroy (self_t **self_p)
         zpoller_destroy (&self->poller);
         //  Closing a socket frees its inproc endpoint only later, in libzmq's reaper:
         //  unbinding frees it now, for an actor started again at once on the same one
-        if (self->router)
-            zsock_unbind (self->router, "%s", self->config.endpoint);
+        if (self->bound)
+            zsock_unbind (self->router, "%s", self->bound);
+        free (self->bound);
         zsock_destroy (&self->router);
         if (self->scan != self->log)
             zsock_destroy (&self->scan);
@@ -3390,6 +3392,7 @@ s_self_start (self_t *self)
     if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
         return zsys_sprintf ("cannot bind %s: %s", self->config.endpoint,
                              zmq_strerror (zmq_errno ()));
+    self->bound = strdup (self->config.endpoint);
     self->poller = zpoller_new (self->pipe, self->router, self->log, NULL);
     if (self->scan != self->log)
         zpoller_add (self->poller, self->scan);

@@ -78,7 +78,8 @@
 
     Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
     partition P over the state held, for a take-over, in turn from the actor's loop;
-    replies "OK" or the error text when that replay ends), "SIZE" (replies the number of invocations in memory, for tests), "$TERM".
+    replies "OK" or the error text when that replay ends), "SIZE" (replies the number of
+    invocations in memory, for tests), "$TERM".
 */
 #ifndef SN_QUEUE_H_INCLUDED
 #define SN_QUEUE_H_INCLUDED

@@ -2095,6 +2095,11 @@ s_test_ask (zsock_t *client, const char *json)
     zframe_t *frame = sn_pack_frame (pack);
     zframe_send (&frame, client, 0);
     sn_pack_destroy (&pack);
+    //  Every request is answered: a reply that never comes fails the test, not hangs it
+    zpoller_t *poller = zpoller_new (client, NULL);
+    bool answered = zpoller_wait (poller, 30000) == client;
+    zpoller_destroy (&poller);
+    assert (answered);
     frame = zframe_recv (client);
     sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
     zframe_destroy (&frame);

@@ -24,12 +24,15 @@
                            //  than a client waits for its answer
 #define S_SCAN_LIMIT 1000  //  events per scan page at start
 #define S_SCAN_WAIT  60000 //  ms START waits for a scan page
-//  ms a takeover waits for one. The log answers a page within --write-timeout-ms
-//  (2 s by default) when the mesh scans the replicas, at once from the local store;
-//  a page silent past this fails the replay, tried again later. The actor serves
-//  nobody meanwhile, and looks at its sockets before and after each try.
+//  ms a takeover or a re-read waits for one. The log answers a page within
+//  --write-timeout-ms (2 s by default) when the mesh scans the replicas, at once from
+//  the local store; a page silent past this fails the replay, tried again later. The
+//  actor serves the other partitions meanwhile (pages are handled in its loop).
 #define S_TAKEOVER_WAIT 4000
-#define S_POLL_ROUNDS   64 //  sockets handled in one look, so a busy one cannot hold it
+//  A client's request for a partition whose takeover is not over waits for it, at
+//  most this long (then 503), at most S_PARK_MAX of them
+#define S_PARK_WAIT 5000
+#define S_PARK_MAX  10000
 
 //  The value in a bucket's seen table of a result already in a commit.
 static char s_committed[] = "committed";
@@ -117,6 +120,14 @@ typedef struct {
     int code;             //  the answer's code, for S_CALL_TOLD
 } s_call_t;
 
+//  A request waiting for the takeover of its partition.
+typedef struct {
+    sn_routed_t *request; //  the request, owned
+    uint64_t rid;         //  its rid, for the 503
+    uint32_t p;           //  its partition
+    int64_t until;        //  zclock_mono ms it is answered 503 instead
+} s_parked_t;
+
 typedef struct {
     zsock_t *pipe;            //  our end of the actor pipe
     zsock_t *router;          //  requests from the frontend, notes from the queue
@@ -137,9 +148,19 @@ typedef struct {
     sn_batch_config_t config; //  borrowed until START
     bool verbose;             //  log every commit
     bool terminated;          //  $TERM received
-    bool blocked;             //  a replay held the loop: look at the sockets first
     zhashx_t *staging;        //  while a re-read runs: id -> s_bucket_t it read, owned
     uint64_t rereads;         //  re-reads ended, adopted or discarded (for tests)
+    bool *taking;             //  per partition: its takeover waits or runs, not over yet
+    size_t takings;           //  partitions so marked
+    zlistx_t *replay_queue;   //  partitions whose takeover waits its turn (p + 1), in order
+    int64_t replay_p;         //  partition whose scan runs (a takeover or a re-read), or -1
+    bool reread;              //  that scan re-reads a partition served here
+    uint64_t scan_rid;        //  rid of its page asked for and not come, or 0
+    int64_t scan_until;       //  zclock_mono ms that page is given up at, or INT64_MAX
+    int64_t told_p;           //  partition whose pipe REPLAY waits for its end, or -1
+    char replay_error[256];   //  why the last takeover failed: what START answers
+    zlistx_t *parked;         //  s_parked_t, owned, oldest first: requests waiting for a
+                              //  takeover
 } self_t;
 
 //  --------------------------------------------------------------------------
@@ -214,6 +235,20 @@ s_plain_free (void **item_p)
 {
     free (*item_p);
     *item_p = NULL;
+}
+
+static void
+s_parked_free (void **item_p)
+{
+    s_parked_t *self = (s_parked_t *) *item_p;
+    if (self) {
+        if (self->request) {
+            sn_routed_close (self->request);
+            free (self->request);
+        }
+        free (self);
+        *item_p = NULL;
+    }
 }
 
 static s_bucket_t *
@@ -325,6 +360,13 @@ s_self_new (zsock_t *pipe, const sn_batch_config_t *config)
     zhashx_set_destructor (self->calls, s_call_free);
     self->pack = sn_pack_new ();
     self->reply = sn_pack_new ();
+    self->taking = (bool *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (bool));
+    self->replay_queue = zlistx_new ();
+    self->parked = zlistx_new ();
+    zlistx_set_destructor (self->parked, s_parked_free);
+    self->replay_p = -1;
+    self->told_p = -1;
+    self->scan_until = INT64_MAX;
     return self;
 }
 
@@ -345,6 +387,15 @@ s_self_destroy (self_t **self_p)
         sn_owners_destroy (&self->owners);
         free (self->gained);
         free (self->lost);
+        free (self->taking);
+        zlistx_destroy (&self->replay_queue);
+        zlistx_destroy (&self->parked);
+        //  A re-read under way at $TERM: what it staged is its own
+        for (s_bucket_t *bucket = self->staging ? (s_bucket_t *) zhashx_first (self->staging)
+                                                : NULL;
+             bucket; bucket = (s_bucket_t *) zhashx_next (self->staging))
+            s_bucket_destroy (&bucket);
+        zhashx_destroy (&self->staging);
         zsock_destroy (&self->queue);
         zsock_destroy (&self->webhook);
         zhashx_destroy (&self->calls);
@@ -984,6 +1035,53 @@ s_op_stats (self_t *self, sn_routed_t *request, uint64_t rid)
     s_reply_send (self, request);
 }
 
+//  A request for partition p, whose takeover is not over, waits for its end
+//  (s_taking_set), or 503 at once: when too many wait, and when it was forwarded
+//  by another node (the mesh gives up on it sooner, and its caller tries again).
+static void
+s_park (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid, uint32_t p)
+{
+    uint64_t hops = 0;
+    sn_value_uint (sn_value_get (root, "fwd"), &hops);
+    if (hops || zlistx_size (self->parked) >= S_PARK_MAX) {
+        s_reply_error (self, request, rid, 503, "partition %u is being taken over here, try again",
+                       p);
+        return;
+    }
+    s_parked_t *parked = (s_parked_t *) zmalloc (sizeof (s_parked_t));
+    parked->request = request;
+    parked->rid = rid;
+    parked->p = p;
+    parked->until = zclock_mono () + S_PARK_WAIT;
+    zlistx_add_end (self->parked, parked);
+}
+
+//  Requests that waited too long for their partition's takeover (until zclock_mono
+//  ms now) hear 503.
+static void
+s_parked_expire (self_t *self, int64_t now)
+{
+    s_parked_t *parked;
+    while ((parked = (s_parked_t *) zlistx_first (self->parked)) && parked->until <= now) {
+        s_reply_error (self, parked->request, parked->rid, 503,
+                       "partition %u is being taken over here, try again", parked->p);
+        parked->request = NULL;
+        zlistx_delete (self->parked, zlistx_cursor (self->parked));
+    }
+}
+
+//  At $TERM the requests still waiting for a takeover hear that none will end here.
+static void
+s_parked_stop (self_t *self)
+{
+    s_parked_t *parked;
+    while ((parked = (s_parked_t *) zlistx_first (self->parked))) {
+        s_reply_error (self, parked->request, parked->rid, 503, "node is stopping");
+        parked->request = NULL;
+        zlistx_delete (self->parked, zlistx_cursor (self->parked));
+    }
+}
+
 static void
 s_handle_request (self_t *self, sn_routed_t *request)
 {
@@ -1006,10 +1104,18 @@ s_handle_request (self_t *self, sn_routed_t *request)
         s_reply_error (self, request, 0, 400, "invalid msgpack: %s", reason);
     else if (sn_value_streq (op, "batch.stats"))
         s_op_stats (self, request, rid);
+    else if (!sn_value_streq (op, "batch.create") && !sn_value_streq (op, "batch.get") &&
+             !sn_value_streq (op, "batch.update") && !sn_value_streq (op, "batch.delete"))
+        s_reply_error (self, request, rid, 400, "/op: the batch actor does not serve this op");
     else if (sn_owners_route (self->owners, request, root, sn_owners_partition (self->owners, root),
                               self->router)) {
         //  forwarded to the owner, held, or answered
     }
+    else if (sn_owners_partition (self->owners, root) >= 0 &&
+             self->taking[sn_owners_partition (self->owners, root)])
+        //  Its replay has not loaded all of it yet: an answer from what it holds could
+        //  be wrong (a bucket not found, or created twice)
+        s_park (self, request, root, rid, (uint32_t) sn_owners_partition (self->owners, root));
     else if (sn_value_streq (op, "batch.create"))
         s_op_create (self, request, root, rid);
     else if (sn_value_streq (op, "batch.get")) {
@@ -1019,10 +1125,8 @@ s_handle_request (self_t *self, sn_routed_t *request)
     }
     else if (sn_value_streq (op, "batch.update"))
         s_op_update (self, request, root, rid);
-    else if (sn_value_streq (op, "batch.delete"))
-        s_op_delete (self, request, root, rid);
     else
-        s_reply_error (self, request, rid, 400, "/op: the batch actor does not serve this op");
+        s_op_delete (self, request, root, rid);
     sn_msg_destroy (&msg);
 }
 
@@ -1127,7 +1231,7 @@ s_handle_answer (self_t *self, char prefix, zframe_t *frame)
 static void
 s_replay_event (self_t *self, const char *type, const sn_value_t *event)
 {
-    //  A re-read builds the buckets of p apart (s_reread)
+    //  A re-read builds the buckets of p apart (s_reread_begin)
     zhashx_t *buckets = self->staging ? self->staging : self->buckets;
     char *id = sn_value_get_strdup (event, "bucket_id");
     s_bucket_t *bucket = id ? (s_bucket_t *) zhashx_lookup (buckets, id) : NULL;
@@ -1199,81 +1303,6 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
     }
 }
 
-//  Rebuild the buckets of partition p from its events, waiting up to wait ms a
-//  page. Returns 0, or -1 with the reason.
-static int
-s_replay_partition (self_t *self, uint32_t p, int wait, char *error, size_t size)
-{
-    char *from = NULL;
-    zpoller_t *poller = zpoller_new (self->scan, NULL);
-    int rc = 0;
-    while (rc == 0) {
-        sn_pack_reset (self->pack);
-        bool reread = !from && sn_owners_rereading (self->owners, p);
-        sn_pack_map (self->pack, 4 + (from != NULL) + reread);
-        sn_pack_kv_str (self->pack, "op", "scan");
-        if (reread) {
-            sn_pack_str (self->pack, "reread");
-            sn_pack_bool (self->pack, true);
-        }
-        sn_pack_kv_uint (self->pack, "rid", ++self->rid);
-        sn_pack_kv_uint (self->pack, "p", p);
-        sn_pack_kv_uint (self->pack, "limit", S_SCAN_LIMIT);
-        if (from)
-            sn_pack_kv_str (self->pack, "from", from);
-        zstr_free (&from);
-        zframe_t *frame = sn_pack_frame (self->pack);
-        zframe_send (&frame, self->scan, 0);
-        //  Acknowledgements of writes made before a REPLAY may come first
-        uint64_t scan_rid = self->rid, rid = 0;
-        sn_msg_t *reply = NULL;
-        while (!reply && zpoller_wait (poller, wait) == self->scan) {
-            frame = zframe_recv (self->scan);
-            const char *reason = NULL;
-            reply = frame
-                        ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason)
-                        : NULL;
-            if (reply && (!sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid) ||
-                          rid != scan_rid)) {
-                sn_msg_destroy (&reply);
-                s_handle_answer (self, 'L', frame);
-            }
-            zframe_destroy (&frame);
-        }
-        if (!reply) {
-            snprintf (error, size, "log did not answer scan of partition %u", p);
-            rc = -1;
-            break;
-        }
-        const sn_value_t *root = sn_msg_root (reply);
-        uint64_t code = 0;
-        sn_value_uint (sn_value_get (root, "code"), &code);
-        if (code != 200) {
-            char *text = sn_value_get_strdup (root, "error");
-            snprintf (error, size, "scan of partition %u failed: %s", p, text ? text : "no reason");
-            free (text);
-            sn_msg_destroy (&reply);
-            rc = -1;
-            break;
-        }
-        sn_owners_scan_page (self->owners, p, root);
-        const sn_value_t *events = sn_value_get (root, "events");
-        for (size_t index = 0; index < sn_value_size (events); index++) {
-            const sn_value_t *item = sn_value_at (events, index);
-            char *type = sn_value_get_strdup (item, "type");
-            if (type)
-                s_replay_event (self, type, sn_value_get (item, "event"));
-            free (type);
-        }
-        from = sn_value_get_strdup (root, "next");
-        sn_msg_destroy (&reply);
-        if (!from)
-            break;
-    }
-    zpoller_destroy (&poller);
-    return rc;
-}
-
 //  --------------------------------------------------------------------------
 //  The actor
 
@@ -1343,56 +1372,146 @@ s_release_held (self_t *self)
         s_handle_request (self, request);
 }
 
-//  Partition p is taken over here: replay it, and its commits are due. One that
-//  fails is not served half done: its buckets are dropped (primary starts afresh),
-//  so nothing of it is committed or posted, the next try rebuilds buckets, seen
-//  results and commits from the log alone rather than over what one try loaded,
-//  and requests for p are answered 503 until a try succeeds (sn_owners). Returns 0, or -1 with the
-//  reason.
-static int
-s_take_over (self_t *self, uint32_t p, char *error, size_t size)
+//  Takeovers and re-reads read the log one scan at a time, a page at a time, each
+//  page handled when it comes in the actor's loop (s_log_reply): the actor serves
+//  the other partitions meanwhile. Requests for a partition taken over wait until
+//  its replay is over, and nothing of it is committed or posted until then; one
+//  read again is served from what it holds. Takeovers go first: a re-read is begun
+//  only when none runs or waits (sn_batch_actor).
+
+//  The takeover of p begins to wait (taking), or is over: succeeded, failed
+//  (sn_owners answers 503 now), or p went elsewhere (sn_owners forwards). The
+//  requests that waited for it are handled as if they came now.
+static void
+s_taking_set (self_t *self, uint32_t p, bool taking)
 {
-    self->blocked = true;
-    sn_owners_scan_begin (self->owners, p);
-    if (s_replay_partition (self, p, S_TAKEOVER_WAIT, error, size) == 0) {
-        sn_owners_replayed (self->owners, p);
-        s_settle (self, p);
-        return 0;
+    if (self->taking[p] == taking)
+        return;
+    self->taking[p] = taking;
+    if (taking) {
+        self->takings++;
+        return;
     }
-    s_drop_partition (self, p);
-    if (s_partition_of (self, "primary") == p)
-        zhashx_update (self->buckets, "primary", s_bucket_new ("primary"));
-    int64_t retry = sn_owners_replay_failed (self->owners, p);
-    if (retry == INT64_MAX)
-        zsys_error ("sn_batch: replaying partition %u, not owned here: %s", p, error);
-    else
-        zsys_error ("sn_batch: taking over partition %u: %s; trying again in %" PRId64 " ms", p,
-                    error, retry - zclock_time ());
-    return -1;
+    self->takings--;
+    zlistx_t *ready = zlistx_new ();
+    for (s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked); parked;
+         parked = (s_parked_t *) zlistx_next (self->parked))
+        if (parked->p == p) {
+            zlistx_add_end (ready, parked->request);
+            parked->request = NULL;
+            zlistx_delete (self->parked, zlistx_cursor (self->parked));
+        }
+    for (sn_routed_t *request = (sn_routed_t *) zlistx_first (ready); request;
+         request = (sn_routed_t *) zlistx_next (ready))
+        s_handle_request (self, request);
+    zlistx_destroy (&ready);
 }
 
-//  Partition p, served here, is read again (sn_owners_reread_due). The re-read
-//  replays p apart, into self->staging, touching nothing held. Only a complete
+//  The takeover of p ended, with why it failed or NULL: a REPLAY of it waiting on
+//  the pipe hears so.
+static void
+s_replay_told (self_t *self, uint32_t p, const char *why)
+{
+    if (self->told_p == (int64_t) p) {
+        zstr_send (self->pipe, why ? why : "OK");
+        self->told_p = -1;
+    }
+}
+
+static void s_replay_failed (self_t *self, const char *why);
+
+//  Ask the log for the next page of the scan under way, from (NULL: its first).
+static void
+s_replay_ask (self_t *self, const char *from)
+{
+    sn_pack_reset (self->pack);
+    //  The mesh counts re-reads
+    bool reread = !from && self->reread;
+    sn_pack_map (self->pack, 4 + (from != NULL) + reread);
+    sn_pack_kv_str (self->pack, "op", "scan");
+    if (reread) {
+        sn_pack_str (self->pack, "reread");
+        sn_pack_bool (self->pack, true);
+    }
+    uint64_t scan_rid = ++self->rid;
+    sn_pack_kv_uint (self->pack, "rid", scan_rid);
+    sn_pack_kv_uint (self->pack, "p", (uint64_t) self->replay_p);
+    sn_pack_kv_uint (self->pack, "limit", S_SCAN_LIMIT);
+    if (from)
+        sn_pack_kv_str (self->pack, "from", from);
+    zframe_t *frame = sn_pack_frame (self->pack);
+    if (zframe_send (&frame, self->scan, ZFRAME_DONTWAIT)) {
+        zframe_destroy (&frame);
+        s_replay_failed (self, "log is not taking scans");
+        return;
+    }
+    self->scan_rid = scan_rid;
+    //  Before the router is bound (START) nobody waits for the actor
+    self->scan_until = zclock_mono () + (self->router ? S_TAKEOVER_WAIT : S_SCAN_WAIT);
+}
+
+//  Partition p is taken over here (a placement, a try again, a REPLAY): its replay
+//  waits its turn, and its requests wait until it is over.
+static void
+s_replay_queue (self_t *self, uint32_t p)
+{
+    if (self->taking[p])
+        return; //  waits or runs already
+    s_taking_set (self, p, true);
+    zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
+}
+
+//  Begin the takeover whose turn has come, if it is still wanted.
+static void
+s_replay_begin (self_t *self)
+{
+    void *item = zlistx_first (self->replay_queue);
+    if (!item)
+        return;
+    uint32_t p = (uint32_t) ((uintptr_t) item - 1);
+    zlistx_delete (self->replay_queue, zlistx_cursor (self->replay_queue));
+    //  Lost again before its turn (s_replay_forget)
+    if (!self->taking[p])
+        return;
+    self->replay_p = p;
+    self->reread = false;
+    sn_owners_scan_begin (self->owners, p);
+    s_replay_ask (self, NULL);
+}
+
+//  Partition p, served here, is read again (sn_owners_reread_due): it replays p
+//  apart, into self->staging, touching nothing held; p is served meanwhile.
+static void
+s_reread_begin (self_t *self, uint32_t p)
+{
+    self->replay_p = p;
+    self->reread = true;
+    self->staging = zhashx_new ();
+    if (s_partition_of (self, "primary") == p)
+        zhashx_insert (self->staging, "primary", s_bucket_new ("primary"));
+    s_replay_ask (self, NULL);
+}
+
+//  The re-read of p ended: every page came (failed NULL) or not. Only a complete
 //  one (every page came, and merged every replica the replays of p read and a
 //  read quorum of p's replicas: sn_owners_reread_complete) is adopted: a bucket
 //  not held here is loaded whole, as a takeover loads it; a bucket held here keeps
 //  its settings, commits and timers and gains only the results the replay left
 //  waiting (in no batch.commit of the scan) that it has not seen. That is safe: a
 //  complete scan holds every event this node wrote (acknowledged at QUORUM) or
-//  read before, every commit made here included, so a
-//  result committed here (even one whose id was forgotten since) is in a commit
-//  of the scan and is not collected again. Anything else is discarded whole.
+//  read before it began, every commit made here before included, so a result
+//  committed here then (even one whose id was forgotten since) is in a commit of
+//  the scan and is not collected again; one committed while it ran may not be (the
+//  commit may be behind the cursor), but no id of p leaves seen meanwhile
+//  (s_timers), so it is seen here and not collected again. Anything else is
+//  discarded whole.
 static void
-s_reread (self_t *self, uint32_t p)
+s_reread_end (self_t *self, uint32_t p, const char *failed)
 {
-    self->blocked = true;
-    self->staging = zhashx_new ();
-    if (s_partition_of (self, "primary") == p)
-        zhashx_insert (self->staging, "primary", s_bucket_new ("primary"));
     char error[256];
-    bool adopt = s_replay_partition (self, p, S_TAKEOVER_WAIT, error, sizeof error) == 0;
-    if (adopt && !sn_owners_reread_complete (self->owners, p, error, sizeof error))
-        adopt = false;
+    bool adopt = !failed && sn_owners_reread_complete (self->owners, p, error, sizeof error);
+    if (failed)
+        snprintf (error, sizeof error, "%s", failed);
     int64_t now = zclock_time ();
     size_t loaded = 0, results = 0;
     for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->staging); bucket;
@@ -1437,19 +1556,154 @@ s_reread (self_t *self, uint32_t p)
     self->rereads++;
 }
 
-//  The partition table changed: drop what went, replay what came.
+//  Every page of the scan under way came: a takeover's commits are due.
+static void
+s_replay_done (self_t *self)
+{
+    uint32_t p = (uint32_t) self->replay_p;
+    self->replay_p = -1;
+    if (self->reread) {
+        s_reread_end (self, p, NULL);
+        return;
+    }
+    sn_owners_replayed (self->owners, p);
+    s_settle (self, p);
+    s_taking_set (self, p, false);
+    s_replay_told (self, p, NULL);
+}
+
+//  The scan under way failed. A takeover that fails is not served half done: its
+//  buckets are dropped (primary starts afresh), so nothing of it is committed or
+//  posted, the next try rebuilds buckets, seen results and commits from the log
+//  alone rather than over what one try loaded, and requests for p are answered 503
+//  until a try succeeds (sn_owners). A re-read is discarded.
+static void
+s_replay_failed (self_t *self, const char *why)
+{
+    uint32_t p = (uint32_t) self->replay_p;
+    self->replay_p = -1;
+    self->scan_rid = 0;
+    self->scan_until = INT64_MAX;
+    if (self->reread) {
+        s_reread_end (self, p, why);
+        return;
+    }
+    s_drop_partition (self, p);
+    if (s_partition_of (self, "primary") == p)
+        zhashx_update (self->buckets, "primary", s_bucket_new ("primary"));
+    snprintf (self->replay_error, sizeof self->replay_error, "%s", why);
+    int64_t retry = sn_owners_replay_failed (self->owners, p);
+    s_taking_set (self, p, false);
+    if (retry == INT64_MAX)
+        zsys_error ("sn_batch: replaying partition %u, not owned here: %s", p, why);
+    else
+        zsys_error ("sn_batch: taking over partition %u: %s; trying again in %" PRId64 " ms", p,
+                    why, retry - zclock_time ());
+    s_replay_told (self, p, why);
+}
+
+//  One page of the scan under way: {code, events: [{key, type, ts, event}], next}.
+static void
+s_replay_page (self_t *self, const sn_value_t *root)
+{
+    uint32_t p = (uint32_t) self->replay_p;
+    self->scan_rid = 0;
+    self->scan_until = INT64_MAX;
+    uint64_t code = 0;
+    sn_value_uint (sn_value_get (root, "code"), &code);
+    if (code != 200) {
+        char *text = sn_value_get_strdup (root, "error");
+        char why[256];
+        snprintf (why, sizeof why, "scan of partition %u failed: %s", p, text ? text : "no reason");
+        free (text);
+        s_replay_failed (self, why);
+        return;
+    }
+    sn_owners_scan_page (self->owners, p, root);
+    const sn_value_t *events = sn_value_get (root, "events");
+    for (size_t index = 0; index < sn_value_size (events); index++) {
+        const sn_value_t *item = sn_value_at (events, index);
+        char *type = sn_value_get_strdup (item, "type");
+        if (type)
+            s_replay_event (self, type, sn_value_get (item, "event"));
+        free (type);
+    }
+    char *from = sn_value_get_strdup (root, "next");
+    if (from)
+        s_replay_ask (self, from);
+    else
+        s_replay_done (self);
+    free (from);
+}
+
+//  One answer on the log or the scan socket: the page the replay under way waits
+//  for, or an answer to a write (they come interleaved with pages when the log
+//  scans too). A page no replay waits for any more is dropped.
+static void
+s_log_reply (self_t *self, zframe_t *frame)
+{
+    const char *reason = NULL;
+    sn_msg_t *msg = sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason);
+    uint64_t rid = 0;
+    sn_value_uint (sn_value_get (sn_msg_root (msg), "rid"), &rid);
+    if (self->replay_p >= 0 && self->scan_rid && rid == self->scan_rid)
+        s_replay_page (self, sn_msg_root (msg));
+    else
+        s_handle_answer (self, 'L', frame);
+    sn_msg_destroy (&msg);
+}
+
+//  Partition p went elsewhere (its buckets went with s_drop_partition): its
+//  takeover, waiting or under way, ends, and so does a re-read of it. The answer
+//  of its page, should it come, is no one's.
+static void
+s_replay_forget (self_t *self, uint32_t p)
+{
+    s_taking_set (self, p, false);
+    s_replay_told (self, p, "REPLAY: the partition went elsewhere");
+    if (self->replay_p == (int64_t) p) {
+        self->replay_p = -1;
+        self->scan_rid = 0;
+        self->scan_until = INT64_MAX;
+        if (self->reread)
+            s_reread_end (self, p, "the partition went elsewhere");
+    }
+}
+
+//  Partition p was lost and gained again in one drain of the feed while its
+//  takeover scanned it: the owner meanwhile may have written behind the scan's
+//  cursor, and the replicas it read so far count for nothing (sn_owners forgot
+//  them). The takeover starts over from the first page, from nothing, without a
+//  backoff (nothing failed); its requests wait on. The answer of the page asked
+//  for, should it come, is no one's.
+static void
+s_replay_restart (self_t *self, uint32_t p)
+{
+    self->replay_p = -1;
+    self->scan_rid = 0;
+    self->scan_until = INT64_MAX;
+    s_drop_partition (self, p);
+    if (s_partition_of (self, "primary") == p)
+        zhashx_update (self->buckets, "primary", s_bucket_new ("primary"));
+    zlistx_add_start (self->replay_queue, (void *) (uintptr_t) (p + 1));
+}
+
+//  The partition table changed: drop what went, replay what came (in turn, from
+//  the actor's loop).
 static void
 s_placement (self_t *self)
 {
     if (sn_owners_recv (self->owners, self->gained, self->lost)) {
         for (uint32_t p = 0; p < self->config.partitions; p++)
-            if (self->lost[p])
+            if (self->lost[p]) {
                 s_drop_partition (self, p);
-        for (uint32_t p = 0; p < self->config.partitions; p++) {
-            char error[256];
-            if (self->gained[p])
-                s_take_over (self, p, error, sizeof error);
-        }
+                s_replay_forget (self, p);
+            }
+        for (uint32_t p = 0; p < self->config.partitions; p++)
+            if (self->gained[p] && self->replay_p == (int64_t) p && !self->reread)
+                s_replay_restart (self, p);
+            else if (self->gained[p])
+                s_replay_queue (self, p);
     }
     s_release_held (self);
 }
@@ -1473,13 +1727,37 @@ s_self_start (self_t *self)
     sn_owners_set_wait (self->owners, "batch.create", S_HANDSHAKE_WAIT);
     self->gained = (bool *) zmalloc (self->config.partitions * sizeof (bool));
     self->lost = (bool *) zmalloc (self->config.partitions * sizeof (bool));
-    //  With a feed, partitions are replayed as the mesh hands them to this node
-    char error[256];
+    //  With a feed, partitions are replayed as the mesh hands them to this node.
+    //  Without one every partition is replayed here, before the router is bound:
+    //  the node answers nothing before its state is loaded, and a replay that
+    //  fails fails START
     for (uint32_t p = 0; p < self->config.partitions; p++)
-        if (sn_owners_owns (self->owners, p) &&
-            s_replay_partition (self, p, S_SCAN_WAIT, error, sizeof error))
-            return strdup (error);
-    s_settle (self, -1);
+        if (sn_owners_owns (self->owners, p))
+            s_replay_queue (self, p);
+    zpoller_t *poller = zpoller_new (self->scan, NULL);
+    self->replay_error[0] = 0;
+    while (!self->replay_error[0] && (self->replay_p >= 0 || zlistx_size (self->replay_queue))) {
+        if (self->replay_p < 0) {
+            s_replay_begin (self);
+            continue;
+        }
+        int64_t wait = self->scan_until - zclock_mono ();
+        if (zpoller_wait (poller, wait > 0 ? (int) wait : 0) == self->scan) {
+            zframe_t *frame = zframe_recv (self->scan);
+            if (frame)
+                s_log_reply (self, frame);
+            zframe_destroy (&frame);
+        }
+        else {
+            char why[96];
+            snprintf (why, sizeof why, "log did not answer scan of partition %u",
+                      (uint32_t) self->replay_p);
+            s_replay_failed (self, why);
+        }
+    }
+    zpoller_destroy (&poller);
+    if (self->replay_error[0])
+        return strdup (self->replay_error);
     self->router = zsock_new (ZMQ_ROUTER);
     zsock_set_sndhwm (self->router, 100000);
     zsock_set_rcvhwm (self->router, 100000);
@@ -1488,6 +1766,8 @@ s_self_start (self_t *self)
         return zsys_sprintf ("cannot bind %s", self->config.endpoint);
     self->poller =
         zpoller_new (self->pipe, self->router, self->log, self->queue, self->webhook, NULL);
+    if (self->scan != self->log)
+        zpoller_add (self->poller, self->scan);
     if (sn_owners_feed (self->owners)) {
         zpoller_add (self->poller, sn_owners_feed (self->owners));
         zpoller_add (self->poller, sn_owners_mesh (self->owners));
@@ -1510,15 +1790,18 @@ s_handle_pipe (self_t *self)
     }
     else if (streq (command, "REPLAY")) {
         //  Taking over partition p (from the mesh): its events are applied over
-        //  the state held; replaying what is known already changes nothing
+        //  the state held; replaying what is known already changes nothing. The
+        //  answer comes when that replay is over: "OK", or why it failed
         char *partition = zstr_recv (self->pipe);
-        char error[256] = "";
         uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
         if (!partition || p >= self->config.partitions)
-            snprintf (error, sizeof error, "REPLAY: no partition %s", partition ? partition : "");
-        else
-            s_take_over (self, p, error, sizeof error);
-        zstr_send (self->pipe, *error ? error : "OK");
+            zstr_sendf (self->pipe, "REPLAY: no partition %s", partition ? partition : "");
+        else if (!sn_owners_owns (self->owners, p))
+            zstr_sendf (self->pipe, "REPLAY: partition %u is not owned here", p);
+        else {
+            s_replay_queue (self, p);
+            self->told_p = p;
+        }
         zstr_free (&partition);
     }
     else if (streq (command, "REREAD")) {
@@ -1563,7 +1846,16 @@ s_timers (self_t *self)
     size_t forgotten = 0;
     for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->buckets); bucket;
          bucket = (s_bucket_t *) zhashx_next (self->buckets)) {
-        s_forget_t *oldest = (s_forget_t *) zlistx_first (bucket->forget);
+        //  Its partition's replay has not loaded all of it: a commit of its later
+        //  pages may hold what waits here (s_settle makes it due at the end)
+        if (self->takings && self->taking[s_partition_of (self, bucket->id)])
+            continue;
+        //  A committed id of the partition read again does not leave seen before the
+        //  re-read ends: the re-read may have staged that result from a page read
+        //  before its commit (s_reread_end)
+        bool rereading = self->replay_p >= 0 && self->reread &&
+                         s_partition_of (self, bucket->id) == (uint32_t) self->replay_p;
+        s_forget_t *oldest = rereading ? NULL : (s_forget_t *) zlistx_first (bucket->forget);
         while (oldest && oldest->at + keep <= now && forgotten < S_FORGET_STEP) {
             if (zhashx_lookup (bucket->seen, oldest->id) == s_committed)
                 zhashx_delete (bucket->seen, oldest->id);
@@ -1600,7 +1892,13 @@ s_handle_socket (self_t *self, zsock_t *which)
         else
             free (request);
     }
-    else if (which == self->log || which == self->queue || which == self->webhook) {
+    else if (which == self->log || which == self->scan) {
+        zframe_t *frame = zframe_recv (which);
+        if (frame)
+            s_log_reply (self, frame);
+        zframe_destroy (&frame);
+    }
+    else if (which == self->queue || which == self->webhook) {
         zframe_t *frame = zframe_recv (which);
         if (frame)
             s_handle_answer (self,
@@ -1616,18 +1914,6 @@ s_handle_socket (self_t *self, zsock_t *which)
         sn_owners_relay (self->owners, self->router);
 }
 
-//  Handle what waits on the sockets now, without waiting for more.
-static void
-s_sockets_poll (self_t *self)
-{
-    for (int round = 0; round < S_POLL_ROUNDS && !self->terminated; round++) {
-        zsock_t *which = (zsock_t *) zpoller_wait (self->poller, 0);
-        if (!which)
-            break;
-        s_handle_socket (self, which);
-    }
-}
-
 void
 sn_batch_actor (zsock_t *pipe, void *args)
 {
@@ -1638,45 +1924,54 @@ sn_batch_actor (zsock_t *pipe, void *args)
             s_handle_pipe (self);
             continue;
         }
-        //  What came while a replay held the loop goes before any deadline
-        if (self->blocked) {
-            self->blocked = false;
-            s_sockets_poll (self);
-            continue;
-        }
         int64_t next = s_timers (self), now = zclock_time ();
         if (sn_owners_deadline (self->owners) <= now) {
             s_release_held (self);
             continue;
         }
-        //  One takeover tried again at a time, the sockets looked at before it (the
-        //  feed first: a partition gone elsewhere is not tried again) and after it
-        if (sn_owners_replay_at (self->owners) <= now) {
-            s_sockets_poll (self);
-            //  A replay asked for meanwhile (REPLAY, a placement) goes first
-            if (self->terminated || self->blocked)
-                continue;
-            int64_t retry = sn_owners_replay_due (self->owners, zclock_time ());
-            char error[256];
-            if (retry >= 0)
-                s_take_over (self, (uint32_t) retry, error, sizeof error);
+        s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked);
+        if (parked && parked->until <= zclock_mono ()) {
+            s_parked_expire (self, zclock_mono ());
             continue;
         }
-        if (sn_owners_reread_at (self->owners) <= now) {
-            s_sockets_poll (self);
-            if (self->terminated || self->blocked)
-                continue;
-            int64_t again = sn_owners_reread_due (self->owners, zclock_time ());
+        //  A page not come in time fails its replay
+        if (self->replay_p >= 0 && self->scan_until <= zclock_mono ()) {
+            char why[96];
+            snprintf (why, sizeof why, "log did not answer scan of partition %u",
+                      (uint32_t) self->replay_p);
+            s_replay_failed (self, why);
+            continue;
+        }
+        //  A takeover tried again waits its turn behind those queued
+        if (sn_owners_replay_at (self->owners) <= now) {
+            int64_t retry = sn_owners_replay_due (self->owners, now);
+            if (retry >= 0)
+                s_replay_queue (self, (uint32_t) retry);
+            continue;
+        }
+        if (self->replay_p < 0 && zlistx_size (self->replay_queue)) {
+            s_replay_begin (self);
+            continue;
+        }
+        //  Takeovers first: a re-read is begun only when none runs or waits
+        bool idle = self->replay_p < 0;
+        if (idle && sn_owners_reread_at (self->owners) <= now) {
+            int64_t again = sn_owners_reread_due (self->owners, now);
             if (again >= 0)
-                s_reread (self, (uint32_t) again);
+                s_reread_begin (self, (uint32_t) again);
             continue;
         }
         if (sn_owners_deadline (self->owners) < next)
             next = sn_owners_deadline (self->owners);
         if (sn_owners_replay_at (self->owners) < next)
             next = sn_owners_replay_at (self->owners);
-        if (sn_owners_reread_at (self->owners) < next)
+        if (idle && sn_owners_reread_at (self->owners) < next)
             next = sn_owners_reread_at (self->owners);
+        if (parked && now + (parked->until - zclock_mono ()) < next)
+            next = now + (parked->until - zclock_mono ());
+        if (!idle && self->scan_until != INT64_MAX &&
+            now + (self->scan_until - zclock_mono ()) < next)
+            next = now + (self->scan_until - zclock_mono ());
         zsock_t *which =
             (zsock_t *) zpoller_wait (self->poller, next > now ? (int) (next - now) : 0);
         if (which)
@@ -1684,6 +1979,7 @@ sn_batch_actor (zsock_t *pipe, void *args)
         else if (zpoller_terminated (self->poller))
             break;
     }
+    s_parked_stop (self);
     s_self_destroy (&self);
 }
 
@@ -1799,6 +2095,11 @@ s_test_ask (zsock_t *client, const char *json)
     zframe_t *frame = sn_pack_frame (pack);
     zframe_send (&frame, client, 0);
     sn_pack_destroy (&pack);
+    //  Every request is answered: a reply that never comes fails the test, not hangs it
+    zpoller_t *poller = zpoller_new (client, NULL);
+    bool answered = zpoller_wait (poller, 30000) == client;
+    zpoller_destroy (&poller);
+    assert (answered);
     frame = zframe_recv (client);
     sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
     zframe_destroy (&frame);
@@ -1854,6 +2155,280 @@ s_test_code (sn_msg_t *reply)
     int64_t code = 0;
     sn_value_int (sn_value_get (sn_msg_root (reply), "code"), &code);
     return code;
+}
+
+//  The next scan the batch actor asks of scans, where the test stands in for its
+//  store, within 5 s: [sender, payload]. Its partition in *p, whether it begins a
+//  re-read in *reread.
+static zmsg_t *
+s_test_scan_next (zsock_t *scans, uint64_t *p, bool *reread)
+{
+    zpoller_t *poller = zpoller_new (scans, NULL);
+    zsock_t *which = (zsock_t *) zpoller_wait (poller, 5000);
+    zpoller_destroy (&poller);
+    if (which != scans)
+        return NULL;
+    zmsg_t *scan = zmsg_recv (scans);
+    assert (scan && zmsg_size (scan) == 2);
+    zframe_t *payload = zmsg_last (scan);
+    sn_msg_t *msg = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+    assert (msg && sn_value_streq (sn_value_get (sn_msg_root (msg), "op"), "scan"));
+    assert (sn_value_uint (sn_value_get (sn_msg_root (msg), "p"), p));
+    *reread = false;
+    sn_value_bool (sn_value_get (sn_msg_root (msg), "reread"), reread);
+    sn_msg_destroy (&msg);
+    return scan;
+}
+
+//  Pass scan on to the store and the store's answer back to the batch actor.
+static void
+s_test_scan_pass (zsock_t *scans, zsock_t *store, zmsg_t **scan_p)
+{
+    zframe_t *sender = zmsg_pop (*scan_p);
+    zframe_t *payload = zmsg_pop (*scan_p);
+    zmsg_destroy (scan_p);
+    assert (zframe_send (&payload, store, 0) == 0);
+    zpoller_t *poller = zpoller_new (store, NULL);
+    assert (zpoller_wait (poller, 5000) == store);
+    zpoller_destroy (&poller);
+    zframe_t *answer = zframe_recv (store);
+    assert (answer);
+    zframe_send (&sender, scans, ZFRAME_MORE);
+    zframe_send (&answer, scans, 0);
+}
+
+//  Send json (a map, without rid) with rid 1, not waiting for the answer.
+static void
+s_test_send (zsock_t *client, const char *json)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    char error[256];
+    char *text = zsys_sprintf ("{\"rid\": 1, %s", json + 1);
+    assert (sn_json_to_pack (text, strlen (text), pack, error, sizeof error) == 0);
+    free (text);
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, client, 0);
+    sn_pack_destroy (&pack);
+}
+
+//  The code of the answer client has, or gets within 5 s; -1 without one.
+static int64_t
+s_test_answer_code (zsock_t *client)
+{
+    zpoller_t *poller = zpoller_new (client, NULL);
+    zsock_t *which = (zsock_t *) zpoller_wait (poller, 5000);
+    zpoller_destroy (&poller);
+    if (which != client)
+        return -1;
+    zframe_t *frame = zframe_recv (client);
+    sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+    zframe_destroy (&frame);
+    int64_t code = reply ? s_test_code (reply) : -1;
+    sn_msg_destroy (&reply);
+    return code;
+}
+
+//  Ask json until its code is not 503, for 10 s; returns that code.
+static int64_t
+s_test_ask_until (zsock_t *client, const char *json)
+{
+    int64_t deadline = zclock_mono () + 10000;
+    while (true) {
+        sn_msg_t *reply = s_test_ask (client, json);
+        int64_t code = s_test_code (reply);
+        sn_msg_destroy (&reply);
+        if (code != 503)
+            return code;
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+}
+
+//  Replays do not hold the actor: while one waits for a page, the other partitions
+//  are served and a client's request for the partition taken over waits for its
+//  end (one forwarded is answered 503 at once); a page that never comes fails the
+//  takeover (503 until a try succeeds); a re-read leaves its partition served.
+static void
+s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
+{
+    char feed_ep[64], mesh_ep[64], scans_ep[64];
+    snprintf (feed_ep, sizeof feed_ep, "inproc://sn-batch-test-feed-%d", getpid ());
+    snprintf (mesh_ep, sizeof mesh_ep, "inproc://sn-batch-test-mesh-%d", getpid ());
+    snprintf (scans_ep, sizeof scans_ep, "inproc://sn-batch-test-scans-%d", getpid ());
+    zsock_t *feed = zsock_new_pub (feed_ep);
+    zsock_t *mesh = zsock_new_router (mesh_ep);
+    zsock_t *scans = zsock_new_router (scans_ep);
+    zsock_t *back = zsock_new_dealer (store_ep);
+    assert (feed && mesh && scans && back);
+    sn_batch_config_t config = *base;
+    config.store = scans_ep;
+    config.feed = feed_ep;
+    config.mesh = mesh_ep;
+    char error[256];
+    zactor_t *batch = sn_batch_new (&config, error, sizeof error);
+    assert (batch);
+    uint32_t pb = sn_partition ("b", 1, 8), pp = sn_partition ("primary", 7, 8);
+    assert (pb != pp);
+    //  "a" owns every partition
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 5);
+    sn_pack_kv_str (pack, "op", "placement");
+    sn_pack_kv_str (pack, "self", "a");
+    sn_pack_kv_uint (pack, "version", 1);
+    sn_pack_str (pack, "owners");
+    sn_pack_array (pack, 8);
+    for (int p = 0; p < 8; p++)
+        sn_pack_str (pack, "a");
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, 1);
+    sn_pack_str (pack, "a");
+    zmsg_t *scan = NULL;
+    uint64_t p = 0;
+    bool reread = false;
+    while (!scan) {
+        zframe_t *frame = sn_pack_frame (pack);
+        zframe_send (&frame, feed, 0);
+        scan = s_test_scan_next (scans, &p, &reread);
+    }
+    sn_pack_destroy (&pack);
+    //  One page a partition, one partition at a time
+    for (int index = 0; index < 8; index++) {
+        if (!scan)
+            scan = s_test_scan_next (scans, &p, &reread);
+        assert (scan && !reread);
+        s_test_scan_pass (scans, back, &scan);
+    }
+    zsock_t *client = zsock_new_dealer (base->endpoint);
+    zsock_t *waiting = zsock_new_dealer (base->endpoint);
+    const char *get_b = "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}";
+    const char *get_primary = "{\"op\": \"batch.get\", \"bucket_id\": \"primary\"}";
+    const char *forwarded = "{\"op\": \"batch.get\", \"bucket_id\": \"b\", \"fwd\": 1}";
+    assert (s_test_ask_until (client, get_b) == 200);
+
+    //  b's partition is taken over again; its page waits
+    char number[16];
+    snprintf (number, sizeof number, "%u", pb);
+    zstr_sendx (batch, "REPLAY", number, NULL);
+    scan = s_test_scan_next (scans, &p, &reread);
+    assert (scan && p == pb && !reread);
+    s_test_send (waiting, get_b);
+    sn_msg_t *reply = s_test_ask (client, get_primary);
+    assert (s_test_code (reply) == 200);
+    sn_msg_destroy (&reply);
+    char *taking = zsys_sprintf ("partition %u is being taken over here, try again", pb);
+    reply = s_test_ask (client, forwarded);
+    assert (s_test_code (reply) == 503);
+    char *said = sn_value_get_strdup (sn_msg_root (reply), "error");
+    assert (said && streq (said, taking));
+    free (said);
+    sn_msg_destroy (&reply);
+    zpoller_t *poller = zpoller_new (waiting, NULL);
+    assert (zpoller_wait (poller, 0) == NULL);
+    zpoller_destroy (&poller);
+    //  The page comes: the REPLAY is answered, and so is the request that waited
+    s_test_scan_pass (scans, back, &scan);
+    char *answer = zstr_recv (batch);
+    assert (streq (answer, "OK"));
+    free (answer);
+    assert (s_test_answer_code (waiting) == 200);
+
+    //  b's partition lost and gained again while its page waits: the takeover starts
+    //  over from the first page (the page held back is no one's), whether the two
+    //  placements came in one drain of the feed or not
+    zstr_sendx (batch, "REPLAY", number, NULL);
+    scan = s_test_scan_next (scans, &p, &reread);
+    assert (scan && p == pb && !reread);
+    for (int round = 0; round < 2; round++) {
+        pack = sn_pack_new ();
+        sn_pack_map (pack, 5);
+        sn_pack_kv_str (pack, "op", "placement");
+        sn_pack_kv_str (pack, "self", "a");
+        sn_pack_kv_uint (pack, "version", 1);
+        sn_pack_str (pack, "owners");
+        sn_pack_array (pack, 8);
+        for (int at = 0; at < 8; at++)
+            sn_pack_str (pack, round ? "a" : "z");
+        sn_pack_str (pack, "members");
+        sn_pack_array (pack, 1);
+        sn_pack_str (pack, "a");
+        zframe_t *frame = sn_pack_frame (pack);
+        zframe_send (&frame, feed, 0);
+        sn_pack_destroy (&pack);
+    }
+    s_test_scan_pass (scans, back, &scan);
+    //  Every partition was lost and gained: one scan of each, b's among them
+    bool again = false;
+    for (int index = 0; index < 8; index++) {
+        scan = s_test_scan_next (scans, &p, &reread);
+        assert (scan && !reread);
+        again = again || p == pb;
+        s_test_scan_pass (scans, back, &scan);
+    }
+    assert (again);
+    answer = zstr_recv (batch);
+    assert (streq (answer, "OK") || streq (answer, "REPLAY: the partition went elsewhere"));
+    free (answer);
+    assert (s_test_ask_until (client, get_b) == 200);
+
+    //  A page that never comes fails the takeover: what waited hears 503, and b
+    //  answers 503 until the next try, whose page comes
+    zstr_sendx (batch, "REPLAY", number, NULL);
+    scan = s_test_scan_next (scans, &p, &reread);
+    assert (scan && p == pb);
+    zmsg_destroy (&scan);
+    s_test_send (waiting, get_b);
+    reply = s_test_ask (client, get_primary);
+    assert (s_test_code (reply) == 200);
+    sn_msg_destroy (&reply);
+    answer = zstr_recv (batch);
+    char *silent = zsys_sprintf ("log did not answer scan of partition %u", pb);
+    assert (streq (answer, silent));
+    free (silent);
+    free (answer);
+    assert (s_test_answer_code (waiting) == 503);
+    reply = s_test_ask (client, get_b);
+    assert (s_test_code (reply) == 503);
+    sn_msg_destroy (&reply);
+    scan = s_test_scan_next (scans, &p, &reread);
+    assert (scan && p == pb && !reread);
+    s_test_scan_pass (scans, back, &scan);
+    assert (s_test_ask_until (client, get_b) == 200);
+
+    //  A re-read of b's partition leaves it served while its page waits
+    zstr_send (batch, "REREADS");
+    answer = zstr_recv (batch);
+    uint64_t before = strtoull (answer, NULL, 10);
+    free (answer);
+    zstr_sendx (batch, "REREAD", number, NULL);
+    answer = zstr_recv (batch);
+    assert (streq (answer, "OK"));
+    free (answer);
+    scan = s_test_scan_next (scans, &p, &reread);
+    assert (scan && p == pb && reread);
+    reply = s_test_ask (client, get_b);
+    assert (s_test_code (reply) == 200);
+    sn_msg_destroy (&reply);
+    s_test_scan_pass (scans, back, &scan);
+    int64_t deadline = zclock_mono () + 5000;
+    while (true) {
+        zstr_send (batch, "REREADS");
+        answer = zstr_recv (batch);
+        bool ended = strtoull (answer, NULL, 10) > before;
+        free (answer);
+        if (ended)
+            break;
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+
+    free (taking);
+    zsock_destroy (&waiting);
+    zsock_destroy (&client);
+    zactor_destroy (&batch);
+    zsock_destroy (&back);
+    zsock_destroy (&scans);
+    zsock_destroy (&mesh);
+    zsock_destroy (&feed);
 }
 
 void
@@ -2239,10 +2814,11 @@ sn_batch_test (bool verbose)
     free (counts);
     zactor_destroy (&proxy);
     free (scans);
-
-    zsock_destroy (&receiver);
     zsock_destroy (&client);
     zactor_destroy (&batch);
+    s_test_replay_async (&config, store_ep);
+
+    zsock_destroy (&receiver);
     zactor_destroy (&queue);
     zactor_destroy (&webhook);
     zactor_destroy (&store);

@@ -43,9 +43,9 @@
     after it is on disk, and a replay reads the commit with the result.
 
     Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
-    partition P over the state held, for a take-over; replies "OK" or the error
-    text), "SEEN" B (replies how many result ids bucket B remembers, for tests),
-    "$TERM".
+    partition P over the state held, for a take-over, in turn from the actor's loop;
+    replies "OK" or the error text when that replay ends), "SEEN" B (replies how many
+    result ids bucket B remembers, for tests), "$TERM".
 */
 #ifndef SN_BATCH_H_INCLUDED
 #define SN_BATCH_H_INCLUDED

@@ -77,8 +77,9 @@
     change of state: finished counts the evicted and the ones left out too.
 
     Pipe commands: "START" (replies "OK" or the error text), "REPLAY" P (replays
-    partition P over the state held, for a take-over; replies "OK" or the error
-    text), "SIZE" (replies the number of invocations in memory, for tests), "$TERM".
+    partition P over the state held, for a take-over, in turn from the actor's loop;
+    replies "OK" or the error text when that replay ends), "SIZE" (replies the number of
+    invocations in memory, for tests), "$TERM".
 */
 #ifndef SN_QUEUE_H_INCLUDED
 #define SN_QUEUE_H_INCLUDED

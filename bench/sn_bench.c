@@ -2,6 +2,7 @@
 
     sn_bench free-port [N]                          N distinct free loopback TCP ports
     sn_bench echo-server ENDPOINT                   ROUTER that sends every message back
+    sn_bench store-server ENDPOINT DIR              ROUTER that stores every put durably
     sn_bench put ENDPOINT SECONDS WINDOW SIZE       put ops into a supernode
     sn_bench bulk ENDPOINT SECONDS WINDOW SIZE BATCH
                                                     bulk ops of BATCH puts each
@@ -38,9 +39,17 @@
     COUNT have finished, and rates COUNT by the time from the first enqueue to that
     answer. Then, untimed, it asks every invocation's state: all must have succeeded.
     rtt-count is its baseline: the same COUNT enqueue frames through an echo server.
+
+    store-server is the least a durable put can cost here: one thread, one ROUTER,
+    and an LMDB environment in DIR; every message read in one go is written in one
+    transaction (one fsync) under a counter key and answered {rid, code: 201, key}
+    once committed. No schema, no index, no digest, no actors, no mesh: what it
+    reaches against echo-server bounds what any design of put can reach against it
+    on the same machine.
 */
 #include "sn_msg.h"
 #include <arpa/inet.h>
+#include <lmdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -642,6 +651,121 @@ s_echo_server (const char *endpoint)
     return 0;
 }
 
+//  Messages store-server reads before it commits them
+#define S_STORE_BATCH 4096
+
+//  One transaction for the puts read, then their answers. Returns 0, or -1 when
+//  LMDB failed (told on stderr).
+static int
+s_store_commit (MDB_env *env, MDB_dbi dbi, void *handle, zmq_msg_t *envelopes, zmq_msg_t *bodies,
+                size_t count, uint64_t *counter, sn_pack_t *pack)
+{
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin (env, NULL, 0, &txn);
+    char (*keys)[17] = (char (*)[17]) malloc (count * sizeof *keys);
+    assert (keys);
+    for (size_t index = 0; rc == 0 && index < count; index++) {
+        snprintf (keys[index], sizeof keys[index], "%016" PRIx64, ++*counter);
+        MDB_val key = {16, keys[index]};
+        MDB_val data = {zmq_msg_size (&bodies[index]), zmq_msg_data (&bodies[index])};
+        rc = mdb_put (txn, dbi, &key, &data, MDB_APPEND);
+    }
+    if (rc == 0)
+        rc = mdb_txn_commit (txn);
+    else if (txn)
+        mdb_txn_abort (txn);
+    for (size_t index = 0; index < count; index++) {
+        sn_msg_t *msg =
+            sn_msg_decode (zmq_msg_data (&bodies[index]), zmq_msg_size (&bodies[index]), 0, NULL);
+        uint64_t rid = 0;
+        sn_value_uint (sn_value_get (sn_msg_root (msg), "rid"), &rid);
+        sn_msg_destroy (&msg);
+        sn_pack_reset (pack);
+        sn_pack_map (pack, rc == 0 ? 3 : 2);
+        sn_pack_kv_uint (pack, "rid", rid);
+        sn_pack_kv_uint (pack, "code", rc == 0 ? 201 : 500);
+        if (rc == 0)
+            sn_pack_kv_str (pack, "key", keys[index]);
+        zmq_msg_send (&envelopes[index], handle, ZMQ_SNDMORE);
+        zmq_send (handle, sn_pack_data (pack), sn_pack_size (pack), 0);
+        zmq_msg_close (&envelopes[index]);
+        zmq_msg_close (&bodies[index]);
+    }
+    free (keys);
+    if (rc)
+        fprintf (stderr, "sn_bench: store-server: %s\n", mdb_strerror (rc));
+    return rc ? -1 : 0;
+}
+
+static int
+s_store_server (const char *endpoint, const char *dir)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi = 0;
+    int rc = mdb_env_create (&env);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize (env, (size_t) 8 << 30);
+    if (rc == 0)
+        rc = mdb_env_open (env, dir, MDB_NOTLS, 0644);
+    if (rc == 0)
+        rc = mdb_txn_begin (env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open (txn, NULL, 0, &dbi);
+    if (rc == 0)
+        rc = mdb_txn_commit (txn);
+    else if (txn)
+        mdb_txn_abort (txn);
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    assert (router);
+    zsock_set_sndhwm (router, 0);
+    zsock_set_rcvhwm (router, 0);
+    zsock_set_linger (router, 0);
+    if (rc || zsock_bind (router, "%s", endpoint) == -1) {
+        fprintf (stderr, "sn_bench: store-server: %s\n",
+                 rc ? mdb_strerror (rc) : "cannot bind the endpoint");
+        zsock_destroy (&router);
+        mdb_env_close (env);
+        return 1;
+    }
+    char *bound = zsock_last_endpoint (router);
+    printf ("%s\n", bound);
+    fflush (stdout);
+    free (bound);
+    void *handle = zsock_resolve (router);
+    zmq_msg_t *envelopes = (zmq_msg_t *) malloc (S_STORE_BATCH * sizeof (zmq_msg_t));
+    zmq_msg_t *bodies = (zmq_msg_t *) malloc (S_STORE_BATCH * sizeof (zmq_msg_t));
+    assert (envelopes && bodies);
+    sn_pack_t *pack = sn_pack_new ();
+    uint64_t counter = 0;
+    int status = 0;
+    zmq_pollitem_t item = {handle, 0, ZMQ_POLLIN, 0};
+    while (!zsys_interrupted && status == 0) {
+        if (zmq_poll (&item, 1, 100) <= 0)
+            continue;
+        //  The bench's DEALER sends one frame a put: [envelope, body] here
+        size_t count = 0;
+        while (count < S_STORE_BATCH) {
+            zmq_msg_init (&envelopes[count]);
+            if (zmq_msg_recv (&envelopes[count], handle, ZMQ_DONTWAIT) == -1) {
+                zmq_msg_close (&envelopes[count]);
+                break;
+            }
+            zmq_msg_init (&bodies[count]);
+            zmq_msg_recv (&bodies[count], handle, 0);
+            count++;
+        }
+        if (count)
+            status = s_store_commit (env, dbi, handle, envelopes, bodies, count, &counter, pack);
+    }
+    sn_pack_destroy (&pack);
+    free (envelopes);
+    free (bodies);
+    zsock_destroy (&router);
+    mdb_env_close (env);
+    return status ? 1 : 0;
+}
+
 //  Ports are held open until all are chosen, so the N printed are distinct. They come
 //  from below the kernel's ephemeral range: a bind(0) port can be taken by an outgoing
 //  connection (the nodes' own peer links among them) before the node binds it.
@@ -680,6 +804,7 @@ s_usage (void)
 {
     fprintf (stderr, "usage: sn_bench free-port [N]\n"
                      "       sn_bench echo-server ENDPOINT\n"
+                     "       sn_bench store-server ENDPOINT DIR\n"
                      "       sn_bench put ENDPOINT SECONDS WINDOW SIZE\n"
                      "       sn_bench bulk ENDPOINT SECONDS WINDOW SIZE BATCH\n"
                      "       sn_bench rtt ENDPOINT SECONDS WINDOW SIZE [BATCH]\n"
@@ -697,6 +822,8 @@ main (int argc, char *argv[])
         return s_free_ports (argc >= 3 ? atoi (argv[2]) : 1);
     if (argc == 3 && streq (argv[1], "echo-server"))
         return s_echo_server (argv[2]);
+    if (argc == 4 && streq (argv[1], "store-server"))
+        return s_store_server (argv[2], argv[3]);
     if (argc < 6)
         return s_usage ();
     if ((streq (argv[1], "beanstalk") || streq (argv[1], "redis")) && argc == 6) {

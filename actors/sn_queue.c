@@ -805,9 +805,9 @@ s_reply_when_written (self_t *self, const char *type, s_inv_t *inv, sn_routed_t 
 //  Transitions
 
 //  A queued invocation id of bucket, its class and options read from values: the
-//  enqueue request, or its invocation.enqueued event, which use the same names. It
-//  keeps a copy of event, that event; the node has partitions partitions. NULL when
-//  one is missing.
+//  enqueue request, or its invocation.enqueued event, which use the same names.
+//  event and event_size are its invocation.enqueued bytes, copied into the same
+//  allocation; the node has partitions partitions. NULL when one is missing.
 static s_inv_t *
 s_inv_new (const char *id, size_t id_len, const char *bucket, size_t bucket_len,
            const sn_value_t *values, const void *event, size_t event_size, uint32_t partitions)

@@ -18,6 +18,7 @@ extern "C" {
 
 typedef struct _sn_idmap_t sn_idmap_t;
 
+//  Create an empty table.
 sn_idmap_t *sn_idmap_new (void);
 
 //  Destroy the table, and each item with the destructor if one is set.
@@ -36,6 +37,7 @@ void *sn_idmap_lookup (sn_idmap_t *self, const char *key);
 //  Remove the entry under key, if any, destroying its item.
 void sn_idmap_delete (sn_idmap_t *self, const char *key);
 
+//  The number of entries.
 size_t sn_idmap_size (sn_idmap_t *self);
 
 //  Walk the items in no particular order. Entries may be deleted during a walk, not

@@ -2083,9 +2083,9 @@ s_test_http_answer (zsock_t *stream, zframe_t **peer_p, int status, const char *
     free (answer);
 }
 
-//  Send request (JSON, with op, without rid) to the batch actor; returns the reply.
-static sn_msg_t *
-s_test_ask (zsock_t *client, const char *json)
+//  Send json (a map, without rid) with rid 1, not waiting for the answer.
+static void
+s_test_send (zsock_t *client, const char *json)
 {
     sn_pack_t *pack = sn_pack_new ();
     char error[256];
@@ -2095,12 +2095,19 @@ s_test_ask (zsock_t *client, const char *json)
     zframe_t *frame = sn_pack_frame (pack);
     zframe_send (&frame, client, 0);
     sn_pack_destroy (&pack);
+}
+
+//  Send request (JSON, with op, without rid) to the batch actor; returns the reply.
+static sn_msg_t *
+s_test_ask (zsock_t *client, const char *json)
+{
+    s_test_send (client, json);
     //  Every request is answered: a reply that never comes fails the test, not hangs it
     zpoller_t *poller = zpoller_new (client, NULL);
     bool answered = zpoller_wait (poller, 30000) == client;
     zpoller_destroy (&poller);
     assert (answered);
-    frame = zframe_recv (client);
+    zframe_t *frame = zframe_recv (client);
     sn_msg_t *reply = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
     zframe_destroy (&frame);
     assert (reply);
@@ -2195,20 +2202,6 @@ s_test_scan_pass (zsock_t *scans, zsock_t *store, zmsg_t **scan_p)
     assert (answer);
     zframe_send (&sender, scans, ZFRAME_MORE);
     zframe_send (&answer, scans, 0);
-}
-
-//  Send json (a map, without rid) with rid 1, not waiting for the answer.
-static void
-s_test_send (zsock_t *client, const char *json)
-{
-    sn_pack_t *pack = sn_pack_new ();
-    char error[256];
-    char *text = zsys_sprintf ("{\"rid\": 1, %s", json + 1);
-    assert (sn_json_to_pack (text, strlen (text), pack, error, sizeof error) == 0);
-    free (text);
-    zframe_t *frame = sn_pack_frame (pack);
-    zframe_send (&frame, client, 0);
-    sn_pack_destroy (&pack);
 }
 
 //  The code of the answer client has, or gets within 5 s; -1 without one.

@@ -612,8 +612,9 @@ s_text_load (s_text_load_t *self)
 
 //  Forwards every part as it came: on a ROUTER the first part is the sender's
 //  identity, so sending it first routes the message back to its sender.
-static int
-s_echo_server (const char *endpoint)
+//  The ROUTER of a server, bound to endpoint and printed, or NULL (told on stderr).
+static zsock_t *
+s_server_router (const char *endpoint)
 {
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     assert (router);
@@ -623,13 +624,22 @@ s_echo_server (const char *endpoint)
     if (zsock_bind (router, "%s", endpoint) == -1) {
         fprintf (stderr, "sn_bench: cannot bind %s\n", endpoint);
         zsock_destroy (&router);
-        return 1;
+        return NULL;
     }
     //  bench/run reads the endpoint, which names the port when it was '*'
     char *bound = zsock_last_endpoint (router);
     printf ("%s\n", bound);
     fflush (stdout);
     free (bound);
+    return router;
+}
+
+static int
+s_echo_server (const char *endpoint)
+{
+    zsock_t *router = s_server_router (endpoint);
+    if (!router)
+        return 1;
     void *handle = zsock_resolve (router);
     //  A signal that lands between the check of zsys_interrupted and a blocking
     //  receive would be missed, so the wait is bounded
@@ -716,22 +726,13 @@ s_store_server (const char *endpoint, const char *dir)
         rc = mdb_txn_commit (txn);
     else if (txn)
         mdb_txn_abort (txn);
-    zsock_t *router = zsock_new (ZMQ_ROUTER);
-    assert (router);
-    zsock_set_sndhwm (router, 0);
-    zsock_set_rcvhwm (router, 0);
-    zsock_set_linger (router, 0);
-    if (rc || zsock_bind (router, "%s", endpoint) == -1) {
-        fprintf (stderr, "sn_bench: store-server: %s\n",
-                 rc ? mdb_strerror (rc) : "cannot bind the endpoint");
-        zsock_destroy (&router);
+    if (rc)
+        fprintf (stderr, "sn_bench: store-server: %s\n", mdb_strerror (rc));
+    zsock_t *router = rc ? NULL : s_server_router (endpoint);
+    if (!router) {
         mdb_env_close (env);
         return 1;
     }
-    char *bound = zsock_last_endpoint (router);
-    printf ("%s\n", bound);
-    fflush (stdout);
-    free (bound);
     void *handle = zsock_resolve (router);
     zmq_msg_t *envelopes = (zmq_msg_t *) malloc (S_STORE_BATCH * sizeof (zmq_msg_t));
     zmq_msg_t *bodies = (zmq_msg_t *) malloc (S_STORE_BATCH * sizeof (zmq_msg_t));

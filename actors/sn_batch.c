@@ -2114,32 +2114,41 @@ s_test_ask (zsock_t *client, const char *json)
     return reply;
 }
 
+//  The re-reads the actor has ended so far.
+static uint64_t
+s_test_rereads (zactor_t *batch)
+{
+    zstr_send (batch, "REREADS");
+    char *answer = zstr_recv (batch);
+    uint64_t rereads = strtoull (answer, NULL, 10);
+    free (answer);
+    return rereads;
+}
+
+//  Returns once the actor has ended more than before re-reads, within timeout ms.
+static void
+s_test_rereads_past (zactor_t *batch, uint64_t before, int timeout)
+{
+    int64_t deadline = zclock_mono () + timeout;
+    while (s_test_rereads (batch) <= before) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+}
+
 //  Partition p is read again through the actor's own due path (REREAD makes it
 //  due now); returns once that re-read ended.
 static void
 s_test_reread (zactor_t *batch, uint32_t p)
 {
-    zstr_send (batch, "REREADS");
-    char *answer = zstr_recv (batch);
-    uint64_t before = strtoull (answer, NULL, 10);
-    free (answer);
+    uint64_t before = s_test_rereads (batch);
     char number[16];
     snprintf (number, sizeof number, "%u", p);
     zstr_sendx (batch, "REREAD", number, NULL);
-    answer = zstr_recv (batch);
+    char *answer = zstr_recv (batch);
     assert (streq (answer, "OK"));
     free (answer);
-    int64_t deadline = zclock_mono () + 30000;
-    while (true) {
-        zstr_send (batch, "REREADS");
-        answer = zstr_recv (batch);
-        bool ended = strtoull (answer, NULL, 10) > before;
-        free (answer);
-        if (ended)
-            break;
-        assert (zclock_mono () < deadline);
-        zclock_sleep (10); //  poll interval, not synchronisation
-    }
+    s_test_rereads_past (batch, before, 30000);
 }
 
 //  b's counts as "delivered/waiting/commits_pending" (caller frees).
@@ -2388,10 +2397,7 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     assert (s_test_ask_until (client, get_b) == 200);
 
     //  A re-read of b's partition leaves it served while its page waits
-    zstr_send (batch, "REREADS");
-    answer = zstr_recv (batch);
-    uint64_t before = strtoull (answer, NULL, 10);
-    free (answer);
+    uint64_t before = s_test_rereads (batch);
     zstr_sendx (batch, "REREAD", number, NULL);
     answer = zstr_recv (batch);
     assert (streq (answer, "OK"));
@@ -2402,17 +2408,7 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     assert (s_test_code (reply) == 200);
     sn_msg_destroy (&reply);
     s_test_scan_pass (scans, back, &scan);
-    int64_t deadline = zclock_mono () + 5000;
-    while (true) {
-        zstr_send (batch, "REREADS");
-        answer = zstr_recv (batch);
-        bool ended = strtoull (answer, NULL, 10) > before;
-        free (answer);
-        if (ended)
-            break;
-        assert (zclock_mono () < deadline);
-        zclock_sleep (10); //  poll interval of the wait, not synchronisation
-    }
+    s_test_rereads_past (batch, before, 5000);
 
     free (taking);
     zsock_destroy (&waiting);

@@ -24,6 +24,7 @@
 #include "sn_batch.h"
 #include "sn_dispatch.h"
 #include "sn_owners.h"
+#include "sn_replay.h"
 #include "sn_zap.h"
 #include "sn_idmap.h"
 
@@ -32,6 +33,8 @@ typedef struct {
     void (*test) (bool verbose);
 } sn_test_t;
 
+//  One class a line: classes added on other branches merge cleanly
+// clang-format off
 static const sn_test_t s_tests[] = {{"sn_actor", sn_actor_test},
                                     {"sn_routed", sn_routed_test},
                                     {"sn_msg", sn_msg_test},
@@ -54,9 +57,11 @@ static const sn_test_t s_tests[] = {{"sn_actor", sn_actor_test},
                                     {"sn_batch", sn_batch_test},
                                     {"sn_dispatch", sn_dispatch_test},
                                     {"sn_owners", sn_owners_test},
+                                    {"sn_replay", sn_replay_test},
                                     {"sn_zap", sn_zap_test},
                                     {"sn_idmap", sn_idmap_test},
                                     {NULL, NULL}};
+// clang-format on
 
 static int
 s_run (const char *name, bool verbose)

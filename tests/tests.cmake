@@ -3,7 +3,7 @@ foreach (class sn_actor sn_routed sn_msg sn_json sn_schema sn_key sn_config sn_s
                sn_tokens
                sn_metrics
                sn_client sn_node sn_members sn_placement sn_mesh sn_queue
-               sn_webhook sn_batch sn_dispatch sn_owners sn_zap
+               sn_webhook sn_batch sn_dispatch sn_owners sn_replay sn_zap
                sn_idmap)
     add_test (NAME unit.${class} COMMAND sn_selftest ${class})
 endforeach ()

@@ -1,0 +1,885 @@
+/*  sn_replay: asynchronous takeovers and re-reads of partitions, for the queue and
+    the batch actors.
+ */
+#include "sn_replay.h"
+
+//  Events of one scan page.
+#define S_SCAN_LIMIT 1000
+
+//  How long START waits for one scan page before giving up.
+#define S_SCAN_WAIT 60000
+
+//  How long a takeover or a re-read waits for one. The log answers a page within
+//  --write-timeout-ms (2 s by default) when the mesh scans the replicas, at once
+//  from the local store; a page silent past this fails the replay, tried again
+//  later. The actor serves the other partitions meanwhile (pages are handled in its
+//  loop), but the partition taken over answers 503 until its replay is over.
+#define S_TAKEOVER_WAIT 4000
+
+//  A client's request for a partition whose takeover is not over waits for it, at
+//  most this long (then 503), at most S_PARK_MAX of them: a node that has just
+//  started answers its first requests once their partition is loaded, not 503.
+#define S_PARK_WAIT 5000
+#define S_PARK_MAX  10000
+
+//  A request waiting for the takeover of its partition.
+typedef struct {
+    sn_routed_t *request; //  the request, owned
+    uint64_t rid;         //  its rid, for the 503
+    uint32_t p;           //  its partition
+    int64_t until;        //  zclock_mono ms it is answered 503 instead
+} s_parked_t;
+
+struct _sn_replay_t {
+    const char *name;        //  the actor's, for logs
+    sn_owners_t *owners;     //  ownership, replay retries, re-read bookkeeping
+    zsock_t *scan;           //  DEALER the pages are asked on
+    zsock_t *pipe;           //  the actor's pipe, for REPLAY
+    uint32_t partitions;     //  how many there are
+    sn_replay_hooks_t hooks; //  the actor's part
+    void *actor;             //  what the hooks get
+    sn_pack_t *pack;         //  scratch for scan requests
+    bool *gained;            //  scratch per partition: ownership came
+    bool *lost;              //  scratch per partition: ownership went
+    bool *taking;            //  per partition: its takeover waits or runs, not over yet
+    size_t takings;          //  partitions so marked
+    zlistx_t *queue;         //  partitions whose takeover waits its turn (p + 1), in order
+    int64_t replay_p;        //  partition whose scan runs (a takeover or a re-read), or -1
+    bool reread;             //  that scan re-reads a partition served here
+    uint64_t scan_rid;       //  rid of its page asked for and not come, or 0
+    int64_t scan_until;      //  zclock_mono ms that page is given up at, or INT64_MAX
+    bool serving;            //  START is over: the actor serves while pages come
+    int64_t told_p;          //  partition whose pipe REPLAY waits for its end, or -1
+    char error[256];         //  why the last takeover failed: what START answers
+    uint64_t rereads;        //  re-reads ended, adopted or discarded (for tests)
+    zlistx_t *parked;        //  s_parked_t, owned, oldest first: requests waiting for a
+                             //  takeover
+};
+
+static void
+s_parked_free (void **item_p)
+{
+    s_parked_t *self = (s_parked_t *) *item_p;
+    if (self) {
+        if (self->request) {
+            sn_routed_close (self->request);
+            free (self->request);
+        }
+        free (self);
+        *item_p = NULL;
+    }
+}
+
+sn_replay_t *
+sn_replay_new (const char *name, sn_owners_t *owners, zsock_t *scan, zsock_t *pipe,
+               uint32_t partitions, const sn_replay_hooks_t *hooks, void *actor)
+{
+    assert (owners && scan && hooks);
+    sn_replay_t *self = (sn_replay_t *) zmalloc (sizeof (sn_replay_t));
+    self->name = name;
+    self->owners = owners;
+    self->scan = scan;
+    self->pipe = pipe;
+    self->partitions = partitions;
+    self->hooks = *hooks;
+    self->actor = actor;
+    self->pack = sn_pack_new ();
+    self->gained = (bool *) zmalloc ((partitions ? partitions : 1) * sizeof (bool));
+    self->lost = (bool *) zmalloc ((partitions ? partitions : 1) * sizeof (bool));
+    self->taking = (bool *) zmalloc ((partitions ? partitions : 1) * sizeof (bool));
+    self->queue = zlistx_new ();
+    self->parked = zlistx_new ();
+    zlistx_set_destructor (self->parked, s_parked_free);
+    self->replay_p = -1;
+    self->told_p = -1;
+    self->scan_until = INT64_MAX;
+    return self;
+}
+
+void
+sn_replay_destroy (sn_replay_t **self_p)
+{
+    assert (self_p);
+    sn_replay_t *self = *self_p;
+    if (self) {
+        sn_pack_destroy (&self->pack);
+        free (self->gained);
+        free (self->lost);
+        free (self->taking);
+        zlistx_destroy (&self->queue);
+        zlistx_destroy (&self->parked);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Requests waiting for a takeover
+
+static void
+s_refuse (sn_replay_t *self, sn_routed_t *request, uint64_t rid, uint32_t p)
+{
+    char text[96];
+    snprintf (text, sizeof text, "partition %u is being taken over here, try again", p);
+    self->hooks.refuse (self->actor, request, rid, text);
+}
+
+//  A request for partition p, whose takeover is not over, waits for its end
+//  (s_taking_set), or 503 at once: when too many wait, and when it was forwarded
+//  by another node (the mesh gives up on it sooner, and its caller tries again).
+bool
+sn_replay_park (sn_replay_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
+                int64_t p)
+{
+    if (p < 0 || (uint64_t) p >= self->partitions || !self->taking[p])
+        return false;
+    uint64_t hops = 0;
+    sn_value_uint (sn_value_get (root, "fwd"), &hops);
+    if (hops || zlistx_size (self->parked) >= S_PARK_MAX) {
+        s_refuse (self, request, rid, (uint32_t) p);
+        return true;
+    }
+    s_parked_t *parked = (s_parked_t *) zmalloc (sizeof (s_parked_t));
+    parked->request = request;
+    parked->rid = rid;
+    parked->p = (uint32_t) p;
+    parked->until = zclock_mono () + S_PARK_WAIT;
+    zlistx_add_end (self->parked, parked);
+    return true;
+}
+
+//  Requests that waited too long for their partition's takeover (until zclock_mono
+//  ms now) hear 503.
+static void
+s_parked_expire (sn_replay_t *self, int64_t now)
+{
+    s_parked_t *parked;
+    while ((parked = (s_parked_t *) zlistx_first (self->parked)) && parked->until <= now) {
+        s_refuse (self, parked->request, parked->rid, parked->p);
+        parked->request = NULL;
+        zlistx_delete (self->parked, zlistx_cursor (self->parked));
+    }
+}
+
+void
+sn_replay_stop (sn_replay_t *self)
+{
+    s_parked_t *parked;
+    while (self && (parked = (s_parked_t *) zlistx_first (self->parked))) {
+        self->hooks.refuse (self->actor, parked->request, parked->rid, "node is stopping");
+        parked->request = NULL;
+        zlistx_delete (self->parked, zlistx_cursor (self->parked));
+    }
+}
+
+//  The takeover of p begins to wait (taking), or is over: succeeded, failed
+//  (sn_owners answers 503 now), or p went elsewhere (sn_owners forwards). The
+//  requests that waited for it are handled as if they came now.
+static void
+s_taking_set (sn_replay_t *self, uint32_t p, bool taking)
+{
+    if (self->taking[p] == taking)
+        return;
+    self->taking[p] = taking;
+    if (taking) {
+        self->takings++;
+        return;
+    }
+    self->takings--;
+    zlistx_t *ready = zlistx_new ();
+    for (s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked); parked;
+         parked = (s_parked_t *) zlistx_next (self->parked))
+        if (parked->p == p) {
+            zlistx_add_end (ready, parked->request);
+            parked->request = NULL;
+            zlistx_delete (self->parked, zlistx_cursor (self->parked));
+        }
+    for (sn_routed_t *request = (sn_routed_t *) zlistx_first (ready); request;
+         request = (sn_routed_t *) zlistx_next (ready))
+        self->hooks.serve (self->actor, request);
+    zlistx_destroy (&ready);
+}
+
+//  --------------------------------------------------------------------------
+//  Scans
+
+//  The takeover of p ended, with why it failed or NULL: a REPLAY of it waiting on
+//  the pipe hears so.
+static void
+s_told (sn_replay_t *self, uint32_t p, const char *why)
+{
+    if (self->told_p == (int64_t) p) {
+        zstr_send (self->pipe, why ? why : "OK");
+        self->told_p = -1;
+    }
+}
+
+//  No page is waited for any more: the answer of one asked for, should it come,
+//  is no one's.
+static void
+s_scan_clear (sn_replay_t *self)
+{
+    self->replay_p = -1;
+    self->scan_rid = 0;
+    self->scan_until = INT64_MAX;
+}
+
+//  The re-read of p ended: every page came (failed NULL) or not. Only a complete
+//  re-read (every page came, and merged every replica the replays of p read and a
+//  read quorum of p's replicas: sn_owners_reread_complete) is adopted, by the
+//  actor's own rules; anything else is discarded whole.
+static void
+s_reread_end (sn_replay_t *self, uint32_t p, const char *failed)
+{
+    char error[256];
+    bool adopt = !failed && sn_owners_reread_complete (self->owners, p, error, sizeof error);
+    if (failed)
+        snprintf (error, sizeof error, "%s", failed);
+    self->hooks.reread_end (self->actor, p, adopt);
+    if (adopt)
+        sn_owners_replayed (self->owners, p);
+    else {
+        sn_owners_reread_failed (self->owners, p);
+        zsys_warning ("%s: reading partition %u again: %s; nothing of it kept, read again later",
+                      self->name, p, error);
+    }
+    self->rereads++;
+}
+
+//  The scan under way failed. A takeover that fails is not served half done: what
+//  it loaded is dropped, so the next try starts from nothing and loads p from the
+//  log alone, and requests for p are answered 503 until a try succeeds
+//  (sn_owners). A re-read is discarded.
+static void
+s_replay_failed (sn_replay_t *self, const char *why)
+{
+    uint32_t p = (uint32_t) self->replay_p;
+    bool reread = self->reread;
+    s_scan_clear (self);
+    if (reread) {
+        s_reread_end (self, p, why);
+        return;
+    }
+    self->hooks.drop (self->actor, p, true);
+    snprintf (self->error, sizeof self->error, "%s", why);
+    int64_t retry = sn_owners_replay_failed (self->owners, p);
+    s_taking_set (self, p, false);
+    if (retry == INT64_MAX)
+        zsys_error ("%s: replaying partition %u, not owned here: %s", self->name, p, why);
+    else
+        zsys_error ("%s: taking over partition %u: %s; trying again in %" PRId64 " ms", self->name,
+                    p, why, retry - zclock_time ());
+    s_told (self, p, why);
+}
+
+//  Ask the log for the next page of the scan under way, from (NULL: its first).
+static void
+s_ask (sn_replay_t *self, const char *from)
+{
+    sn_pack_t *request = self->pack;
+    sn_pack_reset (request);
+    //  The mesh counts re-reads
+    bool reread = !from && self->reread;
+    sn_pack_map (request, 4 + (from != NULL) + reread);
+    sn_pack_kv_str (request, "op", "scan");
+    if (reread) {
+        sn_pack_str (request, "reread");
+        sn_pack_bool (request, true);
+    }
+    uint64_t scan_rid = self->hooks.rid (self->actor);
+    sn_pack_kv_uint (request, "rid", scan_rid);
+    sn_pack_kv_uint (request, "p", (uint64_t) self->replay_p);
+    sn_pack_kv_uint (request, "limit", S_SCAN_LIMIT);
+    if (from)
+        sn_pack_kv_str (request, "from", from);
+    zframe_t *frame = sn_pack_frame (request);
+    if (zframe_send (&frame, self->scan, ZFRAME_DONTWAIT)) {
+        zframe_destroy (&frame);
+        s_replay_failed (self, "log is not taking scans");
+        return;
+    }
+    self->scan_rid = scan_rid;
+    //  Before the actor serves (START) nobody waits for it
+    self->scan_until = zclock_mono () + (self->serving ? S_TAKEOVER_WAIT : S_SCAN_WAIT);
+}
+
+//  Partition p is taken over here (a placement, a try again, a REPLAY): its replay
+//  waits its turn, and its requests wait until it is over.
+static void
+s_replay_queue (sn_replay_t *self, uint32_t p)
+{
+    if (self->taking[p])
+        return; //  waits or runs already
+    s_taking_set (self, p, true);
+    zlistx_add_end (self->queue, (void *) (uintptr_t) (p + 1));
+}
+
+//  Begin the takeover whose turn has come, if it is still wanted.
+static void
+s_replay_begin (sn_replay_t *self)
+{
+    void *item = zlistx_first (self->queue);
+    if (!item)
+        return;
+    uint32_t p = (uint32_t) ((uintptr_t) item - 1);
+    zlistx_delete (self->queue, zlistx_cursor (self->queue));
+    //  Lost again before its turn (s_replay_forget)
+    if (!self->taking[p])
+        return;
+    self->hooks.begin (self->actor, p, false);
+    self->replay_p = p;
+    self->reread = false;
+    sn_owners_scan_begin (self->owners, p);
+    s_ask (self, NULL);
+}
+
+//  Partition p, served here, is read again (sn_owners_reread_due): the actor
+//  stages what the scan holds apart, touching nothing held; p is served meanwhile.
+static void
+s_reread_begin (sn_replay_t *self, uint32_t p)
+{
+    self->replay_p = p;
+    self->reread = true;
+    self->hooks.begin (self->actor, p, true);
+    s_ask (self, NULL);
+}
+
+//  Every page of the scan under way came.
+static void
+s_replay_done (sn_replay_t *self)
+{
+    uint32_t p = (uint32_t) self->replay_p;
+    self->replay_p = -1;
+    if (self->reread) {
+        s_reread_end (self, p, NULL);
+        return;
+    }
+    sn_owners_replayed (self->owners, p);
+    self->hooks.done (self->actor, p);
+    s_taking_set (self, p, false);
+    s_told (self, p, NULL);
+}
+
+//  One page of the scan under way: {code, events: [{key, type, ts, event}], next}.
+static void
+s_replay_page (sn_replay_t *self, const sn_value_t *root)
+{
+    uint32_t p = (uint32_t) self->replay_p;
+    self->scan_rid = 0;
+    self->scan_until = INT64_MAX;
+    uint64_t code = 0;
+    sn_value_uint (sn_value_get (root, "code"), &code);
+    if (code != 200) {
+        char *text = sn_value_get_strdup (root, "error");
+        char why[256];
+        snprintf (why, sizeof why, "scan of partition %u failed: %s", p, text ? text : "no reply");
+        free (text);
+        s_replay_failed (self, why);
+        return;
+    }
+    sn_owners_scan_page (self->owners, p, root);
+    const sn_value_t *events = sn_value_get (root, "events");
+    for (size_t index = 0; index < sn_value_size (events); index++) {
+        const sn_value_t *item = sn_value_at (events, index);
+        char *type = sn_value_get_strdup (item, "type");
+        if (type)
+            self->hooks.event (self->actor, type, sn_value_get (item, "event"));
+        free (type);
+    }
+    char *from = sn_value_get_strdup (root, "next");
+    if (from)
+        s_ask (self, from);
+    else
+        s_replay_done (self);
+    free (from);
+}
+
+bool
+sn_replay_offer (sn_replay_t *self, const sn_value_t *reply)
+{
+    uint64_t rid = 0;
+    sn_value_uint (sn_value_get (reply, "rid"), &rid);
+    if (self->replay_p < 0 || !self->scan_rid || rid != self->scan_rid)
+        return false;
+    s_replay_page (self, reply);
+    return true;
+}
+
+//  Partition p went elsewhere (what of it was loaded went with the drop): its
+//  takeover, waiting or under way, ends, and so does a re-read of it.
+static void
+s_replay_forget (sn_replay_t *self, uint32_t p)
+{
+    s_taking_set (self, p, false);
+    s_told (self, p, "REPLAY: the partition went elsewhere");
+    if (self->replay_p == (int64_t) p) {
+        bool reread = self->reread;
+        s_scan_clear (self);
+        if (reread)
+            s_reread_end (self, p, "the partition went elsewhere");
+    }
+}
+
+//  Partition p was lost and gained again in one drain of the feed while its
+//  takeover scanned it: the owner meanwhile may have written behind the scan's
+//  cursor, and the replicas it read so far count for nothing (sn_owners forgot
+//  them). The takeover starts over from the first page, from nothing, without a
+//  backoff (nothing failed); its requests wait on.
+static void
+s_replay_restart (sn_replay_t *self, uint32_t p)
+{
+    s_scan_clear (self);
+    self->hooks.drop (self->actor, p, true);
+    zlistx_add_start (self->queue, (void *) (uintptr_t) (p + 1));
+}
+
+void
+sn_replay_placement (sn_replay_t *self)
+{
+    if (!sn_owners_recv (self->owners, self->gained, self->lost))
+        return;
+    for (uint32_t p = 0; p < self->partitions; p++)
+        if (self->lost[p]) {
+            self->hooks.drop (self->actor, p, false);
+            s_replay_forget (self, p);
+        }
+    for (uint32_t p = 0; p < self->partitions; p++)
+        if (self->gained[p] && self->replay_p == (int64_t) p && !self->reread)
+            s_replay_restart (self, p);
+        else if (self->gained[p])
+            s_replay_queue (self, p);
+}
+
+//  --------------------------------------------------------------------------
+//  The actor's loop
+
+char *
+sn_replay_start (sn_replay_t *self)
+{
+    for (uint32_t p = 0; p < self->partitions; p++)
+        if (sn_owners_owns (self->owners, p))
+            s_replay_queue (self, p);
+    zpoller_t *poller = zpoller_new (self->scan, NULL);
+    self->error[0] = 0;
+    while (!self->error[0] && (self->replay_p >= 0 || zlistx_size (self->queue))) {
+        if (self->replay_p < 0) {
+            s_replay_begin (self);
+            continue;
+        }
+        int64_t wait = self->scan_until - zclock_mono ();
+        if (zpoller_wait (poller, wait > 0 ? (int) wait : 0) == self->scan) {
+            //  Nothing was written yet: any other answer is no one's
+            zframe_t *frame = zframe_recv (self->scan);
+            const char *reason = NULL;
+            sn_msg_t *reply =
+                frame ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason)
+                      : NULL;
+            sn_replay_offer (self, sn_msg_root (reply));
+            sn_msg_destroy (&reply);
+            zframe_destroy (&frame);
+        }
+        else {
+            char why[96];
+            snprintf (why, sizeof why, "log did not answer scan of partition %u",
+                      (uint32_t) self->replay_p);
+            s_replay_failed (self, why);
+        }
+    }
+    zpoller_destroy (&poller);
+    self->serving = true;
+    return self->error[0] ? strdup (self->error) : NULL;
+}
+
+bool
+sn_replay_step (sn_replay_t *self, int64_t now)
+{
+    s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked);
+    if (parked && parked->until <= zclock_mono ()) {
+        s_parked_expire (self, zclock_mono ());
+        return true;
+    }
+    //  A page not come in time fails its replay
+    if (self->replay_p >= 0 && self->scan_until <= zclock_mono ()) {
+        char why[96];
+        snprintf (why, sizeof why, "log did not answer scan of partition %u",
+                  (uint32_t) self->replay_p);
+        s_replay_failed (self, why);
+        return true;
+    }
+    //  A takeover tried again waits its turn behind those queued
+    if (sn_owners_replay_at (self->owners) <= now) {
+        int64_t retry = sn_owners_replay_due (self->owners, now);
+        if (retry >= 0)
+            s_replay_queue (self, (uint32_t) retry);
+        return true;
+    }
+    if (self->replay_p < 0 && zlistx_size (self->queue)) {
+        s_replay_begin (self);
+        return true;
+    }
+    //  Takeovers first: a re-read is begun only when none runs or waits, so a
+    //  partition gained waits behind one re-read at most
+    if (self->replay_p < 0 && sn_owners_reread_at (self->owners) <= now) {
+        int64_t again = sn_owners_reread_due (self->owners, now);
+        if (again >= 0)
+            s_reread_begin (self, (uint32_t) again);
+        return true;
+    }
+    return false;
+}
+
+int64_t
+sn_replay_next (sn_replay_t *self, int64_t now)
+{
+    int64_t next = sn_owners_replay_at (self->owners);
+    bool idle = self->replay_p < 0;
+    if (idle && sn_owners_reread_at (self->owners) < next)
+        next = sn_owners_reread_at (self->owners);
+    s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked);
+    if (parked && now + (parked->until - zclock_mono ()) < next)
+        next = now + (parked->until - zclock_mono ());
+    if (!idle && self->scan_until != INT64_MAX && now + (self->scan_until - zclock_mono ()) < next)
+        next = now + (self->scan_until - zclock_mono ());
+    return next;
+}
+
+bool
+sn_replay_taking (sn_replay_t *self, uint32_t p)
+{
+    return self->takings && self->taking[p];
+}
+
+bool
+sn_replay_rereading (sn_replay_t *self, uint32_t p)
+{
+    return self->replay_p == (int64_t) p && self->reread;
+}
+
+size_t
+sn_replay_waiting (sn_replay_t *self)
+{
+    return zlistx_size (self->queue);
+}
+
+bool
+sn_replay_command (sn_replay_t *self, const char *command)
+{
+    if (!self)
+        return false;
+    if (streq (command, "REREADS")) {
+        zstr_sendf (self->pipe, "%" PRIu64, self->rereads);
+        return true;
+    }
+    if (!streq (command, "REPLAY") && !streq (command, "REREAD"))
+        return false;
+    char *partition = zstr_recv (self->pipe);
+    uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
+    bool exists = partition && p < self->partitions;
+    if (streq (command, "REREAD")) {
+        //  For tests: p is due to be read again now, as when a replica its replays
+        //  did not read becomes reachable
+        if (exists && sn_owners_reread_soon (self->owners, p) == 0)
+            zstr_send (self->pipe, "OK");
+        else
+            zstr_sendf (self->pipe, "REREAD: no partition %s", partition ? partition : "");
+    }
+    //  Taking over p (from the mesh): its events are applied over the state held;
+    //  replaying what is known already changes nothing. The answer comes when that
+    //  replay is over
+    else if (!exists)
+        zstr_sendf (self->pipe, "REPLAY: no partition %s", partition ? partition : "");
+    else if (!sn_owners_owns (self->owners, p))
+        zstr_sendf (self->pipe, "REPLAY: partition %u is not owned here", p);
+    else {
+        s_replay_queue (self, p);
+        self->told_p = p;
+    }
+    zstr_free (&partition);
+    return true;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest: the hooks of a pretend actor, a ROUTER standing in for the log and a
+//  DEALER client whose requests wait for their takeover.
+
+#include "sn_json.h"
+
+typedef struct {
+    size_t events;  //  events applied
+    int64_t begun;  //  partition of the last scan begun, or -1
+    bool reread;    //  and whether it was a re-read
+    size_t done;    //  takeovers over
+    int adopted;    //  last re-read's end: 1 adopted, 0 discarded, -1 none yet
+    size_t drops;   //  partitions dropped
+    bool anew;      //  the last drop was anew
+    size_t served;  //  parked requests served
+    zlist_t *texts; //  refusals' texts, in order
+    uint64_t rid;   //  last rid handed out
+} s_test_actor_t;
+
+static void
+s_test_event (void *actor, const char *type, const sn_value_t *event)
+{
+    assert (streq (type, "thing.done") && sn_value_get (event, "id"));
+    ((s_test_actor_t *) actor)->events++;
+}
+
+static void
+s_test_begin (void *actor, uint32_t p, bool reread)
+{
+    ((s_test_actor_t *) actor)->begun = p;
+    ((s_test_actor_t *) actor)->reread = reread;
+}
+
+static void
+s_test_done (void *actor, uint32_t p)
+{
+    (void) p;
+    ((s_test_actor_t *) actor)->done++;
+}
+
+static void
+s_test_reread_end (void *actor, uint32_t p, bool adopt)
+{
+    (void) p;
+    ((s_test_actor_t *) actor)->adopted = adopt;
+}
+
+static void
+s_test_drop (void *actor, uint32_t p, bool anew)
+{
+    (void) p;
+    ((s_test_actor_t *) actor)->drops++;
+    ((s_test_actor_t *) actor)->anew = anew;
+}
+
+static void
+s_test_serve (void *actor, sn_routed_t *request)
+{
+    ((s_test_actor_t *) actor)->served++;
+    sn_routed_close (request);
+    free (request);
+}
+
+static void
+s_test_refuse (void *actor, sn_routed_t *request, uint64_t rid, const char *text)
+{
+    (void) rid;
+    zlist_append (((s_test_actor_t *) actor)->texts, strdup (text));
+    sn_routed_close (request);
+    free (request);
+}
+
+static uint64_t
+s_test_rid (void *actor)
+{
+    return ++((s_test_actor_t *) actor)->rid;
+}
+
+//  A request from client with fwd hops, as the actor's router has it; *msg_p its
+//  decoded payload.
+static sn_routed_t *
+s_test_request (zsock_t *client, zsock_t *front, uint64_t hops, sn_msg_t **msg_p)
+{
+    zstr_sendf (client, "{\"rid\": 7, \"fwd\": %" PRIu64 "}", hops);
+    sn_routed_t *request = (sn_routed_t *) zmalloc (sizeof (sn_routed_t));
+    zpoller_t *poller = zpoller_new (front, NULL);
+    assert (zpoller_wait (poller, 5000) == front);
+    zpoller_destroy (&poller);
+    assert (sn_routed_recv (request, front) == 0);
+    sn_pack_t *pack = sn_pack_new ();
+    char error[128];
+    assert (sn_json_to_pack ((const char *) sn_routed_data (request), sn_routed_size (request),
+                             pack, error, sizeof error) == 0);
+    *msg_p = sn_msg_decode (sn_pack_data (pack), sn_pack_size (pack), 0, NULL);
+    sn_pack_destroy (&pack);
+    assert (*msg_p);
+    return request;
+}
+
+//  The scan request the log gets next, decoded; its rid in *rid_p.
+static sn_msg_t *
+s_test_asked (zsock_t *log, uint64_t *rid_p)
+{
+    zmsg_t *msg = zmsg_recv (log);
+    assert (msg && zmsg_size (msg) == 2);
+    zframe_t *frame = zmsg_last (msg);
+    sn_msg_t *asked = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+    zmsg_destroy (&msg);
+    assert (asked && sn_value_streq (sn_value_get (sn_msg_root (asked), "op"), "scan"));
+    assert (sn_value_uint (sn_value_get (sn_msg_root (asked), "rid"), rid_p));
+    return asked;
+}
+
+//  Offer the page of json text (with rid first: "{\"rid\": %u, ...}") to replay.
+static bool
+s_test_offer (sn_replay_t *replay, const char *format, uint64_t rid)
+{
+    char *text = zsys_sprintf (format, (unsigned) rid);
+    sn_pack_t *pack = sn_pack_new ();
+    char error[128];
+    assert (sn_json_to_pack (text, strlen (text), pack, error, sizeof error) == 0);
+    sn_msg_t *page = sn_msg_decode (sn_pack_data (pack), sn_pack_size (pack), 0, NULL);
+    bool taken = sn_replay_offer (replay, sn_msg_root (page));
+    sn_msg_destroy (&page);
+    sn_pack_destroy (&pack);
+    free (text);
+    return taken;
+}
+
+static void
+s_test_expect (zsock_t *peer, const char *text)
+{
+    char *answer = zstr_recv (peer);
+    assert (answer);
+    if (!streq (answer, text))
+        zsys_error ("sn_replay test: '%s', not '%s'", answer, text);
+    assert (streq (answer, text));
+    free (answer);
+}
+
+void
+sn_replay_test (bool verbose)
+{
+    printf (" * sn_replay: ");
+    zsock_t *log = zsock_new_router ("inproc://sn_replay_test-log");
+    zsock_t *scan = zsock_new_dealer (">inproc://sn_replay_test-log");
+    zsock_t *front = zsock_new_router ("inproc://sn_replay_test-front");
+    zsock_t *client = zsock_new_dealer (">inproc://sn_replay_test-front");
+    zsock_t *pipe = zsock_new_pair ("@inproc://sn_replay_test-pipe");
+    zsock_t *peer = zsock_new_pair (">inproc://sn_replay_test-pipe");
+    zsock_set_rcvtimeo (log, 5000);
+    zsock_set_rcvtimeo (peer, 5000);
+    assert (log && scan && front && client && pipe && peer);
+    sn_owners_t *owners = sn_owners_new (NULL, NULL, 2);
+    s_test_actor_t actor = {0, -1, false, 0, -1, 0, false, 0, zlist_new (), 0};
+    zlist_autofree (actor.texts);
+    sn_replay_hooks_t hooks = {s_test_event, s_test_begin, s_test_done,   s_test_reread_end,
+                               s_test_drop,  s_test_serve, s_test_refuse, s_test_rid};
+    sn_replay_t *replay = sn_replay_new ("sn_replay test", owners, scan, pipe, 2, &hooks, &actor);
+    assert (replay);
+    int64_t now = zclock_time ();
+    assert (!sn_replay_step (replay, now));
+    assert (sn_replay_next (replay, now) == INT64_MAX);
+
+    //  A partition served here: its requests are the actor's
+    sn_msg_t *msg;
+    sn_routed_t *request = s_test_request (client, front, 0, &msg);
+    assert (!sn_replay_park (replay, request, sn_msg_root (msg), 7, 1));
+    assert (!sn_replay_park (replay, request, sn_msg_root (msg), 7, -1));
+    sn_routed_close (request);
+    free (request);
+    sn_msg_destroy (&msg);
+
+    //  REPLAY 1: its client's request waits, a forwarded one hears 503 at once
+    assert (!sn_replay_command (replay, "SIZE"));
+    zstr_send (peer, "1");
+    assert (sn_replay_command (replay, "REPLAY"));
+    assert (sn_replay_taking (replay, 1) && !sn_replay_taking (replay, 0));
+    assert (sn_replay_waiting (replay) == 1);
+    request = s_test_request (client, front, 0, &msg);
+    assert (sn_replay_park (replay, request, sn_msg_root (msg), 7, 1));
+    sn_msg_destroy (&msg);
+    request = s_test_request (client, front, 1, &msg);
+    assert (sn_replay_park (replay, request, sn_msg_root (msg), 7, 1));
+    sn_msg_destroy (&msg);
+    assert (zlist_size (actor.texts) == 1);
+    assert (streq ((char *) zlist_first (actor.texts),
+                   "partition 1 is being taken over here, try again"));
+
+    //  Its turn: the first page is asked, then the next, then it is over
+    assert (sn_replay_step (replay, zclock_time ()));
+    assert (actor.begun == 1 && !actor.reread && sn_replay_waiting (replay) == 0);
+    uint64_t rid = 0;
+    sn_msg_t *asked = s_test_asked (log, &rid);
+    assert (rid == actor.rid);
+    assert (!sn_value_get (sn_msg_root (asked), "reread"));
+    assert (!sn_value_get (sn_msg_root (asked), "from"));
+    sn_msg_destroy (&asked);
+    now = zclock_time ();
+    assert (sn_replay_next (replay, now) <= now + 60000);
+    assert (!s_test_offer (replay, "{\"rid\": %u, \"code\": 200}", rid + 1));
+    assert (s_test_offer (replay,
+                          "{\"rid\": %u, \"code\": 200, \"events\": [{\"key\": \"k1\", \"type\": "
+                          "\"thing.done\", \"event\": {\"id\": \"a\"}}], \"next\": \"k2\"}",
+                          rid));
+    assert (actor.events == 1 && actor.done == 0 && actor.served == 0);
+    asked = s_test_asked (log, &rid);
+    assert (sn_value_streq (sn_value_get (sn_msg_root (asked), "from"), "k2"));
+    sn_msg_destroy (&asked);
+    assert (s_test_offer (replay, "{\"rid\": %u, \"code\": 200, \"events\": []}", rid));
+    assert (actor.done == 1 && actor.served == 1 && !sn_replay_taking (replay, 1));
+    s_test_expect (peer, "OK");
+    //  A page come late is no one's
+    assert (!s_test_offer (replay, "{\"rid\": %u, \"code\": 200}", rid));
+
+    //  A re-read is discarded when a page fails, adopted when every page came
+    assert (sn_owners_reread_soon (owners, 0) == 0);
+    assert (sn_replay_step (replay, zclock_time ()));
+    assert (actor.begun == 0 && actor.reread && sn_replay_rereading (replay, 0));
+    assert (!sn_replay_taking (replay, 0));
+    asked = s_test_asked (log, &rid);
+    assert (sn_value_get (sn_msg_root (asked), "reread"));
+    sn_msg_destroy (&asked);
+    assert (s_test_offer (replay, "{\"rid\": %u, \"code\": 503, \"error\": \"busy\"}", rid));
+    assert (actor.adopted == 0 && actor.drops == 0 && !sn_replay_rereading (replay, 0));
+    assert (sn_replay_command (replay, "REREADS"));
+    s_test_expect (peer, "1");
+    zstr_send (peer, "0");
+    assert (sn_replay_command (replay, "REREAD"));
+    s_test_expect (peer, "OK");
+    zstr_send (peer, "2");
+    assert (sn_replay_command (replay, "REREAD"));
+    s_test_expect (peer, "REREAD: no partition 2");
+    //  Begun when it is due (sn_owners says when)
+    now = zclock_time ();
+    while (!sn_replay_step (replay, now)) {
+        int64_t next = sn_replay_next (replay, now);
+        assert (next < now + 10000);
+        zclock_sleep ((int) (next > now ? next - now : 1));
+        now = zclock_time ();
+    }
+    assert (sn_replay_rereading (replay, 0));
+    asked = s_test_asked (log, &rid);
+    sn_msg_destroy (&asked);
+    assert (s_test_offer (replay, "{\"rid\": %u, \"code\": 200, \"events\": []}", rid));
+    assert (actor.adopted == 1);
+
+    //  A takeover that fails drops what it loaded, anew, and tells REPLAY why
+    zstr_send (peer, "0");
+    assert (sn_replay_command (replay, "REPLAY"));
+    assert (sn_replay_step (replay, zclock_time ()));
+    asked = s_test_asked (log, &rid);
+    sn_msg_destroy (&asked);
+    assert (s_test_offer (replay, "{\"rid\": %u, \"code\": 503, \"error\": \"busy\"}", rid));
+    assert (actor.drops == 1 && actor.anew && !sn_replay_taking (replay, 0));
+    assert (sn_owners_taking_over (owners, 0));
+    s_test_expect (peer, "scan of partition 0 failed: busy");
+    zstr_send (peer, "9");
+    assert (sn_replay_command (replay, "REPLAY"));
+    s_test_expect (peer, "REPLAY: no partition 9");
+
+    //  At the end the requests still waiting hear so
+    zstr_send (peer, "1");
+    assert (sn_replay_command (replay, "REPLAY"));
+    request = s_test_request (client, front, 0, &msg);
+    assert (sn_replay_park (replay, request, sn_msg_root (msg), 7, 1));
+    sn_msg_destroy (&msg);
+    sn_replay_stop (replay);
+    assert (zlist_size (actor.texts) == 2);
+    assert (streq ((char *) zlist_last (actor.texts), "node is stopping"));
+    if (verbose)
+        zsys_info ("sn_replay test: %zu events, %" PRIu64 " pages", actor.events, actor.rid);
+
+    sn_replay_destroy (&replay);
+    sn_replay_destroy (&replay);
+    sn_owners_destroy (&owners);
+    zlist_destroy (&actor.texts);
+    zsock_destroy (&peer);
+    zsock_destroy (&pipe);
+    zsock_destroy (&client);
+    zsock_destroy (&front);
+    zsock_destroy (&scan);
+    zsock_destroy (&log);
+    printf ("OK\n");
+}

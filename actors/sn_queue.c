@@ -8,6 +8,7 @@
 #include "sn_json.h"
 #include "sn_store.h"
 #include "sn_owners.h"
+#include "sn_replay.h"
 #include "sn_idmap.h"
 
 #include <sys/random.h>
@@ -18,25 +19,6 @@
 #define S_BACKOFF_MAX  (3600 * 1000)      //  longest wait between retries
 #define S_TIMEOUT      (300 * 1000)       //  ms a worker may run one invocation
 #define S_WORKER_WAIT  (24 * 3600 * 1000) //  ms to wait for a worker of the class
-
-//  Events of one scan page while replaying.
-#define S_SCAN_LIMIT 1000
-
-//  How long START waits for one scan page before giving up.
-#define S_SCAN_WAIT 60000
-
-//  How long a takeover or a re-read waits for one. The log answers a page within
-//  --write-timeout-ms (2 s by default) when the mesh scans the replicas, at once
-//  from the local store; a page silent past this fails the replay, tried again
-//  later. The actor serves the other partitions meanwhile (pages are handled in its
-//  loop), but the partition taken over answers 503 until its replay is over.
-#define S_TAKEOVER_WAIT 4000
-
-//  A client's request for a partition whose takeover is not over waits for it, at
-//  most this long (then 503), at most S_PARK_MAX of them: a node that has just
-//  started answers its first requests once their partition is loaded, not 503.
-#define S_PARK_WAIT 5000
-#define S_PARK_MAX  10000
 
 //  Writes waiting for the log before new requests are refused with 503.
 #define S_PENDING_MAX 50000
@@ -196,14 +178,6 @@ typedef struct {
     void *handle;      //  its place in self->call_order
 } s_call_t;
 
-//  A request waiting for the takeover of its partition.
-typedef struct {
-    sn_routed_t *request; //  the request, owned
-    uint64_t rid;         //  its rid, for the 503
-    uint32_t p;           //  its partition
-    int64_t until;        //  zclock_mono ms it is answered 503 instead
-} s_parked_t;
-
 //  What to do when the log has acknowledged a write.
 typedef enum { S_AFTER_NOTHING, S_AFTER_ENQUEUE, S_AFTER_REPLY } s_after_t;
 
@@ -222,8 +196,6 @@ typedef struct {
     zsock_t *log;             //  DEALER to the log: the store, or the mesh
     zsock_t *scan;            //  DEALER to the store for replays, or the log itself
     sn_owners_t *owners;      //  the partitions this node owns; forwards the others
-    bool *gained;             //  scratch per partition: ownership came
-    bool *lost;               //  scratch per partition: ownership went
     zsock_t *batch;           //  DEALER to the batch actor, told of every result; or NULL
     zpoller_t *poller;        //  pipe, router, log
     sn_idmap_t *invocations;  //  id (the invocation's own) -> s_inv_t, owned
@@ -238,18 +210,7 @@ typedef struct {
     zhashx_t *buckets;        //  bucket_id -> "" for buckets that accept enqueues
     zhashx_t *staged;         //  while a re-read runs: id -> s_inv_t unknown here, owned
     zhashx_t *staged_buckets; //  while a re-read runs: buckets unknown here, as buckets
-    uint64_t rereads;         //  re-reads ended, adopted or discarded (for tests)
-    bool *taking;             //  per partition: its takeover waits or runs, not over yet
-    size_t takings;           //  partitions so marked
-    zlistx_t *replay_queue;   //  partitions whose takeover waits its turn (p + 1), in order
-    int64_t replay_p;         //  partition whose scan runs (a takeover or a re-read), or -1
-    bool reread;              //  that scan re-reads a partition served here
-    uint64_t scan_rid;        //  rid of its page asked for and not come, or 0
-    int64_t scan_until;       //  zclock_mono ms that page is given up at, or INT64_MAX
-    int64_t told_p;           //  partition whose pipe REPLAY waits for its end, or -1
-    char replay_error[256];   //  why the last takeover failed: what START answers
-    zlistx_t *parked;         //  s_parked_t, owned, oldest first: requests waiting for a
-                              //  takeover
+    sn_replay_t *replay;      //  takeovers, re-reads and the requests waiting for them
     sn_pack_t *pack;          //  scratch for events and pushes
     sn_pack_t *reply;         //  scratch for replies
     sn_pack_t *put;           //  scratch for messages to the log
@@ -377,20 +338,6 @@ s_pending_free (void **item_p)
     }
 }
 
-static void
-s_parked_free (void **item_p)
-{
-    s_parked_t *self = (s_parked_t *) *item_p;
-    if (self) {
-        if (self->request) {
-            sn_routed_close (self->request);
-            free (self->request);
-        }
-        free (self);
-        *item_p = NULL;
-    }
-}
-
 static bool
 s_worker_offers (s_worker_t *worker, const char *class_name)
 {
@@ -476,13 +423,6 @@ s_self_new (zsock_t *pipe, const sn_queue_config_t *config)
     self->put = sn_pack_new ();
     self->burst = sn_pack_new ();
     self->next_deadline = INT64_MAX;
-    self->taking = (bool *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (bool));
-    self->replay_queue = zlistx_new ();
-    self->parked = zlistx_new ();
-    zlistx_set_destructor (self->parked, s_parked_free);
-    self->replay_p = -1;
-    self->told_p = -1;
-    self->scan_until = INT64_MAX;
     return self;
 }
 
@@ -503,17 +443,13 @@ s_self_destroy (self_t **self_p)
         zsock_destroy (&self->log);
         zsock_destroy (&self->batch);
         zsock_destroy (&self->peers);
+        sn_replay_destroy (&self->replay);
         sn_owners_destroy (&self->owners);
         zhashx_destroy (&self->nodes);
         zhashx_destroy (&self->holds);
         zhashx_destroy (&self->calls);
         zlistx_destroy (&self->call_order);
         sn_pack_destroy (&self->out);
-        free (self->gained);
-        free (self->lost);
-        free (self->taking);
-        zlistx_destroy (&self->replay_queue);
-        zlistx_destroy (&self->parked);
         //  A re-read under way at $TERM: what it staged is its own
         for (s_inv_t *inv = self->staged ? (s_inv_t *) zhashx_first (self->staged) : NULL; inv;
              inv = (s_inv_t *) zhashx_next (self->staged))
@@ -637,7 +573,7 @@ static uint32_t s_partition_of (self_t *self, s_inv_t *inv);
 //  S_EVICT_STEP of them, from the head of self->finished. The list is in the order
 //  they settled, which is about the order they finished: one that finished earlier
 //  than the head (replayed after it) waits for the head, at most one window more.
-//  One of the partition read again waits until that re-read ends (s_reread_end
+//  One of the partition read again waits until that re-read ends (s_hook_reread_end
 //  evicts then): its done may be behind the re-read's cursor, and the re-read must
 //  still find it here not to adopt it again.
 static void
@@ -646,8 +582,7 @@ s_evict (self_t *self, int64_t now)
     int64_t window = self->config.keep_finished;
     s_inv_t *inv = (s_inv_t *) zlistx_first (self->finished);
     for (int step = 0; inv && inv->finished_at + window <= now && step < S_EVICT_STEP; step++) {
-        if (self->replay_p >= 0 && self->reread &&
-            s_partition_of (self, inv) == (uint32_t) self->replay_p) {
+        if (sn_replay_rereading (self->replay, s_partition_of (self, inv))) {
             self->evict_at = INT64_MAX;
             return;
         }
@@ -1429,7 +1364,7 @@ s_inv_push_send (self_t *self, s_inv_t *inv)
 static bool
 s_loading (self_t *self, s_inv_t *inv)
 {
-    return self->takings && self->taking[s_partition_of (self, inv)];
+    return sn_replay_taking (self->replay, s_partition_of (self, inv));
 }
 
 //  Hand out every due invocation a worker has room for, oldest first: to a worker
@@ -2037,7 +1972,7 @@ s_enqueued (self_t *self, s_inv_t *inv)
     //  runs, it is kept (the scan may have passed its key), dropped if it fails
     uint32_t p = s_partition_of (self, inv);
     if (!sn_owners_owns (self->owners, p) ||
-        (sn_owners_taking_over (self->owners, p) && !self->taking[p]) ||
+        (sn_owners_taking_over (self->owners, p) && !sn_replay_taking (self->replay, p)) ||
         sn_idmap_insert (self->invocations, inv->id, inv)) {
         s_inv_destroy (&inv);
         return;
@@ -2562,53 +2497,6 @@ s_op_queue_stats (self_t *self, sn_routed_t *request, uint64_t rid)
     s_reply_send (self, request);
 }
 
-//  A request for partition p, whose takeover is not over, waits for its end
-//  (s_taking_set), or 503 at once: when too many wait, and when it was forwarded
-//  by another node (the mesh gives up on it sooner, and its caller tries again).
-static void
-s_park (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid, uint32_t p)
-{
-    uint64_t hops = 0;
-    sn_value_uint (sn_value_get (root, "fwd"), &hops);
-    if (hops || zlistx_size (self->parked) >= S_PARK_MAX) {
-        s_reply_error (self, request, rid, 503, "partition %u is being taken over here, try again",
-                       p);
-        return;
-    }
-    s_parked_t *parked = (s_parked_t *) zmalloc (sizeof (s_parked_t));
-    parked->request = request;
-    parked->rid = rid;
-    parked->p = p;
-    parked->until = zclock_mono () + S_PARK_WAIT;
-    zlistx_add_end (self->parked, parked);
-}
-
-//  Requests that waited too long for their partition's takeover (until zclock_mono
-//  ms now) hear 503.
-static void
-s_parked_expire (self_t *self, int64_t now)
-{
-    s_parked_t *parked;
-    while ((parked = (s_parked_t *) zlistx_first (self->parked)) && parked->until <= now) {
-        s_reply_error (self, parked->request, parked->rid, 503,
-                       "partition %u is being taken over here, try again", parked->p);
-        parked->request = NULL;
-        zlistx_delete (self->parked, zlistx_cursor (self->parked));
-    }
-}
-
-//  At $TERM the requests still waiting for a takeover hear that none will end here.
-static void
-s_parked_stop (self_t *self)
-{
-    s_parked_t *parked;
-    while ((parked = (s_parked_t *) zlistx_first (self->parked))) {
-        s_reply_error (self, parked->request, parked->rid, 503, "node is stopping");
-        parked->request = NULL;
-        zlistx_delete (self->parked, zlistx_cursor (self->parked));
-    }
-}
-
 //  One request from the frontend. The request is owned here from now on.
 static void
 s_handle_request (self_t *self, sn_routed_t *request)
@@ -2637,10 +2525,10 @@ s_handle_request (self_t *self, sn_routed_t *request)
     else if (routed && sn_owners_route (self->owners, request, root, p, self->router)) {
         //  forwarded to the owner, held, or answered
     }
-    else if (p >= 0 && self->taking[p])
+    else if (sn_replay_park (self->replay, request, root, rid, p)) {
         //  Its replay has not loaded all of it yet: an answer from what it holds could
         //  be wrong (an invocation not found, a count short, a result for one finished)
-        s_park (self, request, root, rid, (uint32_t) p);
+    }
     else if (zhashx_size (self->pending) >= S_PENDING_MAX)
         s_reply_error (self, request, rid, 503, "queue is busy: too many writes in flight");
     else if (sn_value_streq (op, "enqueue"))
@@ -2772,8 +2660,6 @@ s_log_answer (self_t *self, const sn_value_t *root)
     }
 }
 
-static void s_replay_page (self_t *self, const sn_value_t *root);
-
 //  One answer from the log or the store: the page the replay under way waits for,
 //  or acknowledgements of writes (they come interleaved with pages when the log
 //  scans too). A page no replay waits for any more is dropped.
@@ -2784,11 +2670,7 @@ s_log_reply (self_t *self, zframe_t **frame_p)
     sn_msg_t *reply =
         sn_msg_decode_trusted (zframe_data (*frame_p), zframe_size (*frame_p), &reason);
     zframe_destroy (frame_p);
-    uint64_t rid = 0;
-    sn_value_uint (sn_value_get (sn_msg_root (reply), "rid"), &rid);
-    if (self->replay_p >= 0 && self->scan_rid && rid == self->scan_rid)
-        s_replay_page (self, sn_msg_root (reply));
-    else
+    if (!sn_replay_offer (self->replay, sn_msg_root (reply)))
         s_log_answer (self, sn_msg_root (reply));
     sn_msg_destroy (&reply);
 }
@@ -2833,7 +2715,7 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
             return;
         }
         if (self->staged) {
-            //  Not counted nor queued: s_reread_end adopts it or not at the end
+            //  Not counted nor queued: s_hook_reread_end adopts it or not at the end
             zhashx_insert (self->staged, inv->id, inv);
             return;
         }
@@ -2852,7 +2734,7 @@ s_replay_event (self_t *self, const char *type, const sn_value_t *event)
     if (!inv)
         return;
     if (self->staged && streq (type, "invocation.done")) {
-        //  Finished in the log: never adopted (see s_reread_end), and dropped now, so
+        //  Finished in the log: never adopted (see s_hook_reread_end), and dropped now, so
         //  that a re-read holds only what is unfinished, as a takeover does, not a
         //  partition's whole history
         zhashx_delete (self->staged, inv->id);
@@ -2996,143 +2878,53 @@ s_release_held (self_t *self)
         s_handle_request (self, request);
 }
 
-//  Takeovers and re-reads read the log one scan at a time, a page at a time, each
-//  page handled when it comes in the actor's loop (s_log_reply): the actor serves
-//  the other partitions meanwhile. A partition taken over answers 503 until its
-//  replay is over; one read again is served from what it holds. Takeovers go
-//  first: a re-read is begun only when none runs or waits (sn_queue_actor).
+//  Takeovers and re-reads (sn_replay) read the log one scan at a time, a page at
+//  a time, each page handled when it comes in the actor's loop (s_log_reply): the
+//  actor serves the other partitions meanwhile. A partition taken over answers
+//  503 until its replay is over; one read again is served from what it holds.
+//  What follows is the queue's part of them.
 
-//  The takeover of p begins to wait (taking), or is over: succeeded, failed
-//  (sn_owners answers 503 now), or p went elsewhere (sn_owners forwards). The
-//  requests that waited for it are handled as if they came now.
 static void
-s_taking_set (self_t *self, uint32_t p, bool taking)
+s_hook_event (void *actor, const char *type, const sn_value_t *event)
 {
-    if (self->taking[p] == taking)
-        return;
-    self->taking[p] = taking;
-    if (taking) {
-        self->takings++;
-        return;
-    }
-    self->takings--;
-    zlistx_t *ready = zlistx_new ();
-    for (s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked); parked;
-         parked = (s_parked_t *) zlistx_next (self->parked))
-        if (parked->p == p) {
-            zlistx_add_end (ready, parked->request);
-            parked->request = NULL;
-            zlistx_delete (self->parked, zlistx_cursor (self->parked));
-        }
-    for (sn_routed_t *request = (sn_routed_t *) zlistx_first (ready); request;
-         request = (sn_routed_t *) zlistx_next (ready))
-        s_handle_request (self, request);
-    zlistx_destroy (&ready);
+    s_replay_event ((self_t *) actor, type, event);
 }
 
-//  The takeover of p ended, with why it failed or NULL: a REPLAY of it waiting on
-//  the pipe hears so.
+//  A takeover counts again the finished invocations not in memory: those it
+//  leaves out, and those evicted since it loaded them (they are older still). A
+//  re-read never touches a count: it only adds, staging the invocations unknown
+//  here with their history as the scan shows it, and the buckets unknown here,
+//  touching nothing held; p is served from what it holds meanwhile.
 static void
-s_replay_told (self_t *self, uint32_t p, const char *why)
+s_hook_begin (void *actor, uint32_t p, bool reread)
 {
-    if (self->told_p == (int64_t) p) {
-        zstr_send (self->pipe, why ? why : "OK");
-        self->told_p = -1;
-    }
-}
-
-static void s_replay_failed (self_t *self, const char *why);
-
-//  Ask the log for the next page of the scan under way, from (NULL: its first).
-//  What was gathered for the log goes first: the scan then holds it.
-static void
-s_replay_ask (self_t *self, const char *from)
-{
-    uint32_t p = (uint32_t) self->replay_p;
-    sn_pack_t *request = sn_pack_new ();
-    //  The mesh counts re-reads
-    bool reread = !from && self->reread;
-    sn_pack_map (request, 4 + (from != NULL) + reread);
-    sn_pack_kv_str (request, "op", "scan");
+    self_t *self = (self_t *) actor;
     if (reread) {
-        sn_pack_str (request, "reread");
-        sn_pack_bool (request, true);
-    }
-    uint64_t scan_rid = ++self->log_rid;
-    sn_pack_kv_uint (request, "rid", scan_rid);
-    sn_pack_kv_uint (request, "p", p);
-    sn_pack_kv_uint (request, "limit", S_SCAN_LIMIT);
-    if (from)
-        sn_pack_kv_str (request, "from", from);
-    zframe_t *frame = sn_pack_frame (request);
-    sn_pack_destroy (&request);
-    s_log_flush (self);
-    if (zframe_send (&frame, self->scan, ZFRAME_DONTWAIT)) {
-        zframe_destroy (&frame);
-        s_replay_failed (self, "log is not taking scans");
+        self->staged = zhashx_new ();
+        self->staged_buckets = zhashx_new ();
         return;
     }
-    self->scan_rid = scan_rid;
-    //  Before the router is bound (START) nobody waits for the actor
-    self->scan_until = zclock_mono () + (self->router ? S_TAKEOVER_WAIT : S_SCAN_WAIT);
-}
-
-//  Partition p is taken over here (a placement, a try again, a REPLAY): its replay
-//  waits its turn, and its requests are answered 503 until it is over.
-static void
-s_replay_queue (self_t *self, uint32_t p)
-{
-    if (self->taking[p])
-        return; //  waits or runs already
-    s_taking_set (self, p, true);
-    zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
-}
-
-//  Begin the takeover whose turn has come, if it is still wanted.
-static void
-s_replay_begin (self_t *self)
-{
-    void *item = zlistx_first (self->replay_queue);
-    if (!item)
-        return;
-    uint32_t p = (uint32_t) ((uintptr_t) item - 1);
-    zlistx_delete (self->replay_queue, zlistx_cursor (self->replay_queue));
-    //  Lost again before its turn (s_replay_forget)
-    if (!self->taking[p])
-        return;
-    //  A takeover counts again the finished invocations not in memory: those it
-    //  leaves out, and those evicted since it loaded them (they are older still).
-    //  A re-read never touches a count
     for (s_counts_t *counts = (s_counts_t *) zhashx_first (self->counts); counts;
          counts = (s_counts_t *) zhashx_next (self->counts)) {
         const char *bucket = (const char *) zhashx_cursor (self->counts);
         if (sn_partition (bucket, strlen (bucket), self->config.partitions) == p)
             counts->gone = 0;
     }
-    self->replay_p = p;
-    self->reread = false;
-    sn_owners_scan_begin (self->owners, p);
-    s_replay_ask (self, NULL);
 }
 
-//  Partition p, served here, is read again (sn_owners_reread_due). The re-read
-//  only adds: it stages the invocations unknown here with their history as the
-//  scan shows it, and the buckets unknown here, touching nothing held (nor any
-//  count); p is served from what it holds meanwhile.
 static void
-s_reread_begin (self_t *self, uint32_t p)
+s_hook_done (void *actor, uint32_t p)
 {
-    self->replay_p = p;
-    self->reread = true;
-    self->staged = zhashx_new ();
-    self->staged_buckets = zhashx_new ();
-    s_replay_ask (self, NULL);
+    self_t *self = (self_t *) actor;
+    (void) p;
+    if (sn_replay_waiting (self->replay) == 0)
+        s_replay_finish (self);
+    else
+        s_deadline (self, zclock_time ());
 }
 
-//  The re-read of p ended: every page came (failed NULL) or not. Only a complete
-//  re-read (every page came, and merged every replica the replays of p read and a
-//  read quorum of p's replicas: sn_owners_reread_complete) is adopted, and of it
-//  only the invocations not finished in it and not known here. That is safe: a
+//  The re-read of p ended. Only a complete one (adopt) is adopted, and of it only
+//  the invocations not finished in it and not known here. That is safe: a
 //  complete scan holds every event this node wrote (acknowledged at QUORUM) or
 //  read before it began, so an invocation finished here before (evicted or not)
 //  shows finished in it and is never adopted; one finished while it ran may not
@@ -3142,12 +2934,9 @@ s_reread_begin (self_t *self, uint32_t p)
 //  queue. Anything else is discarded whole. The evictions of p held back are due
 //  now.
 static void
-s_reread_end (self_t *self, uint32_t p, const char *failed)
+s_hook_reread_end (void *actor, uint32_t p, bool adopt)
 {
-    char error[256];
-    bool adopt = !failed && sn_owners_reread_complete (self->owners, p, error, sizeof error);
-    if (failed)
-        snprintf (error, sizeof error, "%s", failed);
+    self_t *self = (self_t *) actor;
     size_t added = 0;
     if (adopt) {
         for (const char *state = (const char *) zhashx_first (self->staged_buckets); state;
@@ -3161,15 +2950,8 @@ s_reread_end (self_t *self, uint32_t p, const char *failed)
             inv->queued_handle = zlistx_add_end (self->queued, inv);
             added++;
         }
-        sn_owners_replayed (self->owners, p);
         if (added)
             zsys_info ("sn_queue: read partition %u again: %zu queued invocations added", p, added);
-    }
-    else {
-        sn_owners_reread_failed (self->owners, p);
-        zsys_warning ("sn_queue: reading partition %u again: %s; nothing of it kept, read "
-                      "again later",
-                      p, error);
     }
     for (s_inv_t *inv = (s_inv_t *) zhashx_first (self->staged); inv;
          inv = (s_inv_t *) zhashx_next (self->staged))
@@ -3177,142 +2959,51 @@ s_reread_end (self_t *self, uint32_t p, const char *failed)
             s_inv_destroy (&inv);
     zhashx_destroy (&self->staged);
     zhashx_destroy (&self->staged_buckets);
-    self->rereads++;
     s_inv_t *head = (s_inv_t *) zlistx_first (self->finished);
     self->evict_at = head ? head->finished_at + self->config.keep_finished : INT64_MAX;
     s_deadline (self, zclock_time ());
 }
 
-//  Every page of the scan under way came.
 static void
-s_replay_done (self_t *self)
+s_hook_drop (void *actor, uint32_t p, bool anew)
 {
-    uint32_t p = (uint32_t) self->replay_p;
-    self->replay_p = -1;
-    if (self->reread) {
-        s_reread_end (self, p, NULL);
-        return;
-    }
-    sn_owners_replayed (self->owners, p);
-    s_taking_set (self, p, false);
-    s_replay_told (self, p, NULL);
-    if (zlistx_size (self->replay_queue) == 0)
-        s_replay_finish (self);
-    else
-        s_deadline (self, zclock_time ());
+    (void) anew;
+    s_drop_partition ((self_t *) actor, p);
 }
 
-//  The scan under way failed. A takeover that fails is not served half done: what
-//  it loaded is dropped, so the next try starts from nothing and its invocations,
-//  buckets and counts (gone included) come from the log alone, and requests for p
-//  are answered 503 until a try succeeds (sn_owners). A re-read is discarded.
 static void
-s_replay_failed (self_t *self, const char *why)
+s_hook_serve (void *actor, sn_routed_t *request)
 {
-    uint32_t p = (uint32_t) self->replay_p;
-    self->replay_p = -1;
-    self->scan_rid = 0;
-    self->scan_until = INT64_MAX;
-    if (self->reread) {
-        s_reread_end (self, p, why);
-        return;
-    }
-    s_drop_partition (self, p);
-    snprintf (self->replay_error, sizeof self->replay_error, "%s", why);
-    int64_t retry = sn_owners_replay_failed (self->owners, p);
-    s_taking_set (self, p, false);
-    if (retry == INT64_MAX)
-        zsys_error ("sn_queue: replaying partition %u, not owned here: %s", p, why);
-    else
-        zsys_error ("sn_queue: taking over partition %u: %s; trying again in %" PRId64 " ms", p,
-                    why, retry - zclock_time ());
-    s_replay_told (self, p, why);
+    s_handle_request ((self_t *) actor, request);
 }
 
-//  One page of the scan under way: {code, events: [{key, type, ts, event}], next}.
 static void
-s_replay_page (self_t *self, const sn_value_t *root)
+s_hook_refuse (void *actor, sn_routed_t *request, uint64_t rid, const char *text)
 {
-    uint32_t p = (uint32_t) self->replay_p;
-    self->scan_rid = 0;
-    self->scan_until = INT64_MAX;
-    uint64_t code = 0;
-    sn_value_uint (sn_value_get (root, "code"), &code);
-    if (code != 200) {
-        char *text = sn_value_get_strdup (root, "error");
-        char why[256];
-        snprintf (why, sizeof why, "scan of partition %u failed: %s", p, text ? text : "no reply");
-        free (text);
-        s_replay_failed (self, why);
-        return;
-    }
-    sn_owners_scan_page (self->owners, p, root);
-    const sn_value_t *events = sn_value_get (root, "events");
-    for (size_t index = 0; index < sn_value_size (events); index++) {
-        const sn_value_t *item = sn_value_at (events, index);
-        char *type = sn_value_get_strdup (item, "type");
-        if (type)
-            s_replay_event (self, type, sn_value_get (item, "event"));
-        free (type);
-    }
-    char *from = sn_value_get_strdup (root, "next");
-    if (from)
-        s_replay_ask (self, from);
-    else
-        s_replay_done (self);
-    free (from);
+    s_reply_error ((self_t *) actor, request, rid, 503, "%s", text);
 }
 
-//  Partition p went elsewhere (what of it was loaded went with s_drop_partition):
-//  its takeover, waiting or under way, ends, and so does a re-read of it. The
-//  answer of its page, should it come, is no one's.
-static void
-s_replay_forget (self_t *self, uint32_t p)
+//  What was gathered for the log goes before the page is asked: the scan then
+//  holds it.
+static uint64_t
+s_hook_rid (void *actor)
 {
-    s_taking_set (self, p, false);
-    s_replay_told (self, p, "REPLAY: the partition went elsewhere");
-    if (self->replay_p == (int64_t) p) {
-        self->replay_p = -1;
-        self->scan_rid = 0;
-        self->scan_until = INT64_MAX;
-        if (self->reread)
-            s_reread_end (self, p, "the partition went elsewhere");
-    }
+    self_t *self = (self_t *) actor;
+    uint64_t rid = ++self->log_rid;
+    s_log_flush (self);
+    return rid;
 }
 
-//  Partition p was lost and gained again in one drain of the feed while its
-//  takeover scanned it: the owner meanwhile may have written behind the scan's
-//  cursor, and the replicas it read so far count for nothing (sn_owners forgot
-//  them). The takeover starts over from the first page, from nothing, without a
-//  backoff (nothing failed); its requests wait on. The answer of the page asked
-//  for, should it come, is no one's.
-static void
-s_replay_restart (self_t *self, uint32_t p)
-{
-    self->replay_p = -1;
-    self->scan_rid = 0;
-    self->scan_until = INT64_MAX;
-    s_drop_partition (self, p);
-    zlistx_add_start (self->replay_queue, (void *) (uintptr_t) (p + 1));
-}
+static const sn_replay_hooks_t s_replay_hooks = {s_hook_event,      s_hook_begin, s_hook_done,
+                                                 s_hook_reread_end, s_hook_drop,  s_hook_serve,
+                                                 s_hook_refuse,     s_hook_rid};
 
 //  The partition table changed: drop what went, replay what came (in turn, from
 //  the actor's loop).
 static void
 s_placement (self_t *self)
 {
-    if (sn_owners_recv (self->owners, self->gained, self->lost)) {
-        for (uint32_t p = 0; p < self->config.partitions; p++)
-            if (self->lost[p]) {
-                s_drop_partition (self, p);
-                s_replay_forget (self, p);
-            }
-        for (uint32_t p = 0; p < self->config.partitions; p++)
-            if (self->gained[p] && self->replay_p == (int64_t) p && !self->reread)
-                s_replay_restart (self, p);
-            else if (self->gained[p])
-                s_replay_queue (self, p);
-    }
+    sn_replay_placement (self->replay);
     s_nodes_update (self);
     s_release_held (self);
 }
@@ -3359,38 +3050,15 @@ s_self_start (self_t *self)
         if (zsock_connect (self->peers, "%s", self->config.mesh) == -1)
             return zsys_sprintf ("cannot connect to the mesh %s", self->config.mesh);
     }
-    self->gained = (bool *) zmalloc (self->config.partitions * sizeof (bool));
-    self->lost = (bool *) zmalloc (self->config.partitions * sizeof (bool));
+    self->replay = sn_replay_new ("sn_queue", self->owners, self->scan, self->pipe,
+                                  self->config.partitions, &s_replay_hooks, self);
     //  With a feed, partitions are replayed as the mesh hands them to this node.
     //  Without one every partition is replayed here, before the router is bound:
     //  the node answers nothing before its state is loaded, and a replay that
     //  fails fails START
-    for (uint32_t p = 0; p < self->config.partitions; p++)
-        if (sn_owners_owns (self->owners, p))
-            s_replay_queue (self, p);
-    zpoller_t *poller = zpoller_new (self->scan, NULL);
-    self->replay_error[0] = 0;
-    while (!self->replay_error[0] && (self->replay_p >= 0 || zlistx_size (self->replay_queue))) {
-        if (self->replay_p < 0) {
-            s_replay_begin (self);
-            continue;
-        }
-        int64_t wait = self->scan_until - zclock_mono ();
-        if (zpoller_wait (poller, wait > 0 ? (int) wait : 0) == self->scan) {
-            zframe_t *frame = zframe_recv (self->scan);
-            if (frame)
-                s_log_reply (self, &frame);
-        }
-        else {
-            char why[96];
-            snprintf (why, sizeof why, "log did not answer scan of partition %u",
-                      (uint32_t) self->replay_p);
-            s_replay_failed (self, why);
-        }
-    }
-    zpoller_destroy (&poller);
-    if (self->replay_error[0])
-        return strdup (self->replay_error);
+    char *error = sn_replay_start (self->replay);
+    if (error)
+        return error;
     self->router = zsock_new (ZMQ_ROUTER);
     zsock_set_sndhwm (self->router, 100000);
     zsock_set_rcvhwm (self->router, 100000);
@@ -3429,38 +3097,11 @@ s_handle_pipe (self_t *self)
         zstr_send (self->pipe, error ? error : "OK");
         free (error);
     }
-    else if (streq (command, "REPLAY")) {
-        //  Taking over partition p (from the mesh): its events are applied over
-        //  the state held; replaying what is known already changes nothing. The
-        //  answer comes when that replay is over: "OK", or why it failed
-        char *partition = zstr_recv (self->pipe);
-        uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
-        if (!partition || p >= self->config.partitions)
-            zstr_sendf (self->pipe, "REPLAY: no partition %s", partition ? partition : "");
-        else if (!sn_owners_owns (self->owners, p))
-            zstr_sendf (self->pipe, "REPLAY: partition %u is not owned here", p);
-        else {
-            s_replay_queue (self, p);
-            self->told_p = p;
-        }
-        zstr_free (&partition);
+    else if (sn_replay_command (self->replay, command)) {
+        //  REPLAY, REREAD, REREADS
     }
     else if (streq (command, "SIZE"))
         zstr_sendf (self->pipe, "%zu", sn_idmap_size (self->invocations));
-    else if (streq (command, "REREAD")) {
-        //  For tests: partition p is due to be read again now, as when a replica
-        //  its replays did not read becomes reachable; REREADS counts those ended
-        char *partition = zstr_recv (self->pipe);
-        uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
-        if (partition && p < self->config.partitions &&
-            sn_owners_reread_soon (self->owners, p) == 0)
-            zstr_send (self->pipe, "OK");
-        else
-            zstr_sendf (self->pipe, "REREAD: no partition %s", partition ? partition : "");
-        zstr_free (&partition);
-    }
-    else if (streq (command, "REREADS"))
-        zstr_sendf (self->pipe, "%" PRIu64, self->rereads);
     else if (streq (command, "$TERM"))
         self->terminated = true;
     else
@@ -3517,39 +3158,8 @@ sn_queue_actor (zsock_t *pipe, void *args)
             s_release_held (self);
             continue;
         }
-        s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked);
-        if (parked && parked->until <= zclock_mono ()) {
-            s_parked_expire (self, zclock_mono ());
+        if (sn_replay_step (self->replay, now))
             continue;
-        }
-        //  A page not come in time fails its replay
-        if (self->replay_p >= 0 && self->scan_until <= zclock_mono ()) {
-            char why[96];
-            snprintf (why, sizeof why, "log did not answer scan of partition %u",
-                      (uint32_t) self->replay_p);
-            s_replay_failed (self, why);
-            continue;
-        }
-        //  A takeover tried again waits its turn behind those queued
-        if (sn_owners_replay_at (self->owners) <= now) {
-            int64_t retry = sn_owners_replay_due (self->owners, now);
-            if (retry >= 0)
-                s_replay_queue (self, (uint32_t) retry);
-            continue;
-        }
-        if (self->replay_p < 0 && zlistx_size (self->replay_queue)) {
-            s_replay_begin (self);
-            continue;
-        }
-        //  Takeovers first: a re-read is begun only when none runs or waits, so a
-        //  partition gained waits behind one re-read at most
-        bool idle = self->replay_p < 0;
-        if (idle && sn_owners_reread_at (self->owners) <= now) {
-            int64_t again = sn_owners_reread_due (self->owners, now);
-            if (again >= 0)
-                s_reread_begin (self, (uint32_t) again);
-            continue;
-        }
         //  One step, then a look at the sockets (wait 0 while more are due)
         if (self->evict_at <= now)
             s_evict (self, now);
@@ -3560,14 +3170,9 @@ sn_queue_actor (zsock_t *pipe, void *args)
             wait = self->presence_at - now;
         if (sn_owners_deadline (self->owners) - now < wait)
             wait = sn_owners_deadline (self->owners) - now;
-        if (sn_owners_replay_at (self->owners) - now < wait)
-            wait = sn_owners_replay_at (self->owners) - now;
-        if (parked && parked->until - zclock_mono () < wait)
-            wait = parked->until - zclock_mono () > 0 ? parked->until - zclock_mono () : 0;
-        if (idle && sn_owners_reread_at (self->owners) - now < wait)
-            wait = sn_owners_reread_at (self->owners) - now;
-        if (!idle && self->scan_until != INT64_MAX && self->scan_until - zclock_mono () < wait)
-            wait = self->scan_until - zclock_mono () > 0 ? self->scan_until - zclock_mono () : 0;
+        int64_t replay_next = sn_replay_next (self->replay, now);
+        if (replay_next - now < wait)
+            wait = replay_next - now > 0 ? replay_next - now : 0;
         if (self->evict_at - now < wait)
             wait = self->evict_at - now > 0 ? self->evict_at - now : 0;
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, wait > 60000 ? 60000 : (int) wait);
@@ -3576,7 +3181,7 @@ sn_queue_actor (zsock_t *pipe, void *args)
         else if (zpoller_terminated (self->poller))
             break;
     }
-    s_parked_stop (self);
+    sn_replay_stop (self->replay);
     //  What the last step gathered still goes: a result not sent would run again
     s_log_flush (self);
     s_self_destroy (&self);

@@ -6,6 +6,7 @@
 #include "sn_msg.h"
 #include "sn_routed.h"
 #include "sn_owners.h"
+#include "sn_replay.h"
 #include "sn_key.h"
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -20,20 +21,8 @@
 #define S_RETRY_MAX     60000                    //  longest wait between deliveries
 #define S_POST_TIMEOUT  10000                    //  ms one POST may take
 #define S_HANDSHAKE_WAIT                                                                           \
-    5000                   //  ms the handshake may take: less
-                           //  than a client waits for its answer
-#define S_SCAN_LIMIT 1000  //  events per scan page at start
-#define S_SCAN_WAIT  60000 //  ms START waits for a scan page
-//  ms a takeover or a re-read waits for one. The log answers a page within
-//  --write-timeout-ms (2 s by default) when the mesh scans the replicas, at once from
-//  the local store; a page silent past this fails the replay, tried again later. The
-//  actor serves the other partitions meanwhile (pages are handled in its loop).
-#define S_TAKEOVER_WAIT 4000
-//  A client's request for a partition whose takeover is not over waits for it, at
-//  most this long (then 503), at most S_PARK_MAX of them
-#define S_PARK_WAIT 5000
-#define S_PARK_MAX  10000
-
+    5000 //  ms the handshake may take: less
+         //  than a client waits for its answer
 //  The value in a bucket's seen table of a result already in a commit.
 static char s_committed[] = "committed";
 
@@ -120,22 +109,12 @@ typedef struct {
     int code;             //  the answer's code, for S_CALL_TOLD
 } s_call_t;
 
-//  A request waiting for the takeover of its partition.
-typedef struct {
-    sn_routed_t *request; //  the request, owned
-    uint64_t rid;         //  its rid, for the 503
-    uint32_t p;           //  its partition
-    int64_t until;        //  zclock_mono ms it is answered 503 instead
-} s_parked_t;
-
 typedef struct {
     zsock_t *pipe;            //  our end of the actor pipe
     zsock_t *router;          //  requests from the frontend, notes from the queue
     zsock_t *log;             //  DEALER to the log: the store, or the mesh
     zsock_t *scan;            //  DEALER to the store for replays, or the log itself
     sn_owners_t *owners;      //  the partitions this node owns; forwards the others
-    bool *gained;             //  scratch per partition: ownership came
-    bool *lost;               //  scratch per partition: ownership went
     zsock_t *queue;           //  DEALER to the queue
     zsock_t *webhook;         //  DEALER to the webhook actor
     zpoller_t *poller;        //  pipe, router, log, queue, webhook
@@ -149,18 +128,7 @@ typedef struct {
     bool verbose;             //  log every commit
     bool terminated;          //  $TERM received
     zhashx_t *staging;        //  while a re-read runs: id -> s_bucket_t it read, owned
-    uint64_t rereads;         //  re-reads ended, adopted or discarded (for tests)
-    bool *taking;             //  per partition: its takeover waits or runs, not over yet
-    size_t takings;           //  partitions so marked
-    zlistx_t *replay_queue;   //  partitions whose takeover waits its turn (p + 1), in order
-    int64_t replay_p;         //  partition whose scan runs (a takeover or a re-read), or -1
-    bool reread;              //  that scan re-reads a partition served here
-    uint64_t scan_rid;        //  rid of its page asked for and not come, or 0
-    int64_t scan_until;       //  zclock_mono ms that page is given up at, or INT64_MAX
-    int64_t told_p;           //  partition whose pipe REPLAY waits for its end, or -1
-    char replay_error[256];   //  why the last takeover failed: what START answers
-    zlistx_t *parked;         //  s_parked_t, owned, oldest first: requests waiting for a
-                              //  takeover
+    sn_replay_t *replay;      //  takeovers, re-reads and the requests waiting for them
 } self_t;
 
 //  --------------------------------------------------------------------------
@@ -235,20 +203,6 @@ s_plain_free (void **item_p)
 {
     free (*item_p);
     *item_p = NULL;
-}
-
-static void
-s_parked_free (void **item_p)
-{
-    s_parked_t *self = (s_parked_t *) *item_p;
-    if (self) {
-        if (self->request) {
-            sn_routed_close (self->request);
-            free (self->request);
-        }
-        free (self);
-        *item_p = NULL;
-    }
 }
 
 static s_bucket_t *
@@ -360,13 +314,6 @@ s_self_new (zsock_t *pipe, const sn_batch_config_t *config)
     zhashx_set_destructor (self->calls, s_call_free);
     self->pack = sn_pack_new ();
     self->reply = sn_pack_new ();
-    self->taking = (bool *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (bool));
-    self->replay_queue = zlistx_new ();
-    self->parked = zlistx_new ();
-    zlistx_set_destructor (self->parked, s_parked_free);
-    self->replay_p = -1;
-    self->told_p = -1;
-    self->scan_until = INT64_MAX;
     return self;
 }
 
@@ -384,12 +331,8 @@ s_self_destroy (self_t **self_p)
         if (self->scan != self->log)
             zsock_destroy (&self->scan);
         zsock_destroy (&self->log);
+        sn_replay_destroy (&self->replay);
         sn_owners_destroy (&self->owners);
-        free (self->gained);
-        free (self->lost);
-        free (self->taking);
-        zlistx_destroy (&self->replay_queue);
-        zlistx_destroy (&self->parked);
         //  A re-read under way at $TERM: what it staged is its own
         for (s_bucket_t *bucket = self->staging ? (s_bucket_t *) zhashx_first (self->staging)
                                                 : NULL;
@@ -1035,53 +978,6 @@ s_op_stats (self_t *self, sn_routed_t *request, uint64_t rid)
     s_reply_send (self, request);
 }
 
-//  A request for partition p, whose takeover is not over, waits for its end
-//  (s_taking_set), or 503 at once: when too many wait, and when it was forwarded
-//  by another node (the mesh gives up on it sooner, and its caller tries again).
-static void
-s_park (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid, uint32_t p)
-{
-    uint64_t hops = 0;
-    sn_value_uint (sn_value_get (root, "fwd"), &hops);
-    if (hops || zlistx_size (self->parked) >= S_PARK_MAX) {
-        s_reply_error (self, request, rid, 503, "partition %u is being taken over here, try again",
-                       p);
-        return;
-    }
-    s_parked_t *parked = (s_parked_t *) zmalloc (sizeof (s_parked_t));
-    parked->request = request;
-    parked->rid = rid;
-    parked->p = p;
-    parked->until = zclock_mono () + S_PARK_WAIT;
-    zlistx_add_end (self->parked, parked);
-}
-
-//  Requests that waited too long for their partition's takeover (until zclock_mono
-//  ms now) hear 503.
-static void
-s_parked_expire (self_t *self, int64_t now)
-{
-    s_parked_t *parked;
-    while ((parked = (s_parked_t *) zlistx_first (self->parked)) && parked->until <= now) {
-        s_reply_error (self, parked->request, parked->rid, 503,
-                       "partition %u is being taken over here, try again", parked->p);
-        parked->request = NULL;
-        zlistx_delete (self->parked, zlistx_cursor (self->parked));
-    }
-}
-
-//  At $TERM the requests still waiting for a takeover hear that none will end here.
-static void
-s_parked_stop (self_t *self)
-{
-    s_parked_t *parked;
-    while ((parked = (s_parked_t *) zlistx_first (self->parked))) {
-        s_reply_error (self, parked->request, parked->rid, 503, "node is stopping");
-        parked->request = NULL;
-        zlistx_delete (self->parked, zlistx_cursor (self->parked));
-    }
-}
-
 static void
 s_handle_request (self_t *self, sn_routed_t *request)
 {
@@ -1111,11 +1007,11 @@ s_handle_request (self_t *self, sn_routed_t *request)
                               self->router)) {
         //  forwarded to the owner, held, or answered
     }
-    else if (sn_owners_partition (self->owners, root) >= 0 &&
-             self->taking[sn_owners_partition (self->owners, root)])
+    else if (sn_replay_park (self->replay, request, root, rid,
+                             sn_owners_partition (self->owners, root))) {
         //  Its replay has not loaded all of it yet: an answer from what it holds could
         //  be wrong (a bucket not found, or created twice)
-        s_park (self, request, root, rid, (uint32_t) sn_owners_partition (self->owners, root));
+    }
     else if (sn_value_streq (op, "batch.create"))
         s_op_create (self, request, root, rid);
     else if (sn_value_streq (op, "batch.get")) {
@@ -1231,7 +1127,7 @@ s_handle_answer (self_t *self, char prefix, zframe_t *frame)
 static void
 s_replay_event (self_t *self, const char *type, const sn_value_t *event)
 {
-    //  A re-read builds the buckets of p apart (s_reread_begin)
+    //  A re-read builds the buckets of p apart (s_hook_begin)
     zhashx_t *buckets = self->staging ? self->staging : self->buckets;
     char *id = sn_value_get_strdup (event, "bucket_id");
     s_bucket_t *bucket = id ? (s_bucket_t *) zhashx_lookup (buckets, id) : NULL;
@@ -1372,131 +1268,42 @@ s_release_held (self_t *self)
         s_handle_request (self, request);
 }
 
-//  Takeovers and re-reads read the log one scan at a time, a page at a time, each
-//  page handled when it comes in the actor's loop (s_log_reply): the actor serves
-//  the other partitions meanwhile. Requests for a partition taken over wait until
-//  its replay is over, and nothing of it is committed or posted until then; one
-//  read again is served from what it holds. Takeovers go first: a re-read is begun
-//  only when none runs or waits (sn_batch_actor).
+//  Takeovers and re-reads (sn_replay) read the log one scan at a time, a page at
+//  a time, each page handled when it comes in the actor's loop (s_log_reply): the
+//  actor serves the other partitions meanwhile. Requests for a partition taken
+//  over wait until its replay is over, and nothing of it is committed or posted
+//  until then; one read again is served from what it holds. What follows is the
+//  batch actor's part of them.
 
-//  The takeover of p begins to wait (taking), or is over: succeeded, failed
-//  (sn_owners answers 503 now), or p went elsewhere (sn_owners forwards). The
-//  requests that waited for it are handled as if they came now.
 static void
-s_taking_set (self_t *self, uint32_t p, bool taking)
+s_hook_event (void *actor, const char *type, const sn_value_t *event)
 {
-    if (self->taking[p] == taking)
-        return;
-    self->taking[p] = taking;
-    if (taking) {
-        self->takings++;
-        return;
-    }
-    self->takings--;
-    zlistx_t *ready = zlistx_new ();
-    for (s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked); parked;
-         parked = (s_parked_t *) zlistx_next (self->parked))
-        if (parked->p == p) {
-            zlistx_add_end (ready, parked->request);
-            parked->request = NULL;
-            zlistx_delete (self->parked, zlistx_cursor (self->parked));
-        }
-    for (sn_routed_t *request = (sn_routed_t *) zlistx_first (ready); request;
-         request = (sn_routed_t *) zlistx_next (ready))
-        s_handle_request (self, request);
-    zlistx_destroy (&ready);
+    s_replay_event ((self_t *) actor, type, event);
 }
 
-//  The takeover of p ended, with why it failed or NULL: a REPLAY of it waiting on
-//  the pipe hears so.
+//  A re-read of p replays p apart, into self->staging, touching nothing held; p is
+//  served meanwhile.
 static void
-s_replay_told (self_t *self, uint32_t p, const char *why)
+s_hook_begin (void *actor, uint32_t p, bool reread)
 {
-    if (self->told_p == (int64_t) p) {
-        zstr_send (self->pipe, why ? why : "OK");
-        self->told_p = -1;
-    }
-}
-
-static void s_replay_failed (self_t *self, const char *why);
-
-//  Ask the log for the next page of the scan under way, from (NULL: its first).
-static void
-s_replay_ask (self_t *self, const char *from)
-{
-    sn_pack_reset (self->pack);
-    //  The mesh counts re-reads
-    bool reread = !from && self->reread;
-    sn_pack_map (self->pack, 4 + (from != NULL) + reread);
-    sn_pack_kv_str (self->pack, "op", "scan");
-    if (reread) {
-        sn_pack_str (self->pack, "reread");
-        sn_pack_bool (self->pack, true);
-    }
-    uint64_t scan_rid = ++self->rid;
-    sn_pack_kv_uint (self->pack, "rid", scan_rid);
-    sn_pack_kv_uint (self->pack, "p", (uint64_t) self->replay_p);
-    sn_pack_kv_uint (self->pack, "limit", S_SCAN_LIMIT);
-    if (from)
-        sn_pack_kv_str (self->pack, "from", from);
-    zframe_t *frame = sn_pack_frame (self->pack);
-    if (zframe_send (&frame, self->scan, ZFRAME_DONTWAIT)) {
-        zframe_destroy (&frame);
-        s_replay_failed (self, "log is not taking scans");
+    self_t *self = (self_t *) actor;
+    if (!reread)
         return;
-    }
-    self->scan_rid = scan_rid;
-    //  Before the router is bound (START) nobody waits for the actor
-    self->scan_until = zclock_mono () + (self->router ? S_TAKEOVER_WAIT : S_SCAN_WAIT);
-}
-
-//  Partition p is taken over here (a placement, a try again, a REPLAY): its replay
-//  waits its turn, and its requests wait until it is over.
-static void
-s_replay_queue (self_t *self, uint32_t p)
-{
-    if (self->taking[p])
-        return; //  waits or runs already
-    s_taking_set (self, p, true);
-    zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
-}
-
-//  Begin the takeover whose turn has come, if it is still wanted.
-static void
-s_replay_begin (self_t *self)
-{
-    void *item = zlistx_first (self->replay_queue);
-    if (!item)
-        return;
-    uint32_t p = (uint32_t) ((uintptr_t) item - 1);
-    zlistx_delete (self->replay_queue, zlistx_cursor (self->replay_queue));
-    //  Lost again before its turn (s_replay_forget)
-    if (!self->taking[p])
-        return;
-    self->replay_p = p;
-    self->reread = false;
-    sn_owners_scan_begin (self->owners, p);
-    s_replay_ask (self, NULL);
-}
-
-//  Partition p, served here, is read again (sn_owners_reread_due): it replays p
-//  apart, into self->staging, touching nothing held; p is served meanwhile.
-static void
-s_reread_begin (self_t *self, uint32_t p)
-{
-    self->replay_p = p;
-    self->reread = true;
     self->staging = zhashx_new ();
     if (s_partition_of (self, "primary") == p)
         zhashx_insert (self->staging, "primary", s_bucket_new ("primary"));
-    s_replay_ask (self, NULL);
 }
 
-//  The re-read of p ended: every page came (failed NULL) or not. Only a complete
-//  one (every page came, and merged every replica the replays of p read and a
-//  read quorum of p's replicas: sn_owners_reread_complete) is adopted: a bucket
-//  not held here is loaded whole, as a takeover loads it; a bucket held here keeps
-//  its settings, commits and timers and gains only the results the replay left
+//  A takeover is over: its commits are due.
+static void
+s_hook_done (void *actor, uint32_t p)
+{
+    s_settle ((self_t *) actor, p);
+}
+
+//  The re-read of p ended. Only a complete one (adopt) is adopted: a bucket not
+//  held here is loaded whole, as a takeover loads it; a bucket held here keeps its
+//  settings, commits and timers and gains only the results the replay left
 //  waiting (in no batch.commit of the scan) that it has not seen. That is safe: a
 //  complete scan holds every event this node wrote (acknowledged at QUORUM) or
 //  read before it began, every commit made here before included, so a result
@@ -1506,12 +1313,9 @@ s_reread_begin (self_t *self, uint32_t p)
 //  (s_timers), so it is seen here and not collected again. Anything else is
 //  discarded whole.
 static void
-s_reread_end (self_t *self, uint32_t p, const char *failed)
+s_hook_reread_end (void *actor, uint32_t p, bool adopt)
 {
-    char error[256];
-    bool adopt = !failed && sn_owners_reread_complete (self->owners, p, error, sizeof error);
-    if (failed)
-        snprintf (error, sizeof error, "%s", failed);
+    self_t *self = (self_t *) actor;
     int64_t now = zclock_time ();
     size_t loaded = 0, results = 0;
     for (s_bucket_t *bucket = (s_bucket_t *) zhashx_first (self->staging); bucket;
@@ -1541,100 +1345,45 @@ s_reread_end (self_t *self, uint32_t p, const char *failed)
         s_bucket_destroy (&bucket);
     }
     zhashx_destroy (&self->staging);
-    if (adopt) {
-        sn_owners_replayed (self->owners, p);
-        if (loaded || results)
-            zsys_info ("sn_batch: read partition %u again: %zu buckets loaded, %zu results added",
-                       p, loaded, results);
-    }
-    else {
-        sn_owners_reread_failed (self->owners, p);
-        zsys_warning ("sn_batch: reading partition %u again: %s; nothing of it kept, read "
-                      "again later",
-                      p, error);
-    }
-    self->rereads++;
+    if (adopt && (loaded || results))
+        zsys_info ("sn_batch: read partition %u again: %zu buckets loaded, %zu results added", p,
+                   loaded, results);
 }
 
-//  Every page of the scan under way came: a takeover's commits are due.
+//  A takeover that fails is not served half done: its buckets are dropped and
+//  primary starts afresh (anew), so nothing of it is committed or posted, and the
+//  next try rebuilds buckets, seen results and commits from the log alone rather
+//  than over what one try loaded.
 static void
-s_replay_done (self_t *self)
+s_hook_drop (void *actor, uint32_t p, bool anew)
 {
-    uint32_t p = (uint32_t) self->replay_p;
-    self->replay_p = -1;
-    if (self->reread) {
-        s_reread_end (self, p, NULL);
-        return;
-    }
-    sn_owners_replayed (self->owners, p);
-    s_settle (self, p);
-    s_taking_set (self, p, false);
-    s_replay_told (self, p, NULL);
-}
-
-//  The scan under way failed. A takeover that fails is not served half done: its
-//  buckets are dropped (primary starts afresh), so nothing of it is committed or
-//  posted, the next try rebuilds buckets, seen results and commits from the log
-//  alone rather than over what one try loaded, and requests for p are answered 503
-//  until a try succeeds (sn_owners). A re-read is discarded.
-static void
-s_replay_failed (self_t *self, const char *why)
-{
-    uint32_t p = (uint32_t) self->replay_p;
-    self->replay_p = -1;
-    self->scan_rid = 0;
-    self->scan_until = INT64_MAX;
-    if (self->reread) {
-        s_reread_end (self, p, why);
-        return;
-    }
+    self_t *self = (self_t *) actor;
     s_drop_partition (self, p);
-    if (s_partition_of (self, "primary") == p)
+    if (anew && s_partition_of (self, "primary") == p)
         zhashx_update (self->buckets, "primary", s_bucket_new ("primary"));
-    snprintf (self->replay_error, sizeof self->replay_error, "%s", why);
-    int64_t retry = sn_owners_replay_failed (self->owners, p);
-    s_taking_set (self, p, false);
-    if (retry == INT64_MAX)
-        zsys_error ("sn_batch: replaying partition %u, not owned here: %s", p, why);
-    else
-        zsys_error ("sn_batch: taking over partition %u: %s; trying again in %" PRId64 " ms", p,
-                    why, retry - zclock_time ());
-    s_replay_told (self, p, why);
 }
 
-//  One page of the scan under way: {code, events: [{key, type, ts, event}], next}.
 static void
-s_replay_page (self_t *self, const sn_value_t *root)
+s_hook_serve (void *actor, sn_routed_t *request)
 {
-    uint32_t p = (uint32_t) self->replay_p;
-    self->scan_rid = 0;
-    self->scan_until = INT64_MAX;
-    uint64_t code = 0;
-    sn_value_uint (sn_value_get (root, "code"), &code);
-    if (code != 200) {
-        char *text = sn_value_get_strdup (root, "error");
-        char why[256];
-        snprintf (why, sizeof why, "scan of partition %u failed: %s", p, text ? text : "no reason");
-        free (text);
-        s_replay_failed (self, why);
-        return;
-    }
-    sn_owners_scan_page (self->owners, p, root);
-    const sn_value_t *events = sn_value_get (root, "events");
-    for (size_t index = 0; index < sn_value_size (events); index++) {
-        const sn_value_t *item = sn_value_at (events, index);
-        char *type = sn_value_get_strdup (item, "type");
-        if (type)
-            s_replay_event (self, type, sn_value_get (item, "event"));
-        free (type);
-    }
-    char *from = sn_value_get_strdup (root, "next");
-    if (from)
-        s_replay_ask (self, from);
-    else
-        s_replay_done (self);
-    free (from);
+    s_handle_request ((self_t *) actor, request);
 }
+
+static void
+s_hook_refuse (void *actor, sn_routed_t *request, uint64_t rid, const char *text)
+{
+    s_reply_error ((self_t *) actor, request, rid, 503, "%s", text);
+}
+
+static uint64_t
+s_hook_rid (void *actor)
+{
+    return ++((self_t *) actor)->rid;
+}
+
+static const sn_replay_hooks_t s_replay_hooks = {s_hook_event,      s_hook_begin, s_hook_done,
+                                                 s_hook_reread_end, s_hook_drop,  s_hook_serve,
+                                                 s_hook_refuse,     s_hook_rid};
 
 //  One answer on the log or the scan socket: the page the replay under way waits
 //  for, or an answer to a write (they come interleaved with pages when the log
@@ -1644,48 +1393,9 @@ s_log_reply (self_t *self, zframe_t *frame)
 {
     const char *reason = NULL;
     sn_msg_t *msg = sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason);
-    uint64_t rid = 0;
-    sn_value_uint (sn_value_get (sn_msg_root (msg), "rid"), &rid);
-    if (self->replay_p >= 0 && self->scan_rid && rid == self->scan_rid)
-        s_replay_page (self, sn_msg_root (msg));
-    else
+    if (!sn_replay_offer (self->replay, sn_msg_root (msg)))
         s_handle_answer (self, 'L', frame);
     sn_msg_destroy (&msg);
-}
-
-//  Partition p went elsewhere (its buckets went with s_drop_partition): its
-//  takeover, waiting or under way, ends, and so does a re-read of it. The answer
-//  of its page, should it come, is no one's.
-static void
-s_replay_forget (self_t *self, uint32_t p)
-{
-    s_taking_set (self, p, false);
-    s_replay_told (self, p, "REPLAY: the partition went elsewhere");
-    if (self->replay_p == (int64_t) p) {
-        self->replay_p = -1;
-        self->scan_rid = 0;
-        self->scan_until = INT64_MAX;
-        if (self->reread)
-            s_reread_end (self, p, "the partition went elsewhere");
-    }
-}
-
-//  Partition p was lost and gained again in one drain of the feed while its
-//  takeover scanned it: the owner meanwhile may have written behind the scan's
-//  cursor, and the replicas it read so far count for nothing (sn_owners forgot
-//  them). The takeover starts over from the first page, from nothing, without a
-//  backoff (nothing failed); its requests wait on. The answer of the page asked
-//  for, should it come, is no one's.
-static void
-s_replay_restart (self_t *self, uint32_t p)
-{
-    self->replay_p = -1;
-    self->scan_rid = 0;
-    self->scan_until = INT64_MAX;
-    s_drop_partition (self, p);
-    if (s_partition_of (self, "primary") == p)
-        zhashx_update (self->buckets, "primary", s_bucket_new ("primary"));
-    zlistx_add_start (self->replay_queue, (void *) (uintptr_t) (p + 1));
 }
 
 //  The partition table changed: drop what went, replay what came (in turn, from
@@ -1693,18 +1403,7 @@ s_replay_restart (self_t *self, uint32_t p)
 static void
 s_placement (self_t *self)
 {
-    if (sn_owners_recv (self->owners, self->gained, self->lost)) {
-        for (uint32_t p = 0; p < self->config.partitions; p++)
-            if (self->lost[p]) {
-                s_drop_partition (self, p);
-                s_replay_forget (self, p);
-            }
-        for (uint32_t p = 0; p < self->config.partitions; p++)
-            if (self->gained[p] && self->replay_p == (int64_t) p && !self->reread)
-                s_replay_restart (self, p);
-            else if (self->gained[p])
-                s_replay_queue (self, p);
-    }
+    sn_replay_placement (self->replay);
     s_release_held (self);
 }
 
@@ -1725,39 +1424,15 @@ s_self_start (self_t *self)
     //  A forwarded creation waits for the owner's handshake (and then its write, which
     //  the mesh allows for)
     sn_owners_set_wait (self->owners, "batch.create", S_HANDSHAKE_WAIT);
-    self->gained = (bool *) zmalloc (self->config.partitions * sizeof (bool));
-    self->lost = (bool *) zmalloc (self->config.partitions * sizeof (bool));
+    self->replay = sn_replay_new ("sn_batch", self->owners, self->scan, self->pipe,
+                                  self->config.partitions, &s_replay_hooks, self);
     //  With a feed, partitions are replayed as the mesh hands them to this node.
     //  Without one every partition is replayed here, before the router is bound:
     //  the node answers nothing before its state is loaded, and a replay that
     //  fails fails START
-    for (uint32_t p = 0; p < self->config.partitions; p++)
-        if (sn_owners_owns (self->owners, p))
-            s_replay_queue (self, p);
-    zpoller_t *poller = zpoller_new (self->scan, NULL);
-    self->replay_error[0] = 0;
-    while (!self->replay_error[0] && (self->replay_p >= 0 || zlistx_size (self->replay_queue))) {
-        if (self->replay_p < 0) {
-            s_replay_begin (self);
-            continue;
-        }
-        int64_t wait = self->scan_until - zclock_mono ();
-        if (zpoller_wait (poller, wait > 0 ? (int) wait : 0) == self->scan) {
-            zframe_t *frame = zframe_recv (self->scan);
-            if (frame)
-                s_log_reply (self, frame);
-            zframe_destroy (&frame);
-        }
-        else {
-            char why[96];
-            snprintf (why, sizeof why, "log did not answer scan of partition %u",
-                      (uint32_t) self->replay_p);
-            s_replay_failed (self, why);
-        }
-    }
-    zpoller_destroy (&poller);
-    if (self->replay_error[0])
-        return strdup (self->replay_error);
+    char *error = sn_replay_start (self->replay);
+    if (error)
+        return error;
     self->router = zsock_new (ZMQ_ROUTER);
     zsock_set_sndhwm (self->router, 100000);
     zsock_set_rcvhwm (self->router, 100000);
@@ -1788,36 +1463,9 @@ s_handle_pipe (self_t *self)
         zstr_send (self->pipe, error ? error : "OK");
         free (error);
     }
-    else if (streq (command, "REPLAY")) {
-        //  Taking over partition p (from the mesh): its events are applied over
-        //  the state held; replaying what is known already changes nothing. The
-        //  answer comes when that replay is over: "OK", or why it failed
-        char *partition = zstr_recv (self->pipe);
-        uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
-        if (!partition || p >= self->config.partitions)
-            zstr_sendf (self->pipe, "REPLAY: no partition %s", partition ? partition : "");
-        else if (!sn_owners_owns (self->owners, p))
-            zstr_sendf (self->pipe, "REPLAY: partition %u is not owned here", p);
-        else {
-            s_replay_queue (self, p);
-            self->told_p = p;
-        }
-        zstr_free (&partition);
+    else if (sn_replay_command (self->replay, command)) {
+        //  REPLAY, REREAD, REREADS
     }
-    else if (streq (command, "REREAD")) {
-        //  For tests: read partition p again over the state held, as when a replica
-        //  its replay did not read becomes reachable
-        char *partition = zstr_recv (self->pipe);
-        uint32_t p = partition ? (uint32_t) strtoul (partition, NULL, 10) : 0;
-        if (partition && p < self->config.partitions &&
-            sn_owners_reread_soon (self->owners, p) == 0)
-            zstr_send (self->pipe, "OK");
-        else
-            zstr_sendf (self->pipe, "REREAD: no partition %s", partition ? partition : "");
-        zstr_free (&partition);
-    }
-    else if (streq (command, "REREADS"))
-        zstr_sendf (self->pipe, "%" PRIu64, self->rereads);
     else if (streq (command, "SEEN")) {
         //  For tests: the size of bucket B's seen table, or "none" without B
         char *id = zstr_recv (self->pipe);
@@ -1848,13 +1496,12 @@ s_timers (self_t *self)
          bucket = (s_bucket_t *) zhashx_next (self->buckets)) {
         //  Its partition's replay has not loaded all of it: a commit of its later
         //  pages may hold what waits here (s_settle makes it due at the end)
-        if (self->takings && self->taking[s_partition_of (self, bucket->id)])
+        if (sn_replay_taking (self->replay, s_partition_of (self, bucket->id)))
             continue;
         //  A committed id of the partition read again does not leave seen before the
         //  re-read ends: the re-read may have staged that result from a page read
-        //  before its commit (s_reread_end)
-        bool rereading = self->replay_p >= 0 && self->reread &&
-                         s_partition_of (self, bucket->id) == (uint32_t) self->replay_p;
+        //  before its commit (s_hook_reread_end)
+        bool rereading = sn_replay_rereading (self->replay, s_partition_of (self, bucket->id));
         s_forget_t *oldest = rereading ? NULL : (s_forget_t *) zlistx_first (bucket->forget);
         while (oldest && oldest->at + keep <= now && forgotten < S_FORGET_STEP) {
             if (zhashx_lookup (bucket->seen, oldest->id) == s_committed)
@@ -1929,49 +1576,13 @@ sn_batch_actor (zsock_t *pipe, void *args)
             s_release_held (self);
             continue;
         }
-        s_parked_t *parked = (s_parked_t *) zlistx_first (self->parked);
-        if (parked && parked->until <= zclock_mono ()) {
-            s_parked_expire (self, zclock_mono ());
+        if (sn_replay_step (self->replay, now))
             continue;
-        }
-        //  A page not come in time fails its replay
-        if (self->replay_p >= 0 && self->scan_until <= zclock_mono ()) {
-            char why[96];
-            snprintf (why, sizeof why, "log did not answer scan of partition %u",
-                      (uint32_t) self->replay_p);
-            s_replay_failed (self, why);
-            continue;
-        }
-        //  A takeover tried again waits its turn behind those queued
-        if (sn_owners_replay_at (self->owners) <= now) {
-            int64_t retry = sn_owners_replay_due (self->owners, now);
-            if (retry >= 0)
-                s_replay_queue (self, (uint32_t) retry);
-            continue;
-        }
-        if (self->replay_p < 0 && zlistx_size (self->replay_queue)) {
-            s_replay_begin (self);
-            continue;
-        }
-        //  Takeovers first: a re-read is begun only when none runs or waits
-        bool idle = self->replay_p < 0;
-        if (idle && sn_owners_reread_at (self->owners) <= now) {
-            int64_t again = sn_owners_reread_due (self->owners, now);
-            if (again >= 0)
-                s_reread_begin (self, (uint32_t) again);
-            continue;
-        }
         if (sn_owners_deadline (self->owners) < next)
             next = sn_owners_deadline (self->owners);
-        if (sn_owners_replay_at (self->owners) < next)
-            next = sn_owners_replay_at (self->owners);
-        if (idle && sn_owners_reread_at (self->owners) < next)
-            next = sn_owners_reread_at (self->owners);
-        if (parked && now + (parked->until - zclock_mono ()) < next)
-            next = now + (parked->until - zclock_mono ());
-        if (!idle && self->scan_until != INT64_MAX &&
-            now + (self->scan_until - zclock_mono ()) < next)
-            next = now + (self->scan_until - zclock_mono ());
+        int64_t replay_next = sn_replay_next (self->replay, now);
+        if (replay_next < next)
+            next = replay_next;
         zsock_t *which =
             (zsock_t *) zpoller_wait (self->poller, next > now ? (int) (next - now) : 0);
         if (which)
@@ -1979,7 +1590,7 @@ sn_batch_actor (zsock_t *pipe, void *args)
         else if (zpoller_terminated (self->poller))
             break;
     }
-    s_parked_stop (self);
+    sn_replay_stop (self->replay);
     s_self_destroy (&self);
 }
 

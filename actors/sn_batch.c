@@ -1258,16 +1258,6 @@ s_drop_partition (self_t *self, uint32_t p)
     zlistx_destroy (&gone);
 }
 
-//  Requests held until the first placement, served now; or answered when their
-//  wait is over.
-static void
-s_release_held (self_t *self)
-{
-    sn_routed_t *request;
-    while ((request = sn_owners_release (self->owners, self->router)))
-        s_handle_request (self, request);
-}
-
 //  Takeovers and re-reads (sn_replay) read the log one scan at a time, a page at
 //  a time, each page handled when it comes in the actor's loop (s_log_reply): the
 //  actor serves the other partitions meanwhile. Requests for a partition taken
@@ -1369,12 +1359,6 @@ s_hook_serve (void *actor, sn_routed_t *request)
     s_handle_request ((self_t *) actor, request);
 }
 
-static void
-s_hook_refuse (void *actor, sn_routed_t *request, uint64_t rid, const char *text)
-{
-    s_reply_error ((self_t *) actor, request, rid, 503, "%s", text);
-}
-
 static uint64_t
 s_hook_rid (void *actor)
 {
@@ -1383,7 +1367,7 @@ s_hook_rid (void *actor)
 
 static const sn_replay_hooks_t s_replay_hooks = {s_hook_event,      s_hook_begin, s_hook_done,
                                                  s_hook_reread_end, s_hook_drop,  s_hook_serve,
-                                                 s_hook_refuse,     s_hook_rid};
+                                                 s_hook_rid};
 
 //  One answer on the log or the scan socket: the page the replay under way waits
 //  for, or an answer to a write (they come interleaved with pages when the log
@@ -1404,7 +1388,7 @@ static void
 s_placement (self_t *self)
 {
     sn_replay_placement (self->replay);
-    s_release_held (self);
+    sn_replay_release (self->replay);
 }
 
 static char *
@@ -1437,6 +1421,7 @@ s_self_start (self_t *self)
     zsock_set_sndhwm (self->router, 100000);
     zsock_set_rcvhwm (self->router, 100000);
     zsock_set_linger (self->router, 0);
+    sn_replay_serve (self->replay, self->router);
     if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
         return zsys_sprintf ("cannot bind %s", self->config.endpoint);
     self->poller =
@@ -1573,7 +1558,7 @@ sn_batch_actor (zsock_t *pipe, void *args)
         }
         int64_t next = s_timers (self), now = zclock_time ();
         if (sn_owners_deadline (self->owners) <= now) {
-            s_release_held (self);
+            sn_replay_release (self->replay);
             continue;
         }
         if (sn_replay_step (self->replay, now))
@@ -1724,44 +1709,6 @@ s_test_ask (zsock_t *client, const char *json)
     assert (reply);
     return reply;
 }
-
-//  The re-reads the actor has ended so far.
-static uint64_t
-s_test_rereads (zactor_t *batch)
-{
-    zstr_send (batch, "REREADS");
-    char *answer = zstr_recv (batch);
-    uint64_t rereads = strtoull (answer, NULL, 10);
-    free (answer);
-    return rereads;
-}
-
-//  Returns once the actor has ended more than before re-reads, within timeout ms.
-static void
-s_test_rereads_past (zactor_t *batch, uint64_t before, int timeout)
-{
-    int64_t deadline = zclock_mono () + timeout;
-    while (s_test_rereads (batch) <= before) {
-        assert (zclock_mono () < deadline);
-        zclock_sleep (10); //  poll interval of the wait, not synchronisation
-    }
-}
-
-//  Partition p is read again through the actor's own due path (REREAD makes it
-//  due now); returns once that re-read ended.
-static void
-s_test_reread (zactor_t *batch, uint32_t p)
-{
-    uint64_t before = s_test_rereads (batch);
-    char number[16];
-    snprintf (number, sizeof number, "%u", p);
-    zstr_sendx (batch, "REREAD", number, NULL);
-    char *answer = zstr_recv (batch);
-    assert (streq (answer, "OK"));
-    free (answer);
-    s_test_rereads_past (batch, before, 30000);
-}
-
 //  b's counts as "delivered/waiting/commits_pending" (caller frees).
 static char *
 s_test_counts (zsock_t *client)
@@ -1782,46 +1729,6 @@ s_test_code (sn_msg_t *reply)
     int64_t code = 0;
     sn_value_int (sn_value_get (sn_msg_root (reply), "code"), &code);
     return code;
-}
-
-//  The next scan the batch actor asks of scans, where the test stands in for its
-//  store, within 5 s: [sender, payload]. Its partition in *p, whether it begins a
-//  re-read in *reread.
-static zmsg_t *
-s_test_scan_next (zsock_t *scans, uint64_t *p, bool *reread)
-{
-    zpoller_t *poller = zpoller_new (scans, NULL);
-    zsock_t *which = (zsock_t *) zpoller_wait (poller, 5000);
-    zpoller_destroy (&poller);
-    if (which != scans)
-        return NULL;
-    zmsg_t *scan = zmsg_recv (scans);
-    assert (scan && zmsg_size (scan) == 2);
-    zframe_t *payload = zmsg_last (scan);
-    sn_msg_t *msg = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
-    assert (msg && sn_value_streq (sn_value_get (sn_msg_root (msg), "op"), "scan"));
-    assert (sn_value_uint (sn_value_get (sn_msg_root (msg), "p"), p));
-    *reread = false;
-    sn_value_bool (sn_value_get (sn_msg_root (msg), "reread"), reread);
-    sn_msg_destroy (&msg);
-    return scan;
-}
-
-//  Pass scan on to the store and the store's answer back to the batch actor.
-static void
-s_test_scan_pass (zsock_t *scans, zsock_t *store, zmsg_t **scan_p)
-{
-    zframe_t *sender = zmsg_pop (*scan_p);
-    zframe_t *payload = zmsg_pop (*scan_p);
-    zmsg_destroy (scan_p);
-    assert (zframe_send (&payload, store, 0) == 0);
-    zpoller_t *poller = zpoller_new (store, NULL);
-    assert (zpoller_wait (poller, 5000) == store);
-    zpoller_destroy (&poller);
-    zframe_t *answer = zframe_recv (store);
-    assert (answer);
-    zframe_send (&sender, scans, ZFRAME_MORE);
-    zframe_send (&answer, scans, 0);
 }
 
 //  The code of the answer client has, or gets within 5 s; -1 without one.
@@ -1901,15 +1808,15 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     while (!scan) {
         zframe_t *frame = sn_pack_frame (pack);
         zframe_send (&frame, feed, 0);
-        scan = s_test_scan_next (scans, &p, &reread);
+        scan = sn_replay_scan_next (scans, &p, &reread);
     }
     sn_pack_destroy (&pack);
     //  One page a partition, one partition at a time
     for (int index = 0; index < 8; index++) {
         if (!scan)
-            scan = s_test_scan_next (scans, &p, &reread);
+            scan = sn_replay_scan_next (scans, &p, &reread);
         assert (scan && !reread);
-        s_test_scan_pass (scans, back, &scan);
+        sn_replay_scan_pass (scans, back, &scan);
     }
     zsock_t *client = zsock_new_dealer (base->endpoint);
     zsock_t *waiting = zsock_new_dealer (base->endpoint);
@@ -1922,7 +1829,7 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     char number[16];
     snprintf (number, sizeof number, "%u", pb);
     zstr_sendx (batch, "REPLAY", number, NULL);
-    scan = s_test_scan_next (scans, &p, &reread);
+    scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pb && !reread);
     s_test_send (waiting, get_b);
     sn_msg_t *reply = s_test_ask (client, get_primary);
@@ -1939,7 +1846,7 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     assert (zpoller_wait (poller, 0) == NULL);
     zpoller_destroy (&poller);
     //  The page comes: the REPLAY is answered, and so is the request that waited
-    s_test_scan_pass (scans, back, &scan);
+    sn_replay_scan_pass (scans, back, &scan);
     char *answer = zstr_recv (batch);
     assert (streq (answer, "OK"));
     free (answer);
@@ -1949,7 +1856,7 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     //  over from the first page (the page held back is no one's), whether the two
     //  placements came in one drain of the feed or not
     zstr_sendx (batch, "REPLAY", number, NULL);
-    scan = s_test_scan_next (scans, &p, &reread);
+    scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pb && !reread);
     for (int round = 0; round < 2; round++) {
         pack = sn_pack_new ();
@@ -1968,14 +1875,14 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
         zframe_send (&frame, feed, 0);
         sn_pack_destroy (&pack);
     }
-    s_test_scan_pass (scans, back, &scan);
+    sn_replay_scan_pass (scans, back, &scan);
     //  Every partition was lost and gained: one scan of each, b's among them
     bool again = false;
     for (int index = 0; index < 8; index++) {
-        scan = s_test_scan_next (scans, &p, &reread);
+        scan = sn_replay_scan_next (scans, &p, &reread);
         assert (scan && !reread);
         again = again || p == pb;
-        s_test_scan_pass (scans, back, &scan);
+        sn_replay_scan_pass (scans, back, &scan);
     }
     assert (again);
     answer = zstr_recv (batch);
@@ -1986,7 +1893,7 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     //  A page that never comes fails the takeover: what waited hears 503, and b
     //  answers 503 until the next try, whose page comes
     zstr_sendx (batch, "REPLAY", number, NULL);
-    scan = s_test_scan_next (scans, &p, &reread);
+    scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pb);
     zmsg_destroy (&scan);
     s_test_send (waiting, get_b);
@@ -2002,24 +1909,20 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     reply = s_test_ask (client, get_b);
     assert (s_test_code (reply) == 503);
     sn_msg_destroy (&reply);
-    scan = s_test_scan_next (scans, &p, &reread);
+    scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pb && !reread);
-    s_test_scan_pass (scans, back, &scan);
+    sn_replay_scan_pass (scans, back, &scan);
     assert (s_test_ask_until (client, get_b) == 200);
 
     //  A re-read of b's partition leaves it served while its page waits
-    uint64_t before = s_test_rereads (batch);
-    zstr_sendx (batch, "REREAD", number, NULL);
-    answer = zstr_recv (batch);
-    assert (streq (answer, "OK"));
-    free (answer);
-    scan = s_test_scan_next (scans, &p, &reread);
+    uint64_t before = sn_replay_test_reread_ask (batch, pb);
+    scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pb && reread);
     reply = s_test_ask (client, get_b);
     assert (s_test_code (reply) == 200);
     sn_msg_destroy (&reply);
-    s_test_scan_pass (scans, back, &scan);
-    s_test_rereads_past (batch, before, 5000);
+    sn_replay_scan_pass (scans, back, &scan);
+    sn_replay_test_rereads_past (batch, before, 5000);
 
     free (taking);
     zsock_destroy (&waiting);
@@ -2222,7 +2125,7 @@ sn_batch_test (bool verbose)
     //  was forgotten is found committed again (and forgotten again), not collected
     //  for a second commit, and the delivered commit is neither posted again nor
     //  counted twice
-    s_test_reread (batch, sn_partition ("b", 1, 8));
+    sn_replay_test_reread (batch, sn_partition ("b", 1, 8));
     reply = s_test_ask (client, "{\"op\": \"batch.get\", \"bucket_id\": \"b\"}");
     bucket = sn_value_get (sn_msg_root (reply), "bucket");
     pending = 9;
@@ -2381,7 +2284,7 @@ sn_batch_test (bool verbose)
     answer = zstr_recv (proxy);
     unsigned long refused = strtoul (answer, NULL, 10);
     free (answer);
-    s_test_reread (batch, p);
+    sn_replay_test_reread (batch, p);
     zstr_send (proxy, "REFUSED");
     answer = zstr_recv (proxy);
     assert (strtoul (answer, NULL, 10) == refused + 1);
@@ -2392,7 +2295,7 @@ sn_batch_test (bool verbose)
     zstr_send (proxy, "PASS");
     answer = zstr_recv (proxy);
     free (answer);
-    s_test_reread (batch, p);
+    sn_replay_test_reread (batch, p);
     request = s_test_http_read (receiver, &peer);
     assert (strstr (request, "\"token\":\"t2\"") && !strstr (request, "\"token\":\"t\""));
     s_test_http_answer (receiver, &peer, 204, "");
@@ -2408,7 +2311,7 @@ sn_batch_test (bool verbose)
         zclock_sleep (10); //  poll interval, not synchronisation
     }
     //  Read again, whole: nothing more to commit or post
-    s_test_reread (batch, p);
+    sn_replay_test_reread (batch, p);
     counts = s_test_counts (client);
     assert (streq (counts, "2/0/0"));
     free (counts);

@@ -2866,18 +2866,6 @@ s_drop_partition (self_t *self, uint32_t p)
     zlistx_destroy (&gone);
 }
 
-//  Requests held until the first placement, served now; or answered when their
-//  wait is over.
-static void s_handle_request (self_t *self, sn_routed_t *request);
-
-static void
-s_release_held (self_t *self)
-{
-    sn_routed_t *request;
-    while ((request = sn_owners_release (self->owners, self->router)))
-        s_handle_request (self, request);
-}
-
 //  Takeovers and re-reads (sn_replay) read the log one scan at a time, a page at
 //  a time, each page handled when it comes in the actor's loop (s_log_reply): the
 //  actor serves the other partitions meanwhile. A partition taken over answers
@@ -2977,12 +2965,6 @@ s_hook_serve (void *actor, sn_routed_t *request)
     s_handle_request ((self_t *) actor, request);
 }
 
-static void
-s_hook_refuse (void *actor, sn_routed_t *request, uint64_t rid, const char *text)
-{
-    s_reply_error ((self_t *) actor, request, rid, 503, "%s", text);
-}
-
 //  What was gathered for the log goes before the page is asked: the scan then
 //  holds it.
 static uint64_t
@@ -2996,7 +2978,7 @@ s_hook_rid (void *actor)
 
 static const sn_replay_hooks_t s_replay_hooks = {s_hook_event,      s_hook_begin, s_hook_done,
                                                  s_hook_reread_end, s_hook_drop,  s_hook_serve,
-                                                 s_hook_refuse,     s_hook_rid};
+                                                 s_hook_rid};
 
 //  The partition table changed: drop what went, replay what came (in turn, from
 //  the actor's loop).
@@ -3005,7 +2987,7 @@ s_placement (self_t *self)
 {
     sn_replay_placement (self->replay);
     s_nodes_update (self);
-    s_release_held (self);
+    sn_replay_release (self->replay);
 }
 
 //  --------------------------------------------------------------------------
@@ -3063,6 +3045,7 @@ s_self_start (self_t *self)
     zsock_set_sndhwm (self->router, 100000);
     zsock_set_rcvhwm (self->router, 100000);
     zsock_set_linger (self->router, 0);
+    sn_replay_serve (self->replay, self->router);
     if (zsock_bind (self->router, "%s", self->config.endpoint) == -1)
         return zsys_sprintf ("cannot bind %s: %s", self->config.endpoint,
                              zmq_strerror (zmq_errno ()));
@@ -3155,7 +3138,7 @@ sn_queue_actor (zsock_t *pipe, void *args)
             continue;
         }
         if (sn_owners_deadline (self->owners) <= now) {
-            s_release_held (self);
+            sn_replay_release (self->replay);
             continue;
         }
         if (sn_replay_step (self->replay, now))
@@ -4474,34 +4457,6 @@ s_test_takeover_retry (bool verbose)
     free (command);
 }
 
-//  Partition p is read again through the actor's own due path (REREAD makes it
-//  due now); returns once that re-read ended.
-static void
-s_test_reread (zactor_t *queue, uint32_t p)
-{
-    zstr_send (queue, "REREADS");
-    char *answer = zstr_recv (queue);
-    uint64_t before = strtoull (answer, NULL, 10);
-    free (answer);
-    char number[16];
-    snprintf (number, sizeof number, "%u", p);
-    zstr_sendx (queue, "REREAD", number, NULL);
-    answer = zstr_recv (queue);
-    assert (streq (answer, "OK"));
-    free (answer);
-    int64_t deadline = zclock_mono () + 30000;
-    while (true) {
-        zstr_send (queue, "REREADS");
-        answer = zstr_recv (queue);
-        bool ended = strtoull (answer, NULL, 10) > before;
-        free (answer);
-        if (ended)
-            break;
-        assert (zclock_mono () < deadline);
-        zclock_sleep (10); //  poll interval of the wait, not synchronisation
-    }
-}
-
 //  A re-read never brings back an invocation finished and evicted here: not when
 //  it fails after its first page (which holds the enqueue), nor when it completes
 //  (the end is in it). Counts never drop, nothing is handed to a worker again.
@@ -4549,7 +4504,7 @@ s_test_reread_finished (bool verbose)
     zstr_send (proxy, "FAIL");
     char *answer = zstr_recv (proxy);
     free (answer);
-    s_test_reread (queue, p);
+    sn_replay_test_reread (queue, p);
     zstr_send (proxy, "REFUSED");
     answer = zstr_recv (proxy);
     assert (strtoul (answer, NULL, 10) >= 1);
@@ -4563,7 +4518,7 @@ s_test_reread_finished (bool verbose)
     zstr_send (proxy, "PASS");
     answer = zstr_recv (proxy);
     free (answer);
-    s_test_reread (queue, p);
+    sn_replay_test_reread (queue, p);
     assert (s_test_size (queue) == 0);
     s_test_counts_are (producer, 0, 0, 1);
     assert (s_test_status (producer, get) == 404);
@@ -4742,46 +4697,6 @@ s_test_takeover_silent (bool verbose)
     free (command);
 }
 
-//  The next scan the queue asks of scans, where the test stands in for its store,
-//  within 5 s: [sender, payload]. Its partition in *p, whether it begins a re-read
-//  in *reread.
-static zmsg_t *
-s_test_scan_next (zsock_t *scans, uint64_t *p, bool *reread)
-{
-    zpoller_t *poller = zpoller_new (scans, NULL);
-    zsock_t *which = (zsock_t *) zpoller_wait (poller, 5000);
-    zpoller_destroy (&poller);
-    if (which != scans)
-        return NULL;
-    zmsg_t *scan = zmsg_recv (scans);
-    assert (scan && zmsg_size (scan) == 2);
-    zframe_t *payload = zmsg_last (scan);
-    sn_msg_t *msg = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
-    assert (msg && sn_value_streq (sn_value_get (sn_msg_root (msg), "op"), "scan"));
-    assert (sn_value_uint (sn_value_get (sn_msg_root (msg), "p"), p));
-    *reread = false;
-    sn_value_bool (sn_value_get (sn_msg_root (msg), "reread"), reread);
-    sn_msg_destroy (&msg);
-    return scan;
-}
-
-//  Pass scan on to the store and the store's answer back to the queue.
-static void
-s_test_scan_pass (zsock_t *scans, zsock_t *store, zmsg_t **scan_p)
-{
-    zframe_t *sender = zmsg_pop (*scan_p);
-    zframe_t *payload = zmsg_pop (*scan_p);
-    zmsg_destroy (scan_p);
-    assert (zframe_send (&payload, store, 0) == 0);
-    zpoller_t *poller = zpoller_new (store, NULL);
-    assert (zpoller_wait (poller, 5000) == store);
-    zpoller_destroy (&poller);
-    zframe_t *answer = zframe_recv (store);
-    assert (answer);
-    zframe_send (&sender, scans, ZFRAME_MORE);
-    zframe_send (&answer, scans, 0);
-}
-
 //  The reply to json is code, with the error text wanted (when not NULL).
 static void
 s_test_answered (s_test_client_t *client, const char *json, int64_t code, const char *wanted)
@@ -4864,14 +4779,14 @@ s_test_replay_async (bool verbose)
     bool reread = false;
     while (!scan) {
         s_test_placement (feed, "a", false);
-        scan = s_test_scan_next (scans, &p, &reread);
+        scan = sn_replay_scan_next (scans, &p, &reread);
     }
     //  One page a partition, one partition at a time
     for (int index = 0; index < 8; index++) {
         if (!scan)
-            scan = s_test_scan_next (scans, &p, &reread);
+            scan = sn_replay_scan_next (scans, &p, &reread);
         assert (scan && !reread);
-        s_test_scan_pass (scans, back, &scan);
+        sn_replay_scan_pass (scans, back, &scan);
     }
     char *get_x = zsys_sprintf ("{\"op\": \"invocation\", \"id\": \"%s\"}", x);
     char *get_y = zsys_sprintf ("{\"op\": \"invocation\", \"id\": \"%s\"}", y);
@@ -4886,7 +4801,7 @@ s_test_replay_async (bool verbose)
     char number[16];
     snprintf (number, sizeof number, "%u", pp);
     zstr_sendx (queue, "REPLAY", number, NULL);
-    scan = s_test_scan_next (scans, &p, &reread);
+    scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pp && !reread);
     //  Requests for pp wait: what it holds may lack events
     s_test_client_t *waiting = s_test_client_new (endpoint);
@@ -4910,7 +4825,7 @@ s_test_replay_async (bool verbose)
     assert (zlist_size (worker->pushed) == 0);
     assert (zpoller_wait (waiting->poller, 0) == NULL);
     //  The page comes: the REPLAY is answered, pp is served, its work handed out
-    s_test_scan_pass (scans, back, &scan);
+    sn_replay_scan_pass (scans, back, &scan);
     char *answer = zstr_recv (queue);
     assert (streq (answer, "OK"));
     free (answer);
@@ -4935,7 +4850,7 @@ s_test_replay_async (bool verbose)
     //  came in one drain of the feed or not (requests keep the actor busy while they
     //  come, so they mostly come in one)
     zstr_sendx (queue, "REPLAY", number, NULL);
-    scan = s_test_scan_next (scans, &p, &reread);
+    scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pp && !reread);
     uint64_t busy = 0;
     for (int index = 0; index < 1000; index++)
@@ -4945,14 +4860,14 @@ s_test_replay_async (bool verbose)
     reply = s_test_reply (producer, busy);
     assert (s_test_code (reply) == 200);
     sn_msg_destroy (&reply);
-    s_test_scan_pass (scans, back, &scan);
+    sn_replay_scan_pass (scans, back, &scan);
     //  Every partition was lost and gained: one scan of each, pp's among them
     bool again = false;
     for (int index = 0; index < 8; index++) {
-        scan = s_test_scan_next (scans, &p, &reread);
+        scan = sn_replay_scan_next (scans, &p, &reread);
         assert (scan && !reread);
         again = again || p == pp;
-        s_test_scan_pass (scans, back, &scan);
+        sn_replay_scan_pass (scans, back, &scan);
     }
     assert (again);
     answer = zstr_recv (queue);
@@ -4962,7 +4877,7 @@ s_test_replay_async (bool verbose)
 
     //  answers 503 until the next try, whose page comes
     zstr_sendx (queue, "REPLAY", number, NULL);
-    scan = s_test_scan_next (scans, &p, &reread);
+    scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pp);
     zmsg_destroy (&scan);
     rid_get = s_test_send (waiting, get_x);
@@ -4980,10 +4895,10 @@ s_test_replay_async (bool verbose)
     sn_msg_destroy (&reply);
     s_test_answered (producer, get_x, 503, taking);
     s_test_answered (producer, get_y, 200, NULL);
-    scan = s_test_scan_next (scans, &p, &reread);
+    scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pp && !reread);
     s_test_answered (producer, forwarded, 503, taking);
-    s_test_scan_pass (scans, back, &scan);
+    sn_replay_scan_pass (scans, back, &scan);
     //  A try again is the failed state's: 503 at once until it succeeds
     int64_t deadline = zclock_mono () + 5000;
     while (true) {
@@ -4999,32 +4914,15 @@ s_test_replay_async (bool verbose)
     free (forwarded);
 
     //  A re-read of pp leaves it served while its page waits
-    zstr_send (queue, "REREADS");
-    answer = zstr_recv (queue);
-    uint64_t before = strtoull (answer, NULL, 10);
-    free (answer);
-    zstr_sendx (queue, "REREAD", number, NULL);
-    answer = zstr_recv (queue);
-    assert (streq (answer, "OK"));
-    free (answer);
-    scan = s_test_scan_next (scans, &p, &reread);
+    uint64_t before = sn_replay_test_reread_ask (queue, pp);
+    scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pp && reread);
     s_test_answered (producer, get_x, 200, NULL);
     s_test_answered (producer, counts_pp, 200, NULL);
     z = s_test_enqueue (producer, enqueue_pp);
     free (z);
-    s_test_scan_pass (scans, back, &scan);
-    deadline = zclock_mono () + 5000;
-    while (true) {
-        zstr_send (queue, "REREADS");
-        answer = zstr_recv (queue);
-        bool ended = strtoull (answer, NULL, 10) > before;
-        free (answer);
-        if (ended)
-            break;
-        assert (zclock_mono () < deadline);
-        zclock_sleep (10); //  poll interval of the wait, not synchronisation
-    }
+    sn_replay_scan_pass (scans, back, &scan);
+    sn_replay_test_rereads_past (queue, before, 5000);
     s_test_answered (producer, get_x, 200, NULL);
 
     free (taking);

@@ -38,7 +38,7 @@ struct _sn_replay_t {
     uint32_t partitions;     //  how many there are
     sn_replay_hooks_t hooks; //  the actor's part
     void *actor;             //  what the hooks get
-    sn_pack_t *pack;         //  scratch for scan requests
+    sn_pack_t *pack;         //  scratch for scan requests and answers
     bool *gained;            //  scratch per partition: ownership came
     bool *lost;              //  scratch per partition: ownership went
     bool *taking;            //  per partition: its takeover waits or runs, not over yet
@@ -48,7 +48,7 @@ struct _sn_replay_t {
     bool reread;             //  that scan re-reads a partition served here
     uint64_t scan_rid;       //  rid of its page asked for and not come, or 0
     int64_t scan_until;      //  zclock_mono ms that page is given up at, or INT64_MAX
-    bool serving;            //  START is over: the actor serves while pages come
+    zsock_t *router;         //  the actor's requests are answered on, once it serves
     int64_t told_p;          //  partition whose pipe REPLAY waits for its end, or -1
     char error[256];         //  why the last takeover failed: what START answers
     uint64_t rereads;        //  re-reads ended, adopted or discarded (for tests)
@@ -117,11 +117,22 @@ sn_replay_destroy (sn_replay_t **self_p)
 //  Requests waiting for a takeover
 
 static void
+s_answer (sn_replay_t *self, sn_routed_t *request, uint64_t rid, const char *text)
+{
+    sn_pack_error (self->pack, rid, 503, "%s", text);
+    sn_routed_set_payload (request, sn_pack_data (self->pack), sn_pack_size (self->pack));
+    //  A ROUTER drops what it cannot deliver rather than block
+    if (sn_routed_send (request, self->router))
+        sn_routed_close (request);
+    free (request);
+}
+
+static void
 s_refuse (sn_replay_t *self, sn_routed_t *request, uint64_t rid, uint32_t p)
 {
     char text[96];
     snprintf (text, sizeof text, "partition %u is being taken over here, try again", p);
-    self->hooks.refuse (self->actor, request, rid, text);
+    s_answer (self, request, rid, text);
 }
 
 //  A request for partition p, whose takeover is not over, waits for its end
@@ -166,7 +177,7 @@ sn_replay_stop (sn_replay_t *self)
 {
     s_parked_t *parked;
     while (self && (parked = (s_parked_t *) zlistx_first (self->parked))) {
-        self->hooks.refuse (self->actor, parked->request, parked->rid, "node is stopping");
+        s_answer (self, parked->request, parked->rid, "node is stopping");
         parked->request = NULL;
         zlistx_delete (self->parked, zlistx_cursor (self->parked));
     }
@@ -300,7 +311,7 @@ s_ask (sn_replay_t *self, const char *from)
     }
     self->scan_rid = scan_rid;
     //  Before the actor serves (START) nobody waits for it
-    self->scan_until = zclock_mono () + (self->serving ? S_TAKEOVER_WAIT : S_SCAN_WAIT);
+    self->scan_until = zclock_mono () + (self->router ? S_TAKEOVER_WAIT : S_SCAN_WAIT);
 }
 
 //  Partition p is taken over here (a placement, a try again, a REPLAY): its replay
@@ -486,8 +497,21 @@ sn_replay_start (sn_replay_t *self)
         }
     }
     zpoller_destroy (&poller);
-    self->serving = true;
     return self->error[0] ? strdup (self->error) : NULL;
+}
+
+void
+sn_replay_serve (sn_replay_t *self, zsock_t *router)
+{
+    self->router = router;
+}
+
+void
+sn_replay_release (sn_replay_t *self)
+{
+    sn_routed_t *request;
+    while ((request = sn_owners_release (self->owners, self->router)))
+        self->hooks.serve (self->actor, request);
 }
 
 bool
@@ -599,73 +623,151 @@ sn_replay_command (sn_replay_t *self, const char *command)
 }
 
 //  --------------------------------------------------------------------------
-//  Selftest: the hooks of a pretend actor, a ROUTER standing in for the log and a
-//  DEALER client whose requests wait for their takeover.
+//  For the actors' selftests
+
+zmsg_t *
+sn_replay_scan_next (zsock_t *scans, uint64_t *p, bool *reread)
+{
+    zpoller_t *poller = zpoller_new (scans, NULL);
+    zsock_t *which = (zsock_t *) zpoller_wait (poller, 5000);
+    zpoller_destroy (&poller);
+    if (which != scans)
+        return NULL;
+    zmsg_t *scan = zmsg_recv (scans);
+    assert (scan && zmsg_size (scan) == 2);
+    zframe_t *payload = zmsg_last (scan);
+    sn_msg_t *msg = sn_msg_decode (zframe_data (payload), zframe_size (payload), 0, NULL);
+    assert (msg && sn_value_streq (sn_value_get (sn_msg_root (msg), "op"), "scan"));
+    assert (sn_value_uint (sn_value_get (sn_msg_root (msg), "p"), p));
+    *reread = false;
+    sn_value_bool (sn_value_get (sn_msg_root (msg), "reread"), reread);
+    sn_msg_destroy (&msg);
+    return scan;
+}
+
+void
+sn_replay_scan_pass (zsock_t *scans, zsock_t *store, zmsg_t **scan_p)
+{
+    zframe_t *sender = zmsg_pop (*scan_p);
+    zframe_t *payload = zmsg_pop (*scan_p);
+    zmsg_destroy (scan_p);
+    assert (zframe_send (&payload, store, 0) == 0);
+    zpoller_t *poller = zpoller_new (store, NULL);
+    assert (zpoller_wait (poller, 5000) == store);
+    zpoller_destroy (&poller);
+    zframe_t *answer = zframe_recv (store);
+    assert (answer);
+    zframe_send (&sender, scans, ZFRAME_MORE);
+    zframe_send (&answer, scans, 0);
+}
+
+uint64_t
+sn_replay_test_rereads (zactor_t *actor)
+{
+    zstr_send (actor, "REREADS");
+    char *answer = zstr_recv (actor);
+    assert (answer);
+    uint64_t rereads = strtoull (answer, NULL, 10);
+    free (answer);
+    return rereads;
+}
+
+void
+sn_replay_test_rereads_past (zactor_t *actor, uint64_t before, int timeout)
+{
+    int64_t deadline = zclock_mono () + timeout;
+    while (sn_replay_test_rereads (actor) <= before) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+}
+
+uint64_t
+sn_replay_test_reread_ask (zactor_t *actor, uint32_t p)
+{
+    uint64_t before = sn_replay_test_rereads (actor);
+    char number[16];
+    snprintf (number, sizeof number, "%u", p);
+    zstr_sendx (actor, "REREAD", number, NULL);
+    char *answer = zstr_recv (actor);
+    assert (answer && streq (answer, "OK"));
+    free (answer);
+    return before;
+}
+
+void
+sn_replay_test_reread (zactor_t *actor, uint32_t p)
+{
+    sn_replay_test_rereads_past (actor, sn_replay_test_reread_ask (actor, p), 30000);
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest: a pretend actor whose hooks note what they are told, a ROUTER
+//  standing in for the log, and a DEALER client whose requests wait.
 
 #include "sn_json.h"
 
 typedef struct {
-    size_t events;  //  events applied
-    int64_t begun;  //  partition of the last scan begun, or -1
-    bool reread;    //  and whether it was a re-read
-    size_t done;    //  takeovers over
-    int adopted;    //  last re-read's end: 1 adopted, 0 discarded, -1 none yet
-    size_t drops;   //  partitions dropped
-    bool anew;      //  the last drop was anew
-    size_t served;  //  parked requests served
-    zlist_t *texts; //  refusals' texts, in order
-    uint64_t rid;   //  last rid handed out
+    char notes[512]; //  what the hooks were told, "; " after each
+    uint64_t rid;    //  last rid handed out
 } s_test_actor_t;
+
+static void
+s_note (void *actor, const char *format, ...)
+{
+    s_test_actor_t *self = (s_test_actor_t *) actor;
+    size_t used = strlen (self->notes);
+    va_list args;
+    va_start (args, format);
+    vsnprintf (self->notes + used, sizeof self->notes - used, format, args);
+    va_end (args);
+    strncat (self->notes, "; ", sizeof self->notes - strlen (self->notes) - 1);
+}
+
+//  The hooks noted wanted since the last look.
+static void
+s_test_noted (s_test_actor_t *actor, const char *wanted)
+{
+    if (!streq (actor->notes, wanted))
+        zsys_error ("sn_replay test: noted '%s', not '%s'", actor->notes, wanted);
+    assert (streq (actor->notes, wanted));
+    actor->notes[0] = 0;
+}
 
 static void
 s_test_event (void *actor, const char *type, const sn_value_t *event)
 {
-    assert (streq (type, "thing.done") && sn_value_get (event, "id"));
-    ((s_test_actor_t *) actor)->events++;
+    s_note (actor, "%s %s", type, sn_value_get (event, "id") ? "id" : "");
 }
 
 static void
 s_test_begin (void *actor, uint32_t p, bool reread)
 {
-    ((s_test_actor_t *) actor)->begun = p;
-    ((s_test_actor_t *) actor)->reread = reread;
+    s_note (actor, "%s %u", reread ? "reread" : "begin", p);
 }
 
 static void
 s_test_done (void *actor, uint32_t p)
 {
-    (void) p;
-    ((s_test_actor_t *) actor)->done++;
+    s_note (actor, "done %u", p);
 }
 
 static void
 s_test_reread_end (void *actor, uint32_t p, bool adopt)
 {
-    (void) p;
-    ((s_test_actor_t *) actor)->adopted = adopt;
+    s_note (actor, "%s %u", adopt ? "adopt" : "discard", p);
 }
 
 static void
 s_test_drop (void *actor, uint32_t p, bool anew)
 {
-    (void) p;
-    ((s_test_actor_t *) actor)->drops++;
-    ((s_test_actor_t *) actor)->anew = anew;
+    s_note (actor, "drop %u%s", p, anew ? " anew" : "");
 }
 
 static void
 s_test_serve (void *actor, sn_routed_t *request)
 {
-    ((s_test_actor_t *) actor)->served++;
-    sn_routed_close (request);
-    free (request);
-}
-
-static void
-s_test_refuse (void *actor, sn_routed_t *request, uint64_t rid, const char *text)
-{
-    (void) rid;
-    zlist_append (((s_test_actor_t *) actor)->texts, strdup (text));
+    s_note (actor, "serve");
     sn_routed_close (request);
     free (request);
 }
@@ -676,66 +778,105 @@ s_test_rid (void *actor)
     return ++((s_test_actor_t *) actor)->rid;
 }
 
-//  A request from client with fwd hops, as the actor's router has it; *msg_p its
-//  decoded payload.
-static sn_routed_t *
-s_test_request (zsock_t *client, zsock_t *front, uint64_t hops, sn_msg_t **msg_p)
+//  msgpack of json text, decoded; with %u in it, number there.
+static sn_msg_t *
+s_test_msg (const char *json, uint64_t number)
 {
-    zstr_sendf (client, "{\"rid\": 7, \"fwd\": %" PRIu64 "}", hops);
+    char *text = zsys_sprintf (json, (unsigned) number);
+    sn_pack_t *pack = sn_pack_new ();
+    char error[128];
+    assert (sn_json_to_pack (text, strlen (text), pack, error, sizeof error) == 0);
+    sn_msg_t *msg = sn_msg_decode (sn_pack_data (pack), sn_pack_size (pack), 0, NULL);
+    assert (msg);
+    sn_pack_destroy (&pack);
+    free (text);
+    return msg;
+}
+
+//  Offer replay a request from client for partition p, forwarded hops times, as
+//  the actor's front has it; returns whether replay took it.
+static bool
+s_test_park (sn_replay_t *replay, zsock_t *client, zsock_t *front, uint64_t hops, int64_t p)
+{
+    zstr_send (client, "request");
     sn_routed_t *request = (sn_routed_t *) zmalloc (sizeof (sn_routed_t));
     zpoller_t *poller = zpoller_new (front, NULL);
     assert (zpoller_wait (poller, 5000) == front);
     zpoller_destroy (&poller);
     assert (sn_routed_recv (request, front) == 0);
-    sn_pack_t *pack = sn_pack_new ();
-    char error[128];
-    assert (sn_json_to_pack ((const char *) sn_routed_data (request), sn_routed_size (request),
-                             pack, error, sizeof error) == 0);
-    *msg_p = sn_msg_decode (sn_pack_data (pack), sn_pack_size (pack), 0, NULL);
-    sn_pack_destroy (&pack);
-    assert (*msg_p);
-    return request;
+    sn_msg_t *msg = s_test_msg ("{\"rid\": 7, \"fwd\": %u}", hops);
+    bool taken = sn_replay_park (replay, request, sn_msg_root (msg), 7, p);
+    sn_msg_destroy (&msg);
+    if (!taken) {
+        sn_routed_close (request);
+        free (request);
+    }
+    return taken;
 }
 
-//  The scan request the log gets next, decoded; its rid in *rid_p.
-static sn_msg_t *
-s_test_asked (zsock_t *log, uint64_t *rid_p)
+//  The scan the log gets next: of p, beginning a re-read or not, from (or NULL).
+//  Returns its rid.
+static uint64_t
+s_test_asked (zsock_t *log, uint32_t p, bool reread, const char *from)
 {
     zmsg_t *msg = zmsg_recv (log);
     assert (msg && zmsg_size (msg) == 2);
     zframe_t *frame = zmsg_last (msg);
     sn_msg_t *asked = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
     zmsg_destroy (&msg);
-    assert (asked && sn_value_streq (sn_value_get (sn_msg_root (asked), "op"), "scan"));
-    assert (sn_value_uint (sn_value_get (sn_msg_root (asked), "rid"), rid_p));
-    return asked;
+    const sn_value_t *root = sn_msg_root (asked);
+    uint64_t rid = 0, partition = 0;
+    assert (sn_value_streq (sn_value_get (root, "op"), "scan"));
+    assert (sn_value_uint (sn_value_get (root, "p"), &partition) && partition == p);
+    assert ((sn_value_get (root, "reread") != NULL) == reread);
+    assert (from ? sn_value_streq (sn_value_get (root, "from"), from)
+                 : !sn_value_get (root, "from"));
+    assert (sn_value_uint (sn_value_get (root, "rid"), &rid));
+    sn_msg_destroy (&asked);
+    return rid;
 }
 
-//  Offer the page of json text (with rid first: "{\"rid\": %u, ...}") to replay.
+//  Offer replay the page of json (rid is put for %u); returns whether it took it.
 static bool
-s_test_offer (sn_replay_t *replay, const char *format, uint64_t rid)
+s_test_page (sn_replay_t *replay, const char *json, uint64_t rid)
 {
-    char *text = zsys_sprintf (format, (unsigned) rid);
-    sn_pack_t *pack = sn_pack_new ();
-    char error[128];
-    assert (sn_json_to_pack (text, strlen (text), pack, error, sizeof error) == 0);
-    sn_msg_t *page = sn_msg_decode (sn_pack_data (pack), sn_pack_size (pack), 0, NULL);
+    sn_msg_t *page = s_test_msg (json, rid);
     bool taken = sn_replay_offer (replay, sn_msg_root (page));
     sn_msg_destroy (&page);
-    sn_pack_destroy (&pack);
-    free (text);
     return taken;
 }
 
+//  The answer client has: 503 with text.
 static void
-s_test_expect (zsock_t *peer, const char *text)
+s_test_refused (zsock_t *client, const char *text)
 {
-    char *answer = zstr_recv (peer);
-    assert (answer);
-    if (!streq (answer, text))
-        zsys_error ("sn_replay test: '%s', not '%s'", answer, text);
-    assert (streq (answer, text));
-    free (answer);
+    zframe_t *frame = zframe_recv (client);
+    assert (frame);
+    sn_msg_t *answer = sn_msg_decode (zframe_data (frame), zframe_size (frame), 0, NULL);
+    zframe_destroy (&frame);
+    uint64_t code = 0;
+    assert (sn_value_uint (sn_value_get (sn_msg_root (answer), "code"), &code) && code == 503);
+    char *said = sn_value_get_strdup (sn_msg_root (answer), "error");
+    assert (said && streq (said, text));
+    free (said);
+    sn_msg_destroy (&answer);
+}
+
+//  Send the pipe command (when not NULL) with partition p (when not NULL); then the
+//  answer on the pipe is wanted (when not NULL).
+static void
+s_test_command (sn_replay_t *replay, zsock_t *peer, const char *command, const char *p,
+                const char *wanted)
+{
+    if (p)
+        zstr_send (peer, p);
+    if (command)
+        assert (sn_replay_command (replay, command));
+    if (wanted) {
+        char *answer = zstr_recv (peer);
+        assert (answer && streq (answer, wanted));
+        free (answer);
+    }
 }
 
 void
@@ -748,90 +889,61 @@ sn_replay_test (bool verbose)
     zsock_t *client = zsock_new_dealer (">inproc://sn_replay_test-front");
     zsock_t *pipe = zsock_new_pair ("@inproc://sn_replay_test-pipe");
     zsock_t *peer = zsock_new_pair (">inproc://sn_replay_test-pipe");
+    assert (log && scan && front && client && pipe && peer);
     zsock_set_rcvtimeo (log, 5000);
     zsock_set_rcvtimeo (peer, 5000);
-    assert (log && scan && front && client && pipe && peer);
+    zsock_set_rcvtimeo (client, 5000);
     sn_owners_t *owners = sn_owners_new (NULL, NULL, 2);
-    s_test_actor_t actor = {0, -1, false, 0, -1, 0, false, 0, zlist_new (), 0};
-    zlist_autofree (actor.texts);
-    sn_replay_hooks_t hooks = {s_test_event, s_test_begin, s_test_done,   s_test_reread_end,
-                               s_test_drop,  s_test_serve, s_test_refuse, s_test_rid};
+    s_test_actor_t actor = {"", 0};
+    sn_replay_hooks_t hooks = {s_test_event, s_test_begin, s_test_done, s_test_reread_end,
+                               s_test_drop,  s_test_serve, s_test_rid};
     sn_replay_t *replay = sn_replay_new ("sn_replay test", owners, scan, pipe, 2, &hooks, &actor);
-    assert (replay);
     int64_t now = zclock_time ();
-    assert (!sn_replay_step (replay, now));
-    assert (sn_replay_next (replay, now) == INT64_MAX);
-
-    //  A partition served here: its requests are the actor's
-    sn_msg_t *msg;
-    sn_routed_t *request = s_test_request (client, front, 0, &msg);
-    assert (!sn_replay_park (replay, request, sn_msg_root (msg), 7, 1));
-    assert (!sn_replay_park (replay, request, sn_msg_root (msg), 7, -1));
-    sn_routed_close (request);
-    free (request);
-    sn_msg_destroy (&msg);
-
-    //  REPLAY 1: its client's request waits, a forwarded one hears 503 at once
+    assert (!sn_replay_step (replay, now) && sn_replay_next (replay, now) == INT64_MAX);
     assert (!sn_replay_command (replay, "SIZE"));
-    zstr_send (peer, "1");
-    assert (sn_replay_command (replay, "REPLAY"));
+    sn_replay_serve (replay, front);
+    //  A partition served here: its requests are the actor's
+    assert (!s_test_park (replay, client, front, 0, 1));
+    assert (!s_test_park (replay, client, front, 0, -1));
+
+    //  While 1 is taken over its client's request waits, a forwarded one hears 503
+    s_test_command (replay, peer, "REPLAY", "1", NULL);
     assert (sn_replay_taking (replay, 1) && !sn_replay_taking (replay, 0));
     assert (sn_replay_waiting (replay) == 1);
-    request = s_test_request (client, front, 0, &msg);
-    assert (sn_replay_park (replay, request, sn_msg_root (msg), 7, 1));
-    sn_msg_destroy (&msg);
-    request = s_test_request (client, front, 1, &msg);
-    assert (sn_replay_park (replay, request, sn_msg_root (msg), 7, 1));
-    sn_msg_destroy (&msg);
-    assert (zlist_size (actor.texts) == 1);
-    assert (streq ((char *) zlist_first (actor.texts),
-                   "partition 1 is being taken over here, try again"));
-
-    //  Its turn: the first page is asked, then the next, then it is over
+    assert (s_test_park (replay, client, front, 0, 1));
+    assert (s_test_park (replay, client, front, 1, 1));
+    s_test_refused (client, "partition 1 is being taken over here, try again");
+    //  Its turn: the first page, the next, and it is over; REPLAY hears so
     assert (sn_replay_step (replay, zclock_time ()));
-    assert (actor.begun == 1 && !actor.reread && sn_replay_waiting (replay) == 0);
-    uint64_t rid = 0;
-    sn_msg_t *asked = s_test_asked (log, &rid);
-    assert (rid == actor.rid);
-    assert (!sn_value_get (sn_msg_root (asked), "reread"));
-    assert (!sn_value_get (sn_msg_root (asked), "from"));
-    sn_msg_destroy (&asked);
+    s_test_noted (&actor, "begin 1; ");
+    uint64_t rid = s_test_asked (log, 1, false, NULL);
+    assert (rid == actor.rid && sn_replay_waiting (replay) == 0);
     now = zclock_time ();
     assert (sn_replay_next (replay, now) <= now + 60000);
-    assert (!s_test_offer (replay, "{\"rid\": %u, \"code\": 200}", rid + 1));
-    assert (s_test_offer (replay,
-                          "{\"rid\": %u, \"code\": 200, \"events\": [{\"key\": \"k1\", \"type\": "
-                          "\"thing.done\", \"event\": {\"id\": \"a\"}}], \"next\": \"k2\"}",
-                          rid));
-    assert (actor.events == 1 && actor.done == 0 && actor.served == 0);
-    asked = s_test_asked (log, &rid);
-    assert (sn_value_streq (sn_value_get (sn_msg_root (asked), "from"), "k2"));
-    sn_msg_destroy (&asked);
-    assert (s_test_offer (replay, "{\"rid\": %u, \"code\": 200, \"events\": []}", rid));
-    assert (actor.done == 1 && actor.served == 1 && !sn_replay_taking (replay, 1));
-    s_test_expect (peer, "OK");
+    assert (!s_test_page (replay, "{\"rid\": %u, \"code\": 200}", rid + 1));
+    assert (s_test_page (replay,
+                         "{\"rid\": %u, \"code\": 200, \"events\": [{\"key\": \"k1\", \"type\": "
+                         "\"thing.done\", \"event\": {\"id\": \"a\"}}], \"next\": \"k1\"}",
+                         rid));
+    rid = s_test_asked (log, 1, false, "k1");
+    assert (s_test_page (replay, "{\"rid\": %u, \"code\": 200, \"events\": []}", rid));
+    s_test_noted (&actor, "thing.done id; done 1; serve; ");
+    assert (!sn_replay_taking (replay, 1));
+    s_test_command (replay, peer, NULL, NULL, "OK");
+    s_test_command (replay, peer, "REREADS", NULL, "0");
     //  A page come late is no one's
-    assert (!s_test_offer (replay, "{\"rid\": %u, \"code\": 200}", rid));
+    assert (!s_test_page (replay, "{\"rid\": %u, \"code\": 200}", rid));
 
-    //  A re-read is discarded when a page fails, adopted when every page came
-    assert (sn_owners_reread_soon (owners, 0) == 0);
+    //  A re-read that fails is discarded, one whose every page came adopted
+    s_test_command (replay, peer, "REREAD", "0", "OK");
+    s_test_command (replay, peer, "REREAD", "2", "REREAD: no partition 2");
     assert (sn_replay_step (replay, zclock_time ()));
-    assert (actor.begun == 0 && actor.reread && sn_replay_rereading (replay, 0));
-    assert (!sn_replay_taking (replay, 0));
-    asked = s_test_asked (log, &rid);
-    assert (sn_value_get (sn_msg_root (asked), "reread"));
-    sn_msg_destroy (&asked);
-    assert (s_test_offer (replay, "{\"rid\": %u, \"code\": 503, \"error\": \"busy\"}", rid));
-    assert (actor.adopted == 0 && actor.drops == 0 && !sn_replay_rereading (replay, 0));
-    assert (sn_replay_command (replay, "REREADS"));
-    s_test_expect (peer, "1");
-    zstr_send (peer, "0");
-    assert (sn_replay_command (replay, "REREAD"));
-    s_test_expect (peer, "OK");
-    zstr_send (peer, "2");
-    assert (sn_replay_command (replay, "REREAD"));
-    s_test_expect (peer, "REREAD: no partition 2");
-    //  Begun when it is due (sn_owners says when)
+    assert (sn_replay_rereading (replay, 0) && !sn_replay_taking (replay, 0));
+    rid = s_test_asked (log, 0, true, NULL);
+    assert (s_test_page (replay, "{\"rid\": %u, \"code\": 503, \"error\": \"busy\"}", rid));
+    s_test_noted (&actor, "reread 0; discard 0; ");
+    assert (!sn_replay_rereading (replay, 0));
+    s_test_command (replay, peer, "REREAD", "0", "OK");
     now = zclock_time ();
     while (!sn_replay_step (replay, now)) {
         int64_t next = sn_replay_next (replay, now);
@@ -839,42 +951,32 @@ sn_replay_test (bool verbose)
         zclock_sleep ((int) (next > now ? next - now : 1));
         now = zclock_time ();
     }
-    assert (sn_replay_rereading (replay, 0));
-    asked = s_test_asked (log, &rid);
-    sn_msg_destroy (&asked);
-    assert (s_test_offer (replay, "{\"rid\": %u, \"code\": 200, \"events\": []}", rid));
-    assert (actor.adopted == 1);
+    rid = s_test_asked (log, 0, true, NULL);
+    assert (s_test_page (replay, "{\"rid\": %u, \"code\": 200, \"events\": []}", rid));
+    s_test_noted (&actor, "reread 0; adopt 0; ");
+    s_test_command (replay, peer, "REREADS", NULL, "2");
 
-    //  A takeover that fails drops what it loaded, anew, and tells REPLAY why
-    zstr_send (peer, "0");
-    assert (sn_replay_command (replay, "REPLAY"));
+    //  A takeover that fails drops what it loaded, anew, and REPLAY hears why
+    s_test_command (replay, peer, "REPLAY", "0", NULL);
     assert (sn_replay_step (replay, zclock_time ()));
-    asked = s_test_asked (log, &rid);
-    sn_msg_destroy (&asked);
-    assert (s_test_offer (replay, "{\"rid\": %u, \"code\": 503, \"error\": \"busy\"}", rid));
-    assert (actor.drops == 1 && actor.anew && !sn_replay_taking (replay, 0));
-    assert (sn_owners_taking_over (owners, 0));
-    s_test_expect (peer, "scan of partition 0 failed: busy");
-    zstr_send (peer, "9");
-    assert (sn_replay_command (replay, "REPLAY"));
-    s_test_expect (peer, "REPLAY: no partition 9");
+    rid = s_test_asked (log, 0, false, NULL);
+    assert (s_test_page (replay, "{\"rid\": %u, \"code\": 503, \"error\": \"busy\"}", rid));
+    s_test_noted (&actor, "begin 0; drop 0 anew; ");
+    assert (!sn_replay_taking (replay, 0) && sn_owners_taking_over (owners, 0));
+    s_test_command (replay, peer, NULL, NULL, "scan of partition 0 failed: busy");
+    s_test_command (replay, peer, "REPLAY", "9", "REPLAY: no partition 9");
 
-    //  At the end the requests still waiting hear so
-    zstr_send (peer, "1");
-    assert (sn_replay_command (replay, "REPLAY"));
-    request = s_test_request (client, front, 0, &msg);
-    assert (sn_replay_park (replay, request, sn_msg_root (msg), 7, 1));
-    sn_msg_destroy (&msg);
+    //  At $TERM the requests still waiting hear that none will end here
+    s_test_command (replay, peer, "REPLAY", "1", NULL);
+    assert (s_test_park (replay, client, front, 0, 1));
     sn_replay_stop (replay);
-    assert (zlist_size (actor.texts) == 2);
-    assert (streq ((char *) zlist_last (actor.texts), "node is stopping"));
+    s_test_refused (client, "node is stopping");
     if (verbose)
-        zsys_info ("sn_replay test: %zu events, %" PRIu64 " pages", actor.events, actor.rid);
+        zsys_info ("sn_replay test: %" PRIu64 " pages asked", actor.rid);
 
     sn_replay_destroy (&replay);
     sn_replay_destroy (&replay);
     sn_owners_destroy (&owners);
-    zlist_destroy (&actor.texts);
     zsock_destroy (&peer);
     zsock_destroy (&pipe);
     zsock_destroy (&client);

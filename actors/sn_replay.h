@@ -44,8 +44,6 @@ typedef struct {
     void (*drop) (void *actor, uint32_t p, bool anew);
     //  Handle request (owned by the actor now) as if it had just come.
     void (*serve) (void *actor, sn_routed_t *request);
-    //  Answer request (owned by the actor now) 503 with text.
-    void (*refuse) (void *actor, sn_routed_t *request, uint64_t rid, const char *text);
     //  The rid of the next page asked for, unique among the actor's rids on the log;
     //  what the actor gathered for the log goes now, before the page is asked.
     uint64_t (*rid) (void *actor);
@@ -60,6 +58,13 @@ void sn_replay_destroy (sn_replay_t **self_p);
 //  Replay every partition owned now, waiting for each page (START): NULL, or why
 //  a takeover failed (freed by the caller). Pages are waited for longer then.
 char *sn_replay_start (sn_replay_t *self);
+
+//  The actor serves now, answering its requests on router (a ROUTER, borrowed).
+void sn_replay_serve (sn_replay_t *self, zsock_t *router);
+
+//  Requests held by owners until the first placement, served now; or answered
+//  when their wait is over.
+void sn_replay_release (sn_replay_t *self);
 
 //  Read the placements waiting on the owners' feed: drop what went, queue what came.
 void sn_replay_placement (sn_replay_t *self);
@@ -96,6 +101,22 @@ bool sn_replay_command (sn_replay_t *self, const char *command);
 
 //  At $TERM: the requests still waiting hear that no takeover will end here.
 void sn_replay_stop (sn_replay_t *self);
+
+//  For the selftests of the actors that replay, where the test stands in for their
+//  store on scans (a ROUTER): the next scan asked within 5 s, [sender, payload],
+//  or NULL; its partition in *p, whether it begins a re-read in *reread. Then pass
+//  it on to the store (a DEALER) and the store's answer back.
+zmsg_t *sn_replay_scan_next (zsock_t *scans, uint64_t *p, bool *reread);
+void sn_replay_scan_pass (zsock_t *scans, zsock_t *store, zmsg_t **scan_p);
+
+//  For those selftests too: how many re-reads actor (a queue or a batch actor)
+//  ended (its REREADS); wait until more than before did, within timeout ms; ask
+//  it to read p again (REREAD), returning how many had ended before; ask and wait
+//  for that re-read's end.
+uint64_t sn_replay_test_rereads (zactor_t *actor);
+void sn_replay_test_rereads_past (zactor_t *actor, uint64_t before, int timeout);
+uint64_t sn_replay_test_reread_ask (zactor_t *actor, uint32_t p);
+void sn_replay_test_reread (zactor_t *actor, uint32_t p);
 
 void sn_replay_test (bool verbose);
 

@@ -979,8 +979,9 @@ s_op_stats (self_t *self, sn_routed_t *request, uint64_t rid)
 }
 
 static void
-s_handle_request (self_t *self, sn_routed_t *request)
+s_handle_request (void *actor, sn_routed_t *request)
 {
+    self_t *self = (self_t *) actor;
     const char *reason = NULL;
     sn_msg_t *msg =
         sn_msg_decode_trusted (sn_routed_data (request), sn_routed_size (request), &reason);
@@ -1125,8 +1126,9 @@ s_handle_answer (self_t *self, char prefix, zframe_t *frame)
 //  Replay
 
 static void
-s_replay_event (self_t *self, const char *type, const sn_value_t *event)
+s_replay_event (void *actor, const char *type, const sn_value_t *event)
 {
+    self_t *self = (self_t *) actor;
     //  A re-read builds the buckets of p apart (s_hook_begin)
     zhashx_t *buckets = self->staging ? self->staging : self->buckets;
     char *id = sn_value_get_strdup (event, "bucket_id");
@@ -1265,12 +1267,6 @@ s_drop_partition (self_t *self, uint32_t p)
 //  until then; one read again is served from what it holds. What follows is the
 //  batch actor's part of them.
 
-static void
-s_hook_event (void *actor, const char *type, const sn_value_t *event)
-{
-    s_replay_event ((self_t *) actor, type, event);
-}
-
 //  A re-read of p replays p apart, into self->staging, touching nothing held; p is
 //  served meanwhile.
 static void
@@ -1353,20 +1349,14 @@ s_hook_drop (void *actor, uint32_t p, bool anew)
         zhashx_update (self->buckets, "primary", s_bucket_new ("primary"));
 }
 
-static void
-s_hook_serve (void *actor, sn_routed_t *request)
-{
-    s_handle_request ((self_t *) actor, request);
-}
-
 static uint64_t
 s_hook_rid (void *actor)
 {
     return ++((self_t *) actor)->rid;
 }
 
-static const sn_replay_hooks_t s_replay_hooks = {s_hook_event,      s_hook_begin, s_hook_done,
-                                                 s_hook_reread_end, s_hook_drop,  s_hook_serve,
+static const sn_replay_hooks_t s_replay_hooks = {s_replay_event,    s_hook_begin, s_hook_done,
+                                                 s_hook_reread_end, s_hook_drop,  s_handle_request,
                                                  s_hook_rid};
 
 //  One answer on the log or the scan socket: the page the replay under way waits
@@ -1790,27 +1780,13 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     uint32_t pb = sn_partition ("b", 1, 8), pp = sn_partition ("primary", 7, 8);
     assert (pb != pp);
     //  "a" owns every partition
-    sn_pack_t *pack = sn_pack_new ();
-    sn_pack_map (pack, 5);
-    sn_pack_kv_str (pack, "op", "placement");
-    sn_pack_kv_str (pack, "self", "a");
-    sn_pack_kv_uint (pack, "version", 1);
-    sn_pack_str (pack, "owners");
-    sn_pack_array (pack, 8);
-    for (int p = 0; p < 8; p++)
-        sn_pack_str (pack, "a");
-    sn_pack_str (pack, "members");
-    sn_pack_array (pack, 1);
-    sn_pack_str (pack, "a");
     zmsg_t *scan = NULL;
     uint64_t p = 0;
     bool reread = false;
     while (!scan) {
-        zframe_t *frame = sn_pack_frame (pack);
-        zframe_send (&frame, feed, 0);
+        sn_replay_test_place (feed, "a", 8, "a");
         scan = sn_replay_scan_next (scans, &p, &reread);
     }
-    sn_pack_destroy (&pack);
     //  One page a partition, one partition at a time
     for (int index = 0; index < 8; index++) {
         if (!scan)
@@ -1858,23 +1834,8 @@ s_test_replay_async (sn_batch_config_t *base, const char *store_ep)
     zstr_sendx (batch, "REPLAY", number, NULL);
     scan = sn_replay_scan_next (scans, &p, &reread);
     assert (scan && p == pb && !reread);
-    for (int round = 0; round < 2; round++) {
-        pack = sn_pack_new ();
-        sn_pack_map (pack, 5);
-        sn_pack_kv_str (pack, "op", "placement");
-        sn_pack_kv_str (pack, "self", "a");
-        sn_pack_kv_uint (pack, "version", 1);
-        sn_pack_str (pack, "owners");
-        sn_pack_array (pack, 8);
-        for (int at = 0; at < 8; at++)
-            sn_pack_str (pack, round ? "a" : "z");
-        sn_pack_str (pack, "members");
-        sn_pack_array (pack, 1);
-        sn_pack_str (pack, "a");
-        zframe_t *frame = sn_pack_frame (pack);
-        zframe_send (&frame, feed, 0);
-        sn_pack_destroy (&pack);
-    }
+    for (int round = 0; round < 2; round++)
+        sn_replay_test_place (feed, round ? "a" : "z", 8, "a");
     sn_replay_scan_pass (scans, back, &scan);
     //  Every partition was lost and gained: one scan of each, b's among them
     bool again = false;

@@ -2499,8 +2499,9 @@ s_op_queue_stats (self_t *self, sn_routed_t *request, uint64_t rid)
 
 //  One request from the frontend. The request is owned here from now on.
 static void
-s_handle_request (self_t *self, sn_routed_t *request)
+s_handle_request (void *actor, sn_routed_t *request)
 {
+    self_t *self = (self_t *) actor;
     const char *reason = NULL;
     sn_msg_t *msg =
         sn_msg_decode_trusted (sn_routed_data (request), sn_routed_size (request), &reason);
@@ -2689,8 +2690,9 @@ s_log_drain (self_t *self, zsock_t *socket)
 
 //  Apply one stored event to the state being rebuilt.
 static void
-s_replay_event (self_t *self, const char *type, const sn_value_t *event)
+s_replay_event (void *actor, const char *type, const sn_value_t *event)
 {
+    self_t *self = (self_t *) actor;
     if (streq (type, "bucket.created") || streq (type, "bucket.deleted")) {
         char *bucket = sn_value_get_strdup (event, "bucket_id");
         //  A re-read never changes a bucket known here: one whose delete the batch
@@ -2815,12 +2817,14 @@ s_partition_of (self_t *self, s_inv_t *inv)
     return inv->partition;
 }
 
-//  Partition p is owned elsewhere now, or its replay failed: forget its invocations
-//  and buckets. Their events stay in the log for the new owner; writes in flight
-//  still complete.
+//  Partition p is owned elsewhere now, or its replay failed or starts over (anew,
+//  all the same here): forget its invocations and buckets. Their events stay in
+//  the log for the new owner; writes in flight still complete.
 static void
-s_drop_partition (self_t *self, uint32_t p)
+s_drop_partition (void *actor, uint32_t p, bool anew)
 {
+    self_t *self = (self_t *) actor;
+    (void) anew;
     zlistx_t *gone = zlistx_new ();
     for (s_inv_t *inv = (s_inv_t *) sn_idmap_first (self->invocations); inv;
          inv = (s_inv_t *) sn_idmap_next (self->invocations))
@@ -2871,12 +2875,6 @@ s_drop_partition (self_t *self, uint32_t p)
 //  actor serves the other partitions meanwhile. A partition taken over answers
 //  503 until its replay is over; one read again is served from what it holds.
 //  What follows is the queue's part of them.
-
-static void
-s_hook_event (void *actor, const char *type, const sn_value_t *event)
-{
-    s_replay_event ((self_t *) actor, type, event);
-}
 
 //  A takeover counts again the finished invocations not in memory: those it
 //  leaves out, and those evicted since it loaded them (they are older still). A
@@ -2952,19 +2950,6 @@ s_hook_reread_end (void *actor, uint32_t p, bool adopt)
     s_deadline (self, zclock_time ());
 }
 
-static void
-s_hook_drop (void *actor, uint32_t p, bool anew)
-{
-    (void) anew;
-    s_drop_partition ((self_t *) actor, p);
-}
-
-static void
-s_hook_serve (void *actor, sn_routed_t *request)
-{
-    s_handle_request ((self_t *) actor, request);
-}
-
 //  What was gathered for the log goes before the page is asked: the scan then
 //  holds it.
 static uint64_t
@@ -2976,9 +2961,9 @@ s_hook_rid (void *actor)
     return rid;
 }
 
-static const sn_replay_hooks_t s_replay_hooks = {s_hook_event,      s_hook_begin, s_hook_done,
-                                                 s_hook_reread_end, s_hook_drop,  s_hook_serve,
-                                                 s_hook_rid};
+static const sn_replay_hooks_t s_replay_hooks = {
+    s_replay_event,   s_hook_begin,     s_hook_done, s_hook_reread_end,
+    s_drop_partition, s_handle_request, s_hook_rid};
 
 //  The partition table changed: drop what went, replay what came (in turn, from
 //  the actor's loop).
@@ -3378,24 +3363,7 @@ s_test_queue (const char *endpoint, const char *log, bool verbose)
 static void
 s_test_placement (zsock_t *feed, const char *owner, bool c)
 {
-    sn_pack_t *pack = sn_pack_new ();
-    sn_pack_map (pack, 5);
-    sn_pack_kv_str (pack, "op", "placement");
-    sn_pack_kv_str (pack, "self", "a");
-    sn_pack_kv_uint (pack, "version", 1);
-    sn_pack_str (pack, "owners");
-    sn_pack_array (pack, 8);
-    for (int p = 0; p < 8; p++)
-        sn_pack_str (pack, owner);
-    sn_pack_str (pack, "members");
-    sn_pack_array (pack, 2 + c);
-    sn_pack_str (pack, "a");
-    sn_pack_str (pack, "b");
-    if (c)
-        sn_pack_str (pack, "c");
-    zframe_t *frame = sn_pack_frame (pack);
-    zframe_send (&frame, feed, 0);
-    sn_pack_destroy (&pack);
+    sn_replay_test_place (feed, owner, 8, c ? "abc" : "ab");
 }
 
 //  The next forward the queue asks of the mesh whose request is op, skipping the

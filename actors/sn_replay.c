@@ -701,6 +701,27 @@ sn_replay_test_reread (zactor_t *actor, uint32_t p)
     sn_replay_test_rereads_past (actor, sn_replay_test_reread_ask (actor, p), 30000);
 }
 
+void
+sn_replay_test_place (zsock_t *feed, const char *owner, uint32_t partitions, const char *members)
+{
+    sn_pack_t *pack = sn_pack_new ();
+    sn_pack_map (pack, 5);
+    sn_pack_kv_str (pack, "op", "placement");
+    sn_pack_kv_str (pack, "self", "a");
+    sn_pack_kv_uint (pack, "version", 1);
+    sn_pack_str (pack, "owners");
+    sn_pack_array (pack, partitions);
+    for (uint32_t p = 0; p < partitions; p++)
+        sn_pack_str (pack, owner);
+    sn_pack_str (pack, "members");
+    sn_pack_array (pack, (uint32_t) strlen (members));
+    for (const char *name = members; *name; name++)
+        sn_pack_strn (pack, name, 1);
+    zframe_t *frame = sn_pack_frame (pack);
+    zframe_send (&frame, feed, 0);
+    sn_pack_destroy (&pack);
+}
+
 //  --------------------------------------------------------------------------
 //  Selftest: a pretend actor whose hooks note what they are told, a ROUTER
 //  standing in for the log, and a DEALER client whose requests wait.

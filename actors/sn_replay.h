@@ -118,6 +118,11 @@ void sn_replay_test_rereads_past (zactor_t *actor, uint64_t before, int timeout)
 uint64_t sn_replay_test_reread_ask (zactor_t *actor, uint32_t p);
 void sn_replay_test_reread (zactor_t *actor, uint32_t p);
 
+//  For those selftests too: publish on feed a placement from "a" (version 1) of
+//  partitions, each owned by owner, the members reachable each a letter of members.
+void sn_replay_test_place (zsock_t *feed, const char *owner, uint32_t partitions,
+                           const char *members);
+
 void sn_replay_test (bool verbose);
 
 #ifdef __cplusplus

@@ -31,8 +31,9 @@
     batch.commit {key, bucket_id, body, ids, items, created_at}, batch.delivered
     {key, status}, batch.abandoned {key, error}; and it reads invocation.done.
 
-    Ownership (see sn_owners.h): with a placement feed the actor holds the buckets
-    of the partitions this node owns only. Gaining one replays it from the local
+    Ownership (see sn_owners.h, and sn_replay.h for the replays, the re-reads and
+    the requests that wait for a takeover): with a placement feed the actor holds
+    the buckets of the partitions this node owns only. Gaining one replays it from the local
     store and starts its commits and deliveries (undelivered commits are posted again
     under their key); losing one drops its buckets from memory. batch.create, get,
     update and delete for a partition owned elsewhere are forwarded to its owner.

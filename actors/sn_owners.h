@@ -15,7 +15,8 @@
     already (its "fwd" is 1 or more) and still lands on a node that does not own its
     partition is answered 503: the owner is changing.
 
-    A partition taken over here is served once its actor has replayed its events.
+    A partition taken over here is served once its actor has replayed its events
+    (sn_replay.h runs those replays for the queue and the batch actor).
     A replay that fails is reported here (sn_owners_replay_failed): until a later
     one succeeds the partition is being taken over, and its requests are answered
     503 "partition p is being taken over here, try again". The actor tries again

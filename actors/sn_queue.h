@@ -43,12 +43,14 @@
     Pushed to a worker, unasked: {op: "work", id, bucket_id, invocation, token, data?,
     attempt, timeout}.
 
-    Ownership (see sn_owners.h): with a placement feed the actor holds the state of
-    the partitions this node owns only. Gaining one replays it from the local store
-    (which holds it: the owner is one of its replicas) and starts its timers; losing
-    one drops its invocations from memory (their events stay in the log, and a worker
-    still running one hears 404 for its result). enqueue, invocation and
-    bucket.counts for a partition owned elsewhere are forwarded to its owner.
+    Ownership (see sn_owners.h, and sn_replay.h for the replays, the re-reads and
+    the requests that wait for a takeover): with a placement feed the actor holds
+    the state of the partitions this node owns only. Gaining one replays it from the
+    local store (which holds it: the owner is one of its replicas) and starts its
+    timers; losing one drops its invocations from memory (their events stay in the
+    log, and a worker still running one hears 404 for its result). enqueue,
+    invocation and bucket.counts for a partition owned elsewhere are forwarded to
+    its owner.
 
     Workers anywhere: the actor tells every other member (the placement's members,
     through the mesh's forward {node, request}) which classes its workers run and

@@ -8,7 +8,9 @@
       digest   2-byte big-endian p + 8-byte big-endian bucket start (ms) -> 16 bytes:
                count (uint64) then XOR of sn_hash (key) (uint64), both in host order
       meta     "partitions" -> uint32 P; "keygen" -> int64 ms + uint32 sequence of the
-               last key this node made; both in host order
+               last key this node made; "swept" -> uint32 length + the key the
+               retention sweep goes on from (only while a retention is set); all in
+               host order
 
     Keys of byp and digest are big-endian so that LMDB's byte order is time order.
     Values are in host order: an LMDB environment is not portable between byte
@@ -62,6 +64,9 @@
 #define S_SWEEP_LOG_EVERY (60 * 1000)
 //  Between passes once the sweep has caught up with the horizon, in ms
 #define S_SWEEP_EVERY 1000
+//  A pass that deletes nothing commits its place only after looking at this many
+//  records: a restart walks at most about that many again
+#define S_SWEEP_SAVE_LOOKS 5000
 
 //  One request of the batch being run.
 typedef struct {
@@ -245,6 +250,51 @@ s_meta_put (MDB_txn *txn, MDB_dbi meta, const char *name, const void *value, siz
     return mdb_put (txn, meta, &key, &data, 0);
 }
 
+//  The retention sweep's place in meta: every user event below key is deleted.
+typedef struct {
+    uint32_t len;         //  bytes of key
+    char key[SN_KEY_MAX]; //  where the next pass starts
+} s_swept_t;
+
+static int64_t s_horizon (self_t *self);
+static int s_key_compare (const MDB_val *a, const MDB_val *b);
+
+//  Resume the sweep where it stopped at the last run rather than walking every
+//  internal event below the horizon again; never past the horizon of this start,
+//  and that place is saved at once. Keys at or after the horizon are taken while the
+//  node runs and must be swept once they expire: were the place ahead of it (a clock
+//  that was ahead at the last run, a longer retention now), the sweep would pass
+//  them over. Without a retention the place is forgotten: keys of any age may be
+//  stored meanwhile, and a retention set later walks from the first key. A place
+//  that cannot be read counts as none.
+static int
+s_swept_load (self_t *self, MDB_txn *txn)
+{
+    MDB_val name = {5, (void *) "swept"}, data;
+    int rc = mdb_get (txn, self->meta, &name, &data);
+    if (!self->retention)
+        return rc == 0 ? mdb_del (txn, self->meta, &name, NULL) : rc == MDB_NOTFOUND ? 0 : rc;
+    if (rc)
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    s_swept_t swept;
+    if (data.mv_size != sizeof swept)
+        return 0;
+    memcpy (&swept, data.mv_data, sizeof swept);
+    if (swept.len == 0 || swept.len > SN_KEY_MAX)
+        return 0;
+    char floor[SN_KEY_TIME_LEN + 1];
+    sn_key_time_prefix (s_horizon (self), floor);
+    MDB_val place = {swept.len, swept.key}, horizon = {SN_KEY_TIME_LEN, floor};
+    if (s_key_compare (&place, &horizon) > 0) {
+        swept.len = SN_KEY_TIME_LEN;
+        memcpy (swept.key, floor, SN_KEY_TIME_LEN);
+        rc = s_meta_put (txn, self->meta, "swept", &swept, sizeof swept);
+    }
+    memcpy (self->swept, swept.key, swept.len);
+    self->swept_len = swept.len;
+    return rc;
+}
+
 //  Persist the key generator's place in the batch's own transaction, so that the
 //  stored place is never behind a committed key: after a restart the generator
 //  resumes strictly after the last key, even if the clock went back meanwhile.
@@ -285,6 +335,8 @@ s_store_prepare (self_t *self, char *error, size_t size)
         rc = s_meta_get (txn, self->meta, "keygen", &state, sizeof state, &found);
     if (rc == 0 && found)
         sn_keygen_resume (self->keygen, state.last_ms, state.last_seq);
+    if (rc == 0)
+        rc = s_swept_load (self, txn);
 
     if (rc == 0 && partitions != self->partitions) {
         mdb_txn_abort (txn);
@@ -1299,7 +1351,17 @@ s_sweep (self_t *self)
         mdb_cursor_close (cursor);
     if (rc == 0 && deleted)
         rc = s_digest_flush (self, txn);
-    if (rc == 0 && deleted) {
+    //  The place is saved but by a pass squeezed into a full map, whose one more
+    //  page may be the one there is no room for: a place saved late is only walked
+    //  again
+    bool save = (deleted || looked >= S_SWEEP_SAVE_LOOKS) && self->sweep_deletes == S_SWEEP_DELETES;
+    if (rc == 0 && save) {
+        s_swept_t swept = {0};
+        swept.len = (uint32_t) resume.mv_size;
+        memcpy (swept.key, resume.mv_data, resume.mv_size);
+        rc = s_meta_put (txn, self->meta, "swept", &swept, sizeof swept);
+    }
+    if (rc == 0 && (deleted || save)) {
         rc = mdb_txn_commit (txn);
         txn = NULL;
     }
@@ -1959,14 +2021,15 @@ s_test_last_own_key (s_test_t *test, char *last)
     zlistx_destroy (&keys);
 }
 
-//  Read or overwrite the key generator's place in a store that is not running.
-static void
-s_test_keygen_state (const char *dir, s_keygen_state_t *state, bool write)
+//  Read (returns whether it is there) or overwrite the meta value name in a store
+//  that is not running.
+static bool
+s_test_meta (const char *dir, const char *name, void *value, size_t size, bool write)
 {
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi meta;
-    bool found;
+    bool found = true;
     int rc = mdb_env_create (&env);
     assert (rc == 0);
     mdb_env_set_maxdbs (env, 4);
@@ -1977,15 +2040,22 @@ s_test_keygen_state (const char *dir, s_keygen_state_t *state, bool write)
     rc = mdb_dbi_open (txn, "meta", 0, &meta);
     assert (rc == 0);
     if (write)
-        rc = s_meta_put (txn, meta, "keygen", state, sizeof *state);
-    else {
-        rc = s_meta_get (txn, meta, "keygen", state, sizeof *state, &found);
-        assert (found);
-    }
+        rc = s_meta_put (txn, meta, name, value, size);
+    else
+        rc = s_meta_get (txn, meta, name, value, size, &found);
     assert (rc == 0);
     rc = mdb_txn_commit (txn);
     assert (rc == 0);
     mdb_env_close (env);
+    return found;
+}
+
+//  Read or overwrite the key generator's place in a store that is not running.
+static void
+s_test_keygen_state (const char *dir, s_keygen_state_t *state, bool write)
+{
+    bool found = s_test_meta (dir, "keygen", state, sizeof *state, write);
+    assert (found);
 }
 
 static void
@@ -2619,17 +2689,96 @@ s_test_retention (const char *base, bool verbose)
 
     s_test_stop (&test);
 
-    //  After a restart the sweep finds nothing more to delete
+    //  After a restart the sweep finds nothing more to delete; it goes on from the
+    //  place it saved, past the old internal events, not from the first key
+    s_swept_t swept = {0};
+    assert (s_test_meta (test.dir, "swept", &swept, sizeof swept, false));
+    assert (swept.len > 0 && swept.len <= SN_KEY_MAX);
+    assert (memcmp (swept.key, internal_key, strlen (internal_key)) > 0);
     s_test_retention_open (&test, 3600 * 1000, 64 * 1024 * 1024);
     s_test_check_stored (&test);
     s_test_check_digests (&test);
     assert (s_test_health (&test, "expired") == 0);
     s_test_stop (&test);
 
+    //  A place saved ahead of the horizon (a clock that was ahead, a longer
+    //  retention now) is moved back to it at start, and saved there at once: a key
+    //  taken within the retention is deleted once it expires, even after a crash
+    //  before the sweep saved its place again
+    s_test_key (zclock_time () + 24 * 3600 * 1000, key);
+    swept.len = (uint32_t) strlen (key);
+    memcpy (swept.key, key, swept.len);
+    s_test_meta (test.dir, "swept", &swept, sizeof swept, true);
+    s_test_retention_open (&test, 3600 * 1000, 64 * 1024 * 1024);
+    s_test_stop (&test);
+    assert (s_test_meta (test.dir, "swept", &swept, sizeof swept, false));
+    s_test_key (zclock_time () - 3600 * 1000 + 1000, key);
+    assert (memcmp (swept.key, key, SN_KEY_TIME_LEN) < 0);
+    s_test_retention_open (&test, 3600 * 1000, 64 * 1024 * 1024);
+    s_test_key (zclock_time () - 3600 * 1000 + 1500, key);
+    assert (s_test_put_as (&test, key, NULL, false) == 201);
+    deadline = zclock_mono () + 15000;
+    while (s_test_health (&test, "expired") < 1) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (50);
+    }
+    reply = s_test_get (&test, key, 404);
+    sn_msg_destroy (&reply);
+    s_test_stop (&test);
+    assert (s_test_meta (test.dir, "swept", &swept, sizeof swept, false));
+    assert (memcmp (swept.key, key, SN_KEY_TIME_LEN) > 0);
+
+    //  Without a retention the place is forgotten: keys of any age may come then
+    s_test_retention_open (&test, 0, 64 * 1024 * 1024);
+    s_test_stop (&test);
+    assert (!s_test_meta (test.dir, "swept", &swept, sizeof swept, false));
+
     zlistx_destroy (&expired);
     s_test_remove_store (test.dir);
     zstr_free (&test.dir);
     zhashx_destroy (&test.stored);
+    sn_pack_destroy (&test.request);
+}
+
+//  After a restart the sweep goes on from the place it saved: user events below it
+//  count as deleted already and are not walked again.
+static void
+s_test_retention_place (const char *base, bool verbose)
+{
+    s_test_t test = {0};
+    test.dir = zsys_sprintf ("%s/retention-place", base);
+    test.partitions = 4;
+    test.request = sn_pack_new ();
+    test.verbose = verbose;
+    s_test_retention_open (&test, 0, 64 * 1024 * 1024);
+    int64_t old = zclock_time () - 2 * 3600 * 1000;
+    char key[SN_KEY_MAX + 1];
+    for (int index = 0; index < 3; index++) {
+        s_test_key (old + 10 * index, key);
+        assert (s_test_put (&test, key, NULL, NULL, index, "old", NULL) == 201);
+    }
+    s_test_stop (&test);
+    s_test_key (old + 10, key);
+    s_swept_t swept = {0};
+    swept.len = (uint32_t) strlen (key);
+    memcpy (swept.key, key, swept.len);
+    s_test_meta (test.dir, "swept", &swept, sizeof swept, true);
+
+    s_test_retention_open (&test, 3600 * 1000, 64 * 1024 * 1024);
+    int64_t deadline = zclock_mono () + 10000;
+    while (s_test_health (&test, "expired") < 2) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10);
+    }
+    while (s_test_health (&test, "sweeps") < 2) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10);
+    }
+    assert (s_test_health (&test, "expired") == 2);
+    assert (s_test_health (&test, "events") == 1);
+    s_test_stop (&test);
+    s_test_remove_store (test.dir);
+    zstr_free (&test.dir);
     sn_pack_destroy (&test.request);
 }
 
@@ -2765,6 +2914,7 @@ sn_store_test (bool verbose)
 
     s_test_full (base, verbose);
     s_test_retention (base, verbose);
+    s_test_retention_place (base, verbose);
     s_test_retention_full (base, verbose);
 
     s_test_remove_store (test.dir);

@@ -485,7 +485,9 @@ sn_replay_start (sn_replay_t *self)
             sn_msg_t *reply =
                 frame ? sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), &reason)
                       : NULL;
-            sn_replay_offer (self, sn_msg_root (reply));
+            //  An interrupted receive brings nothing: the scan's deadline still holds
+            if (reply)
+                sn_replay_offer (self, sn_msg_root (reply));
             sn_msg_destroy (&reply);
             zframe_destroy (&frame);
         }

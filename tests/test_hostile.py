@@ -256,24 +256,30 @@ def check_answer(op, frame, reply, rid):
 
 class Session:
     """One DEALER; each request travels behind a tag frame, its own envelope, which
-    comes back with its one answer whatever the payload was."""
+    comes back with its one answer whatever the payload was. With connected (the
+    worker and agent ops, which know their client by its envelope) every request
+    has the same tag and waits for its answer before the next goes."""
 
-    def __init__(self, endpoint):
+    def __init__(self, endpoint, connected=False):
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
+        self.connected = connected
+        self.window = 1 if connected else WINDOW
         self.serial = 0
         self.pending = {}
         self.answered = set()
+        self.pushed = []
         self.sent = 0
 
     def send(self, op, frame, rid):
         self.serial += 1
-        tag = b"t%d" % self.serial
-        self.pending[tag] = (op, frame, rid)
-        self.sock.send_multipart([tag, frame])
+        key = b"t%d" % self.serial
+        assert not (self.connected and self.pending)
+        self.pending[key] = (op, frame, rid)
+        self.sock.send_multipart([b"connected" if self.connected else key, frame])
         self.sent += 1
-        return tag
+        return key
 
     def recv_one(self):
         if not self.sock.poll(int(20000 * SLOW)):
@@ -282,15 +288,16 @@ class Session:
         frames = self.sock.recv_multipart()
         reply = decode(frames[-1])
         if reply.get("op") in PUSHED and "code" not in reply:
+            self.pushed.append(reply)
             return None, reply
         assert len(frames) == 2, frames
-        tag = frames[0]
-        assert tag not in self.answered, ("second answer", tag, reply)
-        assert tag in self.pending, ("answer to nothing asked", tag, reply)
-        op, frame, rid = self.pending.pop(tag)
-        self.answered.add(tag)
+        key = next(iter(self.pending), None) if self.connected else frames[0]
+        assert key not in self.answered, ("second answer", key, reply)
+        assert key in self.pending, ("answer to nothing asked", frames[0], reply)
+        op, frame, rid = self.pending.pop(key)
+        self.answered.add(key)
         check_answer(op, frame, reply, rid)
-        return tag, reply
+        return key, reply
 
     def call(self, op, request):
         tag = self.send(op, pack(request), request.get("rid"))
@@ -301,7 +308,7 @@ class Session:
 
     def soak(self, op, frames):
         for frame, rid in frames:
-            while len(self.pending) >= WINDOW:
+            while len(self.pending) >= self.window:
                 self.recv_one()
             self.send(op, frame, rid)
         while self.pending:
@@ -451,19 +458,58 @@ def soak_ops(through, receiver, setup_node=None, member="n9", nodes=()):
     ids["job"] = made("job.create", 200, destinations=[MAC],
                       message={"method": "get", "resource": "/r"})["job"]["id"]
     ids["task"] = ids["job"] + "-1"
-    setup.close()
+
+    def live(op, session, fields):
+        """For the ops that answer work, work of their own: this session says hello
+        for a class or id nobody else has, is given work, and the series speaks of
+        that work, so that mutations reach a task or invocation in flight."""
+        if op.startswith("worker."):
+            klass = "hostile.Live." + op
+            session.call("worker.hello", {"op": "worker.hello", "rid": 1, "classes": [klass],
+                                          "capacity": 1})
+            made("enqueue", 202, token="t", invocation={"class": klass, "method": "m",
+                                                         "params": []})
+            push = "work"
+        else:
+            fields["id"] = "00:0c:29:1c:f0:%02x" % (zlib.crc32(op.encode()) & 0xff)
+            session.call("agent.hello", {"op": "agent.hello", "rid": 1, "id": fields["id"],
+                                         "heartbeat": 60000})
+            made("job.create", 200, destinations=[fields["id"]],
+                 message={"method": "get", "resource": "/r"})
+            push = "agent.work"
+
+        def given():
+            while not any(p["op"] == push for p in session.pushed):
+                if not session.sock.poll(100):
+                    return False
+                session.recv_one()
+            return True
+        wait_for(given, 30, f"work for {op}")
+        work = next(p for p in session.pushed if p["op"] == push)
+        if push == "work":
+            fields["id"] = work["id"]
+            fields.pop("lease", None)
+            if "lease" in work:
+                fields["lease"] = work["lease"]
+        else:
+            fields["task"] = work["id"]
+        return fields
+
     valid = valid_requests(receiver, ids, member)
     assert sorted(valid) == ops, "an op without a valid request here: " + \
         repr(set(ops) ^ set(valid))
     total = 0
     for op in ops:
         before, fields = valid[op]
-        request = {"op": op, "rid": 7, **fields}
         rng = random.Random(SEED ^ zlib.crc32(op.encode()))
-        session = Session(through.endpoint)
+        session = Session(through.endpoint, connected=op.startswith(("worker.", "agent.")))
         try:
+            if op in ("worker.progress", "worker.result", "agent.progress", "agent.result"):
+                fields = live(op, session, dict(fields))
+                before = []
             for hello in before:
                 assert session.call(hello["op"], hello)["code"] == 200
+            request = {"op": op, "rid": 7, **fields}
             session.call(op, request)
             session.soak(op, mutations(op, request, rng))
             total += session.sent
@@ -490,6 +536,7 @@ def soak_ops(through, receiver, setup_node=None, member="n9", nodes=()):
         gone.close()
         for node in nodes or [through]:
             still_healthy(node)
+    setup.close()
     print(f"{total} hostile requests over {len(ops)} ops through {through.name}")
     assert total > 2000
 

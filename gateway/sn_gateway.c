@@ -1375,27 +1375,20 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
 //  civetweb callbacks.
 
 //  Runs before civetweb routes any request, WebSocket upgrades included, so that a
-//  request without a valid token reaches no handler. Returns 0 to let it through,
-//  or the status of the answer sent here.
+//  request without a valid token reaches no handler, and a malformed upgrade gets
+//  a status line. Returns 0 to let it through, or the status of the answer sent
+//  here.
 static int
 s_begin_request (struct mg_connection *conn)
 {
     sn_gateway_t *self = (sn_gateway_t *) mg_get_user_data (mg_get_context (conn));
     const struct mg_request_info *info = mg_get_request_info (conn);
-    s_request_t upgrade = {.gateway = self, .conn = conn, .info = info};
-    if (s_bad_upgrade (&upgrade)) {
-        s_send (&upgrade);
-        free (upgrade.answer);
-        return upgrade.status;
-    }
-    if (!self->tokens)
-        return 0;
+    s_request_t request = {.gateway = self, .conn = conn, .info = info, .close = true};
     //  GET /health stays open for load balancers' probes: it tells only that the
     //  node is up, its name and how many events it holds
-    if (streq (info->local_uri, "/health") && streq (info->request_method, "GET"))
-        return 0;
-    s_request_t request = {.gateway = self, .conn = conn, .info = info, .close = true};
-    if (s_authorized (&request))
+    bool open = !self->tokens ||
+                (streq (info->local_uri, "/health") && streq (info->request_method, "GET"));
+    if ((open || s_authorized (&request)) && !s_bad_upgrade (&request))
         return 0;
     s_send (&request);
     free (request.answer);

@@ -772,6 +772,24 @@ def test_every_http_route_answers_every_mutation(hostile_node, receiver):
             # 505 is the status HTTP has for a version the server does not speak
             check_http(answer, data[:120], json_error=False,
                        allowed=(503, 505) if b"HTTP/9.9" in data else (503,))
+    # Keep-alive: a Content-Length shorter than the body makes the rest a second
+    # request, and each of the two gets its own answer
+    answer = http_raw(node, b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n"
+                      b"{\"a\":1}GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer and answer[0] == 400 and b"HTTP/1.1 400" in answer[2], answer
+    sent += 2
+    # Every POST route chunked, well and badly; HEAD and Expect on each route
+    for (method, path), valid in bodies.items():
+        text = json.dumps(valid).encode()
+        for chunks in (b"%x\r\n%s\r\n0\r\n\r\n" % (len(text), text),
+                       b"zz\r\n{}\r\n0\r\n\r\n",
+                       b"ffffffffffffffff\r\n{}\r\n0\r\n\r\n"):
+            ask(request_bytes(method, path, None, ["Transfer-Encoding: chunked"]) + chunks,
+                (method, path, chunks[:40]), allowed=(503, 502) if path == "/batch" else (503,))
+        ask(request_bytes(method, path, text, ["Expect: 100-continue"]), (method, path, "expect"),
+            allowed=(503, 502) if path == "/batch" else (503,))
+    for path in routes:
+        ask(request_bytes("HEAD", path, None), ("HEAD", path), json_error=False)
     # A lying Content-Length that promises more than comes: 408 at the HTTP timeout
     ask(request_bytes("POST", "/events", b"{\"a\":", ["Content-Length: 1000"]), "short body",
         json_error=False)
@@ -836,3 +854,26 @@ def test_peer_frames_without_hello_are_dropped(hostile_node):
     cluster = requests.get(node.url + "/cluster", timeout=5).json()
     assert [m["name"] for m in cluster["members"]] == [node.name], cluster["members"]
     still_healthy(node)
+
+
+def test_malformed_upgrades_behind_tokens(tmp_path):
+    """With --http-tokens the token is asked for first: a malformed upgrade without
+    one is 401, with one 400 or 426, each with a status line."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("abcdefghijklmnop-0123\n")
+    node = Node(extra=["--http-tokens", str(tokens)]).start()
+    try:
+        upgrade = (b"GET /jobs/ws%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\n%s\r\n")
+        for query, headers, status in [
+                (b"", b"", 401), (b"", b"Sec-WebSocket-Version: 13\r\n", 401),
+                (b"?access_token=abcdefghijklmnop-0123", b"", 400),
+                (b"?access_token=abcdefghijklmnop-0123",
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 12\r\n", 426)]:
+            answer = http_raw(node, upgrade % (query, headers))
+            check_http(answer, (query, headers))
+            assert answer[0] == status, (query, headers, answer)
+        node.stop()
+    finally:
+        node.cleanup()

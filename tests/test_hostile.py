@@ -877,3 +877,30 @@ def test_malformed_upgrades_behind_tokens(tmp_path):
         node.stop()
     finally:
         node.cleanup()
+
+
+def test_workers_one_client_can_claim_are_bounded(node):
+    """A worker is known by its envelope, which its client chooses: one DEALER can
+    say hello as any number of workers. The node keeps 10,000; one more is 429
+    until some go silent."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(node.endpoint)
+    frame = pack({"op": "worker.hello", "rid": 3, "classes": ["hostile.Many"],
+                  "capacity": 1})
+    count, codes = 10010, {}
+    try:
+        for index in range(count):
+            sock.send_multipart([b"w%d" % index, frame])
+        for _ in range(count):
+            assert sock.poll(int(20000 * SLOW)), codes
+            reply = decode(sock.recv_multipart()[-1])
+            codes[reply["code"]] = codes.get(reply["code"], 0) + 1
+        assert codes == {200: 10000, 429: 10}, codes
+        # one already known says hello again and is answered
+        sock.send_multipart([b"w7", frame])
+        assert sock.poll(int(20000 * SLOW))
+        assert decode(sock.recv_multipart()[-1])["code"] == 200
+    finally:
+        sock.close()
+    still_healthy(node)

@@ -570,11 +570,10 @@ def test_every_op_answers_every_mutation_forwarded(receiver):
 
 # --- HTTP ---------------------------------------------------------------------------
 
-def http_raw(node, data, read_timeout=None):
+def http_raw(node, data):
     """Send data as it is; (status, headers, body) of the answer, or None when the
     connection closed without one."""
-    with socket.create_connection(("127.0.0.1", node.http_port),
-                                  timeout=(read_timeout or 15) * SLOW) as s:
+    with socket.create_connection(("127.0.0.1", node.http_port), timeout=15 * SLOW) as s:
         try:
             s.sendall(data)
         except OSError:

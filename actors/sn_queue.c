@@ -35,6 +35,11 @@
 #define S_PRESENCE_EVERY 1000
 #define S_PRESENCE_TTL   3500
 
+//  Workers one node keeps: a worker is known by its envelope, which a client
+//  chooses freely, so without a bound one client could say hello as many workers
+//  as it likes, each holding up to 64 KiB of classes.
+#define S_WORKERS_MAX 10000
+
 //  Longest class name taken from another node's word (the schema of worker.hello).
 #define S_CLASS_MAX 256
 
@@ -2070,6 +2075,13 @@ s_op_worker_hello (self_t *self, sn_routed_t *request, const sn_value_t *root, u
 {
     char *key = s_envelope_key (request);
     s_worker_t *worker = (s_worker_t *) zhashx_lookup (self->workers, key);
+    if (!worker && zhashx_size (self->workers) >= S_WORKERS_MAX) {
+        free (key);
+        s_reply_error (self, request, rid, 429,
+                       "this node has %d workers already: try another node, or later",
+                       S_WORKERS_MAX);
+        return;
+    }
     if (!worker) {
         worker = (s_worker_t *) zmalloc (sizeof (s_worker_t));
         worker->key = strdup (key);

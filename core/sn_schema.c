@@ -4,6 +4,9 @@
     - "integer" means a msgpack integer: 1.0 sent as a float is a number, not an
       integer, since the code reading the field would refuse it too.
     - minLength and maxLength count bytes of UTF-8, not characters.
+    - A string with minLength or maxLength holds no NUL byte: such strings are ids,
+      names, tokens and URLs, which the code reading them takes as C strings, where a
+      NUL would cut them short ("a\0b" read as "a").
     - enum holds strings, numbers, booleans and null; numbers compare by value.
     - A keyword for another type is ignored, as JSON Schema says (maxLength on a value
       that turns out to be an integer). Annotations (title, description, $comment) are
@@ -381,10 +384,14 @@ s_check_string (s_walk_t *walk, json_t *schema, const sn_value_t *value)
 {
     json_int_t length = (json_int_t) sn_value_size (value);
     json_t *min_length = json_object_get (schema, "minLength");
+    json_t *max_length = json_object_get (schema, "maxLength");
+    size_t size = 0;
+    const char *text = sn_value_str (value, &size);
+    if ((min_length || max_length) && text && memchr (text, 0, size))
+        return s_failf (walk, "holds a NUL byte");
     if (min_length && length < json_integer_value (min_length))
         return s_failf (walk, "shorter than %" JSON_INTEGER_FORMAT,
                         json_integer_value (min_length));
-    json_t *max_length = json_object_get (schema, "maxLength");
     if (max_length && length > json_integer_value (max_length))
         return s_failf (walk, "longer than %" JSON_INTEGER_FORMAT, json_integer_value (max_length));
     return 0;
@@ -881,6 +888,21 @@ sn_schema_test (bool verbose)
     s_expect (lengths, "\"aé\"", NULL, verbose);
     s_expect (lengths, "\"éé\"", "/: longer than 3", verbose);
     s_expect (lengths, "[1]", NULL, verbose);
+    //  A bounded string holds no NUL (JSON cannot say one: msgpack can); an
+    //  unbounded one may
+    sn_pack_t *nul = sn_pack_new ();
+    sn_pack_strn (nul, "a\0b", 3);
+    sn_msg_t *nul_msg = sn_msg_decode (sn_pack_data (nul), sn_pack_size (nul), 0, NULL);
+    json_t *bounded = json_loads (lengths, 0, NULL);
+    json_t *unbounded = json_loads ("{\"type\": \"string\"}", 0, NULL);
+    char nul_error[256];
+    assert (s_check (bounded, sn_msg_root (nul_msg), nul_error, sizeof nul_error) == -1);
+    assert (streq (nul_error, "/: holds a NUL byte"));
+    assert (s_check (unbounded, sn_msg_root (nul_msg), nul_error, sizeof nul_error) == 0);
+    json_decref (bounded);
+    json_decref (unbounded);
+    sn_msg_destroy (&nul_msg);
+    sn_pack_destroy (&nul);
 
     const char *list = "{\"minItems\": 1, \"maxItems\": 2, \"items\": {\"type\": \"integer\"}}";
     s_expect (list, "[1]", NULL, verbose);

@@ -148,13 +148,14 @@ s_send (s_request_t *request)
                          (long long) size);
     else if (mg_response_header_start (request->conn, request->status) == -2) {
         //  civetweb refuses its header functions on a WebSocket upgrade request: the
-        //  one answer it cannot build for us, the refusal of a client without a token
+        //  answers it cannot build for us, the refusal of a client without a token
+        //  and of a malformed upgrade
         mg_printf (request->conn,
                    "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: "
-                   "%zu\r\nWWW-Authenticate: Bearer realm=\"supernode\"\r\nConnection: "
-                   "close\r\n\r\n",
+                   "%zu\r\n%sConnection: close\r\n\r\n",
                    request->status, mg_get_response_code_text (request->conn, request->status),
-                   size);
+                   size,
+                   request->challenge ? "WWW-Authenticate: Bearer realm=\"supernode\"\r\n" : "");
     }
     else {
         char length[32];
@@ -993,6 +994,29 @@ s_websocket (const struct mg_connection *conn)
            s_holds (upgrade, "websocket") && ours;
 }
 
+//  civetweb answers a WebSocket upgrade without a key, or of a version other than
+//  13, with an error page and no status line (its header functions refuse an
+//  upgrade request): such an upgrade, on any path, is refused here instead.
+static bool
+s_bad_upgrade (s_request_t *request)
+{
+    struct mg_connection *conn = request->conn;
+    if (!streq (request->info->request_method, "GET") ||
+        !s_holds (mg_get_header (conn, "Connection"), "upgrade") ||
+        !s_holds (mg_get_header (conn, "Upgrade"), "websocket"))
+        return false;
+    const char *key = mg_get_header (conn, "Sec-WebSocket-Key");
+    const char *version = mg_get_header (conn, "Sec-WebSocket-Version");
+    if (!key || !*key)
+        s_fail (request, 400, "a WebSocket upgrade needs Sec-WebSocket-Key");
+    else if (!version || !streq (version, "13"))
+        s_fail (request, 426, "WebSocket version 13 only");
+    else
+        return false;
+    request->close = true;
+    return true;
+}
+
 //  The token a request presents: the Authorization header's value, or for a
 //  WebSocket (a browser cannot give one a header) the access_token query
 //  parameter, URL-decoded into buffer. NULL when it presents none.
@@ -1351,21 +1375,20 @@ s_handle_request (struct mg_connection *conn, void *cbdata)
 //  civetweb callbacks.
 
 //  Runs before civetweb routes any request, WebSocket upgrades included, so that a
-//  request without a valid token reaches no handler. Returns 0 to let it through,
-//  or the status of the answer sent here.
+//  request without a valid token reaches no handler, and a malformed upgrade gets
+//  a status line. Returns 0 to let it through, or the status of the answer sent
+//  here.
 static int
 s_begin_request (struct mg_connection *conn)
 {
     sn_gateway_t *self = (sn_gateway_t *) mg_get_user_data (mg_get_context (conn));
-    if (!self->tokens)
-        return 0;
     const struct mg_request_info *info = mg_get_request_info (conn);
+    s_request_t request = {.gateway = self, .conn = conn, .info = info, .close = true};
     //  GET /health stays open for load balancers' probes: it tells only that the
     //  node is up, its name and how many events it holds
-    if (streq (info->local_uri, "/health") && streq (info->request_method, "GET"))
-        return 0;
-    s_request_t request = {.gateway = self, .conn = conn, .info = info, .close = true};
-    if (s_authorized (&request))
+    bool open = !self->tokens ||
+                (streq (info->local_uri, "/health") && streq (info->request_method, "GET"));
+    if ((open || s_authorized (&request)) && !s_bad_upgrade (&request))
         return 0;
     s_send (&request);
     free (request.answer);

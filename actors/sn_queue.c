@@ -3077,7 +3077,7 @@ s_handle_pipe (self_t *self)
         zstr_send (self->pipe, error ? error : "OK");
         free (error);
     }
-    else if (sn_replay_command (self->replay, command)) {
+    else if (sn_replay_command (self->replay, self->pipe, command)) {
         //  REPLAY, REREAD, REREADS
     }
     else if (streq (command, "SIZE"))

@@ -588,10 +588,22 @@ sn_replay_waiting (sn_replay_t *self)
 }
 
 bool
-sn_replay_command (sn_replay_t *self, const char *command)
+sn_replay_command (sn_replay_t *self, zsock_t *pipe, const char *command)
 {
-    if (!self)
-        return false;
+    if (!self) {
+        //  Before START, or after a START that failed early: nothing replayed, but
+        //  every command still gets its answer, so no caller waits for ever
+        if (streq (command, "REREADS"))
+            zstr_send (pipe, "0");
+        else if (streq (command, "REPLAY") || streq (command, "REREAD")) {
+            char *partition = zstr_recv (pipe);
+            zstr_sendf (pipe, "%s: not started", command);
+            zstr_free (&partition);
+        }
+        else
+            return false;
+        return true;
+    }
     if (streq (command, "REREADS")) {
         zstr_sendf (self->pipe, "%" PRIu64, self->rereads);
         return true;
@@ -894,7 +906,7 @@ s_test_command (sn_replay_t *replay, zsock_t *peer, const char *command, const c
     if (p)
         zstr_send (peer, p);
     if (command)
-        assert (sn_replay_command (replay, command));
+        assert (sn_replay_command (replay, NULL, command));
     if (wanted) {
         char *answer = zstr_recv (peer);
         assert (answer && streq (answer, wanted));
@@ -916,6 +928,18 @@ sn_replay_test (bool verbose)
     zsock_set_rcvtimeo (log, 5000);
     zsock_set_rcvtimeo (peer, 5000);
     zsock_set_rcvtimeo (client, 5000);
+
+    //  Commands before START are answered all the same
+    assert (sn_replay_command (NULL, pipe, "REREADS"));
+    char *answer = zstr_recv (peer);
+    assert (answer && streq (answer, "0"));
+    zstr_free (&answer);
+    zstr_send (peer, "3");
+    assert (sn_replay_command (NULL, pipe, "REPLAY"));
+    answer = zstr_recv (peer);
+    assert (answer && streq (answer, "REPLAY: not started"));
+    zstr_free (&answer);
+    assert (!sn_replay_command (NULL, pipe, "OTHER"));
     sn_owners_t *owners = sn_owners_new (NULL, NULL, 2);
     s_test_actor_t actor = {"", 0};
     sn_replay_hooks_t hooks = {s_test_event, s_test_begin, s_test_done, s_test_reread_end,
@@ -923,7 +947,7 @@ sn_replay_test (bool verbose)
     sn_replay_t *replay = sn_replay_new ("sn_replay test", owners, scan, pipe, 2, &hooks, &actor);
     int64_t now = zclock_time ();
     assert (!sn_replay_step (replay, now) && sn_replay_next (replay, now) == INT64_MAX);
-    assert (!sn_replay_command (replay, "SIZE"));
+    assert (!sn_replay_command (replay, pipe, "SIZE"));
     sn_replay_serve (replay, front);
     //  A partition served here: its requests are the actor's
     assert (!s_test_park (replay, client, front, 0, 1));

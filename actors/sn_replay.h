@@ -95,9 +95,10 @@ size_t sn_replay_waiting (sn_replay_t *self);
 
 //  A pipe command of the replays, its arguments read from the pipe here: "REPLAY"
 //  p (answered when that takeover ends: "OK" or why it failed), "REREAD" p (for
-//  tests: p is due to be read again now), "REREADS" (re-reads ended). Returns
-//  false for any other command.
-bool sn_replay_command (sn_replay_t *self, const char *command);
+//  tests: p is due to be read again now), "REREADS" (re-reads ended). Before START
+//  (self NULL) they are answered on pipe, the actor's, as not started; pipe is not
+//  used otherwise. Returns false for any other command.
+bool sn_replay_command (sn_replay_t *self, zsock_t *pipe, const char *command);
 
 //  At $TERM: the requests still waiting hear that no takeover will end here.
 void sn_replay_stop (sn_replay_t *self);

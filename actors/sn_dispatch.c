@@ -17,6 +17,7 @@
 #include "sn_msg.h"
 #include "sn_routed.h"
 #include "sn_owners.h"
+#include "sn_replay.h"
 
 //  Most writes sent to the log and not yet acknowledged; above it the actor stops
 //  reading requests until the log catches up.
@@ -28,15 +29,6 @@
 
 //  How often agents' liveness and coalesced progress are looked at, in ms.
 #define S_SWEEP_MS 1000
-
-//  A replay page not answered in this many ms fails the replay: the log answers a
-//  page within --write-timeout-ms (2 s by default) when the mesh scans the
-//  replicas, at once from the local store. The replay does not hold the loop, so a
-//  long wait delays only that partition. A failed replay is tried again after
-//  S_RETRY_FIRST ms, doubling up to S_RETRY_MAX.
-#define S_SCAN_WAIT   5000
-#define S_RETRY_FIRST 1000
-#define S_RETRY_MAX   10000
 
 //  An agent's heartbeat interval when its hello gives none, and how many of them
 //  it may miss before it is taken for gone.
@@ -166,13 +158,11 @@ typedef struct {
     int64_t until;            //  wall ms: the task's timeout
 } s_cancel_t;
 
-//  What was sent on the log socket (writes to the log, scans, and requests for other
+//  What was sent on the log socket (writes to the log, and requests for other
 //  members through the mesh), and what to do when it answers.
 typedef enum {
     S_LOG_EVENT,
     S_LOG_CREATE,
-    S_LOG_SCAN,
-    S_LOG_FORWARD,
     S_LOG_PUSH,     //  work or a cancel for an agent connected to another member
     S_LOG_PRESENCE, //  agent.at to another member
     S_LOG_RELAY,    //  job.update to another member
@@ -213,11 +203,9 @@ typedef struct {
     uint64_t rid;               //  the log request's rid
     int64_t sent_at;            //  mono ms it was sent
     s_log_kind_t kind;          //  what was asked, see s_log_kind_t
-    zmsg_t *reply;              //  envelope and payload to send once durable, or NULL;
-                                //  S_LOG_FORWARD: the caller's envelope only
+    zmsg_t *reply;              //  envelope and payload to send once durable, or NULL
     s_job_t *job;               //  the job written about, or whose task is pushed; NULL
                                 //  once its partition is dropped
-    uint64_t caller_rid;        //  S_LOG_FORWARD: the rid the caller's answer carries
     uint32_t task;              //  S_LOG_PUSH of work: the task's index in job
     uint64_t attempt;           //  S_LOG_PUSH of work: the agent's sent_at for it
     char node[SN_NAME_MAX + 1]; //  S_LOG_PUSH, S_LOG_LIST: the member it went to
@@ -233,10 +221,8 @@ typedef struct {
     zsock_t *router;             //  requests from the frontend, pushes to agents
     zsock_t *log;                //  DEALER to the store, or to the mesh in a cluster
     zsock_t *scan;               //  DEALER to the store, for replay
-    zsock_t *feed;               //  SUB to the mesh's placement, or NULL
-    bool *owned;                 //  P flags: this node owns the partition
-    bool *replaying;             //  P flags: owned, and its replay is not over
-    bool placed;                 //  ownership is known (a placement, or no feed)
+    sn_owners_t *owners;         //  the partitions this node owns; forwards the others
+    sn_replay_t *replay;         //  takeovers, re-reads and the requests waiting for them
     zsock_t *xpub;               //  job changes to subscribers
     bool router_polled;          //  the router is in the poller
     sn_dispatch_config_t config; //  endpoints, borrowed until START
@@ -258,18 +244,8 @@ typedef struct {
     zhashx_t *agents;            //  destination id -> s_agent_t *, owns them
     zhashx_t *pending;           //  log rid (text) -> s_pending_t *, owns them
     uint64_t log_rid;            //  last rid sent to the log
-    zlistx_t *replay_queue;      //  partitions still to replay (uint32 + 1 as pointer)
-    int replay_p;                //  partition being replayed, or -1
-    bool reread;                 //  that replay reads again a partition served here
-    sn_owners_t *reads;          //  which replicas the replays read; re-reads due
-    uint64_t rereads;            //  re-reads ended, adopted or discarded (for tests)
-    zlistx_t *replayed;          //  s_job_t * of the partition being replayed
-    uint64_t scan_rid;           //  rid of the page asked for
-    int64_t scan_until;          //  mono ms that page is given up, or INT64_MAX
-    int64_t *retry_at;           //  P: wall ms a failed replay is tried again, or INT64_MAX
-    uint32_t *backoff;           //  P: ms waited before that try (0: none failed)
-    int64_t retry_next;          //  the earliest retry_at
-    bool ready;                  //  the first replay is over
+    zlistx_t *replayed;          //  s_job_t * the scan under way loaded, not shown yet
+    bool ready;                  //  the first placement's replays are over
     uint64_t seq;                //  updates published (g)
     int64_t next_sweep;          //  mono ms of the next liveness and progress sweep
     sn_pack_t *pack;             //  replies and pushes
@@ -748,6 +724,8 @@ s_pack_every_marker (self_t *self)
     sn_pack_map (self->body, 0);
 }
 
+static bool s_taking (self_t *self, uint32_t p);
+
 //  A new subscription: its snapshot, on its own topic (from the owner when the job
 //  is owned elsewhere). Other subscribers of the same topic see a snapshot they do
 //  not need and skip it.
@@ -778,7 +756,7 @@ s_snapshot (self_t *self, const char *topic)
         //  A job of a partition being taken over may be in the log yet: its
         //  subscriber is told to come again, as a request would be
         uint32_t p = sn_partition (topic, strlen (topic), self->partitions);
-        if (self->owned[p] && self->replaying[p])
+        if (s_taking (self, p))
             snprintf (error, sizeof error,
                       "job %s: partition %u is being taken over here, try again", topic, p);
         else
@@ -1419,88 +1397,50 @@ s_partition (self_t *self, const char *id, size_t len)
     return sn_partition (id ? id : "", id ? len : 0, self->partitions);
 }
 
-//  Hands a request for partition p to its owner through the mesh and relays the
-//  answer under rid. A request already forwarded once that still lands on a node
-//  that does not own p is answered 503: the nodes disagree on the owner for now.
-static void
-s_forward (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid, uint32_t p)
+//  Whether partition p is owned here and its takeover is not over: waiting,
+//  running, or to be tried again after one that failed.
+static bool
+s_taking (self_t *self, uint32_t p)
 {
-    uint64_t hops = 0;
-    sn_value_uint (sn_value_get (root, "fwd"), &hops);
-    if (hops >= 1 || !self->config.feed) {
-        s_reply_error (self, request, rid, 503, "ownership of partition %u is moving, try again",
-                       p);
-        return;
-    }
-    sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, 4);
-    sn_pack_kv_str (self->pack, "op", "forward");
-    sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
-    sn_pack_kv_uint (self->pack, "p", p);
-    sn_pack_kv_value (self->pack, "request", root);
-    zframe_t *frame = sn_pack_frame (self->pack);
-    if (zframe_send (&frame, self->log, ZFRAME_DONTWAIT)) {
-        zframe_destroy (&frame);
-        s_reply_error (self, request, rid, 503, "the mesh is not taking requests");
-        return;
-    }
-    s_pending_t *pending = s_pending_add (self, S_LOG_FORWARD);
-    pending->caller_rid = rid;
-    pending->reply = s_envelope_copy (request);
-    sn_routed_close (request);
+    return sn_owners_owns (self->owners, p) &&
+           (sn_replay_taking (self->replay, p) || sn_owners_taking_over (self->owners, p));
 }
 
-//  The owner's answer to a forward, to the caller under its own rid.
-static void
-s_forward_answer (self_t *self, s_pending_t *pending, const sn_value_t *root)
+//  Whether request, for partition p, was taken: forwarded to the owner, answered
+//  503 (p is moving, or its takeover failed), or waiting for p's takeover (served
+//  again at its end). A request taken is left empty, with nothing to send.
+static bool
+s_route (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid, uint32_t p)
 {
-    size_t entries = sn_value_size (root), kept = 1;
-    for (size_t index = 0; index < entries; index++) {
-        size_t len = 0;
-        const char *name = sn_value_key_at (root, index, &len);
-        kept += !(name && len == 3 && memcmp (name, "rid", 3) == 0);
-    }
-    sn_pack_reset (self->pack);
-    sn_pack_map (self->pack, (uint32_t) kept);
-    sn_pack_kv_uint (self->pack, "rid", pending->caller_rid);
-    for (size_t index = 0; index < entries; index++) {
-        size_t len = 0;
-        const char *name = sn_value_key_at (root, index, &len);
-        if (!name || (len == 3 && memcmp (name, "rid", 3) == 0))
-            continue;
-        sn_pack_strn (self->pack, name, len);
-        sn_pack_value (self->pack, sn_value_value_at (root, index));
-    }
-    zmsg_addmem (pending->reply, sn_pack_data (self->pack), sn_pack_size (self->pack));
-    s_send_reply (self, &pending->reply);
+    //  The root is a copy: it outlives the request's frames
+    sn_routed_t *taken = (sn_routed_t *) zmalloc (sizeof (sn_routed_t));
+    sn_routed_move (taken, request);
+    if (sn_owners_route (self->owners, taken, root, p, self->router) ||
+        sn_replay_park (self->replay, taken, root, rid, p))
+        return true;
+    sn_routed_move (request, taken);
+    free (taken);
+    return false;
 }
 
-//  Whether a request about job id (len bytes) is answered here; when not, it has
-//  been forwarded or answered.
+//  Whether a request about job id (len bytes) is answered here; when not, it was
+//  taken (s_route).
 static bool
 s_answer_here (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64_t rid,
                const char *id, size_t len)
 {
-    uint32_t p = s_partition (self, id, len);
-    if (self->owned[p])
-        return true;
-    s_forward (self, request, root, rid, p);
-    return false;
+    return !s_route (self, request, root, rid, s_partition (self, id, len));
 }
 
-//  A job not found in partition p, owned here, may exist yet while p is replayed.
+//  A job not found in partition p, served here.
 static void
-s_reply_missing (self_t *self, sn_routed_t *request, uint64_t rid, uint32_t p, const char *what,
-                 const char *id, size_t len)
+s_reply_missing (self_t *self, sn_routed_t *request, uint64_t rid, const char *what, const char *id,
+                 size_t len)
 {
-    if (self->replaying[p])
-        s_reply_error (self, request, rid, 503, "partition %u is being taken over here, try again",
-                       p);
-    else
-        s_reply_error (self, request, rid, 404,
-                       "no %s %.*s: unknown here, or finished more than %d ms ago"
-                       " (--keep-finished-ms)",
-                       what, id ? (int) len : 0, id ? id : "", self->config.keep_finished);
+    s_reply_error (self, request, rid, 404,
+                   "no %s %.*s: unknown here, or finished more than %d ms ago"
+                   " (--keep-finished-ms)",
+                   what, id ? (int) len : 0, id ? id : "", self->config.keep_finished);
 }
 
 //  --------------------------------------------------------------------------
@@ -1650,12 +1590,12 @@ s_new_job_id (self_t *self, int64_t created_at, uint32_t random, char *id)
 {
     bool owns_any = false;
     for (uint32_t p = 0; p < self->partitions && !owns_any; p++)
-        owns_any = self->owned[p];
+        owns_any = sn_owners_owns (self->owners, p);
     //  An odd step visits every 32-bit value before it comes back
     for (uint32_t tries = 0; tries < (owns_any ? 1u << 20 : 1); tries++) {
         snprintf (id, S_ID_MAX, "%011" PRIx64 "%08" PRIx32, (uint64_t) created_at,
                   random + tries * 0x9e3779b9u);
-        if (self->owned[sn_partition (id, strlen (id), self->partitions)])
+        if (sn_owners_owns (self->owners, sn_partition (id, strlen (id), self->partitions)))
             return true;
     }
     snprintf (id, S_ID_MAX, "%011" PRIx64 "%08" PRIx32, (uint64_t) created_at, random);
@@ -1696,7 +1636,9 @@ s_op_job_create (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
     //  the request to the owner of some partition, which makes its own id
     char id[S_ID_MAX];
     if (!s_new_job_id (self, created_at, random, id)) {
-        s_forward (self, request, root, rid, sn_partition (id, strlen (id), self->partitions));
+        bool taken = s_route (self, request, root, rid, s_partition (self, id, strlen (id)));
+        assert (taken);
+        (void) taken;
         return;
     }
     s_job_t *job = (s_job_t *) zmalloc (sizeof (s_job_t));
@@ -1762,7 +1704,7 @@ s_op_job_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint64
         return;
     s_job_t *job = s_job_lookup (self, sn_value_get (root, "id"));
     if (!job) {
-        s_reply_missing (self, request, rid, s_partition (self, id, len), "job", id, len);
+        s_reply_missing (self, request, rid, "job", id, len);
         return;
     }
     bool embed = false;
@@ -1793,7 +1735,7 @@ s_op_task_get (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
         return;
     s_task_t *task = s_task_lookup (self, id, len);
     if (!task) {
-        s_reply_missing (self, request, rid, s_partition (self, id, job_len), "task", id, len);
+        s_reply_missing (self, request, rid, "task", id, len);
         return;
     }
     s_reply_start (self, rid, 200, 1);
@@ -2043,7 +1985,7 @@ s_op_job_cancel (self_t *self, sn_routed_t *request, const sn_value_t *root, uin
         return;
     s_job_t *job = s_job_lookup (self, sn_value_get (root, "id"));
     if (!job) {
-        s_reply_missing (self, request, rid, s_partition (self, id, len), "job", id, len);
+        s_reply_missing (self, request, rid, "job", id, len);
         return;
     }
     if (s_terminal (job->status)) {
@@ -2576,20 +2518,13 @@ s_watch_ask (self_t *self, const char *topic, bool snapshot)
 //  The members reachable now, from the placement: a new one is told every agent
 //  connected here; agents connected to one that left are lost.
 static void
-s_members_update (self_t *self, const sn_value_t *members)
+s_members_update (self_t *self, zlist_t *members)
 {
     zhashx_t *now = zhashx_new ();
-    for (size_t index = 0; index < sn_value_size (members); index++) {
-        size_t len = 0;
-        const char *name = sn_value_str (sn_value_at (members, index), &len);
-        char text[SN_NAME_MAX + 1];
-        if (!name || len == 0 || len > SN_NAME_MAX)
-            continue;
-        memcpy (text, name, len);
-        text[len] = 0;
-        if (!streq (text, self->name))
-            zhashx_update (now, text, self);
-    }
+    for (const char *name = (const char *) zlist_first (members); name;
+         name = (const char *) zlist_next (members))
+        if (*name && strlen (name) <= SN_NAME_MAX && !streq (name, self->name))
+            zhashx_update (now, name, self);
     zlistx_t *left = zlistx_new ();
     zlistx_set_destructor (left, (zlistx_destructor_fn *) zstr_free);
     for (void *item = zhashx_first (self->members); item; item = zhashx_next (self->members)) {
@@ -2646,7 +2581,7 @@ s_watch_start (self_t *self, const char *topic, bool snapshot)
         return false;
     size_t len = strlen (topic);
     uint32_t p = s_partition (self, topic, len);
-    if (*topic && (!s_id_like (topic, len) || self->owned[p]))
+    if (*topic && (!s_id_like (topic, len) || sn_owners_owns (self->owners, p)))
         return false;
     zhashx_update (self->watched, topic, self);
     s_watch_ask (self, topic, snapshot);
@@ -2694,7 +2629,7 @@ s_watch_refresh (self_t *self)
          topic = (char *) zlistx_next (topics)) {
         bool due = zhashx_lookup (self->snapshots_due, topic) != NULL;
         if (!s_watch_start (self, topic, due) && due &&
-            self->owned[s_partition (self, topic, strlen (topic))]) {
+            sn_owners_owns (self->owners, s_partition (self, topic, strlen (topic)))) {
             zhashx_delete (self->snapshots_due, topic);
             s_snapshot (self, topic);
         }
@@ -2794,7 +2729,7 @@ s_op_job_watch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint
             return;
         job = s_job_lookup (self, sn_value_get (root, "id"));
         if (!job) {
-            s_reply_missing (self, request, rid, s_partition (self, id, id_len), "job", id, id_len);
+            s_reply_missing (self, request, rid, "job", id, id_len);
             return;
         }
     }
@@ -3294,11 +3229,13 @@ s_replay_created (self_t *self, const sn_value_t *event)
     zlistx_add_end (self->replayed, job);
 }
 
-//  Applies one event of the log to the jobs in memory.
+//  Applies one event of the log to the jobs in memory: those of the scan under way
+//  (a takeover's or a re-read's), not shown yet.
 static void
-s_replay_event (self_t *self, const sn_value_t *type, const sn_value_t *event)
+s_replay_event (void *actor, const char *type, const sn_value_t *event)
 {
-    if (sn_value_streq (type, "job.created")) {
+    self_t *self = (self_t *) actor;
+    if (streq (type, "job.created")) {
         s_replay_created (self, event);
         return;
     }
@@ -3307,7 +3244,7 @@ s_replay_event (self_t *self, const sn_value_t *type, const sn_value_t *event)
         return;
     int64_t at = 0;
     sn_value_int (sn_value_get (event, "at"), &at);
-    if (sn_value_streq (type, "task.sent")) {
+    if (streq (type, "task.sent")) {
         s_task_t *task = s_replay_task (job, sn_value_get (event, "task"));
         if (task && task->status == S_CREATED) {
             task->status = S_SENT;
@@ -3315,7 +3252,7 @@ s_replay_event (self_t *self, const sn_value_t *type, const sn_value_t *event)
                 job->status = S_DISPATCHING;
         }
     }
-    else if (sn_value_streq (type, "task.progress")) {
+    else if (streq (type, "task.progress")) {
         const sn_value_t *changes = sn_value_get (event, "progress");
         for (size_t index = 0; index < sn_value_size (changes); index++) {
             const sn_value_t *change = sn_value_at (changes, index);
@@ -3325,7 +3262,7 @@ s_replay_event (self_t *self, const sn_value_t *type, const sn_value_t *event)
                 task->progress = (uint32_t) progress;
         }
     }
-    else if (sn_value_streq (type, "task.done")) {
+    else if (streq (type, "task.done")) {
         s_task_t *task = s_replay_task (job, sn_value_get (event, "task"));
         const sn_value_t *status = sn_value_get (event, "status");
         sn_value_int (sn_value_get (event, "finishAt"), &at);
@@ -3342,105 +3279,37 @@ s_replay_event (self_t *self, const sn_value_t *type, const sn_value_t *event)
     }
     else if (s_terminal (job->status))
         return;
-    else if (sn_value_streq (type, "task.timeout"))
+    else if (streq (type, "task.timeout"))
         s_job_end (self, job, S_TIMEOUT, S_RESOLVED, at, false);
-    else if (sn_value_streq (type, "job.cancelled"))
+    else if (streq (type, "job.cancelled"))
         s_job_end (self, job, S_CANCELLED, S_CANCELLED, at, false);
-    else if (sn_value_streq (type, "job.timeout"))
+    else if (streq (type, "job.timeout"))
         s_job_end (self, job, S_TIMEOUT, S_TIMEOUT, at, false);
 }
 
-static void s_replay_failed (self_t *self, const char *reason);
+//  Takeovers and re-reads (sn_replay) read the log one scan at a time, a page at
+//  a time, each page handled when it comes in the actor's loop: the actor serves
+//  the other partitions meanwhile. What a scan loads waits in self->replayed, not
+//  shown: a job shown already is never rewritten by a scan (s_replay_job), so a
+//  takeover over a partition served here (REPLAY) only adds. What follows is the
+//  dispatch actor's part of them.
 
-//  Asks the log for the next page of the partition being replayed.
 static void
-s_replay_ask (self_t *self, const char *from)
+s_hook_begin (void *actor, uint32_t p, bool reread)
 {
-    sn_pack_reset (self->pack);
-    //  The mesh counts re-reads
-    bool reread = !from && self->reread;
-    sn_pack_map (self->pack, 4 + (from != NULL) + reread);
-    sn_pack_kv_str (self->pack, "op", "scan");
-    if (reread) {
-        sn_pack_str (self->pack, "reread");
-        sn_pack_bool (self->pack, true);
-    }
-    sn_pack_kv_uint (self->pack, "rid", ++self->log_rid);
-    sn_pack_kv_uint (self->pack, "limit", 1000);
-    sn_pack_kv_uint (self->pack, "p", (uint64_t) self->replay_p);
-    if (from)
-        sn_pack_kv_str (self->pack, "from", from);
-    zframe_t *frame = sn_pack_frame (self->pack);
-    if (zframe_send (&frame, self->scan, ZFRAME_DONTWAIT)) {
-        zframe_destroy (&frame);
-        s_replay_failed (self, "the store is not taking requests");
-        return;
-    }
-    s_pending_add (self, S_LOG_SCAN);
-    self->scan_rid = self->log_rid;
-    self->scan_until = zclock_mono () + S_SCAN_WAIT;
+    self_t *self = (self_t *) actor;
+    if (self->verbose)
+        zsys_info ("dispatch: %s partition %u", reread ? "reading again" : "taking over", p);
 }
 
-//  Starts replaying the next partition in the queue, or ends the replay.
+//  The jobs the scan loaded are shown and dispatched; one that ended before the
+//  window is forgotten (the log says it was, memory forgets it).
 static void
-s_replay_next (self_t *self)
+s_replayed_show (self_t *self)
 {
-    self->replay_p = -1;
-    void *item;
-    while (self->replay_p < 0 && (item = zlistx_first (self->replay_queue))) {
-        //  Re-reads are queued as P + p + 1
-        uint32_t entry = (uint32_t) ((uintptr_t) item - 1);
-        bool reread = entry >= self->partitions;
-        int p = (int) (reread ? entry - self->partitions : entry);
-        zlistx_delete (self->replay_queue, zlistx_cursor (self->replay_queue));
-        //  A partition lost again before its turn is not replayed; one being taken
-        //  over is replayed whole anyway
-        if (self->owned[p] && (!reread || !self->replaying[p])) {
-            self->replay_p = p;
-            self->reread = reread;
-            sn_owners_scan_begin (self->reads, (uint32_t) p);
-            s_replay_ask (self, NULL);
-        }
-        else if (reread) {
-            sn_owners_reread_failed (self->reads, (uint32_t) p);
-            self->rereads++;
-        }
-    }
-    if (self->replay_p < 0 && !self->ready && self->placed) {
-        self->ready = true;
-        //  Subscriptions wait like requests: a job being replayed is not missing, and
-        //  one owned elsewhere is followed once the members are known
-        zpoller_add (self->poller, self->xpub);
-        if (self->verbose)
-            zsys_info ("dispatch: replayed %zu jobs", zhashx_size (self->jobs));
-    }
-}
-
-//  The partition is replayed: its jobs are shown and dispatched.
-static void
-s_replay_done (self_t *self)
-{
-    bool owned = self->owned[self->replay_p];
-    //  A re-read is adopted only when complete: one that left out a replica read
-    //  before, or merged no read quorum of p's replicas, may lack the end of a job
-    //  finished and dropped here, which it would bring back and run again
-    char why[256];
-    if (owned && self->reread &&
-        !sn_owners_reread_complete (self->reads, (uint32_t) self->replay_p, why, sizeof why)) {
-        s_replay_failed (self, why);
-        return;
-    }
-    self->rereads += self->reread;
-    if (owned) {
-        self->replaying[self->replay_p] = false;
-        self->backoff[self->replay_p] = 0;
-        sn_owners_replayed (self->reads, (uint32_t) self->replay_p);
-    }
     for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
          job = (s_job_t *) zlistx_next (self->replayed)) {
-        //  The partition moved on while it was replayed, or the job ended before
-        //  the window: the log says it was, memory forgets it
-        if (!owned || s_job_stale (self, job, zclock_time ())) {
+        if (s_job_stale (self, job, zclock_time ())) {
             zhashx_delete (self->jobs, job->id);
             continue;
         }
@@ -3453,151 +3322,64 @@ s_replay_done (self_t *self)
             s_job_retire (self, job);
     }
     zlistx_purge (self->replayed);
-    s_replay_next (self);
 }
 
-//  The replay of the partition being replayed failed. It is not served half done:
-//  the jobs this try loaded are dropped (none was shown: jobs shown already are
-//  never rewritten by a replay, so the next try over them is safe), the partition
-//  stays being replayed (its requests for missing jobs are answered 503, nothing
-//  of it is shown, timed or dispatched) and it is replayed again from its first
-//  event later, while it is owned here.
 static void
-s_replay_failed (self_t *self, const char *reason)
+s_hook_done (void *actor, uint32_t p)
 {
-    uint32_t p = (uint32_t) self->replay_p;
-    self->scan_until = INT64_MAX;
+    (void) p;
+    s_replayed_show ((self_t *) actor);
+}
+
+//  A re-read is adopted only when complete (sn_replay asks sn_owners): one that
+//  left out a replica read before, or merged no read quorum of p's replicas, may
+//  lack the end of a job finished and dropped here, which it would bring back and
+//  run again. Adopted, it adds the jobs this node lacks; a job shown here was never
+//  rewritten. Discarded, what it loaded goes.
+static void
+s_hook_reread_end (void *actor, uint32_t p, bool adopt)
+{
+    self_t *self = (self_t *) actor;
+    (void) p;
+    if (adopt) {
+        s_replayed_show (self);
+        return;
+    }
     for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
          job = (s_job_t *) zlistx_next (self->replayed))
         zhashx_delete (self->jobs, job->id);
     zlistx_purge (self->replayed);
-    if (self->reread) {
-        //  The partition stays served with what it held; it is read again later
-        sn_owners_reread_failed (self->reads, p);
-        self->rereads++;
-        zsys_warning ("dispatch: reading partition %u again: %s; nothing of it kept, read again "
-                      "later",
-                      p, reason);
-    }
-    else if (self->owned[p]) {
-        uint32_t backoff = self->backoff[p] ? self->backoff[p] * 2 : S_RETRY_FIRST;
-        self->backoff[p] = backoff < S_RETRY_MAX ? backoff : S_RETRY_MAX;
-        self->retry_at[p] = zclock_time () + self->backoff[p];
-        if (self->retry_at[p] < self->retry_next)
-            self->retry_next = self->retry_at[p];
-        zsys_error ("dispatch: cannot replay partition %u: %s; trying again in %u ms", p, reason,
-                    self->backoff[p]);
-    }
-    s_replay_next (self);
 }
 
-//  Replays whose page is overdue fail; failed ones whose time has come are queued.
-static void
-s_replay_timers (self_t *self)
+static void s_partition_drop (void *actor, uint32_t p, bool anew);
+static void s_handle_request (void *actor, sn_routed_t *request);
+
+static uint64_t
+s_hook_rid (void *actor)
 {
-    if (self->replay_p >= 0 && self->scan_until <= zclock_mono ()) {
-        char key[24];
-        snprintf (key, sizeof key, "%" PRIu64, self->scan_rid);
-        //  Its answer, should it come, is no one's
-        zhashx_delete (self->pending, key);
-        s_replay_failed (self, "the log did not answer a scan page in time");
-    }
-    int64_t now = zclock_time ();
-    if (self->retry_next <= now) {
-        self->retry_next = INT64_MAX;
-        for (uint32_t p = 0; p < self->partitions; p++) {
-            if (self->retry_at[p] <= now) {
-                self->retry_at[p] = INT64_MAX;
-                if (self->owned[p])
-                    zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
-            }
-            else if (self->retry_at[p] < self->retry_next)
-                self->retry_next = self->retry_at[p];
-        }
-    }
-    //  Takeovers first: a re-read is taken only when no replay runs or waits, so
-    //  a partition gained waits behind one re-read at most
-    if (self->replay_p < 0 && !zlistx_size (self->replay_queue)) {
-        int64_t again = sn_owners_reread_due (self->reads, now);
-        if (again >= 0)
-            zlistx_add_end (self->replay_queue,
-                            (void *) (uintptr_t) (self->partitions + (uint32_t) again + 1));
-    }
-    if (self->replay_p < 0 && zlistx_size (self->replay_queue))
-        s_replay_next (self);
+    return ++((self_t *) actor)->log_rid;
 }
 
-//  ms until s_replay_timers has something to do, or -1 for never.
-static int64_t
-s_replay_wait (self_t *self)
-{
-    int64_t wait = -1;
-    if (self->replay_p >= 0 && self->scan_until != INT64_MAX)
-        wait = self->scan_until - zclock_mono ();
-    if (self->retry_next != INT64_MAX && (wait < 0 || self->retry_next - zclock_time () < wait))
-        wait = self->retry_next - zclock_time ();
-    //  A re-read due waits for the replays under way (s_replay_timers)
-    int64_t reread_at = self->replay_p < 0 && !zlistx_size (self->replay_queue)
-                            ? sn_owners_reread_at (self->reads)
-                            : INT64_MAX;
-    if (reread_at != INT64_MAX && (wait < 0 || reread_at - zclock_time () < wait))
-        wait = reread_at - zclock_time ();
-    return wait == -1 ? -1 : wait < 0 ? 0 : wait;
-}
-
-//  One page of the scan: {events: [{key, type, ts, event}], next}.
-static void
-s_replay_page (self_t *self, const sn_value_t *reply, uint64_t code)
-{
-    self->scan_until = INT64_MAX;
-    if (code != 200) {
-        char *error = sn_value_get_strdup (reply, "error");
-        s_replay_failed (self, error ? error : "no reason given");
-        free (error);
-        return;
-    }
-    sn_owners_scan_page (self->reads, (uint32_t) self->replay_p, reply);
-    const sn_value_t *events = sn_value_get (reply, "events");
-    for (size_t index = 0; index < sn_value_size (events); index++) {
-        const sn_value_t *item = sn_value_at (events, index);
-        const sn_value_t *type = sn_value_get (item, "type");
-        size_t len = 0;
-        const char *name = sn_value_str (type, &len);
-        if (name && ((len > 4 && memcmp (name, "job.", 4) == 0) ||
-                     (len > 5 && memcmp (name, "task.", 5) == 0)))
-            s_replay_event (self, type, sn_value_get (item, "event"));
-    }
-    char *next = sn_value_get_strdup (reply, "next");
-    if (next)
-        s_replay_ask (self, next);
-    else
-        s_replay_done (self);
-    free (next);
-}
+static const sn_replay_hooks_t s_replay_hooks = {
+    s_replay_event,   s_hook_begin,     s_hook_done, s_hook_reread_end,
+    s_partition_drop, s_handle_request, s_hook_rid};
 
 //  --------------------------------------------------------------------------
 //  Taking partitions over and giving them up
 
-//  Forgets the jobs of partition p, owned elsewhere now: their tasks leave the
-//  agents here, their timers stop, its replay stops (the caller starts the next).
-//  Their events stay in the log for the new owner.
+//  Forgets the jobs of partition p: owned elsewhere now, or its takeover failed or
+//  starts over (anew: the next one loads p from the log alone). Their tasks leave
+//  the agents here, their timers stop; their events stay in the log for the new
+//  owner or the next try. The scan of p, if one runs, ends with this (sn_replay).
 static void
-s_partition_drop (self_t *self, uint32_t p)
+s_partition_drop (void *actor, uint32_t p, bool anew)
 {
-    self->replaying[p] = false;
-    //  Tries of an earlier replay that failed end with it
-    self->backoff[p] = 0;
-    self->retry_at[p] = INT64_MAX;
-    if (self->replay_p == (int) p) {
-        //  Its scan ends here: were it to go on, a regain of p queued meanwhile
-        //  would find p shown from the cursor on and replay the rest unguarded
-        char key[24];
-        snprintf (key, sizeof key, "%" PRIu64, self->scan_rid);
-        zhashx_delete (self->pending, key);
-        self->scan_until = INT64_MAX;
-        self->replay_p = -1;
-        zlistx_purge (self->replayed);
-    }
+    self_t *self = (self_t *) actor;
+    (void) anew;
+    for (s_job_t *job = (s_job_t *) zlistx_first (self->replayed); job;
+         job = (s_job_t *) zlistx_next (self->replayed))
+        if (job->p == p)
+            zlistx_delete (self->replayed, zlistx_cursor (self->replayed));
     zlistx_t *dropped = zlistx_new ();
     for (s_job_t *job = (s_job_t *) zhashx_first (self->jobs); job;
          job = (s_job_t *) zhashx_next (self->jobs))
@@ -3640,66 +3422,33 @@ s_partition_drop (self_t *self, uint32_t p)
     zlistx_destroy (&dropped);
 }
 
-//  A placement from the mesh: {op: "placement", self, owners: [name | nil], ...}.
-//  Partitions owned now and not before are replayed; those lost are dropped.
+//  The partition table changed: drop what went, replay what came (in turn, from
+//  the loop); members that came are told the agents here, agents at members that
+//  left are away.
 static void
-s_handle_placement (self_t *self, const sn_value_t *root)
+s_placement (self_t *self)
 {
-    size_t self_len = 0;
-    const char *name = sn_value_str (sn_value_get (root, "self"), &self_len);
-    const sn_value_t *owners = sn_value_get (root, "owners");
-    if (!sn_value_streq (sn_value_get (root, "op"), "placement") || !name ||
-        sn_value_size (owners) != self->partitions) {
-        zsys_warning ("dispatch: placement unreadable, ignored");
+    sn_replay_placement (self->replay);
+    const char *name = sn_owners_name (self->owners);
+    if (!name || strlen (name) > SN_NAME_MAX)
         return;
-    }
-    uint32_t gained = 0, lost = 0;
-    for (uint32_t p = 0; p < self->partitions; p++) {
-        size_t len = 0;
-        const char *owner = sn_value_str (sn_value_at (owners, p), &len);
-        bool owned = owner && len == self_len && memcmp (owner, name, len) == 0;
-        if (owned && !self->owned[p]) {
-            self->owned[p] = true;
-            self->replaying[p] = true;
-            zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
-            gained++;
-        }
-        else if (!owned && self->owned[p]) {
-            self->owned[p] = false;
-            s_partition_drop (self, p);
-            lost++;
-        }
-    }
-    if (gained || lost)
-        zsys_info ("dispatch: %.*s takes over %u partitions and gives up %u", (int) self_len, name,
-                   gained, lost);
-    if (self_len <= SN_NAME_MAX) {
-        memcpy (self->name, name, self_len);
-        self->name[self_len] = 0;
-        s_members_update (self, sn_value_get (root, "members"));
-    }
-    sn_owners_reread_check (self->reads, root);
-    self->placed = true;
-    if (self->replay_p < 0)
-        s_replay_next (self);
+    snprintf (self->name, sizeof self->name, "%s", name);
+    s_members_update (self, sn_owners_members (self->owners));
 }
 
-//  Only the newest of the placements waiting counts.
+//  Answers to the scans: the page the scan under way waits for, or one come too
+//  late for it, no one's.
 static void
-s_handle_feed (self_t *self)
+s_handle_scan (self_t *self)
 {
-    zframe_t *frame = NULL, *newer;
-    while ((newer = zframe_recv (self->feed))) {
+    zframe_t *frame;
+    while ((frame = zframe_recv (self->scan))) {
+        sn_msg_t *msg = sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), NULL);
         zframe_destroy (&frame);
-        frame = newer;
+        if (msg && !sn_replay_offer (self->replay, sn_msg_root (msg)) && self->verbose)
+            zsys_info ("dispatch: a scan page came too late");
+        sn_msg_destroy (&msg);
     }
-    if (!frame)
-        return;
-    sn_msg_t *msg = sn_msg_decode_trusted (zframe_data (frame), zframe_size (frame), NULL);
-    if (msg)
-        s_handle_placement (self, sn_msg_root (msg));
-    sn_msg_destroy (&msg);
-    zframe_destroy (&frame);
 }
 
 //  --------------------------------------------------------------------------
@@ -3843,14 +3592,8 @@ s_handle_log (self_t *self, zsock_t *socket)
             sn_msg_destroy (&msg);
             continue;
         }
-        if (pending->kind == S_LOG_SCAN)
-            s_replay_page (self, root, code);
-        else if (pending->kind == S_LOG_FORWARD) {
-            if (sn_value_is (root, SN_TYPE_MAP))
-                s_forward_answer (self, pending, root);
-        }
-        else if (pending->kind == S_LOG_PUSH || pending->kind == S_LOG_PRESENCE ||
-                 pending->kind == S_LOG_RELAY) {
+        if (pending->kind == S_LOG_PUSH || pending->kind == S_LOG_PRESENCE ||
+            pending->kind == S_LOG_RELAY) {
             if (code != 200)
                 s_told_not (self, pending, root, code);
         }
@@ -3912,9 +3655,12 @@ s_op_dispatch_stats (self_t *self, sn_routed_t *request, uint64_t rid)
     s_reply_set (self, request);
 }
 
+//  One request, owned: from the router, or one that waited for its partition's
+//  takeover (sn_replay).
 static void
-s_handle_request (self_t *self, sn_routed_t *request)
+s_handle_request (void *actor, sn_routed_t *request)
 {
+    self_t *self = (self_t *) actor;
     const char *reason = NULL;
     sn_msg_t *msg =
         sn_msg_decode_trusted (sn_routed_data (request), sn_routed_size (request), &reason);
@@ -3974,17 +3720,20 @@ s_handle_request (self_t *self, sn_routed_t *request)
     if (!answered && request->count > 0 && sn_routed_send (request, self->router))
         sn_routed_close (request);
     sn_msg_destroy (&msg);
+    free (request);
 }
 
 //  Read requests while the log has room for what they may write.
 static void
 s_handle_requests (self_t *self)
 {
-    sn_routed_t request;
     for (int count = 0; count < 256 && zhashx_size (self->pending) < S_LOG_WINDOW; count++) {
-        if (sn_routed_recv (&request, self->router))
+        sn_routed_t *request = (sn_routed_t *) zmalloc (sizeof (sn_routed_t));
+        if (sn_routed_recv (request, self->router)) {
+            free (request);
             break;
-        s_handle_request (self, &request);
+        }
+        s_handle_request (self, request);
     }
 }
 
@@ -4014,21 +3763,7 @@ s_self_new (zsock_t *pipe, const sn_dispatch_config_t *config)
     zhashx_set_destructor (self->agents, s_agent_free);
     self->pending = zhashx_new ();
     zhashx_set_destructor (self->pending, s_pending_free);
-    self->replay_queue = zlistx_new ();
     self->replayed = zlistx_new ();
-    self->replay_p = -1;
-    self->scan_until = INT64_MAX;
-    self->retry_next = INT64_MAX;
-    self->reads = sn_owners_new (NULL, NULL, config->partitions ? config->partitions : 1);
-    self->retry_at =
-        (int64_t *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (int64_t));
-    self->backoff =
-        (uint32_t *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (uint32_t));
-    for (uint32_t p = 0; p < config->partitions; p++)
-        self->retry_at[p] = INT64_MAX;
-    self->owned = (bool *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (bool));
-    self->replaying =
-        (bool *) zmalloc ((config->partitions ? config->partitions : 1) * sizeof (bool));
     self->pack = sn_pack_new ();
     self->event = sn_pack_new ();
     self->body = sn_pack_new ();
@@ -4070,7 +3805,6 @@ s_self_destroy (self_t **self_p)
         zsock_destroy (&self->router);
         zsock_destroy (&self->log);
         zsock_destroy (&self->scan);
-        zsock_destroy (&self->feed);
         if (self->xpub)
             zsock_unbind (self->xpub, "%s", self->config.publish);
         zsock_destroy (&self->xpub);
@@ -4079,9 +3813,9 @@ s_self_destroy (self_t **self_p)
         zlistx_destroy (&self->ticking);
         zlistx_destroy (&self->finished);
         zlistx_destroy (&self->held);
-        zlistx_destroy (&self->replay_queue);
         zlistx_destroy (&self->replayed);
-        sn_owners_destroy (&self->reads);
+        sn_replay_destroy (&self->replay);
+        sn_owners_destroy (&self->owners);
         //  Jobs first: their tasks count on their agents' records
         zhashx_destroy (&self->jobs);
         zhashx_destroy (&self->agents);
@@ -4093,10 +3827,6 @@ s_self_destroy (self_t **self_p)
         zlistx_destroy (&self->repump_jobs);
         zhashx_destroy (&self->connections);
         free (self->order);
-        free (self->owned);
-        free (self->replaying);
-        free (self->retry_at);
-        free (self->backoff);
         sn_pack_destroy (&self->pack);
         sn_pack_destroy (&self->event);
         sn_pack_destroy (&self->body);
@@ -4152,32 +3882,46 @@ s_self_start (self_t *self)
         return zsys_sprintf ("cannot connect to %s", scan);
     zpoller_add (self->poller, self->log);
     zpoller_add (self->poller, self->scan);
-    if (self->config.feed) {
-        //  Nothing is owned, and nothing answered, until the mesh's first placement
-        self->feed = zsock_new (ZMQ_SUB);
-        zsock_set_rcvtimeo (self->feed, 0);
-        zsock_set_linger (self->feed, 0);
-        zsock_set_subscribe (self->feed, "");
-        if (zsock_connect (self->feed, "%s", self->config.feed) == -1)
-            return zsys_sprintf ("cannot connect to %s", self->config.feed);
-        zpoller_add (self->poller, self->feed);
-        return NULL;
+    //  With a feed nothing is owned, and nothing answered, until the mesh's first
+    //  placement; forwards go to the mesh, which is the log then
+    self->owners = sn_owners_new (self->config.feed, self->config.feed ? self->config.log : NULL,
+                                  self->partitions);
+    if (!self->owners)
+        return zsys_sprintf ("cannot connect to %s", self->config.feed);
+    if (sn_owners_feed (self->owners)) {
+        zpoller_add (self->poller, sn_owners_feed (self->owners));
+        zpoller_add (self->poller, sn_owners_mesh (self->owners));
     }
-    self->placed = true;
-    for (uint32_t p = 0; p < self->partitions; p++) {
-        self->owned[p] = true;
-        self->replaying[p] = true;
-        zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
-    }
-    s_replay_next (self);
+    self->replay = sn_replay_new ("dispatch", self->owners, self->scan, self->pipe,
+                                  self->partitions, &s_replay_hooks, self);
+    //  Without a feed every partition is replayed here. One that fails does not
+    //  fail START: the actor starts, and that partition answers 503 until a later
+    //  try, from the loop, replays it whole; the others are replayed from the loop
+    char *failed = sn_replay_start (self->replay);
+    free (failed);
+    sn_replay_serve (self->replay, self->router);
     return NULL;
+}
+
+//  Whether the replays of the first placement (every partition, without a feed)
+//  are over, those that failed included.
+static bool
+s_replays_over (self_t *self)
+{
+    if (self->config.feed && !sn_owners_name (self->owners))
+        return false;
+    if (sn_replay_waiting (self->replay))
+        return false;
+    for (uint32_t p = 0; p < self->partitions; p++)
+        if (sn_replay_taking (self->replay, p))
+            return false;
+    return true;
 }
 
 static void
 s_handle_pipe (self_t *self)
 {
-    zmsg_t *msg = zmsg_recv (self->pipe);
-    char *command = msg ? zmsg_popstr (msg) : NULL;
+    char *command = zstr_recv (self->pipe);
     if (!command)
         self->terminated = true;
     else if (streq (command, "START")) {
@@ -4185,36 +3929,9 @@ s_handle_pipe (self_t *self)
         zstr_send (self->pipe, error ? error : "OK");
         free (error);
     }
-    else if (streq (command, "REPLAY")) {
-        char *text = zmsg_popstr (msg);
-        char *end = NULL;
-        unsigned long p = text ? strtoul (text, &end, 10) : 0;
-        if (text && *text && !*end && p < self->partitions) {
-            //  As a takeover: its missing jobs may be in the log yet
-            self->replaying[p] = self->owned[p];
-            zlistx_add_end (self->replay_queue, (void *) (uintptr_t) (p + 1));
-            if (self->replay_p < 0)
-                s_replay_next (self);
-        }
-        else
-            zsys_error ("dispatch: REPLAY needs a partition below %u", self->partitions);
-        free (text);
+    else if (sn_replay_command (self->replay, self->pipe, command)) {
+        //  REPLAY, REREAD, REREADS
     }
-    else if (streq (command, "REREAD")) {
-        //  For tests: partition p is due to be read again now, as when a replica
-        //  its replays did not read becomes reachable; REREADS counts those ended
-        char *text = zmsg_popstr (msg);
-        char *end = NULL;
-        unsigned long p = text ? strtoul (text, &end, 10) : 0;
-        if (text && *text && !*end && p < self->partitions &&
-            sn_owners_reread_soon (self->reads, (uint32_t) p) == 0)
-            zstr_send (self->pipe, "OK");
-        else
-            zstr_sendf (self->pipe, "REREAD: no partition %s", text ? text : "");
-        free (text);
-    }
-    else if (streq (command, "REREADS"))
-        zstr_sendf (self->pipe, "%" PRIu64, self->rereads);
     else if (streq (command, "AGENTS"))
         //  How many agent records are in memory: for the selftest
         zstr_sendf (self->pipe, "%zu", zhashx_size (self->agents));
@@ -4224,7 +3941,7 @@ s_handle_pipe (self_t *self)
     else if (streq (command, "CURRENT")) {
         //  Where the agent's task in flight went ("here", a member) or "none": for
         //  the selftest
-        char *id = zmsg_popstr (msg);
+        char *id = zstr_recv (self->pipe);
         s_agent_t *agent = id ? (s_agent_t *) zhashx_lookup (self->agents, id) : NULL;
         zstr_send (self->pipe, !agent || !agent->current ? "none"
                                : agent->via[0]           ? agent->via
@@ -4236,7 +3953,6 @@ s_handle_pipe (self_t *self)
     else
         zsys_error ("dispatch: invalid command '%s'", command);
     free (command);
-    zmsg_destroy (&msg);
 }
 
 void
@@ -4246,6 +3962,14 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
     zsock_signal (pipe, 0);
     int64_t next_expiry = INT64_MAX;
     while (!self->terminated) {
+        //  Subscriptions wait like requests: a job being replayed is not missing, and
+        //  one owned elsewhere is followed once the members are known
+        if (!self->ready && self->replay && s_replays_over (self)) {
+            self->ready = true;
+            zpoller_add (self->poller, self->xpub);
+            if (self->verbose)
+                zsys_info ("dispatch: replayed %zu jobs", zhashx_size (self->jobs));
+        }
         //  Requests wait until the jobs are replayed, and while the log is behind
         bool open = self->ready && zhashx_size (self->pending) < S_LOG_WINDOW;
         if (open && !self->router_polled)
@@ -4265,16 +3989,24 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
             timeout = until_evict < timeout ? until_evict : timeout;
             timeout = timeout < 0 ? 0 : timeout > S_SWEEP_MS ? S_SWEEP_MS : timeout;
         }
-        int64_t replay_wait = s_replay_wait (self);
-        if (replay_wait >= 0 && (timeout < 0 || replay_wait < timeout))
-            timeout = replay_wait;
+        int64_t now = zclock_time ();
+        int64_t replay_next = self->replay ? sn_replay_next (self->replay, now) : INT64_MAX;
+        if (replay_next != INT64_MAX) {
+            int64_t replay_wait = replay_next > now ? replay_next - now : 0;
+            if (timeout < 0 || replay_wait < timeout)
+                timeout = replay_wait > S_SWEEP_MS ? S_SWEEP_MS : replay_wait;
+        }
         zsock_t *which = (zsock_t *) zpoller_wait (self->poller, (int) timeout);
         if (which == self->pipe)
             s_handle_pipe (self);
-        else if (which == self->log || which == self->scan)
+        else if (which == self->log)
             s_handle_log (self, which);
-        else if (which && which == self->feed)
-            s_handle_feed (self);
+        else if (which == self->scan)
+            s_handle_scan (self);
+        else if (which && which == sn_owners_feed (self->owners))
+            s_placement (self);
+        else if (which && which == sn_owners_mesh (self->owners))
+            sn_owners_relay (self->owners, self->router);
         else if (which == self->xpub) {
             while (zsock_events (self->xpub) & ZMQ_POLLIN)
                 s_handle_subscription (self);
@@ -4283,7 +4015,10 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
             s_handle_requests (self);
         else if (!which && zpoller_terminated (self->poller))
             break;
-        s_replay_timers (self);
+        while (self->replay && sn_replay_step (self->replay, zclock_time ())) {
+            //  parked requests expire, a page overdue fails its scan, a takeover or a
+            //  re-read begins
+        }
         if (self->ready) {
             next_expiry = s_expire (self, zclock_time ());
             if (self->evict_at <= zclock_mono ())
@@ -4302,6 +4037,7 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
         }
         s_repump (self);
     }
+    sn_replay_stop (self->replay);
     s_self_destroy (&self);
 }
 

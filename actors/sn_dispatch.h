@@ -92,8 +92,9 @@
     Pushed to agents: {op: "agent.work", id, method, resource, data, tunnel?, timeout}
     and {op: "agent.cancel", id}.
 
-    Pipe commands: "START" (replies "OK" or the error text), "REPLAY" p (no reply),
-    "$TERM".
+    Pipe commands: "START" (replies "OK" or the error text), "REPLAY" p, "REREAD" p
+    and "REREADS" (see sn_replay_command), "AGENTS", "EVICTED" and "CURRENT" id (for
+    the selftest), "$TERM".
 */
 #ifndef SN_DISPATCH_H_INCLUDED
 #define SN_DISPATCH_H_INCLUDED

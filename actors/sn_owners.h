@@ -1,5 +1,5 @@
 /*  sn_owners: which partitions this node owns, for the actors that keep state by
-    partition (queue, batch), and the forwarding of requests for the others.
+    partition (queue, batch, dispatch), and the forwarding of requests for the others.
 
     The mesh publishes the partition table on its feed (a PUB) whenever it changes and
     every heartbeat: {op: "placement", self, version, owners: [name | nil per
@@ -16,7 +16,7 @@
     partition is answered 503: the owner is changing.
 
     A partition taken over here is served once its actor has replayed its events
-    (sn_replay.h runs those replays for the queue and the batch actor).
+    (sn_replay.h runs those replays for the queue, batch and dispatch actors).
     A replay that fails is reported here (sn_owners_replay_failed): until a later
     one succeeds the partition is being taken over, and its requests are answered
     503 "partition p is being taken over here, try again". The actor tries again

@@ -1,5 +1,5 @@
-/*  sn_replay: asynchronous takeovers and re-reads of partitions, for the queue and
-    the batch actors.
+/*  sn_replay: asynchronous takeovers and re-reads of partitions, for the queue, the
+    batch and the dispatch actors.
  */
 #include "sn_replay.h"
 

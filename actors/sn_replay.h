@@ -1,6 +1,6 @@
-/*  sn_replay: the replays of the partitions an actor keeps state for (queue, batch),
-    read from the log one scan at a time, a page at a time, each page handled in the
-    actor's loop so that it serves the other partitions meanwhile.
+/*  sn_replay: the replays of the partitions an actor keeps state for (queue, batch,
+    dispatch), read from the log one scan at a time, a page at a time, each page
+    handled in the actor's loop so that it serves the other partitions meanwhile.
 
     A partition taken over (a placement, a try again after a failure, a REPLAY on the
     pipe) waits its turn in order and is replayed from its first page; until that is

@@ -5314,6 +5314,33 @@ sn_dispatch_test (bool verbose)
     assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"doneCount\":2"));
     assert (strstr (reply, "\"result\":{\"ok\":1}") && strstr (reply, "\"progress\":100"));
     free (reply);
+    //  A request about a job of a partition being taken over waits for that
+    //  takeover: here one whose second page is not answered, which fails after 4 s;
+    //  the request hears the 503 then, and REPLAY why. The next try replays it whole
+    zstr_send (proxy, "SILENT");
+    answer = zstr_recv (proxy);
+    free (answer);
+    char number[16];
+    snprintf (number, sizeof number, "%d", job_p);
+    zstr_sendx (dispatch, "REPLAY", number, NULL);
+    //  Answered after REPLAY was taken: the takeover runs
+    zstr_send (dispatch, "AGENTS");
+    answer = zstr_recv (dispatch);
+    free (answer);
+    int64_t asked = zclock_mono ();
+    reply = s_test_call (producer, request, false);
+    assert (strstr (reply, "\"code\":503") && strstr (reply, taking));
+    assert (zclock_mono () - asked >= 1000);
+    free (reply);
+    answer = zstr_recv (dispatch);
+    assert (answer && strstr (answer, "did not answer scan"));
+    free (answer);
+    zstr_send (proxy, "PASS");
+    answer = zstr_recv (proxy);
+    free (answer);
+    reply = s_test_until (producer, request, "\"code\":200");
+    assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"doneCount\":2"));
+    free (reply);
     free (request);
     free (taking);
     zactor_destroy (&proxy);

@@ -4003,9 +4003,9 @@ sn_dispatch_actor (zsock_t *pipe, void *args)
             s_handle_log (self, which);
         else if (which == self->scan)
             s_handle_scan (self);
-        else if (which && which == sn_owners_feed (self->owners))
+        else if (which && self->owners && which == sn_owners_feed (self->owners))
             s_placement (self);
-        else if (which && which == sn_owners_mesh (self->owners))
+        else if (which && self->owners && which == sn_owners_mesh (self->owners))
             sn_owners_relay (self->owners, self->router);
         else if (which == self->xpub) {
             while (zsock_events (self->xpub) & ZMQ_POLLIN)

@@ -9,6 +9,7 @@
 #include "sn_replay.h"
 #include "sn_key.h"
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -1567,6 +1568,10 @@ sn_batch_actor (zsock_t *pipe, void *args)
     }
     sn_replay_stop (self->replay);
     s_self_destroy (&self);
+    //  RAND_bytes keeps state per thread, freed when the thread ends, which may be
+    //  after the process has checked its memory: freed here, before the pipe says
+    //  this actor is gone
+    OPENSSL_thread_stop ();
 }
 
 zactor_t *

@@ -55,6 +55,10 @@
 //  ever new ids makes records here and at every member only this many at a time.
 #define S_CONNECTION_IDS 64
 
+//  Most agents connected here at once: the envelope is the client's to choose, so
+//  one client could otherwise speak for any number of connections.
+#define S_AGENTS_MAX 10000
+
 //  A finished job stays in memory this many ms unless the config says otherwise,
 //  and at most this many leave it in one turn of the loop.
 #define S_KEEP_FINISHED (3600 * 1000)
@@ -268,6 +272,7 @@ typedef struct {
     zlistx_t *repump_agents;     //  ids of agents to give work after this turn
     zlistx_t *repump_jobs;       //  ids of jobs whose free slots to fill after this turn
     zhashx_t *connections;       //  envelope key -> uint32_t *: agents connected through it
+    size_t connected;            //  agents with a connection here
 } self_t;
 
 //  What the members are to be told about an agent connected here.
@@ -2075,6 +2080,7 @@ s_connection_leave (self_t *self, s_agent_t *agent)
         zhashx_delete (self->connections, agent->connection);
     free (agent->connection);
     agent->connection = NULL;
+    self->connected--;
 }
 
 //  Every agent op: the agent named by the request, (re)connected through the
@@ -2104,6 +2110,14 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
                            S_CONNECTION_IDS, canonical);
             return NULL;
         }
+        if (joins && (!agent || !agent->connection) && self->connected >= S_AGENTS_MAX) {
+            free (key);
+            s_reply_error (self, request, rid, 429,
+                           "this node has %d agents connected already: connect %s to another "
+                           "member, or later",
+                           S_AGENTS_MAX, canonical);
+            return NULL;
+        }
     }
     if (!agent)
         agent = s_agent_require (self, canonical);
@@ -2119,6 +2133,7 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
         }
         (*ids)++;
         agent->connection = key;
+        self->connected++;
         //  The task it had in flight, here or elsewhere, comes again on the new
         //  connection: recorded first, so that nothing goes to the old one
         zmsg_destroy (&agent->envelope);

@@ -5,6 +5,7 @@
 #include "sn_msg.h"
 #include "sn_routed.h"
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 //  Default and largest time one request may take, in ms.
 #define S_TIMEOUT     10000
@@ -367,6 +368,10 @@ sn_webhook_actor (zsock_t *pipe, void *args)
     free (self->allow);
     free (self->deny);
     free (self);
+    //  libcurl's TLS leaves OpenSSL state in this thread, freed when the thread ends,
+    //  which may be after the process has checked its memory: freed here, before the
+    //  pipe says this actor is gone
+    OPENSSL_thread_stop ();
 }
 
 zactor_t *

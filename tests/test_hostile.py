@@ -903,3 +903,31 @@ def test_workers_one_client_can_claim_are_bounded(node):
     finally:
         sock.close()
     still_healthy(node)
+
+
+def test_agents_one_client_can_claim_are_bounded(node):
+    """An agent's connection is its envelope, which its client chooses: one DEALER
+    can speak for any number of connections, 64 destination ids each. The node keeps
+    10,000 agents connected; one more is 429, and one already connected is still
+    answered."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(node.endpoint)
+    count, codes = 10010, {}
+    try:
+        for index in range(count):
+            sock.send_multipart([b"a%d" % index, pack({"op": "agent.hello", "rid": index,
+                                                       "id": "cg-%012x" % index})])
+        for _ in range(count):
+            assert sock.poll(int(20000 * SLOW)), codes
+            reply = decode(sock.recv_multipart()[-1])
+            codes[reply["code"]] = codes.get(reply["code"], 0) + 1
+            if reply["code"] == 429:
+                assert "10000 agents connected" in reply["error"], reply
+        assert codes == {200: 10000, 429: 10}, codes
+        sock.send_multipart([b"a7", pack({"op": "agent.hello", "rid": 1, "id": "cg-%012x" % 7})])
+        assert sock.poll(int(20000 * SLOW))
+        assert decode(sock.recv_multipart()[-1])["code"] == 200
+    finally:
+        sock.close()
+    still_healthy(node)

@@ -273,6 +273,7 @@ typedef struct {
     zlistx_t *repump_jobs;       //  ids of jobs whose free slots to fill after this turn
     zhashx_t *connections;       //  envelope key -> uint32_t *: agents connected through it
     size_t connected;            //  agents with a connection here
+    bool waited;                 //  the request handled now waited for a takeover
 } self_t;
 
 //  What the members are to be told about an agent connected here.
@@ -1587,20 +1588,31 @@ s_pack_created (self_t *self, s_job_t *job)
     }
 }
 
+//  Whether a new job may go to partition p: owned here, and, when settled, not
+//  being taken over (a takeover that fails drops every job of its partition).
+static bool
+s_job_home (self_t *self, uint32_t p, bool settled)
+{
+    return sn_owners_owns (self->owners, p) && !(settled && s_taking (self, p));
+}
+
 //  A new job id into id (S_ID_MAX): creation time and random digits, tried until
-//  its partition is one this node owns. Returns false, with the first id tried,
-//  when this node owns no partition.
+//  its partition is one this node owns, and whose takeover is over when there is
+//  such a partition. Returns false, with the first id tried, when this node owns
+//  no partition.
 static bool
 s_new_job_id (self_t *self, int64_t created_at, uint32_t random, char *id)
 {
-    bool owns_any = false;
-    for (uint32_t p = 0; p < self->partitions && !owns_any; p++)
-        owns_any = sn_owners_owns (self->owners, p);
+    bool owns_any = false, settled = false;
+    for (uint32_t p = 0; p < self->partitions && !settled; p++) {
+        owns_any = owns_any || s_job_home (self, p, false);
+        settled = s_job_home (self, p, true);
+    }
     //  An odd step visits every 32-bit value before it comes back
     for (uint32_t tries = 0; tries < (owns_any ? 1u << 20 : 1); tries++) {
         snprintf (id, S_ID_MAX, "%011" PRIx64 "%08" PRIx32, (uint64_t) created_at,
                   random + tries * 0x9e3779b9u);
-        if (sn_owners_owns (self->owners, sn_partition (id, strlen (id), self->partitions)))
+        if (s_job_home (self, sn_partition (id, strlen (id), self->partitions), settled))
             return true;
     }
     snprintf (id, S_ID_MAX, "%011" PRIx64 "%08" PRIx32, (uint64_t) created_at, random);
@@ -2096,6 +2108,13 @@ s_agent_touch (self_t *self, sn_routed_t *request, const sn_value_t *root, uint6
         return NULL;
     *connected_p = false;
     s_agent_t *agent = (s_agent_t *) zhashx_lookup (self->agents, canonical);
+    //  A report that waited for a takeover says nothing of the agent's connection
+    //  now (it was taken when the report came): the agent may have connected anew
+    if (self->waited && !(agent && s_same_envelope (agent, request))) {
+        if (!agent)
+            s_reply_error (self, request, rid, 404, "no agent %s here", canonical);
+        return agent;
+    }
     char *key = NULL;
     if (!agent || !s_same_envelope (agent, request) ||
         sn_value_streq (sn_value_get (root, "op"), "agent.hello")) {
@@ -3375,9 +3394,19 @@ s_hook_rid (void *actor)
     return ++((self_t *) actor)->log_rid;
 }
 
-static const sn_replay_hooks_t s_replay_hooks = {
-    s_replay_event,   s_hook_begin,     s_hook_done, s_hook_reread_end,
-    s_partition_drop, s_handle_request, s_hook_rid};
+//  A request that waited for a takeover, handled now.
+static void
+s_hook_serve (void *actor, sn_routed_t *request)
+{
+    self_t *self = (self_t *) actor;
+    self->waited = true;
+    s_handle_request (actor, request);
+    self->waited = false;
+}
+
+static const sn_replay_hooks_t s_replay_hooks = {s_replay_event,    s_hook_begin,     s_hook_done,
+                                                 s_hook_reread_end, s_partition_drop, s_hook_serve,
+                                                 s_hook_rid};
 
 //  --------------------------------------------------------------------------
 //  Taking partitions over and giving them up

@@ -257,6 +257,25 @@ s_query_param (s_request_t *request, const char *name, char *value, size_t size)
     return length > 0 ? 1 : 0;
 }
 
+//  The query's limit, an integer from 1 to 1000, into limit. Returns 1 when given,
+//  0 when absent, -1 with the answer set when it is not such an integer.
+static int
+s_query_limit (s_request_t *request, long *limit)
+{
+    char text[S_PARAM_MAX];
+    int given = s_query_param (request, "limit", text, sizeof (text));
+    if (given <= 0)
+        return given;
+    char *end = NULL;
+    errno = 0;
+    *limit = strtol (text, &end, 10);
+    if (!isdigit ((unsigned char) text[0]) || *end || errno || *limit < 1 || *limit > 1000) {
+        s_fail (request, 400, "limit: must be an integer from 1 to 1000");
+        return -1;
+    }
+    return 1;
+}
+
 //  --------------------------------------------------------------------------
 //  Talking to the node.
 
@@ -471,23 +490,13 @@ s_get_event (s_request_t *request, const char *encoded)
 static void
 s_get_range (s_request_t *request)
 {
-    char from[S_PARAM_MAX], to[S_PARAM_MAX], limit_text[S_PARAM_MAX];
+    char from[S_PARAM_MAX], to[S_PARAM_MAX];
+    long limit = 0;
     int has_from = s_query_param (request, "from", from, sizeof (from));
     int has_to = has_from < 0 ? -1 : s_query_param (request, "to", to, sizeof (to));
-    int has_limit = has_to < 0 ? -1 : s_query_param (request, "limit", limit_text, S_PARAM_MAX);
+    int has_limit = has_to < 0 ? -1 : s_query_limit (request, &limit);
     if (has_limit < 0)
         return;
-    long limit = 0;
-    if (has_limit) {
-        char *end = NULL;
-        errno = 0;
-        limit = strtol (limit_text, &end, 10);
-        if (!isdigit ((unsigned char) limit_text[0]) || *end || errno || limit < 1 ||
-            limit > 1000) {
-            s_fail (request, 400, "limit: must be an integer from 1 to 1000");
-            return;
-        }
-    }
     s_begin (request, "range", 2 + has_from + has_to + has_limit);
     if (has_from)
         sn_pack_kv_str (request->thread->pack, "from", from);
@@ -862,23 +871,13 @@ s_post_job (s_request_t *request)
 static void
 s_get_jobs (s_request_t *request)
 {
-    char status[S_PARAM_MAX], before[S_PARAM_MAX], limit_text[S_PARAM_MAX];
+    char status[S_PARAM_MAX], before[S_PARAM_MAX];
+    long limit = 0;
     int has_status = s_query_param (request, "status", status, sizeof (status));
     int has_before = has_status < 0 ? -1 : s_query_param (request, "before", before, S_PARAM_MAX);
-    int has_limit = has_before < 0 ? -1 : s_query_param (request, "limit", limit_text, S_PARAM_MAX);
+    int has_limit = has_before < 0 ? -1 : s_query_limit (request, &limit);
     if (has_limit < 0)
         return;
-    long limit = 0;
-    if (has_limit) {
-        char *end = NULL;
-        errno = 0;
-        limit = strtol (limit_text, &end, 10);
-        if (!isdigit ((unsigned char) limit_text[0]) || *end || errno || limit < 1 ||
-            limit > 1000) {
-            s_fail (request, 400, "limit: must be an integer from 1 to 1000");
-            return;
-        }
-    }
     s_begin (request, "job.list", 2 + has_status + has_before + has_limit);
     if (has_status)
         sn_pack_kv_str (request->thread->pack, "status", status);

@@ -105,6 +105,7 @@ typedef struct {
     MDB_env *env;                  //  the environment, NULL until started
     MDB_dbi events;                //  key -> record
     MDB_dbi byp;                   //  partition index
+    MDB_dbi bypl;                  //  its newest entries, in arrival order
     MDB_dbi digest;                //  per partition and time bucket count and XOR
     MDB_dbi meta;                  //  partitions, key generator state
     sn_keygen_t *keygen;           //  makes this node's keys
@@ -307,7 +308,7 @@ s_keygen_save (self_t *self, MDB_txn *txn)
     return s_meta_put (txn, self->meta, "keygen", &state, sizeof state);
 }
 
-//  Open the four databases, check P against the one the store was created with
+//  Open the five databases, check P against the one the store was created with
 //  (or record it in a new store) and resume the key generator where it stopped.
 //  Returns 0, or -1 with the reason in error.
 static int
@@ -319,6 +320,8 @@ s_store_prepare (self_t *self, char *error, size_t size)
         rc = mdb_dbi_open (txn, "events", MDB_CREATE, &self->events);
     if (rc == 0)
         rc = mdb_dbi_open (txn, "byp", MDB_CREATE, &self->byp);
+    if (rc == 0)
+        rc = mdb_dbi_open (txn, "bypl", MDB_CREATE, &self->bypl);
     if (rc == 0)
         rc = mdb_dbi_open (txn, "digest", MDB_CREATE, &self->digest);
     if (rc == 0)
@@ -367,7 +370,7 @@ s_store_open (self_t *self, char *error, size_t size)
     if (rc == 0 && self->map_size)
         rc = mdb_env_set_mapsize (self->env, self->map_size);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs (self->env, 4);
+        rc = mdb_env_set_maxdbs (self->env, 5);
     //  MDB_NOTLS: read transactions belong to this actor, not to an OS thread.
     //  Commits stay synchronous: the group commit is what makes them cheap.
     if (rc == 0)
@@ -606,6 +609,223 @@ s_expired (self_t *self, const MDB_val *key, const MDB_val *data)
            sn_key_time ((const char *) key->mv_data, key->mv_size) < s_horizon (self);
 }
 
+//  --------------------------------------------------------------------------
+//  The partition index: {be16 p, key} -> "" for every event, what the scans and
+//  digests of one partition walk (byp). Written there at once, each commit would
+//  copy a leaf and its branches in every partition its batch touched, some 130
+//  pages a batch with 64 partitions, more than the events themselves. So a new
+//  entry is first appended to bypl ({be64 n} -> {be16 p, key}, n counting from 0,
+//  a page or two a batch), and once S_INDEX_PENDING wait there they move into byp
+//  together, sorted, and bypl is emptied. A walk of a partition merges the two;
+//  the retention sweep deletes an entry from whichever holds it.
+
+#define S_INDEX_PENDING 4096 //  entries bypl holds before they move into byp
+
+static int
+s_index_compare (const void *a, const void *b)
+{
+    return s_key_compare ((const MDB_val *) a, (const MDB_val *) b);
+}
+
+//  Index the event key of key_len bytes under partition p.
+static int
+s_index_add (self_t *self, MDB_txn *txn, uint32_t p, const char *key, size_t key_len)
+{
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open (txn, self->bypl, &cursor);
+    if (rc)
+        return rc;
+    MDB_val last, entry;
+    rc = mdb_cursor_get (cursor, &last, &entry, MDB_LAST);
+    uint64_t next = rc == 0 && last.mv_size == 8 ? s_get_be64 ((const byte *) last.mv_data) + 1 : 0;
+    mdb_cursor_close (cursor);
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    byte n[8], index[2 + SN_KEY_MAX];
+    s_put_be64 (n, next);
+    s_put_be16 (index, p);
+    memcpy (index + 2, key, key_len);
+    MDB_val n_key = {sizeof n, n};
+    entry.mv_size = 2 + key_len;
+    entry.mv_data = index;
+    return mdb_put (txn, self->bypl, &n_key, &entry, MDB_APPEND);
+}
+
+//  bypl's entries whose first bytes are prefix and that sort at or after from, in
+//  order: an array of their keys pointing into *copy (both to free), count in
+//  *count.
+static int
+s_index_pending (self_t *self, MDB_txn *txn, const byte *prefix, size_t prefix_len,
+                 const MDB_val *from, MDB_val **list, byte **copy, size_t *count)
+{
+    *list = NULL;
+    *copy = NULL;
+    *count = 0;
+    MDB_stat stat;
+    int rc = mdb_stat (txn, self->bypl, &stat);
+    if (rc || stat.ms_entries == 0)
+        return rc;
+    MDB_cursor *cursor;
+    rc = mdb_cursor_open (txn, self->bypl, &cursor);
+    if (rc)
+        return rc;
+    MDB_val *items = (MDB_val *) malloc (stat.ms_entries * sizeof (MDB_val));
+    byte *bytes = (byte *) malloc (stat.ms_entries * (2 + SN_KEY_MAX));
+    assert (items && bytes);
+    size_t found = 0, used = 0;
+    MDB_val n_key, entry;
+    for (rc = mdb_cursor_get (cursor, &n_key, &entry, MDB_FIRST);
+         rc == 0 && found < stat.ms_entries;
+         rc = mdb_cursor_get (cursor, &n_key, &entry, MDB_NEXT)) {
+        if (entry.mv_size < prefix_len || entry.mv_size > 2 + SN_KEY_MAX ||
+            (prefix_len && memcmp (entry.mv_data, prefix, prefix_len) != 0) ||
+            (from && s_key_compare (&entry, from) < 0))
+            continue;
+        memcpy (bytes + used, entry.mv_data, entry.mv_size);
+        items[found].mv_data = bytes + used;
+        items[found++].mv_size = entry.mv_size;
+        used += entry.mv_size;
+    }
+    mdb_cursor_close (cursor);
+    if (rc && rc != MDB_NOTFOUND) {
+        free (items);
+        free (bytes);
+        return rc;
+    }
+    qsort (items, found, sizeof (MDB_val), s_index_compare);
+    *list = items;
+    *copy = bytes;
+    *count = found;
+    return 0;
+}
+
+//  Move bypl's entries into byp, in order, and empty bypl.
+static int
+s_index_fold (self_t *self, MDB_txn *txn)
+{
+    MDB_val *list;
+    byte *copy;
+    size_t count;
+    int rc = s_index_pending (self, txn, NULL, 0, NULL, &list, &copy, &count);
+    MDB_val empty = {0, NULL};
+    for (size_t index = 0; rc == 0 && index < count; index++)
+        rc = mdb_put (txn, self->byp, &list[index], &empty, 0);
+    if (rc == 0 && count)
+        rc = mdb_drop (txn, self->bypl, 0);
+    free (list);
+    free (copy);
+    return rc;
+}
+
+//  Delete from bypl the count entries of list, sorted, that wait there.
+static int
+s_index_forget (self_t *self, MDB_txn *txn, const MDB_val *list, size_t count)
+{
+    MDB_cursor *cursor;
+    int rc = mdb_cursor_open (txn, self->bypl, &cursor);
+    if (rc)
+        return rc;
+    MDB_val n_key, entry;
+    for (rc = mdb_cursor_get (cursor, &n_key, &entry, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get (cursor, &n_key, &entry, MDB_NEXT)) {
+        //  The cursor then stands on the next entry, which MDB_NEXT returns
+        if (bsearch (&entry, list, count, sizeof (MDB_val), s_index_compare))
+            rc = mdb_cursor_del (cursor, 0);
+        if (rc)
+            break;
+    }
+    mdb_cursor_close (cursor);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+//  At a clean stop, move every waiting entry into byp: the store is then whole for
+//  a build that does not know bypl.
+static void
+s_index_settle (self_t *self)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin (self->env, NULL, 0, &txn);
+    if (rc == 0) {
+        rc = s_index_fold (self, txn);
+        if (rc == 0)
+            rc = mdb_txn_commit (txn);
+        else
+            mdb_txn_abort (txn);
+    }
+    if (rc)
+        zsys_warning ("sn_store: index entries left waiting at stop: %s", mdb_strerror (rc));
+}
+
+//  A walk of one partition's index entries, in key order, byp and bypl merged.
+typedef struct {
+    byte p[2];          //  the partition, as its entries start
+    MDB_cursor *cursor; //  on byp
+    MDB_val main;       //  byp's next entry; mv_data NULL past the partition's last
+    MDB_val *pending;   //  bypl's entries of the partition from the start, in order
+    byte *copy;         //  their bytes
+    size_t count;       //  how many
+    size_t at;          //  the next one
+} s_walk_t;
+
+//  Start a walk at the first entry at or after seek ({be16 p, key prefix}).
+static int
+s_walk_start (self_t *self, MDB_txn *txn, s_walk_t *walk, const byte *seek, size_t seek_len)
+{
+    memset (walk, 0, sizeof *walk);
+    memcpy (walk->p, seek, 2);
+    MDB_val from = {seek_len, (void *) seek};
+    int rc = s_index_pending (self, txn, seek, 2, &from, &walk->pending, &walk->copy, &walk->count);
+    if (rc == 0)
+        rc = mdb_cursor_open (txn, self->byp, &walk->cursor);
+    if (rc)
+        return rc;
+    MDB_val empty;
+    walk->main = from;
+    rc = mdb_cursor_get (walk->cursor, &walk->main, &empty, MDB_SET_RANGE);
+    if (rc == 0 && (walk->main.mv_size < 2 || memcmp (walk->main.mv_data, walk->p, 2) != 0))
+        rc = MDB_NOTFOUND;
+    if (rc == MDB_NOTFOUND) {
+        walk->main.mv_data = NULL;
+        rc = 0;
+    }
+    return rc;
+}
+
+//  The walk's next entry into index; MDB_NOTFOUND after the partition's last.
+static int
+s_walk_next (s_walk_t *walk, MDB_val *index)
+{
+    bool main = walk->main.mv_data != NULL, pending = walk->at < walk->count;
+    if (!main && !pending)
+        return MDB_NOTFOUND;
+    int order = !main ? 1 : !pending ? -1 : s_key_compare (&walk->main, &walk->pending[walk->at]);
+    if (order > 0) {
+        *index = walk->pending[walk->at++];
+        return 0;
+    }
+    if (order == 0)
+        walk->at++; //  in both while a move is not yet committed
+    *index = walk->main;
+    MDB_val empty;
+    int rc = mdb_cursor_get (walk->cursor, &walk->main, &empty, MDB_NEXT);
+    if (rc == 0 && (walk->main.mv_size < 2 || memcmp (walk->main.mv_data, walk->p, 2) != 0))
+        rc = MDB_NOTFOUND;
+    if (rc == MDB_NOTFOUND) {
+        walk->main.mv_data = NULL;
+        rc = 0;
+    }
+    return rc;
+}
+
+static void
+s_walk_end (s_walk_t *walk)
+{
+    if (walk->cursor)
+        mdb_cursor_close (walk->cursor);
+    free (walk->pending);
+    free (walk->copy);
+}
+
 //  Store one event described by item {event, key?, type?, pkey?, p?}. Refusals (4xx)
 //  go into outcome and return 0; only an LMDB failure returns non-zero, and then the
 //  whole transaction is lost. A replica write (from the mesh, which made or received
@@ -735,11 +955,7 @@ s_store_event (self_t *self, MDB_txn *txn, const sn_value_t *item, bool replica,
     if (rc)
         return rc;
 
-    byte index[2 + SN_KEY_MAX];
-    s_put_be16 (index, p);
-    memcpy (index + 2, outcome->key, key_len);
-    MDB_val index_key = {2 + key_len, index}, empty = {0, NULL};
-    rc = mdb_put (txn, self->byp, &index_key, &empty, 0);
+    rc = s_index_add (self, txn, p, outcome->key, key_len);
     if (rc == 0) {
         s_digest_add (self, p, ts, outcome->key, key_len, false);
         outcome->code = 201;
@@ -994,16 +1210,11 @@ s_op_digest_within (self_t *self, MDB_txn *txn, uint32_t p, const sn_value_t *wi
     byte start[2 + SN_KEY_TIME_LEN + 1];
     s_put_be16 (start, p);
     sn_key_time_prefix ((int64_t) t, (char *) start + 2);
-    MDB_cursor *cursor;
-    int rc = mdb_cursor_open (txn, self->byp, &cursor);
-    if (rc)
-        return rc;
+    s_walk_t walk;
+    int rc = s_walk_start (self, txn, &walk, start, 2 + SN_KEY_TIME_LEN);
     uint64_t counts[S_MINUTES] = {0}, xors[S_MINUTES] = {0}, total = 0;
-    MDB_val index = {2 + SN_KEY_TIME_LEN, start}, empty;
-    for (rc = mdb_cursor_get (cursor, &index, &empty, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get (cursor, &index, &empty, MDB_NEXT)) {
-        if (index.mv_size < 2 || memcmp (index.mv_data, start, 2) != 0)
-            break;
+    MDB_val index;
+    while (rc == 0 && (rc = s_walk_next (&walk, &index)) == 0) {
         const char *key = (const char *) index.mv_data + 2;
         int64_t ts = sn_key_time (key, index.mv_size - 2);
         if (ts < (int64_t) t || (uint64_t) ts >= t + SN_STORE_BUCKET_MS)
@@ -1014,7 +1225,7 @@ s_op_digest_within (self_t *self, MDB_txn *txn, uint32_t p, const sn_value_t *wi
         counts[minute]++;
         xors[minute] ^= sn_hash (key, index.mv_size - 2);
     }
-    mdb_cursor_close (cursor);
+    s_walk_end (&walk);
     if (rc && rc != MDB_NOTFOUND)
         return rc;
     if (total > SN_STORE_WITHIN_MAX) {
@@ -1135,19 +1346,14 @@ s_op_scan (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
     s_put_be16 (start, (uint32_t) p);
     if (from.mv_size)
         memcpy (start + 2, from.mv_data, from.mv_size);
-    MDB_cursor *cursor;
-    int rc = mdb_cursor_open (txn, self->byp, &cursor);
-    if (rc)
-        return rc;
-    MDB_val index = {2 + from.mv_size, start}, empty, next = {0, NULL};
+    s_walk_t walk;
+    int rc = s_walk_start (self, txn, &walk, start, 2 + from.mv_size);
+    MDB_val index, next = {0, NULL};
     char next_key[SN_KEY_MAX];
     sn_pack_reset (self->items);
     uint32_t count = 0;
     uint64_t scanned = 0;
-    for (rc = mdb_cursor_get (cursor, &index, &empty, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get (cursor, &index, &empty, MDB_NEXT)) {
-        if (index.mv_size < 2 || memcmp (index.mv_data, start, 2) != 0)
-            break;
+    while (rc == 0 && (rc = s_walk_next (&walk, &index)) == 0) {
         MDB_val key = {index.mv_size - 2, (byte *) index.mv_data + 2}, data;
         if (to.mv_size && s_key_compare (&key, &to) >= 0)
             break;
@@ -1186,7 +1392,7 @@ s_op_scan (self_t *self, MDB_txn *txn, const sn_value_t *request, uint64_t rid)
         }
         sn_msg_destroy (&record);
     }
-    mdb_cursor_close (cursor);
+    s_walk_end (&walk);
     if (rc && rc != MDB_NOTFOUND)
         return rc;
     s_reply_start (self, rid, 200, 3);
@@ -1303,8 +1509,9 @@ s_sweep (self_t *self)
     MDB_val key = {self->swept_len, self->swept}, data;
     if (rc == 0)
         rc = mdb_cursor_get (cursor, &key, &data, self->swept_len ? MDB_SET_RANGE : MDB_FIRST);
-    size_t looked = 0, bytes = 0;
+    size_t looked = 0, bytes = 0, waiting_count = 0;
     uint64_t deleted = 0;
+    byte *waiting = NULL; //  index entries to delete from bypl: MDB_vals, then bytes
     //  Where the next pass starts: the horizon's key once every key below it is
     //  done, which the horizon never going back keeps true
     MDB_val resume = horizon;
@@ -1334,8 +1541,20 @@ s_sweep (self_t *self)
         s_digest_add (self, (uint32_t) p, sn_key_time ((const char *) key.mv_data, key.mv_size),
                       (const char *) key.mv_data, key.mv_size, true);
         rc = mdb_del (txn, self->byp, &index_key, NULL);
-        if (rc == MDB_NOTFOUND)
+        if (rc == MDB_NOTFOUND) {
+            //  Its entry waits in bypl, which is walked once after the pass
+            if (!waiting)
+                waiting = (byte *) malloc (self->sweep_deletes * (2 + SN_KEY_MAX) +
+                                           self->sweep_deletes * sizeof (MDB_val));
+            assert (waiting);
+            MDB_val *list = (MDB_val *) waiting;
+            byte *copy =
+                waiting + self->sweep_deletes * sizeof (MDB_val) + waiting_count * (2 + SN_KEY_MAX);
+            memcpy (copy, index, index_key.mv_size);
+            list[waiting_count].mv_data = copy;
+            list[waiting_count++].mv_size = index_key.mv_size;
             rc = 0;
+        }
         //  The cursor then stands on the next record, which MDB_NEXT returns
         if (rc == 0)
             rc = mdb_cursor_del (cursor, 0);
@@ -1349,6 +1568,11 @@ s_sweep (self_t *self)
         rc = 0;
     if (cursor)
         mdb_cursor_close (cursor);
+    if (rc == 0 && waiting_count) {
+        qsort (waiting, waiting_count, sizeof (MDB_val), s_index_compare);
+        rc = s_index_forget (self, txn, (MDB_val *) waiting, waiting_count);
+    }
+    free (waiting);
     if (rc == 0 && deleted)
         rc = s_digest_flush (self, txn);
     //  The place is saved but by a pass squeezed into a full map, whose one more
@@ -1480,6 +1704,11 @@ s_batch_run (self_t *self, size_t count, bool writes)
         rc = s_request_run (self, txn, &self->batch[index]);
     if (rc == 0 && writes) {
         rc = s_digest_flush (self, txn);
+        MDB_stat pending;
+        if (rc == 0)
+            rc = mdb_stat (txn, self->bypl, &pending);
+        if (rc == 0 && pending.ms_entries >= S_INDEX_PENDING)
+            rc = s_index_fold (self, txn);
         if (rc == 0 && self->keygen_dirty)
             rc = s_keygen_save (self, txn);
         if (rc == 0) {
@@ -1583,6 +1812,8 @@ sn_store_actor (zsock_t *pipe, void *args)
         if (sweeping && self->env && zclock_mono () >= self->next_sweep)
             self->next_sweep = zclock_mono () + (s_sweep (self) ? 0 : S_SWEEP_EVERY);
     }
+    if (self->env)
+        s_index_settle (self);
     s_self_destroy (&self);
 }
 
@@ -1881,6 +2112,75 @@ s_test_scan (s_test_t *test)
     s_test_remember (test, key, 4101, NULL);
 }
 
+static void s_test_check_digests (s_test_t *test);
+
+//  Check that a walk of every partition, page by page, returns the events the test
+//  stored there, each once and in key order.
+static void
+s_test_check_walks (s_test_t *test)
+{
+    size_t total = 0;
+    for (uint32_t p = 0; p < test->partitions; p++) {
+        char from[SN_KEY_MAX + 1] = "", last[SN_KEY_MAX + 1] = "";
+        size_t found = 0;
+        while (true) {
+            uint64_t rid = s_test_begin (test, "scan", *from ? 3 : 2);
+            sn_pack_kv_uint (test->request, "p", p);
+            sn_pack_kv_uint (test->request, "limit", 97);
+            if (*from)
+                sn_pack_kv_str (test->request, "from", from);
+            sn_msg_t *reply = s_test_call (test, rid);
+            assert (s_test_code (reply) == 200);
+            const sn_value_t *events = sn_value_get (sn_msg_root (reply), "events");
+            for (size_t index = 0; index < sn_value_size (events); index++) {
+                size_t len = 0;
+                const char *key =
+                    sn_value_str (sn_value_get (sn_value_at (events, index), "key"), &len);
+                assert (key && len <= SN_KEY_MAX);
+                char text[SN_KEY_MAX + 1];
+                memcpy (text, key, len);
+                text[len] = 0;
+                assert (strcmp (text, last) > 0);
+                strcpy (last, text);
+                s_test_event_t *event = (s_test_event_t *) zhashx_lookup (test->stored, text);
+                assert (event && event->p == p);
+                found++;
+            }
+            size_t len = 0;
+            const char *next = sn_value_str (sn_value_get (sn_msg_root (reply), "next"), &len);
+            if (next) {
+                assert (len <= SN_KEY_MAX);
+                memcpy (from, next, len);
+                from[len] = 0;
+            }
+            sn_msg_destroy (&reply);
+            if (!next)
+                break;
+        }
+        size_t expect = 0;
+        for (s_test_event_t *event = (s_test_event_t *) zhashx_first (test->stored); event;
+             event = (s_test_event_t *) zhashx_next (test->stored))
+            expect += event->p == p;
+        assert (found == expect);
+        total += found;
+    }
+    assert (total == zhashx_size (test->stored));
+}
+
+//  More events than the index keeps waiting: some of a partition's entries have
+//  moved into its index, the rest wait, and walks and digests see all of them.
+static void
+s_test_index (s_test_t *test)
+{
+    for (int index = 0; index < S_INDEX_PENDING + 700; index++) {
+        char key[SN_KEY_MAX + 1];
+        assert (s_test_put (test, NULL, NULL, NULL, 5000 + index, "indexed", key) == 201);
+        s_test_remember (test, key, 5000 + index, NULL);
+    }
+    s_test_check_walks (test);
+    s_test_check_digests (test);
+}
+
 //  Check that the digests of every partition match what the test stored.
 static void
 s_test_check_digests (s_test_t *test)
@@ -2023,6 +2323,30 @@ s_test_last_own_key (s_test_t *test, char *last)
 
 //  Read (returns whether it is there) or overwrite the meta value name in a store
 //  that is not running.
+//  Index entries waiting in the bypl of the store in dir, which is not running.
+static size_t
+s_test_waiting (const char *dir)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi bypl;
+    MDB_stat stat;
+    int rc = mdb_env_create (&env);
+    assert (rc == 0);
+    mdb_env_set_maxdbs (env, 5);
+    rc = mdb_env_open (env, dir, MDB_NOTLS, 0644);
+    assert (rc == 0);
+    rc = mdb_txn_begin (env, NULL, MDB_RDONLY, &txn);
+    assert (rc == 0);
+    rc = mdb_dbi_open (txn, "bypl", 0, &bypl);
+    assert (rc == 0);
+    rc = mdb_stat (txn, bypl, &stat);
+    assert (rc == 0);
+    mdb_txn_abort (txn);
+    mdb_env_close (env);
+    return stat.ms_entries;
+}
+
 static bool
 s_test_meta (const char *dir, const char *name, void *value, size_t size, bool write)
 {
@@ -2032,7 +2356,7 @@ s_test_meta (const char *dir, const char *name, void *value, size_t size, bool w
     bool found = true;
     int rc = mdb_env_create (&env);
     assert (rc == 0);
-    mdb_env_set_maxdbs (env, 4);
+    mdb_env_set_maxdbs (env, 5);
     rc = mdb_env_open (env, dir, MDB_NOTLS, 0644);
     assert (rc == 0);
     rc = mdb_txn_begin (env, NULL, 0, &txn);
@@ -2849,11 +3173,14 @@ sn_store_test (bool verbose)
     s_test_scan (&test);
     s_test_check_digests (&test);
     s_test_check_stored (&test);
+    s_test_index (&test);
 
     //  After a restart everything is still there, and new keys sort after old ones
     char last[SN_KEY_MAX + 1], key[SN_KEY_MAX + 1];
     s_test_last_own_key (&test, last);
     s_test_stop (&test);
+    //  A clean stop leaves no index entry waiting
+    assert (s_test_waiting (test.dir) == 0);
     s_keygen_state_t state;
     s_test_keygen_state (test.dir, &state, false);
     assert (state.last_ms == sn_key_time (last, strlen (last)));
@@ -2861,6 +3188,7 @@ sn_store_test (bool verbose)
     s_test_start (&test);
     s_test_check_stored (&test);
     s_test_check_digests (&test);
+    s_test_check_walks (&test);
     assert (s_test_put (&test, NULL, NULL, NULL, 3000, "after restart", key) == 201);
     assert (strcmp (key, last) > 0);
     s_test_remember (&test, key, 3000, NULL);

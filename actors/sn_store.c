@@ -769,6 +769,22 @@ typedef struct {
     size_t at;          //  the next one
 } s_walk_t;
 
+//  Move the walk's byp cursor by op (MDB_SET_RANGE from walk->main, or MDB_NEXT);
+//  past the partition's last entry walk->main.mv_data is NULL.
+static int
+s_walk_step (s_walk_t *walk, MDB_cursor_op op)
+{
+    MDB_val empty;
+    int rc = mdb_cursor_get (walk->cursor, &walk->main, &empty, op);
+    if (rc == 0 && (walk->main.mv_size < 2 || memcmp (walk->main.mv_data, walk->p, 2) != 0))
+        rc = MDB_NOTFOUND;
+    if (rc == MDB_NOTFOUND) {
+        walk->main.mv_data = NULL;
+        rc = 0;
+    }
+    return rc;
+}
+
 //  Start a walk at the first entry at or after seek ({be16 p, key prefix}).
 static int
 s_walk_start (self_t *self, MDB_txn *txn, s_walk_t *walk, const byte *seek, size_t seek_len)
@@ -781,16 +797,8 @@ s_walk_start (self_t *self, MDB_txn *txn, s_walk_t *walk, const byte *seek, size
         rc = mdb_cursor_open (txn, self->byp, &walk->cursor);
     if (rc)
         return rc;
-    MDB_val empty;
     walk->main = from;
-    rc = mdb_cursor_get (walk->cursor, &walk->main, &empty, MDB_SET_RANGE);
-    if (rc == 0 && (walk->main.mv_size < 2 || memcmp (walk->main.mv_data, walk->p, 2) != 0))
-        rc = MDB_NOTFOUND;
-    if (rc == MDB_NOTFOUND) {
-        walk->main.mv_data = NULL;
-        rc = 0;
-    }
-    return rc;
+    return s_walk_step (walk, MDB_SET_RANGE);
 }
 
 //  The walk's next entry into index; MDB_NOTFOUND after the partition's last.
@@ -808,15 +816,7 @@ s_walk_next (s_walk_t *walk, MDB_val *index)
     if (order == 0)
         walk->at++; //  never in both, were the index ever damaged so: once
     *index = walk->main;
-    MDB_val empty;
-    int rc = mdb_cursor_get (walk->cursor, &walk->main, &empty, MDB_NEXT);
-    if (rc == 0 && (walk->main.mv_size < 2 || memcmp (walk->main.mv_data, walk->p, 2) != 0))
-        rc = MDB_NOTFOUND;
-    if (rc == MDB_NOTFOUND) {
-        walk->main.mv_data = NULL;
-        rc = 0;
-    }
-    return rc;
+    return s_walk_step (walk, MDB_NEXT);
 }
 
 static void

@@ -653,9 +653,19 @@ s_index_add (self_t *self, MDB_txn *txn, uint32_t p, const char *key, size_t key
     return mdb_put (txn, self->bypl, &n_key, &entry, MDB_APPEND);
 }
 
+//  True when bypl's entry belongs to the list s_index_pending asks for.
+static bool
+s_index_wanted (const MDB_val *entry, const byte *prefix, size_t prefix_len, const MDB_val *from)
+{
+    return entry->mv_size >= prefix_len && entry->mv_size <= 2 + SN_KEY_MAX &&
+           (prefix_len == 0 || memcmp (entry->mv_data, prefix, prefix_len) == 0) &&
+           (from == NULL || s_key_compare (entry, from) >= 0);
+}
+
 //  bypl's entries whose first bytes are prefix and that sort at or after from, in
 //  order: an array of their keys pointing into *copy (both to free), count in
-//  *count.
+//  *count. One pass counts them, so both are sized to what is found (a walk of
+//  one partition finds a sixty-fourth of what waits); the second copies them.
 static int
 s_index_pending (self_t *self, MDB_txn *txn, const byte *prefix, size_t prefix_len,
                  const MDB_val *from, MDB_val **list, byte **copy, size_t *count)
@@ -663,25 +673,29 @@ s_index_pending (self_t *self, MDB_txn *txn, const byte *prefix, size_t prefix_l
     *list = NULL;
     *copy = NULL;
     *count = 0;
-    MDB_stat stat;
-    int rc = mdb_stat (txn, self->bypl, &stat);
-    if (rc || stat.ms_entries == 0)
-        return rc;
     MDB_cursor *cursor;
-    rc = mdb_cursor_open (txn, self->bypl, &cursor);
+    int rc = mdb_cursor_open (txn, self->bypl, &cursor);
     if (rc)
         return rc;
-    MDB_val *items = (MDB_val *) malloc (stat.ms_entries * sizeof (MDB_val));
-    byte *bytes = (byte *) malloc (stat.ms_entries * (2 + SN_KEY_MAX));
+    size_t wanted = 0, size = 0;
+    MDB_val n_key, entry;
+    for (rc = mdb_cursor_get (cursor, &n_key, &entry, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get (cursor, &n_key, &entry, MDB_NEXT))
+        if (s_index_wanted (&entry, prefix, prefix_len, from)) {
+            wanted++;
+            size += entry.mv_size;
+        }
+    if (rc != MDB_NOTFOUND || wanted == 0) {
+        mdb_cursor_close (cursor);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    MDB_val *items = (MDB_val *) malloc (wanted * sizeof (MDB_val));
+    byte *bytes = (byte *) malloc (size);
     assert (items && bytes);
     size_t found = 0, used = 0;
-    MDB_val n_key, entry;
-    for (rc = mdb_cursor_get (cursor, &n_key, &entry, MDB_FIRST);
-         rc == 0 && found < stat.ms_entries;
+    for (rc = mdb_cursor_get (cursor, &n_key, &entry, MDB_FIRST); rc == 0 && found < wanted;
          rc = mdb_cursor_get (cursor, &n_key, &entry, MDB_NEXT)) {
-        if (entry.mv_size < prefix_len || entry.mv_size > 2 + SN_KEY_MAX ||
-            (prefix_len && memcmp (entry.mv_data, prefix, prefix_len) != 0) ||
-            (from && s_key_compare (&entry, from) < 0))
+        if (!s_index_wanted (&entry, prefix, prefix_len, from))
             continue;
         memcpy (bytes + used, entry.mv_data, entry.mv_size);
         items[found].mv_data = bytes + used;

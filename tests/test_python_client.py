@@ -2,6 +2,7 @@
 worker (python3 -m supernode.worker), into a bucket whose commit a real receiver gets."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def mailer(node):
     worker.wait()
     sys.path.remove(directory)
     sys.modules.pop("mailer", None)
+    shutil.rmtree(directory)
 
 
 def result(client, ident):

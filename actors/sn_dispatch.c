@@ -5385,6 +5385,42 @@ sn_dispatch_test (bool verbose)
     reply = s_test_until (producer, request, "\"code\":200");
     assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"doneCount\":2"));
     free (reply);
+    //  One that waits for a takeover that succeeds gets its answer when it is over:
+    //  the takeover's second page is held until the request waits
+    zstr_send (proxy, "REFUSED");
+    answer = zstr_recv (proxy);
+    refused = strtoul (answer, NULL, 10);
+    free (answer);
+    zstr_send (proxy, "HOLD");
+    answer = zstr_recv (proxy);
+    free (answer);
+    zstr_sendx (dispatch, "REPLAY", number, NULL);
+    zstr_send (dispatch, "AGENTS");
+    answer = zstr_recv (dispatch);
+    free (answer);
+    s_test_send (producer, request);
+    deadline = zclock_mono () + 20000;
+    while (true) {
+        zstr_send (proxy, "REFUSED");
+        answer = zstr_recv (proxy);
+        bool held = strtoul (answer, NULL, 10) > refused;
+        free (answer);
+        if (held)
+            break;
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+    assert (!(zsock_events (producer) & ZMQ_POLLIN)); //  it waits
+    zstr_send (proxy, "RELEASE");
+    answer = zstr_recv (proxy);
+    free (answer);
+    reply = s_test_call (producer, NULL, false);
+    assert (strstr (reply, "\"rid\":90") && strstr (reply, "\"code\":200"));
+    assert (strstr (reply, "\"status\":\"cancelled\"") && strstr (reply, "\"doneCount\":2"));
+    free (reply);
+    answer = zstr_recv (dispatch);
+    assert (answer && streq (answer, "OK"));
+    free (answer);
     free (request);
     free (taking);
     zactor_destroy (&proxy);

@@ -1201,20 +1201,80 @@ s_test_quorum (void)
 //  --------------------------------------------------------------------------
 //  Selftest support
 
+//  The proxy's handling of one scan page asked (request, without the asker's
+//  envelope): passed on as a page of one event, failed, left unanswered, or held
+//  for RELEASE, as mode says.
+typedef struct {
+    zsock_t *front;  //  the askers
+    zsock_t *back;   //  the store
+    zframe_t *asker; //  the envelope of the last page asked
+    sn_pack_t *pack;
+    char mode;      //  'P'ass, 'F'ail, 'S'ilent or 'H'old pages after the first
+    bool once;      //  the next refusal is the last
+    size_t refused; //  pages failed, left unanswered or held
+    zmsg_t *held;   //  the page held, if any
+} s_proxy_t;
+
+static void
+s_proxy_page (s_proxy_t *self, zmsg_t **request_p)
+{
+    zframe_t *payload = zmsg_last (*request_p);
+    sn_msg_t *msg = sn_msg_decode_trusted (zframe_data (payload), zframe_size (payload), NULL);
+    const sn_value_t *root = sn_msg_root (msg);
+    uint64_t rid = 0, p = 0;
+    sn_value_uint (sn_value_get (root, "rid"), &rid);
+    sn_value_uint (sn_value_get (root, "p"), &p);
+    char *from = sn_value_get_strdup (root, "from");
+    char *prefix = sn_value_get_strdup (root, "prefix");
+    if (from && self->mode != 'P') {
+        self->refused++;
+        if (self->mode == 'F') {
+            sn_pack_error (self->pack, rid, 503, "store is busy");
+            zframe_t *frame = zframe_dup (self->asker);
+            zframe_send (&frame, self->front, ZFRAME_MORE);
+            frame = sn_pack_frame (self->pack);
+            zframe_send (&frame, self->front, 0);
+        }
+        else if (self->mode == 'H' && !self->held) {
+            self->held = *request_p;
+            *request_p = NULL;
+        }
+        if (self->once)
+            self->mode = 'P';
+    }
+    else {
+        //  A page of one event: a replay of a few events has pages after its first
+        sn_pack_reset (self->pack);
+        sn_pack_map (self->pack, 4 + (from != NULL) + (prefix != NULL));
+        sn_pack_kv_str (self->pack, "op", "scan");
+        sn_pack_kv_uint (self->pack, "rid", rid);
+        sn_pack_kv_uint (self->pack, "p", p);
+        sn_pack_kv_uint (self->pack, "limit", 1);
+        if (from)
+            sn_pack_kv_str (self->pack, "from", from);
+        if (prefix)
+            sn_pack_kv_str (self->pack, "prefix", prefix);
+        zframe_t *frame = sn_pack_frame (self->pack);
+        zframe_send (&frame, self->back, 0);
+    }
+    free (from);
+    free (prefix);
+    sn_msg_destroy (&msg);
+    zmsg_destroy (request_p);
+}
+
 void
 sn_owners_scan_proxy (zsock_t *pipe, void *args)
 {
     const char *store = (const char *) args;
-    zsock_t *front = zsock_new (ZMQ_ROUTER);
-    zsock_t *back = zsock_new_dealer (store);
-    assert (front && back && zsock_bind (front, "%s-scans", store) == 0);
+    s_proxy_t self = {0};
+    self.front = zsock_new (ZMQ_ROUTER);
+    self.back = zsock_new_dealer (store);
+    assert (self.front && self.back && zsock_bind (self.front, "%s-scans", store) == 0);
+    self.pack = sn_pack_new ();
+    self.mode = 'P';
     zsock_signal (pipe, 0);
-    zpoller_t *poller = zpoller_new (pipe, front, back, NULL);
-    sn_pack_t *pack = sn_pack_new ();
-    zframe_t *client = NULL;
-    char mode = 'P';
-    bool once = false; //  the next refusal is the last
-    size_t refused = 0;
+    zpoller_t *poller = zpoller_new (pipe, self.front, self.back, NULL);
     while (true) {
         zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
         if (which == pipe) {
@@ -1224,76 +1284,45 @@ sn_owners_scan_proxy (zsock_t *pipe, void *args)
                 break;
             }
             if (streq (command, "REFUSED"))
-                zstr_sendf (pipe, "%zu", refused);
+                zstr_sendf (pipe, "%zu", self.refused);
             else if (streq (command, "PASS") || streq (command, "FAIL") ||
-                     streq (command, "FAIL1") || streq (command, "SILENT")) {
-                mode = command[0];
-                once = streq (command, "FAIL1");
+                     streq (command, "FAIL1") || streq (command, "SILENT") ||
+                     streq (command, "HOLD")) {
+                self.mode = command[0];
+                self.once = streq (command, "FAIL1");
+                zstr_send (pipe, "OK");
+            }
+            else if (streq (command, "RELEASE")) {
+                self.mode = 'P';
+                if (self.held)
+                    s_proxy_page (&self, &self.held);
                 zstr_send (pipe, "OK");
             }
             else
                 zstr_sendf (pipe, "no command %s", command);
             zstr_free (&command);
         }
-        else if (which == front) {
-            zmsg_t *request = zmsg_recv (front);
-            zframe_destroy (&client);
-            client = zmsg_pop (request);
-            zframe_t *payload = zmsg_last (request);
-            sn_msg_t *msg =
-                sn_msg_decode_trusted (zframe_data (payload), zframe_size (payload), NULL);
-            const sn_value_t *root = sn_msg_root (msg);
-            uint64_t rid = 0, p = 0;
-            sn_value_uint (sn_value_get (root, "rid"), &rid);
-            sn_value_uint (sn_value_get (root, "p"), &p);
-            char *from = sn_value_get_strdup (root, "from");
-            char *prefix = sn_value_get_strdup (root, "prefix");
-            if (from && mode != 'P') {
-                refused++;
-                if (mode == 'F') {
-                    sn_pack_error (pack, rid, 503, "store is busy");
-                    zframe_t *frame = zframe_dup (client);
-                    zframe_send (&frame, front, ZFRAME_MORE);
-                    frame = sn_pack_frame (pack);
-                    zframe_send (&frame, front, 0);
-                }
-                if (once)
-                    mode = 'P';
-            }
-            else {
-                //  A page of one event: a replay of a few events has pages after its first
-                sn_pack_reset (pack);
-                sn_pack_map (pack, 4 + (from != NULL) + (prefix != NULL));
-                sn_pack_kv_str (pack, "op", "scan");
-                sn_pack_kv_uint (pack, "rid", rid);
-                sn_pack_kv_uint (pack, "p", p);
-                sn_pack_kv_uint (pack, "limit", 1);
-                if (from)
-                    sn_pack_kv_str (pack, "from", from);
-                if (prefix)
-                    sn_pack_kv_str (pack, "prefix", prefix);
-                zframe_t *frame = sn_pack_frame (pack);
-                zframe_send (&frame, back, 0);
-            }
-            free (from);
-            free (prefix);
-            sn_msg_destroy (&msg);
-            zmsg_destroy (&request);
+        else if (which == self.front) {
+            zmsg_t *request = zmsg_recv (self.front);
+            zframe_destroy (&self.asker);
+            self.asker = zmsg_pop (request);
+            s_proxy_page (&self, &request);
         }
-        else if (which == back) {
-            zframe_t *answer = zframe_recv (back);
-            zframe_t *frame = zframe_dup (client);
-            zframe_send (&frame, front, ZFRAME_MORE);
-            zframe_send (&answer, front, 0);
+        else if (which == self.back) {
+            zframe_t *answer = zframe_recv (self.back);
+            zframe_t *frame = zframe_dup (self.asker);
+            zframe_send (&frame, self.front, ZFRAME_MORE);
+            zframe_send (&answer, self.front, 0);
         }
         else
             break;
     }
-    zframe_destroy (&client);
-    sn_pack_destroy (&pack);
+    zmsg_destroy (&self.held);
+    zframe_destroy (&self.asker);
+    sn_pack_destroy (&self.pack);
     zpoller_destroy (&poller);
-    zsock_destroy (&front);
-    zsock_destroy (&back);
+    zsock_destroy (&self.front);
+    zsock_destroy (&self.back);
 }
 
 void

@@ -164,8 +164,10 @@ zlist_t *sn_owners_members (sn_owners_t *self);
 //  For the selftests of the actors that replay: an actor (zactor_new with args the
 //  store's endpoint) that binds "<store>-scans" and passes scans on to the store,
 //  one event a page. Commands: "PASS", "FAIL" (pages after the first are answered
-//  503), "FAIL1" (the next such page only), "SILENT" (they are not answered), each
-//  answered "OK"; "REFUSED" answers how many pages were failed or left unanswered.
+//  503), "FAIL1" (the next such page only), "SILENT" (they are not answered),
+//  "HOLD" (the next such page waits, later ones are not answered), "RELEASE" (the
+//  page held is passed on, and so are later pages), each answered "OK"; "REFUSED"
+//  answers how many pages were failed, left unanswered or held.
 void sn_owners_scan_proxy (zsock_t *pipe, void *args);
 
 void sn_owners_test (bool verbose);

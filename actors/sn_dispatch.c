@@ -4376,12 +4376,8 @@ s_test_reread_evicted (bool verbose)
             assert (zclock_mono () < deadline);
             zclock_sleep (10); //  poll interval of the wait, not synchronisation
         }
-        if (round == 0) {
-            zstr_send (proxy, "REFUSED");
-            answer = zstr_recv (proxy);
-            assert (strtoul (answer, NULL, 10) >= 1);
-            free (answer);
-        }
+        if (round == 0)
+            assert (sn_owners_scan_refused (proxy) >= 1);
         reply = s_test_call (producer, request, false);
         assert (strstr (reply, "\"code\":404"));
         free (reply);
@@ -5322,24 +5318,11 @@ sn_dispatch_test (bool verbose)
     assert (snapshot && strstr (update, taking));
     free (update);
     zsock_destroy (&watching);
-    zstr_send (proxy, "REFUSED");
-    answer = zstr_recv (proxy);
-    unsigned long refused = strtoul (answer, NULL, 10);
-    free (answer);
+    size_t refused = sn_owners_scan_refused (proxy);
     zstr_send (proxy, "SILENT");
     answer = zstr_recv (proxy);
     free (answer);
-    deadline = zclock_mono () + 20000;
-    while (true) {
-        zstr_send (proxy, "REFUSED");
-        answer = zstr_recv (proxy);
-        bool silent = strtoul (answer, NULL, 10) > refused;
-        free (answer);
-        if (silent)
-            break;
-        assert (zclock_mono () < deadline);
-        zclock_sleep (10); //  poll interval of the wait, not synchronisation
-    }
+    sn_owners_scan_refused_past (proxy, refused);
     reply = s_test_call (producer, request, false);
     assert (strstr (reply, "\"code\":503") && strstr (reply, taking));
     free (reply);
@@ -5387,10 +5370,7 @@ sn_dispatch_test (bool verbose)
     free (reply);
     //  One that waits for a takeover that succeeds gets its answer when it is over:
     //  the takeover's second page is held until the request waits
-    zstr_send (proxy, "REFUSED");
-    answer = zstr_recv (proxy);
-    refused = strtoul (answer, NULL, 10);
-    free (answer);
+    refused = sn_owners_scan_refused (proxy);
     zstr_send (proxy, "HOLD");
     answer = zstr_recv (proxy);
     free (answer);
@@ -5399,17 +5379,7 @@ sn_dispatch_test (bool verbose)
     answer = zstr_recv (dispatch);
     free (answer);
     s_test_send (producer, request);
-    deadline = zclock_mono () + 20000;
-    while (true) {
-        zstr_send (proxy, "REFUSED");
-        answer = zstr_recv (proxy);
-        bool held = strtoul (answer, NULL, 10) > refused;
-        free (answer);
-        if (held)
-            break;
-        assert (zclock_mono () < deadline);
-        zclock_sleep (10); //  poll interval of the wait, not synchronisation
-    }
+    sn_owners_scan_refused_past (proxy, refused);
     assert (!(zsock_events (producer) & ZMQ_POLLIN)); //  it waits
     zstr_send (proxy, "RELEASE");
     answer = zstr_recv (proxy);

@@ -170,6 +170,12 @@ zlist_t *sn_owners_members (sn_owners_t *self);
 //  answers how many pages were failed, left unanswered or held.
 void sn_owners_scan_proxy (zsock_t *pipe, void *args);
 
+//  For the same selftests: how many pages the proxy has failed, left unanswered or
+//  held; and a wait until that count passes count (at most 20 s, else the test
+//  fails), which returns it.
+size_t sn_owners_scan_refused (zactor_t *proxy);
+size_t sn_owners_scan_refused_past (zactor_t *proxy, size_t count);
+
 void sn_owners_test (bool verbose);
 
 #ifdef __cplusplus

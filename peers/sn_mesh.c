@@ -1193,7 +1193,10 @@ s_hints_deliver (self_t *self)
         //  partitions have other replicas now, which anti-entropy fills
         const sn_member_t *member = sn_members_lookup (self->members, target);
         if (!member || member->status == SN_MEMBER_LEFT) {
-            zlist_append (gone, zsys_sprintf ("%" PRIu64, hint->id));
+            //  The list copies its items: the id is written where it needs no freeing
+            char id[24];
+            snprintf (id, sizeof id, "%" PRIu64, hint->id);
+            zlist_append (gone, id);
             continue;
         }
         if (!s_reachable (self, target))

@@ -62,6 +62,13 @@
 //  of predecessors from before a restart. Older ones are forgotten.
 #define S_ROUTES_MAX 4
 
+//  Most links to members open at once. Every socket of the process comes out of one
+//  ZeroMQ context, which holds 1024 (CZMQ's default), and a socket past that aborts
+//  the process; the actors, pipes and HTTP threads (up to 256) hold a few hundred. A
+//  member table holds up to SN_MEMBERS_MAX, and one ping can fill it: the members
+//  past this stay unlinked (unreachable) until links close.
+#define S_LINKS_MAX 512
+
 //  How long the bye may linger in a DEALER's queue at stop.
 #define S_BYE_LINGER_MS 100
 
@@ -201,6 +208,7 @@ typedef struct {
     s_refusal_t refused;         //  the last hello we refused
     s_refusal_t refused_by;      //  the last refusal of our hello
     int64_t refuse_sent;         //  mono ms we last told a node it was refused
+    int64_t links_full_logged;   //  mono ms we last said S_LINKS_MAX left members unlinked
     uint64_t ticket;             //  random, in our hellos: a refusal must echo it
     int64_t heartbeat_ms;        //  ping interval
     int64_t suspect_ms;          //  silence before suspect
@@ -608,12 +616,15 @@ s_ping_all (self_t *self)
 //  we still hear from after declaring it dead: it is alive but does not know it was declared dead,
 //  and only our pings can tell it so that it refutes. A new incarnation or endpoint means a new
 //  process, which needs a new connection and a new hello. Iterates the member list, never the peers
-//  hash, so peers may be added on the way.
+//  hash, so peers may be added on the way. At most S_LINKS_MAX links are open.
 static void
 s_links_sync (self_t *self, int64_t now)
 {
-    size_t count;
+    size_t count, links = 0, unlinked = 0;
     const sn_member_t *list = sn_members_list (self->members, &count);
+    for (s_peer_t *peer = (s_peer_t *) zhashx_first (self->peers); peer;
+         peer = (s_peer_t *) zhashx_next (self->peers))
+        links += peer->dealer != NULL;
     for (size_t index = 0; index < count; index++) {
         const sn_member_t *member = &list[index];
         if (streq (member->name, self->name))
@@ -626,11 +637,15 @@ s_links_sync (self_t *self, int64_t now)
         if (peer->dealer && (!wanted || member->incarnation != peer->incarnation ||
                              !streq (member->endpoint, peer->endpoint))) {
             zsock_destroy (&peer->dealer);
+            links--;
             if (self->verbose)
                 zsys_info ("sn_mesh: %s: unlinked %s", self->name, member->name);
         }
-        if (wanted && !peer->dealer) {
+        if (wanted && !peer->dealer && links >= S_LINKS_MAX)
+            unlinked++;
+        else if (wanted && !peer->dealer) {
             peer->dealer = s_dealer_new (self, member->endpoint, member->name);
+            links += peer->dealer != NULL;
             free (peer->endpoint);
             peer->endpoint = strdup (member->endpoint);
             peer->incarnation = member->incarnation;
@@ -647,6 +662,12 @@ s_links_sync (self_t *self, int64_t now)
                                member->endpoint);
             }
         }
+    }
+    if (unlinked &&
+        (!self->links_full_logged || now - self->links_full_logged >= S_REFUSAL_EVERY)) {
+        self->links_full_logged = now;
+        zsys_warning ("sn_mesh: %s: %zu members left unlinked: %d links open, the most held",
+                      self->name, unlinked, S_LINKS_MAX);
     }
 }
 

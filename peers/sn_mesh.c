@@ -1680,6 +1680,14 @@ s_on_bulk (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t r
 static void
 s_get_answer (self_t *self, s_call_t *call, const sn_value_t *reply)
 {
+    //  What a member answers goes to the client as it came, so it must be an answer
+    uint64_t code;
+    if (!sn_value_uint (sn_value_get (reply, "code"), &code) || code < 200 || code > 599 ||
+        (code >= 300 && code < 400)) {
+        sn_pack_error (self->reply, call->rid, 502, "a member sent a reply without a valid code");
+        s_call_answer (self, call);
+        return;
+    }
     size_t entries = sn_value_size (reply);
     sn_pack_reset (self->reply);
     uint32_t kept = 1;
@@ -1781,6 +1789,14 @@ s_on_get (self_t *self, sn_routed_t *routed, const sn_value_t *root, uint64_t ri
 
 //  ---- Forwarding to a partition's owner
 
+//  The hop count a request forwarded hops times carries on: it stops at S_FORWARD_HOPS,
+//  so that no count, however large, wraps round to a request never forwarded.
+static uint64_t
+s_hops_next (uint64_t hops)
+{
+    return hops < S_FORWARD_HOPS ? hops + 1 : S_FORWARD_HOPS;
+}
+
 //  Deliver a forwarded request to our frontend, as a client would send it, under call.
 static bool
 s_deliver_local (self_t *self, s_call_t *call, const sn_value_t *request, uint64_t hops)
@@ -1846,7 +1862,7 @@ s_forward_try (self_t *self, s_call_t *call)
         uint64_t hops = 0;
         sn_value_uint (sn_value_get (request, "fwd"), &hops);
         if (streq (replica, self->name))
-            sent = s_deliver_local (self, call, request, hops + 1);
+            sent = s_deliver_local (self, call, request, s_hops_next (hops));
         else if (s_reachable (self, replica)) {
             sn_pack_reset (self->out);
             sn_pack_map (self->out, call->wait ? 4 : 3);
@@ -1975,7 +1991,7 @@ s_on_fwd (self_t *self, const char *sender, const sn_value_t *root)
         s_call_wait (self, call, (int64_t) (wait < S_FORWARD_WAIT_MAX ? wait : S_FORWARD_WAIT_MAX));
     call->rid = their_rid;
     snprintf (call->peer, sizeof call->peer, "%s", sender);
-    if (!s_deliver_local (self, call, request, hops + 1))
+    if (!s_deliver_local (self, call, request, s_hops_next (hops)))
         s_call_end (self, call);
     return 0;
 }

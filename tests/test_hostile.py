@@ -1068,6 +1068,7 @@ class Member:
         self.dealers = []
         self.asked = collections.defaultdict(list)
         self.answered = set()
+        self.replies = {}  # rid -> the reply of each fwd_reply the node sent
         self.marker = 10 ** 15
 
     def dealer(self):
@@ -1089,6 +1090,8 @@ class Member:
             op = msg.get("op")
             if op == "rgot":
                 self.answered.add(msg["rid"])
+            if op == "fwd_reply":
+                self.replies[msg.get("rid")] = msg.get("reply")
             writes = msg.get("writes", []) if op == "rputs" else [msg] if op == "rput" else []
             for write in writes:
                 self.asked["write"].append((write["rid"], write["i"]))
@@ -1289,6 +1292,18 @@ def test_peer_frames_after_hello_are_checked():
         member.sync(own, "a ping naming a full member table")
         assert len(client.call("cluster")["members"]) == 1024
 
+        # A hop count at the top of its range does not wrap round to a request never
+        # forwarded: the node does not hand it back to x9, the owner, but says no
+        fwds = len(member.asked["fwd"])
+        own.send(pack({"op": "fwd", "rid": 77, "request": {
+            "op": "invocation", "rid": 9, "id": "%016x-%d" % (1, owned[0]),
+            "fwd": 2 ** 64 - 1}}))
+        wait_for(lambda: member.drain() and 77 in member.replies, 20,
+                 "the node's answer to a request forwarded 2^64-1 times")
+        reply = member.replies[77]
+        assert reply["code"] == 503, reply
+        assert len(member.asked["fwd"]) == fwds, member.asked["fwd"][fwds:]
+
         # Every request whose answer waited on x9 is answered once, with its rid
         answers = {}
 
@@ -1301,11 +1316,15 @@ def test_peer_frames_after_hello_are_checked():
             member.drain()
             return len(answers) == len(pending)
         wait_for(all_answered, 30, "every request to be answered")
-        # A read or a forward that x9 answered carries x9's reply as x9 made it; the
+        # A read or a forward that x9 answered carries x9's reply as x9 made it, when
+        # that is an answer: one without a code a client could act on is 502. The
         # node's own answers (writes, merged ranges) have a code of the node's
         for rid, reply in answers.items():
+            code = reply.get("code")
+            assert type(code) is int and (200 <= code < 300 or 400 <= code < 600), \
+                (pending[rid], reply)
             if pending[rid] in ("put", "range"):
-                assert reply["code"] in (200, 201, 409, 502, 503, 504), (pending[rid], reply)
+                assert code in (200, 201, 409, 502, 503, 504), (pending[rid], reply)
 
         view = cluster_of(node)
         assert view["dropped"] >= dropped + undeliverable, (view["dropped"], dropped,

@@ -82,6 +82,7 @@ typedef struct {
     uint64_t incarnation;       //  incarnation dealer was made for
     char *routes[S_ROUTES_MAX]; //  identities (hex) its hellos came from, oldest first
     int64_t probe_until;        //  dead or left: keep a link until then, to say hello
+    bool heard;                 //  it sent us something since dealer was made
     size_t route_count;         //  entries used in routes
     sn_pack_t *writes;          //  replica writes for it gathered this wakeup, or NULL
     uint32_t write_count;       //  how many
@@ -602,13 +603,18 @@ s_peer_require (self_t *self, const char *name)
     return peer;
 }
 
+//  Ping every member linked, or (every false) those we have heard from since their
+//  link was made: a link whose other end never answers queues what is sent to it,
+//  and gossip can name a thousand such members, each ping the whole table. A member
+//  that is there says hello when it learns of us, so the heartbeat pings the others
+//  every S_PROBE_BEATS beats only (and a new link pings once at once).
 static void
-s_ping_all (self_t *self)
+s_ping_all (self_t *self, bool every)
 {
     s_pack_ping (self);
     for (s_peer_t *peer = (s_peer_t *) zhashx_first (self->peers); peer;
          peer = (s_peer_t *) zhashx_next (self->peers))
-        if (peer->dealer)
+        if (peer->dealer && (every || peer->heard))
             s_send (self, peer->dealer);
 }
 
@@ -645,6 +651,7 @@ s_links_sync (self_t *self, int64_t now)
             unlinked++;
         else if (wanted && !peer->dealer) {
             peer->dealer = s_dealer_new (self, member->endpoint, member->name);
+            peer->heard = false;
             links += peer->dealer != NULL;
             free (peer->endpoint);
             peer->endpoint = strdup (member->endpoint);
@@ -786,7 +793,7 @@ s_heartbeat (self_t *self)
     }
     s_members_changed (self, now);
     s_publish (self);
-    s_ping_all (self);
+    s_ping_all (self, self->beats % S_PROBE_BEATS == 0);
     s_pack_hello (self, NULL);
     for (size_t index = 0; index < self->join_count; index++)
         if (self->joins[index].dealer)
@@ -3431,7 +3438,7 @@ s_on_ping (self_t *self, const char *sender, const sn_value_t *root, int64_t now
     if (placing && self->placed_version == placed)
         s_publish (self);
     if (refuted)
-        s_ping_all (self);
+        s_ping_all (self, true);
     return 0;
 }
 
@@ -3509,6 +3516,11 @@ s_inbox_handle (self_t *self, zmsg_t *msg)
             rc = s_on_fwd (self, from, root);
         else if (from && sn_value_streq (op, "fwd_reply"))
             rc = s_on_fwd_reply (self, root);
+        //  Whatever a member that said hello sends tells us it is there
+        const char *named = rc == -1 ? NULL : (const char *) zhashx_lookup (self->routes, identity);
+        s_peer_t *peer = named ? (s_peer_t *) zhashx_lookup (self->peers, named) : NULL;
+        if (peer)
+            peer->heard = true;
         free (from);
         sn_msg_destroy (&decoded);
         free (identity);

@@ -1369,6 +1369,53 @@ def test_peer_frames_after_hello_are_checked():
         node.cleanup()
 
 
+def test_members_never_heard_from_are_pinged_seldom():
+    """Gossip can name members at endpoints where nothing answers, and a link queues
+    what it cannot deliver: each ping is the whole member table. A member the node has
+    not heard from since linking it gets the ping that goes with the link, then one
+    every tenth heartbeat; one that speaks gets one every heartbeat."""
+    node = Node(extra=["--heartbeat-ms", "50", "--suspect-ms", "60000",
+                       "--dead-ms", "60000"]).start()
+    member, silent = Member(node), Member(node)
+    try:
+        own = member.dealer()
+        member.hello(own, "x9")
+        wait_for(lambda: any(m["name"] == "x9" and m["status"] == "alive"
+                             for m in cluster_of(node)["members"]), 10 * SLOW, "x9 to be a member")
+        # s1 is only a ROUTER at its endpoint: linked, never heard from
+        own.send(pack({"op": "ping", "from": "x9", "members": [
+            ["s1", silent.endpoint, 1, "alive"]]}))
+        pings = {"x9": 0, "s1": 0}
+
+        def count(who, router):
+            while router.poll(0):
+                frames = router.recv_multipart()
+                if msgpack.unpackb(frames[-1], raw=False).get("op") == "ping":
+                    pings[who] += 1
+
+        def linked():
+            count("s1", silent.router)
+            return pings["s1"] >= 1
+        wait_for(linked, 10 * SLOW, "the link to s1 and its first ping")
+        pings["x9"] = 0
+        before = pings["s1"]
+
+        def heartbeats():
+            count("x9", member.router)
+            count("s1", silent.router)
+            return pings["x9"] >= 60
+        wait_for(heartbeats, 30 * SLOW, "60 heartbeats' pings to x9")
+        # 60 heartbeats: 6 or 7 of them the tenth
+        assert pings["s1"] - before <= 8, pings
+        assert pings["s1"] - before >= 4, pings
+        assert [m["status"] for m in cluster_of(node)["members"]] == ["alive"] * 3
+        node.stop()
+    finally:
+        member.close()
+        silent.close()
+        node.cleanup()
+
+
 def test_malformed_upgrades_behind_tokens(tmp_path):
     """With --http-tokens the token is asked for first: a malformed upgrade without
     one is 401, with one 400 or 426, each with a status line."""

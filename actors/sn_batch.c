@@ -2166,7 +2166,7 @@ sn_batch_test (bool verbose)
     answer = zstr_recv (batch);
     assert (streq (answer, "1"));
     free (answer);
-    assert (sn_owners_scan_refused (proxy) == 1);
+    assert (sn_actor_count (proxy, "REFUSED") == 1);
 
     //  A creation that completes while its partition's takeover keeps failing is
     //  answered 201 but not held (nothing of it is committed or posted): the replay
@@ -2243,9 +2243,9 @@ sn_batch_test (bool verbose)
     zstr_send (proxy, "FAIL");
     answer = zstr_recv (proxy);
     free (answer);
-    size_t refused = sn_owners_scan_refused (proxy);
+    uint64_t refused = sn_actor_count (proxy, "REFUSED");
     sn_replay_test_reread (batch, p);
-    assert (sn_owners_scan_refused (proxy) == refused + 1);
+    assert (sn_actor_count (proxy, "REFUSED") == refused + 1);
     char *counts = s_test_counts (client);
     assert (streq (counts, "1/0/0"));
     free (counts);

@@ -4377,7 +4377,7 @@ s_test_reread_evicted (bool verbose)
             zclock_sleep (10); //  poll interval of the wait, not synchronisation
         }
         if (round == 0)
-            assert (sn_owners_scan_refused (proxy) >= 1);
+            assert (sn_actor_count (proxy, "REFUSED") >= 1);
         reply = s_test_call (producer, request, false);
         assert (strstr (reply, "\"code\":404"));
         free (reply);
@@ -5318,11 +5318,11 @@ sn_dispatch_test (bool verbose)
     assert (snapshot && strstr (update, taking));
     free (update);
     zsock_destroy (&watching);
-    size_t refused = sn_owners_scan_refused (proxy);
+    uint64_t refused = sn_actor_count (proxy, "REFUSED");
     zstr_send (proxy, "SILENT");
     answer = zstr_recv (proxy);
     free (answer);
-    sn_owners_scan_refused_past (proxy, refused);
+    sn_actor_count_past (proxy, "REFUSED", refused, 20000);
     reply = s_test_call (producer, request, false);
     assert (strstr (reply, "\"code\":503") && strstr (reply, taking));
     free (reply);
@@ -5370,7 +5370,7 @@ sn_dispatch_test (bool verbose)
     free (reply);
     //  One that waits for a takeover that succeeds gets its answer when it is over:
     //  the takeover's second page is held until the request waits
-    refused = sn_owners_scan_refused (proxy);
+    refused = sn_actor_count (proxy, "REFUSED");
     zstr_send (proxy, "HOLD");
     answer = zstr_recv (proxy);
     free (answer);
@@ -5379,7 +5379,7 @@ sn_dispatch_test (bool verbose)
     answer = zstr_recv (dispatch);
     free (answer);
     s_test_send (producer, request);
-    sn_owners_scan_refused_past (proxy, refused);
+    sn_actor_count_past (proxy, "REFUSED", refused, 20000);
     assert (!(zsock_events (producer) & ZMQ_POLLIN)); //  it waits
     zstr_send (proxy, "RELEASE");
     answer = zstr_recv (proxy);

@@ -1325,29 +1325,6 @@ sn_owners_scan_proxy (zsock_t *pipe, void *args)
     zsock_destroy (&self.back);
 }
 
-size_t
-sn_owners_scan_refused (zactor_t *proxy)
-{
-    zstr_send (proxy, "REFUSED");
-    char *answer = zstr_recv (proxy);
-    assert (answer);
-    size_t refused = strtoul (answer, NULL, 10);
-    free (answer);
-    return refused;
-}
-
-size_t
-sn_owners_scan_refused_past (zactor_t *proxy, size_t count)
-{
-    int64_t deadline = zclock_mono () + 20000;
-    size_t refused;
-    while ((refused = sn_owners_scan_refused (proxy)) <= count) {
-        assert (zclock_mono () < deadline);
-        zclock_sleep (10); //  poll interval of the wait, not synchronisation
-    }
-    return refused;
-}
-
 void
 sn_owners_test (bool verbose)
 {

@@ -167,14 +167,9 @@ zlist_t *sn_owners_members (sn_owners_t *self);
 //  503), "FAIL1" (the next such page only), "SILENT" (they are not answered),
 //  "HOLD" (the next such page waits, later ones are not answered), "RELEASE" (the
 //  page held is passed on, and so are later pages), each answered "OK"; "REFUSED"
-//  answers how many pages were failed, left unanswered or held.
+//  answers how many pages were failed, left unanswered or held (sn_actor_count and
+//  sn_actor_count_past ask it).
 void sn_owners_scan_proxy (zsock_t *pipe, void *args);
-
-//  For the same selftests: how many pages the proxy has failed, left unanswered or
-//  held; and a wait until that count passes count (at most 20 s, else the test
-//  fails), which returns it.
-size_t sn_owners_scan_refused (zactor_t *proxy);
-size_t sn_owners_scan_refused_past (zactor_t *proxy, size_t count);
 
 void sn_owners_test (bool verbose);
 

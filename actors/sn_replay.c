@@ -2,6 +2,7 @@
     batch and the dispatch actors.
  */
 #include "sn_replay.h"
+#include "sn_actor.h"
 
 //  Events of one scan page.
 #define S_SCAN_LIMIT 1000
@@ -678,22 +679,13 @@ sn_replay_scan_pass (zsock_t *scans, zsock_t *store, zmsg_t **scan_p)
 uint64_t
 sn_replay_test_rereads (zactor_t *actor)
 {
-    zstr_send (actor, "REREADS");
-    char *answer = zstr_recv (actor);
-    assert (answer);
-    uint64_t rereads = strtoull (answer, NULL, 10);
-    free (answer);
-    return rereads;
+    return sn_actor_count (actor, "REREADS");
 }
 
 void
 sn_replay_test_rereads_past (zactor_t *actor, uint64_t before, int timeout)
 {
-    int64_t deadline = zclock_mono () + timeout;
-    while (sn_replay_test_rereads (actor) <= before) {
-        assert (zclock_mono () < deadline);
-        zclock_sleep (10); //  poll interval of the wait, not synchronisation
-    }
+    sn_actor_count_past (actor, "REREADS", before, timeout);
 }
 
 uint64_t

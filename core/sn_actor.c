@@ -22,17 +22,43 @@ sn_actor_start (zactor_fn *actor, void *args, const char *name, char *error, siz
     return NULL;
 }
 
-//  Selftest: an actor that starts when its args say so.
+uint64_t
+sn_actor_count (zactor_t *actor, const char *command)
+{
+    zstr_send (actor, command);
+    char *answer = zstr_recv (actor);
+    assert (answer);
+    uint64_t count = strtoull (answer, NULL, 10);
+    free (answer);
+    return count;
+}
+
+uint64_t
+sn_actor_count_past (zactor_t *actor, const char *command, uint64_t count, int timeout)
+{
+    int64_t deadline = zclock_mono () + timeout;
+    uint64_t now;
+    while ((now = sn_actor_count (actor, command)) <= count) {
+        assert (zclock_mono () < deadline);
+        zclock_sleep (10); //  poll interval of the wait, not synchronisation
+    }
+    return now;
+}
+
+//  Selftest: an actor that starts when its args say so, and counts the COUNTs asked.
 static void
 s_test_actor (zsock_t *pipe, void *args)
 {
     zsock_signal (pipe, 0);
     bool running = true;
+    unsigned asked = 0;
     while (running) {
         char *command = zstr_recv (pipe);
         if (!command)
             break;
-        if (streq (command, "START"))
+        if (streq (command, "COUNT"))
+            zstr_sendf (pipe, "%u", asked++);
+        else if (streq (command, "START"))
             zstr_send (pipe, args ? "OK" : "cannot bind tcp://nowhere");
         else if (streq (command, "$TERM"))
             running = false;
@@ -46,6 +72,8 @@ sn_actor_test (bool verbose)
     char error[64];
     zactor_t *actor = sn_actor_start (s_test_actor, "yes", "test", error, sizeof error);
     assert (actor);
+    assert (sn_actor_count (actor, "COUNT") == 0);
+    assert (sn_actor_count_past (actor, "COUNT", 3, 5000) == 4);
     zactor_destroy (&actor);
     actor = sn_actor_start (s_test_actor, NULL, "test", error, sizeof error);
     assert (actor == NULL);

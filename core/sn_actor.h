@@ -18,6 +18,13 @@ extern "C" {
 //  destroying it.
 zactor_t *sn_actor_start (zactor_fn *actor, void *args, const char *name, char *error, size_t size);
 
+//  For tests: send command and read the actor's answer as a decimal count.
+uint64_t sn_actor_count (zactor_t *actor, const char *command);
+
+//  For tests: ask command again (every 10 ms) until its count passes count, for at
+//  most timeout ms (then the test fails). Returns the count that did.
+uint64_t sn_actor_count_past (zactor_t *actor, const char *command, uint64_t count, int timeout);
+
 void sn_actor_test (bool verbose);
 
 #ifdef __cplusplus

@@ -792,6 +792,18 @@ sn_pack_frame (sn_pack_t *self)
     return zframe_new (self->data, self->size);
 }
 
+bool
+sn_reply_code (const sn_value_t *reply, uint64_t *code)
+{
+    uint64_t value;
+    if (!sn_value_uint (sn_value_get (reply, "code"), &value) || value < 200 || value > 599 ||
+        (value >= 300 && value < 400))
+        return false;
+    if (code)
+        *code = value;
+    return true;
+}
+
 void
 sn_pack_error (sn_pack_t *self, uint64_t rid, int code, const char *format, ...)
 {
@@ -874,6 +886,7 @@ sn_msg_test (bool verbose)
     assert (sn_value_streq (sn_value_get (root, "op"), "put"));
     uint64_t rid;
     assert (sn_value_uint (sn_value_get (root, "rid"), &rid) && rid == 42);
+    assert (!sn_reply_code (root, NULL)); //  a request has no code
     assert (sn_value_get (root, "missing") == NULL);
     assert (sn_value_get (sn_value_get (root, "rid"), "x") == NULL);
     const sn_value_t *event = sn_value_get (root, "event");
@@ -912,6 +925,26 @@ sn_msg_test (bool verbose)
     sn_msg_destroy (&again);
     sn_msg_destroy (&msg);
     sn_msg_destroy (&msg);
+
+    //  The codes a reply may carry: 2xx, 4xx and 5xx
+    const uint64_t codes[] = {199, 200, 299, 300, 399, 400, 503, 599, 600};
+    const bool answer[] = {false, true, true, false, false, true, true, true, false};
+    for (size_t index = 0; index < sizeof codes / sizeof codes[0]; index++) {
+        sn_pack_reset (copy);
+        sn_pack_map (copy, 1);
+        sn_pack_kv_uint (copy, "code", codes[index]);
+        again = sn_msg_decode (sn_pack_data (copy), sn_pack_size (copy), 0, &error);
+        uint64_t code = 0;
+        assert (sn_reply_code (sn_msg_root (again), &code) == answer[index]);
+        assert (code == (answer[index] ? codes[index] : 0));
+        sn_msg_destroy (&again);
+    }
+    sn_pack_reset (copy);
+    sn_pack_map (copy, 1);
+    sn_pack_kv_str (copy, "code", "200");
+    again = sn_msg_decode (sn_pack_data (copy), sn_pack_size (copy), 0, &error);
+    assert (!sn_reply_code (sn_msg_root (again), NULL));
+    sn_msg_destroy (&again);
 
     //  Hostile frames are refused before msgpack-c allocates anything
     assert (streq (s_reject ("", 0), "empty message"));

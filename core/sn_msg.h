@@ -145,6 +145,10 @@ size_t sn_pack_size (sn_pack_t *self);
 //  A new frame holding a copy of the buffer.
 zframe_t *sn_pack_frame (sn_pack_t *self);
 
+//  True when reply (a map) has a code a reply may carry, 2xx, 4xx or 5xx, into *code:
+//  what an actor or another member answers reaches a client only with one.
+bool sn_reply_code (const sn_value_t *reply, uint64_t *code);
+
 //  Build the standard error reply {rid, code, error} into self (after a reset).
 void sn_pack_error (sn_pack_t *self, uint64_t rid, int code, const char *format, ...)
     __attribute__ ((format (printf, 4, 5)));

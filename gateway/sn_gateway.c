@@ -333,8 +333,7 @@ s_ask_node (s_request_t *request)
     }
     const sn_value_t *root = sn_msg_root (reply);
     uint64_t code;
-    if (!sn_value_uint (sn_value_get (root, "code"), &code) || code < 200 || code > 599 ||
-        (code >= 300 && code < 400)) {
+    if (!sn_reply_code (root, &code)) {
         sn_msg_destroy (&reply);
         s_fail (request, 502, "node sent a reply without a valid code");
         return NULL;

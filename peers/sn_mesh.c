@@ -1688,9 +1688,7 @@ static void
 s_get_answer (self_t *self, s_call_t *call, const sn_value_t *reply)
 {
     //  What a member answers goes to the client as it came, so it must be an answer
-    uint64_t code;
-    if (!sn_value_uint (sn_value_get (reply, "code"), &code) || code < 200 || code > 599 ||
-        (code >= 300 && code < 400)) {
+    if (!sn_reply_code (reply, NULL)) {
         sn_pack_error (self->reply, call->rid, 502, "a member sent a reply without a valid code");
         s_call_answer (self, call);
         return;
